@@ -1,0 +1,107 @@
+"""The one exception tree of writeback.
+
+Every error the engine raises on purpose derives from :class:`WritebackError`; adapters translate their
+library's exceptions (httpx, msal, python-ldap, sqlite3) at one boundary with ``raise ... from exc``.
+Messages say what failed, on which object, and what the operator can do. They never contain secrets.
+
+::
+
+    WritebackError
+    ├── ConfigError             invalid or missing configuration (file, key, reason)
+    ├── SourceError             Microsoft Graph (the cloud side)
+    │   ├── AuthenticationError     token could not be obtained (bad secret, certificate, tenant)
+    │   ├── ThrottledError          429/503 retries exhausted
+    │   └── SyncStateError          delta token expired or resync required (410 / syncStateNotFound)
+    ├── DirectoryError          Active Directory (LDAP)
+    │   ├── DirectoryUnavailable    server down, TLS or network failure (transient)
+    │   ├── DirectoryAuthError      bind refused
+    │   └── DirectoryWriteError     a write was refused (carries the LDAP result)
+    ├── PlanError               a plan cannot be built or applied
+    │   ├── SafetyError             a safety rule stopped the plan (delete threshold, ownership)
+    │   └── StalePlanError          a saved plan no longer matches the current state
+    ├── StateError              the local state store
+    ├── RuleError               a dynamic membership rule does not parse or cannot be evaluated
+    └── SandboxError            the local sandbox (Samba DC + emulator) failed
+"""
+
+from __future__ import annotations
+
+
+class WritebackError(Exception):
+    """Base of every error writeback raises on purpose."""
+
+
+class ConfigError(WritebackError):
+    """Configuration is invalid. ``where`` is 'file: key' when known."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = ": ".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SourceError(WritebackError):
+    """The cloud source (Microsoft Graph) failed."""
+
+
+class AuthenticationError(SourceError):
+    """No access token could be obtained."""
+
+
+class ThrottledError(SourceError):
+    """Graph kept throttling (429) or was unavailable (503) after all retries."""
+
+
+class SyncStateError(SourceError):
+    """A delta token is no longer valid: a full resync is required."""
+
+
+class DirectoryError(WritebackError):
+    """Active Directory failed."""
+
+
+class DirectoryUnavailable(DirectoryError):
+    """The directory cannot be reached (network, TLS, server down). Usually transient."""
+
+
+class DirectoryAuthError(DirectoryError):
+    """The directory refused the bind credentials."""
+
+
+class DirectoryWriteError(DirectoryError):
+    """The directory refused a write."""
+
+    def __init__(self, message: str, *, dn: str | None = None, result: str | None = None) -> None:
+        self.dn = dn
+        self.result = result
+        super().__init__(message)
+
+
+class PlanError(WritebackError):
+    """A plan cannot be built or applied."""
+
+
+class SafetyError(PlanError):
+    """A safety rule refused the plan (for example the delete threshold)."""
+
+
+class StalePlanError(PlanError):
+    """A saved plan was computed against a state that has changed since."""
+
+
+class StateError(WritebackError):
+    """The local state store failed."""
+
+
+class RuleError(WritebackError):
+    """A dynamic membership rule is invalid. ``position`` is the 0-based offset in the rule when known."""
+
+    def __init__(self, message: str, *, position: int | None = None, rule: str | None = None) -> None:
+        self.position = position
+        self.rule = rule
+        super().__init__(message)
+
+
+class SandboxError(WritebackError):
+    """The sandbox (local Samba DC and Graph emulator) could not be started or used."""
