@@ -19,7 +19,7 @@ def escape_rdn_value(value: str) -> str:
         elif (ch == " " and (i == 0 or i == len(value) - 1)) or (ch == "#" and i == 0):
             out.append("\\" + ch)
         elif ord(ch) < 0x20 or ch == "\x7f":
-            out.append("\\%02X" % ord(ch))
+            out.append(f"\\{ord(ch):02X}")
         else:
             out.append(ch)
     return "".join(out)

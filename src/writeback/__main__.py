@@ -1,0 +1,5 @@
+import sys
+
+from writeback.cli import main
+
+sys.exit(main())

@@ -1,0 +1,342 @@
+"""The `writeback` command: parse, call one library function, print, map errors to exit codes.
+
+Exit codes: 0 success (for `plan`: no changes), 2 `plan` found changes pending, 1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from writeback import __version__
+from writeback.errors import ConfigError, WritebackError
+
+DEFAULT_SANDBOX_DIR = "/var/tmp/writeback-sandbox"
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+
+
+def _sandbox_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir or os.environ.get("WRITEBACK_SANDBOX_DIR") or DEFAULT_SANDBOX_DIR)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if args.config:
+        return Path(args.config)
+    if os.environ.get("WRITEBACK_CONFIG"):
+        return Path(os.environ["WRITEBACK_CONFIG"])
+    local = Path("writeback.toml")
+    if local.exists():
+        return local
+    sandbox = Path(os.environ.get("WRITEBACK_SANDBOX_DIR") or DEFAULT_SANDBOX_DIR) / "writeback.toml"
+    if sandbox.exists():
+        return sandbox
+    raise ConfigError(
+        "no configuration: pass --config FILE, set WRITEBACK_CONFIG, create ./writeback.toml, "
+        "or run `writeback sandbox up` for a ready sandbox config"
+    )
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    if getattr(args, "quiet", False):
+        return None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from writeback.config import load_settings
+
+    return load_settings(_config_path(args))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from writeback.report import render_plan
+    from writeback.wiring import build_engine
+
+    engine = build_engine(_settings(args), _progress(args))
+    try:
+        if not args.no_sync:
+            engine.sync()
+        plan = engine.plan(allow_deletes=args.allow_deletes)
+    finally:
+        engine.directory.close()
+    if args.out:
+        Path(args.out).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
+        print(f"Plan saved to {args.out} (digest {plan.digest()[:12]})", file=sys.stderr)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan, verbose=args.verbose))
+    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from writeback.planning import Plan
+    from writeback.report import render_plan
+    from writeback.wiring import build_engine
+
+    engine = build_engine(_settings(args), _progress(args))
+    try:
+        engine.sync()
+        plan = engine.plan(allow_deletes=args.allow_deletes)
+        if args.plan:
+            try:
+                saved = Plan.from_dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
+            except (OSError, ValueError, KeyError) as exc:
+                raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
+            engine.check_saved_plan(saved, plan)
+            plan = saved
+        if not args.json:
+            print(render_plan(plan, verbose=args.verbose))
+        result = engine.apply(plan)
+    finally:
+        engine.directory.close()
+    failed = result.failed
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "ok": result.ok,
+                    "aborted": result.aborted,
+                    "applied": sum(1 for r in result.results if r.ok),
+                    "failed": len(failed),
+                    "results": [
+                        {
+                            "kind": r.change.kind.value,
+                            "cloud_id": r.change.cloud_id,
+                            "dn": r.change.dn,
+                            "ok": r.ok,
+                            "error": r.error,
+                        }
+                        for r in result.results
+                    ],
+                    "plan": plan.to_dict(),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"\nApplied {len(result.results) - len(failed)} of {len(plan.changes)} changes (run {result.run_id})."
+        )
+        for r in failed:
+            print(f"  FAILED {r.change.kind.value} {r.change.display_name or r.change.dn}: {r.error}")
+        if result.aborted:
+            print(
+                f"Stopped early: {result.aborted}. Run `writeback apply` again once it is fixed; it resumes."
+            )
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from writeback.report import render_table
+    from writeback.state.sqlite import SqliteStore
+
+    settings = _settings(args)
+    store = SqliteStore(settings.state.path)
+    entries = store.read_log(
+        group=args.group, action=args.action, result=args.result, run_id=args.run, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
+        return EXIT_OK
+    rows = []
+    for e in entries:
+        when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        info = e.error or ""
+        if not info and e.detail:
+            info = ", ".join(f"{k}={v}" for k, v in e.detail.items())
+        rows.append([when, e.run_id, e.action, e.result, e.group_name or e.cloud_id or "", info[:120]])
+    print(
+        render_table(rows, ["time (UTC)", "run", "action", "result", "group", "detail"])
+        if rows
+        else "No log entries."
+    )
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from writeback.checks import check_config
+
+    problems = check_config(_settings(args), print)
+    if problems:
+        print(f"\n{len(problems)} problem(s) found:")
+        for p in problems:
+            print(f"  - {p}")
+        return EXIT_ERROR
+    print("\nConfiguration OK.")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from writeback import sandbox
+
+    directory = _sandbox_dir(args)
+    if args.sandbox_cmd == "up":
+        info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
+        print(f"Sandbox is up in {directory}")
+        print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
+        print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
+        print(f"  Config:    {info.config}")
+        print(f"  Contract:  {directory / 'sandbox.json'}")
+        print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
+    elif args.sandbox_cmd == "down":
+        sandbox.sandbox_down(directory)
+        print(f"Sandbox in {directory} stopped (files kept).")
+    else:
+        status = sandbox.sandbox_status(directory)
+        print(status if isinstance(status, str) else json.dumps(_public(status), indent=2, default=str))
+    return EXIT_OK
+
+
+def _public(obj: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(vars(obj))
+    return {k: ("***" if "password" in k or "secret" in k else v) for k, v in data.items()}
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from writeback.emulator import server
+
+    argv = [
+        "serve",
+        "--tenant",
+        args.tenant,
+        "--port",
+        str(args.port),
+        "--data-dir",
+        args.data_dir,
+        "--host",
+        args.host,
+    ]
+    result = server.main(argv)
+    return int(result or 0)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from writeback.daemon import run_service
+
+    return run_service(_settings(args), once=args.once)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from writeback import rules_cli
+
+    return rules_cli.main(args, _settings if args.rules_cmd == "test" else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="writeback", description="Write Microsoft Entra ID cloud groups back into Active Directory."
+    )
+    p.add_argument("--version", action="version", version=f"writeback {__version__}")
+    p.add_argument(
+        "-c", "--config", help="config file (default: $WRITEBACK_CONFIG, ./writeback.toml, or the sandbox's)"
+    )
+    p.add_argument("-v", "--verbose-log", action="store_true", help="debug logging to stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser(
+        "plan", help="show what apply would change (never writes); exit 2 when changes are pending"
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable plan")
+    sp.add_argument("--out", help="save the plan to FILE (apply it later with `apply --plan FILE`)")
+    sp.add_argument("--verbose", action="store_true", help="list every member value")
+    sp.add_argument("--no-sync", action="store_true", help="plan from the local replica without asking Graph")
+    sp.add_argument(
+        "--allow-deletes", type=int, default=0, metavar="N", help="allow up to N deletes past the threshold"
+    )
+    sp.set_defaults(func=cmd_plan)
+
+    sa = sub.add_parser("apply", help="plan and apply (or apply a saved plan that still matches)")
+    sa.add_argument("--plan", help="a plan saved with `plan --out`; refused when it no longer matches")
+    sa.add_argument(
+        "--allow-deletes", type=int, default=0, metavar="N", help="allow up to N deletes past the threshold"
+    )
+    sa.add_argument("--json", action="store_true")
+    sa.add_argument("--verbose", action="store_true")
+    sa.set_defaults(func=cmd_apply)
+
+    sl = sub.add_parser("log", help="show the provisioning log")
+    sl.add_argument("--group", help="group name, DN fragment or cloud id")
+    sl.add_argument(
+        "--action", help="create, update, move, add_members, remove_members, delete, skip, staged_delete"
+    )
+    sl.add_argument("--result", help="success, error, skipped, blocked, info")
+    sl.add_argument("--run", help="one run id")
+    sl.add_argument("--limit", type=int, default=200)
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_log)
+
+    sc = sub.add_parser("config", help="configuration tools")
+    scs = sc.add_subparsers(dest="config_cmd", required=True)
+    scs.add_parser(
+        "check", help="load the config, connect to Graph and AD, report what is wrong"
+    ).set_defaults(func=cmd_config_check)
+
+    sb = sub.add_parser("sandbox", help="a local Samba AD DC and Graph emulator to try writeback")
+    sbs = sb.add_subparsers(dest="sandbox_cmd", required=True)
+    up = sbs.add_parser("up", help="provision and start (idempotent)")
+    up.add_argument(
+        "--dir", help=f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
+    )
+    up.add_argument("--users", type=int, default=50, help="seeded AD users (default 50)")
+    for name in ("down", "status"):
+        x = sbs.add_parser(name)
+        x.add_argument("--dir")
+    sb.set_defaults(func=cmd_sandbox)
+
+    se = sub.add_parser("emulator", help="the Microsoft Graph emulator")
+    ses = se.add_subparsers(dest="emulator_cmd", required=True)
+    serve = ses.add_parser("serve", help="serve a tenant file over HTTPS")
+    serve.add_argument("--tenant", required=True)
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--data-dir", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.set_defaults(func=cmd_emulator)
+
+    sr = sub.add_parser(
+        "run", help="run continuously: delta polling every few seconds, full reconcile hourly"
+    )
+    sr.add_argument("--once", action="store_true", help="one cycle, then exit")
+    sr.set_defaults(func=cmd_run)
+
+    su = sub.add_parser("rules", help="dynamic membership rules")
+    sus = su.add_subparsers(dest="rules_cmd", required=True)
+    rc = sus.add_parser("check", help="validate a rule")
+    rc.add_argument("rule")
+    rt = sus.add_parser("test", help="list the users a rule matches, or explain one user")
+    rt.add_argument("rule")
+    rt.add_argument("--user", help="explain why this user (id, UPN or sAMAccountName) matches or not")
+    rt.add_argument("--source", choices=("cloud", "ad"), default="cloud")
+    rt.add_argument("--limit", type=int, default=50)
+    su.set_defaults(func=cmd_rules)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose_log else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except WritebackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""Settings, one small frozen model per concern, loaded from one TOML file and validated at load.
+
+Errors name the file, the key and the reason (:class:`ConfigError`). Secrets are references (an environment
+variable or a file), resolved by :func:`resolve_secret` only when a connection is made, and never printed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from writeback.errors import ConfigError
+
+DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
+CONNECT_CN = 'Append("Group_",[objectId])'
+DEFAULT_DESCRIPTION = "Left(Trim([description]),448)"
+DEFAULT_DISPLAY_NAME = "[displayName]"
+ANCHOR_MODES = ("auto", "msDS-ExternalDirectoryObjectId", "adminDescription", "both")
+SCOPE_MODES = ("all", "selected", "writeback_enabled")
+MATCHERS = ("sid", "immutable_id")
+DELETE_POLICIES = ("keep", "delete")
+GROUP_SCOPES = ("universal", "global", "domainLocal")
+FILTER_OPERATORS = (
+    "EQUALS",
+    "NOT_EQUALS",
+    "IS_TRUE",
+    "IS_FALSE",
+    "IS_NULL",
+    "IS_NOT_NULL",
+    "REGEX_MATCH",
+    "NOT_REGEX_MATCH",
+    "GREATER_THAN",
+    "LESS_THAN",
+    "STARTS_WITH",
+    "ENDS_WITH",
+)
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret lives: an environment variable or a file. Its repr never shows the value."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    tenant_id: str
+    client_id: str
+    client_secret: SecretRef | None = None
+    certificate_file: str | None = None
+    private_key_file: str | None = None
+    authority: str | None = None
+    graph_url: str = "https://graph.microsoft.com"
+    ca_file: str | None = None
+    timeout: float = 30.0
+    max_retries: int = 8
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    ldap_urls: tuple[str, ...]
+    bind_dn: str
+    bind_password: SecretRef
+    base_dn: str
+    target_ou: str
+    gc_url: str | None = None
+    ca_file: str | None = None
+    insecure_plain_ldap: bool = False
+    page_size: int = 1000
+    max_values_per_modify: int = 5000
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class FilterClause:
+    attribute: str
+    operator: str
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class ScopeSettings:
+    mode: str = "all"
+    group_ids: tuple[str, ...] = ()
+    # Filters are ORed, clauses within a filter ANDed (like Cloud Sync's scoping filters).
+    filters: tuple[tuple[FilterClause, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    cn: str = DEFAULT_CN
+    target_ou: str | None = None  # an expression; None = the constant target.target_ou
+    description: str = DEFAULT_DESCRIPTION
+    display_name: str = DEFAULT_DISPLAY_NAME
+    sam_account_name: str | None = None  # an expression; None = writeback's deterministic default
+    anchor: str = "auto"
+    group_scope: str = "universal"  # or an expression giving universal/global/domainLocal
+    attributes: Mapping[str, str] = field(default_factory=dict)  # extra AD attribute -> expression
+
+
+@dataclass(frozen=True)
+class MemberSettings:
+    match_order: tuple[str, ...] = ("sid", "immutable_id")
+    max_members: int = 50_000
+    nested_groups: bool = True
+
+
+@dataclass(frozen=True)
+class SafetySettings:
+    delete_threshold: int = 10  # most AD groups one apply may delete; more needs --allow-deletes
+    on_soft_delete: str = "keep"
+    on_out_of_scope: str = "keep"
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    path: str = "writeback.sqlite"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    poll_interval: float = 2.0
+    reconcile_interval: float = 3600.0
+    health_file: str | None = None
+    max_backoff: float = 300.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: SourceSettings
+    target: TargetSettings
+    scope: ScopeSettings = ScopeSettings()
+    mapping: MappingSettings = MappingSettings()
+    members: MemberSettings = MemberSettings()
+    safety: SafetySettings = SafetySettings()
+    state: StateSettings = StateSettings()
+    service: ServiceSettings = ServiceSettings()
+    path: str = ""
+
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Typed access to one TOML table with file/key-qualified errors and unknown-key detection."""
+
+    def __init__(self, data: Mapping[str, Any], file: str, prefix: str) -> None:
+        self.data, self.file, self.prefix, self.used = data, file, prefix, set[str]()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, reason: str) -> ConfigError:
+        return ConfigError(reason, file=self.file, key=self.key(name))
+
+    def get(
+        self,
+        name: str,
+        kind: type[T] | tuple[type, ...],
+        default: Any = ...,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is ...:
+                raise self.error(name, "is required")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+            expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self.error(name, f"must be {expected}, got {type(value).__name__} {value!r}")
+        if check and (problem := check(value)):
+            raise self.error(name, problem)
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value: str = self.get(name, str, default)
+        if value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(name, list, list(default))
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(name, "must be a list of strings")
+        return tuple(value)
+
+    def secret(self, name: str, required: bool) -> SecretRef | None:
+        env = self.get(f"{name}_env", str, None)
+        file = self.get(f"{name}_file", str, None)
+        if name in self.data:
+            raise self.error(name, f"secrets are not allowed inline; use {name}_env or {name}_file")
+        if env and file:
+            raise self.error(f"{name}_env", f"set either {name}_env or {name}_file, not both")
+        if not env and not file:
+            if required:
+                raise self.error(
+                    f"{name}_env", f"is required: set {name}_env (an environment variable) or {name}_file"
+                )
+            return None
+        return SecretRef(env=env, file=file)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown setting (check the spelling; see docs/configuration.md)")
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _table(root: Mapping[str, Any], name: str, file: str, required: bool = False) -> _Reader:
+    if name not in root:
+        if required:
+            raise ConfigError(f"the [{name}] table is required", file=file)
+        return _Reader({}, file, name)
+    value = root[name]
+    if not isinstance(value, dict):
+        raise ConfigError("must be a table", file=file, key=name)
+    return _Reader(value, file, name)
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        items = v if isinstance(v, list) else [v]
+        for item in items:
+            if not isinstance(item, str) or not item.lower().startswith(tuple(s + "://" for s in schemes)):
+                return f"{item!r} must start with {' or '.join(s + '://' for s in schemes)}"
+        return None
+
+    return check
+
+
+def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
+    """Validate a parsed TOML document. Pure: no environment or file access."""
+    base_dir = Path(file).parent if file != "<config>" else Path(".")
+
+    def path(value: str | None) -> str | None:
+        return None if value is None else str((base_dir / os.path.expanduser(value)).resolve())
+
+    unknown = sorted(
+        set(root) - {"source", "target", "scope", "mapping", "members", "safety", "state", "service"}
+    )
+    if unknown:
+        raise ConfigError("unknown table", file=file, key=unknown[0])
+
+    s = _table(root, "source", file, required=True)
+    graph_url = s.get("graph_url", str, "https://graph.microsoft.com", _url(("https",))).rstrip("/")
+    secret = _resolved(s.secret("client_secret", required=False), path)
+    cert, key = s.get("certificate_file", str, None), s.get("private_key_file", str, None)
+    if not secret and not cert:
+        raise s.error(
+            "client_secret_env", "set a credential: client_secret_env, client_secret_file or certificate_file"
+        )
+    if cert and not key:
+        raise s.error("private_key_file", "is required with certificate_file")
+    source = SourceSettings(
+        tenant_id=s.get("tenant_id", str),
+        client_id=s.get("client_id", str),
+        client_secret=secret,
+        certificate_file=path(cert),
+        private_key_file=path(key),
+        authority=s.get("authority", str, None, _url(("https",))),
+        graph_url=graph_url,
+        ca_file=path(s.get("ca_file", str, None)),
+        timeout=s.get("timeout", float, 30.0, _positive),
+        max_retries=s.get("max_retries", int, 8),
+    )
+    s.finish()
+
+    t = _table(root, "target", file, required=True)
+    insecure = t.get("insecure_plain_ldap", bool, False)
+    urls = t.get("ldap_urls", list, check=_url(("ldaps", "ldap")))
+    if not urls:
+        raise t.error("ldap_urls", "needs at least one URL")
+    target = TargetSettings(
+        ldap_urls=tuple(urls),
+        bind_dn=t.get("bind_dn", str),
+        bind_password=_resolved(t.secret("bind_password", required=True), path) or SecretRef(),
+        base_dn=t.get("base_dn", str),
+        target_ou=t.get("target_ou", str),
+        gc_url=t.get("gc_url", str, None, _url(("ldaps", "ldap", "gc", "gcs"))),
+        ca_file=path(t.get("ca_file", str, None)),
+        insecure_plain_ldap=insecure,
+        page_size=t.get("page_size", int, 1000, _positive),
+        max_values_per_modify=t.get("max_values_per_modify", int, 5000, _positive),
+        timeout=t.get("timeout", float, 30.0, _positive),
+    )
+    t.finish()
+    from writeback.dn import is_within
+
+    if not is_within(target.target_ou, target.base_dn):
+        raise ConfigError(
+            f"{target.target_ou!r} is not inside base_dn {target.base_dn!r}",
+            file=file,
+            key="target.target_ou",
+        )
+
+    sc = _table(root, "scope", file)
+    filters_raw = sc.get("filters", list, [])
+    filters: list[tuple[FilterClause, ...]] = []
+    for i, f in enumerate(filters_raw):
+        clauses_raw = f.get("clauses") if isinstance(f, dict) else None
+        if not isinstance(clauses_raw, list) or not clauses_raw:
+            raise sc.error(f"filters[{i}]", "must be a table with a non-empty 'clauses' list")
+        clauses = []
+        for j, c in enumerate(clauses_raw):
+            cr = _Reader(c if isinstance(c, dict) else {}, file, f"scope.filters[{i}].clauses[{j}]")
+            op = cr.choice("operator", FILTER_OPERATORS, "EQUALS")
+            clauses.append(FilterClause(cr.get("attribute", str), op, cr.get("value", str, None)))
+            cr.finish()
+        filters.append(tuple(clauses))
+    scope = ScopeSettings(
+        mode=sc.choice("mode", SCOPE_MODES, "all"), group_ids=sc.strings("group_ids"), filters=tuple(filters)
+    )
+    if scope.mode == "selected" and not scope.group_ids:
+        raise sc.error("group_ids", 'mode = "selected" needs at least one group id')
+    sc.finish()
+
+    m = _table(root, "mapping", file)
+    cn_style = m.choice("cn_style", ("cloud_sync", "connect"), "cloud_sync")
+    attrs = m.get("attributes", dict, {})
+    mapping = MappingSettings(
+        cn=m.get("cn", str, CONNECT_CN if cn_style == "connect" else DEFAULT_CN),
+        target_ou=m.get("target_ou", str, None),
+        description=m.get("description", str, DEFAULT_DESCRIPTION),
+        display_name=m.get("display_name", str, DEFAULT_DISPLAY_NAME),
+        sam_account_name=m.get("sam_account_name", str, None),
+        anchor=m.choice("anchor", ANCHOR_MODES, "auto"),
+        group_scope=m.get("group_scope", str, "universal"),
+        attributes={str(k): str(v) for k, v in attrs.items()},
+    )
+    m.finish()
+    _check_expressions(mapping, file)
+
+    mb = _table(root, "members", file)
+    order = mb.strings("match_order", ("sid", "immutable_id"))
+    bad = [o for o in order if o not in MATCHERS]
+    if bad or not order:
+        raise mb.error("match_order", f"must list one or more of {', '.join(MATCHERS)}; got {list(order)}")
+    members = MemberSettings(
+        order, mb.get("max_members", int, 50_000, _positive), mb.get("nested_groups", bool, True)
+    )
+    mb.finish()
+
+    sf = _table(root, "safety", file)
+    safety = SafetySettings(
+        delete_threshold=sf.get(
+            "delete_threshold", int, 10, lambda v: None if v >= 0 else "must be 0 or more"
+        ),
+        on_soft_delete=sf.choice("on_soft_delete", DELETE_POLICIES, "keep"),
+        on_out_of_scope=sf.choice("on_out_of_scope", DELETE_POLICIES, "keep"),
+    )
+    sf.finish()
+
+    st = _table(root, "state", file)
+    state = StateSettings(path=path(st.get("path", str, "writeback.sqlite")) or "writeback.sqlite")
+    st.finish()
+
+    sv = _table(root, "service", file)
+    service = ServiceSettings(
+        poll_interval=sv.get("poll_interval", float, 2.0, _positive),
+        reconcile_interval=sv.get("reconcile_interval", float, 3600.0, _positive),
+        health_file=path(sv.get("health_file", str, None)),
+        max_backoff=sv.get("max_backoff", float, 300.0, _positive),
+    )
+    sv.finish()
+    return Settings(source, target, scope, mapping, members, safety, state, service, path=file)
+
+
+def _resolved(ref: SecretRef | None, path: Callable[[str | None], str | None]) -> SecretRef | None:
+    return None if ref is None else SecretRef(env=ref.env, file=path(ref.file))
+
+
+def _check_expressions(mapping: MappingSettings, file: str) -> None:
+    from writeback.expressions import compile_expression
+
+    exprs = {"cn": mapping.cn, "description": mapping.description, "display_name": mapping.display_name}
+    if mapping.target_ou:
+        exprs["target_ou"] = mapping.target_ou
+    if mapping.sam_account_name:
+        exprs["sam_account_name"] = mapping.sam_account_name
+    if mapping.group_scope not in GROUP_SCOPES:
+        exprs["group_scope"] = mapping.group_scope
+    exprs.update({f"attributes.{k}": v for k, v in mapping.attributes.items()})
+    for key, text in exprs.items():
+        try:
+            compile_expression(text)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=file, key=f"mapping.{key}") from exc
+
+
+def load_settings(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found (create one, or run `writeback sandbox up` for a ready example)", file=str(p)
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(p)) from exc
+    try:
+        root = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from exc
+    return parse_settings(root, str(p))
+
+
+def resolve_secret(ref: SecretRef, what: str) -> str:
+    """Read a secret from its environment variable or file. Errors say where it was looked for, not its value."""
+    if ref.env:
+        value = os.environ.get(ref.env)
+        if not value:
+            raise ConfigError(f"{what}: environment variable {ref.env} is not set or empty")
+        return value
+    if ref.file:
+        try:
+            return Path(ref.file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read secret file {ref.file}: {exc.strerror}") from exc
+    raise ConfigError(f"{what}: no secret configured")

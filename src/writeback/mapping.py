@@ -1,0 +1,279 @@
+"""Cloud group -> desired AD group: names, anchor, attributes, group type and resolved members. Pure.
+
+Defaults follow Entra Cloud Sync's attribute mappings so writeback can take over groups Microsoft wrote:
+CN ``Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))``, anchor ``Group_<objectId>`` in
+msDS-ExternalDirectoryObjectId (adminDescription when the schema lacks it), universal security groupType.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from writeback.config import GROUP_SCOPES, MappingSettings, MemberSettings
+from writeback.dn import is_within, join_rdn
+from writeback.expressions import Expression, compile_expression
+from writeback.model import (
+    GROUP_TYPE_DOMAIN_LOCAL,
+    GROUP_TYPE_GLOBAL,
+    GROUP_TYPE_SECURITY,
+    GROUP_TYPE_UNIVERSAL,
+    CloudGroup,
+    CloudUser,
+    DesiredGroup,
+    MemberRef,
+    SkippedMember,
+    SkipReason,
+)
+from writeback.ports import ResolvedAccounts
+
+MSDS_ANCHOR = "msDS-ExternalDirectoryObjectId"
+ADMIN_DESCRIPTION = "adminDescription"
+CN_MAX = 64  # AD's rangeUpper for cn (Samba accepts more; AD does not)
+SAM_MAX = 64
+DEFAULT_SAM_MAX = 20  # pre-Windows 2000 compatible length
+_SAM_INVALID = re.compile(r'["/\\\[\]:;|=,+*?<>@\s]')
+SCOPE_BITS = {
+    "universal": GROUP_TYPE_UNIVERSAL,
+    "global": GROUP_TYPE_GLOBAL,
+    "domainLocal": GROUP_TYPE_DOMAIN_LOCAL,
+}
+
+
+def anchor_attributes(mode: str, schema_has_msds: bool) -> tuple[str, ...]:
+    """Which attributes carry ``Group_<objectId>``; the first is the one searched for first."""
+    if mode == "both":
+        return (MSDS_ANCHOR, ADMIN_DESCRIPTION) if schema_has_msds else (ADMIN_DESCRIPTION,)
+    if mode == MSDS_ANCHOR or (mode == "auto" and schema_has_msds):
+        return (MSDS_ANCHOR,)
+    return (ADMIN_DESCRIPTION,)
+
+
+def immutable_id_to_guid(immutable_id: str) -> str | None:
+    """onPremisesImmutableId (base64 of objectGUID bytes, little-endian layout) -> canonical GUID string."""
+    try:
+        raw = base64.b64decode(immutable_id, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return str(uuid.UUID(bytes_le=raw)) if len(raw) == 16 else None
+
+
+def group_source(group: CloudGroup) -> dict[str, Any]:
+    """The attribute namespace expressions see, with Graph's names (objectId = id as in Cloud Sync)."""
+    src: dict[str, Any] = dict(group.attributes)
+    src.update(
+        objectId=group.id,
+        id=group.id,
+        displayName=group.display_name,
+        description=group.description,
+        mailNickname=group.mail_nickname,
+        mailEnabled=group.mail_enabled,
+        securityEnabled=group.security_enabled,
+        groupTypes=list(group.group_types),
+        membershipRule=group.membership_rule,
+    )
+    return src
+
+
+@dataclass(frozen=True)
+class Mapper:
+    """Compiled mapping settings; build once per run, map many groups."""
+
+    mapping: MappingSettings
+    members: MemberSettings
+    target_ou: str
+    base_dn: str
+    anchor_attrs: tuple[str, ...]
+
+    @cached_property
+    def _exprs(self) -> dict[str, Expression]:
+        m = self.mapping
+        exprs = {
+            "cn": compile_expression(m.cn),
+            "description": compile_expression(m.description),
+            "displayName": compile_expression(m.display_name),
+        }
+        if m.target_ou:
+            exprs["__ou"] = compile_expression(m.target_ou)
+        if m.sam_account_name:
+            exprs["__sam"] = compile_expression(m.sam_account_name)
+        if m.group_scope not in GROUP_SCOPES:
+            exprs["__scope"] = compile_expression(m.group_scope)
+        for attr, text in m.attributes.items():
+            exprs[attr] = compile_expression(text)
+        return exprs
+
+    def group_scope(self, group: CloudGroup) -> str:
+        if "__scope" in self._exprs:
+            value = self._exprs["__scope"].evaluate(group_source(group)) or "universal"
+            return value if value in GROUP_SCOPES else "universal"
+        return self.mapping.group_scope
+
+    def group_type(self, group: CloudGroup) -> int:
+        return SCOPE_BITS[self.group_scope(group)] | GROUP_TYPE_SECURITY
+
+    def sam_candidates(self, group: CloudGroup) -> list[str]:
+        """Deterministic sAMAccountName choices, in order of preference; never random."""
+        hexid = group.id.replace("-", "").lower()
+        if "__sam" in self._exprs:
+            base = _clean_sam(self._exprs["__sam"].evaluate(group_source(group)) or "", SAM_MAX)
+            if not base:
+                base = "grp"
+            out = [base]
+            for n in (4, 8, 12, 32):
+                out.append(_clean_sam(base, SAM_MAX - n - 1) + "_" + hexid[-n:])
+            return out
+        prefix = _clean_sam(group.display_name, 7) or "grp"
+        return [prefix + "_" + hexid[-12:], "g_" + hexid[-18:], "g" + hexid[:19]]
+
+    def map_group(
+        self,
+        group: CloudGroup,
+        *,
+        in_scope: Mapping[str, CloudGroup],
+        users: Mapping[str, CloudUser],
+        accounts: ResolvedAccounts,
+        sam_account_name: str,
+        child_dns: Mapping[str, str],
+    ) -> DesiredGroup:
+        """Desired AD state of one in-scope group. ``child_dns``: desired DN of every in-scope group."""
+        src = group_source(group)
+        cn = self._exprs["cn"].evaluate(src) or ""
+        parent = self.target_ou
+        error: str | None = None
+        if "__ou" in self._exprs:
+            parent = self._exprs["__ou"].evaluate(src) or self.target_ou
+            if not is_within(parent, self.base_dn):
+                error = f"mapped target OU {parent!r} is outside base_dn; fix mapping.target_ou"
+                parent = self.target_ou
+        if not cn.strip():
+            error = "mapped cn is empty; fix mapping.cn"
+        elif len(cn) > CN_MAX:
+            error = f"mapped cn is {len(cn)} characters; AD allows {CN_MAX}; fix mapping.cn"
+        attrs: dict[str, str | None] = {a: group.anchor for a in self.anchor_attrs}
+        for name, expr in self._exprs.items():
+            if name not in ("cn",) and not name.startswith("__"):
+                value = expr.evaluate(src)
+                attrs[name] = value if value not in ("",) else None
+        gtype = self.group_type(group)
+        members, skipped = self._members(group, gtype, in_scope, users, accounts, child_dns)
+        if error is None and len(members) > self.members.max_members:
+            error = (
+                f"{len(members)} members exceeds members.max_members ({self.members.max_members}); "
+                "the group is skipped (raise members.max_members to write it)"
+            )
+        return DesiredGroup(
+            cloud_id=group.id,
+            anchor=group.anchor,
+            cn=cn,
+            parent_dn=parent,
+            sam_account_name=sam_account_name,
+            group_type=gtype,
+            attributes=attrs,
+            members=frozenset(members),
+            skipped=tuple(sorted(skipped)),
+            error=error,
+        )
+
+    def _members(
+        self,
+        group: CloudGroup,
+        gtype: int,
+        in_scope: Mapping[str, CloudGroup],
+        users: Mapping[str, CloudUser],
+        accounts: ResolvedAccounts,
+        child_dns: Mapping[str, str],
+    ) -> tuple[set[str], list[SkippedMember]]:
+        members: set[str] = set()
+        skipped: list[SkippedMember] = []
+        for ref in group.members:
+            if ref.kind == "user":
+                dn_or_reason = self.resolve_user(users.get(ref.id), accounts)
+            elif ref.kind == "group":
+                dn_or_reason = self._resolve_group(ref, gtype, in_scope, child_dns)
+            else:
+                dn_or_reason = SkipReason.UNSUPPORTED_KIND
+            if isinstance(dn_or_reason, SkipReason):
+                skipped.append(SkippedMember(ref.id, ref.kind, dn_or_reason.value))
+            else:
+                members.add(dn_or_reason)
+        return members, skipped
+
+    def resolve_user(self, user: CloudUser | None, accounts: ResolvedAccounts) -> str | SkipReason:
+        if user is None:
+            return SkipReason.UNKNOWN_OBJECT
+        if not user.is_synced:
+            return SkipReason.CLOUD_ONLY
+        for how in self.members.match_order:
+            if how == "sid" and user.on_premises_security_identifier:
+                acct = accounts.by_sid.get(user.on_premises_security_identifier.upper())
+                if acct:
+                    return acct.dn
+            if how == "immutable_id" and user.on_premises_immutable_id:
+                guid = immutable_id_to_guid(user.on_premises_immutable_id)
+                acct = accounts.by_guid.get(guid) if guid else None
+                if acct:
+                    return acct.dn
+        return SkipReason.NOT_FOUND_IN_AD
+
+    def _resolve_group(
+        self, ref: MemberRef, gtype: int, in_scope: Mapping[str, CloudGroup], child_dns: Mapping[str, str]
+    ) -> str | SkipReason:
+        child = in_scope.get(ref.id)
+        if child is None or not self.members.nested_groups or ref.id not in child_dns:
+            return SkipReason.GROUP_OUT_OF_SCOPE
+        if not nesting_allowed(gtype, self.group_type(child)):
+            return SkipReason.LOCAL_IN_UNIVERSAL
+        return child_dns[ref.id]
+
+    def desired_dn(self, group: CloudGroup) -> str:
+        src = group_source(group)
+        cn = self._exprs["cn"].evaluate(src) or ""
+        parent = self.target_ou
+        if "__ou" in self._exprs:
+            candidate = self._exprs["__ou"].evaluate(src) or self.target_ou
+            parent = candidate if is_within(candidate, self.base_dn) else self.target_ou
+        return join_rdn("CN", cn, parent)
+
+
+def nesting_allowed(parent_type: int, child_type: int) -> bool:
+    """AD's group nesting rules (same domain): universal holds universal and global; global holds global only;
+    domain local holds anything."""
+    if parent_type & GROUP_TYPE_DOMAIN_LOCAL:
+        return True
+    if parent_type & GROUP_TYPE_UNIVERSAL:
+        return not child_type & GROUP_TYPE_DOMAIN_LOCAL
+    return bool(child_type & GROUP_TYPE_GLOBAL)
+
+
+def _clean_sam(value: str, limit: int) -> str:
+    cleaned = _SAM_INVALID.sub("", value or "")[:limit]
+    return cleaned.rstrip(".")
+
+
+def assign_sam_account_names(
+    candidates: Mapping[str, list[str]], existing: Mapping[str, str], taken: Iterable[str]
+) -> dict[str, str]:
+    """Pick one unique sAMAccountName per group, predictably.
+
+    ``candidates``: cloud id -> names in preference order; ``existing``: cloud id -> the name its AD group
+    already has (kept: renaming an account name breaks scripts); ``taken``: lower-cased names held by objects
+    writeback does not manage. Groups are processed in id order so the result never depends on input order.
+    """
+    used = {t.lower() for t in taken} | {v.lower() for v in existing.values()}
+    out: dict[str, str] = dict(existing)
+    for cid in sorted(candidates):
+        if cid in out:
+            continue
+        choice = next((c for c in candidates[cid] if c.lower() not in used), None)
+        if choice is None:  # every candidate taken: extend the last one with the full id, still deterministic
+            choice = ("g" + cid.replace("-", ""))[:SAM_MAX]
+        used.add(choice.lower())
+        out[cid] = choice
+    return out

@@ -1,0 +1,412 @@
+"""Compute the plan: the ordered LDAP-level changes that make AD match the desired state. Pure.
+
+``compute_plan`` takes immutable values (desired groups, the managed AD groups as read, what the cloud says
+about groups that are no longer desired) and returns a :class:`Plan`. It reads nothing, writes nothing and
+looks at no clock, so every product rule here is unit-tested without a directory.
+
+Ownership: only groups carrying the ``Group_<objectId>`` anchor are ever changed or deleted; protected groups
+(adminCount, critical system objects) are reported and left alone; a create whose DN is held by an object
+writeback does not own is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from writeback.dn import normalize_dn
+from writeback.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
+
+PLAN_FORMAT = 1
+
+
+class ChangeKind(str, Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    MOVE = "move"
+    ADD_MEMBERS = "add_members"
+    REMOVE_MEMBERS = "remove_members"
+    DELETE = "delete"
+
+
+# Creates first (nested references need their targets), attribute updates at the current DN, then renames,
+# then member changes (member values use the new DNs), deletes last.
+ORDER = {k: i for i, k in enumerate(ChangeKind)}
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    cloud_id: str
+    dn: str  # the object's DN when the change runs
+    display_name: str = ""
+    new_dn: str | None = None
+    attributes: Mapping[str, str | int | None] = field(default_factory=dict)
+    members: tuple[str, ...] = ()
+    reason: str = ""
+
+    def sort_key(self) -> tuple[int, str, str]:
+        return (ORDER[self.kind], normalize_dn(self.dn), self.cloud_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        d["attributes"] = dict(self.attributes)
+        d["members"] = list(self.members)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Change:
+        return cls(
+            kind=ChangeKind(d["kind"]),
+            cloud_id=d["cloud_id"],
+            dn=d["dn"],
+            display_name=d.get("display_name", ""),
+            new_dn=d.get("new_dn"),
+            attributes=dict(d.get("attributes", {})),
+            members=tuple(d.get("members", ())),
+            reason=d.get("reason", ""),
+        )
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """Per-group notes that are not changes: skipped members, errors, kept groups."""
+
+    cloud_id: str
+    display_name: str
+    dn: str | None
+    skipped: tuple[SkippedMember, ...] = ()
+    error: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cloud_id": self.cloud_id,
+            "display_name": self.display_name,
+            "dn": self.dn,
+            "error": self.error,
+            "note": self.note,
+            "skipped": [asdict(s) for s in self.skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GroupReport:
+        return cls(
+            d["cloud_id"],
+            d["display_name"],
+            d.get("dn"),
+            tuple(SkippedMember(**s) for s in d.get("skipped", ())),
+            d.get("error"),
+            d.get("note"),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    reports: tuple[GroupReport, ...] = ()
+    blocked_deletes: tuple[Change, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(ch.kind.value for ch in self.changes)
+        return {k.value: c.get(k.value, 0) for k in ChangeKind}
+
+    def member_value_counts(self) -> dict[str, int]:
+        added = sum(
+            len(c.members) for c in self.changes if c.kind in (ChangeKind.CREATE, ChangeKind.ADD_MEMBERS)
+        )
+        removed = sum(len(c.members) for c in self.changes if c.kind is ChangeKind.REMOVE_MEMBERS)
+        return {"members_added": added, "members_removed": removed}
+
+    def digest(self) -> str:
+        """Identifies the changes (not the reports): a saved plan applies only while the digest still matches."""
+        body = json.dumps([c.to_dict() for c in self.changes], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "digest": self.digest(),
+            "counts": self.counts(),
+            **self.member_value_counts(),
+            "changes": [c.to_dict() for c in self.changes],
+            "blocked_deletes": [c.to_dict() for c in self.blocked_deletes],
+            "reports": [r.to_dict() for r in self.reports],
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        if d.get("format") != PLAN_FORMAT:
+            raise ValueError(f"unsupported plan format {d.get('format')!r} (expected {PLAN_FORMAT})")
+        return cls(
+            tuple(Change.from_dict(c) for c in d["changes"]),
+            tuple(GroupReport.from_dict(r) for r in d.get("reports", ())),
+            tuple(Change.from_dict(c) for c in d.get("blocked_deletes", ())),
+            tuple(d.get("warnings", ())),
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    delete_threshold: int = 10
+    allow_deletes: int = 0  # an operator's explicit allowance: up to this many deletes pass the threshold
+    delete_soft_deleted: bool = False
+    delete_out_of_scope: bool = False
+    manage_sam_account_name: bool = False  # only when sAMAccountName is mapped explicitly
+    attributes_to_compare: tuple[str, ...] | None = None  # None = every desired attribute
+
+
+def _attr_equal(actual: str | None, desired: str | int | None) -> bool:
+    if desired is None or desired == "":
+        return actual is None or actual == ""
+    return actual is not None and str(actual) == str(desired)
+
+
+def compute_plan(
+    desired: Mapping[str, DesiredGroup],
+    actual: Sequence[DirectoryGroup],
+    cloud: Mapping[str, CloudGroup],
+    policy: Policy,
+    *,
+    out_of_scope: Mapping[str, str] | None = None,
+    occupied_dns: Collection[str] = (),
+    partial: bool = False,
+) -> Plan:
+    """Plan the changes that make ``actual`` match ``desired``.
+
+    - ``desired``: cloud id -> desired group (in-scope groups only).
+    - ``actual``: managed AD groups (anchored) as read from the directory.
+    - ``cloud``: every group the replica knows (soft-deleted ones flagged); a managed group whose cloud id is
+      absent was hard-deleted.
+    - ``out_of_scope``: cloud id -> reason, for groups known but not in scope.
+    - ``occupied_dns``: normalised DNs held by objects writeback does not own.
+    - ``partial``: only the given groups are being reconciled (incremental cycle): managed groups not in
+      ``desired`` are not considered for deletion unless the cloud says they are gone.
+    """
+    out_of_scope = out_of_scope or {}
+    occupied = {normalize_dn(d) for d in occupied_dns}
+    changes: list[Change] = []
+    reports: list[GroupReport] = []
+    warnings: list[str] = []
+
+    by_id: dict[str, list[DirectoryGroup]] = {}
+    for g in actual:
+        if g.cloud_id:
+            by_id.setdefault(g.cloud_id, []).append(g)
+    current: dict[str, DirectoryGroup] = {}
+    for cid, groups in by_id.items():
+        if len(groups) > 1:
+            dns = ", ".join(sorted(g.dn for g in groups))
+            reports.append(
+                GroupReport(
+                    cid,
+                    "",
+                    None,
+                    error=f"several AD groups carry anchor Group_{cid}: {dns}; "
+                    "writeback will not touch them until one remains",
+                )
+            )
+            continue
+        g = groups[0]
+        if g.protected:
+            reports.append(
+                GroupReport(
+                    cid,
+                    "",
+                    g.dn,
+                    error="AD protected group (adminCount or critical system "
+                    "object); writeback never modifies it",
+                )
+            )
+            continue
+        current[cid] = g
+
+    # Renames first, so member values can be translated to the DNs that will exist when members change.
+    renamed: dict[str, str] = {}
+    for cid, d in desired.items():
+        a = current.get(cid)
+        if a is not None and d.error is None and normalize_dn(a.dn) != normalize_dn(d.dn):
+            renamed[normalize_dn(a.dn)] = d.dn
+
+    creating = {normalize_dn(d.dn) for cid, d in desired.items() if cid not in current and d.error is None}
+    blocked_cids = {cid for cid in desired if cid in by_id and cid not in current}
+
+    for cid in sorted(desired):
+        d = desired[cid]
+        name = str(d.attributes.get("displayName") or d.cn)
+        a = current.get(cid)
+        if cid in blocked_cids:
+            continue
+        if d.error is not None:
+            reports.append(GroupReport(cid, name, a.dn if a else d.dn, d.skipped, error=d.error))
+            continue
+        target_dn = d.dn
+        if (a is None or normalize_dn(a.dn) != normalize_dn(target_dn)) and normalize_dn(
+            target_dn
+        ) in occupied:
+            reports.append(
+                GroupReport(
+                    cid,
+                    name,
+                    target_dn,
+                    d.skipped,
+                    error=(
+                        f"{target_dn} already exists and is not managed by writeback (it has no Group_ anchor); "
+                        "writeback will not modify it. Rename or move that object, or change mapping.cn / mapping.target_ou"
+                    ),
+                )
+            )
+            continue
+        if d.skipped:
+            reports.append(GroupReport(cid, name, target_dn, d.skipped))
+        if a is None:
+            attrs: dict[str, str | int | None] = {
+                "objectClass": "group",
+                "sAMAccountName": d.sam_account_name,
+                "groupType": d.group_type,
+            }
+            attrs.update({k: v for k, v in d.attributes.items() if v not in (None, "")})
+            pending = creating | {normalize_dn(v) for v in renamed.values()}
+            now = sorted(m for m in d.members if normalize_dn(m) not in pending)
+            later = sorted(m for m in d.members if normalize_dn(m) in pending)
+            changes.append(
+                Change(
+                    ChangeKind.CREATE,
+                    cid,
+                    target_dn,
+                    name,
+                    attributes=attrs,
+                    members=tuple(now),
+                    reason="new in the cloud" if cid in cloud else "in scope",
+                )
+            )
+            if later:
+                changes.append(
+                    Change(
+                        ChangeKind.ADD_MEMBERS,
+                        cid,
+                        target_dn,
+                        name,
+                        members=tuple(later),
+                        reason="nested groups created or renamed in this plan",
+                    )
+                )
+            continue
+        if normalize_dn(a.dn) != normalize_dn(target_dn):
+            same_parent = normalize_dn(a.dn).split(",", 1)[1:] == normalize_dn(target_dn).split(",", 1)[1:]
+            changes.append(
+                Change(
+                    ChangeKind.MOVE,
+                    cid,
+                    a.dn,
+                    name,
+                    new_dn=target_dn,
+                    reason="renamed in the cloud" if same_parent else "target OU changed",
+                )
+            )
+        upd: dict[str, str | int | None] = {}
+        compare = policy.attributes_to_compare
+        for k, v in d.attributes.items():
+            if (compare is None or k in compare) and not _attr_equal(a.attributes.get(k), v):
+                upd[k] = v
+        if a.group_type != d.group_type:
+            upd["groupType"] = d.group_type
+        if policy.manage_sam_account_name and (a.sam_account_name or "") != d.sam_account_name:
+            upd["sAMAccountName"] = d.sam_account_name
+        if upd:
+            changes.append(
+                Change(
+                    ChangeKind.UPDATE,
+                    cid,
+                    a.dn,  # updates run before renames (see ORDER)
+                    name,
+                    attributes=upd,
+                    reason="attributes differ (cloud change or AD drift)",
+                )
+            )
+        want = {normalize_dn(m): m for m in d.members}
+        have: dict[str, str] = {}
+        for m in a.members:
+            key = normalize_dn(m)
+            new = renamed.get(key)
+            have[normalize_dn(new) if new else key] = new or m
+        add = sorted(want[k] for k in want.keys() - have.keys())
+        remove = sorted(have[k] for k in have.keys() - want.keys())
+        if add:
+            changes.append(
+                Change(
+                    ChangeKind.ADD_MEMBERS,
+                    cid,
+                    target_dn,
+                    name,
+                    members=tuple(add),
+                    reason="members missing in AD",
+                )
+            )
+        if remove:
+            changes.append(
+                Change(
+                    ChangeKind.REMOVE_MEMBERS,
+                    cid,
+                    target_dn,
+                    name,
+                    members=tuple(remove),
+                    reason="members not in the cloud group",
+                )
+            )
+
+    deletes: list[Change] = []
+    for cid in sorted(current.keys() - desired.keys()):
+        a = current[cid]
+        c = cloud.get(cid)
+        name = str(a.attributes.get("displayName") or (c.display_name if c else "") or a.dn)
+        if c is None:
+            deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="hard-deleted in the cloud"))
+        elif partial:
+            continue
+        elif c.deleted:
+            if policy.delete_soft_deleted:
+                deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="soft-deleted in the cloud"))
+            else:
+                reports.append(
+                    GroupReport(
+                        cid,
+                        name,
+                        a.dn,
+                        note="kept: soft-deleted in the cloud (set "
+                        'safety.on_soft_delete = "delete" to delete)',
+                    )
+                )
+        else:
+            reason = out_of_scope.get(cid, "out of scope")
+            if policy.delete_out_of_scope:
+                deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason=f"left scope: {reason}"))
+            else:
+                reports.append(GroupReport(cid, name, a.dn, note=f"kept: {reason}; no longer updated"))
+
+    blocked: tuple[Change, ...] = ()
+    allowed = max(policy.delete_threshold, policy.allow_deletes)
+    if len(deletes) > allowed:
+        blocked = tuple(sorted(deletes, key=Change.sort_key))
+        warnings.append(
+            f"Delete threshold exceeded: {len(deletes)} AD groups would be deleted, safety.delete_threshold is "
+            f"{policy.delete_threshold}. Nothing will be deleted. Review the deletes with `writeback plan`, then "
+            f"run `writeback apply --allow-deletes {len(deletes)}` or raise safety.delete_threshold."
+        )
+    else:
+        changes.extend(deletes)
+    changes.sort(key=Change.sort_key)
+    reports.sort(key=lambda r: (r.display_name.lower(), r.cloud_id))
+    return Plan(tuple(changes), tuple(reports), blocked, tuple(warnings))

@@ -1,0 +1,312 @@
+"""SQLite state store: the cloud replica, delta links, last-applied state and the provisioning log.
+
+One file, WAL mode, numbered migrations recorded in ``schema_migrations``. A delta round is one transaction
+(:meth:`SqliteStore.transaction`), so a crash never leaves a half-applied round next to a newer delta link.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from writeback.errors import StateError
+from writeback.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: replica, delta links, provisioning log, last-applied state
+    """
+    CREATE TABLE users (id TEXT PRIMARY KEY, data TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE groups (id TEXT PRIMARY KEY, data TEXT NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE members (group_id TEXT NOT NULL, member_id TEXT NOT NULL, kind TEXT NOT NULL,
+                          PRIMARY KEY (group_id, member_id)) WITHOUT ROWID;
+    CREATE INDEX members_by_member ON members (member_id);
+    CREATE TABLE delta_links (resource TEXT PRIMARY KEY, link TEXT);
+    CREATE TABLE log (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, run_id TEXT NOT NULL,
+                      cloud_id TEXT, group_name TEXT, dn TEXT, action TEXT NOT NULL, result TEXT NOT NULL,
+                      error TEXT, detail TEXT);
+    CREATE INDEX log_by_group ON log (cloud_id);
+    CREATE INDEX log_by_time ON log (time);
+    CREATE TABLE applied (cloud_id TEXT PRIMARY KEY, dn TEXT NOT NULL, time REAL NOT NULL);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    """,
+)
+
+
+def _user_to_json(u: CloudUser) -> str:
+    return json.dumps(asdict(u), separators=(",", ":"), default=str)
+
+
+def _group_to_json(g: CloudGroup) -> str:
+    d = asdict(g)
+    d.pop("members", None)
+    d["group_types"] = list(g.group_types)
+    return json.dumps(d, separators=(",", ":"), default=str)
+
+
+def _user_from_json(text: str, deleted: int) -> CloudUser:
+    d = json.loads(text)
+    d["deleted"] = bool(deleted)
+    return CloudUser(**d)
+
+
+def _group_from_json(text: str, deleted: int, members: frozenset[MemberRef]) -> CloudGroup:
+    d = json.loads(text)
+    d["group_types"] = tuple(d.get("group_types") or ())
+    d["deleted"] = bool(deleted)
+    d["members"] = members
+    return CloudGroup(**d)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: int
+    time: float
+    run_id: str
+    cloud_id: str | None
+    group_name: str | None
+    dn: str | None
+    action: str
+    result: str
+    error: str | None
+    detail: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Tx:
+    """ReplicaTransaction over one SQLite connection."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.db = store.db
+
+    def __enter__(self) -> _Tx:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+    def set_delta_link(self, resource: str, link: str | None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO delta_links VALUES (?, ?)", (resource, link))
+
+    def upsert_user(self, user: CloudUser) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO users VALUES (?, ?, ?)", (user.id, _user_to_json(user), int(user.deleted))
+        )
+
+    def remove_user(self, user_id: str, *, hard: bool) -> None:
+        if hard:
+            self.db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        else:
+            self.db.execute("UPDATE users SET deleted = 1 WHERE id = ?", (user_id,))
+
+    def upsert_group(self, group: CloudGroup) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO groups VALUES (?, ?, ?)",
+            (group.id, _group_to_json(group), int(group.deleted)),
+        )
+
+    def remove_group(self, group_id: str, *, hard: bool) -> None:
+        if hard:
+            self.db.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+            self.db.execute("DELETE FROM members WHERE group_id = ?", (group_id,))
+        else:
+            self.db.execute("UPDATE groups SET deleted = 1 WHERE id = ?", (group_id,))
+
+    def add_members(self, group_id: str, members: Iterable[MemberRef]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO members VALUES (?, ?, ?)", ((group_id, m.id, m.kind) for m in members)
+        )
+
+    def remove_members(self, group_id: str, member_ids: Iterable[str]) -> None:
+        self.db.executemany(
+            "DELETE FROM members WHERE group_id = ? AND member_id = ?", ((group_id, m) for m in member_ids)
+        )
+
+    def clear_members(self, group_id: str) -> None:
+        self.db.execute("DELETE FROM members WHERE group_id = ?", (group_id,))
+
+    def reset(self, resource: str) -> None:
+        if resource == "users":
+            self.db.execute("DELETE FROM users")
+        elif resource == "groups":
+            self.db.execute("DELETE FROM groups")
+            self.db.execute("DELETE FROM members")
+        else:
+            raise StateError(f"unknown replica resource {resource!r}")
+
+
+class SqliteStore:
+    """The default state store (ports.ReplicaStore plus the provisioning log)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"cannot open state store {self.path}: {exc}; check state.path and its permissions"
+            ) from exc
+
+    def _migrate(self) -> None:
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL)"
+        )
+        done = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations")}
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    self.db.execute(statement)
+                self.db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ReplicaStore ---------------------------------------------------------------------------------------
+    def transaction(self) -> _Tx:
+        return _Tx(self)
+
+    def get_delta_link(self, resource: str) -> str | None:
+        row = self.db.execute("SELECT link FROM delta_links WHERE resource = ?", (resource,)).fetchone()
+        return row[0] if row else None
+
+    def has_synced(self) -> bool:
+        rows = self.db.execute("SELECT COUNT(*) FROM delta_links WHERE link IS NOT NULL").fetchone()
+        return bool(rows[0] >= 2)
+
+    def snapshot(self) -> CloudSnapshot:
+        users = {
+            r[0]: _user_from_json(r[1], r[2]) for r in self.db.execute("SELECT id, data, deleted FROM users")
+        }
+        members: dict[str, set[MemberRef]] = {}
+        for gid, mid, kind in self.db.execute("SELECT group_id, member_id, kind FROM members"):
+            members.setdefault(gid, set()).add(MemberRef(kind, mid))
+        groups = {
+            r[0]: _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
+            for r in self.db.execute("SELECT id, data, deleted FROM groups")
+        }
+        return CloudSnapshot(users=users, groups=groups)
+
+    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]:
+        ids = list(member_ids)
+        out: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT DISTINCT group_id FROM members WHERE member_id IN ({','.join('?' * len(chunk))})"  # noqa: S608 - only placeholders are interpolated
+            out.update(r[0] for r in self.db.execute(q, chunk))
+        return out
+
+    # Meta -----------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # Provisioning log -----------------------------------------------------------------------------------
+    def log(
+        self,
+        run_id: str,
+        action: str,
+        result: str,
+        *,
+        cloud_id: str | None = None,
+        group_name: str | None = None,
+        dn: str | None = None,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                time.time(),
+                run_id,
+                cloud_id,
+                group_name,
+                dn,
+                action,
+                result,
+                error,
+                json.dumps(detail, default=str) if detail else None,
+            ),
+        )
+
+    def read_log(
+        self,
+        *,
+        cloud_id: str | None = None,
+        group: str | None = None,
+        action: str | None = None,
+        result: str | None = None,
+        run_id: str | None = None,
+        since: float | None = None,
+        limit: int = 200,
+    ) -> list[LogEntry]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("cloud_id", cloud_id),
+            ("action", action),
+            ("result", result),
+            ("run_id", run_id),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if group:
+            where.append("(group_name LIKE ? OR dn LIKE ? OR cloud_id = ?)")
+            args += [f"%{group}%", f"%{group}%", group]
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        sql = (
+            "SELECT * FROM log"  # noqa: S608 - fixed column names, values bound
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
+        rows = self.db.execute(sql, [*args, limit]).fetchall()
+        return [
+            LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None)
+            for r in reversed(rows)
+        ]
+
+    # Last applied ---------------------------------------------------------------------------------------
+    def record_applied(self, cloud_id: str, dn: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO applied VALUES (?, ?, ?)", (cloud_id, dn, time.time()))
+
+    def forget_applied(self, cloud_id: str) -> None:
+        self.db.execute("DELETE FROM applied WHERE cloud_id = ?", (cloud_id,))
+
+    def applied_dns(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT cloud_id, dn FROM applied")}
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many log writes into one transaction (fast), committed at the end."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")

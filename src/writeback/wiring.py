@@ -1,0 +1,79 @@
+"""The one place where real adapters are chosen and built from settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from writeback.config import Settings, resolve_secret
+from writeback.engine import Engine, Progress
+from writeback.errors import ConfigError
+
+
+def graph_settings(settings: Settings) -> object:
+    from writeback.graph import GraphSettings
+
+    s = settings.source
+    cert = key = None
+    if s.certificate_file:
+        try:
+            cert = Path(s.certificate_file).read_bytes()
+            key = Path(s.private_key_file or "").read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the certificate credential: {exc.strerror}",
+                file=settings.path,
+                key="source.certificate_file",
+            ) from exc
+    secret = resolve_secret(s.client_secret, "source.client_secret") if s.client_secret else None
+    return GraphSettings(
+        tenant_id=s.tenant_id,
+        client_id=s.client_id,
+        client_secret=secret,
+        certificate_pem=cert,
+        private_key_pem=key,
+        authority=s.authority,
+        graph_url=s.graph_url,
+        ca_file=s.ca_file,
+        timeout=s.timeout,
+        max_retries=s.max_retries,
+        use_beta_for_groups=settings.scope.mode == "writeback_enabled",
+    )
+
+
+def build_graph(settings: Settings):  # type: ignore[no-untyped-def]
+    from writeback.graph import GraphClient, GraphSource
+
+    client = GraphClient(graph_settings(settings))  # type: ignore[arg-type]
+    return client, GraphSource(client)
+
+
+def build_directory(settings: Settings):  # type: ignore[no-untyped-def]
+    from writeback.directory import DirectorySettings, LdapDirectory
+
+    t = settings.target
+    password = resolve_secret(t.bind_password, "target.bind_password")
+    return LdapDirectory(
+        DirectorySettings(
+            urls=t.ldap_urls,
+            bind_dn=t.bind_dn,
+            bind_password=password,
+            base_dn=t.base_dn,
+            ca_file=t.ca_file,
+            gc_url=t.gc_url,
+            allow_insecure=t.insecure_plain_ldap,
+            timeout=t.timeout,
+            page_size=t.page_size,
+            max_values_per_modify=t.max_values_per_modify,
+        )
+    )
+
+
+def build_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from writeback.state.sqlite import SqliteStore
+
+    return SqliteStore(settings.state.path)
+
+
+def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
+    _client, source = build_graph(settings)
+    return Engine(settings, source, build_directory(settings), build_store(settings), progress)

@@ -1,0 +1,201 @@
+"""The planner: pure, so every product rule about changes is tested here without a directory."""
+
+from writeback.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
+from writeback.planning import ChangeKind, Plan, Policy, compute_plan
+
+OU = "OU=Writeback,DC=corp,DC=test"
+UNIVERSAL = -2147483640
+
+
+def desired(cid, cn, members=(), parent=OU, **attrs):
+    a = {"msDS-ExternalDirectoryObjectId": f"Group_{cid}", "displayName": cn, "description": None}
+    a.update(attrs)
+    return DesiredGroup(cid, f"Group_{cid}", cn, parent, f"sam_{cid[:4]}", UNIVERSAL, a, frozenset(members))
+
+
+def actual(cid, cn, members=(), parent=OU, anchor=True, protected=False, **attrs):
+    a = {"msDS-ExternalDirectoryObjectId": f"Group_{cid}" if anchor else None, "displayName": cn, "description": None}
+    a.update(attrs)
+    return DirectoryGroup(f"CN={cn},{parent}", "guid-" + cid, f"Group_{cid}" if anchor else None, f"sam_{cid[:4]}",
+                          UNIVERSAL, a, frozenset(members), protected)
+
+
+def cloud(*ids, deleted=()):
+    return {i: CloudGroup(i, display_name=i, deleted=i in deleted) for i in ids}
+
+
+U = [f"CN=u{i},OU=Staff,DC=corp,DC=test" for i in range(10)]
+
+
+def kinds(plan):
+    return [(c.kind, c.cloud_id) for c in plan.changes]
+
+
+def test_create_with_members_in_one_change():
+    plan = compute_plan({"g1": desired("g1", "Fin", U[:3])}, [], cloud("g1"), Policy())
+    assert kinds(plan) == [(ChangeKind.CREATE, "g1")]
+    create = plan.changes[0]
+    assert create.dn == f"CN=Fin,{OU}"
+    assert set(create.members) == set(U[:3])
+    assert create.attributes["groupType"] == UNIVERSAL
+    assert create.attributes["msDS-ExternalDirectoryObjectId"] == "Group_g1"
+    assert "description" not in create.attributes  # null attributes are not written
+
+
+def test_no_changes_when_in_sync():
+    plan = compute_plan({"g1": desired("g1", "Fin", U[:3])}, [actual("g1", "Fin", U[:3])], cloud("g1"), Policy())
+    assert plan.changes == ()
+    assert not plan.has_changes
+
+
+def test_member_diff_is_one_add_and_one_remove_change():
+    plan = compute_plan({"g1": desired("g1", "Fin", U[:5])}, [actual("g1", "Fin", U[3:8])], cloud("g1"), Policy())
+    assert kinds(plan) == [(ChangeKind.ADD_MEMBERS, "g1"), (ChangeKind.REMOVE_MEMBERS, "g1")]
+    assert set(plan.changes[0].members) == set(U[:3])
+    assert set(plan.changes[1].members) == set(U[5:8])
+
+
+def test_member_compare_ignores_dn_case():
+    plan = compute_plan({"g1": desired("g1", "Fin", [U[0]])}, [actual("g1", "Fin", [U[0].upper()])], cloud("g1"), Policy())
+    assert plan.changes == ()
+
+
+def test_rename_is_a_move_before_member_changes():
+    plan = compute_plan({"g1": desired("g1", "Finance", U[:2])}, [actual("g1", "Fin", U[:1])], cloud("g1"), Policy())
+    assert [c.kind for c in plan.changes] == [ChangeKind.UPDATE, ChangeKind.MOVE, ChangeKind.ADD_MEMBERS]
+    assert plan.changes[0].dn == f"CN=Fin,{OU}"  # the update runs at the current DN
+    move = plan.changes[1]
+    assert move.dn == f"CN=Fin,{OU}" and move.new_dn == f"CN=Finance,{OU}"
+    assert move.reason == "renamed in the cloud"
+    assert plan.changes[2].dn == f"CN=Finance,{OU}"  # later changes use the new DN
+
+
+def test_changed_target_ou_moves():
+    other = "OU=Other,DC=corp,DC=test"
+    plan = compute_plan({"g1": desired("g1", "Fin", parent=other)}, [actual("g1", "Fin")], cloud("g1"), Policy())
+    assert plan.changes[0].kind is ChangeKind.MOVE and plan.changes[0].reason == "target OU changed"
+
+
+def test_renamed_nested_child_is_not_removed_and_readded():
+    child_old, child_new = f"CN=Old,{OU}", f"CN=New,{OU}"
+    plan = compute_plan(
+        {"p": desired("p", "Parent", [child_new]), "c": desired("c", "New")},
+        [actual("p", "Parent", [child_old]), actual("c", "Old")],
+        cloud("p", "c"),
+        Policy(),
+    )
+    assert kinds(plan) == [(ChangeKind.UPDATE, "c"), (ChangeKind.MOVE, "c")]
+
+
+def test_nested_child_created_in_same_plan_is_added_after_creates():
+    child = desired("c", "Child")
+    plan = compute_plan({"p": desired("p", "Parent", [child.dn, U[0]]), "c": child}, [], cloud("p", "c"), Policy())
+    assert [c.kind for c in plan.changes] == [ChangeKind.CREATE, ChangeKind.CREATE, ChangeKind.ADD_MEMBERS]
+    parent_create = next(c for c in plan.changes if c.kind is ChangeKind.CREATE and c.cloud_id == "p")
+    assert parent_create.members == (U[0],)
+    assert plan.changes[2].members == (child.dn,)
+
+
+def test_drift_in_attributes_is_reverted():
+    plan = compute_plan({"g1": desired("g1", "Fin", description="Money")},
+                        [actual("g1", "Fin", description="edited by hand")], cloud("g1"), Policy())
+    assert kinds(plan) == [(ChangeKind.UPDATE, "g1")]
+    assert plan.changes[0].attributes == {"description": "Money"}
+
+
+def test_adopted_connect_group_gets_anchor_attribute_written():
+    a = actual("g1", "Fin", anchor=True)
+    a = DirectoryGroup(a.dn, a.object_guid, "Group_g1", a.sam_account_name, a.group_type,
+                       {"adminDescription": "Group_g1", "displayName": "Fin"}, a.members)
+    plan = compute_plan({"g1": desired("g1", "Fin")}, [a], cloud("g1"), Policy())
+    assert kinds(plan) == [(ChangeKind.UPDATE, "g1")]
+    assert plan.changes[0].attributes == {"msDS-ExternalDirectoryObjectId": "Group_g1"}
+
+
+def test_hard_delete_deletes_soft_delete_keeps():
+    plan = compute_plan({}, [actual("hard", "H"), actual("soft", "S")], cloud("soft", deleted={"soft"}), Policy())
+    assert kinds(plan) == [(ChangeKind.DELETE, "hard")]
+    assert any(r.cloud_id == "soft" and "kept" in (r.note or "") for r in plan.reports)
+
+
+def test_soft_delete_deletes_when_configured():
+    plan = compute_plan({}, [actual("soft", "S")], cloud("soft", deleted={"soft"}), Policy(delete_soft_deleted=True))
+    assert kinds(plan) == [(ChangeKind.DELETE, "soft")]
+
+
+def test_out_of_scope_is_kept_by_default_and_deleted_on_request():
+    keep = compute_plan({}, [actual("g", "G")], cloud("g"), Policy(), out_of_scope={"g": "not a security group"})
+    assert keep.changes == () and "not a security group" in keep.reports[0].note
+    delete = compute_plan({}, [actual("g", "G")], cloud("g"), Policy(delete_out_of_scope=True))
+    assert kinds(delete) == [(ChangeKind.DELETE, "g")]
+
+
+def test_delete_threshold_blocks_all_deletes_and_says_how_to_allow():
+    groups = [actual(f"g{i}", f"G{i}") for i in range(5)]
+    plan = compute_plan({}, groups, {}, Policy(delete_threshold=3))
+    assert plan.changes == ()
+    assert len(plan.blocked_deletes) == 5
+    assert "--allow-deletes 5" in plan.warnings[0]
+    allowed = compute_plan({}, groups, {}, Policy(delete_threshold=3, allow_deletes=5))
+    assert len(allowed.changes) == 5 and not allowed.warnings
+
+
+def test_unanchored_groups_are_never_touched():
+    plan = compute_plan({}, [actual("x", "Manual", anchor=False)], {}, Policy())
+    assert plan.changes == ()
+
+
+def test_protected_group_is_reported_not_touched():
+    plan = compute_plan({"g1": desired("g1", "Fin", U[:2])}, [actual("g1", "Fin", protected=True)], cloud("g1"), Policy())
+    assert plan.changes == ()
+    assert "protected" in plan.reports[0].error
+
+
+def test_create_refused_when_dn_held_by_unmanaged_object():
+    d = desired("g1", "Fin")
+    plan = compute_plan({"g1": d}, [], cloud("g1"), Policy(), occupied_dns=[d.dn.upper()])
+    assert plan.changes == ()
+    assert "not managed by writeback" in plan.reports[0].error
+
+
+def test_group_with_error_is_skipped_and_not_deleted():
+    d = desired("g1", "Fin")
+    d = DesiredGroup(d.cloud_id, d.anchor, d.cn, d.parent_dn, d.sam_account_name, d.group_type, d.attributes,
+                     frozenset(U), error="too many members")
+    plan = compute_plan({"g1": d}, [actual("g1", "Fin")], cloud("g1"), Policy())
+    assert plan.changes == ()
+    assert plan.reports[0].error == "too many members"
+
+
+def test_duplicate_anchor_is_reported_and_left_alone():
+    a1, a2 = actual("g1", "Fin"), actual("g1", "Fin2")
+    plan = compute_plan({"g1": desired("g1", "Fin", U[:1])}, [a1, a2], cloud("g1"), Policy())
+    assert plan.changes == ()
+    assert "several AD groups" in plan.reports[0].error
+
+
+def test_skipped_members_are_reported():
+    d = desired("g1", "SAP", U[:4])
+    d = DesiredGroup(d.cloud_id, d.anchor, d.cn, d.parent_dn, d.sam_account_name, d.group_type, d.attributes, d.members,
+                     skipped=(SkippedMember("c1", "user", "cloud-only user (not synced from AD)"),))
+    plan = compute_plan({"g1": d}, [], cloud("g1"), Policy())
+    assert plan.reports[0].skipped[0].member_id == "c1"
+
+
+def test_partial_plan_does_not_delete_groups_it_does_not_look_at():
+    plan = compute_plan({}, [actual("g", "G")], cloud("g"), Policy(delete_out_of_scope=True), partial=True)
+    assert plan.changes == ()
+
+
+def test_order_and_json_roundtrip():
+    plan = compute_plan(
+        {"a": desired("a", "A", U[:1]), "b": desired("b", "B2", U[:2])},
+        [actual("b", "B", U[2:3]), actual("z", "Z")],
+        cloud("a", "b"),
+        Policy(),
+    )
+    order = [c.kind for c in plan.changes]
+    assert order == sorted(order, key=list(ChangeKind).index)
+    again = Plan.from_dict(plan.to_dict())
+    assert again.digest() == plan.digest()
+    assert again.changes == plan.changes
