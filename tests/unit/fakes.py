@@ -1,0 +1,124 @@
+"""In-memory fakes of the ports, for unit tests of the engine. They keep assertable state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from writeback.dn import normalize_dn
+from writeback.errors import DirectoryWriteError
+from writeback.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup
+from writeback.ports import ResolvedAccounts, SyncReport
+
+
+@dataclass
+class FakeCloud:
+    """A CloudSource that loads a fixed set of users and groups as a full round each time."""
+
+    users: dict[str, CloudUser] = field(default_factory=dict)
+    groups: dict[str, CloudGroup] = field(default_factory=dict)
+
+    def sync(self, replica):  # type: ignore[no-untyped-def]
+        with replica.transaction() as tx:
+            tx.reset("users")
+            tx.reset("groups")
+            for u in self.users.values():
+                tx.upsert_user(u)
+            for g in self.groups.values():
+                tx.upsert_group(g)
+                tx.add_members(g.id, g.members)
+            tx.set_delta_link("users", "u")
+            tx.set_delta_link("groups", "g")
+        return SyncReport(full_resync=True, requests=2)
+
+
+@dataclass
+class FakeDirectory:
+    accounts: list[DirectoryAccount] = field(default_factory=list)
+    groups: dict[str, dict] = field(default_factory=dict)  # normalized dn -> entry
+    ops: list[tuple[str, str]] = field(default_factory=list)
+    fail_on: set[str] = field(default_factory=set)
+    schema_msds: bool = True
+
+    def has_attribute(self, name):  # type: ignore[no-untyped-def]
+        return self.schema_msds or name != "msDS-ExternalDirectoryObjectId"
+
+    def resolve_accounts(self, sids, guids):  # type: ignore[no-untyped-def]
+        sids, guids = set(sids), set(guids)
+        return ResolvedAccounts(
+            by_sid={a.object_sid: a for a in self.accounts if a.object_sid in sids},
+            by_guid={a.object_guid: a for a in self.accounts if a.object_guid in guids},
+        )
+
+    def _group(self, e: dict) -> DirectoryGroup:
+        anchor = e.get("msDS-ExternalDirectoryObjectId") or e.get("adminDescription")
+        return DirectoryGroup(e["dn"], e["guid"], anchor if anchor and anchor.startswith("Group_") else None,
+                              e.get("sAMAccountName"), int(e["groupType"]),
+                              {k: v for k, v in e.items() if k not in ("dn", "guid", "member")}, frozenset(e["member"]),
+                              e.get("protected", False))
+
+    def read_managed_groups(self, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
+        self.ops.append(("search", "*"))
+        return [g for g in (self._group(e) for e in self.groups.values()) if g.anchor]
+
+    def read_groups(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
+        return [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]
+
+    def existing_dns(self, dns):  # type: ignore[no-untyped-def]
+        return {d for d in dns if normalize_dn(d) in self.groups}
+
+    def taken_sam_account_names(self, names):  # type: ignore[no-untyped-def]
+        wanted = {n.lower() for n in names}
+        return {e["sAMAccountName"].lower(): e["dn"] for e in self.groups.values() if e.get("sAMAccountName", "").lower() in wanted}
+
+    def _check(self, dn: str) -> None:
+        if normalize_dn(dn) in self.fail_on:
+            raise DirectoryWriteError(f"refused: {dn}", dn=dn, result="INSUFFICIENT_ACCESS")
+
+    def create_group(self, dn, attributes, members):  # type: ignore[no-untyped-def]
+        self._check(dn)
+        self.ops.append(("add", dn))
+        entry = {k: v for k, v in attributes.items() if k != "objectClass"}
+        entry.update(dn=dn, guid=f"guid-{len(self.groups)}", member=set(members))
+        self.groups[normalize_dn(dn)] = entry
+
+    def modify_attributes(self, dn, values):  # type: ignore[no-untyped-def]
+        self._check(dn)
+        self.ops.append(("modify", dn))
+        e = self.groups[normalize_dn(dn)]
+        for k, v in values.items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+
+    def move(self, dn, new_dn):  # type: ignore[no-untyped-def]
+        self._check(dn)
+        self.ops.append(("modrdn", dn))
+        e = self.groups.pop(normalize_dn(dn))
+        e["dn"] = new_dn
+        self.groups[normalize_dn(new_dn)] = e
+        for other in self.groups.values():  # AD rewrites linked values on rename
+            if dn in other["member"]:
+                other["member"].discard(dn)
+                other["member"].add(new_dn)
+
+    def add_members(self, dn, members):  # type: ignore[no-untyped-def]
+        self._check(dn)
+        self.ops.append(("modify", dn))
+        self.groups[normalize_dn(dn)]["member"].update(members)
+
+    def remove_members(self, dn, members):  # type: ignore[no-untyped-def]
+        self._check(dn)
+        self.ops.append(("modify", dn))
+        self.groups[normalize_dn(dn)]["member"].difference_update(members)
+
+    def delete(self, dn):  # type: ignore[no-untyped-def]
+        self._check(dn)
+        self.ops.append(("delete", dn))
+        del self.groups[normalize_dn(dn)]
+
+    def close(self):  # type: ignore[no-untyped-def]
+        pass
+
+    def writes(self) -> int:
+        return sum(1 for op, _ in self.ops if op != "search")

@@ -1,0 +1,113 @@
+"""The engine wired to in-memory fakes and a real SQLite store in memory."""
+
+import pytest
+
+from tests.unit.fakes import FakeCloud, FakeDirectory
+from writeback.config import parse_settings
+from writeback.engine import Engine
+from writeback.errors import PlanError, StalePlanError
+from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
+from writeback.planning import ChangeKind
+from writeback.state.sqlite import SqliteStore
+
+BASE = "DC=corp,DC=test"
+OU = f"OU=Writeback,{BASE}"
+SETTINGS = {
+    "source": {"tenant_id": "t", "client_id": "c", "client_secret_env": "X"},
+    "target": {"ldap_urls": ["ldaps://dc"], "bind_dn": "x", "bind_password_env": "Y", "base_dn": BASE, "target_ou": OU},
+}
+
+
+def users(n):
+    return {f"u{i}": CloudUser(f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}") for i in range(n)}
+
+
+def accounts(n):
+    return [DirectoryAccount(f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}") for i in range(n)]
+
+
+def gid(i):
+    return f"{i:08d}-0000-0000-0000-{i:012d}"
+
+
+def group(i, members, name=None):
+    return CloudGroup(gid(i), display_name=name or f"G{i}", members=frozenset(MemberRef("user", m) for m in members))
+
+
+@pytest.fixture
+def world():
+    cloud = FakeCloud(users=users(6) | {"cloud": CloudUser("cloud")}, groups={})
+    directory = FakeDirectory(accounts=accounts(6))
+    store = SqliteStore(":memory:")
+    engine = Engine(parse_settings(SETTINGS), cloud, directory, store)
+    return cloud, directory, store, engine
+
+
+def cycle(engine, **kw):
+    engine.sync()
+    plan = engine.plan(**kw)
+    return plan, engine.apply(plan)
+
+
+def test_plan_refuses_before_first_sync(world):
+    _, _, _, engine = world
+    with pytest.raises(PlanError, match="no successful Graph sync"):
+        engine.plan()
+
+
+def test_first_apply_then_second_apply_writes_nothing(world):
+    cloud, directory, store, engine = world
+    cloud.groups = {gid(1): group(1, ["u0", "u1", "cloud"]), gid(2): group(2, ["u2"])}
+    plan, result = cycle(engine)
+    assert result.ok and plan.counts()["create"] == 2
+    assert [o for o, _ in directory.ops].count("add") == 2
+    before = directory.writes()
+    plan2, _ = cycle(engine)
+    assert plan2.changes == () and directory.writes() == before
+    assert any(e.action == "skip_members" for e in store.read_log())
+
+
+def test_one_member_change_is_one_modify(world):
+    cloud, directory, _, engine = world
+    cloud.groups = {gid(1): group(1, ["u0", "u1"])}
+    cycle(engine)
+    before = directory.writes()
+    cloud.groups = {gid(1): group(1, ["u0", "u1", "u2"])}
+    plan, result = cycle(engine)
+    assert result.ok and directory.writes() - before == 1
+    assert plan.changes[0].kind is ChangeKind.ADD_MEMBERS
+
+
+def test_failing_group_does_not_block_others_and_is_logged(world):
+    cloud, directory, store, engine = world
+    cloud.groups = {gid(1): group(1, ["u0"]), gid(2): group(2, ["u1"])}
+    cycle(engine)
+    cloud.groups = {gid(1): group(1, ["u0", "u3"]), gid(2): group(2, ["u1", "u4"])}
+    first_dn = next(e["dn"] for e in directory.groups.values() if "G1" in e["dn"])
+    from writeback.dn import normalize_dn
+
+    directory.fail_on.add(normalize_dn(first_dn))
+    _, result = cycle(engine)
+    assert len(result.failed) == 1 and len(result.results) == 2
+    errors = store.read_log(result="error")
+    assert errors and "refused" in errors[-1].error
+
+
+def test_saved_plan_must_still_match(world):
+    cloud, _, _, engine = world
+    cloud.groups = {gid(1): group(1, ["u0"])}
+    engine.sync()
+    saved = engine.plan()
+    cloud.groups = {gid(1): group(1, ["u0", "u1"])}
+    engine.sync()
+    with pytest.raises(StalePlanError):
+        engine.check_saved_plan(saved, engine.plan())
+
+
+def test_sam_account_name_collision_with_foreign_object(world):
+    cloud, directory, _, engine = world
+    cloud.groups = {gid(1): group(1, ["u0"], name="Sales")}
+    directory.groups["cn=x,dc=corp,dc=test"] = {"dn": "CN=x,DC=corp,DC=test", "guid": "g", "groupType": 2, "member": set(),
+                                                "sAMAccountName": "Sales_000000000001"}
+    plan, _ = cycle(engine)
+    assert plan.changes[0].attributes["sAMAccountName"] != "Sales_000000000001"

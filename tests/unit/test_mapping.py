@@ -1,0 +1,182 @@
+import base64
+import uuid
+
+from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
+from writeback.mapping import (
+    ADMIN_DESCRIPTION,
+    MSDS_ANCHOR,
+    Mapper,
+    anchor_attributes,
+    assign_sam_account_names,
+    immutable_id_to_guid,
+    nesting_allowed,
+)
+from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef, SkipReason
+from writeback.ports import ResolvedAccounts
+
+OU = "OU=Writeback,DC=corp,DC=test"
+BASE = "DC=corp,DC=test"
+GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
+UNIVERSAL_SECURITY = -2147483640
+
+
+def mapper(**kw):
+    members = kw.pop("members", MemberSettings())
+    return Mapper(MappingSettings(**kw), members, OU, BASE, (MSDS_ANCHOR,))
+
+
+def group(gid=GID, name="Sales", members=(), **kw):
+    return CloudGroup(gid, display_name=name, members=frozenset(members), **kw)
+
+
+def user_ref(uid):
+    return MemberRef("user", uid)
+
+
+def synced(uid, sid=None, guid=None):
+    imm = base64.b64encode(uuid.UUID(guid).bytes_le).decode() if guid else None
+    return CloudUser(uid, on_premises_sync_enabled=True, on_premises_security_identifier=sid, on_premises_immutable_id=imm)
+
+
+def acct(dn, guid="00000000-0000-0000-0000-000000000001", sid=None):
+    return DirectoryAccount(dn, guid, sid)
+
+
+def test_cloud_sync_default_cn_and_anchor():
+    m = mapper()
+    d = m.map_group(group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    assert d.cn == "Sales_e9305786a271"
+    assert d.dn == f"CN=Sales_e9305786a271,{OU}"
+    assert d.attributes[MSDS_ANCHOR] == f"Group_{GID}"
+    assert d.attributes["displayName"] == "Sales"
+    assert d.attributes["description"] is None
+    assert d.group_type == UNIVERSAL_SECURITY
+
+
+def test_long_display_name_is_cut_to_fit_cn_limit():
+    d = mapper().map_group(group(name="x" * 200), in_scope={}, users={}, accounts=ResolvedAccounts(),
+                           sam_account_name="s", child_dns={})
+    assert len(d.cn) == 64 and d.error is None
+
+
+def test_connect_style_cn():
+    d = mapper(cn=CONNECT_CN).map_group(group(), in_scope={}, users={}, accounts=ResolvedAccounts(),
+                                        sam_account_name="s", child_dns={})
+    assert d.cn == f"Group_{GID}"
+
+
+def test_cn_over_64_characters_is_an_error_not_truncated_silently():
+    d = mapper(cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")').map_group(
+        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    assert d.error and "64" in d.error
+
+
+def test_special_characters_are_escaped_in_dn():
+    d = mapper().map_group(group(name="R&D, Lab #1 + <x>"), in_scope={}, users={}, accounts=ResolvedAccounts(),
+                           sam_account_name="s", child_dns={})
+    assert d.dn.startswith("CN=R&D\\, Lab #1 \\+ \\<x\\>_e9305786a271,")
+
+
+def test_target_ou_by_switch_expression():
+    m = mapper(target_ou=f'Switch([displayName],"{OU}","Marketing","OU=Marketing,{BASE}")')
+    mk = m.map_group(group(name="Marketing"), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    other = m.map_group(group(name="Other"), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    assert mk.parent_dn == f"OU=Marketing,{BASE}"
+    assert other.parent_dn == OU
+
+
+def test_target_ou_outside_base_is_an_error():
+    m = mapper(target_ou='"OU=Elsewhere,DC=other,DC=test"')
+    d = m.map_group(group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    assert d.error and "outside base_dn" in d.error
+
+
+def test_members_matched_by_sid_then_immutable_id_and_skips_reported():
+    g1 = "11111111-1111-1111-1111-111111111111"
+    users = {
+        "a": synced("a", sid="S-1-5-21-1-2-3-1105"),
+        "b": synced("b", guid=g1),
+        "c": CloudUser("c"),  # cloud-only
+        "d": synced("d", sid="S-1-5-21-1-2-3-9999"),  # not in AD
+    }
+    accounts = ResolvedAccounts(by_sid={"S-1-5-21-1-2-3-1105": acct("CN=A,OU=Staff")}, by_guid={g1: acct("CN=B,OU=Staff", g1)})
+    refs = [user_ref("a"), user_ref("b"), user_ref("c"), user_ref("d"), MemberRef("device", "dev"), user_ref("zz")]
+    d = mapper().map_group(group(members=refs), in_scope={}, users=users, accounts=accounts, sam_account_name="s", child_dns={})
+    assert d.members == {"CN=A,OU=Staff", "CN=B,OU=Staff"}
+    reasons = {s.member_id: s.reason for s in d.skipped}
+    assert reasons == {
+        "c": SkipReason.CLOUD_ONLY.value,
+        "d": SkipReason.NOT_FOUND_IN_AD.value,
+        "dev": SkipReason.UNSUPPORTED_KIND.value,
+        "zz": SkipReason.UNKNOWN_OBJECT.value,
+    }
+
+
+def test_match_order_immutable_id_only():
+    g1 = "11111111-1111-1111-1111-111111111111"
+    u = synced("a", sid="S-1-5-21-1-2-3-1105", guid=g1)
+    accounts = ResolvedAccounts(by_sid={"S-1-5-21-1-2-3-1105": acct("CN=BySid")}, by_guid={g1: acct("CN=ByGuid", g1)})
+    m = mapper(members=MemberSettings(match_order=("immutable_id",)))
+    d = m.map_group(group(members=[user_ref("a")]), in_scope={}, users={"a": u}, accounts=accounts, sam_account_name="s", child_dns={})
+    assert d.members == {"CN=ByGuid"}
+
+
+def test_nested_in_scope_group_is_a_member_out_of_scope_is_skipped():
+    child = group("c" * 8 + "-0000-0000-0000-000000000000", "Child")
+    parent = group(members=[MemberRef("group", child.id), MemberRef("group", "synced-group")])
+    d = mapper().map_group(parent, in_scope={child.id: child, parent.id: parent}, users={}, accounts=ResolvedAccounts(),
+                           sam_account_name="s", child_dns={child.id: "CN=Child_x,OU=W"})
+    assert d.members == {"CN=Child_x,OU=W"}
+    assert d.skipped[0].reason == SkipReason.GROUP_OUT_OF_SCOPE.value
+
+
+def test_domain_local_child_in_universal_parent_is_refused_with_8518():
+    child = group("c" * 8 + "-0000-0000-0000-000000000000", "Local")
+    parent = group(members=[MemberRef("group", child.id)])
+    m = mapper(group_scope='IIF([displayName]="Local","domainLocal","universal")')
+    d = m.map_group(parent, in_scope={child.id: child}, users={}, accounts=ResolvedAccounts(), sam_account_name="s",
+                    child_dns={child.id: "CN=Local,OU=W"})
+    assert d.members == frozenset()
+    assert d.skipped[0].reason.startswith("8518")
+
+
+def test_nesting_rules():
+    u, g, dl = -2147483640, -2147483646, -2147483644
+    assert nesting_allowed(u, u) and nesting_allowed(u, g) and not nesting_allowed(u, dl)
+    assert nesting_allowed(g, g) and not nesting_allowed(g, u)
+    assert nesting_allowed(dl, u) and nesting_allowed(dl, dl)
+
+
+def test_member_cap():
+    users = {f"u{i}": synced(f"u{i}", sid=f"S-1-5-21-1-2-3-{i}") for i in range(5)}
+    accounts = ResolvedAccounts(by_sid={f"S-1-5-21-1-2-3-{i}": acct(f"CN=u{i}") for i in range(5)})
+    m = mapper(members=MemberSettings(max_members=4))
+    d = m.map_group(group(members=[user_ref(u) for u in users]), in_scope={}, users=users, accounts=accounts,
+                    sam_account_name="s", child_dns={})
+    assert d.error and "max_members" in d.error
+
+
+def test_immutable_id_documented_example():
+    assert immutable_id_to_guid("nofCJe0gZk6D8J4gRgrt+A==") == "25c2879e-20ed-4e66-83f0-9e20460aedf8"
+    assert immutable_id_to_guid("not base64!") is None
+
+
+def test_anchor_attribute_choice():
+    assert anchor_attributes("auto", True) == (MSDS_ANCHOR,)
+    assert anchor_attributes("auto", False) == (ADMIN_DESCRIPTION,)
+    assert anchor_attributes("both", True) == (MSDS_ANCHOR, ADMIN_DESCRIPTION)
+
+
+def test_default_sam_account_name_is_deterministic_and_valid():
+    c = mapper().sam_candidates(group(name='Sales/EU "team"'))
+    assert c[0] == "SalesEU_e9305786a271"
+    assert all(len(x) <= 20 for x in c)
+    assert c == mapper().sam_candidates(group(name='Sales/EU "team"'))
+
+
+def test_sam_collisions_resolved_predictably_and_existing_names_kept():
+    cands = {"b": ["same", "same_2"], "a": ["same", "same_1"], "c": ["taken", "c_alt"]}
+    out = assign_sam_account_names(cands, existing={"z": "keepme"}, taken={"taken"})
+    assert out == {"a": "same", "b": "same_2", "c": "c_alt", "z": "keepme"}
+    again = assign_sam_account_names(dict(reversed(list(cands.items()))), existing={"z": "keepme"}, taken={"taken"})
+    assert again == out
