@@ -131,6 +131,49 @@ def cmd_apply(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_ERROR
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from writeback.dn import rdn
+    from writeback.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR
+    from writeback.wiring import build_directory
+
+    directory = build_directory(_settings(args))
+    try:
+        anchors = (
+            (MSDS_ANCHOR, ADMIN_DESCRIPTION) if directory.has_attribute(MSDS_ANCHOR) else (ADMIN_DESCRIPTION,)
+        )
+        groups = sorted(
+            directory.read_managed_groups(anchors, (*anchors, "displayName", "description")),
+            key=lambda g: g.dn.lower(),
+        )
+    finally:
+        directory.close()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "dn": g.dn,
+                        "objectGUID": g.object_guid,
+                        "anchor": g.anchor,
+                        "sAMAccountName": g.sam_account_name,
+                        "groupType": g.group_type,
+                        "members": sorted(g.members),
+                    }
+                    for g in groups
+                ],
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not groups:
+        print("No groups managed by writeback in AD.")
+    for g in groups:
+        print(f"{g.dn}\n    sAMAccountName={g.sam_account_name}  anchor={g.anchor}  {len(g.members)} members")
+        for m in sorted(g.members, key=str.lower):
+            print(f"      - {rdn(m)[3:]}")
+    return EXIT_OK
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -263,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--json", action="store_true")
     sa.add_argument("--verbose", action="store_true")
     sa.set_defaults(func=cmd_apply)
+
+    sw = sub.add_parser("show", help="list the AD groups writeback manages, with their members")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_show)
 
     sl = sub.add_parser("log", help="show the provisioning log")
     sl.add_argument("--group", help="group name, DN fragment or cloud id")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,6 +55,10 @@ class Store(ReplicaStore, Protocol):
     def record_applied(self, cloud_id: str, dn: str) -> None: ...
 
     def forget_applied(self, cloud_id: str) -> None: ...
+
+    def applied_dns(self) -> dict[str, str]: ...
+
+    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ class Engine:
     def _read_some(
         self, only: set[str], mapper: Mapper, snap: CloudSnapshot, attrs: tuple[str, ...]
     ) -> list[DirectoryGroup]:
-        applied = getattr(self.store, "applied_dns", lambda: {})()
+        applied = self.store.applied_dns()
         dns = [applied[c] for c in only if c in applied]
         dns += [mapper.desired_dn(snap.groups[c]) for c in only if c in snap.groups and c not in applied]
         found = self.directory.read_groups(dns, self._read_anchor_attrs, attrs)
@@ -284,7 +288,9 @@ class Engine:
         return {dn for dn in self.directory.existing_dns(wanted) if normalize_dn(dn) not in managed}
 
     # Writing ----------------------------------------------------------------------------------------------
-    def apply(self, plan: Plan, *, run_id: str | None = None) -> ApplyResult:
+    def apply(
+        self, plan: Plan, *, run_id: str | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> ApplyResult:
         """Apply ``plan`` in order. One failing group never blocks the others; an unreachable directory
         stops the run (the next run resumes from what AD then holds)."""
         result = ApplyResult(run_id or uuid.uuid4().hex[:12])
@@ -325,6 +331,9 @@ class Engine:
                 error="delete threshold exceeded",
             )
         for i, change in enumerate(plan.changes, start=1):
+            if should_stop and should_stop():
+                result.aborted = "stop requested"
+                break
             if change.cloud_id in failed_groups:
                 msg = "not attempted: an earlier change of this group failed"
                 result.results.append(ChangeResult(change, False, msg))

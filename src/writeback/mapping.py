@@ -200,7 +200,7 @@ class Mapper:
             else:
                 dn_or_reason = SkipReason.UNSUPPORTED_KIND
             if isinstance(dn_or_reason, SkipReason):
-                skipped.append(SkippedMember(ref.id, ref.kind, dn_or_reason.value))
+                skipped.append(SkippedMember(ref.id, ref.kind, dn_or_reason.value, _member_name(ref, users, in_scope)))
             else:
                 members.add(dn_or_reason)
         return members, skipped
@@ -208,6 +208,8 @@ class Mapper:
     def resolve_user(self, user: CloudUser | None, accounts: ResolvedAccounts) -> str | SkipReason:
         if user is None:
             return SkipReason.UNKNOWN_OBJECT
+        if user.deleted:
+            return SkipReason.SOFT_DELETED
         if not user.is_synced:
             return SkipReason.CLOUD_ONLY
         for how in self.members.match_order:
@@ -240,6 +242,14 @@ class Mapper:
             candidate = self._exprs["__ou"].evaluate(src) or self.target_ou
             parent = candidate if is_within(candidate, self.base_dn) else self.target_ou
         return join_rdn("CN", cn, parent)
+
+
+def _member_name(ref: MemberRef, users: Mapping[str, CloudUser], groups: Mapping[str, CloudGroup]) -> str:
+    if ref.kind == "user" and (u := users.get(ref.id)):
+        return u.user_principal_name or u.display_name or ""
+    if ref.kind == "group" and (g := groups.get(ref.id)):
+        return g.display_name
+    return ""
 
 
 def nesting_allowed(parent_type: int, child_type: int) -> bool:

@@ -137,6 +137,7 @@ class SkipReason(str, Enum):
     """Why a cloud member is not written to AD."""
 
     CLOUD_ONLY = "cloud-only user (not synced from AD)"
+    SOFT_DELETED = "user is soft-deleted in the cloud"
     NOT_FOUND_IN_AD = "synced user not found in AD"
     UNSUPPORTED_KIND = "object type not written to AD"
     GROUP_OUT_OF_SCOPE = "nested group is not in writeback scope"
@@ -149,6 +150,7 @@ class SkippedMember:
     member_id: str
     kind: str
     reason: str
+    name: str = ""  # display name or UPN when the replica knows it
 
 
 @dataclass(frozen=True, slots=True)

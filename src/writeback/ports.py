@@ -84,10 +84,14 @@ class Directory(Protocol):
     def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
         """Find users by objectSid and objectGUID (through the Global Catalog when configured)."""
 
-    def read_managed_groups(self, anchor_attributes: Sequence[str], mapped: Sequence[str]) -> list[DirectoryGroup]:
+    def read_managed_groups(
+        self, anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> list[DirectoryGroup]:
         """Every group in the domain whose anchor attribute starts with 'Group_' (paged, ranged member)."""
 
-    def read_groups(self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]) -> list[DirectoryGroup]:
+    def read_groups(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> list[DirectoryGroup]:
         """The listed groups only (missing DNs are left out)."""
 
     def existing_dns(self, dns: Iterable[str]) -> set[str]:

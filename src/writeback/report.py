@@ -73,7 +73,8 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
             if r.skipped:
                 lines.append(f"  . {name}: {len(r.skipped)} members not written to AD")
                 for s in r.skipped[: MAX_LISTED if not verbose else None]:
-                    lines.append(f"        {s.kind} {s.member_id}: {s.reason}")
+                    who = f"{s.name} ({s.member_id})" if s.name else s.member_id
+                    lines.append(f"        {s.kind} {who}: {s.reason}")
                 if not verbose and len(r.skipped) > MAX_LISTED:
                     lines.append(f"        … and {len(r.skipped) - MAX_LISTED} more")
     for w in plan.warnings:

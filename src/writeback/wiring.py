@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from writeback.config import Settings, resolve_secret
+from writeback.directory import DirectorySettings, LdapDirectory
 from writeback.engine import Engine, Progress
 from writeback.errors import ConfigError
+from writeback.graph import GraphClient, GraphSettings, GraphSource
+from writeback.state.sqlite import SqliteStore
 
 
-def graph_settings(settings: Settings) -> object:
-    from writeback.graph import GraphSettings
-
+def graph_settings(settings: Settings) -> GraphSettings:
     s = settings.source
     cert = key = None
     if s.certificate_file:
@@ -20,9 +21,7 @@ def graph_settings(settings: Settings) -> object:
             key = Path(s.private_key_file or "").read_bytes()
         except OSError as exc:
             raise ConfigError(
-                f"cannot read the certificate credential: {exc.strerror}",
-                file=settings.path,
-                key="source.certificate_file",
+                f"cannot read the certificate credential: {exc.strerror}", file=settings.path, key="source.certificate_file"
             ) from exc
     secret = resolve_secret(s.client_secret, "source.client_secret") if s.client_secret else None
     return GraphSettings(
@@ -40,23 +39,18 @@ def graph_settings(settings: Settings) -> object:
     )
 
 
-def build_graph(settings: Settings):  # type: ignore[no-untyped-def]
-    from writeback.graph import GraphClient, GraphSource
-
-    client = GraphClient(graph_settings(settings))  # type: ignore[arg-type]
+def build_graph(settings: Settings) -> tuple[GraphClient, GraphSource]:
+    client = GraphClient(graph_settings(settings))
     return client, GraphSource(client)
 
 
-def build_directory(settings: Settings):  # type: ignore[no-untyped-def]
-    from writeback.directory import DirectorySettings, LdapDirectory
-
+def build_directory(settings: Settings) -> LdapDirectory:
     t = settings.target
-    password = resolve_secret(t.bind_password, "target.bind_password")
     return LdapDirectory(
         DirectorySettings(
             urls=t.ldap_urls,
             bind_dn=t.bind_dn,
-            bind_password=password,
+            bind_password=resolve_secret(t.bind_password, "target.bind_password"),
             base_dn=t.base_dn,
             ca_file=t.ca_file,
             gc_url=t.gc_url,
@@ -68,9 +62,7 @@ def build_directory(settings: Settings):  # type: ignore[no-untyped-def]
     )
 
 
-def build_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from writeback.state.sqlite import SqliteStore
-
+def build_store(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.state.path)
 
 

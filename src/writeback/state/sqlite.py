@@ -90,8 +90,8 @@ class _Tx:
         self.db.execute("BEGIN IMMEDIATE")
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, *exc: object) -> None:
+        self.db.execute("ROLLBACK" if exc[0] is not None else "COMMIT")
 
     def set_delta_link(self, resource: str, link: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO delta_links VALUES (?, ?)", (resource, link))

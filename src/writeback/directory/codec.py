@@ -1,0 +1,146 @@
+"""Pure helpers of the LDAP adapter: SID and GUID encodings, filter building, chunking, ranged attributes.
+
+Kept free of python-ldap so they are unit-tested without a server. The SID codec is written here because
+the format is tiny and exactly specified (MS-DTYP 2.4.2), and a dependency would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_SID_RE = re.compile(r"^S-1-(0x[0-9A-Fa-f]{12}|\d+)((?:-\d+){0,15})$", re.IGNORECASE)
+_RANGE_RE = re.compile(r"^(?P<attr>[^;]+)(?:;.*)?;range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.IGNORECASE)
+_MAX_AUTHORITY = 1 << 48
+_MAX_SUB_AUTHORITY = 1 << 32
+
+
+def sid_to_str(data: bytes) -> str:
+    """Binary SID (MS-DTYP 2.4.2.2) -> 'S-1-5-21-…' (MS-DTYP 2.4.2.1).
+
+    Layout: revision (1 byte), sub-authority count (1 byte), identifier authority (6 bytes, big-endian),
+    then each sub-authority as 4 bytes little-endian.
+    """
+    if len(data) < 8:
+        raise ValueError("SID too short")
+    revision, count = data[0], data[1]
+    if revision != 1 or count > 15 or len(data) != 8 + 4 * count:
+        raise ValueError("malformed SID")
+    authority = int.from_bytes(data[2:8], "big")
+    # MS-DTYP: authorities of 2**32 and above are written in hexadecimal with 12 digits.
+    head = str(authority) if authority < _MAX_SUB_AUTHORITY else f"0x{authority:012X}"
+    subs = (int.from_bytes(data[8 + 4 * i : 12 + 4 * i], "little") for i in range(count))
+    return "-".join(["S", "1", head, *(str(s) for s in subs)])
+
+
+def sid_from_str(text: str) -> bytes:
+    """'S-1-5-21-…' -> binary SID; raises ValueError on anything MS-DTYP does not allow."""
+    match = _SID_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"not a SID string: {text!r}")
+    head = match.group(1)
+    authority = int(head, 16) if head.lower().startswith("0x") else int(head)
+    subs = [int(s) for s in match.group(2).split("-")[1:]]
+    if authority >= _MAX_AUTHORITY or any(s >= _MAX_SUB_AUTHORITY for s in subs):
+        raise ValueError(f"SID component out of range: {text!r}")
+    return (
+        bytes([1, len(subs)]) + authority.to_bytes(6, "big") + b"".join(s.to_bytes(4, "little") for s in subs)
+    )
+
+
+def sid_rid(sid: str) -> int | None:
+    """The last sub-authority (the relative id) of a domain SID, or None for a SID without one."""
+    parts = sid.split("-")
+    return int(parts[-1]) if len(parts) > 3 else None
+
+
+def guid_to_str(data: bytes) -> str:
+    """objectGUID bytes (little-endian first three fields, as AD stores them) -> lower-case UUID string."""
+    return str(uuid.UUID(bytes_le=data))
+
+
+def guid_to_bytes(text: str) -> bytes:
+    """UUID string (any case, with or without braces) -> objectGUID bytes as AD stores them."""
+    return uuid.UUID(text.strip()).bytes_le
+
+
+def escape_filter_bytes(data: bytes) -> str:
+    """Every byte as '\\xx' (RFC 4515), the only safe way to put a binary value into a search filter."""
+    return "".join(f"\\{b:02x}" for b in data)
+
+
+def or_filter(terms: Sequence[str]) -> str:
+    """'(|t1 t2 …)' for several terms, the term itself for one. Terms must already be escaped."""
+    if not terms:
+        raise ValueError("an OR filter needs at least one term")
+    return terms[0] if len(terms) == 1 else "(|" + "".join(terms) + ")"
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of at most ``size`` items, in order."""
+    if size < 1:
+        raise ValueError("chunk size must be positive")
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def parse_range(attr_name: str) -> tuple[str, int, int | None] | None:
+    """'member;range=0-1499' -> ('member', 0, 1499); '…;range=1500-*' -> ('member', 1500, None).
+
+    None when the name carries no range option (the server returned every value at once).
+    """
+    match = _RANGE_RE.match(attr_name)
+    if not match:
+        return None
+    high = match.group("high")
+    return match.group("attr"), int(match.group("low")), None if high == "*" else int(high)
+
+
+def lower_keys(attrs: Mapping[str, list[bytes]]) -> dict[str, list[bytes]]:
+    """Attribute names lower-cased: names are case-insensitive and servers differ in the case they return."""
+    return {name.lower(): values for name, values in attrs.items()}
+
+
+def first_str(attrs: Mapping[str, list[bytes]], name: str) -> str | None:
+    """First value of ``name`` (lower-case key) decoded as UTF-8, or None."""
+    values = attrs.get(name.lower())
+    return values[0].decode("utf-8") if values else None
+
+
+def most_specific_class(classes: Iterable[str]) -> str:
+    """The member kind the engine cares about: computer, group, contact or user; else the last class.
+
+    AD lists objectClass from 'top' down to the structural class, so the last value is the most specific.
+    """
+    names = [c.lower() for c in classes]
+    for kind in ("computer", "group", "contact", "user"):
+        if kind in names:
+            return kind
+    return names[-1] if names else "top"
+
+
+def split_member_values(attrs: Mapping[str, list[bytes]]) -> tuple[list[str], int | None]:
+    """Member DNs of one (lower-cased) entry and the start of the next range to fetch, if any.
+
+    AD answers a plain ``member`` request for a big group with ``member;range=0-1499`` and expects the
+    client to continue at 1500; a final slice is named ``…;range=N-*``. Samba sends every value under
+    ``member`` at once. Both shapes are handled here so the caller only loops.
+    """
+    for name, values in attrs.items():
+        if name == "member":
+            return [v.decode("utf-8") for v in values], None
+        ranged = parse_range(name)
+        if ranged and ranged[0].lower() == "member":
+            high = ranged[2]
+            return [v.decode("utf-8") for v in values], None if high is None else high + 1
+    return [], None

@@ -1,0 +1,72 @@
+"""Connection settings of the Active Directory adapter.
+
+A frozen value checked when built, so a bad URL or page size fails at configuration time with the field name,
+not later in the middle of a reconcile pass. The bind password is kept out of ``repr`` so that logging the
+settings can never leak it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from writeback.errors import ConfigError
+
+_SCHEMES = ("ldaps", "ldap")
+
+
+def _check_url(url: str, key: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in _SCHEMES or not parts.hostname:
+        raise ConfigError(f"{url!r} is not an ldap:// or ldaps:// URL with a host", key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    """How to reach and bind to the domain controllers.
+
+    - ``urls``: DCs tried in order (failover). ``ldaps://`` uses TLS from the start; ``ldap://`` is upgraded
+      with StartTLS, and stays plain only when ``allow_insecure`` is set (test labs only).
+    - ``bind_dn`` / ``bind_password``: a simple bind; the password never appears in repr, logs or errors.
+    - ``base_dn``: where managed groups are searched.
+    - ``ca_file``: PEM bundle of the CA that signed the DCs' certificates (system CAs when None). Certificate
+      verification is always on.
+    - ``gc_url``: Global Catalog (``ldaps://dc:3269``) used to resolve members across the forest; the domain
+      is searched when None.
+    - ``timeout``: seconds for connecting and for each operation.
+    - ``page_size``: entries per page of a paged search.
+    - ``max_values_per_modify``: member values sent in one add or modify. Big enough to keep the number of
+      operations low, small enough to stay under AD's request-size limits (MaxReceiveBuffer).
+    """
+
+    urls: tuple[str, ...]
+    bind_dn: str
+    bind_password: str = field(repr=False)
+    base_dn: str
+    ca_file: str | None = None
+    gc_url: str | None = None
+    allow_insecure: bool = False
+    timeout: float = 30.0
+    page_size: int = 1000
+    max_values_per_modify: int = 5000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.urls, str):
+            # A single URL string would otherwise be iterated character by character.
+            object.__setattr__(self, "urls", (self.urls,))
+        else:
+            object.__setattr__(self, "urls", tuple(self.urls))
+        if not self.urls:
+            raise ConfigError("at least one LDAP URL is required", key="urls")
+        for url in self.urls:
+            _check_url(url, "urls")
+        if self.gc_url is not None:
+            _check_url(self.gc_url, "gc_url")
+        if not self.base_dn:
+            raise ConfigError("base_dn is required", key="base_dn")
+        if self.timeout <= 0:
+            raise ConfigError("must be a positive number of seconds", key="timeout")
+        if not 1 <= self.page_size <= 100_000:
+            raise ConfigError("must be between 1 and 100000", key="page_size")
+        if not 1 <= self.max_values_per_modify <= 100_000:
+            raise ConfigError("must be between 1 and 100000", key="max_values_per_modify")

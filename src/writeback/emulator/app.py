@@ -1,0 +1,107 @@
+"""Wiring: the ASGI application of one emulator (identity endpoints, Graph, admin API, faults)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from writeback.emulator.admin import admin_routes
+from writeback.emulator.apierror import error_body
+from writeback.emulator.auth import AadError, authenticate_client, openid_configuration, parse_form
+from writeback.emulator.faults import FaultMiddleware
+from writeback.emulator.graph_api import graph_endpoint
+from writeback.emulator.state import EmulatorState
+
+GRAPH_METHODS = ["GET", "HEAD", "POST", "PATCH", "PUT", "DELETE"]
+
+
+def _base(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _unknown_tenant(tenant: str) -> JSONResponse:
+    error = AadError(
+        400,
+        "invalid_request",
+        90002,
+        f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing "
+        "into the correct cloud.",
+    )
+    return JSONResponse(error.body(), status_code=400)
+
+
+async def openid_config(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    tenant = request.path_params["tenant"]
+    if tenant != state.tenant.tenant_id:
+        return _unknown_tenant(tenant)
+    return JSONResponse(openid_configuration(_base(request), state.tenant.tenant_id))
+
+
+async def jwks(request: Request) -> Response:
+    state: EmulatorState = request.app.state.emulator
+    return JSONResponse(state.tokens.jwks())
+
+
+async def token(request: Request) -> Response:
+    """``POST /{tenant}/oauth2/v2.0/token`` for the client-credentials grant (secret or assertion)."""
+    state: EmulatorState = request.app.state.emulator
+    tenant = request.path_params["tenant"]
+    if tenant != state.tenant.tenant_id:
+        return _unknown_tenant(tenant)
+    form = parse_form(await request.body())
+    token_url = f"{_base(request)}/{tenant}/oauth2/v2.0/token"
+    audiences = [
+        token_url,
+        f"{_base(request)}/{tenant}/v2.0",
+        f"https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        f"https://login.microsoftonline.com/{tenant}/v2.0",
+    ]
+    try:
+        with state.tenant.lock:
+            app = authenticate_client(
+                form, request.headers.get("authorization"), state.tenant.apps, tenant, audiences
+            )
+    except AadError as exc:
+        state.stats.outcomes["token_refused"] += 1
+        return JSONResponse(exc.body(), status_code=exc.status)
+    access_token, expires_in = state.tokens.issue(app)
+    return JSONResponse(
+        {
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "ext_expires_in": expires_in,
+            "expires_on": int(time.time()) + expires_in,
+            "access_token": access_token,
+        },
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = "Request_ResourceNotFound" if status == 404 else "Request_BadRequest"
+    detail = exc.detail if isinstance(exc, HTTPException) else "Internal error"
+    return JSONResponse(error_body(code, str(detail)), status_code=status)
+
+
+def build_app(state: EmulatorState) -> ASGIApp:
+    """The complete ASGI app: fault/statistics middleware around Starlette's router."""
+    routes = [
+        *admin_routes(),
+        Route("/v1.0/{path:path}", graph_endpoint, methods=GRAPH_METHODS),
+        Route("/beta/{path:path}", graph_endpoint, methods=GRAPH_METHODS),
+        Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_config, methods=["GET"]),
+        Route("/{tenant}/.well-known/openid-configuration", openid_config, methods=["GET"]),
+        Route("/{tenant}/discovery/v2.0/keys", jwks, methods=["GET"]),
+        Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.emulator = state
+    return FaultMiddleware(app, state.faults, state.stats)

@@ -1,0 +1,130 @@
+"""Connection settings for Microsoft Graph: tenant, app credential, endpoints, retry budget, what to read.
+
+Secrets (client secret, private key) are excluded from ``repr`` so a logged or printed settings object never
+shows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from writeback.errors import ConfigError
+
+GRAPH_URL = "https://graph.microsoft.com"
+LOGIN_URL = "https://login.microsoftonline.com"
+
+# User properties read by delta. Most of them are returned only when selected; the on-premises ones match
+# cloud members to AD accounts, the rest feed dynamic membership rules and scope filters.
+DEFAULT_USER_SELECT: tuple[str, ...] = (
+    "id",
+    "displayName",
+    "userPrincipalName",
+    "accountEnabled",
+    "mail",
+    "mailNickname",
+    "department",
+    "jobTitle",
+    "companyName",
+    "city",
+    "state",
+    "country",
+    "usageLocation",
+    "employeeId",
+    "employeeType",
+    "employeeHireDate",
+    "userType",
+    "otherMails",
+    "proxyAddresses",
+    "onPremisesSyncEnabled",
+    "onPremisesSecurityIdentifier",
+    "onPremisesImmutableId",
+    "onPremisesDistinguishedName",
+    "onPremisesSamAccountName",
+    "onPremisesDomainName",
+    "onPremisesUserPrincipalName",
+    "onPremisesExtensionAttributes",
+)
+
+# Group properties read by delta; "members" makes delta return members@delta slices.
+GROUP_SELECT: tuple[str, ...] = (
+    "id",
+    "displayName",
+    "description",
+    "mailNickname",
+    "mailEnabled",
+    "securityEnabled",
+    "groupTypes",
+    "onPremisesSyncEnabled",
+    "membershipRule",
+    "membershipRuleProcessingState",
+    "members",
+)
+BETA_GROUP_EXTRA: tuple[str, ...] = ("writebackConfiguration",)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSettings:
+    """How to reach Microsoft Graph as one app registration (client credentials flow).
+
+    Give either ``client_secret`` or ``certificate_pem`` + ``private_key_pem``. ``authority`` defaults to the
+    public cloud login endpoint of ``tenant_id``; set it (and ``graph_url``) for national clouds or the
+    emulator. ``ca_file`` adds a private CA bundle; TLS is always verified.
+    """
+
+    tenant_id: str
+    client_id: str
+    client_secret: str | None = field(default=None, repr=False)
+    certificate_pem: bytes | None = field(default=None, repr=False)
+    private_key_pem: bytes | None = field(default=None, repr=False)
+    authority: str | None = None
+    graph_url: str = GRAPH_URL
+    ca_file: str | None = None
+    timeout: float = 30.0
+    max_retries: int = 8
+    max_backoff: float = 60.0
+    user_select: tuple[str, ...] = DEFAULT_USER_SELECT
+    use_beta_for_groups: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.tenant_id:
+            raise ConfigError("tenant_id is required", key="graph.tenant_id")
+        if not self.client_id:
+            raise ConfigError("client_id is required", key="graph.client_id")
+        has_cert = self.certificate_pem is not None or self.private_key_pem is not None
+        if has_cert and (self.certificate_pem is None or self.private_key_pem is None):
+            raise ConfigError("a certificate credential needs both the certificate and its private key")
+        if not self.client_secret and not has_cert:
+            raise ConfigError("give a client secret or a certificate with its private key", key="graph")
+        if self.client_secret and has_cert:
+            raise ConfigError("give either a client secret or a certificate, not both", key="graph")
+        if not self.graph_url.startswith("https://"):
+            raise ConfigError("graph_url must be an https:// URL", key="graph.graph_url")
+        if self.authority is not None and not self.authority.startswith("https://"):
+            raise ConfigError("authority must be an https:// URL (MSAL requires it)", key="graph.authority")
+        if self.max_retries < 0 or self.timeout <= 0 or self.max_backoff <= 0:
+            raise ConfigError(
+                "timeout and max_backoff must be positive, max_retries not negative", key="graph"
+            )
+        if "id" not in self.user_select:
+            raise ConfigError("user_select must include 'id'", key="graph.user_select")
+
+    @property
+    def authority_url(self) -> str:
+        return (self.authority or f"{LOGIN_URL}/{self.tenant_id}").rstrip("/")
+
+    @property
+    def base_url(self) -> str:
+        return self.graph_url.rstrip("/")
+
+    @property
+    def scope(self) -> str:
+        """The client-credentials scope: every application permission granted to the app on Graph."""
+        return f"{self.base_url}/.default"
+
+    @property
+    def group_version(self) -> str:
+        return "beta" if self.use_beta_for_groups else "v1.0"
+
+    @property
+    def group_select(self) -> tuple[str, ...]:
+        return GROUP_SELECT + BETA_GROUP_EXTRA if self.use_beta_for_groups else GROUP_SELECT

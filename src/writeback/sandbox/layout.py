@@ -1,0 +1,116 @@
+"""Where a sandbox keeps its files, and the fixed facts of its throwaway domain.
+
+One frozen value names every path under the sandbox directory so that the modules which write a file and the
+ones which read it cannot disagree about where it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REALM = "CORP.EXAMPLE.TEST"
+NETBIOS_DOMAIN = "CORP"
+DNS_DOMAIN = "corp.example.test"
+BASE_DN = "DC=corp,DC=example,DC=test"
+DC_HOSTNAME = "dc.corp.example.test"
+ADMIN_DN = f"CN=Administrator,CN=Users,{BASE_DN}"
+STAFF_OU = f"OU=Staff,{BASE_DN}"
+WRITEBACK_OU = f"OU=Writeback,{BASE_DN}"
+ONPREM_GROUPS_OU = f"OU=Groups,{BASE_DN}"
+
+LDAPS_URL = "ldaps://127.0.0.1:636"
+LDAP_URL = "ldap://127.0.0.1:389"  # StartTLS
+GC_URL = "ldaps://127.0.0.1:3269"
+DC_PORTS = (389, 636, 3268, 3269)
+
+# Bumped whenever provisioning or seeding changes what a sandbox contains, so stale snapshots are not reused.
+LAYOUT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SandboxPaths:
+    """Every file of one sandbox, relative to its directory."""
+
+    root: Path
+
+    @property
+    def samba_dir(self) -> Path:
+        return self.root / "samba"
+
+    @property
+    def smb_conf(self) -> Path:
+        return self.samba_dir / "etc" / "smb.conf"
+
+    @property
+    def samba_run_dir(self) -> Path:
+        return self.samba_dir / "run"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def bind_password_file(self) -> Path:
+        return self.secrets_dir / "bind_password"
+
+    @property
+    def client_secret_file(self) -> Path:
+        return self.secrets_dir / "client_secret"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def samba_log(self) -> Path:
+        return self.logs_dir / "samba.log"
+
+    @property
+    def emulator_log(self) -> Path:
+        return self.logs_dir / "emulator.log"
+
+    @property
+    def samba_pid_file(self) -> Path:
+        return self.root / "samba.pid"
+
+    @property
+    def emulator_pid_file(self) -> Path:
+        return self.root / "emulator.pid"
+
+    @property
+    def emulator_dir(self) -> Path:
+        return self.root / "emulator"
+
+    @property
+    def emulator_json(self) -> Path:
+        return self.emulator_dir / "emulator.json"
+
+    @property
+    def provisioned_file(self) -> Path:
+        """Written last by provisioning: its presence means the directory holds a complete, seeded domain."""
+        return self.root / "provisioned.json"
+
+    @property
+    def tenant_file(self) -> Path:
+        return self.root / "tenant.yaml"
+
+    @property
+    def info_file(self) -> Path:
+        return self.root / "sandbox.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "writeback.toml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.sqlite"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"

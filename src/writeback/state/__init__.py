@@ -1,0 +1,1 @@
+"""State stores: SQLite (default) and in-memory (tests)."""

@@ -1,0 +1,277 @@
+"""End-to-end fixtures: the `writeback` CLI run as a user runs it, against the sandbox DC and emulator.
+
+Each test gets its own OU (used as base_dn and target OU, so its managed groups are invisible to other tests),
+its own state file, and creates its own cloud groups through Graph like an administrator's script would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ldap
+import pytest
+
+
+class CloudAdmin:
+    """Plays the cloud administrator against the emulator's Graph API (client credentials, HTTPS, CA checked)."""
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+        token = httpx.post(
+            f"{info.authority}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": info.client_id,
+                "client_secret": info.client_secret,
+                "scope": "https://graph.microsoft.com/.default",
+            },
+            verify=info.graph_ca_file,
+        ).json()["access_token"]
+        self.http = httpx.Client(
+            base_url=info.graph_url,
+            verify=info.graph_ca_file,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.http.request(method, path, json=body)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+    def create_group(self, name: str, members: list[str] = (), **props: Any) -> str:  # type: ignore[assignment]
+        body = {
+            "displayName": name,
+            "mailEnabled": False,
+            "securityEnabled": True,
+            "groupTypes": [],
+            "mailNickname": name.replace(" ", "")[:60] or "g",
+        }
+        body.update(props)
+        gid = self.call("POST", "/v1.0/groups", body)["id"]
+        for m in members:
+            self.add_member(gid, m)
+        return str(gid)
+
+    def add_member(self, gid: str, member_id: str) -> None:
+        self.call(
+            "POST",
+            f"/v1.0/groups/{gid}/members/$ref",
+            {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}"},
+        )
+
+    def remove_member(self, gid: str, member_id: str) -> None:
+        self.call("DELETE", f"/v1.0/groups/{gid}/members/{member_id}/$ref")
+
+    def patch_group(self, gid: str, **props: Any) -> None:
+        self.call("PATCH", f"/v1.0/groups/{gid}", props)
+
+    def soft_delete(self, gid: str) -> None:
+        self.call("DELETE", f"/v1.0/groups/{gid}")
+
+    def hard_delete(self, gid: str) -> None:
+        self.soft_delete(gid)
+        self.call("DELETE", f"/v1.0/directory/deletedItems/{gid}")
+
+    def restore(self, gid: str) -> None:
+        self.call("POST", f"/v1.0/directory/deletedItems/{gid}/restore")
+
+    def users(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        url: str | None = (
+            "/v1.0/users?$select=id,displayName,onPremisesSyncEnabled,onPremisesSamAccountName,onPremisesDistinguishedName,department&$top=999"
+        )
+        while url:
+            page = self.call("GET", url)
+            out += page["value"]
+            url = page.get("@odata.nextLink")
+        return out
+
+    def synced_users(self) -> list[dict[str, Any]]:
+        return sorted((u for u in self.users() if u.get("onPremisesSyncEnabled")), key=lambda u: u["id"])
+
+    def cloud_only_users(self) -> list[dict[str, Any]]:
+        return [u for u in self.users() if not u.get("onPremisesSyncEnabled")]
+
+    def group_by_name(self, name: str) -> dict[str, Any]:
+        quoted = name.replace("'", "''")
+        return self.call("GET", f"/v1.0/groups?$filter=startsWith(displayName,'{quoted}')")["value"][0]  # type: ignore[no-any-return]
+
+    def faults(self, **switches: Any) -> None:
+        r = self.http.post("/_emulator/faults", json=switches)
+        assert r.status_code < 300, r.text
+
+
+@pytest.fixture(scope="session")
+def cloud(sandbox: Any) -> CloudAdmin:
+    return CloudAdmin(sandbox)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Workspace:
+    """One test's writeback installation: config, state, OU."""
+
+    config: Path
+    ou: str
+    env: dict[str, str]
+    outputs: list[str]
+
+    def run(self, *args: str, timeout: float = 300) -> Result:
+        p = subprocess.run(
+            [sys.executable, "-m", "writeback", "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+        )
+        self.outputs += [p.stdout, p.stderr]
+        return Result(p.returncode, p.stdout, p.stderr)
+
+
+def write_config(
+    path: Path,
+    info: Any,
+    ou: str,
+    *,
+    group_ids: list[str],
+    extra: str = "",
+    ca_file: str | None = None,
+    password_file: Path | None = None,
+) -> None:
+    secrets = path.parent
+    (secrets / "client_secret").write_text(info.client_secret)
+    pw = password_file or secrets / "bind_password"
+    if password_file is None:
+        pw.write_text(info.bind_password)
+    ids = ", ".join(f'"{g}"' for g in group_ids)
+    path.write_text(f"""
+[source]
+tenant_id = "{info.tenant_id}"
+client_id = "{info.client_id}"
+client_secret_file = "{secrets / "client_secret"}"
+authority = "{info.authority}"
+graph_url = "{info.graph_url}"
+ca_file = "{info.graph_ca_file}"
+max_retries = 3
+
+[target]
+ldap_urls = ["{info.ldap_url}"]
+gc_url = "{info.gc_url}"
+bind_dn = "{info.bind_dn}"
+bind_password_file = "{pw}"
+base_dn = "{ou}"
+target_ou = "{ou}"
+ca_file = "{ca_file or info.ca_file}"
+
+[scope]
+mode = "selected"
+group_ids = [{ids}]
+
+[state]
+path = "{path.parent / "state.sqlite"}"
+{extra}
+""")
+
+
+@pytest.fixture
+def workspace(sandbox: Any, test_ou: str, tmp_path: Path) -> Iterator[Callable[..., Workspace]]:
+    """Builds a Workspace; at teardown checks that no secret ever appeared in any output, the log or a plan."""
+    made: list[Workspace] = []
+
+    def make(group_ids: list[str], extra: str = "", **kw: Any) -> Workspace:
+        home = tmp_path / f"ws{len(made)}"
+        home.mkdir()
+        cfg = home / "writeback.toml"
+        write_config(cfg, sandbox, test_ou, group_ids=group_ids, extra=extra, **kw)
+        env = dict(os.environ)
+        env.pop("WRITEBACK_CONFIG", None)
+        ws = Workspace(cfg, test_ou, env, [])
+        made.append(ws)
+        return ws
+
+    yield make
+    secrets = [sandbox.bind_password, sandbox.client_secret]
+    for ws in made:
+        texts = list(ws.outputs)
+        texts += [p.read_bytes().decode("latin-1") for p in ws.config.parent.glob("state.sqlite*")]
+        texts += [p.read_text() for p in ws.config.parent.glob("*.json")]
+        for text in texts:
+            for secret in secrets:
+                assert secret not in text, "a secret appeared in an output, the state store or a saved plan"
+
+
+class AD:
+    """Reads what the DC holds, independently of writeback's own adapter."""
+
+    def __init__(self, conn: Any, ou: str) -> None:
+        self.conn, self.ou = conn, ou
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        res = self.conn.search_s(
+            self.ou,
+            ldap.SCOPE_SUBTREE,
+            "(objectClass=group)",
+            [
+                "cn",
+                "member",
+                "objectGUID",
+                "sAMAccountName",
+                "description",
+                "displayName",
+                "msDS-ExternalDirectoryObjectId",
+                "adminDescription",
+                "groupType",
+            ],
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for dn, attrs in res:
+            if not dn:
+                continue
+            out[attrs["cn"][0].decode()] = {
+                "dn": dn,
+                **{
+                    k: [v.decode(errors="replace") if k != "objectGUID" else v for v in vs]
+                    for k, vs in attrs.items()
+                },
+            }
+        return out
+
+    def by_anchor(self, gid: str) -> dict[str, Any] | None:
+        for g in self.groups().values():
+            if f"Group_{gid}" in g.get("msDS-ExternalDirectoryObjectId", []) + g.get("adminDescription", []):
+                return g
+        return None
+
+    def member_cns(self, gid: str) -> set[str]:
+        g = self.by_anchor(gid)
+        assert g is not None, f"no AD group anchored to {gid}"
+        return {m.split(",")[0][3:] for m in g.get("member", [])}
+
+
+@pytest.fixture
+def ad(ldap_conn: Any, test_ou: str) -> AD:
+    return AD(ldap_conn, test_ou)
+
+
+@pytest.fixture
+def fresh_id() -> Iterator[str]:
+    yield uuid.uuid4().hex[:6]

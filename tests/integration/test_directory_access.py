@@ -1,0 +1,192 @@
+"""Least privilege: a service account delegated only group management in one OU (docs/least-privilege.md).
+
+The delegation is applied with ``samba-tool dsacl set`` exactly as the document lists it; the property and
+class GUIDs are read from the DC's schema, so the test also checks that the names in the document exist.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import ldap
+import pytest
+
+from writeback.directory import DirectorySettings, LdapDirectory
+from writeback.directory.codec import guid_to_str, sid_to_str
+from writeback.errors import DirectoryWriteError
+from writeback.model import UNIVERSAL_SECURITY
+
+pytestmark = pytest.mark.samba
+
+# The attributes writeback writes on its groups after creating them (docs/least-privilege.md).
+WRITTEN = (
+    "member",
+    "description",
+    "displayName",
+    "adminDescription",
+    "msDS-ExternalDirectoryObjectId",
+    "cn",
+    "name",
+)
+
+
+def schema_guid(conn: Any, sandbox: Any, ldap_name: str) -> str:
+    schema = f"CN=Schema,CN=Configuration,{sandbox.base_dn}"
+    flt = f"(lDAPDisplayName={ldap_name})"
+    ((_dn, attrs),) = conn.search_s(schema, ldap.SCOPE_ONELEVEL, flt, ["schemaIDGUID"])
+    return guid_to_str(attrs["schemaIDGUID"][0])
+
+
+def delegation_sddl(conn: Any, sandbox: Any, sid: str) -> str:
+    """Create/delete group objects here and below; write the listed properties of descendant groups."""
+    group = schema_guid(conn, sandbox, "group")
+    aces = [f"(OA;CI;CCDC;{group};;{sid})"]
+    aces += [f"(OA;CIIO;WP;{schema_guid(conn, sandbox, a)};{group};{sid})" for a in WRITTEN]
+    return "".join(aces)
+
+
+def dsacl_set(sandbox: Any, object_dn: str, sddl: str) -> None:
+    smb_conf = sandbox.dir / "samba" / "etc" / "smb.conf"
+    subprocess.run(
+        [
+            "samba-tool",
+            "dsacl",
+            "set",
+            "-H",
+            sandbox.ldap_url,
+            "-s",
+            str(smb_conf),
+            f"--simple-bind-dn={sandbox.bind_dn}",
+            f"--objectdn={object_dn}",
+            f"--sddl={sddl}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PASSWD": sandbox.bind_password},  # not on the command line
+    )
+
+
+@dataclass
+class Delegated:
+    allowed_ou: str
+    other_ou: str
+    member: str
+    settings: DirectorySettings
+
+
+@pytest.fixture
+def delegated(sandbox: Any, ldap_conn: Any, test_ou: str) -> Iterator[Delegated]:
+    allowed = f"OU=allowed,{test_ou}"
+    other = f"OU=other,{test_ou}"
+    for ou in (allowed, other):
+        ldap_conn.add_s(ou, [("objectClass", [b"top", b"organizationalUnit"])])
+    name = f"svc{uuid.uuid4().hex[:8]}"
+    password = "Pw-" + secrets.token_urlsafe(18) + "9a"
+    svc = f"CN={name},{test_ou}"
+    ldap_conn.add_s(
+        svc,
+        [
+            ("objectClass", [b"top", b"person", b"organizationalPerson", b"user"]),
+            ("sAMAccountName", [name.encode()]),
+            ("unicodePwd", [f'"{password}"'.encode("utf-16-le")]),
+            ("userAccountControl", [b"512"]),
+        ],
+    )
+    member = f"CN=m{name},{test_ou}"
+    ldap_conn.add_s(
+        member,
+        [
+            ("objectClass", [b"top", b"person", b"organizationalPerson", b"user"]),
+            ("sAMAccountName", [f"m{name}".encode()]),
+        ],
+    )
+    sid = sid_to_str(
+        ldap_conn.search_s(svc, ldap.SCOPE_BASE, "(objectClass=*)", ["objectSid"])[0][1]["objectSid"][0]
+    )
+    dsacl_set(sandbox, allowed, delegation_sddl(ldap_conn, sandbox, sid))
+    settings = DirectorySettings(
+        urls=(sandbox.ldap_url,),
+        bind_dn=svc,
+        bind_password=password,
+        base_dn=sandbox.base_dn,
+        ca_file=str(sandbox.ca_file),
+        gc_url=sandbox.gc_url,
+    )
+    yield Delegated(allowed, other, member, settings)
+
+
+def test_delegated_account_manages_groups_in_its_ou(delegated: Delegated) -> None:
+    cloud = str(uuid.uuid4())
+    dn = f"CN=Managed,{delegated.allowed_ou}"
+    with LdapDirectory(delegated.settings) as d:
+        assert d.check_write_access(delegated.allowed_ou) == []
+        d.create_group(
+            dn,
+            {
+                "sAMAccountName": f"mg{cloud[:8]}",
+                "groupType": UNIVERSAL_SECURITY,
+                "msDS-ExternalDirectoryObjectId": f"Group_{cloud}",
+                "adminDescription": f"Group_{cloud}",
+            },
+            [delegated.member],
+        )
+        d.modify_attributes(dn, {"description": "managed", "displayName": "Managed"})
+        d.remove_members(dn, [delegated.member])
+        d.add_members(dn, [delegated.member])
+        renamed = f"CN=Managed renamed,{delegated.allowed_ou}"
+        d.move(dn, renamed)
+        assert d.check_write_access(delegated.allowed_ou) == []  # now with a group there to check
+        (group,) = [
+            g
+            for g in d.read_managed_groups(("msDS-ExternalDirectoryObjectId",), ("description",))
+            if g.cloud_id == cloud
+        ]
+        assert group.attributes["description"] == "managed"
+        assert {m.lower() for m in group.members} == {delegated.member.lower()}
+        d.delete(renamed)
+        assert d.existing_dns([renamed]) == set()
+
+
+def test_delegated_account_is_refused_elsewhere(delegated: Delegated, directory_admin: LdapDirectory) -> None:
+    foreign = f"CN=Foreign,{delegated.other_ou}"
+    directory_admin.create_group(
+        foreign, {"sAMAccountName": f"fg{uuid.uuid4().hex[:8]}", "groupType": UNIVERSAL_SECURITY}, []
+    )
+    with LdapDirectory(delegated.settings) as d:
+        problems = d.check_write_access(delegated.other_ou)
+        assert any("cannot create groups" in p for p in problems)
+        assert any("cannot write member" in p and foreign in p for p in problems)
+        with pytest.raises(DirectoryWriteError) as err:
+            d.create_group(
+                f"CN=Nope,{delegated.other_ou}",
+                {"sAMAccountName": f"np{uuid.uuid4().hex[:8]}", "groupType": UNIVERSAL_SECURITY},
+                [],
+            )
+        assert err.value.result is not None and err.value.result.startswith("INSUFFICIENT_ACCESS")
+        with pytest.raises(DirectoryWriteError, match="INSUFFICIENT_ACCESS"):
+            d.add_members(foreign, [delegated.member])
+        with pytest.raises(DirectoryWriteError, match="INSUFFICIENT_ACCESS"):
+            d.delete(foreign)
+        with pytest.raises(DirectoryWriteError):  # moving a foreign group into the delegated OU
+            d.move(foreign, f"CN=Stolen,{delegated.allowed_ou}")
+    assert directory_admin.existing_dns([foreign]) == {foreign}
+
+
+@pytest.fixture
+def directory_admin(sandbox: Any) -> Iterator[LdapDirectory]:
+    settings = DirectorySettings(
+        urls=(sandbox.ldap_url,),
+        bind_dn=sandbox.bind_dn,
+        bind_password=sandbox.bind_password,
+        base_dn=sandbox.base_dn,
+        ca_file=str(sandbox.ca_file),
+    )
+    with LdapDirectory(settings) as d:
+        yield d

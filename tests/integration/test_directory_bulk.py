@@ -1,0 +1,124 @@
+"""Big groups against the real DC: one add plus chunked modifies, and ranged reads of ``member``.
+
+The 12,000 users are created once per module with asynchronous adds (many operations in flight), in the
+module's own OU that is removed with a single tree delete afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import ldap
+import pytest
+from ldap.controls import LDAPControl
+
+from writeback.directory import DirectorySettings, LdapDirectory
+from writeback.model import UNIVERSAL_SECURITY
+from writeback.sandbox.ldapconn import connect
+
+pytestmark = pytest.mark.samba
+
+USERS = 12_000
+IN_FLIGHT = 64
+TREE_DELETE = "1.2.840.113556.1.4.805"
+
+
+def make_settings(sandbox: Any, **overrides: Any) -> DirectorySettings:
+    values: dict[str, Any] = {
+        "urls": (sandbox.ldap_url,),
+        "bind_dn": sandbox.bind_dn,
+        "bind_password": sandbox.bind_password,
+        "base_dn": sandbox.base_dn,
+        "ca_file": str(sandbox.ca_file),
+        "max_values_per_modify": 5000,
+    }
+    values.update(overrides)
+    return DirectorySettings(**values)
+
+
+@pytest.fixture(scope="module")
+def bulk(sandbox: Any) -> Iterator[tuple[str, list[str]]]:
+    """(OU DN, user DNs): a module OU holding USERS users, created with up to IN_FLIGHT adds pending."""
+    conn = connect(sandbox.ldap_url, sandbox.ca_file, sandbox.bind_dn, sandbox.bind_password)
+    ou = f"OU=t-bulk-{uuid.uuid4().hex[:8]},{sandbox.base_dn}"
+    conn.add_s(ou, [("objectClass", [b"top", b"organizationalUnit"])])
+    try:
+        tag = uuid.uuid4().hex[:6]
+        users = [f"CN=bulk{tag}-{i:05d},{ou}" for i in range(USERS)]
+        pending: deque[int] = deque()
+        for i, dn in enumerate(users):
+            modlist = [
+                ("objectClass", [b"top", b"person", b"organizationalPerson", b"user"]),
+                ("sAMAccountName", [f"b{tag}{i:05d}".encode()]),
+            ]
+            pending.append(conn.add_ext(dn, modlist))
+            if len(pending) >= IN_FLIGHT:
+                conn.result(pending.popleft())
+        while pending:
+            conn.result(pending.popleft())
+        yield ou, users
+    finally:
+        conn.delete_ext_s(ou, serverctrls=[LDAPControl(TREE_DELETE, True, None)])
+        conn.unbind_s()
+
+
+@pytest.fixture(scope="module")
+def big_group(sandbox: Any, bulk: tuple[str, list[str]]) -> tuple[str, dict[str, int]]:
+    """A group created with all USERS members; returns its DN and the stats of creating it."""
+    ou, users = bulk
+    dn = f"CN=Big,{ou}"
+    with LdapDirectory(make_settings(sandbox)) as d:
+        d.create_group(
+            dn, {"sAMAccountName": f"big{uuid.uuid4().hex[:8]}", "groupType": UNIVERSAL_SECURITY}, users
+        )
+        return dn, d.stats
+
+
+def test_create_with_12000_members_is_one_add_and_two_modifies(
+    big_group: tuple[str, dict[str, int]], ldap_conn: Any
+) -> None:
+    dn, stats = big_group
+    assert stats["add"] == 1
+    assert stats["modify"] == 2
+    assert stats["values_written"] == USERS + 4  # members, objectClass (2 values), sAMAccountName, groupType
+    # Read back with a plain search: Samba returns all values at once.
+    attrs = ldap_conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["member"])[0][1]
+    assert len(attrs["member"]) == USERS
+
+
+def test_ranged_member_read(
+    sandbox: Any, big_group: tuple[str, dict[str, int]], bulk: tuple[str, list[str]]
+) -> None:
+    dn, _ = big_group
+    with LdapDirectory(make_settings(sandbox)) as d:
+        members = d.read_members(dn, range_size=1500)
+        assert d.stats["search"] == USERS // 1500  # 0-1499, 1500-2999, …, 10500-*
+    assert len(members) == USERS
+    assert {m.lower() for m in members} == {u.lower() for u in bulk[1]}
+
+
+def test_read_groups_returns_every_member(sandbox: Any, big_group: tuple[str, dict[str, int]]) -> None:
+    dn, _ = big_group
+    with LdapDirectory(make_settings(sandbox)) as d:
+        (group,) = d.read_groups([dn], ("adminDescription",), ("description",))
+    assert len(group.members) == USERS
+
+
+def test_remove_and_readd_1000_members_in_batches(sandbox: Any, bulk: tuple[str, list[str]]) -> None:
+    ou, users = bulk
+    dn = f"CN=Churn,{ou}"
+    with LdapDirectory(make_settings(sandbox, max_values_per_modify=400)) as d:
+        d.create_group(
+            dn,
+            {"sAMAccountName": f"churn{uuid.uuid4().hex[:8]}", "groupType": UNIVERSAL_SECURITY},
+            users[:2000],
+        )
+        assert (d.stats["add"], d.stats["modify"]) == (1, 4)
+        d.remove_members(dn, users[:1000])
+        assert d.stats["modify"] == 4 + 3  # 1000 values in chunks of 400
+        d.add_members(dn, users[500:1000])
+        assert d.stats["modify"] == 7 + 2
+        assert len(d.read_members(dn)) == 1500

@@ -1,0 +1,406 @@
+"""The sandbox: a real Samba AD DC on loopback plus the Graph emulator, as `writeback sandbox up` leaves them.
+
+Tests marked ``samba`` run against the session's sandbox (shared or private, see tests/testbed/fixtures.py)
+and only read, or write inside their own OU. The others check the pure parts (people, tenant, smb.conf,
+snapshots on disk) without a DC.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import socket
+import ssl
+import stat
+import subprocess
+import tomllib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ldap
+import pytest
+import yaml
+
+from writeback.errors import SandboxError
+from writeback.sandbox import SandboxInfo, load_info, sandbox_status
+from writeback.sandbox import snapshot as snapshot_mod
+from writeback.sandbox.emulator import emulator_available
+from writeback.sandbox.layout import SandboxPaths
+from writeback.sandbox.people import MAX_SAM_LENGTH, generated_people, scenario_people
+from writeback.sandbox.samba import ensure_installed, relocate, set_global_options
+from writeback.sandbox.seed import Account, add_all, paged_search, read_seeded, sid_to_str
+from writeback.sandbox.tenant import build_tenant, immutable_id, load_scenario, synced_id
+
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-tenant.yaml"
+CONTRACT_KEYS = {
+    "ldap_url", "gc_url", "base_dn", "bind_dn", "bind_password", "ca_file", "users_ou", "groups_ou", "graph_url",
+    "authority", "graph_ca_file", "tenant_id", "client_id", "client_secret", "config", "dir", "samba_pid",
+    "emulator_pid",
+}  # fmt: skip
+EXTERNAL_ID = "msDS-ExternalDirectoryObjectId"
+
+
+def tls_connection(url: str, ca_file: Path | str) -> Any:
+    conn = ldap.initialize(url)
+    conn.set_option(ldap.OPT_REFERRALS, 0)
+    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
+    conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(ca_file))
+    conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+    conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+    return conn
+
+
+# --- the running sandbox -------------------------------------------------------------------------------
+
+
+@pytest.mark.samba
+def test_sandbox_json_holds_the_whole_contract_privately(sandbox: SandboxInfo) -> None:
+    path = sandbox.dir / "sandbox.json"
+    data = json.loads(path.read_text())
+    assert data.keys() >= CONTRACT_KEYS
+    assert data["ldap_url"] == "ldaps://127.0.0.1:636"
+    assert data["gc_url"] == "ldaps://127.0.0.1:3269"
+    assert data["groups_ou"] == f"OU=Writeback,{data['base_dn']}"
+    assert Path(data["ca_file"]).is_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for secret in ("bind_password", "client_secret"):
+        assert stat.S_IMODE((sandbox.dir / "secrets" / secret).stat().st_mode) == 0o600
+        assert (sandbox.dir / "secrets" / secret).read_text().strip() == data[secret]
+    assert Path(data["dir"]) == sandbox.dir
+    assert load_info(sandbox.dir).bind_dn == data["bind_dn"]
+
+
+@pytest.mark.samba
+def test_info_repr_hides_the_secrets(sandbox: SandboxInfo) -> None:
+    text = repr(sandbox)
+    assert sandbox.bind_password not in text
+    assert sandbox.client_secret not in text
+    assert sandbox.ldap_url in text
+
+
+def bound_as_administrator(conn: Any, info: SandboxInfo) -> bool:
+    """Anonymous binds cannot read an account's objectSid; Administrator can (Samba lacks the WhoAmI op)."""
+    found = conn.search_s(info.bind_dn, ldap.SCOPE_BASE, attrlist=["objectSid"])
+    return bool(found and found[0][1].get("objectSid"))
+
+
+@pytest.mark.samba
+def test_ldaps_validates_against_the_sandbox_ca(ldap_conn: Any, sandbox: SandboxInfo) -> None:
+    assert bound_as_administrator(ldap_conn, sandbox)
+    context = ssl.create_default_context(cafile=str(sandbox.ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", 636), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+@pytest.mark.samba
+def test_ldaps_without_the_sandbox_ca_fails_certificate_verification(sandbox: SandboxInfo) -> None:
+    # libldap (GnuTLS here) reports only "Can't contact LDAP server"; the TLS handshake shows the cause.
+    conn = tls_connection(sandbox.ldap_url, ssl.get_default_verify_paths().openssl_cafile)
+    with pytest.raises(ldap.SERVER_DOWN):
+        conn.simple_bind_s(sandbox.bind_dn, sandbox.bind_password)
+    with (
+        socket.create_connection(("127.0.0.1", 636), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"),
+    ):
+        ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+@pytest.mark.samba
+def test_starttls_on_389_validates(sandbox: SandboxInfo) -> None:
+    conn = tls_connection("ldap://127.0.0.1:389", sandbox.ca_file)
+    conn.start_tls_s()
+    conn.simple_bind_s(sandbox.bind_dn, sandbox.bind_password)
+    assert bound_as_administrator(conn, sandbox)
+    conn.unbind_s()
+
+
+@pytest.mark.samba
+def test_global_catalog_over_tls_answers(sandbox: SandboxInfo) -> None:
+    conn = tls_connection(sandbox.gc_url, sandbox.ca_file)
+    conn.simple_bind_s(sandbox.bind_dn, sandbox.bind_password)
+    found = conn.search_s("", ldap.SCOPE_SUBTREE, "(sAMAccountName=anna.jansen)", ["objectSid"])
+    conn.unbind_s()
+    assert [dn for dn, _ in found if dn] == [f"CN=Anna Jansen,{sandbox.users_ou}"]
+
+
+@pytest.mark.samba
+def test_external_directory_object_id_is_in_the_schema_and_allowed_on_groups(
+    ldap_conn: Any, sandbox: SandboxInfo, test_ou: str
+) -> None:
+    schema = f"CN=Schema,CN=Configuration,{sandbox.base_dn}"
+    (_, attr), *_ = ldap_conn.search_s(schema, ldap.SCOPE_ONELEVEL, f"(lDAPDisplayName={EXTERNAL_ID})")
+    assert attr["attributeID"] == [b"1.2.840.113556.1.4.2310"]
+    assert attr["isMemberOfPartialAttributeSet"] == [b"TRUE"]
+    anchor = f"Group_{uuid.uuid4()}"
+    dn = f"CN=anchored,{test_ou}"
+    ldap_conn.add_s(
+        dn,
+        [
+            ("objectClass", [b"top", b"group"]),
+            ("groupType", [b"-2147483640"]),
+            (EXTERNAL_ID, [anchor.encode()]),
+        ],
+    )
+    found = ldap_conn.search_s(
+        sandbox.base_dn, ldap.SCOPE_SUBTREE, f"({EXTERNAL_ID}={anchor})", [EXTERNAL_ID]
+    )
+    assert [(d, a[EXTERNAL_ID]) for d, a in found if d] == [(dn, [anchor.encode()])]
+
+
+@pytest.mark.samba
+def test_the_ou_layout_and_the_on_premises_group_exist(ldap_conn: Any, sandbox: SandboxInfo) -> None:
+    ous = {
+        dn
+        for dn, _ in ldap_conn.search_s(
+            sandbox.base_dn, ldap.SCOPE_ONELEVEL, "(objectClass=organizationalUnit)"
+        )
+        if dn
+    }
+    assert {sandbox.users_ou, sandbox.groups_ou, sandbox.onprem_groups_ou} <= ous
+    (_dn, group), *rest = ldap_conn.search_s(
+        sandbox.onprem_groups_ou, ldap.SCOPE_ONELEVEL, "(sAMAccountName=GG-Legacy-Fileshare)", ["member"]
+    )
+    assert not [d for d, _ in rest if d]
+    assert sorted(m.decode().split(",")[0] for m in group["member"]) == [
+        "CN=Ivo Dekker",
+        "CN=Karin Bos",
+        "CN=Lucas Vos",
+    ]
+
+
+@pytest.mark.samba
+def test_seeded_users_carry_realistic_attributes(ldap_conn: Any, sandbox: SandboxInfo) -> None:
+    users = dict(
+        paged_search(
+            ldap_conn,
+            sandbox.users_ou,
+            "(objectClass=user)",
+            [
+                "sAMAccountName",
+                "department",
+                "title",
+                "mail",
+                "employeeID",
+                "givenName",
+                "userAccountControl",
+            ],
+        )
+    )
+    fixed = len(load_scenario().directory_users)
+    assert len(users) == fixed + sandbox.users
+    anna = users[f"CN=Anna Jansen,{sandbox.users_ou}"]
+    assert anna["department"] == [b"HR"] and anna["employeeID"] == [b"100001"]
+    assert anna["mail"] == [b"anna.jansen@corp.example.test"] and anna["userAccountControl"] == [b"512"]
+    assert users[f"CN=Olga Peters,{sandbox.users_ou}"]["userAccountControl"] == [b"514"]
+    for entry in users.values():
+        assert {"givenName", "department", "title", "mail", "employeeID"} <= entry.keys()
+
+
+@pytest.mark.samba
+def test_synced_cloud_users_carry_the_sid_and_immutable_id_of_their_ad_twins(
+    ldap_conn: Any, sandbox: SandboxInfo
+) -> None:
+    tenant = yaml.safe_load((sandbox.dir / "tenant.yaml").read_text())
+    cloud = {u["onPremisesSamAccountName"]: u for u in tenant["users"] if u.get("onPremisesSyncEnabled")}
+    ad = {a.sam: a for a in read_seeded(ldap_conn) if a.kind == "user"}
+    assert cloud.keys() == ad.keys()
+    for sam, account in ad.items():
+        twin = cloud[sam]
+        assert twin["onPremisesSecurityIdentifier"] == account.sid
+        assert uuid.UUID(bytes_le=base64.b64decode(twin["onPremisesImmutableId"])) == account.object_guid
+        assert twin["onPremisesDistinguishedName"] == account.dn
+        assert twin["id"] == synced_id(account.object_guid)
+        assert twin["accountEnabled"] is not bool(int(account.attributes["userAccountControl"][0]) & 2)
+    assert cloud["olga.peters"]["accountEnabled"] is False
+    assert tenant["apps"][0]["client_secret"] == sandbox.client_secret
+
+
+@pytest.mark.samba
+def test_the_generated_config_points_at_the_sandbox_with_secrets_by_reference(sandbox: SandboxInfo) -> None:
+    text = sandbox.config.read_text()
+    config = tomllib.loads(text)
+    target = config["target"]
+    assert target["ldap_urls"] == [sandbox.ldap_url]
+    assert target["target_ou"] == sandbox.groups_ou
+    assert Path(target["bind_password_file"]).read_text().strip() == sandbox.bind_password
+    assert sandbox.bind_password not in text and sandbox.client_secret not in text
+    if sandbox.graph_url:
+        assert config["source"]["graph_url"] == sandbox.graph_url
+        assert Path(config["source"]["client_secret_file"]).read_text().strip() == sandbox.client_secret
+    else:
+        assert "source" not in config  # never the default, real Microsoft Graph
+
+
+@pytest.mark.samba
+def test_status_reports_the_dc_up(sandbox: SandboxInfo) -> None:
+    status = sandbox_status(sandbox.dir)
+    assert status.dc_running and status.provisioned
+    assert status.samba_pid == sandbox.samba_pid
+    assert status.up is (status.emulator_running or not status.emulator_installed)
+
+
+@pytest.mark.samba
+@pytest.mark.emulator
+def test_the_emulator_grants_a_token_for_the_sandbox_app(request: pytest.FixtureRequest) -> None:
+    if not emulator_available():
+        pytest.skip("the Graph emulator is not installed in this checkout")
+    sandbox: SandboxInfo = request.getfixturevalue("sandbox_graph")
+    body = {
+        "grant_type": "client_credentials",
+        "client_id": sandbox.client_id,
+        "client_secret": sandbox.client_secret,
+        "scope": "https://graph.microsoft.com/.default",
+    }
+    url = f"{sandbox.authority}/oauth2/v2.0/token"
+    trust = ssl.create_default_context(cafile=str(sandbox.graph_ca_file))
+    good = httpx.post(url, data=body, verify=trust)
+    assert good.status_code == 200 and good.json()["token_type"] == "Bearer"
+    bad = httpx.post(url, data={**body, "client_secret": "wrong"}, verify=trust)
+    assert bad.status_code in (400, 401) and bad.json()["error"] == "invalid_client"
+
+
+@pytest.mark.samba
+def test_pipelined_adds_create_everything_and_name_a_refused_entry(ldap_conn: Any, test_ou: str) -> None:
+    prefix = test_ou[5:13]  # sAMAccountNames are unique domain-wide: keep clear of the seeded users
+    people = [dataclasses.replace(p, sam=f"{prefix}-{i}") for i, p in enumerate(generated_people(40))]
+    assert add_all(ldap_conn, ((p.dn(test_ou), p.ldap_attributes()) for p in people), window=8) == 40
+    assert len(list(paged_search(ldap_conn, test_ou, "(objectClass=user)", ["cn"], page_size=15))) == 40
+    again = [(people[0].dn(test_ou), people[0].ldap_attributes())]
+    with pytest.raises(SandboxError, match="refused to add CN=") as err:
+        add_all(ldap_conn, again)
+    assert people[0].dn(test_ou) in str(err.value) and "Already exists" in str(err.value)
+
+
+# --- pure parts ----------------------------------------------------------------------------------------
+
+
+def test_sid_to_str_decodes_a_binary_sid() -> None:
+    raw = bytes.fromhex("010500000000000515000000") + b"".join(
+        n.to_bytes(4, "little") for n in (2222474081, 3075579230, 137587363, 1105)
+    )
+    assert sid_to_str(raw) == "S-1-5-21-2222474081-3075579230-137587363-1105"
+    with pytest.raises(ValueError):
+        sid_to_str(raw[:-1])
+
+
+def test_immutable_id_matches_microsofts_example() -> None:
+    assert immutable_id(uuid.UUID("25c2879e-20ed-4e66-83f0-9e20460aedf8")) == "nofCJe0gZk6D8J4gRgrt+A=="
+
+
+def test_generated_people_are_unique_deterministic_and_never_in_hr() -> None:
+    fixed = scenario_people(load_scenario().directory_users)
+    people = list(generated_people(3000, fixed))
+    assert people[:100] == list(generated_people(100, fixed))
+    sams = [p.sam.lower() for p in [*fixed, *people]]
+    cns = [p.cn.lower() for p in [*fixed, *people]]
+    assert len(set(sams)) == len(sams) and len(set(cns)) == len(cns)
+    assert max(len(s) for s in sams) <= MAX_SAM_LENGTH
+    assert "HR" not in {p.department for p in people}
+    disabled = sum(not p.enabled for p in people)
+    assert 50 < disabled < 300
+
+
+def test_set_global_options_replaces_existing_keys_and_keeps_other_sections() -> None:
+    conf = "[global]\n\tserver services = s3fs, rpc\n\tworkgroup = CORP\n\n[sysvol]\n\tpath = /x\n"
+    out = set_global_options(conf, {"server services": "ldap", "tls enabled": "yes"})
+    assert out.count("server services") == 1 and "\tserver services = ldap" in out
+    assert "\ttls enabled = yes" in out and "\tworkgroup = CORP" in out
+    assert out.index("tls enabled") < out.index("[sysvol]") and out.endswith("\tpath = /x\n")
+
+
+def test_sample_file_is_the_packaged_scenario() -> None:
+    assert load_scenario().document == yaml.safe_load(SAMPLE.read_text())
+
+
+def _account(sam: str, kind: str = "user", members: list[str] | None = None) -> Account:
+    guid = uuid.uuid5(uuid.NAMESPACE_DNS, sam)
+    ou = "OU=Groups" if kind == "group" else "OU=Staff"
+    attributes = {"sAMAccountName": [sam], "userAccountControl": ["512"], "department": ["HR"]}
+    if members is not None:
+        attributes["member"] = members
+    return Account(f"CN={sam},{ou},DC=x", guid, f"S-1-5-21-1-2-3-{len(sam)}", sam, kind, attributes)
+
+
+def test_build_tenant_resolves_placeholders_and_the_synced_group() -> None:
+    scenario = load_scenario()
+    users = [_account(str(u["sam"])) for u in scenario.directory_users]
+    fileshare = _account("GG-Legacy-Fileshare", "group", [users[10].dn, users[8].dn])
+    tenant = build_tenant(scenario, [*users, fileshare], "s3cret")
+    assert tenant["apps"][0]["client_secret"] == "s3cret"
+    groups = {g["displayName"]: g for g in tenant["groups"]}
+    ids = {u["onPremisesSamAccountName"]: u["id"] for u in tenant["users"] if u.get("onPremisesSyncEnabled")}
+    sap = groups["DSG-AVD-PUBAPP-SAP"]["members"]
+    assert len(sap) == 6 and ids["gijs.mulder"] in sap and not any(m.startswith("sam:") for m in sap)
+    synced = groups["GG-Legacy-Fileshare"]
+    assert synced["id"] == synced_id(fileshare.object_guid)
+    assert synced["onPremisesSecurityIdentifier"] == fileshare.sid
+    assert sorted(synced["members"]) == sorted([ids[users[10].sam], ids[users[8].sam]])
+    assert synced["id"] in groups["SG-App-Payroll"]["members"]
+    hr = groups["HR-All-Staff"]
+    assert hr["membershipRule"] == 'user.department -eq "HR"' and hr["membershipRuleProcessingState"] == "On"
+    every_id = (
+        {u["id"] for u in tenant["users"]}
+        | {g["id"] for g in tenant["groups"]}
+        | {o["id"] for key in ("devices", "servicePrincipals", "orgContacts") for o in tenant[key]}
+    )
+    for group in tenant["groups"]:
+        assert set(group["members"]) <= every_id, group["displayName"]
+
+
+def test_build_tenant_names_an_unknown_placeholder() -> None:
+    with pytest.raises(SandboxError, match=r"anna\.jansen"):
+        build_tenant(load_scenario(), [], "s3cret")
+
+
+def test_snapshot_round_trip_moves_the_domain_to_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WRITEBACK_CACHE", str(tmp_path / "cache"))
+    old = SandboxPaths(tmp_path / "old")
+    old.smb_conf.parent.mkdir(parents=True)
+    old.smb_conf.write_text(
+        f"[global]\n\tprivate dir = {old.root}/samba/private\n\ttls cafile = {old.root}/tls/ca.pem\n"
+    )
+    with open(old.samba_dir / "sparse.ldb", "wb") as fh:
+        fh.truncate(64 * 1024 * 1024)  # a 64 MB hole: Samba's databases look like this
+    old.tls_dir.mkdir()
+    old.bind_password_file.parent.mkdir()
+    old.bind_password_file.write_text("pw")
+    snapshot_mod.write_marker(old, 2500)
+    archive = snapshot_mod.save(old, 2500)
+    assert archive.stat().st_size < 1024 * 1024 and stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+    new = SandboxPaths(tmp_path / "new")
+    new.root.mkdir()
+    assert snapshot_mod.restore(new, 2500)
+    assert not snapshot_mod.restore(new, 2501)
+    conf = new.smb_conf.read_text()
+    assert (
+        f"{new.root}/samba/private" in conf and f"{new.root}/tls/ca.pem" in conf and str(old.root) not in conf
+    )
+    assert new.bind_password_file.read_text() == "pw"
+    assert snapshot_mod.read_marker(new) == {"layout_version": 1, "users": 2500, "root": str(new.root)}
+    used = subprocess.run(["du", "-k", str(new.samba_dir / "sparse.ldb")], capture_output=True, text=True)
+    assert int(used.stdout.split()[0]) < 1024  # restored sparse, not 64 MB of zeros
+
+
+def test_relocate_leaves_similar_prefixes_alone(tmp_path: Path) -> None:
+    paths = SandboxPaths(tmp_path / "sb")
+    paths.smb_conf.parent.mkdir(parents=True)
+    paths.smb_conf.write_text("\tprivate dir = /old/samba/private\n\tlog file = /old2/x\n")
+    relocate(paths, "/old")
+    assert paths.smb_conf.read_text() == f"\tprivate dir = {paths.root}/samba/private\n\tlog file = /old2/x\n"
+
+
+def test_missing_samba_without_root_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(SandboxError, match="apt-get install -y --no-install-recommends samba samba-ad-dc"):
+        ensure_installed()

@@ -1,0 +1,128 @@
+"""Session-wide sandbox, per-test LDAP connection and per-test OU.
+
+Exactly one DC serves a test session. A developer keeps one running and points tests at it with
+``WRITEBACK_SANDBOX_DIR`` (several sessions, by several people, may share it at the same time); otherwise the
+session brings a small one up in a temporary directory and takes it down at the end. Tests isolate their
+objects in their own ``OU=t-<hex>`` (the ``test_ou`` fixture), never in the shared OUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ldap
+import pytest
+from ldap.controls import LDAPControl
+
+from writeback.errors import SandboxError
+from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
+
+ENV_DIR = "WRITEBACK_SANDBOX_DIR"
+SESSION_USERS = 30
+TREE_DELETE_OID = "1.2.840.113556.1.4.805"  # LDAP_SERVER_TREE_DELETE_OID: delete an entry and its subtree
+
+
+def _reuse(directory: Path) -> SandboxInfo | None:
+    """The info of the sandbox in ``directory`` if its DC runs; starts its emulator when that is missing."""
+    status = sandbox_status(directory)
+    if not status.dc_running:
+        return None
+    if not status.up:
+        # If the emulator fails, the DC still serves; tests that need the emulator say so (`sandbox_graph`).
+        with contextlib.suppress(SandboxError):
+            sandbox_up(directory, users=load_info(directory).users)
+    return load_info(directory)
+
+
+def _bring_up(directory: Path) -> SandboxInfo:
+    try:
+        return sandbox_up(directory, users=SESSION_USERS)
+    except SandboxError as exc:
+        if sandbox_status(directory).dc_running:
+            return load_info(directory)  # DC up, emulator not: DC tests can still run
+        pytest.fail(f"cannot bring up a sandbox for this test session: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
+    """The running sandbox (see module docstring): reused from $WRITEBACK_SANDBOX_DIR or made for the session."""
+    configured = os.environ.get(ENV_DIR)
+    if configured:
+        info = _reuse(Path(configured))
+        if info is not None:
+            yield info
+            return
+    directory = tmp_path_factory.mktemp("sandbox")
+    info = _bring_up(directory)
+    try:
+        yield info
+    finally:
+        sandbox_down(directory)
+
+
+@pytest.fixture
+def sandbox_graph(sandbox: SandboxInfo) -> SandboxInfo:
+    """The sandbox, for tests that also need the Graph emulator: fails clearly when it does not run."""
+    if not sandbox.graph_url:
+        pytest.fail(
+            f"the Graph emulator of the sandbox in {sandbox.dir} is not running; see "
+            f"{sandbox.dir}/logs/emulator.log and run `writeback sandbox up --dir {sandbox.dir}`",
+            pytrace=False,
+        )
+    return sandbox
+
+
+def connect(info: SandboxInfo) -> Any:
+    """A python-ldap connection bound as Administrator over LDAPS, validating the DC against the sandbox CA."""
+    conn = ldap.initialize(info.ldap_url)
+    conn.set_option(ldap.OPT_REFERRALS, 0)
+    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
+    conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(info.ca_file))
+    conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+    conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+    conn.simple_bind_s(info.bind_dn, info.bind_password)
+    return conn
+
+
+@pytest.fixture
+def ldap_conn(sandbox: SandboxInfo) -> Iterator[Any]:
+    conn = connect(sandbox)
+    try:
+        yield conn
+    finally:
+        conn.unbind_s()
+
+
+def delete_subtree(conn: Any, dn: str) -> None:
+    """Delete ``dn`` and everything below it (tree-delete control, leaf by leaf if the server refuses it)."""
+    try:
+        conn.delete_ext_s(dn, serverctrls=[LDAPControl(TREE_DELETE_OID, True, None)])
+        return
+    except ldap.NO_SUCH_OBJECT:
+        return
+    except ldap.LDAPError:
+        pass
+    entries = conn.search_s(dn, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"])
+    for child in sorted((d for d, _ in entries if d), key=lambda d: d.count(","), reverse=True):
+        with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+            conn.delete_s(child)
+
+
+@pytest.fixture
+def test_ou(sandbox: SandboxInfo) -> Iterator[str]:
+    """A fresh, unique OU=t-<hex> under the base DN for one test's objects; deleted with its subtree after."""
+    conn = connect(sandbox)
+    dn = f"OU=t-{uuid.uuid4().hex[:12]},{sandbox.base_dn}"
+    try:
+        conn.add_s(dn, [("objectClass", [b"top", b"organizationalUnit"])])
+        yield dn
+    finally:
+        try:
+            delete_subtree(conn, dn)
+        finally:
+            conn.unbind_s()

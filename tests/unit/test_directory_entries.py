@@ -1,0 +1,75 @@
+"""Raw LDAP entries -> model values (anchor choice, protection, mapped attributes)."""
+
+from __future__ import annotations
+
+import uuid
+
+from writeback.directory.codec import sid_from_str
+from writeback.directory.entries import account_from_entry, find_anchor, group_from_entry, is_protected
+
+GUID = uuid.UUID("6f1e1c5a-7a53-4bd8-9d55-0c7c1f0a9b11")
+DOMAIN = "S-1-5-21-1-2-3"
+ANCHORS = ("msDS-ExternalDirectoryObjectId", "adminDescription")
+
+
+def _group(**extra: list[bytes]) -> dict[str, list[bytes]]:
+    attrs = {
+        "objectguid": [GUID.bytes_le],
+        "objectsid": [sid_from_str(DOMAIN + "-1105")],
+        "samaccountname": [b"Sales"],
+        "grouptype": [b"-2147483640"],
+    }
+    attrs.update({k.lower(): v for k, v in extra.items()})
+    return attrs
+
+
+def test_anchor_is_first_attribute_in_order_with_group_value() -> None:
+    attrs = _group(**{"msDS-ExternalDirectoryObjectId": [b"Group_new"], "adminDescription": [b"Group_old"]})
+    assert find_anchor(attrs, ANCHORS) == "Group_new"
+    assert find_anchor(attrs, tuple(reversed(ANCHORS))) == "Group_old"
+
+
+def test_anchor_skips_values_without_prefix() -> None:
+    attrs = _group(**{"msDS-ExternalDirectoryObjectId": [b"User_x"], "adminDescription": [b"Group_abc"]})
+    assert find_anchor(attrs, ANCHORS) == "Group_abc"
+    assert find_anchor(_group(adminDescription=[b"hand-made"]), ANCHORS) is None
+
+
+def test_group_from_entry() -> None:
+    attrs = _group(adminDescription=[b"Group_abc"], description=[b"Sales team"])
+    group = group_from_entry(
+        "CN=Sales,OU=W,DC=x", attrs, ["CN=u1,DC=x"], ANCHORS, ("description", "displayName")
+    )
+    assert group.object_guid == str(GUID)
+    assert group.anchor == "Group_abc"
+    assert group.cloud_id == "abc"
+    assert group.sam_account_name == "Sales"
+    assert group.group_type == -2147483640
+    assert group.members == frozenset({"CN=u1,DC=x"})
+    assert group.attributes == {
+        "description": "Sales team",
+        "displayName": None,
+        "msDS-ExternalDirectoryObjectId": None,
+        "adminDescription": "Group_abc",
+    }
+    assert group.protected is False
+
+
+def test_protection_rules() -> None:
+    assert is_protected(_group(admincount=[b"1"]))
+    assert is_protected(_group(iscriticalsystemobject=[b"TRUE"]))
+    assert is_protected({**_group(), "objectsid": [sid_from_str(DOMAIN + "-512")]})
+    assert not is_protected(_group(admincount=[b"0"], iscriticalsystemobject=[b"FALSE"]))
+
+
+def test_account_from_entry() -> None:
+    attrs = {
+        "objectguid": [GUID.bytes_le],
+        "objectsid": [sid_from_str(DOMAIN + "-1200")],
+        "objectclass": [b"top", b"person", b"organizationalPerson", b"user"],
+    }
+    account = account_from_entry("CN=Anna,OU=Staff,DC=x", attrs)
+    assert account.object_guid == str(GUID)
+    assert account.object_sid == DOMAIN + "-1200"
+    assert account.object_class == "user"
+    assert account.group_type is None

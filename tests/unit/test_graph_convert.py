@@ -1,0 +1,91 @@
+"""Graph JSON → model values."""
+
+from __future__ import annotations
+
+from writeback.graph.convert import group_from_graph, member_changes, removed_reason, user_from_graph
+from writeback.model import MemberRef
+
+
+def test_user_known_properties_are_fields_and_the_rest_attributes() -> None:
+    user = user_from_graph(
+        {
+            "@odata.type": "#microsoft.graph.user",
+            "id": "u1",
+            "displayName": "Ada",
+            "userPrincipalName": "ada@contoso.com",
+            "accountEnabled": True,
+            "onPremisesSyncEnabled": True,
+            "onPremisesSecurityIdentifier": "S-1-5-21-1-2-3-1105",
+            "onPremisesImmutableId": "nofCJe0gZk6D8J4gRgrt+A==",
+            "onPremisesDistinguishedName": "CN=Ada,OU=Users,DC=contoso,DC=com",
+            "onPremisesDomainName": "contoso.com",
+            "department": "Sales",
+            "onPremisesExtensionAttributes": {"extensionAttribute1": "x"},
+        }
+    )
+    assert user.id == "u1" and user.display_name == "Ada" and user.account_enabled is True
+    assert user.on_premises_security_identifier == "S-1-5-21-1-2-3-1105"
+    assert user.on_premises_immutable_id == "nofCJe0gZk6D8J4gRgrt+A=="
+    assert user.on_premises_domain_name == "contoso.com"
+    assert user.is_synced and not user.deleted
+    assert user.attributes == {
+        "department": "Sales",
+        "onPremisesExtensionAttributes": {"extensionAttribute1": "x"},
+    }
+
+
+def test_group_with_beta_writeback_configuration() -> None:
+    group = group_from_graph(
+        {
+            "id": "g1",
+            "displayName": "Sales",
+            "description": None,
+            "mailNickname": "sales",
+            "mailEnabled": False,
+            "securityEnabled": True,
+            "groupTypes": ["DynamicMembership"],
+            "membershipRule": 'user.department -eq "Sales"',
+            "membershipRuleProcessingState": "On",
+            "onPremisesSyncEnabled": None,
+            "writebackConfiguration": {"isEnabled": True, "onPremisesGroupType": "universalSecurityGroup"},
+            "isAssignableToRole": False,
+            "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "u1"}],
+        },
+        deleted=True,
+    )
+    assert group.group_types == ("DynamicMembership",) and group.is_dynamic
+    assert group.membership_rule == 'user.department -eq "Sales"'
+    assert group.writeback_enabled is True and group.writeback_group_type == "universalSecurityGroup"
+    assert group.attributes == {"isAssignableToRole": False}
+    assert group.members == frozenset() and group.deleted
+
+
+def test_group_defaults_for_missing_or_null_properties() -> None:
+    group = group_from_graph({"id": "g2", "displayName": None, "securityEnabled": None, "groupTypes": None})
+    assert group.display_name == "" and group.security_enabled is True and group.mail_enabled is False
+    assert group.group_types == () and group.writeback_enabled is None and group.writeback_group_type is None
+
+
+def test_removed_reason_and_member_changes() -> None:
+    assert removed_reason({"id": "x", "@removed": {"reason": "deleted"}}) == "deleted"
+    assert removed_reason({"id": "x", "@removed": {"reason": "changed"}}) == "changed"
+    assert removed_reason({"id": "x", "@removed": {}}) == "changed"
+    assert removed_reason({"id": "x"}) is None
+    changes = list(
+        member_changes(
+            {
+                "members@delta": [
+                    {"@odata.type": "#microsoft.graph.user", "id": "u1"},
+                    {"@odata.type": "#microsoft.graph.group", "id": "g9", "@removed": {"reason": "deleted"}},
+                    {"@odata.type": "#microsoft.graph.device", "id": "d1"},
+                    {"id": "u2"},
+                ]
+            }
+        )
+    )
+    assert changes == [
+        (True, MemberRef("user", "u1")),
+        (False, MemberRef("group", "g9")),
+        (True, MemberRef("device", "d1")),
+        (True, MemberRef("user", "u2")),
+    ]
