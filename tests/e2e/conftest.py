@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import uuid
@@ -26,6 +27,7 @@ class CloudAdmin:
 
     def __init__(self, info: Any) -> None:
         self.info = info
+        tls = ssl.create_default_context(cafile=str(info.graph_ca_file))
         token = httpx.post(
             f"{info.authority}/oauth2/v2.0/token",
             data={
@@ -34,11 +36,11 @@ class CloudAdmin:
                 "client_secret": info.client_secret,
                 "scope": "https://graph.microsoft.com/.default",
             },
-            verify=info.graph_ca_file,
+            verify=tls,
         ).json()["access_token"]
         self.http = httpx.Client(
             base_url=info.graph_url,
-            verify=info.graph_ca_file,
+            verify=tls,
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )

@@ -221,7 +221,7 @@ def test_plan_exit_codes_and_clear_errors(cloud, workspace, tmp_path, sandbox, f
     assert r.code == 1 and ("credentials" in r.err.lower() or "bind" in r.err.lower())
 
     broken = tmp_path / "broken.toml"
-    broken.write_text(ws.config.read_text().replace("[scope]", '[scope]\nmode = "sometimes"'))
+    broken.write_text(ws.config.read_text().replace('mode = "selected"', 'mode = "sometimes"'))
     r = ws.run("--config", str(broken), "plan")
     assert r.code == 1 and "scope.mode" in r.err
 

@@ -52,25 +52,29 @@ def delegation_sddl(conn: Any, sandbox: Any, sid: str) -> str:
 
 
 def dsacl_set(sandbox: Any, object_dn: str, sddl: str) -> None:
+    """samba-tool over LDAP with an NTLM (signed) bind as Administrator; the password goes through the
+    environment, not the command line."""
     smb_conf = sandbox.dir / "samba" / "etc" / "smb.conf"
-    subprocess.run(
-        [
-            "samba-tool",
-            "dsacl",
-            "set",
-            "-H",
-            sandbox.ldap_url,
-            "-s",
-            str(smb_conf),
-            f"--simple-bind-dn={sandbox.bind_dn}",
-            f"--objectdn={object_dn}",
-            f"--sddl={sddl}",
-        ],
-        check=True,
+    command = [
+        "samba-tool",
+        "dsacl",
+        "set",
+        "-H",
+        sandbox.starttls_url,
+        "-s",
+        str(smb_conf),
+        "-U",
+        "Administrator",
+    ]
+    done = subprocess.run(
+        [*command, f"--objectdn={object_dn}", f"--sddl={sddl}"],
         capture_output=True,
+        text=True,
         timeout=120,
-        env={**os.environ, "PASSWD": sandbox.bind_password},  # not on the command line
+        env={**os.environ, "PASSWD": sandbox.bind_password},
+        check=False,
     )
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @dataclass

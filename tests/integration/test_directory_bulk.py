@@ -1,11 +1,14 @@
 """Big groups against the real DC: one add plus chunked modifies, and ranged reads of ``member``.
 
-The 12,000 users are created once per module with asynchronous adds (many operations in flight), in the
-module's own OU that is removed with a single tree delete afterwards.
+The 12,000 member users are a reusable fixture of the sandbox, like its seeded staff: creating them costs
+minutes on this kind of machine (30-115 adds/s) and deleting them as much again, so they are created once per
+sandbox in ``OU=wb-fixture-bulk-users`` (with asynchronous adds, many in flight) and kept. The groups the tests
+write live in the module's own ``OU=t-bulk-…``, removed afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -13,7 +16,6 @@ from typing import Any
 
 import ldap
 import pytest
-from ldap.controls import LDAPControl
 
 from writeback.directory import DirectorySettings, LdapDirectory
 from writeback.model import UNIVERSAL_SECURITY
@@ -23,7 +25,8 @@ pytestmark = pytest.mark.samba
 
 USERS = 12_000
 IN_FLIGHT = 64
-TREE_DELETE = "1.2.840.113556.1.4.805"
+BULK_OU = "OU=wb-fixture-bulk-users"
+COMPLETE = f"writeback test fixture: {USERS} member users, complete (kept between test sessions)"
 
 
 def make_settings(sandbox: Any, **overrides: Any) -> DirectorySettings:
@@ -39,29 +42,60 @@ def make_settings(sandbox: Any, **overrides: Any) -> DirectorySettings:
     return DirectorySettings(**values)
 
 
+def _add_ignoring_existing(conn: Any, items: list[tuple[str, list[tuple[str, list[bytes]]]]]) -> None:
+    """Asynchronous adds, IN_FLIGHT at a time. Existing entries are fine: another session (or an interrupted
+    earlier one) created them."""
+    pending: deque[int] = deque()
+
+    def settle() -> None:
+        with contextlib.suppress(ldap.ALREADY_EXISTS):
+            conn.result(pending.popleft())
+
+    for dn, modlist in items:
+        pending.append(conn.add_ext(dn, modlist))
+        if len(pending) >= IN_FLIGHT:
+            settle()
+    while pending:
+        settle()
+
+
 @pytest.fixture(scope="module")
-def bulk(sandbox: Any) -> Iterator[tuple[str, list[str]]]:
-    """(OU DN, user DNs): a module OU holding USERS users, created with up to IN_FLIGHT adds pending."""
+def bulk_users(sandbox: Any) -> list[str]:
+    """USERS user DNs in the sandbox's reusable bulk OU (created on first use, see module docstring)."""
+    conn = connect(sandbox.ldap_url, sandbox.ca_file, sandbox.bind_dn, sandbox.bind_password)
+    try:
+        ou = f"{BULK_OU},{sandbox.base_dn}"
+        users = [f"CN=wb-bulk-{i:05d},{ou}" for i in range(USERS)]
+        _add_ignoring_existing(conn, [(ou, [("objectClass", [b"top", b"organizationalUnit"])])])
+        (_dn, attrs), *_ = conn.search_s(ou, ldap.SCOPE_BASE, "(objectClass=*)", ["description"])
+        if attrs.get("description") != [COMPLETE.encode()]:
+            user_class = [b"top", b"person", b"organizationalPerson", b"user"]
+            _add_ignoring_existing(
+                conn,
+                [
+                    (dn, [("objectClass", user_class), ("sAMAccountName", [f"wbbulk{i:05d}".encode()])])
+                    for i, dn in enumerate(users)
+                ],
+            )
+            conn.modify_s(ou, [(ldap.MOD_REPLACE, "description", [COMPLETE.encode()])])
+        return users
+    finally:
+        conn.unbind_s()
+
+
+@pytest.fixture(scope="module")
+def bulk(sandbox: Any, bulk_users: list[str]) -> Iterator[tuple[str, list[str]]]:
+    """(OU for this module's groups, member user DNs). Groups are deleted one by one before their OU:
+    Samba's tree delete of an OU holding a group with thousands of links runs into its time limit."""
     conn = connect(sandbox.ldap_url, sandbox.ca_file, sandbox.bind_dn, sandbox.bind_password)
     ou = f"OU=t-bulk-{uuid.uuid4().hex[:8]},{sandbox.base_dn}"
     conn.add_s(ou, [("objectClass", [b"top", b"organizationalUnit"])])
     try:
-        tag = uuid.uuid4().hex[:6]
-        users = [f"CN=bulk{tag}-{i:05d},{ou}" for i in range(USERS)]
-        pending: deque[int] = deque()
-        for i, dn in enumerate(users):
-            modlist = [
-                ("objectClass", [b"top", b"person", b"organizationalPerson", b"user"]),
-                ("sAMAccountName", [f"b{tag}{i:05d}".encode()]),
-            ]
-            pending.append(conn.add_ext(dn, modlist))
-            if len(pending) >= IN_FLIGHT:
-                conn.result(pending.popleft())
-        while pending:
-            conn.result(pending.popleft())
-        yield ou, users
+        yield ou, bulk_users
     finally:
-        conn.delete_ext_s(ou, serverctrls=[LDAPControl(TREE_DELETE, True, None)])
+        for dn, _attrs in conn.search_s(ou, ldap.SCOPE_SUBTREE, "(objectClass=group)", ["1.1"]):
+            conn.delete_s(dn)
+        conn.delete_s(ou)
         conn.unbind_s()
 
 

@@ -244,3 +244,25 @@ def test_dynamic_groups_follow_their_rule(tmp_path: Path) -> None:
         assert members() == {"u00", "u01", "u06", "u08"}  # synced and cloud-only users alike
         bad = emu.graph("PATCH", "groups/dyn", json={"membershipRule": "user.city -match 'x'"})
         assert _error(bad)[0] == 400
+
+
+def test_dynamic_groups_with_the_real_rule_language(tmp_path: Path) -> None:
+    pytest.importorskip("writeback.rules")
+    tenant = _tenant()
+    tenant["groups"].append(
+        {
+            "id": "dyn",
+            "displayName": "HR or Sales",
+            "mailEnabled": False,
+            "securityEnabled": True,
+            "groupTypes": ["DynamicMembership"],
+            "membershipRule": '(user.department -eq "HR") -or (user.department -eq "Sales")',
+            "membershipRuleProcessingState": "On",
+        }
+    )
+    with run_emulator(tenant, tmp_path) as emu:  # default evaluator: writeback.rules
+        assert set(emu.tenant.visible_members("dyn")) == {"u01", "u03", "u05", "u07", "u09"}
+        emu.graph("PATCH", "users/u02", json={"department": "Sales"})
+        assert "u02" in emu.tenant.visible_members("dyn")
+        bad = emu.graph("PATCH", "groups/dyn", json={"membershipRule": 'user.department -eq "HR" -and'})
+        assert _error(bad)[:2] == (400, "Request_BadRequest")

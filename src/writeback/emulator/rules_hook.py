@@ -6,8 +6,9 @@ predicate on a Graph user dict out", so it takes any such function; :func:`defau
 real one when it is importable and otherwise returns None, which leaves dynamic groups' members as loaded
 (empty for a generated tenant) instead of guessing.
 
-TODO(lead): once :mod:`writeback.rules` is merged, ``default_rule_compiler`` picks it up unchanged; if its
-API differs, adapt ``_from_rules_module`` only.
+TODO(lead): ``Direct Reports for`` works from the user's ``manager`` key; ``user.memberOf`` rules need a
+``RuleContext(member_of=...)`` and recomputation when the referenced groups change, which the emulator does
+not do yet: such rules evaluate to "no member" (the RuleError is caught in ``Tenant._safe_match``).
 """
 
 from __future__ import annotations

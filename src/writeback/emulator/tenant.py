@@ -122,7 +122,10 @@ class Tenant:
         rule_compiler: RuleCompiler | None = None,
         copy: bool = True,
     ) -> Tenant:
-        """Build a tenant from the tenant-file shape. ``copy=False`` adopts the dicts (faster, for big tenants)."""
+        """Build a tenant from the tenant-file shape. ``copy=False`` adopts the dicts (faster, for big tenants).
+
+        ``rule_compiler=None`` means the default evaluator (:func:`.rules_hook.default_rule_compiler`).
+        """
         if not isinstance(data, Mapping) or not data.get("tenant_id"):
             raise ConfigError("a tenant needs a top-level 'tenant_id'", file=source, key="tenant_id")
         compiler = rule_compiler if rule_compiler is not None else default_rule_compiler()
