@@ -9,18 +9,26 @@ from writeback.errors import WritebackError
 from writeback.mapping import MSDS_ANCHOR
 
 
+class _Skip(Exception):
+    pass
+
+
 def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
     from writeback import wiring
 
     problems: list[str] = []
     say(f"Config {settings.path}: loaded")
     try:
+        if settings.source is None:
+            raise _Skip
         client, _source = wiring.build_graph(settings)
         try:
             client.check()
             say(f"Graph {settings.source.graph_url}: token obtained, groups readable")
         finally:
             client.close()
+    except _Skip:
+        say("Graph: not configured (scope.mode = \"none\": on-prem dynamic groups only)")
     except WritebackError as exc:
         problems.append(f"Graph: {exc}")
         say(f"Graph: FAILED: {exc}")

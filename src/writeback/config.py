@@ -7,6 +7,7 @@ variable or a file), resolved by :func:`resolve_secret` only when a connection i
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ CONNECT_CN = 'Append("Group_",[objectId])'
 DEFAULT_DESCRIPTION = "Left(Trim([description]),448)"
 DEFAULT_DISPLAY_NAME = "[displayName]"
 ANCHOR_MODES = ("auto", "msDS-ExternalDirectoryObjectId", "adminDescription", "both")
-SCOPE_MODES = ("all", "selected", "writeback_enabled")
+SCOPE_MODES = ("all", "selected", "writeback_enabled", "none")
 MATCHERS = ("sid", "immutable_id")
 DELETE_POLICIES = ("keep", "delete")
 GROUP_SCOPES = ("universal", "global", "domainLocal")
@@ -135,8 +136,21 @@ class ServiceSettings:
 
 
 @dataclass(frozen=True)
+class DynamicGroupSettings:
+    """An on-prem dynamic group: an AD group whose members are the AD users matching ``rule``."""
+
+    id: str  # stable: the anchor is WritebackDynamic_<id>
+    name: str  # CN, displayName and (cleaned) sAMAccountName
+    rule: str
+    ou: str  # where the group lives
+    users_base: str  # where users are read
+    description: str | None = None
+    group_scope: str = "universal"
+
+
+@dataclass(frozen=True)
 class Settings:
-    source: SourceSettings
+    source: SourceSettings | None  # None only with scope.mode = "none"
     target: TargetSettings
     scope: ScopeSettings = ScopeSettings()
     mapping: MappingSettings = MappingSettings()
@@ -144,6 +158,7 @@ class Settings:
     safety: SafetySettings = SafetySettings()
     state: StateSettings = StateSettings()
     service: ServiceSettings = ServiceSettings()
+    dynamic_groups: tuple[DynamicGroupSettings, ...] = ()
     path: str = ""
 
 
@@ -251,34 +266,13 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         return None if value is None else str((base_dir / os.path.expanduser(value)).resolve())
 
     unknown = sorted(
-        set(root) - {"source", "target", "scope", "mapping", "members", "safety", "state", "service"}
+        set(root) - {"source", "target", "scope", "mapping", "members", "safety", "state", "service", "dynamic_groups"}
     )
     if unknown:
         raise ConfigError("unknown table", file=file, key=unknown[0])
 
-    s = _table(root, "source", file, required=True)
-    graph_url = s.get("graph_url", str, "https://graph.microsoft.com", _url(("https",))).rstrip("/")
-    secret = _resolved(s.secret("client_secret", required=False), path)
-    cert, key = s.get("certificate_file", str, None), s.get("private_key_file", str, None)
-    if not secret and not cert:
-        raise s.error(
-            "client_secret_env", "set a credential: client_secret_env, client_secret_file or certificate_file"
-        )
-    if cert and not key:
-        raise s.error("private_key_file", "is required with certificate_file")
-    source = SourceSettings(
-        tenant_id=s.get("tenant_id", str),
-        client_id=s.get("client_id", str),
-        client_secret=secret,
-        certificate_file=path(cert),
-        private_key_file=path(key),
-        authority=s.get("authority", str, None, _url(("https",))),
-        graph_url=graph_url,
-        ca_file=path(s.get("ca_file", str, None)),
-        timeout=s.get("timeout", float, 30.0, _positive),
-        max_retries=s.get("max_retries", int, 8),
-    )
-    s.finish()
+    scope_mode = root.get("scope", {}).get("mode") if isinstance(root.get("scope"), dict) else None
+    source = _source(root, file, path, required=scope_mode != "none")
 
     t = _table(root, "target", file, required=True)
     insecure = t.get("insecure_plain_ldap", bool, False)
@@ -377,7 +371,78 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         max_backoff=sv.get("max_backoff", float, 300.0, _positive),
     )
     sv.finish()
-    return Settings(source, target, scope, mapping, members, safety, state, service, path=file)
+    dynamic = _dynamic_groups(root, file, target)
+    return Settings(source, target, scope, mapping, members, safety, state, service, dynamic, path=file)
+
+
+def _dynamic_groups(root: Mapping[str, Any], file: str, target: TargetSettings) -> tuple[DynamicGroupSettings, ...]:
+    from writeback.dn import is_within
+    from writeback.errors import RuleError
+    from writeback.rules import compile_rule
+
+    raw = root.get("dynamic_groups", [])
+    if not isinstance(raw, list):
+        raise ConfigError("must be an array of tables ([[dynamic_groups]])", file=file, key="dynamic_groups")
+    out: list[DynamicGroupSettings] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        r = _Reader(item if isinstance(item, dict) else {}, file, f"dynamic_groups[{i}]")
+        gid = r.get("id", str, check=lambda v: None if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v)
+                    else "must be 1-64 letters, digits, '.', '_' or '-' (it is part of the anchor)")
+        if gid.lower() in seen:
+            raise r.error("id", f"duplicate dynamic group id {gid!r}")
+        seen.add(gid.lower())
+        rule = r.get("rule", str)
+        try:
+            compiled = compile_rule(rule)
+        except RuleError as exc:
+            raise r.error("rule", str(exc)) from exc
+        if compiled.kind != "user" or compiled.special == "memberOf":
+            raise r.error("rule", "on-prem dynamic groups support user rules (memberOf rules are cloud-only)")
+        ou = r.get("ou", str, target.target_ou)
+        users_base = r.get("users_base", str, target.base_dn)
+        for key, dn in (("ou", ou), ("users_base", users_base)):
+            if not is_within(dn, target.base_dn):
+                raise r.error(key, f"{dn!r} is not inside target.base_dn")
+        out.append(DynamicGroupSettings(
+            id=gid, name=r.get("name", str, check=lambda v: None if 0 < len(v) <= 64 else "must be 1-64 characters"),
+            rule=rule, ou=ou, users_base=users_base, description=r.get("description", str, None),
+            group_scope=r.choice("group_scope", GROUP_SCOPES, "universal"),
+        ))
+        r.finish()
+    return tuple(out)
+
+
+def _source(
+    root: Mapping[str, Any], file: str, path: Callable[[str | None], str | None], *, required: bool
+) -> SourceSettings | None:
+    """The [source] table; optional only with scope.mode = "none" (on-prem dynamic groups alone)."""
+    if "source" not in root and not required:
+        return None
+    s = _table(root, "source", file, required=True)
+    graph_url = s.get("graph_url", str, "https://graph.microsoft.com", _url(("https",))).rstrip("/")
+    secret = _resolved(s.secret("client_secret", required=False), path)
+    cert, key = s.get("certificate_file", str, None), s.get("private_key_file", str, None)
+    if not secret and not cert:
+        raise s.error(
+            "client_secret_env", "set a credential: client_secret_env, client_secret_file or certificate_file"
+        )
+    if cert and not key:
+        raise s.error("private_key_file", "is required with certificate_file")
+    source = SourceSettings(
+        tenant_id=s.get("tenant_id", str),
+        client_id=s.get("client_id", str),
+        client_secret=secret,
+        certificate_file=path(cert),
+        private_key_file=path(key),
+        authority=s.get("authority", str, None, _url(("https",))),
+        graph_url=graph_url,
+        ca_file=path(s.get("ca_file", str, None)),
+        timeout=s.get("timeout", float, 30.0, _positive),
+        max_retries=s.get("max_retries", int, 8),
+    )
+    s.finish()
+    return source
 
 
 def _resolved(ref: SecretRef | None, path: Callable[[str | None], str | None]) -> SecretRef | None:

@@ -24,6 +24,7 @@ from typing import Any
 from writeback.config import Settings
 from writeback.engine import Engine
 from writeback.errors import WritebackError
+from writeback.planning import Plan, merge_plans
 
 log = logging.getLogger("writeback.service")
 QUARANTINE_AFTER = 5  # consecutive failed cycles
@@ -78,9 +79,14 @@ class Service:
                 only |= members_of(report.changed_users)
             if report.changed_groups:  # parents of a changed (renamed, deleted, re-scoped) nested group
                 only |= members_of(report.changed_groups)
-            if not only:
-                return CycleOutcome(False, 0, 0, 0, 0)
-        plan = self.engine.plan(only=only)
+        # On-prem dynamic groups: an incremental read of changed AD users each poll (full reads come with
+        # the full reconcile, inside engine.plan()).
+        dynamic = None if full else self.engine.plan_dynamic_if_changed()
+        if not full and not only and dynamic is None:
+            return CycleOutcome(False, 0, 0, 0, 0)
+        plan = self.engine.plan(only=only) if full or only else Plan()
+        if dynamic is not None:
+            plan = merge_plans(plan, dynamic)
         result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
         if full:
             self._next_full = now + self.settings.service.reconcile_interval

@@ -27,7 +27,7 @@ from writeback.mapping import (
     assign_sam_account_names,
 )
 from writeback.model import CloudGroup, CloudSnapshot, DesiredGroup, DirectoryGroup
-from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan
+from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan, merge_plans
 from writeback.ports import CloudSource, Directory, ReplicaStore, ResolvedAccounts, SyncReport
 from writeback.scope import out_of_scope_reason
 
@@ -108,6 +108,9 @@ class Engine:
         self.progress = progress or (lambda _msg: None)
         self._anchor_attrs: tuple[str, ...] | None = None
         self._read_anchor_attrs: tuple[str, ...] = ()
+        from writeback.onprem import DynamicGroups
+
+        self.dynamic = DynamicGroups(settings, directory, store, self.progress)
 
     # Reading ----------------------------------------------------------------------------------------------
     def sync(self) -> SyncReport:
@@ -147,6 +150,18 @@ class Engine:
             manage_sam_account_name=s.mapping.sam_account_name is not None,
         )
 
+    def plan_dynamic(self, *, allow_deletes: int = 0, full_user_read: bool = False) -> Plan:
+        """Plan the on-prem dynamic groups (reads changed AD users first)."""
+        anchors = self.anchors()
+        self.dynamic.refresh_users(full=full_user_read)
+        return self.dynamic.plan(anchors, self._read_anchor_attrs, self.policy(allow_deletes))
+
+    def plan_dynamic_if_changed(self) -> Plan | None:
+        """For the service: read AD users changed since the last read; plan dynamic groups only if any did."""
+        if not self.dynamic.enabled or not self.dynamic.refresh_users():
+            return None
+        return self.dynamic.plan(self.anchors(), self._read_anchor_attrs, self.policy())
+
     def plan(
         self,
         *,
@@ -155,6 +170,10 @@ class Engine:
         snapshot: CloudSnapshot | None = None,
     ) -> Plan:
         """Compute the plan from the replica and the directory. ``only``: reconcile just these cloud groups."""
+        if self.settings.scope.mode == "none":  # on-prem dynamic groups only
+            if only is not None or not self.dynamic.enabled:
+                return Plan()
+            return self.plan_dynamic(allow_deletes=allow_deletes, full_user_read=True)
         if not self.store.has_synced():
             raise PlanError(
                 "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
@@ -212,6 +231,8 @@ class Engine:
             occupied_dns=occupied,
             partial=only is not None,
         )
+        if only is None and self.dynamic.enabled:
+            plan = merge_plans(plan, self.plan_dynamic(allow_deletes=allow_deletes, full_user_read=True))
         return plan
 
     def _read_some(

@@ -23,6 +23,8 @@ GROUP_TYPE_SECURITY = -0x80000000  # 0x80000000 as the signed 32-bit value AD st
 UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
 
 ANCHOR_PREFIX = "Group_"
+DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.onprem)
+DYNAMIC_KEY_PREFIX = "dynamic:"
 
 
 def member_kind_from_odata(odata_type: str | None) -> str:
@@ -128,8 +130,11 @@ class DirectoryGroup:
 
     @property
     def cloud_id(self) -> str | None:
+        """The key the planner matches on: the cloud object id, or 'dynamic:<id>' for on-prem dynamic groups."""
         if self.anchor and self.anchor.startswith(ANCHOR_PREFIX):
             return self.anchor[len(ANCHOR_PREFIX) :]
+        if self.anchor and self.anchor.startswith(DYNAMIC_ANCHOR_PREFIX):
+            return DYNAMIC_KEY_PREFIX + self.anchor[len(DYNAMIC_ANCHOR_PREFIX) :]
         return None
 
 

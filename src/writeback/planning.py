@@ -410,3 +410,11 @@ def compute_plan(
     changes.sort(key=Change.sort_key)
     reports.sort(key=lambda r: (r.display_name.lower(), r.cloud_id))
     return Plan(tuple(changes), tuple(reports), blocked, tuple(warnings))
+
+
+def merge_plans(*plans: Plan) -> Plan:
+    """One plan from several (cloud groups and on-prem dynamic groups), in the global change order."""
+    changes = sorted((c for p in plans for c in p.changes), key=Change.sort_key)
+    reports = sorted((r for p in plans for r in p.reports), key=lambda r: (r.display_name.lower(), r.cloud_id))
+    blocked = tuple(c for p in plans for c in p.blocked_deletes)
+    return Plan(tuple(changes), tuple(reports), blocked, tuple(w for p in plans for w in p.warnings))

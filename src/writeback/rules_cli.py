@@ -37,7 +37,8 @@ def _load_users(
     if args.source == "ad":
         directory = wiring.build_directory(settings)
         try:
-            return directory.read_user_properties()  # type: ignore[no-any-return]
+            users, _usn = directory.read_user_properties(settings.target.base_dn, None)
+            return list(users)
         finally:
             directory.close()
     store = wiring.build_store(settings)

@@ -9,11 +9,14 @@ from writeback.directory import DirectorySettings, LdapDirectory
 from writeback.engine import Engine, Progress
 from writeback.errors import ConfigError
 from writeback.graph import GraphClient, GraphSettings, GraphSource
+from writeback.ports import CloudSource, ReplicaStore, SyncReport
 from writeback.state.sqlite import SqliteStore
 
 
 def graph_settings(settings: Settings) -> GraphSettings:
     s = settings.source
+    if s is None:
+        raise ConfigError("there is no [source] table (Microsoft Graph settings)", file=settings.path, key="source")
     cert = key = None
     if s.certificate_file:
         try:
@@ -66,6 +69,13 @@ def build_store(settings: Settings) -> SqliteStore:
     return SqliteStore(settings.state.path)
 
 
+class NoCloud:
+    """The cloud source with scope.mode = "none": on-prem dynamic groups only, Graph is never called."""
+
+    def sync(self, replica: ReplicaStore) -> SyncReport:
+        return SyncReport()
+
+
 def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
-    _client, source = build_graph(settings)
+    source: CloudSource = NoCloud() if settings.scope.mode == "none" else build_graph(settings)[1]
     return Engine(settings, source, build_directory(settings), build_store(settings), progress)

@@ -185,7 +185,7 @@ target_ou = "{ou}"
 ca_file = "{ca_file or info.ca_file}"
 
 [scope]
-mode = "selected"
+{'mode = "selected"' if group_ids else 'mode = "none"'}
 group_ids = [{ids}]
 
 [state]

@@ -19,7 +19,7 @@ import pytest
 
 from writeback.directory import DirectorySettings, LdapDirectory
 from writeback.directory.codec import guid_to_str, sid_to_str
-from writeback.errors import DirectoryAuthError, DirectoryUnavailable, DirectoryWriteError
+from writeback.errors import ConfigError, DirectoryAuthError, DirectoryUnavailable, DirectoryWriteError
 from writeback.model import UNIVERSAL_SECURITY
 from writeback.tlsutil import ensure_server_cert
 
@@ -124,6 +124,12 @@ def test_wrong_ca_means_certificate_failure(sandbox: Any, tmp_path: Path) -> Non
     assert "certificate" in str(err.value)
 
 
+def test_missing_ca_file_is_a_config_error(sandbox: Any, tmp_path: Path) -> None:
+    settings = make_settings(sandbox, ca_file=str(tmp_path / "nope.pem"))
+    with LdapDirectory(settings) as d, pytest.raises(ConfigError, match=r"nope\.pem"):
+        d.check_tls_and_bind()
+
+
 def test_wrong_password_is_auth_error_without_the_password(sandbox: Any) -> None:
     secret = "Wr0ng-" + uuid.uuid4().hex
     with (
@@ -134,6 +140,13 @@ def test_wrong_password_is_auth_error_without_the_password(sandbox: Any) -> None
     assert secret not in str(err.value)
     assert secret not in repr(err.value)
     assert sandbox.bind_dn in str(err.value)
+
+
+def test_plain_ldap_only_when_allowed_and_the_dc_still_refuses_a_simple_bind(sandbox: Any) -> None:
+    # allow_insecure skips StartTLS; the sandbox DC (like a hardened AD) then refuses the password in clear.
+    settings = make_settings(sandbox, urls=(sandbox.starttls_url,), ca_file=None, allow_insecure=True)
+    with LdapDirectory(settings) as d, pytest.raises(DirectoryAuthError, match="ldaps:// or StartTLS"):
+        d.check_tls_and_bind()
 
 
 def test_failover_to_the_next_url(sandbox: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import ldap
 from ldap.filter import escape_filter_chars
 
+from writeback.adusers import AD_ATTRIBUTES, user_properties
 from writeback.directory.access import check_write_access
 from writeback.directory.codec import (
     chunked,
@@ -174,17 +175,19 @@ class LdapDirectory:
         self,
         anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
         mapped: Sequence[str] = ("description", "displayName"),
+        prefix: str = ANCHOR_PREFIX,
     ) -> list[DirectoryGroup]:
-        """Every group under base_dn carrying a 'Group_…' anchor, in any OU (paged, ranged members)."""
+        """Every group under base_dn carrying an anchor that starts with ``prefix`` ('Group_' for cloud
+        groups, 'WritebackDynamic_' for on-prem dynamic groups), in any OU (paged, ranged members)."""
         anchors = [a for a in anchor_attributes if self.has_attribute(a)]
         if not anchors:
             return []
-        prefix = escape_filter_chars(ANCHOR_PREFIX)
-        flt = f"(&(objectClass=group){or_filter([f'({a}={prefix}*)' for a in anchors])})"
+        escaped = escape_filter_chars(prefix)
+        flt = f"(&(objectClass=group){or_filter([f'({a}={escaped}*)' for a in anchors])})"
         entries = self._domain.search(
             self._settings.base_dn, _SUBTREE, flt, self._group_attrs(anchors, mapped)
         )
-        groups = [self._group(dn, attrs, anchors, mapped) for dn, attrs in entries]
+        groups = [self._group(dn, attrs, anchors, mapped, prefix) for dn, attrs in entries]
         # The filter matches case-insensitively; ownership needs the exact prefix.
         return sorted((g for g in groups if g.anchor is not None), key=lambda g: normalize_dn(g.dn))
 
@@ -210,11 +213,36 @@ class LdapDirectory:
         return list(dict.fromkeys([*GROUP_ATTRIBUTES, *anchors, *mapped]))
 
     def _group(
-        self, dn: str, raw_attrs: dict[str, list[bytes]], anchors: Sequence[str], mapped: Sequence[str]
+        self,
+        dn: str,
+        raw_attrs: dict[str, list[bytes]],
+        anchors: Sequence[str],
+        mapped: Sequence[str],
+        prefix: str = ANCHOR_PREFIX,
     ) -> DirectoryGroup:
         attrs = lower_keys(raw_attrs)
         members = self._complete_members(dn, attrs, range_size=None)
-        return group_from_entry(dn, attrs, members, anchors, mapped)
+        return group_from_entry(dn, attrs, members, anchors, mapped, prefix)
+
+    # -- users (on-prem dynamic groups) -------------------------------------------------------------------
+
+    def read_user_properties(
+        self, base_dn: str, changed_after: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """AD users under ``base_dn`` as rule-ready dicts (see writeback.adusers), and the directory's
+        highestCommittedUSN read *before* the search. With ``changed_after``, only users whose uSNChanged is
+        above it (incremental: a later call passes the returned USN)."""
+        root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN"], paged=False)
+        usn = int(first_str(lower_keys(root[0][1]), "highestCommittedUSN") or 0) if root else 0
+        flt = "(&(objectCategory=person)(objectClass=user))"
+        if changed_after is not None:
+            flt = f"(&(objectCategory=person)(objectClass=user)(uSNChanged>={changed_after + 1}))"
+        users = [
+            user_properties(dn, raw)
+            for dn, raw in self._domain.search(base_dn, _SUBTREE, flt, list(AD_ATTRIBUTES))
+            if dn
+        ]
+        return users, usn
 
     def read_members(self, dn: str, *, range_size: int | None = None) -> list[str]:
         """All member DNs of ``dn``. With ``range_size`` every read asks for an explicit range

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -29,7 +30,7 @@ from ldap.controls import SimplePagedResultsControl
 from writeback.directory.settings import DirectorySettings
 from writeback.directory.tlscheck import certificate_problem
 from writeback.directory.translate import tls_hint, translate_ldap_error
-from writeback.errors import DirectoryError, DirectoryUnavailable
+from writeback.errors import ConfigError, DirectoryError, DirectoryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,12 @@ class LdapSession:
                 exc, action="connect", url=url, bind_dn=s.bind_dn, secret=s.bind_password
             ) from exc
         except (ValueError, OSError) as exc:
-            # python-ldap reports an unreadable CA file this way, before any network traffic.
+            # python-ldap reports an unreadable CA file as a bare "option error", before any network traffic.
             _quiet_unbind(conn)
+            if s.ca_file and not os.access(s.ca_file, os.R_OK):
+                raise ConfigError(
+                    f"the CA file {s.ca_file} does not exist or is not readable", key="ca_file"
+                ) from exc
             raise DirectoryUnavailable(f"cannot set up TLS for {url}: {exc}") from exc
         return conn
 

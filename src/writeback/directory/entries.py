@@ -36,11 +36,13 @@ def _int(attrs: Mapping[str, list[bytes]], name: str) -> int | None:
     return int(text) if text is not None else None
 
 
-def find_anchor(attrs: Mapping[str, list[bytes]], anchor_attributes: Sequence[str]) -> str | None:
-    """The value of the first anchor attribute, in the given order, that holds a 'Group_…' value."""
+def find_anchor(
+    attrs: Mapping[str, list[bytes]], anchor_attributes: Sequence[str], prefix: str = ANCHOR_PREFIX
+) -> str | None:
+    """The value of the first anchor attribute, in the given order, that starts with ``prefix`` ('Group_')."""
     for name in anchor_attributes:
         value = first_str(attrs, name)
-        if value is not None and value.startswith(ANCHOR_PREFIX):
+        if value is not None and value.startswith(prefix):
             return value
     return None
 
@@ -62,6 +64,7 @@ def group_from_entry(
     members: Sequence[str],
     anchor_attributes: Sequence[str],
     mapped: Sequence[str],
+    prefix: str = ANCHOR_PREFIX,
 ) -> DirectoryGroup:
     """A :class:`DirectoryGroup`; ``members`` is the complete member list (ranged reads already followed).
 
@@ -75,7 +78,7 @@ def group_from_entry(
     return DirectoryGroup(
         dn=dn,
         object_guid=guid_to_str(guid[0]),
-        anchor=find_anchor(attrs, anchor_attributes),
+        anchor=find_anchor(attrs, anchor_attributes, prefix),
         sam_account_name=first_str(attrs, "sAMAccountName"),
         group_type=_int(attrs, "groupType") or 0,
         attributes={name: first_str(attrs, name) for name in names},

@@ -69,6 +69,17 @@ def _subject(host: str) -> x509.DNSName | x509.IPAddress:
         return x509.DNSName(host)
 
 
+def _explain(exc: VerificationError, host: str, ca_file: str | None, leaf: x509.Certificate) -> str:
+    text = str(exc)
+    if "subjectAltName" in text:
+        return f"the DC's certificate is not valid for the host name {host!r} of the URL ({text})"
+    source = ca_file or "the system trust store"
+    return (
+        f"the DC's certificate, issued by {leaf.issuer.rfc4514_string()!r}, does not chain to a CA in {source}"
+        f" ({text})"
+    )
+
+
 def certificate_problem(url: str, ca_file: str | None, timeout: float) -> str | None:
     """Why the DC's certificate fails verification, or None when it verifies or cannot be fetched."""
     host = urlsplit(url).hostname or ""
@@ -85,7 +96,7 @@ def certificate_problem(url: str, ca_file: str | None, timeout: float) -> str | 
         leaf = x509.load_der_x509_certificate(der)
         PolicyBuilder().store(store).build_server_verifier(_subject(host)).verify(leaf, [])
     except VerificationError as exc:
-        return f"{exc} (server certificate issued by {leaf.issuer.rfc4514_string()})"
+        return _explain(exc, host, ca_file, leaf)
     except ValueError as exc:
         log.debug("cannot judge the certificate of %s: %s", url, exc)
         return None

@@ -35,6 +35,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE applied (cloud_id TEXT PRIMARY KEY, dn TEXT NOT NULL, time REAL NOT NULL);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
     """,
+    # 2: AD users cache for on-prem dynamic groups (rule-ready properties, keyed by objectGUID)
+    """
+    CREATE TABLE ad_users (guid TEXT PRIMARY KEY, data TEXT NOT NULL);
+    """,
 )
 
 
@@ -222,6 +226,25 @@ class SqliteStore:
 
     def set_meta(self, key: str, value: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # AD users (on-prem dynamic groups) -----------------------------------------------------------------------
+    def put_ad_users(self, users: Iterable[dict[str, Any]], *, replace: bool, usn: int) -> None:
+        """Store users read from AD (all of them when ``replace``) and the USN the read started at."""
+        with self.batch():
+            if replace:
+                self.db.execute("DELETE FROM ad_users")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO ad_users VALUES (?, ?)",
+                ((u["id"], json.dumps(u, separators=(",", ":"))) for u in users if u.get("id")),
+            )
+            self.set_meta("ad_users_usn", str(usn))
+
+    def ad_users(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.db.execute("SELECT data FROM ad_users")]
+
+    def ad_users_usn(self) -> int | None:
+        value = self.get_meta("ad_users_usn")
+        return int(value) if value else None
 
     # Provisioning log -----------------------------------------------------------------------------------
     def log(

@@ -1,0 +1,319 @@
+"""Shared helpers (no tests) for the service, crash and fault tests: a private Graph emulator, configs, the CLI.
+
+Why a private emulator: these tests switch on faults (429 storms, dropped connections), force 410 Gone and
+count requests. On the shared sandbox emulator that would disturb every other test session using it, and its
+request counters would include their traffic. The private one serves a copy of the sandbox's tenant, so its
+synced users are the sandbox DC's real accounts (same SIDs and DNs) and writeback can resolve them in AD.
+
+Named ``test_*`` only because that is the file pattern this work owns; it defines no tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ldap
+import yaml
+
+from writeback.emulator.testing import EmulatorHandle, run_emulator
+from writeback.sandbox import SandboxInfo
+
+ANCHOR_ATTRS = ("msDS-ExternalDirectoryObjectId", "adminDescription")
+
+
+# -- the cloud -----------------------------------------------------------------------------------------------
+
+
+def sandbox_tenant(info: SandboxInfo) -> dict[str, Any]:
+    """The sandbox's tenant file as a dict (a fresh copy each call)."""
+    with open(Path(info.dir) / "tenant.yaml", "rb") as fh:
+        data: dict[str, Any] = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    return data
+
+
+def synced_user_ids(tenant: dict[str, Any]) -> list[str]:
+    """Ids of the tenant's users synced from the sandbox DC (they resolve to AD accounts), sorted."""
+    return sorted(
+        u["id"] for u in tenant["users"] if u.get("onPremisesSyncEnabled") and u.get("onPremisesSecurityIdentifier")
+    )
+
+
+def group_body(gid: str, name: str, members: Sequence[str]) -> dict[str, Any]:
+    return {
+        "id": gid,
+        "displayName": name,
+        "description": f"test group {name}",
+        "mailNickname": name.replace(" ", "")[:60],
+        "mailEnabled": False,
+        "securityEnabled": True,
+        "groupTypes": [],
+        "members": list(members),
+    }
+
+
+@contextmanager
+def private_cloud(info: SandboxInfo, data_dir: Path, extra_groups: Sequence[dict[str, Any]] = ()) -> Iterator[EmulatorHandle]:
+    """A Graph emulator of our own serving the sandbox tenant plus ``extra_groups``."""
+    tenant = sandbox_tenant(info)
+    tenant["groups"] = [*tenant.get("groups", []), *extra_groups]
+    with run_emulator(tenant, data_dir) as handle:
+        yield handle
+
+
+class Cloud:
+    """The cloud administrator of a private emulator, through Graph (plus the admin API for faults)."""
+
+    def __init__(self, handle: EmulatorHandle) -> None:
+        self.h = handle
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        r = self.h.graph(method, path, json=body)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else None
+
+    def create_group(self, name: str, members: Sequence[str] = ()) -> str:
+        body = group_body("", name, ())
+        del body["id"], body["members"]
+        gid = str(self.call("POST", "/v1.0/groups", body)["id"])
+        for m in members:
+            self.add_member(gid, m)
+        return gid
+
+    def add_member(self, gid: str, member_id: str) -> None:
+        ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}"}
+        self.call("POST", f"/v1.0/groups/{gid}/members/$ref", ref)
+
+    def remove_member(self, gid: str, member_id: str) -> None:
+        self.call("DELETE", f"/v1.0/groups/{gid}/members/{member_id}/$ref")
+
+    def rename(self, gid: str, name: str) -> None:
+        self.call("PATCH", f"/v1.0/groups/{gid}", {"displayName": name})
+
+    def soft_delete(self, gid: str) -> None:
+        self.call("DELETE", f"/v1.0/groups/{gid}")
+
+    def hard_delete(self, gid: str) -> None:
+        self.soft_delete(gid)
+        self.call("DELETE", f"/v1.0/directory/deletedItems/{gid}")
+
+    def restore(self, gid: str) -> None:
+        self.call("POST", f"/v1.0/directory/deletedItems/{gid}/restore")
+
+    def faults(self, **switches: Any) -> None:
+        self.h.set_faults(**switches)
+
+    def stats(self) -> dict[str, Any]:
+        return self.h.stats()
+
+    def reset_stats(self) -> None:
+        self.h.admin("stats", {"reset": True})
+
+    def user_dns(self) -> dict[str, str]:
+        """Synced user id -> lower-cased AD DN (from the tenant's onPremisesDistinguishedName)."""
+        with self.h.tenant.lock:
+            users = list(self.h.tenant.live["user"].values())
+        return {
+            u["id"]: str(u["onPremisesDistinguishedName"]).lower()
+            for u in users
+            if u.get("onPremisesSyncEnabled") and u.get("onPremisesDistinguishedName")
+        }
+
+    def members(self, gid: str) -> list[str]:
+        with self.h.tenant.lock:
+            return list(self.h.tenant.members.get(gid, {}))
+
+
+# -- writeback installations -----------------------------------------------------------------------------------
+
+
+def write_config(
+    home: Path,
+    info: SandboxInfo,
+    handle: EmulatorHandle,
+    ou: str,
+    *,
+    scope: str,
+    extra: str = "",
+    target_ou: str | None = None,
+) -> Path:
+    """A writeback.toml in ``home`` for the sandbox DC and the private emulator, managing ``ou`` only."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "client_secret").write_text(handle.client_secret)
+    (home / "bind_password").write_text(info.bind_password)
+    config = home / "writeback.toml"
+    config.write_text(f"""
+[source]
+tenant_id = "{handle.tenant_id}"
+client_id = "{handle.client_id}"
+client_secret_file = "{home / "client_secret"}"
+authority = "{handle.authority}"
+graph_url = "{handle.graph_url}"
+ca_file = "{handle.ca_file}"
+max_retries = 3
+timeout = 10
+
+[target]
+ldap_urls = ["{info.ldap_url}"]
+gc_url = "{info.gc_url}"
+bind_dn = "{info.bind_dn}"
+bind_password_file = "{home / "bind_password"}"
+base_dn = "{ou}"
+target_ou = "{target_ou or ou}"
+ca_file = "{info.ca_file}"
+timeout = 5
+
+{scope}
+
+[state]
+path = "{home / "state.sqlite"}"
+{extra}
+""")
+    return config
+
+
+def cli_argv(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "writeback", "--config", str(config), *args]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("WRITEBACK_CONFIG", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli_argv(config, *args), capture_output=True, text=True, env=cli_env(), timeout=timeout)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except AssertionError as exc:  # a check may assert to explain what it still misses
+            last_exc, value = exc, None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f": {last_exc}" if last_exc else ""))
+
+
+# -- Active Directory, read independently of writeback --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdGroup:
+    dn: str
+    anchor: str | None
+    members: frozenset[str]  # lower-cased DNs
+    guid: bytes
+    usn_changed: int
+    cn: str
+
+
+class AdView:
+    """The groups under one OU, read with python-ldap (not writeback's adapter)."""
+
+    def __init__(self, conn: Any, ou: str) -> None:
+        self.conn, self.ou = conn, ou
+
+    def groups(self) -> list[AdGroup]:
+        attrs = ["cn", "member", "objectGUID", "uSNChanged", *ANCHOR_ATTRS]
+        out: list[AdGroup] = []
+        for dn, raw in self.conn.search_s(self.ou, ldap.SCOPE_SUBTREE, "(objectClass=group)", attrs):
+            if not dn:
+                continue
+            low = {k.lower(): v for k, v in raw.items()}
+            anchors = [v.decode() for a in ANCHOR_ATTRS for v in low.get(a.lower(), []) if v.startswith(b"Group_")]
+            out.append(
+                AdGroup(
+                    dn=dn,
+                    anchor=anchors[0][len("Group_") :] if anchors else None,
+                    members=frozenset(m.decode().lower() for m in low.get("member", [])),
+                    guid=low["objectguid"][0],
+                    usn_changed=int(low["usnchanged"][0]),
+                    cn=low["cn"][0].decode(),
+                )
+            )
+        return out
+
+    def by_anchor(self) -> dict[str, list[AdGroup]]:
+        out: dict[str, list[AdGroup]] = {}
+        for g in self.groups():
+            if g.anchor:
+                out.setdefault(g.anchor, []).append(g)
+        return out
+
+
+def expected_members(cloud: Cloud, gids: Sequence[str], dn_of_group: Callable[[str], str | None]) -> dict[str, set[str]]:
+    """What AD must hold for each in-scope group: its synced users' DNs and its in-scope child groups' DNs."""
+    user_dns = cloud.user_dns()
+    in_scope = set(gids)
+    out: dict[str, set[str]] = {}
+    for gid in gids:
+        want: set[str] = set()
+        for m in cloud.members(gid):
+            if m in user_dns:
+                want.add(user_dns[m])
+            elif m in in_scope:
+                child = dn_of_group(m)
+                assert child is not None, f"child group {m} of {gid} missing in AD"
+                want.add(child.lower())
+        out[gid] = want
+    return out
+
+
+def converged(ad: AdView, cloud: Cloud, gids: Sequence[str], *, extra_groups: int = 0) -> bool:
+    """True when AD holds exactly one group per id with exactly the expected members (raises with details
+    otherwise, for :func:`wait_for` and for direct asserts)."""
+    groups = ad.groups()
+    anchored: dict[str, list[AdGroup]] = {}
+    for g in groups:
+        if g.anchor:
+            anchored.setdefault(g.anchor, []).append(g)
+    dupes = {gid: [g.dn for g in gs] for gid, gs in anchored.items() if len(gs) > 1}
+    assert not dupes, f"groups carrying the same anchor: {dupes}"
+    missing = sorted(set(gids) - anchored.keys())
+    assert not missing, f"{len(missing)} groups missing in AD, e.g. {missing[:3]}"
+    unexpected = sorted(anchored.keys() - set(gids))
+    assert not unexpected, f"AD groups for ids out of scope: {unexpected[:3]}"
+    assert len(groups) == len(gids) + extra_groups, f"{len(groups)} groups in the OU, expected {len(gids) + extra_groups}"
+    want = expected_members(cloud, gids, lambda c: anchored[c][0].dn if c in anchored else None)
+    wrong = {gid: (sorted(anchored[gid][0].members ^ want[gid]))[:4] for gid in gids if anchored[gid][0].members != want[gid]}
+    assert not wrong, f"{len(wrong)} groups with wrong members (symmetric difference shown): {dict(list(wrong.items())[:3])}"
+    return True
+
+
+def add_canary(conn: Any, ou: str, member_dn: str) -> str:
+    """An unmanaged group (no anchor) in the OU, with one member: writeback must never touch it."""
+    dn = f"CN=Canary Unmanaged,{ou}"
+    conn.add_s(
+        dn,
+        [
+            ("objectClass", [b"top", b"group"]),
+            ("sAMAccountName", f"canary-{ou.split(',')[0][5:]}"[:20].encode()),
+            ("description", b"not writeback's"),
+            ("member", [member_dn.encode()]),
+        ],
+    )
+    return dn
+
+
+def read_health(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data
