@@ -5,7 +5,10 @@ Written by hand because the pure core must not import python-ldap; the rules are
 
 from __future__ import annotations
 
+import re
+
 _SPECIAL = set(',+"\\<>;=')
+_NEEDS_SLOW_PATH = re.compile(r'[\\";+#<>\x00]|\s[,=]|[,=]\s|^\s|\s$')
 
 
 def escape_rdn_value(value: str) -> str:
@@ -81,11 +84,25 @@ def _unescape(value: str) -> str:
 
 def normalize_dn(dn: str) -> str:
     """A comparison key: attribute types and values lower-cased, escapes canonicalised, spaces trimmed."""
+    if not _NEEDS_SLOW_PATH.search(dn):
+        # Fast path (every DN a server returns): nothing escaped, no stray spaces, so lower() is the key.
+        return dn.lower()
+    if "\\" not in dn and '"' not in dn and ";" not in dn and "+" not in dn and "#" not in dn:
+        # Nothing escaped: splitting on ',' and '=' is exact.
+        return ",".join(_plain_rdn_key(part) for part in dn.split(","))
     keys: list[str] = []
     for part in split_dn(dn):
         attr, _, value = part.partition("=")
         keys.append(attr.strip().lower() + "=" + escape_rdn_value(_unescape(value.strip())).lower())
     return ",".join(keys)
+
+
+def _plain_rdn_key(part: str) -> str:
+    attr, _, value = part.partition("=")
+    value = value.strip()
+    if value[:1] == " " or value[-1:] == " " or any(c in value for c in "<>=\x00") or value[:1] == "#":
+        return attr.strip().lower() + "=" + escape_rdn_value(value).lower()
+    return attr.strip().lower() + "=" + value.lower()
 
 
 def is_within(dn: str, base: str) -> bool:

@@ -235,3 +235,14 @@ def test_wrong_client_secret_is_a_clear_error_without_the_secret(cloud, workspac
     assert "wrong-secret-value" not in r.err + r.out
     assert "AADSTS" in r.err or "client" in r.err.lower()
     assert json.dumps(r.err)  # printable
+
+
+def test_config_check_reports_ok_and_problems(cloud, workspace, sandbox, fresh_id):
+    ws = workspace([cloud.create_group(f"Check {fresh_id}", [])])
+    ok = ws.run("config", "check")
+    assert ok.code == 0, ok.out + ok.err
+    assert "msDS-ExternalDirectoryObjectId present" in ok.out and "Configuration OK" in ok.out
+    missing_ou = ws.config.read_text().replace(f'target_ou = "{ws.ou}"', f'target_ou = "OU=Nope,{ws.ou}"')
+    ws.config.write_text(missing_ou)
+    bad = ws.run("config", "check")
+    assert bad.code == 1 and "does not exist" in bad.out

@@ -78,7 +78,7 @@ def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(worksp
         _wait(lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert json.loads(health.read_text())["status"] == "stopped"
 

@@ -96,3 +96,10 @@ def test_resolve_secret_from_env_and_file(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="WB_SECRET is not set") as err:
         resolve_secret(s.source.client_secret, "source.client_secret")
     assert "s3cret" not in str(err.value)
+
+
+def test_documented_example_config_loads():
+    from pathlib import Path
+
+    s = load_settings(Path(__file__).parents[2] / "examples" / "writeback.toml")
+    assert s.target.gc_url and s.source is not None and s.source.client_secret.env == "WRITEBACK_CLIENT_SECRET"
