@@ -14,6 +14,7 @@ from typing import Any
 
 import ldap
 from ldap.controls import LDAPControl
+
 from writeback.sandbox import SandboxInfo
 from writeback.sandbox.ldapconn import connect as sandbox_connect
 from writeback.sandbox.people import Person, generated_people

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ldap
-from writeback.dn import is_within, normalize_dn, split_dn
-from writeback.sandbox import SandboxInfo
 
 from benchmarks.bench.ldaptools import GroupEntry, connection
+from writeback.dn import is_within, normalize_dn, split_dn
+from writeback.sandbox import SandboxInfo
 
 CHUNK = 5_000
 LIMIT_ANCHOR_PREFIX = b"Limit_"  # same length as "Group_": the copies must not look managed to any engine

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from benchmarks.bench.sizes import Size
 from writeback.rules import RuleContext, compile_rule
 from writeback.sandbox.seed import Account
 from writeback.sandbox.tenant import synced_user
-
-from benchmarks.bench.sizes import Size
 
 DYNAMIC_RULES = (
     'user.department -eq "Sales"',
@@ -110,7 +109,7 @@ def generate(
     users = [synced_user(a) for a in accounts[: size.users]]
     synced_ids = [u["id"] for u in users]
     user_dn = {u["id"]: a.dn for u, a in zip(users, accounts, strict=False)}
-    cloud_only = [
+    cloud_only: list[dict[str, Any]] = [
         {
             "id": _uuid(rng),
             "displayName": f"Cloud Only {i}",
@@ -156,15 +155,12 @@ def generate(
         nested_pairs.append((parent, child))
     if big_id and static_ids:
         nested_pairs.append((big_id, static_ids[-1]))
-    cloud_only_ids = [u["id"] for u in cloud_only]
+    cloud_only_ids = [str(u["id"]) for u in cloud_only]
     co_groups = static_ids[::CLOUD_ONLY_GROUP_SHARE] if cloud_only_ids else []
     co_per_group = min(3, len(cloud_only_ids))
 
     fixed = (
-        (size.big_group if big_id else 0)
-        + dynamic_total
-        + len(nested_pairs)
-        + co_per_group * len(co_groups)
+        (size.big_group if big_id else 0) + dynamic_total + len(nested_pairs) + co_per_group * len(co_groups)
     )
     static_total = max(size.memberships - fixed, len(static_ids))
     cap = min(size.max_members, len(synced_ids), max(size.big_group // 2, 1))

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from writeback.emulator.testing import EmulatorHandle
-
 from benchmarks.bench.ldaptools import GroupEntry
 from benchmarks.bench.tenantgen import GeneratedTenant
+from writeback.emulator.testing import EmulatorHandle
 
 
 def expected_counts(handle: EmulatorHandle, gen: GeneratedTenant) -> dict[str, int]:

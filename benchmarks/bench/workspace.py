@@ -33,6 +33,7 @@ class Workspace:
 
     dir: Path
     engine_ou: str
+    profile: bool = False
 
     @property
     def config(self) -> Path:
@@ -103,12 +104,18 @@ class EngineRun:
         return sum(self.ldap.get(k, 0) for k in ("add", "modify", "modrdn", "delete"))
 
 
-def run_apply(workspace: Workspace, timeout: float = 7200.0) -> EngineRun:
-    """One ``writeback apply`` in a child process; raises RuntimeError if it fails."""
+def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0) -> EngineRun:
+    """One ``writeback apply`` in a child process; raises RuntimeError if it fails.
+
+    With ``workspace.profile`` set, the child writes ``<dir>/profile-<label>.pstats`` (cProfile).
+    """
     argv = [sys.executable, "-m", "benchmarks.bench.engine_child", str(workspace.config)]
+    env = child_env()
+    if workspace.profile:
+        env["WRITEBACK_BENCH_PROFILE"] = str(workspace.dir / f"profile-{label}.pstats")
     started = time.perf_counter()
     proc = subprocess.run(
-        argv, cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=timeout, check=False
+        argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     wall = time.perf_counter() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]

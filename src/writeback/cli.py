@@ -265,7 +265,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from writeback.daemon import run_service
 
-    return run_service(_settings(args), once=args.once)
+    return run_service(_settings(args), once=args.once, verbose=args.verbose_log)
 
 
 def cmd_rules(args: argparse.Namespace) -> int:

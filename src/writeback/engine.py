@@ -197,6 +197,7 @@ class Engine:
         read_attrs = tuple(dict.fromkeys((*self._read_anchor_attrs, *mapped)))
         if only is None:
             actual = self.directory.read_managed_groups(self._read_anchor_attrs, read_attrs)
+            self._remember_locations(actual)
         else:
             actual = self._read_some(set(only), mapper, snap, read_attrs)
         self.progress(f"{len(actual)} managed groups in AD")
@@ -238,11 +239,35 @@ class Engine:
     def _read_some(
         self, only: set[str], mapper: Mapper, snap: CloudSnapshot, attrs: tuple[str, ...]
     ) -> list[DirectoryGroup]:
+        """Read just the groups of ``only``: where they were last seen, or where they will be created.
+
+        A group remembered at a DN where it no longer is (moved by hand in AD) could otherwise look missing
+        and be created a second time; then every managed group is read instead, as a full pass would.
+        """
         applied = self.store.applied_dns()
         dns = [applied[c] for c in only if c in applied]
         dns += [mapper.desired_dn(snap.groups[c]) for c in only if c in snap.groups and c not in applied]
-        found = self.directory.read_groups(dns, self._read_anchor_attrs, attrs)
-        return [g for g in found if g.cloud_id in only]
+        found = [
+            g for g in self.directory.read_groups(dns, self._read_anchor_attrs, attrs) if g.cloud_id in only
+        ]
+        lost = {c for c in only if c in applied} - {g.cloud_id for g in found}
+        if lost:
+            log.info("%d managed groups not where last seen; reading every managed group", len(lost))
+            every = self.directory.read_managed_groups(self._read_anchor_attrs, attrs)
+            self._remember_locations(every)
+            found = [g for g in every if g.cloud_id in only]
+        return found
+
+    def _remember_locations(self, actual: Iterable[DirectoryGroup]) -> None:
+        """Record the DN of every managed group a full read found, so incremental cycles read the right DNs.
+
+        Groups adopted from Connect or an earlier installation, and a group created by a run killed before it
+        recorded the create, are otherwise unknown: a rename would then look for them at the new DN only.
+        """
+        known = {cid: normalize_dn(dn) for cid, dn in self.store.applied_dns().items()}
+        for g in actual:
+            if g.cloud_id and known.get(g.cloud_id) != normalize_dn(g.dn):
+                self.store.record_applied(g.cloud_id, g.dn)
 
     def _resolve_members(self, groups: Mapping[str, CloudGroup], snap: CloudSnapshot) -> ResolvedAccounts:
         sids: set[str] = set()

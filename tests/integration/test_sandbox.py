@@ -33,7 +33,7 @@ from writeback.sandbox.layout import SandboxPaths
 from writeback.sandbox.people import MAX_SAM_LENGTH, generated_people, scenario_people
 from writeback.sandbox.samba import ensure_installed, relocate, set_global_options
 from writeback.sandbox.seed import Account, add_all, paged_search, read_seeded, sid_to_str
-from writeback.sandbox.tenant import build_tenant, immutable_id, load_scenario, synced_id
+from writeback.sandbox.tenant import build_tenant, immutable_id, load_scenario, synced_id, write_tenant
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-tenant.yaml"
 CONTRACT_KEYS = {
@@ -207,7 +207,7 @@ def test_seeded_users_carry_realistic_attributes(ldap_conn: Any, sandbox: Sandbo
 def test_synced_cloud_users_carry_the_sid_and_immutable_id_of_their_ad_twins(
     ldap_conn: Any, sandbox: SandboxInfo
 ) -> None:
-    tenant = yaml.safe_load((sandbox.dir / "tenant.yaml").read_text())
+    tenant = yaml.safe_load(sandbox.tenant_file.read_text())  # YAML, or JSON (a subset) for big tenants
     cloud = {u["onPremisesSamAccountName"]: u for u in tenant["users"] if u.get("onPremisesSyncEnabled")}
     ad = {a.sam: a for a in read_seeded(ldap_conn) if a.kind == "user"}
     assert cloud.keys() == ad.keys()
@@ -389,6 +389,17 @@ def test_snapshot_round_trip_moves_the_domain_to_another_directory(
     assert snapshot_mod.read_marker(new) == {"layout_version": 1, "users": 2500, "root": str(new.root)}
     used = subprocess.run(["du", "-k", str(new.samba_dir / "sparse.ldb")], capture_output=True, text=True)
     assert int(used.stdout.split()[0]) < 1024  # restored sparse, not 64 MB of zeros
+
+
+def test_big_tenants_are_written_as_json_which_loads_fast(tmp_path: Path) -> None:
+    paths = SandboxPaths(tmp_path)
+    assert paths.tenant_file(50).name == "tenant.yaml" and paths.tenant_file(20000).name == "tenant.json"
+    tenant = {"tenant_id": "t", "apps": [{"client_id": "c", "client_secret": "s"}], "users": [{"id": "ü"}]}
+    for users in (50, 20000):
+        write_tenant(paths.tenant_file(users), tenant)
+        assert yaml.safe_load(paths.tenant_file(users).read_text(encoding="utf-8")) == tenant
+        assert stat.S_IMODE(paths.tenant_file(users).stat().st_mode) == 0o600
+    assert json.loads(paths.tenant_file(20000).read_text(encoding="utf-8")) == tenant
 
 
 def test_relocate_leaves_similar_prefixes_alone(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,12 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import ldap
+import pytest
 import yaml
 
 from writeback.emulator.testing import EmulatorHandle, run_emulator
 from writeback.sandbox import SandboxInfo
 
+POLL = 0.3  # service.poll_interval in these tests
 ANCHOR_ATTRS = ("msDS-ExternalDirectoryObjectId", "adminDescription")
 
 
@@ -36,14 +40,16 @@ ANCHOR_ATTRS = ("msDS-ExternalDirectoryObjectId", "adminDescription")
 def sandbox_tenant(info: SandboxInfo) -> dict[str, Any]:
     """The sandbox's tenant file as a dict (a fresh copy each call)."""
     with open(Path(info.dir) / "tenant.yaml", "rb") as fh:
-        data: dict[str, Any] = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        data: dict[str, Any] = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return data
 
 
 def synced_user_ids(tenant: dict[str, Any]) -> list[str]:
     """Ids of the tenant's users synced from the sandbox DC (they resolve to AD accounts), sorted."""
     return sorted(
-        u["id"] for u in tenant["users"] if u.get("onPremisesSyncEnabled") and u.get("onPremisesSecurityIdentifier")
+        u["id"]
+        for u in tenant["users"]
+        if u.get("onPremisesSyncEnabled") and u.get("onPremisesSecurityIdentifier")
     )
 
 
@@ -61,7 +67,9 @@ def group_body(gid: str, name: str, members: Sequence[str]) -> dict[str, Any]:
 
 
 @contextmanager
-def private_cloud(info: SandboxInfo, data_dir: Path, extra_groups: Sequence[dict[str, Any]] = ()) -> Iterator[EmulatorHandle]:
+def private_cloud(
+    info: SandboxInfo, data_dir: Path, extra_groups: Sequence[dict[str, Any]] = ()
+) -> Iterator[EmulatorHandle]:
     """A Graph emulator of our own serving the sandbox tenant plus ``extra_groups``."""
     tenant = sandbox_tenant(info)
     tenant["groups"] = [*tenant.get("groups", []), *extra_groups]
@@ -76,9 +84,25 @@ class Cloud:
         self.h = handle
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        r = self.h.graph(method, path, json=body)
-        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
-        return r.json() if r.content else None
+        """One Graph call as an administrator's script makes it: retried through the faults a test switched
+        on (429, 503, dropped connections) and with a new token after a revocation."""
+        last = ""
+        for attempt in range(40):
+            time.sleep(0.1 if attempt else 0)
+            try:
+                r = self.h.graph(method, path, json=body)
+            except httpx.TransportError as exc:
+                last = repr(exc)
+                continue
+            last = f"{r.status_code} {r.text[:200]}"
+            if r.status_code == 401:
+                self.h._token = None
+                continue
+            if r.status_code in (429, 503):
+                continue
+            assert r.status_code < 300, f"{method} {path}: {last}"
+            return r.json() if r.content else None
+        raise AssertionError(f"{method} {path}: still failing after 40 attempts: {last}")
 
     def create_group(self, name: str, members: Sequence[str] = ()) -> str:
         body = group_body("", name, ())
@@ -91,6 +115,10 @@ class Cloud:
     def add_member(self, gid: str, member_id: str) -> None:
         ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}"}
         self.call("POST", f"/v1.0/groups/{gid}/members/$ref", ref)
+
+    def raw_add_member(self, gid: str, member_id: str) -> None:
+        """Through the emulator's admin API, which no fault touches (for changes made during an outage)."""
+        self.h.admin("members", {"group": gid, "add": [member_id]})
 
     def remove_member(self, gid: str, member_id: str) -> None:
         self.call("DELETE", f"/v1.0/groups/{gid}/members/{member_id}/$ref")
@@ -192,7 +220,9 @@ def cli_env() -> dict[str, str]:
 
 
 def run_cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli_argv(config, *args), capture_output=True, text=True, env=cli_env(), timeout=timeout)
+    return subprocess.run(
+        cli_argv(config, *args), capture_output=True, text=True, env=cli_env(), timeout=timeout
+    )
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.2) -> Any:
@@ -207,7 +237,9 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interva
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f": {last_exc}" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f": {last_exc}" if last_exc else "")
+    )
 
 
 # -- Active Directory, read independently of writeback --------------------------------------------------------
@@ -236,7 +268,9 @@ class AdView:
             if not dn:
                 continue
             low = {k.lower(): v for k, v in raw.items()}
-            anchors = [v.decode() for a in ANCHOR_ATTRS for v in low.get(a.lower(), []) if v.startswith(b"Group_")]
+            anchors = [
+                v.decode() for a in ANCHOR_ATTRS for v in low.get(a.lower(), []) if v.startswith(b"Group_")
+            ]
             out.append(
                 AdGroup(
                     dn=dn,
@@ -257,7 +291,9 @@ class AdView:
         return out
 
 
-def expected_members(cloud: Cloud, gids: Sequence[str], dn_of_group: Callable[[str], str | None]) -> dict[str, set[str]]:
+def expected_members(
+    cloud: Cloud, gids: Sequence[str], dn_of_group: Callable[[str], str | None]
+) -> dict[str, set[str]]:
     """What AD must hold for each in-scope group: its synced users' DNs and its in-scope child groups' DNs."""
     user_dns = cloud.user_dns()
     in_scope = set(gids)
@@ -289,10 +325,18 @@ def converged(ad: AdView, cloud: Cloud, gids: Sequence[str], *, extra_groups: in
     assert not missing, f"{len(missing)} groups missing in AD, e.g. {missing[:3]}"
     unexpected = sorted(anchored.keys() - set(gids))
     assert not unexpected, f"AD groups for ids out of scope: {unexpected[:3]}"
-    assert len(groups) == len(gids) + extra_groups, f"{len(groups)} groups in the OU, expected {len(gids) + extra_groups}"
+    assert len(groups) == len(gids) + extra_groups, (
+        f"{len(groups)} groups in the OU, expected {len(gids) + extra_groups}"
+    )
     want = expected_members(cloud, gids, lambda c: anchored[c][0].dn if c in anchored else None)
-    wrong = {gid: (sorted(anchored[gid][0].members ^ want[gid]))[:4] for gid in gids if anchored[gid][0].members != want[gid]}
-    assert not wrong, f"{len(wrong)} groups with wrong members (symmetric difference shown): {dict(list(wrong.items())[:3])}"
+    wrong = {
+        gid: (sorted(anchored[gid][0].members ^ want[gid]))[:4]
+        for gid in gids
+        if anchored[gid][0].members != want[gid]
+    }
+    assert not wrong, (
+        f"{len(wrong)} groups with wrong members (symmetric difference shown): {dict(list(wrong.items())[:3])}"
+    )
     return True
 
 
@@ -317,3 +361,76 @@ def read_health(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data
+
+
+# -- the service as a subprocess ------------------------------------------------------------------------------
+
+
+class RunningService:
+    """`writeback run` in a subprocess; its JSON log goes to a file the test reads."""
+
+    def __init__(self, config: Path, home: Path) -> None:
+        self.health_file = home / "health.json"
+        self.log_file = home / "service.log"
+        self._log = open(self.log_file, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cli_argv(config, "run"), stdout=subprocess.DEVNULL, stderr=self._log, env=cli_env(), text=True
+        )
+
+    def health(self) -> dict[str, Any]:
+        return read_health(self.health_file)
+
+    def log_lines(self) -> list[str]:
+        return self.log_file.read_text().splitlines()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_lines()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._log.close()
+
+
+def service_config(
+    sandbox: Any,
+    cloud: Cloud,
+    ou: str,
+    home: Path,
+    prefix: str,
+    extra: str = "",
+    target_ou: str | None = None,
+) -> Path:
+    """A config for `writeback run`: groups named ``prefix``..., short poll and backoff, a health file."""
+    scope = f"""[scope]
+mode = "all"
+[[scope.filters]]
+clauses = [{{ attribute = "displayName", operator = "STARTS_WITH", value = "{prefix}" }}]"""
+    service = f"""
+[service]
+poll_interval = {POLL}
+reconcile_interval = 3600
+max_backoff = 2
+health_file = "{home / "health.json"}"
+{extra}"""
+    return write_config(home, sandbox, cloud.h, ou, scope=scope, extra=service, target_ou=target_ou)
+
+
+@pytest.fixture
+def service_factory() -> Iterator[Any]:
+    started: list[RunningService] = []
+
+    def start(config: Path) -> RunningService:
+        svc = RunningService(config, config.parent)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop(signal.SIGKILL)

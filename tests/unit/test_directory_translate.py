@@ -5,6 +5,7 @@ from __future__ import annotations
 import ldap
 import pytest
 
+from writeback.directory import LdapDirectory
 from writeback.directory.settings import DirectorySettings
 from writeback.directory.translate import translate_ldap_error
 from writeback.errors import (
@@ -14,6 +15,7 @@ from writeback.errors import (
     DirectoryUnavailable,
     DirectoryWriteError,
 )
+from writeback.ports import Directory
 
 URL = "ldaps://dc1.corp.example:636"
 
@@ -76,3 +78,13 @@ def test_settings_hide_password_and_validate() -> None:
         DirectorySettings(urls=("https://dc",), bind_dn="CN=a", bind_password="p", base_dn="DC=x")
     with pytest.raises(ConfigError, match="page_size"):
         DirectorySettings(urls=("ldap://dc",), bind_dn="CN=a", bind_password="p", base_dn="DC=x", page_size=0)
+
+
+def test_ldap_directory_implements_the_port_and_connects_lazily() -> None:
+    settings = DirectorySettings(
+        urls=("ldaps://192.0.2.1",), bind_dn="CN=a", bind_password="p", base_dn="DC=x"
+    )
+    directory: Directory = LdapDirectory(settings)  # mypy checks the structural match with ports.Directory
+    assert isinstance(directory, LdapDirectory)
+    assert directory.stats["bind"] == 0  # nothing contacted yet (192.0.2.1 is TEST-NET-1)
+    directory.close()

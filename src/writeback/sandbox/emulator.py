@@ -10,6 +10,7 @@ import importlib.util
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from writeback.errors import SandboxError
@@ -41,13 +42,13 @@ def read_endpoint(paths: SandboxPaths) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def start(paths: SandboxPaths) -> dict[str, Any]:
-    """Start the emulator on a free port for DIR/tenant.yaml and wait for its emulator.json."""
+def start(paths: SandboxPaths, tenant_file: Path) -> dict[str, Any]:
+    """Start the emulator on a free port for ``tenant_file`` and wait for its emulator.json."""
     paths.emulator_dir.mkdir(parents=True, exist_ok=True)
     paths.emulator_json.unlink(missing_ok=True)  # a stale one would be taken for the new process's
     argv = [
         sys.executable, "-m", MODULE, "serve",
-        "--tenant", str(paths.tenant_file),
+        "--tenant", str(tenant_file),
         "--port", "0",
         "--data-dir", str(paths.emulator_dir),
     ]  # fmt: skip

@@ -16,7 +16,7 @@ from writeback.errors import SandboxError
 from writeback.sandbox.layout import SandboxPaths
 from writeback.sandbox.secretfiles import write_private
 
-_PATH_FIELDS = ("dir", "ca_file", "graph_ca_file", "config")
+_PATH_FIELDS = ("dir", "ca_file", "graph_ca_file", "config", "tenant_file")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class SandboxInfo:
     client_id: str
     client_secret: str = field(repr=False)
     config: Path
+    tenant_file: Path
     samba_pid: int | None
     graph_url: str | None = None
     authority: str | None = None

@@ -80,12 +80,11 @@ def sandbox_up(directory: Path, users: int = 50, progress: Progress | None = Non
             say(f"Sandbox in {paths.root} is already up")
             return fast
         scenario = load_scenario()
-        if marker is None:
-            _provision(paths, users, scenario, say)
+        accounts = _provision(paths, users, scenario, say) if marker is None else None
         if samba.running_pid(paths) is None:
             say("Starting Samba AD DC")
             samba.start(paths)
-        return _finish(paths, users, scenario, say)
+        return _finish(paths, users, scenario, say, accounts)
 
 
 def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
@@ -93,21 +92,27 @@ def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
     status = _status(paths)
     if not status.up or not paths.info_file.exists():
         return None
-    info = load_info(paths.root)
+    try:
+        info = load_info(paths.root)
+    except SandboxError:
+        return None  # written by an older version, or damaged: rebuild it
     if (info.samba_pid, info.emulator_pid) != (status.samba_pid, status.emulator_pid):
         return None  # restarted behind our back: rebuild the info
     return info
 
 
-def _provision(paths: SandboxPaths, users: int, scenario: Scenario, say: Progress) -> None:
-    """Create the domain from scratch (or from a snapshot) and seed it; leaves Samba running."""
+def _provision(
+    paths: SandboxPaths, users: int, scenario: Scenario, say: Progress
+) -> list[seed.Account] | None:
+    """Create the domain from scratch (or from a snapshot) and seed it. Returns the seeded accounts as read
+    back (None if they must be read from the DC). Leaves Samba running, except after a restore."""
     if samba.running_pid(paths) is not None:
         samba.stop(paths)  # a half-made domain from an interrupted run
     for leftover in (paths.samba_dir, paths.tls_dir, paths.secrets_dir):
         shutil.rmtree(leftover, ignore_errors=True)
     if snapshot.wanted(users) and snapshot.restore(paths, users):
         say(f"Restored the {users}-user directory from {snapshot.snapshot_file(users)}")
-        return
+        return seed.load_accounts(paths.accounts_file)
     password = new_password()
     write_private(paths.bind_password_file, password)
     cert = ensure_server_cert(paths.tls_dir, DC_HOSTNAME, ("127.0.0.1", "localhost", DC_HOSTNAME))
@@ -121,14 +126,17 @@ def _provision(paths: SandboxPaths, users: int, scenario: Scenario, say: Progres
         say("Extending the schema with msDS-ExternalDirectoryObjectId")
         schema.extend(conn, BASE_DN)
         _seed(conn, users, scenario, say)
+        accounts = seed.read_seeded(conn)
     finally:
         conn.unbind_s()
+    seed.save_accounts(paths.accounts_file, accounts)
     snapshot.write_marker(paths, users)
     if snapshot.wanted(users):
         say(f"Saving a snapshot of the {users}-user directory")
         samba.stop(paths)
         target = snapshot.save(paths, users)
         say(f"Snapshot saved to {target}")
+    return accounts
 
 
 def _seed(conn: Any, users: int, scenario: Scenario, say: Progress) -> None:
@@ -160,19 +168,24 @@ def _seed(conn: Any, users: int, scenario: Scenario, say: Progress) -> None:
     seed.add_all(conn, groups, window=1)
 
 
-def _finish(paths: SandboxPaths, users: int, scenario: Scenario, say: Progress) -> SandboxInfo:
-    """With Samba running: make sure of the schema, write the tenant, start the emulator, write the info."""
+def _finish(
+    paths: SandboxPaths, users: int, scenario: Scenario, say: Progress, accounts: list[seed.Account] | None
+) -> SandboxInfo:
+    """With Samba running: make sure of the schema, write the tenant, start the emulator, write the info.
+    ``accounts`` are the seeded accounts when just seeded or restored; otherwise they are read from the DC."""
     password = paths.bind_password_file.read_text(encoding="utf-8").strip()
     ca_file = paths.tls_dir / "ca.pem"
     conn = connect_when_ready(LDAPS_URL, ca_file, ADMIN_DN, password)
     try:
         schema.extend(conn, BASE_DN)  # no-op when present; covers snapshots made before a schema change
-        accounts = seed.read_seeded(conn)
+        if accounts is None:
+            accounts = seed.read_seeded(conn)
     finally:
         conn.unbind_s()
     client_secret = ensure_secret(paths.client_secret_file, new_client_secret)
-    say(f"Writing the tenant ({len(accounts)} synced objects) to {paths.tenant_file}")
-    write_tenant(paths.tenant_file, build_tenant(scenario, accounts, client_secret))
+    tenant_file = paths.tenant_file(users)
+    say(f"Writing the tenant ({len(accounts)} synced objects) to {tenant_file}")
+    write_tenant(tenant_file, build_tenant(scenario, accounts, client_secret))
     info = SandboxInfo(
         dir=paths.root,
         ldap_url=LDAPS_URL,
@@ -191,6 +204,7 @@ def _finish(paths: SandboxPaths, users: int, scenario: Scenario, say: Progress) 
         client_id=scenario.client_id,
         client_secret=client_secret,
         config=paths.config_file,
+        tenant_file=tenant_file,
         samba_pid=samba.running_pid(paths),
     )
     # The DC's half of the info is saved first: the DC is usable even if the emulator then fails to start.
@@ -201,7 +215,7 @@ def _finish(paths: SandboxPaths, users: int, scenario: Scenario, say: Progress) 
         return info
     if emulator.running_pid(paths) is None:
         say("Starting the Graph emulator")
-        emulator.start(paths)
+        emulator.start(paths, tenant_file)
     endpoint = emulator.read_endpoint(paths)
     if endpoint is not None:
         info = dataclasses.replace(

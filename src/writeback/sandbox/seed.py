@@ -7,9 +7,11 @@ minutes instead of the quarter of an hour one synchronous add at a time would ta
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import ldap
@@ -42,6 +44,40 @@ class Account:
     def first(self, name: str) -> str | None:
         values = self.attributes.get(name)
         return values[0] if values else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dn": self.dn,
+            "object_guid": str(self.object_guid),
+            "sid": self.sid,
+            "sam": self.sam,
+            "kind": self.kind,
+            "attributes": self.attributes,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Account:
+        return cls(
+            dn=data["dn"],
+            object_guid=uuid.UUID(data["object_guid"]),
+            sid=data["sid"],
+            sam=data["sam"],
+            kind=data["kind"],
+            attributes=data["attributes"],
+        )
+
+
+def save_accounts(path: Path, accounts: Iterable[Account]) -> None:
+    """Keep what was read back after seeding, so a restored snapshot need not read 20,000 users again."""
+    path.write_text(json.dumps([a.to_json() for a in accounts]), encoding="utf-8")
+
+
+def load_accounts(path: Path) -> list[Account] | None:
+    """The accounts saved by :func:`save_accounts`, or None when there are none (or they are unreadable)."""
+    try:
+        return [Account.from_json(item) for item in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def sid_to_str(raw: bytes) -> str:

@@ -17,10 +17,10 @@ from typing import Any
 
 from writeback.errors import SandboxError
 from writeback.sandbox import samba
-from writeback.sandbox.layout import LAYOUT_VERSION, SandboxPaths
+from writeback.sandbox.layout import BIG_TENANT_USERS, LAYOUT_VERSION, SandboxPaths
 
-MIN_USERS = 2000  # below this, seeding from scratch takes less than half a minute: not worth a snapshot
-_MEMBERS = ("samba", "tls", "secrets/bind_password", "provisioned.json")
+MIN_USERS = BIG_TENANT_USERS  # below this, seeding takes less than half a minute: not worth a snapshot
+_MEMBERS = ("samba", "tls", "secrets/bind_password", "provisioned.json", "accounts.json")
 
 
 def cache_dir() -> Path:
@@ -54,7 +54,8 @@ def save(paths: SandboxPaths, users: int) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
     try:
-        _tar(["--sparse", "-czf", str(tmp), "-C", str(paths.root), *_MEMBERS], f"writing snapshot {target}")
+        members = [m for m in _MEMBERS if (paths.root / m).exists()]
+        _tar(["--sparse", "-czf", str(tmp), "-C", str(paths.root), *members], f"writing snapshot {target}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -66,6 +67,7 @@ def restore(paths: SandboxPaths, users: int) -> bool:
     source = snapshot_file(users)
     if not source.is_file():
         return False
+    paths.accounts_file.unlink(missing_ok=True)  # older snapshots lack it; never keep a stale one
     _tar(["-xzf", str(source), "-C", str(paths.root)], f"restoring snapshot {source}")
     marker = read_marker(paths)
     if marker is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -167,8 +168,12 @@ def _synced_group(
 
 
 def write_tenant(path: Path, tenant: Mapping[str, Any]) -> None:
-    """Write the tenant YAML (mode 0600: it holds the app's client secret)."""
-    header = "# Written by `writeback sandbox up` from the sample tenant and the sandbox DC. Do not edit.\n"
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~10x faster for 20,000 users
+    """Write the tenant file, YAML or JSON by suffix (mode 0600: it holds the app's client secret)."""
+    if path.suffix == ".json":
+        write_private(path, json.dumps(dict(tenant), ensure_ascii=False, indent=1) + "\n")
+        return
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: several times faster
     body = yaml.dump(dict(tenant), Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
-    write_private(path, header + body)
+    write_private(
+        path, "# Written by `writeback sandbox up` from the sample tenant and the sandbox DC.\n" + body
+    )

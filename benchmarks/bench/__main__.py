@@ -1,0 +1,101 @@
+"""``python -m benchmarks.bench [small|medium|large] [--out DIR] [--sandbox-dir DIR]`` (what scripts/bench runs).
+
+The sandbox DC: ``--sandbox-dir``, else for small ``$WRITEBACK_SANDBOX_DIR``, else
+``/var/tmp/writeback-bench-<size>``. A DC already running there is reused as it is, and the benchmark
+deletes its own OU afterwards. Otherwise the sandbox is brought up with the size's seeded users (restored
+from the snapshot cache after the first time) and, at the end, taken down; in the default directory it is
+then discarded instead of cleaned object by object (Samba needs minutes to delete a million links, the
+snapshot restores in seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.bench import report
+from benchmarks.bench.runner import Options, run_bench
+from benchmarks.bench.sizes import SIZES, Size
+from writeback.errors import WritebackError
+from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
+
+DEFAULT_OUT = Path("/var/tmp/writeback-bench/results")
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _sandbox_dir(size: Size, given: str | None) -> Path:
+    if given:
+        return Path(given)
+    if size.name == "small" and os.environ.get("WRITEBACK_SANDBOX_DIR"):
+        return Path(os.environ["WRITEBACK_SANDBOX_DIR"])
+    return Path(f"/var/tmp/writeback-bench-{size.name}")
+
+
+def _sandbox(size: Size, directory: Path) -> tuple[SandboxInfo, bool]:
+    """The sandbox's info and whether this run started it."""
+    if sandbox_status(directory).dc_running:
+        _say(f"Reusing the running sandbox DC in {directory}")
+        return load_info(directory), False
+    _say(f"Bringing up the sandbox in {directory} with {size.sandbox_users} users (snapshot cached)")
+    return sandbox_up(directory, users=size.sandbox_users, progress=_say), True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    parser.add_argument("size", nargs="?", default="small", choices=list(SIZES))
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})"
+    )
+    parser.add_argument("--sandbox-dir", help="sandbox directory (see above)")
+    parser.add_argument(
+        "--keep-sandbox", action="store_true", help="leave a sandbox this run started running"
+    )
+    parser.add_argument("--keep-objects", action="store_true", help="keep the benchmark OU in AD (debugging)")
+    parser.add_argument("--profile", action="store_true", help="cProfile each engine run (work dir)")
+    parser.add_argument("--latency-samples", type=int, help="override the size's number of latency samples")
+    parser.add_argument("--rule-users", type=int, help="override the number of users for rule evaluation")
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    directory = _sandbox_dir(size, args.sandbox_dir)
+    try:
+        info, started = _sandbox(size, directory)
+    except WritebackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    discard = started and not args.keep_sandbox and args.sandbox_dir is None and size.name != "small"
+    try:
+        options = Options(
+            latency_samples=args.latency_samples,
+            rule_users=args.rule_users,
+            keep_objects=args.keep_objects or discard,
+            profile=args.profile,
+        )
+        result = run_bench(size, info, args.out / f"work-{size.name}", options, progress=_say)
+    except WritebackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started and not args.keep_sandbox:
+            _say(f"Stopping the sandbox in {directory}")
+            sandbox_down(directory)
+        if discard:
+            _say(f"Discarding {directory} (the next run restores the snapshot)")
+            shutil.rmtree(directory, ignore_errors=True)
+    table = report.write_all(args.out, result)
+    print(table)
+    print(f"Results: {args.out}/bench.md, bench.json, bench-{size.name}.json, bench.png", file=sys.stderr)
+    if result["problems"]:
+        print(json.dumps(result["problems"], indent=2), file=sys.stderr)
+    return 0 if all(result["checks"].values()) else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""One benchmark run at one size, every scenario in order, on a running sandbox DC.
+
+Everything the run writes lives in its own ``OU=bench-<size>-<tag>`` (deleted at the end): ``OU=Users`` for
+users created when the sandbox has fewer than the size needs, ``OU=Engine`` (the engine's base and target
+OU, so it never sees anyone else's groups) and ``OU=Limit`` (the limit script's copy). The cloud side is
+this run's own emulator, in a thread of this process; the engine always runs in a child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench import changes, latency, ldaptools, limit, rules, verify
+from benchmarks.bench.sizes import Size
+from benchmarks.bench.tenantgen import GeneratedTenant, generate
+from benchmarks.bench.workspace import EngineRun, Workspace, run_apply
+from writeback.emulator.testing import EmulatorHandle, run_emulator
+from writeback.sandbox import SandboxInfo
+
+Progress = Callable[[str], None]
+TENANT_ID = "b0b0b0b0-0000-4000-8000-00000000be0c"
+CLIENT_ID = "b0b0b0b0-0000-4000-8000-0000000c11e0"
+TARGET_RATIO = 1.3
+TARGET_RSS_MB = 1536
+TARGET_P95_S = 10.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """Overrides of a size's scenario settings (the CI smoke test runs a shorter version of small)."""
+
+    latency_samples: int | None = None
+    rule_users: int | None = None
+    changes: tuple[int, ...] | None = None
+    keep_objects: bool = False  # leave the benchmark OU in AD (debugging, or a sandbox about to be discarded)
+    profile: bool = False  # cProfile every engine run into the work directory
+
+
+def _quiet(_: str) -> None:
+    """The default progress callback: say nothing."""
+
+
+def _engine_summary(run: EngineRun) -> dict[str, Any]:
+    r = run.report
+    return {
+        "wall_s": round(run.wall_seconds, 3),
+        "cpu_s": round(r["cpu_seconds"], 3),
+        "max_rss_mb": round(r["max_rss_mb"], 1),
+        "phases_s": {k: round(v, 3) for k, v in r["phases"].items()},
+        "ldap": r["ldap"],
+        "writes": run.writes,
+        "graph_requests": r["graph"].get("requests", 0),
+        "plan": r["plan_counts"],
+        "member_values": r["member_values"],
+    }
+
+
+@contextlib.contextmanager
+def _bench_ou(info: SandboxInfo, size: Size, keep: bool) -> Iterator[tuple[str, str]]:
+    """A fresh ``OU=bench-<size>-<tag>`` with its three sub-OUs; yields (dn, tag), deletes it afterwards."""
+    tag = uuid.uuid4().hex[:8]
+    dn = f"OU=bench-{size.name}-{tag},{info.base_dn}"
+    with ldaptools.connection(info) as conn:
+        for ou in (dn, f"OU=Users,{dn}", f"OU=Engine,{dn}", f"OU=Limit,{dn}"):
+            ldaptools.add_ou(conn, ou)
+    try:
+        yield dn, tag
+    finally:
+        if not keep:
+            with ldaptools.connection(info) as conn:
+                ldaptools.delete_tree(conn, dn)
+
+
+def _accounts(info: SandboxInfo, size: Size, users_ou: str, tag: str, say: Progress) -> list[Any]:
+    with ldaptools.connection(info) as conn:
+        staff = ldaptools.staff_accounts(conn, info.users_ou, size.users)
+        missing = size.users - len(staff)
+        if missing <= 0:
+            return staff
+        say(f"The sandbox has {len(staff)} users; creating {missing} more in {users_ou}")
+        return staff + ldaptools.create_users(conn, users_ou, missing, tag)[:missing]
+
+
+def _check(checks: dict[str, bool], problems: list[str], name: str, found: list[str]) -> None:
+    checks[name] = not found
+    problems += [f"{name}: {p}" for p in found[:10]]
+
+
+def run_bench(
+    size: Size,
+    info: SandboxInfo,
+    workdir: Path,
+    options: Options = Options(),
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run every scenario of ``size`` and return the results (see docs/benchmarks.md for each figure)."""
+    say = progress or _quiet
+    if options.changes is not None:
+        size = replace(size, changes=options.changes)
+    workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    rng = random.Random(f"bench-{size.name}")
+    result: dict[str, Any] = {
+        "size": size.name,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": _cpus(), "python": platform.python_version(), "machine": platform.machine()},
+    }
+    checks: dict[str, bool] = {}
+    problems: list[str] = []
+    with _bench_ou(info, size, options.keep_objects) as (bench_ou, tag):
+        users_ou, engine_ou, limit_ou = (f"OU={n},{bench_ou}" for n in ("Users", "Engine", "Limit"))
+        started = time.perf_counter()
+        accounts = _accounts(info, size, users_ou, tag, say)
+        gen = generate(
+            size, accounts, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=secrets.token_urlsafe(24)
+        )
+        say(f"Tenant generated: {len(gen.synced_ids)} synced users, {len(gen.group_ids)} groups")
+        with run_emulator(gen.document, workdir / "emulator") as handle:
+            result["setup_s"] = round(time.perf_counter() - started, 1)
+            workspace = Workspace(workdir, engine_ou, options.profile)
+            workspace.write_config(info, handle, size.max_members)
+            expected = verify.expected_counts(handle, gen)
+            result["tenant"] = _tenant_figures(handle, gen, expected)
+            say(f"Tenant: {result['tenant']}")
+
+            say("First full apply")
+            handle.admin("stats", {"reset": True})
+            first = run_apply(workspace, "first")
+            result["first_apply"] = _engine_summary(first)
+            result["first_apply"]["emulator_requests"] = handle.stats().get("total")
+            with ldaptools.connection(info) as conn:
+                written = ldaptools.read_groups(conn, engine_ou)
+            _check(checks, problems, "first_apply_members_exact", verify.compare(expected, written))
+            say(f"  {first.wall_seconds:.1f} s, LDAP {first.ldap}")
+
+            say("The directory's limit: the same groups by a minimal python-ldap script")
+            lim = limit.write_limit(info, written, engine_ou, limit_ou)
+            with ldaptools.connection(info) as conn:
+                copies = ldaptools.read_groups(conn, limit_ou)
+            _check(checks, problems, "limit_members_exact", verify.compare(expected, copies, "Limit_"))
+            result["limit"] = {"wall_s": round(lim.seconds, 3), "ldap": lim.operations, "values": lim.values}
+            result["ratio_engine_limit"] = round(first.wall_seconds / lim.seconds, 2)
+            result["ratio_apply_phase_limit"] = round(first.report["phases"]["apply"] / lim.seconds, 2)
+            say(f"  {lim.seconds:.1f} s, {lim.operations}; engine/limit = {result['ratio_engine_limit']}")
+
+            say("Second apply, nothing changed")
+            second = run_apply(workspace, "second")
+            result["second_apply"] = _engine_summary(second)
+            checks["second_apply_zero_writes"] = second.writes == 0
+            say(f"  {second.wall_seconds:.1f} s, {second.writes} writes")
+
+            result["changes"] = []
+            for count in size.changes:
+                result["changes"].append(_change_scenario(handle, gen, workspace, count, rng, say))
+            one = [c for c in result["changes"] if c["count"] == 1]
+            checks["one_change_one_modify"] = bool(one) and one[0]["writes"] == 1 == one[0]["ldap"]["modify"]
+            with ldaptools.connection(info) as conn:
+                final = ldaptools.read_groups(conn, engine_ou)
+            _check(
+                checks,
+                problems,
+                "after_changes_members_exact",
+                verify.compare(verify.expected_counts(handle, gen), final),
+            )
+
+            samples = size.latency_samples if options.latency_samples is None else options.latency_samples
+            if samples:
+                say(f"`writeback run` latency, {samples} samples")
+                dns = {(g.anchor or "")[6:]: g.dn for g in final}
+                lat = latency.measure(info, handle, gen, workspace, dns, samples, rng)
+                result["latency"] = lat.as_dict()
+                say(f"  p50 {result['latency']['p50']} s, p95 {result['latency']['p95']} s")
+    users = size.rule_users if options.rule_users is None else options.rule_users
+    if users:
+        say(f"Rule evaluation over {users} synthetic users")
+        result["rules"] = rules.measure(users)
+    result["checks"] = checks
+    result["problems"] = problems
+    result["targets"] = _targets(size, result)
+    return result
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _tenant_figures(handle: EmulatorHandle, gen: GeneratedTenant, expected: dict[str, int]) -> dict[str, Any]:
+    tenant = handle.tenant
+    with tenant.lock:
+        memberships = sum(len(tenant.visible_members(g)) for g in gen.group_ids)
+        biggest = max((len(tenant.visible_members(g)) for g in gen.group_ids), default=0)
+    return {
+        "synced_users": len(gen.synced_ids),
+        "cloud_only_users": len(gen.document["users"]) - len(gen.synced_ids),
+        "groups": len(gen.group_ids),
+        "dynamic_groups": len(gen.dynamic_ids),
+        "nested_memberships": sum(
+            1
+            for g in gen.static_ids + ([gen.big_id] if gen.big_id else [])
+            for m in gen.members[g]
+            if m in set(gen.group_ids)
+        ),
+        "memberships": memberships,
+        "biggest_group": biggest,
+        "ad_member_values": sum(expected.values()),
+    }
+
+
+def _change_scenario(
+    handle: EmulatorHandle,
+    gen: GeneratedTenant,
+    workspace: Workspace,
+    count: int,
+    rng: random.Random,
+    say: Progress,
+) -> dict[str, Any]:
+    edits = changes.pick_edits(gen, count, rng)
+    via = changes.make_changes(handle, gen, edits)
+    run = run_apply(workspace, f"changes-{count}")
+    minimal = changes.minimal_modifies(edits)
+    say(f"{count} membership changes ({via}): {run.wall_seconds:.1f} s, {run.ldap.get('modify', 0)} modifies")
+    return {
+        "count": count,
+        "groups": len(edits),
+        "via": via,
+        "wall_s": round(run.wall_seconds, 3),
+        "cpu_s": round(run.report["cpu_seconds"], 3),
+        "ldap": run.ldap,
+        "writes": run.writes,
+        "minimal_modifies": minimal,
+        "graph_requests": run.report["graph"].get("requests", 0),
+    }
+
+
+def _targets(size: Size, result: dict[str, Any]) -> dict[str, Any]:
+    """The project's targets, each with the figure and whether it was met (None = not measured)."""
+    ratio = result.get("ratio_engine_limit")
+    rss = result.get("first_apply", {}).get("max_rss_mb")
+    lat = result.get("latency", {}).get("p95")
+    return {
+        "engine_limit_ratio_le_1.3": {
+            "value": ratio,
+            "met": None if ratio is None else ratio <= TARGET_RATIO,
+        },
+        "peak_rss_le_1.5GB": {"value": rss, "met": None if rss is None else rss <= TARGET_RSS_MB},
+        "one_change_one_modify": {"met": result["checks"].get("one_change_one_modify")},
+        "latency_p95_lt_10s": {"value": lat, "met": None if lat is None else lat < TARGET_P95_S},
+    }

@@ -1,0 +1,77 @@
+"""The small benchmark (scripts/bench small) as a CI smoke test: correctness only, never timing.
+
+It runs the same code as ``scripts/bench`` against the session's sandbox DC, in its own OU (base and target
+of its engine, deleted afterwards) with its own Graph emulator, so it cannot disturb other tests. The run
+is shortened (2 latency samples, 1 and 100 changes, 2,000 users for rule evaluation) to stay well under 90 s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from benchmarks.bench import SIZES, Options, run_bench
+from benchmarks.bench.report import write_all
+
+from writeback.sandbox import SandboxInfo
+
+pytestmark = [pytest.mark.samba, pytest.mark.emulator]
+
+
+@pytest.fixture(scope="module")
+def small_result(sandbox: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    options = Options(latency_samples=2, rule_users=2_000, changes=(1, 100))
+    return run_bench(SIZES["small"], sandbox, tmp_path_factory.mktemp("bench"), options)
+
+
+def test_every_check_passes(small_result: dict[str, object]) -> None:
+    assert small_result["problems"] == []
+    assert small_result["checks"] == {
+        "first_apply_members_exact": True,
+        "limit_members_exact": True,
+        "second_apply_zero_writes": True,
+        "one_change_one_modify": True,
+        "after_changes_members_exact": True,
+    }
+
+
+def test_first_apply_writes_every_expected_member_once(small_result: dict[str, object]) -> None:
+    tenant, first, limit = small_result["tenant"], small_result["first_apply"], small_result["limit"]
+    assert isinstance(tenant, dict) and isinstance(first, dict) and isinstance(limit, dict)
+    assert tenant["synced_users"] == 300 and tenant["groups"] == 40
+    assert tenant["memberships"] == 3_000
+    # Cloud-only members are skipped, so AD gets fewer values than the cloud has memberships.
+    assert 0 < tenant["ad_member_values"] < tenant["memberships"]
+    assert first["member_values"]["members_added"] == tenant["ad_member_values"]
+    assert first["ldap"]["add"] == 40
+    assert limit["ldap"] == {"add": 40, "modify": 0}
+    assert limit["values"] == tenant["ad_member_values"]
+
+
+def test_no_change_means_no_write_and_one_change_one_modify(small_result: dict[str, object]) -> None:
+    second = small_result["second_apply"]
+    assert isinstance(second, dict)
+    assert second["writes"] == 0
+    assert second["ldap"]["values_written"] == 0
+    changes = small_result["changes"]
+    assert isinstance(changes, list)
+    one, hundred = changes
+    assert one["ldap"]["modify"] == 1 and one["writes"] == 1 and one["ldap"]["values_written"] == 1
+    # 100 changes over 10 groups: one modify for the adds and one for the removes of each group.
+    assert hundred["writes"] == hundred["minimal_modifies"] == 20
+    assert hundred["ldap"]["values_written"] == 100
+
+
+def test_service_carries_a_cloud_change_to_ad(small_result: dict[str, object]) -> None:
+    latency = small_result["latency"]
+    assert isinstance(latency, dict)
+    assert len(latency["samples"]) == 2
+    assert all(0 < s < 60 for s in latency["samples"])
+
+
+def test_report_files_are_written(small_result: dict[str, object], tmp_path: Path) -> None:
+    table = write_all(tmp_path, small_result)
+    assert "| | small |" in table and "Checks FAILED | none" in table
+    for name in ("bench.md", "bench.json", "bench-small.json", "bench.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
