@@ -2,7 +2,7 @@
 
 What on-prem AD never had without extra tools, with the rule language administrators know from the cloud.
 Users are read from AD incrementally (``uSNChanged`` above the last read's ``highestCommittedUSN``; a full read
-on every full reconcile), mapped to the rule language's names (:mod:`writeback.adusers`), evaluated with
+on every full reconcile), mapped to the rule language's names (:mod:`writeback.directory.users`), evaluated with
 :mod:`writeback.rules`, and the groups go through the same planner, safety rules, log and batched writes as
 cloud groups. Ownership: ``WritebackDynamic_<id>`` in the anchor attribute; nothing else is ever touched.
 """

@@ -3,8 +3,9 @@ import uuid
 
 import pytest
 
-from writeback.adusers import sid_to_str, user_properties
 from writeback.config import parse_settings
+from writeback.directory.codec import sid_to_str
+from writeback.directory.users import user_properties
 from writeback.errors import ConfigError
 from writeback.onprem import desired_dynamic_groups, sam_candidates
 

@@ -16,7 +16,6 @@ from typing import Any
 import ldap
 from ldap.filter import escape_filter_chars
 
-from writeback.adusers import AD_ATTRIBUTES, user_properties
 from writeback.directory.access import check_write_access
 from writeback.directory.codec import (
     chunked,
@@ -38,6 +37,7 @@ from writeback.directory.entries import (
     group_from_entry,
 )
 from writeback.directory.settings import DirectorySettings
+from writeback.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.dn import is_within, normalize_dn, parent_dn, rdn
 from writeback.errors import DirectoryError, DirectoryWriteError
 from writeback.model import ANCHOR_PREFIX, DirectoryAccount, DirectoryGroup

@@ -7,9 +7,10 @@ the names the rules use: ``title`` -> ``jobTitle``, ``l`` -> ``city``, ``userAcc
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from writeback.directory.codec import guid_to_str, sid_to_str
 
 # AD lDAPDisplayName -> Graph/rule property; single-valued unless listed in MULTI.
 SINGLE = {
@@ -44,14 +45,6 @@ AD_ATTRIBUTES: tuple[str, ...] = (*SINGLE, *MULTI, *EXTENSIONS, *SPECIAL)
 ACCOUNTDISABLE = 0x2
 
 
-def sid_to_str(raw: bytes) -> str:
-    """Binary objectSid (MS-DTYP 2.4.2) -> 'S-1-5-21-…'."""
-    revision, count = raw[0], raw[1]
-    authority = int.from_bytes(raw[2:8], "big")
-    subs = [int.from_bytes(raw[8 + 4 * i : 12 + 4 * i], "little") for i in range(count)]
-    return "S-" + "-".join(str(x) for x in (revision, authority, *subs))
-
-
 def _text(values: Sequence[bytes] | None) -> str | None:
     return values[0].decode("utf-8", "replace") if values else None
 
@@ -72,7 +65,7 @@ def user_properties(dn: str, attrs: Mapping[str, Sequence[bytes]]) -> dict[str, 
         out["accountEnabled"] = not int(uac) & ACCOUNTDISABLE
     guid = lower.get("objectguid")
     if guid:
-        out["id"] = str(uuid.UUID(bytes_le=bytes(guid[0])))
+        out["id"] = guid_to_str(bytes(guid[0]))
     sid = lower.get("objectsid")
     if sid:
         out["onPremisesSecurityIdentifier"] = sid_to_str(bytes(sid[0]))
