@@ -230,7 +230,6 @@ class Engine:
             self.policy(allow_deletes),
             out_of_scope=out_reasons,
             occupied_dns=occupied,
-            partial=only is not None,
         )
         if only is None and self.dynamic.enabled:
             plan = merge_plans(plan, self.plan_dynamic(allow_deletes=allow_deletes, full_user_read=True))

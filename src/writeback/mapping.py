@@ -282,8 +282,9 @@ def assign_sam_account_names(
         if cid in out:
             continue
         choice = next((c for c in candidates[cid] if c.lower() not in used), None)
-        if choice is None:  # every candidate taken: extend the last one with the full id, still deterministic
-            choice = ("g" + cid.replace("-", ""))[:SAM_MAX]
+        if choice is None:  # every candidate taken: the id plus a counter, still deterministic
+            stem = ("g" + cid.replace("-", "").replace(":", ""))[:17]
+            choice = next(f"{stem}{n:03d}" for n in range(1000) if f"{stem}{n:03d}".lower() not in used)
         used.add(choice.lower())
         out[cid] = choice
     return out

@@ -182,7 +182,6 @@ def compute_plan(
     *,
     out_of_scope: Mapping[str, str] | None = None,
     occupied_dns: Collection[str] = (),
-    partial: bool = False,
 ) -> Plan:
     """Plan the changes that make ``actual`` match ``desired``.
 
@@ -192,8 +191,7 @@ def compute_plan(
       absent was hard-deleted.
     - ``out_of_scope``: cloud id -> reason, for groups known but not in scope.
     - ``occupied_dns``: normalised DNs held by objects writeback does not own.
-    - ``partial``: only the given groups are being reconciled (incremental cycle): managed groups not in
-      ``desired`` are not considered for deletion unless the cloud says they are gone.
+    An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
     """
     out_of_scope = out_of_scope or {}
     occupied = {normalize_dn(d) for d in occupied_dns}
@@ -374,8 +372,6 @@ def compute_plan(
         name = str(a.attributes.get("displayName") or (c.display_name if c else "") or a.dn)
         if c is None:
             deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="hard-deleted in the cloud"))
-        elif partial:
-            continue
         elif c.deleted:
             if policy.delete_soft_deleted:
                 deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="soft-deleted in the cloud"))

@@ -180,3 +180,10 @@ def test_sam_collisions_resolved_predictably_and_existing_names_kept():
     assert out == {"a": "same", "b": "same_2", "c": "c_alt", "z": "keepme"}
     again = assign_sam_account_names(dict(reversed(list(cands.items()))), existing={"z": "keepme"}, taken={"taken"})
     assert again == out
+
+
+def test_sam_last_resort_is_unique_even_when_every_candidate_is_taken():
+    gid = "3a5c3221-c465-48c0-95b8-e9305786a271"
+    stem = "g3a5c3221c46548c09"
+    out = assign_sam_account_names({gid: ["a", "b"]}, existing={}, taken={"a", "b", f"{stem}000"})
+    assert out[gid] == f"{stem}001"

@@ -182,11 +182,6 @@ def test_skipped_members_are_reported():
     assert plan.reports[0].skipped[0].member_id == "c1"
 
 
-def test_partial_plan_does_not_delete_groups_it_does_not_look_at():
-    plan = compute_plan({}, [actual("g", "G")], cloud("g"), Policy(delete_out_of_scope=True), partial=True)
-    assert plan.changes == ()
-
-
 def test_order_and_json_roundtrip():
     plan = compute_plan(
         {"a": desired("a", "A", U[:1]), "b": desired("b", "B2", U[:2])},
