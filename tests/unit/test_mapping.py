@@ -184,6 +184,6 @@ def test_sam_collisions_resolved_predictably_and_existing_names_kept():
 
 def test_sam_last_resort_is_unique_even_when_every_candidate_is_taken():
     gid = "3a5c3221-c465-48c0-95b8-e9305786a271"
-    stem = "g3a5c3221c46548c09"
+    stem = "g3a5c3221c46548c0"
     out = assign_sam_account_names({gid: ["a", "b"]}, existing={}, taken={"a", "b", f"{stem}000"})
     assert out[gid] == f"{stem}001"
