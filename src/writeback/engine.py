@@ -26,7 +26,7 @@ from writeback.mapping import (
     anchor_attributes,
     assign_sam_account_names,
 )
-from writeback.model import CloudGroup, CloudSnapshot, DesiredGroup, DirectoryGroup
+from writeback.model import CloudGroup, CloudSnapshot, DesiredGroup, DirectoryAccount, DirectoryGroup
 from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan, merge_plans
 from writeback.ports import CloudSource, Directory, ReplicaStore, ResolvedAccounts, SyncReport
 from writeback.scope import out_of_scope_reason
@@ -269,30 +269,42 @@ class Engine:
                 self.store.record_applied(g.cloud_id, g.dn)
 
     def _resolve_members(self, groups: Mapping[str, CloudGroup], snap: CloudSnapshot) -> ResolvedAccounts:
-        sids: set[str] = set()
-        guids: set[str] = set()
+        """The AD accounts of the synced users among the members, looked up in ``members.match_order``.
+
+        An identifier is looked up only for the users the ones before it did not find (the mapper uses the
+        first match anyway): when every synced user has a SID, that halves the directory searches of a
+        full plan, the biggest cost of a no-change apply (docs/benchmarks.md).
+        """
         from writeback.mapping import immutable_id_to_guid
 
+        keys: dict[str, tuple[str | None, str | None]] = {}  # user id -> (SID upper-cased, GUID)
         for g in groups.values():
             for ref in g.members:
-                if ref.kind != "user":
+                if ref.kind != "user" or ref.id in keys:
                     continue
                 u = snap.users.get(ref.id)
                 if u is None or not u.is_synced:
                     continue
-                if u.on_premises_security_identifier:
-                    sids.add(u.on_premises_security_identifier.upper())
-                if u.on_premises_immutable_id and (guid := immutable_id_to_guid(u.on_premises_immutable_id)):
-                    guids.add(guid)
-        match = self.settings.members.match_order
-        self.progress(f"Resolving {len(sids)} synced members in AD")
-        resolved = self.directory.resolve_accounts(
-            sids if "sid" in match else (), guids if "immutable_id" in match else ()
-        )
-        return ResolvedAccounts(
-            by_sid={k.upper(): v for k, v in resolved.by_sid.items()},
-            by_guid={k.lower(): v for k, v in resolved.by_guid.items()},
-        )
+                sid = u.on_premises_security_identifier
+                immutable = u.on_premises_immutable_id
+                keys[ref.id] = (
+                    sid.upper() if sid else None,
+                    immutable_id_to_guid(immutable) if immutable else None,
+                )
+        self.progress(f"Resolving {len(keys)} synced members in AD")
+        by_sid: dict[str, DirectoryAccount] = {}
+        by_guid: dict[str, DirectoryAccount] = {}
+        pending = list(keys.values())
+        for how in self.settings.members.match_order:
+            if how == "sid" and (sids := {s for s, _ in pending if s}):
+                found = self.directory.resolve_accounts(sids, ())
+                by_sid.update((k.upper(), v) for k, v in found.by_sid.items())
+                pending = [(s, g) for s, g in pending if not (s and s in by_sid)]
+            elif how == "immutable_id" and (guids := {g for _, g in pending if g}):
+                found = self.directory.resolve_accounts((), guids)
+                by_guid.update((k.lower(), v) for k, v in found.by_guid.items())
+                pending = [(s, g) for s, g in pending if not (g and g in by_guid)]
+        return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
     def _sam_names(
         self, targets: Mapping[str, CloudGroup], current: Mapping[str, DirectoryGroup], mapper: Mapper
