@@ -28,7 +28,7 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
         finally:
             client.close()
     except _Skip:
-        say("Graph: not configured (scope.mode = \"none\": on-prem dynamic groups only)")
+        say('Graph: not configured (scope.mode = "none": on-prem dynamic groups only)')
     except WritebackError as exc:
         problems.append(f"Graph: {exc}")
         say(f"Graph: FAILED: {exc}")

@@ -266,7 +266,8 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         return None if value is None else str((base_dir / os.path.expanduser(value)).resolve())
 
     unknown = sorted(
-        set(root) - {"source", "target", "scope", "mapping", "members", "safety", "state", "service", "dynamic_groups"}
+        set(root)
+        - {"source", "target", "scope", "mapping", "members", "safety", "state", "service", "dynamic_groups"}
     )
     if unknown:
         raise ConfigError("unknown table", file=file, key=unknown[0])
@@ -375,7 +376,9 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     return Settings(source, target, scope, mapping, members, safety, state, service, dynamic, path=file)
 
 
-def _dynamic_groups(root: Mapping[str, Any], file: str, target: TargetSettings) -> tuple[DynamicGroupSettings, ...]:
+def _dynamic_groups(
+    root: Mapping[str, Any], file: str, target: TargetSettings
+) -> tuple[DynamicGroupSettings, ...]:
     from writeback.dn import is_within
     from writeback.errors import RuleError
     from writeback.rules import compile_rule
@@ -387,8 +390,15 @@ def _dynamic_groups(root: Mapping[str, Any], file: str, target: TargetSettings) 
     seen: set[str] = set()
     for i, item in enumerate(raw):
         r = _Reader(item if isinstance(item, dict) else {}, file, f"dynamic_groups[{i}]")
-        gid = r.get("id", str, check=lambda v: None if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v)
-                    else "must be 1-64 letters, digits, '.', '_' or '-' (it is part of the anchor)")
+        gid = r.get(
+            "id",
+            str,
+            check=lambda v: (
+                None
+                if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", v)
+                else "must be 1-64 letters, digits, '.', '_' or '-' (it is part of the anchor)"
+            ),
+        )
         if gid.lower() in seen:
             raise r.error("id", f"duplicate dynamic group id {gid!r}")
         seen.add(gid.lower())
@@ -404,11 +414,19 @@ def _dynamic_groups(root: Mapping[str, Any], file: str, target: TargetSettings) 
         for key, dn in (("ou", ou), ("users_base", users_base)):
             if not is_within(dn, target.base_dn):
                 raise r.error(key, f"{dn!r} is not inside target.base_dn")
-        out.append(DynamicGroupSettings(
-            id=gid, name=r.get("name", str, check=lambda v: None if 0 < len(v) <= 64 else "must be 1-64 characters"),
-            rule=rule, ou=ou, users_base=users_base, description=r.get("description", str, None),
-            group_scope=r.choice("group_scope", GROUP_SCOPES, "universal"),
-        ))
+        out.append(
+            DynamicGroupSettings(
+                id=gid,
+                name=r.get(
+                    "name", str, check=lambda v: None if 0 < len(v) <= 64 else "must be 1-64 characters"
+                ),
+                rule=rule,
+                ou=ou,
+                users_base=users_base,
+                description=r.get("description", str, None),
+                group_scope=r.choice("group_scope", GROUP_SCOPES, "universal"),
+            )
+        )
         r.finish()
     return tuple(out)
 

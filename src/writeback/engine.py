@@ -60,6 +60,10 @@ class Store(ReplicaStore, Protocol):
 
     def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
 
+    def record_fingerprints(self, prints: Mapping[str, str]) -> None: ...
+
+    def applied_fingerprints(self) -> dict[str, str]: ...
+
 
 @dataclass(frozen=True)
 class ChangeResult:
@@ -230,6 +234,7 @@ class Engine:
             self.policy(allow_deletes),
             out_of_scope=out_reasons,
             occupied_dns=occupied,
+            applied=self.store.applied_fingerprints(),
         )
         if only is None and self.dynamic.enabled:
             plan = merge_plans(plan, self.plan_dynamic(allow_deletes=allow_deletes, full_user_read=True))
@@ -414,6 +419,11 @@ class Engine:
                 continue
             self._log_change(result.run_id, change, "success", None)
             result.results.append(ChangeResult(change, True))
+        if result.aborted is None:
+            # Groups now converged: remember their desired state, so a later difference in AD is drift.
+            done = {cid: fp for cid, fp in plan.fingerprints.items() if cid not in failed_groups}
+            if done:
+                self.store.record_fingerprints(done)
         return result
 
     def _execute(self, change: Change) -> None:

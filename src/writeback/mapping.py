@@ -200,7 +200,9 @@ class Mapper:
             else:
                 dn_or_reason = SkipReason.UNSUPPORTED_KIND
             if isinstance(dn_or_reason, SkipReason):
-                skipped.append(SkippedMember(ref.id, ref.kind, dn_or_reason.value, _member_name(ref, users, in_scope)))
+                skipped.append(
+                    SkippedMember(ref.id, ref.kind, dn_or_reason.value, _member_name(ref, users, in_scope))
+                )
             else:
                 members.add(dn_or_reason)
         return members, skipped

@@ -29,7 +29,9 @@ from writeback.rules import RuleContext, compile_rule
 
 
 class UserDirectory(Protocol):
-    def read_user_properties(self, base_dn: str, changed_after: int | None) -> tuple[list[dict[str, Any]], int]: ...
+    def read_user_properties(
+        self, base_dn: str, changed_after: int | None
+    ) -> tuple[list[dict[str, Any]], int]: ...
 
     def read_managed_groups(
         self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefix: str = ...
@@ -66,7 +68,9 @@ def desired_dynamic_groups(
     for g in settings.dynamic_groups:
         key = DYNAMIC_KEY_PREFIX + g.id
         rule = compile_rule(g.rule)
-        scope = [u for u in prepared if is_within(str(u.get("onPremisesDistinguishedName", "")), g.users_base)]
+        scope = [
+            u for u in prepared if is_within(str(u.get("onPremisesDistinguishedName", "")), g.users_base)
+        ]
         members = frozenset(str(u["onPremisesDistinguishedName"]) for u in rule.filter(scope, context))
         anchor = DYNAMIC_ANCHOR_PREFIX + g.id
         attrs: dict[str, str | None] = {a: anchor for a in anchor_attrs}
@@ -75,8 +79,14 @@ def desired_dynamic_groups(
         if len(members) > settings.members.max_members:
             error = f"{len(members)} members exceeds members.max_members ({settings.members.max_members})"
         out[key] = DesiredGroup(
-            cloud_id=key, anchor=anchor, cn=g.name, parent_dn=g.ou, sam_account_name=sam_names[key],
-            group_type=SCOPE_BITS[g.group_scope] | GROUP_TYPE_SECURITY, attributes=attrs, members=members,
+            cloud_id=key,
+            anchor=anchor,
+            cn=g.name,
+            parent_dn=g.ou,
+            sam_account_name=sam_names[key],
+            group_type=SCOPE_BITS[g.group_scope] | GROUP_TYPE_SECURITY,
+            attributes=attrs,
+            members=members,
             error=error,
         )
     return out
@@ -85,13 +95,20 @@ def desired_dynamic_groups(
 def sam_candidates(group_id: str, name: str) -> list[str]:
     digest = hashlib.sha256(group_id.encode()).hexdigest()
     base = _clean_sam(name, 20) or "dyn"
-    return [base, _clean_sam(name, 15) + "_" + digest[:4], _clean_sam(name, 11) + "_" + digest[:8], "dyn_" + digest[:16]]
+    return [
+        base,
+        _clean_sam(name, 15) + "_" + digest[:4],
+        _clean_sam(name, 11) + "_" + digest[:8],
+        "dyn_" + digest[:16],
+    ]
 
 
 class DynamicGroups:
     """Plans on-prem dynamic groups from the AD user cache."""
 
-    def __init__(self, settings: Settings, directory: Any, store: Any, progress: Callable[[str], None]) -> None:
+    def __init__(
+        self, settings: Settings, directory: Any, store: Any, progress: Callable[[str], None]
+    ) -> None:
         self.settings, self.directory, self.store, self.progress = settings, directory, store, progress
 
     @property
@@ -104,13 +121,18 @@ class DynamicGroups:
         users, usn = self.directory.read_user_properties(self.settings.target.base_dn, since)
         self.store.put_ad_users(users, replace=since is None, usn=usn)
         if users:
-            self.progress(f"{len(users)} AD users read for dynamic groups" + (" (full)" if since is None else " (changed)"))
+            self.progress(
+                f"{len(users)} AD users read for dynamic groups"
+                + (" (full)" if since is None else " (changed)")
+            )
         return len(users)
 
     def plan(self, anchor_attrs: Sequence[str], read_anchor_attrs: Sequence[str], policy: Policy) -> Plan:
         mapped = (*anchor_attrs, "description", "displayName")
         actual = self.directory.read_managed_groups(
-            read_anchor_attrs, tuple(dict.fromkeys((*read_anchor_attrs, *mapped))), prefix=DYNAMIC_ANCHOR_PREFIX
+            read_anchor_attrs,
+            tuple(dict.fromkeys((*read_anchor_attrs, *mapped))),
+            prefix=DYNAMIC_ANCHOR_PREFIX,
         )
         current = {a.cloud_id: a for a in actual if a.cloud_id}
         existing = {k: a.sam_account_name for k, a in current.items() if a.sam_account_name}
@@ -127,5 +149,12 @@ class DynamicGroups:
         known = {k: CloudGroup(k, display_name=k) for k in set(current) | configured}
         removed = {k: "removed from the writeback configuration" for k in current if k not in configured}
         occupied = {join_rdn("CN", d.cn, d.parent_dn) for k, d in desired.items() if k not in current}
-        return compute_plan(desired, actual, known, policy, out_of_scope=removed,
-                            occupied_dns=self.directory.existing_dns(occupied) if occupied else set())
+        return compute_plan(
+            desired,
+            actual,
+            known,
+            policy,
+            out_of_scope=removed,
+            occupied_dns=self.directory.existing_dns(occupied) if occupied else set(),
+            applied=self.store.applied_fingerprints(),
+        )

@@ -113,6 +113,13 @@ class Plan:
     reports: tuple[GroupReport, ...] = ()
     blocked_deletes: tuple[Change, ...] = ()
     warnings: tuple[str, ...] = ()
+    # cloud id -> fingerprint of the desired state this plan converges to; stored after a successful apply so
+    # the next plan can tell drift (AD edited by hand) from a change in the cloud.
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def drift(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.reason.startswith("drift"))
 
     @property
     def has_changes(self) -> bool:
@@ -144,6 +151,7 @@ class Plan:
             "blocked_deletes": [c.to_dict() for c in self.blocked_deletes],
             "reports": [r.to_dict() for r in self.reports],
             "warnings": list(self.warnings),
+            "fingerprints": dict(self.fingerprints),
         }
 
     @classmethod
@@ -155,7 +163,19 @@ class Plan:
             tuple(GroupReport.from_dict(r) for r in d.get("reports", ())),
             tuple(Change.from_dict(c) for c in d.get("blocked_deletes", ())),
             tuple(d.get("warnings", ())),
+            dict(d.get("fingerprints", {})),
         )
+
+
+def desired_fingerprint(d: DesiredGroup) -> str:
+    """A digest of everything writeback writes for one group (DN, type, attributes, members)."""
+    h = hashlib.sha256()
+    h.update(normalize_dn(d.dn).encode())
+    h.update(str(d.group_type).encode())
+    h.update(json.dumps(sorted((k, v) for k, v in d.attributes.items() if v not in (None, ""))).encode())
+    for m in sorted(normalize_dn(m) for m in d.members):
+        h.update(b"\0" + m.encode())
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -182,6 +202,7 @@ def compute_plan(
     *,
     out_of_scope: Mapping[str, str] | None = None,
     occupied_dns: Collection[str] = (),
+    applied: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan the changes that make ``actual`` match ``desired``.
 
@@ -191,6 +212,8 @@ def compute_plan(
       absent was hard-deleted.
     - ``out_of_scope``: cloud id -> reason, for groups known but not in scope.
     - ``occupied_dns``: normalised DNs held by objects writeback does not own.
+    - ``applied``: cloud id -> fingerprint of the desired state last applied successfully. When the desired
+      state is unchanged since then, any difference in AD was made by hand: it is reverted and labelled drift.
     An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
     """
     out_of_scope = out_of_scope or {}
@@ -302,6 +325,7 @@ def compute_plan(
                     )
                 )
             continue
+        drift = applied is not None and cid in applied and applied[cid] == desired_fingerprint(d)
         if normalize_dn(a.dn) != normalize_dn(target_dn):
             same_parent = normalize_dn(a.dn).split(",", 1)[1:] == normalize_dn(target_dn).split(",", 1)[1:]
             changes.append(
@@ -311,7 +335,11 @@ def compute_plan(
                     a.dn,
                     name,
                     new_dn=target_dn,
-                    reason="renamed in the cloud" if same_parent else "target OU changed",
+                    reason="drift: renamed or moved in AD, restored"
+                    if drift
+                    else "renamed in the cloud"
+                    if same_parent
+                    else "target OU changed",
                 )
             )
         upd: dict[str, str | int | None] = {}
@@ -331,7 +359,9 @@ def compute_plan(
                     a.dn,  # updates run before renames (see ORDER)
                     name,
                     attributes=upd,
-                    reason="attributes differ (cloud change or AD drift)",
+                    reason="drift: attributes edited in AD, reverted"
+                    if drift
+                    else "attributes changed in the cloud",
                 )
             )
         want = {normalize_dn(m): m for m in d.members}
@@ -350,7 +380,9 @@ def compute_plan(
                     target_dn,
                     name,
                     members=tuple(add),
-                    reason="members missing in AD",
+                    reason="drift: members removed in AD, restored"
+                    if drift
+                    else "members added in the cloud",
                 )
             )
         if remove:
@@ -361,7 +393,7 @@ def compute_plan(
                     target_dn,
                     name,
                     members=tuple(remove),
-                    reason="members not in the cloud group",
+                    reason="drift: members added in AD, removed" if drift else "members removed in the cloud",
                 )
             )
 
@@ -405,12 +437,16 @@ def compute_plan(
         changes.extend(deletes)
     changes.sort(key=Change.sort_key)
     reports.sort(key=lambda r: (r.display_name.lower(), r.cloud_id))
-    return Plan(tuple(changes), tuple(reports), blocked, tuple(warnings))
+    prints = {cid: desired_fingerprint(d) for cid, d in desired.items() if d.error is None}
+    return Plan(tuple(changes), tuple(reports), blocked, tuple(warnings), prints)
 
 
 def merge_plans(*plans: Plan) -> Plan:
     """One plan from several (cloud groups and on-prem dynamic groups), in the global change order."""
     changes = sorted((c for p in plans for c in p.changes), key=Change.sort_key)
-    reports = sorted((r for p in plans for r in p.reports), key=lambda r: (r.display_name.lower(), r.cloud_id))
+    reports = sorted(
+        (r for p in plans for r in p.reports), key=lambda r: (r.display_name.lower(), r.cloud_id)
+    )
     blocked = tuple(c for p in plans for c in p.blocked_deletes)
-    return Plan(tuple(changes), tuple(reports), blocked, tuple(w for p in plans for w in p.warnings))
+    prints = {k: v for p in plans for k, v in p.fingerprints.items()}
+    return Plan(tuple(changes), tuple(reports), blocked, tuple(w for p in plans for w in p.warnings), prints)

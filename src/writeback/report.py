@@ -26,6 +26,9 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         lines.append(
             f"Plan: {summary} ({mv['members_added']} member values to add, {mv['members_removed']} to remove)"
         )
+        if plan.drift:
+            groups = len({c.cloud_id for c in plan.drift})
+            lines.append(f"Drift: {len(plan.drift)} changes revert manual edits in AD ({groups} groups)")
     else:
         lines.append("Plan: no changes. AD matches the cloud.")
     current = None

@@ -94,7 +94,7 @@ def out_of_scope_reason(group: CloudGroup, settings: ScopeSettings) -> str | Non
     if reason:
         return reason
     if settings.mode == "none":
-        return "scope.mode is \"none\" (no cloud groups are written)"
+        return 'scope.mode is "none" (no cloud groups are written)'
     if settings.mode == "selected" and group.id not in settings.group_ids:
         return "not in scope.group_ids"
     if settings.mode == "writeback_enabled" and group.writeback_enabled is not True:

@@ -16,7 +16,9 @@ from writeback.state.sqlite import SqliteStore
 def graph_settings(settings: Settings) -> GraphSettings:
     s = settings.source
     if s is None:
-        raise ConfigError("there is no [source] table (Microsoft Graph settings)", file=settings.path, key="source")
+        raise ConfigError(
+            "there is no [source] table (Microsoft Graph settings)", file=settings.path, key="source"
+        )
     cert = key = None
     if s.certificate_file:
         try:
@@ -24,7 +26,9 @@ def graph_settings(settings: Settings) -> GraphSettings:
             key = Path(s.private_key_file or "").read_bytes()
         except OSError as exc:
             raise ConfigError(
-                f"cannot read the certificate credential: {exc.strerror}", file=settings.path, key="source.certificate_file"
+                f"cannot read the certificate credential: {exc.strerror}",
+                file=settings.path,
+                key="source.certificate_file",
             ) from exc
     secret = resolve_secret(s.client_secret, "source.client_secret") if s.client_secret else None
     return GraphSettings(

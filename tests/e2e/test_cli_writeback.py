@@ -105,6 +105,7 @@ def test_drift_is_reverted(cloud, workspace, ad, ldap_conn, fresh_id):
     plan = ws.run("plan", "--json")
     assert plan.code == 2
     assert sorted(c["kind"] for c in plan.json()["changes"]) == ["add_members", "remove_members", "update"]
+    assert all(c["reason"].startswith("drift:") for c in plan.json()["changes"])
     assert ws.run("apply").code == 0
     assert members(ad, gid) == dns(users[:2])
     assert ad.by_anchor(gid)["description"] == ["Owned by the cloud"]

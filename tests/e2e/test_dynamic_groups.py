@@ -20,7 +20,9 @@ def test_cloud_dynamic_hr_group_written_with_synced_members_only(cloud, workspac
     ws = workspace([hr["id"]])
     result = ws.run("apply", "--json")
     assert result.code == 0, result.err
-    synced_hr = {u["onPremisesDistinguishedName"].lower() for u in cloud.synced_users() if u.get("department") == "HR"}
+    synced_hr = {
+        u["onPremisesDistinguishedName"].lower() for u in cloud.synced_users() if u.get("department") == "HR"
+    }
     got = {m.lower() for m in ad.by_anchor(hr["id"])["member"]}
     assert got == synced_hr and len(got) == 4
     report = next(r for r in result.json()["plan"]["reports"] if r["cloud_id"] == hr["id"])
@@ -29,8 +31,15 @@ def test_cloud_dynamic_hr_group_written_with_synced_members_only(cloud, workspac
 
 def add_user(conn, ou, name, department, disabled=False):
     dn = f"CN={name},{ou}"
-    conn.add_s(dn, [("objectClass", [b"user"]), ("sAMAccountName", [name.encode()]), ("department", [department.encode()]),
-                    ("userAccountControl", [b"514" if disabled else b"512"])])
+    conn.add_s(
+        dn,
+        [
+            ("objectClass", [b"user"]),
+            ("sAMAccountName", [name.encode()]),
+            ("department", [department.encode()]),
+            ("userAccountControl", [b"514" if disabled else b"512"]),
+        ],
+    )
     return dn
 
 
@@ -47,7 +56,9 @@ poll_interval = 0.3
 """
 
 
-def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(workspace, ldap_conn, test_ou, ad, fresh_id):
+def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(
+    workspace, ldap_conn, test_ou, ad, fresh_id
+):
     dept = f"Eng-{fresh_id}"
     a = add_user(ldap_conn, test_ou, f"dyn-a-{fresh_id}", dept)
     b = add_user(ldap_conn, test_ou, f"dyn-b-{fresh_id}", dept)
@@ -68,14 +79,21 @@ def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(worksp
 
     health = ws.config.parent / "health.json"
     ws.config.write_text(ws.config.read_text() + f'health_file = "{health}"\n')
-    proc = subprocess.Popen([sys.executable, "-m", "writeback", "--config", str(ws.config), "run"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ws.env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "writeback", "--config", str(ws.config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ws.env,
+    )
     try:
         _wait(lambda: health.exists() and json.loads(health.read_text())["status"] == "ok", 60)
         ldap_conn.modify_s(c, [(ldap.MOD_REPLACE, "department", [dept.encode()])])  # joins
         ldap_conn.modify_s(a, [(ldap.MOD_REPLACE, "userAccountControl", [b"514"])])  # disabled: leaves
         want = {b.lower(), c.lower()}
-        _wait(lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30)
+        _wait(
+            lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
@@ -93,6 +111,8 @@ def _wait(check, timeout):
 
 
 def test_dynamic_group_config_errors_are_clear(workspace, fresh_id):
-    ws = workspace([], extra=dynamic_config(fresh_id).replace("-and user.accountEnabled", "-and user.accountEnabled -eq"))
+    ws = workspace(
+        [], extra=dynamic_config(fresh_id).replace("-and user.accountEnabled", "-and user.accountEnabled -eq")
+    )
     r = ws.run("plan")
     assert r.code == 1 and "dynamic_groups[0].rule" in r.err and "position" in r.err

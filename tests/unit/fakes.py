@@ -51,10 +51,16 @@ class FakeDirectory:
 
     def _group(self, e: dict) -> DirectoryGroup:
         anchor = e.get("msDS-ExternalDirectoryObjectId") or e.get("adminDescription")
-        return DirectoryGroup(e["dn"], e["guid"], anchor if anchor and anchor.startswith("Group_") else None,
-                              e.get("sAMAccountName"), int(e["groupType"]),
-                              {k: v for k, v in e.items() if k not in ("dn", "guid", "member")}, frozenset(e["member"]),
-                              e.get("protected", False))
+        return DirectoryGroup(
+            e["dn"],
+            e["guid"],
+            anchor if anchor and anchor.startswith("Group_") else None,
+            e.get("sAMAccountName"),
+            int(e["groupType"]),
+            {k: v for k, v in e.items() if k not in ("dn", "guid", "member")},
+            frozenset(e["member"]),
+            e.get("protected", False),
+        )
 
     def read_managed_groups(self, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
         self.ops.append(("search", "*"))
@@ -68,7 +74,11 @@ class FakeDirectory:
 
     def taken_sam_account_names(self, names):  # type: ignore[no-untyped-def]
         wanted = {n.lower() for n in names}
-        return {e["sAMAccountName"].lower(): e["dn"] for e in self.groups.values() if e.get("sAMAccountName", "").lower() in wanted}
+        return {
+            e["sAMAccountName"].lower(): e["dn"]
+            for e in self.groups.values()
+            if e.get("sAMAccountName", "").lower() in wanted
+        }
 
     def _check(self, dn: str) -> None:
         if normalize_dn(dn) in self.fail_on:

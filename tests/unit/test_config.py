@@ -6,8 +6,11 @@ from writeback.errors import ConfigError
 BASE = {
     "source": {"tenant_id": "t", "client_id": "c", "client_secret_env": "WB_SECRET"},
     "target": {
-        "ldap_urls": ["ldaps://dc1.corp.test"], "bind_dn": "CN=svc,DC=corp,DC=test", "bind_password_file": "pw",
-        "base_dn": "DC=corp,DC=test", "target_ou": "OU=Writeback,DC=corp,DC=test",
+        "ldap_urls": ["ldaps://dc1.corp.test"],
+        "bind_dn": "CN=svc,DC=corp,DC=test",
+        "bind_password_file": "pw",
+        "base_dn": "DC=corp,DC=test",
+        "target_ou": "OU=Writeback,DC=corp,DC=test",
     },
 }
 
@@ -102,4 +105,6 @@ def test_documented_example_config_loads():
     from pathlib import Path
 
     s = load_settings(Path(__file__).parents[2] / "examples" / "writeback.toml")
-    assert s.target.gc_url and s.source is not None and s.source.client_secret.env == "WRITEBACK_CLIENT_SECRET"
+    assert (
+        s.target.gc_url and s.source is not None and s.source.client_secret.env == "WRITEBACK_CLIENT_SECRET"
+    )

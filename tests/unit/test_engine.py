@@ -14,16 +14,32 @@ BASE = "DC=corp,DC=test"
 OU = f"OU=Writeback,{BASE}"
 SETTINGS = {
     "source": {"tenant_id": "t", "client_id": "c", "client_secret_env": "X"},
-    "target": {"ldap_urls": ["ldaps://dc"], "bind_dn": "x", "bind_password_env": "Y", "base_dn": BASE, "target_ou": OU},
+    "target": {
+        "ldap_urls": ["ldaps://dc"],
+        "bind_dn": "x",
+        "bind_password_env": "Y",
+        "base_dn": BASE,
+        "target_ou": OU,
+    },
 }
 
 
 def users(n):
-    return {f"u{i}": CloudUser(f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}") for i in range(n)}
+    return {
+        f"u{i}": CloudUser(
+            f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}"
+        )
+        for i in range(n)
+    }
 
 
 def accounts(n):
-    return [DirectoryAccount(f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}") for i in range(n)]
+    return [
+        DirectoryAccount(
+            f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}"
+        )
+        for i in range(n)
+    ]
 
 
 def gid(i):
@@ -31,7 +47,9 @@ def gid(i):
 
 
 def group(i, members, name=None):
-    return CloudGroup(gid(i), display_name=name or f"G{i}", members=frozenset(MemberRef("user", m) for m in members))
+    return CloudGroup(
+        gid(i), display_name=name or f"G{i}", members=frozenset(MemberRef("user", m) for m in members)
+    )
 
 
 @pytest.fixture
@@ -107,7 +125,12 @@ def test_saved_plan_must_still_match(world):
 def test_sam_account_name_collision_with_foreign_object(world):
     cloud, directory, _, engine = world
     cloud.groups = {gid(1): group(1, ["u0"], name="Sales")}
-    directory.groups["cn=x,dc=corp,dc=test"] = {"dn": "CN=x,DC=corp,DC=test", "guid": "g", "groupType": 2, "member": set(),
-                                                "sAMAccountName": "Sales_000000000001"}
+    directory.groups["cn=x,dc=corp,dc=test"] = {
+        "dn": "CN=x,DC=corp,DC=test",
+        "guid": "g",
+        "groupType": 2,
+        "member": set(),
+        "sAMAccountName": "Sales_000000000001",
+    }
     plan, _ = cycle(engine)
     assert plan.changes[0].attributes["sAMAccountName"] != "Sales_000000000001"

@@ -35,7 +35,9 @@ def user_ref(uid):
 
 def synced(uid, sid=None, guid=None):
     imm = base64.b64encode(uuid.UUID(guid).bytes_le).decode() if guid else None
-    return CloudUser(uid, on_premises_sync_enabled=True, on_premises_security_identifier=sid, on_premises_immutable_id=imm)
+    return CloudUser(
+        uid, on_premises_sync_enabled=True, on_premises_security_identifier=sid, on_premises_immutable_id=imm
+    )
 
 
 def acct(dn, guid="00000000-0000-0000-0000-000000000001", sid=None):
@@ -44,7 +46,9 @@ def acct(dn, guid="00000000-0000-0000-0000-000000000001", sid=None):
 
 def test_cloud_sync_default_cn_and_anchor():
     m = mapper()
-    d = m.map_group(group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    d = m.map_group(
+        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
+    )
     assert d.cn == "Sales_e9305786a271"
     assert d.dn == f"CN=Sales_e9305786a271,{OU}"
     assert d.attributes[MSDS_ANCHOR] == f"Group_{GID}"
@@ -54,40 +58,72 @@ def test_cloud_sync_default_cn_and_anchor():
 
 
 def test_long_display_name_is_cut_to_fit_cn_limit():
-    d = mapper().map_group(group(name="x" * 200), in_scope={}, users={}, accounts=ResolvedAccounts(),
-                           sam_account_name="s", child_dns={})
+    d = mapper().map_group(
+        group(name="x" * 200),
+        in_scope={},
+        users={},
+        accounts=ResolvedAccounts(),
+        sam_account_name="s",
+        child_dns={},
+    )
     assert len(d.cn) == 64 and d.error is None
 
 
 def test_connect_style_cn():
-    d = mapper(cn=CONNECT_CN).map_group(group(), in_scope={}, users={}, accounts=ResolvedAccounts(),
-                                        sam_account_name="s", child_dns={})
+    d = mapper(cn=CONNECT_CN).map_group(
+        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
+    )
     assert d.cn == f"Group_{GID}"
 
 
 def test_cn_over_64_characters_is_an_error_not_truncated_silently():
-    d = mapper(cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")').map_group(
-        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    d = mapper(
+        cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")'
+    ).map_group(
+        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
+    )
     assert d.error and "64" in d.error
 
 
 def test_special_characters_are_escaped_in_dn():
-    d = mapper().map_group(group(name="R&D, Lab #1 + <x>"), in_scope={}, users={}, accounts=ResolvedAccounts(),
-                           sam_account_name="s", child_dns={})
+    d = mapper().map_group(
+        group(name="R&D, Lab #1 + <x>"),
+        in_scope={},
+        users={},
+        accounts=ResolvedAccounts(),
+        sam_account_name="s",
+        child_dns={},
+    )
     assert d.dn.startswith("CN=R&D\\, Lab #1 \\+ \\<x\\>_e9305786a271,")
 
 
 def test_target_ou_by_switch_expression():
     m = mapper(target_ou=f'Switch([displayName],"{OU}","Marketing","OU=Marketing,{BASE}")')
-    mk = m.map_group(group(name="Marketing"), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
-    other = m.map_group(group(name="Other"), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    mk = m.map_group(
+        group(name="Marketing"),
+        in_scope={},
+        users={},
+        accounts=ResolvedAccounts(),
+        sam_account_name="s",
+        child_dns={},
+    )
+    other = m.map_group(
+        group(name="Other"),
+        in_scope={},
+        users={},
+        accounts=ResolvedAccounts(),
+        sam_account_name="s",
+        child_dns={},
+    )
     assert mk.parent_dn == f"OU=Marketing,{BASE}"
     assert other.parent_dn == OU
 
 
 def test_target_ou_outside_base_is_an_error():
     m = mapper(target_ou='"OU=Elsewhere,DC=other,DC=test"')
-    d = m.map_group(group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={})
+    d = m.map_group(
+        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
+    )
     assert d.error and "outside base_dn" in d.error
 
 
@@ -99,9 +135,20 @@ def test_members_matched_by_sid_then_immutable_id_and_skips_reported():
         "c": CloudUser("c"),  # cloud-only
         "d": synced("d", sid="S-1-5-21-1-2-3-9999"),  # not in AD
     }
-    accounts = ResolvedAccounts(by_sid={"S-1-5-21-1-2-3-1105": acct("CN=A,OU=Staff")}, by_guid={g1: acct("CN=B,OU=Staff", g1)})
-    refs = [user_ref("a"), user_ref("b"), user_ref("c"), user_ref("d"), MemberRef("device", "dev"), user_ref("zz")]
-    d = mapper().map_group(group(members=refs), in_scope={}, users=users, accounts=accounts, sam_account_name="s", child_dns={})
+    accounts = ResolvedAccounts(
+        by_sid={"S-1-5-21-1-2-3-1105": acct("CN=A,OU=Staff")}, by_guid={g1: acct("CN=B,OU=Staff", g1)}
+    )
+    refs = [
+        user_ref("a"),
+        user_ref("b"),
+        user_ref("c"),
+        user_ref("d"),
+        MemberRef("device", "dev"),
+        user_ref("zz"),
+    ]
+    d = mapper().map_group(
+        group(members=refs), in_scope={}, users=users, accounts=accounts, sam_account_name="s", child_dns={}
+    )
     assert d.members == {"CN=A,OU=Staff", "CN=B,OU=Staff"}
     reasons = {s.member_id: s.reason for s in d.skipped}
     assert reasons == {
@@ -115,17 +162,32 @@ def test_members_matched_by_sid_then_immutable_id_and_skips_reported():
 def test_match_order_immutable_id_only():
     g1 = "11111111-1111-1111-1111-111111111111"
     u = synced("a", sid="S-1-5-21-1-2-3-1105", guid=g1)
-    accounts = ResolvedAccounts(by_sid={"S-1-5-21-1-2-3-1105": acct("CN=BySid")}, by_guid={g1: acct("CN=ByGuid", g1)})
+    accounts = ResolvedAccounts(
+        by_sid={"S-1-5-21-1-2-3-1105": acct("CN=BySid")}, by_guid={g1: acct("CN=ByGuid", g1)}
+    )
     m = mapper(members=MemberSettings(match_order=("immutable_id",)))
-    d = m.map_group(group(members=[user_ref("a")]), in_scope={}, users={"a": u}, accounts=accounts, sam_account_name="s", child_dns={})
+    d = m.map_group(
+        group(members=[user_ref("a")]),
+        in_scope={},
+        users={"a": u},
+        accounts=accounts,
+        sam_account_name="s",
+        child_dns={},
+    )
     assert d.members == {"CN=ByGuid"}
 
 
 def test_nested_in_scope_group_is_a_member_out_of_scope_is_skipped():
     child = group("c" * 8 + "-0000-0000-0000-000000000000", "Child")
     parent = group(members=[MemberRef("group", child.id), MemberRef("group", "synced-group")])
-    d = mapper().map_group(parent, in_scope={child.id: child, parent.id: parent}, users={}, accounts=ResolvedAccounts(),
-                           sam_account_name="s", child_dns={child.id: "CN=Child_x,OU=W"})
+    d = mapper().map_group(
+        parent,
+        in_scope={child.id: child, parent.id: parent},
+        users={},
+        accounts=ResolvedAccounts(),
+        sam_account_name="s",
+        child_dns={child.id: "CN=Child_x,OU=W"},
+    )
     assert d.members == {"CN=Child_x,OU=W"}
     assert d.skipped[0].reason == SkipReason.GROUP_OUT_OF_SCOPE.value
 
@@ -134,8 +196,14 @@ def test_domain_local_child_in_universal_parent_is_refused_with_8518():
     child = group("c" * 8 + "-0000-0000-0000-000000000000", "Local")
     parent = group(members=[MemberRef("group", child.id)])
     m = mapper(group_scope='IIF([displayName]="Local","domainLocal","universal")')
-    d = m.map_group(parent, in_scope={child.id: child}, users={}, accounts=ResolvedAccounts(), sam_account_name="s",
-                    child_dns={child.id: "CN=Local,OU=W"})
+    d = m.map_group(
+        parent,
+        in_scope={child.id: child},
+        users={},
+        accounts=ResolvedAccounts(),
+        sam_account_name="s",
+        child_dns={child.id: "CN=Local,OU=W"},
+    )
     assert d.members == frozenset()
     assert d.skipped[0].reason.startswith("8518")
 
@@ -151,8 +219,14 @@ def test_member_cap():
     users = {f"u{i}": synced(f"u{i}", sid=f"S-1-5-21-1-2-3-{i}") for i in range(5)}
     accounts = ResolvedAccounts(by_sid={f"S-1-5-21-1-2-3-{i}": acct(f"CN=u{i}") for i in range(5)})
     m = mapper(members=MemberSettings(max_members=4))
-    d = m.map_group(group(members=[user_ref(u) for u in users]), in_scope={}, users=users, accounts=accounts,
-                    sam_account_name="s", child_dns={})
+    d = m.map_group(
+        group(members=[user_ref(u) for u in users]),
+        in_scope={},
+        users=users,
+        accounts=accounts,
+        sam_account_name="s",
+        child_dns={},
+    )
     assert d.error and "max_members" in d.error
 
 
@@ -178,7 +252,9 @@ def test_sam_collisions_resolved_predictably_and_existing_names_kept():
     cands = {"b": ["same", "same_2"], "a": ["same", "same_1"], "c": ["taken", "c_alt"]}
     out = assign_sam_account_names(cands, existing={"z": "keepme"}, taken={"taken"})
     assert out == {"a": "same", "b": "same_2", "c": "c_alt", "z": "keepme"}
-    again = assign_sam_account_names(dict(reversed(list(cands.items()))), existing={"z": "keepme"}, taken={"taken"})
+    again = assign_sam_account_names(
+        dict(reversed(list(cands.items()))), existing={"z": "keepme"}, taken={"taken"}
+    )
     assert again == out
 
 

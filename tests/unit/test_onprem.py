@@ -11,20 +11,38 @@ from writeback.onprem import desired_dynamic_groups, sam_candidates
 
 BASE = "DC=corp,DC=test"
 DOC = {
-    "target": {"ldap_urls": ["ldaps://dc"], "bind_dn": "x", "bind_password_env": "Y", "base_dn": BASE,
-               "target_ou": f"OU=Writeback,{BASE}"},
+    "target": {
+        "ldap_urls": ["ldaps://dc"],
+        "bind_dn": "x",
+        "bind_password_env": "Y",
+        "base_dn": BASE,
+        "target_ou": f"OU=Writeback,{BASE}",
+    },
     "scope": {"mode": "none"},
     "dynamic_groups": [
-        {"id": "hr", "name": "HR Staff", "rule": 'user.department -eq "HR" -and user.accountEnabled -eq true'},
-        {"id": "reports", "name": "Team Anna", "rule": 'Direct Reports for "00000000-0000-0000-0000-000000000001"',
-         "users_base": f"OU=Staff,{BASE}", "group_scope": "global"},
+        {
+            "id": "hr",
+            "name": "HR Staff",
+            "rule": 'user.department -eq "HR" -and user.accountEnabled -eq true',
+        },
+        {
+            "id": "reports",
+            "name": "Team Anna",
+            "rule": 'Direct Reports for "00000000-0000-0000-0000-000000000001"',
+            "users_base": f"OU=Staff,{BASE}",
+            "group_scope": "global",
+        },
     ],
 }
 
 
 def user(n, dept, enabled=True, ou="OU=Staff", manager=None):
-    d = {"id": f"00000000-0000-0000-0000-{n:012d}", "department": dept, "accountEnabled": enabled,
-         "onPremisesDistinguishedName": f"CN=u{n},{ou},{BASE}"}
+    d = {
+        "id": f"00000000-0000-0000-0000-{n:012d}",
+        "department": dept,
+        "accountEnabled": enabled,
+        "onPremisesDistinguishedName": f"CN=u{n},{ou},{BASE}",
+    }
     if manager:
         d["managerDn"] = manager
     return d
@@ -53,13 +71,21 @@ def test_source_still_required_for_cloud_modes():
 def test_desired_dynamic_groups_evaluates_rules_and_scopes():
     s = parse_settings(DOC, "w.toml")
     anna = f"CN=u1,OU=Staff,{BASE}"
-    users = [user(1, "HR"), user(2, "HR", enabled=False), user(3, "Sales", manager=anna), user(4, "HR", ou="OU=Other"),
-             user(5, "IT", ou="OU=Other", manager=anna)]
+    users = [
+        user(1, "HR"),
+        user(2, "HR", enabled=False),
+        user(3, "Sales", manager=anna),
+        user(4, "HR", ou="OU=Other"),
+        user(5, "IT", ou="OU=Other", manager=anna),
+    ]
     sam = {"dynamic:hr": "HR Staff", "dynamic:reports": "Team Anna"}
     d = desired_dynamic_groups(s, users, ("msDS-ExternalDirectoryObjectId",), sam)
     hr = d["dynamic:hr"]
     assert hr.members == {f"CN=u1,OU=Staff,{BASE}", f"CN=u4,OU=Other,{BASE}"}
-    assert hr.anchor == "WritebackDynamic_hr" and hr.attributes["msDS-ExternalDirectoryObjectId"] == "WritebackDynamic_hr"
+    assert (
+        hr.anchor == "WritebackDynamic_hr"
+        and hr.attributes["msDS-ExternalDirectoryObjectId"] == "WritebackDynamic_hr"
+    )
     reports = d["dynamic:reports"]
     assert reports.members == {f"CN=u3,OU=Staff,{BASE}"}  # u5 reports to Anna but is outside users_base
     assert reports.group_type == -2147483646
@@ -73,11 +99,19 @@ def test_sam_candidates_deterministic():
 def test_ad_user_properties_mapping():
     guid = uuid.uuid4()
     sid = bytes([1, 5, 0, 0, 0, 0, 0, 5]) + struct.pack("<5I", 21, 1, 2, 3, 1105)
-    props = user_properties("CN=x,DC=corp", {
-        "title": [b"Engineer"], "department": [b"R&D"], "userAccountControl": [b"514"], "objectGUID": [guid.bytes_le],
-        "objectSid": [sid], "proxyAddresses": [b"SMTP:x@corp.test", b"smtp:y@corp.test"], "extensionAttribute3": [b"E3"],
-        "l": [b"Lagos"],
-    })
+    props = user_properties(
+        "CN=x,DC=corp",
+        {
+            "title": [b"Engineer"],
+            "department": [b"R&D"],
+            "userAccountControl": [b"514"],
+            "objectGUID": [guid.bytes_le],
+            "objectSid": [sid],
+            "proxyAddresses": [b"SMTP:x@corp.test", b"smtp:y@corp.test"],
+            "extensionAttribute3": [b"E3"],
+            "l": [b"Lagos"],
+        },
+    )
     assert props["jobTitle"] == "Engineer" and props["department"] == "R&D" and props["city"] == "Lagos"
     assert props["accountEnabled"] is False
     assert props["id"] == str(guid)

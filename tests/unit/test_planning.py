@@ -14,10 +14,22 @@ def desired(cid, cn, members=(), parent=OU, **attrs):
 
 
 def actual(cid, cn, members=(), parent=OU, anchor=True, protected=False, **attrs):
-    a = {"msDS-ExternalDirectoryObjectId": f"Group_{cid}" if anchor else None, "displayName": cn, "description": None}
+    a = {
+        "msDS-ExternalDirectoryObjectId": f"Group_{cid}" if anchor else None,
+        "displayName": cn,
+        "description": None,
+    }
     a.update(attrs)
-    return DirectoryGroup(f"CN={cn},{parent}", "guid-" + cid, f"Group_{cid}" if anchor else None, f"sam_{cid[:4]}",
-                          UNIVERSAL, a, frozenset(members), protected)
+    return DirectoryGroup(
+        f"CN={cn},{parent}",
+        "guid-" + cid,
+        f"Group_{cid}" if anchor else None,
+        f"sam_{cid[:4]}",
+        UNIVERSAL,
+        a,
+        frozenset(members),
+        protected,
+    )
 
 
 def cloud(*ids, deleted=()):
@@ -43,25 +55,33 @@ def test_create_with_members_in_one_change():
 
 
 def test_no_changes_when_in_sync():
-    plan = compute_plan({"g1": desired("g1", "Fin", U[:3])}, [actual("g1", "Fin", U[:3])], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Fin", U[:3])}, [actual("g1", "Fin", U[:3])], cloud("g1"), Policy()
+    )
     assert plan.changes == ()
     assert not plan.has_changes
 
 
 def test_member_diff_is_one_add_and_one_remove_change():
-    plan = compute_plan({"g1": desired("g1", "Fin", U[:5])}, [actual("g1", "Fin", U[3:8])], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Fin", U[:5])}, [actual("g1", "Fin", U[3:8])], cloud("g1"), Policy()
+    )
     assert kinds(plan) == [(ChangeKind.ADD_MEMBERS, "g1"), (ChangeKind.REMOVE_MEMBERS, "g1")]
     assert set(plan.changes[0].members) == set(U[:3])
     assert set(plan.changes[1].members) == set(U[5:8])
 
 
 def test_member_compare_ignores_dn_case():
-    plan = compute_plan({"g1": desired("g1", "Fin", [U[0]])}, [actual("g1", "Fin", [U[0].upper()])], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Fin", [U[0]])}, [actual("g1", "Fin", [U[0].upper()])], cloud("g1"), Policy()
+    )
     assert plan.changes == ()
 
 
 def test_rename_is_a_move_before_member_changes():
-    plan = compute_plan({"g1": desired("g1", "Finance", U[:2])}, [actual("g1", "Fin", U[:1])], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Finance", U[:2])}, [actual("g1", "Fin", U[:1])], cloud("g1"), Policy()
+    )
     assert [c.kind for c in plan.changes] == [ChangeKind.UPDATE, ChangeKind.MOVE, ChangeKind.ADD_MEMBERS]
     assert plan.changes[0].dn == f"CN=Fin,{OU}"  # the update runs at the current DN
     move = plan.changes[1]
@@ -72,7 +92,9 @@ def test_rename_is_a_move_before_member_changes():
 
 def test_changed_target_ou_moves():
     other = "OU=Other,DC=corp,DC=test"
-    plan = compute_plan({"g1": desired("g1", "Fin", parent=other)}, [actual("g1", "Fin")], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Fin", parent=other)}, [actual("g1", "Fin")], cloud("g1"), Policy()
+    )
     assert plan.changes[0].kind is ChangeKind.MOVE and plan.changes[0].reason == "target OU changed"
 
 
@@ -89,7 +111,9 @@ def test_renamed_nested_child_is_not_removed_and_readded():
 
 def test_nested_child_created_in_same_plan_is_added_after_creates():
     child = desired("c", "Child")
-    plan = compute_plan({"p": desired("p", "Parent", [child.dn, U[0]]), "c": child}, [], cloud("p", "c"), Policy())
+    plan = compute_plan(
+        {"p": desired("p", "Parent", [child.dn, U[0]]), "c": child}, [], cloud("p", "c"), Policy()
+    )
     assert [c.kind for c in plan.changes] == [ChangeKind.CREATE, ChangeKind.CREATE, ChangeKind.ADD_MEMBERS]
     parent_create = next(c for c in plan.changes if c.kind is ChangeKind.CREATE and c.cloud_id == "p")
     assert parent_create.members == (U[0],)
@@ -97,34 +121,51 @@ def test_nested_child_created_in_same_plan_is_added_after_creates():
 
 
 def test_drift_in_attributes_is_reverted():
-    plan = compute_plan({"g1": desired("g1", "Fin", description="Money")},
-                        [actual("g1", "Fin", description="edited by hand")], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Fin", description="Money")},
+        [actual("g1", "Fin", description="edited by hand")],
+        cloud("g1"),
+        Policy(),
+    )
     assert kinds(plan) == [(ChangeKind.UPDATE, "g1")]
     assert plan.changes[0].attributes == {"description": "Money"}
 
 
 def test_adopted_connect_group_gets_anchor_attribute_written():
     a = actual("g1", "Fin", anchor=True)
-    a = DirectoryGroup(a.dn, a.object_guid, "Group_g1", a.sam_account_name, a.group_type,
-                       {"adminDescription": "Group_g1", "displayName": "Fin"}, a.members)
+    a = DirectoryGroup(
+        a.dn,
+        a.object_guid,
+        "Group_g1",
+        a.sam_account_name,
+        a.group_type,
+        {"adminDescription": "Group_g1", "displayName": "Fin"},
+        a.members,
+    )
     plan = compute_plan({"g1": desired("g1", "Fin")}, [a], cloud("g1"), Policy())
     assert kinds(plan) == [(ChangeKind.UPDATE, "g1")]
     assert plan.changes[0].attributes == {"msDS-ExternalDirectoryObjectId": "Group_g1"}
 
 
 def test_hard_delete_deletes_soft_delete_keeps():
-    plan = compute_plan({}, [actual("hard", "H"), actual("soft", "S")], cloud("soft", deleted={"soft"}), Policy())
+    plan = compute_plan(
+        {}, [actual("hard", "H"), actual("soft", "S")], cloud("soft", deleted={"soft"}), Policy()
+    )
     assert kinds(plan) == [(ChangeKind.DELETE, "hard")]
     assert any(r.cloud_id == "soft" and "kept" in (r.note or "") for r in plan.reports)
 
 
 def test_soft_delete_deletes_when_configured():
-    plan = compute_plan({}, [actual("soft", "S")], cloud("soft", deleted={"soft"}), Policy(delete_soft_deleted=True))
+    plan = compute_plan(
+        {}, [actual("soft", "S")], cloud("soft", deleted={"soft"}), Policy(delete_soft_deleted=True)
+    )
     assert kinds(plan) == [(ChangeKind.DELETE, "soft")]
 
 
 def test_out_of_scope_is_kept_by_default_and_deleted_on_request():
-    keep = compute_plan({}, [actual("g", "G")], cloud("g"), Policy(), out_of_scope={"g": "not a security group"})
+    keep = compute_plan(
+        {}, [actual("g", "G")], cloud("g"), Policy(), out_of_scope={"g": "not a security group"}
+    )
     assert keep.changes == () and "not a security group" in keep.reports[0].note
     delete = compute_plan({}, [actual("g", "G")], cloud("g"), Policy(delete_out_of_scope=True))
     assert kinds(delete) == [(ChangeKind.DELETE, "g")]
@@ -146,7 +187,9 @@ def test_unanchored_groups_are_never_touched():
 
 
 def test_protected_group_is_reported_not_touched():
-    plan = compute_plan({"g1": desired("g1", "Fin", U[:2])}, [actual("g1", "Fin", protected=True)], cloud("g1"), Policy())
+    plan = compute_plan(
+        {"g1": desired("g1", "Fin", U[:2])}, [actual("g1", "Fin", protected=True)], cloud("g1"), Policy()
+    )
     assert plan.changes == ()
     assert "protected" in plan.reports[0].error
 
@@ -160,8 +203,17 @@ def test_create_refused_when_dn_held_by_unmanaged_object():
 
 def test_group_with_error_is_skipped_and_not_deleted():
     d = desired("g1", "Fin")
-    d = DesiredGroup(d.cloud_id, d.anchor, d.cn, d.parent_dn, d.sam_account_name, d.group_type, d.attributes,
-                     frozenset(U), error="too many members")
+    d = DesiredGroup(
+        d.cloud_id,
+        d.anchor,
+        d.cn,
+        d.parent_dn,
+        d.sam_account_name,
+        d.group_type,
+        d.attributes,
+        frozenset(U),
+        error="too many members",
+    )
     plan = compute_plan({"g1": d}, [actual("g1", "Fin")], cloud("g1"), Policy())
     assert plan.changes == ()
     assert plan.reports[0].error == "too many members"
@@ -176,8 +228,17 @@ def test_duplicate_anchor_is_reported_and_left_alone():
 
 def test_skipped_members_are_reported():
     d = desired("g1", "SAP", U[:4])
-    d = DesiredGroup(d.cloud_id, d.anchor, d.cn, d.parent_dn, d.sam_account_name, d.group_type, d.attributes, d.members,
-                     skipped=(SkippedMember("c1", "user", "cloud-only user (not synced from AD)"),))
+    d = DesiredGroup(
+        d.cloud_id,
+        d.anchor,
+        d.cn,
+        d.parent_dn,
+        d.sam_account_name,
+        d.group_type,
+        d.attributes,
+        d.members,
+        skipped=(SkippedMember("c1", "user", "cloud-only user (not synced from AD)"),),
+    )
     plan = compute_plan({"g1": d}, [], cloud("g1"), Policy())
     assert plan.reports[0].skipped[0].member_id == "c1"
 
@@ -194,3 +255,23 @@ def test_order_and_json_roundtrip():
     again = Plan.from_dict(plan.to_dict())
     assert again.digest() == plan.digest()
     assert again.changes == plan.changes
+
+
+def test_drift_is_labelled_when_desired_state_is_unchanged_since_last_apply():
+    from writeback.planning import desired_fingerprint
+
+    d = desired("g1", "Fin", U[:2], description="Money")
+    a = actual("g1", "Fin", U[1:3], description="edited")
+    fresh = compute_plan({"g1": d}, [a], cloud("g1"), Policy())
+    assert not fresh.drift  # never applied: a cloud change, not drift
+    assert fresh.fingerprints == {"g1": desired_fingerprint(d)}
+    again = compute_plan({"g1": d}, [a], cloud("g1"), Policy(), applied=fresh.fingerprints)
+    assert {c.kind for c in again.drift} == {
+        ChangeKind.UPDATE,
+        ChangeKind.ADD_MEMBERS,
+        ChangeKind.REMOVE_MEMBERS,
+    }
+    assert all(c.reason.startswith("drift:") for c in again.changes)
+    changed = desired("g1", "Fin", U[:3], description="Money")
+    cloud_change = compute_plan({"g1": changed}, [a], cloud("g1"), Policy(), applied=fresh.fingerprints)
+    assert not cloud_change.drift

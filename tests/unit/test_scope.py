@@ -42,8 +42,23 @@ def test_filters_and_within_or_across():
 
 def test_filter_operators_on_extra_attributes():
     grp = g(attributes={"classification": "Confidential", "size": "12"})
-    assert out_of_scope_reason(grp, ScopeSettings(filters=((FilterClause("classification", "EQUALS", "confidential"),),))) is None
-    assert out_of_scope_reason(grp, ScopeSettings(filters=((FilterClause("classification", "NOT_EQUALS", "confidential"),),)))
-    assert out_of_scope_reason(grp, ScopeSettings(filters=((FilterClause("size", "GREATER_THAN", "9"),),))) is None
+    assert (
+        out_of_scope_reason(
+            grp, ScopeSettings(filters=((FilterClause("classification", "EQUALS", "confidential"),),))
+        )
+        is None
+    )
+    assert out_of_scope_reason(
+        grp, ScopeSettings(filters=((FilterClause("classification", "NOT_EQUALS", "confidential"),),))
+    )
+    assert (
+        out_of_scope_reason(grp, ScopeSettings(filters=((FilterClause("size", "GREATER_THAN", "9"),),)))
+        is None
+    )
     assert out_of_scope_reason(grp, ScopeSettings(filters=((FilterClause("missing", "IS_NULL"),),))) is None
-    assert out_of_scope_reason(g(security_enabled=True), ScopeSettings(filters=((FilterClause("securityEnabled", "IS_TRUE"),),))) is None
+    assert (
+        out_of_scope_reason(
+            g(security_enabled=True), ScopeSettings(filters=((FilterClause("securityEnabled", "IS_TRUE"),),))
+        )
+        is None
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +38,10 @@ MIGRATIONS: tuple[str, ...] = (
     # 2: AD users cache for on-prem dynamic groups (rule-ready properties, keyed by objectGUID)
     """
     CREATE TABLE ad_users (guid TEXT PRIMARY KEY, data TEXT NOT NULL);
+    """,
+    # 3: fingerprint of the desired state last applied per group (tells AD drift from cloud changes)
+    """
+    CREATE TABLE fingerprints (cloud_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
     """,
 )
 
@@ -319,6 +323,14 @@ class SqliteStore:
 
     def forget_applied(self, cloud_id: str) -> None:
         self.db.execute("DELETE FROM applied WHERE cloud_id = ?", (cloud_id,))
+        self.db.execute("DELETE FROM fingerprints WHERE cloud_id = ?", (cloud_id,))
+
+    def record_fingerprints(self, prints: Mapping[str, str]) -> None:
+        with self.batch():
+            self.db.executemany("INSERT OR REPLACE INTO fingerprints VALUES (?, ?)", prints.items())
+
+    def applied_fingerprints(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT cloud_id, fingerprint FROM fingerprints")}
 
     def applied_dns(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self.db.execute("SELECT cloud_id, dn FROM applied")}
