@@ -224,7 +224,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
         print(f"Sandbox is up in {directory}")
         print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
-        print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
+        if info.graph_url:
+            print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
+        else:
+            print("  Graph:     the emulator is not running; see the logs in " + str(directory / "logs"))
         print(f"  Config:    {info.config}")
         print(f"  Contract:  {directory / 'sandbox.json'}")
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
