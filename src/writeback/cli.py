@@ -222,7 +222,6 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     directory = _sandbox_dir(args)
     if args.sandbox_cmd == "up":
         info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
-        print(f"Sandbox is up in {directory}")
         print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
         if info.graph_url:
             print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")

@@ -322,6 +322,24 @@ def test_resolve_accounts_batches_or_filters(sandbox: Any, ldap_conn: Any, test_
         assert d.stats["search"] == 3
 
 
+def test_resolve_accounts_many_values_reads_all_users_once(
+    sandbox: Any, ldap_conn: Any, test_ou: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import writeback.directory.adapter as adapter
+
+    users = [add_user(ldap_conn, test_ou, unique("f")) for _ in range(3)]
+    raw = [read_one(ldap_conn, dn, ["objectSid", "objectGUID"]) for dn in users]
+    sids = [sid_to_str(a["objectSid"][0]) for a in raw]
+    guid = guid_to_str(raw[2]["objectGUID"][0])
+    monkeypatch.setattr(adapter, "FULL_SCAN_TERMS", 2)
+    with LdapDirectory(make_settings(sandbox, gc_url=sandbox.gc_url)) as d:
+        resolved = d.resolve_accounts(sids[:2] + ["S-1-5-21-1-2-3-999999"], [guid])
+        assert set(resolved.by_sid) == set(sids[:2])
+        assert resolved.by_guid[guid].dn.lower() == users[2].lower()
+        searches = d.stats["search"]
+    assert searches >= 1  # paged: one search request per page of users, independent of the number of values
+
+
 def test_existing_dns_and_taken_names(directory: LdapDirectory, ldap_conn: Any, test_ou: str) -> None:
     name = unique("Taken")
     user = add_user(ldap_conn, test_ou, name)

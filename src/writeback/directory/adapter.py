@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # OR filters of this many terms keep each search request small (AD's MaxQueryDuration, request size).
 FILTER_BATCH = 200
+# Above this many SIDs/GUIDs to resolve, resolve_accounts reads all users once (paged) instead.
+FULL_SCAN_TERMS = 2_000
 _BASE, _SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_SUBTREE
 _ANY = "(objectClass=*)"
 _NO_ATTRS = ["1.1"]  # RFC 4511: return no attributes, just the DN
@@ -160,8 +162,15 @@ class LdapDirectory:
             if self._gc is not None
             else (self._domain, self._naming_context("defaultNamingContext"))
         )
-        for batch in chunked(terms, FILTER_BATCH):
-            for dn, raw_attrs in session.search(base, _SUBTREE, or_filter(batch), ACCOUNT_ATTRIBUTES):
+        if len(terms) > FULL_SCAN_TERMS:
+            # Many lookups: one paged read of every user is far cheaper than hundreds of OR searches.
+            searches: Iterable[str] = ["(&(objectCategory=person)(objectClass=user))"]
+        else:
+            searches = (or_filter(batch) for batch in chunked(terms, FILTER_BATCH))
+        for flt in searches:
+            for dn, raw_attrs in session.search(base, _SUBTREE, flt, ACCOUNT_ATTRIBUTES):
+                if not dn:
+                    continue
                 account = account_from_entry(dn, lower_keys(raw_attrs))
                 for given in wanted_guids.get(account.object_guid, ()):
                     by_guid.setdefault(given, account)
