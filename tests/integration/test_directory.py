@@ -333,7 +333,7 @@ def test_resolve_accounts_many_values_reads_all_users_once(
     guid = guid_to_str(raw[2]["objectGUID"][0])
     monkeypatch.setattr(adapter, "FULL_SCAN_TERMS", 2)
     with LdapDirectory(make_settings(sandbox, gc_url=sandbox.gc_url)) as d:
-        resolved = d.resolve_accounts(sids[:2] + ["S-1-5-21-1-2-3-999999"], [guid])
+        resolved = d.resolve_accounts([*sids[:2], "S-1-5-21-1-2-3-999999"], [guid])
         assert set(resolved.by_sid) == set(sids[:2])
         assert resolved.by_guid[guid].dn.lower() == users[2].lower()
         searches = d.stats["search"]
