@@ -41,11 +41,14 @@ def _sandbox_dir(size: Size, given: str | None) -> Path:
 
 def _sandbox(size: Size, directory: Path) -> tuple[SandboxInfo, bool]:
     """The sandbox's info and whether this run started it."""
-    if sandbox_status(directory).dc_running:
+    status = sandbox_status(directory)
+    if status.dc_running:
         _say(f"Reusing the running sandbox DC in {directory}")
         return load_info(directory), False
-    _say(f"Bringing up the sandbox in {directory} with {size.sandbox_users} users (snapshot cached)")
-    return sandbox_up(directory, users=size.sandbox_users, progress=_say), True
+    # A stopped sandbox keeps the users it was seeded with (small tops them up in its own OU).
+    users = load_info(directory).users if status.provisioned else size.sandbox_users
+    _say(f"Bringing up the sandbox in {directory} with {users} users (snapshot cached)")
+    return sandbox_up(directory, users=users, progress=_say), True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile,
         )
         result = run_bench(size, info, args.out / f"work-{size.name}", options, progress=_say)
-    except WritebackError as exc:
+    except (WritebackError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

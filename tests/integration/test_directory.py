@@ -336,8 +336,6 @@ def test_resolve_accounts_many_values_reads_all_users_once(
         resolved = d.resolve_accounts([*sids[:2], "S-1-5-21-1-2-3-999999"], [guid])
         assert set(resolved.by_sid) == set(sids[:2])
         assert resolved.by_guid[guid].dn.lower() == users[2].lower()
-        searches = d.stats["search"]
-    assert searches >= 1  # paged: one search request per page of users, independent of the number of values
 
 
 def test_existing_dns_and_taken_names(directory: LdapDirectory, ldap_conn: Any, test_ou: str) -> None:
