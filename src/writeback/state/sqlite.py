@@ -11,7 +11,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,27 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+_USER_FIELDS = tuple(f.name for f in fields(CloudUser))
+_GROUP_FIELDS = tuple(f.name for f in fields(CloudGroup) if f.name != "members")
+
+
 def _user_to_json(u: CloudUser) -> str:
-    return json.dumps(asdict(u), separators=(",", ":"), default=str)
+    # Not dataclasses.asdict: it deep-copies recursively and dominated the first sync of big tenants.
+    return json.dumps({f: getattr(u, f) for f in _USER_FIELDS}, separators=(",", ":"), default=_jsonable)
 
 
 def _group_to_json(g: CloudGroup) -> str:
-    d = asdict(g)
-    d.pop("members", None)
+    d = {f: getattr(g, f) for f in _GROUP_FIELDS}
     d["group_types"] = list(g.group_types)
-    return json.dumps(d, separators=(",", ":"), default=str)
+    return json.dumps(d, separators=(",", ":"), default=_jsonable)
 
 
 def _user_from_json(text: str, deleted: int) -> CloudUser:
