@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration import test_service_support as support
-from tests.integration.test_service_support import (
+from tests.testbed import service as support
+from tests.testbed.service import (
     POLL,
     AdView,
     Cloud,
     converged,
-    private_cloud,
     sandbox_tenant,
     service_config,
     synced_user_ids,
@@ -29,13 +27,8 @@ from tests.integration.test_service_support import (
 )
 
 pytestmark = [pytest.mark.samba]
-service_factory = support.service_factory  # the shared fixture
-
-
-@pytest.fixture
-def cloud(sandbox: Any, tmp_path: Path) -> Iterator[Cloud]:
-    with private_cloud(sandbox, tmp_path / "emulator") as handle:
-        yield Cloud(handle)
+service_factory = support.service_factory  # shared fixtures
+cloud = support.private_cloud_fixture
 
 
 def test_run_converges_through_cloud_changes(

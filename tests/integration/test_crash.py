@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.test_service_support import (
+from tests.testbed.fixtures import connect, delete_subtree
+from tests.testbed.service import (
     AdView,
     Cloud,
     add_canary,
@@ -39,7 +40,6 @@ from tests.integration.test_service_support import (
     synced_user_ids,
     write_config,
 )
-from tests.testbed.fixtures import connect, delete_subtree
 
 pytestmark = [pytest.mark.samba]
 

@@ -15,31 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration import test_service_support as support
-from tests.integration.test_service_support import (
+from tests.testbed import service as support
+from tests.testbed.fixtures import connect, delete_subtree
+from tests.testbed.service import (
     AdView,
     Cloud,
     converged,
-    private_cloud,
     sandbox_tenant,
     service_config,
     synced_user_ids,
     wait_for,
 )
-from tests.testbed.fixtures import connect, delete_subtree
 
 from writeback.sandbox import samba as sandbox_samba
 from writeback.sandbox import sandbox_up
 from writeback.sandbox.layout import SandboxPaths
 
 pytestmark = [pytest.mark.samba]
-service_factory = support.service_factory  # the shared fixture
-
-
-@pytest.fixture
-def cloud(sandbox: Any, tmp_path: Path) -> Iterator[Cloud]:
-    with private_cloud(sandbox, tmp_path / "emulator") as handle:
-        yield Cloud(handle)
+service_factory = support.service_factory  # shared fixtures
+cloud = support.private_cloud_fixture
 
 
 @pytest.fixture

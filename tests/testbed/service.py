@@ -39,7 +39,7 @@ ANCHOR_ATTRS = ("msDS-ExternalDirectoryObjectId", "adminDescription")
 
 def sandbox_tenant(info: SandboxInfo) -> dict[str, Any]:
     """The sandbox's tenant file as a dict (a fresh copy each call)."""
-    with open(Path(info.dir) / "tenant.yaml", "rb") as fh:
+    with open(info.tenant_file, "rb") as fh:  # YAML, or JSON (a YAML subset) for big sandboxes
         data: dict[str, Any] = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return data
 
@@ -434,3 +434,10 @@ def service_factory() -> Iterator[Any]:
     yield start
     for svc in started:
         svc.stop(signal.SIGKILL)
+
+
+@pytest.fixture(name="cloud")
+def private_cloud_fixture(sandbox: Any, tmp_path: Path) -> Iterator[Cloud]:
+    """A private emulator serving a copy of the sandbox tenant (faults and counters stay local to a test)."""
+    with private_cloud(sandbox, tmp_path / "emulator") as handle:
+        yield Cloud(handle)
