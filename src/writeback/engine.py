@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -358,40 +359,7 @@ class Engine:
         result = ApplyResult(run_id or uuid.uuid4().hex[:12])
         failed_groups: set[str] = set()
         total = len(plan.changes)
-        for report in plan.reports:
-            if report.error:
-                self.store.log(
-                    result.run_id,
-                    "skip",
-                    "error",
-                    cloud_id=report.cloud_id,
-                    group_name=report.display_name,
-                    dn=report.dn,
-                    error=report.error,
-                )
-            elif report.skipped:
-                reasons: dict[str, int] = {}
-                for s in report.skipped:
-                    reasons[s.reason] = reasons.get(s.reason, 0) + 1
-                self.store.log(
-                    result.run_id,
-                    "skip_members",
-                    "info",
-                    cloud_id=report.cloud_id,
-                    group_name=report.display_name,
-                    dn=report.dn,
-                    detail={"skipped": len(report.skipped), "reasons": reasons},
-                )
-        for change in plan.blocked_deletes:
-            self.store.log(
-                result.run_id,
-                "staged_delete",
-                "blocked",
-                cloud_id=change.cloud_id,
-                group_name=change.display_name,
-                dn=change.dn,
-                error="delete threshold exceeded",
-            )
+        self._log_reports(result.run_id, plan)
         for i, change in enumerate(plan.changes, start=1):
             if should_stop and should_stop():
                 result.aborted = "stop requested"
@@ -425,6 +393,42 @@ class Engine:
             if done:
                 self.store.record_fingerprints(done)
         return result
+
+    def _log_reports(self, run_id: str, plan: Plan) -> None:
+        """Log what the plan does not change: groups skipped with an error, members not written, staged deletes."""
+        for report in plan.reports:
+            where = (report.cloud_id, report.display_name, report.dn)
+            if report.error:
+                self._log_group(run_id, "skip", "error", where, error=report.error)
+            elif report.skipped:
+                reasons = Counter(s.reason for s in report.skipped)
+                detail = {"skipped": len(report.skipped), "reasons": dict(reasons)}
+                self._log_group(run_id, "skip_members", "info", where, detail=detail)
+        for change in plan.blocked_deletes:
+            self.store.log(
+                run_id,
+                "staged_delete",
+                "blocked",
+                cloud_id=change.cloud_id,
+                group_name=change.display_name,
+                dn=change.dn,
+                error="delete threshold exceeded",
+            )
+
+    def _log_group(
+        self,
+        run_id: str,
+        action: str,
+        result: str,
+        where: tuple[str, str, str | None],
+        *,
+        error: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None:
+        cloud_id, name, dn = where
+        self.store.log(
+            run_id, action, result, cloud_id=cloud_id, group_name=name, dn=dn, error=error, detail=detail
+        )
 
     def _execute(self, change: Change) -> None:
         d = self.directory
