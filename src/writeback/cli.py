@@ -174,6 +174,25 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _since(text: str | None) -> float | None:
+    """'90m', '12h', '7d' ago, or an ISO 8601 time (UTC when no zone is given)."""
+    import datetime as dt
+    import time
+
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r}: use 90m, 12h, 7d or an ISO time such as 2026-11-22T08:00"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
 def cmd_log(args: argparse.Namespace) -> int:
     import datetime as dt
 
@@ -183,7 +202,12 @@ def cmd_log(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = SqliteStore(settings.state.path)
     entries = store.read_log(
-        group=args.group, action=args.action, result=args.result, run_id=args.run, limit=args.limit
+        group=args.group,
+        action=args.action,
+        result=args.result,
+        run_id=args.run,
+        limit=args.limit,
+        since=_since(args.since),
     )
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
@@ -320,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sl.add_argument("--result", help="success, error, skipped, blocked, info")
     sl.add_argument("--run", help="one run id")
+    sl.add_argument("--since", help="only entries newer than 90m, 12h, 7d or an ISO time")
     sl.add_argument("--limit", type=int, default=200)
     sl.add_argument("--json", action="store_true")
     sl.set_defaults(func=cmd_log)

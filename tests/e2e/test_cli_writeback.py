@@ -45,6 +45,10 @@ def test_sample_finance_and_sap_scenarios(cloud, workspace, ad):
 
     log = ws.run("log", "--json").json()
     assert {e["action"] for e in log} >= {"create", "skip_members"}
+    assert ws.run("log", "--since", "1h", "--action", "create", "--json").json()
+    assert ws.run("log", "--since", "2999-01-01T00:00", "--json").json() == []
+    table = ws.run("log", "--group", "SG-NL-Finance")
+    assert "SG-NL-Finance-Department" in table.out and "DSG-AVD" not in table.out
 
 
 def test_rename_member_add_remove_and_nested(cloud, workspace, ad, fresh_id):
