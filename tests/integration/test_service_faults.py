@@ -58,8 +58,16 @@ def test_graph_storm_converges_and_a_total_outage_quarantines_then_recovers(
 
     # A storm the Graph client rides out: 429 with a fractional Retry-After, 503, dropped connections, and
     # access tokens that expire every second (plus one revocation).
+    # The *_next counters make each kind of fault certain (the ratios alone may miss one in a short run).
     cloud.faults(
-        throttle_ratio=0.3, retry_after="0.05", error_503_ratio=0.1, drop_ratio=0.1, token_lifetime=1
+        throttle_ratio=0.3,
+        retry_after="0.05",
+        error_503_ratio=0.1,
+        drop_ratio=0.1,
+        token_lifetime=1,
+        throttle_next=1,
+        error_503_next=1,
+        drop_next=1,
     )
     cloud.faults(revoke_tokens=True)
     for u in users[2:7]:
