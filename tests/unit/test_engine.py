@@ -134,3 +134,30 @@ def test_sam_account_name_collision_with_foreign_object(world):
     }
     plan, _ = cycle(engine)
     assert plan.changes[0].attributes["sAMAccountName"] != "Sales_000000000001"
+
+
+def test_members_resolved_by_guid_only_when_sid_lookup_missed(world):
+    import base64
+    import uuid as uuidlib
+
+    cloud, directory, _, engine = world
+    guid = "00000000-0000-0000-0000-000000000005"
+    no_sid = CloudUser(
+        "g5",
+        on_premises_sync_enabled=True,
+        on_premises_immutable_id=base64.b64encode(uuidlib.UUID(guid).bytes_le).decode(),
+    )
+    cloud.users = {**users(3), "g5": no_sid}
+    cloud.groups = {gid(1): group(1, ["u0", "u1", "u2", "g5"])}
+    calls = []
+    real = directory.resolve_accounts
+
+    def spy(sids, guids):
+        sids, guids = set(sids), set(guids)
+        calls.append((len(sids), len(guids)))
+        return real(sids, guids)
+
+    directory.resolve_accounts = spy
+    plan, result = cycle(engine)
+    assert result.ok and len(plan.changes[0].members) == 4
+    assert calls == [(3, 0), (0, 1)]  # GUIDs only for the user the SID lookup did not find
