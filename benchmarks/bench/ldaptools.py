@@ -12,9 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import ldap
-from ldap.controls import LDAPControl
-
 from writeback.sandbox import SandboxInfo
 from writeback.sandbox.ldapconn import connect as sandbox_connect
 from writeback.sandbox.people import Person, generated_people
@@ -48,21 +45,6 @@ def connection(info: SandboxInfo) -> Iterator[Any]:
 
 def add_ou(conn: Any, dn: str) -> None:
     conn.add_s(dn, [("objectClass", [b"top", b"organizationalUnit"])])
-
-
-def delete_tree(conn: Any, dn: str) -> None:
-    """Delete ``dn`` with everything below it (tree-delete control; leaf by leaf if the server refuses)."""
-    try:
-        conn.delete_ext_s(dn, serverctrls=[LDAPControl(TREE_DELETE_OID, True, None)])
-        return
-    except ldap.NO_SUCH_OBJECT:
-        return
-    except ldap.LDAPError:
-        pass
-    entries = [d for d, _ in paged_search(conn, dn, "(objectClass=*)", ["1.1"])]
-    for child in sorted(entries, key=lambda d: d.count(","), reverse=True):
-        with contextlib.suppress(ldap.NO_SUCH_OBJECT):
-            conn.delete_s(child)
 
 
 def staff_accounts(conn: Any, base: str, limit: int) -> list[Account]:

@@ -27,6 +27,7 @@ from benchmarks.bench.tenantgen import GeneratedTenant, generate
 from benchmarks.bench.workspace import EngineRun, Workspace, run_apply
 from writeback.emulator.testing import EmulatorHandle, run_emulator
 from writeback.sandbox import SandboxInfo
+from writeback.sandbox.ldapconn import delete_subtree
 
 Progress = Callable[[str], None]
 TENANT_ID = "b0b0b0b0-0000-4000-8000-00000000be0c"
@@ -79,7 +80,7 @@ def _bench_ou(info: SandboxInfo, size: Size, keep: bool) -> Iterator[tuple[str, 
     finally:
         if not keep:
             with ldaptools.connection(info) as conn:
-                ldaptools.delete_tree(conn, dn)
+                delete_subtree(conn, dn)
 
 
 def _accounts(info: SandboxInfo, size: Size, users_ou: str, tag: str, say: Progress) -> list[Any]:
@@ -177,7 +178,7 @@ def run_bench(
             "The directory's limit: deleting the engine's groups, then the same groups by minimal python-ldap"
         )
         with ldaptools.connection(info) as conn:
-            ldaptools.delete_tree(conn, engine_ou)
+            delete_subtree(conn, engine_ou)
         lim = limit.write_limit(info, written, engine_ou, limit_ou)
         with ldaptools.connection(info) as conn:
             copies = ldaptools.read_groups(conn, limit_ou)

@@ -17,14 +17,13 @@ from typing import Any
 
 import ldap
 import pytest
-from ldap.controls import LDAPControl
 
 from writeback.errors import SandboxError
 from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
+from writeback.sandbox.ldapconn import delete_subtree
 
 ENV_DIR = "WRITEBACK_SANDBOX_DIR"
 SESSION_USERS = 30
-TREE_DELETE_OID = "1.2.840.113556.1.4.805"  # LDAP_SERVER_TREE_DELETE_OID: delete an entry and its subtree
 
 
 def _reuse(directory: Path) -> SandboxInfo | None:
@@ -96,21 +95,6 @@ def ldap_conn(sandbox: SandboxInfo) -> Iterator[Any]:
         yield conn
     finally:
         conn.unbind_s()
-
-
-def delete_subtree(conn: Any, dn: str) -> None:
-    """Delete ``dn`` and everything below it (tree-delete control, leaf by leaf if the server refuses it)."""
-    try:
-        conn.delete_ext_s(dn, serverctrls=[LDAPControl(TREE_DELETE_OID, True, None)])
-        return
-    except ldap.NO_SUCH_OBJECT:
-        return
-    except ldap.LDAPError:
-        pass
-    entries = conn.search_s(dn, ldap.SCOPE_SUBTREE, "(objectClass=*)", ["1.1"])
-    for child in sorted((d for d, _ in entries if d), key=lambda d: d.count(","), reverse=True):
-        with contextlib.suppress(ldap.NO_SUCH_OBJECT):
-            conn.delete_s(child)
 
 
 @pytest.fixture

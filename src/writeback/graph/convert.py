@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from writeback.graph.settings import BETA_GROUP_EXTRA, GROUP_SELECT
 from writeback.model import CloudGroup, CloudUser, MemberRef, member_kind_from_odata
 
 _USER_FIELDS = {
@@ -23,22 +24,8 @@ _USER_FIELDS = {
     "onPremisesDistinguishedName": "on_premises_distinguished_name",
     "onPremisesDomainName": "on_premises_domain_name",
 }
-_GROUP_FIELDS = frozenset(
-    {
-        "id",
-        "displayName",
-        "description",
-        "mailNickname",
-        "mailEnabled",
-        "securityEnabled",
-        "groupTypes",
-        "onPremisesSyncEnabled",
-        "membershipRule",
-        "membershipRuleProcessingState",
-        "writebackConfiguration",
-        "members",
-    }
-)
+# Properties read into typed CloudGroup fields (everything else Graph returns lands in ``attributes``).
+_GROUP_FIELDS = frozenset((*GROUP_SELECT, *BETA_GROUP_EXTRA))
 
 
 def _extra(obj: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:

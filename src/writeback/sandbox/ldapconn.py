@@ -6,11 +6,13 @@ in the same process (the directory adapter, tests) talks LDAP.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 import ldap
+from ldap.controls import LDAPControl
 
 from writeback.errors import SandboxError
 
@@ -54,3 +56,24 @@ def describe(exc: BaseException) -> str:
     info = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     parts = [str(info.get("desc") or type(exc).__name__), str(info.get("info") or "")]
     return ": ".join(p for p in parts if p)
+
+
+TREE_DELETE_OID = "1.2.840.113556.1.4.805"  # LDAP_SERVER_TREE_DELETE_OID: delete an entry and its subtree
+
+
+def delete_subtree(conn: Any, dn: str) -> None:
+    """Delete ``dn`` and everything below it (tree-delete control; leaf by leaf if the server refuses it).
+    For test and benchmark OUs of the sandbox, never for a production directory."""
+    try:
+        conn.delete_ext_s(dn, serverctrls=[LDAPControl(TREE_DELETE_OID, True, None)])
+        return
+    except ldap.NO_SUCH_OBJECT:
+        return
+    except ldap.LDAPError:
+        pass
+    from writeback.sandbox.seed import paged_search
+
+    entries = [d for d, _ in paged_search(conn, dn, "(objectClass=*)", ["1.1"]) if d]
+    for child in sorted(entries, key=lambda d: d.count(","), reverse=True):
+        with contextlib.suppress(ldap.NO_SUCH_OBJECT):
+            conn.delete_s(child)
