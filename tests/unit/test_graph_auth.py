@@ -27,9 +27,10 @@ SECRET = "the-right-secret-xyz"
 class FakeEntra:
     """Just enough of the Microsoft identity platform for MSAL's client credentials flow."""
 
-    def __init__(self) -> None:
+    def __init__(self, throttle: int = 0) -> None:
         self.token_requests: list[dict[str, list[str]]] = []
         self.issued = 0
+        self.throttle = throttle  # answer the next N token requests with 429
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -47,6 +48,11 @@ class FakeEntra:
         if path == "/tenant-1/oauth2/v2.0/token":
             form = parse_qs(request.content.decode())
             self.token_requests.append(form)
+            if self.throttle:
+                self.throttle -= 1
+                return httpx.Response(
+                    429, headers={"Retry-After": "0.01"}, json={"error": "temporarily_unavailable"}
+                )
             if form.get("client_secret", [SECRET])[0] != SECRET:
                 return httpx.Response(
                     401,
@@ -168,3 +174,18 @@ def test_unreachable_authority_is_an_authentication_error() -> None:
 def test_invalid_settings_are_config_errors(kwargs: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
         GraphSettings(tenant_id="t", client_id="c", **kwargs)  # type: ignore[arg-type]
+
+
+def test_throttled_token_endpoint_is_retried_after_retry_after() -> None:
+    entra = FakeEntra(throttle=2)
+    client = client_for(entra, client_secret=SECRET)
+    assert client.get("/v1.0/groups")["auth"] == "Bearer at-1"
+    assert len(entra.token_requests) == 3
+
+
+def test_token_endpoint_throttling_that_never_ends_is_an_authentication_error() -> None:
+    entra = FakeEntra(throttle=100)
+    client = client_for(entra, client_secret=SECRET)
+    with pytest.raises(AuthenticationError):
+        client.get("/v1.0/groups")
+    assert len(entra.token_requests) == 5  # the first try and TOKEN_RETRIES retries

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -18,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from writeback.errors import AuthenticationError, ConfigError
+from writeback.graph.retry import Backoff, parse_retry_after
 from writeback.graph.settings import GraphSettings
 
 log = logging.getLogger("writeback.graph")
@@ -29,11 +33,40 @@ class TokenProvider(Protocol):
     def token(self, *, force_refresh: bool = False) -> str: ...
 
 
+# The token endpoint throttles too (429, or 503 while busy). MSAL would cache such an answer for its
+# Retry-After and fail every call until then, so the transport retries a few times first.
+TOKEN_RETRIES = 4
+_RETRY_STATUS = (429, 503, 504)
+_TOKEN_BACKOFF = Backoff(base=1.0, cap=30.0)
+
+
 class _MsalHttpClient:
     """MSAL's documented ``http_client`` interface (``post``/``get`` returning a response) on httpx."""
 
-    def __init__(self, http: httpx.Client) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        backoff: Backoff = _TOKEN_BACKOFF,
+    ) -> None:
         self._http = http
+        self._sleep = sleep
+        self._backoff = backoff
+        self._rng = random.Random()
+
+    def _send(self, call: Callable[[], httpx.Response]) -> httpx.Response:
+        for attempt in range(TOKEN_RETRIES + 1):
+            response = call()
+            if response.status_code not in _RETRY_STATUS or attempt == TOKEN_RETRIES:
+                return response
+            wait = self._backoff.delay(
+                attempt, parse_retry_after(response.headers.get("Retry-After")), self._rng
+            )
+            wait = min(wait, self._backoff.cap)
+            log.info("token endpoint answered %s; retrying in %.2f s", response.status_code, wait)
+            self._sleep(wait)
+        return response  # pragma: no cover - the loop always returns
 
     def post(
         self,
@@ -44,11 +77,12 @@ class _MsalHttpClient:
         **_: Any,
     ) -> httpx.Response:
         if isinstance(data, str | bytes):
-            return self._http.post(url, params=params, content=data, headers=headers)
+            body = data
+            return self._send(lambda: self._http.post(url, params=params, content=body, headers=headers))
         if isinstance(data, dict):
             # MSAL passes the signed client assertion as bytes; httpx would form-encode those as "b'...'".
             data = {k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in data.items()}
-        return self._http.post(url, params=params, data=data, headers=headers)
+        return self._send(lambda: self._http.post(url, params=params, data=data, headers=headers))
 
     def get(
         self,
