@@ -20,9 +20,10 @@ from typing import Any
 import httpx
 import ldap
 import pytest
+from tests.testbed.cloud import GraphAdmin
 
 
-class CloudAdmin:
+class CloudAdmin(GraphAdmin):
     """Plays the cloud administrator against the emulator's Graph API (client credentials, HTTPS, CA checked)."""
 
     def __init__(self, info: Any) -> None:
@@ -49,43 +50,6 @@ class CloudAdmin:
         r = self.http.request(method, path, json=body)
         assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content else None
-
-    def create_group(self, name: str, members: list[str] = (), **props: Any) -> str:  # type: ignore[assignment]
-        body = {
-            "displayName": name,
-            "mailEnabled": False,
-            "securityEnabled": True,
-            "groupTypes": [],
-            "mailNickname": name.replace(" ", "")[:60] or "g",
-        }
-        body.update(props)
-        gid = self.call("POST", "/v1.0/groups", body)["id"]
-        for m in members:
-            self.add_member(gid, m)
-        return str(gid)
-
-    def add_member(self, gid: str, member_id: str) -> None:
-        self.call(
-            "POST",
-            f"/v1.0/groups/{gid}/members/$ref",
-            {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}"},
-        )
-
-    def remove_member(self, gid: str, member_id: str) -> None:
-        self.call("DELETE", f"/v1.0/groups/{gid}/members/{member_id}/$ref")
-
-    def patch_group(self, gid: str, **props: Any) -> None:
-        self.call("PATCH", f"/v1.0/groups/{gid}", props)
-
-    def soft_delete(self, gid: str) -> None:
-        self.call("DELETE", f"/v1.0/groups/{gid}")
-
-    def hard_delete(self, gid: str) -> None:
-        self.soft_delete(gid)
-        self.call("DELETE", f"/v1.0/directory/deletedItems/{gid}")
-
-    def restore(self, gid: str) -> None:
-        self.call("POST", f"/v1.0/directory/deletedItems/{gid}/restore")
 
     def users(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []

@@ -27,6 +27,7 @@ import ldap
 import pytest
 import yaml
 
+from tests.testbed.cloud import GraphAdmin
 from writeback.emulator.testing import EmulatorHandle, run_emulator
 from writeback.sandbox import SandboxInfo
 
@@ -77,7 +78,7 @@ def private_cloud(
         yield handle
 
 
-class Cloud:
+class Cloud(GraphAdmin):
     """The cloud administrator of a private emulator, through Graph (plus the admin API for faults)."""
 
     def __init__(self, handle: EmulatorHandle) -> None:
@@ -104,37 +105,9 @@ class Cloud:
             return r.json() if r.content else None
         raise AssertionError(f"{method} {path}: still failing after 40 attempts: {last}")
 
-    def create_group(self, name: str, members: Sequence[str] = ()) -> str:
-        body = group_body("", name, ())
-        del body["id"], body["members"]
-        gid = str(self.call("POST", "/v1.0/groups", body)["id"])
-        for m in members:
-            self.add_member(gid, m)
-        return gid
-
-    def add_member(self, gid: str, member_id: str) -> None:
-        ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}"}
-        self.call("POST", f"/v1.0/groups/{gid}/members/$ref", ref)
-
     def raw_add_member(self, gid: str, member_id: str) -> None:
         """Through the emulator's admin API, which no fault touches (for changes made during an outage)."""
         self.h.admin("members", {"group": gid, "add": [member_id]})
-
-    def remove_member(self, gid: str, member_id: str) -> None:
-        self.call("DELETE", f"/v1.0/groups/{gid}/members/{member_id}/$ref")
-
-    def rename(self, gid: str, name: str) -> None:
-        self.call("PATCH", f"/v1.0/groups/{gid}", {"displayName": name})
-
-    def soft_delete(self, gid: str) -> None:
-        self.call("DELETE", f"/v1.0/groups/{gid}")
-
-    def hard_delete(self, gid: str) -> None:
-        self.soft_delete(gid)
-        self.call("DELETE", f"/v1.0/directory/deletedItems/{gid}")
-
-    def restore(self, gid: str) -> None:
-        self.call("POST", f"/v1.0/directory/deletedItems/{gid}/restore")
 
     def faults(self, **switches: Any) -> None:
         self.h.set_faults(**switches)
