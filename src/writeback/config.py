@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from writeback.errors import ConfigError
+from writeback.dn import is_within
+from writeback.errors import ConfigError, RuleError
+from writeback.expressions import compile_expression
+from writeback.rules import compile_rule
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
 CONNECT_CN = 'Append("Group_",[objectId])'
@@ -294,8 +297,6 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         timeout=t.get("timeout", float, 30.0, _positive),
     )
     t.finish()
-    from writeback.dn import is_within
-
     if not is_within(target.target_ou, target.base_dn):
         raise ConfigError(
             f"{target.target_ou!r} is not inside base_dn {target.base_dn!r}",
@@ -379,10 +380,6 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
 def _dynamic_groups(
     root: Mapping[str, Any], file: str, target: TargetSettings
 ) -> tuple[DynamicGroupSettings, ...]:
-    from writeback.dn import is_within
-    from writeback.errors import RuleError
-    from writeback.rules import compile_rule
-
     raw = root.get("dynamic_groups", [])
     if not isinstance(raw, list):
         raise ConfigError("must be an array of tables ([[dynamic_groups]])", file=file, key="dynamic_groups")
@@ -468,8 +465,6 @@ def _resolved(ref: SecretRef | None, path: Callable[[str | None], str | None]) -
 
 
 def _check_expressions(mapping: MappingSettings, file: str) -> None:
-    from writeback.expressions import compile_expression
-
     exprs = {"cn": mapping.cn, "description": mapping.description, "display_name": mapping.display_name}
     if mapping.target_ou:
         exprs["target_ou"] = mapping.target_ou

@@ -26,8 +26,10 @@ from writeback.mapping import (
     Mapper,
     anchor_attributes,
     assign_sam_account_names,
+    immutable_id_to_guid,
 )
 from writeback.model import CloudGroup, CloudSnapshot, DesiredGroup, DirectoryAccount, DirectoryGroup
+from writeback.onprem import DynamicGroups
 from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan, merge_plans
 from writeback.ports import CloudSource, Directory, ReplicaStore, ResolvedAccounts, SyncReport
 from writeback.scope import out_of_scope_reason
@@ -113,8 +115,6 @@ class Engine:
         self.progress = progress or (lambda _msg: None)
         self._anchor_attrs: tuple[str, ...] | None = None
         self._read_anchor_attrs: tuple[str, ...] = ()
-        from writeback.onprem import DynamicGroups
-
         self.dynamic = DynamicGroups(settings, directory, store, self.progress)
 
     # Reading ----------------------------------------------------------------------------------------------
@@ -172,7 +172,6 @@ class Engine:
         *,
         allow_deletes: int = 0,
         only: Collection[str] | None = None,
-        snapshot: CloudSnapshot | None = None,
     ) -> Plan:
         """Compute the plan from the replica and the directory. ``only``: reconcile just these cloud groups."""
         if self.settings.scope.mode == "none":  # on-prem dynamic groups only
@@ -184,7 +183,7 @@ class Engine:
                 "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
                 "(which syncs first) and check the source settings with `writeback config check`"
             )
-        snap = snapshot or self.store.snapshot()
+        snap = self.store.snapshot()
         mapper = self.mapper()
         in_scope: dict[str, CloudGroup] = {}
         out_reasons: dict[str, str] = {}
@@ -281,8 +280,6 @@ class Engine:
         first match anyway): when every synced user has a SID, that halves the directory searches of a
         full plan, the biggest cost of a no-change apply (docs/benchmarks.md).
         """
-        from writeback.mapping import immutable_id_to_guid
-
         keys: dict[str, tuple[str | None, str | None]] = {}  # user id -> (SID upper-cased, GUID)
         for g in groups.values():
             for ref in g.members:

@@ -122,14 +122,14 @@ class Mapper:
         """Deterministic sAMAccountName choices, in order of preference; never random."""
         hexid = group.id.replace("-", "").lower()
         if "__sam" in self._exprs:
-            base = _clean_sam(self._exprs["__sam"].evaluate(group_source(group)) or "", SAM_MAX)
+            base = clean_sam_account_name(self._exprs["__sam"].evaluate(group_source(group)) or "", SAM_MAX)
             if not base:
                 base = "grp"
             out = [base]
             for n in (4, 8, 12, 32):
-                out.append(_clean_sam(base, SAM_MAX - n - 1) + "_" + hexid[-n:])
+                out.append(clean_sam_account_name(base, SAM_MAX - n - 1) + "_" + hexid[-n:])
             return out
-        prefix = _clean_sam(group.display_name, 7) or "grp"
+        prefix = clean_sam_account_name(group.display_name, 7) or "grp"
         return [prefix + "_" + hexid[-12:], "g_" + hexid[-18:], "g" + hexid[:19]]
 
     def map_group(
@@ -264,7 +264,7 @@ def nesting_allowed(parent_type: int, child_type: int) -> bool:
     return bool(child_type & GROUP_TYPE_GLOBAL)
 
 
-def _clean_sam(value: str, limit: int) -> str:
+def clean_sam_account_name(value: str, limit: int) -> str:
     cleaned = _SAM_INVALID.sub("", value or "")[:limit]
     return cleaned.rstrip(".")
 

@@ -12,9 +12,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-# Graph's @odata.type suffixes for directory objects that can be group members.
-MEMBER_KINDS = ("user", "group", "device", "servicePrincipal", "orgContact")
-
 # AD groupType bits (MS-ADTS 2.2.12).
 GROUP_TYPE_GLOBAL = 0x2
 GROUP_TYPE_DOMAIN_LOCAL = 0x4

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from writeback.config import Settings
 from writeback.dn import is_within, join_rdn
-from writeback.mapping import SCOPE_BITS, _clean_sam, assign_sam_account_names
+from writeback.mapping import SCOPE_BITS, assign_sam_account_names, clean_sam_account_name
 from writeback.model import (
     DYNAMIC_ANCHOR_PREFIX,
     DYNAMIC_KEY_PREFIX,
@@ -94,11 +94,11 @@ def desired_dynamic_groups(
 
 def sam_candidates(group_id: str, name: str) -> list[str]:
     digest = hashlib.sha256(group_id.encode()).hexdigest()
-    base = _clean_sam(name, 20) or "dyn"
+    base = clean_sam_account_name(name, 20) or "dyn"
     return [
         base,
-        _clean_sam(name, 15) + "_" + digest[:4],
-        _clean_sam(name, 11) + "_" + digest[:8],
+        clean_sam_account_name(name, 15) + "_" + digest[:4],
+        clean_sam_account_name(name, 11) + "_" + digest[:8],
         "dyn_" + digest[:16],
     ]
 

@@ -185,7 +185,6 @@ class Policy:
     delete_soft_deleted: bool = False
     delete_out_of_scope: bool = False
     manage_sam_account_name: bool = False  # only when sAMAccountName is mapped explicitly
-    attributes_to_compare: tuple[str, ...] | None = None  # None = every desired attribute
 
 
 def _attr_equal(actual: str | None, desired: str | int | None) -> bool:
@@ -343,9 +342,8 @@ def compute_plan(
                 )
             )
         upd: dict[str, str | int | None] = {}
-        compare = policy.attributes_to_compare
         for k, v in d.attributes.items():
-            if (compare is None or k in compare) and not _attr_equal(a.attributes.get(k), v):
+            if not _attr_equal(a.attributes.get(k), v):
                 upd[k] = v
         if a.group_type != d.group_type:
             upd["groupType"] = d.group_type
