@@ -52,9 +52,9 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
                 for p in directory.check_write_access(settings.target.target_ou):
                     problems.append(f"AD permissions: {p}")
                 say(f"AD target OU {settings.target.target_ou}: checked write access")
-            if settings.target.gc_url:
+            if settings.target.gc_urls:
                 directory.resolve_accounts(["S-1-5-21-0-0-0-500"], [])
-                say(f"Global Catalog {settings.target.gc_url}: reachable")
+                say(f"Global Catalog {' or '.join(settings.target.gc_urls)}: reachable")
         finally:
             directory.close()
     except WritebackError as exc:

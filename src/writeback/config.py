@@ -76,7 +76,7 @@ class TargetSettings:
     bind_password: SecretRef
     base_dn: str
     target_ou: str
-    gc_url: str | None = None
+    gc_urls: tuple[str, ...] = ()
     ca_file: str | None = None
     insecure_plain_ldap: bool = False
     page_size: int = 1000
@@ -261,6 +261,13 @@ def _url(schemes: tuple[str, ...]) -> Callable[[Any], str | None]:
     return check
 
 
+def _one_or_more(value: str | list[str] | None) -> tuple[str, ...]:
+    """A setting that takes one string or a list of them (tried in order), as a tuple."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     """Validate a parsed TOML document. Pure: no environment or file access."""
     base_dir = Path(file).parent if file != "<config>" else Path(".")
@@ -289,7 +296,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         bind_password=_resolved(t.secret("bind_password", required=True), path) or SecretRef(),
         base_dn=t.get("base_dn", str),
         target_ou=t.get("target_ou", str),
-        gc_url=t.get("gc_url", str, None, _url(("ldaps", "ldap", "gc", "gcs"))),
+        gc_urls=_one_or_more(t.get("gc_url", (str, list), None, _url(("ldaps", "ldap", "gc", "gcs")))),
         ca_file=path(t.get("ca_file", str, None)),
         insecure_plain_ldap=insecure,
         page_size=t.get("page_size", int, 1000, _positive),

@@ -60,7 +60,7 @@ def build_directory(settings: Settings) -> LdapDirectory:
             bind_password=resolve_secret(t.bind_password, "target.bind_password"),
             base_dn=t.base_dn,
             ca_file=t.ca_file,
-            gc_url=t.gc_url,
+            gc_urls=t.gc_urls,
             allow_insecure=t.insecure_plain_ldap,
             timeout=t.timeout,
             page_size=t.page_size,

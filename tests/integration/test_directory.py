@@ -298,8 +298,8 @@ def test_resolve_accounts_by_sid_and_guid_via_gc(sandbox: Any, ldap_conn: Any, t
     sids = [sid_to_str(a["objectSid"][0]) for a in raw]
     guids = [guid_to_str(a["objectGUID"][0]) for a in raw]
     unknown_sid = sids[0].rsplit("-", 1)[0] + "-999999"
-    for gc_url in (sandbox.gc_url, None):
-        with LdapDirectory(make_settings(sandbox, gc_url=gc_url)) as d:
+    for gc_urls in ((sandbox.gc_url,), ()):
+        with LdapDirectory(make_settings(sandbox, gc_urls=gc_urls)) as d:
             resolved = d.resolve_accounts(
                 [sids[0], sids[1], unknown_sid, "not-a-sid"], [guids[2].upper(), guids[1]]
             )
@@ -309,14 +309,27 @@ def test_resolve_accounts_by_sid_and_guid_via_gc(sandbox: Any, ldap_conn: Any, t
             assert resolved.by_sid[sids[0]].object_class == "user"
             assert set(resolved.by_guid) == {guids[2].upper(), guids[1]}
             assert resolved.by_guid[guids[1]].object_sid == sids[1]
-            assert d.stats["search"] == (1 if gc_url else 2)  # one OR batch (+ RootDSE for the domain base)
+            assert d.stats["search"] == (1 if gc_urls else 2)  # one OR batch (+ RootDSE for the domain base)
+
+
+def test_global_catalog_failover_to_the_next_url(sandbox: Any, ldap_conn: Any, test_ou: str) -> None:
+    user = add_user(ldap_conn, test_ou, unique("g"))
+    sid = sid_to_str(read_one(ldap_conn, user, ["objectSid"])["objectSid"][0])
+    dead = "ldaps://127.0.0.1:9"  # discard port: nothing listens
+    with LdapDirectory(make_settings(sandbox, gc_urls=(dead, sandbox.gc_url))) as d:
+        assert d.resolve_accounts([sid], []).by_sid[sid].dn.lower() == user.lower()
+    with (
+        LdapDirectory(make_settings(sandbox, gc_urls=(dead,))) as d,
+        pytest.raises(DirectoryUnavailable, match=r"^global catalog: connect on ldaps://127.0.0.1:9 failed"),
+    ):
+        d.resolve_accounts([sid], [])
 
 
 def test_resolve_accounts_batches_or_filters(sandbox: Any, ldap_conn: Any, test_ou: str) -> None:
     users = [add_user(ldap_conn, test_ou, unique("b")) for _ in range(5)]
     sids = [sid_to_str(read_one(ldap_conn, dn, ["objectSid"])["objectSid"][0]) for dn in users]
     padding = [f"S-1-5-21-1-2-3-{n}" for n in range(400)]  # 405 values -> 3 batches of <= 200
-    with LdapDirectory(make_settings(sandbox, gc_url=sandbox.gc_url)) as d:
+    with LdapDirectory(make_settings(sandbox, gc_urls=(sandbox.gc_url,))) as d:
         resolved = d.resolve_accounts(sids + padding, [])
         assert set(resolved.by_sid) == set(sids)
         assert d.stats["search"] == 3
@@ -332,7 +345,7 @@ def test_resolve_accounts_many_values_reads_all_users_once(
     sids = [sid_to_str(a["objectSid"][0]) for a in raw]
     guid = guid_to_str(raw[2]["objectGUID"][0])
     monkeypatch.setattr(adapter, "FULL_SCAN_TERMS", 2)
-    with LdapDirectory(make_settings(sandbox, gc_url=sandbox.gc_url)) as d:
+    with LdapDirectory(make_settings(sandbox, gc_urls=(sandbox.gc_url,))) as d:
         resolved = d.resolve_accounts([*sids[:2], "S-1-5-21-1-2-3-999999"], [guid])
         assert set(resolved.by_sid) == set(sids[:2])
         assert resolved.by_guid[guid].dn.lower() == users[2].lower()

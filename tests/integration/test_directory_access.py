@@ -121,7 +121,7 @@ def delegated(sandbox: Any, ldap_conn: Any, test_ou: str) -> Iterator[Delegated]
         bind_password=password,
         base_dn=sandbox.base_dn,
         ca_file=str(sandbox.ca_file),
-        gc_url=sandbox.gc_url,
+        gc_urls=(sandbox.gc_url,),
     )
     yield Delegated(allowed, other, member, settings)
 

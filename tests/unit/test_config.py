@@ -61,6 +61,18 @@ def test_plain_http_graph_refused_and_ldap_scheme_checked():
         parse_settings(with_("target", ldap_urls=["http://dc"]), "f.toml")
 
 
+def test_global_catalog_takes_one_url_or_a_failover_list():
+    assert parse_settings(BASE, "f.toml").target.gc_urls == ()
+    one = parse_settings(with_("target", gc_url="ldaps://dc1.corp.test:3269"), "f.toml")
+    assert one.target.gc_urls == ("ldaps://dc1.corp.test:3269",)
+    two = parse_settings(with_("target", gc_url=["gcs://dc1.corp.test", "gcs://dc2.corp.test"]), "f.toml")
+    assert two.target.gc_urls == ("gcs://dc1.corp.test", "gcs://dc2.corp.test")
+    with pytest.raises(ConfigError, match=r"target.gc_url: 'https://dc2' must start with ldaps://"):
+        parse_settings(with_("target", gc_url=["gcs://dc1", "https://dc2"]), "f.toml")
+    with pytest.raises(ConfigError, match="target.gc_url: must be str or list"):
+        parse_settings(with_("target", gc_url=3269), "f.toml")
+
+
 def test_target_ou_must_be_inside_base():
     with pytest.raises(ConfigError, match="target.target_ou"):
         parse_settings(with_("target", target_ou="OU=x,DC=other"), "f.toml")
@@ -106,5 +118,5 @@ def test_documented_example_config_loads():
 
     s = load_settings(Path(__file__).parents[2] / "examples" / "writeback.toml")
     assert (
-        s.target.gc_url and s.source is not None and s.source.client_secret.env == "WRITEBACK_CLIENT_SECRET"
+        s.target.gc_urls and s.source is not None and s.source.client_secret.env == "WRITEBACK_CLIENT_SECRET"
     )

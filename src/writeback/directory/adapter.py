@@ -66,8 +66,8 @@ class LdapDirectory:
         self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
         self._domain = LdapSession(settings, settings.urls, self._stats, "domain controller")
         self._gc = (
-            LdapSession(settings, (settings.gc_url,), self._stats, "global catalog")
-            if settings.gc_url
+            LdapSession(settings, settings.gc_urls, self._stats, "global catalog")
+            if settings.gc_urls
             else None
         )
         self._schema: dict[str, bool] = {}

@@ -88,7 +88,7 @@ class LdapSession:
                 log.warning("%s %s unavailable: %s", self._label, url, exc)
                 failures.append(exc)
         if len(failures) == 1:
-            raise failures[0]
+            raise DirectoryUnavailable(f"{self._label}: {failures[0]}") from failures[0]
         detail = "; ".join(str(f) for f in failures)
         raise DirectoryUnavailable(f"no {self._label} server reachable ({detail})")
 

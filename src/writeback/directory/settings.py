@@ -31,8 +31,8 @@ class DirectorySettings:
     - ``base_dn``: where managed groups are searched.
     - ``ca_file``: PEM bundle of the CA that signed the DCs' certificates (system CAs when None). Certificate
       verification is always on.
-    - ``gc_url``: Global Catalog (``ldaps://dc:3269``) used to resolve members across the forest; the domain
-      is searched when None.
+    - ``gc_urls``: Global Catalog servers (``ldaps://dc:3269``), tried in order like ``urls``, used to resolve
+      members across the forest; the domain is searched when empty.
     - ``timeout``: seconds for connecting and for each operation.
     - ``page_size``: entries per page of a paged search.
     - ``max_values_per_modify``: member values sent in one add or modify. Big enough to keep the number of
@@ -44,24 +44,23 @@ class DirectorySettings:
     bind_password: str = field(repr=False)
     base_dn: str
     ca_file: str | None = None
-    gc_url: str | None = None
+    gc_urls: tuple[str, ...] = ()
     allow_insecure: bool = False
     timeout: float = 30.0
     page_size: int = 1000
     max_values_per_modify: int = 5000
 
     def __post_init__(self) -> None:
-        if isinstance(self.urls, str):
-            # A single URL string would otherwise be iterated character by character.
-            object.__setattr__(self, "urls", (self.urls,))
-        else:
-            object.__setattr__(self, "urls", tuple(self.urls))
+        # A single URL string would otherwise be iterated character by character.
+        for name in ("urls", "gc_urls"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         if not self.urls:
             raise ConfigError("at least one LDAP URL is required", key="urls")
         for url in self.urls:
             _check_url(url, "urls")
-        if self.gc_url is not None:
-            _check_url(self.gc_url, "gc_url")
+        for url in self.gc_urls:
+            _check_url(url, "gc_urls")
         if not self.base_dn:
             raise ConfigError("base_dn is required", key="base_dn")
         if self.timeout <= 0:

@@ -145,11 +145,12 @@ def _seed(conn: Any, users: int, scenario: Scenario, say: Progress) -> None:
     people: list[Person] = [*fixed, *generated_people(users, fixed)]
     say(f"Creating {len(people)} users in {STAFF_OU}")
     started = time.monotonic()
-    seed.add_all(
-        conn,
-        ((p.dn(STAFF_OU), p.ldap_attributes()) for p in people),
-        progress=lambda n: say(f"  {n} users created"),
-    )
+
+    def created(n: int) -> None:
+        rate = n / max(time.monotonic() - started, 1e-6)
+        say(f"  {n} of {len(people)} users created ({rate:.0f}/s so far)")
+
+    seed.add_all(conn, ((p.dn(STAFF_OU), p.ldap_attributes()) for p in people), progress=created)
     say(f"Created {len(people)} users in {time.monotonic() - started:.1f} s")
     dn_by_sam = {p.sam.lower(): p.dn(STAFF_OU) for p in people}
     groups = []
