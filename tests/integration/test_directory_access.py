@@ -43,10 +43,10 @@ def schema_guid(conn: Any, sandbox: Any, ldap_name: str) -> str:
     return guid_to_str(attrs["schemaIDGUID"][0])
 
 
-def delegation_sddl(conn: Any, sandbox: Any, sid: str) -> str:
+def delegation_sddl(conn: Any, sandbox: Any, sid: str, rights: str = "CCDC") -> str:
     """Create/delete group objects here and below; write the listed properties of descendant groups."""
     group = schema_guid(conn, sandbox, "group")
-    aces = [f"(OA;CI;CCDC;{group};;{sid})"]
+    aces = [f"(OA;CI;{rights};{group};;{sid})"]
     aces += [f"(OA;CIIO;WP;{schema_guid(conn, sandbox, a)};{group};{sid})" for a in WRITTEN]
     return "".join(aces)
 
@@ -83,6 +83,7 @@ class Delegated:
     other_ou: str
     member: str
     settings: DirectorySettings
+    sid: str
 
 
 @pytest.fixture
@@ -123,14 +124,18 @@ def delegated(sandbox: Any, ldap_conn: Any, test_ou: str) -> Iterator[Delegated]
         ca_file=str(sandbox.ca_file),
         gc_urls=(sandbox.gc_url,),
     )
-    yield Delegated(allowed, other, member, settings)
+    yield Delegated(allowed, other, member, settings, sid)
 
 
-def test_delegated_account_manages_groups_in_its_ou(delegated: Delegated) -> None:
+def test_delegated_account_manages_groups_in_its_ou(
+    delegated: Delegated, caplog: pytest.LogCaptureFixture
+) -> None:
     cloud = str(uuid.uuid4())
     dn = f"CN=Managed,{delegated.allowed_ou}"
     with LdapDirectory(delegated.settings) as d:
         assert d.check_write_access(delegated.allowed_ou) == []
+        # The Delete right was read (the OU's DACL and the account's tokenGroups), not skipped.
+        assert "cannot check the Delete right" not in caplog.text
         d.create_group(
             dn,
             {
@@ -166,6 +171,7 @@ def test_delegated_account_is_refused_elsewhere(delegated: Delegated, directory_
     with LdapDirectory(delegated.settings) as d:
         problems = d.check_write_access(delegated.other_ou)
         assert any("cannot create groups" in p for p in problems)
+        assert any("cannot delete groups" in p for p in problems)
         assert any("cannot write member" in p and foreign in p for p in problems)
         with pytest.raises(DirectoryWriteError) as err:
             d.create_group(
@@ -181,6 +187,25 @@ def test_delegated_account_is_refused_elsewhere(delegated: Delegated, directory_
         with pytest.raises(DirectoryWriteError):  # moving a foreign group into the delegated OU
             d.move(foreign, f"CN=Stolen,{delegated.allowed_ou}")
     assert directory_admin.existing_dns([foreign]) == {foreign}
+
+
+def test_config_check_sees_a_missing_delete_right(
+    sandbox: Any, ldap_conn: Any, test_ou: str, delegated: Delegated
+) -> None:
+    create_only = f"OU=create-only,{test_ou}"
+    ldap_conn.add_s(create_only, [("objectClass", [b"top", b"organizationalUnit"])])
+    dsacl_set(sandbox, create_only, delegation_sddl(ldap_conn, sandbox, delegated.sid, rights="CC"))
+    dn = f"CN=Undeletable,{create_only}"
+    with LdapDirectory(delegated.settings) as d:
+        (problem,) = d.check_write_access(create_only)
+        assert problem.startswith(f"{delegated.settings.bind_dn} cannot delete groups in {create_only}")
+        assert "delegate 'Delete Group objects'" in problem
+        # The DC agrees: the account creates a group there but cannot delete it.
+        d.create_group(
+            dn, {"sAMAccountName": f"ud{uuid.uuid4().hex[:8]}", "groupType": UNIVERSAL_SECURITY}, []
+        )
+        with pytest.raises(DirectoryWriteError, match="INSUFFICIENT_ACCESS"):
+            d.delete(dn)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import ldap
-from ldap.controls import SimplePagedResultsControl
+from ldap.controls import RequestControl, SimplePagedResultsControl
 
 from writeback.directory.settings import DirectorySettings
 from writeback.directory.tlscheck import certificate_problem
@@ -208,16 +208,18 @@ class LdapSession:
         *,
         paged: bool = True,
         missing_ok: bool = False,
+        controls: Sequence[RequestControl] = (),
     ) -> list[Entry]:
         """All entries of a search (referrals dropped). ``paged`` uses the Simple Paged Results control.
 
-        ``missing_ok`` turns NO_SUCH_OBJECT (the base does not exist) into an empty result.
+        ``missing_ok`` turns NO_SUCH_OBJECT (the base does not exist) into an empty result. ``controls`` are
+        sent with every page.
         """
         attrlist = list(attrs) if attrs is not None else None
 
         def run(conn: Any) -> list[Entry]:
             try:
-                return self._search_pages(conn, base, scope, filterstr, attrlist, paged)
+                return self._search_pages(conn, base, scope, filterstr, attrlist, paged, controls)
             except ldap.NO_SUCH_OBJECT:
                 if missing_ok:
                     return []
@@ -226,15 +228,21 @@ class LdapSession:
         return self.read("search", run, dn=base)
 
     def _search_pages(
-        self, conn: Any, base: str, scope: int, filterstr: str, attrlist: list[str] | None, paged: bool
+        self,
+        conn: Any,
+        base: str,
+        scope: int,
+        filterstr: str,
+        attrlist: list[str] | None,
+        paged: bool,
+        extra: Sequence[RequestControl] = (),
     ) -> list[Entry]:
         entries: list[Entry] = []
         control = SimplePagedResultsControl(True, size=self._settings.page_size, cookie=b"")
         while True:
             self._stats["search"] += 1
-            msgid = conn.search_ext(
-                base, scope, filterstr, attrlist, serverctrls=[control] if paged else None
-            )
+            serverctrls = [*extra, control] if paged else list(extra)
+            msgid = conn.search_ext(base, scope, filterstr, attrlist, serverctrls=serverctrls or None)
             _rtype, rdata, _msgid, controls = conn.result3(msgid, all=1, timeout=self._settings.timeout)
             entries.extend((dn, attrs) for dn, attrs in rdata if dn is not None and isinstance(attrs, dict))
             cookie = _next_cookie(controls) if paged else None
