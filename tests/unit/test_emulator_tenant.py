@@ -123,6 +123,31 @@ def test_dynamic_membership_uses_the_pluggable_compiler() -> None:
     assert "u01" in tenant.visible_members("dyn")  # paused: frozen
 
 
+def test_member_of_rules_follow_the_referenced_groups() -> None:
+    data = small_tenant()
+    rule = 'user.memberOf -any (group.objectId -in ["g0", "g1"])'
+    data["groups"].append(
+        {
+            "id": "mo",
+            "groupTypes": ["DynamicMembership"],
+            "membershipRule": rule,
+            "membershipRuleProcessingState": "On",
+        }
+    )
+    tenant = Tenant.from_dict(data, rule_compiler=default_rule_compiler())
+    direct = {m for g in ("g0", "g1") for m in tenant.visible_members(g) if tenant.kinds[m] == "user"}
+    assert direct and set(tenant.visible_members("mo")) == direct
+    outsider = next(u for u in tenant.live["user"] if u not in direct)
+    tenant.add_member("g1", outsider)
+    assert outsider in tenant.visible_members("mo")
+    assert (OP_MEMBER_ADD, outsider) in [(op, m) for kind, gid, op, m, _ in tenant.log if gid == "mo"]
+    tenant.remove_member("g1", outsider)
+    assert outsider not in tenant.visible_members("mo")
+    insider = sorted(direct)[0]
+    tenant.update_object(insider, {"jobTitle": "Changed"})  # re-evaluating one user reads its groups too
+    assert insider in tenant.visible_members("mo")
+
+
 def _walk(
     engine: DeltaEngine, query: DeltaQuery, link: str | None = None
 ) -> tuple[list[Mapping[str, Any]], str]:

@@ -6,9 +6,9 @@ predicate on a Graph user dict out", so it takes any such function; :func:`defau
 real one when it is importable and otherwise returns None, which leaves dynamic groups' members as loaded
 (empty for a generated tenant) instead of guessing.
 
-TODO(lead): ``Direct Reports for`` works from the user's ``manager`` key; ``user.memberOf`` rules need a
-``RuleContext(member_of=...)`` and recomputation when the referenced groups change, which the emulator does
-not do yet: such rules evaluate to "no member" (the RuleError is caught in ``Tenant._safe_match``).
+``Direct Reports for`` works from the user's ``manager`` key. ``user.memberOf`` rules read the groups the user
+is a direct member of: a matcher that needs them has ``reads_member_of`` set, and the tenant passes them in
+the user's ``memberOf`` key and re-evaluates such groups whenever another group's members change.
 """
 
 from __future__ import annotations
@@ -27,11 +27,25 @@ def _from_rules_module(module: Any) -> RuleCompiler | None:
         return None
 
     def compiler(text: str) -> RuleMatcher:
-        compiled = compile_rule(text)  # raises writeback.errors.RuleError on a bad rule
-        matches: RuleMatcher = compiled.matches
-        return matches
+        return _Matcher(compile_rule(text))  # raises writeback.errors.RuleError on a bad rule
 
     return compiler
+
+
+class _Matcher:
+    """A compiled rule as a predicate on a Graph user dict, saying whether it reads ``memberOf``."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._matches = compiled.matches
+        self.reads_member_of = getattr(compiled, "special", None) == "memberOf"
+
+    def __call__(self, user: Mapping[str, Any]) -> bool:
+        return bool(self._matches(user))
+
+
+def reads_member_of(matcher: RuleMatcher) -> bool:
+    """Whether ``matcher`` needs the user's direct group memberships in its ``memberOf`` key."""
+    return bool(getattr(matcher, "reads_member_of", False))
 
 
 def default_rule_compiler() -> RuleCompiler | None:

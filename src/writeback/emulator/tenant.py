@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from writeback.emulator.apierror import GraphApiError, bad_request, not_found
-from writeback.emulator.rules_hook import RuleCompiler, RuleMatcher, default_rule_compiler
+from writeback.emulator.rules_hook import RuleCompiler, RuleMatcher, default_rule_compiler, reads_member_of
 from writeback.errors import ConfigError, RuleError
 
 log = logging.getLogger("writeback.emulator.tenant")
@@ -449,6 +449,7 @@ class Tenant:
             members[self._canon[member_id]] = None
             self._bump(f"members:{group_id}")
             self._append("group", group_id, OP_MEMBER_ADD, self._canon[member_id], member_kind)
+            self._recompute_member_of_rules(group_id)
 
     def remove_member(self, group_id: str, member_id: str) -> None:
         with self.lock:
@@ -464,6 +465,7 @@ class Tenant:
             del members[member_id]
             self._bump(f"members:{group_id}")
             self._append("group", group_id, OP_MEMBER_REMOVE, member_id, self.kinds.get(member_id))
+            self._recompute_member_of_rules(group_id)
 
     # ------------------------------------------------------------------ dynamic membership
 
@@ -503,11 +505,32 @@ class Tenant:
             raise bad_request(f"Invalid membershipRule: {exc}") from exc
 
     @staticmethod
-    def _safe_match(matcher: RuleMatcher, user: Mapping[str, Any]) -> bool:
+    def _safe_match(
+        matcher: RuleMatcher, user: Mapping[str, Any], groups: Iterable[str] | None = None
+    ) -> bool:
+        """The rule's verdict on ``user``; ``groups`` (its direct groups) are passed to memberOf rules."""
+        if groups is not None and reads_member_of(matcher):
+            user = {**user, "memberOf": list(groups)}
         try:
             return bool(matcher(user))
         except RuleError:
             return False
+
+    def _direct_groups_of_users(self) -> dict[str, list[str]]:
+        """User id -> live groups it is a direct member of (one pass over all memberships)."""
+        index: dict[str, list[str]] = {}
+        for gid in self.live["group"]:
+            for member in self.members.get(gid, ()):
+                index.setdefault(member, []).append(gid)
+        return index
+
+    def _recompute_member_of_rules(self, changed_group: str) -> None:
+        """After ``changed_group``'s members changed: re-evaluate the dynamic groups with memberOf rules."""
+        for gid, group in list(self.live["group"].items()):
+            if gid != changed_group and is_dynamic(group):
+                matcher = self._matcher(group)
+                if matcher is not None and reads_member_of(matcher):
+                    self._recompute_dynamic(gid)
 
     def _recompute_dynamic(self, group_id: str, *, log_changes: bool = True) -> None:
         """Make a dynamic group's members equal to the users its rule matches (no-op when paused)."""
@@ -518,7 +541,12 @@ class Tenant:
         if matcher is None:
             return
         current = self.members.setdefault(group_id, {})
-        wanted = {uid for uid, user in self.live["user"].items() if self._safe_match(matcher, user)}
+        groups_of = self._direct_groups_of_users() if reads_member_of(matcher) else {}
+        wanted = {
+            uid
+            for uid, user in self.live["user"].items()
+            if self._safe_match(matcher, user, groups_of.get(uid, ()))
+        }
         # Memberships held by soft-deleted users are left alone: they come back on restore.
         for member in [m for m in current if m not in wanted and m not in self.deleted]:
             del current[member]
@@ -548,7 +576,9 @@ class Tenant:
             if matcher is None:
                 continue
             members = self.members.setdefault(gid, {})
-            matches = self._safe_match(matcher, user)
+            matches = self._safe_match(
+                matcher, user, self.member_of(user_id) if reads_member_of(matcher) else None
+            )
             if matches and user_id not in members:
                 members[self._canon[user_id]] = None
                 self._bump(f"members:{gid}")
