@@ -214,6 +214,7 @@ def _cpus() -> int:
 
 def _tenant_figures(handle: EmulatorHandle, gen: GeneratedTenant, expected: dict[str, int]) -> dict[str, Any]:
     tenant = handle.tenant
+    group_ids = set(gen.group_ids)
     with tenant.lock:
         memberships = sum(len(tenant.visible_members(g)) for g in gen.group_ids)
         biggest = max((len(tenant.visible_members(g)) for g in gen.group_ids), default=0)
@@ -226,7 +227,7 @@ def _tenant_figures(handle: EmulatorHandle, gen: GeneratedTenant, expected: dict
             1
             for g in gen.static_ids + ([gen.big_id] if gen.big_id else [])
             for m in gen.members[g]
-            if m in set(gen.group_ids)
+            if m in group_ids
         ),
         "memberships": memberships,
         "biggest_group": biggest,

@@ -126,7 +126,8 @@ def generate(
     groups: list[dict[str, Any]] = []
     big_id = ids[0] if size.big_group else None
     dynamic_ids = ids[1 : 1 + size.dynamic] if big_id else ids[: size.dynamic]
-    static_ids = [g for g in ids if g != big_id and g not in set(dynamic_ids)]
+    dynamic = set(dynamic_ids)
+    static_ids = [g for g in ids if g != big_id and g not in dynamic]
 
     # Dynamic groups: their members are what the rule matches, counted here to size the static groups.
     context = RuleContext(now=datetime.now(UTC))

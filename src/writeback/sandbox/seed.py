@@ -3,6 +3,11 @@
 Adds are pipelined (python-ldap's asynchronous ``add_ext`` with a window of operations in flight): one
 Samba in single-process mode creates about 115 users a second this way, so 20,000 users take about three
 minutes instead of the quarter of an hour one synchronous add at a time would take.
+
+Samba's cost per add grows with the directory: ldb keeps one index record per value of objectClass,
+objectCategory, sAMAccountType, primaryGroupID… listing every user, and copies it on each add. Measured on
+2 vCPUs: 200 users/s at the start, 80/s at 10,000, 14/s at 100,000; 100,000 users took 67 minutes. That is
+why big directories are seeded once and snapshotted (:mod:`writeback.sandbox.snapshot`).
 """
 
 from __future__ import annotations
