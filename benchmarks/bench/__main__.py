@@ -97,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Results: {args.out}/bench.md, bench.json, bench-{size.name}.json, bench.png", file=sys.stderr)
     if result["problems"]:
         print(json.dumps(result["problems"], indent=2), file=sys.stderr)
+    if "error" in result:
+        print(
+            f"error: the run stopped early (figures so far are in the results): {result['error']}",
+            file=sys.stderr,
+        )
     return 0 if all(result["checks"].values()) else 3
 
 

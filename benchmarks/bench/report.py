@@ -53,6 +53,14 @@ def _num(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _cell_text(text: Any, limit: int = 300) -> str:
+    """Free text made safe for one Markdown table cell: one line, no pipes, at most ``limit`` characters."""
+    if not text:
+        return ""
+    flat = " ".join(str(text).split()).replace("|", "/")
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _ops(ldap: Mapping[str, int] | None) -> str:
     if not ldap:
         return "-"
@@ -143,6 +151,7 @@ def _rows(counts: list[int]) -> list[Row]:
             ),
         ),
         ("Checks passed", lambda r: ", ".join(k for k, v in (r.get("checks") or {}).items() if v) or "-"),
+        ("Run stopped by", lambda r: _cell_text(r.get("error")) or "-"),
         (
             "Checks FAILED",
             lambda r: ", ".join(k for k, v in (r.get("checks") or {}).items() if not v) or "none",

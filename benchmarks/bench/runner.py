@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.bench import changes, latency, ldaptools, limit, rules, verify
 from benchmarks.bench.sizes import Size
 from benchmarks.bench.tenantgen import GeneratedTenant, generate
-from benchmarks.bench.workspace import EngineRun, Workspace, run_apply
+from benchmarks.bench.workspace import EngineFailed, EngineRun, Workspace, run_apply
 from writeback.emulator.testing import EmulatorHandle, run_emulator
 from writeback.sandbox import SandboxInfo
 from writeback.sandbox.ldapconn import delete_subtree
@@ -118,83 +118,105 @@ def run_bench(
     }
     checks: dict[str, bool] = {}
     problems: list[str] = []
-    with _bench_ou(info, size, options.keep_objects) as (bench_ou, tag):
-        users_ou, engine_ou, limit_ou = (f"OU={n},{bench_ou}" for n in ("Users", "Engine", "Limit"))
-        started = time.perf_counter()
-        accounts = _accounts(info, size, users_ou, tag, say)
-        gen = generate(
-            size, accounts, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=secrets.token_urlsafe(24)
-        )
-        say(f"Tenant generated: {len(gen.synced_ids)} synced users, {len(gen.group_ids)} groups")
-        with run_emulator(gen.document, workdir / "emulator") as handle:
-            result["setup_s"] = round(time.perf_counter() - started, 1)
-            workspace = Workspace(workdir, engine_ou, options.profile)
-            workspace.write_config(info, handle, size.max_members)
-            expected = verify.expected_counts(handle, gen)
-            result["tenant"] = _tenant_figures(handle, gen, expected)
-            say(f"Tenant: {result['tenant']}")
-
-            say("First full apply")
-            handle.admin("stats", {"reset": True})
-            first = run_apply(workspace, "first")
-            result["first_apply"] = _engine_summary(first)
-            result["first_apply"]["emulator_requests"] = handle.stats().get("total")
-            with ldaptools.connection(info) as conn:
-                written = ldaptools.read_groups(conn, engine_ou)
-            _check(checks, problems, "first_apply_members_exact", verify.compare(expected, written))
-            say(f"  {first.wall_seconds:.1f} s, LDAP {first.ldap}")
-
-            say("Second apply, nothing changed")
-            second = run_apply(workspace, "second")
-            result["second_apply"] = _engine_summary(second)
-            checks["second_apply_zero_writes"] = second.writes == 0
-            say(f"  {second.wall_seconds:.1f} s, {second.writes} writes")
-
-            result["changes"] = []
-            for count in size.changes:
-                result["changes"].append(_change_scenario(handle, gen, workspace, count, rng, say))
-            one = [c for c in result["changes"] if c["count"] == 1]
-            checks["one_change_one_modify"] = bool(one) and one[0]["writes"] == 1 == one[0]["ldap"]["modify"]
-            with ldaptools.connection(info) as conn:
-                final = ldaptools.read_groups(conn, engine_ou)
-            _check(
-                checks,
-                problems,
-                "after_changes_members_exact",
-                verify.compare(verify.expected_counts(handle, gen), final),
+    try:
+        with _bench_ou(info, size, options.keep_objects) as (bench_ou, tag):
+            users_ou, engine_ou, limit_ou = (f"OU={n},{bench_ou}" for n in ("Users", "Engine", "Limit"))
+            started = time.perf_counter()
+            accounts = _accounts(info, size, users_ou, tag, say)
+            gen = generate(
+                size,
+                accounts,
+                tenant_id=TENANT_ID,
+                client_id=CLIENT_ID,
+                client_secret=secrets.token_urlsafe(24),
             )
+            say(f"Tenant generated: {len(gen.synced_ids)} synced users, {len(gen.group_ids)} groups")
+            with run_emulator(gen.document, workdir / "emulator") as handle:
+                result["setup_s"] = round(time.perf_counter() - started, 1)
+                workspace = Workspace(workdir, engine_ou, options.profile)
+                workspace.write_config(info, handle, size.max_members)
+                expected = verify.expected_counts(handle, gen)
+                result["tenant"] = _tenant_figures(handle, gen, expected)
+                say(f"Tenant: {result['tenant']}")
 
-            samples = size.latency_samples if options.latency_samples is None else options.latency_samples
-            if samples:
-                say(f"`writeback run` latency, {samples} samples")
-                dns = {(g.anchor or "")[6:]: g.dn for g in final}
-                lat = latency.measure(info, handle, gen, workspace, dns, samples, rng)
-                result["latency"] = lat.as_dict()
-                say(f"  p50 {result['latency']['p50']} s, p95 {result['latency']['p95']} s")
-        # The limit runs last, after the engine's groups are deleted, so both write into the same directory
-        # state: next to the engine's groups every user already carries their memberOf back-links (at
-        # medium the same script then took 181-190 s instead of 163 s).
-        say(
-            "The directory's limit: deleting the engine's groups, then the same groups by minimal python-ldap"
-        )
-        with ldaptools.connection(info) as conn:
-            delete_subtree(conn, engine_ou)
-        lim = limit.write_limit(info, written, engine_ou, limit_ou)
-        with ldaptools.connection(info) as conn:
-            copies = ldaptools.read_groups(conn, limit_ou)
-        _check(checks, problems, "limit_members_exact", verify.compare(expected, copies, "Limit_"))
-        result["limit"] = {"wall_s": round(lim.seconds, 3), "ldap": lim.operations, "values": lim.values}
-        result["ratio_engine_limit"] = round(first.wall_seconds / lim.seconds, 2)
-        result["ratio_apply_phase_limit"] = round(first.report["phases"]["apply"] / lim.seconds, 2)
-        say(f"  {lim.seconds:.1f} s, {lim.operations}; engine/limit = {result['ratio_engine_limit']}")
-    users = size.rule_users if options.rule_users is None else options.rule_users
-    if users:
-        say(f"Rule evaluation over {users} synthetic users")
-        result["rules"] = rules.measure(users)
+                say("First full apply")
+                handle.admin("stats", {"reset": True})
+                first = run_apply(workspace, "first")
+                result["first_apply"] = _engine_summary(first)
+                result["first_apply"]["emulator_requests"] = handle.stats().get("total")
+                with ldaptools.connection(info) as conn:
+                    written = ldaptools.read_groups(conn, engine_ou)
+                _check(checks, problems, "first_apply_members_exact", verify.compare(expected, written))
+                say(f"  {first.wall_seconds:.1f} s, LDAP {first.ldap}")
+
+                say("Second apply, nothing changed")
+                second = run_apply(workspace, "second")
+                result["second_apply"] = _engine_summary(second)
+                checks["second_apply_zero_writes"] = second.writes == 0
+                say(f"  {second.wall_seconds:.1f} s, {second.writes} writes")
+
+                result["changes"] = []
+                for count in size.changes:
+                    result["changes"].append(_change_scenario(handle, gen, workspace, count, rng, say))
+                one = [c for c in result["changes"] if c["count"] == 1]
+                checks["one_change_one_modify"] = (
+                    bool(one) and one[0]["writes"] == 1 == one[0]["ldap"]["modify"]
+                )
+                with ldaptools.connection(info) as conn:
+                    final = ldaptools.read_groups(conn, engine_ou)
+                _check(
+                    checks,
+                    problems,
+                    "after_changes_members_exact",
+                    verify.compare(verify.expected_counts(handle, gen), final),
+                )
+
+                samples = size.latency_samples if options.latency_samples is None else options.latency_samples
+                if samples:
+                    say(f"`writeback run` latency, {samples} samples")
+                    dns = {(g.anchor or "")[6:]: g.dn for g in final}
+                    lat = latency.measure(info, handle, gen, workspace, dns, samples, rng)
+                    result["latency"] = lat.as_dict()
+                    say(f"  p50 {result['latency']['p50']} s, p95 {result['latency']['p95']} s")
+            # The limit runs last, after the engine's groups are deleted, so both write into the same directory
+            # state: next to the engine's groups every user already carries their memberOf back-links (at
+            # medium the same script then took 181-190 s instead of 163 s).
+            say(
+                "The directory's limit: deleting the engine's groups, then the same groups by minimal python-ldap"
+            )
+            with ldaptools.connection(info) as conn:
+                delete_subtree(conn, engine_ou)
+            lim = limit.write_limit(info, written, engine_ou, limit_ou)
+            with ldaptools.connection(info) as conn:
+                copies = ldaptools.read_groups(conn, limit_ou)
+            _check(checks, problems, "limit_members_exact", verify.compare(expected, copies, "Limit_"))
+            result["limit"] = {"wall_s": round(lim.seconds, 3), "ldap": lim.operations, "values": lim.values}
+            result["ratio_engine_limit"] = round(first.wall_seconds / lim.seconds, 2)
+            result["ratio_apply_phase_limit"] = round(first.report["phases"]["apply"] / lim.seconds, 2)
+            say(f"  {lim.seconds:.1f} s, {lim.operations}; engine/limit = {result['ratio_engine_limit']}")
+    except (
+        RuntimeError
+    ) as exc:  # an apply failed, the service died, a sample timed out: keep what was measured
+        _record_failure(result, checks, exc)
+        say(f"Run stopped: {exc}")
+    else:
+        users = size.rule_users if options.rule_users is None else options.rule_users
+        if users:
+            say(f"Rule evaluation over {users} synthetic users")
+            result["rules"] = rules.measure(users)
     result["checks"] = checks
     result["problems"] = problems
     result["targets"] = _targets(size, result)
     return result
+
+
+def _record_failure(result: dict[str, Any], checks: dict[str, bool], exc: RuntimeError) -> None:
+    """What stopped the run, and the failed apply's own figures when it reported them."""
+    result["error"] = str(exc)
+    checks["run_completed"] = False
+    if isinstance(exc, EngineFailed) and exc.run is not None:
+        key = "first_apply" if exc.label == "first" else f"failed_apply_{exc.label}"
+        result[key] = {**_engine_summary(exc.run), "failed": True}
 
 
 def _fresh_workdir(workdir: Path) -> None:

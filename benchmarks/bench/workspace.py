@@ -104,6 +104,15 @@ class EngineRun:
         return sum(self.ldap.get(k, 0) for k in ("add", "modify", "modrdn", "delete"))
 
 
+class EngineFailed(RuntimeError):
+    """An apply that did not succeed; ``run`` holds the child's figures when it got as far as reporting."""
+
+    def __init__(self, message: str, label: str, run: EngineRun | None = None) -> None:
+        super().__init__(message)
+        self.label = label
+        self.run = run
+
+
 def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0) -> EngineRun:
     """One ``writeback apply`` in a child process; raises RuntimeError if it fails.
 
@@ -120,11 +129,13 @@ def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0) -> Engi
     wall = time.perf_counter() - started
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        raise RuntimeError(f"the engine failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise EngineFailed(f"the engine failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", label)
     report: dict[str, Any] = json.loads(lines[-1])
+    run = EngineRun(wall, report)
     if proc.returncode != 0:
-        raise RuntimeError(f"the apply did not succeed: {report.get('aborted')} {report.get('failed')}")
-    return EngineRun(wall, report)
+        reason = f"{report.get('aborted')} {report.get('failed')}"
+        raise EngineFailed(f"the {label} apply did not succeed: {reason}", label, run)
+    return run
 
 
 def start_service(workspace: Workspace, log_file: Path) -> subprocess.Popen[bytes]:

@@ -29,7 +29,7 @@ from writeback.errors import SandboxError
 from writeback.sandbox import SandboxInfo, load_info, sandbox_status
 from writeback.sandbox import snapshot as snapshot_mod
 from writeback.sandbox.emulator import emulator_available
-from writeback.sandbox.layout import SandboxPaths
+from writeback.sandbox.layout import LAYOUT_VERSION, SandboxPaths
 from writeback.sandbox.people import MAX_SAM_LENGTH, generated_people, scenario_people
 from writeback.sandbox.samba import ensure_installed, relocate, set_global_options
 from writeback.sandbox.seed import Account, add_all, paged_search, read_seeded, sid_to_str
@@ -386,7 +386,11 @@ def test_snapshot_round_trip_moves_the_domain_to_another_directory(
         f"{new.root}/samba/private" in conf and f"{new.root}/tls/ca.pem" in conf and str(old.root) not in conf
     )
     assert new.bind_password_file.read_text() == "pw"
-    assert snapshot_mod.read_marker(new) == {"layout_version": 1, "users": 2500, "root": str(new.root)}
+    assert snapshot_mod.read_marker(new) == {
+        "layout_version": LAYOUT_VERSION,
+        "users": 2500,
+        "root": str(new.root),
+    }
     used = subprocess.run(["du", "-k", str(new.samba_dir / "sparse.ldb")], capture_output=True, text=True)
     assert int(used.stdout.split()[0]) < 1024  # restored sparse, not 64 MB of zeros
 
