@@ -526,11 +526,17 @@ class Tenant:
 
     def _recompute_member_of_rules(self, changed_group: str) -> None:
         """After ``changed_group``'s members changed: re-evaluate the dynamic groups with memberOf rules."""
-        for gid, group in list(self.live["group"].items()):
-            if gid != changed_group and is_dynamic(group):
-                matcher = self._matcher(group)
-                if matcher is not None and reads_member_of(matcher):
-                    self._recompute_dynamic(gid)
+        # The compiled-rule cache holds every active dynamic group (all are compiled when loaded, created or
+        # changed), so this costs nothing per change when no memberOf rule exists; scanning every group here
+        # made 10,000 member changes in a 10,000-group tenant take minutes.
+        for gid, (_rule, matcher) in list(self._rules.items()):
+            if (
+                gid != changed_group
+                and matcher is not None
+                and reads_member_of(matcher)
+                and gid in self.live["group"]
+            ):
+                self._recompute_dynamic(gid)
 
     def _recompute_dynamic(self, group_id: str, *, log_changes: bool = True) -> None:
         """Make a dynamic group's members equal to the users its rule matches (no-op when paused)."""
