@@ -6,10 +6,12 @@ Exit codes: 0 success (for `plan`: no changes), 2 `plan` found changes pending, 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,9 +178,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _since(text: str | None) -> float | None:
     """'90m', '12h', '7d' ago, or an ISO 8601 time (UTC when no zone is given)."""
-    import datetime as dt
-    import time
-
     if not text:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -194,8 +193,6 @@ def _since(text: str | None) -> float | None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    import datetime as dt
-
     from writeback.report import render_table
     from writeback.state.sqlite import SqliteStore
 

@@ -393,39 +393,30 @@ class Engine:
 
     def _log_reports(self, run_id: str, plan: Plan) -> None:
         """Log what the plan does not change: groups skipped with an error, members not written, staged deletes."""
-        for report in plan.reports:
-            where = (report.cloud_id, report.display_name, report.dn)
-            if report.error:
-                self._log_group(run_id, "skip", "error", where, error=report.error)
-            elif report.skipped:
-                reasons = Counter(s.reason for s in report.skipped)
-                detail = {"skipped": len(report.skipped), "reasons": dict(reasons)}
-                self._log_group(run_id, "skip_members", "info", where, detail=detail)
-        for change in plan.blocked_deletes:
+        for r in plan.reports:
+            if not (r.error or r.skipped):
+                continue
+            reasons = Counter(s.reason for s in r.skipped)
+            self.store.log(
+                run_id,
+                "skip" if r.error else "skip_members",
+                "error" if r.error else "info",
+                cloud_id=r.cloud_id,
+                group_name=r.display_name,
+                dn=r.dn,
+                error=r.error,
+                detail=None if r.error else {"skipped": len(r.skipped), "reasons": dict(reasons)},
+            )
+        for c in plan.blocked_deletes:
             self.store.log(
                 run_id,
                 "staged_delete",
                 "blocked",
-                cloud_id=change.cloud_id,
-                group_name=change.display_name,
-                dn=change.dn,
+                cloud_id=c.cloud_id,
+                group_name=c.display_name,
+                dn=c.dn,
                 error="delete threshold exceeded",
             )
-
-    def _log_group(
-        self,
-        run_id: str,
-        action: str,
-        result: str,
-        where: tuple[str, str, str | None],
-        *,
-        error: str | None = None,
-        detail: dict[str, object] | None = None,
-    ) -> None:
-        cloud_id, name, dn = where
-        self.store.log(
-            run_id, action, result, cloud_id=cloud_id, group_name=name, dn=dn, error=error, detail=detail
-        )
 
     def _execute(self, change: Change) -> None:
         d = self.directory

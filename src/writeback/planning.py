@@ -187,6 +187,14 @@ class Policy:
     manage_sam_account_name: bool = False  # only when sAMAccountName is mapped explicitly
 
 
+# Why an existing group changes: (the cloud changed it, drift: someone edited AD by hand), indexed by drift.
+_REASONS: dict[ChangeKind, tuple[str, str]] = {
+    ChangeKind.UPDATE: ("attributes changed in the cloud", "drift: attributes edited in AD, reverted"),
+    ChangeKind.ADD_MEMBERS: ("members added in the cloud", "drift: members removed in AD, restored"),
+    ChangeKind.REMOVE_MEMBERS: ("members removed in the cloud", "drift: members added in AD, removed"),
+}
+
+
 def _attr_equal(actual: str | None, desired: str | int | None) -> bool:
     if desired is None or desired == "":
         return actual is None or actual == ""
@@ -216,7 +224,10 @@ def compute_plan(
     An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
     """
     out_of_scope = out_of_scope or {}
+    applied = applied or {}
     occupied = {normalize_dn(d) for d in occupied_dns}
+    # Computed once per group: drift detection below and the plan's record of what it converges to.
+    prints = {cid: desired_fingerprint(d) for cid, d in desired.items() if d.error is None}
     changes: list[Change] = []
     reports: list[GroupReport] = []
     warnings: list[str] = []
@@ -324,23 +335,12 @@ def compute_plan(
                     )
                 )
             continue
-        drift = applied is not None and cid in applied and applied[cid] == desired_fingerprint(d)
+        drift = cid in prints and applied.get(cid) == prints[cid]
         if normalize_dn(a.dn) != normalize_dn(target_dn):
             same_parent = normalize_dn(a.dn).split(",", 1)[1:] == normalize_dn(target_dn).split(",", 1)[1:]
-            changes.append(
-                Change(
-                    ChangeKind.MOVE,
-                    cid,
-                    a.dn,
-                    name,
-                    new_dn=target_dn,
-                    reason="drift: renamed or moved in AD, restored"
-                    if drift
-                    else "renamed in the cloud"
-                    if same_parent
-                    else "target OU changed",
-                )
-            )
+            cloud_reason = "renamed in the cloud" if same_parent else "target OU changed"
+            reason = "drift: renamed or moved in AD, restored" if drift else cloud_reason
+            changes.append(Change(ChangeKind.MOVE, cid, a.dn, name, new_dn=target_dn, reason=reason))
         upd: dict[str, str | int | None] = {}
         for k, v in d.attributes.items():
             if not _attr_equal(a.attributes.get(k), v):
@@ -357,9 +357,7 @@ def compute_plan(
                     a.dn,  # updates run before renames (see ORDER)
                     name,
                     attributes=upd,
-                    reason="drift: attributes edited in AD, reverted"
-                    if drift
-                    else "attributes changed in the cloud",
+                    reason=_REASONS[ChangeKind.UPDATE][drift],
                 )
             )
         want = {normalize_dn(m): m for m in d.members}
@@ -378,9 +376,7 @@ def compute_plan(
                     target_dn,
                     name,
                     members=tuple(add),
-                    reason="drift: members removed in AD, restored"
-                    if drift
-                    else "members added in the cloud",
+                    reason=_REASONS[ChangeKind.ADD_MEMBERS][drift],
                 )
             )
         if remove:
@@ -391,7 +387,7 @@ def compute_plan(
                     target_dn,
                     name,
                     members=tuple(remove),
-                    reason="drift: members added in AD, removed" if drift else "members removed in the cloud",
+                    reason=_REASONS[ChangeKind.REMOVE_MEMBERS][drift],
                 )
             )
 
@@ -435,7 +431,6 @@ def compute_plan(
         changes.extend(deletes)
     changes.sort(key=Change.sort_key)
     reports.sort(key=lambda r: (r.display_name.lower(), r.cloud_id))
-    prints = {cid: desired_fingerprint(d) for cid, d in desired.items() if d.error is None}
     return Plan(tuple(changes), tuple(reports), blocked, tuple(warnings), prints)
 
 

@@ -85,6 +85,21 @@ def test_first_apply_then_second_apply_writes_nothing(world):
     assert any(e.action == "skip_members" for e in store.read_log())
 
 
+def test_groups_skipped_with_an_error_are_logged_with_the_reason(world):
+    cloud, directory, store, _ = world
+    engine = Engine(parse_settings({**SETTINGS, "members": {"max_members": 2}}), cloud, directory, store)
+    cloud.groups = {gid(1): group(1, ["u0", "u1", "u2"]), gid(2): group(2, ["u3", "cloud"])}
+    _, result = cycle(engine)
+    assert result.ok
+    (skip,) = store.read_log(action="skip")
+    assert (skip.result, skip.cloud_id) == ("error", gid(1)) and "max_members" in (skip.error or "")
+    (partial,) = store.read_log(action="skip_members")
+    assert partial.cloud_id == gid(2) and partial.detail == {
+        "skipped": 1,
+        "reasons": {"cloud-only user (not synced from AD)": 1},
+    }
+
+
 def test_one_member_change_is_one_modify(world):
     cloud, directory, _, engine = world
     cloud.groups = {gid(1): group(1, ["u0", "u1"])}

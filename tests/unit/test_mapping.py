@@ -44,11 +44,16 @@ def acct(dn, guid="00000000-0000-0000-0000-000000000001", sid=None):
     return DirectoryAccount(dn, guid, sid)
 
 
+def map_alone(m, g):
+    """Map a group that has no resolved members, no in-scope children and the sAMAccountName "s"."""
+    return m.map_group(
+        g, in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
+    )
+
+
 def test_cloud_sync_default_cn_and_anchor():
     m = mapper()
-    d = m.map_group(
-        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
-    )
+    d = map_alone(m, group())
     assert d.cn == "Sales_e9305786a271"
     assert d.dn == f"CN=Sales_e9305786a271,{OU}"
     assert d.attributes[MSDS_ANCHOR] == f"Group_{GID}"
@@ -58,72 +63,39 @@ def test_cloud_sync_default_cn_and_anchor():
 
 
 def test_long_display_name_is_cut_to_fit_cn_limit():
-    d = mapper().map_group(
-        group(name="x" * 200),
-        in_scope={},
-        users={},
-        accounts=ResolvedAccounts(),
-        sam_account_name="s",
-        child_dns={},
-    )
+    d = map_alone(mapper(), group(name="x" * 200))
     assert len(d.cn) == 64 and d.error is None
 
 
 def test_connect_style_cn():
-    d = mapper(cn=CONNECT_CN).map_group(
-        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
-    )
+    d = map_alone(mapper(cn=CONNECT_CN), group())
     assert d.cn == f"Group_{GID}"
 
 
 def test_cn_over_64_characters_is_an_error_not_truncated_silently():
-    d = mapper(
-        cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")'
-    ).map_group(
-        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
+    d = map_alone(
+        mapper(cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")'),
+        group(),
     )
     assert d.error and "64" in d.error
 
 
 def test_special_characters_are_escaped_in_dn():
-    d = mapper().map_group(
-        group(name="R&D, Lab #1 + <x>"),
-        in_scope={},
-        users={},
-        accounts=ResolvedAccounts(),
-        sam_account_name="s",
-        child_dns={},
-    )
+    d = map_alone(mapper(), group(name="R&D, Lab #1 + <x>"))
     assert d.dn.startswith("CN=R&D\\, Lab #1 \\+ \\<x\\>_e9305786a271,")
 
 
 def test_target_ou_by_switch_expression():
     m = mapper(target_ou=f'Switch([displayName],"{OU}","Marketing","OU=Marketing,{BASE}")')
-    mk = m.map_group(
-        group(name="Marketing"),
-        in_scope={},
-        users={},
-        accounts=ResolvedAccounts(),
-        sam_account_name="s",
-        child_dns={},
-    )
-    other = m.map_group(
-        group(name="Other"),
-        in_scope={},
-        users={},
-        accounts=ResolvedAccounts(),
-        sam_account_name="s",
-        child_dns={},
-    )
+    mk = map_alone(m, group(name="Marketing"))
+    other = map_alone(m, group(name="Other"))
     assert mk.parent_dn == f"OU=Marketing,{BASE}"
     assert other.parent_dn == OU
 
 
 def test_target_ou_outside_base_is_an_error():
     m = mapper(target_ou='"OU=Elsewhere,DC=other,DC=test"')
-    d = m.map_group(
-        group(), in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
-    )
+    d = map_alone(m, group())
     assert d.error and "outside base_dn" in d.error
 
 

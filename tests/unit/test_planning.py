@@ -1,7 +1,9 @@
 """The planner: pure, so every product rule about changes is tested here without a directory."""
 
+from dataclasses import replace
+
 from writeback.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
-from writeback.planning import ChangeKind, Plan, Policy, compute_plan
+from writeback.planning import ChangeKind, Plan, Policy, compute_plan, desired_fingerprint
 
 OU = "OU=Writeback,DC=corp,DC=test"
 UNIVERSAL = -2147483640
@@ -202,18 +204,7 @@ def test_create_refused_when_dn_held_by_unmanaged_object():
 
 
 def test_group_with_error_is_skipped_and_not_deleted():
-    d = desired("g1", "Fin")
-    d = DesiredGroup(
-        d.cloud_id,
-        d.anchor,
-        d.cn,
-        d.parent_dn,
-        d.sam_account_name,
-        d.group_type,
-        d.attributes,
-        frozenset(U),
-        error="too many members",
-    )
+    d = replace(desired("g1", "Fin", U), error="too many members")
     plan = compute_plan({"g1": d}, [actual("g1", "Fin")], cloud("g1"), Policy())
     assert plan.changes == ()
     assert plan.reports[0].error == "too many members"
@@ -227,18 +218,8 @@ def test_duplicate_anchor_is_reported_and_left_alone():
 
 
 def test_skipped_members_are_reported():
-    d = desired("g1", "SAP", U[:4])
-    d = DesiredGroup(
-        d.cloud_id,
-        d.anchor,
-        d.cn,
-        d.parent_dn,
-        d.sam_account_name,
-        d.group_type,
-        d.attributes,
-        d.members,
-        skipped=(SkippedMember("c1", "user", "cloud-only user (not synced from AD)"),),
-    )
+    skipped = (SkippedMember("c1", "user", "cloud-only user (not synced from AD)"),)
+    d = replace(desired("g1", "SAP", U[:4]), skipped=skipped)
     plan = compute_plan({"g1": d}, [], cloud("g1"), Policy())
     assert plan.reports[0].skipped[0].member_id == "c1"
 
@@ -258,8 +239,6 @@ def test_order_and_json_roundtrip():
 
 
 def test_drift_is_labelled_when_desired_state_is_unchanged_since_last_apply():
-    from writeback.planning import desired_fingerprint
-
     d = desired("g1", "Fin", U[:2], description="Money")
     a = actual("g1", "Fin", U[1:3], description="edited")
     fresh = compute_plan({"g1": d}, [a], cloud("g1"), Policy())
@@ -275,3 +254,13 @@ def test_drift_is_labelled_when_desired_state_is_unchanged_since_last_apply():
     changed = desired("g1", "Fin", U[:3], description="Money")
     cloud_change = compute_plan({"g1": changed}, [a], cloud("g1"), Policy(), applied=fresh.fingerprints)
     assert not cloud_change.drift
+
+
+def test_a_rename_in_ad_is_drift_a_rename_in_the_cloud_is_not():
+    d = desired("g1", "Fin")
+    renamed_in_ad = actual("g1", "Fin (old)", displayName="Fin")  # only the CN was changed by hand
+    applied = {"g1": desired_fingerprint(d)}
+    (move,) = compute_plan({"g1": d}, [renamed_in_ad], cloud("g1"), Policy(), applied=applied).changes
+    assert (move.kind, move.reason) == (ChangeKind.MOVE, "drift: renamed or moved in AD, restored")
+    (move,) = compute_plan({"g1": d}, [renamed_in_ad], cloud("g1"), Policy()).changes
+    assert move.reason == "renamed in the cloud"

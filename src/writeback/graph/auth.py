@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from writeback.errors import AuthenticationError, ConfigError
-from writeback.graph.retry import Backoff, parse_retry_after
+from writeback.graph.retry import RETRYABLE_STATUS, Backoff, parse_retry_after
 from writeback.graph.settings import GraphSettings
 
 log = logging.getLogger("writeback.graph")
@@ -36,7 +36,6 @@ class TokenProvider(Protocol):
 # The token endpoint throttles too (429, or 503 while busy). MSAL would cache such an answer for its
 # Retry-After and fail every call until then, so the transport retries a few times first.
 TOKEN_RETRIES = 4
-_RETRY_STATUS = (429, 503, 504)
 _TOKEN_BACKOFF = Backoff(base=1.0, cap=30.0)
 
 
@@ -56,17 +55,17 @@ class _MsalHttpClient:
         self._rng = random.Random()
 
     def _send(self, call: Callable[[], httpx.Response]) -> httpx.Response:
-        for attempt in range(TOKEN_RETRIES + 1):
-            response = call()
-            if response.status_code not in _RETRY_STATUS or attempt == TOKEN_RETRIES:
-                return response
-            wait = self._backoff.delay(
-                attempt, parse_retry_after(response.headers.get("Retry-After")), self._rng
-            )
-            wait = min(wait, self._backoff.cap)
+        response = call()
+        for attempt in range(TOKEN_RETRIES):
+            if response.status_code not in RETRYABLE_STATUS:
+                break
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            # Capped even when the server asks for longer: a sign-in should fail visibly, not hang for minutes.
+            wait = min(self._backoff.delay(attempt, retry_after, self._rng), self._backoff.cap)
             log.info("token endpoint answered %s; retrying in %.2f s", response.status_code, wait)
             self._sleep(wait)
-        return response  # pragma: no cover - the loop always returns
+            response = call()
+        return response
 
     def post(
         self,

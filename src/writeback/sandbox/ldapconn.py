@@ -71,7 +71,7 @@ def delete_subtree(conn: Any, dn: str) -> None:
         return
     except ldap.LDAPError:
         pass
-    from writeback.sandbox.seed import paged_search
+    from writeback.sandbox.seed import paged_search  # here: seed imports this module
 
     entries = [d for d, _ in paged_search(conn, dn, "(objectClass=*)", ["1.1"]) if d]
     for child in sorted(entries, key=lambda d: d.count(","), reverse=True):
