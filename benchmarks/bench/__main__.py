@@ -51,6 +51,14 @@ def _sandbox(size: Size, directory: Path) -> tuple[SandboxInfo, bool]:
     return sandbox_up(directory, users=users, progress=_say), True
 
 
+def _restore(size: Size, directory: Path) -> SandboxInfo:
+    """Discard the sandbox and bring it up again from its snapshot: the seeded directory, nothing else."""
+    _say(f"Restoring the sandbox in {directory} from its snapshot")
+    sandbox_down(directory)
+    shutil.rmtree(directory)
+    return sandbox_up(directory, users=size.sandbox_users, progress=_say)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     parser.add_argument("size", nargs="?", default="small", choices=list(SIZES))
@@ -80,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             rule_users=args.rule_users,
             keep_objects=args.keep_objects or discard,
             profile=args.profile,
+            fresh_directory=(lambda: _restore(size, directory)) if discard else None,
         )
         result = run_bench(size, info, args.out / f"work-{size.name}", options, progress=_say)
     except (WritebackError, RuntimeError) as exc:

@@ -46,6 +46,9 @@ class Options:
     changes: tuple[int, ...] | None = None
     keep_objects: bool = False  # leave the benchmark OU in AD (debugging, or a sandbox about to be discarded)
     profile: bool = False  # cProfile every engine run into the work directory
+    # Brings the sandbox back to its seeded snapshot and returns it (None: the sandbox cannot be restored,
+    # e.g. one the run did not start). Used before the limit instead of deleting the engine's groups.
+    fresh_directory: Callable[[], SandboxInfo] | None = None
 
 
 def _quiet(_: str) -> None:
@@ -83,14 +86,17 @@ def _bench_ou(info: SandboxInfo, size: Size, keep: bool) -> Iterator[tuple[str, 
                 delete_subtree(conn, dn)
 
 
-def _accounts(info: SandboxInfo, size: Size, users_ou: str, tag: str, say: Progress) -> list[Any]:
+def _accounts(
+    info: SandboxInfo, size: Size, users_ou: str, tag: str, say: Progress
+) -> tuple[list[Any], bool]:
+    """The size's user accounts, and whether some had to be created (they are not in the snapshot)."""
     with ldaptools.connection(info) as conn:
         staff = ldaptools.staff_accounts(conn, info.users_ou, size.users)
         missing = size.users - len(staff)
         if missing <= 0:
-            return staff
+            return staff, False
         say(f"The sandbox has {len(staff)} users; creating {missing} more in {users_ou}")
-        return staff + ldaptools.create_users(conn, users_ou, missing, tag)[:missing]
+        return staff + ldaptools.create_users(conn, users_ou, missing, tag)[:missing], True
 
 
 def _check(checks: dict[str, bool], problems: list[str], name: str, found: list[str]) -> None:
@@ -122,7 +128,7 @@ def run_bench(
         with _bench_ou(info, size, options.keep_objects) as (bench_ou, tag):
             users_ou, engine_ou, limit_ou = (f"OU={n},{bench_ou}" for n in ("Users", "Engine", "Limit"))
             started = time.perf_counter()
-            accounts = _accounts(info, size, users_ou, tag, say)
+            accounts, created_users = _accounts(info, size, users_ou, tag, say)
             gen = generate(
                 size,
                 accounts,
@@ -178,14 +184,25 @@ def run_bench(
                     lat = latency.measure(info, handle, gen, workspace, dns, samples, rng)
                     result["latency"] = lat.as_dict()
                     say(f"  p50 {result['latency']['p50']} s, p95 {result['latency']['p95']} s")
-            # The limit runs last, after the engine's groups are deleted, so both write into the same directory
-            # state: next to the engine's groups every user already carries their memberOf back-links (at
-            # medium the same script then took 181-190 s instead of 163 s).
-            say(
-                "The directory's limit: deleting the engine's groups, then the same groups by minimal python-ldap"
-            )
-            with ldaptools.connection(info) as conn:
-                delete_subtree(conn, engine_ou)
+            # The limit writes into the directory state the first apply wrote into: users without memberOf
+            # back-links to any of these groups (next to the engine's groups, at medium, the same script took
+            # 181-190 s instead of 163 s). Restoring the seeded snapshot gives that state in seconds; deleting
+            # the engine's groups gives it too, but Samba needs many minutes to remove a million links.
+            restore = options.fresh_directory if not created_users else None
+            if restore is not None:
+                say(
+                    "The directory's limit: restoring the seeded sandbox, then the same groups by minimal python-ldap"
+                )
+                info = restore()
+                with ldaptools.connection(info) as conn:
+                    for ou in (bench_ou, limit_ou):
+                        ldaptools.add_ou(conn, ou)
+            else:
+                say(
+                    "The directory's limit: deleting the engine's groups, then the same groups by minimal python-ldap"
+                )
+                with ldaptools.connection(info) as conn:
+                    delete_subtree(conn, engine_ou)
             lim = limit.write_limit(info, written, engine_ou, limit_ou)
             with ldaptools.connection(info) as conn:
                 copies = ldaptools.read_groups(conn, limit_ou)
