@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,7 +22,14 @@ class ReplicaStore(Protocol):
 
     def get_delta_link(self, resource: str) -> str | None: ...
 
-    def snapshot(self) -> CloudSnapshot: ...
+    def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
+        """The replica as immutable values.
+
+        With ``member_groups`` (an incremental plan), every group's properties but the members of those
+        groups only (the other groups come without members) and only the users among those members:
+        reading a whole replica of 100,000 users and 1,000,000 memberships per poll would cost seconds.
+        """
+        ...
 
 
 class ReplicaTransaction(Protocol):

@@ -162,6 +162,28 @@ def test_changed_user_replans_the_groups_holding_it(world: World) -> None:
     assert out.groups == 1 and world.members(1) == set()
 
 
+def test_incremental_cycles_keep_nested_groups_and_follow_a_child_rename(world: World) -> None:
+    """An incremental cycle reads the members of the planned groups only, so nesting must still resolve."""
+    parent = group(1, ["u1"])
+    world.cloud.groups[gid(1)] = CloudGroup(
+        gid(1), display_name="G1", members=parent.members | {MemberRef("group", gid(3))}
+    )
+    world.service.cycle()
+    assert world.members(1) == {"user1", "G3_000000000003"}
+    world.cloud.groups[gid(1)] = CloudGroup(
+        gid(1), display_name="G1", members=frozenset({MemberRef("user", "u4"), MemberRef("group", gid(3))})
+    )
+    world.cloud.changed_groups = {gid(1)}
+    out = world.service.cycle()
+    assert (out.full, out.groups) == (False, 1)
+    assert world.members(1) == {"user4", "G3_000000000003"}, "the nested child stays a member"
+    world.cloud.groups[gid(3)] = group(3, ["u3"], name="G3 renamed")
+    world.cloud.changed_groups = {gid(3)}
+    out = world.service.cycle()
+    assert (out.full, out.groups) == (False, 2), "the renamed child and its parent"
+    assert world.members(1) == {"user4", "G3 renamed_000000000003"}
+
+
 def test_drift_is_reverted_by_the_periodic_full_reconcile_only(world: World) -> None:
     world.service.cycle()
     (entry,) = [

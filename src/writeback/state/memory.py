@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Final, TypeVar
 
 from writeback.errors import StateError
@@ -55,13 +55,19 @@ class MemoryReplica:
         _check_resource(resource)
         return self.delta_links.get(resource)
 
-    def snapshot(self) -> CloudSnapshot:
+    def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         with self._lock:
+            wanted = self.groups.keys() if member_groups is None else set(member_groups)
             groups = {
-                gid: dataclasses.replace(group, members=frozenset(self.members.get(gid, ())))
+                gid: dataclasses.replace(
+                    group, members=frozenset(self.members.get(gid, ())) if gid in wanted else frozenset()
+                )
                 for gid, group in self.groups.items()
             }
-            return CloudSnapshot(users=dict(self.users), groups=groups)
+            if member_groups is None:
+                return CloudSnapshot(users=dict(self.users), groups=groups)
+            ids = {m.id for gid in wanted for m in self.members.get(gid, ()) if m.kind == "user"}
+            return CloudSnapshot(users={u: self.users[u] for u in ids if u in self.users}, groups=groups)
 
 
 def _check_resource(resource: str) -> None:

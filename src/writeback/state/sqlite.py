@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -213,13 +213,28 @@ class SqliteStore:
         rows = self.db.execute("SELECT COUNT(*) FROM delta_links WHERE link IS NOT NULL").fetchone()
         return bool(rows[0] >= 2)
 
-    def snapshot(self) -> CloudSnapshot:
-        users = {
-            r[0]: _user_from_json(r[1], r[2]) for r in self.db.execute("SELECT id, data, deleted FROM users")
-        }
+    def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
+        if member_groups is None:
+            users = {
+                r[0]: _user_from_json(r[1], r[2])
+                for r in self.db.execute("SELECT id, data, deleted FROM users")
+            }
+            rows: Iterable[tuple[str, str, str]] = self.db.execute(
+                "SELECT group_id, member_id, kind FROM members"
+            )
+        else:
+            rows = self._select_in(
+                "SELECT group_id, member_id, kind FROM members WHERE group_id", member_groups
+            )
         members: dict[str, set[MemberRef]] = {}
-        for gid, mid, kind in self.db.execute("SELECT group_id, member_id, kind FROM members"):
+        for gid, mid, kind in rows:
             members.setdefault(gid, set()).add(MemberRef(kind, mid))
+        if member_groups is not None:
+            wanted = {m.id for refs in members.values() for m in refs if m.kind == "user"}
+            users = {
+                r[0]: _user_from_json(r[1], r[2])
+                for r in self._select_in("SELECT id, data, deleted FROM users WHERE id", wanted)
+            }
         groups = {
             r[0]: _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
             for r in self.db.execute("SELECT id, data, deleted FROM groups")
@@ -227,13 +242,19 @@ class SqliteStore:
         return CloudSnapshot(users=users, groups=groups)
 
     def groups_with_members(self, member_ids: Iterable[str]) -> set[str]:
-        ids = list(member_ids)
-        out: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            q = f"SELECT DISTINCT group_id FROM members WHERE member_id IN ({','.join('?' * len(chunk))})"  # noqa: S608 - only placeholders are interpolated
-            out.update(r[0] for r in self.db.execute(q, chunk))
-        return out
+        return {
+            r[0] for r in self._select_in("SELECT DISTINCT group_id FROM members WHERE member_id", member_ids)
+        }
+
+    def _select_in(self, query: str, values: Iterable[str], chunk: int = 500) -> Iterator[Any]:
+        """Rows of ``<query> IN (...)`` over ``values``, in chunks (SQLite caps the number of parameters).
+
+        ``query`` is always a constant of this module; the values are bound, never interpolated.
+        """
+        ids = list(values)
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            yield from self.db.execute(f"{query} IN ({','.join('?' * len(part))})", part)
 
     # Meta -----------------------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:

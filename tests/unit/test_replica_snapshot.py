@@ -1,0 +1,82 @@
+"""Full and partial snapshots of the replica, the same on both stores (memory and SQLite).
+
+A partial snapshot (``member_groups``) is what an incremental cycle of ``writeback run`` plans from: every
+group's properties, members of the named groups only, and only the users among those members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from writeback.model import CloudGroup, CloudUser, MemberRef
+from writeback.ports import ReplicaStore
+from writeback.state.memory import MemoryReplica
+from writeback.state.sqlite import SqliteStore
+
+U1, U2, U3 = (MemberRef("user", f"u{n}") for n in (1, 2, 3))
+CHILD = MemberRef("group", "g2")
+
+
+def _memory(_: Path) -> ReplicaStore:
+    return MemoryReplica()
+
+
+def _sqlite(tmp: Path) -> ReplicaStore:
+    return SqliteStore(tmp / "state.sqlite")
+
+
+@pytest.fixture(params=[_memory, _sqlite], ids=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ReplicaStore:
+    make: Callable[[Path], ReplicaStore] = request.param
+    replica = make(tmp_path)
+    with replica.transaction() as tx:
+        for ref in (U1, U2, U3):
+            tx.upsert_user(CloudUser(ref.id, display_name=ref.id.upper()))
+        tx.remove_user("u3", hard=False)
+        tx.upsert_group(CloudGroup("g1", display_name="Sales"))
+        tx.add_members("g1", [U1, CHILD, U3])
+        tx.upsert_group(CloudGroup("g2", display_name="Sales EU"))
+        tx.add_members("g2", [U2])
+        tx.upsert_group(CloudGroup("g3", display_name="Empty"))
+    return replica
+
+
+def test_full_snapshot_has_every_user_and_member(store: ReplicaStore) -> None:
+    snap = store.snapshot()
+    assert set(snap.users) == {"u1", "u2", "u3"} and snap.users["u3"].deleted
+    assert snap.groups["g1"].members == frozenset({U1, CHILD, U3})
+    assert snap.groups["g2"].members == frozenset({U2})
+    assert snap.groups["g3"].members == frozenset()
+
+
+def test_partial_snapshot_reads_members_and_users_of_the_named_groups_only(store: ReplicaStore) -> None:
+    snap = store.snapshot(["g1"])
+    assert set(snap.groups) == {"g1", "g2", "g3"}  # properties of every group (scope, nested DNs)
+    assert snap.groups["g2"].display_name == "Sales EU"
+    assert snap.groups["g1"].members == frozenset({U1, CHILD, U3})
+    assert snap.groups["g2"].members == frozenset()  # not asked for
+    assert set(snap.users) == {"u1", "u3"}  # members of g1, soft-deleted included; not u2
+    assert snap.users["u3"].deleted and snap.users["u1"].display_name == "U1"
+
+
+def test_partial_snapshot_of_unknown_or_no_groups(store: ReplicaStore) -> None:
+    assert store.snapshot([]).users == {}
+    snap = store.snapshot(["missing", "g2"])
+    assert set(snap.users) == {"u2"} and "missing" not in snap.groups
+
+
+def test_partial_snapshot_over_many_groups_spans_parameter_chunks(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite")
+    with store.transaction() as tx:
+        for n in range(1200):
+            tx.upsert_user(CloudUser(f"u{n}"))
+            tx.upsert_group(CloudGroup(f"g{n}", display_name=f"G{n}"))
+            tx.add_members(f"g{n}", [MemberRef("user", f"u{n}")])
+    wanted = [f"g{n}" for n in range(0, 1200, 2)] + [f"g{n}" for n in range(1, 1100, 2)]
+    snap = store.snapshot(wanted)
+    assert len(snap.users) == len(wanted) == 1150
+    assert snap.groups["g1199"].members == frozenset()
+    assert snap.groups["g1098"].members == frozenset({MemberRef("user", "u1098")})
