@@ -272,6 +272,8 @@ def compute_plan(
             renamed[normalize_dn(a.dn)] = d.dn
 
     creating = {normalize_dn(d.dn) for cid, d in desired.items() if cid not in current and d.error is None}
+    # Members that do not exist yet when the creates run: they are added after the creates and renames.
+    pending = creating | {normalize_dn(v) for v in renamed.values()}
     blocked_cids = {cid for cid in desired if cid in by_id and cid not in current}
 
     for cid in sorted(desired):
@@ -309,9 +311,12 @@ def compute_plan(
                 "groupType": d.group_type,
             }
             attrs.update({k: v for k, v in d.attributes.items() if v not in (None, "")})
-            pending = creating | {normalize_dn(v) for v in renamed.values()}
-            now = sorted(m for m in d.members if normalize_dn(m) not in pending)
-            later = sorted(m for m in d.members if normalize_dn(m) in pending)
+            now: list[str] = []
+            later: list[str] = []
+            for m in d.members:
+                (later if normalize_dn(m) in pending else now).append(m)
+            now.sort()
+            later.sort()
             changes.append(
                 Change(
                     ChangeKind.CREATE,
