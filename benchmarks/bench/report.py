@@ -77,6 +77,11 @@ def _change(result: Result, count: int, what: str) -> str:
     return "-"
 
 
+def _check(result: Result, when: str) -> str:
+    found = _get(result, "host_check", when)
+    return f"{_num(found['cpu_ms'], 0)}; {_num(found['ldap_ms'], 0)}" if found else "-"
+
+
 Row = tuple[str, Callable[[Result], str]]
 
 
@@ -121,6 +126,10 @@ def _rows(counts: list[int]) -> list[Row]:
         (
             "**Engine / limit** (whole apply; write phase)",
             lambda r: f"{_num(r.get('ratio_engine_limit'), 2)}; {_num(r.get('ratio_apply_phase_limit'), 2)}",
+        ),
+        (
+            "  host check before apply / limit: CPU; LDAP (ms)",
+            lambda r: f"{_check(r, 'first_apply')} / {_check(r, 'limit')}",
         ),
         ("**Second apply**, no change: wall (s)", lambda r: _num(_get(r, "second_apply", "wall_s"), 2)),
         (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import changes, latency, ldaptools, limit, rules, verify
+from benchmarks.bench.hostcheck import host_check
 from benchmarks.bench.sizes import Size
 from benchmarks.bench.tenantgen import GeneratedTenant, generate
 from benchmarks.bench.workspace import EngineFailed, EngineRun, Workspace, run_apply
@@ -145,6 +146,8 @@ def run_bench(
                 result["tenant"] = _tenant_figures(handle, gen, expected)
                 say(f"Tenant: {result['tenant']}")
 
+                result["host_check"] = {"first_apply": host_check(info)}
+                say(f"Host check: {result['host_check']['first_apply']}")
                 say("First full apply")
                 handle.admin("stats", {"reset": True})
                 first = run_apply(workspace, "first")
@@ -203,6 +206,8 @@ def run_bench(
                 )
                 with ldaptools.connection(info) as conn:
                     delete_subtree(conn, engine_ou)
+            result["host_check"]["limit"] = host_check(info)
+            say(f"Host check: {result['host_check']['limit']}")
             lim = limit.write_limit(info, written, engine_ou, limit_ou)
             with ldaptools.connection(info) as conn:
                 copies = ldaptools.read_groups(conn, limit_ou)

@@ -48,3 +48,20 @@ def test_a_failure_without_an_engine_report_records_the_reason_only() -> None:
     assert result["error"] == "`writeback run` exited with 1"
     assert "first_apply" not in result
     assert checks == {"first_apply_members_exact": True, "run_completed": False}
+
+
+def test_the_host_check_before_the_apply_and_the_limit_sits_under_the_ratio() -> None:
+    result: dict[str, Any] = {
+        "ratio_engine_limit": 1.65,
+        "ratio_apply_phase_limit": 1.18,
+        "host_check": {
+            "first_apply": {"cpu_ms": 151.26, "ldap_ms": 80.4},
+            "limit": {"cpu_ms": 98.7, "ldap_ms": 61.0},
+        },
+    }
+    table = markdown({"medium": result, "small": {}})
+    lines = table.splitlines()
+    ratio = next(i for i, line in enumerate(lines) if line.startswith("| **Engine / limit**"))
+    assert (
+        lines[ratio + 1] == "|   host check before apply / limit: CPU; LDAP (ms) | - / - | 151; 80 / 99; 61 |"
+    )
