@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     discard = started and not args.keep_sandbox and args.sandbox_dir is None and size.name != "small"
     try:
         if discard and seeded_now:
-            # A DC that has just seeded its users wrote the same groups slower (medium, LMDB: 65 s) than the
-            # directory restored from its snapshot (48-55 s), and the limit runs on a restored one.
+            # The limit writes into the directory restored from the snapshot; so does the engine, then.
             info = _restore(size, directory)
         options = Options(
             latency_samples=args.latency_samples,
