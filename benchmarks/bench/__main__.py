@@ -3,9 +3,11 @@
 The sandbox DC: ``--sandbox-dir``, else for small ``$WRITEBACK_SANDBOX_DIR``, else
 ``/var/tmp/writeback-bench-<size>``. A DC already running there is reused as it is, and the benchmark
 deletes its own OU afterwards. Otherwise the sandbox is brought up with the size's seeded users (restored
-from the snapshot cache after the first time) and, at the end, taken down; in the default directory it is
-then discarded instead of cleaned object by object (Samba needs minutes to delete a million links, the
-snapshot restores in seconds).
+from the snapshot cache after the first time) and, at the end, taken down. In the default directory (medium,
+large) the directory is restored from the snapshot again before the limit, and once before measuring when
+this run seeded it, so the engine and the limit start from the same files; at the end it is discarded
+instead of cleaned object by object (Samba needs minutes to delete a million links, the snapshot restores
+in seconds).
 """
 
 from __future__ import annotations

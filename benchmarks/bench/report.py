@@ -77,7 +77,7 @@ def _change(result: Result, count: int, what: str) -> str:
     return "-"
 
 
-def _check(result: Result, when: str) -> str:
+def _host_check_cell(result: Result, when: str) -> str:
     found = _get(result, "host_check", when)
     return f"{_num(found['cpu_ms'], 0)}; {_num(found['ldap_ms'], 0)}" if found else "-"
 
@@ -129,7 +129,7 @@ def _rows(counts: list[int]) -> list[Row]:
         ),
         (
             "  host check before apply / limit: CPU; LDAP (ms)",
-            lambda r: f"{_check(r, 'first_apply')} / {_check(r, 'limit')}",
+            lambda r: f"{_host_check_cell(r, 'first_apply')} / {_host_check_cell(r, 'limit')}",
         ),
         ("**Second apply**, no change: wall (s)", lambda r: _num(_get(r, "second_apply", "wall_s"), 2)),
         (

@@ -216,9 +216,8 @@ def run_bench(
             result["ratio_engine_limit"] = round(first.wall_seconds / lim.seconds, 2)
             result["ratio_apply_phase_limit"] = round(first.report["phases"]["apply"] / lim.seconds, 2)
             say(f"  {lim.seconds:.1f} s, {lim.operations}; engine/limit = {result['ratio_engine_limit']}")
-    except (
-        RuntimeError
-    ) as exc:  # an apply failed, the service died, a sample timed out: keep what was measured
+    # An apply failed, the service died, a sample timed out: keep what was measured.
+    except RuntimeError as exc:
         _record_failure(result, checks, exc)
         say(f"Run stopped: {exc}")
     else:

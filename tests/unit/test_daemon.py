@@ -154,6 +154,26 @@ def test_one_membership_change_plans_one_group_and_writes_once(world: World) -> 
     assert world.members(2) == {"user2", "user5"}
 
 
+def test_an_incremental_cycle_reads_only_the_planned_groups_from_the_replica(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the whole replica every poll cost 8 s at 100,000 users (docs/benchmarks.md, Large)."""
+    world.service.cycle()
+    asked: list[object] = []
+    real = world.store.snapshot
+
+    def spy(member_groups: Any = None) -> Any:
+        asked.append(member_groups)
+        return real(member_groups)
+
+    monkeypatch.setattr(world.store, "snapshot", spy)
+    world.cloud.groups[gid(2)] = group(2, ["u2", "u5"])
+    world.cloud.changed_groups = {gid(2)}
+    world.service.cycle()
+    assert asked == [{gid(2)}]
+    assert world.members(2) == {"user2", "user5"}
+
+
 def test_changed_user_replans_the_groups_holding_it(world: World) -> None:
     world.service.cycle()
     world.cloud.users["u1"] = CloudUser("u1", on_premises_sync_enabled=False)  # no longer resolvable

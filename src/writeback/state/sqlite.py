@@ -215,26 +215,20 @@ class SqliteStore:
 
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         if member_groups is None:
-            users = {
-                r[0]: _user_from_json(r[1], r[2])
-                for r in self.db.execute("SELECT id, data, deleted FROM users")
-            }
-            rows: Iterable[tuple[str, str, str]] = self.db.execute(
-                "SELECT group_id, member_id, kind FROM members"
-            )
+            member_rows: Iterable[Any] = self.db.execute("SELECT group_id, member_id, kind FROM members")
         else:
-            rows = self._select_in(
+            member_rows = self._select_in(
                 "SELECT group_id, member_id, kind FROM members WHERE group_id", member_groups
             )
         members: dict[str, set[MemberRef]] = {}
-        for gid, mid, kind in rows:
+        for gid, mid, kind in member_rows:
             members.setdefault(gid, set()).add(MemberRef(kind, mid))
-        if member_groups is not None:
+        if member_groups is None:
+            user_rows: Iterable[Any] = self.db.execute("SELECT id, data, deleted FROM users")
+        else:
             wanted = {m.id for refs in members.values() for m in refs if m.kind == "user"}
-            users = {
-                r[0]: _user_from_json(r[1], r[2])
-                for r in self._select_in("SELECT id, data, deleted FROM users WHERE id", wanted)
-            }
+            user_rows = self._select_in("SELECT id, data, deleted FROM users WHERE id", wanted)
+        users = {r[0]: _user_from_json(r[1], r[2]) for r in user_rows}
         groups = {
             r[0]: _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
             for r in self.db.execute("SELECT id, data, deleted FROM groups")
