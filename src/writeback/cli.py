@@ -1,6 +1,7 @@
 """The `writeback` command: parse, call one library function, print, map errors to exit codes.
 
-Exit codes: 0 success (for `plan`: no changes), 2 `plan` found changes pending, 1 error.
+Exit codes: 0 success (for `plan`: no changes), 2 `plan` found changes pending, 1 error, 3 `apply` applied
+what it could but held changes over a safety threshold (allow them with --allow-deletes/-removals/-updates).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from writeback import __version__
 from writeback.errors import ConfigError, WritebackError
 
 DEFAULT_SANDBOX_DIR = "/var/tmp/writeback-sandbox"
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_HELD = 0, 1, 2, 3
 
 
 def _sandbox_dir(args: argparse.Namespace) -> Path:
@@ -64,9 +65,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         if not args.no_sync:
             engine.sync()
-        plan = engine.plan(allow_deletes=args.allow_deletes)
+            engine.sync_ad_users(full=True)
+        plan = engine.plan(allow=_allowances(args))
     finally:
-        engine.directory.close()
+        engine.close()
     if args.out:
         Path(args.out).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
         print(f"Plan saved to {args.out} (digest {plan.digest()[:12]})", file=sys.stderr)
@@ -82,7 +84,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     engine = build_engine(_settings(args), _progress(args))
     try:
         engine.sync()
-        plan = engine.plan(allow_deletes=args.allow_deletes)
+        engine.sync_ad_users(full=True)
+        plan = engine.plan(allow=_allowances(args))
         if args.plan:
             try:
                 saved = Plan.from_dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
@@ -94,7 +97,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(render_plan(plan, verbose=args.verbose))
         result = engine.apply(plan)
     finally:
-        engine.directory.close()
+        engine.close()
     failed = result.failed
     if args.json:
         print(
@@ -130,7 +133,36 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(
                 f"Stopped early: {result.aborted}. Run `writeback apply` again once it is fixed; it resumes."
             )
-    return EXIT_OK if result.ok else EXIT_ERROR
+        if plan.held:
+            print(f"Held back by a safety threshold: {len(plan.held)} changes (see the warnings above).")
+    if not result.ok:
+        return EXIT_ERROR
+    return EXIT_HELD if plan.held else EXIT_OK
+
+
+def _allowances(args: argparse.Namespace) -> Any:
+    from writeback.engine import Allowances
+
+    return Allowances(args.allow_deletes, args.allow_removals, args.allow_updates)
+
+
+def cmd_allow(args: argparse.Namespace) -> int:
+    from writeback.engine import Allowances
+    from writeback.state.sqlite import SqliteStore
+
+    allow = Allowances(args.deletes, args.removals, args.updates)
+    if allow == Allowances():
+        raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
+    store = SqliteStore(_settings(args).state.path)
+    try:
+        store.set_allowances({"deletes": allow.deletes, "removals": allow.removals, "updates": allow.updates})
+    finally:
+        store.close()
+    print(
+        "Allowed for the next full reconcile of the running service: "
+        f"{allow.deletes} deletes, {allow.removals} member removals, {allow.updates} updates."
+    )
+    return EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -317,18 +349,66 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--verbose", action="store_true", help="list every member value")
     sp.add_argument("--no-sync", action="store_true", help="plan from the local replica without asking Graph")
     sp.add_argument(
-        "--allow-deletes", type=int, default=0, metavar="N", help="allow up to N deletes past the threshold"
+        "--allow-deletes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N group deletes past the threshold",
+    )
+    sp.add_argument(
+        "--allow-removals",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N member removals past safety.member_removal_percent",
+    )
+    sp.add_argument(
+        "--allow-updates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N groups updated, renamed or moved past safety.update_percent",
     )
     sp.set_defaults(func=cmd_plan)
 
-    sa = sub.add_parser("apply", help="plan and apply (or apply a saved plan that still matches)")
+    sa = sub.add_parser(
+        "apply",
+        help="plan and apply (or apply a saved plan that still matches); exit 3 when changes were held back",
+    )
     sa.add_argument("--plan", help="a plan saved with `plan --out`; refused when it no longer matches")
     sa.add_argument(
-        "--allow-deletes", type=int, default=0, metavar="N", help="allow up to N deletes past the threshold"
+        "--allow-deletes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N group deletes past the threshold",
+    )
+    sa.add_argument(
+        "--allow-removals",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N member removals past safety.member_removal_percent",
+    )
+    sa.add_argument(
+        "--allow-updates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N groups updated, renamed or moved past safety.update_percent",
     )
     sa.add_argument("--json", action="store_true")
     sa.add_argument("--verbose", action="store_true")
     sa.set_defaults(func=cmd_apply)
+
+    sal = sub.add_parser(
+        "allow",
+        help="let a running `writeback run` apply changes it holds over a safety threshold (next full reconcile)",
+    )
+    sal.add_argument("--deletes", type=int, default=0, metavar="N", help="up to N group deletes")
+    sal.add_argument("--removals", type=int, default=0, metavar="N", help="up to N member removals")
+    sal.add_argument("--updates", type=int, default=0, metavar="N", help="up to N groups updated or renamed")
+    sal.set_defaults(func=cmd_allow)
 
     sw = sub.add_parser("show", help="list the AD groups writeback manages, with their members")
     sw.add_argument("--json", action="store_true")

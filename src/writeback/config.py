@@ -121,6 +121,8 @@ class MemberSettings:
 @dataclass(frozen=True)
 class SafetySettings:
     delete_threshold: int = 10  # most AD groups one apply may delete; more needs --allow-deletes
+    member_removal_percent: float = 30.0  # of managed member values (once >= 50); more needs --allow-removals
+    update_percent: float = 30.0  # of managed groups updated/renamed/moved (once >= 10); --allow-updates
     on_soft_delete: str = "keep"
     on_out_of_scope: str = "keep"
 
@@ -237,6 +239,10 @@ class _Reader:
 
 def _positive(v: Any) -> str | None:
     return None if v > 0 else "must be greater than 0"
+
+
+def _percent(v: Any) -> str | None:
+    return None if 0 <= v <= 100 else "must be a percentage from 0 to 100"
 
 
 def _table(root: Mapping[str, Any], name: str, file: str, required: bool = False) -> _Reader:
@@ -363,6 +369,8 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         delete_threshold=sf.get(
             "delete_threshold", int, 10, lambda v: None if v >= 0 else "must be 0 or more"
         ),
+        member_removal_percent=float(sf.get("member_removal_percent", float, 30.0, _percent)),
+        update_percent=float(sf.get("update_percent", float, 30.0, _percent)),
         on_soft_delete=sf.choice("on_soft_delete", DELETE_POLICIES, "keep"),
         on_out_of_scope=sf.choice("on_out_of_scope", DELETE_POLICIES, "keep"),
     )

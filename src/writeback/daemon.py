@@ -19,7 +19,8 @@ Crash safety needs nothing here: the engine plans from what AD holds now and eve
 it between two LDAP changes; a second signal interrupts at once.
 
 The health file (``service.health_file``) is rewritten atomically after every cycle; monitoring reads
-``status``: starting, ok, degraded (the last cycle or some groups failed), quarantined, stopped.
+``status``: starting, ok, held (changes over a safety threshold wait for `writeback allow`), degraded (the last
+cycle or some groups failed), quarantined, stopped.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ from types import FrameType
 from typing import Any
 
 from writeback.config import Settings
-from writeback.engine import ApplyResult, Engine
+from writeback.engine import Allowances, ApplyResult, Engine
 from writeback.errors import DirectoryUnavailable, WritebackError
-from writeback.planning import Plan, merge_plans
+from writeback.planning import Plan
 from writeback.ports import SyncReport
 
 log = logging.getLogger("writeback.service")
@@ -52,7 +53,7 @@ QUARANTINE_AFTER = 5  # consecutive failed cycles
 class Health:
     """What the health file says (JSON). Times are Unix seconds."""
 
-    status: str = "starting"  # starting, ok, degraded, quarantined, stopped
+    status: str = "starting"  # starting, ok, held, degraded, quarantined, stopped
     message: str = "starting"
     started: float = field(default_factory=time.time)
     last_cycle: float | None = None
@@ -67,6 +68,7 @@ class Health:
     changes_failed: int = 0
     graph_requests: int = 0
     ldap_operations: dict[str, int] = field(default_factory=dict)  # by kind, since start (LDAP adapter only)
+    held: list[dict[str, Any]] = field(default_factory=list)  # safety holds waiting for `writeback allow`
     pid: int = field(default_factory=os.getpid)
 
 
@@ -121,15 +123,17 @@ class Service:
             log.info(
                 "Graph full resync of the cloud replica; reconciling every group", extra={"event": "resync"}
             )
+        allow = self.engine.allowances()
+        if allow != Allowances():
+            full = True  # an operator allowed held changes: plan every group so they are applied now
         only = None if full else self._affected(report) | self._due_retries(now)
-        # On-prem dynamic groups: an incremental read of changed AD users each poll (full reads come with the
-        # full reconcile, inside engine.plan()).
-        dynamic = None if full else self.engine.plan_dynamic_if_changed()
-        if not full and not only and dynamic is None:
+        # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with the full
+        # reconcile; they are planned when any changed.
+        users_changed = self.engine.sync_ad_users(full=full)
+        if not full and not only and not users_changed:
             return CycleOutcome(False, 0, 0, 0, 0)
-        plan = self.engine.plan(only=only) if full or only else Plan()
-        if dynamic is not None:
-            plan = merge_plans(plan, dynamic)
+        plan = self.engine.plan(only=only, dynamic=full or users_changed > 0, allow=allow)
+        self._note_holds(plan, allow)
         result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
         self._track_group_failures(result, only, now)
         if full:
@@ -155,11 +159,24 @@ class Service:
             raise DirectoryUnavailable(f"apply stopped after {len(result.results)} changes: {result.aborted}")
         return outcome
 
+    def _note_holds(self, plan: Plan, allow: Allowances) -> None:
+        """Held changes wait for an operator (`writeback allow`); an allowance is used by one full plan."""
+        if allow != Allowances():
+            self.engine.clear_allowances()
+            log.info("operator allowance applied: %s", asdict(allow), extra={"event": "allowance_used"})
+        self.health.held = [h.to_dict() for h in plan.holds]
+        if plan.holds:
+            log.warning(
+                "changes held by a safety threshold: %s",
+                " ".join(h.message for h in plan.holds),
+                extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
+            )
+
     def _affected(self, report: SyncReport) -> set[str]:
         """Cloud groups whose AD group may need a change: the changed groups, the groups holding a changed
         user, and the parents of a changed group (a nested group renamed, deleted or out of scope)."""
         only = set(report.changed_groups)
-        members_of = self.engine.store.groups_with_members
+        members_of = self.engine.groups_holding
         if report.changed_users:
             only |= members_of(report.changed_users)
         if report.changed_groups:
@@ -222,9 +239,7 @@ class Service:
             self.health.last_cycle = time.time()
             ok = self._run_cycle()
             delay = s.poll_interval if ok else self.delay_after_failure()
-            stats = getattr(self.engine.directory, "stats", None)
-            if isinstance(stats, dict):
-                self.health.ldap_operations = dict(stats)
+            self.health.ldap_operations = self.engine.ldap_stats()
             self.health.next_cycle = time.time() + delay
             self.write_health()
             if once:
@@ -254,7 +269,10 @@ class Service:
             )
         h.consecutive_failures = 0
         h.last_success = time.time()
-        if self._retry:
+        if h.held:
+            h.status = "held"
+            h.message = " ".join(x["message"] for x in h.held)
+        elif self._retry:
             h.status = "degraded"
             worst = max(self._retry.values(), key=lambda r: r.failures)
             h.message = f"{len(self._retry)} groups have changes AD refused; retrying. Latest: {worst.error}"
@@ -369,7 +387,4 @@ def run_service(
             service.write_health()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        engine.directory.close()
-        close_store = getattr(engine.store, "close", None)
-        if callable(close_store):
-            close_store()
+        engine.close()

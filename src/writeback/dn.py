@@ -63,6 +63,11 @@ def rdn(dn: str) -> str:
     return split_dn(dn)[0]
 
 
+def rdn_value(dn: str) -> str:
+    """The unescaped value of the first RDN: 'CN=R\\, D,OU=x' -> 'R, D'."""
+    return _unescape(rdn(dn).split("=", 1)[1])
+
+
 def _unescape(value: str) -> str:
     out: list[str] = []
     i = 0

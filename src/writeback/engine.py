@@ -14,30 +14,23 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 from writeback.config import Settings
+from writeback.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
 from writeback.dn import normalize_dn
 from writeback.errors import DirectoryError, DirectoryUnavailable, PlanError, StalePlanError
-from writeback.mapping import (
-    ADMIN_DESCRIPTION,
-    MSDS_ANCHOR,
-    Mapper,
-    anchor_attributes,
-    assign_sam_account_names,
-    immutable_id_to_guid,
-)
-from writeback.model import CloudGroup, CloudSnapshot, DesiredGroup, DirectoryAccount, DirectoryGroup
-from writeback.onprem import DynamicGroups
-from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan, merge_plans
-from writeback.ports import CloudSource, Directory, ReplicaStore, ResolvedAccounts, SyncReport
-from writeback.scope import out_of_scope_reason
+from writeback.gathering import Schema, gather
+from writeback.model import DirectoryGroup
+from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan
+from writeback.ports import CloudSource, Directory, ReplicaStore, SyncReport, UserCache
+from writeback.safety import Managed, Thresholds, hold_unsafe
 
 log = logging.getLogger("writeback.engine")
 
 
-class Store(ReplicaStore, Protocol):
+class Store(ReplicaStore, UserCache, Protocol):
     """What the engine needs from the state store beyond the replica."""
 
     def has_synced(self) -> bool: ...
@@ -66,6 +59,12 @@ class Store(ReplicaStore, Protocol):
     def record_fingerprints(self, prints: Mapping[str, str]) -> None: ...
 
     def applied_fingerprints(self) -> dict[str, str]: ...
+
+    def allowances(self) -> dict[str, int]: ...
+
+    def set_allowances(self, allowances: Mapping[str, int]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,24 @@ _ACTION_NAMES = {
 }
 
 
+@dataclass(frozen=True)
+class Allowances:
+    """An operator's explicit allowances past the safety thresholds (see :mod:`writeback.safety`)."""
+
+    deletes: int = 0
+    removals: int = 0
+    updates: int = 0
+
+
+def _held_reason(change: Change, reasons: Mapping[str, str]) -> str:
+    kind = {ChangeKind.DELETE: "deletes", ChangeKind.REMOVE_MEMBERS: "removals"}.get(change.kind, "updates")
+    return reasons.get(kind) or next(iter(reasons.values()), "held by a safety threshold")
+
+
 class Engine:
+    """Sync the sources, plan, apply. Every plan goes the same way (see :mod:`writeback.desired`): sources ->
+    intents -> questions -> one gathering step -> desired state -> plan -> safety holds."""
+
     def __init__(
         self,
         settings: Settings,
@@ -113,12 +129,50 @@ class Engine:
     ) -> None:
         self.settings, self.source, self.directory, self.store = settings, source, directory, store
         self.progress = progress or (lambda _msg: None)
-        self._anchor_attrs: tuple[str, ...] | None = None
-        self._read_anchor_attrs: tuple[str, ...] = ()
-        self.dynamic = DynamicGroups(settings, directory, store, self.progress)
+        self._schema: Schema | None = None
+        # The base of the safety percentages: counted by every full plan, kept for incremental ones.
+        self._managed: Managed | None = None
 
-    # Reading ----------------------------------------------------------------------------------------------
+    @property
+    def cloud_enabled(self) -> bool:
+        return self.settings.scope.mode != "none"
+
+    @property
+    def dynamic_enabled(self) -> bool:
+        return bool(self.settings.dynamic_groups)
+
+    # What the service and the CLI need ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the directory connections and the state store."""
+        try:
+            self.directory.close()
+        finally:
+            self.store.close()
+
+    def ldap_stats(self) -> dict[str, int]:
+        """LDAP operations by kind since start (when the directory adapter counts them)."""
+        stats = getattr(self.directory, "stats", None)
+        return dict(stats) if isinstance(stats, dict) else {}
+
+    def groups_holding(self, member_ids: Iterable[str]) -> set[str]:
+        """The cloud groups that hold any of ``member_ids`` (users or groups) in the replica."""
+        return self.store.groups_with_members(member_ids)
+
+    def allowances(self) -> Allowances:
+        """Allowances an operator recorded for a running service (`writeback allow`)."""
+        return Allowances(**self.store.allowances())
+
+    def allow(self, allowances: Allowances) -> None:
+        self.store.set_allowances(asdict(allowances))
+
+    def clear_allowances(self) -> None:
+        self.store.set_allowances({})
+
+    # Sources ----------------------------------------------------------------------------------------------
     def sync(self) -> SyncReport:
+        """Bring the cloud replica up to date (Graph delta)."""
+        if not self.cloud_enabled:
+            return SyncReport()
         self.progress("Reading changes from Microsoft Graph")
         report = self.source.sync(self.store)
         self.progress(
@@ -127,143 +181,98 @@ class Engine:
         )
         return report
 
-    def anchors(self) -> tuple[str, ...]:
-        if self._anchor_attrs is None:
-            has_msds = self.directory.has_attribute(MSDS_ANCHOR)
-            self._anchor_attrs = anchor_attributes(self.settings.mapping.anchor, has_msds)
-            # Read both anchors when the schema has both, so groups Connect v2 wrote (adminDescription only)
-            # are adopted, not duplicated.
-            self._read_anchor_attrs = (MSDS_ANCHOR, ADMIN_DESCRIPTION) if has_msds else (ADMIN_DESCRIPTION,)
-        return self._anchor_attrs
+    def sync_ad_users(self, *, full: bool = False) -> int:
+        """The on-prem source: read the AD users changed since the last read (all when ``full`` or on first
+        use) into the cache dynamic groups are evaluated over. Returns how many were read."""
+        if not self.dynamic_enabled:
+            return 0
+        since = None if full else self.store.ad_users_usn()
+        users, usn = self.directory.read_user_properties(self.settings.target.base_dn, since)
+        self.store.put_ad_users(users, replace=since is None, usn=usn)
+        if users:
+            self.progress(
+                f"{len(users)} AD users read for dynamic groups"
+                + (" (full)" if since is None else " (changed)")
+            )
+        return len(users)
 
-    def mapper(self) -> Mapper:
-        return Mapper(
-            self.settings.mapping,
-            self.settings.members,
-            self.settings.target.target_ou,
-            self.settings.target.base_dn,
-            self.anchors(),
+    def schema(self) -> Schema:
+        if self._schema is None:
+            self._schema = Schema.of(self.directory, self.settings.mapping.anchor)
+        return self._schema
+
+    # Planning ---------------------------------------------------------------------------------------------
+    def plan(
+        self,
+        *,
+        only: Collection[str] | None = None,
+        dynamic: bool = True,
+        allow: Allowances = Allowances(),
+    ) -> Plan:
+        """Plan from the synced sources and what AD holds now.
+
+        ``only``: an incremental plan of just these cloud groups (every managed group otherwise);
+        ``dynamic``: include the on-prem dynamic groups.
+        """
+        sources: list[Intents] = []
+        if self.cloud_enabled and (only is None or only):
+            if not self.store.has_synced():
+                raise PlanError(
+                    "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
+                    "(which syncs first) and check the source settings with `writeback config check`"
+                )
+            cloud = cloud_intents(self.store.snapshot(only), self.settings, only)
+            self.progress(
+                f"{len(cloud.in_scope)} cloud groups in scope of {len(cloud.cloud_groups)}; "
+                f"planning {len(cloud.groups)}"
+            )
+            sources.append(cloud)
+        elif self.cloud_enabled:
+            sources.append(Intents({}, reconciled=frozenset()))
+        if dynamic and self.dynamic_enabled:
+            sources.append(dynamic_intents(self.settings, self.store.ad_users()))
+        intents = combine(*sources)
+        if not intents.groups and intents.partial:
+            return Plan()
+        q = questions(intents, self.settings, self.store.applied_dns())
+        facts = gather(q, self.directory, self.schema(), self.mapped_attributes(), self.progress)
+        if not intents.partial:
+            self._remember_locations(facts.managed)
+        state = desired_state(intents, facts, self.settings)
+        plan = compute_plan(
+            state.groups,
+            state.actual,
+            state.cloud,
+            self.policy(),
+            out_of_scope=state.out_of_scope,
+            applied=self.store.applied_fingerprints(),
         )
+        if not intents.partial or self._managed is None:
+            self._managed = Managed.of(state.actual)
+        return hold_unsafe(plan, self._managed, self.thresholds(allow))
 
-    def policy(self, allow_deletes: int = 0) -> Policy:
+    def mapped_attributes(self) -> tuple[str, ...]:
+        """The AD attributes writeback writes besides members: read back to compare."""
+        return (*self.schema().write, "description", "displayName", *self.settings.mapping.attributes)
+
+    def policy(self) -> Policy:
         s = self.settings
         return Policy(
-            delete_threshold=s.safety.delete_threshold,
-            allow_deletes=allow_deletes,
             delete_soft_deleted=s.safety.on_soft_delete == "delete",
             delete_out_of_scope=s.safety.on_out_of_scope == "delete",
             manage_sam_account_name=s.mapping.sam_account_name is not None,
         )
 
-    def plan_dynamic(self, *, allow_deletes: int = 0, full_user_read: bool = False) -> Plan:
-        """Plan the on-prem dynamic groups (reads changed AD users first)."""
-        anchors = self.anchors()
-        self.dynamic.refresh_users(full=full_user_read)
-        return self.dynamic.plan(anchors, self._read_anchor_attrs, self.policy(allow_deletes))
-
-    def plan_dynamic_if_changed(self) -> Plan | None:
-        """For the service: read AD users changed since the last read; plan dynamic groups only if any did."""
-        if not self.dynamic.enabled or not self.dynamic.refresh_users():
-            return None
-        return self.dynamic.plan(self.anchors(), self._read_anchor_attrs, self.policy())
-
-    def plan(
-        self,
-        *,
-        allow_deletes: int = 0,
-        only: Collection[str] | None = None,
-    ) -> Plan:
-        """Compute the plan from the replica and the directory. ``only``: reconcile just these cloud groups."""
-        if self.settings.scope.mode == "none":  # on-prem dynamic groups only
-            if only is not None or not self.dynamic.enabled:
-                return Plan()
-            return self.plan_dynamic(allow_deletes=allow_deletes, full_user_read=True)
-        if not self.store.has_synced():
-            raise PlanError(
-                "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
-                "(which syncs first) and check the source settings with `writeback config check`"
-            )
-        snap = self.store.snapshot(only)
-        mapper = self.mapper()
-        in_scope: dict[str, CloudGroup] = {}
-        out_reasons: dict[str, str] = {}
-        for gid, g in snap.groups.items():
-            reason = out_of_scope_reason(g, self.settings.scope)
-            if reason is None:
-                in_scope[gid] = g
-            else:
-                out_reasons[gid] = reason
-        targets = in_scope if only is None else {gid: in_scope[gid] for gid in only if gid in in_scope}
-        self.progress(f"{len(in_scope)} cloud groups in scope of {len(snap.groups)}; planning {len(targets)}")
-
-        accounts = self._resolve_members(targets, snap)
-        mapped = (*self.anchors(), "description", "displayName", *self.settings.mapping.attributes)
-        read_attrs = tuple(dict.fromkeys((*self._read_anchor_attrs, *mapped)))
-        if only is None:
-            actual = self.directory.read_managed_groups(self._read_anchor_attrs, read_attrs)
-            self._remember_locations(actual)
-        else:
-            actual = self._read_some(set(only), mapper, snap, read_attrs)
-        self.progress(f"{len(actual)} managed groups in AD")
-
-        # Nested groups are written by DN: the DN of each in-scope group a planned group holds (not of every
-        # group: 10,000 DNs cost ~1 s, per poll when only one group changed).
-        nested = {r.id for g in targets.values() for r in g.members if r.kind == "group"}
-        child_dns = {gid: mapper.desired_dn(in_scope[gid]) for gid in nested if gid in in_scope}
-        current = {a.cloud_id: a for a in actual if a.cloud_id}
-        for gid, a in current.items():  # a child not being reconciled keeps the DN it has
-            if gid not in targets and gid in child_dns:
-                child_dns[gid] = a.dn
-        sam = self._sam_names(targets, current, mapper)
-        desired: dict[str, DesiredGroup] = {
-            gid: mapper.map_group(
-                g,
-                in_scope=in_scope,
-                users=snap.users,
-                accounts=accounts,
-                sam_account_name=sam[gid],
-                child_dns=child_dns,
-            )
-            for gid, g in targets.items()
-        }
-        occupied = self._occupied(desired, current, actual)
-        cloud_view = (
-            snap.groups if only is None else {gid: g for gid, g in snap.groups.items() if gid in only}
+    def thresholds(self, allow: Allowances) -> Thresholds:
+        s = self.settings.safety
+        return Thresholds(
+            delete_threshold=s.delete_threshold,
+            member_removal_percent=s.member_removal_percent,
+            update_percent=s.update_percent,
+            allow_deletes=allow.deletes,
+            allow_removals=allow.removals,
+            allow_updates=allow.updates,
         )
-        plan = compute_plan(
-            desired,
-            actual if only is None else [a for a in actual if a.cloud_id in only],
-            cloud_view,
-            self.policy(allow_deletes),
-            out_of_scope=out_reasons,
-            occupied_dns=occupied,
-            applied=self.store.applied_fingerprints(),
-        )
-        if only is None and self.dynamic.enabled:
-            plan = merge_plans(plan, self.plan_dynamic(allow_deletes=allow_deletes, full_user_read=True))
-        return plan
-
-    def _read_some(
-        self, only: set[str], mapper: Mapper, snap: CloudSnapshot, attrs: tuple[str, ...]
-    ) -> list[DirectoryGroup]:
-        """Read just the groups of ``only``: where they were last seen, or where they will be created.
-
-        A group remembered at a DN where it no longer is (moved by hand in AD) could otherwise look missing
-        and be created a second time; then every managed group is read instead, as a full pass would.
-        """
-        applied = self.store.applied_dns()
-        dns = [applied[c] for c in only if c in applied]
-        dns += [mapper.desired_dn(snap.groups[c]) for c in only if c in snap.groups and c not in applied]
-        found = [
-            g for g in self.directory.read_groups(dns, self._read_anchor_attrs, attrs) if g.cloud_id in only
-        ]
-        lost = {c for c in only if c in applied} - {g.cloud_id for g in found}
-        if lost:
-            log.info("%d managed groups not where last seen; reading every managed group", len(lost))
-            every = self.directory.read_managed_groups(self._read_anchor_attrs, attrs)
-            self._remember_locations(every)
-            found = [g for g in every if g.cloud_id in only]
-        return found
 
     def _remember_locations(self, actual: Iterable[DirectoryGroup]) -> None:
         """Record the DN of every managed group a full read found, so incremental cycles read the right DNs.
@@ -275,80 +284,6 @@ class Engine:
         for g in actual:
             if g.cloud_id and known.get(g.cloud_id) != normalize_dn(g.dn):
                 self.store.record_applied(g.cloud_id, g.dn)
-
-    def _resolve_members(self, groups: Mapping[str, CloudGroup], snap: CloudSnapshot) -> ResolvedAccounts:
-        """The AD accounts of the synced users among the members, looked up in ``members.match_order``.
-
-        An identifier is looked up only for the users the ones before it did not find (the mapper uses the
-        first match anyway): when every synced user has a SID, that halves the directory searches of a
-        full plan, the biggest cost of a no-change apply (docs/benchmarks.md).
-        """
-        keys: dict[str, tuple[str | None, str | None]] = {}  # user id -> (SID upper-cased, GUID)
-        for g in groups.values():
-            for ref in g.members:
-                if ref.kind != "user" or ref.id in keys:
-                    continue
-                u = snap.users.get(ref.id)
-                if u is None or not u.is_synced:
-                    continue
-                sid = u.on_premises_security_identifier
-                immutable = u.on_premises_immutable_id
-                keys[ref.id] = (
-                    sid.upper() if sid else None,
-                    immutable_id_to_guid(immutable) if immutable else None,
-                )
-        self.progress(f"Resolving {len(keys)} synced members in AD")
-        by_sid: dict[str, DirectoryAccount] = {}
-        by_guid: dict[str, DirectoryAccount] = {}
-        pending = list(keys.values())
-        for how in self.settings.members.match_order:
-            if how == "sid" and (sids := {s for s, _ in pending if s}):
-                found = self.directory.resolve_accounts(sids, ())
-                by_sid.update((k.upper(), v) for k, v in found.by_sid.items())
-                pending = [(s, g) for s, g in pending if not (s and s in by_sid)]
-            elif how == "immutable_id" and (guids := {g for _, g in pending if g}):
-                found = self.directory.resolve_accounts((), guids)
-                by_guid.update((k.lower(), v) for k, v in found.by_guid.items())
-                pending = [(s, g) for s, g in pending if not (g and g in by_guid)]
-        return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
-
-    def _sam_names(
-        self, targets: Mapping[str, CloudGroup], current: Mapping[str, DirectoryGroup], mapper: Mapper
-    ) -> dict[str, str]:
-        existing = {
-            cid: a.sam_account_name for cid, a in current.items() if cid in targets and a.sam_account_name
-        }
-        if self.settings.mapping.sam_account_name is not None:
-            # Mapped explicitly: the mapping wins over the name the group has (and may rename it).
-            existing = {}
-        candidates = {gid: mapper.sam_candidates(g) for gid, g in targets.items() if gid not in existing}
-        wanted = {c for names in candidates.values() for c in names}
-        taken = self.directory.taken_sam_account_names(wanted) if wanted else {}
-        own = {normalize_dn(a.dn) for a in current.values()}
-        foreign = {name for name, dn in taken.items() if normalize_dn(dn) not in own}
-        if self.settings.mapping.sam_account_name is not None:
-            # A name held by the group itself is not a collision.
-            for gid in candidates:
-                a = current.get(gid)
-                if a and a.sam_account_name:
-                    foreign.discard(a.sam_account_name.lower())
-        return assign_sam_account_names(candidates, existing, foreign)
-
-    def _occupied(
-        self,
-        desired: Mapping[str, DesiredGroup],
-        current: Mapping[str, DirectoryGroup],
-        actual: Collection[DirectoryGroup],
-    ) -> set[str]:
-        wanted = [
-            d.dn
-            for cid, d in desired.items()
-            if d.error is None and (cid not in current or normalize_dn(current[cid].dn) != normalize_dn(d.dn))
-        ]
-        if not wanted:
-            return set()
-        managed = {normalize_dn(a.dn) for a in actual}
-        return {dn for dn in self.directory.existing_dns(wanted) if normalize_dn(dn) not in managed}
 
     # Writing ----------------------------------------------------------------------------------------------
     def apply(
@@ -410,15 +345,17 @@ class Engine:
                 error=r.error,
                 detail=None if r.error else {"skipped": len(r.skipped), "reasons": dict(reasons)},
             )
-        for c in plan.blocked_deletes:
+        why = {h.kind: h.message for h in plan.holds}
+        for c in plan.held:
             self.store.log(
                 run_id,
-                "staged_delete",
-                "blocked",
+                "held",
+                "held",
                 cloud_id=c.cloud_id,
                 group_name=c.display_name,
                 dn=c.dn,
-                error="delete threshold exceeded",
+                error=_held_reason(c, why),
+                detail={"change": _ACTION_NAMES[c.kind], "members": len(c.members)} if c.members else None,
             )
 
     def _execute(self, change: Change) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from writeback.config import GROUP_SCOPES, MappingSettings, MemberSettings
-from writeback.dn import is_within, join_rdn
+from writeback.config import GROUP_SCOPES, MappingSettings
+from writeback.dn import is_within
 from writeback.expressions import Expression, compile_expression
 from writeback.model import (
     GROUP_TYPE_DOMAIN_LOCAL,
@@ -25,13 +26,8 @@ from writeback.model import (
     GROUP_TYPE_SECURITY,
     GROUP_TYPE_UNIVERSAL,
     CloudGroup,
-    CloudUser,
-    DesiredGroup,
-    MemberRef,
-    SkippedMember,
-    SkipReason,
+    Intent,
 )
-from writeback.ports import ResolvedAccounts
 
 MSDS_ANCHOR = "msDS-ExternalDirectoryObjectId"
 ADMIN_DESCRIPTION = "adminDescription"
@@ -83,13 +79,11 @@ def group_source(group: CloudGroup) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Mapper:
-    """Compiled mapping settings; build once per run, map many groups."""
+    """Compiled mapping settings; build once per run, map many groups. Knows nothing of AD's contents."""
 
     mapping: MappingSettings
-    members: MemberSettings
     target_ou: str
     base_dn: str
-    anchor_attrs: tuple[str, ...]
 
     @cached_property
     def _exprs(self) -> dict[str, Expression]:
@@ -132,17 +126,8 @@ class Mapper:
         prefix = clean_sam_account_name(group.display_name, 7) or "grp"
         return [prefix + "_" + hexid[-12:], "g_" + hexid[-18:], "g" + hexid[:19]]
 
-    def map_group(
-        self,
-        group: CloudGroup,
-        *,
-        in_scope: Mapping[str, CloudGroup],
-        users: Mapping[str, CloudUser],
-        accounts: ResolvedAccounts,
-        sam_account_name: str,
-        child_dns: Mapping[str, str],
-    ) -> DesiredGroup:
-        """Desired AD state of one in-scope group. ``child_dns``: desired DN of every in-scope group."""
+    def intent(self, group: CloudGroup) -> Intent:
+        """Everything about the desired AD group of ``group`` that needs no directory fact."""
         src = group_source(group)
         cn = self._exprs["cn"].evaluate(src) or ""
         parent = self.target_ou
@@ -156,102 +141,36 @@ class Mapper:
             error = "mapped cn is empty; fix mapping.cn"
         elif len(cn) > CN_MAX:
             error = f"mapped cn is {len(cn)} characters; AD allows {CN_MAX}; fix mapping.cn"
-        attrs: dict[str, str | None] = {a: group.anchor for a in self.anchor_attrs}
+        attrs: dict[str, str | None] = {}
         for name, expr in self._exprs.items():
-            if name not in ("cn",) and not name.startswith("__"):
+            if name != "cn" and not name.startswith("__"):
                 value = expr.evaluate(src)
-                attrs[name] = value if value not in ("",) else None
-        gtype = self.group_type(group)
-        members, skipped = self._members(group, gtype, in_scope, users, accounts, child_dns)
-        if error is None and len(members) > self.members.max_members:
-            error = (
-                f"{len(members)} members exceeds members.max_members ({self.members.max_members}); "
-                "the group is skipped (raise members.max_members to write it)"
-            )
-        return DesiredGroup(
-            cloud_id=group.id,
+                attrs[name] = value if value != "" else None
+        return Intent(
+            key=group.id,
             anchor=group.anchor,
+            name=group.display_name,
             cn=cn,
             parent_dn=parent,
-            sam_account_name=sam_account_name,
-            group_type=gtype,
+            group_type=self.group_type(group),
             attributes=attrs,
-            members=frozenset(members),
-            skipped=tuple(sorted(skipped)),
+            sam_candidates=tuple(self.sam_candidates(group)),
+            sam_mapped=self.mapping.sam_account_name is not None,
+            members=tuple(sorted(group.members)),
             error=error,
         )
 
-    def _members(
-        self,
-        group: CloudGroup,
-        gtype: int,
-        in_scope: Mapping[str, CloudGroup],
-        users: Mapping[str, CloudUser],
-        accounts: ResolvedAccounts,
-        child_dns: Mapping[str, str],
-    ) -> tuple[set[str], list[SkippedMember]]:
-        members: set[str] = set()
-        skipped: list[SkippedMember] = []
-        for ref in group.members:
-            if ref.kind == "user":
-                dn_or_reason = self.resolve_user(users.get(ref.id), accounts)
-            elif ref.kind == "group":
-                dn_or_reason = self._resolve_group(ref, gtype, in_scope, child_dns)
-            else:
-                dn_or_reason = SkipReason.UNSUPPORTED_KIND
-            if isinstance(dn_or_reason, SkipReason):
-                skipped.append(
-                    SkippedMember(ref.id, ref.kind, dn_or_reason.value, _member_name(ref, users, in_scope))
-                )
-            else:
-                members.add(dn_or_reason)
-        return members, skipped
 
-    def resolve_user(self, user: CloudUser | None, accounts: ResolvedAccounts) -> str | SkipReason:
-        if user is None:
-            return SkipReason.UNKNOWN_OBJECT
-        if user.deleted:
-            return SkipReason.SOFT_DELETED
-        if not user.is_synced:
-            return SkipReason.CLOUD_ONLY
-        for how in self.members.match_order:
-            if how == "sid" and user.on_premises_security_identifier:
-                acct = accounts.by_sid.get(user.on_premises_security_identifier.upper())
-                if acct:
-                    return acct.dn
-            if how == "immutable_id" and user.on_premises_immutable_id:
-                guid = immutable_id_to_guid(user.on_premises_immutable_id)
-                acct = accounts.by_guid.get(guid) if guid else None
-                if acct:
-                    return acct.dn
-        return SkipReason.NOT_FOUND_IN_AD
-
-    def _resolve_group(
-        self, ref: MemberRef, gtype: int, in_scope: Mapping[str, CloudGroup], child_dns: Mapping[str, str]
-    ) -> str | SkipReason:
-        child = in_scope.get(ref.id)
-        if child is None or not self.members.nested_groups or ref.id not in child_dns:
-            return SkipReason.GROUP_OUT_OF_SCOPE
-        if not nesting_allowed(gtype, self.group_type(child)):
-            return SkipReason.LOCAL_IN_UNIVERSAL
-        return child_dns[ref.id]
-
-    def desired_dn(self, group: CloudGroup) -> str:
-        src = group_source(group)
-        cn = self._exprs["cn"].evaluate(src) or ""
-        parent = self.target_ou
-        if "__ou" in self._exprs:
-            candidate = self._exprs["__ou"].evaluate(src) or self.target_ou
-            parent = candidate if is_within(candidate, self.base_dn) else self.target_ou
-        return join_rdn("CN", cn, parent)
-
-
-def _member_name(ref: MemberRef, users: Mapping[str, CloudUser], groups: Mapping[str, CloudGroup]) -> str:
-    if ref.kind == "user" and (u := users.get(ref.id)):
-        return u.user_principal_name or u.display_name or ""
-    if ref.kind == "group" and (g := groups.get(ref.id)):
-        return g.display_name
-    return ""
+def dynamic_sam_candidates(group_id: str, name: str) -> list[str]:
+    """sAMAccountName choices for an on-prem dynamic group: its name, then the name with a digest."""
+    digest = hashlib.sha256(group_id.encode()).hexdigest()
+    base = clean_sam_account_name(name, 20) or "dyn"
+    return [
+        base,
+        clean_sam_account_name(name, 15) + "_" + digest[:4],
+        clean_sam_account_name(name, 11) + "_" + digest[:8],
+        "dyn_" + digest[:16],
+    ]
 
 
 def nesting_allowed(parent_type: int, child_type: int) -> bool:

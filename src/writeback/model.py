@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from writeback.dn import join_rdn
+
 # AD groupType bits (MS-ADTS 2.2.12).
 GROUP_TYPE_GLOBAL = 0x2
 GROUP_TYPE_DOMAIN_LOCAL = 0x4
@@ -22,6 +24,7 @@ UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
 ANCHOR_PREFIX = "Group_"
 DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.onprem)
 DYNAMIC_KEY_PREFIX = "dynamic:"
+ANCHOR_PREFIXES = (ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX)  # every anchor writeback writes
 
 
 def member_kind_from_odata(odata_type: str | None) -> str:
@@ -172,6 +175,26 @@ class DesiredGroup:
 
     @property
     def dn(self) -> str:
-        from writeback.dn import join_rdn
+        return join_rdn("CN", self.cn, self.parent_dn)
 
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A desired group as far as it is known without asking AD."""
+
+    key: str  # cloud object id, or 'dynamic:<id>'
+    anchor: str  # Group_<id> or WritebackDynamic_<id>
+    name: str  # for reports: the cloud display name or the configured name
+    cn: str
+    parent_dn: str
+    group_type: int
+    attributes: Mapping[str, str | None]  # mapped attributes, without the anchor attribute(s)
+    sam_candidates: tuple[str, ...]
+    sam_mapped: bool  # sAMAccountName mapped explicitly: the mapping wins over the name the group has
+    members: tuple[MemberRef, ...] = ()  # cloud members, resolved against AD by the desired state
+    member_dns: frozenset[str] = frozenset()  # members already known as AD DNs (on-prem dynamic groups)
+    error: str | None = None
+
+    @property
+    def dn(self) -> str:
         return join_rdn("CN", self.cn, self.parent_dn)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from writeback.dn import normalize_dn
 from writeback.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: held changes of every kind (1 had blocked deletes only)
 
 
 class ChangeKind(str, Enum):
@@ -108,10 +108,24 @@ class GroupReport:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Why changes of one kind are held back (see :mod:`writeback.safety`)."""
+
+    kind: str  # deletes | removals | updates
+    count: int  # how many would have been applied (groups, or member values for removals)
+    limit: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = ()
     reports: tuple[GroupReport, ...] = ()
-    blocked_deletes: tuple[Change, ...] = ()
+    held: tuple[Change, ...] = ()  # over a safety threshold: not applied until allowed
+    holds: tuple[Hold, ...] = ()
     warnings: tuple[str, ...] = ()
     # cloud id -> fingerprint of the desired state this plan converges to; stored after a successful apply so
     # the next plan can tell drift (AD edited by hand) from a change in the cloud.
@@ -148,7 +162,8 @@ class Plan:
             "counts": self.counts(),
             **self.member_value_counts(),
             "changes": [c.to_dict() for c in self.changes],
-            "blocked_deletes": [c.to_dict() for c in self.blocked_deletes],
+            "held": [c.to_dict() for c in self.held],
+            "holds": [h.to_dict() for h in self.holds],
             "reports": [r.to_dict() for r in self.reports],
             "warnings": list(self.warnings),
             "fingerprints": dict(self.fingerprints),
@@ -161,7 +176,8 @@ class Plan:
         return cls(
             tuple(Change.from_dict(c) for c in d["changes"]),
             tuple(GroupReport.from_dict(r) for r in d.get("reports", ())),
-            tuple(Change.from_dict(c) for c in d.get("blocked_deletes", ())),
+            tuple(Change.from_dict(c) for c in d.get("held", ())),
+            tuple(Hold(**h) for h in d.get("holds", ())),
             tuple(d.get("warnings", ())),
             dict(d.get("fingerprints", {})),
         )
@@ -180,8 +196,6 @@ def desired_fingerprint(d: DesiredGroup) -> str:
 
 @dataclass(frozen=True)
 class Policy:
-    delete_threshold: int = 10
-    allow_deletes: int = 0  # an operator's explicit allowance: up to this many deletes pass the threshold
     delete_soft_deleted: bool = False
     delete_out_of_scope: bool = False
     manage_sam_account_name: bool = False  # only when sAMAccountName is mapped explicitly
@@ -208,7 +222,6 @@ def compute_plan(
     policy: Policy,
     *,
     out_of_scope: Mapping[str, str] | None = None,
-    occupied_dns: Collection[str] = (),
     applied: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan the changes that make ``actual`` match ``desired``.
@@ -218,14 +231,12 @@ def compute_plan(
     - ``cloud``: every group the replica knows (soft-deleted ones flagged); a managed group whose cloud id is
       absent was hard-deleted.
     - ``out_of_scope``: cloud id -> reason, for groups known but not in scope.
-    - ``occupied_dns``: normalised DNs held by objects writeback does not own.
     - ``applied``: cloud id -> fingerprint of the desired state last applied successfully. When the desired
       state is unchanged since then, any difference in AD was made by hand: it is reverted and labelled drift.
     An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
     """
     out_of_scope = out_of_scope or {}
     applied = applied or {}
-    occupied = {normalize_dn(d) for d in occupied_dns}
     # Computed once per group: drift detection below and the plan's record of what it converges to.
     prints = {cid: desired_fingerprint(d) for cid, d in desired.items() if d.error is None}
     changes: list[Change] = []
@@ -286,22 +297,6 @@ def compute_plan(
             reports.append(GroupReport(cid, name, a.dn if a else d.dn, d.skipped, error=d.error))
             continue
         target_dn = d.dn
-        if (a is None or normalize_dn(a.dn) != normalize_dn(target_dn)) and normalize_dn(
-            target_dn
-        ) in occupied:
-            reports.append(
-                GroupReport(
-                    cid,
-                    name,
-                    target_dn,
-                    d.skipped,
-                    error=(
-                        f"{target_dn} already exists and is not managed by writeback (it has no Group_ anchor); "
-                        "writeback will not modify it. Rename or move that object, or change mapping.cn / mapping.target_ou"
-                    ),
-                )
-            )
-            continue
         if d.skipped:
             reports.append(GroupReport(cid, name, target_dn, d.skipped))
         if a is None:
@@ -423,28 +418,7 @@ def compute_plan(
             else:
                 reports.append(GroupReport(cid, name, a.dn, note=f"kept: {reason}; no longer updated"))
 
-    blocked: tuple[Change, ...] = ()
-    allowed = max(policy.delete_threshold, policy.allow_deletes)
-    if len(deletes) > allowed:
-        blocked = tuple(sorted(deletes, key=Change.sort_key))
-        warnings.append(
-            f"Delete threshold exceeded: {len(deletes)} AD groups would be deleted, safety.delete_threshold is "
-            f"{policy.delete_threshold}. Nothing will be deleted. Review the deletes with `writeback plan`, then "
-            f"run `writeback apply --allow-deletes {len(deletes)}` or raise safety.delete_threshold."
-        )
-    else:
-        changes.extend(deletes)
+    changes.extend(deletes)
     changes.sort(key=Change.sort_key)
     reports.sort(key=lambda r: (r.display_name.lower(), r.cloud_id))
-    return Plan(tuple(changes), tuple(reports), blocked, tuple(warnings), prints)
-
-
-def merge_plans(*plans: Plan) -> Plan:
-    """One plan from several (cloud groups and on-prem dynamic groups), in the global change order."""
-    changes = sorted((c for p in plans for c in p.changes), key=Change.sort_key)
-    reports = sorted(
-        (r for p in plans for r in p.reports), key=lambda r: (r.display_name.lower(), r.cloud_id)
-    )
-    blocked = tuple(c for p in plans for c in p.blocked_deletes)
-    prints = {k: v for p in plans for k, v in p.fingerprints.items()}
-    return Plan(tuple(changes), tuple(reports), blocked, tuple(w for p in plans for w in p.warnings), prints)
+    return Plan(tuple(changes), tuple(reports), warnings=tuple(warnings), fingerprints=prints)

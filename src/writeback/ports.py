@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from writeback.model import CloudGroup, CloudSnapshot, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef
 
@@ -71,6 +71,16 @@ class SyncReport:
     requests: int = 0
 
 
+class UserCache(Protocol):
+    """The on-prem source's cache: AD users as read for dynamic groups, and the USN of the last read."""
+
+    def put_ad_users(self, users: Iterable[dict[str, Any]], *, replace: bool, usn: int) -> None: ...
+
+    def ad_users(self) -> list[dict[str, Any]]: ...
+
+    def ad_users_usn(self) -> int | None: ...
+
+
 class CloudSource(Protocol):
     def sync(self, replica: ReplicaStore) -> SyncReport:
         """Bring ``replica`` up to date with the cloud (delta queries; full walk the first time)."""
@@ -92,9 +102,10 @@ class Directory(Protocol):
         """Find users by objectSid and objectGUID (through the Global Catalog when configured)."""
 
     def read_managed_groups(
-        self, anchor_attributes: Sequence[str], mapped: Sequence[str]
+        self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefixes: Sequence[str]
     ) -> list[DirectoryGroup]:
-        """Every group in the domain whose anchor attribute starts with 'Group_' (paged, ranged member)."""
+        """Every group in the domain whose anchor attribute starts with one of ``prefixes`` ('Group_',
+        'WritebackDynamic_'), in any OU (paged, ranged member)."""
 
     def read_groups(
         self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
@@ -106,6 +117,12 @@ class Directory(Protocol):
 
     def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
         """Lower-cased sAMAccountName -> DN for the names already used in the domain."""
+
+    def read_user_properties(
+        self, base_dn: str, changed_after: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """AD users under ``base_dn`` as rule-ready dicts (all, or those changed after the USN), and the
+        USN to pass next time."""
 
     def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None: ...
 

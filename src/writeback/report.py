@@ -59,10 +59,12 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
                 lines.append(
                     f"        … and {len(ch.members) - len(shown)} more (--json or --verbose for all)"
                 )
-    if plan.blocked_deletes:
+    if plan.held:
         lines.append("")
-        lines.append(f"Held back by the delete threshold ({len(plan.blocked_deletes)}):")
-        lines.extend(f"    - delete: {c.dn}  -- {c.reason}" for c in plan.blocked_deletes)
+        lines.append(f"Held back by a safety threshold, not applied ({len(plan.held)}):")
+        for c in plan.held:
+            size = f" ({len(c.members)} members)" if c.members else ""
+            lines.append(f"    = {c.kind.value}: {c.new_dn or c.dn}{size}  -- {c.reason}")
     issues = [r for r in plan.reports if r.error or r.skipped or r.note]
     if issues:
         lines.append("")
@@ -80,7 +82,7 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
                     lines.append(f"        {s.kind} {who}: {s.reason}")
                 if not verbose and len(r.skipped) > MAX_LISTED:
                     lines.append(f"        … and {len(r.skipped) - MAX_LISTED} more")
-    for w in plan.warnings:
+    for w in (*(h.message for h in plan.holds), *plan.warnings):
         lines.append("")
         lines.append(f"WARNING: {w}")
     return "\n".join(lines)

@@ -1,12 +1,28 @@
-"""In-memory fakes of the ports, for unit tests of the engine. They keep assertable state."""
+"""In-memory fakes of the ports, for unit tests of the engine. They keep assertable state.
+
+:class:`FakeDirectory` refuses what Windows Server AD refuses, where it matters to the engine, so a bug that a
+lenient fake would hide fails here: a member value naming no object (AD: noSuchObject / "The name reference
+is invalid", LDAP 32), a cn over 64 characters and a sAMAccountName over 256 (schema rangeUpper; LDAP 19
+constraintViolation), and a domain-local group put in a universal group (ERROR_DS_UNIVERSAL_CANT_HAVE_LOCAL_MEMBER,
+8518; LDAP 53 unwillingToPerform). Sources: MS-ADTS 3.1.1.5.2.2 (constraints), 3.1.1.3.1.2.4 (rangeUpper) and
+"Group scope" (learn.microsoft.com/windows-server/identity/ad-ds/manage/understand-security-groups).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from writeback.dn import normalize_dn
+from writeback.dn import normalize_dn, rdn_value
 from writeback.errors import DirectoryWriteError
-from writeback.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup
+from writeback.model import (
+    ANCHOR_PREFIXES,
+    GROUP_TYPE_DOMAIN_LOCAL,
+    GROUP_TYPE_UNIVERSAL,
+    CloudGroup,
+    CloudUser,
+    DirectoryAccount,
+    DirectoryGroup,
+)
 from writeback.ports import ResolvedAccounts, SyncReport
 
 
@@ -54,7 +70,7 @@ class FakeDirectory:
         return DirectoryGroup(
             e["dn"],
             e["guid"],
-            anchor if anchor and anchor.startswith("Group_") else None,
+            anchor if anchor and anchor.startswith(ANCHOR_PREFIXES) else None,
             e.get("sAMAccountName"),
             int(e["groupType"]),
             {k: v for k, v in e.items() if k not in ("dn", "guid", "member")},
@@ -62,9 +78,12 @@ class FakeDirectory:
             e.get("protected", False),
         )
 
-    def read_managed_groups(self, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
+    def read_managed_groups(self, anchor_attributes, mapped, prefixes):  # type: ignore[no-untyped-def]
         self.ops.append(("search", "*"))
         return [g for g in (self._group(e) for e in self.groups.values()) if g.anchor]
+
+    def read_user_properties(self, base_dn, changed_after):  # type: ignore[no-untyped-def]
+        return [], 0
 
     def read_groups(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
         return [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]
@@ -84,8 +103,34 @@ class FakeDirectory:
         if normalize_dn(dn) in self.fail_on:
             raise DirectoryWriteError(f"refused: {dn}", dn=dn, result="INSUFFICIENT_ACCESS")
 
+    def _check_members(self, dn: str, group_type: int, members) -> None:  # type: ignore[no-untyped-def]
+        users = {normalize_dn(a.dn) for a in self.accounts}
+        for m in members:
+            key = normalize_dn(m)
+            if key not in users and key not in self.groups:
+                raise DirectoryWriteError(
+                    f"no such object {m} (member of {dn})", dn=dn, result="NO_SUCH_OBJECT"
+                )
+            child = self.groups.get(key)
+            if (
+                child
+                and group_type & GROUP_TYPE_UNIVERSAL
+                and int(child["groupType"]) & GROUP_TYPE_DOMAIN_LOCAL
+            ):
+                raise DirectoryWriteError(
+                    f"8518: A universal group cannot have a local group as a member ({m})",
+                    dn=dn,
+                    result="UNWILLING_TO_PERFORM",
+                )
+
     def create_group(self, dn, attributes, members):  # type: ignore[no-untyped-def]
         self._check(dn)
+        cn = rdn_value(dn)
+        if len(cn) > 64 or len(str(attributes.get("sAMAccountName", ""))) > 256:
+            raise DirectoryWriteError(f"constraint violation: {dn}", dn=dn, result="CONSTRAINT_VIOLATION")
+        if normalize_dn(dn) in self.groups:
+            raise DirectoryWriteError(f"already exists: {dn}", dn=dn, result="ALREADY_EXISTS")
+        self._check_members(dn, int(attributes["groupType"]), members)
         self.ops.append(("add", dn))
         entry = {k: v for k, v in attributes.items() if k != "objectClass"}
         entry.update(dn=dn, guid=f"guid-{len(self.groups)}", member=set(members))
@@ -114,6 +159,7 @@ class FakeDirectory:
 
     def add_members(self, dn, members):  # type: ignore[no-untyped-def]
         self._check(dn)
+        self._check_members(dn, int(self.groups[normalize_dn(dn)]["groupType"]), members)
         self.ops.append(("modify", dn))
         self.groups[normalize_dn(dn)]["member"].update(members)
 

@@ -1,6 +1,7 @@
 import base64
 import uuid
 
+from tests.unit.desire import BASE, OU, desire, settings
 from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
 from writeback.mapping import (
     ADMIN_DESCRIPTION,
@@ -12,17 +13,17 @@ from writeback.mapping import (
     nesting_allowed,
 )
 from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef, SkipReason
-from writeback.ports import ResolvedAccounts
 
-OU = "OU=Writeback,DC=corp,DC=test"
-BASE = "DC=corp,DC=test"
 GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
 UNIVERSAL_SECURITY = -2147483640
 
 
 def mapper(**kw):
-    members = kw.pop("members", MemberSettings())
-    return Mapper(MappingSettings(**kw), members, OU, BASE, (MSDS_ANCHOR,))
+    return Mapper(MappingSettings(**kw), OU, BASE)
+
+
+def config(members=None, **mapping):
+    return settings(mapping=MappingSettings(**mapping), members=members)
 
 
 def group(gid=GID, name="Sales", members=(), **kw):
@@ -44,16 +45,13 @@ def acct(dn, guid="00000000-0000-0000-0000-000000000001", sid=None):
     return DirectoryAccount(dn, guid, sid)
 
 
-def map_alone(m, g):
-    """Map a group that has no resolved members, no in-scope children and the sAMAccountName "s"."""
-    return m.map_group(
-        g, in_scope={}, users={}, accounts=ResolvedAccounts(), sam_account_name="s", child_dns={}
-    )
+def map_alone(cfg, g):
+    """The desired state of a group alone in the cloud, with nothing in AD."""
+    return desire([g], config=cfg).groups[g.id]
 
 
 def test_cloud_sync_default_cn_and_anchor():
-    m = mapper()
-    d = map_alone(m, group())
+    d = map_alone(config(), group())
     assert d.cn == "Sales_e9305786a271"
     assert d.dn == f"CN=Sales_e9305786a271,{OU}"
     assert d.attributes[MSDS_ANCHOR] == f"Group_{GID}"
@@ -63,30 +61,30 @@ def test_cloud_sync_default_cn_and_anchor():
 
 
 def test_long_display_name_is_cut_to_fit_cn_limit():
-    d = map_alone(mapper(), group(name="x" * 200))
+    d = map_alone(config(), group(name="x" * 200))
     assert len(d.cn) == 64 and d.error is None
 
 
 def test_connect_style_cn():
-    d = map_alone(mapper(cn=CONNECT_CN), group())
+    d = map_alone(config(cn=CONNECT_CN), group())
     assert d.cn == f"Group_{GID}"
 
 
 def test_cn_over_64_characters_is_an_error_not_truncated_silently():
     d = map_alone(
-        mapper(cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")'),
+        config(cn='Append([displayName],"-and-a-very-long-suffix-that-goes-past-the-limit-of-sixty-four")'),
         group(),
     )
     assert d.error and "64" in d.error
 
 
 def test_special_characters_are_escaped_in_dn():
-    d = map_alone(mapper(), group(name="R&D, Lab #1 + <x>"))
+    d = map_alone(config(), group(name="R&D, Lab #1 + <x>"))
     assert d.dn.startswith("CN=R&D\\, Lab #1 \\+ \\<x\\>_e9305786a271,")
 
 
 def test_target_ou_by_switch_expression():
-    m = mapper(target_ou=f'Switch([displayName],"{OU}","Marketing","OU=Marketing,{BASE}")')
+    m = config(target_ou=f'Switch([displayName],"{OU}","Marketing","OU=Marketing,{BASE}")')
     mk = map_alone(m, group(name="Marketing"))
     other = map_alone(m, group(name="Other"))
     assert mk.parent_dn == f"OU=Marketing,{BASE}"
@@ -94,7 +92,7 @@ def test_target_ou_by_switch_expression():
 
 
 def test_target_ou_outside_base_is_an_error():
-    m = mapper(target_ou='"OU=Elsewhere,DC=other,DC=test"')
+    m = config(target_ou='"OU=Elsewhere,DC=other,DC=test"')
     d = map_alone(m, group())
     assert d.error and "outside base_dn" in d.error
 
@@ -107,9 +105,7 @@ def test_members_matched_by_sid_then_immutable_id_and_skips_reported():
         "c": CloudUser("c"),  # cloud-only
         "d": synced("d", sid="S-1-5-21-1-2-3-9999"),  # not in AD
     }
-    accounts = ResolvedAccounts(
-        by_sid={"S-1-5-21-1-2-3-1105": acct("CN=A,OU=Staff")}, by_guid={g1: acct("CN=B,OU=Staff", g1)}
-    )
+    accounts = [acct("CN=A,OU=Staff", sid="S-1-5-21-1-2-3-1105"), acct("CN=B,OU=Staff", g1)]
     refs = [
         user_ref("a"),
         user_ref("b"),
@@ -118,9 +114,7 @@ def test_members_matched_by_sid_then_immutable_id_and_skips_reported():
         MemberRef("device", "dev"),
         user_ref("zz"),
     ]
-    d = mapper().map_group(
-        group(members=refs), in_scope={}, users=users, accounts=accounts, sam_account_name="s", child_dns={}
-    )
+    d = desire([group(members=refs)], users=users, accounts=accounts).groups[GID]
     assert d.members == {"CN=A,OU=Staff", "CN=B,OU=Staff"}
     reasons = {s.member_id: s.reason for s in d.skipped}
     assert reasons == {
@@ -134,48 +128,26 @@ def test_members_matched_by_sid_then_immutable_id_and_skips_reported():
 def test_match_order_immutable_id_only():
     g1 = "11111111-1111-1111-1111-111111111111"
     u = synced("a", sid="S-1-5-21-1-2-3-1105", guid=g1)
-    accounts = ResolvedAccounts(
-        by_sid={"S-1-5-21-1-2-3-1105": acct("CN=BySid")}, by_guid={g1: acct("CN=ByGuid", g1)}
-    )
-    m = mapper(members=MemberSettings(match_order=("immutable_id",)))
-    d = m.map_group(
-        group(members=[user_ref("a")]),
-        in_scope={},
-        users={"a": u},
-        accounts=accounts,
-        sam_account_name="s",
-        child_dns={},
-    )
+    accounts = [acct("CN=BySid", sid="S-1-5-21-1-2-3-1105"), acct("CN=ByGuid", g1)]
+    cfg = config(members=MemberSettings(match_order=("immutable_id",)))
+    d = desire([group(members=[user_ref("a")])], users={"a": u}, accounts=accounts, config=cfg).groups[GID]
     assert d.members == {"CN=ByGuid"}
 
 
 def test_nested_in_scope_group_is_a_member_out_of_scope_is_skipped():
     child = group("c" * 8 + "-0000-0000-0000-000000000000", "Child")
-    parent = group(members=[MemberRef("group", child.id), MemberRef("group", "synced-group")])
-    d = mapper().map_group(
-        parent,
-        in_scope={child.id: child, parent.id: parent},
-        users={},
-        accounts=ResolvedAccounts(),
-        sam_account_name="s",
-        child_dns={child.id: "CN=Child_x,OU=W"},
-    )
-    assert d.members == {"CN=Child_x,OU=W"}
+    synced_group = group("5" * 8 + "-0000-0000-0000-000000000000", "Synced", on_premises_sync_enabled=True)
+    parent = group(members=[MemberRef("group", child.id), MemberRef("group", synced_group.id)])
+    d = desire([child, parent, synced_group]).groups[parent.id]
+    assert d.members == {f"CN=Child_000000000000,{OU}"}
     assert d.skipped[0].reason == SkipReason.GROUP_OUT_OF_SCOPE.value
 
 
 def test_domain_local_child_in_universal_parent_is_refused_with_8518():
     child = group("c" * 8 + "-0000-0000-0000-000000000000", "Local")
     parent = group(members=[MemberRef("group", child.id)])
-    m = mapper(group_scope='IIF([displayName]="Local","domainLocal","universal")')
-    d = m.map_group(
-        parent,
-        in_scope={child.id: child},
-        users={},
-        accounts=ResolvedAccounts(),
-        sam_account_name="s",
-        child_dns={child.id: "CN=Local,OU=W"},
-    )
+    cfg = config(group_scope='IIF([displayName]="Local","domainLocal","universal")')
+    d = desire([child, parent], config=cfg).groups[parent.id]
     assert d.members == frozenset()
     assert d.skipped[0].reason.startswith("8518")
 
@@ -189,16 +161,13 @@ def test_nesting_rules():
 
 def test_member_cap():
     users = {f"u{i}": synced(f"u{i}", sid=f"S-1-5-21-1-2-3-{i}") for i in range(5)}
-    accounts = ResolvedAccounts(by_sid={f"S-1-5-21-1-2-3-{i}": acct(f"CN=u{i}") for i in range(5)})
-    m = mapper(members=MemberSettings(max_members=4))
-    d = m.map_group(
-        group(members=[user_ref(u) for u in users]),
-        in_scope={},
-        users=users,
-        accounts=accounts,
-        sam_account_name="s",
-        child_dns={},
-    )
+    accounts = [
+        acct(f"CN=u{i}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-1-2-3-{i}") for i in range(5)
+    ]
+    cfg = config(members=MemberSettings(max_members=4))
+    d = desire(
+        [group(members=[user_ref(u) for u in users])], users=users, accounts=accounts, config=cfg
+    ).groups[GID]
     assert d.error and "max_members" in d.error
 
 

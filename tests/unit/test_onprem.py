@@ -4,10 +4,11 @@ import uuid
 import pytest
 
 from writeback.config import parse_settings
+from writeback.desired import DirectoryFacts, desired_state, dynamic_intents
 from writeback.directory.codec import sid_to_str
 from writeback.directory.users import user_properties
 from writeback.errors import ConfigError
-from writeback.onprem import desired_dynamic_groups, sam_candidates
+from writeback.mapping import dynamic_sam_candidates as sam_candidates
 
 BASE = "DC=corp,DC=test"
 DOC = {
@@ -78,8 +79,8 @@ def test_desired_dynamic_groups_evaluates_rules_and_scopes():
         user(4, "HR", ou="OU=Other"),
         user(5, "IT", ou="OU=Other", manager=anna),
     ]
-    sam = {"dynamic:hr": "HR Staff", "dynamic:reports": "Team Anna"}
-    d = desired_dynamic_groups(s, users, ("msDS-ExternalDirectoryObjectId",), sam)
+    facts = DirectoryFacts(anchor_attributes=("msDS-ExternalDirectoryObjectId",))
+    d = desired_state(dynamic_intents(s, users), facts, s).groups
     hr = d["dynamic:hr"]
     assert hr.members == {f"CN=u1,OU=Staff,{BASE}", f"CN=u4,OU=Other,{BASE}"}
     assert (
@@ -89,6 +90,7 @@ def test_desired_dynamic_groups_evaluates_rules_and_scopes():
     reports = d["dynamic:reports"]
     assert reports.members == {f"CN=u3,OU=Staff,{BASE}"}  # u5 reports to Anna but is outside users_base
     assert reports.group_type == -2147483646
+    assert (hr.sam_account_name, reports.sam_account_name) == ("HRStaff", "TeamAnna")
 
 
 def test_sam_candidates_deterministic():

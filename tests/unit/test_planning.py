@@ -173,16 +173,6 @@ def test_out_of_scope_is_kept_by_default_and_deleted_on_request():
     assert kinds(delete) == [(ChangeKind.DELETE, "g")]
 
 
-def test_delete_threshold_blocks_all_deletes_and_says_how_to_allow():
-    groups = [actual(f"g{i}", f"G{i}") for i in range(5)]
-    plan = compute_plan({}, groups, {}, Policy(delete_threshold=3))
-    assert plan.changes == ()
-    assert len(plan.blocked_deletes) == 5
-    assert "--allow-deletes 5" in plan.warnings[0]
-    allowed = compute_plan({}, groups, {}, Policy(delete_threshold=3, allow_deletes=5))
-    assert len(allowed.changes) == 5 and not allowed.warnings
-
-
 def test_unanchored_groups_are_never_touched():
     plan = compute_plan({}, [actual("x", "Manual", anchor=False)], {}, Policy())
     assert plan.changes == ()
@@ -194,13 +184,6 @@ def test_protected_group_is_reported_not_touched():
     )
     assert plan.changes == ()
     assert "protected" in plan.reports[0].error
-
-
-def test_create_refused_when_dn_held_by_unmanaged_object():
-    d = desired("g1", "Fin")
-    plan = compute_plan({"g1": d}, [], cloud("g1"), Policy(), occupied_dns=[d.dn.upper()])
-    assert plan.changes == ()
-    assert "not managed by writeback" in plan.reports[0].error
 
 
 def test_group_with_error_is_skipped_and_not_deleted():

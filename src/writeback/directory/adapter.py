@@ -40,7 +40,7 @@ from writeback.directory.settings import DirectorySettings
 from writeback.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.dn import is_within, normalize_dn, parent_dn, rdn
 from writeback.errors import DirectoryError, DirectoryWriteError
-from writeback.model import ANCHOR_PREFIX, DirectoryAccount, DirectoryGroup
+from writeback.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
 from writeback.ports import ResolvedAccounts
 
 log = logging.getLogger(__name__)
@@ -184,19 +184,19 @@ class LdapDirectory:
         self,
         anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
         mapped: Sequence[str] = ("description", "displayName"),
-        prefix: str = ANCHOR_PREFIX,
+        prefixes: Sequence[str] = ANCHOR_PREFIXES,
     ) -> list[DirectoryGroup]:
-        """Every group under base_dn carrying an anchor that starts with ``prefix`` ('Group_' for cloud
-        groups, 'WritebackDynamic_' for on-prem dynamic groups), in any OU (paged, ranged members)."""
+        """Every group under base_dn carrying an anchor that starts with one of ``prefixes`` ('Group_' for
+        cloud groups, 'WritebackDynamic_' for on-prem dynamic groups), in any OU (paged, ranged members)."""
         anchors = [a for a in anchor_attributes if self.has_attribute(a)]
         if not anchors:
             return []
-        escaped = escape_filter_chars(prefix)
-        flt = f"(&(objectClass=group){or_filter([f'({a}={escaped}*)' for a in anchors])})"
+        flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
+        flt = f"(&(objectClass=group){flt})"
         entries = self._domain.search(
             self._settings.base_dn, _SUBTREE, flt, self._group_attrs(anchors, mapped)
         )
-        groups = [self._group(dn, attrs, anchors, mapped, prefix) for dn, attrs in entries]
+        groups = [self._group(dn, attrs, anchors, mapped, prefixes) for dn, attrs in entries]
         # The filter matches case-insensitively; ownership needs the exact prefix.
         return sorted((g for g in groups if g.anchor is not None), key=lambda g: normalize_dn(g.dn))
 
@@ -227,11 +227,11 @@ class LdapDirectory:
         raw_attrs: dict[str, list[bytes]],
         anchors: Sequence[str],
         mapped: Sequence[str],
-        prefix: str = ANCHOR_PREFIX,
+        prefixes: Sequence[str] = ANCHOR_PREFIXES,
     ) -> DirectoryGroup:
         attrs = lower_keys(raw_attrs)
         members = self._complete_members(dn, attrs, range_size=None)
-        return group_from_entry(dn, attrs, members, anchors, mapped, prefix)
+        return group_from_entry(dn, attrs, members, anchors, mapped, prefixes)
 
     # -- users (on-prem dynamic groups) -------------------------------------------------------------------
 

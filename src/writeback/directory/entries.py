@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from writeback.directory.codec import first_str, guid_to_str, most_specific_class, sid_rid, sid_to_str
-from writeback.model import ANCHOR_PREFIX, DirectoryAccount, DirectoryGroup
+from writeback.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
 
 # Below this RID are the built-in accounts and groups (Domain Admins 512, Enterprise Admins 519, …).
 FIRST_ORDINARY_RID = 1000
@@ -37,12 +37,14 @@ def _int(attrs: Mapping[str, list[bytes]], name: str) -> int | None:
 
 
 def find_anchor(
-    attrs: Mapping[str, list[bytes]], anchor_attributes: Sequence[str], prefix: str = ANCHOR_PREFIX
+    attrs: Mapping[str, list[bytes]],
+    anchor_attributes: Sequence[str],
+    prefixes: Sequence[str] = ANCHOR_PREFIXES,
 ) -> str | None:
-    """The value of the first anchor attribute, in the given order, that starts with ``prefix`` ('Group_')."""
+    """The value of the first anchor attribute, in the given order, that starts with one of ``prefixes``."""
     for name in anchor_attributes:
         value = first_str(attrs, name)
-        if value is not None and value.startswith(prefix):
+        if value is not None and value.startswith(tuple(prefixes)):
             return value
     return None
 
@@ -64,7 +66,7 @@ def group_from_entry(
     members: Sequence[str],
     anchor_attributes: Sequence[str],
     mapped: Sequence[str],
-    prefix: str = ANCHOR_PREFIX,
+    prefixes: Sequence[str] = ANCHOR_PREFIXES,
 ) -> DirectoryGroup:
     """A :class:`DirectoryGroup`; ``members`` is the complete member list (ranged reads already followed).
 
@@ -78,7 +80,7 @@ def group_from_entry(
     return DirectoryGroup(
         dn=dn,
         object_guid=guid_to_str(guid[0]),
-        anchor=find_anchor(attrs, anchor_attributes, prefix),
+        anchor=find_anchor(attrs, anchor_attributes, prefixes),
         sam_account_name=first_str(attrs, "sAMAccountName"),
         group_type=_int(attrs, "groupType") or 0,
         attributes={name: first_str(attrs, name) for name in names},

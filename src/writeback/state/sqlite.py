@@ -258,6 +258,16 @@ class SqliteStore:
     def set_meta(self, key: str, value: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    # Operator allowances past the safety thresholds (`writeback allow`, read by the running service) --------
+    def allowances(self) -> dict[str, int]:
+        raw = self.get_meta("allowances")
+        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+    def set_allowances(self, allowances: Mapping[str, int]) -> None:
+        kept = {k: int(v) for k, v in allowances.items() if v}
+        with self.batch():
+            self.set_meta("allowances", json.dumps(kept) if kept else None)
+
     # AD users (on-prem dynamic groups) -----------------------------------------------------------------------
     def put_ad_users(self, users: Iterable[dict[str, Any]], *, replace: bool, usn: int) -> None:
         """Store users read from AD (all of them when ``replace``) and the USN the read started at."""
