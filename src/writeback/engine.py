@@ -349,7 +349,7 @@ class Engine:
         for c in plan.held:
             self.store.log(
                 run_id,
-                "held",
+                "staged_delete" if c.kind is ChangeKind.DELETE else "held",
                 "held",
                 cloud_id=c.cloud_id,
                 group_name=c.display_name,
