@@ -18,6 +18,7 @@ from typing import Any
 
 from writeback.config import GROUP_SCOPES, MappingSettings, MemberSettings
 from writeback.dn import is_within, join_rdn
+from writeback.errors import ConfigError
 from writeback.expressions import Expression, compile_expression
 from writeback.model import (
     GROUP_TYPE_DOMAIN_LOCAL,
@@ -107,7 +108,20 @@ class Mapper:
             exprs["__scope"] = compile_expression(m.group_scope)
         for attr, text in m.attributes.items():
             exprs[attr] = compile_expression(text)
+        for name, key in _NAMING_KEYS.items():
+            if name in exprs and exprs[name].redacted:
+                raise ConfigError(
+                    "Redact() cannot hide this value: it names the group (its DN, account name or type), "
+                    "which every plan and log shows. Use Redact() in description, display_name or "
+                    "mapping.attributes",
+                    key=key,
+                )
         return exprs
+
+    @cached_property
+    def redacted(self) -> frozenset[str]:
+        """AD attributes whose mapping uses Redact(): their values are hidden in plans and logs."""
+        return frozenset(name for name, expr in self._exprs.items() if expr.redacted)
 
     def group_scope(self, group: CloudGroup) -> str:
         if "__scope" in self._exprs:
@@ -160,6 +174,10 @@ class Mapper:
         for name, expr in self._exprs.items():
             if name not in ("cn",) and not name.startswith("__"):
                 value = expr.evaluate(src)
+                if expr.ignores_empty and value in (None, ""):
+                    # IgnoreFlowIfNullOrEmpty: Microsoft drops the attribute from the flow, so the planner
+                    # must not see it at all and AD keeps whatever it holds (None would clear it).
+                    continue
                 attrs[name] = value if value not in ("",) else None
         gtype = self.group_type(group)
         members, skipped = self._members(group, gtype, in_scope, users, accounts, child_dns)
@@ -179,6 +197,7 @@ class Mapper:
             members=frozenset(members),
             skipped=tuple(sorted(skipped)),
             error=error,
+            redacted=self.redacted,
         )
 
     def _members(
@@ -244,6 +263,15 @@ class Mapper:
             candidate = self._exprs["__ou"].evaluate(src) or self.target_ou
             parent = candidate if is_within(candidate, self.base_dn) else self.target_ou
         return join_rdn("CN", cn, parent)
+
+
+# Mapped values that name the group: Redact() cannot hide them (DNs and account names are in every plan and log).
+_NAMING_KEYS = {
+    "cn": "mapping.cn",
+    "__ou": "mapping.target_ou",
+    "__sam": "mapping.sam_account_name",
+    "__scope": "mapping.group_scope",
+}
 
 
 def _member_name(ref: MemberRef, users: Mapping[str, CloudUser], groups: Mapping[str, CloudGroup]) -> str:

@@ -169,6 +169,8 @@ class DesiredGroup:
     members: frozenset[str]  # member DNs
     skipped: tuple[SkippedMember, ...] = ()
     error: str | None = None  # set when the group cannot be written (member cap, 8518, ...)
+    # Attributes whose mapping uses Redact(): written to AD, shown as "[redacted]" in plans and logs.
+    redacted: frozenset[str] = frozenset()
 
     @property
     def dn(self) -> str:

@@ -344,6 +344,17 @@ def _date_add(at: str, unit: Value, number: Value, value: Value) -> Value:
         raise ConfigError(f"{at}: DateAdd: {exc}") from exc
 
 
+def _checked_interval(impl: Callable[..., Value], function: str) -> Builder:
+    """A literal interval ("d", "ww", ...) is checked when the mapping compiles, not on the first group."""
+
+    def build(args: Sequence[Node], at: str) -> Evaluator:
+        if args[0].is_literal:
+            _interval(args[0].literal, function, args[0].at)
+        return eager(impl)(args, at)
+
+    return build
+
+
 def _date_diff(at: str, unit: Value, first: Value, second: Value) -> Value:
     name = _interval(unit, "DateDiff", at)
     a, b = _date(first, "DateDiff", at), _date(second, "DateDiff", at)
@@ -650,8 +661,8 @@ _TABLE = (
     Function("ConvertToUTF8Hex", 1, 1, eager(_to_utf8_hex)),
     Function("Count", 1, 1, eager(_count)),
     Function("CStr", 1, 1, eager(_cstr)),
-    Function("DateAdd", 3, 3, eager(_date_add)),
-    Function("DateDiff", 3, 3, eager(_date_diff)),
+    Function("DateAdd", 3, 3, _checked_interval(_date_add, "DateAdd")),
+    Function("DateDiff", 3, 3, _checked_interval(_date_diff, "DateDiff")),
     Function("DateFromNum", 1, 1, eager(_date_from_num)),
     Function("Error", 1, 1, eager(_error)),
     Function("FormatDateTime", 4, 4, _build_format_date_time),
