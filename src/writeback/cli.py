@@ -92,7 +92,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             except (OSError, ValueError, KeyError) as exc:
                 raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
             engine.check_saved_plan(saved, plan)
-            plan = saved
+            plan = saved.with_redacted_values_from(plan)  # values hidden by Redact() are not in the file
         if not args.json:
             print(render_plan(plan, verbose=args.verbose))
         result = engine.apply(plan)

@@ -315,6 +315,7 @@ class _Resolver:
             members=frozenset(members),
             skipped=tuple(sorted(skipped)),
             error=error,
+            redacted=intent.redacted,
         )
 
     def _cloud_members(self, intent: Intent) -> tuple[set[str], list[SkippedMember]]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from writeback.config import GROUP_SCOPES, MappingSettings
 from writeback.dn import is_within
+from writeback.errors import ConfigError
 from writeback.expressions import Expression, compile_expression
 from writeback.model import (
     GROUP_TYPE_DOMAIN_LOCAL,
@@ -101,7 +102,20 @@ class Mapper:
             exprs["__scope"] = compile_expression(m.group_scope)
         for attr, text in m.attributes.items():
             exprs[attr] = compile_expression(text)
+        for name, key in _NAMING_KEYS.items():
+            if name in exprs and exprs[name].redacted:
+                raise ConfigError(
+                    "Redact() cannot hide this value: it names the group (its DN, account name or type), "
+                    "which every plan and log shows. Use Redact() in description, display_name or "
+                    "mapping.attributes",
+                    key=key,
+                )
         return exprs
+
+    @cached_property
+    def redacted(self) -> frozenset[str]:
+        """AD attributes whose mapping uses Redact(): their values are hidden in plans and logs."""
+        return frozenset(name for name, expr in self._exprs.items() if expr.redacted)
 
     def group_scope(self, group: CloudGroup) -> str:
         if "__scope" in self._exprs:
@@ -145,6 +159,10 @@ class Mapper:
         for name, expr in self._exprs.items():
             if name != "cn" and not name.startswith("__"):
                 value = expr.evaluate(src)
+                if expr.ignores_empty and value in (None, ""):
+                    # IgnoreFlowIfNullOrEmpty: Microsoft drops the attribute from the flow, so the planner
+                    # must not see it at all and AD keeps whatever it holds (None would clear it).
+                    continue
                 attrs[name] = value if value != "" else None
         return Intent(
             key=group.id,
@@ -158,6 +176,7 @@ class Mapper:
             sam_mapped=self.mapping.sam_account_name is not None,
             members=tuple(sorted(group.members)),
             error=error,
+            redacted=self.redacted,
         )
 
 
@@ -171,6 +190,15 @@ def dynamic_sam_candidates(group_id: str, name: str) -> list[str]:
         clean_sam_account_name(name, 11) + "_" + digest[:8],
         "dyn_" + digest[:16],
     ]
+
+
+# Mapped values that name the group: Redact() cannot hide them (DNs and account names are in every plan and log).
+_NAMING_KEYS = {
+    "cn": "mapping.cn",
+    "__ou": "mapping.target_ou",
+    "__sam": "mapping.sam_account_name",
+    "__scope": "mapping.group_scope",
+}
 
 
 def nesting_allowed(parent_type: int, child_type: int) -> bool:

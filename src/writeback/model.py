@@ -172,6 +172,8 @@ class DesiredGroup:
     members: frozenset[str]  # member DNs
     skipped: tuple[SkippedMember, ...] = ()
     error: str | None = None  # set when the group cannot be written (member cap, 8518, ...)
+    # Attributes whose mapping uses Redact(): written to AD, shown as "[redacted]" in plans and logs.
+    redacted: frozenset[str] = frozenset()
 
     @property
     def dn(self) -> str:
@@ -194,6 +196,7 @@ class Intent:
     members: tuple[MemberRef, ...] = ()  # cloud members, resolved against AD by the desired state
     member_dns: frozenset[str] = frozenset()  # members already known as AD DNs (on-prem dynamic groups)
     error: str | None = None
+    redacted: frozenset[str] = frozenset()  # attributes mapped with Redact(): hidden in plans and logs
 
     @property
     def dn(self) -> str:

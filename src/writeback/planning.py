@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -23,6 +23,7 @@ from writeback.dn import normalize_dn
 from writeback.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
 
 PLAN_FORMAT = 2  # 2: held changes of every kind (1 had blocked deletes only)
+REDACTED = "[redacted]"  # what plans show for the value of an attribute mapped with Redact()
 
 
 class ChangeKind(str, Enum):
@@ -49,15 +50,27 @@ class Change:
     attributes: Mapping[str, str | int | None] = field(default_factory=dict)
     members: tuple[str, ...] = ()
     reason: str = ""
+    # Attributes mapped with Redact(): their values are written to AD but never shown (text, JSON, saved plans).
+    redacted: frozenset[str] = frozenset()
 
     def sort_key(self) -> tuple[int, str, str]:
         return (ORDER[self.kind], normalize_dn(self.dn), self.cloud_id)
 
+    def shown_attributes(self) -> dict[str, str | int | None]:
+        """The attributes as plans and logs may show them: a redacted value is "[redacted]" (a clear stays None)."""
+        return {
+            k: REDACTED if k in self.redacted and v is not None else v for k, v in self.attributes.items()
+        }
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kind"] = self.kind.value
-        d["attributes"] = dict(self.attributes)
+        d["attributes"] = self.shown_attributes()
         d["members"] = list(self.members)
+        if self.redacted:
+            d["redacted"] = sorted(self.redacted)
+        else:
+            del d["redacted"]  # plans without Redact() keep their exact earlier form (and digest)
         return d
 
     @classmethod
@@ -71,6 +84,7 @@ class Change:
             attributes=dict(d.get("attributes", {})),
             members=tuple(d.get("members", ())),
             reason=d.get("reason", ""),
+            redacted=frozenset(d.get("redacted", ())),
         )
 
 
@@ -168,6 +182,21 @@ class Plan:
             "warnings": list(self.warnings),
             "fingerprints": dict(self.fingerprints),
         }
+
+    def with_redacted_values_from(self, current: Plan) -> Plan:
+        """A saved plan ready to apply: redacted values (saved as "[redacted]") taken from ``current``.
+
+        A saved plan never holds the values Redact() hides, and its digest covers them only as "[redacted]";
+        ``current`` is the fresh plan whose digest matched (same changes in the same order), so it supplies
+        them. Applying a saved plan without this would write the placeholder into AD.
+        """
+        if self.digest() != current.digest():
+            raise ValueError("the saved plan does not match the current plan; plan again")
+        changes = tuple(
+            replace(saved, attributes=dict(fresh.attributes)) if saved.redacted else saved
+            for saved, fresh in zip(self.changes, current.changes, strict=True)
+        )
+        return replace(self, changes=changes)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Plan:
@@ -289,7 +318,8 @@ def compute_plan(
 
     for cid in sorted(desired):
         d = desired[cid]
-        name = str(d.attributes.get("displayName") or d.cn)
+        shown_name = None if "displayName" in d.redacted else d.attributes.get("displayName")
+        name = str(shown_name or d.cn)
         a = current.get(cid)
         if cid in blocked_cids:
             continue
@@ -321,6 +351,7 @@ def compute_plan(
                     attributes=attrs,
                     members=tuple(now),
                     reason="new in the cloud" if cid in cloud else "in scope",
+                    redacted=d.redacted & attrs.keys(),
                 )
             )
             if later:
@@ -358,6 +389,7 @@ def compute_plan(
                     name,
                     attributes=upd,
                     reason=_REASONS[ChangeKind.UPDATE][drift],
+                    redacted=d.redacted & upd.keys(),
                 )
             )
         want = {normalize_dn(m): m for m in d.members}

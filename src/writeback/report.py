@@ -45,7 +45,8 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
             line += f": {ch.dn}"
         elif ch.kind is ChangeKind.UPDATE:
             line += ": " + ", ".join(
-                f"{k}={v!r}" for k, v in sorted(ch.attributes.items(), key=lambda kv: kv[0])
+                f"{k}={v if k in ch.redacted and v is not None else repr(v)}"
+                for k, v in sorted(ch.shown_attributes().items(), key=lambda kv: kv[0])
             )
         if ch.members:
             line += f" ({len(ch.members)} members)"

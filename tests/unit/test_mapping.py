@@ -1,8 +1,12 @@
 import base64
+import json
 import uuid
+
+import pytest
 
 from tests.unit.desire import BASE, OU, desire, settings
 from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
+from writeback.errors import ConfigError
 from writeback.mapping import (
     ADMIN_DESCRIPTION,
     MSDS_ANCHOR,
@@ -12,7 +16,9 @@ from writeback.mapping import (
     immutable_id_to_guid,
     nesting_allowed,
 )
-from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef, SkipReason
+from writeback.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef, SkipReason
+from writeback.planning import REDACTED, ChangeKind, Plan, Policy, compute_plan
+from writeback.report import render_plan
 
 GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
 UNIVERSAL_SECURITY = -2147483640
@@ -204,3 +210,103 @@ def test_sam_last_resort_is_unique_even_when_every_candidate_is_taken():
     stem = "g3a5c3221c46548c0"
     out = assign_sam_account_names({gid: ["a", "b"]}, existing={}, taken={"a", "b", f"{stem}000"})
     assert out[gid] == f"{stem}001"
+
+
+# --- IgnoreFlowIfNullOrEmpty and Redact through mapping and the plan -------------------------------
+
+
+def _managed(d, **attrs):
+    """The AD group writeback wrote for ``d``, holding ``attrs`` besides the desired attributes."""
+    values = dict(d.attributes)
+    values.update(attrs)
+    return DirectoryGroup(d.dn, "guid-1", d.anchor, d.sam_account_name, d.group_type, values, frozenset())
+
+
+def test_ignore_flow_leaves_the_ad_attribute_as_it_is():
+    keep = config(attributes={"info": "IgnoreFlowIfNullOrEmpty([description])"})
+    clear = config(attributes={"info": "[description]"})
+    for g in (group(), group(description="")):
+        d = map_alone(keep, g)
+        assert "info" not in d.attributes  # dropped from the flow, not set to None
+        plan = compute_plan({GID: d}, [_managed(d, info="written by hand")], {GID: g}, Policy())
+        assert plan.changes == ()
+    d = map_alone(clear, group())
+    plan = compute_plan({GID: d}, [_managed(d, info="written by hand")], {GID: group()}, Policy())
+    assert [(c.kind, dict(c.attributes)) for c in plan.changes] == [(ChangeKind.UPDATE, {"info": None})]
+
+
+def test_ignore_flow_with_a_value_writes_it():
+    d = map_alone(
+        config(attributes={"info": "IgnoreFlowIfNullOrEmpty([description])"}), group(description="x")
+    )
+    assert d.attributes["info"] == "x"
+
+
+SECRET_MAPPING = {"info": 'Redact(Append("door code ", [mailNickname]))'}
+
+
+def test_redact_writes_the_value_and_hides_it_in_plan_text_and_json():
+    g = group(mail_nickname="4711")
+    d = map_alone(config(attributes=SECRET_MAPPING), g)
+    assert d.attributes["info"] == "door code 4711" and d.redacted == {"info"}
+
+    create = compute_plan({GID: d}, [], {GID: g}, Policy())
+    assert create.changes[0].attributes["info"] == "door code 4711"  # what the engine writes to AD
+    assert create.changes[0].redacted == {"info"}
+    saved = json.dumps(create.to_dict())
+    assert "4711" not in saved and REDACTED in saved
+
+    update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
+    text = render_plan(update)
+    assert "4711" not in text and f"info={REDACTED}" in text
+    assert "4711" not in json.dumps(update.to_dict())
+    assert "info" in json.dumps(update.to_dict())  # which attribute changes is still shown
+
+
+def test_unredacted_values_are_still_shown():
+    g = group(mail_nickname="4711")
+    d = map_alone(config(attributes={"info": "[mailNickname]"}), g)
+    update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
+    assert "info='4711'" in render_plan(update)
+    assert "redacted" not in update.changes[0].to_dict()
+
+
+def test_a_saved_plan_gets_redacted_values_from_the_fresh_plan():
+    g = group(mail_nickname="4711")
+    d = map_alone(config(attributes=SECRET_MAPPING), g)
+    fresh = compute_plan({GID: d}, [], {GID: g}, Policy())
+    saved = Plan.from_dict(json.loads(json.dumps(fresh.to_dict())))
+    assert saved.changes[0].attributes["info"] == REDACTED
+    assert saved.digest() == fresh.digest()
+    ready = saved.with_redacted_values_from(fresh)
+    assert ready.changes[0].attributes["info"] == "door code 4711"
+
+    other = map_alone(config(attributes=SECRET_MAPPING), group(name="Other", mail_nickname="4711"))
+    with pytest.raises(ValueError, match="plan again"):
+        saved.with_redacted_values_from(compute_plan({GID: other}, [], {GID: g}, Policy()))
+
+
+def test_redacted_display_name_is_not_the_plan_heading():
+    g = group(name="Secret project")
+    d = map_alone(config(display_name="Redact([displayName])", cn=CONNECT_CN), g)  # CN=Group_<objectId>
+    change = compute_plan({GID: d}, [], {GID: g}, Policy()).changes[0]
+    assert change.display_name == d.cn and "Secret project" not in json.dumps(change.to_dict())
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ({"cn": "Redact([displayName])"}, "mapping.cn"),
+        ({"target_ou": 'Redact("OU=x,DC=corp,DC=test")'}, "mapping.target_ou"),
+        ({"sam_account_name": "Redact([mailNickname])"}, "mapping.sam_account_name"),
+    ],
+)
+def test_redact_cannot_hide_what_names_the_group(setting, key):
+    with pytest.raises(ConfigError, match="Redact") as info:
+        map_alone(config(**setting), group())
+    assert info.value.key == key
+
+
+def test_refused_function_in_a_mapping_says_why():
+    with pytest.raises(ConfigError, match=r"Guid\(\) is not supported by writeback"):
+        map_alone(config(attributes={"info": "Guid()"}), group())

@@ -23,14 +23,17 @@ from typing import Any
 
 from writeback.errors import ConfigError
 from writeback.expressions._compiler import Compiler
-from writeback.expressions._functions import FUNCTIONS
+from writeback.expressions._functions import FUNCTIONS, UNSUPPORTED
 from writeback.expressions._grammar import parse
 from writeback.expressions._values import Evaluator, Source, Value, text
 
-__all__ = ["FUNCTION_NAMES", "Expression", "Value", "compile_expression"]
+__all__ = ["FUNCTION_NAMES", "UNSUPPORTED_FUNCTIONS", "Expression", "Value", "compile_expression"]
 
 FUNCTION_NAMES: frozenset[str] = frozenset(function.name for function in FUNCTIONS.values())
 """The functions this implementation knows, spelt as Microsoft documents them."""
+
+UNSUPPORTED_FUNCTIONS: dict[str, str] = dict(UNSUPPORTED.values())
+"""Microsoft's functions writeback refuses, with the reason and what to use instead."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,10 @@ class Expression:
     attributes: frozenset[str]
     """Attribute names referenced, as first written (``[displayName]`` -> ``"displayName"``)."""
     _run: Evaluator = field(repr=False, compare=False)
+    redacted: bool = False
+    """The expression uses Redact(): its value is written to AD but shown as "[redacted]" in plans and logs."""
+    ignores_empty: bool = False
+    """The expression is IgnoreFlowIfNullOrEmpty(...): a null or empty result leaves the AD attribute as it is."""
 
     def evaluate_value(self, source: Mapping[str, Any]) -> Value:
         """The raw result: str, int, bool, a tuple of strings for multi-values, or None for null."""
@@ -81,4 +88,4 @@ def compile_expression(expression: str, *, file: str | None = None, key: str | N
         if file is None and key is None:
             raise
         raise ConfigError(str(exc), file=file, key=key) from exc
-    return Expression(expression, compiler.attributes, run)
+    return Expression(expression, compiler.attributes, run, compiler.redacted, compiler.ignores_empty)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from lark import Token, Tree
 
 from writeback.errors import ConfigError
-from writeback.expressions._functions import FUNCTIONS, OMITTED_RUN, Node
+from writeback.expressions._functions import FUNCTIONS, OMITTED_RUN, UNSUPPORTED, Node
 from writeback.expressions._grammar import where
 from writeback.expressions._values import Evaluator, Source, Value, text
 
@@ -47,11 +48,30 @@ def _constant(value: Value, at: str) -> Node:
     return Node(lambda _s: value, at, is_literal=True, literal=value)
 
 
+def _called(item: object, name: str) -> bool:
+    if not (isinstance(item, Tree) and item.data == "call"):
+        return False
+    return str(item.children[0]).lower() == name
+
+
+def _only_argument(item: Tree[Token]) -> object:
+    args = item.children[1]
+    assert isinstance(args, Tree)
+    if len(args.children) != 1:
+        return None
+    arg = args.children[0]
+    assert isinstance(arg, Tree)
+    return arg.children[0] if arg.children else None
+
+
 class Compiler:
-    """Walks one lark tree; collects the attribute names it references on the way."""
+    """Walks one lark tree; collects the attribute names it references and whether it uses Redact."""
 
     def __init__(self) -> None:
         self._attributes: dict[str, str] = {}  # case-folded -> first spelling seen
+        self.redacted = False
+        self.ignores_empty = False
+        self._flow_root: object = None
 
     @property
     def attributes(self) -> frozenset[str]:
@@ -59,6 +79,15 @@ class Compiler:
 
     def compile(self, tree: Tree[Token]) -> Evaluator:
         (root,) = tree.children
+        # IgnoreFlowIfNullOrEmpty decides whether the attribute is written at all, so it must wrap the
+        # whole expression (Redact around it changes nothing about the value). Microsoft documents it only
+        # there; nested, "drop the attribute" would depend on which branch ran, so it is refused.
+        top: object = root
+        while isinstance(top, Tree) and _called(top, "redact") and _only_argument(top) is not None:
+            top = _only_argument(top)
+        if _called(top, "ignoreflowifnullorempty"):
+            self._flow_root = top
+            self.ignores_empty = True
         return self._node(root, where(1, 1)).run
 
     def _node(self, item: object, parent_at: str) -> Node:
@@ -110,11 +139,21 @@ class Compiler:
         name_token, args_tree = item.children
         assert isinstance(args_tree, Tree)
         word = str(name_token)
+        if word.lower() in UNSUPPORTED:
+            name, why = UNSUPPORTED[word.lower()]
+            raise ConfigError(f"{at}: {name}() is not supported by writeback: {why}")
         function = FUNCTIONS.get(word.lower())
         if function is None:
             close = difflib.get_close_matches(word.lower(), FUNCTIONS, n=1)
             hint = f"; did you mean {FUNCTIONS[close[0]].name}?" if close else ""
             raise ConfigError(f"{at}: unknown function {word!r}{hint}")
+        if function.name == "Redact":
+            self.redacted = True
+        if function.name == "IgnoreFlowIfNullOrEmpty" and item is not self._flow_root:
+            raise ConfigError(
+                f"{at}: IgnoreFlowIfNullOrEmpty must wrap the whole expression, "
+                "as in IgnoreFlowIfNullOrEmpty(<expression>): it decides whether the attribute is written at all"
+            )
         args = [self._arg(arg, at) for arg in args_tree.children]
         if len(args) == 1 and args[0].omitted:
             args = []  # F() has no arguments, not one left-out argument
@@ -155,7 +194,7 @@ def _concatenate(left: Value, right: Value) -> Value:
 
 
 def _number(value: Value) -> int | None:
-    if isinstance(value, bool) or value is None or isinstance(value, tuple):
+    if isinstance(value, bool | tuple | datetime) or value is None:
         return None
     if isinstance(value, int):
         return value
@@ -179,6 +218,8 @@ def _compare(test: Callable[[Any, Any], bool], left: Value, right: Value) -> Val
     """Numbers compare as numbers, anything else as case-sensitive text; null makes the test false."""
     if left is None or right is None:
         return False
+    if isinstance(left, datetime) and isinstance(right, datetime):
+        return test(left, right)
     a, b = _number(left), _number(right)
     if a is not None and b is not None:
         return test(a, b)

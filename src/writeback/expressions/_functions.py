@@ -17,9 +17,16 @@ Null rules (documented once here, tested per function):
 - Comparisons in IIF conditions are false when either side is null ("the condition check fails").
 - Functions that only test (IsNull, IsNullOrEmpty, IsPresent, Not) always answer true or false.
 
-Left out on purpose: Guid, Now, RandomString (not deterministic: a plan must be reproducible),
-SelectUniqueValue, SingleAppRoleAssignment, AppRoleAssignmentsComplex (need the target directory or
-app roles), date arithmetic (CDate, DateAdd, DateDiff, DateFromNum, NumFromDate, FormatDateTime).
+- Date functions (CDate, DateAdd, DateDiff, DateFromNum, NumFromDate, FormatDateTime) give null for a
+  null date; a date that cannot be read is an error naming the function, never the value.
+- Redact returns its argument unchanged: the compiler marks the whole expression as redacted, and the
+  mapping hides the attribute's value in plans and logs (it is still written to AD).
+- IgnoreFlowIfNullOrEmpty returns null for a null or empty value; the compiler only accepts it around the
+  whole expression, where the mapping then leaves the AD attribute as it is instead of clearing it.
+
+Not offered (:data:`UNSUPPORTED`, each with the reason and what to use instead): Guid, Now, RandomString
+(not deterministic: a plan must be reproducible), SelectUniqueValue (needs lookups in the target),
+SingleAppRoleAssignment and AppRoleAssignmentsComplex (users' app role assignments).
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ import binascii
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from writeback.errors import ConfigError
-from writeback.expressions import _text
+from writeback.expressions import _dates, _text
 from writeback.expressions._regex import Expander, compile_replacement, translate_pattern
 from writeback.expressions._values import Evaluator, Source, Value, integer, is_empty, text, truth
 
@@ -292,6 +300,154 @@ def _ignore_if_empty(at: str, value: Value) -> Value:
     return None if is_empty(value) else value
 
 
+def _redact(at: str, value: Value) -> Value:
+    return value  # the compiler marks the expression; mapping and planning hide the value
+
+
+# --- dates ---------------------------------------------------------------------------------------
+
+
+def _date(value: Value, function: str, at: str) -> datetime | None:
+    """A date argument: a date from CDate/DateFromNum/DateAdd, or a string CDate can read."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, tuple):
+        raise ConfigError(f"{at}: {function} got several values; pick one with Item()")
+    if isinstance(value, bool | int):
+        raise ConfigError(f"{at}: {function} got a number, not a date; convert AD dates with DateFromNum()")
+    try:
+        return _dates.parse_date(value)
+    except _dates.DateError as exc:
+        raise ConfigError(f"{at}: {function}: {exc}") from exc
+
+
+def _cdate(at: str, value: Value) -> Value:
+    return _date(value, "CDate", at)
+
+
+def _interval(value: Value, function: str, at: str) -> str:
+    try:
+        return _dates.interval(text(value) or "")
+    except _dates.DateError as exc:
+        raise ConfigError(f"{at}: {function}: {exc}") from exc
+
+
+def _date_add(at: str, unit: Value, number: Value, value: Value) -> Value:
+    name = _interval(unit, "DateAdd", at)
+    count = integer(number, "DateAdd's value", at)
+    start = _date(value, "DateAdd", at)
+    if start is None:
+        return None
+    try:
+        return _dates.date_add(name, count, start)
+    except _dates.DateError as exc:
+        raise ConfigError(f"{at}: DateAdd: {exc}") from exc
+
+
+def _checked_interval(impl: Callable[..., Value], function: str) -> Builder:
+    """A literal interval ("d", "ww", ...) is checked when the mapping compiles, not on the first group."""
+
+    def build(args: Sequence[Node], at: str) -> Evaluator:
+        if args[0].is_literal:
+            _interval(args[0].literal, function, args[0].at)
+        return eager(impl)(args, at)
+
+    return build
+
+
+def _date_diff(at: str, unit: Value, first: Value, second: Value) -> Value:
+    name = _interval(unit, "DateDiff", at)
+    a, b = _date(first, "DateDiff", at), _date(second, "DateDiff", at)
+    if a is None or b is None:
+        return None
+    return _dates.date_diff(name, a, b)
+
+
+def _date_from_num(at: str, value: Value) -> Value:
+    if value is None or value == "":
+        return None
+    ticks = integer(value, "DateFromNum's value", at)
+    try:
+        return _dates.from_filetime(ticks)
+    except _dates.DateError as exc:
+        raise ConfigError(f"{at}: DateFromNum: {exc}") from exc
+
+
+def _num_from_date(at: str, value: Value) -> Value:
+    when = _date(value, "NumFromDate", at)
+    return None if when is None else _dates.to_filetime(when)
+
+
+# DateTimeStyles names (https://learn.microsoft.com/dotnet/api/system.globalization.datetimestyles). They
+# are accepted and checked; none changes the result here: values are always UTC (Microsoft's service runs
+# in UTC, so Assume/AdjustTo Local and Universal agree) and leading/trailing white space is always ignored.
+_DATETIME_STYLES = frozenset(
+    name.lower()
+    for name in (
+        "None",
+        "AllowLeadingWhite",
+        "AllowTrailingWhite",
+        "AllowInnerWhite",
+        "AllowWhiteSpaces",
+        "NoCurrentDateDefault",
+        "AdjustToUniversal",
+        "AssumeLocal",
+        "AssumeUniversal",
+        "RoundtripKind",
+    )
+)
+
+
+def _check_styles(styles: str | None, at: str) -> None:
+    for name in re.split(r"[,|]", styles or ""):
+        key = name.strip().removeprefix("DateTimeStyles.").lower()
+        if key and key not in _DATETIME_STYLES:
+            raise ConfigError(
+                f"{at}: FormatDateTime's dateTimeStyles {name.strip()!r} is not a .NET DateTimeStyles value; "
+                "leave it out (FormatDateTime([x], , inputFormat, outputFormat)) or use e.g. AdjustToUniversal"
+            )
+
+
+def _check_format(node: Node, what: str) -> None:
+    if node.is_literal and (what == "outputFormat" or text(node.literal)):
+        try:
+            _dates.tokenize(text(node.literal) or "")
+        except _dates.DateError as exc:
+            raise ConfigError(f"{node.at}: FormatDateTime's {what}: {exc}") from exc
+
+
+def _build_format_date_time(args: Sequence[Node], at: str) -> Evaluator:
+    source, styles, in_format, out_format = args
+    if styles.is_literal:
+        _check_styles(text(styles.literal), styles.at)
+    _check_format(in_format, "inputFormat")
+    _check_format(out_format, "outputFormat")
+
+    def format_date_time(s: Source) -> Value:
+        value = source.run(s)
+        if not styles.is_literal:
+            _check_styles(text(styles.run(s)), at)
+        if is_empty(value):
+            return None
+        try:
+            if isinstance(value, datetime):
+                when = value
+            elif isinstance(value, str):
+                pattern = text(in_format.run(s))
+                if not pattern:
+                    raise _dates.DateError(
+                        "a text date needs an inputFormat (only a date from CDate needs none)"
+                    )
+                when = _dates.parse_exact(value, pattern)
+            else:
+                raise _dates.DateError("the source is not a date string")
+            return _dates.format_date(when, text(out_format.run(s)) or "")
+        except _dates.DateError as exc:
+            raise ConfigError(f"{at}: FormatDateTime: {exc}") from exc
+
+    return format_date_time
+
+
 # --- lazy functions (only the chosen branch is evaluated, so Error() in the other one is harmless) --
 
 
@@ -498,13 +654,18 @@ _TABLE = (
     Function("Append", 2, 2, eager(_append)),
     Function("BitAnd", 2, 2, eager(_bit_and)),
     Function("CBool", 1, 1, eager(_cbool)),
+    Function("CDate", 1, 1, eager(_cdate)),
     Function("Coalesce", 1, None, _build_coalesce),
     Function("ConvertFromBase64", 1, 2, eager(_from_base64)),
     Function("ConvertToBase64", 1, 1, eager(_to_base64)),
     Function("ConvertToUTF8Hex", 1, 1, eager(_to_utf8_hex)),
     Function("Count", 1, 1, eager(_count)),
     Function("CStr", 1, 1, eager(_cstr)),
+    Function("DateAdd", 3, 3, _checked_interval(_date_add, "DateAdd")),
+    Function("DateDiff", 3, 3, _checked_interval(_date_diff, "DateDiff")),
+    Function("DateFromNum", 1, 1, eager(_date_from_num)),
     Function("Error", 1, 1, eager(_error)),
+    Function("FormatDateTime", 4, 4, _build_format_date_time),
     Function("IgnoreFlowIfNullOrEmpty", 1, 1, eager(_ignore_if_empty)),
     Function("IIF", 3, 3, _build_iif),
     Function("InStr", 2, 4, eager(_instr)),
@@ -518,7 +679,9 @@ _TABLE = (
     Function("Mid", 2, 3, eager(_mid)),
     Function("NormalizeDiacritics", 1, 1, eager(_normalize_diacritics)),
     Function("Not", 1, 1, eager(_not)),
+    Function("NumFromDate", 1, 1, eager(_num_from_date)),
     Function("PCase", 1, 2, eager(_pcase)),
+    Function("Redact", 1, 1, eager(_redact)),
     Function("RemoveDuplicates", 1, 1, eager(_remove_duplicates)),
     Function("Replace", 2, 7, _build_replace),
     Function("Split", 2, 2, eager(_split)),
@@ -532,3 +695,41 @@ _TABLE = (
 
 FUNCTIONS: dict[str, Function] = {function.name.lower(): function for function in _TABLE}
 """Functions by lower-cased name: names are matched case-insensitively, as pasted mappings vary."""
+
+_INSTEAD_OF_RANDOM = "derive the value from the group, e.g. Mid([objectId],25,12) or [objectId]"
+UNSUPPORTED: dict[str, tuple[str, str]] = {
+    name.lower(): (name, why)
+    for name, why in (
+        (
+            "AppRoleAssignmentsComplex",
+            "it reads a user's app role assignments ([appRoleAssignments]); writeback maps groups, which have "
+            "none. Map a group property instead, e.g. [displayName] or [description]",
+        ),
+        (
+            "SingleAppRoleAssignment",
+            "it reads a user's app role assignments ([appRoleAssignments]); writeback maps groups, which have "
+            "none. Map a group property instead, e.g. [displayName] or [description]",
+        ),
+        (
+            "SelectUniqueValue",
+            "it looks each candidate up in the target directory, and mappings are evaluated without reading AD "
+            "(plans must be reproducible). For sAMAccountName, set mapping.sam_account_name: writeback already "
+            "adds a suffix from the group's id when the name is taken",
+        ),
+        (
+            "RandomString",
+            "it gives a new value on every run, so every plan would rewrite the attribute (and a group has no "
+            f"password to generate); {_INSTEAD_OF_RANDOM}",
+        ),
+        (
+            "Guid",
+            f"it gives a new value on every run, so every plan would rewrite the attribute; {_INSTEAD_OF_RANDOM}",
+        ),
+        (
+            "Now",
+            "it reads the clock, so every plan would rewrite the attribute; compute from a date of the group "
+            'instead, e.g. DateAdd("d", 30, CDate([createdDateTime]))',
+        ),
+    )
+}
+"""Microsoft functions writeback refuses at compile time: lower-cased name -> (spelling, why and what instead)."""

@@ -8,13 +8,16 @@ compiled expression can never be changed by what it evaluates.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from writeback.errors import ConfigError
+from writeback.expressions._dates import display
 
-Scalar = str | int | bool
+Scalar = str | int | bool | datetime
 Value = Scalar | tuple[str, ...] | None
-"""What an expression node yields: a string, number, boolean, multi-value (tuple) or null (None)."""
+"""What an expression node yields: a string, number, boolean, UTC date (from CDate and the other date
+functions), multi-value (tuple) or null (None)."""
 
 
 class Source:
@@ -45,6 +48,10 @@ def normalize(raw: Any) -> Value:
     """Turn a caller's attribute value (str, bool, int, list, None, ...) into a :data:`Value`."""
     if raw is None or isinstance(raw, str | bool | int):
         return raw  # type: ignore[no-any-return]
+    if isinstance(
+        raw, datetime
+    ):  # a naive datetime is UTC, as Microsoft's service (which runs in UTC) reads it
+        return raw.replace(tzinfo=UTC) if raw.tzinfo is None else raw.astimezone(UTC)
     if isinstance(raw, list | tuple | set | frozenset):
         items = [text(normalize(item)) for item in raw]
         return tuple(item for item in items if item is not None)
@@ -61,6 +68,8 @@ def text(value: Value) -> str | None:
         return "True" if value else "False"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, datetime):
+        return display(value)  # M/d/yyyy h:mm:ss tt, as CDate documents
     return ",".join(value)
 
 
@@ -74,6 +83,8 @@ def truth(value: Value) -> bool:
         return value != 0
     if isinstance(value, tuple):
         return len(value) > 0
+    if isinstance(value, datetime):
+        return True
     lowered = value.strip().lower()
     if lowered == "true":
         return True
@@ -99,6 +110,12 @@ def integer(value: Value, what: str, where: str) -> int:
             pass
     # The value itself stays out of the message: it is directory data, not configuration.
     shown = (
-        "null" if value is None else "multiple values" if isinstance(value, tuple) else "a non-numeric string"
+        "null"
+        if value is None
+        else "multiple values"
+        if isinstance(value, tuple)
+        else "a date"
+        if isinstance(value, datetime)
+        else "a non-numeric string"
     )
     raise ConfigError(f"{where}: {what} must be a whole number, got {shown}")
