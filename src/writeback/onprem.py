@@ -1,8 +1,9 @@
 """On-prem dynamic groups: AD groups whose members are the AD users matching an Entra membership rule.
 
 What on-prem AD never had without extra tools, with the rule language administrators know from the cloud.
-Users are read from AD incrementally (``uSNChanged`` above the last read's ``highestCommittedUSN``; a full read
-on every full reconcile), mapped to the rule language's names (:mod:`writeback.directory.users`), evaluated with
+Users are read from AD incrementally (``uSNChanged`` above the last read's ``highestCommittedUSN``, and users
+deleted since then from the Deleted Objects container, so they leave their groups at the next poll; a full read
+on every full reconcile and whenever the DC's invocationId differs from the one the watermark was taken on), mapped to the rule language's names (:mod:`writeback.directory.users`), evaluated with
 :mod:`writeback.rules`, and the groups go through the same planner, safety rules, log and batched writes as
 cloud groups. Ownership: ``WritebackDynamic_<id>`` in the anchor attribute; nothing else is ever touched.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from writeback.config import Settings
+from writeback.directory.users import UserChanges, UsnWatermark
 from writeback.dn import is_within, join_rdn
 from writeback.mapping import SCOPE_BITS, assign_sam_account_names, clean_sam_account_name
 from writeback.model import (
@@ -29,9 +31,7 @@ from writeback.rules import RuleContext, compile_rule
 
 
 class UserDirectory(Protocol):
-    def read_user_properties(
-        self, base_dn: str, changed_after: int | None
-    ) -> tuple[list[dict[str, Any]], int]: ...
+    def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges: ...
 
     def read_managed_groups(
         self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefix: str = ...
@@ -41,11 +41,19 @@ class UserDirectory(Protocol):
 
 
 class UserCache(Protocol):
-    def put_ad_users(self, users: Any, *, replace: bool, usn: int) -> None: ...
+    def put_ad_users(
+        self,
+        users: Any,
+        *,
+        replace: bool,
+        usn: int,
+        dc: str | None = None,
+        removed: Sequence[str] = (),
+    ) -> None: ...
 
     def ad_users(self) -> list[dict[str, Any]]: ...
 
-    def ad_users_usn(self) -> int | None: ...
+    def ad_users_watermark(self) -> tuple[str, int] | None: ...
 
 
 def desired_dynamic_groups(
@@ -116,16 +124,24 @@ class DynamicGroups:
         return bool(self.settings.dynamic_groups)
 
     def refresh_users(self, *, full: bool = False) -> int:
-        """Read changed AD users (all when ``full`` or on first use) into the cache; returns how many."""
-        since = None if full else self.store.ad_users_usn()
-        users, usn = self.directory.read_user_properties(self.settings.target.base_dn, since)
-        self.store.put_ad_users(users, replace=since is None, usn=usn)
-        if users:
+        """Read changed and deleted AD users (all when ``full``, on first use or on another DC) into the
+        cache; returns how many users were read or removed."""
+        stored = None if full else self.store.ad_users_watermark()
+        since = UsnWatermark(dc=stored[0], usn=stored[1]) if stored else None
+        changes = self.directory.read_user_changes(self.settings.target.base_dn, since)
+        self.store.put_ad_users(
+            changes.users,
+            replace=changes.full,
+            usn=changes.watermark.usn,
+            dc=changes.watermark.dc,
+            removed=changes.removed,
+        )
+        if changes.users or changes.removed:
             self.progress(
-                f"{len(users)} AD users read for dynamic groups"
-                + (" (full)" if since is None else " (changed)")
+                f"{len(changes.users)} AD users read for dynamic groups"
+                + (" (full)" if changes.full else f" (changed), {len(changes.removed)} deleted")
             )
-        return len(users)
+        return len(changes.users) + len(changes.removed)
 
     def plan(self, anchor_attrs: Sequence[str], read_anchor_attrs: Sequence[str], policy: Policy) -> Plan:
         mapped = (*anchor_attrs, "description", "displayName")

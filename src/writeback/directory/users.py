@@ -8,6 +8,7 @@ the names the rules use: ``title`` -> ``jobTitle``, ``l`` -> ``city``, ``userAcc
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from writeback.directory.codec import guid_to_str, sid_to_str
@@ -43,6 +44,26 @@ EXTENSIONS = tuple(f"extensionAttribute{i}" for i in range(1, 16))
 SPECIAL = ("userAccountControl", "objectGUID", "objectSid", "manager", "uSNChanged")
 AD_ATTRIBUTES: tuple[str, ...] = (*SINGLE, *MULTI, *EXTENSIONS, *SPECIAL)
 ACCOUNTDISABLE = 0x2
+
+
+@dataclass(frozen=True, slots=True)
+class UsnWatermark:
+    """Where an incremental read of AD users resumes: a USN means something only on the DC that issued it
+    (MS-ADTS 3.1.1.1.9), so it is kept with that DC's invocationId (a GUID string)."""
+
+    dc: str
+    usn: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """One read of AD users: the users read (rule-ready dicts), the objectGUIDs of users deleted since the
+    last read, the watermark to pass next time, and whether this was a full read (the cache is replaced)."""
+
+    users: list[dict[str, Any]]
+    watermark: UsnWatermark
+    full: bool
+    removed: list[str] = field(default_factory=list)
 
 
 def _text(values: Sequence[bytes] | None) -> str | None:
