@@ -33,6 +33,7 @@ Not modelled (the engine does not use them): referrals, the Global Catalog, SD p
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 import uuid
@@ -179,6 +180,14 @@ class WindowsDC:
     @property
     def invocation_bytes(self) -> bytes:
         return uuid.UUID(self.invocation_id).bytes_le
+
+    def replica(self, invocation_id: str, usn: int) -> WindowsDC:
+        """Another DC of the same domain: the same objects, its own invocationId and USN counter."""
+        other = copy.deepcopy(self)
+        other.invocation_id, other.usn, other.log = invocation_id, usn, []
+        _dn, attrs = other.entries[_norm(other.ntds_dn)]
+        attrs["invocationid"] = [other.invocation_bytes]
+        return other
 
     def connect(self, url: str) -> DoubleConnection:
         """Stands in for ``ldap.initialize``."""
