@@ -262,9 +262,10 @@ class LdapDirectory:
         """AD users under ``base_dn`` as rule-ready dicts (see writeback.adusers), and the directory's
         highestCommittedUSN read *before* the search. With ``changed_after``, only users whose uSNChanged is
         above it. Incremental callers use :meth:`read_user_changes`, which also knows which DC the USN is of."""
-        watermark = self._dc_watermark()
+        root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN"], paged=False)
+        usn = int(first_str(lower_keys(root[0][1]), "highestCommittedUSN") or 0) if root else 0
         flt = _USERS if changed_after is None else _changed_users(changed_after)
-        return self._read_users(base_dn, flt), watermark.usn
+        return self._read_users(base_dn, flt), usn
 
     def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
         """AD users under ``base_dn`` changed since ``since`` (all of them when None or when ``since`` is of
