@@ -12,8 +12,8 @@ from typing import Any
 
 import ldap
 import pytest
-
 from tests.integration.test_directory import add_user, make_settings
+
 from writeback.directory import LdapDirectory
 from writeback.directory.codec import guid_to_str
 from writeback.directory.users import UsnWatermark
@@ -22,13 +22,17 @@ pytestmark = pytest.mark.samba
 
 
 def invocation_id(conn: Any) -> str:
-    service = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["dsServiceName"])[0][1]["dsServiceName"][0]
+    service = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["dsServiceName"])[0][1]["dsServiceName"][
+        0
+    ]
     raw = conn.search_s(service.decode(), ldap.SCOPE_BASE, "(objectClass=*)", ["invocationId"])[0][1]
     return guid_to_str(raw["invocationId"][0])
 
 
 def guid_of(conn: Any, dn: str) -> str:
-    return guid_to_str(conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["objectGUID"])[0][1]["objectGUID"][0])
+    return guid_to_str(
+        conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["objectGUID"])[0][1]["objectGUID"][0]
+    )
 
 
 def test_watermark_carries_the_dcs_invocation_id(sandbox: Any, ldap_conn: Any, test_ou: str) -> None:
