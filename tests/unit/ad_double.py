@@ -165,6 +165,9 @@ class WindowsDC:
     max_values_per_modify: int = 5000
     seconds_per_entry: float = 0.0
     down: bool = False
+    # "Retrieving Deleted Objects": the container is normally visible to administrators only. With False the
+    # double answers noSuchObject for it; Windows' exact answer to an account without rights is not documented.
+    deleted_objects_visible: bool = True
     usn: int = 1000
     entries: dict[str, tuple[str, Attrs]] = field(default_factory=dict)
     log: list[tuple[str, Any]] = field(default_factory=list)
@@ -320,7 +323,7 @@ class WindowsDC:
             return [("", self.root_dse())]
         base = self.resolve_base(base)
         bkey = _norm(base)
-        if bkey not in self.entries:
+        if bkey not in self.entries or (bkey == _norm(self.deleted_dn) and not self.deleted_objects_visible):
             raise ldap.NO_SUCH_OBJECT({"desc": "No such object", "info": base})
         match = parse_filter(filterstr)
         found = []

@@ -123,3 +123,17 @@ def test_refresh_users_keeps_the_cache_right_across_deletes_and_dc_changes(tmp_p
     # A cache written before the DC was recorded is read in full (its USN is of an unknown DC).
     store.set_meta("ad_users_dc", None)
     assert store.ad_users_watermark() is None
+
+
+def test_no_access_to_deleted_objects_is_a_warning_with_the_fix_not_a_failed_poll(caplog):
+    dc = dc_with_staff()
+    b = dc.add_user("b", STAFF)
+    dc.deleted_objects_visible = False
+    with caplog.at_level(logging.WARNING), LdapDirectory(settings(), connect=dc.connect) as d:
+        first = d.read_user_changes(STAFF, None)
+        dc.delete(b)
+        second = d.read_user_changes(STAFF, first.watermark)
+        d.read_user_changes(STAFF, second.watermark)
+    assert second.removed == []
+    assert caplog.text.count("cannot read the Deleted Objects container") == 1
+    assert "/takeownership" in caplog.text and ":LCRP" in caplog.text

@@ -91,6 +91,7 @@ class LdapDirectory:
         )
         # Lowered (never raised) when the DC answers adminLimitExceeded; see _modify_member.
         self._values_per_modify = settings.max_values_per_modify
+        self._deleted_warned = False
         self._schema: dict[str, bool] = {}
         self._root_dse: dict[str, str] | None = None
 
@@ -336,9 +337,26 @@ class LdapDirectory:
         base = f"<WKGUID={DELETED_OBJECTS_WKGUID},{domain_nc}>"
         flt = f"(&(isDeleted=TRUE)(objectClass=user)(uSNChanged>={since_usn + 1}))"
         control = RequestControl(SHOW_DELETED_OID, True)
-        entries = self._domain.search(
-            base, ldap.SCOPE_ONELEVEL, flt, ["objectGUID"], controls=[control], missing_ok=True
-        )
+        try:
+            entries = self._domain.search(base, ldap.SCOPE_ONELEVEL, flt, ["objectGUID"], controls=[control])
+        except DirectoryUnavailable:
+            raise
+        except DirectoryError as exc:
+            # "Retrieving Deleted Objects": only administrators see the container unless it is delegated.
+            # Users deleted in AD then leave the cache at the next full reconcile instead of the next poll.
+            if not self._deleted_warned:
+                self._deleted_warned = True
+                log.warning(
+                    "cannot read the Deleted Objects container of %s (%s): AD users deleted since the last "
+                    "poll stay in on-prem dynamic groups' cache until the next full reconcile. To fix, as a "
+                    'domain admin: dsacls "CN=Deleted Objects,%s" /takeownership, then dsacls '
+                    '"CN=Deleted Objects,%s" /G "<DOMAIN>\\<service account>:LCRP"',
+                    domain_nc,
+                    exc,
+                    domain_nc,
+                    domain_nc,
+                )
+            return []
         ids: list[str] = []
         for _dn, raw in entries:
             guid = lower_keys(raw).get("objectguid")
