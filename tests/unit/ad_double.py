@@ -380,7 +380,7 @@ class DoubleConnection:
         self._msgids = itertools.count(1)
         self._pending: dict[int, tuple[str, int, str, list[str] | None, list[Any]]] = {}
         self._results: dict[tuple[str, int, str], list[tuple[str, Attrs]]] = {}
-        self.waits: list[float] = []
+        self.waits: list[tuple[str, float]] = []  # (filter, how long the client waited)
 
     def _alive(self) -> None:
         if self.dc.down:
@@ -414,7 +414,7 @@ class DoubleConnection:
     def result3(self, msgid: int, all: int = 1, timeout: float = -1) -> tuple[int, list[Any], int, list[Any]]:
         self._alive()
         base, scope, filterstr, attrlist, controls = self._pending.pop(msgid)
-        self.waits.append(timeout)
+        self.waits.append((filterstr, timeout))
         self.dc.log.append(("search", (base, scope, filterstr, attrlist)))
         show_deleted = any(c.controlType == SHOW_DELETED_OID for c in controls)
         paged = next((c for c in controls if c.controlType == SimplePagedResultsControl.controlType), None)

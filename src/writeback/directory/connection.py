@@ -271,7 +271,8 @@ class LdapSession:
         entries: list[Entry] = []
         size = self._settings.page_size
         cookie = b""
-        wait = page_wait(self._settings.timeout)
+        # A base or one-level read is quick on any DC: a short wait finds a hung DC sooner (failover).
+        wait = page_wait(self._settings.timeout) if paged else self._settings.timeout
         while True:
             self._stats["search"] += 1
             control = SimplePagedResultsControl(True, size=size, cookie=cookie)
