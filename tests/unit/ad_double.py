@@ -165,6 +165,7 @@ class WindowsDC:
     max_values_per_modify: int = 5000
     seconds_per_entry: float = 0.0
     down: bool = False
+    searches_before_down: int | None = None  # the DC goes down at this search (failover tests)
     # "Retrieving Deleted Objects": the container is normally visible to administrators only. With False the
     # double answers noSuchObject for it; Windows' exact answer to an account without rights is not documented.
     deleted_objects_visible: bool = True
@@ -412,6 +413,9 @@ class DoubleConnection:
         return msgid
 
     def result3(self, msgid: int, all: int = 1, timeout: float = -1) -> tuple[int, list[Any], int, list[Any]]:
+        if self.dc.searches_before_down is not None:
+            self.dc.searches_before_down -= 1
+            self.dc.down = self.dc.down or self.dc.searches_before_down < 0
         self._alive()
         base, scope, filterstr, attrlist, controls = self._pending.pop(msgid)
         self.waits.append((filterstr, timeout))

@@ -137,3 +137,19 @@ def test_no_access_to_deleted_objects_is_a_warning_with_the_fix_not_a_failed_pol
     assert second.removed == []
     assert caplog.text.count("cannot read the Deleted Objects container") == 1
     assert "/takeownership" in caplog.text and ":LCRP" in caplog.text
+
+
+def test_failover_in_the_middle_of_a_read_reads_again_in_full_from_the_new_dc(caplog):
+    dc1 = dc_with_staff()
+    dc1.add_user("a", STAFF)
+    dc2 = dc1.replica("0c3a7d8e-0000-4000-8000-000000000003", usn=10)
+    dc2.add_user("b", STAFF)
+    connect = connect_to({URL: dc1, URL2: dc2})
+    with caplog.at_level(logging.WARNING), LdapDirectory(settings(urls=(URL, URL2)), connect=connect) as d:
+        first = d.read_user_changes(STAFF, None)
+        dc1.searches_before_down = 2  # rootDSE and NTDS Settings answer; the user search finds DC1 gone
+        second = d.read_user_changes(STAFF, first.watermark)
+    assert first.watermark.dc == dc1.invocation_id
+    assert second.full and second.watermark.dc == dc2.invocation_id
+    assert sorted(u["onPremisesSamAccountName"] for u in second.users) == ["a", "b"]
+    assert "while reading AD users; reading again" in caplog.text

@@ -277,8 +277,9 @@ class LdapDirectory:
         during the read, the read is done again against the new DC.
         """
         for _attempt in (1, 2):
-            watermark = self._dc_watermark()
+            self._domain.connection()
             url = self._domain.url
+            watermark = self._dc_watermark()
             full = since is None or since.dc != watermark.dc
             if since is not None and full:
                 log.info(
