@@ -24,7 +24,7 @@ from writeback.errors import DirectoryError, DirectoryUnavailable, PlanError, St
 from writeback.gathering import Schema, gather
 from writeback.model import DirectoryGroup
 from writeback.planning import Change, ChangeKind, Plan, Policy, compute_plan
-from writeback.ports import CloudSource, Directory, ReplicaStore, SyncReport, UserCache
+from writeback.ports import CloudSource, Directory, ReplicaStore, SyncReport, UserCache, UsnWatermark
 from writeback.safety import Managed, Thresholds, hold_unsafe
 
 log = logging.getLogger("writeback.engine")
@@ -182,19 +182,27 @@ class Engine:
         return report
 
     def sync_ad_users(self, *, full: bool = False) -> int:
-        """The on-prem source: read the AD users changed since the last read (all when ``full`` or on first
-        use) into the cache dynamic groups are evaluated over. Returns how many were read."""
+        """The on-prem source: read the AD users changed and deleted since the last read into the cache dynamic
+        groups are evaluated over — all of them when ``full``, on first use, or when the watermark was taken
+        on another DC (USNs are per DC). Returns how many users were read or removed."""
         if not self.dynamic_enabled:
             return 0
-        since = None if full else self.store.ad_users_usn()
-        users, usn = self.directory.read_user_properties(self.settings.target.base_dn, since)
-        self.store.put_ad_users(users, replace=since is None, usn=usn)
-        if users:
+        stored = None if full else self.store.ad_users_watermark()
+        since = UsnWatermark(dc=stored[0], usn=stored[1]) if stored else None
+        changes = self.directory.read_user_changes(self.settings.target.base_dn, since)
+        self.store.put_ad_users(
+            changes.users,
+            replace=changes.full,
+            usn=changes.watermark.usn,
+            dc=changes.watermark.dc,
+            removed=changes.removed,
+        )
+        if changes.users or changes.removed:
             self.progress(
-                f"{len(users)} AD users read for dynamic groups"
-                + (" (full)" if since is None else " (changed)")
+                f"{len(changes.users)} AD users read for dynamic groups"
+                + (" (full)" if changes.full else f" (changed), {len(changes.removed)} deleted")
             )
-        return len(users)
+        return len(changes.users) + len(changes.removed)
 
     def schema(self) -> Schema:
         if self._schema is None:

@@ -71,14 +71,42 @@ class SyncReport:
     requests: int = 0
 
 
-class UserCache(Protocol):
-    """The on-prem source's cache: AD users as read for dynamic groups, and the USN of the last read."""
+@dataclass(frozen=True, slots=True)
+class UsnWatermark:
+    """Where an incremental read of AD users resumes: a USN means something only on the DC that issued it
+    (MS-ADTS 3.1.1.1.9), so it is kept with that DC's invocationId (a GUID string)."""
 
-    def put_ad_users(self, users: Iterable[dict[str, Any]], *, replace: bool, usn: int) -> None: ...
+    dc: str
+    usn: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """One read of AD users: the users read (rule-ready dicts), the objectGUIDs of users deleted since the
+    last read, the watermark to pass next time, and whether this was a full read (the cache is replaced)."""
+
+    users: list[dict[str, Any]]
+    watermark: UsnWatermark
+    full: bool
+    removed: list[str] = field(default_factory=list)
+
+
+class UserCache(Protocol):
+    """The on-prem source's cache: AD users as read for dynamic groups, and the watermark of the last read."""
+
+    def put_ad_users(
+        self,
+        users: Iterable[dict[str, Any]],
+        *,
+        replace: bool,
+        usn: int,
+        dc: str | None = None,
+        removed: Iterable[str] = (),
+    ) -> None: ...
 
     def ad_users(self) -> list[dict[str, Any]]: ...
 
-    def ad_users_usn(self) -> int | None: ...
+    def ad_users_watermark(self) -> tuple[str, int] | None: ...
 
 
 class CloudSource(Protocol):
@@ -118,11 +146,9 @@ class Directory(Protocol):
     def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
         """Lower-cased sAMAccountName -> DN for the names already used in the domain."""
 
-    def read_user_properties(
-        self, base_dn: str, changed_after: int | None
-    ) -> tuple[list[dict[str, Any]], int]:
-        """AD users under ``base_dn`` as rule-ready dicts (all, or those changed after the USN), and the
-        USN to pass next time."""
+    def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
+        """AD users under ``base_dn`` as rule-ready dicts: all of them (``since`` None, or taken on another
+        DC), or those changed and deleted since the watermark."""
 
     def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None: ...
 

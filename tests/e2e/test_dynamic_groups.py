@@ -94,6 +94,17 @@ def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(
         _wait(
             lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
         )
+        # A member deleted in AD leaves the cached users at the next poll (Deleted Objects, Show Deleted), so
+        # the next change — a new engineer joining — is applied without trying to add the deleted DN back.
+        ldap_conn.delete_s(b)
+        e = add_user(ldap_conn, test_ou, f"dyn-e-{fresh_id}", dept)
+        want = {c.lower(), e.lower()}
+        _wait(
+            lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
+        )
+        _wait(lambda: json.loads(health.read_text())["last_cycle"] is not None, 10)
+        health_now = json.loads(health.read_text())
+        assert health_now["changes_failed"] == 0 and health_now["status"] == "ok", health_now
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)

@@ -23,7 +23,7 @@ from writeback.model import (
     DirectoryAccount,
     DirectoryGroup,
 )
-from writeback.ports import ResolvedAccounts, SyncReport
+from writeback.ports import ResolvedAccounts, SyncReport, UserChanges, UsnWatermark
 
 
 @dataclass
@@ -82,8 +82,8 @@ class FakeDirectory:
         self.ops.append(("search", "*"))
         return [g for g in (self._group(e) for e in self.groups.values()) if g.anchor]
 
-    def read_user_properties(self, base_dn, changed_after):  # type: ignore[no-untyped-def]
-        return [], 0
+    def read_user_changes(self, base_dn, since):  # type: ignore[no-untyped-def]
+        return UserChanges(users=[], watermark=UsnWatermark("dc", 0), full=since is None)
 
     def read_groups(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
         return [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]

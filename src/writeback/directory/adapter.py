@@ -3,6 +3,16 @@
 Reads are paged and follow ranged ``member`` retrieval; writes are batched (one add or modify per chunk of
 ``max_values_per_modify`` member values, never one per member) and idempotent, so replaying a half-applied
 plan after a crash converges instead of failing. Every LDAP operation is counted in :attr:`stats`.
+
+Windows Server limits followed here (tests/unit/ad_double.py answers the same way):
+
+- MaxValRange (KB 315071, default 1,500; MS-ADTS 3.1.1.3.1.3.3 "Range Retrieval"): a ``member`` read of a big
+  group is answered ``member;range=0-1499`` unasked; the reader continues at 1500 until a ``…-*`` slice.
+- A modify or add carrying more values than the DC's administrative limits allow (the request size is bounded
+  by MaxReceiveBuffer, 10,485,760 bytes by default, KB 315071) is refused with adminLimitExceeded (11): the
+  values are halved and sent again, and the smaller size is kept for the rest of the session.
+- USNs are per DC (MS-ADTS 3.1.1.1.9 "Change Tracking"): a watermark is the DC's invocationId with its
+  highestCommittedUSN, and an incremental read against another DC (failover) is a full read.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import ldap
+from ldap.controls import RequestControl
 from ldap.filter import escape_filter_chars
 
 from writeback.directory.access import check_write_access
@@ -29,7 +40,7 @@ from writeback.directory.codec import (
     sid_to_str,
     split_member_values,
 )
-from writeback.directory.connection import STAT_KEYS, LdapSession
+from writeback.directory.connection import STAT_KEYS, Connect, LdapSession
 from writeback.directory.entries import (
     ACCOUNT_ATTRIBUTES,
     GROUP_ATTRIBUTES,
@@ -39,9 +50,9 @@ from writeback.directory.entries import (
 from writeback.directory.settings import DirectorySettings
 from writeback.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.dn import is_within, normalize_dn, parent_dn, rdn
-from writeback.errors import DirectoryError, DirectoryWriteError
+from writeback.errors import DirectoryError, DirectoryUnavailable, DirectoryWriteError
 from writeback.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
-from writeback.ports import ResolvedAccounts
+from writeback.ports import ResolvedAccounts, UserChanges, UsnWatermark
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +67,31 @@ _NO_ATTRS = ["1.1"]  # RFC 4511: return no attributes, just the DN
 # A value already there / not there: AD and Samba word these differently. Each means "re-read and redo".
 _ADD_CONFLICTS = (ldap.TYPE_OR_VALUE_EXISTS, ldap.ALREADY_EXISTS)
 _REMOVE_CONFLICTS = (ldap.NO_SUCH_ATTRIBUTE, ldap.UNWILLING_TO_PERFORM)
+_USERS = "(&(objectCategory=person)(objectClass=user))"
+# LDAP_SERVER_SHOW_DELETED_OID: lets a search see deleted objects (tombstones and, with the Recycle Bin,
+# deleted-but-recoverable objects). MS-ADTS 3.1.1.3.4.1.14; "Retrieving Deleted Objects" in the AD docs.
+SHOW_DELETED_OID = "1.2.840.113556.1.4.417"
+# GUID_DELETED_OBJECTS_CONTAINER_W (MS-ADTS 6.1.1.4 "Well-Known Objects"): the Deleted Objects container of a
+# naming context, bound as <WKGUID=…,<NC>> whatever its name in the forest's language.
+DELETED_OBJECTS_WKGUID = "18E2EA80684F11D2B9AA00C04F79F805"
 
 
 class LdapDirectory:
     """Active Directory through LDAP. Connects lazily; call :meth:`close` (or use ``with``) when done."""
 
-    def __init__(self, settings: DirectorySettings) -> None:
+    def __init__(self, settings: DirectorySettings, *, connect: Connect = ldap.initialize) -> None:
+        """``connect`` opens a python-ldap connection for a URL (``ldap.initialize``; tests pass a double)."""
         self._settings = settings
         self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
-        self._domain = LdapSession(settings, settings.urls, self._stats, "domain controller")
+        self._domain = LdapSession(settings, settings.urls, self._stats, "domain controller", connect)
         self._gc = (
-            LdapSession(settings, settings.gc_urls, self._stats, "global catalog")
+            LdapSession(settings, settings.gc_urls, self._stats, "global catalog", connect)
             if settings.gc_urls
             else None
         )
+        # Lowered (never raised) when the DC answers adminLimitExceeded; see _modify_member.
+        self._values_per_modify = settings.max_values_per_modify
+        self._deleted_warned = False
         self._schema: dict[str, bool] = {}
         self._root_dse: dict[str, str] | None = None
 
@@ -240,18 +262,108 @@ class LdapDirectory:
     ) -> tuple[list[dict[str, Any]], int]:
         """AD users under ``base_dn`` as rule-ready dicts (see writeback.adusers), and the directory's
         highestCommittedUSN read *before* the search. With ``changed_after``, only users whose uSNChanged is
-        above it (incremental: a later call passes the returned USN)."""
+        above it. Incremental callers use :meth:`read_user_changes`, which also knows which DC the USN is of."""
         root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN"], paged=False)
         usn = int(first_str(lower_keys(root[0][1]), "highestCommittedUSN") or 0) if root else 0
-        flt = "(&(objectCategory=person)(objectClass=user))"
-        if changed_after is not None:
-            flt = f"(&(objectCategory=person)(objectClass=user)(uSNChanged>={changed_after + 1}))"
-        users = [
-            user_properties(dn, raw)
-            for dn, raw in self._domain.search(base_dn, _SUBTREE, flt, list(AD_ATTRIBUTES))
-            if dn
-        ]
-        return users, usn
+        flt = _USERS if changed_after is None else _changed_users(changed_after)
+        return self._read_users(base_dn, flt), usn
+
+    def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
+        """AD users under ``base_dn`` changed since ``since`` (all of them when None or when ``since`` is of
+        another DC), the objectGUIDs of users deleted since then, and the watermark for the next call.
+
+        The watermark (invocationId and highestCommittedUSN) is read before the users, so a change made during
+        the read is read again next time rather than missed. Should the session fail over to another DC
+        during the read, the read is done again against the new DC.
+        """
+        for _attempt in (1, 2):
+            self._domain.connection()
+            url = self._domain.url
+            watermark = self._dc_watermark()
+            full = since is None or since.dc != watermark.dc
+            if since is not None and full:
+                log.info(
+                    "domain controller %s has invocationId %s, not %s as at the last read: its USNs are "
+                    "not comparable, reading every AD user",
+                    url,
+                    watermark.dc,
+                    since.dc,
+                )
+            if since is None or full:
+                users, removed = self._read_users(base_dn, _USERS), []
+            else:
+                users = self._read_users(base_dn, _changed_users(since.usn))
+                removed = self._deleted_user_ids(since.usn)
+            if self._domain.url == url:
+                return UserChanges(users=users, removed=removed, watermark=watermark, full=full)
+            log.warning(
+                "failed over from %s to %s while reading AD users; reading again", url, self._domain.url
+            )
+        raise DirectoryUnavailable(
+            "the domain controller changed twice while reading AD users; check the DCs in target.ldap_urls"
+        )
+
+    def _read_users(self, base_dn: str, flt: str) -> list[dict[str, Any]]:
+        entries = self._domain.search(base_dn, _SUBTREE, flt, list(AD_ATTRIBUTES))
+        return [user_properties(dn, raw) for dn, raw in entries if dn]
+
+    def _dc_watermark(self) -> UsnWatermark:
+        """The connected DC's invocationId (rootDSE dsServiceName -> its NTDS Settings object) and
+        highestCommittedUSN. MS-ADTS 3.1.1.3.2 (rootDSE) and 6.1.1.2.2.1.2.1.1 (nTDSDSA invocationId)."""
+        root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN", "dsServiceName"], paged=False)
+        attrs = lower_keys(root[0][1]) if root else {}
+        service = first_str(attrs, "dsServiceName")
+        usn = first_str(attrs, "highestCommittedUSN")
+        if not service or usn is None:
+            raise DirectoryError(
+                f"the rootDSE of {self._domain.url} has no dsServiceName or highestCommittedUSN: "
+                "is target.ldap_urls an Active Directory domain controller?"
+            )
+        ntds = self._domain.search(service, _BASE, _ANY, ["invocationId"], paged=False, missing_ok=True)
+        raw = lower_keys(ntds[0][1]).get("invocationid") if ntds else None
+        if not raw:
+            raise DirectoryError(
+                f"cannot read invocationId of {service} on {self._domain.url}; the bind account needs read "
+                "access to the DC's NTDS Settings object (Authenticated Users has it by default)"
+            )
+        return UsnWatermark(dc=guid_to_str(bytes(raw[0])), usn=int(usn))
+
+    def _deleted_user_ids(self, since_usn: int) -> list[str]:
+        """objectGUIDs of users deleted (isDeleted=TRUE) with uSNChanged above ``since_usn``: a one-level
+        search of the domain's Deleted Objects container with the Show Deleted control, as documented in
+        "Retrieving Deleted Objects" (AD DS docs). Deleted objects keep objectGUID and objectClass; they lose
+        objectCategory, so the filter uses objectClass (computers match too; their GUIDs are not in the user
+        cache and removing them is a no-op)."""
+        domain_nc = self._naming_context("defaultNamingContext")
+        base = f"<WKGUID={DELETED_OBJECTS_WKGUID},{domain_nc}>"
+        flt = f"(&(isDeleted=TRUE)(objectClass=user)(uSNChanged>={since_usn + 1}))"
+        control = RequestControl(SHOW_DELETED_OID, True)
+        try:
+            entries = self._domain.search(base, ldap.SCOPE_ONELEVEL, flt, ["objectGUID"], controls=[control])
+        except DirectoryUnavailable:
+            raise
+        except DirectoryError as exc:
+            # "Retrieving Deleted Objects": only administrators see the container unless it is delegated.
+            # Users deleted in AD then leave the cache at the next full reconcile instead of the next poll.
+            if not self._deleted_warned:
+                self._deleted_warned = True
+                log.warning(
+                    "cannot read the Deleted Objects container of %s (%s): AD users deleted since the last "
+                    "poll stay in on-prem dynamic groups' cache until the next full reconcile. To fix, as a "
+                    'domain admin: dsacls "CN=Deleted Objects,%s" /takeownership, then dsacls '
+                    '"CN=Deleted Objects,%s" /G "<DOMAIN>\\<service account>:LCRP"',
+                    domain_nc,
+                    exc,
+                    domain_nc,
+                    domain_nc,
+                )
+            return []
+        ids: list[str] = []
+        for _dn, raw in entries:
+            guid = lower_keys(raw).get("objectguid")
+            if guid:
+                ids.append(guid_to_str(bytes(guid[0])))
+        return ids
 
     def read_members(self, dn: str, *, range_size: int | None = None) -> list[str]:
         """All member DNs of ``dn``. With ``range_size`` every read asks for an explicit range
@@ -329,13 +441,20 @@ class LdapDirectory:
             if value != "":
                 modlist.append((name, [str(value).encode("utf-8")]))
         unique = list(dict.fromkeys(members))
-        limit = self._settings.max_values_per_modify
-        if unique[:limit]:
-            modlist.append(("member", [m.encode("utf-8") for m in unique[:limit]]))
-        values = sum(len(v) for _name, v in modlist)
-        self._write("add", dn, values, lambda conn: conn.add_ext_s(dn, modlist))
-        if unique[limit:]:
-            self.add_members(dn, unique[limit:])
+        initial = unique[: self._values_per_modify]
+        while True:
+            full = [*modlist, ("member", [m.encode("utf-8") for m in initial])] if initial else modlist
+            values = sum(len(v) for _name, v in full)
+            try:
+                self._write("add", dn, values, lambda conn, full=full: conn.add_ext_s(dn, full))
+                break
+            except DirectoryWriteError as exc:
+                if not initial or not isinstance(exc.__cause__, ldap.ADMINLIMIT_EXCEEDED):
+                    raise
+                refused, initial = len(initial), initial[: len(initial) // 2]
+                self._lower_values_per_modify(refused, max(1, len(initial)), dn)
+        if unique[len(initial) :]:
+            self.add_members(dn, unique[len(initial) :])
 
     def modify_attributes(self, dn: str, values: Mapping[str, str | None]) -> None:
         """Replace each attribute in one modify; None (or '') removes it, whether or not it is set."""
@@ -361,13 +480,19 @@ class LdapDirectory:
 
     def add_members(self, dn: str, members: Sequence[str]) -> None:
         """Add ``members`` in modifies of at most max_values_per_modify values (idempotent)."""
-        for chunk in chunked(dict.fromkeys(members), self._settings.max_values_per_modify):
-            self._change_members(dn, chunk, add=True)
+        self._change_all(dn, members, add=True)
 
     def remove_members(self, dn: str, members: Sequence[str]) -> None:
         """Remove ``members`` in modifies of at most max_values_per_modify values (idempotent)."""
-        for chunk in chunked(dict.fromkeys(members), self._settings.max_values_per_modify):
-            self._change_members(dn, chunk, add=False)
+        self._change_all(dn, members, add=False)
+
+    def _change_all(self, dn: str, members: Sequence[str], *, add: bool) -> None:
+        # Chunked as we go: an adminLimitExceeded answer lowers the size of the chunks that follow.
+        pending = list(dict.fromkeys(members))
+        while pending:
+            chunk = pending[: self._values_per_modify]
+            self._change_members(dn, chunk, add=add)
+            pending = pending[len(chunk) :]
 
     def _change_members(self, dn: str, chunk: list[str], *, add: bool) -> None:
         """One modify for the chunk. If the server says some values are already (not) there, as after a
@@ -391,12 +516,41 @@ class LdapDirectory:
             self._modify_member(dn, needed, add=add)
 
     def _modify_member(self, dn: str, values: list[str], *, add: bool) -> None:
+        """One modify; on adminLimitExceeded (too many values for the DC's limits) each half is sent alone."""
         op = ldap.MOD_ADD if add else ldap.MOD_DELETE
         modlist = [(op, "member", [m.encode("utf-8") for m in values])]
-        self._write("modify", dn, len(values), lambda conn: conn.modify_ext_s(dn, modlist))
+        try:
+            self._write("modify", dn, len(values), lambda conn: conn.modify_ext_s(dn, modlist))
+        except DirectoryWriteError as exc:
+            if len(values) < 2 or not isinstance(exc.__cause__, ldap.ADMINLIMIT_EXCEEDED):
+                raise
+            self._lower_values_per_modify(len(values), (len(values) + 1) // 2, dn)
+            # Re-read the size each round: a refusal deeper down lowers it for the values still to send.
+            done = 0
+            while done < len(values):
+                part = values[done : done + self._values_per_modify]
+                self._modify_member(dn, part, add=add)
+                done += len(part)
+
+    def _lower_values_per_modify(self, refused: int, size: int, dn: str) -> None:
+        if size >= self._values_per_modify:
+            return
+        log.warning(
+            "the DC refused %d member values in one operation on %s (adminLimitExceeded); sending at most %d "
+            "per operation from now on. Set target.max_values_per_modify = %d to start there",
+            refused,
+            dn,
+            size,
+            size,
+        )
+        self._values_per_modify = size
 
     def _write(self, kind: str, dn: str, values: int, call: Any) -> None:
         """Count the operation (values only when accepted) and run it through the write policy."""
         self._stats[kind] += 1
         self._domain.write(kind, call, dn)
         self._stats["values_written"] += values
+
+
+def _changed_users(after_usn: int) -> str:
+    return f"(&(objectCategory=person)(objectClass=user)(uSNChanged>={after_usn + 1}))"

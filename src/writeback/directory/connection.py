@@ -11,6 +11,19 @@ error translation, counting), and the reconnect rule differs for reads and write
 
 TLS options are set on each connection object, never globally, and ``OPT_X_TLS_NEWCTX`` comes last so the
 connection gets a TLS context built from exactly those options.
+
+Paged reads of very large directories follow Windows Server's LDAP policies (KB 315071, "View and set LDAP
+policy in Active Directory by using Ntdsutil.exe"; MS-ADTS 3.1.1.3.4.6 "LDAP Policies"):
+
+- MaxQueryDuration (default 120 s) bounds the time the DC spends on *one* search request, and with the paged
+  results control every page is its own request. The client therefore waits for each page at least that long
+  (plus a margin), however small ``timeout`` is, and the wait starts again with every page: a read of a
+  million memberships takes as long as it takes, and only a page the DC itself could not finish ends it.
+- When the DC does give up on a page (timeLimitExceeded, result 3), the page is asked again from the same
+  cookie with half the page size, down to :data:`MIN_PAGE_SIZE`, since a busy DC finishes a smaller page
+  sooner. RFC 2696 section 3 lets the client change the page size from one request to the next.
+- MaxPageSize (default 1,000) caps the entries of one page; a search without the paged results control is
+  answered with sizeLimitExceeded (result 4) beyond it, so every search that may return more is paged.
 """
 
 from __future__ import annotations
@@ -42,6 +55,18 @@ _NETWORK_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
 )
 STAT_KEYS = ("bind", "search", "add", "modify", "modrdn", "delete", "values_written")
+# Windows Server's default MaxQueryDuration (KB 315071): the longest a DC works on one search request (page).
+MAX_QUERY_DURATION = 120.0
+# Added to MaxQueryDuration for the network and the DC's queue before the client gives up waiting for a page.
+PAGE_WAIT_MARGIN = 30.0
+# The smallest page asked for after the DC answered timeLimitExceeded; below this the read fails.
+MIN_PAGE_SIZE = 50
+Connect = Callable[[str], Any]
+
+
+def page_wait(timeout: float) -> float:
+    """Seconds the client waits for one page: never less than the DC's own limit for it (MaxQueryDuration)."""
+    return max(timeout, MAX_QUERY_DURATION + PAGE_WAIT_MARGIN)
 
 
 class LdapSession:
@@ -52,9 +77,15 @@ class LdapSession:
     """
 
     def __init__(
-        self, settings: DirectorySettings, urls: Sequence[str], stats: Counter[str], label: str
+        self,
+        settings: DirectorySettings,
+        urls: Sequence[str],
+        stats: Counter[str],
+        label: str,
+        connect: Connect = ldap.initialize,
     ) -> None:
         self._settings = settings
+        self._connect = connect
         self._urls = tuple(urls)
         self._stats = stats
         self._label = label
@@ -94,7 +125,7 @@ class LdapSession:
 
     def _open(self, url: str) -> Any:
         s = self._settings
-        conn = ldap.initialize(url)
+        conn = self._connect(url)
         try:
             conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
             # AD hands out referrals to other partitions; chasing them would re-bind elsewhere unnoticed.
@@ -238,17 +269,39 @@ class LdapSession:
         extra: Sequence[RequestControl] = (),
     ) -> list[Entry]:
         entries: list[Entry] = []
-        control = SimplePagedResultsControl(True, size=self._settings.page_size, cookie=b"")
+        size = self._settings.page_size
+        cookie = b""
+        # A base or one-level read is quick on any DC: a short wait finds a hung DC sooner (failover).
+        wait = page_wait(self._settings.timeout) if paged else self._settings.timeout
         while True:
             self._stats["search"] += 1
+            control = SimplePagedResultsControl(True, size=size, cookie=cookie)
             serverctrls = [*extra, control] if paged else list(extra)
             msgid = conn.search_ext(base, scope, filterstr, attrlist, serverctrls=serverctrls or None)
-            _rtype, rdata, _msgid, controls = conn.result3(msgid, all=1, timeout=self._settings.timeout)
+            try:
+                _rtype, rdata, _msgid, controls = conn.result3(msgid, all=1, timeout=wait)
+            except ldap.TIMELIMIT_EXCEEDED as exc:
+                # The DC stopped this page at MaxQueryDuration: ask again from the same cookie, smaller.
+                if not paged or size <= MIN_PAGE_SIZE:
+                    raise DirectoryUnavailable(
+                        f"search under {base} on {self._url}: the DC stopped even a page of {size} entries "
+                        f"at its time limit (MaxQueryDuration); retry when the DC is less busy, or raise "
+                        f'MaxQueryDuration (ntdsutil "ldap policies")'
+                    ) from exc
+                size = max(MIN_PAGE_SIZE, size // 2)
+                log.warning(
+                    "%s %s: a page of the search under %s exceeded the DC's time limit; retrying with pages "
+                    "of %d entries",
+                    self._label,
+                    self._url,
+                    base,
+                    size,
+                )
+                continue
             entries.extend((dn, attrs) for dn, attrs in rdata if dn is not None and isinstance(attrs, dict))
-            cookie = _next_cookie(controls) if paged else None
+            cookie = (_next_cookie(controls) if paged else None) or b""
             if not cookie:
                 return entries
-            control.cookie = cookie
 
 
 def _next_cookie(controls: Sequence[Any]) -> bytes | None:
@@ -264,4 +317,4 @@ def _quiet_unbind(conn: Any) -> None:
         conn.unbind_s()
 
 
-__all__ = ["STAT_KEYS", "Entry", "LdapSession"]
+__all__ = ["MAX_QUERY_DURATION", "STAT_KEYS", "Connect", "Entry", "LdapSession", "page_wait"]

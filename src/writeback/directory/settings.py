@@ -33,10 +33,13 @@ class DirectorySettings:
       verification is always on.
     - ``gc_urls``: Global Catalog servers (``ldaps://dc:3269``), tried in order like ``urls``, used to resolve
       members across the forest; the domain is searched when empty.
-    - ``timeout``: seconds for connecting and for each operation.
-    - ``page_size``: entries per page of a paged search.
-    - ``max_values_per_modify``: member values sent in one add or modify. Big enough to keep the number of
-      operations low, small enough to stay under AD's request-size limits (MaxReceiveBuffer).
+    - ``timeout``: seconds for connecting and for each operation. A page of a paged search is waited for at
+      least as long as the DC itself may work on it (MaxQueryDuration, 120 s; see connection.page_wait).
+    - ``page_size``: entries per page of a paged search (a Windows DC returns at most MaxPageSize, 1,000).
+    - ``max_values_per_modify``: member values sent in one add or modify. Default 5,000: Microsoft's "Active
+      Directory Domain Services maximum limits" page recommends no more than 5,000 operations per LDAP
+      transaction, and 5,000 DNs stay far below MaxReceiveBuffer (10,485,760 bytes, KB 315071). A DC with
+      stricter limits answers adminLimitExceeded; the adapter then halves the batch and keeps the smaller size.
     """
 
     urls: tuple[str, ...]

@@ -269,8 +269,18 @@ class SqliteStore:
             self.set_meta("allowances", json.dumps(kept) if kept else None)
 
     # AD users (on-prem dynamic groups) -----------------------------------------------------------------------
-    def put_ad_users(self, users: Iterable[dict[str, Any]], *, replace: bool, usn: int) -> None:
-        """Store users read from AD (all of them when ``replace``) and the USN the read started at."""
+    def put_ad_users(
+        self,
+        users: Iterable[dict[str, Any]],
+        *,
+        replace: bool,
+        usn: int,
+        dc: str | None = None,
+        removed: Iterable[str] = (),
+    ) -> None:
+        """Store users read from AD (all of them when ``replace``), forget the ``removed`` objectGUIDs (users
+        deleted in AD), and keep the watermark: the USN the read started at and the invocationId of the DC
+        that USN belongs to."""
         with self.batch():
             if replace:
                 self.db.execute("DELETE FROM ad_users")
@@ -278,7 +288,9 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO ad_users VALUES (?, ?)",
                 ((u["id"], json.dumps(u, separators=(",", ":"))) for u in users if u.get("id")),
             )
+            self.db.executemany("DELETE FROM ad_users WHERE guid = ?", ((g,) for g in removed))
             self.set_meta("ad_users_usn", str(usn))
+            self.set_meta("ad_users_dc", dc)
 
     def ad_users(self) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in self.db.execute("SELECT data FROM ad_users")]
@@ -286,6 +298,12 @@ class SqliteStore:
     def ad_users_usn(self) -> int | None:
         value = self.get_meta("ad_users_usn")
         return int(value) if value else None
+
+    def ad_users_watermark(self) -> tuple[str, int] | None:
+        """(invocationId, USN) of the last read of AD users; None before the first read, and for a cache
+        written before the DC was recorded (its USN cannot be trusted on any DC: the next read is full)."""
+        usn, dc = self.ad_users_usn(), self.get_meta("ad_users_dc")
+        return (dc, usn) if usn is not None and dc else None
 
     # Provisioning log -----------------------------------------------------------------------------------
     def log(
