@@ -240,8 +240,8 @@ class Engine:
         if dynamic and self.dynamic_enabled:
             sources.append(dynamic_intents(self.settings, self.store.ad_users()))
         intents = combine(*sources)
-        if not intents.groups and intents.partial:
-            return Plan()
+        if intents.reconciled is not None and not intents.reconciled:
+            return Plan()  # an incremental cycle with nothing to reconcile
         q = questions(intents, self.settings, self.store.applied_dns())
         facts = gather(q, self.directory, self.schema(), self.mapped_attributes(), self.progress)
         if not intents.partial:

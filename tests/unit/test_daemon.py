@@ -359,3 +359,14 @@ def test_json_formatter_writes_one_object_per_line_with_extras() -> None:
     assert "\n" not in line
     assert data["message"] == "cycle failed" and data["failures"] == 3 and data["level"] == "WARNING"
     assert data["time"].endswith("+00:00")
+
+
+def test_hard_delete_in_the_cloud_deletes_the_group_at_the_next_incremental_cycle(world: World) -> None:
+    world.service.cycle()
+    del world.cloud.groups[gid(3)]
+    world.cloud.changed_groups = {gid(3)}
+    out = world.service.cycle()
+    assert (out.full, out.applied) == (False, 1)
+    assert not any(
+        e.get("msDS-ExternalDirectoryObjectId") == f"Group_{gid(3)}" for e in world.directory.groups.values()
+    )
