@@ -61,6 +61,11 @@ class SandboxPaths:
         return self.secrets_dir / "bind_password"
 
     @property
+    def service_password_file(self) -> Path:
+        """The password of the least-privileged service account DIR/writeback.toml binds as."""
+        return self.secrets_dir / "service_password"
+
+    @property
     def client_secret_file(self) -> Path:
         return self.secrets_dir / "client_secret"
 
