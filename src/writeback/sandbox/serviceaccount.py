@@ -31,7 +31,7 @@ from writeback.sandbox.seed import sid_to_str
 SERVICE_SAM = "svc-writeback"
 SERVICE_CN = "svc-writeback"
 
-# What writeback writes on its groups after creating them (docs/least-privilege.md, rows 2-8). Creating a
+# What writeback writes on its groups after creating them (docs/least-privilege.md, rows 2-9). Creating a
 # group needs only Create Child: the attributes of the add request need no Write right.
 WRITTEN_ATTRIBUTES: Sequence[str] = (
     "member",
@@ -41,6 +41,9 @@ WRITTEN_ATTRIBUTES: Sequence[str] = (
     "msDS-ExternalDirectoryObjectId",
     "cn",
     "name",
+    # The engine restores a group's type when it differs from the mapping (drift, or a group adopted from
+    # Connect Sync's writeback that has another scope): Write groupType, row 9 of the document.
+    "groupType",
 )
 
 # LDAP_SERVER_SD_FLAGS_OID with DACL_SECURITY_INFORMATION (4): read the DACL without needing the right to
