@@ -302,17 +302,9 @@ def _public(obj: Any) -> Any:
 def cmd_emulator(args: argparse.Namespace) -> int:
     from writeback.emulator import server
 
-    argv = [
-        "serve",
-        "--tenant",
-        args.tenant,
-        "--port",
-        str(args.port),
-        "--data-dir",
-        args.data_dir,
-        "--host",
-        args.host,
-    ]
+    argv = ["serve", "--tenant", args.tenant, "--port", str(args.port), "--host", args.host]
+    if args.data_dir:  # else the emulator makes a private temporary one and prints where it is
+        argv += ["--data-dir", args.data_dir]
     result = server.main(argv)
     return int(result or 0)
 
@@ -450,8 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = ses.add_parser("serve", help="serve a tenant file over HTTPS")
     serve.add_argument("--tenant", required=True)
     serve.add_argument("--port", type=int, default=0)
-    serve.add_argument("--data-dir", required=True)
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--data-dir", help="TLS files, keys, admin token, emulator.json (default: a new temp dir)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="listen address (default 127.0.0.1, loopback only)"
+    )
     serve.set_defaults(func=cmd_emulator)
 
     sr = sub.add_parser(

@@ -2,6 +2,9 @@
 
 Each test gets its own OU (used as base_dn and target OU, so its managed groups are invisible to other tests),
 its own state file, and creates its own cloud groups through Graph like an administrator's script would.
+writeback binds as the sandbox's least-privileged service account, delegated on the test's OU exactly as
+docs/least-privilege.md says (tests.testbed.fixtures.delegate_to_service_account); the fixtures that stage
+or verify AD state use the Administrator.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import httpx
 import ldap
 import pytest
 from tests.testbed.cloud import GraphAdmin
+from tests.testbed.fixtures import delegate_to_service_account
 
 
 class CloudAdmin(GraphAdmin):
@@ -73,7 +77,9 @@ class CloudAdmin(GraphAdmin):
         return self.call("GET", f"/v1.0/groups?$filter=startsWith(displayName,'{quoted}')")["value"][0]  # type: ignore[no-any-return]
 
     def faults(self, **switches: Any) -> None:
-        r = self.http.post("/_emulator/faults", json=switches)
+        """The emulator's admin API, with its admin token (the Graph token is not accepted there)."""
+        admin = {"Authorization": f"Bearer {self.info.emulator_admin_token}"}
+        r = self.http.post("/_emulator/faults", json=switches, headers=admin)
         assert r.status_code < 300, r.text
 
 
@@ -127,7 +133,7 @@ def write_config(
     (secrets / "client_secret").write_text(info.client_secret)
     pw = password_file or secrets / "bind_password"
     if password_file is None:
-        pw.write_text(info.bind_password)
+        pw.write_text(info.service_bind_password)
     ids = ", ".join(f'"{g}"' for g in group_ids)
     path.write_text(f"""
 [source]
@@ -142,7 +148,7 @@ max_retries = 3
 [target]
 ldap_urls = ["{info.ldap_url}"]
 gc_url = "{info.gc_url}"
-bind_dn = "{info.bind_dn}"
+bind_dn = "{info.service_bind_dn}"
 bind_password_file = "{pw}"
 base_dn = "{ou}"
 target_ou = "{ou}"
@@ -162,6 +168,7 @@ path = "{path.parent / "state.sqlite"}"
 def workspace(sandbox: Any, test_ou: str, tmp_path: Path) -> Iterator[Callable[..., Workspace]]:
     """Builds a Workspace; at teardown checks that no secret ever appeared in any output, the log or a plan."""
     made: list[Workspace] = []
+    delegate_to_service_account(sandbox, test_ou)
 
     def make(group_ids: list[str], extra: str = "", **kw: Any) -> Workspace:
         home = tmp_path / f"ws{len(made)}"
@@ -175,13 +182,18 @@ def workspace(sandbox: Any, test_ou: str, tmp_path: Path) -> Iterator[Callable[.
         return ws
 
     yield make
-    secrets = [sandbox.bind_password, sandbox.client_secret]
+    secrets = [
+        sandbox.bind_password,
+        sandbox.service_bind_password,
+        sandbox.client_secret,
+        sandbox.emulator_admin_token,
+    ]
     for ws in made:
         texts = list(ws.outputs)
         texts += [p.read_bytes().decode("latin-1") for p in ws.config.parent.glob("state.sqlite*")]
         texts += [p.read_text() for p in ws.config.parent.glob("*.json")]
         for text in texts:
-            for secret in secrets:
+            for secret in filter(None, secrets):
                 assert secret not in text, "a secret appeared in an output, the state store or a saved plan"
 
 

@@ -15,6 +15,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import tomllib
 import uuid
 from pathlib import Path
@@ -24,12 +25,14 @@ import httpx
 import ldap
 import pytest
 import yaml
+from tests.testbed.fixtures import connect_as_service, delegate_to_service_account
 
 from writeback.errors import SandboxError
 from writeback.sandbox import SandboxInfo, load_info, sandbox_status
 from writeback.sandbox import snapshot as snapshot_mod
 from writeback.sandbox.emulator import emulator_available
 from writeback.sandbox.layout import LAYOUT_VERSION, SandboxPaths
+from writeback.sandbox.lifecycle import check_directory
 from writeback.sandbox.people import MAX_SAM_LENGTH, generated_people, scenario_people
 from writeback.sandbox.samba import ensure_installed, relocate, set_global_options
 from writeback.sandbox.seed import Account, add_all, paged_search, read_seeded, sid_to_str
@@ -39,7 +42,7 @@ SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-tenant.yaml"
 CONTRACT_KEYS = {
     "ldap_url", "gc_url", "base_dn", "bind_dn", "bind_password", "ca_file", "users_ou", "groups_ou", "graph_url",
     "authority", "graph_ca_file", "tenant_id", "client_id", "client_secret", "config", "dir", "samba_pid",
-    "emulator_pid",
+    "emulator_pid", "emulator_admin_token", "service_bind_dn", "service_bind_password", "service_sid",
 }  # fmt: skip
 EXTERNAL_ID = "msDS-ExternalDirectoryObjectId"
 
@@ -67,9 +70,17 @@ def test_sandbox_json_holds_the_whole_contract_privately(sandbox: SandboxInfo) -
     assert data["groups_ou"] == f"OU=Writeback,{data['base_dn']}"
     assert Path(data["ca_file"]).is_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    for secret in ("bind_password", "client_secret"):
+    for secret, key in (
+        ("bind_password", "bind_password"),
+        ("client_secret", "client_secret"),
+        ("service_password", "service_bind_password"),
+    ):
         assert stat.S_IMODE((sandbox.dir / "secrets" / secret).stat().st_mode) == 0o600
-        assert (sandbox.dir / "secrets" / secret).read_text().strip() == data[secret]
+        assert (sandbox.dir / "secrets" / secret).read_text().strip() == data[key]
+    if data["graph_url"]:
+        emulator_json = sandbox.dir / "emulator" / "emulator.json"
+        assert stat.S_IMODE(emulator_json.stat().st_mode) == 0o600
+        assert json.loads(emulator_json.read_text())["admin_token"] == data["emulator_admin_token"]
     assert Path(data["dir"]) == sandbox.dir
     assert load_info(sandbox.dir).bind_dn == data["bind_dn"]
 
@@ -77,8 +88,13 @@ def test_sandbox_json_holds_the_whole_contract_privately(sandbox: SandboxInfo) -
 @pytest.mark.samba
 def test_info_repr_hides_the_secrets(sandbox: SandboxInfo) -> None:
     text = repr(sandbox)
-    assert sandbox.bind_password not in text
-    assert sandbox.client_secret not in text
+    for secret in (
+        sandbox.bind_password,
+        sandbox.client_secret,
+        sandbox.service_bind_password,
+        sandbox.emulator_admin_token,
+    ):
+        assert not secret or secret not in text
     assert sandbox.ldap_url in text
 
 
@@ -229,7 +245,10 @@ def test_the_generated_config_points_at_the_sandbox_with_secrets_by_reference(sa
     target = config["target"]
     assert target["ldap_urls"] == [sandbox.ldap_url]
     assert target["target_ou"] == sandbox.groups_ou
-    assert Path(target["bind_password_file"]).read_text().strip() == sandbox.bind_password
+    # The least-privileged service account, never Administrator.
+    assert target["bind_dn"] == sandbox.service_bind_dn != sandbox.bind_dn
+    assert Path(target["bind_password_file"]).read_text().strip() == sandbox.service_bind_password
+    assert sandbox.service_bind_password and sandbox.service_bind_password not in text
     assert sandbox.bind_password not in text and sandbox.client_secret not in text
     if sandbox.graph_url:
         assert config["source"]["graph_url"] == sandbox.graph_url
@@ -419,3 +438,181 @@ def test_missing_samba_without_root_says_what_to_install(monkeypatch: pytest.Mon
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SandboxError, match="apt-get install -y --no-install-recommends samba samba-ad-dc"):
         ensure_installed()
+
+
+# --- the sandbox directory must be private ---------------------------------------------------------------
+
+
+def _sandbox_up_cli(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "writeback", "sandbox", "up", "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "who"), [(0o770, "its group"), (0o707, "other users"), (0o777, "its group and other users")]
+)
+def test_sandbox_up_refuses_a_directory_group_or_others_can_write(
+    tmp_path: Path, mode: int, who: str
+) -> None:
+    directory = tmp_path / "sb"
+    directory.mkdir()
+    directory.chmod(mode)
+    result = _sandbox_up_cli(directory)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"refusing the sandbox directory {directory}: {who} can write it (mode {mode:04o})" in result.stderr
+    )
+    assert f"chmod go-w {directory}" in result.stderr
+    assert list(directory.iterdir()) == [], "nothing may be written into a refused directory"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_sandbox_up_refuses_a_directory_another_user_owns(tmp_path: Path) -> None:
+    directory = tmp_path / "sb"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 65534, 65534)  # nobody
+    result = _sandbox_up_cli(directory)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"refusing the sandbox directory {directory}: it belongs to" in result.stderr
+    assert "uid 65534" in result.stderr and "not to you" in result.stderr
+    assert list(directory.iterdir()) == []
+
+
+def test_a_private_directory_passes_the_check(tmp_path: Path) -> None:
+    directory = tmp_path / "sb"
+    directory.mkdir(mode=0o700)
+    check_directory(directory)  # no exception
+    check_directory(tmp_path / "not-yet")  # created later with mode 0700
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SandboxError, match="is not a directory"):
+        check_directory(tmp_path / "file")
+
+
+# --- the emulator's admin API needs the sandbox's admin token ---------------------------------------------
+
+
+@pytest.mark.samba
+@pytest.mark.emulator
+def test_sandbox_emulator_admin_api_needs_the_token_from_sandbox_json(request: pytest.FixtureRequest) -> None:
+    sandbox: SandboxInfo = request.getfixturevalue("sandbox_graph")
+    assert sandbox.emulator_admin_token
+    trust = ssl.create_default_context(cafile=str(sandbox.graph_ca_file))
+    with httpx.Client(base_url=str(sandbox.graph_url), verify=trust) as client:
+        assert client.get("/_emulator/stats").status_code == 401
+        wrong = client.get("/_emulator/stats", headers={"Authorization": "Bearer not-the-token"})
+        assert wrong.status_code == 401
+        token = {"Authorization": f"Bearer {sandbox.emulator_admin_token}"}
+        right = client.get("/_emulator/stats", headers=token)
+        assert right.status_code == 200 and right.json()["tenant"]["groups"] > 0
+    assert str(sandbox.graph_url).startswith("https://127.0.0.1:")
+
+
+# --- the service account: the demo flow with production's rights ------------------------------------------
+
+
+@pytest.mark.samba
+@pytest.mark.emulator
+def test_the_demo_flow_runs_as_the_least_privileged_service_account(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    sandbox: SandboxInfo = request.getfixturevalue("sandbox_graph")
+    # The sandbox's own config, with a private state file so the developer's demo state is left alone.
+    text = sandbox.config.read_text()
+    state = json.dumps(str(sandbox.dir / "state.sqlite"))
+    assert state in text
+    config = tmp_path / "writeback.toml"
+    config.write_text(text.replace(state, json.dumps(str(tmp_path / "s.sqlite"))))
+
+    def writeback(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "WRITEBACK_CONFIG"}
+        return subprocess.run(
+            [sys.executable, "-m", "writeback", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            check=False,
+        )
+
+    check = writeback("config", "check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"bind OK as {sandbox.service_bind_dn}" in check.stdout
+    assert "Configuration OK" in check.stdout
+    plan = writeback("plan")
+    assert plan.returncode in (0, 2), plan.stdout + plan.stderr
+    applied = writeback("apply", "--json")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert json.loads(applied.stdout)["failed"] == 0
+    again = writeback("plan")
+    assert again.returncode == 0, again.stdout + again.stderr
+    shown = writeback("show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert "SG-NL-Finance-Department" in shown.stdout and "DSG-AVD-PUBAPP-SAP" in shown.stdout
+    outputs = check.stdout + plan.stdout + applied.stdout + shown.stdout
+    for secret in (sandbox.bind_password, sandbox.service_bind_password, sandbox.client_secret):
+        assert secret and secret not in outputs
+
+
+@pytest.mark.samba
+def test_the_dc_refuses_the_service_account_outside_its_delegated_ou(
+    sandbox: SandboxInfo, ldap_conn: Any, test_ou: str
+) -> None:
+    """Least privilege is real: the writes that succeed in OU=Writeback are refused everywhere else."""
+    name = f"lp{uuid.uuid4().hex[:8]}"
+    group = [("objectClass", [b"top", b"group"]), ("sAMAccountName", [name.encode()])]
+    onprem = f"CN=GG-Legacy-Fileshare,{sandbox.onprem_groups_ou}"
+    before = ldap_conn.search_s(onprem, ldap.SCOPE_BASE, attrlist=["description", "member"])[0][1]
+    users = ldap_conn.search_s(sandbox.users_ou, ldap.SCOPE_ONELEVEL, "(objectClass=user)", ["cn"])
+    staff = next(dn for dn, _ in users if dn and dn.encode() not in before.get("member", []))
+    svc = connect_as_service(sandbox)
+    try:
+        inside = f"CN={name},{sandbox.groups_ou}"
+        svc.add_s(inside, group)  # allowed: the delegated OU
+        svc.delete_s(inside)
+        for where in (sandbox.onprem_groups_ou, test_ou, sandbox.users_ou, sandbox.base_dn):
+            with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+                svc.add_s(f"CN={name},{where}", group)
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.modify_s(onprem, [(ldap.MOD_REPLACE, "description", [b"changed by svc"])])
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.modify_s(onprem, [(ldap.MOD_ADD, "member", [staff.encode()])])
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.modify_s(staff, [(ldap.MOD_REPLACE, "department", [b"Changed"])])
+    finally:
+        svc.unbind_s()
+    # Nothing happened (checked as Administrator).
+    assert not [
+        dn
+        for dn, _ in ldap_conn.search_s(sandbox.base_dn, ldap.SCOPE_SUBTREE, f"(sAMAccountName={name})")
+        if dn
+    ]
+    after = ldap_conn.search_s(onprem, ldap.SCOPE_BASE, attrlist=["description", "member"])[0][1]
+    assert after == before
+
+
+@pytest.mark.samba
+def test_per_test_ou_delegation_gives_the_service_account_the_same_rights(
+    sandbox: SandboxInfo, test_ou: str
+) -> None:
+    name = f"lp{uuid.uuid4().hex[:8]}"
+    dn = f"CN={name},{test_ou}"
+    group = [("objectClass", [b"top", b"group"]), ("sAMAccountName", [name.encode()])]
+    svc = connect_as_service(sandbox)
+    try:
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.add_s(dn, group)
+        delegate_to_service_account(sandbox, test_ou)
+        delegate_to_service_account(sandbox, test_ou)  # the second call finds the delegation and does nothing
+        svc.add_s(dn, group)
+        svc.modify_s(dn, [(ldap.MOD_REPLACE, "description", [b"ok"])])
+        svc.modify_s(dn, [(ldap.MOD_REPLACE, "groupType", [b"-2147483640"])])
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):  # only the listed properties
+            svc.modify_s(dn, [(ldap.MOD_REPLACE, "info", [b"not delegated"])])
+        svc.delete_s(dn)
+    finally:
+        svc.unbind_s()

@@ -19,7 +19,8 @@ import ldap
 import pytest
 
 from writeback.errors import SandboxError
-from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
+from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up, serviceaccount
+from writeback.sandbox.layout import SandboxPaths
 from writeback.sandbox.ldapconn import delete_subtree
 
 ENV_DIR = "WRITEBACK_SANDBOX_DIR"
@@ -27,14 +28,16 @@ SESSION_USERS = 30
 
 
 def _reuse(directory: Path) -> SandboxInfo | None:
-    """The info of the sandbox in ``directory`` if its DC runs; starts its emulator when that is missing."""
+    """The info of the sandbox in ``directory`` if its DC runs; starts its emulator when that is missing, and
+    completes a sandbox made by an older version (no service account or admin token yet)."""
     status = sandbox_status(directory)
     if not status.dc_running:
         return None
-    if not status.up:
+    info = load_info(directory)
+    if not status.up or info.service_bind_dn is None or (info.graph_url and not info.emulator_admin_token):
         # If the emulator fails, the DC still serves; tests that need the emulator say so (`sandbox_graph`).
         with contextlib.suppress(SandboxError):
-            sandbox_up(directory, users=load_info(directory).users)
+            sandbox_up(directory, users=info.users)
     return load_info(directory)
 
 
@@ -110,3 +113,41 @@ def test_ou(sandbox: SandboxInfo) -> Iterator[str]:
             delete_subtree(conn, dn)
         finally:
             conn.unbind_s()
+
+
+def delegate_to_service_account(sandbox: SandboxInfo, ou_dn: str) -> None:
+    """Give the sandbox's service account, on ``ou_dn``, the delegation it has on the sandbox's target OU
+    (docs/least-privilege.md): the one helper for tests that run the writeback CLI or engine on their own
+    OU, so they run with production's rights, not Administrator's."""
+    if not sandbox.service_bind_dn or not sandbox.service_sid:
+        pytest.fail(
+            f"the sandbox in {sandbox.dir} has no service account; run `writeback sandbox up --dir "
+            f"{sandbox.dir}` with this version",
+            pytrace=False,
+        )
+    conn = connect(sandbox)
+    try:
+        serviceaccount.delegate(
+            conn,
+            smb_conf=SandboxPaths(sandbox.dir).smb_conf,
+            ldap_url=sandbox.starttls_url,
+            base_dn=sandbox.base_dn,
+            admin_password=sandbox.bind_password,
+            ou_dn=ou_dn,
+            sid=sandbox.service_sid,
+        )
+    finally:
+        conn.unbind_s()
+
+
+def connect_as_service(info: SandboxInfo) -> Any:
+    """A python-ldap connection bound as the sandbox's least-privileged service account over LDAPS."""
+    assert info.service_bind_dn and info.service_bind_password, "the sandbox has no service account"
+    conn = ldap.initialize(info.ldap_url)
+    conn.set_option(ldap.OPT_REFERRALS, 0)
+    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
+    conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(info.ca_file))
+    conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+    conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+    conn.simple_bind_s(info.service_bind_dn, info.service_bind_password)
+    return conn

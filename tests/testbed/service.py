@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from tests.testbed.cloud import GraphAdmin
+from tests.testbed.fixtures import delegate_to_service_account
 from writeback.emulator.testing import EmulatorHandle, run_emulator
 from writeback.sandbox import SandboxInfo
 
@@ -146,10 +147,15 @@ def write_config(
     extra: str = "",
     target_ou: str | None = None,
 ) -> Path:
-    """A writeback.toml in ``home`` for the sandbox DC and the private emulator, managing ``ou`` only."""
+    """A writeback.toml in ``home`` for the sandbox DC and the private emulator, managing ``ou`` only.
+
+    writeback binds as the sandbox's service account, delegated on ``ou`` (and so on OUs below it, such as a
+    ``target_ou`` made later) exactly as docs/least-privilege.md says: production's rights."""
     home.mkdir(parents=True, exist_ok=True)
+    delegate_to_service_account(info, ou)
     (home / "client_secret").write_text(handle.client_secret)
-    (home / "bind_password").write_text(info.bind_password)
+    assert info.service_bind_password, f"the sandbox in {info.dir} has no service account"
+    (home / "bind_password").write_text(info.service_bind_password)
     config = home / "writeback.toml"
     config.write_text(f"""
 [source]
@@ -165,7 +171,7 @@ timeout = 10
 [target]
 ldap_urls = ["{info.ldap_url}"]
 gc_url = "{info.gc_url}"
-bind_dn = "{info.bind_dn}"
+bind_dn = "{info.service_bind_dn}"
 bind_password_file = "{home / "bind_password"}"
 base_dn = "{ou}"
 target_ou = "{target_ou or ou}"

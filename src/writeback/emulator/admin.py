@@ -1,12 +1,18 @@
 """The admin API under ``/_emulator``: faults, forced resync, token lifetime, statistics, saving, raw edits.
 
-It needs no token: it exists for tests and the sandbox, and the server listens on loopback only. Raw
-object edits go straight to the tenant, bypassing Graph's policy (read-only group kinds, synced objects),
-so a test can stage states Graph would not let a client create, such as changes "synced from AD".
+Every admin call needs ``Authorization: Bearer <admin token>``: a random token the server makes at start
+and keeps only in files of mode 0600 (``DATA_DIR/admin-token``, ``DATA_DIR/emulator.json`` and, for the
+sandbox, ``sandbox.json``). Raw edits bypass Graph's policy and ``save`` writes files, so loopback alone is
+not enough: any local user could otherwise reach them. Graph access tokens are no use here, and the admin
+token is no use on the Graph routes. Files are written only inside the emulator's data directory.
+
+Raw object edits go straight to the tenant, bypassing Graph's policy (read-only group kinds, synced
+objects), so a test can stage states Graph would not let a client create, such as changes "synced from AD".
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -37,8 +43,38 @@ async def _json(request: Request) -> dict[str, Any]:
     return body
 
 
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+def _unauthorized(message: str) -> Response:
+    return JSONResponse(
+        error_body("InvalidAuthenticationToken", message),
+        status_code=401,
+        headers={"WWW-Authenticate": 'Bearer realm="writeback-emulator-admin"'},
+    )
+
+
+def _check_admin_token(request: Request) -> Response | None:
+    """None when the request carries the admin token, else the 401 to send (the token is never echoed)."""
+    expected: str = request.app.state.admin_token
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return _unauthorized(
+            "the emulator's admin API needs 'Authorization: Bearer <admin token>'; the token is "
+            f"admin_token in DATA_DIR/emulator.json (or DATA_DIR/{ADMIN_TOKEN_FILE}, or the sandbox's "
+            "sandbox.json)"
+        )
+    # Constant-time comparison: the token is a secret, and a timing oracle would leak it byte by byte.
+    if not hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        return _unauthorized("the admin token is not valid for this emulator (it changes at every start)")
+    return None
+
+
 def _wrap(fn: Any) -> Any:
     async def endpoint(request: Request) -> Response:
+        refused = _check_admin_token(request)
+        if refused is not None:
+            return refused
         try:
             result = await fn(request)
         except GraphApiError as exc:
@@ -118,13 +154,31 @@ async def stats(request: Request) -> dict[str, Any]:
     return {**state.stats.as_dict(), "tenant": state.tenant.counts(), "sequence": state.tenant.sequence}
 
 
+def confined_path(data_dir: Path, requested: Path) -> Path:
+    """``requested`` (relative paths are taken from ``data_dir``) if it lies inside ``data_dir``.
+
+    The emulator writes tenant files only inside its data directory, so a caller of the admin API cannot
+    make it overwrite any other file the emulator's user may write. Symbolic links are resolved first.
+    """
+    root = data_dir.resolve()
+    target = (root / requested).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise bad_request(
+            f"the emulator writes tenant files only inside its data directory {root}; {requested} is "
+            "outside it: give a file name (relative to the data directory) or a path inside it"
+        )
+    return target
+
+
 async def save(request: Request) -> dict[str, Any]:
-    """Write the tenant (with soft-deleted items) to ``path`` or to the file it was loaded from."""
+    """Write the tenant (with soft-deleted items) to ``path`` (inside the data directory) or to its save
+    path (the tenant file when that is in the data directory, else a file of that name in it)."""
     state = _state(request)
     body = await _json(request)
-    target = Path(body["path"]) if body.get("path") else state.save_path
-    if target is None:
+    requested = Path(str(body["path"])) if body.get("path") else state.save_path
+    if requested is None:
         raise bad_request("no path given and the tenant was not loaded from a file")
+    target = confined_path(state.data_dir, requested)
     state.tenant.save(target)
     return {"path": str(target), "sequence": state.tenant.sequence}
 

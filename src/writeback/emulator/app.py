@@ -91,8 +91,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(code, str(detail)), status_code=status)
 
 
-def build_app(state: EmulatorState) -> ASGIApp:
-    """The complete ASGI app: fault/statistics middleware around Starlette's router."""
+def build_app(state: EmulatorState, admin_token: str) -> ASGIApp:
+    """The complete ASGI app: fault/statistics middleware around Starlette's router. ``admin_token`` is
+    the bearer token the ``/_emulator`` routes require (see :mod:`.admin`)."""
     routes = [
         *admin_routes(),
         Route("/v1.0/{path:path}", graph_endpoint, methods=GRAPH_METHODS),
@@ -104,4 +105,5 @@ def build_app(state: EmulatorState) -> ASGIApp:
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.emulator = state
+    app.state.admin_token = admin_token
     return FaultMiddleware(app, state.faults, state.stats)

@@ -22,7 +22,7 @@ import httpx
 
 from writeback.emulator.delta import DeltaSettings
 from writeback.emulator.rules_hook import RuleCompiler
-from writeback.emulator.server import EmulatorServer, make_server, write_json_atomic
+from writeback.emulator.server import EmulatorServer, make_server, save_path_for, write_json_atomic
 from writeback.emulator.state import EmulatorState
 from writeback.emulator.tenant import Tenant
 from writeback.errors import SandboxError
@@ -37,7 +37,8 @@ class EmulatorHandle:
     ca_file: str
     tenant_id: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
+    admin_token: str = field(repr=False)
     state: EmulatorState
     data_dir: Path
     _client: httpx.Client = field(repr=False)
@@ -100,7 +101,8 @@ class EmulatorHandle:
         """Call the admin API (POST when ``json`` is given, else GET); returns the decoded JSON."""
         url = "/_emulator/" + path.lstrip("/").removeprefix("_emulator/")
         verb = method or ("POST" if json is not None else "GET")
-        response = self._client.request(verb, url, json=json)
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        response = self._client.request(verb, url, json=json, headers=headers)
         response.raise_for_status()
         return response.json()
 
@@ -135,7 +137,7 @@ def _load_tenant(
     if isinstance(tenant, Tenant):
         return tenant, None
     if isinstance(tenant, Path):
-        return Tenant.load(tenant, rule_compiler=rules), tenant
+        return Tenant.load(tenant, rule_compiler=rules), save_path_for(tenant, data_dir)
     path = data_dir / "tenant.json"
     write_json_atomic(path, dict(tenant))
     return Tenant.from_dict(tenant, source=str(path), rule_compiler=rules), path
@@ -177,6 +179,7 @@ def run_emulator(
             tenant_id=info["tenant_id"],
             client_id=info["client_id"],
             client_secret=info["client_secret"],
+            admin_token=info["admin_token"],
             state=state,
             data_dir=data_dir,
             _client=client,

@@ -1,4 +1,7 @@
-"""DIR/writeback.toml: a ready configuration pointing writeback at the sandbox (secrets by file reference)."""
+"""DIR/writeback.toml: a ready configuration pointing writeback at the sandbox (secrets by file reference).
+
+It binds as the sandbox's service account, delegated only what docs/least-privilege.md lists on the target
+OU, so whoever tries writeback on the sandbox runs it with production's rights."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ def _q(value: object) -> str:
 
 
 def render(info: SandboxInfo, paths: SandboxPaths) -> str:
+    if not info.service_bind_dn:
+        raise ValueError("the sandbox's service account must exist before its config is written")
     """The config text. [source] is left out while no emulator runs: the loader's default Graph URL is
     Microsoft's, and a sandbox config must never point at a real tenant."""
     lines = ["# Written by `writeback sandbox up`. Secrets are referenced by file, never inline.", ""]
@@ -35,8 +40,9 @@ def render(info: SandboxInfo, paths: SandboxPaths) -> str:
         "[target]",
         f"ldap_urls = [{_q(info.ldap_url)}]",
         f"gc_url = {_q(info.gc_url)}",
-        f"bind_dn = {_q(info.bind_dn)}",
-        f"bind_password_file = {_q(paths.bind_password_file)}",
+        # The least-privileged service account (docs/least-privilege.md), never Administrator.
+        f"bind_dn = {_q(info.service_bind_dn)}",
+        f"bind_password_file = {_q(paths.service_password_file)}",
         f"base_dn = {_q(info.base_dn)}",
         f"target_ou = {_q(info.groups_ou)}",
         f"ca_file = {_q(info.ca_file)}",

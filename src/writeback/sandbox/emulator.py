@@ -1,7 +1,8 @@
 """The Graph emulator of the sandbox, run as its own process (``python -m writeback.emulator serve``).
 
 Contract with the emulator: it listens on the port it is given (0 = any free port) and, once it listens,
-writes DATA_DIR/emulator.json = {graph_url, authority, ca_file, tenant_id, client_id, client_secret, pid, port}.
+writes DATA_DIR/emulator.json (mode 0600) = {graph_url, authority, ca_file, tenant_id, client_id, client_secret,
+admin_token, data_dir, pid, port}. It listens on 127.0.0.1 (the default: the sandbox passes no --host).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """sandbox.json: the contract between a running sandbox and tests, benchmarks and external harnesses.
 
-The file is written with mode 0600 because it holds the Administrator password and the client secret; the
-in-memory value hides both from its repr, so a failing test never prints them.
+The file is written with mode 0600 because it holds the Administrator and service account passwords, the
+client secret and the emulator's admin token; the in-memory value hides them from its repr, so a failing test
+never prints them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class SandboxInfo:
     authority: str | None = None
     graph_ca_file: Path | None = None
     emulator_pid: int | None = None
+    # The bearer token of the emulator's admin API (/_emulator/...); new at every emulator start.
+    emulator_admin_token: str | None = field(default=None, repr=False)
+    # The least-privileged account DIR/writeback.toml binds as: delegated only what docs/least-privilege.md
+    # lists, on groups_ou. bind_dn / bind_password stay the Administrator's, for fixtures that need them.
+    service_bind_dn: str | None = None
+    service_bind_password: str | None = field(default=None, repr=False)
+    service_sid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

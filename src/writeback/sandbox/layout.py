@@ -25,7 +25,7 @@ GC_URL = "ldaps://127.0.0.1:3269"
 DC_PORTS = (389, 636, 3268, 3269)
 
 # Bumped whenever provisioning or seeding changes what a sandbox contains, so stale snapshots are not reused.
-LAYOUT_VERSION = 2  # 2: LMDB backend (was TDB, which caps a partition at 4 GiB)
+LAYOUT_VERSION = 3  # 2: LMDB backend (was TDB, which caps a partition at 4 GiB); 3: Windows' schemaIDGUID
 # From this many generated users on, seeding is slow enough to snapshot, and the tenant file is written as JSON.
 BIG_TENANT_USERS = 2000
 
@@ -59,6 +59,11 @@ class SandboxPaths:
     @property
     def bind_password_file(self) -> Path:
         return self.secrets_dir / "bind_password"
+
+    @property
+    def service_password_file(self) -> Path:
+        """The password of the least-privileged service account DIR/writeback.toml binds as."""
+        return self.secrets_dir / "service_password"
 
     @property
     def client_secret_file(self) -> Path:

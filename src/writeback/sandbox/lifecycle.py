@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import os
+import pwd
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from writeback.errors import SandboxError
-from writeback.sandbox import configfile, emulator, samba, schema, seed, snapshot
+from writeback.sandbox import configfile, emulator, samba, schema, seed, serviceaccount, snapshot
 from writeback.sandbox.info import SandboxInfo, SandboxStatus, load_info, save_info
 from writeback.sandbox.layout import (
     ADMIN_DN,
@@ -65,6 +68,7 @@ def sandbox_up(directory: Path, users: int = 50, progress: Progress | None = Non
         raise SandboxError(f"the number of users must be 0 or more, not {users}")
     say = progress or _quiet
     paths = SandboxPaths(Path(directory).resolve())
+    check_directory(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked(paths):
         samba.ensure_installed()  # first: without Samba, saying what to install helps more than "need root"
@@ -87,6 +91,47 @@ def sandbox_up(directory: Path, users: int = 50, progress: Progress | None = Non
         return _finish(paths, users, scenario, say, accounts)
 
 
+def _owner_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_directory(root: Path) -> None:
+    """Refuse an existing sandbox directory that another user owns or that group or others can write.
+
+    The sandbox keeps the Administrator password, private keys and the emulator's admin token there and
+    runs Samba (as root) from files in it: anyone who may write the directory could swap those files.
+    """
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
+        return  # created below, mode 0700
+    if not stat.S_ISDIR(info.st_mode):
+        raise SandboxError(
+            f"the sandbox directory {root} exists and is not a directory; choose another --dir"
+        )
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise SandboxError(
+            f"refusing the sandbox directory {root}: it belongs to {_owner_name(info.st_uid)}, not to you "
+            f"({_owner_name(me)}); the sandbox keeps secrets and runs Samba from it. Use a directory you "
+            f"own (--dir or WRITEBACK_SANDBOX_DIR), or `chown {me} {root}` if it is yours to take"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = " and ".join(
+            name
+            for bit, name in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "other users"))
+            if info.st_mode & bit
+        )
+        raise SandboxError(
+            f"refusing the sandbox directory {root}: {who} can write it (mode {stat.S_IMODE(info.st_mode):04o})"
+            f", so they could replace the secrets, keys and programs' files the sandbox keeps there. Run "
+            f"`chmod go-w {root}` (0700 is best) or use another --dir"
+        )
+
+
 def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
     """The current info when every part runs already, else None."""
     status = _status(paths)
@@ -98,6 +143,8 @@ def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
         return None  # written by an older version, or damaged: rebuild it
     if (info.samba_pid, info.emulator_pid) != (status.samba_pid, status.emulator_pid):
         return None  # restarted behind our back: rebuild the info
+    if info.service_bind_dn is None or (info.emulator_pid is not None and not info.emulator_admin_token):
+        return None  # made by a version without the service account or the admin token: complete it
     return info
 
 
@@ -175,12 +222,25 @@ def _finish(
     """With Samba running: make sure of the schema, write the tenant, start the emulator, write the info.
     ``accounts`` are the seeded accounts when just seeded or restored; otherwise they are read from the DC."""
     password = paths.bind_password_file.read_text(encoding="utf-8").strip()
+    service_password = ensure_secret(paths.service_password_file, new_password)
     ca_file = paths.tls_dir / "ca.pem"
     conn = connect_when_ready(LDAPS_URL, ca_file, ADMIN_DN, password)
     try:
         schema.extend(conn, BASE_DN)  # no-op when present; covers snapshots made before a schema change
         if accounts is None:
             accounts = seed.read_seeded(conn)
+        # Here rather than in provisioning, so sandboxes and snapshots made before it get the account too.
+        service_sid = serviceaccount.ensure_account(conn, BASE_DN, service_password)
+        say(f"Delegating group management on {WRITEBACK_OU} to {serviceaccount.SERVICE_SAM}")
+        serviceaccount.delegate(
+            conn,
+            smb_conf=paths.smb_conf,
+            ldap_url=LDAP_URL,
+            base_dn=BASE_DN,
+            admin_password=password,
+            ou_dn=WRITEBACK_OU,
+            sid=service_sid,
+        )
     finally:
         conn.unbind_s()
     client_secret = ensure_secret(paths.client_secret_file, new_client_secret)
@@ -207,6 +267,9 @@ def _finish(
         config=paths.config_file,
         tenant_file=tenant_file,
         samba_pid=samba.running_pid(paths),
+        service_bind_dn=serviceaccount.service_dn(BASE_DN),
+        service_bind_password=service_password,
+        service_sid=service_sid,
     )
     # The DC's half of the info is saved first: the DC is usable even if the emulator then fails to start.
     configfile.write(info, paths)
@@ -225,6 +288,7 @@ def _finish(
             authority=str(endpoint["authority"]),
             graph_ca_file=Path(str(endpoint["ca_file"])),
             emulator_pid=emulator.running_pid(paths),
+            emulator_admin_token=endpoint.get("admin_token"),
         )
     configfile.write(info, paths)
     save_info(paths, info)

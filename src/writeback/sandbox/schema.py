@@ -2,11 +2,13 @@
 
 Samba provisions the 2012 R2 schema, which lacks the attribute Cloud Sync uses as its anchor (Windows Server
 2016's schema has it). The definition below is Windows' own (attributeID 1.2.840.113556.1.4.2310, Unicode
-string, indexed, in the Global Catalog); it is added over LDAP and made allowed on groups and users.
+string, indexed, in the Global Catalog, the same schemaIDGUID; see [MS-ADA2] 2.320 at
+learn.microsoft.com/openspecs/windows_protocols/ms-ada2/0abc1d06-ac09-476f-a60b-5deb05b394f7); it is added over LDAP and made allowed on groups and users.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import ldap
@@ -15,6 +17,8 @@ from writeback.errors import SandboxError
 from writeback.sandbox.ldapconn import describe
 
 ATTRIBUTE = "msDS-ExternalDirectoryObjectId"
+_WINDOWS_SCHEMA_ID = uuid.UUID("bd29bf90-66ad-40e1-887b-10df070419a6")
+_PUBLIC_INFORMATION = uuid.UUID("77b5b886-944a-11d1-aebd-0000f80367c1")
 _ATTRIBUTE_CN = "ms-DS-External-Directory-Object-Id"
 
 
@@ -53,9 +57,14 @@ def extend(conn: Any, base_dn: str) -> None:
                     ("attributeSyntax", [b"2.5.5.12"]),
                     ("oMSyntax", [b"64"]),
                     ("isSingleValued", [b"TRUE"]),
-                    ("searchFlags", [b"1"]),
-                    ("rangeUpper", [b"1024"]),
-                    ("showInAdvancedViewOnly", [b"TRUE"]),
+                    # Windows' definition ([MS-ADA2] 2.320): its schemaIDGUID (so ACEs written for Windows,
+                    # as in docs/least-privilege.md, name the same attribute here), fATTINDEX |
+                    # fPRESERVEONDELETE, 256 characters, in the Public-Information property set.
+                    ("schemaIDGUID", [_WINDOWS_SCHEMA_ID.bytes_le]),
+                    ("searchFlags", [b"9"]),
+                    ("rangeUpper", [b"256"]),
+                    ("attributeSecurityGUID", [_PUBLIC_INFORMATION.bytes_le]),
+                    ("showInAdvancedViewOnly", [b"FALSE"]),
                     ("isMemberOfPartialAttributeSet", [b"TRUE"]),
                 ],
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import random
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from typing import Any
 import yaml
 
 from writeback.errors import SandboxError
-from writeback.sandbox.layout import DNS_DOMAIN, NETBIOS_DOMAIN
+from writeback.sandbox.layout import DNS_DOMAIN, NETBIOS_DOMAIN, ONPREM_GROUPS_OU, STAFF_OU
+from writeback.sandbox.people import scenario_people
 from writeback.sandbox.secretfiles import write_private
 from writeback.sandbox.seed import Account
 
@@ -177,3 +179,50 @@ def write_tenant(path: Path, tenant: Mapping[str, Any]) -> None:
     write_private(
         path, "# Written by `writeback sandbox up` from the sample tenant and the sandbox DC.\n" + body
     )
+
+
+def is_scenario(document: Mapping[str, Any]) -> bool:
+    """True for a sandbox scenario (examples/sample-tenant.yaml: it has a ``directory:`` side or ``sam:``
+    placeholders), False for a plain emulator tenant file."""
+    if "directory" in document:
+        return True
+    return any(
+        str(member).startswith(SAM_PREFIX)
+        for group in document.get("groups") or []
+        for member in group.get("members") or []
+    )
+
+
+def generated_accounts(scenario: Scenario, *, seed: int | None = None) -> list[Account]:
+    """The scenario's AD side as a DC would report it, made up without a DC: each user and group gets a
+    random objectGUID and a SID under one random domain SID (S-1-5-21-x-y-z, RIDs from 1103, where a fresh
+    domain's first accounts start). For ``writeback emulator serve`` on a scenario, where no DC runs."""
+    rng = random.Random(seed)
+    domain_sid = "S-1-5-21-" + "-".join(str(rng.randrange(1 << 28, 1 << 32)) for _ in range(3))
+    people = scenario_people(scenario.directory_users)
+    accounts: list[Account] = []
+    dn_by_sam: dict[str, str] = {}
+    rid = 1103
+    for person in people:
+        attributes = {
+            name: [v.decode("utf-8") for v in values]
+            for name, values in person.ldap_attributes()
+            if name not in ("objectClass", "unicodePwd")
+        }
+        dn = person.dn(STAFF_OU)
+        dn_by_sam[person.sam.lower()] = dn
+        accounts.append(
+            Account(dn, uuid.UUID(int=rng.getrandbits(128), version=4), f"{domain_sid}-{rid}", person.sam,
+                    "user", attributes)
+        )  # fmt: skip
+        rid += 1
+    for group in scenario.directory_groups:
+        sam = str(group["sam"])
+        members = [dn_by_sam[str(m).lower()] for m in group.get("members", []) if str(m).lower() in dn_by_sam]
+        attributes = {"member": members, "description": [str(group.get("description", ""))]}
+        accounts.append(
+            Account(f"CN={sam},{ONPREM_GROUPS_OU}", uuid.UUID(int=rng.getrandbits(128), version=4),
+                    f"{domain_sid}-{rid}", sam, "group", attributes)
+        )  # fmt: skip
+        rid += 1
+    return accounts
