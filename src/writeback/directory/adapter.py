@@ -109,7 +109,9 @@ class LdapDirectory:
             self._gc.connection()
 
     def check_write_access(
-        self, ou_dn: str, attributes: Sequence[str] = ("member", "description", "displayName")
+        self,
+        ou_dn: str,
+        attributes: Sequence[str] = ("member", "description", "displayName", "groupType"),
     ) -> list[str]:
         """Problems that would stop writeback in ``ou_dn`` (empty when none), as computed by the DC."""
         return check_write_access(self._domain, ou_dn, self._settings.bind_dn, attributes)
