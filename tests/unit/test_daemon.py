@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from tests.unit import builders
+from tests.unit.builders import BASE
 from tests.unit.fakes import FakeCloud, FakeDirectory
-from writeback.config import parse_settings
 from writeback.daemon import QUARANTINE_AFTER, JsonFormatter, Service
 from writeback.engine import Engine
 from writeback.errors import DirectoryUnavailable, ThrottledError
@@ -19,28 +20,15 @@ from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
 from writeback.ports import SyncReport
 from writeback.state.sqlite import SqliteStore
 
-BASE = "DC=corp,DC=test"
-OU = f"OU=Writeback,{BASE}"
-
 
 def settings(tmp_path: Path, **service: Any) -> Any:
-    return parse_settings(
-        {
-            "source": {"tenant_id": "t", "client_id": "c", "client_secret_env": "X"},
-            "target": {
-                "ldap_urls": ["ldaps://dc"],
-                "bind_dn": "x",
-                "bind_password_env": "Y",
-                "base_dn": BASE,
-                "target_ou": OU,
-            },
-            "service": {
-                "poll_interval": 1.0,
-                "reconcile_interval": 100.0,
-                "max_backoff": 30.0,
-                "health_file": str(tmp_path / "health.json"),
-                **service,
-            },
+    return builders.settings(
+        service={
+            "poll_interval": 1.0,
+            "reconcile_interval": 100.0,
+            "max_backoff": 30.0,
+            "health_file": str(tmp_path / "health.json"),
+            **service,
         }
     )
 

@@ -1,6 +1,6 @@
 """The pure desired-state function: which nested groups may be referenced, occupied DNs, caps, names."""
 
-from tests.unit.desire import OU, desire, settings
+from tests.unit.builders import OU, desire, settings
 from writeback.config import MemberSettings
 from writeback.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef
 

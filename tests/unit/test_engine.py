@@ -2,26 +2,13 @@
 
 import pytest
 
+from tests.unit.builders import BASE, settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
-from writeback.config import parse_settings
 from writeback.engine import Engine
 from writeback.errors import PlanError, StalePlanError
 from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
 from writeback.planning import ChangeKind
 from writeback.state.sqlite import SqliteStore
-
-BASE = "DC=corp,DC=test"
-OU = f"OU=Writeback,{BASE}"
-SETTINGS = {
-    "source": {"tenant_id": "t", "client_id": "c", "client_secret_env": "X"},
-    "target": {
-        "ldap_urls": ["ldaps://dc"],
-        "bind_dn": "x",
-        "bind_password_env": "Y",
-        "base_dn": BASE,
-        "target_ou": OU,
-    },
-}
 
 
 def users(n):
@@ -57,7 +44,7 @@ def world():
     cloud = FakeCloud(users=users(6) | {"cloud": CloudUser("cloud")}, groups={})
     directory = FakeDirectory(accounts=accounts(6))
     store = SqliteStore(":memory:")
-    engine = Engine(parse_settings(SETTINGS), cloud, directory, store)
+    engine = Engine(settings(), cloud, directory, store)
     return cloud, directory, store, engine
 
 
@@ -87,7 +74,7 @@ def test_first_apply_then_second_apply_writes_nothing(world):
 
 def test_groups_skipped_with_an_error_are_logged_with_the_reason(world):
     cloud, directory, store, _ = world
-    engine = Engine(parse_settings({**SETTINGS, "members": {"max_members": 2}}), cloud, directory, store)
+    engine = Engine(settings(members={"max_members": 2}), cloud, directory, store)
     cloud.groups = {gid(1): group(1, ["u0", "u1", "u2"]), gid(2): group(2, ["u3", "cloud"])}
     _, result = cycle(engine)
     assert result.ok

@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from tests.unit.desire import BASE, OU, desire, settings
+from tests.unit.builders import BASE, OU, desire, settings
 from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
 from writeback.errors import ConfigError
 from writeback.mapping import (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from writeback.config import MappingSettings, MemberSettings, Settings, parse_settings
 from writeback.desired import DesiredState, DirectoryFacts, cloud_intents, desired_state
@@ -30,14 +31,17 @@ DOC = {
 }
 
 
-def settings(
-    *, mapping: MappingSettings | None = None, members: MemberSettings | None = None, **tables: object
-) -> Settings:
-    """Valid settings for the test domain; ``tables`` are TOML tables (e.g. safety={...})."""
+def settings(*, mapping: MappingSettings | None = None, **tables: Any) -> Settings:
+    """Valid settings for the test domain; ``tables`` are TOML tables (e.g. safety={...}) or, for
+    ``members``, a ready :class:`MemberSettings`; ``mapping`` a ready :class:`MappingSettings`."""
+    members = tables.pop("members", None)
+    if isinstance(members, dict):
+        tables["members"] = members
+        members = None
     s = parse_settings({**DOC, **tables}, "test.toml")
     if mapping is not None:
         s = dataclasses.replace(s, mapping=mapping)
-    if members is not None:
+    if isinstance(members, MemberSettings):
         s = dataclasses.replace(s, members=members)
     return s
 
