@@ -42,6 +42,7 @@ from typing import Any
 from writeback.config import Settings
 from writeback.engine import Allowances, ApplyResult, Engine
 from writeback.errors import DirectoryUnavailable, WritebackError
+from writeback.model import DYNAMIC_KEY_PREFIX
 from writeback.planning import Plan
 from writeback.ports import SyncReport
 
@@ -129,10 +130,15 @@ class Service:
         only = None if full else self._affected(report) | self._due_retries(now)
         # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with the full
         # reconcile; they are planned when any changed.
-        users_changed = self.engine.sync_ad_users(full=full)
+        # A dynamic group AD refused (e.g. a cached user deleted in AD that the Deleted Objects read could not
+        # see) is retried from a full read of AD users, not from a cache that keeps failing the same way.
+        refresh = full or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in self._due_retries(now))
+        users_changed = self.engine.sync_ad_users(full=refresh)
         if not full and not only and not users_changed:
             return CycleOutcome(False, 0, 0, 0, 0)
-        plan = self.engine.plan(only=only, dynamic=full or users_changed > 0, allow=allow)
+        # Dynamic groups are planned when AD users changed, or when one of them is due for a retry.
+        dynamic = full or users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only or ())
+        plan = self.engine.plan(only=only, dynamic=dynamic, allow=allow)
         self._note_holds(plan, allow)
         result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
         self._track_group_failures(result, only, now)

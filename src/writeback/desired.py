@@ -34,6 +34,7 @@ from writeback.mapping import (
     nesting_allowed,
 )
 from writeback.model import (
+    ANCHOR_PREFIX,
     DYNAMIC_ANCHOR_PREFIX,
     DYNAMIC_KEY_PREFIX,
     GROUP_TYPE_SECURITY,
@@ -63,6 +64,9 @@ class Intents:
     out_of_scope: Mapping[str, str] = field(default_factory=dict)  # key -> why, for groups not desired
     # An incremental plan compares only the AD groups of these keys (None: every managed group).
     reconciled: frozenset[str] | None = None
+    # The anchor prefixes of the sources present: a plan compares only the AD groups they own, so a plan
+    # without a source can never read that source's groups as undesired (and delete them).
+    prefixes: frozenset[str] = frozenset()
 
     @property
     def partial(self) -> bool:
@@ -85,8 +89,10 @@ def cloud_intents(
     keys = in_scope if only is None else in_scope & set(only)
     groups = {gid: mapper.intent(snapshot.groups[gid]) for gid in sorted(keys)}
     cloud = snapshot.groups if only is None else {g: c for g, c in snapshot.groups.items() if g in only}
-    reconciled = None if only is None else frozenset(only)
-    return Intents(groups, snapshot.users, cloud, frozenset(in_scope), out, reconciled)
+    reconciled = None if only is None else frozenset(k for k in only if not k.startswith(DYNAMIC_KEY_PREFIX))
+    return Intents(
+        groups, snapshot.users, cloud, frozenset(in_scope), out, reconciled, frozenset({ANCHOR_PREFIX})
+    )
 
 
 def dynamic_intents(settings: Settings, ad_users: Sequence[Mapping[str, Any]]) -> Intents:
@@ -113,7 +119,7 @@ def dynamic_intents(settings: Settings, ad_users: Sequence[Mapping[str, Any]]) -
             sam_mapped=False,
             member_dns=frozenset(str(u["onPremisesDistinguishedName"]) for u in rule.filter(scope, context)),
         )
-    return Intents(groups)
+    return Intents(groups, prefixes=frozenset({DYNAMIC_ANCHOR_PREFIX}))
 
 
 def combine(*sources: Intents) -> Intents:
@@ -130,6 +136,7 @@ def combine(*sources: Intents) -> Intents:
             out.in_scope | s.in_scope,
             {**out.out_of_scope, **s.out_of_scope},
             reconciled,
+            out.prefixes | s.prefixes,
         )
     return out
 
@@ -142,6 +149,7 @@ class Questions:
     accounts: frozenset[tuple[str | None, str | None]]  # synced members' (objectSid, objectGUID)
     match_order: tuple[str, ...]  # resolve by the first, then by the next for those not yet found
     every_managed_group: bool  # read every managed group (a full plan)
+    prefixes: tuple[str, ...]  # anchor prefixes of the managed groups to read
     groups: Mapping[str, tuple[str, ...]]  # key -> DNs where it may be (incremental plans)
     remembered: frozenset[str]  # keys of ``groups`` with a DN where they were last written
     sam_candidates: Mapping[str, tuple[str, ...]]  # key -> names that may be assigned
@@ -182,6 +190,7 @@ def questions(intents: Intents, settings: Settings, applied_dns: Mapping[str, st
         accounts=frozenset(accounts),
         match_order=settings.members.match_order,
         every_managed_group=not intents.partial,
+        prefixes=tuple(sorted(intents.prefixes)),
         groups=groups,
         remembered=frozenset(k for k in groups if k in applied_dns),
         sam_candidates={k: i.sam_candidates for k, i in intents.groups.items()},
@@ -234,9 +243,10 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
             managed[g.cloud_id] = g
     resolver = _Resolver(intents, facts, settings, managed, duplicates)
     groups = {key: resolver.desired(key) for key in sorted(intents.groups)}
-    actual = facts.managed
+    prefixes = tuple(intents.prefixes)
+    actual = tuple(g for g in facts.managed if g.anchor and g.anchor.startswith(prefixes))
     if intents.reconciled is not None:
-        actual = tuple(g for g in facts.managed if g.cloud_id in intents.reconciled)
+        actual = tuple(g for g in actual if g.cloud_id in intents.reconciled)
     return DesiredState(groups, actual, intents.cloud_groups, intents.out_of_scope)
 
 

@@ -239,6 +239,8 @@ class Engine:
             sources.append(Intents({}, reconciled=frozenset()))
         if dynamic and self.dynamic_enabled:
             sources.append(dynamic_intents(self.settings, self.store.ad_users()))
+        if not sources:
+            return Plan()
         intents = combine(*sources)
         if intents.reconciled is not None and not intents.reconciled:
             return Plan()  # an incremental cycle with nothing to reconcile

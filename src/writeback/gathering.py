@@ -15,7 +15,7 @@ from typing import Protocol
 from writeback.desired import DirectoryFacts, Questions
 from writeback.dn import normalize_dn
 from writeback.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR, anchor_attributes
-from writeback.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
+from writeback.model import DirectoryAccount, DirectoryGroup
 from writeback.ports import Directory, ResolvedAccounts
 
 
@@ -48,7 +48,7 @@ def gather(
     """Answer ``q`` from ``directory``."""
     accounts = _resolve(q, directory, progress)
     attrs = tuple(dict.fromkeys((*schema.read, *mapped)))
-    prefixes = ANCHOR_PREFIXES
+    prefixes = q.prefixes
     if q.every_managed_group:
         managed = directory.read_managed_groups(schema.read, attrs, prefixes)
     else:

@@ -17,7 +17,7 @@ from writeback.daemon import QUARANTINE_AFTER, JsonFormatter, Service
 from writeback.engine import Engine
 from writeback.errors import DirectoryUnavailable, ThrottledError
 from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
-from writeback.ports import SyncReport
+from writeback.ports import SyncReport, UserChanges, UsnWatermark
 from writeback.state.sqlite import SqliteStore
 
 
@@ -358,3 +358,49 @@ def test_hard_delete_in_the_cloud_deletes_the_group_at_the_next_incremental_cycl
     assert not any(
         e.get("msDS-ExternalDirectoryObjectId") == f"Group_{gid(3)}" for e in world.directory.groups.values()
     )
+
+
+class BlindToDeletes(FakeDirectory):
+    """AD users for dynamic groups, read like an account that may not list Deleted Objects: an incremental
+    read sees new users but never the deleted ones (only a full read drops them)."""
+
+    def read_user_changes(self, base_dn: str, since: Any) -> UserChanges:
+        users = [
+            {
+                "id": a.object_guid,
+                "onPremisesDistinguishedName": a.dn,
+                "department": "Eng",
+                "accountEnabled": True,
+            }
+            for a in self.accounts
+        ]
+        if since is not None:
+            users = [u for u in users if u["id"] not in self.seen]
+        self.seen |= {u["id"] for u in users}
+        return UserChanges(users=users, watermark=UsnWatermark("dc", len(self.seen)), full=since is None)
+
+
+def test_a_dynamic_group_refused_for_a_deleted_user_is_retried_from_a_full_user_read(tmp_path: Path) -> None:
+    s = builders.settings(
+        scope={"mode": "none"},
+        service={"poll_interval": 1.0, "reconcile_interval": 1000.0, "health_file": str(tmp_path / "h.json")},
+        dynamic_groups=[{"id": "eng", "name": "Eng", "rule": 'user.department -eq "Eng"'}],
+    )
+    people = [DirectoryAccount(f"CN={n},OU=Staff,{BASE}", f"guid-{n}", None) for n in ("a", "b")]
+    directory = BlindToDeletes(accounts=list(people))
+    directory.seen = set()
+    clock = Clock()
+    service = Service(s, Engine(s, FakeCloud(), directory, SqliteStore(":memory:")), clock=clock)
+    service.cycle()
+    (entry,) = directory.groups.values()
+    assert {m.split(",")[0] for m in entry["member"]} == {"CN=a", "CN=b"}
+    # b is deleted in AD (AD drops it from the group); e joins. The incremental read sees e, not the delete.
+    directory.accounts.remove(people[1])
+    entry["member"].discard(people[1].dn)
+    directory.accounts.append(DirectoryAccount(f"CN=e,OU=Staff,{BASE}", "guid-e", None))
+    refused = service.cycle()
+    assert refused.failed == 1  # AD refuses the stale DN of b
+    clock.now += 60
+    retried = service.cycle()
+    assert retried.failed == 0 and retried.applied == 1
+    assert {m.split(",")[0] for m in entry["member"]} == {"CN=a", "CN=e"}

@@ -113,3 +113,14 @@ def test_sam_account_name_taken_by_a_foreign_object_picks_the_next_candidate_and
     state = desire([new, kept], managed=[managed(2, "Kept")], taken={first: "CN=someone else,OU=Other"})
     assert state.groups[new.id].sam_account_name != first
     assert state.groups[kept.id].sam_account_name == "sam2"
+
+
+def test_a_plan_compares_only_the_groups_its_sources_own():
+    """A plan without the on-prem source never sees a dynamic group as undesired (it would delete it)."""
+    dynamic = DirectoryGroup(
+        f"CN=HR,{OU}", "guid-hr", "WritebackDynamic_hr", "HR", UNIVERSAL_SECURITY, {}, frozenset()
+    )
+    state = desire([cloud(1, "Sales")], managed=[managed(1, "Sales"), dynamic])
+    assert [g.cloud_id for g in state.actual] == [gid(1)]
+    retry = desire([cloud(1, "Sales")], managed=[dynamic], only=["dynamic:hr"])  # a dynamic group's retry
+    assert state.groups and retry.actual == ()

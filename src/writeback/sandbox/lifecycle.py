@@ -241,6 +241,12 @@ def _finish(
             ou_dn=WRITEBACK_OU,
             sid=service_sid,
         )
+        serviceaccount.grant_deleted_objects_read(
+            smb_conf=paths.smb_conf,
+            sam_ldb=paths.samba_dir / "private" / "sam.ldb",
+            base_dn=BASE_DN,
+            sid=service_sid,
+        )
     finally:
         conn.unbind_s()
     client_secret = ensure_secret(paths.client_secret_file, new_client_secret)

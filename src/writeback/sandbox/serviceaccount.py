@@ -163,3 +163,51 @@ def delegate(
             f"delegating group management on {ou_dn} to the service account failed "
             f"(samba-tool dsacl set, exit {done.returncode}):\n{tail}"
         )
+
+
+# Run by the system's python3, which has Samba's own bindings: they open the DC's sam.ldb as the system (the
+# way `samba-tool -H …/sam.ldb` does). Over LDAP even Administrator cannot change Deleted Objects' descriptor
+# without first taking ownership ("Retrieving Deleted Objects", learn.microsoft.com/windows/win32/ad/
+# retrieving-deleted-objects); samba-tool dsacl cannot address that container at all.
+_GRANT_DELETED_OBJECTS = """
+import sys
+import ldb
+from samba.auth import system_session
+from samba.dcerpc import security
+from samba.ndr import ndr_pack, ndr_unpack
+from samba.param import LoadParm
+from samba.samdb import SamDB
+
+conf, sam, base, sid = sys.argv[1:5]
+lp = LoadParm()
+lp.load(conf)
+db = SamDB(url=sam, session_info=system_session(), lp=lp)
+dn = "CN=Deleted Objects," + base
+controls = ["show_deleted:1", "sd_flags:1:4"]
+res = db.search(dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=controls)
+desc = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
+if sid not in desc.as_sddl():
+    ace = security.ace()
+    ace.type = security.SEC_ACE_TYPE_ACCESS_ALLOWED
+    ace.access_mask = security.SEC_ADS_LIST | security.SEC_ADS_READ_PROP
+    ace.trustee = security.dom_sid(sid)
+    desc.dacl_add(ace)
+    msg = ldb.Message()
+    msg.dn = ldb.Dn(db, dn)
+    msg["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(desc), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+    db.modify(msg, controls=controls)
+"""
+
+
+def grant_deleted_objects_read(*, smb_conf: Path, sam_ldb: Path, base_dn: str, sid: str) -> None:
+    """List Contents + Read Property on the Deleted Objects container for ``sid`` (docs/least-privilege.md,
+    "Deleted users"): what `dsacls … /takeownership` then `/G svc:LCRP` grant on Windows. Idempotent."""
+    python = "/usr/bin/python3"
+    argv = [python, "-c", _GRANT_DELETED_OBJECTS, str(smb_conf), str(sam_ldb), base_dn, sid]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError(f"granting read of Deleted Objects did not run: {exc}") from exc
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).splitlines()[-10:])
+        raise SandboxError(f"granting the service account read of Deleted Objects failed:\n{tail}")
