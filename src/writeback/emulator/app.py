@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import uuid
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from writeback.emulator.admin import admin_routes
 from writeback.emulator.apierror import error_body
@@ -74,10 +74,12 @@ async def token(request: Request) -> Response:
     access_token, expires_in = state.tokens.issue(app)
     return JSONResponse(
         {
+            # The v2.0 endpoint's fields ("Microsoft identity platform and the OAuth 2.0 client credentials
+            # flow", successful response: https://learn.microsoft.com/entra/identity-platform/
+            # v2-oauth2-client-creds-grant-flow). expires_on / not_before / resource are v1.0 fields.
             "token_type": "Bearer",
             "expires_in": expires_in,
             "ext_expires_in": expires_in,
-            "expires_on": int(time.time()) + expires_in,
             "access_token": access_token,
         },
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
@@ -89,6 +91,42 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = "Request_ResourceNotFound" if status == 404 else "Request_BadRequest"
     detail = exc.detail if isinstance(exc, HTTPException) else "Internal error"
     return JSONResponse(error_body(code, str(detail)), status_code=status)
+
+
+class RequestIdMiddleware:
+    """``request-id`` and ``client-request-id`` on every response, errors and injected faults included.
+
+    Graph returns both on every response ("Microsoft Graph error responses and resource types":
+    https://learn.microsoft.com/graph/errors); ``client-request-id`` echoes the client's header. The id is put
+    in the scope's state so the Graph handlers write the same id into an error's ``innerError``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        client_request_id = request_id
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"client-request-id":
+                client_request_id = value.decode("latin-1")
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {name.lower() for name, _ in headers}
+                if b"request-id" not in present:
+                    headers.append((b"request-id", request_id.encode()))
+                if b"client-request-id" not in present:
+                    headers.append((b"client-request-id", client_request_id.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_ids)
 
 
 def build_app(state: EmulatorState) -> ASGIApp:
@@ -104,4 +142,4 @@ def build_app(state: EmulatorState) -> ASGIApp:
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.emulator = state
-    return FaultMiddleware(app, state.faults, state.stats)
+    return RequestIdMiddleware(FaultMiddleware(app, state.faults, state.stats))

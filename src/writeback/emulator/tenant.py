@@ -86,6 +86,9 @@ class Tenant:
         self.lock = threading.RLock()
         self.log: list[LogEntry] = []
         self.log_base = 0
+        # Sequence number of a property update -> the names it set (delta's Prefer: return=minimal and
+        # "set to null" need them); an upsert without an entry (a creation) changed everything.
+        self.changed_props: dict[int, frozenset[str]] = {}
         # Random per load: delta tokens of another process or load are recognised as foreign.
         self.epoch = secrets.token_hex(8)
         # A token minted by a previous run at exactly the sequence that was saved stays valid.
@@ -354,6 +357,7 @@ class Tenant:
             for key, value in changes.items():
                 if key != "id":
                     obj[key] = value
+            self.changed_props[self.sequence] = frozenset(k for k in changes if k != "id")
             self._append(kind, object_id, OP_UPSERT)
             if kind == "user":
                 self._reevaluate_user(object_id)
