@@ -105,12 +105,14 @@ def test_default_user_properties_and_select(emu: EmulatorHandle) -> None:
     selected = emu.graph(
         "GET", "users/u03", params={"$select": "department,onPremisesSecurityIdentifier,employeeId"}
     ).json()
-    assert selected["id"] == "u03"
+    assert "id" not in selected  # $select returns exactly what was selected; Graph adds no id
     assert selected["department"] == "HR"
     assert selected["onPremisesSecurityIdentifier"] == "S-1-5-21-1-2-3-1103"
     assert selected["employeeId"] is None  # selected but unset: null, like Graph
     assert "displayName" not in selected
-    assert selected["@odata.context"].endswith("#users/$entity")
+    assert selected["@odata.context"].endswith(
+        "#users(department,onPremisesSecurityIdentifier,employeeId)/$entity"
+    )
 
 
 def test_user_by_principal_name(emu: EmulatorHandle) -> None:
@@ -118,13 +120,44 @@ def test_user_by_principal_name(emu: EmulatorHandle) -> None:
     assert response.status_code == 200 and response.json()["id"] == "u05"
 
 
+MISSING = "5f0c7e7a-0000-4000-8000-00000000dead"
+
+
 def test_missing_object_is_graph_404(emu: EmulatorHandle) -> None:
-    response = emu.graph("GET", "groups/nope")
+    response = emu.graph("GET", f"groups/{MISSING}", headers={"client-request-id": "my-correlation"})
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "Request_ResourceNotFound"
-    assert "'nope'" in error["message"]
+    assert f"'{MISSING}'" in error["message"]
     assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
+    # Graph's headers on an error too, and the innerError names the same request.
+    assert response.headers["request-id"] == error["innerError"]["request-id"]
+    assert response.headers["client-request-id"] == "my-correlation"
+    assert error["innerError"]["client-request-id"] == "my-correlation"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "groups/nope",
+        "users/nope",  # not a UPN either
+        "groups/nope/members",
+        "directoryObjects/nope",
+        "directory/deletedItems/nope",
+    ],
+)
+def test_malformed_object_id_is_400_invalid_object_identifier(emu: EmulatorHandle, path: str) -> None:
+    response = emu.graph("GET", path)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "Request_BadRequest"
+    assert error["message"] == "Invalid object identifier 'nope'."
+
+
+def test_request_ids_on_success_and_token_responses(emu: EmulatorHandle) -> None:
+    response = emu.graph("GET", "groups", params={"$top": "1"}, headers={"client-request-id": "abc"})
+    assert response.headers["client-request-id"] == "abc"
+    assert len(response.headers["request-id"]) == 36
 
 
 def test_unknown_segment_is_400(emu: EmulatorHandle) -> None:

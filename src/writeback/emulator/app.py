@@ -115,18 +115,42 @@ class RequestIdMiddleware:
             if name.lower() == b"client-request-id":
                 client_request_id = value.decode("latin-1")
 
-        async def send_with_ids(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or [])
-                present = {name.lower() for name, _ in headers}
-                if b"request-id" not in present:
-                    headers.append((b"request-id", request_id.encode()))
-                if b"client-request-id" not in present:
-                    headers.append((b"client-request-id", client_request_id.encode("latin-1")))
-                message = {**message, "headers": headers}
-            await send(message)
+        ids = [
+            (b"request-id", request_id.encode()),
+            (b"client-request-id", client_request_id.encode("latin-1")),
+        ]
+        await self.app(scope, receive, _SendWithIds(send, ids).send)
 
-        await self.app(scope, receive, send_with_ids)
+
+class _SendWithIds:
+    """``send`` that adds headers. A bound method whose ``__self__`` passes ``transport`` and ``disconnected``
+    through to the server's own, so the fault middleware can still drop a connection beneath it."""
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self._headers = headers
+
+    @property
+    def transport(self) -> object:
+        return getattr(getattr(self._send, "__self__", None), "transport", None)
+
+    @property
+    def disconnected(self) -> bool:
+        return bool(getattr(getattr(self._send, "__self__", None), "disconnected", False))
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        cycle = getattr(self._send, "__self__", None)
+        if cycle is not None:
+            cycle.disconnected = value
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            present = {bytes(name).lower() for name, _ in headers}
+            headers += [(name, value) for name, value in self._headers if name not in present]
+            message = {**message, "headers": headers}
+        await self._send(message)
 
 
 def build_app(state: EmulatorState) -> ASGIApp:

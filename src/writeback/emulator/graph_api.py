@@ -10,7 +10,6 @@ lock only guards against test threads poking the state directly.
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,7 +33,7 @@ from writeback.emulator.odata import (
     render,
 )
 from writeback.emulator.state import EmulatorState, SortedIds
-from writeback.emulator.tenant import COLLECTIONS, is_dynamic, now_iso
+from writeback.emulator.tenant import COLLECTIONS, is_dynamic, is_guid, now_iso
 
 JSON_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -80,7 +79,6 @@ GROUP_READ_ONLY = frozenset(
         "securityIdentifier",
     }
 )
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 WRITEBACK_TYPES = (
     "universalDistributionGroup",
     "universalSecurityGroup",
@@ -107,11 +105,14 @@ class Ctx:
     def check_id(self, object_id: str, *, upn: bool = False) -> str:
         """Graph's 400 for an id that is not a GUID ("Invalid object identifier"), before any 404.
 
-        Graph ids are GUIDs; a tenant file may use readable ids (tests do), so ids the tenant holds pass
-        too. ``/users/{id | userPrincipalName}`` also takes a UPN (https://learn.microsoft.com/graph/api/
+        Graph ids are GUIDs; a tenant file may use readable ids (tests do), so ids the tenant holds or held
+        pass too: only an id no Graph tenant could have issued is malformed. ``/users/{id | userPrincipalName}`` also takes a UPN (https://learn.microsoft.com/graph/api/
         user-get).
         """
-        if _GUID.match(object_id) or object_id in self.tenant.kinds or (upn and "@" in object_id):
+        tenant = self.tenant
+        if is_guid(object_id) or object_id in tenant.kinds or object_id in tenant.retired_ids:
+            return object_id
+        if upn and "@" in object_id:
             return object_id
         raise bad_request(f"Invalid object identifier '{object_id}'.")
 
@@ -315,7 +316,9 @@ async def get_object(ctx: Ctx, kind: str, object_id: str) -> Response:
     select = parse_select(ctx.param("$select"), kind, ctx.version)
     with ctx.tenant.lock:
         obj = ctx.tenant.find_user(object_id) if kind == "user" else ctx.tenant.get_live(object_id, kind)
-        body = {"@odata.context": context_url(ctx.base, ctx.version, f"{COLLECTIONS[kind]}/$entity")}
+        # "@odata.context": ".../$metadata#users(displayName,mail)/$entity" when selected, as Graph sends it.
+        context = context_url(ctx.base, ctx.version, COLLECTIONS[kind], select) + "/$entity"
+        body = {"@odata.context": context}
         body.update(render(obj, kind, ctx.version, select))
         return json_response(ctx, body)
 
