@@ -351,7 +351,12 @@ def test_prefer_return_minimal_returns_only_changed_properties(emu: EmulatorHand
     assert set(entries["g0"]) == {"id", "members@delta"}
     # Without the header the same round carries every selected property that is set.
     full = walk(emu, first.delta_link)
-    assert {e["id"]: set(e) for e in full.entries}["g1"] == {"id", "displayName", "description", "securityEnabled"}
+    assert {e["id"]: set(e) for e in full.entries}["g1"] == {
+        "id",
+        "displayName",
+        "description",
+        "securityEnabled",
+    }
 
 
 def test_delta_select_of_unknown_property_is_400(emu: EmulatorHandle) -> None:

@@ -22,6 +22,7 @@ NEW_USER = {
     "userPrincipalName": "cloud.only@corp.example.test",
     "passwordProfile": {"password": "Very-Secret-Passw0rd"},
 }
+MISSING = "5f0c7e7a-0000-4000-8000-00000000dead"  # a well-formed object id no object has
 
 
 def _tenant() -> dict[str, Any]:
@@ -122,7 +123,7 @@ def test_member_references(emu: EmulatorHandle) -> None:
         "One or more added object references already exist for the following modified properties: 'members'.",
     )
     assert (
-        _error(emu.graph("POST", "groups/g2/members/$ref", json={"@odata.id": REF.format("5f0c7e7a-0000-4000-8000-00000000dead")}))[0] == 404
+        _error(emu.graph("POST", "groups/g2/members/$ref", json={"@odata.id": REF.format(MISSING)}))[0] == 404
     )
     foreign = emu.graph(
         "POST", "groups/g2/members/$ref", json={"@odata.id": "https://evil.example/v1.0/users/u07"}
