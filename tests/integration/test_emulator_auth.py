@@ -170,3 +170,23 @@ def test_revoked_tokens_are_refused(emu: EmulatorHandle) -> None:
     assert _graph_get(emu, token).status_code == 200
     emu.admin("faults", {"revoke_tokens": True})
     assert _graph_get(emu, token).status_code == 401
+
+
+def test_token_response_has_the_v2_fields_only(emu: EmulatorHandle) -> None:
+    # "Microsoft identity platform and the OAuth 2.0 client credentials flow", successful response:
+    # token_type, expires_in, access_token (and ext_expires_in); expires_on/not_before/resource are v1.0's.
+    with httpx.Client(verify=emu.ssl_context()) as client:
+        response = client.post(
+            f"{emu.authority}/oauth2/v2.0/token",
+            data={
+                "client_id": emu.client_id,
+                "client_secret": emu.client_secret,
+                "grant_type": "client_credentials",
+                "scope": "https://graph.microsoft.com/.default",
+            },
+        )
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"token_type", "expires_in", "ext_expires_in", "access_token"}
+    assert body["token_type"] == "Bearer" and isinstance(body["expires_in"], int)
+    assert response.headers["request-id"] and response.headers["client-request-id"]

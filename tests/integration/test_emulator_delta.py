@@ -298,3 +298,70 @@ def test_expired_delta_token_is_sync_state_not_found(emu: EmulatorHandle) -> Non
     response = emu.graph("GET", link)
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "syncStateNotFound"
+
+
+@pytest.mark.parametrize("segment", ["delta()", "microsoft.graph.delta()", "graph.delta"])
+def test_delta_function_forms(emu: EmulatorHandle, segment: str) -> None:
+    # The SDKs call the function as /groups/microsoft.graph.delta() ("group: delta").
+    response = emu.graph("GET", f"groups/{segment}")
+    assert response.status_code == 200, response.text
+    assert {g["id"] for g in response.json()["value"]} == {"g0", "g1", "g2"}
+
+
+def test_group_delta_without_select_includes_members_and_omits_unset(emu: EmulatorHandle) -> None:
+    body = {"displayName": "Empty", "mailNickname": "empty", "mailEnabled": False, "securityEnabled": True}
+    empty_id = emu.graph("POST", "groups", json=body).json()["id"]
+    first = walk(emu, "groups/delta")
+    by_id = {e["id"]: e for e in first.entries}
+    # "group: delta": members@delta by default; default properties, but never-set ones left out.
+    assert {m["id"] for m in by_id["g0"]["members@delta"]} == first.added_members["g0"]
+    assert first.added_members["g0"]
+    assert by_id["g0"]["displayName"] == "Group 0"
+    assert all(v is not None for e in first.entries for v in e.values())
+    assert "classification" not in by_id["g0"]  # part of the default set, never set
+    # A group with no members has no members@delta in a first round.
+    assert "members@delta" not in by_id[empty_id]
+    emu.graph("DELETE", "groups/g0/members/u00/$ref")
+    later = walk(emu, first.delta_link)
+    assert later.removed_members == {"g0": {"u00"}}
+
+
+def test_delta_always_returns_id_and_selected_properties_only(emu: EmulatorHandle) -> None:
+    first = walk(emu, "users/delta?$select=displayName,department,employeeId")
+    for entry in first.entries:
+        assert set(entry) == {"id", "displayName", "department"}  # employeeId never set: omitted
+
+
+def test_property_set_to_null_is_returned_as_null(emu: EmulatorHandle) -> None:
+    first = walk(emu, "groups/delta?$select=displayName,description")
+    assert emu.graph("PATCH", "groups/g1", json={"description": None}).status_code == 204
+    later = walk(emu, first.delta_link)
+    assert later.entries == [{"id": "g1", "displayName": "Group 1", "description": None}]
+
+
+def test_prefer_return_minimal_returns_only_changed_properties(emu: EmulatorHandle) -> None:
+    first = walk(emu, f"groups/delta?$select={GROUP_SELECT}")
+    emu.graph("PATCH", "groups/g1", json={"description": "renamed"})
+    emu.graph("DELETE", "groups/g0/members/u00/$ref")
+    response = emu.graph("GET", first.delta_link, headers={"Prefer": "return=minimal"})
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "return=minimal"
+    entries = {e["id"]: e for e in response.json()["value"]}
+    assert entries["g1"] == {"id": "g1", "description": "renamed"}
+    assert set(entries["g0"]) == {"id", "members@delta"}
+    # Without the header the same round carries every selected property that is set.
+    full = walk(emu, first.delta_link)
+    assert {e["id"]: set(e) for e in full.entries}["g1"] == {
+        "id",
+        "displayName",
+        "description",
+        "securityEnabled",
+    }
+
+
+def test_delta_select_of_unknown_property_is_400(emu: EmulatorHandle) -> None:
+    response = emu.graph("GET", "users/delta", params={"$select": "displayName,members"})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "Could not find a property named 'members' on type 'microsoft.graph.user'."
+    )

@@ -102,7 +102,7 @@ def test_stats_count_requests_by_kind(emu: EmulatorHandle) -> None:
     emu.graph("GET", "users")
     emu.graph("GET", "groups/g0/members")
     emu.graph("GET", "groups/delta")
-    emu.graph("GET", "groups/nope")
+    emu.graph("GET", "groups/5f0c7e7a-0000-4000-8000-00000000dead")  # well-formed, unknown: 404
     stats = emu.stats()
     assert stats["requests"]["users"] == 1
     assert stats["requests"]["members"] == 1

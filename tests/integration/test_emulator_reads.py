@@ -105,12 +105,14 @@ def test_default_user_properties_and_select(emu: EmulatorHandle) -> None:
     selected = emu.graph(
         "GET", "users/u03", params={"$select": "department,onPremisesSecurityIdentifier,employeeId"}
     ).json()
-    assert selected["id"] == "u03"
+    assert "id" not in selected  # $select returns exactly what was selected; Graph adds no id
     assert selected["department"] == "HR"
     assert selected["onPremisesSecurityIdentifier"] == "S-1-5-21-1-2-3-1103"
     assert selected["employeeId"] is None  # selected but unset: null, like Graph
     assert "displayName" not in selected
-    assert selected["@odata.context"].endswith("#users/$entity")
+    assert selected["@odata.context"].endswith(
+        "#users(department,onPremisesSecurityIdentifier,employeeId)/$entity"
+    )
 
 
 def test_user_by_principal_name(emu: EmulatorHandle) -> None:
@@ -118,13 +120,44 @@ def test_user_by_principal_name(emu: EmulatorHandle) -> None:
     assert response.status_code == 200 and response.json()["id"] == "u05"
 
 
+MISSING = "5f0c7e7a-0000-4000-8000-00000000dead"
+
+
 def test_missing_object_is_graph_404(emu: EmulatorHandle) -> None:
-    response = emu.graph("GET", "groups/nope")
+    response = emu.graph("GET", f"groups/{MISSING}", headers={"client-request-id": "my-correlation"})
     assert response.status_code == 404
     error = response.json()["error"]
     assert error["code"] == "Request_ResourceNotFound"
-    assert "'nope'" in error["message"]
+    assert f"'{MISSING}'" in error["message"]
     assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
+    # Graph's headers on an error too, and the innerError names the same request.
+    assert response.headers["request-id"] == error["innerError"]["request-id"]
+    assert response.headers["client-request-id"] == "my-correlation"
+    assert error["innerError"]["client-request-id"] == "my-correlation"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "groups/nope",
+        "users/nope",  # not a UPN either
+        "groups/nope/members",
+        "directoryObjects/nope",
+        "directory/deletedItems/nope",
+    ],
+)
+def test_malformed_object_id_is_400_invalid_object_identifier(emu: EmulatorHandle, path: str) -> None:
+    response = emu.graph("GET", path)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "Request_BadRequest"
+    assert error["message"] == "Invalid object identifier 'nope'."
+
+
+def test_request_ids_on_success_and_token_responses(emu: EmulatorHandle) -> None:
+    response = emu.graph("GET", "groups", params={"$top": "1"}, headers={"client-request-id": "abc"})
+    assert response.headers["client-request-id"] == "abc"
+    assert len(response.headers["request-id"]) == 36
 
 
 def test_unknown_segment_is_400(emu: EmulatorHandle) -> None:
@@ -253,3 +286,84 @@ def test_filtered_collection_pages_keep_the_filter(emu: EmulatorHandle) -> None:
     assert [len(p["value"]) for p in pages] == [20, 20, 20, 15]
     assert all(n.startswith("Sales") for n in names) and len(set(names)) == 75
     assert "$filter=" in pages[0]["@odata.nextLink"]
+
+
+def test_select_of_an_unknown_property_is_400_with_graphs_message(emu: EmulatorHandle) -> None:
+    for path in ("users", "users/u03", "groups/g0/members"):
+        response = emu.graph("GET", path, params={"$select": "displayName,shoeSize"})
+        assert response.status_code == 400
+        assert "Could not find a property named 'shoeSize'" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("resource", "flt"),
+    [("users", "shoeSize eq 'x'"), ("users", "onPremisesDomainName eq 'corp'"), ("groups", "theme eq 'x'")],
+)
+def test_filter_on_unknown_or_non_filterable_property_is_unsupported_query(
+    emu: EmulatorHandle, resource: str, flt: str
+) -> None:
+    response = emu.graph("GET", resource, params={"$filter": flt})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "Request_UnsupportedQuery"
+
+
+def test_list_select_has_no_implicit_id(emu: EmulatorHandle) -> None:
+    body = emu.graph("GET", "users", params={"$select": "displayName", "$top": "3"}).json()
+    assert [set(u) for u in body["value"]] == [{"displayName"}] * 3
+
+
+def test_orderby_display_name_and_advanced_rules(emu: EmulatorHandle) -> None:
+    pages = _walk(emu, "users", {"$orderby": "displayName desc", "$top": "10", "$select": "displayName"})
+    names = [u["displayName"] for page in pages for u in page["value"]]
+    assert names == sorted((f"User {i:02d}" for i in range(25)), reverse=True)
+    refused = emu.graph("GET", "users", params={"$orderby": "department"})
+    assert refused.json()["error"]["code"] == "Request_UnsupportedQuery"
+    advanced = emu.graph(
+        "GET",
+        "users",
+        params={"$orderby": "department", "$count": "true", "$select": "department"},
+        headers={"ConsistencyLevel": "eventual"},
+    )
+    assert advanced.status_code == 200
+    departments = [u["department"] for u in advanced.json()["value"]]
+    assert departments == sorted(departments)
+
+
+def test_count_segments_need_eventual_consistency(emu: EmulatorHandle) -> None:
+    eventual = {"ConsistencyLevel": "eventual"}
+    assert emu.graph("GET", "users/$count").status_code == 400
+    count = emu.graph("GET", "users/$count", headers=eventual)
+    assert (count.status_code, count.text, count.headers["content-type"].split(";")[0]) == (
+        200,
+        "25",
+        "text/plain",
+    )
+    filtered = emu.graph(
+        "GET", "groups/$count", params={"$filter": "startsWith(displayName,'Ops')"}, headers=eventual
+    )
+    assert filtered.text == "75"
+    assert emu.graph("GET", "groups/m365/members/$count", headers=eventual).text == "4"
+    assert emu.graph("GET", "groups/m365/members/graph.user/$count", headers=eventual).text == "1"
+
+
+def test_graph_alias_casts_and_member_refs(emu: EmulatorHandle) -> None:
+    users = emu.graph("GET", "groups/m365/members/graph.user").json()["value"]
+    assert [u["id"] for u in users] == ["u01"]
+    refs = emu.graph("GET", "groups/m365/members/$ref")
+    assert refs.status_code == 200
+    assert sorted(r["@odata.id"].rsplit("/", 1)[1] for r in refs.json()["value"]) == [
+        "c1",
+        "d1",
+        "sp1",
+        "u01",
+    ]
+    assert all(set(r) == {"@odata.id"} for r in refs.json()["value"])
+
+
+def test_group_get_carries_graphs_default_property_set(emu: EmulatorHandle) -> None:
+    group = emu.graph("GET", "groups/s001").json()
+    assert group["displayName"] == "Sales 001" and group["groupTypes"] == []
+    for name in ("mail", "membershipRule", "onPremisesSyncEnabled", "securityIdentifier", "visibility"):
+        assert name in group and group[name] is None
+    assert "allowExternalSenders" not in group  # returned only on $select
+    assert "members" not in group

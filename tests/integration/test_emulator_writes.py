@@ -22,6 +22,7 @@ NEW_USER = {
     "userPrincipalName": "cloud.only@corp.example.test",
     "passwordProfile": {"password": "Very-Secret-Passw0rd"},
 }
+MISSING = "5f0c7e7a-0000-4000-8000-00000000dead"  # a well-formed object id no object has
 
 
 def _tenant() -> dict[str, Any]:
@@ -122,7 +123,7 @@ def test_member_references(emu: EmulatorHandle) -> None:
         "One or more added object references already exist for the following modified properties: 'members'.",
     )
     assert (
-        _error(emu.graph("POST", "groups/g2/members/$ref", json={"@odata.id": REF.format("ghost")}))[0] == 404
+        _error(emu.graph("POST", "groups/g2/members/$ref", json={"@odata.id": REF.format(MISSING)}))[0] == 404
     )
     foreign = emu.graph(
         "POST", "groups/g2/members/$ref", json={"@odata.id": "https://evil.example/v1.0/users/u07"}
@@ -158,6 +159,15 @@ def test_deleted_items_list_restore_and_purge(emu: EmulatorHandle) -> None:
     assert deleted["value"][0]["@odata.type"] == "#microsoft.graph.group"
     assert deleted["value"][0]["deletedDateTime"]
     assert emu.graph("GET", "directory/deletedItems/microsoft.graph.user").json()["value"] == []
+    # "List deletedItems": the OData cast is a required part of the URI; the graph. alias works too.
+    uncast = emu.graph("GET", "directory/deletedItems")
+    assert (uncast.status_code, uncast.json()["error"]["code"]) == (400, "Request_BadRequest")
+    aliased = emu.graph("GET", "directory/deletedItems/graph.group").json()
+    assert [d["id"] for d in aliased["value"]] == ["g0"]
+    count = emu.graph(
+        "GET", "directory/deletedItems/microsoft.graph.group/$count", headers={"ConsistencyLevel": "eventual"}
+    )
+    assert (count.status_code, count.text) == (200, "1")
     assert emu.graph("GET", "directory/deletedItems/g0").json()["displayName"] == "Group 0"
     assert emu.graph("POST", "directory/deletedItems/g0/restore").status_code == 200
     assert len(emu.graph("GET", "groups/g0/members").json()["value"]) == 5  # members came back

@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 
 from writeback.emulator.apierror import GraphApiError
-from writeback.emulator.odata import check_advanced, parse_filter, parse_select, parse_top, render
+from writeback.emulator.odata import (
+    GROUP_DEFAULTS,
+    check_advanced,
+    parse_filter,
+    parse_orderby,
+    parse_select,
+    parse_top,
+    render,
+)
 
 USER: dict[str, Any] = {
     "id": "a1",
@@ -92,8 +100,76 @@ def test_select_and_top() -> None:
 
 def test_render_hides_relationships_and_beta_properties() -> None:
     group = {"id": "g", "displayName": "G", "writebackConfiguration": {"isEnabled": True}, "manager": "x"}
-    assert render(group, "group", "v1.0", None) == {"id": "g", "displayName": "G"}
+    v1 = render(group, "group", "v1.0", None)
+    assert "writebackConfiguration" not in v1 and "manager" not in v1
+    assert v1["displayName"] == "G" and v1["description"] is None
     assert render(group, "group", "beta", None)["writebackConfiguration"] == {"isEnabled": True}
-    assert render(USER, "user", "v1.0", ("manager", "department")) == {"id": "a1", "department": None}
+    # $select returns exactly what was selected: no implicit id, relationships never as properties.
+    assert render(USER, "user", "v1.0", ("manager", "department")) == {"department": None}
+    assert render(USER, "user", "v1.0", ("displayName",)) == {"displayName": "O'Brien Sales"}
     default_user = render(USER, "user", "v1.0", None)
     assert "proxyAddresses" not in default_user and default_user["displayName"] == "O'Brien Sales"
+
+
+def test_group_default_set_is_graphs_and_collections_default_to_empty_lists() -> None:
+    out = render({"id": "g", "displayName": "G", "custom": 1}, "group", "v1.0", None)
+    assert tuple(out) == GROUP_DEFAULTS
+    assert out["groupTypes"] == [] and out["proxyAddresses"] == []
+    assert "custom" not in out and "allowExternalSenders" not in out  # returned only on $select
+
+
+def test_render_omits_unset_properties_on_request() -> None:
+    out = render(USER, "user", "v1.0", ("displayName", "department", "notes"), omit_unset=True)
+    assert out == {"displayName": "O'Brien Sales"}
+
+
+@pytest.mark.parametrize("name", ["foo", "members", "writebackconfiguration"])
+def test_select_of_an_undeclared_property_is_graphs_400(name: str) -> None:
+    with pytest.raises(GraphApiError) as info:
+        parse_select(f"id,{name}", "group", "v1.0")
+    assert info.value.status == 400
+    assert info.value.message == f"Could not find a property named '{name}' on type 'microsoft.graph.group'."
+
+
+def test_select_accepts_navigation_only_where_allowed_and_extension_properties() -> None:
+    assert parse_select("displayName,members", "group", "v1.0", navigation=("members",)) == (
+        "displayName",
+        "members",
+    )
+    ext = "extension_0123456789abcdef0123456789abcdef_costCenter"
+    assert parse_select(ext, "user", "v1.0") == (ext,)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text"),
+    [
+        ("user", "nonsense eq 'x'"),
+        ("user", "onPremisesDistinguishedName eq 'CN=x'"),  # declared, but not filterable
+        ("group", "startsWith(theme,'x')"),
+        ("group", "groupTypes/any(c:c eq 'Unified') and bogus eq 1"),
+    ],
+)
+def test_filter_on_unknown_or_non_filterable_property_is_unsupported_query(kind: str, text: str) -> None:
+    with pytest.raises(GraphApiError) as info:
+        parse_filter(text, kind, "v1.0")
+    assert (info.value.status, info.value.code) == (400, "Request_UnsupportedQuery")
+
+
+def test_filter_lambda_variables_are_not_properties() -> None:
+    flt = parse_filter("proxyAddresses/any(x:startsWith(x,'smtp:ob@'))", "user", "v1.0")
+    assert flt.predicate(USER)
+
+
+def test_orderby_basic_and_advanced() -> None:
+    order = parse_orderby("displayName desc", "user", "v1.0", advanced=False, filtered=False)
+    assert order is not None and order.descending
+    with pytest.raises(GraphApiError) as info:
+        parse_orderby("department", "user", "v1.0", advanced=False, filtered=False)
+    assert info.value.code == "Request_UnsupportedQuery"
+    with pytest.raises(GraphApiError):
+        parse_orderby("displayName", "group", "v1.0", advanced=False, filtered=True)
+    assert parse_orderby("department", "user", "v1.0", advanced=True, filtered=True) is not None
+    with pytest.raises(GraphApiError):
+        parse_orderby("displayName", "device", "v1.0", advanced=False, filtered=False)
+    with pytest.raises(GraphApiError):
+        parse_orderby("nope", "user", "v1.0", advanced=True, filtered=False)

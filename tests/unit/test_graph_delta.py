@@ -8,8 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from writeback.emulator.odata import is_declared
 from writeback.errors import SourceError, SyncStateError
 from writeback.graph import GraphClient, GraphSettings, GraphSource
+from writeback.graph.settings import BETA_GROUP_EXTRA, DEFAULT_USER_SELECT, GROUP_SELECT
 from writeback.model import MemberRef
 from writeback.state.memory import MemoryReplica
 
@@ -287,3 +289,12 @@ def test_beta_groups_carry_writeback_configuration() -> None:
     assert replica.snapshot().groups["g1"].writeback_enabled is False
     request = next(r for r in graph.requests if r.url.path == beta)
     assert "writebackConfiguration" in request.url.params["$select"]
+
+
+def test_every_property_writeback_selects_is_declared_by_graph() -> None:
+    """The client's $select lists against the emulator's copy of Graph's resource pages (v1.0 and beta):
+    a misspelt or beta-only name would be Graph's 400 in production."""
+    assert [p for p in DEFAULT_USER_SELECT if not is_declared(p, "user", "v1.0")] == []
+    assert [p for p in GROUP_SELECT if p != "members" and not is_declared(p, "group", "v1.0")] == []
+    assert [p for p in BETA_GROUP_EXTRA if not is_declared(p, "group", "beta")] == []
+    assert not is_declared("writebackConfiguration", "group", "v1.0")

@@ -49,9 +49,12 @@ def unsupported_query(message: str) -> GraphApiError:
     return GraphApiError(400, "Request_UnsupportedQuery", message)
 
 
-def error_body(code: str, message: str, client_request_id: str | None = None) -> dict[str, Any]:
-    """The JSON body Graph sends with an error, including the ``innerError`` correlation block."""
-    request_id = str(uuid.uuid4())
+def error_body(
+    code: str, message: str, client_request_id: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
+    """The JSON body Graph sends with an error, including the ``innerError`` correlation block
+    ("Microsoft Graph error responses and resource types": https://learn.microsoft.com/graph/errors)."""
+    request_id = request_id or str(uuid.uuid4())
     return {
         "error": {
             "code": code,

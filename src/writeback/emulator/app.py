@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import uuid
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from writeback.emulator.admin import admin_routes
 from writeback.emulator.apierror import error_body
@@ -74,10 +74,12 @@ async def token(request: Request) -> Response:
     access_token, expires_in = state.tokens.issue(app)
     return JSONResponse(
         {
+            # The v2.0 endpoint's fields ("Microsoft identity platform and the OAuth 2.0 client credentials
+            # flow", successful response: https://learn.microsoft.com/entra/identity-platform/
+            # v2-oauth2-client-creds-grant-flow). expires_on / not_before / resource are v1.0 fields.
             "token_type": "Bearer",
             "expires_in": expires_in,
             "ext_expires_in": expires_in,
-            "expires_on": int(time.time()) + expires_in,
             "access_token": access_token,
         },
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
@@ -89,6 +91,66 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     code = "Request_ResourceNotFound" if status == 404 else "Request_BadRequest"
     detail = exc.detail if isinstance(exc, HTTPException) else "Internal error"
     return JSONResponse(error_body(code, str(detail)), status_code=status)
+
+
+class RequestIdMiddleware:
+    """``request-id`` and ``client-request-id`` on every response, errors and injected faults included.
+
+    Graph returns both on every response ("Microsoft Graph error responses and resource types":
+    https://learn.microsoft.com/graph/errors); ``client-request-id`` echoes the client's header. The id is put
+    in the scope's state so the Graph handlers write the same id into an error's ``innerError``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        client_request_id = request_id
+        for name, value in scope.get("headers") or ():
+            if name.lower() == b"client-request-id":
+                client_request_id = value.decode("latin-1")
+
+        ids = [
+            (b"request-id", request_id.encode()),
+            (b"client-request-id", client_request_id.encode("latin-1")),
+        ]
+        await self.app(scope, receive, _SendWithIds(send, ids).send)
+
+
+class _SendWithIds:
+    """``send`` that adds headers. A bound method whose ``__self__`` passes ``transport`` and ``disconnected``
+    through to the server's own, so the fault middleware can still drop a connection beneath it."""
+
+    def __init__(self, send: Send, headers: list[tuple[bytes, bytes]]) -> None:
+        self._send = send
+        self._headers = headers
+
+    @property
+    def transport(self) -> object:
+        return getattr(getattr(self._send, "__self__", None), "transport", None)
+
+    @property
+    def disconnected(self) -> bool:
+        return bool(getattr(getattr(self._send, "__self__", None), "disconnected", False))
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        cycle = getattr(self._send, "__self__", None)
+        if cycle is not None:
+            cycle.disconnected = value
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or [])
+            present = {bytes(name).lower() for name, _ in headers}
+            headers += [(name, value) for name, value in self._headers if name not in present]
+            message = {**message, "headers": headers}
+        await self._send(message)
 
 
 def build_app(state: EmulatorState, admin_token: str) -> ASGIApp:
@@ -106,4 +168,4 @@ def build_app(state: EmulatorState, admin_token: str) -> ASGIApp:
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.emulator = state
     app.state.admin_token = admin_token
-    return FaultMiddleware(app, state.faults, state.stats)
+    return RequestIdMiddleware(FaultMiddleware(app, state.faults, state.stats))

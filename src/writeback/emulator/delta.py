@@ -60,7 +60,9 @@ class DeltaQuery:
 
     @property
     def with_members(self) -> bool:
-        return self.kind == "group" and self.select is not None and "members" in self.select
+        # "group: delta": without $select the response carries the default properties *and* members@delta;
+        # with $select, members only when selected (https://learn.microsoft.com/graph/api/group-delta).
+        return self.kind == "group" and (self.select is None or "members" in self.select)
 
     @property
     def collection(self) -> str:
@@ -69,7 +71,8 @@ class DeltaQuery:
 
 # Work items of a round:
 #   ("full", id)                        first-round object: current properties and all members
-#   ("chg", id, adds, removes, restored) changed object; adds/removes are [(member id, kind)]
+#   ("chg", id, adds, removes, restored, props) changed object; adds/removes are [(member id, kind)],
+#                                       props the property names changed (None: all, e.g. created)
 #   ("slice", id, entries)              the rest of a split group: repeat the group with these entries
 Item = tuple[Any, ...]
 
@@ -82,6 +85,7 @@ class _Round:
     generation: int
     items: deque[Item]
     deferred: list[Item] = field(default_factory=list)
+    minimal: bool = False  # Prefer: return=minimal
     next_page: int = 0
     last: tuple[int, dict[str, Any]] | None = None
     touched: float = field(default_factory=time.monotonic)
@@ -122,21 +126,25 @@ class DeltaEngine:
         self.generation += 1
         self._rounds.clear()
 
-    def start(self, query: DeltaQuery, base: str) -> dict[str, Any]:
+    def start(self, query: DeltaQuery, base: str, *, minimal: bool = False) -> dict[str, Any]:
         """A first round: every live object of the kind (or of the filtered ids)."""
         with self.tenant.lock:
             live = self.tenant.live[query.kind]
             ids = list(live) if query.ids is None else [i for i in sorted(query.ids) if i in live]
             items: deque[Item] = deque(("full", object_id) for object_id in ids)
-            return self._new_round(query, items, base)
+            return self._new_round(query, items, base, minimal)
 
     def latest(self, query: DeltaQuery, base: str) -> dict[str, Any]:
         """``$deltatoken=latest``: no objects, only a delta link from now on."""
         with self.tenant.lock:
             return self._final_page(query, self.tenant.sequence, [], base)
 
-    def resume(self, query_from_url: DeltaQuery, token: str, base: str) -> dict[str, Any]:
-        """A later round from a ``$deltatoken``."""
+    def resume(
+        self, query_from_url: DeltaQuery, token: str, base: str, *, minimal: bool = False
+    ) -> dict[str, Any]:
+        """A later round from a ``$deltatoken``; ``minimal`` (``Prefer: return=minimal``) returns only the
+        properties that changed ("Use delta query to track changes": https://learn.microsoft.com/graph/
+        delta-query-overview#optional-query-parameters-and-headers)."""
         payload = self.signer.loads(token)
         if payload is None or payload.get("t") != "d":
             raise sync_state_not_found()
@@ -151,7 +159,7 @@ class DeltaEngine:
         with self.tenant.lock:
             seq = self._check_delta_token(payload, query, base)
             items = self._changes_since(query, seq)
-            return self._new_round(query, items, base)
+            return self._new_round(query, items, base, minimal)
 
     def next_page(self, query_from_url: DeltaQuery, token: str, base: str) -> dict[str, Any]:
         """The next page of a round from a ``$skiptoken``; the page just served is served again on retry."""
@@ -232,9 +240,12 @@ class DeltaEngine:
 
     # ------------------------------------------------------------------ rounds and pages
 
-    def _new_round(self, query: DeltaQuery, items: deque[Item], base: str) -> dict[str, Any]:
+    def _new_round(
+        self, query: DeltaQuery, items: deque[Item], base: str, minimal: bool = False
+    ) -> dict[str, Any]:
         self._evict()
         round_ = _Round(secrets.token_hex(12), query, self.tenant.sequence, self.generation, items)
+        round_.minimal = minimal
         self._rounds[round_.round_id] = round_
         return self._page(round_, base)
 
@@ -251,10 +262,19 @@ class DeltaEngine:
         changed: dict[str, None] = {}
         touched: dict[str, dict[str, str | None]] = {}
         restored: set[str] = set()
+        props: dict[str, set[str] | None] = {}
         kind, ids, with_members = query.kind, query.ids, query.with_members
-        for entry_kind, object_id, op, member, member_kind in self.tenant.changes_since(seq):
+        first_seq = max(seq, self.tenant.log_base)
+        for offset, entry in enumerate(self.tenant.changes_since(seq)):
+            entry_kind, object_id, op, member, member_kind = entry
             if entry_kind != kind or (ids is not None and object_id not in ids):
                 continue
+            if op != OP_MEMBER_ADD and op != OP_MEMBER_REMOVE:
+                names = self.tenant.changed_props.get(first_seq + offset)
+                if names is None:
+                    props[object_id] = None
+                elif props.get(object_id, set()) is not None:
+                    props.setdefault(object_id, set()).update(names)  # type: ignore[union-attr]
             if op in (OP_MEMBER_ADD, OP_MEMBER_REMOVE):
                 if not with_members or member is None:
                     continue  # without members in $select a membership change is not a group change
@@ -272,25 +292,52 @@ class DeltaEngine:
                     adds.append((member, member_kind))
                 else:
                     removes.append((member, member_kind))
-            items.append(("chg", object_id, adds, removes, object_id in restored))
+            items.append(
+                ("chg", object_id, adds, removes, object_id in restored, props.get(object_id, set()))
+            )
         return items
 
-    def _render_object(self, query: DeltaQuery, object_id: str) -> dict[str, Any] | None:
-        """The object's current properties, or its ``@removed`` marker when it is gone."""
+    def _render_object(
+        self,
+        query: DeltaQuery,
+        object_id: str,
+        changed: frozenset[str] | set[str] | None = None,
+        minimal: bool = False,
+    ) -> dict[str, Any] | None:
+        """The object's current properties, or its ``@removed`` marker when it is gone.
+
+        Delta always returns ``id``; a property never set is left out, one set to null since the last round
+        is returned as null, and with ``minimal`` only the properties that changed are returned
+        (https://learn.microsoft.com/graph/api/user-delta, "By default, requests using a deltaLink or
+        nextLink return the same properties as selected in the initial delta query ...").
+        """
         tenant = self.tenant
         obj = tenant.live[query.kind].get(object_id)
         if obj is None:
             reason = "changed" if object_id in tenant.deleted else "deleted"
             return {"id": object_id, "@removed": {"reason": reason}}
         select = None if query.select is None else tuple(p for p in query.select if p != "members")
-        return render(obj, query.kind, query.version, select)
+        full = render(obj, query.kind, query.version, select)
+        out: dict[str, Any] = {"id": object_id}
+        for name, value in full.items():
+            if name == "id":
+                continue
+            was_changed = changed is not None and name in changed
+            if minimal and changed is not None and not was_changed:
+                continue
+            if obj.get(name) is None and not was_changed:
+                continue
+            out[name] = value
+        return out
 
     def _all_member_entries(self, object_id: str) -> list[dict[str, Any]]:
         # The hot loop of a first round (a million entries at scale): one dict literal per member.
         kinds, types = self.tenant.kinds, _ODATA_TYPES
         return [{"@odata.type": types[kinds[m]], "id": m} for m in self.tenant.visible_members(object_id)]
 
-    def _expand(self, query: DeltaQuery, item: Item) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def _expand(
+        self, query: DeltaQuery, item: Item, minimal: bool = False
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """An item -> (object JSON or None to skip, its member entries)."""
         tag, object_id = item[0], item[1]
         if tag == "full":
@@ -302,10 +349,11 @@ class DeltaEngine:
             if object_id not in self.tenant.live[query.kind]:
                 return None, []
             return self._render_object(query, object_id), list(item[2])
-        obj = self._render_object(query, object_id)
+        restored, changed = item[4], item[5]
+        obj = self._render_object(query, object_id, None if restored else changed, minimal)
         if obj is None or "@removed" in obj or not query.with_members:
             return obj, []
-        if item[4]:  # restored: comes back as new, with all its members
+        if restored:  # comes back as new, with all its members
             return obj, self._all_member_entries(object_id)
         entries = [_member_entry(m, k, False) for m, k in item[2]]
         entries += [_member_entry(m, k, True) for m, k in item[3]]
@@ -322,7 +370,7 @@ class DeltaEngine:
                 round_.items.extend(round_.deferred)
                 round_.deferred.clear()
             item = round_.items.popleft()
-            obj, entries = self._expand(query, item)
+            obj, entries = self._expand(query, item, round_.minimal)
             if obj is None:
                 continue
             first, rest = entries[: settings.member_slice], entries[settings.member_slice :]
@@ -331,7 +379,8 @@ class DeltaEngine:
                 break
             for start in range(0, len(rest), settings.member_slice):
                 round_.deferred.append(("slice", item[1], rest[start : start + settings.member_slice]))
-            if query.with_members and (first or item[0] == "full"):
+            if query.with_members and first:
+                # A group without members carries no members@delta, even in a first round.
                 obj["members@delta"] = first
             values.append(obj)
             members_on_page += len(first)

@@ -23,15 +23,17 @@ from writeback.emulator.delta import DeltaQuery
 from writeback.emulator.odata import (
     ODATA_TYPES,
     Filter,
+    OrderBy,
     check_advanced,
     context_url,
     parse_filter,
+    parse_orderby,
     parse_select,
     parse_top,
     render,
 )
 from writeback.emulator.state import EmulatorState, SortedIds
-from writeback.emulator.tenant import COLLECTIONS, is_dynamic, now_iso
+from writeback.emulator.tenant import COLLECTIONS, is_dynamic, is_guid, now_iso
 
 JSON_TYPE = (
     "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -95,9 +97,28 @@ class Ctx:
         self.segments = segments
         self.base = f"{request.url.scheme}://{request.url.netloc}"
         self.params = {k.lower(): v for k, v in request.query_params.items()}
+        self.request_id = request_ids(request)[0]
 
     def param(self, name: str) -> str | None:
         return self.params.get(name.lower())
+
+    def check_id(self, object_id: str, *, upn: bool = False) -> str:
+        """Graph's 400 for an id that is not a GUID ("Invalid object identifier"), before any 404.
+
+        Graph ids are GUIDs; a tenant file may use readable ids (tests do), so ids the tenant holds or held
+        pass too: only an id no Graph tenant could have issued is malformed. ``/users/{id | userPrincipalName}`` also takes a UPN (https://learn.microsoft.com/graph/api/
+        user-get).
+        """
+        tenant = self.tenant
+        if is_guid(object_id) or object_id in tenant.kinds or object_id in tenant.retired_ids:
+            return object_id
+        if upn and "@" in object_id:
+            return object_id
+        raise bad_request(f"Invalid object identifier '{object_id}'.")
+
+    @property
+    def count_requested(self) -> bool:
+        return (self.param("$count") or "").lower() == "true"
 
     @property
     def eventual(self) -> bool:
@@ -116,22 +137,28 @@ class Ctx:
         return body
 
 
+def request_ids(request: Request) -> tuple[str, str]:
+    """(request-id, client-request-id) of this request: the ones the app's middleware put in the scope
+    (so the headers and an error's innerError agree), else fresh ones."""
+    state = request.scope.get("state") or {}
+    request_id = str(state.get("request_id") or uuid.uuid4())
+    return request_id, request.headers.get("client-request-id") or request_id
+
+
 def json_response(ctx: Ctx, body: Mapping[str, Any] | None, status: int = 200) -> Response:
-    request_id = str(uuid.uuid4())
-    headers = {
-        "request-id": request_id,
-        "client-request-id": ctx.request.headers.get("client-request-id") or request_id,
-        "OData-Version": "4.0",
-    }
+    request_id, client_request_id = request_ids(ctx.request)
+    headers = {"request-id": request_id, "client-request-id": client_request_id, "OData-Version": "4.0"}
     if body is None:
         return Response(status_code=status, headers=headers)
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return Response(data, status_code=status, headers=headers, media_type=JSON_TYPE)
 
 
-def error_response(exc: GraphApiError, client_request_id: str | None = None) -> Response:
-    body = json.dumps(error_body(exc.code, exc.message, client_request_id)).encode("utf-8")
-    return Response(body, status_code=exc.status, headers=exc.headers, media_type="application/json")
+def error_response(exc: GraphApiError, request: Request) -> Response:
+    request_id, client_request_id = request_ids(request)
+    body = json.dumps(error_body(exc.code, exc.message, client_request_id, request_id)).encode("utf-8")
+    headers = {"request-id": request_id, "client-request-id": client_request_id, **exc.headers}
+    return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
 
 
 # ---------------------------------------------------------------------------- collection reads
@@ -143,12 +170,12 @@ def _reject_unsupported(ctx: Ctx, allowed: Sequence[str]) -> None:
             raise unsupported_query(f"The query parameter '{name}' is not supported on this resource.")
 
 
-def _filter(ctx: Ctx) -> Filter | None:
+def _filter(ctx: Ctx, kind: str | None) -> Filter | None:
     text = ctx.param("$filter")
     if text is None:
         return None
-    flt = parse_filter(text)
-    check_advanced(flt, ctx.eventual, (ctx.param("$count") or "").lower() == "true")
+    flt = parse_filter(text, kind or "directoryObject", ctx.version)
+    check_advanced(flt, ctx.eventual, ctx.count_requested)
     return flt
 
 
@@ -178,13 +205,21 @@ def _paged(
     select: tuple[str, ...] | None,
     entity_set: str,
     with_type: bool,
+    order: OrderBy | None = None,
 ) -> Response:
-    """One page of a collection: ids in sorted order after the cursor, filtered, rendered."""
+    """One page of a collection: ids in sorted order (or ``$orderby``) after the cursor, filtered, rendered."""
     top = parse_top(ctx.param("$top"))
     candidates = sorted_ids
     if flt is not None and flt.ids is not None:
         candidates = sorted(flt.ids.intersection(sorted_ids))  # look pinned ids up instead of scanning
-    start = SortedIds.start_after(candidates, _cursor(ctx))
+    cursor = _cursor(ctx)
+    if order is not None:
+        found_objects = [(i, f[0]) for i in candidates if (f := fetch(i)) is not None]
+        found_objects.sort(key=lambda pair: order.key(pair[1]), reverse=order.descending)
+        candidates = [i for i, _ in found_objects]
+        start = candidates.index(cursor) + 1 if cursor in candidates else 0
+    else:
+        start = SortedIds.start_after(candidates, cursor)
     values: list[dict[str, Any]] = []
     last_id: str | None = None
     index = start
@@ -203,7 +238,7 @@ def _paged(
             last_id = candidates[index]
             break
     body: dict[str, Any] = {"@odata.context": context_url(ctx.base, ctx.version, entity_set, select)}
-    if (ctx.param("$count") or "").lower() == "true":
+    if ctx.count_requested:
         if not ctx.eventual:
             raise bad_request(
                 "$count is not currently supported without the ConsistencyLevel: eventual header."
@@ -232,29 +267,65 @@ def _fetch_live(ctx: Ctx, kind: str | None = None) -> Callable[[str], tuple[dict
 
 
 async def list_objects(ctx: Ctx, kind: str) -> Response:
-    _reject_unsupported(ctx, ("$select", "$top", "$filter", "$skiptoken", "$count"))
+    _reject_unsupported(ctx, ("$select", "$top", "$filter", "$skiptoken", "$count", "$orderby"))
     select = parse_select(ctx.param("$select"), kind, ctx.version)
-    flt = _filter(ctx)
+    flt = _filter(ctx, kind)
+    order = parse_orderby(
+        ctx.param("$orderby"),
+        kind,
+        ctx.version,
+        advanced=ctx.eventual and ctx.count_requested,
+        filtered=flt is not None,
+    )
     tenant = ctx.tenant
     with tenant.lock:
         ids = ctx.state.sorted_ids.get(
             f"kind:{kind}", tenant.version(f"kind:{kind}"), lambda: list(tenant.live[kind])
         )
-        return _paged(ctx, ids, _fetch_live(ctx, kind), flt, select, COLLECTIONS[kind], with_type=False)
+        return _paged(
+            ctx, ids, _fetch_live(ctx, kind), flt, select, COLLECTIONS[kind], with_type=False, order=order
+        )
+
+
+def _require_eventual_for_count(ctx: Ctx) -> None:
+    # "Advanced query capabilities on Microsoft Entra ID objects": the /$count segment needs
+    # ConsistencyLevel: eventual (https://learn.microsoft.com/graph/aad-advanced-queries).
+    if not ctx.eventual:
+        raise bad_request("$count is not currently supported without the ConsistencyLevel: eventual header.")
+
+
+def count_response(ctx: Ctx, count: int) -> Response:
+    """``/$count``: the number as text/plain, as Graph answers it."""
+    request_id, client_request_id = request_ids(ctx.request)
+    headers = {"request-id": request_id, "client-request-id": client_request_id, "OData-Version": "4.0"}
+    return Response(str(count), headers=headers, media_type="text/plain")
+
+
+async def count_objects(ctx: Ctx, kind: str) -> Response:
+    _reject_unsupported(ctx, ("$filter",))
+    _require_eventual_for_count(ctx)
+    flt = _filter(ctx, kind)
+    with ctx.tenant.lock:
+        objects = ctx.tenant.live[kind].values()
+        return count_response(ctx, sum(1 for o in objects if flt is None or flt.predicate(o)))
 
 
 async def get_object(ctx: Ctx, kind: str, object_id: str) -> Response:
     _reject_unsupported(ctx, ("$select",))
+    ctx.check_id(object_id, upn=kind == "user")
     select = parse_select(ctx.param("$select"), kind, ctx.version)
     with ctx.tenant.lock:
         obj = ctx.tenant.find_user(object_id) if kind == "user" else ctx.tenant.get_live(object_id, kind)
-        body = {"@odata.context": context_url(ctx.base, ctx.version, f"{COLLECTIONS[kind]}/$entity")}
+        # "@odata.context": ".../$metadata#users(displayName,mail)/$entity" when selected, as Graph sends it.
+        context = context_url(ctx.base, ctx.version, COLLECTIONS[kind], select) + "/$entity"
+        body = {"@odata.context": context}
         body.update(render(obj, kind, ctx.version, select))
         return json_response(ctx, body)
 
 
 async def get_directory_object(ctx: Ctx, object_id: str) -> Response:
     _reject_unsupported(ctx, ("$select",))
+    ctx.check_id(object_id)
     with ctx.tenant.lock:
         obj = ctx.tenant.get_live(object_id)
         kind = ctx.tenant.kinds[object_id]
@@ -270,31 +341,65 @@ async def get_directory_object(ctx: Ctx, object_id: str) -> Response:
 def _cast_kind(cast: str | None) -> str | None:
     if cast is None:
         return None
-    prefix = "microsoft.graph."
+    prefix = "microsoft.graph."  # the dispatcher has already expanded the ``graph.`` alias
     kind = cast[len(prefix) :] if cast.startswith(prefix) else ""
     if kind not in COLLECTIONS:
         raise bad_request(f"Resource not found for the segment '{cast}'.")
     return kind
 
 
+def _member_ids(ctx: Ctx, group_id: str, transitive: bool) -> list[str]:
+    tenant = ctx.tenant
+    tenant.get_live(group_id, "group")
+    if transitive:
+        return sorted(tenant.transitive_members(group_id))
+    return ctx.state.sorted_ids.get(
+        f"members:{group_id}",
+        tenant.version(f"members:{group_id}"),
+        lambda: tenant.visible_members(group_id),
+    )
+
+
 async def list_members(ctx: Ctx, group_id: str, transitive: bool, cast: str | None = None) -> Response:
     _reject_unsupported(ctx, ("$select", "$top", "$filter", "$skiptoken", "$count"))
+    ctx.check_id(group_id)
     kind = _cast_kind(cast)
-    flt = _filter(ctx)
+    flt = _filter(ctx, kind)
     tenant = ctx.tenant
     with tenant.lock:
-        tenant.get_live(group_id, "group")
+        ids = _member_ids(ctx, group_id, transitive)
         select = parse_select(ctx.param("$select"), kind or "directoryObject", ctx.version)
-        if transitive:
-            ids = sorted(tenant.transitive_members(group_id))
-        else:
-            ids = ctx.state.sorted_ids.get(
-                f"members:{group_id}",
-                tenant.version(f"members:{group_id}"),
-                lambda: tenant.visible_members(group_id),
-            )
         entity_set = f"{'users' if kind == 'user' else 'groups' if kind == 'group' else 'directoryObjects'}"
         return _paged(ctx, ids, _fetch_live(ctx, kind), flt, select, entity_set, with_type=True)
+
+
+async def count_members(ctx: Ctx, group_id: str, transitive: bool, cast: str | None = None) -> Response:
+    _reject_unsupported(ctx, ("$filter",))
+    ctx.check_id(group_id)
+    _require_eventual_for_count(ctx)
+    kind = _cast_kind(cast)
+    flt = _filter(ctx, kind)
+    with ctx.tenant.lock:
+        fetch = _fetch_live(ctx, kind)
+        found = (f for i in _member_ids(ctx, group_id, transitive) if (f := fetch(i)) is not None)
+        return count_response(ctx, sum(1 for obj, _ in found if flt is None or flt.predicate(obj)))
+
+
+async def list_member_refs(ctx: Ctx, group_id: str) -> Response:
+    """``GET /groups/{id}/members/$ref``: the members as ``@odata.id`` references only
+    (https://learn.microsoft.com/graph/api/group-list-members, "$ref")."""
+    _reject_unsupported(ctx, ("$top", "$skiptoken"))
+    ctx.check_id(group_id)
+    top = parse_top(ctx.param("$top"))
+    with ctx.tenant.lock:
+        ids = [i for i in _member_ids(ctx, group_id, False) if ctx.tenant.is_live(i)]
+        start = SortedIds.start_after(ids, _cursor(ctx))
+        page = ids[start : start + top]
+        body: dict[str, Any] = {"@odata.context": f"{ctx.base}/{ctx.version}/$metadata#directoryObjects"}
+        if start + top < len(ids):
+            body["@odata.nextLink"] = _page_links(ctx, page[-1])
+        body["value"] = [{"@odata.id": f"{ctx.base}/{ctx.version}/directoryObjects/{i}"} for i in page]
+        return json_response(ctx, body)
 
 
 async def member_of(ctx: Ctx, user_id: str) -> Response:
@@ -329,13 +434,12 @@ def _delta_query(ctx: Ctx, kind: str) -> DeltaQuery:
     for name in ("$expand", "$orderby", "$top", "$search", "$count", "$skip"):
         if ctx.param(name) is not None:
             raise unsupported_query(f"The query parameter '{name}' is not supported with change tracking.")
-    select = parse_select(ctx.param("$select"), kind, ctx.version)
-    if select is not None and "members" in select and kind != "group":
-        raise bad_request("Could not find a property named 'members' on type 'microsoft.graph.user'.")
+    navigation = ("members",) if kind == "group" else ()
+    select = parse_select(ctx.param("$select"), kind, ctx.version, navigation=navigation)
     ids = None
     text = ctx.param("$filter")
     if text:
-        flt = parse_filter(text)
+        flt = parse_filter(text, kind, ctx.version)
         if not flt.ids_only or flt.ids is None:
             raise unsupported_query("Change tracking supports only $filter=id eq '{id}' [or id eq '{id}'].")
         if len(flt.ids) > 50:
@@ -348,15 +452,22 @@ async def delta(ctx: Ctx, kind: str) -> Response:
     engine = ctx.state.delta
     skiptoken, deltatoken = ctx.param("$skiptoken"), ctx.param("$deltatoken")
     url_query = DeltaQuery(kind=kind, version=ctx.version)
+    # "Prefer: return=minimal": later rounds return only the properties that changed
+    # (https://learn.microsoft.com/graph/delta-query-overview#optional-query-parameters-and-headers).
+    prefer = [p.strip().lower() for p in (ctx.request.headers.get("prefer") or "").split(",")]
+    minimal = "return=minimal" in prefer
     if skiptoken:
         page = engine.next_page(url_query, skiptoken, ctx.base)
     elif deltatoken == "latest":
         page = engine.latest(_delta_query(ctx, kind), ctx.base)
     elif deltatoken:
-        page = engine.resume(url_query, deltatoken, ctx.base)
+        page = engine.resume(url_query, deltatoken, ctx.base, minimal=minimal)
     else:  # a first round (an empty $deltatoken, as in a 410's Location, is one too)
-        page = engine.start(_delta_query(ctx, kind), ctx.base)
-    return json_response(ctx, page)
+        page = engine.start(_delta_query(ctx, kind), ctx.base, minimal=minimal)
+    response = json_response(ctx, page)
+    if minimal:
+        response.headers["Preference-Applied"] = "return=minimal"
+    return response
 
 
 # ---------------------------------------------------------------------------- writes
@@ -397,7 +508,7 @@ def _bind_ids(ctx: Ctx, values: Any) -> list[str]:
             raise bad_request(f"Invalid object identifier '{value}'.")
         if len(segments) < 2 or segments[-2] not in ("directoryObjects", *SEGMENT_KINDS):
             raise bad_request(f"Invalid object identifier '{value}'.")
-        ids.append(segments[-1])
+        ids.append(ctx.check_id(segments[-1]))
     return ids
 
 
@@ -506,6 +617,7 @@ async def create_group(ctx: Ctx) -> Response:
 
 async def update_object(ctx: Ctx, kind: str, object_id: str) -> Response:
     body = await ctx.json_body()
+    ctx.check_id(object_id, upn=kind == "user")
     tenant = ctx.tenant
     with tenant.lock:
         obj = tenant.find_user(object_id) if kind == "user" else tenant.get_live(object_id, kind)
@@ -554,6 +666,7 @@ async def update_object(ctx: Ctx, kind: str, object_id: str) -> Response:
 
 
 async def delete_object(ctx: Ctx, kind: str, object_id: str) -> Response:
+    ctx.check_id(object_id, upn=kind == "user")
     with ctx.tenant.lock:
         obj = ctx.tenant.find_user(object_id) if kind == "user" else ctx.tenant.get_live(object_id, kind)
         if obj.get("onPremisesSyncEnabled"):
@@ -566,6 +679,7 @@ async def add_member_ref(ctx: Ctx, group_id: str) -> Response:
     body = await ctx.json_body()
     if "@odata.id" not in body:
         raise bad_request("The request body must contain '@odata.id'.")
+    ctx.check_id(group_id)
     (member_id,) = _bind_ids(ctx, [body["@odata.id"]])
     with ctx.tenant.lock:
         group = ctx.tenant.get_live(group_id, "group")
@@ -575,6 +689,8 @@ async def add_member_ref(ctx: Ctx, group_id: str) -> Response:
 
 
 async def remove_member_ref(ctx: Ctx, group_id: str, member_id: str) -> Response:
+    ctx.check_id(group_id)
+    ctx.check_id(member_id)
     with ctx.tenant.lock:
         group = ctx.tenant.get_live(group_id, "group")
         _check_member_writes(group)
@@ -600,8 +716,16 @@ def _fetch_deleted(ctx: Ctx, kind: str | None) -> Callable[[str], tuple[dict[str
 
 async def list_deleted(ctx: Ctx, cast: str | None = None) -> Response:
     _reject_unsupported(ctx, ("$select", "$top", "$filter", "$skiptoken", "$count"))
+    if cast is None:
+        # "List deletedItems": "The OData cast type is a required part of the URI and calling
+        # GET /directory/deleteditems without a type is not supported."
+        # (https://learn.microsoft.com/graph/api/directory-deleteditems-list)
+        raise bad_request(
+            "The OData cast type is required: use /directory/deletedItems/microsoft.graph.user or "
+            "/directory/deletedItems/microsoft.graph.group (or another directory object type)."
+        )
     kind = _cast_kind(cast)
-    flt = _filter(ctx)
+    flt = _filter(ctx, kind)
     with ctx.tenant.lock:
         select = parse_select(ctx.param("$select"), kind or "directoryObject", ctx.version)
         ids = sorted(ctx.tenant.deleted)
@@ -609,7 +733,19 @@ async def list_deleted(ctx: Ctx, cast: str | None = None) -> Response:
         return _paged(ctx, ids, _fetch_deleted(ctx, kind), flt, select, entity_set, with_type=True)
 
 
+async def count_deleted(ctx: Ctx, cast: str) -> Response:
+    _reject_unsupported(ctx, ("$filter",))
+    _require_eventual_for_count(ctx)
+    kind = _cast_kind(cast)
+    flt = _filter(ctx, kind)
+    with ctx.tenant.lock:
+        fetch = _fetch_deleted(ctx, kind)
+        found = (f for i in ctx.tenant.deleted if (f := fetch(i)) is not None)
+        return count_response(ctx, sum(1 for obj, _ in found if flt is None or flt.predicate(obj)))
+
+
 async def get_deleted(ctx: Ctx, object_id: str) -> Response:
+    ctx.check_id(object_id)
     with ctx.tenant.lock:
         obj = ctx.tenant.get_deleted(object_id)
         kind = ctx.tenant.kinds[object_id]
@@ -622,6 +758,7 @@ async def get_deleted(ctx: Ctx, object_id: str) -> Response:
 
 
 async def restore_deleted(ctx: Ctx, object_id: str) -> Response:
+    ctx.check_id(object_id)
     with ctx.tenant.lock:
         obj = ctx.tenant.restore(object_id)
         kind = ctx.tenant.kinds[object_id]
@@ -634,6 +771,7 @@ async def restore_deleted(ctx: Ctx, object_id: str) -> Response:
 
 
 async def purge_deleted(ctx: Ctx, object_id: str) -> Response:
+    ctx.check_id(object_id)
     with ctx.tenant.lock:
         ctx.tenant.get_deleted(object_id)
         ctx.tenant.hard_delete(object_id)
@@ -658,6 +796,7 @@ def _routes() -> list[tuple[str, tuple[object, ...], Handler]]:
             return handler
 
         routes.append(("GET", (segment,), bind(list_objects, kind)))
+        routes.append(("GET", (segment, "$count"), bind(count_objects, kind)))
         routes.append(("GET", (segment, ID), bind(get_object, kind)))
         if kind in ("user", "group"):
             for name in ("delta", "microsoft.graph.delta"):
@@ -672,6 +811,23 @@ def _routes() -> list[tuple[str, tuple[object, ...], Handler]]:
         ("POST", ("groups", ID, "members", "$ref"), add_member_ref),
         ("DELETE", ("groups", ID, "members", ID, "$ref"), remove_member_ref),
         ("GET", ("groups", ID, "members"), lambda ctx, gid: list_members(ctx, gid, False)),
+        ("GET", ("groups", ID, "members", "$ref"), list_member_refs),
+        ("GET", ("groups", ID, "members", "$count"), lambda ctx, gid: count_members(ctx, gid, False)),
+        (
+            "GET",
+            ("groups", ID, "members", CAST, "$count"),
+            lambda ctx, gid, c: count_members(ctx, gid, False, c),
+        ),
+        (
+            "GET",
+            ("groups", ID, "transitiveMembers", "$count"),
+            lambda ctx, gid: count_members(ctx, gid, True),
+        ),
+        (
+            "GET",
+            ("groups", ID, "transitiveMembers", CAST, "$count"),
+            lambda ctx, gid, c: count_members(ctx, gid, True, c),
+        ),
         ("GET", ("groups", ID, "members", CAST), lambda ctx, gid, c: list_members(ctx, gid, False, c)),
         ("GET", ("groups", ID, "transitiveMembers"), lambda ctx, gid: list_members(ctx, gid, True)),
         (
@@ -682,6 +838,7 @@ def _routes() -> list[tuple[str, tuple[object, ...], Handler]]:
         ("GET", ("directoryObjects", ID), get_directory_object),
         ("GET", ("directory", "deletedItems"), list_deleted),
         ("GET", ("directory", "deletedItems", CAST), list_deleted),
+        ("GET", ("directory", "deletedItems", CAST, "$count"), count_deleted),
         ("GET", ("directory", "deletedItems", ID), get_deleted),
         ("POST", ("directory", "deletedItems", ID, "restore"), restore_deleted),
         ("DELETE", ("directory", "deletedItems", ID), purge_deleted),
@@ -728,17 +885,27 @@ async def dispatch(ctx: Ctx) -> Response:
     raise bad_request(f"Resource not found for the segment '{last}'.")
 
 
+def normalize_segment(segment: str) -> str:
+    """OData spellings Graph accepts for the same segment: the ``graph.`` namespace alias
+    (``/members/graph.user``) and a function called with parentheses (``/groups/delta()``, the form the
+    SDKs send: ``microsoft.graph.delta()``)."""
+    if segment.startswith("graph."):
+        segment = "microsoft." + segment
+    if segment in ("delta()", "microsoft.graph.delta()"):
+        segment = segment[:-2]
+    return segment
+
+
 async def graph_endpoint(request: Request) -> Response:
     """The one Starlette endpoint behind ``/v1.0/{path}`` and ``/beta/{path}``."""
     state: EmulatorState = request.app.state.emulator
     path: str = request.scope["path"]  # already percent-decoded by the server
     version = path.split("/", 2)[1]
-    segments = [s for s in path.split("/")[2:] if s]
-    client_request_id = request.headers.get("client-request-id")
+    segments = [normalize_segment(s) for s in path.split("/")[2:] if s]
     try:
         state.tokens.verify(request.headers.get("authorization"))
         return await dispatch(Ctx(request, state, version, segments))
     except GraphApiError as exc:
         if exc.status == 401:
             state.stats.outcomes["unauthorized"] += 1
-        return error_response(exc, client_request_id)
+        return error_response(exc, request)

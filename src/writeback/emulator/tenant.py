@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import secrets
 import tempfile
 import threading
@@ -58,6 +59,14 @@ OP_MEMBER_REMOVE = "mrem"
 LogEntry = tuple[str, str, str, str | None, str | None]
 
 
+GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_GUID = re.compile(GUID)
+
+
+def is_guid(value: str) -> bool:
+    return _GUID.match(value) is not None
+
+
 def now_iso() -> str:
     """Graph's timestamp format (UTC, seconds, trailing Z)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -86,6 +95,11 @@ class Tenant:
         self.lock = threading.RLock()
         self.log: list[LogEntry] = []
         self.log_base = 0
+        # Sequence number of a property update -> the names it set (delta's Prefer: return=minimal and
+        # "set to null" need them); an upsert without an entry (a creation) changed everything.
+        self.changed_props: dict[int, frozenset[str]] = {}
+        # Readable (non-GUID) ids of purged objects: still well-formed here, so Graph's 404, not its 400.
+        self.retired_ids: set[str] = set()
         # Random per load: delta tokens of another process or load are recognised as foreign.
         self.epoch = secrets.token_hex(8)
         # A token minted by a previous run at exactly the sequence that was saved stays valid.
@@ -354,6 +368,7 @@ class Tenant:
             for key, value in changes.items():
                 if key != "id":
                     obj[key] = value
+            self.changed_props[self.sequence] = frozenset(k for k in changes if k != "id")
             self._append(kind, object_id, OP_UPSERT)
             if kind == "user":
                 self._reevaluate_user(object_id)
@@ -427,6 +442,8 @@ class Tenant:
                 self._append("group", gid, OP_MEMBER_REMOVE, object_id, kind)
             del self.kinds[object_id]
             del self._canon[object_id]
+            if not _GUID.match(object_id):
+                self.retired_ids.add(object_id)
             self.members.pop(object_id, None)
             self._rules.pop(object_id, None)
             self._append(kind, object_id, OP_HARD_DELETE)

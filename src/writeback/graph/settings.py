@@ -13,8 +13,12 @@ from writeback.errors import ConfigError
 GRAPH_URL = "https://graph.microsoft.com"
 LOGIN_URL = "https://login.microsoftonline.com"
 
-# User properties read by delta. Most of them are returned only when selected; the on-premises ones match
-# cloud members to AD accounts, the rest feed dynamic membership rules and scope filters.
+# User properties read by delta. Every name is a property of the v1.0 user resource
+# (https://learn.microsoft.com/graph/api/resources/user), checked there; the emulator refuses any other name
+# with Graph's 400, so a typo fails in tests. Only displayName, userPrincipalName, mail, jobTitle and id are
+# in the default set: all the others are "Returned only on $select", which is why the list is explicit.
+# Delta returns "the same properties as selected in the initial delta query" and leaves out those never set
+# (https://learn.microsoft.com/graph/api/user-delta), so a missing property means null.
 DEFAULT_USER_SELECT: tuple[str, ...] = (
     "id",
     "displayName",
@@ -35,6 +39,11 @@ DEFAULT_USER_SELECT: tuple[str, ...] = (
     "userType",
     "otherMails",
     "proxyAddresses",
+    # The on-premises properties match cloud members to AD accounts. onPremisesSecurityIdentifier is the AD
+    # objectSid as an SDDL string; onPremisesImmutableId is base64 of the sourceAnchor (objectGUID or
+    # ms-DS-ConsistencyGuid); onPremisesDistinguishedName, onPremisesSamAccountName, onPremisesDomainName
+    # and onPremisesUserPrincipalName are "synchronized from the on-premises directory" and read-only; all
+    # are "Returned only on $select" (user resource page, Properties table).
     "onPremisesSyncEnabled",
     "onPremisesSecurityIdentifier",
     "onPremisesImmutableId",
@@ -42,10 +51,17 @@ DEFAULT_USER_SELECT: tuple[str, ...] = (
     "onPremisesSamAccountName",
     "onPremisesDomainName",
     "onPremisesUserPrincipalName",
+    # extensionAttribute1-15 (Exchange custom attributes), a complex type read whole: "Returned only on
+    # $select" (https://learn.microsoft.com/graph/api/resources/onpremisesextensionattributes).
     "onPremisesExtensionAttributes",
 )
 
-# Group properties read by delta; "members" makes delta return members@delta slices.
+# Group properties read by delta (v1.0 group resource: https://learn.microsoft.com/graph/api/resources/group).
+# "members" is the relationship, not a property: "group: delta" accepts it in $select and answers with
+# members@delta slices (https://learn.microsoft.com/graph/api/group-delta, "Optional query parameters");
+# it is refused in $select anywhere else. membershipRule and membershipRuleProcessingState describe
+# dynamic groups (groupTypes contains "DynamicMembership"); onPremisesSyncEnabled is true for groups
+# synced from AD, which writeback must never write back.
 GROUP_SELECT: tuple[str, ...] = (
     "id",
     "displayName",
@@ -59,6 +75,9 @@ GROUP_SELECT: tuple[str, ...] = (
     "membershipRuleProcessingState",
     "members",
 )
+# writebackConfiguration {isEnabled, onPremisesGroupType} exists only on the beta group resource
+# (https://learn.microsoft.com/graph/api/resources/groupwritebackconfiguration?view=graph-rest-beta); v1.0
+# answers 400 "Could not find a property named 'writebackConfiguration'".
 BETA_GROUP_EXTRA: tuple[str, ...] = ("writebackConfiguration",)
 
 
