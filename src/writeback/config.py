@@ -239,7 +239,10 @@ class _Reader:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise self.error(unknown[0], "unknown setting (check the spelling; examples/writeback.toml lists every setting)")
+            raise self.error(
+                unknown[0],
+                "unknown setting (check the spelling; examples/writeback.toml lists every setting)",
+            )
 
 
 def _positive(v: Any) -> str | None:
