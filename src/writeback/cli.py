@@ -179,8 +179,9 @@ def cmd_state(args: argparse.Namespace) -> int:
     progress = _progress(args) or (lambda _msg: None)
     with WriterLock(settings.state.path, "state rebuild-replica"):
         store = SqliteStore(settings.state.path)
+        client = None
         try:
-            source = build_graph(settings)[1]  # before forgetting anything: a bad [source] fails here
+            client, source = build_graph(settings)  # before forgetting anything: a bad [source] fails here
             run_id = uuid.uuid4().hex[:12]
             store.reset_replica()
             progress("Cloud replica cleared; reading every user and group from Microsoft Graph")
@@ -192,6 +193,8 @@ def cmd_state(args: argparse.Namespace) -> int:
                 detail={"graph_requests": report.requests, "groups": len(report.changed_groups)},
             )
         finally:
+            if client is not None:
+                client.close()
             store.close()
     print(
         f"Cloud replica of {settings.state.path} rebuilt from Microsoft Graph ({report.requests} requests; "
