@@ -1,7 +1,10 @@
 """The `writeback` command: parse, call one library function, print, map errors to exit codes.
 
-Exit codes: 0 success (for `plan`: no changes), 2 `plan` found changes pending, 1 error, 3 `apply` applied
-what it could but held changes over a safety threshold (allow them with --allow-deletes/-removals/-updates).
+Exit codes (also in ``--help``): 0 success (for `plan`: no changes), 1 error, 2 `plan` found changes pending,
+3 `apply` applied what it could but held changes over a safety threshold (allow them with
+--allow-deletes/--allow-removals/--allow-updates), 64 usage error (EX_USAGE from sysexits.h; argparse's own 2
+would read as "changes pending"), 130 interrupted.
+Global options (--config, --verbose-log, --quiet) work before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -15,13 +18,28 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from writeback import __version__
 from writeback.errors import ConfigError, WritebackError
 
 DEFAULT_SANDBOX_DIR = "/var/tmp/writeback-sandbox"
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_HELD = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_HELD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3, 64, 130
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK:<4} success (plan: nothing to change)
+  {EXIT_ERROR:<4} error (the message says what failed and how to fix it)
+  {EXIT_CHANGES:<4} plan: changes are pending
+  {EXIT_HELD:<4} apply: applied, but held changes over a safety threshold (--allow-deletes/-removals/-updates)
+  {EXIT_USAGE:<4} usage error: unknown option, missing argument (EX_USAGE)
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors exiting EX_USAGE (64): argparse's default 2 means "changes pending" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _sandbox_dir(args: argparse.Namespace) -> Path:
@@ -70,7 +88,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     if args.out:
-        Path(args.out).write_text(json.dumps(plan.to_dict(), indent=2), encoding="utf-8")
+        from writeback.state.files import write_private
+
+        try:
+            write_private(args.out, json.dumps(plan.to_dict(), indent=2))  # it names groups and members
+        except OSError as exc:
+            raise ConfigError(f"cannot save the plan: {exc.strerror}", file=args.out) from exc
         print(f"Plan saved to {args.out} (digest {plan.digest()[:12]})", file=sys.stderr)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan, verbose=args.verbose))
     return EXIT_CHANGES if plan.has_changes else EXIT_OK
@@ -79,25 +102,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     from writeback.planning import Plan
     from writeback.report import render_plan
+    from writeback.state.lock import WriterLock
     from writeback.wiring import build_engine
 
-    engine = build_engine(_settings(args), _progress(args))
-    try:
-        engine.sync()
-        engine.sync_ad_users(full=True)
-        plan = engine.plan(allow=_allowances(args))
-        if args.plan:
-            try:
-                saved = Plan.from_dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
-            except (OSError, ValueError, KeyError) as exc:
-                raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
-            engine.check_saved_plan(saved, plan)
-            plan = saved.with_redacted_values_from(plan)  # values hidden by Redact() are not in the file
-        if not args.json:
-            print(render_plan(plan, verbose=args.verbose))
-        result = engine.apply(plan)
-    finally:
-        engine.close()
+    settings = _settings(args)
+    with WriterLock(settings.state.path, "apply"):
+        engine = build_engine(settings, _progress(args))
+        try:
+            engine.sync()
+            engine.sync_ad_users(full=True)
+            plan = engine.plan(allow=_allowances(args))
+            if args.plan:
+                try:
+                    saved = Plan.from_dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
+                except (OSError, ValueError, KeyError) as exc:
+                    raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
+                engine.check_saved_plan(saved, plan)
+                plan = saved.with_redacted_values_from(plan)  # values hidden by Redact() are not in the file
+            if not args.json:
+                print(render_plan(plan, verbose=args.verbose))
+            result = engine.apply(plan)
+        finally:
+            engine.close()
     failed = result.failed
     if args.json:
         print(
@@ -161,6 +187,46 @@ def cmd_allow(args: argparse.Namespace) -> int:
     print(
         "Allowed for the next full reconcile of the running service: "
         f"{allow.deletes} deletes, {allow.removals} member removals, {allow.updates} updates."
+    )
+    return EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays."""
+    import uuid
+
+    from writeback.state.lock import WriterLock
+    from writeback.state.sqlite import SqliteStore
+    from writeback.wiring import build_graph
+
+    settings = _settings(args)
+    if settings.scope.mode == "none":
+        print('scope.mode is "none": there is no cloud replica to rebuild.')
+        return EXIT_OK
+    progress = _progress(args) or (lambda _msg: None)
+    with WriterLock(settings.state.path, "state rebuild-replica"):
+        store = SqliteStore(settings.state.path)
+        client = None
+        try:
+            client, source = build_graph(settings)  # before forgetting anything: a bad [source] fails here
+            run_id = uuid.uuid4().hex[:12]
+            store.reset_replica()
+            progress("Cloud replica cleared; reading every user and group from Microsoft Graph")
+            report = source.sync(store)
+            store.log(
+                run_id,
+                "rebuild_replica",
+                "info",
+                detail={"graph_requests": report.requests, "groups": len(report.changed_groups)},
+            )
+        finally:
+            if client is not None:
+                client.close()
+            store.close()
+    print(
+        f"Cloud replica of {settings.state.path} rebuilt from Microsoft Graph ({report.requests} requests; "
+        f"run {run_id}). The provisioning log and last-applied state were kept; "
+        "`writeback plan` shows what a full reconcile would change."
     )
     return EXIT_OK
 
@@ -229,15 +295,19 @@ def cmd_log(args: argparse.Namespace) -> int:
     from writeback.state.sqlite import SqliteStore
 
     settings = _settings(args)
+    since = _since(args.since)
     store = SqliteStore(settings.state.path)
-    entries = store.read_log(
-        group=args.group,
-        action=args.action,
-        result=args.result,
-        run_id=args.run,
-        limit=args.limit,
-        since=_since(args.since),
-    )
+    try:
+        entries = store.read_log(
+            group=args.group,
+            action=args.action,
+            result=args.result,
+            run_id=args.run,
+            limit=args.limit,
+            since=since,
+        )
+    finally:
+        store.close()
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
         return EXIT_OK
@@ -322,15 +392,14 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="writeback", description="Write Microsoft Entra ID cloud groups back into Active Directory."
+    p = _Parser(
+        prog="writeback",
+        description="Write Microsoft Entra ID cloud groups back into Active Directory.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"writeback {__version__}")
-    p.add_argument(
-        "-c", "--config", help="config file (default: $WRITEBACK_CONFIG, ./writeback.toml, or the sandbox's)"
-    )
-    p.add_argument("-v", "--verbose-log", action="store_true", help="debug logging to stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    _add_global_options(p, default=None)
     sub = p.add_subparsers(dest="command", required=True)
 
     sp = sub.add_parser(
@@ -466,7 +535,60 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--source", choices=("cloud", "ad"), default="cloud")
     rt.add_argument("--limit", type=int, default=50)
     su.set_defaults(func=cmd_rules)
+
+    st = sub.add_parser(
+        "state",
+        help="state store tools",
+        description="Tools for the state store (state.path).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sts = st.add_subparsers(dest="state_cmd", required=True)
+    sts.add_parser(
+        "rebuild-replica",
+        help="rebuild a damaged cloud replica from Microsoft Graph (keeps the provisioning log)",
+        description=(
+            "Forget the local copy of the cloud (users, groups, members, delta links) and read it\n"
+            "again from Microsoft Graph with a full delta sync. The provisioning log, the last-applied\n"
+            "state and the AD users cache are kept. Takes the writer lock: stop `writeback run` first.\n"
+            "Nothing is written to AD; run `writeback plan` afterwards."
+        ),
+    ).set_defaults(func=cmd_state)
+
+    _add_global_options_everywhere(p)
     return p
+
+
+GLOBAL_OPTIONS = ("config", "verbose_log", "quiet")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--config, --verbose-log, --quiet. On subcommands their default is SUPPRESS, so a value given before
+    the subcommand is not overwritten by the subcommand's default."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default,
+        help="config file (default: $WRITEBACK_CONFIG, ./writeback.toml, or the sandbox's)",
+    )
+    flag = False if default is None else default
+    parser.add_argument(
+        "-v", "--verbose-log", action="store_true", default=flag, help="debug logging to stderr"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", default=flag, help="no progress messages")
+
+
+def _add_global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand the global options, so `writeback plan --config FILE` works like
+    `writeback --config FILE plan`, and list the exit codes in each subcommand's --help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_global_options(child, default=argparse.SUPPRESS)
+                if child.epilog is None:
+                    child.epilog = EXIT_CODES_HELP
+                    child.formatter_class = argparse.RawDescriptionHelpFormatter
+                _add_global_options_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -483,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from writeback.dn import is_within
 from writeback.errors import ConfigError, RuleError
@@ -67,6 +68,7 @@ class SourceSettings:
     ca_file: str | None = None
     timeout: float = 30.0
     max_retries: int = 8
+    max_retry_after_seconds: float = 120.0  # longest wait before one Graph retry, Retry-After included
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ class _Reader:
         kind: type[T] | tuple[type, ...],
         default: Any = ...,
         check: Callable[[Any], str | None] | None = None,
+        *,
+        echo: bool = True,
     ) -> Any:
         self.used.add(name)
         if name not in self.data:
@@ -199,7 +203,8 @@ class _Reader:
             value = float(value)
         if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
             expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise self.error(name, f"must be {expected}, got {type(value).__name__} {value!r}")
+            shown = f" {value!r}" if echo else " (value not shown: it may be a secret)"
+            raise self.error(name, f"must be {expected}, got {type(value).__name__}{shown}")
         if check and (problem := check(value)):
             raise self.error(name, problem)
         return value
@@ -217,8 +222,10 @@ class _Reader:
         return tuple(value)
 
     def secret(self, name: str, required: bool) -> SecretRef | None:
-        env = self.get(f"{name}_env", str, None)
-        file = self.get(f"{name}_file", str, None)
+        # Neither value is ever shown in an error: a secret pasted where the variable's name belongs would be
+        # printed to a terminal, a CI log or the journal.
+        env = self.get(f"{name}_env", str, None, _env_name, echo=False)
+        file = self.get(f"{name}_file", str, None, echo=False)
         if name in self.data:
             raise self.error(name, f"secrets are not allowed inline; use {name}_env or {name}_file")
         if env and file:
@@ -234,7 +241,10 @@ class _Reader:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise self.error(unknown[0], "unknown setting (check the spelling; see docs/configuration.md)")
+            raise self.error(
+                unknown[0],
+                "unknown setting (check the spelling; examples/writeback.toml lists every setting)",
+            )
 
 
 def _positive(v: Any) -> str | None:
@@ -243,6 +253,53 @@ def _positive(v: Any) -> str | None:
 
 def _percent(v: Any) -> str | None:
     return None if 0 <= v <= 100 else "must be a percentage from 0 to 100"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_name(v: str) -> str | None:
+    """A POSIX-style environment variable name, or why not -- without repeating the value (it may be the
+    secret itself, pasted in the wrong key)."""
+    if _ENV_NAME.fullmatch(v):
+        return None
+    return (
+        "must be the NAME of an environment variable (letters, digits and _, not starting with a digit), "
+        "and the value given is not one (value not shown: it may be the secret itself). If you pasted the "
+        "secret here, remove it from this file, treat it as exposed (rotate it), put it in an environment "
+        "variable and give that variable's name"
+    )
+
+
+def _gc_url(v: Any) -> str | None:
+    """A Global Catalog URL: ldaps:// or ldap:// (StartTLS), a host and the GC port.
+
+    The Global Catalog listens on 3268 (LDAP, StartTLS) and 3269 (LDAP over TLS), not on the domain's 389/636:
+    https://learn.microsoft.com/en-us/troubleshoot/windows-server/networking/service-overview-and-network-port-requirements
+    A DC's 389/636 would answer for its own domain only, so members from other domains would silently be
+    missing."""
+    for item in v if isinstance(v, list) else [v]:
+        if not isinstance(item, str):
+            return "must be a URL string or a list of them"
+        try:
+            parts = urlsplit(item)
+            port = parts.port
+        except ValueError as exc:
+            return f"{item!r} is not a valid URL ({exc})"
+        if parts.scheme.lower() not in ("ldaps", "ldap") or not parts.hostname:
+            return f"{item!r} must be an ldaps:// (or ldap:// with StartTLS) URL with a host"
+        if parts.path not in ("", "/") or parts.query:
+            return f"{item!r} must not have a path or query: give only ldaps://host:3269"
+        if port is None:
+            return (
+                f"{item!r} needs the Global Catalog port: ldaps://{parts.hostname}:3269 (or ldap://...:3268)"
+            )
+        if port in (389, 636):
+            return (
+                f"{item!r} uses port {port}, the domain's LDAP port; the Global Catalog listens on 3269 "
+                "(ldaps://) or 3268 (ldap:// with StartTLS)"
+            )
+    return None
 
 
 def _table(root: Mapping[str, Any], name: str, file: str, required: bool = False) -> _Reader:
@@ -302,7 +359,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         bind_password=_resolved(t.secret("bind_password", required=True), path) or SecretRef(),
         base_dn=t.get("base_dn", str),
         target_ou=t.get("target_ou", str),
-        gc_urls=_one_or_more(t.get("gc_url", (str, list), None, _url(("ldaps", "ldap", "gc", "gcs")))),
+        gc_urls=_one_or_more(t.get("gc_url", (str, list), None, _gc_url)),
         ca_file=path(t.get("ca_file", str, None)),
         insecure_plain_ldap=insecure,
         page_size=t.get("page_size", int, 1000, _positive),
@@ -469,7 +526,8 @@ def _source(
         graph_url=graph_url,
         ca_file=path(s.get("ca_file", str, None)),
         timeout=s.get("timeout", float, 30.0, _positive),
-        max_retries=s.get("max_retries", int, 8),
+        max_retries=s.get("max_retries", int, 8, lambda v: None if v >= 0 else "must be 0 or more"),
+        max_retry_after_seconds=s.get("max_retry_after_seconds", float, 120.0, _positive),
     )
     s.finish()
     return source

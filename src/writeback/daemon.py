@@ -35,7 +35,6 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -45,6 +44,8 @@ from writeback.errors import DirectoryUnavailable, WritebackError
 from writeback.model import DYNAMIC_KEY_PREFIX
 from writeback.planning import Plan
 from writeback.ports import SyncReport
+from writeback.state.files import write_private
+from writeback.state.lock import WriterLock
 
 log = logging.getLogger("writeback.service")
 QUARANTINE_AFTER = 5  # consecutive failed cycles
@@ -324,10 +325,8 @@ class Service:
         path = self.settings.service.health_file
         if not path:
             return
-        tmp = Path(f"{path}.tmp")
         try:
-            tmp.write_text(json.dumps(asdict(self.health), indent=1), encoding="utf-8")
-            os.replace(tmp, path)
+            write_private(path, json.dumps(asdict(self.health), indent=1))  # 0600, its folder 0700 when new
         except OSError as exc:
             if not self._health_warned:  # once: a broken health file must not flood the log
                 log.warning("cannot write the health file %s: %s", path, exc.strerror)
@@ -372,9 +371,15 @@ def run_service(
     settings: Settings, *, once: bool = False, json_logs: bool = True, verbose: bool = False
 ) -> int:
     """Build the engine from ``settings`` and run the service until SIGTERM/SIGINT (or one cycle)."""
-    from writeback.wiring import build_engine
 
     configure_logging(json_logs=json_logs, verbose=verbose)
+    with WriterLock(settings.state.path, "run"):  # one writer per state; refused at once when held
+        return _run_locked(settings, once=once)
+
+
+def _run_locked(settings: Settings, *, once: bool) -> int:
+    from writeback.wiring import build_engine
+
     engine = build_engine(settings)
     service = Service(settings, engine)
 

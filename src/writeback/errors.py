@@ -20,6 +20,9 @@ Messages say what failed, on which object, and what the operator can do. They ne
     │   ├── SafetyError             a safety rule stopped the plan (delete threshold, ownership)
     │   └── StalePlanError          a saved plan no longer matches the current state
     ├── StateError              the local state store
+    │   ├── StateLockedError        another writer holds the state (names its process)
+    │   ├── StateCorruptError       a row or the file is damaged (rebuild the replica or restore)
+    │   └── StateSchemaError        the file was written by a newer writeback
     ├── RuleError               a dynamic membership rule does not parse or cannot be evaluated
     └── SandboxError            the local sandbox (Samba DC + emulator) failed
 """
@@ -92,6 +95,24 @@ class StalePlanError(PlanError):
 
 class StateError(WritebackError):
     """The local state store failed."""
+
+
+class StateLockedError(StateError):
+    """Another process holds the state: the writer lock, or SQLite's own lock beyond the busy timeout.
+
+    ``pid`` is the holding process when known."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        self.pid = pid
+        super().__init__(message)
+
+
+class StateCorruptError(StateError):
+    """The state file or one of its rows cannot be read."""
+
+
+class StateSchemaError(StateError):
+    """The state file has a schema version newer than this writeback knows."""
 
 
 class RuleError(WritebackError):

@@ -72,7 +72,7 @@ class CloudGroup:
     description: str | None = None
     mail_nickname: str | None = None
     mail_enabled: bool = False
-    security_enabled: bool = True
+    security_enabled: bool | None = True  # None: Graph did not say; scope treats it as not security
     group_types: tuple[str, ...] = ()
     on_premises_sync_enabled: bool | None = None
     membership_rule: str | None = None

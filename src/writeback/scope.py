@@ -4,6 +4,7 @@ The default matches Cloud Sync: ``securityEnabled and not mailEnabled and not sy
 security groups, assigned or dynamic. Modes narrow that: selected ids, or the per-group
 ``writebackConfiguration.isEnabled`` switch (null means false for security groups, as in Connect v2).
 Attribute filters work like Cloud Sync's scoping filters: clauses ANDed within a filter, filters ORed.
+A group whose ``securityEnabled`` is missing is out of scope: writeback fails closed rather than guess.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ def is_writable_kind(group: CloudGroup) -> str | None:
     """None when the group is a cloud-created security group; otherwise why it is not eligible."""
     if group.on_premises_sync_enabled:
         return "synced from AD (AD is its source of authority)"
-    if not group.security_enabled:
+    if group.security_enabled is None:
+        # Fail closed: only a group Graph says is a security group may become an AD security group.
+        return "securityEnabled is missing (out of scope until Graph reports it)"
+    if group.security_enabled is not True:
         return "not a security group"
     if group.mail_enabled:
         return "mail-enabled (Microsoft 365 or mail-enabled security group)"

@@ -42,6 +42,8 @@ def graph_settings(settings: Settings) -> GraphSettings:
         ca_file=s.ca_file,
         timeout=s.timeout,
         max_retries=s.max_retries,
+        # Caps Retry-After waits and the exponential backoff alike (see writeback.graph.retry.Backoff).
+        max_backoff=s.max_retry_after_seconds,
         use_beta_for_groups=settings.scope.mode == "writeback_enabled",
     )
 

@@ -65,12 +65,33 @@ def test_global_catalog_takes_one_url_or_a_failover_list():
     assert parse_settings(BASE, "f.toml").target.gc_urls == ()
     one = parse_settings(with_("target", gc_url="ldaps://dc1.corp.test:3269"), "f.toml")
     assert one.target.gc_urls == ("ldaps://dc1.corp.test:3269",)
-    two = parse_settings(with_("target", gc_url=["gcs://dc1.corp.test", "gcs://dc2.corp.test"]), "f.toml")
-    assert two.target.gc_urls == ("gcs://dc1.corp.test", "gcs://dc2.corp.test")
-    with pytest.raises(ConfigError, match=r"target.gc_url: 'https://dc2' must start with ldaps://"):
-        parse_settings(with_("target", gc_url=["gcs://dc1", "https://dc2"]), "f.toml")
+    urls = ["ldaps://dc1.corp.test:3269", "ldap://dc2.corp.test:3268"]
+    assert parse_settings(with_("target", gc_url=urls), "f.toml").target.gc_urls == tuple(urls)
     with pytest.raises(ConfigError, match="target.gc_url: must be str or list"):
         parse_settings(with_("target", gc_url=3269), "f.toml")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://dc2:3269", r"'https://dc2:3269' must be an ldaps:// \(or ldap:// with StartTLS\) URL"),
+        # gc:// and gcs:// are ADSI monikers; python-ldap (OpenLDAP) cannot open them.
+        ("gcs://dc1.corp.test", "must be an ldaps://"),
+        ("ldaps://:3269", "URL with a host"),
+        ("ldaps://dc1.corp.test", r"needs the Global Catalog port: ldaps://dc1.corp.test:3269"),
+        (
+            "ldaps://dc1.corp.test:636",
+            "uses port 636, the domain's LDAP port; the Global Catalog listens on 3269",
+        ),
+        ("ldap://dc1.corp.test:389", "uses port 389"),
+        ("ldaps://dc1.corp.test:99999", "is not a valid URL"),
+        ("ldaps://dc1.corp.test:3269/DC=corp", "must not have a path"),
+    ],
+)
+def test_gc_url_is_validated_when_the_config_loads(url, reason):
+    for value in (url, ["ldaps://ok.corp.test:3269", url]):
+        with pytest.raises(ConfigError, match=r"^f.toml: target.gc_url: .*" + reason):
+            parse_settings(with_("target", gc_url=value), "f.toml")
 
 
 def test_target_ou_must_be_inside_base():
@@ -120,3 +141,51 @@ def test_documented_example_config_loads():
     assert (
         s.target.gc_urls and s.source is not None and s.source.client_secret.env == "WRITEBACK_CLIENT_SECRET"
     )
+
+
+# A value that is plainly a pasted secret (Entra client secrets look like this), never a variable's name.
+PASTED = "Xy8Q~abc.DEF-ghi_jkl~mno"
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [("source", "client_secret_env"), ("target", "bind_password_env")]
+)
+def test_a_secret_pasted_as_an_env_var_name_is_refused_without_echoing_it(section, key):
+    doc = with_(section, **{key: PASTED})
+    if key == "bind_password_env":
+        del doc["target"]["bind_password_file"]
+    with pytest.raises(ConfigError) as info:
+        parse_settings(doc, "f.toml")
+    message = str(info.value)
+    assert message.startswith(f"f.toml: {section}.{key}: must be the NAME of an environment variable")
+    assert "rotate it" in message
+    assert PASTED not in message and "Xy8Q" not in message
+
+
+def test_a_secret_key_of_the_wrong_type_is_not_echoed():
+    with pytest.raises(ConfigError) as info:
+        parse_settings(with_("source", client_secret_env=123456789), "f.toml")
+    assert "must be str, got int (value not shown" in str(info.value)
+    assert "123456789" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        parse_settings(with_("target", bind_password_file=["hunter2-secret"]), "f.toml")
+    assert "hunter2-secret" not in str(info.value)
+
+
+def test_env_var_names_are_accepted():
+    s = parse_settings(with_("source", client_secret_env="_WB_SECRET_2"), "f.toml")
+    assert s.source.client_secret.env == "_WB_SECRET_2"
+
+
+def test_max_retry_after_seconds_defaults_checked_and_reaches_graph_settings(monkeypatch):
+    from writeback.wiring import graph_settings
+
+    assert parse_settings(BASE, "f.toml").source.max_retry_after_seconds == 120.0
+    s = parse_settings(with_("source", max_retry_after_seconds=30), "f.toml")
+    assert s.source.max_retry_after_seconds == 30.0
+    monkeypatch.setenv("WB_SECRET", "x")
+    assert graph_settings(s).max_backoff == 30.0
+    with pytest.raises(ConfigError, match="source.max_retry_after_seconds: must be greater than 0"):
+        parse_settings(with_("source", max_retry_after_seconds=0), "f.toml")
+    with pytest.raises(ConfigError, match="source.max_retries: must be 0 or more"):
+        parse_settings(with_("source", max_retries=-1), "f.toml")

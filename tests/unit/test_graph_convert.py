@@ -62,7 +62,8 @@ def test_group_with_beta_writeback_configuration() -> None:
 
 def test_group_defaults_for_missing_or_null_properties() -> None:
     group = group_from_graph({"id": "g2", "displayName": None, "securityEnabled": None, "groupTypes": None})
-    assert group.display_name == "" and group.security_enabled is True and group.mail_enabled is False
+    # securityEnabled unknown stays unknown: scope treats it as out of scope (fail closed).
+    assert group.display_name == "" and group.security_enabled is None and group.mail_enabled is False
     assert group.group_types == () and group.writeback_enabled is None and group.writeback_group_type is None
 
 

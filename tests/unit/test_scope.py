@@ -62,3 +62,19 @@ def test_filter_operators_on_extra_attributes():
         )
         is None
     )
+
+
+def test_missing_security_enabled_is_out_of_scope_fail_closed():
+    """A group Graph did not say is a security group is never written, in every mode, filters or not."""
+    unknown = g(security_enabled=None)
+    for s in (
+        ScopeSettings(),
+        ScopeSettings(mode="selected", group_ids=("g",)),
+        ScopeSettings(filters=((FilterClause("displayName", "EQUALS", "G"),),)),
+    ):
+        assert (
+            out_of_scope_reason(unknown, s)
+            == "securityEnabled is missing (out of scope until Graph reports it)"
+        )
+        assert select_in_scope({"g": unknown}, s) == {}
+    assert out_of_scope_reason(g(security_enabled=True), ScopeSettings()) is None

@@ -91,6 +91,7 @@ class LdapSession:
         self._label = label
         self._conn: Any = None
         self._url: str | None = None
+        self._warned_plain: set[str] = set()
 
     @property
     def url(self) -> str | None:
@@ -138,8 +139,19 @@ class LdapSession:
                 conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ca_file))
             conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # last: builds the context from the options above
             conn.timeout = s.timeout  # python-ldap's wait for each synchronous result
-            if urlsplit(url).scheme.lower() == "ldap" and not s.allow_insecure:
-                conn.start_tls_s()
+            if urlsplit(url).scheme.lower() == "ldap":
+                if not s.allow_insecure:
+                    conn.start_tls_s()
+                elif url not in self._warned_plain:  # once per URL and session: each start says it again
+                    self._warned_plain.add(url)
+                    log.warning(
+                        "%s %s: plain LDAP without TLS (target.insecure_plain_ldap = true): the bind password "
+                        "and directory data cross the network unencrypted; use ldaps:// or drop "
+                        "insecure_plain_ldap to use StartTLS",
+                        self._label,
+                        url,
+                        extra={"event": "plain_ldap", "url": url},
+                    )
             self._stats["bind"] += 1
             conn.simple_bind_s(s.bind_dn, s.bind_password)
         except ldap.LDAPError as exc:

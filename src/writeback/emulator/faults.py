@@ -80,7 +80,7 @@ def classify(method: str, path: str) -> str:
         return "other"
     if method not in ("GET", "HEAD"):
         return "write"
-    if path.endswith("/delta") or path.endswith("microsoft.graph.delta"):
+    if path.rstrip(")").rstrip("(").endswith(("/delta", "microsoft.graph.delta", "graph.delta")):  # also delta()
         return "delta"
     if "/transitiveMembers" in path:
         return "transitiveMembers"

@@ -55,7 +55,8 @@ def group_from_graph(obj: Mapping[str, Any], *, deleted: bool = False) -> CloudG
         description=obj.get("description"),
         mail_nickname=obj.get("mailNickname"),
         mail_enabled=_bool(obj.get("mailEnabled"), False),
-        security_enabled=_bool(obj.get("securityEnabled"), True),
+        # Kept None when Graph did not say: such a group is out of scope (fail closed, writeback.scope).
+        security_enabled=obj.get("securityEnabled"),
         group_types=tuple(obj.get("groupTypes") or ()),
         on_premises_sync_enabled=obj.get("onPremisesSyncEnabled"),
         membership_rule=obj.get("membershipRule"),

@@ -2,6 +2,10 @@
 
 One file, WAL mode, numbered migrations recorded in ``schema_migrations``. A delta round is one transaction
 (:meth:`SqliteStore.transaction`), so a crash never leaves a half-applied round next to a newer delta link.
+
+sqlite3's exceptions are translated in one place, the connection (:class:`_Connection`), into the StateError
+branch: locked, corrupt (file or row) and a schema from a newer writeback each say what to do. The file and its
+-wal/-shm/-journal companions are private (0600, see :mod:`writeback.state.files`).
 """
 
 from __future__ import annotations
@@ -15,8 +19,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from writeback.errors import StateError
+from writeback.errors import StateCorruptError, StateError, StateLockedError, StateSchemaError
 from writeback.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
+from writeback.state.files import FILE_MODE, private_dir, private_file
+
+# Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
+REPLICA_TABLES = ("users", "groups", "members", "delta_links")
+SIDE_FILES = ("-wal", "-shm", "-journal")
+REBUILD_HINT = (
+    "run `writeback state rebuild-replica` to rebuild the cloud replica from Microsoft Graph "
+    "(the provisioning log is kept)"
+)
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: replica, delta links, provisioning log, last-applied state
@@ -81,6 +94,55 @@ def _group_from_json(text: str, deleted: int, members: frozenset[MemberRef]) -> 
     d["deleted"] = bool(deleted)
     d["members"] = members
     return CloudGroup(**d)
+
+
+def _corrupt_row(path: str, table: str, row_id: Any, exc: Exception) -> StateCorruptError:
+    return StateCorruptError(
+        f"state store {path}: the {table} row {row_id!r} of the cloud replica is damaged "
+        f"({type(exc).__name__}: {exc}); {REBUILD_HINT}"
+    )
+
+
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection with its errors translated into the StateError branch (the adapter boundary)."""
+
+    state_path = "?"
+    busy_timeout = 30.0
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+
+    def translate(self, exc: sqlite3.Error) -> StateError:
+        return translate_sqlite_error(exc, self.state_path, self.busy_timeout)
+
+
+def translate_sqlite_error(exc: sqlite3.Error, path: str, busy_timeout: float) -> StateError:
+    """The StateError an administrator can act on for one sqlite3 exception."""
+    text = str(exc)
+    # SQLITE_BUSY / SQLITE_LOCKED: https://www.sqlite.org/rescode.html#busy
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+        return StateLockedError(
+            f"state store {path}: {text} (another process kept it locked for more than {busy_timeout:g} s). "
+            "Find the other writeback process (`writeback run`, `apply`) or tool holding it, wait for it "
+            "to finish, and try again"
+        )
+    # SQLITE_CORRUPT / SQLITE_NOTADB: https://www.sqlite.org/rescode.html#corrupt
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+        return StateCorruptError(
+            f"state store {path} is damaged ({text}). If only the cloud replica is affected, {REBUILD_HINT}; "
+            "otherwise restore it from a backup, or move the file aside: writeback starts a new one and "
+            "adopts the AD groups it manages by their anchors (the old provisioning log stays in the old file)"
+        )
+    return StateError(f"state store {path}: {type(exc).__name__}: {text}")
 
 
 @dataclass(frozen=True)
@@ -166,25 +228,52 @@ class _Tx:
 class SqliteStore:
     """The default state store (ports.ReplicaStore plus the provisioning log)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                self._make_private()
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout, factory=_Connection)
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(
+                f"cannot open state store {self.path}: {exc}; check state.path and its folder's permissions"
+            ) from exc
+        assert isinstance(db, _Connection)
+        db.state_path, db.busy_timeout = self.path, busy_timeout
+        self.db = db
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
-        except sqlite3.Error as exc:
-            raise StateError(
-                f"cannot open state store {self.path}: {exc}; check state.path and its permissions"
-            ) from exc
+        except StateError:
+            self.db.close()
+            raise
+
+    def _make_private(self) -> None:
+        """The database file 0600 before SQLite opens it, its folder 0700 when writeback creates it.
+
+        SQLite creates the -wal, -shm and -journal files with the permissions of the database file
+        (os_unix.c, findCreateFileMode), so a private database keeps them private; any left from an older,
+        laxer version are tightened too."""
+        private_dir(Path(self.path).parent)
+        private_file(self.path)
+        for suffix in SIDE_FILES:
+            side = Path(self.path + suffix)
+            if side.exists():
+                side.chmod(FILE_MODE)
 
     def _migrate(self) -> None:
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied REAL)"
         )
         done = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations")}
+        newest = max(done, default=0)
+        if newest > len(MIGRATIONS):
+            raise StateSchemaError(
+                f"state store {self.path} has schema version {newest}, written by a newer writeback; this "
+                f"version knows versions up to {len(MIGRATIONS)}. Run the newer writeback again, or point "
+                "state.path at a new file (a full reconcile adopts the AD groups by their anchors)"
+            )
         for version, script in enumerate(MIGRATIONS, start=1):
             if version in done:
                 continue
@@ -228,12 +317,27 @@ class SqliteStore:
         else:
             wanted = {m.id for refs in members.values() for m in refs if m.kind == "user"}
             user_rows = self._select_in("SELECT id, data, deleted FROM users WHERE id", wanted)
-        users = {r[0]: _user_from_json(r[1], r[2]) for r in user_rows}
-        groups = {
-            r[0]: _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
-            for r in self.db.execute("SELECT id, data, deleted FROM groups")
-        }
+        users: dict[str, CloudUser] = {}
+        for r in user_rows:
+            try:
+                users[r[0]] = _user_from_json(r[1], r[2])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _corrupt_row(self.path, "users", r[0], exc) from exc
+        groups: dict[str, CloudGroup] = {}
+        for r in self.db.execute("SELECT id, data, deleted FROM groups"):
+            try:
+                groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _corrupt_row(self.path, "groups", r[0], exc) from exc
         return CloudSnapshot(users=users, groups=groups)
+
+    def reset_replica(self) -> None:
+        """Forget the cloud replica and its delta links (the next sync reads everything from Graph again).
+
+        The provisioning log, the last-applied state and the AD users cache are kept."""
+        with self.batch():
+            for table in REPLICA_TABLES:
+                self.db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
 
     def groups_with_members(self, member_ids: Iterable[str]) -> set[str]:
         return {
