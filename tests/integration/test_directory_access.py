@@ -18,37 +18,17 @@ import ldap
 import pytest
 
 from writeback.directory import DirectorySettings, LdapDirectory
-from writeback.directory.codec import guid_to_str, sid_to_str
+from writeback.directory.codec import sid_to_str
 from writeback.errors import DirectoryWriteError
 from writeback.model import UNIVERSAL_SECURITY
+from writeback.sandbox import serviceaccount
 
 pytestmark = pytest.mark.samba
 
-# The attributes writeback writes on its groups after creating them (docs/least-privilege.md).
-WRITTEN = (
-    "member",
-    "description",
-    "displayName",
-    "adminDescription",
-    "msDS-ExternalDirectoryObjectId",
-    "cn",
-    "name",
-)
-
-
-def schema_guid(conn: Any, sandbox: Any, ldap_name: str) -> str:
-    schema = f"CN=Schema,CN=Configuration,{sandbox.base_dn}"
-    flt = f"(lDAPDisplayName={ldap_name})"
-    ((_dn, attrs),) = conn.search_s(schema, ldap.SCOPE_ONELEVEL, flt, ["schemaIDGUID"])
-    return guid_to_str(attrs["schemaIDGUID"][0])
-
-
 def delegation_sddl(conn: Any, sandbox: Any, sid: str, rights: str = "CCDC") -> str:
-    """Create/delete group objects here and below; write the listed properties of descendant groups."""
-    group = schema_guid(conn, sandbox, "group")
-    aces = [f"(OA;CI;{rights};{group};;{sid})"]
-    aces += [f"(OA;CIIO;WP;{schema_guid(conn, sandbox, a)};{group};{sid})" for a in WRITTEN]
-    return "".join(aces)
+    """docs/least-privilege.md's delegation (the sandbox's own, one definition), with ``rights`` on group
+    objects in place of Create/Delete Child when a test narrows it."""
+    return serviceaccount.delegation_sddl(conn, sandbox.base_dn, sid).replace(";CI;CCDC;", f";CI;{rights};", 1)
 
 
 def dsacl_set(sandbox: Any, object_dn: str, sddl: str) -> None:
