@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from writeback.emulator.tenant import Tenant
-from writeback.emulator.testing import EmulatorHandle, run_emulator
+from writeback.testbed.emulator.tenant import Tenant
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
 
 DEPARTMENTS = ("Sales", "HR", "IT", "Finance", "Marketing", "Legal", "Support", "R&D")
 

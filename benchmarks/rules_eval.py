@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from writeback.rules import RuleContext, compile_rule
+from writeback.core.rules import RuleContext, compile_rule
 
 DEPARTMENTS = ["Sales", "Marketing", "HR", "Engineering", "Accounts", "Legal", None]
 CITIES = ["Lagos", "Ibadan", "Kaduna", "Abuja", "Port Harcourt", "Seattle", "Dublin", None]

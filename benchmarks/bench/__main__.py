@@ -24,8 +24,8 @@ from benchmarks.bench import report
 from benchmarks.bench.runner import Options, run_bench
 from benchmarks.bench.sizes import SIZES, Size
 from writeback.errors import WritebackError
-from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
-from writeback.sandbox.snapshot import snapshot_file
+from writeback.testbed.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
+from writeback.testbed.sandbox.snapshot import snapshot_file
 
 DEFAULT_OUT = Path("/var/tmp/writeback-bench/results")
 

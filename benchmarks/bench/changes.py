@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks.bench.tenantgen import GeneratedTenant
-from writeback.emulator.testing import EmulatorHandle
+from writeback.testbed.emulator.testing import EmulatorHandle
 
 PER_GROUP = 10  # changes per touched group (half adds, half removes) when there are enough groups
 GRAPH_LIMIT = 100  # batches up to this size go through Graph, bigger ones through the admin API

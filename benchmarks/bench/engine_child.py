@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+from writeback.app.engine import Engine
+from writeback.app.wiring import build_directory, build_graph, build_store
 from writeback.config import load_settings
-from writeback.engine import Engine
-from writeback.wiring import build_directory, build_graph, build_store
 
 PROFILE_ENV = "WRITEBACK_BENCH_PROFILE"  # a path: write a cProfile of sync + plan + apply there
 

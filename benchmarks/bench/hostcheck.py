@@ -14,7 +14,7 @@ from typing import Any
 import ldap
 
 from benchmarks.bench.ldaptools import connection
-from writeback.sandbox import SandboxInfo
+from writeback.testbed.sandbox import SandboxInfo
 
 CPU_LOOP = 1_000_000
 LDAP_SEARCHES = 200

@@ -28,8 +28,8 @@ from benchmarks.bench.workspace import (
     stop_service,
     wait_for_first_cycle,
 )
-from writeback.emulator.testing import EmulatorHandle
-from writeback.sandbox import SandboxInfo
+from writeback.testbed.emulator.testing import EmulatorHandle
+from writeback.testbed.sandbox import SandboxInfo
 
 POLL_AD = 0.02
 SAMPLE_TIMEOUT = 120.0

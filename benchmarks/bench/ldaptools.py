@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from writeback.sandbox import SandboxInfo
-from writeback.sandbox.ldapconn import connect as sandbox_connect
-from writeback.sandbox.people import Person, generated_people
-from writeback.sandbox.seed import Account, add_all, paged_search, read_accounts
+from writeback.testbed.sandbox import SandboxInfo
+from writeback.testbed.sandbox.ldapconn import connect as sandbox_connect
+from writeback.testbed.sandbox.people import Person, generated_people
+from writeback.testbed.sandbox.seed import Account, add_all, paged_search, read_accounts
 
 TREE_DELETE_OID = "1.2.840.113556.1.4.805"
 USER_FILTER = "(&(objectCategory=person)(objectClass=user))"

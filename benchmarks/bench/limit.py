@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import ldap
 
 from benchmarks.bench.ldaptools import GroupEntry, connection
-from writeback.dn import is_within, normalize_dn, split_dn
-from writeback.sandbox import SandboxInfo
+from writeback.core.dn import is_within, normalize_dn, split_dn
+from writeback.testbed.sandbox import SandboxInfo
 
 CHUNK = 5_000
 LIMIT_ANCHOR_PREFIX = b"Limit_"  # same length as "Group_": the copies must not look managed to any engine

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks.rules_eval import RULES, synthetic_users
-from writeback.rules import RuleContext, compile_rule
+from writeback.core.rules import RuleContext, compile_rule
 
 
 def measure(users: int) -> dict[str, Any]:

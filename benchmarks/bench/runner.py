@@ -26,9 +26,9 @@ from benchmarks.bench.hostcheck import host_check
 from benchmarks.bench.sizes import Size
 from benchmarks.bench.tenantgen import GeneratedTenant, generate
 from benchmarks.bench.workspace import EngineFailed, EngineRun, Workspace, run_apply
-from writeback.emulator.testing import EmulatorHandle, run_emulator
-from writeback.sandbox import SandboxInfo
-from writeback.sandbox.ldapconn import delete_subtree
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
+from writeback.testbed.sandbox import SandboxInfo
+from writeback.testbed.sandbox.ldapconn import delete_subtree
 
 Progress = Callable[[str], None]
 TENANT_ID = "b0b0b0b0-0000-4000-8000-00000000be0c"

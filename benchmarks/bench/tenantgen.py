@@ -1,7 +1,7 @@
 """A synthetic tenant over real AD accounts: synced users, static, nested and dynamic groups (deterministic).
 
 The synced users are the twins of AD accounts read from the sandbox DC (real objectSid and objectGUID, built
-with the sandbox's own :func:`writeback.sandbox.tenant.synced_user`), so the engine resolves every member
+with the sandbox's own :func:`writeback.testbed.sandbox.tenant.synced_user`), so the engine resolves every member
 exactly as in a hybrid tenant. Group sizes follow a heavy-tailed distribution, as in real tenants: many
 small groups, a few big ones, and one group holding every user.
 """
@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks.bench.sizes import Size
-from writeback.rules import RuleContext, compile_rule
-from writeback.sandbox.seed import Account
-from writeback.sandbox.tenant import synced_user
+from writeback.core.rules import RuleContext, compile_rule
+from writeback.testbed.sandbox.seed import Account
+from writeback.testbed.sandbox.tenant import synced_user
 
 DYNAMIC_RULES = (
     'user.department -eq "Sales"',

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from benchmarks.bench.ldaptools import GroupEntry
 from benchmarks.bench.tenantgen import GeneratedTenant
-from writeback.emulator.testing import EmulatorHandle
+from writeback.testbed.emulator.testing import EmulatorHandle
 
 
 def expected_counts(handle: EmulatorHandle, gen: GeneratedTenant) -> dict[str, int]:

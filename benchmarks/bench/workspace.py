@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from writeback.emulator.testing import EmulatorHandle
-from writeback.sandbox import SandboxInfo
-from writeback.sandbox.layout import SandboxPaths
-from writeback.sandbox.secretfiles import write_private
+from writeback.testbed.emulator.testing import EmulatorHandle
+from writeback.testbed.sandbox import SandboxInfo
+from writeback.testbed.sandbox.layout import SandboxPaths
+from writeback.testbed.sandbox.secretfiles import write_private
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
 import sys
 
-from writeback.cli import main
+from writeback.cli.main import main
 
 sys.exit(main())

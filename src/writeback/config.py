@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from writeback.dn import is_within
+from writeback.core.dn import is_within
+from writeback.core.expressions import compile_expression
+from writeback.core.rules import compile_rule
 from writeback.errors import ConfigError, RuleError
-from writeback.expressions import compile_expression
-from writeback.rules import compile_rule
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
 CONNECT_CN = 'Append("Group_",[objectId])'

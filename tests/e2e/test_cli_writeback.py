@@ -5,7 +5,7 @@ from __future__ import annotations
 import ldap
 import pytest
 
-from writeback.tlsutil import ensure_server_cert
+from writeback.testbed.tlsutil import ensure_server_cert
 
 pytestmark = [pytest.mark.samba, pytest.mark.emulator]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import ldap
 
-from writeback.dn import join_rdn
+from writeback.core.dn import join_rdn
 
 
 def _members(ad: Any, gid: str) -> set[str]:

@@ -13,7 +13,7 @@ import pytest
 from benchmarks.bench import SIZES, Options, run_bench
 from benchmarks.bench.report import write_all
 
-from writeback.sandbox import SandboxInfo
+from writeback.testbed.sandbox import SandboxInfo
 
 pytestmark = [pytest.mark.samba, pytest.mark.emulator]
 

@@ -53,7 +53,7 @@ CREATES, TOTAL = N_GROUPS, N_GROUPS + NESTED_PAIRS  # the first plan: creates, t
 # writes of one change deterministically). argv: MODE N CLI-ARGS...
 KILL_TRIGGER = """
 import os, signal, sys
-from writeback.directory import adapter
+from writeback.adapters.directory import adapter
 from writeback import cli
 mode, target = sys.argv[1], int(sys.argv[2])
 original = adapter.LdapDirectory._write

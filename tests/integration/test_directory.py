@@ -17,11 +17,11 @@ from typing import Any
 import ldap
 import pytest
 
-from writeback.directory import DirectorySettings, LdapDirectory
-from writeback.directory.codec import guid_to_str, sid_to_str
+from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.adapters.directory.codec import guid_to_str, sid_to_str
+from writeback.core.model import UNIVERSAL_SECURITY
 from writeback.errors import ConfigError, DirectoryAuthError, DirectoryUnavailable, DirectoryWriteError
-from writeback.model import UNIVERSAL_SECURITY
-from writeback.tlsutil import ensure_server_cert
+from writeback.testbed.tlsutil import ensure_server_cert
 
 pytestmark = pytest.mark.samba
 
@@ -338,7 +338,7 @@ def test_resolve_accounts_batches_or_filters(sandbox: Any, ldap_conn: Any, test_
 def test_resolve_accounts_many_values_reads_all_users_once(
     sandbox: Any, ldap_conn: Any, test_ou: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import writeback.directory.adapter as adapter
+    import writeback.adapters.directory.adapter as adapter
 
     users = [add_user(ldap_conn, test_ou, unique("f")) for _ in range(3)]
     raw = [read_one(ldap_conn, dn, ["objectSid", "objectGUID"]) for dn in users]

@@ -17,18 +17,21 @@ from typing import Any
 import ldap
 import pytest
 
-from writeback.directory import DirectorySettings, LdapDirectory
-from writeback.directory.codec import sid_to_str
+from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.adapters.directory.codec import sid_to_str
+from writeback.core.model import UNIVERSAL_SECURITY
 from writeback.errors import DirectoryWriteError
-from writeback.model import UNIVERSAL_SECURITY
-from writeback.sandbox import serviceaccount
+from writeback.testbed.sandbox import serviceaccount
 
 pytestmark = pytest.mark.samba
+
 
 def delegation_sddl(conn: Any, sandbox: Any, sid: str, rights: str = "CCDC") -> str:
     """docs/least-privilege.md's delegation (the sandbox's own, one definition), with ``rights`` on group
     objects in place of Create/Delete Child when a test narrows it."""
-    return serviceaccount.delegation_sddl(conn, sandbox.base_dn, sid).replace(";CI;CCDC;", f";CI;{rights};", 1)
+    return serviceaccount.delegation_sddl(conn, sandbox.base_dn, sid).replace(
+        ";CI;CCDC;", f";CI;{rights};", 1
+    )
 
 
 def dsacl_set(sandbox: Any, object_dn: str, sddl: str) -> None:

@@ -17,9 +17,9 @@ from typing import Any
 import ldap
 import pytest
 
-from writeback.directory import DirectorySettings, LdapDirectory
-from writeback.model import UNIVERSAL_SECURITY
-from writeback.sandbox.ldapconn import connect
+from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.core.model import UNIVERSAL_SECURITY
+from writeback.testbed.sandbox.ldapconn import connect
 
 pytestmark = pytest.mark.samba
 

@@ -14,9 +14,9 @@ import ldap
 import pytest
 from tests.integration.test_directory import add_user, make_settings
 
-from writeback.directory import LdapDirectory
-from writeback.directory.codec import guid_to_str
-from writeback.ports import UsnWatermark
+from writeback.adapters.directory import LdapDirectory
+from writeback.adapters.directory.codec import guid_to_str
+from writeback.core.ports import UsnWatermark
 
 pytestmark = pytest.mark.samba
 

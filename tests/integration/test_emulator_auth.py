@@ -12,14 +12,14 @@ import msal
 import pytest
 import requests
 
-from writeback.emulator.testing import (
+from writeback.testbed.emulator.testing import (
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
     EmulatorHandle,
     run_emulator,
     small_tenant,
 )
-from writeback.tlsutil import self_signed_client_cert
+from writeback.testbed.tlsutil import self_signed_client_cert
 
 pytestmark = pytest.mark.emulator
 

@@ -19,8 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from writeback.emulator.server import ADMIN_TOKEN_FILE
-from writeback.emulator.testing import (
+from writeback.testbed.emulator.server import ADMIN_TOKEN_FILE
+from writeback.testbed.emulator.testing import (
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
     EmulatorHandle,
@@ -120,7 +120,7 @@ def test_serve_in_the_foreground_writes_emulator_json(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "writeback.emulator",
+            "writeback.testbed.emulator",
             "serve",
             "--tenant",
             str(tenant_file),
@@ -177,7 +177,7 @@ def test_serve_reports_a_broken_tenant_file(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "writeback.emulator",
+            "writeback.testbed.emulator",
             "serve",
             "--tenant",
             str(tenant_file),

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from writeback.emulator.testing import EmulatorHandle, run_emulator, small_tenant
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator, small_tenant
 
 pytestmark = pytest.mark.emulator
 

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from writeback.emulator.testing import EmulatorHandle, run_emulator, small_tenant
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator, small_tenant
 
 # kiota-abstractions and the generated builders warn about their own deprecated classes when the SDK's request builders import it; that
 # is the SDK's business, not this test's, so it is silenced for these imports only.

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from writeback.emulator.tenant import Tenant
-from writeback.emulator.testing import EmulatorHandle, run_emulator, small_tenant
 from writeback.errors import RuleError
+from writeback.testbed.emulator.tenant import Tenant
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator, small_tenant
 
 pytestmark = pytest.mark.emulator
 
@@ -197,7 +197,7 @@ def test_save_writes_the_tenant_shape_with_deleted_items(emu: EmulatorHandle, tm
 
 
 def _department_rules(rule: str) -> Any:
-    """A stand-in evaluator for rules like ``user.department -eq "HR"`` (the real one is writeback.rules)."""
+    """A stand-in evaluator for rules like ``user.department -eq "HR"`` (the real one is writeback.core.rules)."""
     prefix = 'user.department -eq "'
     if not rule.startswith(prefix) or not rule.endswith('"'):
         raise RuleError("unsupported rule", rule=rule)
@@ -257,7 +257,7 @@ def test_dynamic_groups_follow_their_rule(tmp_path: Path) -> None:
 
 
 def test_dynamic_groups_with_the_real_rule_language(tmp_path: Path) -> None:
-    pytest.importorskip("writeback.rules")
+    pytest.importorskip("writeback.core.rules")
     tenant = _tenant()
     tenant["groups"].append(
         {
@@ -270,7 +270,7 @@ def test_dynamic_groups_with_the_real_rule_language(tmp_path: Path) -> None:
             "membershipRuleProcessingState": "On",
         }
     )
-    with run_emulator(tenant, tmp_path) as emu:  # default evaluator: writeback.rules
+    with run_emulator(tenant, tmp_path) as emu:  # default evaluator: writeback.core.rules
         assert set(emu.tenant.visible_members("dyn")) == {"u01", "u03", "u05", "u07", "u09"}
         emu.graph("PATCH", "users/u02", json={"department": "Sales"})
         assert "u02" in emu.tenant.visible_members("dyn")

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from writeback.emulator.delta import DeltaSettings
-from writeback.emulator.testing import EmulatorHandle, run_emulator
+from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
+from writeback.adapters.state.memory import MemoryReplica
+from writeback.core.model import CloudSnapshot, MemberRef
 from writeback.errors import AuthenticationError
-from writeback.graph import GraphClient, GraphSettings, GraphSource
-from writeback.model import CloudSnapshot, MemberRef
-from writeback.state.memory import MemoryReplica
-from writeback.tlsutil import self_signed_client_cert
+from writeback.testbed.emulator.delta import DeltaSettings
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
+from writeback.testbed.tlsutil import self_signed_client_cert
 
 pytestmark = pytest.mark.emulator
 

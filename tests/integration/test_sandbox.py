@@ -28,15 +28,21 @@ import yaml
 from tests.testbed.fixtures import connect_as_service, delegate_to_service_account
 
 from writeback.errors import SandboxError
-from writeback.sandbox import SandboxInfo, load_info, sandbox_status
-from writeback.sandbox import snapshot as snapshot_mod
-from writeback.sandbox.emulator import emulator_available
-from writeback.sandbox.layout import LAYOUT_VERSION, SandboxPaths
-from writeback.sandbox.lifecycle import check_directory
-from writeback.sandbox.people import MAX_SAM_LENGTH, generated_people, scenario_people
-from writeback.sandbox.samba import ensure_installed, relocate, set_global_options
-from writeback.sandbox.seed import Account, add_all, paged_search, read_seeded, sid_to_str
-from writeback.sandbox.tenant import build_tenant, immutable_id, load_scenario, synced_id, write_tenant
+from writeback.testbed.sandbox import SandboxInfo, load_info, sandbox_status
+from writeback.testbed.sandbox import snapshot as snapshot_mod
+from writeback.testbed.sandbox.emulator import emulator_available
+from writeback.testbed.sandbox.layout import LAYOUT_VERSION, SandboxPaths
+from writeback.testbed.sandbox.lifecycle import check_directory
+from writeback.testbed.sandbox.people import MAX_SAM_LENGTH, generated_people, scenario_people
+from writeback.testbed.sandbox.samba import ensure_installed, relocate, set_global_options
+from writeback.testbed.sandbox.seed import Account, add_all, paged_search, read_seeded, sid_to_str
+from writeback.testbed.sandbox.tenant import (
+    build_tenant,
+    immutable_id,
+    load_scenario,
+    synced_id,
+    write_tenant,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample-tenant.yaml"
 CONTRACT_KEYS = {

@@ -27,9 +27,9 @@ from tests.testbed.service import (
     wait_for,
 )
 
-from writeback.sandbox import samba as sandbox_samba
-from writeback.sandbox import sandbox_up
-from writeback.sandbox.layout import SandboxPaths
+from writeback.testbed.sandbox import samba as sandbox_samba
+from writeback.testbed.sandbox import sandbox_up
+from writeback.testbed.sandbox.layout import SandboxPaths
 
 pytestmark = [pytest.mark.samba]
 service_factory = support.service_factory  # shared fixtures

@@ -19,9 +19,16 @@ import ldap
 import pytest
 
 from writeback.errors import SandboxError
-from writeback.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up, serviceaccount
-from writeback.sandbox.layout import SandboxPaths
-from writeback.sandbox.ldapconn import delete_subtree
+from writeback.testbed.sandbox import (
+    SandboxInfo,
+    load_info,
+    sandbox_down,
+    sandbox_status,
+    sandbox_up,
+    serviceaccount,
+)
+from writeback.testbed.sandbox.layout import SandboxPaths
+from writeback.testbed.sandbox.ldapconn import delete_subtree
 
 ENV_DIR = "WRITEBACK_SANDBOX_DIR"
 SESSION_USERS = 30

@@ -29,8 +29,8 @@ import yaml
 
 from tests.testbed.cloud import GraphAdmin
 from tests.testbed.fixtures import delegate_to_service_account
-from writeback.emulator.testing import EmulatorHandle, run_emulator
-from writeback.sandbox import SandboxInfo
+from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
+from writeback.testbed.sandbox import SandboxInfo
 
 POLL = 0.3  # service.poll_interval in these tests
 ANCHOR_ATTRS = ("msDS-ExternalDirectoryObjectId", "adminDescription")

@@ -44,7 +44,7 @@ from typing import Any
 import ldap
 from ldap.controls import SimplePagedResultsControl
 
-from writeback.directory.adapter import DELETED_OBJECTS_WKGUID, SHOW_DELETED_OID
+from writeback.adapters.directory.adapter import DELETED_OBJECTS_WKGUID, SHOW_DELETED_OID
 
 MAX_PAGE_SIZE = 1000
 MAX_VAL_RANGE = 1500

@@ -11,11 +11,11 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from writeback.config import MappingSettings, MemberSettings, Settings, parse_settings
-from writeback.desired import DesiredState, DirectoryFacts, cloud_intents, desired_state
-from writeback.dn import normalize_dn
-from writeback.mapping import MSDS_ANCHOR
-from writeback.model import CloudGroup, CloudSnapshot, CloudUser, DirectoryAccount, DirectoryGroup
-from writeback.ports import ResolvedAccounts
+from writeback.core.desired import DesiredState, DirectoryFacts, cloud_intents, desired_state
+from writeback.core.dn import normalize_dn
+from writeback.core.mapping import MSDS_ANCHOR
+from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, DirectoryAccount, DirectoryGroup
+from writeback.core.ports import ResolvedAccounts
 
 BASE = "DC=corp,DC=test"
 OU = f"OU=Writeback,{BASE}"

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from writeback.dn import normalize_dn, rdn_value
-from writeback.errors import DirectoryWriteError
-from writeback.model import (
+from writeback.core.dn import normalize_dn, rdn_value
+from writeback.core.model import (
     ANCHOR_PREFIXES,
     GROUP_TYPE_DOMAIN_LOCAL,
     GROUP_TYPE_UNIVERSAL,
@@ -23,7 +22,8 @@ from writeback.model import (
     DirectoryAccount,
     DirectoryGroup,
 )
-from writeback.ports import ResolvedAccounts, SyncReport, UserChanges, UsnWatermark
+from writeback.core.ports import ResolvedAccounts, SyncReport, UserChanges, UsnWatermark
+from writeback.errors import DirectoryWriteError
 
 
 @dataclass

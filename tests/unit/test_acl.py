@@ -1,4 +1,4 @@
-"""The DACL reader behind `config check`'s Delete-right check (writeback.directory.acl)."""
+"""The DACL reader behind `config check`'s Delete-right check (writeback.adapters.directory.acl)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from writeback.directory.acl import (
+from writeback.adapters.directory.acl import (
     AUTHENTICATED_USERS,
     CONTAINER_INHERIT,
     DELETE,
@@ -18,7 +18,7 @@ from writeback.directory.acl import (
     parse_dacl,
     token_sids,
 )
-from writeback.directory.codec import guid_to_bytes, sid_from_str
+from writeback.adapters.directory.codec import guid_to_bytes, sid_from_str
 
 SVC = "S-1-5-21-1-2-3-1105"
 OTHER = "S-1-5-21-1-2-3-1106"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from writeback.cli import EXIT_CHANGES, EXIT_USAGE, build_parser, main
+from writeback.cli.main import EXIT_CHANGES, EXIT_USAGE, build_parser, main
 
 
 @pytest.mark.parametrize(

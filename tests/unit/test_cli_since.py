@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from writeback.cli import _since
+from writeback.cli.main import _since
 from writeback.errors import ConfigError
 
 

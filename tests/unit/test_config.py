@@ -178,7 +178,7 @@ def test_env_var_names_are_accepted():
 
 
 def test_max_retry_after_seconds_defaults_checked_and_reaches_graph_settings(monkeypatch):
-    from writeback.wiring import graph_settings
+    from writeback.app.wiring import graph_settings
 
     assert parse_settings(BASE, "f.toml").source.max_retry_after_seconds == 120.0
     s = parse_settings(with_("source", max_retry_after_seconds=30), "f.toml")

@@ -1,4 +1,4 @@
-"""The service loop (writeback.daemon) over in-memory fakes, a real SQLite store and a fake clock."""
+"""The service loop (writeback.app.service) over in-memory fakes, a real SQLite store and a fake clock."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 from tests.unit import builders
 from tests.unit.builders import BASE
 from tests.unit.fakes import FakeCloud, FakeDirectory
-from writeback.daemon import QUARANTINE_AFTER, JsonFormatter, Service
-from writeback.engine import Engine
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.engine import Engine
+from writeback.app.service import QUARANTINE_AFTER, JsonFormatter, Service
+from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
+from writeback.core.ports import SyncReport, UserChanges, UsnWatermark
 from writeback.errors import DirectoryUnavailable, ThrottledError
-from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
-from writeback.ports import SyncReport, UserChanges, UsnWatermark
-from writeback.state.sqlite import SqliteStore
 
 
 def settings(tmp_path: Path, **service: Any) -> Any:

@@ -2,7 +2,7 @@
 
 from tests.unit.builders import OU, desire, settings
 from writeback.config import MemberSettings
-from writeback.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef
+from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef
 
 UNIVERSAL_SECURITY = -2147483640
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from writeback.directory.codec import (
+from writeback.adapters.directory.codec import (
     chunked,
     escape_filter_bytes,
     guid_to_bytes,

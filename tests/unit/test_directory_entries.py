@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from writeback.directory.codec import sid_from_str
-from writeback.directory.entries import account_from_entry, find_anchor, group_from_entry, is_protected
+from writeback.adapters.directory.codec import sid_from_str
+from writeback.adapters.directory.entries import (
+    account_from_entry,
+    find_anchor,
+    group_from_entry,
+    is_protected,
+)
 
 GUID = uuid.UUID("6f1e1c5a-7a53-4bd8-9d55-0c7c1f0a9b11")
 DOMAIN = "S-1-5-21-1-2-3"

@@ -10,8 +10,8 @@ import pytest
 
 from tests.unit.ad_double import WindowsDC
 from tests.unit.test_directory_ranges import URL, settings
-from writeback.directory import LdapDirectory
-from writeback.directory.connection import MAX_QUERY_DURATION, page_wait
+from writeback.adapters.directory import LdapDirectory
+from writeback.adapters.directory.connection import MAX_QUERY_DURATION, page_wait
 from writeback.errors import DirectoryUnavailable, DirectoryWriteError
 
 

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from writeback.directory import DirectorySettings
-from writeback.directory.connection import LdapSession
+from writeback.adapters.directory import DirectorySettings
+from writeback.adapters.directory.connection import LdapSession
 from writeback.errors import DirectoryError
 
 

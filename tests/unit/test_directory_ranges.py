@@ -7,7 +7,7 @@ import ldap
 import pytest
 
 from tests.unit.ad_double import MAX_PAGE_SIZE, WindowsDC
-from writeback.directory import DirectorySettings, LdapDirectory
+from writeback.adapters.directory import DirectorySettings, LdapDirectory
 
 URL = "ldaps://dc1.corp.test"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ldap
 import pytest
 
-from writeback.directory import LdapDirectory
-from writeback.directory.settings import DirectorySettings
-from writeback.directory.translate import translate_ldap_error
+from writeback.adapters.directory import LdapDirectory
+from writeback.adapters.directory.settings import DirectorySettings
+from writeback.adapters.directory.translate import translate_ldap_error
+from writeback.core.ports import Directory
 from writeback.errors import (
     ConfigError,
     DirectoryAuthError,
@@ -15,7 +16,6 @@ from writeback.errors import (
     DirectoryUnavailable,
     DirectoryWriteError,
 )
-from writeback.ports import Directory
 
 URL = "ldaps://dc1.corp.example:636"
 

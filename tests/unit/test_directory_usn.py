@@ -10,12 +10,12 @@ import pytest
 from tests.unit.ad_double import WindowsDC, connect_to
 from tests.unit.fakes import FakeCloud
 from tests.unit.test_directory_ranges import URL, settings
+from writeback.adapters.directory import LdapDirectory
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.engine import Engine
 from writeback.config import parse_settings
-from writeback.directory import LdapDirectory
-from writeback.engine import Engine
+from writeback.core.ports import UsnWatermark
 from writeback.errors import DirectoryError
-from writeback.ports import UsnWatermark
-from writeback.state.sqlite import SqliteStore
 
 URL2 = "ldaps://dc2.corp.test"
 STAFF = "OU=Staff,DC=corp,DC=test"

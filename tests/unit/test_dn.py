@@ -1,4 +1,4 @@
-from writeback.dn import escape_rdn_value, is_within, join_rdn, normalize_dn, parent_dn, rdn, split_dn
+from writeback.core.dn import escape_rdn_value, is_within, join_rdn, normalize_dn, parent_dn, rdn, split_dn
 
 
 def test_escape_special_characters():

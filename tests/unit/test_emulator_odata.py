@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from writeback.emulator.apierror import GraphApiError
-from writeback.emulator.odata import (
+from writeback.testbed.emulator.apierror import GraphApiError
+from writeback.testbed.emulator.odata import (
     GROUP_DEFAULTS,
     check_advanced,
     parse_filter,

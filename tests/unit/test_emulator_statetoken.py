@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from writeback.emulator.statetoken import TokenSigner
+from writeback.testbed.emulator.statetoken import TokenSigner
 
 
 def test_round_trip_and_opacity() -> None:

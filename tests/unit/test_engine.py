@@ -4,11 +4,11 @@ import pytest
 
 from tests.unit.builders import BASE, settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
-from writeback.engine import Engine
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.engine import Engine
+from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
+from writeback.core.planning import ChangeKind
 from writeback.errors import PlanError, StalePlanError
-from writeback.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
-from writeback.planning import ChangeKind
-from writeback.state.sqlite import SqliteStore
 
 
 def users(n):
@@ -104,7 +104,7 @@ def test_failing_group_does_not_block_others_and_is_logged(world):
     cycle(engine)
     cloud.groups = {gid(1): group(1, ["u0", "u3"]), gid(2): group(2, ["u1", "u4"])}
     first_dn = next(e["dn"] for e in directory.groups.values() if "G1" in e["dn"])
-    from writeback.dn import normalize_dn
+    from writeback.core.dn import normalize_dn
 
     directory.fail_on.add(normalize_dn(first_dn))
     _, result = cycle(engine)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from writeback.core.expressions import FUNCTION_NAMES, Expression, compile_expression
 from writeback.errors import ConfigError
-from writeback.expressions import FUNCTION_NAMES, Expression, compile_expression
 
 GUID = "3a5c3221-c465-48c0-95b8-e9305786a271"
 CLOUD_SYNC_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'

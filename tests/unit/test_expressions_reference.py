@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
+from writeback.core.expressions import FUNCTION_NAMES, UNSUPPORTED_FUNCTIONS, compile_expression
 from writeback.errors import ConfigError
-from writeback.expressions import FUNCTION_NAMES, UNSUPPORTED_FUNCTIONS, compile_expression
 
 Output = str | tuple[str, ...] | None
 _SAME = object()

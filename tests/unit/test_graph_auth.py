@@ -14,10 +14,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from writeback.adapters.graph import GraphClient, GraphSettings
+from writeback.adapters.graph.auth import certificate_thumbprint
 from writeback.errors import AuthenticationError, ConfigError
-from writeback.graph import GraphClient, GraphSettings
-from writeback.graph.auth import certificate_thumbprint
-from writeback.tlsutil import self_signed_client_cert
+from writeback.testbed.tlsutil import self_signed_client_cert
 
 AUTHORITY = "https://login.example.test/tenant-1"
 GRAPH = "https://graph.example.test"

@@ -8,10 +8,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from writeback.adapters.graph import GraphClient, GraphSettings
+from writeback.adapters.graph.client import path_kind
+from writeback.adapters.graph.retry import Backoff, parse_retry_after
 from writeback.errors import AuthenticationError, SourceError, SyncStateError, ThrottledError
-from writeback.graph import GraphClient, GraphSettings
-from writeback.graph.client import path_kind
-from writeback.graph.retry import Backoff, parse_retry_after
 
 SECRET = "s3cr3t-value-never-shown"
 GRAPH = "https://graph.example.test"

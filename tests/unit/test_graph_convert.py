@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from writeback.graph.convert import group_from_graph, member_changes, removed_reason, user_from_graph
-from writeback.model import MemberRef
+from writeback.adapters.graph.convert import group_from_graph, member_changes, removed_reason, user_from_graph
+from writeback.core.model import MemberRef
 
 
 def test_user_known_properties_are_fields_and_the_rest_attributes() -> None:

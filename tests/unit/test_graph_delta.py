@@ -8,12 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
-from writeback.emulator.odata import is_declared
+from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
+from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, DEFAULT_USER_SELECT, GROUP_SELECT
+from writeback.adapters.state.memory import MemoryReplica
+from writeback.core.model import MemberRef
 from writeback.errors import SourceError, SyncStateError
-from writeback.graph import GraphClient, GraphSettings, GraphSource
-from writeback.graph.settings import BETA_GROUP_EXTRA, DEFAULT_USER_SELECT, GROUP_SELECT
-from writeback.model import MemberRef
-from writeback.state.memory import MemoryReplica
+from writeback.testbed.emulator.odata import is_declared
 
 GRAPH = "https://graph.example.test"
 USERS = "/v1.0/users/delta"

@@ -8,9 +8,9 @@ import random
 import httpx
 import pytest
 
+from writeback.adapters.graph import GraphClient, GraphSettings
+from writeback.adapters.graph.retry import Backoff
 from writeback.errors import ThrottledError
-from writeback.graph import GraphClient, GraphSettings
-from writeback.graph.retry import Backoff
 
 
 def test_retry_after_within_the_cap_is_honoured_exactly(caplog: pytest.LogCaptureFixture) -> None:

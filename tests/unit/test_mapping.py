@@ -5,9 +5,9 @@ import uuid
 import pytest
 
 from tests.unit.builders import BASE, OU, desire, settings
+from writeback.cli.report import render_plan
 from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
-from writeback.errors import ConfigError
-from writeback.mapping import (
+from writeback.core.mapping import (
     ADMIN_DESCRIPTION,
     MSDS_ANCHOR,
     Mapper,
@@ -16,9 +16,16 @@ from writeback.mapping import (
     immutable_id_to_guid,
     nesting_allowed,
 )
-from writeback.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef, SkipReason
-from writeback.planning import REDACTED, ChangeKind, Plan, Policy, compute_plan
-from writeback.report import render_plan
+from writeback.core.model import (
+    CloudGroup,
+    CloudUser,
+    DirectoryAccount,
+    DirectoryGroup,
+    MemberRef,
+    SkipReason,
+)
+from writeback.core.planning import REDACTED, ChangeKind, Plan, Policy, compute_plan
+from writeback.errors import ConfigError
 
 GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
 UNIVERSAL_SECURITY = -2147483640

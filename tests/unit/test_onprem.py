@@ -3,12 +3,12 @@ import uuid
 
 import pytest
 
+from writeback.adapters.directory.codec import sid_to_str
+from writeback.adapters.directory.users import user_properties
 from writeback.config import parse_settings
-from writeback.desired import DirectoryFacts, desired_state, dynamic_intents
-from writeback.directory.codec import sid_to_str
-from writeback.directory.users import user_properties
+from writeback.core.desired import DirectoryFacts, desired_state, dynamic_intents
+from writeback.core.mapping import dynamic_sam_candidates as sam_candidates
 from writeback.errors import ConfigError
-from writeback.mapping import dynamic_sam_candidates as sam_candidates
 
 BASE = "DC=corp,DC=test"
 DOC = {

@@ -2,8 +2,8 @@
 
 from dataclasses import replace
 
-from writeback.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
-from writeback.planning import ChangeKind, Plan, Policy, compute_plan, desired_fingerprint
+from writeback.core.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
+from writeback.core.planning import ChangeKind, Plan, Policy, compute_plan, desired_fingerprint
 
 OU = "OU=Writeback,DC=corp,DC=test"
 UNIVERSAL = -2147483640

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from writeback.adapters.state.memory import MemoryReplica
+from writeback.core.model import CloudGroup, CloudUser, MemberRef
+from writeback.core.ports import ReplicaStore
 from writeback.errors import StateError
-from writeback.model import CloudGroup, CloudUser, MemberRef
-from writeback.ports import ReplicaStore
-from writeback.state.memory import MemoryReplica
 
 U1, U2 = MemberRef("user", "u1"), MemberRef("user", "u2")
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from writeback.model import CloudGroup, CloudUser, MemberRef
-from writeback.ports import ReplicaStore
-from writeback.state.memory import MemoryReplica
-from writeback.state.sqlite import SqliteStore
+from writeback.adapters.state.memory import MemoryReplica
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.core.model import CloudGroup, CloudUser, MemberRef
+from writeback.core.ports import ReplicaStore
 
 U1, U2, U3 = (MemberRef("user", f"u{n}") for n in (1, 2, 3))
 CHILD = MemberRef("group", "g2")

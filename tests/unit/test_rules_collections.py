@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from writeback.rules import compile_rule
+from writeback.core.rules import compile_rule
 
 PROXIES = {"proxyAddresses": ["SMTP:ann@contoso.com", "smtp:ann@fabrikam.com"]}
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from writeback.rules import RuleContext, compile_rule
+from writeback.core.rules import RuleContext, compile_rule
 
 NOW = RuleContext(now=datetime(2025, 1, 1, tzinfo=UTC))
 MANAGER = "aaaaaaaa-0000-1111-2222-bbbbbbbbbbbb"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from writeback.core.rules import MAX_RULE_LENGTH, compile_rule
+from writeback.core.rules import RuleError as ReexportedRuleError
 from writeback.errors import RuleError, WritebackError
-from writeback.rules import MAX_RULE_LENGTH, compile_rule
-from writeback.rules import RuleError as ReexportedRuleError
 
 
 def error_of(rule: str) -> RuleError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from writeback.rules import RuleContext, compile_rule
+from writeback.core.rules import RuleContext, compile_rule
 
 RULE = '(user.department -eq "Sales") -and -not (user.jobTitle -startsWith "SDE")'
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from writeback.rules import compile_rule
+from writeback.core.rules import compile_rule
 
 
 def matches(rule: str, user: dict[str, Any]) -> bool:

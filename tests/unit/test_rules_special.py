@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from writeback.core.rules import RuleContext, compile_rule
 from writeback.errors import RuleError
-from writeback.rules import RuleContext, compile_rule
 
 BOSS = "aaaaaaaa-0000-1111-2222-bbbbbbbbbbbb"
 DIRECT_REPORTS = f'Direct Reports for "{BOSS}"'

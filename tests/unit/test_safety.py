@@ -1,8 +1,8 @@
 """Safety thresholds: deletes, member removals and updates are held past their limits, the rest applies."""
 
 from tests.unit.test_planning import OU, U, actual, cloud, desired
-from writeback.planning import ChangeKind, Plan, Policy, compute_plan
-from writeback.safety import Managed, Thresholds, hold_unsafe
+from writeback.core.planning import ChangeKind, Plan, Policy, compute_plan
+from writeback.core.safety import Managed, Thresholds, hold_unsafe
 
 MEMBERS = [f"CN=m{i},OU=Staff,DC=corp,DC=test" for i in range(100)]
 

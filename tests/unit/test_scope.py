@@ -1,6 +1,6 @@
 from writeback.config import FilterClause, ScopeSettings
-from writeback.model import CloudGroup
-from writeback.scope import out_of_scope_reason, select_in_scope
+from writeback.core.model import CloudGroup
+from writeback.core.scope import out_of_scope_reason, select_in_scope
 
 
 def g(gid="g", **kw):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from writeback.adapters.state.sqlite import MIGRATIONS, SqliteStore
+from writeback.core.model import CloudGroup, CloudUser, MemberRef
 from writeback.errors import StateCorruptError, StateError, StateLockedError, StateSchemaError
-from writeback.model import CloudGroup, CloudUser, MemberRef
-from writeback.state.sqlite import MIGRATIONS, SqliteStore
 
 
 def mode(path: Path) -> int:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from writeback.adapters.state.files import write_private
+from writeback.adapters.state.lock import WriterLock, lock_path
 from writeback.errors import StateLockedError
-from writeback.state.files import write_private
-from writeback.state.lock import WriterLock, lock_path
 
 HOLDER = """
 import sys, time
-from writeback.state.lock import WriterLock
+from writeback.adapters.state.lock import WriterLock
 with WriterLock(sys.argv[1], "run"):
     print("locked", flush=True)
     time.sleep(60)

@@ -1,0 +1,1 @@
+"""Adapters at the edges: Microsoft Graph (msal, httpx), Active Directory (python-ldap), the state store."""

@@ -1,0 +1,558 @@
+"""``LdapDirectory``: :class:`writeback.core.ports.Directory` over LDAP with python-ldap.
+
+Reads are paged and follow ranged ``member`` retrieval; writes are batched (one add or modify per chunk of
+``max_values_per_modify`` member values, never one per member) and idempotent, so replaying a half-applied
+plan after a crash converges instead of failing. Every LDAP operation is counted in :attr:`stats`.
+
+Windows Server limits followed here (tests/unit/ad_double.py answers the same way):
+
+- MaxValRange (KB 315071, default 1,500; MS-ADTS 3.1.1.3.1.3.3 "Range Retrieval"): a ``member`` read of a big
+  group is answered ``member;range=0-1499`` unasked; the reader continues at 1500 until a ``…-*`` slice.
+- A modify or add carrying more values than the DC's administrative limits allow (the request size is bounded
+  by MaxReceiveBuffer, 10,485,760 bytes by default, KB 315071) is refused with adminLimitExceeded (11): the
+  values are halved and sent again, and the smaller size is kept for the rest of the session.
+- USNs are per DC (MS-ADTS 3.1.1.1.9 "Change Tracking"): a watermark is the DC's invocationId with its
+  highestCommittedUSN, and an incremental read against another DC (failover) is a full read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import ldap
+from ldap.controls import RequestControl
+from ldap.filter import escape_filter_chars
+
+from writeback.adapters.directory.access import check_write_access
+from writeback.adapters.directory.codec import (
+    chunked,
+    escape_filter_bytes,
+    first_str,
+    guid_to_bytes,
+    guid_to_str,
+    lower_keys,
+    or_filter,
+    sid_from_str,
+    sid_to_str,
+    split_member_values,
+)
+from writeback.adapters.directory.connection import STAT_KEYS, Connect, LdapSession
+from writeback.adapters.directory.entries import (
+    ACCOUNT_ATTRIBUTES,
+    GROUP_ATTRIBUTES,
+    account_from_entry,
+    group_from_entry,
+)
+from writeback.adapters.directory.settings import DirectorySettings
+from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
+from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
+from writeback.core.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
+from writeback.core.ports import ResolvedAccounts, UserChanges, UsnWatermark
+from writeback.errors import DirectoryError, DirectoryUnavailable, DirectoryWriteError
+
+log = logging.getLogger(__name__)
+
+# OR filters of this many terms keep each search request small (AD's MaxQueryDuration, request size).
+FILTER_BATCH = 200
+# Above this many SIDs/GUIDs to resolve, resolve_accounts reads all users once (paged) instead.
+FULL_SCAN_TERMS = 2_000
+_BASE, _SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_SUBTREE
+_ANY = "(objectClass=*)"
+_NO_ATTRS = ["1.1"]  # RFC 4511: return no attributes, just the DN
+
+# A value already there / not there: AD and Samba word these differently. Each means "re-read and redo".
+_ADD_CONFLICTS = (ldap.TYPE_OR_VALUE_EXISTS, ldap.ALREADY_EXISTS)
+_REMOVE_CONFLICTS = (ldap.NO_SUCH_ATTRIBUTE, ldap.UNWILLING_TO_PERFORM)
+_USERS = "(&(objectCategory=person)(objectClass=user))"
+# LDAP_SERVER_SHOW_DELETED_OID: lets a search see deleted objects (tombstones and, with the Recycle Bin,
+# deleted-but-recoverable objects). MS-ADTS 3.1.1.3.4.1.14; "Retrieving Deleted Objects" in the AD docs.
+SHOW_DELETED_OID = "1.2.840.113556.1.4.417"
+# GUID_DELETED_OBJECTS_CONTAINER_W (MS-ADTS 6.1.1.4 "Well-Known Objects"): the Deleted Objects container of a
+# naming context, bound as <WKGUID=…,<NC>> whatever its name in the forest's language.
+DELETED_OBJECTS_WKGUID = "18E2EA80684F11D2B9AA00C04F79F805"
+
+
+class LdapDirectory:
+    """Active Directory through LDAP. Connects lazily; call :meth:`close` (or use ``with``) when done."""
+
+    def __init__(self, settings: DirectorySettings, *, connect: Connect = ldap.initialize) -> None:
+        """``connect`` opens a python-ldap connection for a URL (``ldap.initialize``; tests pass a double)."""
+        self._settings = settings
+        self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
+        self._domain = LdapSession(settings, settings.urls, self._stats, "domain controller", connect)
+        self._gc = (
+            LdapSession(settings, settings.gc_urls, self._stats, "global catalog", connect)
+            if settings.gc_urls
+            else None
+        )
+        # Lowered (never raised) when the DC answers adminLimitExceeded; see _modify_member.
+        self._values_per_modify = settings.max_values_per_modify
+        self._deleted_warned = False
+        self._schema: dict[str, bool] = {}
+        self._root_dse: dict[str, str] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """LDAP operations by kind (bind, search, add, modify, modrdn, delete) and values_written."""
+        return dict(self._stats)
+
+    def check_tls_and_bind(self) -> None:
+        """Connect and bind to the domain (and the Global Catalog when configured); raise on failure."""
+        self._domain.connection()
+        if self._gc is not None:
+            self._gc.connection()
+
+    def check_write_access(
+        self,
+        ou_dn: str,
+        attributes: Sequence[str] = ("member", "description", "displayName", "groupType"),
+    ) -> list[str]:
+        """Problems that would stop writeback in ``ou_dn`` (empty when none), as computed by the DC."""
+        return check_write_access(self._domain, ou_dn, self._settings.bind_dn, attributes)
+
+    def close(self) -> None:
+        self._domain.close()
+        if self._gc is not None:
+            self._gc.close()
+
+    def __enter__(self) -> LdapDirectory:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- schema and naming contexts -----------------------------------------------------------------------
+
+    def _naming_context(self, name: str) -> str:
+        if self._root_dse is None:
+            keys = ["defaultNamingContext", "schemaNamingContext", "rootDomainNamingContext"]
+            entries = self._domain.search("", _BASE, _ANY, keys, paged=False)
+            attrs = lower_keys(entries[0][1]) if entries else {}
+            self._root_dse = {k.lower(): first_str(attrs, k) or "" for k in keys}
+        value = self._root_dse.get(name.lower(), "")
+        if not value:
+            raise DirectoryError(f"the DC's RootDSE has no {name}")
+        return value
+
+    def has_attribute(self, ldap_name: str) -> bool:
+        """True when the schema defines ``ldap_name`` (looked up once by lDAPDisplayName, then cached)."""
+        key = ldap_name.lower()
+        if key not in self._schema:
+            flt = f"(&(objectClass=attributeSchema)(lDAPDisplayName={escape_filter_chars(ldap_name)}))"
+            schema_nc = self._naming_context("schemaNamingContext")
+            found = self._domain.search(schema_nc, ldap.SCOPE_ONELEVEL, flt, _NO_ATTRS, paged=False)
+            self._schema[key] = bool(found)
+        return self._schema[key]
+
+    # -- accounts -----------------------------------------------------------------------------------------
+
+    def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
+        """Accounts by objectSid and objectGUID, in OR batches, through the Global Catalog when configured.
+
+        Keys of the result are the strings as given. Malformed SIDs or GUIDs are skipped (they cannot
+        match anything) and logged without their value's context beyond the value itself.
+        """
+        wanted_sids: dict[str, list[str]] = {}
+        wanted_guids: dict[str, list[str]] = {}
+        terms: list[str] = []
+        for sid in dict.fromkeys(sids):
+            try:
+                raw = sid_from_str(sid)
+            except ValueError:
+                log.warning("skipping malformed SID %r", sid)
+                continue
+            wanted_sids.setdefault(sid_to_str(raw), []).append(sid)
+            terms.append(f"(objectSid={escape_filter_bytes(raw)})")
+        for guid in dict.fromkeys(guids):
+            try:
+                raw = guid_to_bytes(guid)
+            except ValueError:
+                log.warning("skipping malformed GUID %r", guid)
+                continue
+            wanted_guids.setdefault(guid_to_str(raw), []).append(guid)
+            terms.append(f"(objectGUID={escape_filter_bytes(raw)})")
+        by_sid: dict[str, DirectoryAccount] = {}
+        by_guid: dict[str, DirectoryAccount] = {}
+        session, base = (
+            (self._gc, "")
+            if self._gc is not None
+            else (self._domain, self._naming_context("defaultNamingContext"))
+        )
+        if len(terms) > FULL_SCAN_TERMS:
+            # Many lookups: one paged read of every user is far cheaper than hundreds of OR searches.
+            searches: Iterable[str] = ["(&(objectCategory=person)(objectClass=user))"]
+        else:
+            searches = (or_filter(batch) for batch in chunked(terms, FILTER_BATCH))
+        for flt in searches:
+            for dn, raw_attrs in session.search(base, _SUBTREE, flt, ACCOUNT_ATTRIBUTES):
+                if not dn:
+                    continue
+                account = account_from_entry(dn, lower_keys(raw_attrs))
+                for given in wanted_guids.get(account.object_guid, ()):
+                    by_guid.setdefault(given, account)
+                for given in wanted_sids.get(account.object_sid or "", ()):
+                    by_sid.setdefault(given, account)
+        return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
+
+    # -- groups -------------------------------------------------------------------------------------------
+
+    def read_managed_groups(
+        self,
+        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
+        mapped: Sequence[str] = ("description", "displayName"),
+        prefixes: Sequence[str] = ANCHOR_PREFIXES,
+    ) -> list[DirectoryGroup]:
+        """Every group under base_dn carrying an anchor that starts with one of ``prefixes`` ('Group_' for
+        cloud groups, 'WritebackDynamic_' for on-prem dynamic groups), in any OU (paged, ranged members)."""
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        if not anchors:
+            return []
+        flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
+        flt = f"(&(objectClass=group){flt})"
+        entries = self._domain.search(
+            self._settings.base_dn, _SUBTREE, flt, self._group_attrs(anchors, mapped)
+        )
+        groups = [self._group(dn, attrs, anchors, mapped, prefixes) for dn, attrs in entries]
+        # The filter matches case-insensitively; ownership needs the exact prefix.
+        return sorted((g for g in groups if g.anchor is not None), key=lambda g: normalize_dn(g.dn))
+
+    def read_groups(
+        self,
+        dns: Iterable[str],
+        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
+        mapped: Sequence[str] = ("description", "displayName"),
+    ) -> list[DirectoryGroup]:
+        """The listed groups, anchored or not (base searches); DNs that do not exist or are not groups are
+        left out."""
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        attrs = self._group_attrs(anchors, mapped)
+        groups: list[DirectoryGroup] = []
+        for dn in dict.fromkeys(dns):
+            for found_dn, raw in self._domain.search(
+                dn, _BASE, "(objectClass=group)", attrs, paged=False, missing_ok=True
+            ):
+                groups.append(self._group(found_dn, raw, anchors, mapped))
+        return groups
+
+    def _group_attrs(self, anchors: Sequence[str], mapped: Sequence[str]) -> list[str]:
+        return list(dict.fromkeys([*GROUP_ATTRIBUTES, *anchors, *mapped]))
+
+    def _group(
+        self,
+        dn: str,
+        raw_attrs: dict[str, list[bytes]],
+        anchors: Sequence[str],
+        mapped: Sequence[str],
+        prefixes: Sequence[str] = ANCHOR_PREFIXES,
+    ) -> DirectoryGroup:
+        attrs = lower_keys(raw_attrs)
+        members = self._complete_members(dn, attrs, range_size=None)
+        return group_from_entry(dn, attrs, members, anchors, mapped, prefixes)
+
+    # -- users (on-prem dynamic groups) -------------------------------------------------------------------
+
+    def read_user_properties(
+        self, base_dn: str, changed_after: int | None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """AD users under ``base_dn`` as rule-ready dicts (see writeback.adusers), and the directory's
+        highestCommittedUSN read *before* the search. With ``changed_after``, only users whose uSNChanged is
+        above it. Incremental callers use :meth:`read_user_changes`, which also knows which DC the USN is of."""
+        root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN"], paged=False)
+        usn = int(first_str(lower_keys(root[0][1]), "highestCommittedUSN") or 0) if root else 0
+        flt = _USERS if changed_after is None else _changed_users(changed_after)
+        return self._read_users(base_dn, flt), usn
+
+    def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
+        """AD users under ``base_dn`` changed since ``since`` (all of them when None or when ``since`` is of
+        another DC), the objectGUIDs of users deleted since then, and the watermark for the next call.
+
+        The watermark (invocationId and highestCommittedUSN) is read before the users, so a change made during
+        the read is read again next time rather than missed. Should the session fail over to another DC
+        during the read, the read is done again against the new DC.
+        """
+        for _attempt in (1, 2):
+            self._domain.connection()
+            url = self._domain.url
+            watermark = self._dc_watermark()
+            full = since is None or since.dc != watermark.dc
+            if since is not None and full:
+                log.info(
+                    "domain controller %s has invocationId %s, not %s as at the last read: its USNs are "
+                    "not comparable, reading every AD user",
+                    url,
+                    watermark.dc,
+                    since.dc,
+                )
+            if since is None or full:
+                users, removed = self._read_users(base_dn, _USERS), []
+            else:
+                users = self._read_users(base_dn, _changed_users(since.usn))
+                removed = self._deleted_user_ids(since.usn)
+            if self._domain.url == url:
+                return UserChanges(users=users, removed=removed, watermark=watermark, full=full)
+            log.warning(
+                "failed over from %s to %s while reading AD users; reading again", url, self._domain.url
+            )
+        raise DirectoryUnavailable(
+            "the domain controller changed twice while reading AD users; check the DCs in target.ldap_urls"
+        )
+
+    def _read_users(self, base_dn: str, flt: str) -> list[dict[str, Any]]:
+        entries = self._domain.search(base_dn, _SUBTREE, flt, list(AD_ATTRIBUTES))
+        return [user_properties(dn, raw) for dn, raw in entries if dn]
+
+    def _dc_watermark(self) -> UsnWatermark:
+        """The connected DC's invocationId (rootDSE dsServiceName -> its NTDS Settings object) and
+        highestCommittedUSN. MS-ADTS 3.1.1.3.2 (rootDSE) and 6.1.1.2.2.1.2.1.1 (nTDSDSA invocationId)."""
+        root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN", "dsServiceName"], paged=False)
+        attrs = lower_keys(root[0][1]) if root else {}
+        service = first_str(attrs, "dsServiceName")
+        usn = first_str(attrs, "highestCommittedUSN")
+        if not service or usn is None:
+            raise DirectoryError(
+                f"the rootDSE of {self._domain.url} has no dsServiceName or highestCommittedUSN: "
+                "is target.ldap_urls an Active Directory domain controller?"
+            )
+        ntds = self._domain.search(service, _BASE, _ANY, ["invocationId"], paged=False, missing_ok=True)
+        raw = lower_keys(ntds[0][1]).get("invocationid") if ntds else None
+        if not raw:
+            raise DirectoryError(
+                f"cannot read invocationId of {service} on {self._domain.url}; the bind account needs read "
+                "access to the DC's NTDS Settings object (Authenticated Users has it by default)"
+            )
+        return UsnWatermark(dc=guid_to_str(bytes(raw[0])), usn=int(usn))
+
+    def _deleted_user_ids(self, since_usn: int) -> list[str]:
+        """objectGUIDs of users deleted (isDeleted=TRUE) with uSNChanged above ``since_usn``: a one-level
+        search of the domain's Deleted Objects container with the Show Deleted control, as documented in
+        "Retrieving Deleted Objects" (AD DS docs). Deleted objects keep objectGUID and objectClass; they lose
+        objectCategory, so the filter uses objectClass (computers match too; their GUIDs are not in the user
+        cache and removing them is a no-op)."""
+        domain_nc = self._naming_context("defaultNamingContext")
+        base = f"<WKGUID={DELETED_OBJECTS_WKGUID},{domain_nc}>"
+        flt = f"(&(isDeleted=TRUE)(objectClass=user)(uSNChanged>={since_usn + 1}))"
+        control = RequestControl(SHOW_DELETED_OID, True)
+        try:
+            entries = self._domain.search(base, ldap.SCOPE_ONELEVEL, flt, ["objectGUID"], controls=[control])
+        except DirectoryUnavailable:
+            raise
+        except DirectoryError as exc:
+            # "Retrieving Deleted Objects": only administrators see the container unless it is delegated.
+            # Users deleted in AD then leave the cache at the next full reconcile instead of the next poll.
+            if not self._deleted_warned:
+                self._deleted_warned = True
+                log.warning(
+                    "cannot read the Deleted Objects container of %s (%s): AD users deleted since the last "
+                    "poll stay in on-prem dynamic groups' cache until the next full reconcile. To fix, as a "
+                    'domain admin: dsacls "CN=Deleted Objects,%s" /takeownership, then dsacls '
+                    '"CN=Deleted Objects,%s" /G "<DOMAIN>\\<service account>:LCRP"',
+                    domain_nc,
+                    exc,
+                    domain_nc,
+                    domain_nc,
+                )
+            return []
+        ids: list[str] = []
+        for _dn, raw in entries:
+            guid = lower_keys(raw).get("objectguid")
+            if guid:
+                ids.append(guid_to_str(bytes(guid[0])))
+        return ids
+
+    def read_members(self, dn: str, *, range_size: int | None = None) -> list[str]:
+        """All member DNs of ``dn``. With ``range_size`` every read asks for an explicit range
+        ('member;range=0-1499', …) the way AD forces for big groups; without it the server chooses."""
+        first = "member" if range_size is None else f"member;range=0-{range_size - 1}"
+        entries = self._domain.search(dn, _BASE, _ANY, [first], paged=False)
+        if not entries:
+            return []
+        return self._complete_members(dn, lower_keys(entries[0][1]), range_size=range_size)
+
+    def _complete_members(
+        self, dn: str, attrs: Mapping[str, list[bytes]], *, range_size: int | None
+    ) -> list[str]:
+        values, next_low = split_member_values(attrs)
+        while next_low is not None:
+            high = "*" if range_size is None else str(next_low + range_size - 1)
+            entries = self._domain.search(dn, _BASE, _ANY, [f"member;range={next_low}-{high}"], paged=False)
+            if not entries:
+                break  # deleted while we read it
+            more, following = split_member_values(lower_keys(entries[0][1]))
+            values.extend(more)
+            if following is not None and following <= next_low:
+                raise DirectoryError(f"ranged read of member of {dn} did not advance past {next_low}")
+            next_low = following
+        return values
+
+    # -- lookups ------------------------------------------------------------------------------------------
+
+    def existing_dns(self, dns: Iterable[str]) -> set[str]:
+        """Which of ``dns`` exist (any object class), returned as given.
+
+        DNs inside the domain are looked up in OR batches of distinguishedName; others by base search.
+        """
+        given = list(dict.fromkeys(dns))
+        domain_nc = self._naming_context("defaultNamingContext")
+        inside = [dn for dn in given if is_within(dn, domain_nc)]
+        by_key: dict[str, list[str]] = {}
+        for dn in inside:
+            by_key.setdefault(normalize_dn(dn), []).append(dn)
+        found: set[str] = set()
+        for batch in chunked(list(by_key), FILTER_BATCH):
+            terms = [f"(distinguishedName={escape_filter_chars(by_key[k][0])})" for k in batch]
+            for dn, _attrs in self._domain.search(domain_nc, _SUBTREE, or_filter(terms), _NO_ATTRS):
+                found.update(by_key.get(normalize_dn(dn), ()))
+        for dn in given:
+            outside = dn not in inside
+            if outside and self._domain.search(dn, _BASE, _ANY, _NO_ATTRS, paged=False, missing_ok=True):
+                found.add(dn)
+        return found
+
+    def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
+        """Lower-cased sAMAccountName -> DN for the names already used anywhere in the domain."""
+        domain_nc = self._naming_context("defaultNamingContext")
+        taken: dict[str, str] = {}
+        for batch in chunked(list(dict.fromkeys(n.lower() for n in names)), FILTER_BATCH):
+            flt = or_filter([f"(sAMAccountName={escape_filter_chars(n)})" for n in batch])
+            for dn, raw in self._domain.search(domain_nc, _SUBTREE, flt, ["sAMAccountName"]):
+                name = first_str(lower_keys(raw), "sAMAccountName")
+                if name is not None:
+                    taken[name.lower()] = dn
+        return taken
+
+    # -- writes -------------------------------------------------------------------------------------------
+
+    def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None:
+        """One add carrying the attributes and up to max_values_per_modify members; the rest in chunks.
+
+        Empty-string values are left out (LDAP cannot store them). An existing DN is refused by the server
+        (DirectoryWriteError with result ALREADY_EXISTS…), never overwritten.
+        """
+        modlist: list[tuple[str, list[bytes]]] = []
+        if not any(name.lower() == "objectclass" for name in attributes):
+            modlist.append(("objectClass", [b"top", b"group"]))
+        for name, value in attributes.items():
+            if value != "":
+                modlist.append((name, [str(value).encode("utf-8")]))
+        unique = list(dict.fromkeys(members))
+        initial = unique[: self._values_per_modify]
+        while True:
+            full = [*modlist, ("member", [m.encode("utf-8") for m in initial])] if initial else modlist
+            values = sum(len(v) for _name, v in full)
+            try:
+                self._write("add", dn, values, lambda conn, full=full: conn.add_ext_s(dn, full))
+                break
+            except DirectoryWriteError as exc:
+                if not initial or not isinstance(exc.__cause__, ldap.ADMINLIMIT_EXCEEDED):
+                    raise
+                refused, initial = len(initial), initial[: len(initial) // 2]
+                self._lower_values_per_modify(refused, max(1, len(initial)), dn)
+        if unique[len(initial) :]:
+            self.add_members(dn, unique[len(initial) :])
+
+    def modify_attributes(self, dn: str, values: Mapping[str, str | None]) -> None:
+        """Replace each attribute in one modify; None (or '') removes it, whether or not it is set."""
+        if not values:
+            return
+        modlist = [
+            (ldap.MOD_REPLACE, name, None if value in (None, "") else [str(value).encode("utf-8")])
+            for name, value in values.items()
+        ]
+        written = sum(1 for _op, _name, v in modlist if v)
+        self._write("modify", dn, written, lambda conn: conn.modify_ext_s(dn, modlist))
+
+    def move(self, dn: str, new_dn: str) -> None:
+        """modRDN (delold=1) to ``new_dn``; newSuperior only when the parent changes. objectGUID is kept."""
+        if dn == new_dn:
+            return
+        new_parent = parent_dn(new_dn)
+        superior = new_parent if normalize_dn(parent_dn(dn)) != normalize_dn(new_parent) else None
+        self._write("modrdn", dn, 0, lambda conn: conn.rename_s(dn, rdn(new_dn), superior, delold=1))
+
+    def delete(self, dn: str) -> None:
+        self._write("delete", dn, 0, lambda conn: conn.delete_ext_s(dn))
+
+    def add_members(self, dn: str, members: Sequence[str]) -> None:
+        """Add ``members`` in modifies of at most max_values_per_modify values (idempotent)."""
+        self._change_all(dn, members, add=True)
+
+    def remove_members(self, dn: str, members: Sequence[str]) -> None:
+        """Remove ``members`` in modifies of at most max_values_per_modify values (idempotent)."""
+        self._change_all(dn, members, add=False)
+
+    def _change_all(self, dn: str, members: Sequence[str], *, add: bool) -> None:
+        # Chunked as we go: an adminLimitExceeded answer lowers the size of the chunks that follow.
+        pending = list(dict.fromkeys(members))
+        while pending:
+            chunk = pending[: self._values_per_modify]
+            self._change_members(dn, chunk, add=add)
+            pending = pending[len(chunk) :]
+
+    def _change_members(self, dn: str, chunk: list[str], *, add: bool) -> None:
+        """One modify for the chunk. If the server says some values are already (not) there, as after a
+        crash between applying and journaling, re-read the group and redo with just the values needed."""
+        try:
+            self._modify_member(dn, chunk, add=add)
+            return
+        except DirectoryWriteError as exc:
+            conflicts = _ADD_CONFLICTS if add else _REMOVE_CONFLICTS
+            if not isinstance(exc.__cause__, conflicts):
+                raise
+            log.info(
+                "member %s on %s partly done already (%s); re-reading",
+                "add" if add else "remove",
+                dn,
+                exc.result,
+            )
+        current = {normalize_dn(m) for m in self.read_members(dn)}
+        needed = [m for m in chunk if (normalize_dn(m) in current) != add]
+        if needed:
+            self._modify_member(dn, needed, add=add)
+
+    def _modify_member(self, dn: str, values: list[str], *, add: bool) -> None:
+        """One modify; on adminLimitExceeded (too many values for the DC's limits) each half is sent alone."""
+        op = ldap.MOD_ADD if add else ldap.MOD_DELETE
+        modlist = [(op, "member", [m.encode("utf-8") for m in values])]
+        try:
+            self._write("modify", dn, len(values), lambda conn: conn.modify_ext_s(dn, modlist))
+        except DirectoryWriteError as exc:
+            if len(values) < 2 or not isinstance(exc.__cause__, ldap.ADMINLIMIT_EXCEEDED):
+                raise
+            self._lower_values_per_modify(len(values), (len(values) + 1) // 2, dn)
+            # Re-read the size each round: a refusal deeper down lowers it for the values still to send.
+            done = 0
+            while done < len(values):
+                part = values[done : done + self._values_per_modify]
+                self._modify_member(dn, part, add=add)
+                done += len(part)
+
+    def _lower_values_per_modify(self, refused: int, size: int, dn: str) -> None:
+        if size >= self._values_per_modify:
+            return
+        log.warning(
+            "the DC refused %d member values in one operation on %s (adminLimitExceeded); sending at most %d "
+            "per operation from now on. Set target.max_values_per_modify = %d to start there",
+            refused,
+            dn,
+            size,
+            size,
+        )
+        self._values_per_modify = size
+
+    def _write(self, kind: str, dn: str, values: int, call: Any) -> None:
+        """Count the operation (values only when accepted) and run it through the write policy."""
+        self._stats[kind] += 1
+        self._domain.write(kind, call, dn)
+        self._stats["values_written"] += values
+
+
+def _changed_users(after_usn: int) -> str:
+    return f"(&(objectCategory=person)(objectClass=user)(uSNChanged>={after_usn + 1}))"

@@ -1,0 +1,332 @@
+"""One bound LDAP connection with failover, TLS that is always verified, and the reconnect policy.
+
+Why a class of its own: the domain and the Global Catalog need the same treatment (options, bind, paging,
+error translation, counting), and the reconnect rule differs for reads and writes:
+
+- a read that hits SERVER_DOWN reconnects (to the next reachable DC) and is retried once, since it has no
+  effect on the directory;
+- a write that hits SERVER_DOWN is not retried: the server may or may not have applied it. The session
+  reconnects so the next call works, and raises :class:`DirectoryUnavailable` so the caller re-reads and
+  decides.
+
+TLS options are set on each connection object, never globally, and ``OPT_X_TLS_NEWCTX`` comes last so the
+connection gets a TLS context built from exactly those options.
+
+Paged reads of very large directories follow Windows Server's LDAP policies (KB 315071, "View and set LDAP
+policy in Active Directory by using Ntdsutil.exe"; MS-ADTS 3.1.1.3.4.6 "LDAP Policies"):
+
+- MaxQueryDuration (default 120 s) bounds the time the DC spends on *one* search request, and with the paged
+  results control every page is its own request. The client therefore waits for each page at least that long
+  (plus a margin), however small ``timeout`` is, and the wait starts again with every page: a read of a
+  million memberships takes as long as it takes, and only a page the DC itself could not finish ends it.
+- When the DC does give up on a page (timeLimitExceeded, result 3), the page is asked again from the same
+  cookie with half the page size, down to :data:`MIN_PAGE_SIZE`, since a busy DC finishes a smaller page
+  sooner. RFC 2696 section 3 lets the client change the page size from one request to the next.
+- MaxPageSize (default 1,000) caps the entries of one page; a search without the paged results control is
+  answered with sizeLimitExceeded (result 4) beyond it, so every search that may return more is paged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import ldap
+from ldap.controls import RequestControl, SimplePagedResultsControl
+
+from writeback.adapters.directory.settings import DirectorySettings
+from writeback.adapters.directory.tlscheck import certificate_problem
+from writeback.adapters.directory.translate import tls_hint, translate_ldap_error
+from writeback.errors import ConfigError, DirectoryError, DirectoryUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Entry = tuple[str, dict[str, list[bytes]]]
+
+# Connect failures that are plainly the network's (no TLS handshake happened): not worth a certificate check.
+_NETWORK_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.ENOTCONN, errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+STAT_KEYS = ("bind", "search", "add", "modify", "modrdn", "delete", "values_written")
+# Windows Server's default MaxQueryDuration (KB 315071): the longest a DC works on one search request (page).
+MAX_QUERY_DURATION = 120.0
+# Added to MaxQueryDuration for the network and the DC's queue before the client gives up waiting for a page.
+PAGE_WAIT_MARGIN = 30.0
+# The smallest page asked for after the DC answered timeLimitExceeded; below this the read fails.
+MIN_PAGE_SIZE = 50
+Connect = Callable[[str], Any]
+
+
+def page_wait(timeout: float) -> float:
+    """Seconds the client waits for one page: never less than the DC's own limit for it (MaxQueryDuration)."""
+    return max(timeout, MAX_QUERY_DURATION + PAGE_WAIT_MARGIN)
+
+
+class LdapSession:
+    """A lazily opened, bound connection to the first reachable URL of ``urls``.
+
+    ``stats`` is shared with the adapter so every operation is counted once, whichever session ran it.
+    Not thread-safe: one session serves one engine pass at a time.
+    """
+
+    def __init__(
+        self,
+        settings: DirectorySettings,
+        urls: Sequence[str],
+        stats: Counter[str],
+        label: str,
+        connect: Connect = ldap.initialize,
+    ) -> None:
+        self._settings = settings
+        self._connect = connect
+        self._urls = tuple(urls)
+        self._stats = stats
+        self._label = label
+        self._conn: Any = None
+        self._url: str | None = None
+        self._warned_plain: set[str] = set()
+
+    @property
+    def url(self) -> str | None:
+        """The URL of the server currently connected, if any."""
+        return self._url
+
+    # -- connecting ---------------------------------------------------------------------------------------
+
+    def connection(self) -> Any:
+        """The bound connection, opened on first use (servers tried in order)."""
+        if self._conn is None:
+            self._conn, self._url = self._open_any()
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn, self._url = self._conn, None, None
+        if conn is not None:
+            _quiet_unbind(conn)
+
+    def _open_any(self) -> tuple[Any, str]:
+        failures: list[DirectoryUnavailable] = []
+        for url in self._urls:
+            try:
+                return self._open(url), url
+            except DirectoryUnavailable as exc:
+                log.warning("%s %s unavailable: %s", self._label, url, exc)
+                failures.append(exc)
+        if len(failures) == 1:
+            raise DirectoryUnavailable(f"{self._label}: {failures[0]}") from failures[0]
+        detail = "; ".join(str(f) for f in failures)
+        raise DirectoryUnavailable(f"no {self._label} server reachable ({detail})")
+
+    def _open(self, url: str) -> Any:
+        s = self._settings
+        conn = self._connect(url)
+        try:
+            conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+            # AD hands out referrals to other partitions; chasing them would re-bind elsewhere unnoticed.
+            conn.set_option(ldap.OPT_REFERRALS, 0)
+            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.timeout)
+            conn.set_option(ldap.OPT_TIMEOUT, s.timeout)
+            conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+            conn.set_option(ldap.OPT_X_TLS_PROTOCOL_MIN, ldap.OPT_X_TLS_PROTOCOL_TLS1_2)
+            if s.ca_file:
+                conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ca_file))
+            conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # last: builds the context from the options above
+            conn.timeout = s.timeout  # python-ldap's wait for each synchronous result
+            if urlsplit(url).scheme.lower() == "ldap":
+                if not s.allow_insecure:
+                    conn.start_tls_s()
+                elif url not in self._warned_plain:  # once per URL and session: each start says it again
+                    self._warned_plain.add(url)
+                    log.warning(
+                        "%s %s: plain LDAP without TLS (target.insecure_plain_ldap = true): the bind password "
+                        "and directory data cross the network unencrypted; use ldaps:// or drop "
+                        "insecure_plain_ldap to use StartTLS",
+                        self._label,
+                        url,
+                        extra={"event": "plain_ldap", "url": url},
+                    )
+            self._stats["bind"] += 1
+            conn.simple_bind_s(s.bind_dn, s.bind_password)
+        except ldap.LDAPError as exc:
+            _quiet_unbind(conn)
+            problem = self._certificate_problem(exc, url)
+            if problem:
+                raise DirectoryUnavailable(f"{tls_hint(url)} ({problem})") from exc
+            raise translate_ldap_error(
+                exc, action="connect", url=url, bind_dn=s.bind_dn, secret=s.bind_password
+            ) from exc
+        except (ValueError, OSError) as exc:
+            # python-ldap reports an unreadable CA file as a bare "option error", before any network traffic.
+            _quiet_unbind(conn)
+            if s.ca_file and not os.access(s.ca_file, os.R_OK):
+                raise ConfigError(
+                    f"the CA file {s.ca_file} does not exist or is not readable", key="ca_file"
+                ) from exc
+            raise DirectoryUnavailable(f"cannot set up TLS for {url}: {exc}") from exc
+        return conn
+
+    def _certificate_problem(self, exc: ldap.LDAPError, url: str) -> str | None:
+        """The certificate's fault, when a TLS connect failed for no network reason (see tlscheck)."""
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        uses_tls = urlsplit(url).scheme.lower() == "ldaps" or not self._settings.allow_insecure
+        if not uses_tls or detail.get("errno") in _NETWORK_ERRNOS:
+            return None
+        if not isinstance(exc, ldap.SERVER_DOWN | ldap.CONNECT_ERROR):
+            return None
+        ca_file = str(self._settings.ca_file) if self._settings.ca_file else None
+        return certificate_problem(url, ca_file, self._settings.timeout)
+
+    # -- running operations -------------------------------------------------------------------------------
+
+    def read(self, action: str, fn: Callable[[Any], T], dn: str | None = None) -> T:
+        """Run a read; on a lost connection reconnect (failover) and retry it once."""
+        for attempt in (1, 2):
+            conn = self.connection()
+            try:
+                return fn(conn)
+            except ldap.SERVER_DOWN as exc:
+                url = self._url
+                self.close()
+                if attempt == 1:
+                    log.warning("%s connection to %s lost during %s; reconnecting", self._label, url, action)
+                    continue
+                raise self._translate(exc, action, dn, write=False, url=url) from exc
+            except ldap.LDAPError as exc:
+                raise self._translate(exc, action, dn, write=False) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def write(self, action: str, fn: Callable[[Any], T], dn: str) -> T:
+        """Run a write once. A lost connection is reopened, and reported as DirectoryUnavailable."""
+        conn = self.connection()
+        try:
+            return fn(conn)
+        except ldap.SERVER_DOWN as exc:
+            url = self._url
+            self.close()
+            try:
+                self.connection()
+            except DirectoryError as reconnect_exc:
+                log.warning("%s reconnect after lost %s failed: %s", self._label, action, reconnect_exc)
+            raise DirectoryUnavailable(
+                f"connection to {url} lost during {action} of {dn}; the change may or may not have been "
+                "applied: re-read the object before retrying"
+            ) from exc
+        except ldap.LDAPError as exc:
+            raise self._translate(exc, action, dn, write=True) from exc
+
+    def _translate(
+        self, exc: ldap.LDAPError, action: str, dn: str | None, *, write: bool, url: str | None = None
+    ) -> DirectoryError:
+        s = self._settings
+        return translate_ldap_error(
+            exc,
+            action=action,
+            url=url or self._url,
+            dn=dn,
+            write=write,
+            bind_dn=s.bind_dn,
+            secret=s.bind_password,
+        )
+
+    def count(self, kind: str, values: int = 0) -> None:
+        self._stats[kind] += 1
+        if values:
+            self._stats["values_written"] += values
+
+    # -- searching ----------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        base: str,
+        scope: int,
+        filterstr: str,
+        attrs: Sequence[str] | None,
+        *,
+        paged: bool = True,
+        missing_ok: bool = False,
+        controls: Sequence[RequestControl] = (),
+    ) -> list[Entry]:
+        """All entries of a search (referrals dropped). ``paged`` uses the Simple Paged Results control.
+
+        ``missing_ok`` turns NO_SUCH_OBJECT (the base does not exist) into an empty result. ``controls`` are
+        sent with every page.
+        """
+        attrlist = list(attrs) if attrs is not None else None
+
+        def run(conn: Any) -> list[Entry]:
+            try:
+                return self._search_pages(conn, base, scope, filterstr, attrlist, paged, controls)
+            except ldap.NO_SUCH_OBJECT:
+                if missing_ok:
+                    return []
+                raise
+
+        return self.read("search", run, dn=base)
+
+    def _search_pages(
+        self,
+        conn: Any,
+        base: str,
+        scope: int,
+        filterstr: str,
+        attrlist: list[str] | None,
+        paged: bool,
+        extra: Sequence[RequestControl] = (),
+    ) -> list[Entry]:
+        entries: list[Entry] = []
+        size = self._settings.page_size
+        cookie = b""
+        # A base or one-level read is quick on any DC: a short wait finds a hung DC sooner (failover).
+        wait = page_wait(self._settings.timeout) if paged else self._settings.timeout
+        while True:
+            self._stats["search"] += 1
+            control = SimplePagedResultsControl(True, size=size, cookie=cookie)
+            serverctrls = [*extra, control] if paged else list(extra)
+            msgid = conn.search_ext(base, scope, filterstr, attrlist, serverctrls=serverctrls or None)
+            try:
+                _rtype, rdata, _msgid, controls = conn.result3(msgid, all=1, timeout=wait)
+            except ldap.TIMELIMIT_EXCEEDED as exc:
+                # The DC stopped this page at MaxQueryDuration: ask again from the same cookie, smaller.
+                if not paged or size <= MIN_PAGE_SIZE:
+                    raise DirectoryUnavailable(
+                        f"search under {base} on {self._url}: the DC stopped even a page of {size} entries "
+                        f"at its time limit (MaxQueryDuration); retry when the DC is less busy, or raise "
+                        f'MaxQueryDuration (ntdsutil "ldap policies")'
+                    ) from exc
+                size = max(MIN_PAGE_SIZE, size // 2)
+                log.warning(
+                    "%s %s: a page of the search under %s exceeded the DC's time limit; retrying with pages "
+                    "of %d entries",
+                    self._label,
+                    self._url,
+                    base,
+                    size,
+                )
+                continue
+            entries.extend((dn, attrs) for dn, attrs in rdata if dn is not None and isinstance(attrs, dict))
+            cookie = (_next_cookie(controls) if paged else None) or b""
+            if not cookie:
+                return entries
+
+
+def _next_cookie(controls: Sequence[Any]) -> bytes | None:
+    for control in controls or ():
+        if control.controlType == SimplePagedResultsControl.controlType:
+            return cast(bytes | None, control.cookie)
+    return None
+
+
+def _quiet_unbind(conn: Any) -> None:
+    # The connection is already gone or never came up: there is nothing left to release.
+    with contextlib.suppress(ldap.LDAPError):
+        conn.unbind_s()
+
+
+__all__ = ["MAX_QUERY_DURATION", "STAT_KEYS", "Connect", "Entry", "LdapSession", "page_wait"]

@@ -1,0 +1,109 @@
+"""Turn raw LDAP entries into the model's values (pure: no connection needed).
+
+AD stores objectGUID and objectSid as binary, everything else used here as UTF-8 text. Attribute keys must
+already be lower-cased (:func:`writeback.adapters.directory.codec.lower_keys`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from writeback.adapters.directory.codec import (
+    first_str,
+    guid_to_str,
+    most_specific_class,
+    sid_rid,
+    sid_to_str,
+)
+from writeback.core.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
+
+# Below this RID are the built-in accounts and groups (Domain Admins 512, Enterprise Admins 519, …).
+FIRST_ORDINARY_RID = 1000
+
+GROUP_ATTRIBUTES = (
+    "objectGUID",
+    "objectSid",
+    "sAMAccountName",
+    "groupType",
+    "adminCount",
+    "isCriticalSystemObject",
+    "member",
+)
+ACCOUNT_ATTRIBUTES = ("objectGUID", "objectSid", "objectClass", "groupType")
+
+
+def _sid(attrs: Mapping[str, list[bytes]]) -> str | None:
+    values = attrs.get("objectsid")
+    return sid_to_str(values[0]) if values else None
+
+
+def _int(attrs: Mapping[str, list[bytes]], name: str) -> int | None:
+    text = first_str(attrs, name)
+    return int(text) if text is not None else None
+
+
+def find_anchor(
+    attrs: Mapping[str, list[bytes]],
+    anchor_attributes: Sequence[str],
+    prefixes: Sequence[str] = ANCHOR_PREFIXES,
+) -> str | None:
+    """The value of the first anchor attribute, in the given order, that starts with one of ``prefixes``."""
+    for name in anchor_attributes:
+        value = first_str(attrs, name)
+        if value is not None and value.startswith(tuple(prefixes)):
+            return value
+    return None
+
+
+def is_protected(attrs: Mapping[str, list[bytes]]) -> bool:
+    """adminCount=1 (AdminSDHolder-protected), a critical system object, or a built-in RID."""
+    if first_str(attrs, "adminCount") == "1":
+        return True
+    if (first_str(attrs, "isCriticalSystemObject") or "").upper() == "TRUE":
+        return True
+    sid = _sid(attrs)
+    rid = sid_rid(sid) if sid else None
+    return rid is not None and rid < FIRST_ORDINARY_RID
+
+
+def group_from_entry(
+    dn: str,
+    attrs: Mapping[str, list[bytes]],
+    members: Sequence[str],
+    anchor_attributes: Sequence[str],
+    mapped: Sequence[str],
+    prefixes: Sequence[str] = ANCHOR_PREFIXES,
+) -> DirectoryGroup:
+    """A :class:`DirectoryGroup`; ``members`` is the complete member list (ranged reads already followed).
+
+    ``attributes`` holds the mapped attributes and the anchor attributes, each None when absent, so the
+    planner can compare every attribute it writes.
+    """
+    guid = attrs.get("objectguid")
+    if not guid:
+        raise ValueError(f"{dn} has no objectGUID")
+    names = dict.fromkeys([*mapped, *anchor_attributes])
+    return DirectoryGroup(
+        dn=dn,
+        object_guid=guid_to_str(guid[0]),
+        anchor=find_anchor(attrs, anchor_attributes, prefixes),
+        sam_account_name=first_str(attrs, "sAMAccountName"),
+        group_type=_int(attrs, "groupType") or 0,
+        attributes={name: first_str(attrs, name) for name in names},
+        members=frozenset(members),
+        protected=is_protected(attrs),
+    )
+
+
+def account_from_entry(dn: str, attrs: Mapping[str, list[bytes]]) -> DirectoryAccount:
+    guid = attrs.get("objectguid")
+    if not guid:
+        raise ValueError(f"{dn} has no objectGUID")
+    classes = [v.decode("utf-8") for v in attrs.get("objectclass", [])]
+    return DirectoryAccount(
+        dn=dn,
+        object_guid=guid_to_str(guid[0]),
+        object_sid=_sid(attrs),
+        object_class=most_specific_class(classes),
+        group_type=_int(attrs, "groupType"),
+    )

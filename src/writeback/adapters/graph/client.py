@@ -1,0 +1,295 @@
+"""The HTTP side of the Graph adapter: authenticated GETs with retries, paging and error translation.
+
+Every httpx and Graph failure becomes a :mod:`writeback.errors` exception here and nowhere else:
+
+- 429/502/503/504, dropped connections and timeouts are retried, honouring ``Retry-After`` and otherwise
+  backing off exponentially; when the budget runs out → :class:`ThrottledError` (HTTP) or
+  :class:`SourceError` (network).
+- 401 → one forced token refresh and a retry (tokens expire or are revoked); again 401 → AuthenticationError.
+- 410 Gone, ``syncStateNotFound``, ``resyncRequired`` → :class:`SyncStateError` (the caller resyncs).
+- any other error → :class:`SourceError` with Graph's code, message and request-id.
+
+The Authorization header is never logged, and absolute URLs (``@odata.nextLink``) are only followed to the
+configured Graph host so the token is never sent elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import httpx
+
+from writeback import __version__
+from writeback.adapters.graph.auth import MsalTokenProvider, TokenProvider
+from writeback.adapters.graph.retry import RETRYABLE_STATUS, Backoff, parse_retry_after
+from writeback.adapters.graph.settings import GraphSettings
+from writeback.errors import AuthenticationError, ConfigError, SourceError, SyncStateError, ThrottledError
+
+log = logging.getLogger("writeback.graph")
+
+_VERSIONS = ("/v1.0/", "/beta/")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_RESYNC_CODES = ("syncstatenotfound", "resyncrequired", "syncstateinvalid")
+
+Params = Mapping[str, str | int]
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """System CAs plus, when given, a private CA bundle. Verification is never turned off."""
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load the CA file {ca_file!r}: {exc}", key="graph.ca_file") from exc
+    return context
+
+
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind an httpx connect error, if any: those are configuration, not transient."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port dropped, so 'host' and 'host:443' compare equal."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host.lower(), parsed.port
+
+
+def path_kind(path: str) -> str:
+    """'/v1.0/groups/<guid>/members' -> 'groups/{id}/members': a low-cardinality key for request stats."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] in ("v1.0", "beta"):
+        parts = parts[1:]
+    return "/".join("{id}" if _GUID.match(p) else p for p in parts) or "/"
+
+
+def graph_error_details(response: httpx.Response) -> tuple[str, str, str | None]:
+    """(code, message, request-id) from Graph's error JSON, falling back to the status line and headers."""
+    code, message, request_id = "", "", response.headers.get("request-id")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        code = str(error.get("code") or "")
+        message = str(error.get("message") or "")
+        inner = error.get("innerError") or error.get("innererror")
+        if isinstance(inner, dict) and inner.get("request-id"):
+            request_id = str(inner["request-id"])
+    if not code:
+        code = response.reason_phrase or f"HTTP{response.status_code}"
+    if not message:
+        message = response.text[:200].strip()
+    return code, message, request_id
+
+
+class GraphClient:
+    """An authenticated Microsoft Graph client with Graph's retry rules. Not thread-safe; one per worker.
+
+    ``transport``, ``token_provider``, ``sleep`` and ``rng`` exist for tests (httpx.MockTransport, a fixed
+    token, a sleep that records instead of waiting).
+    """
+
+    def __init__(
+        self,
+        settings: GraphSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        token_provider: TokenProvider | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._http = httpx.Client(
+            verify=_ssl_context(settings.ca_file),
+            timeout=settings.timeout,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": f"writeback/{__version__}", "Accept": "application/json"},
+        )
+        self._tokens = token_provider or MsalTokenProvider(settings, self._http)
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # jitter, not security
+        self._backoff = Backoff(cap=settings.max_backoff)
+        self._stats: Counter[str] = Counter()
+        self._origin = _origin(settings.base_url)
+
+    # -- public API ----------------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: requests, retries, throttled (429), unavailable (5xx), network_errors, token_refreshes,
+        and ``requests:<path kind>`` per endpoint."""
+        return dict(self._stats)
+
+    def get(self, path_or_url: str, params: Params | None = None) -> dict[str, Any]:
+        """GET one Graph resource or page and return its JSON object."""
+        return self._request("GET", self._url(path_or_url), params)
+
+    def pages(self, path_or_url: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
+        """Every page of a collection, following ``@odata.nextLink`` as given (query is in the link)."""
+        page = self.get(path_or_url, params)
+        yield page
+        while next_link := page.get("@odata.nextLink"):
+            page = self.get(str(next_link))
+            yield page
+
+    def iter_pages(self, path: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of a paged collection."""
+        for page in self.pages(path, params):
+            yield from page.get("value") or ()
+
+    def check(self) -> None:
+        """Prove the credential and permissions work: one token, one small read of groups and of users."""
+        self._tokens.token()
+        for resource, permission in (("groups", "Group.Read.All"), ("users", "User.Read.All")):
+            try:
+                self.get(f"/v1.0/{resource}", {"$top": 1, "$select": "id"})
+            except SourceError as exc:
+                if "HTTP 403" in str(exc):
+                    raise SourceError(
+                        f"{exc}. Grant the app the application permission {permission} on Microsoft Graph "
+                        "and give admin consent."
+                    ) from exc
+                raise
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _url(self, path_or_url: str) -> str:
+        if "://" in path_or_url:
+            if _origin(path_or_url) != self._origin:
+                parts = urlsplit(path_or_url)
+                raise SourceError(
+                    f"refusing to follow a link to {parts.scheme}://{parts.netloc}: it is not the configured "
+                    f"Graph endpoint {self.settings.base_url} (the access token is sent only there)"
+                )
+            return path_or_url
+        path = "/" + path_or_url.lstrip("/")
+        if not path.startswith(_VERSIONS):
+            path = "/v1.0" + path
+        return self.settings.base_url + path
+
+    def _request(self, method: str, url: str, params: Params | None) -> dict[str, Any]:
+        path = urlsplit(url).path
+        what = f"{method} {path}"
+        refreshed = False
+        waited = 0.0
+        retries = 0
+        token = self._tokens.token()
+        while True:
+            self._stats["requests"] += 1
+            self._stats[f"requests:{path_kind(path)}"] += 1
+            failure: str
+            retry_after: float | None = None
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    params=dict(params) if params else None,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            except httpx.TransportError as exc:
+                tls = _tls_failure(exc)
+                if tls is not None:
+                    raise SourceError(
+                        f"{what}: TLS verification of {self.settings.base_url} failed ({tls}). Configure the "
+                        "CA that signed the server certificate (ca_file); verification is never disabled."
+                    ) from exc
+                self._stats["network_errors"] += 1
+                detail = str(exc).rstrip(".")
+                failure = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+                last_exc: BaseException | None = exc
+            else:
+                status = response.status_code
+                if status < 400:
+                    return self._json(response, what)
+                last_exc = None
+                if status == 401 and not refreshed:
+                    refreshed = True
+                    self._stats["token_refreshes"] += 1
+                    log.info("%s: HTTP 401, getting a fresh access token and retrying once", what)
+                    token = self._tokens.token(force_refresh=True)
+                    continue
+                if status not in RETRYABLE_STATUS:
+                    raise self._error(response, what)
+                self._stats["throttled" if status == 429 else "unavailable"] += 1
+                code, _message, _rid = graph_error_details(response)
+                failure = f"HTTP {status} {code}"
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retries >= self.settings.max_retries:
+                self._give_up(what, failure, retries, waited, last_exc)
+            delay = self._backoff.delay(retries, retry_after, self._rng)
+            retries += 1
+            self._stats["retries"] += 1
+            log.info(
+                "%s: %s; retry %d/%d in %.2f s%s",
+                what,
+                failure,
+                retries,
+                self.settings.max_retries,
+                delay,
+                " (Retry-After)" if retry_after is not None else "",
+            )
+            self._sleep(delay)
+            waited += delay
+
+    def _give_up(
+        self, what: str, failure: str, retries: int, waited: float, exc: BaseException | None
+    ) -> NoReturn:
+        message = (
+            f"{what}: {failure}; gave up after {retries} retries and {waited:.2f} s of waiting. "
+            "Graph is throttling or unavailable; try again later or reduce the request rate."
+        )
+        if exc is not None:
+            raise SourceError(
+                f"{what}: cannot reach {self.settings.base_url} ({failure}); gave up after {retries} retries "
+                f"and {waited:.2f} s of waiting. Check network access to Graph."
+            ) from exc
+        raise ThrottledError(message)
+
+    def _json(self, response: httpx.Response, what: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise SourceError(f"{what}: HTTP {response.status_code} with a body that is not JSON") from exc
+        if not isinstance(body, dict):
+            raise SourceError(f"{what}: expected a JSON object, got {type(body).__name__}")
+        return body
+
+    def _error(self, response: httpx.Response, what: str) -> SourceError:
+        status = response.status_code
+        code, message, request_id = graph_error_details(response)
+        text = f"{what}: HTTP {status} {code}: {message}"
+        if request_id:
+            text += f" (request-id {request_id})"
+        if status == 410 or any(c in f"{code} {message}".lower() for c in _RESYNC_CODES):
+            return SyncStateError(text + "; a full resync is required")
+        if status == 401:
+            return AuthenticationError(text + "; a fresh token was refused too. Check the app's credential.")
+        if status == 403:
+            return SourceError(text + ". The app lacks a Graph application permission (admin consent).")
+        return SourceError(text)

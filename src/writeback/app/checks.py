@@ -1,0 +1,63 @@
+"""`writeback config check`: connect to both ends and report what is wrong or missing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from writeback.config import Settings
+from writeback.core.mapping import MSDS_ANCHOR
+from writeback.errors import WritebackError
+
+
+class _Skip(Exception):
+    pass
+
+
+def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
+    from writeback.app import wiring
+
+    problems: list[str] = []
+    say(f"Config {settings.path}: loaded")
+    try:
+        if settings.source is None:
+            raise _Skip
+        client, _source = wiring.build_graph(settings)
+        try:
+            client.check()
+            say(f"Graph {settings.source.graph_url}: token obtained, groups readable")
+        finally:
+            client.close()
+    except _Skip:
+        say('Graph: not configured (scope.mode = "none": on-prem dynamic groups only)')
+    except WritebackError as exc:
+        problems.append(f"Graph: {exc}")
+        say(f"Graph: FAILED: {exc}")
+    try:
+        directory = wiring.build_directory(settings)
+        try:
+            directory.check_tls_and_bind()
+            say(f"AD {', '.join(settings.target.ldap_urls)}: TLS and bind OK as {settings.target.bind_dn}")
+            if directory.has_attribute(MSDS_ANCHOR):
+                say(f"AD schema: {MSDS_ANCHOR} present (used as the anchor)")
+            elif settings.mapping.anchor == MSDS_ANCHOR:
+                problems.append(
+                    f"AD schema lacks {MSDS_ANCHOR} but mapping.anchor requires it; extend the schema "
+                    '(Windows Server 2016 schema) or set mapping.anchor = "auto"'
+                )
+            else:
+                say(f"AD schema: {MSDS_ANCHOR} missing; adminDescription will carry the anchor")
+            if not directory.existing_dns([settings.target.target_ou]):
+                problems.append(f"target OU {settings.target.target_ou} does not exist; create it")
+            else:
+                for p in directory.check_write_access(settings.target.target_ou):
+                    problems.append(f"AD permissions: {p}")
+                say(f"AD target OU {settings.target.target_ou}: checked write access")
+            if settings.target.gc_urls:
+                directory.resolve_accounts(["S-1-5-21-0-0-0-500"], [])
+                say(f"Global Catalog {' or '.join(settings.target.gc_urls)}: reachable")
+        finally:
+            directory.close()
+    except WritebackError as exc:
+        problems.append(f"AD: {exc}")
+        say(f"AD: FAILED: {exc}")
+    return problems

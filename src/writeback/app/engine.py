@@ -1,0 +1,418 @@
+"""One reconcile pass: sync the cloud replica, read the managed AD groups, plan, apply.
+
+This module wires the ports together; the product rules live in the pure modules it calls (scope, mapping,
+planning). It imports no vendor library: adapters are handed in (see :mod:`writeback.app.wiring`).
+
+Crash safety comes from the design rather than a journal: every AD object writeback creates carries its
+``Group_<objectId>`` anchor from the first LDAP add, every plan is computed from what AD holds *now*, and
+member writes are idempotent. An apply killed at any point is finished by the next one, without duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from writeback.app.gathering import Schema, gather
+from writeback.config import Settings
+from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
+from writeback.core.dn import normalize_dn
+from writeback.core.model import DirectoryGroup
+from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
+from writeback.core.ports import CloudSource, Directory, ReplicaStore, SyncReport, UserCache, UsnWatermark
+from writeback.core.safety import Managed, Thresholds, hold_unsafe
+from writeback.errors import DirectoryError, DirectoryUnavailable, PlanError, StalePlanError
+
+log = logging.getLogger("writeback.engine")
+
+
+class Store(ReplicaStore, UserCache, Protocol):
+    """What the engine needs from the state store beyond the replica."""
+
+    def has_synced(self) -> bool: ...
+
+    def log(
+        self,
+        run_id: str,
+        action: str,
+        result: str,
+        *,
+        cloud_id: str | None = None,
+        group_name: str | None = None,
+        dn: str | None = None,
+        error: str | None = None,
+        detail: dict[str, object] | None = None,
+    ) -> None: ...
+
+    def record_applied(self, cloud_id: str, dn: str) -> None: ...
+
+    def forget_applied(self, cloud_id: str) -> None: ...
+
+    def applied_dns(self) -> dict[str, str]: ...
+
+    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
+
+    def record_fingerprints(self, prints: Mapping[str, str]) -> None: ...
+
+    def applied_fingerprints(self) -> dict[str, str]: ...
+
+    def allowances(self) -> dict[str, int]: ...
+
+    def set_allowances(self, allowances: Mapping[str, int]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    change: Change
+    ok: bool
+    error: str | None = None
+
+
+@dataclass
+class ApplyResult:
+    run_id: str
+    results: list[ChangeResult] = field(default_factory=list)
+    aborted: str | None = None
+
+    @property
+    def failed(self) -> list[ChangeResult]:
+        return [r for r in self.results if not r.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.aborted is None
+
+
+Progress = Callable[[str], None]
+
+_ACTION_NAMES = {
+    ChangeKind.CREATE: "create",
+    ChangeKind.UPDATE: "update",
+    ChangeKind.MOVE: "move",
+    ChangeKind.ADD_MEMBERS: "add_members",
+    ChangeKind.REMOVE_MEMBERS: "remove_members",
+    ChangeKind.DELETE: "delete",
+}
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """An operator's explicit allowances past the safety thresholds (see :mod:`writeback.core.safety`)."""
+
+    deletes: int = 0
+    removals: int = 0
+    updates: int = 0
+
+
+def _held_reason(change: Change, reasons: Mapping[str, str]) -> str:
+    kind = {ChangeKind.DELETE: "deletes", ChangeKind.REMOVE_MEMBERS: "removals"}.get(change.kind, "updates")
+    return reasons.get(kind) or next(iter(reasons.values()), "held by a safety threshold")
+
+
+class Engine:
+    """Sync the sources, plan, apply. Every plan goes the same way (see :mod:`writeback.core.desired`): sources ->
+    intents -> questions -> one gathering step -> desired state -> plan -> safety holds."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        source: CloudSource,
+        directory: Directory,
+        store: Store,
+        progress: Progress | None = None,
+    ) -> None:
+        self.settings, self.source, self.directory, self.store = settings, source, directory, store
+        self.progress = progress or (lambda _msg: None)
+        self._schema: Schema | None = None
+        # The base of the safety percentages: counted by every full plan, kept for incremental ones.
+        self._managed: Managed | None = None
+
+    @property
+    def cloud_enabled(self) -> bool:
+        return self.settings.scope.mode != "none"
+
+    @property
+    def dynamic_enabled(self) -> bool:
+        return bool(self.settings.dynamic_groups)
+
+    # What the service and the CLI need ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the directory connections and the state store."""
+        try:
+            self.directory.close()
+        finally:
+            self.store.close()
+
+    def ldap_stats(self) -> dict[str, int]:
+        """LDAP operations by kind since start (when the directory adapter counts them)."""
+        stats = getattr(self.directory, "stats", None)
+        return dict(stats) if isinstance(stats, dict) else {}
+
+    def groups_holding(self, member_ids: Iterable[str]) -> set[str]:
+        """The cloud groups that hold any of ``member_ids`` (users or groups) in the replica."""
+        return self.store.groups_with_members(member_ids)
+
+    def allowances(self) -> Allowances:
+        """Allowances an operator recorded for a running service (`writeback allow`)."""
+        return Allowances(**self.store.allowances())
+
+    def allow(self, allowances: Allowances) -> None:
+        self.store.set_allowances(asdict(allowances))
+
+    def clear_allowances(self) -> None:
+        self.store.set_allowances({})
+
+    # Sources ----------------------------------------------------------------------------------------------
+    def sync(self) -> SyncReport:
+        """Bring the cloud replica up to date (Graph delta)."""
+        if not self.cloud_enabled:
+            return SyncReport()
+        self.progress("Reading changes from Microsoft Graph")
+        report = self.source.sync(self.store)
+        self.progress(
+            f"Cloud replica up to date ({report.requests} Graph requests"
+            f"{', full resync' if report.full_resync else ''})"
+        )
+        return report
+
+    def sync_ad_users(self, *, full: bool = False) -> int:
+        """The on-prem source: read the AD users changed and deleted since the last read into the cache dynamic
+        groups are evaluated over — all of them when ``full``, on first use, or when the watermark was taken
+        on another DC (USNs are per DC). Returns how many users were read or removed."""
+        if not self.dynamic_enabled:
+            return 0
+        stored = None if full else self.store.ad_users_watermark()
+        since = UsnWatermark(dc=stored[0], usn=stored[1]) if stored else None
+        changes = self.directory.read_user_changes(self.settings.target.base_dn, since)
+        self.store.put_ad_users(
+            changes.users,
+            replace=changes.full,
+            usn=changes.watermark.usn,
+            dc=changes.watermark.dc,
+            removed=changes.removed,
+        )
+        if changes.users or changes.removed:
+            self.progress(
+                f"{len(changes.users)} AD users read for dynamic groups"
+                + (" (full)" if changes.full else f" (changed), {len(changes.removed)} deleted")
+            )
+        return len(changes.users) + len(changes.removed)
+
+    def schema(self) -> Schema:
+        if self._schema is None:
+            self._schema = Schema.of(self.directory, self.settings.mapping.anchor)
+        return self._schema
+
+    # Planning ---------------------------------------------------------------------------------------------
+    def plan(
+        self,
+        *,
+        only: Collection[str] | None = None,
+        dynamic: bool = True,
+        allow: Allowances = Allowances(),
+    ) -> Plan:
+        """Plan from the synced sources and what AD holds now.
+
+        ``only``: an incremental plan of just these cloud groups (every managed group otherwise);
+        ``dynamic``: include the on-prem dynamic groups.
+        """
+        sources: list[Intents] = []
+        if self.cloud_enabled and (only is None or only):
+            if not self.store.has_synced():
+                raise PlanError(
+                    "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
+                    "(which syncs first) and check the source settings with `writeback config check`"
+                )
+            cloud = cloud_intents(self.store.snapshot(only), self.settings, only)
+            self.progress(
+                f"{len(cloud.in_scope)} cloud groups in scope of {len(cloud.cloud_groups)}; "
+                f"planning {len(cloud.groups)}"
+            )
+            sources.append(cloud)
+        elif self.cloud_enabled:
+            sources.append(Intents({}, reconciled=frozenset()))
+        if dynamic and self.dynamic_enabled:
+            sources.append(dynamic_intents(self.settings, self.store.ad_users()))
+        if not sources:
+            return Plan()
+        intents = combine(*sources)
+        if intents.reconciled is not None and not intents.reconciled:
+            return Plan()  # an incremental cycle with nothing to reconcile
+        q = questions(intents, self.settings, self.store.applied_dns())
+        facts = gather(q, self.directory, self.schema(), self.mapped_attributes(), self.progress)
+        if not intents.partial:
+            self._remember_locations(facts.managed)
+        state = desired_state(intents, facts, self.settings)
+        plan = compute_plan(
+            state.groups,
+            state.actual,
+            state.cloud,
+            self.policy(),
+            out_of_scope=state.out_of_scope,
+            applied=self.store.applied_fingerprints(),
+        )
+        if not intents.partial or self._managed is None:
+            self._managed = Managed.of(state.actual)
+        return hold_unsafe(plan, self._managed, self.thresholds(allow))
+
+    def mapped_attributes(self) -> tuple[str, ...]:
+        """The AD attributes writeback writes besides members: read back to compare."""
+        return (*self.schema().write, "description", "displayName", *self.settings.mapping.attributes)
+
+    def policy(self) -> Policy:
+        s = self.settings
+        return Policy(
+            delete_soft_deleted=s.safety.on_soft_delete == "delete",
+            delete_out_of_scope=s.safety.on_out_of_scope == "delete",
+            manage_sam_account_name=s.mapping.sam_account_name is not None,
+        )
+
+    def thresholds(self, allow: Allowances) -> Thresholds:
+        s = self.settings.safety
+        return Thresholds(
+            delete_threshold=s.delete_threshold,
+            member_removal_percent=s.member_removal_percent,
+            update_percent=s.update_percent,
+            allow_deletes=allow.deletes,
+            allow_removals=allow.removals,
+            allow_updates=allow.updates,
+        )
+
+    def _remember_locations(self, actual: Iterable[DirectoryGroup]) -> None:
+        """Record the DN of every managed group a full read found, so incremental cycles read the right DNs.
+
+        Groups adopted from Connect or an earlier installation, and a group created by a run killed before it
+        recorded the create, are otherwise unknown: a rename would then look for them at the new DN only.
+        """
+        known = {cid: normalize_dn(dn) for cid, dn in self.store.applied_dns().items()}
+        for g in actual:
+            if g.cloud_id and known.get(g.cloud_id) != normalize_dn(g.dn):
+                self.store.record_applied(g.cloud_id, g.dn)
+
+    # Writing ----------------------------------------------------------------------------------------------
+    def apply(
+        self, plan: Plan, *, run_id: str | None = None, should_stop: Callable[[], bool] | None = None
+    ) -> ApplyResult:
+        """Apply ``plan`` in order. One failing group never blocks the others; an unreachable directory
+        stops the run (the next run resumes from what AD then holds)."""
+        result = ApplyResult(run_id or uuid.uuid4().hex[:12])
+        failed_groups: set[str] = set()
+        total = len(plan.changes)
+        self._log_reports(result.run_id, plan)
+        for i, change in enumerate(plan.changes, start=1):
+            if should_stop and should_stop():
+                result.aborted = "stop requested"
+                break
+            if change.cloud_id in failed_groups:
+                msg = "not attempted: an earlier change of this group failed"
+                result.results.append(ChangeResult(change, False, msg))
+                self._log_change(result.run_id, change, "skipped", msg)
+                continue
+            self.progress(
+                f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
+                + (f" ({len(change.members)} members)" if change.members else "")
+            )
+            try:
+                self._execute(change)
+            except DirectoryUnavailable as exc:
+                self._log_change(result.run_id, change, "error", str(exc))
+                result.results.append(ChangeResult(change, False, str(exc)))
+                result.aborted = f"directory unavailable: {exc}"
+                break
+            except DirectoryError as exc:
+                failed_groups.add(change.cloud_id)
+                self._log_change(result.run_id, change, "error", str(exc))
+                result.results.append(ChangeResult(change, False, str(exc)))
+                continue
+            self._log_change(result.run_id, change, "success", None)
+            result.results.append(ChangeResult(change, True))
+        if result.aborted is None:
+            # Groups now converged: remember their desired state, so a later difference in AD is drift.
+            done = {cid: fp for cid, fp in plan.fingerprints.items() if cid not in failed_groups}
+            if done:
+                self.store.record_fingerprints(done)
+        return result
+
+    def _log_reports(self, run_id: str, plan: Plan) -> None:
+        """Log what the plan does not change: groups skipped with an error, members not written, staged deletes."""
+        for r in plan.reports:
+            if not (r.error or r.skipped):
+                continue
+            reasons = Counter(s.reason for s in r.skipped)
+            self.store.log(
+                run_id,
+                "skip" if r.error else "skip_members",
+                "error" if r.error else "info",
+                cloud_id=r.cloud_id,
+                group_name=r.display_name,
+                dn=r.dn,
+                error=r.error,
+                detail=None if r.error else {"skipped": len(r.skipped), "reasons": dict(reasons)},
+            )
+        why = {h.kind: h.message for h in plan.holds}
+        for c in plan.held:
+            self.store.log(
+                run_id,
+                "staged_delete" if c.kind is ChangeKind.DELETE else "held",
+                "held",
+                cloud_id=c.cloud_id,
+                group_name=c.display_name,
+                dn=c.dn,
+                error=_held_reason(c, why),
+                detail={"change": _ACTION_NAMES[c.kind], "members": len(c.members)} if c.members else None,
+            )
+
+    def _execute(self, change: Change) -> None:
+        d = self.directory
+        if change.kind is ChangeKind.CREATE:
+            attrs = {k: v for k, v in change.attributes.items() if v is not None}
+            d.create_group(change.dn, attrs, change.members)
+            self.store.record_applied(change.cloud_id, change.dn)
+        elif change.kind is ChangeKind.UPDATE:
+            d.modify_attributes(
+                change.dn, {k: None if v is None else str(v) for k, v in change.attributes.items()}
+            )
+        elif change.kind is ChangeKind.MOVE:
+            assert change.new_dn is not None
+            d.move(change.dn, change.new_dn)
+            self.store.record_applied(change.cloud_id, change.new_dn)
+        elif change.kind is ChangeKind.ADD_MEMBERS:
+            d.add_members(change.dn, change.members)
+        elif change.kind is ChangeKind.REMOVE_MEMBERS:
+            d.remove_members(change.dn, change.members)
+        elif change.kind is ChangeKind.DELETE:
+            d.delete(change.dn)
+            self.store.forget_applied(change.cloud_id)
+
+    def _log_change(self, run_id: str, change: Change, result: str, error: str | None) -> None:
+        detail: dict[str, object] = {"reason": change.reason}
+        if change.members:
+            detail["members"] = len(change.members)
+        if change.attributes:
+            detail["attributes"] = sorted(change.attributes)
+        if change.new_dn:
+            detail["new_dn"] = change.new_dn
+        self.store.log(
+            run_id,
+            _ACTION_NAMES[change.kind],
+            result,
+            cloud_id=change.cloud_id,
+            group_name=change.display_name,
+            dn=change.dn,
+            error=error,
+            detail=detail,
+        )
+
+    def check_saved_plan(self, saved: Plan, current: Plan) -> None:
+        if saved.digest() != current.digest():
+            raise StalePlanError(
+                "the saved plan no longer matches the cloud and AD: "
+                f"it has {len(saved.changes)} changes, a fresh plan has {len(current.changes)}. "
+                "Run `writeback plan --out FILE` again and review it"
+            )

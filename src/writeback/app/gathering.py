@@ -1,0 +1,99 @@
+"""The one gathering step: read from AD exactly what :func:`writeback.core.desired.questions` asked, once per plan.
+
+Every directory read of a plan happens here, in a fixed order, so the pure steps before and after it never
+read: resolve member accounts (in ``members.match_order``, each key only for the users the ones before it did
+not find), read the managed groups (all, or where the planned ones may be), then — knowing which groups already
+hold their names and DNs — look up who holds the remaining candidate sAMAccountNames and DNs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from writeback.core.desired import DirectoryFacts, Questions
+from writeback.core.dn import normalize_dn
+from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR, anchor_attributes
+from writeback.core.model import DirectoryAccount, DirectoryGroup
+from writeback.core.ports import Directory, ResolvedAccounts
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Where anchors live in this forest: written to ``write``, read from ``read`` (both, to adopt what
+    Connect v2 wrote in adminDescription only)."""
+
+    write: tuple[str, ...]
+    read: tuple[str, ...]
+
+    @classmethod
+    def of(cls, directory: Directory, anchor_mode: str) -> Schema:
+        has_msds = directory.has_attribute(MSDS_ANCHOR)
+        read = (MSDS_ANCHOR, ADMIN_DESCRIPTION) if has_msds else (ADMIN_DESCRIPTION,)
+        return cls(anchor_attributes(anchor_mode, has_msds), read)
+
+
+class Progress(Protocol):
+    def __call__(self, message: str, /) -> None: ...
+
+
+def gather(
+    q: Questions,
+    directory: Directory,
+    schema: Schema,
+    mapped: Sequence[str],
+    progress: Progress,
+) -> DirectoryFacts:
+    """Answer ``q`` from ``directory``."""
+    accounts = _resolve(q, directory, progress)
+    attrs = tuple(dict.fromkeys((*schema.read, *mapped)))
+    prefixes = q.prefixes
+    if q.every_managed_group:
+        managed = directory.read_managed_groups(schema.read, attrs, prefixes)
+    else:
+        managed = _read_some(q, directory, schema, attrs, prefixes)
+    progress(f"{len(managed)} managed groups in AD")
+    names = q.names_to_check(managed)
+    dns = q.dns_to_check(managed)
+    return DirectoryFacts(
+        anchor_attributes=schema.write,
+        accounts=accounts,
+        managed=tuple(managed),
+        taken_names=directory.taken_sam_account_names(names) if names else {},
+        existing_dns=frozenset(_normalized(directory.existing_dns(dns)) if dns else ()),
+    )
+
+
+def _resolve(q: Questions, directory: Directory, progress: Progress) -> ResolvedAccounts:
+    """Synced members' AD accounts: by the first key of the match order, then by the next only for the users
+    the ones before did not find (when every synced user has a SID, that halves the searches of a full plan)."""
+    progress(f"Resolving {len(q.accounts)} synced members in AD")
+    by_sid: dict[str, DirectoryAccount] = {}
+    by_guid: dict[str, DirectoryAccount] = {}
+    pending = list(q.accounts)
+    for how in q.match_order:
+        if how == "sid" and (sids := {s for s, _ in pending if s}):
+            by_sid.update((k.upper(), v) for k, v in directory.resolve_accounts(sids, ()).by_sid.items())
+            pending = [(s, g) for s, g in pending if not (s and s in by_sid)]
+        elif how == "immutable_id" and (guids := {g for _, g in pending if g}):
+            by_guid.update((k.lower(), v) for k, v in directory.resolve_accounts((), guids).by_guid.items())
+            pending = [(s, g) for s, g in pending if not (g and g in by_guid)]
+    return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
+
+
+def _read_some(
+    q: Questions, directory: Directory, schema: Schema, attrs: tuple[str, ...], prefixes: tuple[str, ...]
+) -> list[DirectoryGroup]:
+    """The planned groups where they were last written or will be created; every managed group when one of
+    them is not where it was last seen (moved by hand: it must not look missing and be created twice)."""
+    dns = [dn for where in q.groups.values() for dn in where]
+    found = [g for g in directory.read_groups(dns, schema.read, attrs) if g.cloud_id in q.groups]
+    if q.remembered - {g.cloud_id for g in found}:
+        every = directory.read_managed_groups(schema.read, attrs, prefixes)
+        return [g for g in every if g.cloud_id in q.groups]
+    return found
+
+
+def _normalized(dns: set[str]) -> set[str]:
+    return {normalize_dn(d) for d in dns}

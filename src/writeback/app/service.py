@@ -1,0 +1,401 @@
+"""`writeback run`: the long-running service.
+
+Every ``service.poll_interval`` seconds it asks Graph for changes (two delta requests when idle), plans only the
+groups those changes touch, reads just those groups (and the new members) in AD, and applies. Every
+``service.reconcile_interval`` seconds, after a Graph full resync, at start and after any failed cycle it
+reconciles every managed group against AD instead, which also reverts drift made by hand in AD.
+
+Failures are of two kinds, handled differently so one bad group never slows the others:
+
+- a cycle fails (Graph keeps throttling, AD unreachable, the state store broken): the service backs off
+  exponentially (``poll_interval * 2**n``, capped at ``max_backoff``, with jitter); after
+  :data:`QUARANTINE_AFTER` failed cycles in a row it says it is *quarantined* (Cloud Sync's word) and keeps
+  retrying at the longest interval; the next good cycle is a full reconcile, so nothing changed meanwhile is
+  missed;
+- a change of one group is refused by AD: that group alone is retried on later cycles with its own backoff.
+
+Crash safety needs nothing here: the engine plans from what AD holds now and every create carries its anchor
+(see :mod:`writeback.app.engine`), so a service killed at any point converges after restart. SIGTERM/SIGINT stop
+it between two LDAP changes; a second signal interrupts at once.
+
+The health file (``service.health_file``) is rewritten atomically after every cycle; monitoring reads
+``status``: starting, ok, held (changes over a safety threshold wait for `writeback allow`), degraded (the last
+cycle or some groups failed), quarantined, stopped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import asdict, dataclass, field
+from types import FrameType
+from typing import Any
+
+from writeback.adapters.state.files import write_private
+from writeback.adapters.state.lock import WriterLock
+from writeback.app.engine import Allowances, ApplyResult, Engine
+from writeback.config import Settings
+from writeback.core.model import DYNAMIC_KEY_PREFIX
+from writeback.core.planning import Plan
+from writeback.core.ports import SyncReport
+from writeback.errors import DirectoryUnavailable, WritebackError
+
+log = logging.getLogger("writeback.service")
+QUARANTINE_AFTER = 5  # consecutive failed cycles
+
+
+@dataclass
+class Health:
+    """What the health file says (JSON). Times are Unix seconds."""
+
+    status: str = "starting"  # starting, ok, held, degraded, quarantined, stopped
+    message: str = "starting"
+    started: float = field(default_factory=time.time)
+    last_cycle: float | None = None
+    last_success: float | None = None
+    last_full_reconcile: float | None = None
+    next_cycle: float | None = None
+    last_error: str | None = None
+    consecutive_failures: int = 0
+    failing_groups: int = 0
+    cycles: int = 0
+    changes_applied: int = 0
+    changes_failed: int = 0
+    graph_requests: int = 0
+    ldap_operations: dict[str, int] = field(default_factory=dict)  # by kind, since start (LDAP adapter only)
+    held: list[dict[str, Any]] = field(default_factory=list)  # safety holds waiting for `writeback allow`
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    full: bool
+    planned: int
+    applied: int
+    failed: int
+    groups: int  # groups planned incrementally; -1 for a full reconcile
+
+
+@dataclass
+class _GroupRetry:
+    failures: int
+    not_before: float
+    error: str
+
+
+class Service:
+    """The poll loop. ``clock`` (monotonic seconds) and ``rng`` are replaceable for tests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings, self.engine, self.clock = settings, engine, clock
+        self.rng = rng or random.Random()
+        self.stop_event = threading.Event()
+        self.health = Health()
+        self._next_full = 0.0  # the first cycle is a full reconcile
+        self._retry: dict[str, _GroupRetry] = {}
+        self._health_warned = False
+
+    # -- one cycle -------------------------------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        log.info("stop requested; finishing the current change", extra={"event": "stopping"})
+        self.stop_event.set()
+
+    def cycle(self) -> CycleOutcome:
+        """One poll: sync the replica, plan the affected groups (or all, when a full reconcile is due), apply."""
+        report = self.engine.sync()
+        self.health.graph_requests += report.requests
+        now = self.clock()
+        full = report.full_resync or now >= self._next_full
+        if report.full_resync:
+            log.info(
+                "Graph full resync of the cloud replica; reconciling every group", extra={"event": "resync"}
+            )
+        allow = self.engine.allowances()
+        if allow != Allowances():
+            full = True  # an operator allowed held changes: plan every group so they are applied now
+        only = None if full else self._affected(report) | self._due_retries(now)
+        # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with the full
+        # reconcile; they are planned when any changed.
+        # A dynamic group AD refused (e.g. a cached user deleted in AD that the Deleted Objects read could not
+        # see) is retried from a full read of AD users, not from a cache that keeps failing the same way.
+        refresh = full or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in self._due_retries(now))
+        users_changed = self.engine.sync_ad_users(full=refresh)
+        if not full and not only and not users_changed:
+            return CycleOutcome(False, 0, 0, 0, 0)
+        # Dynamic groups are planned when AD users changed, or when one of them is due for a retry.
+        dynamic = full or users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only or ())
+        plan = self.engine.plan(only=only, dynamic=dynamic, allow=allow)
+        self._note_holds(plan, allow)
+        result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
+        self._track_group_failures(result, only, now)
+        if full:
+            self._next_full = now + self.settings.service.reconcile_interval
+            self.health.last_full_reconcile = time.time()
+        applied = sum(1 for r in result.results if r.ok)
+        self.health.changes_applied += applied
+        self.health.changes_failed += len(result.failed)
+        outcome = CycleOutcome(
+            full, len(plan.changes), applied, len(result.failed), -1 if only is None else len(only)
+        )
+        if plan.changes or result.failed:
+            log.info(
+                "%s: applied %d of %d changes%s",
+                "full reconcile" if full else "incremental cycle",
+                applied,
+                len(plan.changes),
+                f", {len(result.failed)} failed" if result.failed else "",
+                extra={"event": "cycle", **asdict(outcome), "run_id": result.run_id},
+            )
+        if result.aborted and not self.stop_event.is_set():
+            # The only other reason apply stops early: the directory went away mid-apply.
+            raise DirectoryUnavailable(f"apply stopped after {len(result.results)} changes: {result.aborted}")
+        return outcome
+
+    def _note_holds(self, plan: Plan, allow: Allowances) -> None:
+        """Held changes wait for an operator (`writeback allow`); an allowance is used by one full plan."""
+        if allow != Allowances():
+            self.engine.clear_allowances()
+            log.info("operator allowance applied: %s", asdict(allow), extra={"event": "allowance_used"})
+        self.health.held = [h.to_dict() for h in plan.holds]
+        if plan.holds:
+            log.warning(
+                "changes held by a safety threshold: %s",
+                " ".join(h.message for h in plan.holds),
+                extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
+            )
+
+    def _affected(self, report: SyncReport) -> set[str]:
+        """Cloud groups whose AD group may need a change: the changed groups, the groups holding a changed
+        user, and the parents of a changed group (a nested group renamed, deleted or out of scope)."""
+        only = set(report.changed_groups)
+        members_of = self.engine.groups_holding
+        if report.changed_users:
+            only |= members_of(report.changed_users)
+        if report.changed_groups:
+            only |= members_of(report.changed_groups)
+        return only
+
+    def _due_retries(self, now: float) -> set[str]:
+        return {cid for cid, r in self._retry.items() if r.not_before <= now}
+
+    def _track_group_failures(self, result: ApplyResult, only: Collection[str] | None, now: float) -> None:
+        """Schedule each group with a refused change for a retry with its own backoff; forget groups that
+        went through (a full reconcile covers every group)."""
+        failed: dict[str, str] = {}
+        for r in result.failed:
+            failed.setdefault(r.change.cloud_id, r.error or "failed")
+        if result.aborted is None:
+            attempted = set(self._retry) if only is None else set(only)
+            for cid in attempted - failed.keys():
+                if self._retry.pop(cid, None) is not None:
+                    log.info("group %s: changes applied after earlier failures", cid, extra={"cloud_id": cid})
+        for cid, error in failed.items():
+            n = self._retry[cid].failures + 1 if cid in self._retry else 1
+            delay = self._backoff(n)
+            self._retry[cid] = _GroupRetry(n, now + delay, error)
+            log.warning(
+                "group %s: change failed (%d in a row); retrying in %.1f s: %s",
+                cid,
+                n,
+                delay,
+                error,
+                extra={"event": "group_failed", "cloud_id": cid, "failures": n},
+            )
+        self.health.failing_groups = len(self._retry)
+
+    def _backoff(self, failures: int) -> float:
+        """poll_interval * 2**failures, capped at max_backoff, with +-20 % jitter."""
+        s = self.settings.service
+        base = min(s.max_backoff, s.poll_interval * (2 ** min(failures, 30)))
+        return float(base * self.rng.uniform(0.8, 1.2))
+
+    def delay_after_failure(self) -> float:
+        return self._backoff(self.health.consecutive_failures)
+
+    # -- the loop --------------------------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Poll until stopped. Returns 0 when stopped on request (or ``once`` succeeded), 1 otherwise."""
+        s = self.settings.service
+        log.info(
+            "writeback service started",
+            extra={
+                "event": "start",
+                "poll_interval": s.poll_interval,
+                "reconcile_interval": s.reconcile_interval,
+            },
+        )
+        ok = True
+        while not self.stop_event.is_set():
+            self.health.cycles += 1
+            self.health.last_cycle = time.time()
+            ok = self._run_cycle()
+            delay = s.poll_interval if ok else self.delay_after_failure()
+            self.health.ldap_operations = self.engine.ldap_stats()
+            self.health.next_cycle = time.time() + delay
+            self.write_health()
+            if once:
+                break
+            self.stop_event.wait(delay)
+        self.health.status, self.health.message, self.health.next_cycle = "stopped", "stopped", None
+        self.write_health()
+        log.info("writeback service stopped", extra={"event": "stop"})
+        return 0 if ok or not once else 1
+
+    def _run_cycle(self) -> bool:
+        try:
+            self.cycle()
+        except WritebackError as exc:
+            self._cycle_failed(str(exc), exc)
+            return False
+        except Exception as exc:  # a bug must not end the service; say so loudly and retry with backoff
+            log.exception("unexpected error in a cycle (a bug: please report it)", extra={"event": "bug"})
+            self._cycle_failed(f"unexpected error: {type(exc).__name__}: {exc}", exc)
+            return False
+        h = self.health
+        if h.consecutive_failures:
+            log.info(
+                "recovered after %d failed cycles",
+                h.consecutive_failures,
+                extra={"event": "recovered", "failures": h.consecutive_failures},
+            )
+        h.consecutive_failures = 0
+        h.last_success = time.time()
+        if h.held:
+            h.status = "held"
+            h.message = " ".join(x["message"] for x in h.held)
+        elif self._retry:
+            h.status = "degraded"
+            worst = max(self._retry.values(), key=lambda r: r.failures)
+            h.message = f"{len(self._retry)} groups have changes AD refused; retrying. Latest: {worst.error}"
+            h.last_error = worst.error
+        else:
+            h.status, h.message = "ok", "ok"
+        return True
+
+    def _cycle_failed(self, error: str, exc: BaseException) -> None:
+        h = self.health
+        h.consecutive_failures += 1
+        h.last_error = error
+        self._next_full = 0.0  # converge fully once the fault clears: changes seen meanwhile were not applied
+        delay = self.delay_after_failure()
+        extra = {"event": "cycle_failed", "failures": h.consecutive_failures, "retry_in": round(delay, 1)}
+        extra["error_type"] = type(exc).__name__
+        if h.consecutive_failures >= QUARANTINE_AFTER:
+            h.status = "quarantined"
+            h.message = (
+                f"quarantined: {h.consecutive_failures} cycles in a row failed; retrying every "
+                f"{self.settings.service.max_backoff:.0f} s at most. Last error: {error}"
+            )
+            log.error(
+                "quarantined: %d cycles in a row failed; retrying in %.0f s. Last error: %s",
+                h.consecutive_failures,
+                delay,
+                error,
+                extra=extra,
+            )
+        else:
+            h.status = "degraded"
+            h.message = f"cycle failed ({h.consecutive_failures} in a row): {error}"
+            log.warning(
+                "cycle failed (%d in a row); retrying in %.1f s: %s",
+                h.consecutive_failures,
+                delay,
+                error,
+                extra=extra,
+            )
+
+    def write_health(self) -> None:
+        """Replace the health file atomically (write a temporary file, rename it over the old one)."""
+        path = self.settings.service.health_file
+        if not path:
+            return
+        try:
+            write_private(path, json.dumps(asdict(self.health), indent=1))  # 0600, its folder 0700 when new
+        except OSError as exc:
+            if not self._health_warned:  # once: a broken health file must not flood the log
+                log.warning("cannot write the health file %s: %s", path, exc.strerror)
+                self._health_warned = True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message and any structured extras."""
+
+    _std = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update({k: v for k, v in vars(record).items() if k not in self._std})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def configure_logging(*, json_logs: bool = True, verbose: bool = False) -> None:
+    """JSON lines on stderr (journald and log shippers read them as they are). The Graph adapter's per-round
+    lines would say "0 objects changed" twice per poll, so they show only with ``verbose``."""
+    handler = logging.StreamHandler()
+    if json_logs:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("writeback.graph").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for noisy in ("httpx", "httpcore", "msal"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def run_service(
+    settings: Settings, *, once: bool = False, json_logs: bool = True, verbose: bool = False
+) -> int:
+    """Build the engine from ``settings`` and run the service until SIGTERM/SIGINT (or one cycle)."""
+
+    configure_logging(json_logs=json_logs, verbose=verbose)
+    with WriterLock(settings.state.path, "run"):  # one writer per state; refused at once when held
+        return _run_locked(settings, once=once)
+
+
+def _run_locked(settings: Settings, *, once: bool) -> int:
+    from writeback.app.wiring import build_engine
+
+    engine = build_engine(settings)
+    service = Service(settings, engine)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if service.stop_event.is_set():
+            # Second signal: stop now. Safe at any point, like a crash: the next start converges.
+            raise KeyboardInterrupt
+        service.request_stop(signum, frame)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return service.run(once=once)
+    finally:
+        if service.health.status != "stopped":  # interrupted by a second signal
+            service.health.status = service.health.message = "stopped"
+            service.write_health()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.close()

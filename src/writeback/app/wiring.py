@@ -1,0 +1,87 @@
+"""The one place where real adapters are chosen and built from settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.engine import Engine, Progress
+from writeback.config import Settings, resolve_secret
+from writeback.core.ports import CloudSource, ReplicaStore, SyncReport
+from writeback.errors import ConfigError
+
+
+def graph_settings(settings: Settings) -> GraphSettings:
+    s = settings.source
+    if s is None:
+        raise ConfigError(
+            "there is no [source] table (Microsoft Graph settings)", file=settings.path, key="source"
+        )
+    cert = key = None
+    if s.certificate_file:
+        try:
+            cert = Path(s.certificate_file).read_bytes()
+            key = Path(s.private_key_file or "").read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the certificate credential: {exc.strerror}",
+                file=settings.path,
+                key="source.certificate_file",
+            ) from exc
+    secret = resolve_secret(s.client_secret, "source.client_secret") if s.client_secret else None
+    return GraphSettings(
+        tenant_id=s.tenant_id,
+        client_id=s.client_id,
+        client_secret=secret,
+        certificate_pem=cert,
+        private_key_pem=key,
+        authority=s.authority,
+        graph_url=s.graph_url,
+        ca_file=s.ca_file,
+        timeout=s.timeout,
+        max_retries=s.max_retries,
+        # Caps Retry-After waits and the exponential backoff alike (see writeback.adapters.graph.retry.Backoff).
+        max_backoff=s.max_retry_after_seconds,
+        use_beta_for_groups=settings.scope.mode == "writeback_enabled",
+    )
+
+
+def build_graph(settings: Settings) -> tuple[GraphClient, GraphSource]:
+    client = GraphClient(graph_settings(settings))
+    return client, GraphSource(client)
+
+
+def build_directory(settings: Settings) -> LdapDirectory:
+    t = settings.target
+    return LdapDirectory(
+        DirectorySettings(
+            urls=t.ldap_urls,
+            bind_dn=t.bind_dn,
+            bind_password=resolve_secret(t.bind_password, "target.bind_password"),
+            base_dn=t.base_dn,
+            ca_file=t.ca_file,
+            gc_urls=t.gc_urls,
+            allow_insecure=t.insecure_plain_ldap,
+            timeout=t.timeout,
+            page_size=t.page_size,
+            max_values_per_modify=t.max_values_per_modify,
+        )
+    )
+
+
+def build_store(settings: Settings) -> SqliteStore:
+    return SqliteStore(settings.state.path)
+
+
+class NoCloud:
+    """The cloud source with scope.mode = "none": on-prem dynamic groups only, Graph is never called."""
+
+    def sync(self, replica: ReplicaStore) -> SyncReport:
+        return SyncReport()
+
+
+def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
+    source: CloudSource = NoCloud() if settings.scope.mode == "none" else build_graph(settings)[1]
+    return Engine(settings, source, build_directory(settings), build_store(settings), progress)

@@ -1,0 +1,612 @@
+"""The `writeback` command: parse, call one library function, print, map errors to exit codes.
+
+Exit codes (also in ``--help``): 0 success (for `plan`: no changes), 1 error, 2 `plan` found changes pending,
+3 `apply` applied what it could but held changes over a safety threshold (allow them with
+--allow-deletes/--allow-removals/--allow-updates), 64 usage error (EX_USAGE from sysexits.h; argparse's own 2
+would read as "changes pending"), 130 interrupted.
+Global options (--config, --verbose-log, --quiet) work before or after the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from writeback import __version__
+from writeback.errors import ConfigError, WritebackError
+
+DEFAULT_SANDBOX_DIR = "/var/tmp/writeback-sandbox"
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_HELD, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3, 64, 130
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK:<4} success (plan: nothing to change)
+  {EXIT_ERROR:<4} error (the message says what failed and how to fix it)
+  {EXIT_CHANGES:<4} plan: changes are pending
+  {EXIT_HELD:<4} apply: applied, but held changes over a safety threshold (--allow-deletes/-removals/-updates)
+  {EXIT_USAGE:<4} usage error: unknown option, missing argument (EX_USAGE)
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors exiting EX_USAGE (64): argparse's default 2 means "changes pending" here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _sandbox_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir or os.environ.get("WRITEBACK_SANDBOX_DIR") or DEFAULT_SANDBOX_DIR)
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    if args.config:
+        return Path(args.config)
+    if os.environ.get("WRITEBACK_CONFIG"):
+        return Path(os.environ["WRITEBACK_CONFIG"])
+    local = Path("writeback.toml")
+    if local.exists():
+        return local
+    sandbox = Path(os.environ.get("WRITEBACK_SANDBOX_DIR") or DEFAULT_SANDBOX_DIR) / "writeback.toml"
+    if sandbox.exists():
+        return sandbox
+    raise ConfigError(
+        "no configuration: pass --config FILE, set WRITEBACK_CONFIG, create ./writeback.toml, "
+        "or run `writeback sandbox up` for a ready sandbox config"
+    )
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    if getattr(args, "quiet", False):
+        return None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from writeback.config import load_settings
+
+    return load_settings(_config_path(args))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from writeback.app.wiring import build_engine
+    from writeback.cli.report import render_plan
+
+    engine = build_engine(_settings(args), _progress(args))
+    try:
+        if not args.no_sync:
+            engine.sync()
+            engine.sync_ad_users(full=True)
+        plan = engine.plan(allow=_allowances(args))
+    finally:
+        engine.close()
+    if args.out:
+        from writeback.adapters.state.files import write_private
+
+        try:
+            write_private(args.out, json.dumps(plan.to_dict(), indent=2))  # it names groups and members
+        except OSError as exc:
+            raise ConfigError(f"cannot save the plan: {exc.strerror}", file=args.out) from exc
+        print(f"Plan saved to {args.out} (digest {plan.digest()[:12]})", file=sys.stderr)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan, verbose=args.verbose))
+    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from writeback.adapters.state.lock import WriterLock
+    from writeback.app.wiring import build_engine
+    from writeback.cli.report import render_plan
+    from writeback.core.planning import Plan
+
+    settings = _settings(args)
+    with WriterLock(settings.state.path, "apply"):
+        engine = build_engine(settings, _progress(args))
+        try:
+            engine.sync()
+            engine.sync_ad_users(full=True)
+            plan = engine.plan(allow=_allowances(args))
+            if args.plan:
+                try:
+                    saved = Plan.from_dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
+                except (OSError, ValueError, KeyError) as exc:
+                    raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
+                engine.check_saved_plan(saved, plan)
+                plan = saved.with_redacted_values_from(plan)  # values hidden by Redact() are not in the file
+            if not args.json:
+                print(render_plan(plan, verbose=args.verbose))
+            result = engine.apply(plan)
+        finally:
+            engine.close()
+    failed = result.failed
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_id": result.run_id,
+                    "ok": result.ok,
+                    "aborted": result.aborted,
+                    "applied": sum(1 for r in result.results if r.ok),
+                    "failed": len(failed),
+                    "results": [
+                        {
+                            "kind": r.change.kind.value,
+                            "cloud_id": r.change.cloud_id,
+                            "dn": r.change.dn,
+                            "ok": r.ok,
+                            "error": r.error,
+                        }
+                        for r in result.results
+                    ],
+                    "plan": plan.to_dict(),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"\nApplied {len(result.results) - len(failed)} of {len(plan.changes)} changes (run {result.run_id})."
+        )
+        for r in failed:
+            print(f"  FAILED {r.change.kind.value} {r.change.display_name or r.change.dn}: {r.error}")
+        if result.aborted:
+            print(
+                f"Stopped early: {result.aborted}. Run `writeback apply` again once it is fixed; it resumes."
+            )
+        if plan.held:
+            print(f"Held back by a safety threshold: {len(plan.held)} changes (see the warnings above).")
+    if not result.ok:
+        return EXIT_ERROR
+    return EXIT_HELD if plan.held else EXIT_OK
+
+
+def _allowances(args: argparse.Namespace) -> Any:
+    from writeback.app.engine import Allowances
+
+    return Allowances(args.allow_deletes, args.allow_removals, args.allow_updates)
+
+
+def cmd_allow(args: argparse.Namespace) -> int:
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.app.engine import Allowances
+
+    allow = Allowances(args.deletes, args.removals, args.updates)
+    if allow == Allowances():
+        raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
+    store = SqliteStore(_settings(args).state.path)
+    try:
+        store.set_allowances({"deletes": allow.deletes, "removals": allow.removals, "updates": allow.updates})
+    finally:
+        store.close()
+    print(
+        "Allowed for the next full reconcile of the running service: "
+        f"{allow.deletes} deletes, {allow.removals} member removals, {allow.updates} updates."
+    )
+    return EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays."""
+    import uuid
+
+    from writeback.adapters.state.lock import WriterLock
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.app.wiring import build_graph
+
+    settings = _settings(args)
+    if settings.scope.mode == "none":
+        print('scope.mode is "none": there is no cloud replica to rebuild.')
+        return EXIT_OK
+    progress = _progress(args) or (lambda _msg: None)
+    with WriterLock(settings.state.path, "state rebuild-replica"):
+        store = SqliteStore(settings.state.path)
+        client = None
+        try:
+            client, source = build_graph(settings)  # before forgetting anything: a bad [source] fails here
+            run_id = uuid.uuid4().hex[:12]
+            store.reset_replica()
+            progress("Cloud replica cleared; reading every user and group from Microsoft Graph")
+            report = source.sync(store)
+            store.log(
+                run_id,
+                "rebuild_replica",
+                "info",
+                detail={"graph_requests": report.requests, "groups": len(report.changed_groups)},
+            )
+        finally:
+            if client is not None:
+                client.close()
+            store.close()
+    print(
+        f"Cloud replica of {settings.state.path} rebuilt from Microsoft Graph ({report.requests} requests; "
+        f"run {run_id}). The provisioning log and last-applied state were kept; "
+        "`writeback plan` shows what a full reconcile would change."
+    )
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from writeback.app.wiring import build_directory
+    from writeback.core.dn import rdn
+    from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR
+
+    directory = build_directory(_settings(args))
+    try:
+        anchors = (
+            (MSDS_ANCHOR, ADMIN_DESCRIPTION) if directory.has_attribute(MSDS_ANCHOR) else (ADMIN_DESCRIPTION,)
+        )
+        groups = sorted(
+            directory.read_managed_groups(anchors, (*anchors, "displayName", "description")),
+            key=lambda g: g.dn.lower(),
+        )
+    finally:
+        directory.close()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "dn": g.dn,
+                        "objectGUID": g.object_guid,
+                        "anchor": g.anchor,
+                        "sAMAccountName": g.sam_account_name,
+                        "groupType": g.group_type,
+                        "members": sorted(g.members),
+                    }
+                    for g in groups
+                ],
+                indent=2,
+            )
+        )
+        return EXIT_OK
+    if not groups:
+        print("No groups managed by writeback in AD.")
+    for g in groups:
+        print(f"{g.dn}\n    sAMAccountName={g.sam_account_name}  anchor={g.anchor}  {len(g.members)} members")
+        for m in sorted(g.members, key=str.lower):
+            print(f"      - {rdn(m)[3:]}")
+    return EXIT_OK
+
+
+def _since(text: str | None) -> float | None:
+    """'90m', '12h', '7d' ago, or an ISO 8601 time (UTC when no zone is given)."""
+    if not text:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return time.time() - int(text[:-1]) * units[text[-1]]
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r}: use 90m, 12h, 7d or an ISO time such as 2026-11-22T08:00"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.cli.report import render_table
+
+    settings = _settings(args)
+    since = _since(args.since)
+    store = SqliteStore(settings.state.path)
+    try:
+        entries = store.read_log(
+            group=args.group,
+            action=args.action,
+            result=args.result,
+            run_id=args.run,
+            limit=args.limit,
+            since=since,
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
+        return EXIT_OK
+    rows = []
+    for e in entries:
+        when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        info = e.error or ""
+        if not info and e.detail:
+            info = ", ".join(f"{k}={v}" for k, v in e.detail.items())
+        rows.append([when, e.run_id, e.action, e.result, e.group_name or e.cloud_id or "", info[:120]])
+    print(
+        render_table(rows, ["time (UTC)", "run", "action", "result", "group", "detail"])
+        if rows
+        else "No log entries."
+    )
+    return EXIT_OK
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from writeback.app.checks import check_config
+
+    problems = check_config(_settings(args), print)
+    if problems:
+        print(f"\n{len(problems)} problem(s) found:")
+        for p in problems:
+            print(f"  - {p}")
+        return EXIT_ERROR
+    print("\nConfiguration OK.")
+    return EXIT_OK
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from writeback.testbed import sandbox
+
+    directory = _sandbox_dir(args)
+    if args.sandbox_cmd == "up":
+        info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
+        print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
+        if info.graph_url:
+            print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
+        else:
+            print("  Graph:     the emulator is not running; see the logs in " + str(directory / "logs"))
+        print(f"  Config:    {info.config}")
+        print(f"  Contract:  {directory / 'sandbox.json'}")
+        print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
+    elif args.sandbox_cmd == "down":
+        sandbox.sandbox_down(directory)
+        print(f"Sandbox in {directory} stopped (files kept).")
+    else:
+        status = sandbox.sandbox_status(directory)
+        print(status if isinstance(status, str) else json.dumps(_public(status), indent=2, default=str))
+    return EXIT_OK
+
+
+def _public(obj: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    data = asdict(obj) if is_dataclass(obj) and not isinstance(obj, type) else dict(vars(obj))
+    return {k: ("***" if "password" in k or "secret" in k else v) for k, v in data.items()}
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from writeback.testbed.emulator import server
+
+    argv = ["serve", "--tenant", args.tenant, "--port", str(args.port), "--host", args.host]
+    if args.data_dir:  # else the emulator makes a private temporary one and prints where it is
+        argv += ["--data-dir", args.data_dir]
+    result = server.main(argv)
+    return int(result or 0)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from writeback.app.service import run_service
+
+    return run_service(_settings(args), once=args.once, verbose=args.verbose_log)
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from writeback.cli import rules as rules_cli
+
+    return rules_cli.main(args, _settings if args.rules_cmd == "test" else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="writeback",
+        description="Write Microsoft Entra ID cloud groups back into Active Directory.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"writeback {__version__}")
+    _add_global_options(p, default=None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser(
+        "plan", help="show what apply would change (never writes); exit 2 when changes are pending"
+    )
+    sp.add_argument("--json", action="store_true", help="machine-readable plan")
+    sp.add_argument("--out", help="save the plan to FILE (apply it later with `apply --plan FILE`)")
+    sp.add_argument("--verbose", action="store_true", help="list every member value")
+    sp.add_argument("--no-sync", action="store_true", help="plan from the local replica without asking Graph")
+    sp.add_argument(
+        "--allow-deletes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N group deletes past the threshold",
+    )
+    sp.add_argument(
+        "--allow-removals",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N member removals past safety.member_removal_percent",
+    )
+    sp.add_argument(
+        "--allow-updates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N groups updated, renamed or moved past safety.update_percent",
+    )
+    sp.set_defaults(func=cmd_plan)
+
+    sa = sub.add_parser(
+        "apply",
+        help="plan and apply (or apply a saved plan that still matches); exit 3 when changes were held back",
+    )
+    sa.add_argument("--plan", help="a plan saved with `plan --out`; refused when it no longer matches")
+    sa.add_argument(
+        "--allow-deletes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N group deletes past the threshold",
+    )
+    sa.add_argument(
+        "--allow-removals",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N member removals past safety.member_removal_percent",
+    )
+    sa.add_argument(
+        "--allow-updates",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allow up to N groups updated, renamed or moved past safety.update_percent",
+    )
+    sa.add_argument("--json", action="store_true")
+    sa.add_argument("--verbose", action="store_true")
+    sa.set_defaults(func=cmd_apply)
+
+    sal = sub.add_parser(
+        "allow",
+        help="let a running `writeback run` apply changes it holds over a safety threshold (next full reconcile)",
+    )
+    sal.add_argument("--deletes", type=int, default=0, metavar="N", help="up to N group deletes")
+    sal.add_argument("--removals", type=int, default=0, metavar="N", help="up to N member removals")
+    sal.add_argument("--updates", type=int, default=0, metavar="N", help="up to N groups updated or renamed")
+    sal.set_defaults(func=cmd_allow)
+
+    sw = sub.add_parser("show", help="list the AD groups writeback manages, with their members")
+    sw.add_argument("--json", action="store_true")
+    sw.set_defaults(func=cmd_show)
+
+    sl = sub.add_parser("log", help="show the provisioning log")
+    sl.add_argument("--group", help="group name, DN fragment or cloud id")
+    sl.add_argument(
+        "--action",
+        help="create, update, move, add_members, remove_members, delete, skip, staged_delete, held",
+    )
+    sl.add_argument("--result", help="success, error, skipped, held, info")
+    sl.add_argument("--run", help="one run id")
+    sl.add_argument("--since", help="only entries newer than 90m, 12h, 7d or an ISO time")
+    sl.add_argument("--limit", type=int, default=200)
+    sl.add_argument("--json", action="store_true")
+    sl.set_defaults(func=cmd_log)
+
+    sc = sub.add_parser("config", help="configuration tools")
+    scs = sc.add_subparsers(dest="config_cmd", required=True)
+    scs.add_parser(
+        "check", help="load the config, connect to Graph and AD, report what is wrong"
+    ).set_defaults(func=cmd_config_check)
+
+    sb = sub.add_parser("sandbox", help="a local Samba AD DC and Graph emulator to try writeback")
+    sbs = sb.add_subparsers(dest="sandbox_cmd", required=True)
+    up = sbs.add_parser("up", help="provision and start (idempotent)")
+    up.add_argument(
+        "--dir", help=f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
+    )
+    up.add_argument("--users", type=int, default=50, help="seeded AD users (default 50)")
+    for name in ("down", "status"):
+        x = sbs.add_parser(name)
+        x.add_argument("--dir")
+    sb.set_defaults(func=cmd_sandbox)
+
+    se = sub.add_parser("emulator", help="the Microsoft Graph emulator")
+    ses = se.add_subparsers(dest="emulator_cmd", required=True)
+    serve = ses.add_parser("serve", help="serve a tenant file over HTTPS")
+    serve.add_argument("--tenant", required=True)
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument(
+        "--data-dir", help="TLS files, keys, admin token, emulator.json (default: a new temp dir)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="listen address (default 127.0.0.1, loopback only)"
+    )
+    serve.set_defaults(func=cmd_emulator)
+
+    sr = sub.add_parser(
+        "run", help="run continuously: delta polling every few seconds, full reconcile hourly"
+    )
+    sr.add_argument("--once", action="store_true", help="one cycle, then exit")
+    sr.set_defaults(func=cmd_run)
+
+    su = sub.add_parser("rules", help="dynamic membership rules")
+    sus = su.add_subparsers(dest="rules_cmd", required=True)
+    rc = sus.add_parser("check", help="validate a rule")
+    rc.add_argument("rule")
+    rt = sus.add_parser("test", help="list the users a rule matches, or explain one user")
+    rt.add_argument("rule")
+    rt.add_argument("--user", help="explain why this user (id, UPN or sAMAccountName) matches or not")
+    rt.add_argument("--source", choices=("cloud", "ad"), default="cloud")
+    rt.add_argument("--limit", type=int, default=50)
+    su.set_defaults(func=cmd_rules)
+
+    st = sub.add_parser(
+        "state",
+        help="state store tools",
+        description="Tools for the state store (state.path).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sts = st.add_subparsers(dest="state_cmd", required=True)
+    sts.add_parser(
+        "rebuild-replica",
+        help="rebuild a damaged cloud replica from Microsoft Graph (keeps the provisioning log)",
+        description=(
+            "Forget the local copy of the cloud (users, groups, members, delta links) and read it\n"
+            "again from Microsoft Graph with a full delta sync. The provisioning log, the last-applied\n"
+            "state and the AD users cache are kept. Takes the writer lock: stop `writeback run` first.\n"
+            "Nothing is written to AD; run `writeback plan` afterwards."
+        ),
+    ).set_defaults(func=cmd_state)
+
+    _add_global_options_everywhere(p)
+    return p
+
+
+GLOBAL_OPTIONS = ("config", "verbose_log", "quiet")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--config, --verbose-log, --quiet. On subcommands their default is SUPPRESS, so a value given before
+    the subcommand is not overwritten by the subcommand's default."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default,
+        help="config file (default: $WRITEBACK_CONFIG, ./writeback.toml, or the sandbox's)",
+    )
+    flag = False if default is None else default
+    parser.add_argument(
+        "-v", "--verbose-log", action="store_true", default=flag, help="debug logging to stderr"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", default=flag, help="no progress messages")
+
+
+def _add_global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand the global options, so `writeback plan --config FILE` works like
+    `writeback --config FILE plan`, and list the exit codes in each subcommand's --help."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_global_options(child, default=argparse.SUPPRESS)
+                if child.epilog is None:
+                    child.epilog = EXIT_CODES_HELP
+                    child.formatter_class = argparse.RawDescriptionHelpFormatter
+                _add_global_options_everywhere(child)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose_log else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except WritebackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

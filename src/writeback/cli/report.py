@@ -1,0 +1,97 @@
+"""Render plans, apply results and log entries for people. Pure (returns strings)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from writeback.core.planning import ChangeKind, Plan
+
+_LABELS = {
+    ChangeKind.CREATE: "create",
+    ChangeKind.UPDATE: "update",
+    ChangeKind.MOVE: "rename/move",
+    ChangeKind.ADD_MEMBERS: "add members",
+    ChangeKind.REMOVE_MEMBERS: "remove members",
+    ChangeKind.DELETE: "delete",
+}
+MAX_LISTED = 10
+
+
+def render_plan(plan: Plan, *, verbose: bool = False) -> str:
+    lines: list[str] = []
+    counts = plan.counts()
+    mv = plan.member_value_counts()
+    summary = ", ".join(f"{n} {_LABELS[ChangeKind(k)]}" for k, n in counts.items() if n)
+    if plan.changes:
+        lines.append(
+            f"Plan: {summary} ({mv['members_added']} member values to add, {mv['members_removed']} to remove)"
+        )
+        if plan.drift:
+            groups = len({c.cloud_id for c in plan.drift})
+            lines.append(f"Drift: {len(plan.drift)} changes revert manual edits in AD ({groups} groups)")
+    else:
+        lines.append("Plan: no changes. AD matches the cloud.")
+    current = None
+    for ch in plan.changes:
+        header = f"{ch.display_name or ch.dn}  [{ch.cloud_id}]"
+        if header != current:
+            lines.append("")
+            lines.append(f"  {header}")
+            current = header
+        line = f"    {'+' if ch.kind is ChangeKind.CREATE else '-' if ch.kind is ChangeKind.DELETE else '~'} {_LABELS[ch.kind]}"
+        if ch.kind is ChangeKind.MOVE:
+            line += f": {ch.dn} -> {ch.new_dn}"
+        elif ch.kind in (ChangeKind.CREATE, ChangeKind.DELETE):
+            line += f": {ch.dn}"
+        elif ch.kind is ChangeKind.UPDATE:
+            line += ": " + ", ".join(
+                f"{k}={v if k in ch.redacted and v is not None else repr(v)}"
+                for k, v in sorted(ch.shown_attributes().items(), key=lambda kv: kv[0])
+            )
+        if ch.members:
+            line += f" ({len(ch.members)} members)"
+        if ch.reason:
+            line += f"  -- {ch.reason}"
+        lines.append(line)
+        if (ch.members and ch.kind is not ChangeKind.CREATE) or (ch.members and verbose):
+            shown = ch.members if verbose else ch.members[:MAX_LISTED]
+            lines.extend(f"        {m}" for m in shown)
+            if len(ch.members) > len(shown):
+                lines.append(
+                    f"        … and {len(ch.members) - len(shown)} more (--json or --verbose for all)"
+                )
+    if plan.held:
+        lines.append("")
+        lines.append(f"Held back by a safety threshold, not applied ({len(plan.held)}):")
+        for c in plan.held:
+            size = f" ({len(c.members)} members)" if c.members else ""
+            lines.append(f"    = {c.kind.value}: {c.new_dn or c.dn}{size}  -- {c.reason}")
+    issues = [r for r in plan.reports if r.error or r.skipped or r.note]
+    if issues:
+        lines.append("")
+        lines.append("Notes:")
+        for r in issues:
+            name = f"{r.display_name or r.dn or r.cloud_id} [{r.cloud_id}]"
+            if r.error:
+                lines.append(f"  ! {name}: {r.error}")
+            if r.note:
+                lines.append(f"  . {name}: {r.note}")
+            if r.skipped:
+                lines.append(f"  . {name}: {len(r.skipped)} members not written to AD")
+                for s in r.skipped[: MAX_LISTED if not verbose else None]:
+                    who = f"{s.name} ({s.member_id})" if s.name else s.member_id
+                    lines.append(f"        {s.kind} {who}: {s.reason}")
+                if not verbose and len(r.skipped) > MAX_LISTED:
+                    lines.append(f"        … and {len(r.skipped) - MAX_LISTED} more")
+    for w in (*(h.message for h in plan.holds), *plan.warnings):
+        lines.append("")
+        lines.append(f"WARNING: {w}")
+    return "\n".join(lines)
+
+
+def render_table(rows: Iterable[Iterable[str]], headers: Iterable[str]) -> str:
+    all_rows = [list(headers), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(all_rows[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in all_rows]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)

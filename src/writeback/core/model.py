@@ -1,0 +1,203 @@
+"""Immutable values shared by the pure core and the adapters.
+
+Cloud side: what Microsoft Graph says (users, groups, member references). Directory side: what Active
+Directory holds. Desired side: what AD must look like, computed by :mod:`writeback.core.mapping`.
+No I/O here, no vendor imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from writeback.core.dn import join_rdn
+
+# AD groupType bits (MS-ADTS 2.2.12).
+GROUP_TYPE_GLOBAL = 0x2
+GROUP_TYPE_DOMAIN_LOCAL = 0x4
+GROUP_TYPE_UNIVERSAL = 0x8
+GROUP_TYPE_SECURITY = -0x80000000  # 0x80000000 as the signed 32-bit value AD stores
+UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
+
+ANCHOR_PREFIX = "Group_"
+DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.onprem)
+DYNAMIC_KEY_PREFIX = "dynamic:"
+ANCHOR_PREFIXES = (ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX)  # every anchor writeback writes
+
+
+def member_kind_from_odata(odata_type: str | None) -> str:
+    """'#microsoft.graph.user' -> 'user'. Unknown types keep their suffix; None -> 'user'."""
+    if not odata_type:
+        return "user"
+    return odata_type.rsplit(".", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MemberRef:
+    """A direct member of a cloud group: its Graph object kind and id."""
+
+    kind: str
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloudUser:
+    """A Graph user. ``attributes`` holds every other property Graph returned (for rules and filters)."""
+
+    id: str
+    display_name: str | None = None
+    user_principal_name: str | None = None
+    account_enabled: bool | None = None
+    on_premises_sync_enabled: bool | None = None
+    on_premises_security_identifier: str | None = None
+    on_premises_immutable_id: str | None = None
+    on_premises_distinguished_name: str | None = None
+    on_premises_domain_name: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    deleted: bool = False  # soft-deleted (in deletedItems, restorable)
+
+    @property
+    def is_synced(self) -> bool:
+        return bool(self.on_premises_sync_enabled) or bool(self.on_premises_security_identifier)
+
+
+@dataclass(frozen=True, slots=True)
+class CloudGroup:
+    """A Graph group with its direct members."""
+
+    id: str
+    display_name: str = ""
+    description: str | None = None
+    mail_nickname: str | None = None
+    mail_enabled: bool = False
+    security_enabled: bool | None = True  # None: Graph did not say; scope treats it as not security
+    group_types: tuple[str, ...] = ()
+    on_premises_sync_enabled: bool | None = None
+    membership_rule: str | None = None
+    membership_rule_processing_state: str | None = None
+    writeback_enabled: bool | None = None  # beta writebackConfiguration.isEnabled
+    writeback_group_type: str | None = None  # beta writebackConfiguration.onPremisesGroupType
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    members: frozenset[MemberRef] = frozenset()
+    deleted: bool = False  # soft-deleted (in deletedItems, restorable)
+
+    @property
+    def is_dynamic(self) -> bool:
+        return "DynamicMembership" in self.group_types
+
+    @property
+    def is_unified(self) -> bool:
+        return "Unified" in self.group_types
+
+    @property
+    def anchor(self) -> str:
+        return ANCHOR_PREFIX + self.id
+
+
+@dataclass(frozen=True, slots=True)
+class CloudSnapshot:
+    """The cloud as the engine sees it at one moment (from the local replica)."""
+
+    users: Mapping[str, CloudUser]
+    groups: Mapping[str, CloudGroup]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryAccount:
+    """An AD object that can be a group member (user, group, contact)."""
+
+    dn: str
+    object_guid: str  # canonical lower-case UUID string
+    object_sid: str | None = None
+    object_class: str = "user"  # most specific structural class: user, group, contact, computer
+    group_type: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryGroup:
+    """An AD group as read from the directory. ``anchor`` is 'Group_<id>' when writeback owns it."""
+
+    dn: str
+    object_guid: str
+    anchor: str | None
+    sam_account_name: str | None
+    group_type: int
+    attributes: Mapping[str, str | None]  # mapped single-valued attributes: description, displayName, ...
+    members: frozenset[str]  # member DNs as the directory returned them
+    protected: bool = False  # adminCount=1, isCriticalSystemObject or a well-known RID
+
+    @property
+    def cloud_id(self) -> str | None:
+        """The key the planner matches on: the cloud object id, or 'dynamic:<id>' for on-prem dynamic groups."""
+        if self.anchor and self.anchor.startswith(ANCHOR_PREFIX):
+            return self.anchor[len(ANCHOR_PREFIX) :]
+        if self.anchor and self.anchor.startswith(DYNAMIC_ANCHOR_PREFIX):
+            return DYNAMIC_KEY_PREFIX + self.anchor[len(DYNAMIC_ANCHOR_PREFIX) :]
+        return None
+
+
+class SkipReason(str, Enum):
+    """Why a cloud member is not written to AD."""
+
+    CLOUD_ONLY = "cloud-only user (not synced from AD)"
+    SOFT_DELETED = "user is soft-deleted in the cloud"
+    NOT_FOUND_IN_AD = "synced user not found in AD"
+    UNSUPPORTED_KIND = "object type not written to AD"
+    GROUP_OUT_OF_SCOPE = "nested group is not in writeback scope"
+    UNKNOWN_OBJECT = "member not found in the cloud replica"
+    LOCAL_IN_UNIVERSAL = "8518: A universal group cannot have a local group as a member"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SkippedMember:
+    member_id: str
+    kind: str
+    reason: str
+    name: str = ""  # display name or UPN when the replica knows it
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredGroup:
+    """What AD must hold for one in-scope cloud group."""
+
+    cloud_id: str
+    anchor: str
+    cn: str
+    parent_dn: str
+    sam_account_name: str
+    group_type: int
+    attributes: Mapping[str, str | None]  # description, displayName, and the anchor attribute(s)
+    members: frozenset[str]  # member DNs
+    skipped: tuple[SkippedMember, ...] = ()
+    error: str | None = None  # set when the group cannot be written (member cap, 8518, ...)
+    # Attributes whose mapping uses Redact(): written to AD, shown as "[redacted]" in plans and logs.
+    redacted: frozenset[str] = frozenset()
+
+    @property
+    def dn(self) -> str:
+        return join_rdn("CN", self.cn, self.parent_dn)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A desired group as far as it is known without asking AD."""
+
+    key: str  # cloud object id, or 'dynamic:<id>'
+    anchor: str  # Group_<id> or WritebackDynamic_<id>
+    name: str  # for reports: the cloud display name or the configured name
+    cn: str
+    parent_dn: str
+    group_type: int
+    attributes: Mapping[str, str | None]  # mapped attributes, without the anchor attribute(s)
+    sam_candidates: tuple[str, ...]
+    sam_mapped: bool  # sAMAccountName mapped explicitly: the mapping wins over the name the group has
+    members: tuple[MemberRef, ...] = ()  # cloud members, resolved against AD by the desired state
+    member_dns: frozenset[str] = frozenset()  # members already known as AD DNs (on-prem dynamic groups)
+    error: str | None = None
+    redacted: frozenset[str] = frozenset()  # attributes mapped with Redact(): hidden in plans and logs
+
+    @property
+    def dn(self) -> str:
+        return join_rdn("CN", self.cn, self.parent_dn)

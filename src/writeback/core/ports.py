@@ -1,0 +1,174 @@
+"""The small interfaces the engine talks to. Adapters implement them; unit tests use in-memory fakes.
+
+- :class:`ReplicaStore`: the local copy of the in-scope cloud state, fed by Graph delta queries.
+- :class:`CloudSource`: brings the replica up to date (Microsoft Graph adapter).
+- :class:`Directory`: reads and writes Active Directory (LDAP adapter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from writeback.core.model import (
+    CloudGroup,
+    CloudSnapshot,
+    CloudUser,
+    DirectoryAccount,
+    DirectoryGroup,
+    MemberRef,
+)
+
+
+class ReplicaStore(Protocol):
+    """Local replica of the cloud. All writes of one delta round happen inside ``transaction()`` so a crash
+    mid-round leaves the previous consistent replica and delta link in place."""
+
+    def transaction(self) -> ReplicaTransaction: ...
+
+    def get_delta_link(self, resource: str) -> str | None: ...
+
+    def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
+        """The replica as immutable values.
+
+        With ``member_groups`` (an incremental plan), every group's properties but the members of those
+        groups only (the other groups come without members) and only the users among those members:
+        reading a whole replica of 100,000 users and 1,000,000 memberships per poll would cost seconds.
+        """
+        ...
+
+
+class ReplicaTransaction(Protocol):
+    """Context manager; commits on normal exit, rolls back on exception."""
+
+    def __enter__(self) -> ReplicaTransaction: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def set_delta_link(self, resource: str, link: str | None) -> None: ...
+
+    def upsert_user(self, user: CloudUser) -> None: ...
+
+    def remove_user(self, user_id: str, *, hard: bool) -> None:
+        """hard=False marks the user soft-deleted (keeps it); hard=True forgets it."""
+
+    def upsert_group(self, group: CloudGroup) -> None:
+        """Store the group's properties. ``group.members`` is ignored: members change incrementally."""
+
+    def remove_group(self, group_id: str, *, hard: bool) -> None: ...
+
+    def add_members(self, group_id: str, members: Iterable[MemberRef]) -> None: ...
+
+    def remove_members(self, group_id: str, member_ids: Iterable[str]) -> None: ...
+
+    def clear_members(self, group_id: str) -> None: ...
+
+    def reset(self, resource: str) -> None:
+        """Forget every object of ``resource`` ('users' or 'groups') before a full resync round."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncReport:
+    """What one delta sync changed in the replica."""
+
+    full_resync: bool = False
+    changed_users: frozenset[str] = frozenset()
+    changed_groups: frozenset[str] = frozenset()
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UsnWatermark:
+    """Where an incremental read of AD users resumes: a USN means something only on the DC that issued it
+    (MS-ADTS 3.1.1.1.9), so it is kept with that DC's invocationId (a GUID string)."""
+
+    dc: str
+    usn: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """One read of AD users: the users read (rule-ready dicts), the objectGUIDs of users deleted since the
+    last read, the watermark to pass next time, and whether this was a full read (the cache is replaced)."""
+
+    users: list[dict[str, Any]]
+    watermark: UsnWatermark
+    full: bool
+    removed: list[str] = field(default_factory=list)
+
+
+class UserCache(Protocol):
+    """The on-prem source's cache: AD users as read for dynamic groups, and the watermark of the last read."""
+
+    def put_ad_users(
+        self,
+        users: Iterable[dict[str, Any]],
+        *,
+        replace: bool,
+        usn: int,
+        dc: str | None = None,
+        removed: Iterable[str] = (),
+    ) -> None: ...
+
+    def ad_users(self) -> list[dict[str, Any]]: ...
+
+    def ad_users_watermark(self) -> tuple[str, int] | None: ...
+
+
+class CloudSource(Protocol):
+    def sync(self, replica: ReplicaStore) -> SyncReport:
+        """Bring ``replica`` up to date with the cloud (delta queries; full walk the first time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAccounts:
+    by_sid: Mapping[str, DirectoryAccount] = field(default_factory=dict)
+    by_guid: Mapping[str, DirectoryAccount] = field(default_factory=dict)
+
+
+class Directory(Protocol):
+    """Active Directory as the engine needs it. Write methods batch internally."""
+
+    def has_attribute(self, ldap_name: str) -> bool:
+        """True when the schema defines the attribute (e.g. msDS-ExternalDirectoryObjectId)."""
+
+    def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
+        """Find users by objectSid and objectGUID (through the Global Catalog when configured)."""
+
+    def read_managed_groups(
+        self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefixes: Sequence[str]
+    ) -> list[DirectoryGroup]:
+        """Every group in the domain whose anchor attribute starts with one of ``prefixes`` ('Group_',
+        'WritebackDynamic_'), in any OU (paged, ranged member)."""
+
+    def read_groups(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> list[DirectoryGroup]:
+        """The listed groups only (missing DNs are left out)."""
+
+    def existing_dns(self, dns: Iterable[str]) -> set[str]:
+        """Which of ``dns`` exist (any object class), returned as given."""
+
+    def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
+        """Lower-cased sAMAccountName -> DN for the names already used in the domain."""
+
+    def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
+        """AD users under ``base_dn`` as rule-ready dicts: all of them (``since`` None, or taken on another
+        DC), or those changed and deleted since the watermark."""
+
+    def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None: ...
+
+    def modify_attributes(self, dn: str, values: Mapping[str, str | None]) -> None:
+        """Replace each attribute; None removes it."""
+
+    def move(self, dn: str, new_dn: str) -> None:
+        """Rename and/or move (modRDN) keeping the objectGUID."""
+
+    def add_members(self, dn: str, members: Sequence[str]) -> None: ...
+
+    def remove_members(self, dn: str, members: Sequence[str]) -> None: ...
+
+    def delete(self, dn: str) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,112 @@
+"""Which cloud groups writeback writes to AD. Pure.
+
+The default matches Cloud Sync: ``securityEnabled and not mailEnabled and not synced from AD`` — cloud-created
+security groups, assigned or dynamic. Modes narrow that: selected ids, or the per-group
+``writebackConfiguration.isEnabled`` switch (null means false for security groups, as in Connect v2).
+Attribute filters work like Cloud Sync's scoping filters: clauses ANDed within a filter, filters ORed.
+A group whose ``securityEnabled`` is missing is out of scope: writeback fails closed rather than guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from writeback.config import FilterClause, ScopeSettings
+from writeback.core.model import CloudGroup
+
+# Graph names accepted in filters for the group's typed fields.
+_FIELDS = {
+    "id": "id",
+    "objectid": "id",
+    "displayname": "display_name",
+    "description": "description",
+    "mailnickname": "mail_nickname",
+    "mailenabled": "mail_enabled",
+    "securityenabled": "security_enabled",
+    "membershiprule": "membership_rule",
+    "onpremisessyncenabled": "on_premises_sync_enabled",
+}
+
+
+def is_writable_kind(group: CloudGroup) -> str | None:
+    """None when the group is a cloud-created security group; otherwise why it is not eligible."""
+    if group.on_premises_sync_enabled:
+        return "synced from AD (AD is its source of authority)"
+    if group.security_enabled is None:
+        # Fail closed: only a group Graph says is a security group may become an AD security group.
+        return "securityEnabled is missing (out of scope until Graph reports it)"
+    if group.security_enabled is not True:
+        return "not a security group"
+    if group.mail_enabled:
+        return "mail-enabled (Microsoft 365 or mail-enabled security group)"
+    if group.is_unified:
+        return "Microsoft 365 group"
+    return None
+
+
+def group_value(group: CloudGroup, attribute: str) -> Any:
+    field = _FIELDS.get(attribute.lower())
+    if field:
+        return getattr(group, field)
+    for k, v in group.attributes.items():
+        if k.lower() == attribute.lower():
+            return v
+    return None
+
+
+def _clause_matches(clause: FilterClause, group: CloudGroup) -> bool:
+    value = group_value(group, clause.attribute)
+    text = None if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
+    op, want = clause.operator, clause.value
+    if op == "IS_NULL":
+        return value is None or value == ""
+    if op == "IS_NOT_NULL":
+        return not (value is None or value == "")
+    if op == "IS_TRUE":
+        return value is True or text == "true"
+    if op == "IS_FALSE":
+        return value is False or text == "false"
+    if text is None:
+        return op in ("NOT_EQUALS", "NOT_REGEX_MATCH")
+    want = want or ""
+    if op == "EQUALS":
+        return text.casefold() == want.casefold()
+    if op == "NOT_EQUALS":
+        return text.casefold() != want.casefold()
+    if op == "STARTS_WITH":
+        return text.casefold().startswith(want.casefold())
+    if op == "ENDS_WITH":
+        return text.casefold().endswith(want.casefold())
+    if op in ("REGEX_MATCH", "NOT_REGEX_MATCH"):
+        found = re.search(want, text, re.IGNORECASE) is not None
+        return found if op == "REGEX_MATCH" else not found
+    try:
+        a, b = float(text), float(want)
+    except ValueError:
+        a_s, b_s = text.casefold(), want.casefold()
+        return a_s > b_s if op == "GREATER_THAN" else a_s < b_s
+    return a > b if op == "GREATER_THAN" else a < b
+
+
+def out_of_scope_reason(group: CloudGroup, settings: ScopeSettings) -> str | None:
+    """None when ``group`` is in scope; otherwise a short reason (for reports)."""
+    if group.deleted:
+        return "soft-deleted in the cloud"
+    reason = is_writable_kind(group)
+    if reason:
+        return reason
+    if settings.mode == "none":
+        return 'scope.mode is "none" (no cloud groups are written)'
+    if settings.mode == "selected" and group.id not in settings.group_ids:
+        return "not in scope.group_ids"
+    if settings.mode == "writeback_enabled" and group.writeback_enabled is not True:
+        return "writebackConfiguration.isEnabled is not true"
+    if settings.filters and not any(all(_clause_matches(c, group) for c in f) for f in settings.filters):
+        return "no scope filter matches"
+    return None
+
+
+def select_in_scope(groups: Mapping[str, CloudGroup], settings: ScopeSettings) -> dict[str, CloudGroup]:
+    return {gid: g for gid, g in groups.items() if out_of_scope_reason(g, settings) is None}

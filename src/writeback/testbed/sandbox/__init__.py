@@ -1,0 +1,17 @@
+"""The writeback sandbox: a real Samba AD DC on loopback and the Graph emulator with a sample tenant.
+
+``writeback sandbox up`` lets anyone try writeback before pointing it at production, and it is the
+project's test bed. Public API::
+
+    sandbox_up(directory, users=50, progress=None) -> SandboxInfo
+    sandbox_down(directory) -> None
+    sandbox_status(directory) -> SandboxStatus
+    load_info(directory) -> SandboxInfo
+
+Nothing runs at import time.
+"""
+
+from writeback.testbed.sandbox.info import SandboxInfo, SandboxStatus, load_info
+from writeback.testbed.sandbox.lifecycle import sandbox_down, sandbox_status, sandbox_up
+
+__all__ = ["SandboxInfo", "SandboxStatus", "load_info", "sandbox_down", "sandbox_status", "sandbox_up"]

@@ -1,0 +1,340 @@
+"""sandbox_up / sandbox_down / sandbox_status: the sandbox's public operations.
+
+``sandbox_up`` brings each missing part up and leaves running parts alone, so it is safe to call again (after
+a reboot, after ``down``, or when the emulator has been installed since). A lock file serialises concurrent
+callers on the same directory (several test sessions may share one developer sandbox).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import pwd
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from writeback.errors import SandboxError
+from writeback.testbed.sandbox import configfile, emulator, samba, schema, seed, serviceaccount, snapshot
+from writeback.testbed.sandbox.info import SandboxInfo, SandboxStatus, load_info, save_info
+from writeback.testbed.sandbox.layout import (
+    ADMIN_DN,
+    BASE_DN,
+    DC_HOSTNAME,
+    DNS_DOMAIN,
+    GC_URL,
+    LDAP_URL,
+    LDAPS_URL,
+    ONPREM_GROUPS_OU,
+    STAFF_OU,
+    WRITEBACK_OU,
+    SandboxPaths,
+)
+from writeback.testbed.sandbox.ldapconn import connect_when_ready
+from writeback.testbed.sandbox.people import Person, generated_people, scenario_people
+from writeback.testbed.sandbox.secretfiles import (
+    ensure_secret,
+    new_client_secret,
+    new_password,
+    write_private,
+)
+from writeback.testbed.sandbox.tenant import Scenario, build_tenant, load_scenario, write_tenant
+from writeback.testbed.tlsutil import ensure_server_cert
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    """The default progress callback: say nothing."""
+
+
+@contextlib.contextmanager
+def _locked(paths: SandboxPaths) -> Iterator[None]:
+    with open(paths.lock_file, "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def sandbox_up(directory: Path, users: int = 50, progress: Progress | None = None) -> SandboxInfo:
+    """Provision (once), start and describe a sandbox in ``directory`` with ``users`` generated users.
+
+    Idempotent: parts already running are kept, a provisioned domain is reused. A big seeded directory
+    (``users`` >= 2,000) is snapshotted to the cache and restored from it next time instead of re-seeded.
+    """
+    if users < 0:
+        raise SandboxError(f"the number of users must be 0 or more, not {users}")
+    say = progress or _quiet
+    paths = SandboxPaths(Path(directory).resolve())
+    check_directory(paths.root)
+    paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _locked(paths):
+        samba.ensure_installed()  # first: without Samba, saying what to install helps more than "need root"
+        samba.require_root()
+        marker = snapshot.read_marker(paths)
+        if marker is not None and marker.get("users") != users:
+            raise SandboxError(
+                f"the sandbox in {paths.root} was seeded with {marker.get('users')} users, not {users}; "
+                "use that number, or run `writeback sandbox down` and remove the directory to start afresh"
+            )
+        fast = _already_up(paths)
+        if fast is not None:
+            say(f"Sandbox in {paths.root} is already up")
+            return fast
+        scenario = load_scenario()
+        accounts = _provision(paths, users, scenario, say) if marker is None else None
+        if samba.running_pid(paths) is None:
+            say("Starting Samba AD DC")
+            samba.start(paths)
+        return _finish(paths, users, scenario, say, accounts)
+
+
+def _owner_name(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def check_directory(root: Path) -> None:
+    """Refuse an existing sandbox directory that another user owns or that group or others can write.
+
+    The sandbox keeps the Administrator password, private keys and the emulator's admin token there and
+    runs Samba (as root) from files in it: anyone who may write the directory could swap those files.
+    """
+    try:
+        info = os.stat(root)
+    except FileNotFoundError:
+        return  # created below, mode 0700
+    if not stat.S_ISDIR(info.st_mode):
+        raise SandboxError(
+            f"the sandbox directory {root} exists and is not a directory; choose another --dir"
+        )
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise SandboxError(
+            f"refusing the sandbox directory {root}: it belongs to {_owner_name(info.st_uid)}, not to you "
+            f"({_owner_name(me)}); the sandbox keeps secrets and runs Samba from it. Use a directory you "
+            f"own (--dir or WRITEBACK_SANDBOX_DIR), or `chown {me} {root}` if it is yours to take"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        who = " and ".join(
+            name
+            for bit, name in ((stat.S_IWGRP, "its group"), (stat.S_IWOTH, "other users"))
+            if info.st_mode & bit
+        )
+        raise SandboxError(
+            f"refusing the sandbox directory {root}: {who} can write it (mode {stat.S_IMODE(info.st_mode):04o})"
+            f", so they could replace the secrets, keys and programs' files the sandbox keeps there. Run "
+            f"`chmod go-w {root}` (0700 is best) or use another --dir"
+        )
+
+
+def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
+    """The current info when every part runs already, else None."""
+    status = _status(paths)
+    if not status.up or not paths.info_file.exists():
+        return None
+    try:
+        info = load_info(paths.root)
+    except SandboxError:
+        return None  # written by an older version, or damaged: rebuild it
+    if (info.samba_pid, info.emulator_pid) != (status.samba_pid, status.emulator_pid):
+        return None  # restarted behind our back: rebuild the info
+    if info.service_bind_dn is None or (info.emulator_pid is not None and not info.emulator_admin_token):
+        return None  # made by a version without the service account or the admin token: complete it
+    return info
+
+
+def _provision(
+    paths: SandboxPaths, users: int, scenario: Scenario, say: Progress
+) -> list[seed.Account] | None:
+    """Create the domain from scratch (or from a snapshot) and seed it. Returns the seeded accounts as read
+    back (None if they must be read from the DC). Leaves Samba running, except after a restore."""
+    if samba.running_pid(paths) is not None:
+        samba.stop(paths)  # a half-made domain from an interrupted run
+    for leftover in (paths.samba_dir, paths.tls_dir, paths.secrets_dir):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if snapshot.wanted(users) and snapshot.restore(paths, users):
+        say(f"Restored the {users}-user directory from {snapshot.snapshot_file(users)}")
+        return seed.load_accounts(paths.accounts_file)
+    password = new_password()
+    write_private(paths.bind_password_file, password)
+    cert = ensure_server_cert(paths.tls_dir, DC_HOSTNAME, ("127.0.0.1", "localhost", DC_HOSTNAME))
+    say(f"Provisioning domain {DNS_DOMAIN.upper()} in {paths.samba_dir}")
+    samba.provision(paths, password)
+    samba.configure(paths, cert)
+    say("Starting Samba AD DC")
+    samba.start(paths)
+    conn = connect_when_ready(LDAPS_URL, cert.ca_file, ADMIN_DN, password)
+    try:
+        say("Extending the schema with msDS-ExternalDirectoryObjectId")
+        schema.extend(conn, BASE_DN)
+        _seed(conn, users, scenario, say)
+        accounts = seed.read_seeded(conn)
+    finally:
+        conn.unbind_s()
+    seed.save_accounts(paths.accounts_file, accounts)
+    snapshot.write_marker(paths, users)
+    if snapshot.wanted(users):
+        say(f"Saving a snapshot of the {users}-user directory")
+        samba.stop(paths)
+        target = snapshot.save(paths, users)
+        say(f"Snapshot saved to {target}")
+    return accounts
+
+
+def _seed(conn: Any, users: int, scenario: Scenario, say: Progress) -> None:
+    seed.add_all(conn, seed.ou_entries(BASE_DN), window=1)
+    fixed = scenario_people(scenario.directory_users)
+    people: list[Person] = [*fixed, *generated_people(users, fixed)]
+    say(f"Creating {len(people)} users in {STAFF_OU}")
+    started = time.monotonic()
+
+    def created(n: int) -> None:
+        rate = n / max(time.monotonic() - started, 1e-6)
+        say(f"  {n} of {len(people)} users created ({rate:.0f}/s so far)")
+
+    seed.add_all(conn, ((p.dn(STAFF_OU), p.ldap_attributes()) for p in people), progress=created)
+    say(f"Created {len(people)} users in {time.monotonic() - started:.1f} s")
+    dn_by_sam = {p.sam.lower(): p.dn(STAFF_OU) for p in people}
+    groups = []
+    for group in scenario.directory_groups:
+        missing = [m for m in group.get("members", []) if str(m).lower() not in dn_by_sam]
+        if missing:
+            raise SandboxError(f"on-premises group {group['sam']}: unknown members {missing}")
+        groups.append(
+            seed.group_entry(
+                str(group["sam"]),
+                str(group.get("displayName", group["sam"])),
+                str(group.get("description", "")),
+                (dn_by_sam[str(m).lower()] for m in group.get("members", [])),
+            )
+        )
+    seed.add_all(conn, groups, window=1)
+
+
+def _finish(
+    paths: SandboxPaths, users: int, scenario: Scenario, say: Progress, accounts: list[seed.Account] | None
+) -> SandboxInfo:
+    """With Samba running: make sure of the schema, write the tenant, start the emulator, write the info.
+    ``accounts`` are the seeded accounts when just seeded or restored; otherwise they are read from the DC."""
+    password = paths.bind_password_file.read_text(encoding="utf-8").strip()
+    service_password = ensure_secret(paths.service_password_file, new_password)
+    ca_file = paths.tls_dir / "ca.pem"
+    conn = connect_when_ready(LDAPS_URL, ca_file, ADMIN_DN, password)
+    try:
+        schema.extend(conn, BASE_DN)  # no-op when present; covers snapshots made before a schema change
+        if accounts is None:
+            accounts = seed.read_seeded(conn)
+        # Here rather than in provisioning, so sandboxes and snapshots made before it get the account too.
+        service_sid = serviceaccount.ensure_account(conn, BASE_DN, service_password)
+        say(f"Delegating group management on {WRITEBACK_OU} to {serviceaccount.SERVICE_SAM}")
+        serviceaccount.delegate(
+            conn,
+            smb_conf=paths.smb_conf,
+            ldap_url=LDAP_URL,
+            base_dn=BASE_DN,
+            admin_password=password,
+            ou_dn=WRITEBACK_OU,
+            sid=service_sid,
+        )
+        serviceaccount.grant_deleted_objects_read(
+            smb_conf=paths.smb_conf,
+            sam_ldb=paths.samba_dir / "private" / "sam.ldb",
+            base_dn=BASE_DN,
+            sid=service_sid,
+        )
+    finally:
+        conn.unbind_s()
+    client_secret = ensure_secret(paths.client_secret_file, new_client_secret)
+    tenant_file = paths.tenant_file(users)
+    say(f"Writing the tenant ({len(accounts)} synced objects) to {tenant_file}")
+    write_tenant(tenant_file, build_tenant(scenario, accounts, client_secret))
+    info = SandboxInfo(
+        dir=paths.root,
+        ldap_url=LDAPS_URL,
+        gc_url=GC_URL,
+        starttls_url=LDAP_URL,
+        base_dn=BASE_DN,
+        bind_dn=ADMIN_DN,
+        bind_password=password,
+        ca_file=ca_file,
+        users_ou=STAFF_OU,
+        groups_ou=WRITEBACK_OU,
+        onprem_groups_ou=ONPREM_GROUPS_OU,
+        domain=DNS_DOMAIN,
+        users=users,
+        tenant_id=scenario.tenant_id,
+        client_id=scenario.client_id,
+        client_secret=client_secret,
+        config=paths.config_file,
+        tenant_file=tenant_file,
+        samba_pid=samba.running_pid(paths),
+        service_bind_dn=serviceaccount.service_dn(BASE_DN),
+        service_bind_password=service_password,
+        service_sid=service_sid,
+    )
+    # The DC's half of the info is saved first: the DC is usable even if the emulator then fails to start.
+    configfile.write(info, paths)
+    save_info(paths, info)
+    if not emulator.emulator_available():
+        say("The Graph emulator is not installed: the sandbox runs the DC only")
+        return info
+    if emulator.running_pid(paths) is None:
+        say("Starting the Graph emulator")
+        emulator.start(paths, tenant_file)
+    endpoint = emulator.read_endpoint(paths)
+    if endpoint is not None:
+        info = dataclasses.replace(
+            info,
+            graph_url=str(endpoint["graph_url"]),
+            authority=str(endpoint["authority"]),
+            graph_ca_file=Path(str(endpoint["ca_file"])),
+            emulator_pid=emulator.running_pid(paths),
+            emulator_admin_token=endpoint.get("admin_token"),
+        )
+    configfile.write(info, paths)
+    save_info(paths, info)
+    say(f"Sandbox is up: {paths.info_file}")
+    return info
+
+
+def sandbox_down(directory: Path) -> None:
+    """Stop the emulator and Samba (SIGTERM, SIGKILL after a timeout). The directory is kept for a later up."""
+    paths = SandboxPaths(Path(directory).resolve())
+    if not paths.root.is_dir():
+        raise SandboxError(f"no sandbox in {paths.root}")
+    with _locked(paths):
+        emulator.stop(paths)
+        samba.stop(paths)
+
+
+def sandbox_status(directory: Path) -> SandboxStatus:
+    """What runs in the sandbox in ``directory`` (no lock taken: a read-only look)."""
+    return _status(SandboxPaths(Path(directory).resolve()))
+
+
+def _status(paths: SandboxPaths) -> SandboxStatus:
+    samba_pid = samba.running_pid(paths)
+    emulator_pid = emulator.running_pid(paths)
+    endpoint = emulator.read_endpoint(paths) if emulator_pid is not None else None
+    return SandboxStatus(
+        dir=paths.root,
+        provisioned=snapshot.read_marker(paths) is not None,
+        samba_pid=samba_pid,
+        emulator_pid=emulator_pid,
+        emulator_installed=emulator.emulator_available(),
+        ldap_url=LDAPS_URL if samba_pid is not None else None,
+        graph_url=str(endpoint["graph_url"]) if endpoint else None,
+    )
+
+
+__all__ = ["load_info", "sandbox_down", "sandbox_status", "sandbox_up"]
