@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import ldap
 import pytest
+from tests.testbed.ad import AdView
 from tests.testbed.cloud import GraphAdmin
+from tests.testbed.config import GraphApp, selected, write_config
 from tests.testbed.fixtures import delegate_to_service_account
 
 
@@ -119,51 +120,6 @@ class Workspace:
         return Result(p.returncode, p.stdout, p.stderr)
 
 
-def write_config(
-    path: Path,
-    info: Any,
-    ou: str,
-    *,
-    group_ids: list[str],
-    extra: str = "",
-    ca_file: str | None = None,
-    password_file: Path | None = None,
-) -> None:
-    secrets = path.parent
-    (secrets / "client_secret").write_text(info.client_secret)
-    pw = password_file or secrets / "bind_password"
-    if password_file is None:
-        pw.write_text(info.service_bind_password)
-    ids = ", ".join(f'"{g}"' for g in group_ids)
-    path.write_text(f"""
-[source]
-tenant_id = "{info.tenant_id}"
-client_id = "{info.client_id}"
-client_secret_file = "{secrets / "client_secret"}"
-authority = "{info.authority}"
-graph_url = "{info.graph_url}"
-ca_file = "{info.graph_ca_file}"
-max_retries = 3
-
-[target]
-ldap_urls = ["{info.ldap_url}"]
-gc_url = "{info.gc_url}"
-bind_dn = "{info.service_bind_dn}"
-bind_password_file = "{pw}"
-base_dn = "{ou}"
-target_ou = "{ou}"
-ca_file = "{ca_file or info.ca_file}"
-
-[scope]
-{'mode = "selected"' if group_ids else 'mode = "none"'}
-group_ids = [{ids}]
-
-[state]
-path = "{path.parent / "state.sqlite"}"
-{extra}
-""")
-
-
 @pytest.fixture
 def workspace(sandbox: Any, test_ou: str, tmp_path: Path) -> Iterator[Callable[..., Workspace]]:
     """Builds a Workspace; at teardown checks that no secret ever appeared in any output, the log or a plan."""
@@ -172,9 +128,8 @@ def workspace(sandbox: Any, test_ou: str, tmp_path: Path) -> Iterator[Callable[.
 
     def make(group_ids: list[str], extra: str = "", **kw: Any) -> Workspace:
         home = tmp_path / f"ws{len(made)}"
-        home.mkdir()
-        cfg = home / "writeback.toml"
-        write_config(cfg, sandbox, test_ou, group_ids=group_ids, extra=extra, **kw)
+        graph = GraphApp.of_sandbox(sandbox)
+        cfg = write_config(home, sandbox, test_ou, graph=graph, scope=selected(group_ids), extra=extra, **kw)
         env = dict(os.environ)
         env.pop("WRITEBACK_CONFIG", None)
         ws = Workspace(cfg, test_ou, env, [])
@@ -197,57 +152,9 @@ def workspace(sandbox: Any, test_ou: str, tmp_path: Path) -> Iterator[Callable[.
                 assert secret not in text, "a secret appeared in an output, the state store or a saved plan"
 
 
-class AD:
-    """Reads what the DC holds, independently of writeback's own adapter."""
-
-    def __init__(self, conn: Any, ou: str) -> None:
-        self.conn, self.ou = conn, ou
-
-    def groups(self) -> dict[str, dict[str, Any]]:
-        res = self.conn.search_s(
-            self.ou,
-            ldap.SCOPE_SUBTREE,
-            "(objectClass=group)",
-            [
-                "cn",
-                "member",
-                "objectGUID",
-                "sAMAccountName",
-                "description",
-                "displayName",
-                "msDS-ExternalDirectoryObjectId",
-                "adminDescription",
-                "groupType",
-            ],
-        )
-        out: dict[str, dict[str, Any]] = {}
-        for dn, attrs in res:
-            if not dn:
-                continue
-            out[attrs["cn"][0].decode()] = {
-                "dn": dn,
-                **{
-                    k: [v.decode(errors="replace") if k != "objectGUID" else v for v in vs]
-                    for k, vs in attrs.items()
-                },
-            }
-        return out
-
-    def by_anchor(self, gid: str) -> dict[str, Any] | None:
-        for g in self.groups().values():
-            if f"Group_{gid}" in g.get("msDS-ExternalDirectoryObjectId", []) + g.get("adminDescription", []):
-                return g
-        return None
-
-    def member_cns(self, gid: str) -> set[str]:
-        g = self.by_anchor(gid)
-        assert g is not None, f"no AD group anchored to {gid}"
-        return {m.split(",")[0][3:] for m in g.get("member", [])}
-
-
 @pytest.fixture
-def ad(ldap_conn: Any, test_ou: str) -> AD:
-    return AD(ldap_conn, test_ou)
+def ad(ldap_conn: Any, test_ou: str) -> AdView:
+    return AdView(ldap_conn, test_ou)
 
 
 @pytest.fixture

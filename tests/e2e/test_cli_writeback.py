@@ -15,7 +15,7 @@ def dns(users):
 
 
 def members(ad, gid):
-    g = ad.by_anchor(gid)
+    g = ad.anchored(gid)
     assert g is not None, f"no AD group anchored to Group_{gid}"
     return {m.lower() for m in g.get("member", [])}
 
@@ -36,7 +36,7 @@ def test_sample_finance_and_sap_scenarios(cloud, workspace, ad):
     assert applied.code == 0, applied.out + applied.err
     assert len(members(ad, fin["id"])) == 3
     assert len(members(ad, sap["id"])) == 4
-    g = ad.by_anchor(fin["id"])
+    g = ad.anchored(fin["id"])
     assert g["cn"][0] == f"SG-NL-Finance-Department_{fin['id'][-12:]}"
     assert g["groupType"] == ["-2147483640"]
     assert ws.run("plan").code == 0  # nothing left to do
@@ -55,9 +55,9 @@ def test_rename_member_add_remove_and_nested(cloud, workspace, ad, fresh_id):
     parent = cloud.create_group(f"Parent {fresh_id}", [users[0]["id"], users[1]["id"], child])
     ws = workspace([parent, child])
     assert ws.run("apply").code == 0
-    child_dn = ad.by_anchor(child)["dn"].lower()
+    child_dn = ad.anchored(child)["dn"].lower()
     assert members(ad, parent) == dns(users[:2]) | {child_dn}
-    guid = ad.by_anchor(parent)["objectGUID"]
+    guid = ad.anchored(parent)["objectGUID"]
 
     cloud.patch_group(parent, displayName=f"Renamed {fresh_id}")
     cloud.add_member(parent, users[2]["id"])
@@ -67,7 +67,7 @@ def test_rename_member_add_remove_and_nested(cloud, workspace, ad, fresh_id):
     kinds = [c["kind"] for c in plan.json()["changes"]]
     assert kinds == ["update", "move", "add_members", "remove_members"]
     assert ws.run("apply").code == 0
-    g = ad.by_anchor(parent)
+    g = ad.anchored(parent)
     assert g["cn"][0].startswith(f"Renamed {fresh_id}_")
     assert g["objectGUID"] == guid
     assert members(ad, parent) == dns(users[1:3]) | {child_dn}
@@ -78,13 +78,13 @@ def test_changed_target_ou_moves_group(cloud, workspace, ad, ldap_conn, test_ou,
     gid = cloud.create_group(f"Mover {fresh_id}", [cloud.synced_users()[0]["id"]])
     ws = workspace([gid])
     assert ws.run("apply").code == 0
-    guid = ad.by_anchor(gid)["objectGUID"]
+    guid = ad.anchored(gid)["objectGUID"]
     sub = f"OU=Moved,{test_ou}"
     ldap_conn.add_s(sub, [("objectClass", [b"organizationalUnit"])])
     text = ws.config.read_text().replace(f'target_ou = "{test_ou}"', f'target_ou = "{sub}"')
     ws.config.write_text(text)
     assert ws.run("apply").code == 0
-    g = ad.by_anchor(gid)
+    g = ad.anchored(gid)
     assert g["dn"].lower().endswith(sub.lower()) and g["objectGUID"] == guid
 
 
@@ -95,7 +95,7 @@ def test_drift_is_reverted(cloud, workspace, ad, ldap_conn, fresh_id):
     )
     ws = workspace([gid])
     assert ws.run("apply").code == 0
-    dn = ad.by_anchor(gid)["dn"]
+    dn = ad.anchored(gid)["dn"]
     ldap_conn.modify_s(
         dn,
         [
@@ -110,7 +110,7 @@ def test_drift_is_reverted(cloud, workspace, ad, ldap_conn, fresh_id):
     assert all(c["reason"].startswith("drift:") for c in plan.json()["changes"])
     assert ws.run("apply").code == 0
     assert members(ad, gid) == dns(users[:2])
-    assert ad.by_anchor(gid)["description"] == ["Owned by the cloud"]
+    assert ad.anchored(gid)["description"] == ["Owned by the cloud"]
 
 
 def test_unanchored_group_untouched_and_anchored_group_adopted(
@@ -148,7 +148,7 @@ def test_unanchored_group_untouched_and_anchored_group_adopted(
     result = ws.run("apply", "--json")
     doc = result.json()
     assert any("not managed by writeback" in (r["error"] or "") for r in doc["plan"]["reports"])
-    groups = ad.groups()
+    groups = ad.by_cn()
     assert (
         len(
             [
@@ -160,7 +160,7 @@ def test_unanchored_group_untouched_and_anchored_group_adopted(
         )
         == 1
     )
-    adopted = ad.by_anchor(adopt)
+    adopted = ad.anchored(adopt)
     assert adopted["msDS-ExternalDirectoryObjectId"] == [f"Group_{adopt}"]
     assert members(ad, adopt) == dns(users)
     manual = groups[f"Manual {fresh_id}"]
@@ -175,19 +175,19 @@ def test_hard_delete_deletes_soft_delete_keeps_and_threshold(cloud, workspace, a
     assert ws.run("apply").code == 0
     cloud.soft_delete(ids[0])
     assert ws.run("apply").code == 0
-    assert ad.by_anchor(ids[0]) is not None  # soft delete keeps
+    assert ad.anchored(ids[0]) is not None  # soft delete keeps
     for gid in ids[1:]:
         cloud.hard_delete(gid)
     plan = ws.run("plan")
     assert "Delete threshold exceeded: 3" in plan.out and "--allow-deletes 3" in plan.out
     blocked = ws.run("apply")
     assert blocked.code == 3  # applied what it could, held the rest
-    assert all(ad.by_anchor(gid) is not None for gid in ids[1:])
+    assert all(ad.anchored(gid) is not None for gid in ids[1:])
     staged = ws.run("log", "--action", "staged_delete", "--json").json()
     assert len(staged) == 3
     assert ws.run("apply", "--allow-deletes", "3").code == 0
-    assert all(ad.by_anchor(gid) is None for gid in ids[1:])
-    assert ad.by_anchor(ids[0]) is not None
+    assert all(ad.anchored(gid) is None for gid in ids[1:])
+    assert ad.anchored(ids[0]) is not None
 
 
 def test_saved_plan_applies_only_while_it_matches(cloud, workspace, ad, tmp_path, fresh_id):

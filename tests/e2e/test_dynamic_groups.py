@@ -23,7 +23,7 @@ def test_cloud_dynamic_hr_group_written_with_synced_members_only(cloud, workspac
     synced_hr = {
         u["onPremisesDistinguishedName"].lower() for u in cloud.synced_users() if u.get("department") == "HR"
     }
-    got = {m.lower() for m in ad.by_anchor(hr["id"])["member"]}
+    got = {m.lower() for m in ad.anchored(hr["id"])["member"]}
     assert got == synced_hr and len(got) == 4
     report = next(r for r in result.json()["plan"]["reports"] if r["cloud_id"] == hr["id"])
     assert [s["reason"] for s in report["skipped"]] == ["cloud-only user (not synced from AD)"]
@@ -72,7 +72,7 @@ def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(
     assert create["cloud_id"] == f"dynamic:eng-{fresh_id}"
     assert {m.lower() for m in create["members"]} == {a.lower(), b.lower()}
     assert ws.run("apply").code == 0
-    group = ad.groups()[f"Engineering {fresh_id}"]
+    group = ad.by_cn()[f"Engineering {fresh_id}"]
     assert group["msDS-ExternalDirectoryObjectId"] == [f"WritebackDynamic_eng-{fresh_id}"]
     assert {m.lower() for m in group["member"]} == {a.lower(), b.lower()}
     assert ws.run("plan").code == 0
@@ -92,7 +92,7 @@ def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(
         ldap_conn.modify_s(a, [(ldap.MOD_REPLACE, "userAccountControl", [b"514"])])  # disabled: leaves
         want = {b.lower(), c.lower()}
         _wait(
-            lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
+            lambda: {m.lower() for m in ad.by_cn()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
         )
         # A member deleted in AD leaves the cached users at the next poll (Deleted Objects, Show Deleted), so
         # the next change — a new engineer joining — is applied without trying to add the deleted DN back.
@@ -100,7 +100,7 @@ def test_onprem_dynamic_group_plan_apply_and_follow_ad_changes_during_run(
         e = add_user(ldap_conn, test_ou, f"dyn-e-{fresh_id}", dept)
         want = {c.lower(), e.lower()}
         _wait(
-            lambda: {m.lower() for m in ad.groups()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
+            lambda: {m.lower() for m in ad.by_cn()[f"Engineering {fresh_id}"].get("member", [])} == want, 30
         )
         _wait(lambda: json.loads(health.read_text())["last_cycle"] is not None, 10)
         health_now = json.loads(health.read_text())

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 from tests.testbed import service as support
+from tests.testbed.ad import AdView
 from tests.testbed.service import (
     POLL,
-    AdView,
     Cloud,
     converged,
     sandbox_tenant,

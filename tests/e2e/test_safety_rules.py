@@ -17,7 +17,7 @@ from writeback.core.dn import join_rdn
 
 
 def _members(ad: Any, gid: str) -> set[str]:
-    g = ad.by_anchor(gid)
+    g = ad.anchored(gid)
     assert g is not None, f"no AD group anchored to {gid}"
     return {m.lower() for m in g.get("member", [])}
 
@@ -53,7 +53,7 @@ def test_child_held_by_an_unmanaged_group_or_over_the_cap_is_not_nested(
     assert applied.code == 0, applied.out + applied.err
     # The parent is written, with its user and without either child; the foreign group is untouched.
     assert _members(ad, parent) == {users[3]["onPremisesDistinguishedName"].lower()}
-    assert ad.by_anchor(squatted) is None and ad.by_anchor(big) is None
+    assert ad.anchored(squatted) is None and ad.anchored(big) is None
     ((_, attrs),) = ldap_conn.search_s(
         foreign, ldap.SCOPE_BASE, "(objectClass=*)", ["member", "adminDescription"]
     )
@@ -83,7 +83,7 @@ def test_mass_member_removal_is_held_the_rest_applied_until_allowed(
     held = ws.run("apply")
     assert held.code == 3, held.out + held.err
     assert len(_members(ad, a)) == 30  # nothing removed
-    assert ad.by_anchor(b)["displayName"] == [f"Renamed B {fresh_id}"]  # the rest went through
+    assert ad.anchored(b)["displayName"] == [f"Renamed B {fresh_id}"]  # the rest went through
     rows = ws.run("log", "--action", "held", "--json").json()
     assert [r["cloud_id"] for r in rows] == [a] and "Member removal threshold" in rows[0]["error"]
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.testbed.ad import AdView
+from tests.testbed.config import GraphApp, write_config
 from tests.testbed.fixtures import connect, delete_subtree
 from tests.testbed.service import (
-    AdView,
     Cloud,
     add_canary,
     cli_argv,
@@ -38,7 +39,6 @@ from tests.testbed.service import (
     run_cli,
     sandbox_tenant,
     synced_user_ids,
-    write_config,
 )
 
 pytestmark = [pytest.mark.samba]
@@ -147,9 +147,10 @@ def case(sandbox: Any, crash_cloud: CrashCloud, crash_root: str, ldap_admin: Any
     config = write_config(
         tmp_path,
         sandbox,
-        crash_cloud.cloud.h,
         ou,
+        graph=GraphApp.of_emulator(crash_cloud.cloud.h),
         scope=f'[scope]\nmode = "selected"\ngroup_ids = [{ids}]',
+        short_timeouts=True,
     )
     text = config.read_text().replace("timeout = 5\n", f"timeout = 5\nmax_values_per_modify = {CHUNK}\n")
     config.write_text(text)

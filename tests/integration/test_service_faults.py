@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from tests.testbed import service as support
+from tests.testbed.ad import AdView
 from tests.testbed.fixtures import connect, delete_subtree
 from tests.testbed.service import (
-    AdView,
     Cloud,
     converged,
     sandbox_tenant,

@@ -18,17 +18,16 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import ldap
 import pytest
 import yaml
 
+from tests.testbed.ad import AdGroup, AdView
 from tests.testbed.cloud import GraphAdmin
-from tests.testbed.fixtures import delegate_to_service_account
+from tests.testbed.config import GraphApp, write_config
 from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
 from writeback.testbed.sandbox import SandboxInfo
 
@@ -137,56 +136,6 @@ class Cloud(GraphAdmin):
 # -- writeback installations -----------------------------------------------------------------------------------
 
 
-def write_config(
-    home: Path,
-    info: SandboxInfo,
-    handle: EmulatorHandle,
-    ou: str,
-    *,
-    scope: str,
-    extra: str = "",
-    target_ou: str | None = None,
-) -> Path:
-    """A writeback.toml in ``home`` for the sandbox DC and the private emulator, managing ``ou`` only.
-
-    writeback binds as the sandbox's service account, delegated on ``ou`` (and so on OUs below it, such as a
-    ``target_ou`` made later) exactly as docs/least-privilege.md says: production's rights."""
-    home.mkdir(parents=True, exist_ok=True)
-    delegate_to_service_account(info, ou)
-    (home / "client_secret").write_text(handle.client_secret)
-    assert info.service_bind_password, f"the sandbox in {info.dir} has no service account"
-    (home / "bind_password").write_text(info.service_bind_password)
-    config = home / "writeback.toml"
-    config.write_text(f"""
-[source]
-tenant_id = "{handle.tenant_id}"
-client_id = "{handle.client_id}"
-client_secret_file = "{home / "client_secret"}"
-authority = "{handle.authority}"
-graph_url = "{handle.graph_url}"
-ca_file = "{handle.ca_file}"
-max_retries = 3
-timeout = 10
-
-[target]
-ldap_urls = ["{info.ldap_url}"]
-gc_url = "{info.gc_url}"
-bind_dn = "{info.service_bind_dn}"
-bind_password_file = "{home / "bind_password"}"
-base_dn = "{ou}"
-target_ou = "{target_ou or ou}"
-ca_file = "{info.ca_file}"
-timeout = 5
-
-{scope}
-
-[state]
-path = "{home / "state.sqlite"}"
-{extra}
-""")
-    return config
-
-
 def cli_argv(config: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "writeback", "--config", str(config), *args]
 
@@ -222,52 +171,6 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, interva
 
 
 # -- Active Directory, read independently of writeback --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AdGroup:
-    dn: str
-    anchor: str | None
-    members: frozenset[str]  # lower-cased DNs
-    guid: bytes
-    usn_changed: int
-    cn: str
-
-
-class AdView:
-    """The groups under one OU, read with python-ldap (not writeback's adapter)."""
-
-    def __init__(self, conn: Any, ou: str) -> None:
-        self.conn, self.ou = conn, ou
-
-    def groups(self) -> list[AdGroup]:
-        attrs = ["cn", "member", "objectGUID", "uSNChanged", *ANCHOR_ATTRS]
-        out: list[AdGroup] = []
-        for dn, raw in self.conn.search_s(self.ou, ldap.SCOPE_SUBTREE, "(objectClass=group)", attrs):
-            if not dn:
-                continue
-            low = {k.lower(): v for k, v in raw.items()}
-            anchors = [
-                v.decode() for a in ANCHOR_ATTRS for v in low.get(a.lower(), []) if v.startswith(b"Group_")
-            ]
-            out.append(
-                AdGroup(
-                    dn=dn,
-                    anchor=anchors[0][len("Group_") :] if anchors else None,
-                    members=frozenset(m.decode().lower() for m in low.get("member", [])),
-                    guid=low["objectguid"][0],
-                    usn_changed=int(low["usnchanged"][0]),
-                    cn=low["cn"][0].decode(),
-                )
-            )
-        return out
-
-    def by_anchor(self) -> dict[str, list[AdGroup]]:
-        out: dict[str, list[AdGroup]] = {}
-        for g in self.groups():
-            if g.anchor:
-                out.setdefault(g.anchor, []).append(g)
-        return out
 
 
 def expected_members(
@@ -398,7 +301,16 @@ reconcile_interval = 3600
 max_backoff = 2
 health_file = "{home / "health.json"}"
 {extra}"""
-    return write_config(home, sandbox, cloud.h, ou, scope=scope, extra=service, target_ou=target_ou)
+    return write_config(
+        home,
+        sandbox,
+        ou,
+        graph=GraphApp.of_emulator(cloud.h),
+        scope=scope,
+        extra=service,
+        target_ou=target_ou,
+        short_timeouts=True,
+    )
 
 
 @pytest.fixture
