@@ -16,6 +16,7 @@ from typing import Any
 
 import ldap
 import pytest
+from tests.testbed.fixtures import directory_settings
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
 from writeback.adapters.directory.codec import guid_to_str, sid_to_str
@@ -30,16 +31,7 @@ MAPPED = ("description", "displayName")
 
 
 def make_settings(sandbox: Any, **overrides: Any) -> DirectorySettings:
-    values: dict[str, Any] = {
-        "urls": (sandbox.ldap_url,),
-        "bind_dn": sandbox.bind_dn,
-        "bind_password": sandbox.bind_password,
-        "base_dn": sandbox.base_dn,
-        "ca_file": str(sandbox.ca_file),
-        "timeout": 15.0,
-    }
-    values.update(overrides)
-    return DirectorySettings(**values)
+    return directory_settings(sandbox, **{"timeout": 15.0, **overrides})
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 
 import ldap
 import pytest
+from tests.testbed.fixtures import directory_settings
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
 from writeback.core.model import UNIVERSAL_SECURITY
@@ -31,16 +32,7 @@ COMPLETE = f"writeback test fixture: {USERS} member users, complete (kept betwee
 
 
 def make_settings(sandbox: Any, **overrides: Any) -> DirectorySettings:
-    values: dict[str, Any] = {
-        "urls": (sandbox.ldap_url,),
-        "bind_dn": sandbox.bind_dn,
-        "bind_password": sandbox.bind_password,
-        "base_dn": sandbox.base_dn,
-        "ca_file": str(sandbox.ca_file),
-        "max_values_per_modify": CHUNK,
-    }
-    values.update(overrides)
-    return DirectorySettings(**values)
+    return directory_settings(sandbox, **{"max_values_per_modify": CHUNK, **overrides})
 
 
 def _add_ignoring_existing(conn: Any, items: list[tuple[str, list[tuple[str, list[bytes]]]]]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import ldap
 import pytest
 
+from writeback.adapters.directory import DirectorySettings
 from writeback.errors import SandboxError
 from writeback.testbed.sandbox import (
     SandboxInfo,
@@ -86,15 +87,21 @@ def sandbox_graph(sandbox: SandboxInfo) -> SandboxInfo:
     return sandbox
 
 
-def connect(info: SandboxInfo) -> Any:
-    """A python-ldap connection bound as Administrator over LDAPS, validating the DC against the sandbox CA."""
+def connect(info: SandboxInfo, *, as_service: bool = False) -> Any:
+    """A python-ldap connection over LDAPS, validating the DC against the sandbox CA, bound as Administrator
+    (or as the sandbox's least-privileged service account)."""
+    if as_service:
+        assert info.service_bind_dn and info.service_bind_password, "the sandbox has no service account"
     conn = ldap.initialize(info.ldap_url)
     conn.set_option(ldap.OPT_REFERRALS, 0)
     conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
     conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(info.ca_file))
     conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
     conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
-    conn.simple_bind_s(info.bind_dn, info.bind_password)
+    if as_service:
+        conn.simple_bind_s(info.service_bind_dn, info.service_bind_password)
+    else:
+        conn.simple_bind_s(info.bind_dn, info.bind_password)
     return conn
 
 
@@ -149,12 +156,17 @@ def delegate_to_service_account(sandbox: SandboxInfo, ou_dn: str) -> None:
 
 def connect_as_service(info: SandboxInfo) -> Any:
     """A python-ldap connection bound as the sandbox's least-privileged service account over LDAPS."""
-    assert info.service_bind_dn and info.service_bind_password, "the sandbox has no service account"
-    conn = ldap.initialize(info.ldap_url)
-    conn.set_option(ldap.OPT_REFERRALS, 0)
-    conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 10)
-    conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(info.ca_file))
-    conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
-    conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
-    conn.simple_bind_s(info.service_bind_dn, info.service_bind_password)
-    return conn
+    return connect(info, as_service=True)
+
+
+def directory_settings(info: SandboxInfo, **overrides: Any) -> DirectorySettings:
+    """writeback's LDAP adapter settings for the sandbox DC, bound as Administrator (adapter tests)."""
+    values: dict[str, Any] = {
+        "urls": (info.ldap_url,),
+        "bind_dn": info.bind_dn,
+        "bind_password": info.bind_password,
+        "base_dn": info.base_dn,
+        "ca_file": str(info.ca_file),
+    }
+    values.update(overrides)
+    return DirectorySettings(**values)
