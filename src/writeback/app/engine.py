@@ -115,6 +115,9 @@ def _held_reason(change: Change, reasons: Mapping[str, str]) -> str:
     return reasons.get(kind) or next(iter(reasons.values()), "held by a safety threshold")
 
 
+NO_ALLOWANCES = Allowances()
+
+
 class Engine:
     """Sync the sources, plan, apply. Every plan goes the same way (see :mod:`writeback.core.desired`): sources ->
     intents -> questions -> one gathering step -> desired state -> plan -> safety holds."""
@@ -215,7 +218,7 @@ class Engine:
         *,
         only: Collection[str] | None = None,
         dynamic: bool = True,
-        allow: Allowances = Allowances(),
+        allow: Allowances = NO_ALLOWANCES,
     ) -> Plan:
         """Plan from the synced sources and what AD holds now.
 

@@ -76,17 +76,10 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from writeback.app.wiring import build_engine
+    from writeback.app import operations
     from writeback.cli.report import render_plan
 
-    engine = build_engine(_settings(args), _progress(args))
-    try:
-        if not args.no_sync:
-            engine.sync()
-            engine.sync_ad_users(full=True)
-        plan = engine.plan(allow=_allowances(args))
-    finally:
-        engine.close()
+    plan = operations.plan(_settings(args), _progress(args), sync=not args.no_sync, allow=_allowances(args))
     if args.out:
         from writeback.adapters.state.files import write_private
 
@@ -100,30 +93,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from writeback.adapters.state.lock import WriterLock
-    from writeback.app.wiring import build_engine
+    from writeback.app import operations
     from writeback.cli.report import render_plan
-    from writeback.core.planning import Plan
 
-    settings = _settings(args)
-    with WriterLock(settings.state.path, "apply"):
-        engine = build_engine(settings, _progress(args))
+    saved = None
+    if args.plan:
         try:
-            engine.sync()
-            engine.sync_ad_users(full=True)
-            plan = engine.plan(allow=_allowances(args))
-            if args.plan:
-                try:
-                    saved = Plan.from_dict(json.loads(Path(args.plan).read_text(encoding="utf-8")))
-                except (OSError, ValueError, KeyError) as exc:
-                    raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
-                engine.check_saved_plan(saved, plan)
-                plan = saved.with_redacted_values_from(plan)  # values hidden by Redact() are not in the file
-            if not args.json:
-                print(render_plan(plan, verbose=args.verbose))
-            result = engine.apply(plan)
-        finally:
-            engine.close()
+            saved = json.loads(Path(args.plan).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
+    show = None if args.json else (lambda p: print(render_plan(p, verbose=args.verbose)))
+    plan, result = operations.apply(
+        _settings(args), _progress(args), saved=saved, allow=_allowances(args), show=show
+    )
     failed = result.failed
     if args.json:
         print(
@@ -173,17 +155,11 @@ def _allowances(args: argparse.Namespace) -> Any:
 
 
 def cmd_allow(args: argparse.Namespace) -> int:
-    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.app import operations
     from writeback.app.engine import Allowances
 
     allow = Allowances(args.deletes, args.removals, args.updates)
-    if allow == Allowances():
-        raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
-    store = SqliteStore(_settings(args).state.path)
-    try:
-        store.set_allowances({"deletes": allow.deletes, "removals": allow.removals, "updates": allow.updates})
-    finally:
-        store.close()
+    operations.allow(_settings(args), allow)
     print(
         "Allowed for the next full reconcile of the running service: "
         f"{allow.deletes} deletes, {allow.removals} member removals, {allow.updates} updates."

@@ -1,0 +1,78 @@
+"""What the command line (and the console) ask of writeback, one call each: plan, apply, allow.
+
+Each builds the engine from settings (:mod:`writeback.app.wiring`), does its one job, and always closes what it
+opened; interfaces only parse their input and format the value returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from writeback.adapters.state.lock import WriterLock
+from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Progress
+from writeback.app.wiring import build_engine, build_store
+from writeback.config import Settings
+from writeback.core.planning import Plan
+from writeback.errors import ConfigError
+
+
+def plan(
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    sync: bool = True,
+    allow: Allowances = NO_ALLOWANCES,
+) -> Plan:
+    """What an apply would do now (never writes AD). ``sync``: read Graph and AD users first."""
+    engine = build_engine(settings, progress)
+    try:
+        if sync:
+            engine.sync()
+            engine.sync_ad_users(full=True)
+        return engine.plan(allow=allow)
+    finally:
+        engine.close()
+
+
+def apply(
+    settings: Settings,
+    progress: Progress | None = None,
+    *,
+    saved: Mapping[str, Any] | None = None,
+    allow: Allowances = NO_ALLOWANCES,
+    show: Callable[[Plan], None] | None = None,
+) -> tuple[Plan, ApplyResult]:
+    """Plan and apply, holding the state's writer lock; with ``saved`` (a plan's JSON), apply exactly that plan
+    while it still matches. ``show`` receives the plan before anything is written."""
+    with WriterLock(settings.state.path, "apply"):
+        engine = build_engine(settings, progress)
+        try:
+            engine.sync()
+            engine.sync_ad_users(full=True)
+            current = engine.plan(allow=allow)
+            chosen = current
+            if saved is not None:
+                try:
+                    chosen = Plan.from_dict(saved)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ConfigError(f"cannot read the saved plan: {exc}") from exc
+                engine.check_saved_plan(chosen, current)
+                chosen = chosen.with_redacted_values_from(current)  # values hidden by Redact() are not saved
+            if show is not None:
+                show(chosen)
+            return chosen, engine.apply(chosen)
+        finally:
+            engine.close()
+
+
+def allow(settings: Settings, allowances: Allowances) -> None:
+    """Record an operator's allowance for a running service (used by its next full reconcile)."""
+    if allowances == Allowances():
+        raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
+    store = build_store(settings)
+    try:
+        store.set_allowances(asdict(allowances))
+    finally:
+        store.close()
