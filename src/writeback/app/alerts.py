@@ -124,7 +124,9 @@ class Alerter:
             while self._recent and now - self._recent[0] >= window:
                 self._recent.popleft()
             if len(self._recent) >= MAX_PER_INTERVAL:
-                log.warning("alert %s dropped: %d alerts sent in the last %.0f s", key, len(self._recent), window)
+                log.warning(
+                    "alert %s dropped: %d alerts sent in the last %.0f s", key, len(self._recent), window
+                )
                 return False
             self._sent[key] = now
             self._recent.append(now)

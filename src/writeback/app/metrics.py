@@ -37,30 +37,40 @@ class _HealthCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         h = self.health()
-        status = GaugeMetricFamily("writeback_status", "1 for the service's current status", labels=["status"])
+        status = GaugeMetricFamily(
+            "writeback_status", "1 for the service's current status", labels=["status"]
+        )
         for s in STATUSES:
             status.add_metric([s], 1.0 if h.status == s else 0.0)
         yield status
         yield GaugeMetricFamily(
-            "writeback_quarantined", "1 while quarantined (cycles keep failing)", value=h.status == "quarantined"
+            "writeback_quarantined",
+            "1 while quarantined (cycles keep failing)",
+            value=h.status == "quarantined",
         )
         yield GaugeMetricFamily(
             "writeback_consecutive_failed_cycles", "failed cycles in a row", value=h.consecutive_failures
         )
         if h.last_success is not None:
             yield GaugeMetricFamily(
-                "writeback_last_success_timestamp_seconds", "Unix time of the last good cycle", value=h.last_success
+                "writeback_last_success_timestamp_seconds",
+                "Unix time of the last good cycle",
+                value=h.last_success,
             )
         changes = CounterMetricFamily("writeback_changes", "AD changes applied, by result", labels=["result"])
         changes.add_metric(["success"], h.changes_applied)
         changes.add_metric(["error"], h.changes_failed)
         yield changes
-        yield CounterMetricFamily("writeback_graph_requests", "Microsoft Graph requests", value=h.graph_requests)
+        yield CounterMetricFamily(
+            "writeback_graph_requests", "Microsoft Graph requests", value=h.graph_requests
+        )
         ldap = CounterMetricFamily("writeback_ldap_operations", "LDAP operations, by kind", labels=["kind"])
         for kind, n in sorted(h.ldap_operations.items()):
             ldap.add_metric([kind], n)
         yield ldap
-        held = GaugeMetricFamily("writeback_held_changes", "changes held by a safety threshold", labels=["kind"])
+        held = GaugeMetricFamily(
+            "writeback_held_changes", "changes held by a safety threshold", labels=["kind"]
+        )
         for hold in h.held:
             held.add_metric([str(hold.get("kind", ""))], float(hold.get("count", 0)))
         yield held
@@ -75,7 +85,9 @@ class ServiceMetrics:
         self, health: Callable[[], HealthLike], counts: Callable[[], Mapping[str, int]] = dict
     ) -> None:
         self.registry = CollectorRegistry()
-        self.cycles = Counter("writeback_cycles", "service cycles, by result", ["result"], registry=self.registry)
+        self.cycles = Counter(
+            "writeback_cycles", "service cycles, by result", ["result"], registry=self.registry
+        )
         self.duration = Histogram(
             "writeback_cycle_duration_seconds",
             "how long one cycle took",

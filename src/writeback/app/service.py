@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import queue
 import logging
 import os
+import queue
 import random
 import signal
 import threading
@@ -322,7 +322,10 @@ class Service:
         """Forget the failed cycles and try a full reconcile at once (Graph's restart with resetScope)."""
         self.health.consecutive_failures = 0
         if self.health.status == "quarantined":
-            self.health.status, self.health.message = "starting", "quarantine cleared by an operator; retrying"
+            self.health.status, self.health.message = (
+                "starting",
+                "quarantine cleared by an operator; retrying",
+            )
         log.info("quarantine cleared by an operator", extra={"event": "quarantine_cleared"})
         self.request_reconcile()
 

@@ -382,7 +382,13 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from writeback.app.service import run_service
 
-    return run_service(_settings(args), once=args.once, verbose=args.verbose_log)
+    settings = _settings(args)
+    attach = []
+    if settings.service.listen:
+        from writeback.console.server import start
+
+        attach.append(start)
+    return run_service(settings, once=args.once, verbose=args.verbose_log, attach=attach)
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
@@ -606,6 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader closed the pipe (`writeback show | head`): stop quietly, as grep and ls do. stdout is
+        # pointed at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -49,7 +49,9 @@ def _parse_time(text: str | None, field: str) -> float | None:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{field}: {text!r} is not an ISO 8601 date or time (e.g. 2026-11-22 or 2026-11-22T08:00)")
+        raise ValueError(
+            f"{field}: {text!r} is not an ISO 8601 date or time (e.g. 2026-11-22 or 2026-11-22T08:00)"
+        ) from None
     return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
@@ -77,7 +79,7 @@ def log_query(params: Any) -> LogQuery:
 
 def entry_dict(e: Any) -> dict[str, Any]:
     """One log row after Graph's provisioningObjectSummary: ids, time, action, status, identities, steps."""
-    d = e.to_dict()
+    d: dict[str, Any] = e.to_dict()
     d["activityDateTime"] = iso(e.time)
     d["status"] = e.result
     d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": "group"}
@@ -88,10 +90,16 @@ def entry_dict(e: Any) -> dict[str, Any]:
     ]
     if "members" in detail:
         d["modifiedProperties"].append(
-            {"displayName": "member", "oldValue": None, "newValue": f"{detail['members']} values ({e.action})"}
+            {
+                "displayName": "member",
+                "oldValue": None,
+                "newValue": f"{detail['members']} values ({e.action})",
+            }
         )
     if "new_dn" in detail:
-        d["modifiedProperties"].append({"displayName": "distinguishedName", "oldValue": e.dn, "newValue": detail["new_dn"]})
+        d["modifiedProperties"].append(
+            {"displayName": "distinguishedName", "oldValue": e.dn, "newValue": detail["new_dn"]}
+        )
     d["steps"] = detail.get("steps") or [
         {"type": "import", "status": "success", "description": "read from Microsoft Graph (cloud replica)"},
         {"type": "matching", "status": "success", "description": f"AD group {e.dn or '(none)'}"},
@@ -185,12 +193,16 @@ class Console:
             if who is None:
                 return self._unauthorized(request, api=True)
             if not who.operator:
-                return self._error(request, 403, f"{who.name} is a viewer: this action needs the operator role")
+                return self._error(
+                    request, 403, f"{who.name} is a viewer: this action needs the operator role"
+                )
             if who.csrf:  # a browser session (bearer requests carry no csrf)
                 form = await request.form() if "form" in request.headers.get("content-type", "") else {}
                 sent = request.headers.get("x-csrf-token") or str(form.get("csrf", ""))
                 if sent != who.csrf:
-                    return self._error(request, 403, "the form is out of date (CSRF check failed): reload the page")
+                    return self._error(
+                        request, 403, "the form is out of date (CSRF check failed): reload the page"
+                    )
             return await handler(request, who)
 
         return endpoint
@@ -222,7 +234,12 @@ class Console:
             )
         response = RedirectResponse(nxt, status_code=303)
         response.set_cookie(
-            COOKIE, self.auth.start_session(who), httponly=True, samesite="strict", secure=self.https, path="/"
+            COOKIE,
+            self.auth.start_session(who),
+            httponly=True,
+            samesite="strict",
+            secure=self.https,
+            path="/",
         )
         return response
 
@@ -276,7 +293,9 @@ class Console:
             "code": code,
             "ready": ready,
             "readyReason": why,
-            "quarantine": {"since": None, "reason": h["last_error"]} if h["status"] == "quarantined" else None,
+            "quarantine": {"since": None, "reason": h["last_error"]}
+            if h["status"] == "quarantined"
+            else None,
             "lastExecution": iso(h["last_cycle"]),
             "lastSuccessfulExecution": iso(h["last_success"]),
             "lastSuccessfulExecutionWithExports": iso(h["last_change"]),
@@ -301,7 +320,9 @@ class Console:
 
     async def status_page(self, request: Request, who: Principal) -> Response:
         status = await run_in_threadpool(self.status)
-        return self.render(request, who, "status.html", {"s": status, "chart": chart(status["actionsPerDay"])})
+        return self.render(
+            request, who, "status.html", {"s": status, "chart": chart(status["actionsPerDay"])}
+        )
 
     async def allow(self, request: Request, who: Principal) -> Response:
         data = await _payload(request)
@@ -345,7 +366,9 @@ class Console:
             writer = csv.writer(out)
             writer.writerow([*LOG_COLUMNS, "activityDateTime", "detail"])
             for r in rows:
-                writer.writerow([*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])])
+                writer.writerow(
+                    [*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])]
+                )
             return Response(
                 out.getvalue(),
                 media_type="text/csv; charset=utf-8",
@@ -357,10 +380,19 @@ class Console:
         try:
             q = log_query(request.query_params)
         except ValueError as exc:
-            return self.render(request, who, "log.html", {"rows": [], "error": str(exc), "f": request.query_params, "qs": ""}, 400)
+            return self.render(
+                request,
+                who,
+                "log.html",
+                {"rows": [], "error": str(exc), "f": request.query_params, "qs": ""},
+                400,
+            )
         rows = await run_in_threadpool(self._log, q)
         return self.render(
-            request, who, "log.html", {"rows": rows, "error": None, "f": request.query_params, "qs": request.url.query}
+            request,
+            who,
+            "log.html",
+            {"rows": rows, "error": None, "f": request.query_params, "qs": request.url.query},
         )
 
     def _row(self, entry_id: int) -> dict[str, Any] | None:
@@ -389,7 +421,11 @@ class Console:
                 recent = store.query_log(LogQuery(text=cid, limit=200))
                 last_ok = next((e for e in recent if e.result == "success"), None)
                 skipped = next((e for e in recent if e.action == "skip_members"), None)
-                pending = [e for e in recent if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)]
+                pending = [
+                    e
+                    for e in recent
+                    if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)
+                ]
                 out.append(
                     {
                         "cloud_id": cid,
@@ -400,7 +436,11 @@ class Console:
                         "lastChange": entry_dict(last_ok) if last_ok else None,
                         "pending": [entry_dict(e) for e in pending],
                         "skipped": (skipped.detail or {}).get("reasons", {}) if skipped else {},
-                        "drift": [entry_dict(e) for e in recent if (e.detail or {}).get("reason", "").startswith("drift")][:20],
+                        "drift": [
+                            entry_dict(e)
+                            for e in recent
+                            if (e.detail or {}).get("reason", "").startswith("drift")
+                        ][:20],
                         "changes": [entry_dict(e) for e in recent[:10]],
                     }
                 )
@@ -456,7 +496,9 @@ class Console:
             return self._error(request, 400, "give the group: its name or object id")
         run = self.backend.provision(group)
         if request.url.path.startswith("/api/"):
-            return JSONResponse(run.to_dict(), status_code=202, headers={"Location": f"/api/provision/{run.id}"})
+            return JSONResponse(
+                run.to_dict(), status_code=202, headers={"Location": f"/api/provision/{run.id}"}
+            )
         return RedirectResponse(f"/provision/{run.id}", status_code=303)
 
     async def api_provision_run(self, request: Request, who: Principal) -> Response:
@@ -468,7 +510,9 @@ class Console:
         if run is None:
             return self._error(request, 404, "no such provisioning run")
         partial = request.headers.get("hx-request") == "true"
-        return self.render(request, who, "provision_steps.html" if partial else "provision_run.html", {"run": run.to_dict()})
+        return self.render(
+            request, who, "provision_steps.html" if partial else "provision_run.html", {"run": run.to_dict()}
+        )
 
 
 async def _payload(request: Request) -> dict[str, Any]:
@@ -493,5 +537,7 @@ def chart(per_day: list[dict[str, Any]], width: int = 560, height: int = 120) ->
                 continue
             h = n / peak * (height - 10)
             y -= h
-            bars.append({"x": i * bar + 2, "y": y, "w": max(bar - 4, 1), "h": h, "status": status, "n": n, "day": d})
+            bars.append(
+                {"x": i * bar + 2, "y": y, "w": max(bar - 4, 1), "h": h, "status": status, "n": n, "day": d}
+            )
     return {"width": width, "height": height, "bars": bars, "days": days, "totals": totals}

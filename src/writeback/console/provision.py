@@ -22,7 +22,13 @@ Step = dict[str, Any]
 
 
 def _step(kind: str, status: str, description: str, **details: Any) -> Step:
-    return {"type": kind, "status": status, "description": description, "time": time.time(), "details": details}
+    return {
+        "type": kind,
+        "status": status,
+        "description": description,
+        "time": time.time(),
+        "details": details,
+    }
 
 
 def find_group(engine: Engine, wanted: str) -> CloudGroup | None:

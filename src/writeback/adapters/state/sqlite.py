@@ -539,7 +539,9 @@ class SqliteStore:
         ).fetchone()
         if r is None:
             return None
-        return LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None)
+        return LogEntry(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None
+        )
 
     def log_actions_per_day(self, since: float) -> list[tuple[str, str, int]]:
         """(UTC day as YYYY-MM-DD, result, count) of the log rows since ``since``: the console's chart."""
