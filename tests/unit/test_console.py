@@ -218,3 +218,16 @@ def test_plan_page_asks_the_service_loop(console: Console) -> None:
         t.join(0.05)
     plan = out["r"].json()
     assert [c["kind"] for c in plan["changes"]] == ["remove_members"]
+
+
+def test_log_retention_deletes_old_rows_only(tmp_path: Path) -> None:
+    from writeback.console.server import Retention
+
+    path = str(tmp_path / "s.sqlite")
+    store = SqliteStore(path)
+    store.log("old", "create", "success")
+    store.db.execute("UPDATE log SET time = time - 100 * 86400")
+    store.log("new", "create", "success")
+    Retention(path, 90).observe(None, True)
+    assert [e.run_id for e in store.read_log()] == ["new"]
+    store.close()

@@ -47,8 +47,32 @@ def build(service: Service) -> Console:
 
     metrics = ServiceMetrics(lambda: service.health, counts)
     service.on_cycle.append(metrics.observe)
+    service.on_cycle.append(Retention(settings.state.path, settings.console.log_retention_days).observe)
     service.interactive = True
     return Console(ServiceBackend(service, metrics), auth, https=bool(settings.console.certificate_file))
+
+
+class Retention:
+    """Deletes provisioning log rows older than ``console.log_retention_days``, at most once an hour (after a
+    cycle, on the service's thread)."""
+
+    def __init__(self, state_path: str, days: float) -> None:
+        self.state_path, self.days, self.last = state_path, days, 0.0
+
+    def observe(self, health: object, ok: bool) -> None:
+        from writeback.adapters.state.sqlite import SqliteStore
+
+        now = time.time()
+        if not self.days or now - self.last < 3600:
+            return
+        self.last = now
+        store = SqliteStore(self.state_path)
+        try:
+            removed = store.prune_log(now - self.days * 86400)
+        finally:
+            store.close()
+        if removed:
+            log.info("deleted %d provisioning log rows older than %g days", removed, self.days)
 
 
 def start(service: Service) -> Callable[[], None]:
