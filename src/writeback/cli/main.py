@@ -351,6 +351,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         else:
             print("  Graph:     the emulator is not running; see the logs in " + str(directory / "logs"))
         print(f"  Config:    {info.config}")
+        if info.console_url:
+            token_file = info.dir / "secrets" / "console_token"
+            print(f"  Console:   {info.console_url}  (served by `writeback run`; operator token in {token_file})")
         print(f"  Contract:  {directory / 'sandbox.json'}")
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
     elif args.sandbox_cmd == "down":
