@@ -269,7 +269,9 @@ def test_the_generated_config_points_at_the_sandbox_with_secrets_by_reference(sa
 
 
 @pytest.mark.samba
-def test_the_sandbox_config_serves_the_console_on_loopback_with_an_operator_token(sandbox: SandboxInfo) -> None:
+def test_the_sandbox_config_serves_the_console_on_loopback_with_an_operator_token(
+    sandbox: SandboxInfo,
+) -> None:
     assert sandbox.console_url and sandbox.console_token
     url = urllib.parse.urlsplit(sandbox.console_url)
     assert url.scheme == "http" and url.hostname == "127.0.0.1" and url.port

@@ -353,7 +353,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(f"  Config:    {info.config}")
         if info.console_url:
             token_file = info.dir / "secrets" / "console_token"
-            print(f"  Console:   {info.console_url}  (served by `writeback run`; operator token in {token_file})")
+            print(
+                f"  Console:   {info.console_url}  (served by `writeback run`; operator token in {token_file})"
+            )
         print(f"  Contract:  {directory / 'sandbox.json'}")
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
     elif args.sandbox_cmd == "down":

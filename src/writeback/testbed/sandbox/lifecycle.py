@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from writeback.errors import SandboxError
-from writeback.testbed.sandbox import configfile, console, emulator, samba, schema, seed, serviceaccount, snapshot
+from writeback.testbed.sandbox import (
+    configfile,
+    console,
+    emulator,
+    samba,
+    schema,
+    seed,
+    serviceaccount,
+    snapshot,
+)
 from writeback.testbed.sandbox.info import SandboxInfo, SandboxStatus, load_info, save_info
 from writeback.testbed.sandbox.layout import (
     ADMIN_DN,
