@@ -136,3 +136,62 @@ def test_email_alert_reaches_a_local_smtp_server() -> None:
     assert msg.rcpt_tos == ["ops@example.org"]
     body = msg.content.decode()
     assert "Subject: writeback: quarantined" in body and "5 cycles in a row failed" in body
+
+
+def _plan_with_reports(*reports: Any) -> Any:
+    from writeback.core.planning import Plan
+
+    return Plan(reports=tuple(reports))
+
+
+def test_a_plan_reporting_a_loop_alerts_once_per_interval(receiver: Receiver) -> None:
+    from writeback.app.engine import ApplyResult
+    from writeback.core.planning import GroupReport
+
+    clock = Clock()
+    alerter = Alerter(
+        AlertSettings(webhook_url=receiver.url, min_interval=600), clock=clock, background=False
+    )
+    fine = _plan_with_reports(GroupReport("g0", "Fine", None, error="max_members exceeded"))
+    alerter.observe_apply(fine, ApplyResult("r0"))
+    assert receiver.posts == []  # an error without a loop is not a loop alert
+    loop = GroupReport("g1", "Ping", None, error="writeback loop detected: G1 flips every cycle")
+    alerter.observe_apply(_plan_with_reports(loop), ApplyResult("r1"))
+    alerter.observe_apply(_plan_with_reports(loop), ApplyResult("r2"))  # the same loop next cycle
+    assert len(receiver.posts) == 1
+    post = receiver.posts[0]
+    assert post["kind"] == "loop" and "loop detected in 1 group" in post["title"]
+    assert "Ping (g1): writeback loop detected" in post["text"]
+    clock.now += 601
+    alerter.observe_apply(_plan_with_reports(loop), ApplyResult("r3"))
+    assert len(receiver.posts) == 2
+
+
+def test_the_event_webhook_gets_each_applied_group_change(receiver: Receiver) -> None:
+    from writeback.app.engine import ApplyResult, ChangeResult
+    from writeback.core.planning import Change, ChangeKind, Plan
+
+    alerter = Alerter(AlertSettings(event_webhook_url=receiver.url), background=False)
+    assert not alerter.enabled  # events are not alerts: no alert webhook or mail is configured
+    add = Change(ChangeKind.ADD_MEMBERS, "g1", "CN=Sales,OU=W", "Sales", members=("CN=Anna,OU=Staff",))
+    create = Change(
+        ChangeKind.CREATE,
+        "g2",
+        "CN=HR,OU=W",
+        "HR",
+        attributes={"info": "secret value", "description": "d"},
+        redacted=frozenset({"info"}),
+    )
+    refused = Change(ChangeKind.REMOVE_MEMBERS, "g3", "CN=Ops,OU=W", "Ops", members=("CN=Bob,OU=Staff",))
+    result = ApplyResult(
+        "run-1",
+        [ChangeResult(add, True), ChangeResult(create, True), ChangeResult(refused, False, "refused")],
+    )
+    alerter.observe_apply(Plan(), result)
+    assert [p["action"] for p in receiver.posts] == ["add_members", "create"]  # the refused one is not sent
+    first = receiver.posts[0]
+    assert first["event"] == "group_change" and first["run_id"] == "run-1" and first["cloud_id"] == "g1"
+    assert first["dn"] == "CN=Sales,OU=W" and first["members"] == ["CN=Anna,OU=Staff"]
+    assert first["members_total"] == 1 and first["time"].endswith("+00:00")
+    assert receiver.posts[1]["attributes"]["info"] != "secret value"  # redacted stays redacted
+    assert "secret value" not in json.dumps(receiver.posts)

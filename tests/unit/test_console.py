@@ -231,3 +231,54 @@ def test_log_retention_deletes_old_rows_only(tmp_path: Path) -> None:
     Retention(path, 90).observe(None, True)
     assert [e.run_id for e in store.read_log()] == ["new"]
     store.close()
+
+
+def test_metrics_show_memberships_skipped_members_replica_lag_and_graph_throttling(console: Console) -> None:
+    # u5 is a cloud-only user: skipped with its reason.
+    console.cloud.users["u5"] = CloudUser("u5", on_premises_sync_enabled=False)
+    console.cloud.groups[gid(3)] = group(3, ["u3", "u5"], name="G3")
+    console.service.run(once=True)
+    text = console.client.get("/metrics", headers=console.bearer(console.viewer)).text
+    assert "writeback_managed_memberships 3.0" in text  # one synced user in each of the three groups
+    assert 'writeback_skipped_members{reason="cloud_only"} 1.0' in text
+    lag = re.search(r"^writeback_replica_lag_seconds (\S+)$", text, re.M)
+    assert lag and 0 <= float(lag.group(1)) < 60
+    assert "writeback_graph_throttled_total 0.0" in text
+    assert "writeback_graph_throttle_wait_seconds_total 0.0" in text
+    status = console.client.get("/api/status", headers=console.bearer(console.viewer)).json()
+    assert status["managedMemberships"] == 3 and status["skippedMembers"] == {"cloud_only": 1}
+    assert 0 <= status["replicaLagSeconds"] < 60
+
+
+def test_ldap_operations_by_kind_and_result_and_graph_waits() -> None:
+    from writeback.app.metrics import ServiceMetrics
+    from writeback.app.service import Health
+
+    h = Health(
+        ldap_operations={"add": 3, "add_errors": 1, "modify": 2, "values_written": 7, "bind": 1},
+        graph_stats={"throttled": 2, "unavailable": 1, "throttle_wait_ms": 4500},
+        managed_memberships=40,
+        skipped_members={"not_found_in_ad": 2},
+    )
+    text = ServiceMetrics(lambda: h).render().decode()
+    assert 'writeback_ldap_operations_total{kind="add",result="success"} 2.0' in text
+    assert 'writeback_ldap_operations_total{kind="add",result="error"} 1.0' in text
+    assert 'writeback_ldap_operations_total{kind="modify",result="error"} 0.0' in text
+    assert 'kind="values_written"' not in text and 'kind="add_errors"' not in text
+    assert "writeback_ldap_member_values_written_total 7.0" in text
+    assert "writeback_graph_throttled_total 3.0" in text
+    assert "writeback_graph_throttle_wait_seconds_total 4.5" in text
+    assert "writeback_managed_memberships 40.0" in text
+    assert "writeback_replica_lag_seconds" not in text  # no sync yet: no lag to report
+
+
+def test_skip_reasons_become_a_bounded_set_of_labels() -> None:
+    from writeback.app.metrics import skip_reason_label
+    from writeback.core.model import SkipReason
+
+    assert skip_reason_label(SkipReason.NOT_FOUND_IN_AD.value) == "not_found_in_ad"
+    assert skip_reason_label("nested group is not written: 5001 members exceeds members.max_members") == (
+        "nested_group_not_written"
+    )
+    assert skip_reason_label("nested group is part of a nesting cycle") == "nesting_cycle"
+    assert skip_reason_label("something new") == "other"

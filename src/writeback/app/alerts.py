@@ -6,7 +6,13 @@ the alerter turns *transitions* into alerts, so a state that lasts does not send
 - ``held``: changes held by a safety threshold (again only when what is held changes);
 - ``quarantine_entered`` / ``quarantine_left``;
 - ``failing``: cycles have failed for longer than ``alerts.failing_for`` seconds;
-- ``loop``: :meth:`Alerter.alert` is public so a detector can raise it.
+- ``loop``: a plan reports a group whose error names a loop (:meth:`Alerter.observe_apply`, after each
+  apply; the same looping groups alert again only after ``alerts.min_interval``).
+
+Separately, and opt-in, ``alerts.event_webhook_url`` gets one JSON POST per group change the service applied
+(``{"event": "group_change", ...}``), so an access-request workflow can learn that a membership reached AD
+instead of polling. Events are not de-duplicated or rate-limited (each is a fact, not a warning); they are
+posted in order on one background thread per cycle.
 
 De-duplicated (the same key is sent at most once per ``alerts.min_interval`` seconds) and rate-limited (at most
 :data:`MAX_PER_INTERVAL` alerts of any kind per interval). Sending happens on a short-lived thread: a slow
@@ -25,11 +31,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from writeback.config import AlertSettings, resolve_secret
+from writeback.core.planning import Change, Plan
+
+if TYPE_CHECKING:
+    from writeback.app.engine import ApplyResult
 
 log = logging.getLogger("writeback.alerts")
 MAX_PER_INTERVAL = 10
@@ -43,6 +53,29 @@ class HealthLike(Protocol):
     last_success: float | None
     started: float
     last_error: str | None
+
+
+MAX_EVENT_MEMBERS = 1000
+
+
+def group_change_event(change: Change, run_id: str, when: float) -> dict[str, Any]:
+    """The event webhook's body for one applied change. Redacted attributes stay redacted; at most
+    :data:`MAX_EVENT_MEMBERS` member DNs (``members_total`` says how many the change had)."""
+    members = list(change.members)
+    return {
+        "event": "group_change",
+        "text": f"writeback: {change.kind.value} {change.display_name or change.dn}",
+        "time": dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds"),
+        "run_id": run_id,
+        "action": change.kind.value,
+        "cloud_id": change.cloud_id,
+        "group": change.display_name,
+        "dn": change.new_dn or change.dn,
+        "old_dn": change.dn if change.new_dn else None,
+        "attributes": change.shown_attributes(),
+        "members": members[:MAX_EVENT_MEMBERS],
+        "members_total": len(members),
+    }
 
 
 @dataclass(frozen=True)
@@ -108,6 +141,30 @@ class Alerter:
                     f"cycles failing for {int(now - since)} s",
                     f"{health.consecutive_failures} cycles in a row failed. Last error: {health.last_error}",
                 )
+
+    def observe_apply(self, plan: Plan, result: ApplyResult) -> None:
+        """Called after each apply of the service: the loop alert and the event webhook."""
+        loops = [r for r in plan.reports if r.error and "loop" in r.error.lower()]
+        if loops:
+            self.alert(
+                "loop",
+                f"loop detected in {len(loops)} group{'s' if len(loops) != 1 else ''}",
+                "\n".join(f"{r.display_name} ({r.cloud_id}): {r.error}" for r in loops[:20]),
+                key="loop:" + ",".join(sorted(r.cloud_id for r in loops)),
+            )
+        url = self.settings.event_webhook_url
+        events = [group_change_event(r.change, result.run_id, self.clock()) for r in result.results if r.ok]
+        if not url or not events:
+            return
+
+        def send() -> None:
+            for event in events:
+                post_json(url, event, self.settings.ca_file, "event webhook")
+
+        if self.background:
+            threading.Thread(target=send, name="writeback-events", daemon=True).start()
+        else:
+            send()
 
     def alert(self, kind: str, title: str, text: str, *, key: str | None = None) -> bool:
         """Send one alert unless a duplicate was sent recently or the rate limit is reached."""

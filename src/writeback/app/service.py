@@ -77,6 +77,11 @@ class Health:
     cycles_failed: int = 0
     last_cycle_seconds: float | None = None
     last_change: float | None = None  # the last cycle that wrote something to AD
+    # For the console's status and metrics:
+    last_sync: float | None = None  # the cloud replica's last successful Graph sync (replica lag = now - it)
+    graph_stats: dict[str, int] = field(default_factory=dict)  # requests, throttled, throttle_wait_ms, ...
+    managed_memberships: int | None = None  # member values in managed AD groups (full read + applied since)
+    skipped_members: dict[str, int] = field(default_factory=dict)  # cloud members not written, by reason
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ class Service:
         self._jobs: queue.SimpleQueue[tuple[Callable[[Engine], Any], Future[Any]]] = queue.SimpleQueue()
         self._reconcile_requested = False
         self.on_cycle: list[Callable[[Health, bool], None]] = []  # metrics, alerts: called after each cycle
+        self.on_apply: list[Callable[[Plan, ApplyResult], None]] = []  # event webhook, loop alert
+        self._skipped: dict[str, tuple[str, ...]] = {}  # cloud id -> reasons of its skipped members
 
     # -- one cycle -------------------------------------------------------------------------------------------
 
@@ -130,6 +137,7 @@ class Service:
         """One poll: sync the replica, plan the affected groups (or all, when a full reconcile is due), apply."""
         report = self.engine.sync()
         self.health.graph_requests += report.requests
+        self.health.last_sync = time.time()
         now = self.clock()
         full = report.full_resync or now >= self._next_full
         if report.full_resync:
@@ -156,6 +164,7 @@ class Service:
         self._note_holds(plan, allow)
         result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
         self._track_group_failures(result, only, now)
+        self._note_outcome(plan, result, full)
         if full:
             self._next_full = now + self.settings.service.reconcile_interval
             self.health.last_full_reconcile = time.time()
@@ -193,6 +202,28 @@ class Service:
                 " ".join(h.message for h in plan.holds),
                 extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
             )
+
+    def _note_outcome(self, plan: Plan, result: ApplyResult, full: bool) -> None:
+        """Skipped members and managed memberships for the metrics; then the on_apply observers."""
+        from writeback.app.metrics import membership_delta, skip_reason_label
+
+        if full:
+            self._skipped = {}
+            self.health.managed_memberships = self.engine.managed_member_values()
+        for r in plan.reports:
+            self._skipped[r.cloud_id] = tuple(skip_reason_label(s.reason) for s in r.skipped)
+        counts: dict[str, int] = {}
+        for reasons in self._skipped.values():
+            for reason in reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        self.health.skipped_members = counts
+        if self.health.managed_memberships is not None:
+            self.health.managed_memberships += membership_delta(result.results)
+        for observer in self.on_apply:
+            try:
+                observer(plan, result)
+            except Exception:  # an alert or event must never stop the service
+                log.exception("an apply observer failed", extra={"event": "observer_failed"})
 
     def _affected(self, report: SyncReport) -> set[str]:
         """Cloud groups whose AD group may need a change: the changed groups, the groups holding a changed
@@ -264,6 +295,7 @@ class Service:
             self.health.cycles_failed += 0 if ok else 1
             delay = s.poll_interval if ok else self.delay_after_failure()
             self.health.ldap_operations = self.engine.ldap_stats()
+            self.health.graph_stats = self.engine.graph_stats()
             self.health.next_cycle = time.time() + delay
             self.write_health()
             for observer in self.on_cycle:
@@ -464,7 +496,9 @@ def _run_locked(settings: Settings, *, once: bool, attach: Collection[Attachment
 
     engine = build_engine(settings)
     service = Service(settings, engine)
-    service.on_cycle.append(Alerter(settings.alerts).observe)
+    alerter = Alerter(settings.alerts)
+    service.on_cycle.append(alerter.observe)
+    service.on_apply.append(alerter.observe_apply)
     stoppers = [start(service) for start in attach]
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
