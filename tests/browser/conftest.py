@@ -60,7 +60,8 @@ class RunningConsole:
     operator: str
     viewer: str
     ws: Workspace
-    groups: dict[str, str]  # name -> cloud id
+    groups: dict[str, str]  # "A"/"B" -> cloud id
+    names: dict[str, str]  # "A"/"B" -> display name
     users: list[dict[str, Any]]
     proc: subprocess.Popen[str]
     log_file: Path
@@ -97,12 +98,13 @@ def _wait_ready(c: RunningConsole, timeout: float = 120) -> None:
 def console(
     workspace: Any, cloud: CloudAdmin, ad: AD, fresh_id: str, tmp_path: Path
 ) -> Iterator[RunningConsole]:
-    """Two cloud groups (A: 30 synced users, B: 3), applied by `writeback run` at its start. The poll
+    """Two cloud groups (A: 30 synced users, B: 25 of them: 55 managed member values, over the 50 from which
+    the member removal threshold applies), applied by `writeback run` at its start. The poll
     interval is an hour, so after that first cycle only the console's actions (Reconcile now, Allow,
     provision on demand) make the service write."""
     users = cloud.synced_users()[:30]
     a = cloud.create_group(f"Console A {fresh_id}", [u["id"] for u in users])
-    b = cloud.create_group(f"Console B {fresh_id}", [u["id"] for u in users[:3]])
+    b = cloud.create_group(f"Console B {fresh_id}", [u["id"] for u in users[:25]])
     operator, viewer = new_token(), new_token()
     tokens = tmp_path / "console_tokens"
     tokens.write_text(token_line("olga", "operator", operator) + token_line("vic", "viewer", viewer))
@@ -136,6 +138,7 @@ tokens_file = "{tokens}"
         viewer,
         ws,
         {"A": a, "B": b},
+        {"A": f"Console A {fresh_id}", "B": f"Console B {fresh_id}"},
         users,
         proc,
         log_file,

@@ -4,6 +4,7 @@ held mass removal, a viewer refused an operator's action; and /metrics, /healthz
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -65,7 +66,7 @@ def test_sign_in_and_see_the_status(browser: Any, console: RunningConsole) -> No
 def test_filter_the_log_and_open_a_rows_steps(browser: Any, console: RunningConsole, ad: Any) -> None:
     page = sign_in(browser, console, console.operator)
     page.click("nav >> text=Provisioning log")
-    name_a = next(n for n in _group_names(page) if n.startswith("Console A"))
+    name_a = console.names["A"]
     page.select_option("select[name=action]", "create")
     page.fill("input[name=group]", name_a)
     page.click("button:has-text('Filter')")
@@ -88,15 +89,11 @@ def test_filter_the_log_and_open_a_rows_steps(browser: Any, console: RunningCons
     assert screenshot(page, "console-log-row.png").stat().st_size > 10_000
 
 
-def _group_names(page: Any) -> list[str]:
-    return page.locator("table.log tbody tr td:nth-child(5)").all_inner_texts()  # type: ignore[no-any-return]
-
-
 def test_provision_a_group_on_demand_and_watch_its_steps(
     browser: Any, console: RunningConsole, cloud: Any, ad: Any
 ) -> None:
     b = console.groups["B"]
-    newcomer = console.users[10]
+    newcomer = console.users[27]  # in A, not yet in B
     cloud.add_member(b, newcomer["id"])
     time.sleep(1)
     # The service polls once an hour here: only provisioning on demand writes the newcomer now.
@@ -104,7 +101,7 @@ def test_provision_a_group_on_demand_and_watch_its_steps(
 
     page = sign_in(browser, console, console.operator)
     page.click("nav >> text=Provision on demand")
-    page.fill("#q", "Console B")
+    page.fill("#q", console.names["B"])
     page.click("button:has-text('Search')")
     page.locator("ul.matches li", has_text=b).locator("button:has-text('Provision')").click()
     page.wait_for_url(re.compile(r"/provision/[0-9a-f]+$"))
@@ -121,7 +118,7 @@ def test_provision_a_group_on_demand_and_watch_its_steps(
 def test_allow_a_held_mass_removal(browser: Any, console: RunningConsole, cloud: Any, ad: Any) -> None:
     a = console.groups["A"]
     users = console.users
-    for u in users[:20]:  # 20 of the 33 managed member values (over the default threshold) leave group A
+    for u in users[:20]:  # 20 of the 55 managed member values (36 %, over the default 30 %) leave group A
         cloud.remove_member(a, u["id"])
 
     page = sign_in(browser, console, console.operator)
@@ -152,17 +149,17 @@ def test_a_viewer_cannot_do_an_operators_action(browser: Any, console: RunningCo
     assert page.locator("button:has-text('Reconcile now')").count() == 0
     assert page.locator("button:has-text('Clear quarantine')").count() == 0
     page.click("nav >> text=Provision on demand")
-    page.fill("#q", "Console")
+    page.fill("#q", console.names["A"])
     page.click("button:has-text('Search')")
-    assert page.locator("ul.matches li").count() == 2
+    assert page.locator("ul.matches li").all_inner_texts() == [f"{console.names['A']} {console.groups['A']}"]
     assert page.locator("button:has-text('Provision')").count() == 0
     assert page.locator("text=Provisioning needs the operator role.").is_visible()
     # Posting the operator's form anyway (with the session's own CSRF token) is refused.
-    csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', page.content())
+    csrf = json.loads(page.get_attribute("body", "hx-headers") or "{}").get("X-CSRF-Token")
     assert csrf, "the page carries no CSRF token"
-    r = page.request.post(console.url + "/actions/reconcile", form={"csrf": csrf.group(1)})
+    r = page.request.post(console.url + "/actions/reconcile", form={"csrf": csrf})
     assert r.status == 403 and "needs the operator role" in r.text()
-    r = page.request.post(console.url + "/provision", form={"csrf": csrf.group(1), "group": "Console"})
+    r = page.request.post(console.url + "/provision", form={"csrf": csrf, "group": console.groups["A"]})
     assert r.status == 403
     # And so is the API with the viewer's bearer token; the operator's is accepted.
     r2 = httpx.post(console.url + "/api/reconcile", headers=console.bearer(console.viewer), timeout=30)
@@ -196,6 +193,6 @@ def test_metrics_and_health_endpoints_over_http(console: RunningConsole) -> None
     assert value("writeback_last_success_timestamp_seconds") > time.time() - 600
     assert value('writeback_ldap_operations_total{kind="add",result="success"}') >= 2
     assert value('writeback_ldap_operations_total{kind="add",result="error"}') == 0
-    assert value("writeback_managed_memberships") == 33  # groups A (30) and B (3), written at start
+    assert value("writeback_managed_memberships") == 55  # groups A (30) and B (25), written at start
     assert 0 <= value("writeback_replica_lag_seconds") < 3600 + 60
     assert value("writeback_graph_throttle_wait_seconds_total") >= 0
