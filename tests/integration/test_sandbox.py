@@ -681,3 +681,18 @@ def test_per_test_ou_delegation_gives_the_service_account_the_same_rights(
         svc.delete_s(dn)
     finally:
         svc.unbind_s()
+
+
+def test_the_console_port_and_token_are_made_once_and_kept(tmp_path: Path) -> None:
+    from writeback.testbed.sandbox import console
+
+    paths = SandboxPaths(tmp_path)
+    url, token = console.ensure(paths)
+    assert url.startswith("http://127.0.0.1:") and token
+    assert stat.S_IMODE(paths.console_tokens_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.console_token_file.stat().st_mode) == 0o600
+    assert token not in paths.console_tokens_file.read_text()
+    assert load_tokens(str(paths.console_tokens_file))[hash_token(token)].role == "operator"
+    paths.info_file.write_text(json.dumps({"console_url": url}))  # as sandbox_up saves it
+    assert console.ensure(paths) == (url, token)  # the same address and token on the next `up`
+    assert console.listen(url) == url.removeprefix("http://")
