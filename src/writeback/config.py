@@ -140,6 +140,83 @@ class ServiceSettings:
     reconcile_interval: float = 3600.0
     health_file: str | None = None
     max_backoff: float = 300.0
+    listen: str | None = None  # host:port the console serves on (see [console]); None: no console
+
+
+# -- the console and alerts ([console], [alerts]) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console `writeback run` serves on ``service.listen``."""
+
+    tokens_file: str | None = None  # lines "name role sha256:<hex>"; roles: viewer, operator
+    certificate_file: str | None = None  # PEM; with private_key_file the console speaks HTTPS
+    private_key_file: str | None = None
+    allow_insecure_http: bool = False  # needed to listen without TLS on a non-loopback address
+    metrics_public: bool = False  # /metrics without sign-in (for a Prometheus without a token)
+    log_retention_days: float = 90.0  # provisioning log rows older than this are deleted; 0 keeps all
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go: a JSON webhook (Teams/Slack-style) and/or e-mail."""
+
+    webhook_url: str | None = None
+    event_webhook_url: str | None = None  # opt-in: one POST per applied group change
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretRef | None = None
+    mail_from: str | None = None
+    mail_to: tuple[str, ...] = ()
+    failing_for: float = 900.0  # seconds of failing cycles before an alert
+    min_interval: float = 900.0  # the same alert at most once per this many seconds
+    ca_file: str | None = None
+
+
+def _console(root: Mapping[str, Any], file: str, path: Callable[[str | None], str | None]) -> ConsoleSettings:
+    c = _table(root, "console", file)
+    console = ConsoleSettings(
+        tokens_file=path(c.get("tokens_file", str, None)),
+        certificate_file=path(c.get("certificate_file", str, None)),
+        private_key_file=path(c.get("private_key_file", str, None)),
+        allow_insecure_http=c.get("allow_insecure_http", bool, False),
+        metrics_public=c.get("metrics_public", bool, False),
+        log_retention_days=c.get(
+            "log_retention_days", float, 90.0, lambda v: None if v >= 0 else "must be 0 (keep all) or more"
+        ),
+    )
+    if bool(console.certificate_file) != bool(console.private_key_file):
+        raise c.error("private_key_file", "certificate_file and private_key_file go together")
+    c.finish()
+    return console
+
+
+def _alerts(root: Mapping[str, Any], file: str, path: Callable[[str | None], str | None]) -> AlertSettings:
+    a = _table(root, "alerts", file)
+    alerts = AlertSettings(
+        webhook_url=a.get("webhook_url", str, None, _url(("https", "http")), echo=False),
+        event_webhook_url=a.get("event_webhook_url", str, None, _url(("https", "http")), echo=False),
+        smtp_host=a.get("smtp_host", str, None),
+        smtp_port=a.get("smtp_port", int, 25, _positive),
+        smtp_starttls=a.get("smtp_starttls", bool, True),
+        smtp_username=a.get("smtp_username", str, None),
+        smtp_password=_resolved(a.secret("smtp_password", required=False), path),
+        mail_from=a.get("mail_from", str, None),
+        mail_to=a.strings("mail_to"),
+        failing_for=a.get("failing_for", float, 900.0, _positive),
+        min_interval=a.get("min_interval", float, 900.0, lambda v: None if v >= 0 else "must be 0 or more"),
+        ca_file=path(a.get("ca_file", str, None)),
+    )
+    if alerts.smtp_host and not (alerts.mail_from and alerts.mail_to):
+        raise a.error("mail_to", "e-mail alerts (smtp_host) need mail_from and mail_to")
+    a.finish()
+    return alerts
+
+
+# -- end of the console and alerts block ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -167,6 +244,8 @@ class Settings:
     service: ServiceSettings = ServiceSettings()
     dynamic_groups: tuple[DynamicGroupSettings, ...] = ()
     path: str = ""
+    console: ConsoleSettings = ConsoleSettings()
+    alerts: AlertSettings = AlertSettings()
 
 
 T = TypeVar("T")
@@ -341,6 +420,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     unknown = sorted(
         set(root)
         - {"source", "target", "scope", "mapping", "members", "safety", "state", "service", "dynamic_groups"}
+        - {"console", "alerts"}
     )
     if unknown:
         raise ConfigError("unknown table", file=file, key=unknown[0])
@@ -443,10 +523,42 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         reconcile_interval=sv.get("reconcile_interval", float, 3600.0, _positive),
         health_file=path(sv.get("health_file", str, None)),
         max_backoff=sv.get("max_backoff", float, 300.0, _positive),
+        listen=sv.get("listen", str, None, _listen),
     )
     sv.finish()
     dynamic = _dynamic_groups(root, file, target)
-    return Settings(source, target, scope, mapping, members, safety, state, service, dynamic, path=file)
+    console, alerts = _console(root, file, path), _alerts(root, file, path)
+    if service.listen and not console.certificate_file and not console.allow_insecure_http:
+        host = service.listen.rpartition(":")[0].strip("[]")
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError(
+                f"the console would listen on {service.listen} without TLS: set console.certificate_file and "
+                "console.private_key_file, listen on 127.0.0.1, or set console.allow_insecure_http = true "
+                "(only behind a TLS-terminating proxy)",
+                file=file,
+                key="service.listen",
+            )
+    return Settings(
+        source,
+        target,
+        scope,
+        mapping,
+        members,
+        safety,
+        state,
+        service,
+        dynamic,
+        path=file,
+        console=console,
+        alerts=alerts,
+    )
+
+
+def _listen(v: str) -> str | None:
+    host, _, port = v.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return "must be HOST:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
+    return None
 
 
 def _dynamic_groups(

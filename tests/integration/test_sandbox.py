@@ -16,7 +16,9 @@ import ssl
 import stat
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import pytest
 import yaml
 from tests.testbed.fixtures import connect_as_service, delegate_to_service_account
 
+from writeback.console.auth import hash_token, load_tokens
 from writeback.errors import SandboxError
 from writeback.testbed.sandbox import SandboxInfo, load_info, sandbox_status
 from writeback.testbed.sandbox import snapshot as snapshot_mod
@@ -49,6 +52,7 @@ CONTRACT_KEYS = {
     "ldap_url", "gc_url", "base_dn", "bind_dn", "bind_password", "ca_file", "users_ou", "groups_ou", "graph_url",
     "authority", "graph_ca_file", "tenant_id", "client_id", "client_secret", "config", "dir", "samba_pid",
     "emulator_pid", "emulator_admin_token", "service_bind_dn", "service_bind_password", "service_sid",
+    "console_url", "console_token",
 }  # fmt: skip
 EXTERNAL_ID = "msDS-ExternalDirectoryObjectId"
 
@@ -99,6 +103,7 @@ def test_info_repr_hides_the_secrets(sandbox: SandboxInfo) -> None:
         sandbox.client_secret,
         sandbox.service_bind_password,
         sandbox.emulator_admin_token,
+        sandbox.console_token,
     ):
         assert not secret or secret not in text
     assert sandbox.ldap_url in text
@@ -261,6 +266,26 @@ def test_the_generated_config_points_at_the_sandbox_with_secrets_by_reference(sa
         assert Path(config["source"]["client_secret_file"]).read_text().strip() == sandbox.client_secret
     else:
         assert "source" not in config  # never the default, real Microsoft Graph
+
+
+@pytest.mark.samba
+def test_the_sandbox_config_serves_the_console_on_loopback_with_an_operator_token(
+    sandbox: SandboxInfo,
+) -> None:
+    assert sandbox.console_url and sandbox.console_token
+    url = urllib.parse.urlsplit(sandbox.console_url)
+    assert url.scheme == "http" and url.hostname == "127.0.0.1" and url.port
+    text = sandbox.config.read_text()
+    config = tomllib.loads(text)
+    assert config["service"]["listen"] == f"127.0.0.1:{url.port}"
+    tokens = Path(config["console"]["tokens_file"])
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o600
+    token_file = sandbox.dir / "secrets" / "console_token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert token_file.read_text().strip() == sandbox.console_token
+    # The tokens file holds the token's hash with the operator role, never the token itself.
+    assert sandbox.console_token not in tokens.read_text() and sandbox.console_token not in text
+    assert load_tokens(str(tokens))[hash_token(sandbox.console_token)].role == "operator"
 
 
 @pytest.mark.samba
@@ -559,6 +584,40 @@ def test_the_demo_flow_runs_as_the_least_privileged_service_account(
     shown = writeback("show", "--json")
     assert shown.returncode == 0, shown.stderr
     assert "SG-NL-Finance-Department" in shown.stdout and "DSG-AVD-PUBAPP-SAP" in shown.stdout
+    # `writeback run` with the sandbox's config serves the console at console_url; its token signs in.
+    assert sandbox.console_url and sandbox.console_token
+    env = {k: v for k, v in os.environ.items() if k != "WRITEBACK_CONFIG"}
+    service = subprocess.Popen(
+        [sys.executable, "-m", "writeback", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        status: dict[str, Any] = {}
+        for _ in range(150):
+            try:
+                r = httpx.get(
+                    f"{sandbox.console_url}/api/status",
+                    headers={"Authorization": f"Bearer {sandbox.console_token}"},
+                )
+            except httpx.TransportError:
+                assert service.poll() is None, "writeback run ended before serving the console"
+                time.sleep(0.2)
+                continue
+            assert r.status_code == 200, r.text
+            status = r.json()
+            if status.get("lastSuccessfulExecution"):
+                break
+            time.sleep(0.2)
+        assert status.get("lastSuccessfulExecution"), f"no successful cycle reported by the console: {status}"
+        assert httpx.get(f"{sandbox.console_url}/api/status").status_code == 401
+    finally:
+        service.terminate()
+        _, err = service.communicate(timeout=30)
+    assert service.returncode == 0, err[-2000:]
+    assert sandbox.console_token not in err
     outputs = check.stdout + plan.stdout + applied.stdout + shown.stdout
     for secret in (sandbox.bind_password, sandbox.service_bind_password, sandbox.client_secret):
         assert secret and secret not in outputs
@@ -622,3 +681,18 @@ def test_per_test_ou_delegation_gives_the_service_account_the_same_rights(
         svc.delete_s(dn)
     finally:
         svc.unbind_s()
+
+
+def test_the_console_port_and_token_are_made_once_and_kept(tmp_path: Path) -> None:
+    from writeback.testbed.sandbox import console
+
+    paths = SandboxPaths(tmp_path)
+    url, token = console.ensure(paths)
+    assert url.startswith("http://127.0.0.1:") and token
+    assert stat.S_IMODE(paths.console_tokens_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.console_token_file.stat().st_mode) == 0o600
+    assert token not in paths.console_tokens_file.read_text()
+    assert load_tokens(str(paths.console_tokens_file))[hash_token(token)].role == "operator"
+    paths.info_file.write_text(json.dumps({"console_url": url}))  # as sandbox_up saves it
+    assert console.ensure(paths) == (url, token)  # the same address and token on the next `up`
+    assert console.listen(url) == url.removeprefix("http://")

@@ -157,6 +157,15 @@ class Engine:
         stats = getattr(self.directory, "stats", None)
         return dict(stats) if isinstance(stats, dict) else {}
 
+    def graph_stats(self) -> dict[str, int]:
+        """Graph requests, throttling and retries since start (when the source adapter counts them)."""
+        stats = getattr(getattr(self.source, "client", None), "stats", None)
+        return dict(stats) if isinstance(stats, dict) else {}
+
+    def managed_member_values(self) -> int | None:
+        """Member values in the managed AD groups as the last full plan read them (None before one)."""
+        return self._managed.member_values if self._managed is not None else None
+
     def groups_holding(self, member_ids: Iterable[str]) -> set[str]:
         """The cloud groups that hold any of ``member_ids`` (users or groups) in the replica."""
         return self.store.groups_with_members(member_ids)

@@ -29,11 +29,13 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
 import random
 import signal
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from types import FrameType
 from typing import Any
@@ -72,6 +74,14 @@ class Health:
     ldap_operations: dict[str, int] = field(default_factory=dict)  # by kind, since start (LDAP adapter only)
     held: list[dict[str, Any]] = field(default_factory=list)  # safety holds waiting for `writeback allow`
     pid: int = field(default_factory=os.getpid)
+    cycles_failed: int = 0
+    last_cycle_seconds: float | None = None
+    last_change: float | None = None  # the last cycle that wrote something to AD
+    # For the console's status and metrics:
+    last_sync: float | None = None  # the cloud replica's last successful Graph sync (replica lag = now - it)
+    graph_stats: dict[str, int] = field(default_factory=dict)  # requests, throttled, throttle_wait_ms, ...
+    managed_memberships: int | None = None  # member values in managed AD groups (full read + applied since)
+    skipped_members: dict[str, int] = field(default_factory=dict)  # cloud members not written, by reason
 
 
 @dataclass(frozen=True)
@@ -108,6 +118,14 @@ class Service:
         self._next_full = 0.0  # the first cycle is a full reconcile
         self._retry: dict[str, _GroupRetry] = {}
         self._health_warned = False
+        # -- the console's hooks (see writeback.console): jobs run on this loop's thread, between cycles,
+        # so the loop stays the engine's only user and AD's only writer.
+        self.interactive = False  # True when a console may submit jobs or wake the loop
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Engine], Any], Future[Any]]] = queue.SimpleQueue()
+        self._reconcile_requested = False
+        self.on_cycle: list[Callable[[Health, bool], None]] = []  # metrics, alerts: called after each cycle
+        self.on_apply: list[Callable[[Plan, ApplyResult], None]] = []  # event webhook, loop alert
+        self._skipped: dict[str, tuple[str, ...]] = {}  # cloud id -> reasons of its skipped members
 
     # -- one cycle -------------------------------------------------------------------------------------------
 
@@ -119,6 +137,7 @@ class Service:
         """One poll: sync the replica, plan the affected groups (or all, when a full reconcile is due), apply."""
         report = self.engine.sync()
         self.health.graph_requests += report.requests
+        self.health.last_sync = time.time()
         now = self.clock()
         full = report.full_resync or now >= self._next_full
         if report.full_resync:
@@ -128,6 +147,8 @@ class Service:
         allow = self.engine.allowances()
         if allow != Allowances():
             full = True  # an operator allowed held changes: plan every group so they are applied now
+        if self._reconcile_requested:
+            full, self._reconcile_requested = True, False
         only = None if full else self._affected(report) | self._due_retries(now)
         # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with the full
         # reconcile; they are planned when any changed.
@@ -143,10 +164,13 @@ class Service:
         self._note_holds(plan, allow)
         result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
         self._track_group_failures(result, only, now)
+        self._note_outcome(plan, result, full)
         if full:
             self._next_full = now + self.settings.service.reconcile_interval
             self.health.last_full_reconcile = time.time()
         applied = sum(1 for r in result.results if r.ok)
+        if applied:
+            self.health.last_change = time.time()
         self.health.changes_applied += applied
         self.health.changes_failed += len(result.failed)
         outcome = CycleOutcome(
@@ -178,6 +202,28 @@ class Service:
                 " ".join(h.message for h in plan.holds),
                 extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
             )
+
+    def _note_outcome(self, plan: Plan, result: ApplyResult, full: bool) -> None:
+        """Skipped members and managed memberships for the metrics; then the on_apply observers."""
+        from writeback.app.metrics import membership_delta, skip_reason_label
+
+        if full:
+            self._skipped = {}
+            self.health.managed_memberships = self.engine.managed_member_values()
+        for r in plan.reports:
+            self._skipped[r.cloud_id] = tuple(skip_reason_label(s.reason) for s in r.skipped)
+        counts: dict[str, int] = {}
+        for reasons in self._skipped.values():
+            for reason in reasons:
+                counts[reason] = counts.get(reason, 0) + 1
+        self.health.skipped_members = counts
+        if self.health.managed_memberships is not None:
+            self.health.managed_memberships += membership_delta(result.results)
+        for observer in self.on_apply:
+            try:
+                observer(plan, result)
+            except Exception:  # an alert or event must never stop the service
+                log.exception("an apply observer failed", extra={"event": "observer_failed"})
 
     def _affected(self, report: SyncReport) -> set[str]:
         """Cloud groups whose AD group may need a change: the changed groups, the groups holding a changed
@@ -245,17 +291,75 @@ class Service:
             self.health.cycles += 1
             self.health.last_cycle = time.time()
             ok = self._run_cycle()
+            self.health.last_cycle_seconds = time.time() - self.health.last_cycle
+            self.health.cycles_failed += 0 if ok else 1
             delay = s.poll_interval if ok else self.delay_after_failure()
             self.health.ldap_operations = self.engine.ldap_stats()
+            self.health.graph_stats = self.engine.graph_stats()
             self.health.next_cycle = time.time() + delay
             self.write_health()
+            for observer in self.on_cycle:
+                try:
+                    observer(self.health, ok)
+                except Exception:  # an alert or metric must never stop the service
+                    log.exception("a cycle observer failed", extra={"event": "observer_failed"})
             if once:
                 break
-            self.stop_event.wait(delay)
+            self._pause(delay)
         self.health.status, self.health.message, self.health.next_cycle = "stopped", "stopped", None
         self.write_health()
         log.info("writeback service stopped", extra={"event": "stop"})
         return 0 if ok or not once else 1
+
+    # -- the console's hooks ------------------------------------------------------------------------------------
+
+    def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds for the next cycle, running console jobs meanwhile; a reconcile request or a
+        stop ends the wait early."""
+        if not self.interactive:
+            self.stop_event.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not self.stop_event.is_set():
+            self.run_jobs()
+            remaining = deadline - time.monotonic()
+            if self._reconcile_requested or remaining <= 0:
+                return
+            self.stop_event.wait(min(remaining, 0.1))
+
+    def submit(self, job: Callable[[Engine], Any]) -> Future[Any]:
+        """Run ``job(engine)`` on the service's thread between cycles (provision on demand, plan)."""
+        future: Future[Any] = Future()
+        self._jobs.put((job, future))
+        return future
+
+    def run_jobs(self) -> None:
+        while True:
+            try:
+                job, future = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job(self.engine))
+            except BaseException as exc:  # handed to the console, which shows it
+                future.set_exception(exc)
+
+    def request_reconcile(self) -> None:
+        """Reconcile now: the next cycle (started at once) is a full reconcile."""
+        self._reconcile_requested = True
+
+    def clear_quarantine(self) -> None:
+        """Forget the failed cycles and try a full reconcile at once (Graph's restart with resetScope)."""
+        self.health.consecutive_failures = 0
+        if self.health.status == "quarantined":
+            self.health.status, self.health.message = (
+                "starting",
+                "quarantine cleared by an operator; retrying",
+            )
+        log.info("quarantine cleared by an operator", extra={"event": "quarantine_cleared"})
+        self.request_reconcile()
 
     def _run_cycle(self) -> bool:
         try:
@@ -367,21 +471,35 @@ def configure_logging(*, json_logs: bool = True, verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+# Started with the service, given it, returns the function that stops it (the console's web server).
+Attachment = Callable[[Service], Callable[[], None]]
+
+
 def run_service(
-    settings: Settings, *, once: bool = False, json_logs: bool = True, verbose: bool = False
+    settings: Settings,
+    *,
+    once: bool = False,
+    json_logs: bool = True,
+    verbose: bool = False,
+    attach: Collection[Attachment] = (),
 ) -> int:
     """Build the engine from ``settings`` and run the service until SIGTERM/SIGINT (or one cycle)."""
 
     configure_logging(json_logs=json_logs, verbose=verbose)
     with WriterLock(settings.state.path, "run"):  # one writer per state; refused at once when held
-        return _run_locked(settings, once=once)
+        return _run_locked(settings, once=once, attach=attach)
 
 
-def _run_locked(settings: Settings, *, once: bool) -> int:
+def _run_locked(settings: Settings, *, once: bool, attach: Collection[Attachment] = ()) -> int:
+    from writeback.app.alerts import Alerter
     from writeback.app.wiring import build_engine
 
     engine = build_engine(settings)
     service = Service(settings, engine)
+    alerter = Alerter(settings.alerts)
+    service.on_cycle.append(alerter.observe)
+    service.on_apply.append(alerter.observe_apply)
+    stoppers = [start(service) for start in attach]
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if service.stop_event.is_set():
@@ -393,6 +511,8 @@ def _run_locked(settings: Settings, *, once: bool) -> int:
     try:
         return service.run(once=once)
     finally:
+        for stop in stoppers:
+            stop()
         if service.health.status != "stopped":  # interrupted by a second signal
             service.health.status = service.health.message = "stopped"
             service.write_health()

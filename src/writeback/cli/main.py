@@ -327,6 +327,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         else:
             print("  Graph:     the emulator is not running; see the logs in " + str(directory / "logs"))
         print(f"  Config:    {info.config}")
+        if info.console_url:
+            token_file = info.dir / "secrets" / "console_token"
+            print(
+                f"  Console:   {info.console_url}  (served by `writeback run`; operator token in {token_file})"
+            )
         print(f"  Contract:  {directory / 'sandbox.json'}")
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
     elif args.sandbox_cmd == "down":
@@ -358,7 +363,85 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from writeback.app.service import run_service
 
-    return run_service(_settings(args), once=args.once, verbose=args.verbose_log)
+    settings = _settings(args)
+    attach = []
+    if settings.service.listen:
+        from writeback.console.server import start
+
+        attach.append(start)
+    return run_service(settings, once=args.once, verbose=args.verbose_log, attach=attach)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    """Provision one cloud group now, step by step: directly, or through the running service's console API
+    when a `writeback run` holds the state (the service stays AD's only writer)."""
+    import uuid
+
+    from writeback.adapters.state.lock import WriterLock
+    from writeback.errors import StateLockedError
+
+    settings = _settings(args)
+    steps: list[dict[str, Any]] = []
+
+    def emit(step: dict[str, Any]) -> None:
+        steps.append(step)
+        if not args.json:
+            print(f"{step['type']:<10} {step['status']:<8} {step['description']}", flush=True)
+
+    try:
+        lock = WriterLock(settings.state.path, "provision").acquire()
+    except StateLockedError as exc:
+        if not settings.service.listen:
+            raise StateLockedError(
+                f"{exc}; with service.listen set, `writeback provision` asks it instead"
+            ) from exc
+        ok = _provision_via_service(settings, args.group, emit)
+    else:
+        from writeback.app.wiring import build_engine
+        from writeback.console.provision import provision_group
+
+        try:
+            engine = build_engine(settings, progress=None)
+            try:
+                ok = provision_group(engine, args.group, emit, run_id=uuid.uuid4().hex[:12])
+            finally:
+                engine.close()
+        finally:
+            lock.release()
+    if args.json:
+        print(json.dumps({"group": args.group, "ok": ok, "steps": steps}, indent=2, default=str))
+    return EXIT_OK if ok else EXIT_ERROR
+
+
+def _provision_via_service(settings: Any, group: str, emit: Any) -> bool:
+    import httpx
+
+    token = os.environ.get("WRITEBACK_CONSOLE_TOKEN")
+    if not token:
+        raise ConfigError(
+            "a running service holds the state: set WRITEBACK_CONSOLE_TOKEN to an operator token of its "
+            "console so `writeback provision` can ask it"
+        )
+    scheme = "https" if settings.console.certificate_file else "http"
+    base = f"{scheme}://{settings.service.listen}"
+    verify: Any = settings.console.certificate_file or True  # a self-signed console certificate: trust it
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        with httpx.Client(base_url=base, headers=headers, verify=verify, timeout=30) as client:
+            r = client.post("/api/provision", json={"group": group})
+            if r.status_code >= 400:
+                raise ConfigError(f"the console at {base} refused: HTTP {r.status_code} {r.text[:200]}")
+            run_id, seen = r.json()["id"], 0
+            while True:
+                run = client.get(f"/api/provision/{run_id}").json()
+                for step in run["steps"][seen:]:
+                    emit(step)
+                seen = len(run["steps"])
+                if run["done"]:
+                    return bool(run["ok"])
+                time.sleep(0.5)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach the service's console at {base}: {type(exc).__name__}") from exc
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
@@ -501,6 +584,14 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--once", action="store_true", help="one cycle, then exit")
     sr.set_defaults(func=cmd_run)
 
+    spv = sub.add_parser(
+        "provision",
+        help="provision one cloud group now (name or id), step by step (through a running service)",
+    )
+    spv.add_argument("group", help="the cloud group's display name or object id")
+    spv.add_argument("--json", action="store_true", help="print the steps as JSON")
+    spv.set_defaults(func=cmd_provision)
+
     su = sub.add_parser("rules", help="dynamic membership rules")
     sus = su.add_subparsers(dest="rules_cmd", required=True)
     rc = sus.add_parser("check", help="validate a rule")
@@ -582,6 +673,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader closed the pipe (`writeback show | head`): stop quietly, as grep and ls do. stdout is
+        # pointed at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

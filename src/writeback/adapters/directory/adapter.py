@@ -550,7 +550,11 @@ class LdapDirectory:
     def _write(self, kind: str, dn: str, values: int, call: Any) -> None:
         """Count the operation (values only when accepted) and run it through the write policy."""
         self._stats[kind] += 1
-        self._domain.write(kind, call, dn)
+        try:
+            self._domain.write(kind, call, dn)
+        except Exception:
+            self._stats[f"{kind}_errors"] += 1  # operations by result (the console's metrics)
+            raise
         self._stats["values_written"] += values
 
 

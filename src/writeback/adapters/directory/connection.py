@@ -155,6 +155,7 @@ class LdapSession:
             self._stats["bind"] += 1
             conn.simple_bind_s(s.bind_dn, s.bind_password)
         except ldap.LDAPError as exc:
+            self._stats["bind_errors"] += 1
             _quiet_unbind(conn)
             problem = self._certificate_problem(exc, url)
             if problem:

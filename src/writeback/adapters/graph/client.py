@@ -245,6 +245,8 @@ class GraphClient:
             delay = self._backoff.delay(retries, retry_after, self._rng)
             retries += 1
             self._stats["retries"] += 1
+            if last_exc is None:  # Graph answered 429/503: a throttling wait (milliseconds, for the metrics)
+                self._stats["throttle_wait_ms"] += round(delay * 1000)
             log.info(
                 "%s: %s; retry %d/%d in %.2f s%s",
                 what,

@@ -56,6 +56,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE fingerprints (cloud_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL);
     """,
+    # 4: the console's provisioning log filters (run, action, status) stay fast at a million rows
+    """
+    CREATE INDEX log_by_run ON log (run_id);
+    CREATE INDEX log_by_action_time ON log (action, time);
+    CREATE INDEX log_by_result_time ON log (result, time);
+    """,
 )
 
 
@@ -160,6 +166,41 @@ class LogEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """The provisioning log filters of the console and `/api/log` (all optional, combined with AND)."""
+
+    since: float | None = None
+    until: float | None = None
+    result: str | None = None
+    action: str | None = None
+    text: str | None = None  # group/identity: cloud id exactly, or part of the group name or DN
+    run_id: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def _log_where(q: LogQuery) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in (("action", q.action), ("result", q.result), ("run_id", q.run_id)):
+        if value:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if q.text:
+        # LIKE with ESCAPE: a % or _ typed into the filter is matched literally.
+        pattern = "%" + q.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where.append("(cloud_id = ? OR group_name LIKE ? ESCAPE '\\' OR dn LIKE ? ESCAPE '\\')")
+        args += [q.text, pattern, pattern]
+    if q.since is not None:
+        where.append("time >= ?")
+        args.append(q.since)
+    if q.until is not None:
+        where.append("time < ?")
+        args.append(q.until)
+    return where, args
 
 
 class _Tx:
@@ -475,6 +516,45 @@ class SqliteStore:
             LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None)
             for r in reversed(rows)
         ]
+
+    # Console: provisioning log queries (plain, standard SQL: a PostgreSQL store implements the same) -------
+    def query_log(self, query: LogQuery) -> list[LogEntry]:
+        """One page of the provisioning log, newest first, filtered as the console and /api/log ask."""
+        where, args = _log_where(query)
+        sql = (
+            "SELECT id, time, run_id, cloud_id, group_name, dn, action, result, error, detail FROM log"  # noqa: S608 - fixed columns, values bound
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT ? OFFSET ?"
+        )
+        rows = self.db.execute(sql, [*args, query.limit, query.offset]).fetchall()
+        return [
+            LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None)
+            for r in rows
+        ]
+
+    def log_entry(self, entry_id: int) -> LogEntry | None:
+        r = self.db.execute(
+            "SELECT id, time, run_id, cloud_id, group_name, dn, action, result, error, detail FROM log WHERE id = ?",
+            (entry_id,),
+        ).fetchone()
+        if r is None:
+            return None
+        return LogEntry(
+            r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None
+        )
+
+    def log_actions_per_day(self, since: float) -> list[tuple[str, str, int]]:
+        """(UTC day as YYYY-MM-DD, result, count) of the log rows since ``since``: the console's chart."""
+        rows = self.db.execute(
+            "SELECT CAST(time / 86400 AS INTEGER) AS day, result, COUNT(*) FROM log WHERE time >= ? "
+            "GROUP BY day, result ORDER BY day",
+            (since,),
+        ).fetchall()
+        return [(time.strftime("%Y-%m-%d", time.gmtime(int(d) * 86400)), res, int(n)) for d, res, n in rows]
+
+    def prune_log(self, before: float) -> int:
+        """Delete log rows older than ``before`` (the console.log_retention_days setting)."""
+        return int(self.db.execute("DELETE FROM log WHERE time < ?", (before,)).rowcount)
 
     # Last applied ---------------------------------------------------------------------------------------
     def record_applied(self, cloud_id: str, dn: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from writeback.testbed.sandbox import console
 from writeback.testbed.sandbox.info import SandboxInfo
 from writeback.testbed.sandbox.layout import SandboxPaths
 
@@ -50,6 +51,16 @@ def render(info: SandboxInfo, paths: SandboxPaths) -> str:
         "[state]",
         f"path = {_q(paths.state_file)}",
     ]
+    if info.console_url:
+        # `writeback run` serves the console here; sign in with DIR/secrets/console_token (an operator).
+        lines += [
+            "",
+            "[service]",
+            f"listen = {_q(console.listen(info.console_url))}",
+            "",
+            "[console]",
+            f"tokens_file = {_q(paths.console_tokens_file)}",
+        ]
     return "\n".join(lines) + "\n"
 
 

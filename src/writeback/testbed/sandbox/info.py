@@ -57,6 +57,10 @@ class SandboxInfo:
     service_bind_dn: str | None = None
     service_bind_password: str | None = field(default=None, repr=False)
     service_sid: str | None = None
+    # The console `writeback run --config DIR/writeback.toml` serves (service.listen, on a free loopback
+    # port chosen once) and an operator token to sign in with (its hash is in DIR/secrets/console_tokens).
+    console_url: str | None = None
+    console_token: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -70,6 +70,16 @@ class SandboxPaths:
         return self.secrets_dir / "client_secret"
 
     @property
+    def console_token_file(self) -> Path:
+        """The console's operator token (the sandbox's; `writeback sandbox up` prints where it is)."""
+        return self.secrets_dir / "console_token"
+
+    @property
+    def console_tokens_file(self) -> Path:
+        """console.tokens_file of DIR/writeback.toml: the token's hash and role, never the token itself."""
+        return self.secrets_dir / "console_tokens"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from writeback.errors import SandboxError
-from writeback.testbed.sandbox import configfile, emulator, samba, schema, seed, serviceaccount, snapshot
+from writeback.testbed.sandbox import (
+    configfile,
+    console,
+    emulator,
+    samba,
+    schema,
+    seed,
+    serviceaccount,
+    snapshot,
+)
 from writeback.testbed.sandbox.info import SandboxInfo, SandboxStatus, load_info, save_info
 from writeback.testbed.sandbox.layout import (
     ADMIN_DN,
@@ -150,6 +159,8 @@ def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
         return None  # restarted behind our back: rebuild the info
     if info.service_bind_dn is None or (info.emulator_pid is not None and not info.emulator_admin_token):
         return None  # made by a version without the service account or the admin token: complete it
+    if not info.console_url or not info.console_token or not paths.console_tokens_file.exists():
+        return None  # made by a version without the console: complete it
     return info
 
 
@@ -255,6 +266,7 @@ def _finish(
     finally:
         conn.unbind_s()
     client_secret = ensure_secret(paths.client_secret_file, new_client_secret)
+    console_url, console_token = console.ensure(paths)
     tenant_file = paths.tenant_file(users)
     say(f"Writing the tenant ({len(accounts)} synced objects) to {tenant_file}")
     write_tenant(tenant_file, build_tenant(scenario, accounts, client_secret))
@@ -281,6 +293,8 @@ def _finish(
         service_bind_dn=serviceaccount.service_dn(BASE_DN),
         service_bind_password=service_password,
         service_sid=service_sid,
+        console_url=console_url,
+        console_token=console_token,
     )
     # The DC's half of the info is saved first: the DC is usable even if the emulator then fails to start.
     configfile.write(info, paths)

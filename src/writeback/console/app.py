@@ -1,0 +1,546 @@
+"""The console's pages and JSON API (starlette + jinja2; htmx for the live parts, vendored under static/).
+
+Every route but ``/healthz``, ``/readyz``, ``/static`` and the sign-in page needs a signed-in principal (a
+session cookie or ``Authorization: Bearer``); ``/metrics`` too unless ``console.metrics_public``. Operator
+actions (Allow, Clear quarantine, Reconcile now, Provision) need the operator role, and from a browser session
+the session's CSRF token. Times in the API are ISO 8601 (UTC) besides Unix seconds where the health file has
+them. Pages read without JavaScript; htmx only refreshes parts of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from writeback.adapters.state.sqlite import LogQuery
+from writeback.app.engine import Allowances, Engine
+from writeback.app.metrics import CONTENT_TYPE
+from writeback.console.auth import Authenticator, Principal
+from writeback.console.backend import ServiceBackend
+from writeback.errors import WritebackError
+
+HERE = Path(__file__).parent
+COOKIE = "wb_session"
+LOG_COLUMNS = ("id", "time", "run_id", "action", "result", "cloud_id", "group_name", "dn", "error")
+
+
+def iso(ts: float | None) -> str | None:
+    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def _parse_time(text: str | None, field: str) -> float | None:
+    if not text:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{field}: {text!r} is not an ISO 8601 date or time (e.g. 2026-11-22 or 2026-11-22T08:00)"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+
+
+def log_query(params: Any) -> LogQuery:
+    """The log filters from query parameters: since/until (ISO 8601), status, action, group, run, limit, offset."""
+    until = _parse_time(params.get("until"), "until")
+    if until is not None and "T" not in params.get("until", ""):
+        until += 86400  # a date alone means the whole day
+    try:
+        limit = min(max(int(params.get("limit") or 100), 1), 10_000)
+        offset = max(int(params.get("offset") or 0), 0)
+    except ValueError:
+        raise ValueError("limit and offset must be whole numbers") from None
+    return LogQuery(
+        since=_parse_time(params.get("since"), "since"),
+        until=until,
+        result=params.get("status") or None,
+        action=params.get("action") or None,
+        text=params.get("group") or None,
+        run_id=params.get("run") or None,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def entry_dict(e: Any) -> dict[str, Any]:
+    """One log row after Graph's provisioningObjectSummary: ids, time, action, status, identities, steps."""
+    d: dict[str, Any] = e.to_dict()
+    d["activityDateTime"] = iso(e.time)
+    d["status"] = e.result
+    d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": "group"}
+    d["targetIdentity"] = {"id": e.dn, "displayName": e.dn, "type": "group"}
+    detail = e.detail or {}
+    d["modifiedProperties"] = [
+        {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
+    ]
+    if "members" in detail:
+        d["modifiedProperties"].append(
+            {
+                "displayName": "member",
+                "oldValue": None,
+                "newValue": f"{detail['members']} values ({e.action})",
+            }
+        )
+    if "new_dn" in detail:
+        d["modifiedProperties"].append(
+            {"displayName": "distinguishedName", "oldValue": e.dn, "newValue": detail["new_dn"]}
+        )
+    d["steps"] = detail.get("steps") or [
+        {"type": "import", "status": "success", "description": "read from Microsoft Graph (cloud replica)"},
+        {"type": "matching", "status": "success", "description": f"AD group {e.dn or '(none)'}"},
+        {"type": "processing", "status": "success", "description": detail.get("reason") or e.action},
+        {
+            "type": "export",
+            "status": {"success": "success", "error": "failure"}.get(e.result, e.result),
+            "description": e.error or e.result,
+        },
+    ]
+    return d
+
+
+class Console:
+    """The ASGI app over one backend. ``app`` is the Starlette application."""
+
+    def __init__(self, backend: ServiceBackend, auth: Authenticator, *, https: bool) -> None:
+        self.backend, self.auth, self.https = backend, auth, https
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
+        )
+        self.templates.filters["iso"] = iso
+        page, api, op = self.page, self.api, self.operator
+        self.app = Starlette(
+            routes=[
+                Route("/healthz", self.healthz),
+                Route("/readyz", self.readyz),
+                Route("/metrics", self.metrics_route),
+                Route("/signin", self.signin, methods=["GET", "POST"]),
+                Route("/signout", self.signout, methods=["POST"]),
+                Route("/", page(self.status_page)),
+                Route("/log", page(self.log_page)),
+                Route("/log/{id:int}", page(self.log_row_page)),
+                Route("/groups", page(self.groups_page)),
+                Route("/plan", page(self.plan_page)),
+                Route("/provision", page(self.provision_page)),
+                Route("/provision", op(self.provision_start), methods=["POST"]),
+                Route("/provision/{id}", page(self.provision_run)),
+                Route("/actions/allow", op(self.allow), methods=["POST"]),
+                Route("/actions/clear-quarantine", op(self.clear_quarantine), methods=["POST"]),
+                Route("/actions/reconcile", op(self.reconcile), methods=["POST"]),
+                Route("/api/status", api(self.api_status)),
+                Route("/api/log", api(self.api_log)),
+                Route("/api/log/{id:int}", api(self.api_log_row)),
+                Route("/api/groups", api(self.api_groups)),
+                Route("/api/plan", api(self.api_plan)),
+                Route("/api/provision", op(self.provision_start), methods=["POST"]),
+                Route("/api/provision/{id}", api(self.api_provision_run)),
+                Route("/api/allow", op(self.allow), methods=["POST"]),
+                Route("/api/clear-quarantine", op(self.clear_quarantine), methods=["POST"]),
+                Route("/api/reconcile", op(self.reconcile), methods=["POST"]),
+                Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+            ]
+        )
+
+    # -- sign-in --------------------------------------------------------------------------------------------
+    def principal(self, request: Request) -> Principal | None:
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            return self.auth.check_token(header[7:].strip())
+        sid = request.cookies.get(COOKIE)
+        return self.auth.session(sid) if sid else None
+
+    def _unauthorized(self, request: Request, api: bool) -> Response:
+        if api or request.url.path.startswith("/api/") or request.headers.get("authorization"):
+            return JSONResponse(
+                {"error": "sign in: send Authorization: Bearer <token> (a token from console.tokens_file)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return RedirectResponse(f"/signin?next={request.url.path}", status_code=303)
+
+    Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+    def page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            who = self.principal(request)
+            if who is None:
+                return self._unauthorized(request, api=False)
+            return await handler(request, who)
+
+        return endpoint
+
+    api = page
+
+    def operator(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """An operator's action: the operator role, and the session's CSRF token from a browser."""
+
+        async def endpoint(request: Request) -> Response:
+            who = self.principal(request)
+            if who is None:
+                return self._unauthorized(request, api=True)
+            if not who.operator:
+                return self._error(
+                    request, 403, f"{who.name} is a viewer: this action needs the operator role"
+                )
+            if who.csrf:  # a browser session (bearer requests carry no csrf)
+                form = await request.form() if "form" in request.headers.get("content-type", "") else {}
+                sent = request.headers.get("x-csrf-token") or str(form.get("csrf", ""))
+                if sent != who.csrf:
+                    return self._error(
+                        request, 403, "the form is out of date (CSRF check failed): reload the page"
+                    )
+            return await handler(request, who)
+
+        return endpoint
+
+    def _error(self, request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith("/api/") or "json" in request.headers.get("accept", ""):
+            return JSONResponse({"error": message}, status_code=status)
+        return self.render(request, None, "message.html", {"title": "Not done", "message": message}, status)
+
+    def render(
+        self, request: Request, who: Principal | None, name: str, ctx: dict[str, Any], status: int = 200
+    ) -> HTMLResponse:
+        html = self.templates.get_template(name).render(
+            request=request, who=who, path=request.url.path, **ctx
+        )
+        return HTMLResponse(html, status_code=status)
+
+    async def signin(self, request: Request) -> Response:
+        nxt = request.query_params.get("next", "/")
+        if not nxt.startswith("/") or nxt.startswith("//"):
+            nxt = "/"  # never an open redirect
+        if request.method == "GET":
+            return self.render(request, None, "signin.html", {"next": nxt, "error": None})
+        form = await request.form()
+        who = self.auth.check_token(str(form.get("token", "")).strip())
+        if who is None:
+            return self.render(
+                request, None, "signin.html", {"next": nxt, "error": "That token is not valid."}, 401
+            )
+        response = RedirectResponse(nxt, status_code=303)
+        response.set_cookie(
+            COOKIE,
+            self.auth.start_session(who),
+            httponly=True,
+            samesite="strict",
+            secure=self.https,
+            path="/",
+        )
+        return response
+
+    async def signout(self, request: Request) -> Response:
+        sid = request.cookies.get(COOKIE)
+        if sid:
+            self.auth.end_session(sid)
+        response = RedirectResponse("/signin", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # -- health and metrics ---------------------------------------------------------------------------------
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    def ready(self) -> tuple[bool, str]:
+        h = self.backend.health()
+        window = max(60.0, 5 * self.backend.settings.service.poll_interval)
+        if h["last_success"] is None:
+            return False, "no successful cycle yet"
+        age = time.time() - h["last_success"]
+        if age > window:
+            return False, f"last successful cycle {age:.0f} s ago (more than {window:.0f} s)"
+        return True, "ok"
+
+    async def readyz(self, request: Request) -> Response:
+        ok, why = self.ready()
+        return PlainTextResponse(why + "\n", status_code=200 if ok else 503)
+
+    async def metrics_route(self, request: Request) -> Response:
+        if not self.backend.settings.console.metrics_public and self.principal(request) is None:
+            return self._unauthorized(request, api=True)
+        if self.backend.metrics is None:
+            return PlainTextResponse("metrics are not enabled\n", status_code=404)
+        return Response(self.backend.metrics.render(), media_type=CONTENT_TYPE)
+
+    # -- status ---------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The status after Graph's synchronizationStatus (code, quarantine, last executions)."""
+        h = self.backend.health()
+        with self.backend.store() as store:
+            applied = store.applied_dns()
+            per_day = store.log_actions_per_day(time.time() - 14 * 86400)
+        code = {"ok": "Active", "held": "Active", "degraded": "Active", "quarantined": "Quarantine"}.get(
+            h["status"], "NotRun" if h["status"] == "starting" else "Paused"
+        )
+        ready, why = self.ready()
+        return {
+            "status": h["status"],
+            "message": h["message"],
+            "code": code,
+            "ready": ready,
+            "readyReason": why,
+            "quarantine": {"since": None, "reason": h["last_error"]}
+            if h["status"] == "quarantined"
+            else None,
+            "lastExecution": iso(h["last_cycle"]),
+            "lastSuccessfulExecution": iso(h["last_success"]),
+            "lastSuccessfulExecutionWithExports": iso(h["last_change"]),
+            "lastFullReconcile": iso(h["last_full_reconcile"]),
+            "nextCycle": iso(h["next_cycle"]),
+            "nextFullReconcile": iso(
+                (h["last_full_reconcile"] or h["started"]) + self.backend.settings.service.reconcile_interval
+            ),
+            "consecutiveFailures": h["consecutive_failures"],
+            "failingGroups": h["failing_groups"],
+            "managedGroups": len(applied),
+            "managedMemberships": h["managed_memberships"],
+            "skippedMembers": h["skipped_members"],
+            "replicaLagSeconds": round(time.time() - h["last_sync"], 1) if h["last_sync"] else None,
+            "cycles": h["cycles"],
+            "changesApplied": h["changes_applied"],
+            "changesFailed": h["changes_failed"],
+            "held": h["held"],
+            "lastError": h["last_error"],
+            "actionsPerDay": [{"day": d, "status": r, "count": n} for d, r, n in per_day],
+        }
+
+    async def api_status(self, request: Request, who: Principal) -> Response:
+        return JSONResponse(await run_in_threadpool(self.status))
+
+    async def status_page(self, request: Request, who: Principal) -> Response:
+        status = await run_in_threadpool(self.status)
+        return self.render(
+            request, who, "status.html", {"s": status, "chart": chart(status["actionsPerDay"])}
+        )
+
+    async def allow(self, request: Request, who: Principal) -> Response:
+        data = await _payload(request)
+        try:
+            allow = Allowances(
+                int(data.get("deletes") or 0), int(data.get("removals") or 0), int(data.get("updates") or 0)
+            )
+        except ValueError:
+            return self._error(request, 400, "deletes, removals and updates must be whole numbers")
+        if allow == Allowances() or min(allow.deletes, allow.removals, allow.updates) < 0:
+            return self._error(request, 400, "nothing to allow: give deletes, removals and/or updates (> 0)")
+        await run_in_threadpool(self.backend.allow, allow)
+        return self._done(request, f"Allowed for the next full reconcile (started now): {allow}", who)
+
+    async def clear_quarantine(self, request: Request, who: Principal) -> Response:
+        self.backend.clear_quarantine()
+        return self._done(request, "Quarantine cleared; a full reconcile starts now.", who)
+
+    async def reconcile(self, request: Request, who: Principal) -> Response:
+        self.backend.reconcile_now()
+        return self._done(request, "A full reconcile starts now.", who)
+
+    def _done(self, request: Request, message: str, who: Principal) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"ok": True, "message": message, "by": who.name}, status_code=202)
+        return RedirectResponse("/?done=" + message.split(":")[0].replace(" ", "+"), status_code=303)
+
+    # -- provisioning log -----------------------------------------------------------------------------------
+    def _log(self, q: LogQuery) -> list[dict[str, Any]]:
+        with self.backend.store() as store:
+            return [entry_dict(e) for e in store.query_log(q)]
+
+    async def api_log(self, request: Request, who: Principal) -> Response:
+        try:
+            q = log_query(request.query_params)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        rows = await run_in_threadpool(self._log, q)
+        if request.query_params.get("format") == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow([*LOG_COLUMNS, "activityDateTime", "detail"])
+            for r in rows:
+                writer.writerow(
+                    [*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])]
+                )
+            return Response(
+                out.getvalue(),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="writeback-log.csv"'},
+            )
+        return JSONResponse(rows)
+
+    async def log_page(self, request: Request, who: Principal) -> Response:
+        try:
+            q = log_query(request.query_params)
+        except ValueError as exc:
+            return self.render(
+                request,
+                who,
+                "log.html",
+                {"rows": [], "error": str(exc), "f": request.query_params, "qs": ""},
+                400,
+            )
+        rows = await run_in_threadpool(self._log, q)
+        return self.render(
+            request,
+            who,
+            "log.html",
+            {"rows": rows, "error": None, "f": request.query_params, "qs": request.url.query},
+        )
+
+    def _row(self, entry_id: int) -> dict[str, Any] | None:
+        with self.backend.store() as store:
+            e = store.log_entry(entry_id)
+        return None if e is None else entry_dict(e)
+
+    async def api_log_row(self, request: Request, who: Principal) -> Response:
+        row = await run_in_threadpool(self._row, request.path_params["id"])
+        return JSONResponse(row) if row else JSONResponse({"error": "no such log entry"}, status_code=404)
+
+    async def log_row_page(self, request: Request, who: Principal) -> Response:
+        row = await run_in_threadpool(self._row, request.path_params["id"])
+        if row is None:
+            return self._error(request, 404, "no such log entry")
+        return self.render(request, who, "log_row.html", {"r": row})
+
+    # -- groups ---------------------------------------------------------------------------------------------
+    def groups(self) -> list[dict[str, Any]]:
+        with self.backend.store() as store:
+            applied = store.applied_dns()
+            snapshot = store.snapshot(member_groups=list(applied))
+            out = []
+            for cid, dn in sorted(applied.items(), key=lambda kv: kv[1].lower()):
+                g = snapshot.groups.get(cid)
+                recent = store.query_log(LogQuery(text=cid, limit=200))
+                last_ok = next((e for e in recent if e.result == "success"), None)
+                skipped = next((e for e in recent if e.action == "skip_members"), None)
+                pending = [
+                    e
+                    for e in recent
+                    if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)
+                ]
+                out.append(
+                    {
+                        "cloud_id": cid,
+                        "displayName": g.display_name if g else None,
+                        "dn": dn,
+                        "cloudMembers": len(g.members) if g else None,
+                        "inSyncAsOf": iso(last_ok.time) if last_ok else None,
+                        "lastChange": entry_dict(last_ok) if last_ok else None,
+                        "pending": [entry_dict(e) for e in pending],
+                        "skipped": (skipped.detail or {}).get("reasons", {}) if skipped else {},
+                        "drift": [
+                            entry_dict(e)
+                            for e in recent
+                            if (e.detail or {}).get("reason", "").startswith("drift")
+                        ][:20],
+                        "changes": [entry_dict(e) for e in recent[:10]],
+                    }
+                )
+        return out
+
+    async def api_groups(self, request: Request, who: Principal) -> Response:
+        return JSONResponse(await run_in_threadpool(self.groups))
+
+    async def groups_page(self, request: Request, who: Principal) -> Response:
+        return self.render(request, who, "groups.html", {"groups": await run_in_threadpool(self.groups)})
+
+    # -- plan and provision on demand ------------------------------------------------------------------------
+    def plan(self) -> dict[str, Any]:
+        def job(engine: Engine) -> dict[str, Any]:
+            engine.sync()
+            return engine.plan().to_dict()
+
+        return dict(self.backend.call(job))
+
+    async def _plan_or_error(self) -> tuple[dict[str, Any] | None, str | None]:
+        try:
+            return await run_in_threadpool(self.plan), None
+        except WritebackError as exc:
+            return None, str(exc)
+        except FutureTimeout:
+            return None, "the service did not answer within 5 minutes (a long cycle?); try again"
+
+    async def api_plan(self, request: Request, who: Principal) -> Response:
+        plan, error = await self._plan_or_error()
+        return JSONResponse(plan if plan is not None else {"error": error}, status_code=200 if plan else 503)
+
+    async def plan_page(self, request: Request, who: Principal) -> Response:
+        plan, error = await self._plan_or_error()
+        return self.render(request, who, "plan.html", {"plan": plan, "error": error})
+
+    async def provision_page(self, request: Request, who: Principal) -> Response:
+        q = request.query_params.get("q", "").strip().lower()
+        matches: list[dict[str, Any]] = []
+        if q:
+            with self.backend.store() as store:
+                groups = store.snapshot(member_groups=()).groups.values()
+            matches = [
+                {"id": g.id, "displayName": g.display_name}
+                for g in groups
+                if not g.deleted and (q in g.display_name.lower() or q == g.id.lower())
+            ][:50]
+        return self.render(request, who, "provision.html", {"q": q, "matches": matches})
+
+    async def provision_start(self, request: Request, who: Principal) -> Response:
+        data = await _payload(request)
+        group = str(data.get("group", "")).strip()
+        if not group:
+            return self._error(request, 400, "give the group: its name or object id")
+        run = self.backend.provision(group)
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(
+                run.to_dict(), status_code=202, headers={"Location": f"/api/provision/{run.id}"}
+            )
+        return RedirectResponse(f"/provision/{run.id}", status_code=303)
+
+    async def api_provision_run(self, request: Request, who: Principal) -> Response:
+        run = self.backend.runs.get(request.path_params["id"])
+        return JSONResponse(run.to_dict()) if run else JSONResponse({"error": "no such run"}, status_code=404)
+
+    async def provision_run(self, request: Request, who: Principal) -> Response:
+        run = self.backend.runs.get(request.path_params["id"])
+        if run is None:
+            return self._error(request, 404, "no such provisioning run")
+        partial = request.headers.get("hx-request") == "true"
+        return self.render(
+            request, who, "provision_steps.html" if partial else "provision_run.html", {"run": run.to_dict()}
+        )
+
+
+async def _payload(request: Request) -> dict[str, Any]:
+    if "json" in request.headers.get("content-type", ""):
+        data = await request.json()
+        return data if isinstance(data, dict) else {}
+    return {k: v for k, v in (await request.form()).items()}
+
+
+def chart(per_day: list[dict[str, Any]], width: int = 560, height: int = 120) -> dict[str, Any]:
+    """Bars of log rows per day (stacked by status) for an inline SVG."""
+    days = sorted({p["day"] for p in per_day})
+    totals = {d: sum(p["count"] for p in per_day if p["day"] == d) for d in days}
+    peak = max(totals.values(), default=0) or 1
+    bar = width / max(len(days), 1)
+    bars = []
+    for i, d in enumerate(days):
+        y = height
+        for status in ("success", "error", "held", "info", "skipped"):
+            n = sum(p["count"] for p in per_day if p["day"] == d and p["status"] == status)
+            if not n:
+                continue
+            h = n / peak * (height - 10)
+            y -= h
+            bars.append(
+                {"x": i * bar + 2, "y": y, "w": max(bar - 4, 1), "h": h, "status": status, "n": n, "day": d}
+            )
+    return {"width": width, "height": height, "bars": bars, "days": days, "totals": totals}

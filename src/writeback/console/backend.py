@@ -1,0 +1,103 @@
+"""What the console needs from the running service, in one small interface.
+
+:class:`ServiceBackend` adapts :class:`writeback.app.service.Service`: reading is done from the console's own
+threads (the health values; the state store through a connection of its own per request), every engine call
+(plan, provision on demand) is a job the service runs on its own thread between cycles, so the service loop
+stays the engine's only user and the only writer to AD.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.engine import Allowances, Engine
+from writeback.app.metrics import ServiceMetrics
+from writeback.app.service import Service
+from writeback.config import Settings
+from writeback.console.provision import provision_group
+
+
+@dataclass
+class ProvisionRun:
+    """One provision-on-demand request: its steps grow while the service runs it."""
+
+    id: str
+    group: str
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+    ok: bool | None = None
+    started: float = field(default_factory=time.time)
+
+    def add(self, step: dict[str, Any]) -> None:
+        self.steps.append(step)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "done": self.done,
+            "ok": self.ok,
+            "started": self.started,
+            "steps": list(self.steps),
+        }
+
+
+class ServiceBackend:
+    def __init__(self, service: Service, metrics: ServiceMetrics | None = None) -> None:
+        self.service = service
+        self.settings: Settings = service.settings
+        self.metrics = metrics
+        self.runs: dict[str, ProvisionRun] = {}
+        self._lock = threading.Lock()
+
+    def health(self) -> dict[str, Any]:
+        return asdict(self.service.health)
+
+    @contextmanager
+    def store(self) -> Iterator[SqliteStore]:
+        """A connection of the console's own (SQLite connections stay on the thread that made them)."""
+        store = SqliteStore(self.settings.state.path)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def allow(self, allowances: Allowances) -> None:
+        """Exactly what `writeback allow` does (the service applies it on its next full plan), then wake it."""
+        with self.store() as store:
+            store.set_allowances(asdict(allowances))
+        self.service.request_reconcile()
+
+    def clear_quarantine(self) -> None:
+        self.service.clear_quarantine()
+
+    def reconcile_now(self) -> None:
+        self.service.request_reconcile()
+
+    def call(self, job: Callable[[Engine], Any], timeout: float = 300.0) -> Any:
+        """Run ``job`` on the service's thread and wait for its result."""
+        return self.service.submit(job).result(timeout=timeout)
+
+    def provision(self, group: str) -> ProvisionRun:
+        run = ProvisionRun(uuid.uuid4().hex[:12], group)
+        with self._lock:
+            self.runs[run.id] = run
+            if len(self.runs) > 100:  # keep the latest 100
+                for old in sorted(self.runs.values(), key=lambda r: r.started)[:-100]:
+                    self.runs.pop(old.id, None)
+
+        def job(engine: Engine) -> None:
+            try:
+                run.ok = provision_group(engine, group, run.add, run_id=run.id)
+            finally:
+                run.done = True
+
+        self.service.submit(job)
+        return run
