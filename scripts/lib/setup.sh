@@ -4,7 +4,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${WRITEBACK_VENV:-$ROOT/.venv}"
 DEBS=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind krb5-user ldap-utils ldb-tools
-      libldap2-dev libsasl2-dev python3-venv python3-dev gcc)
+      libldap2-dev libsasl2-dev python3-venv python3-dev gcc
+      chromium)  # the console's browser tests (Playwright drives it by executable_path)
 
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
