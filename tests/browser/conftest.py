@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import AD, CloudAdmin, Workspace, ad, cloud, fresh_id, workspace
+from tests.e2e.conftest import CloudAdmin, Workspace, ad, cloud, fresh_id, workspace
+from tests.testbed.ad import AdView as AD
 from writeback.console.auth import new_token, token_line
 from writeback.testbed.sandbox.console import free_port
 

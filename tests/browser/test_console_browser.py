@@ -35,7 +35,7 @@ def _facts(page: Any) -> dict[str, str]:
 
 
 def _member_dns(ad: Any, gid: str) -> set[str]:
-    g = ad.by_anchor(gid)
+    g = ad.anchored(gid)
     assert g is not None, f"no AD group anchored to {gid}"
     return {m.lower() for m in g.get("member", [])}
 
@@ -84,7 +84,7 @@ def test_filter_the_log_and_open_a_rows_steps(browser: Any, console: RunningCons
     assert any("(success)" in s for s in steps)
     summary = _facts(page)
     assert summary["Status"] == "success"
-    assert summary["Target identity (AD)"].lower() == ad.by_anchor(console.groups["A"])["dn"].lower()
+    assert summary["Target identity (AD)"].lower() == ad.anchored(console.groups["A"])["dn"].lower()
     assert console.groups["A"] in summary["Source identity (cloud group)"]
     assert screenshot(page, "console-log-row.png").stat().st_size > 10_000
 
