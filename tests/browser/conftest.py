@@ -30,7 +30,7 @@ CHROMIUM = os.environ.get("WRITEBACK_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # Playwright's sync API keeps an event loop running: close it after these tests
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
