@@ -7,7 +7,12 @@ Graph's beta ``onPremisesSyncBehavior`` exactly as an administrator does.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import ldap
@@ -258,3 +263,34 @@ def test_loop_guard_reports_a_synced_copy_of_a_written_group(cloud, workspace, a
     assert "loop:" in text.out and "loop:" in text.err  # in the plan and in the log
     assert ws2.run("apply").code == 0
     assert len([g for g in ad.groups().values() if g["cn"][0].startswith(f"Ops {fresh_id}")]) == 1
+
+
+def test_sample_tenant_soa_group_is_planned_into_its_original(sandbox, cloud, ldap_conn, tmp_path):
+    """The sample tenant's SOA-converted GG-Finance-Approvers carries its AD group's SID and is written there."""
+    original = f"CN=GG-Finance-Approvers,{sandbox.onprem_groups_ou}"
+    soa = cloud.group_by_name("GG-Finance-Approvers")
+    props = cloud.call(
+        "GET", f"/v1.0/groups/{soa['id']}?$select=onPremisesSecurityIdentifier,onPremisesSyncEnabled"
+    )
+    assert props["onPremisesSecurityIdentifier"] == sid_of(ldap_conn, original)
+    assert props["onPremisesSyncEnabled"] is None
+    assert cloud.call("GET", f"/beta/groups/{soa['id']}/onPremisesSyncBehavior")["isCloudManaged"] is True
+
+    # The sandbox's own config (svc-writeback, every security group in scope) with a private state file: plan only.
+    text = (Path(sandbox.dir) / "writeback.toml").read_text()
+    config = tmp_path / "writeback.toml"
+    config.write_text(re.sub(r"(?m)^path = .*$", f'path = "{tmp_path / "state.sqlite"}"', text))
+    run = subprocess.run(
+        [sys.executable, "-m", "writeback", "--config", str(config), "plan", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode in (0, 2), run.stdout + run.stderr
+    mine = [c for c in json.loads(run.stdout)["changes"] if c["cloud_id"] == soa["id"]]
+    assert {c["kind"] for c in mine} <= {"update", "add_members", "remove_members"}  # never create or move
+    assert {c["dn"].lower() for c in mine} <= {original.lower()}
+    if values(read(ldap_conn, original), MSDS) != {f"group_{soa['id']}"}:
+        # A fresh sandbox: the first apply stamps the original (an update, never a create).
+        assert any(c["kind"] == "update" and c["attributes"].get(MSDS) == f"Group_{soa['id']}" for c in mine)
