@@ -3,7 +3,10 @@ release on rollback and the loop guard — the pure desired state and the plan i
 
 import dataclasses
 
-from tests.unit.builders import DOC, OU, desire, settings
+from tests.unit.builders import BASE, DOC, OU, desire, settings
+from tests.unit.fakes import FakeCloud, FakeDirectory
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.engine import Engine
 from writeback.config import MappingSettings, parse_settings
 from writeback.core.desired import DesiredState
 from writeback.core.mapping import MSDS_ANCHOR
@@ -272,3 +275,43 @@ def test_takeover_settings_parse_with_safe_defaults():
     doc = {**DOC, "mapping": {"keep_adopted_names": False, "create_missing_originals": True}}
     parsed = parse_settings(doc, "t.toml").mapping
     assert parsed.keep_adopted_names is False and parsed.create_missing_originals is True
+
+
+# Through the engine (gathering, planning, apply) with the in-memory fakes ----------------------------------
+def test_engine_takes_over_the_original_then_releases_it_on_rollback():
+    dn = f"CN=Finance,OU=Legacy,{BASE}"
+    user = CloudUser("u1", on_premises_sync_enabled=True, on_premises_security_identifier="S-1-5-21-9-1")
+    account = DirectoryAccount(f"CN=user1,OU=Staff,{BASE}", "guid-u1", "S-1-5-21-9-1")
+    directory = FakeDirectory(accounts=[account])
+    directory.groups[dn.lower()] = {
+        "dn": dn,
+        "guid": "guid-orig",
+        "objectSid": SID,
+        "sAMAccountName": "FinanceLegacy",
+        "groupType": str(GLOBAL_SECURITY),
+        "member": set(),
+    }
+    g = soa(1, "Finance", members=[MemberRef("user", "u1")])
+    cloud = FakeCloud(users={"u1": user}, groups={g.id: g})
+    engine = Engine(settings(), cloud, directory, SqliteStore(":memory:"))
+
+    engine.sync()
+    plan = engine.plan()
+    assert plan.counts()["create"] == 0 and engine.apply(plan).ok
+    entry = directory.groups[dn.lower()]
+    assert entry[MSDS_ANCHOR] == g.anchor and entry["member"] == {account.dn}
+    assert entry["groupType"] == str(GLOBAL_SECURITY) and entry["sAMAccountName"] == "FinanceLegacy"
+    assert [op for op, _ in directory.ops].count("add") == 0
+    engine.sync()
+    assert engine.plan().changes == ()
+
+    cloud.groups = {g.id: dataclasses.replace(g, is_cloud_managed=False)}
+    engine.sync()
+    plan = engine.plan(only={g.id})  # an incremental cycle, as the service runs it after the rollback
+    assert [(c.kind, dict(c.attributes)) for c in plan.changes] == [(ChangeKind.UPDATE, {MSDS_ANCHOR: None})]
+    assert engine.apply(plan).ok
+    assert MSDS_ANCHOR not in directory.groups[dn.lower()] and directory.groups[dn.lower()]["member"] == {
+        account.dn
+    }
+    engine.sync()
+    assert engine.plan().changes == ()
