@@ -315,3 +315,22 @@ def test_engine_takes_over_the_original_then_releases_it_on_rollback():
     }
     engine.sync()
     assert engine.plan().changes == ()
+
+
+def test_unknown_sync_behavior_leaves_a_taken_over_group_alone_even_when_deletes_are_allowed():
+    g = soa(1, "Finance", managed=None)  # e.g. the permission was revoked: Graph no longer says
+    orig = original(f"CN=Finance,{LEGACY_OU}", anchor=f"Group_{g.id}", members=["CN=user1,OU=Staff"])
+    state = desire([g], managed=[orig])
+    assert state.released == () and state.untouched == (orig,) and orig not in state.actual
+    plan = compute_plan(
+        state.groups,
+        state.actual,
+        state.cloud,
+        Policy(delete_out_of_scope=True),
+        out_of_scope=state.out_of_scope,
+        released=state.released,
+        anchor_attributes=(MSDS_ANCHOR,),
+        untouched=state.untouched,
+    )
+    assert plan.changes == ()
+    assert any(r.cloud_id == g.id and "kept unchanged" in (r.note or "") for r in plan.reports)

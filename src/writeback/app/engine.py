@@ -259,6 +259,7 @@ class Engine:
             released=state.released,
             anchor_attributes=facts.anchor_attributes,
             loops=state.loops,
+            untouched=state.untouched,
         )
         for message in state.loops.values():
             log.warning("%s", message)

@@ -90,6 +90,9 @@ class Intents:
     # Cloud groups whose source of authority is AD (synced, or an SOA conversion rolled back or unknown):
     # id -> their AD group's SID (upper-cased). Nested references, releases and the loop guard use it.
     ad_mastered: Mapping[str, str] = field(default_factory=dict)
+    # Of those, the ones Graph says AD masters (synced, or isCloudManaged false): their managed AD group, if
+    # any, is released. The others (onPremisesSyncBehavior unread) are left exactly as they are.
+    released: frozenset[str] = frozenset()
 
     @property
     def partial(self) -> bool:
@@ -104,10 +107,13 @@ def cloud_intents(
     in_scope: set[str] = set()
     out: dict[str, str] = {}
     ad_mastered: dict[str, str] = {}
+    released: set[str] = set()
     for gid, g in snapshot.groups.items():
         reason = source_of_authority_reason(g) or out_of_scope_reason(g, settings.scope)
         if g.from_ad and not g.soa_converted and not g.deleted and g.on_premises_security_identifier:
             ad_mastered[gid] = g.on_premises_security_identifier.upper()
+            if g.on_premises_sync_enabled or g.is_cloud_managed is False:
+                released.add(gid)
         if reason is None:
             in_scope.add(gid)
         else:
@@ -125,6 +131,7 @@ def cloud_intents(
         reconciled,
         frozenset({ANCHOR_PREFIX}),
         ad_mastered,
+        frozenset(released),
     )
 
 
@@ -177,6 +184,7 @@ def combine(*sources: Intents) -> Intents:
             reconciled,
             out.prefixes | s.prefixes,
             {**out.ad_mastered, **s.ad_mastered},
+            out.released | s.released,
         )
     return out
 
@@ -282,6 +290,8 @@ class DesiredState:
     out_of_scope: Mapping[str, str]
     # Managed groups whose cloud group's source of authority went back to AD: writeback lets go of them.
     released: tuple[DirectoryGroup, ...] = ()
+    # Managed groups whose cloud group came from AD while Graph did not say who masters it now: untouched.
+    untouched: tuple[DirectoryGroup, ...] = ()
     loops: Mapping[str, str] = field(default_factory=dict)  # cloud id of a synced copy -> the loop report
 
 
@@ -308,10 +318,19 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
         actual = tuple(g for g in actual if g.cloud_id in intents.reconciled)
     # An SOA original writeback has not stamped yet is the group's current state: the plan updates it.
     actual += tuple(g for key, g in adopted.items() if key not in managed and groups[key].error is None)
-    released = tuple(g for g in actual if g.cloud_id in intents.ad_mastered and g.cloud_id not in groups)
+    # A group whose source of authority is AD is never deleted, whatever safety.on_out_of_scope says.
+    from_ad = tuple(g for g in actual if g.cloud_id in intents.ad_mastered and g.cloud_id not in groups)
+    released = tuple(g for g in from_ad if g.cloud_id in intents.released)
+    untouched = tuple(g for g in from_ad if g.cloud_id not in intents.released)
     actual = tuple(g for g in actual if g.cloud_id not in intents.ad_mastered or g.cloud_id in groups)
     return DesiredState(
-        groups, actual, intents.cloud_groups, intents.out_of_scope, released, _loops(intents, facts)
+        groups,
+        actual,
+        intents.cloud_groups,
+        intents.out_of_scope,
+        released,
+        untouched,
+        _loops(intents, facts),
     )
 
 

@@ -255,6 +255,7 @@ def compute_plan(
     released: Sequence[DirectoryGroup] = (),
     anchor_attributes: Sequence[str] = (),
     loops: Mapping[str, str] | None = None,
+    untouched: Sequence[DirectoryGroup] = (),
 ) -> Plan:
     """Plan the changes that make ``actual`` match ``desired``.
 
@@ -271,6 +272,8 @@ def compute_plan(
       group as its own (a cloud delete would delete it), and an ``adminDescription`` starting with ``Group_``
       makes Entra Connect's inbound rules skip the object, so the group could never sync back to the cloud.
     - ``loops``: cloud id -> report, for synced copies of groups writeback writes (never written back).
+    - ``untouched``: managed groups whose cloud group came from AD while Graph did not say who masters it now
+      (onPremisesSyncBehavior unread): reported, never changed or deleted.
     An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
     """
     out_of_scope = out_of_scope or {}
@@ -478,6 +481,18 @@ def compute_plan(
         reports.append(
             GroupReport(
                 a.cloud_id, name, a.dn, note="released: its source of authority is AD again; not written"
+            )
+        )
+    for a in untouched:
+        name = str(a.attributes.get("displayName") or a.dn)
+        reports.append(
+            GroupReport(
+                a.cloud_id or "",
+                name,
+                a.dn,
+                note="kept unchanged: its cloud group came from AD and Graph did not say whether its source of "
+                "authority is the cloud (onPremisesSyncBehavior unread; grant Group-OnPremisesSyncBehavior."
+                "ReadWrite.All)",
             )
         )
     for cid, message in sorted((loops or {}).items()):

@@ -66,7 +66,10 @@ class SyncBehaviorReader:
             return set()
         updates: list[CloudGroup] = []
         for g in wanted:
-            value = self._read(g.id)
+            try:
+                value = self._read(g.id)
+            except _Unreadable:
+                continue  # keep what the replica knows (None after a delta change: not written)
             if value != g.is_cloud_managed:
                 updates.append(dataclasses.replace(g, is_cloud_managed=value))
         if updates:
@@ -77,6 +80,7 @@ class SyncBehaviorReader:
         return {g.id for g in updates}
 
     def _read(self, group_id: str) -> bool | None:
+        """isCloudManaged, None when Graph answers without it; raises :class:`_Unreadable` on a refusal."""
         try:
             body = self.client.get(f"/beta/groups/{group_id}/onPremisesSyncBehavior")
         except (AuthenticationError, ThrottledError):
@@ -92,6 +96,10 @@ class SyncBehaviorReader:
                     exc,
                 )
                 self._denied = True
-            return None
+            raise _Unreadable from exc
         value = body.get("isCloudManaged")
         return value if isinstance(value, bool) else None
+
+
+class _Unreadable(Exception):
+    """The behaviour could not be read this time (logged once per process)."""
