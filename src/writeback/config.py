@@ -111,6 +111,13 @@ class MappingSettings:
     anchor: str = "auto"
     group_scope: str = "universal"  # or an expression giving universal/global/domainLocal
     attributes: Mapping[str, str] = field(default_factory=dict)  # extra AD attribute -> expression
+    # Taking over (issue 13): a group Microsoft's tools wrote (Connect v1/v2, Cloud Sync) or the original AD
+    # group of an SOA-converted group keeps its CN, OU and sAMAccountName (and an SOA original its scope)
+    # unless this is false; then the mapping renames and moves it like any other group.
+    keep_adopted_names: bool = True
+    # An SOA-converted group whose original AD group (found by its SID) no longer exists is reported and not
+    # written; true creates a new AD group instead (with a new SID: ACLs on the old one do not follow).
+    create_missing_originals: bool = False
 
 
 @dataclass(frozen=True)
@@ -487,6 +494,8 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         anchor=m.choice("anchor", ANCHOR_MODES, "auto"),
         group_scope=m.get("group_scope", str, "universal"),
         attributes={str(k): str(v) for k, v in attrs.items()},
+        keep_adopted_names=m.get("keep_adopted_names", bool, True),
+        create_missing_originals=m.get("create_missing_originals", bool, False),
     )
     m.finish()
     _check_expressions(mapping, file)

@@ -382,7 +382,8 @@ def test_build_tenant_resolves_placeholders_and_the_synced_group() -> None:
     scenario = load_scenario()
     users = [_account(str(u["sam"])) for u in scenario.directory_users]
     fileshare = _account("GG-Legacy-Fileshare", "group", [users[10].dn, users[8].dn])
-    tenant = build_tenant(scenario, [*users, fileshare], "s3cret")
+    approvers = _account("GG-Finance-Approvers", "group", [users[3].dn, users[4].dn])
+    tenant = build_tenant(scenario, [*users, fileshare, approvers], "s3cret")
     assert tenant["apps"][0]["client_secret"] == "s3cret"
     groups = {g["displayName"]: g for g in tenant["groups"]}
     ids = {u["onPremisesSamAccountName"]: u["id"] for u in tenant["users"] if u.get("onPremisesSyncEnabled")}
@@ -393,6 +394,13 @@ def test_build_tenant_resolves_placeholders_and_the_synced_group() -> None:
     assert synced["onPremisesSecurityIdentifier"] == fileshare.sid
     assert sorted(synced["members"]) == sorted([ids[users[10].sam], ids[users[8].sam]])
     assert synced["id"] in groups["SG-App-Payroll"]["members"]
+    # The SOA-converted twin: the AD group's identifiers, no longer synced, and the cloud's own members.
+    soa = groups["GG-Finance-Approvers"]
+    assert (
+        soa["id"] == synced_id(approvers.object_guid) and soa["onPremisesSecurityIdentifier"] == approvers.sid
+    )
+    assert soa["onPremisesSyncEnabled"] is None and soa["onPremisesSyncBehavior"] == {"isCloudManaged": True}
+    assert sorted(soa["members"]) == sorted([ids["eva.smit"], ids["femke.meijer"]])
     hr = groups["HR-All-Staff"]
     assert hr["membershipRule"] == 'user.department -eq "HR"' and hr["membershipRuleProcessingState"] == "On"
     every_id = (

@@ -64,8 +64,11 @@ def desire(
     taken: Mapping[str, str] | None = None,
     config: Settings | None = None,
     only: Collection[str] | None = None,
+    by_sid: Iterable[DirectoryAccount] = (),
+    originals: Iterable[DirectoryGroup] = (),
 ) -> DesiredState:
-    """The desired state of ``groups`` given these directory facts (``existing``: DNs some object holds)."""
+    """The desired state of ``groups`` given these directory facts (``existing``: DNs some object holds;
+    ``by_sid``: groups found by SID anywhere; ``originals``: those of the domain, read as groups)."""
     config = config or settings()
     snapshot = CloudSnapshot(users=dict(users or {}), groups={g.id: g for g in groups})
     facts = DirectoryFacts(
@@ -74,5 +77,7 @@ def desire(
         managed=tuple(managed),
         taken_names={k.lower(): v for k, v in (taken or {}).items()},
         existing_dns=frozenset(normalize_dn(d) for d in existing),
+        groups_by_sid={a.object_sid.upper(): a for a in by_sid if a.object_sid},
+        originals={g.object_sid.upper(): g for g in originals if g.object_sid},
     )
     return desired_state(cloud_intents(snapshot, config, only), facts, config)

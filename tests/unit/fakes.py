@@ -65,6 +65,16 @@ class FakeDirectory:
             by_guid={a.object_guid: a for a in self.accounts if a.object_guid in guids},
         )
 
+    def resolve_groups_by_sid(self, sids):  # type: ignore[no-untyped-def]
+        wanted = {s.upper() for s in sids}
+        return {
+            e["objectSid"].upper(): DirectoryAccount(
+                e["dn"], e["guid"], e["objectSid"], "group", int(e["groupType"])
+            )
+            for e in self.groups.values()
+            if e.get("objectSid", "").upper() in wanted
+        }
+
     def _group(self, e: dict) -> DirectoryGroup:
         anchor = e.get("msDS-ExternalDirectoryObjectId") or e.get("adminDescription")
         return DirectoryGroup(
@@ -76,6 +86,7 @@ class FakeDirectory:
             {k: v for k, v in e.items() if k not in ("dn", "guid", "member")},
             frozenset(e["member"]),
             e.get("protected", False),
+            e.get("objectSid"),
         )
 
     def read_managed_groups(self, anchor_attributes, mapped, prefixes):  # type: ignore[no-untyped-def]

@@ -268,7 +268,13 @@ class Engine:
             self.policy(),
             out_of_scope=state.out_of_scope,
             applied=self.store.applied_fingerprints(),
+            released=state.released,
+            anchor_attributes=facts.anchor_attributes,
+            loops=state.loops,
+            untouched=state.untouched,
         )
+        for message in state.loops.values():
+            log.warning("%s", message)
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual)
         return hold_unsafe(plan, self._managed, self.thresholds(allow))

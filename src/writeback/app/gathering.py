@@ -3,7 +3,9 @@
 Every directory read of a plan happens here, in a fixed order, so the pure steps before and after it never
 read: resolve member accounts (in ``members.match_order``, each key only for the users the ones before it did
 not find), read the managed groups (all, or where the planned ones may be), then — knowing which groups already
-hold their names and DNs — look up who holds the remaining candidate sAMAccountNames and DNs.
+hold their names and DNs — look up who holds the remaining candidate sAMAccountNames and DNs. Groups asked for
+by SID (SOA originals, AD groups nested in cloud groups) are found through the Global Catalog when configured
+and those in the domain read in full.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from writeback.core.desired import DirectoryFacts, Questions
-from writeback.core.dn import normalize_dn
+from writeback.core.dn import is_within, normalize_dn
 from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR, anchor_attributes
 from writeback.core.model import DirectoryAccount, DirectoryGroup
 from writeback.core.ports import Directory, ResolvedAccounts
@@ -56,13 +58,35 @@ def gather(
     progress(f"{len(managed)} managed groups in AD")
     names = q.names_to_check(managed)
     dns = q.dns_to_check(managed)
+    by_sid, originals = _groups_by_sid(q, directory, schema, attrs, progress)
     return DirectoryFacts(
         anchor_attributes=schema.write,
         accounts=accounts,
         managed=tuple(managed),
         taken_names=directory.taken_sam_account_names(names) if names else {},
         existing_dns=frozenset(_normalized(directory.existing_dns(dns)) if dns else ()),
+        groups_by_sid=by_sid,
+        originals=originals,
     )
+
+
+def _groups_by_sid(
+    q: Questions, directory: Directory, schema: Schema, attrs: tuple[str, ...], progress: Progress
+) -> tuple[dict[str, DirectoryAccount], dict[str, DirectoryGroup]]:
+    """The AD groups of ``q.group_sids``: every one found (forest-wide through the GC), and those of the
+    domain read as groups (anchored or not) so an SOA original can be taken over."""
+    if not q.group_sids:
+        return {}, {}
+    progress(f"Finding {len(q.group_sids)} AD groups by SID")
+    found = {sid.upper(): a for sid, a in directory.resolve_groups_by_sid(q.group_sids).items()}
+    sid_by_dn = {normalize_dn(a.dn): sid for sid, a in found.items() if is_within(a.dn, q.base_dn)}
+    originals: dict[str, DirectoryGroup] = {}
+    if sid_by_dn:
+        dns = [a.dn for a in found.values() if normalize_dn(a.dn) in sid_by_dn]
+        for g in directory.read_groups(dns, schema.read, attrs):
+            if (sid := sid_by_dn.get(normalize_dn(g.dn))) is not None:
+                originals[sid] = g
+    return found, originals
 
 
 def _resolve(q: Questions, directory: Directory, progress: Progress) -> ResolvedAccounts:

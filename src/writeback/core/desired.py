@@ -15,17 +15,36 @@ that needs no directory fact. Then:
 Every rule about *what* to write lives here, once: member match order, sAMAccountName assignment, the
 occupied-DN check, the member cap, AD's nesting rule (8518) and when a nested group may be referenced. This
 module reads nothing, writes nothing and looks at no clock.
+
+Taking over, never duplicating (issue 13):
+
+- A group Microsoft's tools wrote (Connect v1/v2 or Cloud Sync: ``adminDescription = Group_<objectId>``) is
+  found by that anchor and adopted in place; the first apply stamps writeback's anchor. With
+  ``mapping.keep_adopted_names`` (the default) it keeps its CN, OU and sAMAccountName.
+- An SOA-converted group (``onPremisesSyncBehavior.isCloudManaged`` true) is written into its *original* AD
+  group, found by the SID Graph kept (``onPremisesSecurityIdentifier``): same object, and by default the same
+  DN, CN, sAMAccountName and groupType (scope). Until writeback stamps its anchor the original is not a managed
+  group, so the desired state hands the planner the original as the group's current state: the first apply is
+  an UPDATE with the anchor, never a CREATE. A missing original is an error (nothing is created) unless
+  ``mapping.create_missing_originals``.
+- A group whose source of authority is AD (synced, or an SOA conversion rolled back) is never written. If
+  writeback manages its AD group under the same cloud id (a rolled-back conversion), writeback *releases* it:
+  the planner removes only the anchor writeback stamped (see :func:`writeback.core.planning.compute_plan`).
+  Nested in a cloud group, such a group is referenced as its AD original (matched by SID), within 8518.
+- Loop guard: a group synced from AD whose SID is that of a group writeback manages under another cloud id is
+  the copy Connect or Cloud Sync made of writeback's own output; it is reported and never written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from writeback.config import Settings
-from writeback.core.dn import is_within, normalize_dn
+from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn_value
 from writeback.core.mapping import (
+    ADMIN_DESCRIPTION,
     SCOPE_BITS,
     Mapper,
     assign_sam_account_names,
@@ -42,6 +61,7 @@ from writeback.core.model import (
     CloudSnapshot,
     CloudUser,
     DesiredGroup,
+    DirectoryAccount,
     DirectoryGroup,
     Intent,
     MemberRef,
@@ -50,7 +70,7 @@ from writeback.core.model import (
 )
 from writeback.core.ports import ResolvedAccounts
 from writeback.core.rules import RuleContext, compile_rule
-from writeback.core.scope import out_of_scope_reason
+from writeback.core.scope import out_of_scope_reason, source_of_authority_reason
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,12 @@ class Intents:
     # The anchor prefixes of the sources present: a plan compares only the AD groups they own, so a plan
     # without a source can never read that source's groups as undesired (and delete them).
     prefixes: frozenset[str] = frozenset()
+    # Cloud groups whose source of authority is AD (synced, or an SOA conversion rolled back or unknown):
+    # id -> their AD group's SID (upper-cased). Nested references, releases and the loop guard use it.
+    ad_mastered: Mapping[str, str] = field(default_factory=dict)
+    # Of those, the ones Graph says AD masters (synced, or isCloudManaged false): their managed AD group, if
+    # any, is released. The others (onPremisesSyncBehavior unread) are left exactly as they are.
+    released: frozenset[str] = frozenset()
 
     @property
     def partial(self) -> bool:
@@ -80,19 +106,39 @@ def cloud_intents(
     mapper = Mapper(settings.mapping, settings.target.target_ou, settings.target.base_dn)
     in_scope: set[str] = set()
     out: dict[str, str] = {}
+    ad_mastered: dict[str, str] = {}
+    released: set[str] = set()
     for gid, g in snapshot.groups.items():
-        reason = out_of_scope_reason(g, settings.scope)
+        reason = source_of_authority_reason(g) or out_of_scope_reason(g, settings.scope)
+        if g.from_ad and not g.soa_converted and not g.deleted and g.on_premises_security_identifier:
+            ad_mastered[gid] = g.on_premises_security_identifier.upper()
+            if g.on_premises_sync_enabled or g.is_cloud_managed is False:
+                released.add(gid)
         if reason is None:
             in_scope.add(gid)
         else:
             out[gid] = reason
     keys = in_scope if only is None else in_scope & set(only)
-    groups = {gid: mapper.intent(snapshot.groups[gid]) for gid in sorted(keys)}
+    groups = {gid: _cloud_intent(mapper, snapshot.groups[gid]) for gid in sorted(keys)}
     cloud = snapshot.groups if only is None else {g: c for g, c in snapshot.groups.items() if g in only}
     reconciled = None if only is None else frozenset(k for k in only if not k.startswith(DYNAMIC_KEY_PREFIX))
     return Intents(
-        groups, snapshot.users, cloud, frozenset(in_scope), out, reconciled, frozenset({ANCHOR_PREFIX})
+        groups,
+        snapshot.users,
+        cloud,
+        frozenset(in_scope),
+        out,
+        reconciled,
+        frozenset({ANCHOR_PREFIX}),
+        ad_mastered,
+        frozenset(released),
     )
+
+
+def _cloud_intent(mapper: Mapper, group: CloudGroup) -> Intent:
+    intent = mapper.intent(group)
+    sid = group.on_premises_security_identifier
+    return replace(intent, original_sid=sid.upper()) if group.soa_converted and sid else intent
 
 
 def dynamic_intents(settings: Settings, ad_users: Sequence[Mapping[str, Any]]) -> Intents:
@@ -137,6 +183,8 @@ def combine(*sources: Intents) -> Intents:
             {**out.out_of_scope, **s.out_of_scope},
             reconciled,
             out.prefixes | s.prefixes,
+            {**out.ad_mastered, **s.ad_mastered},
+            out.released | s.released,
         )
     return out
 
@@ -155,6 +203,10 @@ class Questions:
     sam_candidates: Mapping[str, tuple[str, ...]]  # key -> names that may be assigned
     sam_mapped: frozenset[str]  # keys whose sAMAccountName is mapped (the mapping wins over the name held)
     dns: Mapping[str, str]  # key -> the DN it should have
+    # Taking over: SIDs of AD groups to find (SOA originals, AD-mastered groups nested in cloud groups), and
+    # the domain writeback writes (an original outside it is found through the GC but cannot be written).
+    group_sids: frozenset[str] = frozenset()
+    base_dn: str = ""
 
     def names_to_check(self, managed: Iterable[DirectoryGroup]) -> set[str]:
         """The candidate names whose holder matters, once the managed groups are known: a group that keeps
@@ -172,11 +224,16 @@ def questions(intents: Intents, settings: Settings, applied_dns: Mapping[str, st
     """What to read from AD for ``intents``. ``applied_dns``: where each group was last written."""
     accounts: set[tuple[str | None, str | None]] = set()
     groups: dict[str, tuple[str, ...]] = {}
+    group_sids: set[str] = set()
     for intent in intents.groups.values():
+        if intent.original_sid:
+            group_sids.add(intent.original_sid)
         for ref in intent.members:
             user = intents.cloud_users.get(ref.id) if ref.kind == "user" else None
             if user is not None and user.is_synced and not user.deleted:
                 accounts.add(account_keys(user))
+            if ref.kind == "group" and ref.id in intents.ad_mastered and settings.members.nested_groups:
+                group_sids.add(intents.ad_mastered[ref.id])
     if intents.reconciled is not None:
         for key in intents.reconciled:
             wanted = intents.groups.get(key)
@@ -196,6 +253,8 @@ def questions(intents: Intents, settings: Settings, applied_dns: Mapping[str, st
         sam_candidates={k: i.sam_candidates for k, i in intents.groups.items()},
         sam_mapped=frozenset(k for k, i in intents.groups.items() if i.sam_mapped),
         dns={k: i.dn for k, i in intents.groups.items() if i.error is None},
+        group_sids=frozenset(group_sids),
+        base_dn=settings.target.base_dn,
     )
 
 
@@ -216,6 +275,10 @@ class DirectoryFacts:
     managed: tuple[DirectoryGroup, ...] = ()  # managed groups read (every one, or those asked for)
     taken_names: Mapping[str, str] = field(default_factory=dict)  # lower-cased sAMAccountName -> holder DN
     existing_dns: frozenset[str] = frozenset()  # normalised DNs (among those asked) that exist
+    # Taking over: the groups of ``Questions.group_sids`` found anywhere in the forest (upper-cased SID ->
+    # account), and those in the domain read in full (SID -> group, anchored or not).
+    groups_by_sid: Mapping[str, DirectoryAccount] = field(default_factory=dict)
+    originals: Mapping[str, DirectoryGroup] = field(default_factory=dict)
 
 
 # 3. Desire -----------------------------------------------------------------------------------------------
@@ -225,6 +288,11 @@ class DesiredState:
     actual: tuple[DirectoryGroup, ...]  # the managed AD groups this plan compares against
     cloud: Mapping[str, CloudGroup]
     out_of_scope: Mapping[str, str]
+    # Managed groups whose cloud group's source of authority went back to AD: writeback lets go of them.
+    released: tuple[DirectoryGroup, ...] = ()
+    # Managed groups whose cloud group came from AD while Graph did not say who masters it now: untouched.
+    untouched: tuple[DirectoryGroup, ...] = ()
+    loops: Mapping[str, str] = field(default_factory=dict)  # cloud id of a synced copy -> the loop report
 
 
 def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -> DesiredState:
@@ -241,13 +309,71 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
             if g.cloud_id in managed:
                 duplicates.add(g.cloud_id)
             managed[g.cloud_id] = g
-    resolver = _Resolver(intents, facts, settings, managed, duplicates)
+    adopted = _originals(intents, facts, managed)
+    resolver = _Resolver(intents, facts, settings, managed, duplicates, adopted)
     groups = {key: resolver.desired(key) for key in sorted(intents.groups)}
     prefixes = tuple(intents.prefixes)
     actual = tuple(g for g in facts.managed if g.anchor and g.anchor.startswith(prefixes))
     if intents.reconciled is not None:
         actual = tuple(g for g in actual if g.cloud_id in intents.reconciled)
-    return DesiredState(groups, actual, intents.cloud_groups, intents.out_of_scope)
+    # An SOA original writeback has not stamped yet is the group's current state: the plan updates it.
+    actual += tuple(g for key, g in adopted.items() if key not in managed and groups[key].error is None)
+    # A group whose source of authority is AD is never deleted, whatever safety.on_out_of_scope says.
+    from_ad = tuple(g for g in actual if g.cloud_id in intents.ad_mastered and g.cloud_id not in groups)
+    released = tuple(g for g in from_ad if g.cloud_id in intents.released)
+    untouched = tuple(g for g in from_ad if g.cloud_id not in intents.released)
+    actual = tuple(g for g in actual if g.cloud_id not in intents.ad_mastered or g.cloud_id in groups)
+    return DesiredState(
+        groups,
+        actual,
+        intents.cloud_groups,
+        intents.out_of_scope,
+        released,
+        untouched,
+        _loops(intents, facts),
+    )
+
+
+def _originals(
+    intents: Intents, facts: DirectoryFacts, managed: Mapping[str, DirectoryGroup]
+) -> dict[str, DirectoryGroup]:
+    """SOA-converted groups' original AD groups that writeback may take: not yet anchored, or anchored with
+    the group's own anchor (the others are reported by :meth:`_Resolver._original_error`)."""
+    out: dict[str, DirectoryGroup] = {}
+    for key, intent in intents.groups.items():
+        original = facts.originals.get(intent.original_sid or "")
+        if original is None or original.protected:
+            continue
+        current = managed.get(key)
+        if current is not None and normalize_dn(current.dn) != normalize_dn(original.dn):
+            continue  # another AD group carries this anchor: reported, not taken
+        if original.anchor is None:
+            out[key] = replace(original, anchor=intent.anchor)
+        elif original.anchor == intent.anchor:
+            out[key] = original
+    return out
+
+
+def _loops(intents: Intents, facts: DirectoryFacts) -> dict[str, str]:
+    """Synced-from-AD cloud groups that are copies of groups writeback writes (Connect or Cloud Sync picked up
+    writeback's target OU): cloud id -> the report. They are never written back."""
+    by_sid = {g.object_sid.upper(): g for g in facts.managed if g.object_sid and g.cloud_id}
+    for g in facts.originals.values():
+        if g.object_sid and g.cloud_id:
+            by_sid.setdefault(g.object_sid.upper(), g)
+    out: dict[str, str] = {}
+    for cid, sid in sorted(intents.ad_mastered.items()):
+        ad = by_sid.get(sid)
+        if ad is None or ad.cloud_id == cid:
+            continue
+        cloud = intents.cloud_groups.get(cid)
+        name = cloud.display_name if cloud else cid
+        out[cid] = (
+            f"loop: cloud group {name!r} ({cid}) is synced from AD group {ad.dn}, which writeback writes from "
+            f"cloud group {ad.cloud_id}; it is never written back. Exclude writeback's target OU from the "
+            "sync scope of Entra Connect / Cloud Sync (OU filtering) and delete the synced copy"
+        )
+    return out
 
 
 class _Resolver:
@@ -260,27 +386,49 @@ class _Resolver:
         settings: Settings,
         managed: Mapping[str, DirectoryGroup],
         duplicates: Collection[str],
+        adopted: Mapping[str, DirectoryGroup],
     ) -> None:
         self.intents, self.facts, self.settings = intents, facts, settings
         self.managed, self.duplicates = managed, duplicates
+        self.adopted = adopted
+        self.keep_names = settings.mapping.keep_adopted_names
         self.sam = self._sam_names()
-        self.managed_dns = {normalize_dn(g.dn) for g in facts.managed}
+        self.managed_dns = {normalize_dn(g.dn) for g in (*facts.managed, *adopted.values())}
         self.done: dict[str, DesiredGroup] = {}
         self.visiting: set[str] = set()
+
+    def current(self, key: str) -> DirectoryGroup | None:
+        """The AD group ``key`` is written into: its managed group, or the SOA original it takes over."""
+        return self.managed.get(key) or self.adopted.get(key)
+
+    def keeps_name(self, key: str) -> bool:
+        """True when the group keeps the CN, OU and sAMAccountName it has in AD: a taken-over group (an SOA
+        original, or a group Connect or Cloud Sync wrote, recognised by ``adminDescription = Group_<id>``
+        while writeback writes its anchor elsewhere) under ``mapping.keep_adopted_names``."""
+        current = self.current(key)
+        if not self.keep_names or current is None or current.anchor is None:
+            return False
+        if key in self.adopted:
+            return True
+        return (
+            ADMIN_DESCRIPTION not in self.facts.anchor_attributes
+            and current.attributes.get(ADMIN_DESCRIPTION) == current.anchor
+        )
 
     def _sam_names(self) -> dict[str, str]:
         existing: dict[str, str] = {}
         candidates: dict[str, list[str]] = {}
         for key, intent in self.intents.groups.items():
-            current = self.managed.get(key)
-            if current and current.sam_account_name and not intent.sam_mapped:
+            current = self.current(key)
+            keep = not intent.sam_mapped or self.keeps_name(key)
+            if current and current.sam_account_name and keep:
                 existing[key] = current.sam_account_name
             else:
                 candidates[key] = list(intent.sam_candidates)
-        own = {normalize_dn(g.dn) for g in self.managed.values()}
+        own = {normalize_dn(g.dn) for g in (*self.managed.values(), *self.adopted.values())}
         foreign = {name for name, dn in self.facts.taken_names.items() if normalize_dn(dn) not in own}
         for key in candidates:  # a name held by the group itself is not a collision
-            current = self.managed.get(key)
+            current = self.current(key)
             if current and current.sam_account_name:
                 foreign.discard(current.sam_account_name.lower())
         return assign_sam_account_names(candidates, existing, foreign)
@@ -293,8 +441,16 @@ class _Resolver:
         return self.done[key]
 
     def _desire(self, intent: Intent) -> DesiredGroup:
-        error = intent.error
-        current = self.managed.get(intent.key)
+        error = intent.error or self._original_error(intent)
+        current = self.current(intent.key)
+        if current is not None and self.keeps_name(intent.key):
+            keep_type = intent.original_sid is not None  # an SOA original keeps its scope too
+            intent = replace(
+                intent,
+                cn=rdn_value(current.dn),
+                parent_dn=parent_dn(current.dn),
+                group_type=current.group_type if keep_type else intent.group_type,
+            )
         dn = intent.dn
         if error is None and intent.key in self.duplicates:
             error = f"several AD groups carry anchor {intent.anchor}; writeback will not touch them until one remains"
@@ -327,6 +483,43 @@ class _Resolver:
             error=error,
             redacted=intent.redacted,
         )
+
+    def _original_error(self, intent: Intent) -> str | None:
+        """Why an SOA-converted group cannot be written into its original AD group, or None."""
+        sid = intent.original_sid
+        if sid is None:
+            return None
+        original = self.facts.originals.get(sid)
+        if original is None:
+            elsewhere = self.facts.groups_by_sid.get(sid)
+            if elsewhere is not None:
+                return (
+                    f"its original AD group {elsewhere.dn} (objectSid {sid}) is outside target.base_dn; "
+                    "writeback writes one domain: run a writeback for that domain"
+                )
+            if self.settings.mapping.create_missing_originals:
+                return None
+            return (
+                f"SOA-converted group: its original AD group (objectSid {sid}) no longer exists; nothing is "
+                "created. Restore it from the AD Recycle Bin to keep its SID (Restore-ADObject), or set "
+                "mapping.create_missing_originals = true to create a new group (with a new SID)"
+            )
+        if original.protected:
+            return (
+                f"its original AD group {original.dn} is protected (adminCount); writeback never modifies it"
+            )
+        if original.anchor is not None and original.anchor != intent.anchor:
+            return (
+                f"its original AD group {original.dn} carries another writeback anchor ({original.anchor}); "
+                "writeback will not take it over"
+            )
+        current = self.managed.get(intent.key)
+        if current is not None and normalize_dn(current.dn) != normalize_dn(original.dn):
+            return (
+                f"{current.dn} carries anchor {intent.anchor} but the group's original AD group is "
+                f"{original.dn}; remove the anchor from one of them"
+            )
+        return None
 
     def _cloud_members(self, intent: Intent) -> tuple[set[str], list[SkippedMember]]:
         members: set[str] = set()
@@ -365,6 +558,8 @@ class _Resolver:
 
     def _child(self, child_id: str, parent_type: int) -> str | _Skip:
         """The DN to reference a nested cloud group at, or why it is not referenced."""
+        if self.settings.members.nested_groups and child_id in self.intents.ad_mastered:
+            return self._ad_child(self.intents.ad_mastered[child_id], parent_type)
         if not self.settings.members.nested_groups or child_id not in self.intents.in_scope:
             return _Skip(SkipReason.GROUP_OUT_OF_SCOPE.value)
         if child_id in self.visiting:
@@ -382,6 +577,16 @@ class _Resolver:
         if not nesting_allowed(parent_type, child_type):
             return _Skip(SkipReason.LOCAL_IN_UNIVERSAL.value)
         return child_dn
+
+    def _ad_child(self, sid: str, parent_type: int) -> str | _Skip:
+        """A group synced from AD nested in a cloud group: a reference to its original AD group (by SID).
+        Cloud Sync skips these; writeback writes them within AD's nesting rules."""
+        found = self.facts.groups_by_sid.get(sid)
+        if found is None:
+            return _Skip(f"group synced from AD: no AD group has its SID {sid}")
+        if not nesting_allowed(parent_type, found.group_type or 0):
+            return _Skip(SkipReason.LOCAL_IN_UNIVERSAL.value)
+        return found.dn
 
     def _member_name(self, ref: MemberRef) -> str:
         if ref.kind == "user" and (u := self.intents.cloud_users.get(ref.id)):

@@ -82,6 +82,28 @@ class CloudGroup:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     members: frozenset[MemberRef] = frozenset()
     deleted: bool = False  # soft-deleted (in deletedItems, restorable)
+    # -- Taking over (issue 13, mail-takeover) ----------------------------------------------------------
+    # The objectSid (SDDL string) of the AD group this group was synced from; Graph keeps it after a Group
+    # Source of Authority conversion, and it is what ties the cloud group to its original AD group.
+    on_premises_security_identifier: str | None = None
+    # Beta onPremisesSyncBehavior.isCloudManaged: True after an SOA conversion, False when rolled back (or
+    # never converted); None when not read (only groups synced from AD are asked).
+    is_cloud_managed: bool | None = None
+
+    @property
+    def from_ad(self) -> bool:
+        """Synced from AD now, or once (an SOA-converted or rolled-back group keeps its SID)."""
+        return bool(self.on_premises_sync_enabled) or bool(self.on_premises_security_identifier)
+
+    @property
+    def soa_converted(self) -> bool:
+        """Synced from AD, source of authority moved to the cloud: states (isCloudManaged/onPremisesSyncEnabled)
+        true/null. https://learn.microsoft.com/entra/identity/hybrid/concept-group-source-of-authority-guidance"""
+        return (
+            bool(self.on_premises_security_identifier)
+            and self.is_cloud_managed is True
+            and not self.on_premises_sync_enabled
+        )
 
     @property
     def is_dynamic(self) -> bool:
@@ -127,6 +149,7 @@ class DirectoryGroup:
     attributes: Mapping[str, str | None]  # mapped single-valued attributes: description, displayName, ...
     members: frozenset[str]  # member DNs as the directory returned them
     protected: bool = False  # adminCount=1, isCriticalSystemObject or a well-known RID
+    object_sid: str | None = None  # SDDL string (S-1-5-21-...), for groups found by SID
 
     @property
     def cloud_id(self) -> str | None:
@@ -197,6 +220,8 @@ class Intent:
     member_dns: frozenset[str] = frozenset()  # members already known as AD DNs (on-prem dynamic groups)
     error: str | None = None
     redacted: frozenset[str] = frozenset()  # attributes mapped with Redact(): hidden in plans and logs
+    # Taking over (issue 13): an SOA-converted group is written into the AD group of this SID (upper-cased).
+    original_sid: str | None = None
 
     @property
     def dn(self) -> str:

@@ -252,6 +252,10 @@ def compute_plan(
     *,
     out_of_scope: Mapping[str, str] | None = None,
     applied: Mapping[str, str] | None = None,
+    released: Sequence[DirectoryGroup] = (),
+    anchor_attributes: Sequence[str] = (),
+    loops: Mapping[str, str] | None = None,
+    untouched: Sequence[DirectoryGroup] = (),
 ) -> Plan:
     """Plan the changes that make ``actual`` match ``desired``.
 
@@ -262,6 +266,14 @@ def compute_plan(
     - ``out_of_scope``: cloud id -> reason, for groups known but not in scope.
     - ``applied``: cloud id -> fingerprint of the desired state last applied successfully. When the desired
       state is unchanged since then, any difference in AD was made by hand: it is reverted and labelled drift.
+    - ``released``: managed groups whose cloud group's source of authority went back to AD (an SOA conversion
+      rolled back). Writeback lets go of them: never deleted, renamed or re-membered; only the anchor it
+      stamped (in ``anchor_attributes``) is removed. Kept, the anchor would make writeback treat an AD-mastered
+      group as its own (a cloud delete would delete it), and an ``adminDescription`` starting with ``Group_``
+      makes Entra Connect's inbound rules skip the object, so the group could never sync back to the cloud.
+    - ``loops``: cloud id -> report, for synced copies of groups writeback writes (never written back).
+    - ``untouched``: managed groups whose cloud group came from AD while Graph did not say who masters it now
+      (onPremisesSyncBehavior unread): reported, never changed or deleted.
     An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
     """
     out_of_scope = out_of_scope or {}
@@ -449,6 +461,44 @@ def compute_plan(
                 deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason=f"left scope: {reason}"))
             else:
                 reports.append(GroupReport(cid, name, a.dn, note=f"kept: {reason}; no longer updated"))
+
+    for a in released:
+        if a.protected or not a.cloud_id:
+            continue
+        name = str(a.attributes.get("displayName") or a.dn)
+        stamped = {k: None for k in anchor_attributes if a.attributes.get(k) == a.anchor}
+        if stamped:
+            changes.append(
+                Change(
+                    ChangeKind.UPDATE,
+                    a.cloud_id,
+                    a.dn,
+                    name,
+                    attributes=stamped,
+                    reason="released: source of authority moved back to AD; only writeback's anchor is removed",
+                )
+            )
+        reports.append(
+            GroupReport(
+                a.cloud_id, name, a.dn, note="released: its source of authority is AD again; not written"
+            )
+        )
+    for a in untouched:
+        name = str(a.attributes.get("displayName") or a.dn)
+        reports.append(
+            GroupReport(
+                a.cloud_id or "",
+                name,
+                a.dn,
+                note="kept unchanged: its cloud group came from AD and Graph did not say whether its source of "
+                "authority is the cloud (onPremisesSyncBehavior unread; grant Group-OnPremisesSyncBehavior."
+                "ReadWrite.All)",
+            )
+        )
+    for cid, message in sorted((loops or {}).items()):
+        c = cloud.get(cid)
+        reports.append(GroupReport(cid, c.display_name if c else "", None, error=message))
+        warnings.append(message)
 
     changes.extend(deletes)
     changes.sort(key=Change.sort_key)

@@ -136,6 +136,12 @@ class Directory(Protocol):
     def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
         """Find users by objectSid and objectGUID (through the Global Catalog when configured)."""
 
+    def resolve_groups_by_sid(self, sids: Iterable[str]) -> dict[str, DirectoryAccount]:
+        """Groups by objectSid (through the Global Catalog when configured), keyed by the upper-cased SID.
+
+        Taking over: the original AD group of an SOA-converted cloud group, and AD groups synced to the cloud
+        and nested in cloud groups, are found by the SID Graph keeps (onPremisesSecurityIdentifier)."""
+
     def read_managed_groups(
         self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefixes: Sequence[str]
     ) -> list[DirectoryGroup]:

@@ -110,3 +110,28 @@ def out_of_scope_reason(group: CloudGroup, settings: ScopeSettings) -> str | Non
 
 def select_in_scope(groups: Mapping[str, CloudGroup], settings: ScopeSettings) -> dict[str, CloudGroup]:
     return {gid: g for gid, g in groups.items() if out_of_scope_reason(g, settings) is None}
+
+
+def source_of_authority_reason(group: CloudGroup) -> str | None:
+    """None unless the group's source of authority is AD; then why writeback does not write it.
+
+    A group synced from AD keeps its ``onPremisesSecurityIdentifier`` after a Group Source of Authority
+    conversion; only ``onPremisesSyncBehavior.isCloudManaged`` (beta) tells a converted group (true) from one
+    rolled back (false): states isCloudManaged/onPremisesSyncEnabled synced false/true, converted true/null,
+    rolled back false/null (https://learn.microsoft.com/graph/api/resources/onpremisessyncbehavior
+    ?view=graph-rest-beta; entra-docs concept-group-source-of-authority-guidance). Writeback fails closed: a
+    group that came from AD is written only when Graph says it is cloud-managed.
+    """
+    if not group.from_ad or group.soa_converted:
+        return None
+    if group.on_premises_sync_enabled:
+        return "synced from AD (AD is its source of authority)"
+    if group.is_cloud_managed is False:
+        return (
+            "source of authority rolled back to AD (onPremisesSyncBehavior.isCloudManaged is false); "
+            "writeback lets go of its AD group"
+        )
+    return (
+        "synced from AD once (onPremisesSecurityIdentifier is set) and Graph did not say it is cloud-managed "
+        "(onPremisesSyncBehavior unread); not written until isCloudManaged is true"
+    )

@@ -202,6 +202,35 @@ class LdapDirectory:
                     by_sid.setdefault(given, account)
         return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
+    def resolve_groups_by_sid(self, sids: Iterable[str]) -> dict[str, DirectoryAccount]:
+        """Groups by objectSid in OR batches, through the Global Catalog when configured (a group synced from
+        another domain of the forest is found there: objectSid is in the GC's partial attribute set).
+
+        Keys are the SIDs upper-cased. Malformed SIDs are skipped and logged.
+        """
+        terms: list[str] = []
+        for sid in dict.fromkeys(s.upper() for s in sids):
+            try:
+                raw = sid_from_str(sid)
+            except ValueError:
+                log.warning("skipping malformed group SID %r", sid)
+                continue
+            terms.append(f"(objectSid={escape_filter_bytes(raw)})")
+        session, base = (
+            (self._gc, "")
+            if self._gc is not None
+            else (self._domain, self._naming_context("defaultNamingContext"))
+        )
+        found: dict[str, DirectoryAccount] = {}
+        for batch in chunked(terms, FILTER_BATCH):
+            flt = f"(&(objectClass=group){or_filter(batch)})"
+            for dn, raw_attrs in session.search(base, _SUBTREE, flt, ACCOUNT_ATTRIBUTES):
+                if dn:
+                    account = account_from_entry(dn, lower_keys(raw_attrs))
+                    if account.object_sid:
+                        found[account.object_sid.upper()] = account
+        return found
+
     # -- groups -------------------------------------------------------------------------------------------
 
     def read_managed_groups(

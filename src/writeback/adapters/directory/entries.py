@@ -92,6 +92,7 @@ def group_from_entry(
         attributes={name: first_str(attrs, name) for name in names},
         members=frozenset(members),
         protected=is_protected(attrs),
+        object_sid=_sid(attrs),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, GROUP_SELECT
+from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, GROUP_SELECT, TAKEOVER_GROUP_SELECT
 from writeback.core.model import CloudGroup, CloudUser, MemberRef, member_kind_from_odata
 
 _USER_FIELDS = {
@@ -25,7 +25,7 @@ _USER_FIELDS = {
     "onPremisesDomainName": "on_premises_domain_name",
 }
 # Properties read into typed CloudGroup fields (everything else Graph returns lands in ``attributes``).
-_GROUP_FIELDS = frozenset((*GROUP_SELECT, *BETA_GROUP_EXTRA))
+_GROUP_FIELDS = frozenset((*GROUP_SELECT, *BETA_GROUP_EXTRA, *TAKEOVER_GROUP_SELECT))
 
 
 def _extra(obj: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
@@ -65,6 +65,7 @@ def group_from_graph(obj: Mapping[str, Any], *, deleted: bool = False) -> CloudG
         writeback_group_type=writeback.get("onPremisesGroupType"),
         attributes=_extra(obj, _GROUP_FIELDS),
         deleted=deleted,
+        on_premises_security_identifier=obj.get("onPremisesSecurityIdentifier"),
     )
 
 

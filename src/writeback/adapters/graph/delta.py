@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from writeback.adapters.graph.client import GraphClient
 from writeback.adapters.graph.convert import group_from_graph, member_changes, removed_reason, user_from_graph
+from writeback.adapters.graph.syncbehavior import SyncBehaviorReader
 from writeback.core.model import MemberRef
 from writeback.core.ports import ReplicaStore, ReplicaTransaction, SyncReport
 from writeback.errors import SyncStateError
@@ -45,6 +46,7 @@ class GraphSource:
 
     def __init__(self, client: GraphClient) -> None:
         self.client = client
+        self.behavior = SyncBehaviorReader(client)
 
     def sync(self, replica: ReplicaStore) -> SyncReport:
         """Run one delta round for users, then groups. Returns what changed and how many requests it took."""
@@ -56,6 +58,7 @@ class GraphSource:
             changed, was_full = self._sync_resource(replica, resource)
             full = full or was_full
             (users if resource == "users" else groups).update(changed)
+        groups |= self.behavior.refresh(replica, groups)
         return SyncReport(
             full_resync=full,
             changed_users=frozenset(users),

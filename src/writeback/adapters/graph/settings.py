@@ -75,6 +75,10 @@ GROUP_SELECT: tuple[str, ...] = (
     "membershipRuleProcessingState",
     "members",
 )
+# Taking over (issue 13): onPremisesSecurityIdentifier, the objectSid of the AD group a group was synced from
+# ("Returned only on $select"; https://learn.microsoft.com/graph/api/resources/group). Graph keeps it after a
+# Group Source of Authority conversion; it ties the cloud group to its original AD group.
+TAKEOVER_GROUP_SELECT: tuple[str, ...] = ("onPremisesSecurityIdentifier",)
 # writebackConfiguration {isEnabled, onPremisesGroupType} exists only on the beta group resource
 # (https://learn.microsoft.com/graph/api/resources/groupwritebackconfiguration?view=graph-rest-beta); v1.0
 # answers 400 "Could not find a property named 'writebackConfiguration'".
@@ -146,4 +150,7 @@ class GraphSettings:
 
     @property
     def group_select(self) -> tuple[str, ...]:
-        return GROUP_SELECT + BETA_GROUP_EXTRA if self.use_beta_for_groups else GROUP_SELECT
+        # "members" stays last: the relationship after the properties, as Graph's own delta examples list it.
+        props = tuple(p for p in GROUP_SELECT if p != "members")
+        base = props + TAKEOVER_GROUP_SELECT + ("members",)
+        return base + BETA_GROUP_EXTRA if self.use_beta_for_groups else base

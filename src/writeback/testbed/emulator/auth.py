@@ -33,6 +33,7 @@ DEFAULT_ROLES = (
     "Group.ReadWrite.All",
     "User.ReadWrite.All",
     "GroupMember.ReadWrite.All",
+    "Group-OnPremisesSyncBehavior.ReadWrite.All",  # beta onPremisesSyncBehavior (Group SOA)
 )
 DEFAULT_LIFETIME = 3599
 

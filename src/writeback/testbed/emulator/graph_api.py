@@ -104,6 +104,7 @@ class Ctx:
         self.base = f"{request.url.scheme}://{request.url.netloc}"
         self.params = {k.lower(): v for k, v in request.query_params.items()}
         self.request_id = request_ids(request)[0]
+        self.roles: frozenset[str] = frozenset()  # the token's application permissions
 
     def param(self, name: str) -> str | None:
         return self.params.get(name.lower())
@@ -671,6 +672,64 @@ async def update_object(ctx: Ctx, kind: str, object_id: str) -> Response:
         return json_response(ctx, None, 204)
 
 
+# -- onPremisesSyncBehavior (beta): Group Source of Authority ----------------------------------------------
+# GET/PATCH /beta/groups/{id}/onPremisesSyncBehavior, permission Group-OnPremisesSyncBehavior.ReadWrite.All
+# (the only one listed, for reads too); body {"isCloudManaged": bool}; PATCH answers 204
+# (https://learn.microsoft.com/graph/api/onpremisessyncbehavior-get?view=graph-rest-beta and -update). A
+# conversion stops sync from AD: onPremisesSyncEnabled goes from true to null; a rollback sets isCloudManaged
+# false and leaves onPremisesSyncEnabled null until a sync client takes the object again; the SID stays
+# (entra-docs concept-group-source-of-authority-guidance). Stored in the tenant file as the group's
+# ``onPremisesSyncBehavior`` object (a relationship: never rendered as a property).
+SYNC_BEHAVIOR_ROLE = "Group-OnPremisesSyncBehavior.ReadWrite.All"
+SYNC_BEHAVIOR = "onPremisesSyncBehavior"
+
+
+def _sync_behavior_ctx(ctx: Ctx, group_id: str) -> dict[str, Any]:
+    if ctx.version != "beta":
+        raise bad_request(f"Resource not found for the segment '{SYNC_BEHAVIOR}'.")
+    if SYNC_BEHAVIOR_ROLE not in ctx.roles:
+        raise GraphApiError(403, "Authorization_RequestDenied", DYNAMIC_MEMBERS_MESSAGE)
+    ctx.check_id(group_id)
+    return ctx.tenant.get_live(group_id, "group")
+
+
+def sync_behavior_of(group: Mapping[str, Any]) -> bool:
+    behavior = group.get(SYNC_BEHAVIOR)
+    return bool(behavior.get("isCloudManaged")) if isinstance(behavior, Mapping) else False
+
+
+async def get_sync_behavior(ctx: Ctx, group_id: str) -> Response:
+    with ctx.tenant.lock:
+        group = _sync_behavior_ctx(ctx, group_id)
+        body = {
+            "@odata.context": f"{ctx.base}/beta/$metadata#groups('{group['id']}')/{SYNC_BEHAVIOR}/$entity",
+            "isCloudManaged": sync_behavior_of(group),
+        }
+        return json_response(ctx, body)
+
+
+async def update_sync_behavior(ctx: Ctx, group_id: str) -> Response:
+    body = await ctx.json_body()
+    with ctx.tenant.lock:
+        group = _sync_behavior_ctx(ctx, group_id)
+        unknown = [k for k in body if k != "isCloudManaged"]
+        if unknown:
+            raise bad_request(
+                f"Property '{unknown[0]}' does not exist as a declared property or extension property."
+            )
+        value = body.get("isCloudManaged")
+        if not isinstance(value, bool):
+            raise bad_request(
+                "Invalid value specified for property 'isCloudManaged' of resource 'onPremisesSyncBehavior'."
+            )
+        # The relationship itself is not a group property: changing it alone is no delta change (Graph does
+        # not document one), so a reader must ask for it; a conversion changes onPremisesSyncEnabled, which is.
+        group[SYNC_BEHAVIOR] = {"isCloudManaged": value}
+        if value and group.get("onPremisesSyncEnabled"):
+            ctx.tenant.update_object(group["id"], {"onPremisesSyncEnabled": None})
+        return json_response(ctx, None, 204)
+
+
 async def delete_object(ctx: Ctx, kind: str, object_id: str) -> Response:
     ctx.check_id(object_id, upn=kind == "user")
     with ctx.tenant.lock:
@@ -815,6 +874,8 @@ def _routes() -> list[tuple[str, tuple[object, ...], Handler]]:
         ("GET", ("users", ID, "memberOf"), member_of),
         ("GET", ("users", ID, "manager"), get_manager),
         ("POST", ("groups", ID, "members", "$ref"), add_member_ref),
+        ("GET", ("groups", ID, SYNC_BEHAVIOR), get_sync_behavior),
+        ("PATCH", ("groups", ID, SYNC_BEHAVIOR), update_sync_behavior),
         ("DELETE", ("groups", ID, "members", ID, "$ref"), remove_member_ref),
         ("GET", ("groups", ID, "members"), lambda ctx, gid: list_members(ctx, gid, False)),
         ("GET", ("groups", ID, "members", "$ref"), list_member_refs),
@@ -909,8 +970,10 @@ async def graph_endpoint(request: Request) -> Response:
     version = path.split("/", 2)[1]
     segments = [normalize_segment(s) for s in path.split("/")[2:] if s]
     try:
-        state.tokens.verify(request.headers.get("authorization"))
-        return await dispatch(Ctx(request, state, version, segments))
+        claims = state.tokens.verify(request.headers.get("authorization"))
+        ctx = Ctx(request, state, version, segments)
+        ctx.roles = frozenset(str(r) for r in claims.get("roles") or ())
+        return await dispatch(ctx)
     except GraphApiError as exc:
         if exc.status == 401:
             state.stats.outcomes["unauthorized"] += 1

@@ -25,7 +25,8 @@ GC_URL = "ldaps://127.0.0.1:3269"
 DC_PORTS = (389, 636, 3268, 3269)
 
 # Bumped whenever provisioning or seeding changes what a sandbox contains, so stale snapshots are not reused.
-LAYOUT_VERSION = 3  # 2: LMDB backend (was TDB, which caps a partition at 4 GiB); 3: Windows' schemaIDGUID
+LAYOUT_VERSION = 4  # 2: LMDB backend (was TDB, which caps a partition at 4 GiB); 3: Windows' schemaIDGUID;
+# 4: the SOA sample group GG-Finance-Approvers (issue 13)
 # From this many generated users on, seeding is slow enough to snapshot, and the tenant file is written as JSON.
 BIG_TENANT_USERS = 2000
 

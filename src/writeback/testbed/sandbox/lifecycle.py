@@ -52,7 +52,13 @@ from writeback.testbed.sandbox.secretfiles import (
     new_password,
     write_private,
 )
-from writeback.testbed.sandbox.tenant import Scenario, build_tenant, load_scenario, write_tenant
+from writeback.testbed.sandbox.tenant import (
+    Scenario,
+    build_tenant,
+    load_scenario,
+    soa_group_sams,
+    write_tenant,
+)
 from writeback.testbed.tlsutil import ensure_server_cert
 
 Progress = Callable[[str], None]
@@ -257,6 +263,21 @@ def _finish(
             ou_dn=WRITEBACK_OU,
             sid=service_sid,
         )
+        for sam in soa_group_sams(scenario):
+            # The original AD group of an SOA-converted sample group lives in OU=Groups, outside the delegated
+            # OU: the service account gets exactly the rights to write it, on that object only.
+            original = f"CN={sam},{ONPREM_GROUPS_OU}"
+            say(f"Delegating takeover of {original} to {serviceaccount.SERVICE_SAM}")
+            serviceaccount.delegate(
+                conn,
+                smb_conf=paths.smb_conf,
+                ldap_url=LDAP_URL,
+                base_dn=BASE_DN,
+                admin_password=password,
+                ou_dn=original,
+                sid=service_sid,
+                sddl=serviceaccount.takeover_sddl(conn, BASE_DN, service_sid),
+            )
         serviceaccount.grant_deleted_objects_read(
             smb_conf=paths.smb_conf,
             sam_ldb=paths.samba_dir / "private" / "sam.ldb",

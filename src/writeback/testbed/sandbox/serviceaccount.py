@@ -119,6 +119,21 @@ def delegation_sddl(conn: Any, base_dn: str, sid: str) -> str:
     return "".join(aces)
 
 
+# What writeback writes into the original AD group of an SOA-converted cloud group when it keeps the group's
+# name, OU and scope (mapping.keep_adopted_names, the default): members, the mapped text and its anchor.
+TAKEOVER_ATTRIBUTES: Sequence[str] = (
+    "member",
+    "description",
+    "displayName",
+    "msDS-ExternalDirectoryObjectId",
+)
+
+
+def takeover_sddl(conn: Any, base_dn: str, sid: str) -> str:
+    """ACEs on one group object (not inherited): Write Property of each of :data:`TAKEOVER_ATTRIBUTES`."""
+    return "".join(f"(OA;;WP;{schema_guid(conn, base_dn, a)};;{sid})" for a in TAKEOVER_ATTRIBUTES)
+
+
 def is_delegated(conn: Any, ou_dn: str, sid: str) -> bool:
     """True when the OU's own DACL names ``sid`` (the delegation was applied before)."""
     control = RequestControl(_SD_FLAGS_OID, True, _SD_FLAGS_DACL)
@@ -133,7 +148,15 @@ def is_delegated(conn: Any, ou_dn: str, sid: str) -> bool:
 
 
 def delegate(
-    conn: Any, *, smb_conf: Path, ldap_url: str, base_dn: str, admin_password: str, ou_dn: str, sid: str
+    conn: Any,
+    *,
+    smb_conf: Path,
+    ldap_url: str,
+    base_dn: str,
+    admin_password: str,
+    ou_dn: str,
+    sid: str,
+    sddl: str | None = None,
 ) -> None:
     """Give ``sid`` the delegation of docs/least-privilege.md on ``ou_dn`` (once: skipped when present).
 
@@ -142,7 +165,7 @@ def delegate(
     """
     if is_delegated(conn, ou_dn, sid):
         return
-    sddl = delegation_sddl(conn, base_dn, sid)
+    sddl = sddl or delegation_sddl(conn, base_dn, sid)
     tool = shutil.which("samba-tool") or "/usr/bin/samba-tool"
     argv = [tool, "dsacl", "set", "-H", ldap_url, "-s", str(smb_conf), "-U", "Administrator"]
     argv += [f"--objectdn={ou_dn}", f"--sddl={sddl}"]

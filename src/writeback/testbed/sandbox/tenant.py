@@ -130,11 +130,14 @@ def build_tenant(scenario: Scenario, accounts: Iterable[Account], client_secret:
     for group in doc.get("groups", []):
         name = group.get("displayName", group.get("id", "?"))
         if (
-            group.get("onPremisesSyncEnabled")
+            (group.get("onPremisesSyncEnabled") or is_soa_twin(group))
             and group.get("onPremisesSamAccountName")
             and not group.get("id")
         ):
+            own = group.get("members") if is_soa_twin(group) else None
             group = _synced_group(group, by_sam, by_dn)
+            if own is not None:  # converted to cloud source of authority: the cloud's members
+                group["members"] = [resolve(m, f"group {name}") for m in own]
         else:
             group["members"] = [resolve(m, f"group {name}") for m in group.get("members", [])]
         groups.append(group)
@@ -150,6 +153,21 @@ def build_tenant(scenario: Scenario, accounts: Iterable[Account], client_secret:
         if doc.get(key):
             tenant[key] = doc[key]
     return tenant
+
+
+def is_soa_twin(group: Mapping[str, Any]) -> bool:
+    """A synced group converted to cloud source of authority (beta onPremisesSyncBehavior.isCloudManaged)."""
+    behavior = group.get("onPremisesSyncBehavior")
+    return isinstance(behavior, Mapping) and behavior.get("isCloudManaged") is True
+
+
+def soa_group_sams(scenario: Scenario) -> list[str]:
+    """sAMAccountNames of the AD groups whose cloud twins the scenario converts to cloud source of authority."""
+    return [
+        str(g["onPremisesSamAccountName"])
+        for g in scenario.document.get("groups", [])
+        if is_soa_twin(g) and g.get("onPremisesSamAccountName")
+    ]
 
 
 def _synced_group(
