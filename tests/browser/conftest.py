@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ CHROMIUM = os.environ.get("WRITEBACK_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
 
 
-@pytest.fixture(scope="package")  # Playwright's sync API keeps an event loop running: close it after these tests
+@pytest.fixture(
+    scope="package"
+)  # Playwright's sync API keeps an event loop running: close it after these tests
 def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
@@ -175,7 +178,10 @@ def sign_in(browser: Any, c: RunningConsole, token: str) -> Any:
 
 
 def screenshot(page: Any, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / name
+    """Saved under the test's temporary folder; with WRITEBACK_SCREENSHOTS=1 into docs/img/ (the README's
+    pictures), so an ordinary test run leaves the checkout unchanged."""
+    folder = SCREENSHOTS if os.environ.get("WRITEBACK_SCREENSHOTS") == "1" else Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     page.screenshot(path=str(path), full_page=True)
     return path
