@@ -3,7 +3,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${WRITEBACK_VENV:-$ROOT/.venv}"
-DEBS=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind krb5-user ldap-utils ldb-tools
+DEBS=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind krb5-user ldap-utils ldb-tools postgresql
       libldap2-dev libsasl2-dev python3-venv python3-dev gcc)
 
 missing=()
@@ -19,8 +19,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Samba's packaged services must not hold the ports the sandbox DC uses.
-for svc in samba-ad-dc smbd nmbd winbind; do
+# Samba's packaged services must not hold the ports the sandbox DC uses; the sandbox runs its own PostgreSQL.
+for svc in samba-ad-dc smbd nmbd winbind postgresql; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 
