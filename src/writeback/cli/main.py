@@ -344,8 +344,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     directory = _sandbox_dir(args)
     if args.sandbox_cmd == "up":
-        info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
+        info = sandbox.sandbox_up(
+            directory, users=args.users, progress=_progress(args), postgres=args.postgres
+        )
         print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
+        if info.postgres_url:
+            print("  Postgres:  postgres_url in sandbox.json (TLS, loopback; the URL holds the password)")
         if info.graph_url:
             print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
         else:
@@ -501,6 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", help=f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
     )
     up.add_argument("--users", type=int, default=50, help="seeded AD users (default 50)")
+    up.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also start a PostgreSQL server (Debian's package) for [state] url; sandbox.json gets postgres_url",
+    )
     for name in ("down", "status"):
         x = sbs.add_parser(name)
         x.add_argument("--dir")

@@ -57,6 +57,9 @@ class SandboxInfo:
     service_bind_dn: str | None = None
     service_bind_password: str | None = field(default=None, repr=False)
     service_sid: str | None = None
+    # `sandbox up --postgres`: the libpq URL of the sandbox's PostgreSQL (with its password), and its pid.
+    postgres_url: str | None = field(default=None, repr=False)
+    postgres_pid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -86,6 +89,7 @@ class SandboxStatus:
     emulator_installed: bool
     ldap_url: str | None
     graph_url: str | None
+    postgres_pid: int | None = None
 
     @property
     def dc_running(self) -> bool:
