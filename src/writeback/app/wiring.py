@@ -6,6 +6,8 @@ from pathlib import Path
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
 from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
+from writeback.adapters.state.postgres import PostgresStore
+from writeback.adapters.state.sqlbase import SqlStore
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine, Progress
 from writeback.config import Settings, resolve_secret
@@ -71,8 +73,19 @@ def build_directory(settings: Settings) -> LdapDirectory:
     )
 
 
-def build_store(settings: Settings) -> SqliteStore:
-    return SqliteStore(settings.state.path)
+def build_store(settings: Settings) -> SqlStore:
+    """The state store: PostgreSQL when ``[state] url`` is set, else the SQLite file ``[state] path``."""
+    st = settings.state
+    if st.url:
+        password = resolve_secret(st.password, "state.password") if st.password else None
+        return PostgresStore(st.url, password=password, connect_timeout=st.connect_timeout)
+    return SqliteStore(st.path)
+
+
+def shared_state(settings: Settings) -> bool:
+    """Whether several servers may share this state (PostgreSQL): then `writeback run` competes for the
+    leader lease instead of holding the local writer lock."""
+    return bool(settings.state.url)
 
 
 class NoCloud:
