@@ -337,7 +337,7 @@ _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]", "")
 _VERIFIED_SSLMODES = ("verify-full", "verify-ca")
 
 
-def _postgres_url(v: Any) -> str | None:
+def postgres_url_problem(v: Any) -> str | None:
     """A PostgreSQL URL without a password, and with TLS verified unless the server is on this machine.
 
     The value is never echoed: a URL may carry a password by mistake."""
@@ -477,7 +477,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     st = _table(root, "state", file)
     state = StateSettings(
         path=path(st.get("path", str, "writeback.sqlite")) or "writeback.sqlite",
-        url=st.get("url", str, None, _postgres_url, echo=False),
+        url=st.get("url", str, None, postgres_url_problem, echo=False),
         password=_resolved(st.secret("password", required=False), path),
         connect_timeout=st.get("connect_timeout", float, 5.0, _positive),
     )

@@ -100,13 +100,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from writeback.adapters.state.lock import WriterLock
-    from writeback.app.wiring import build_engine
+    from writeback.app.wiring import build_engine, writer_claim
     from writeback.cli.report import render_plan
     from writeback.core.planning import Plan
 
     settings = _settings(args)
-    with WriterLock(settings.state.path, "apply"):
+    with writer_claim(settings, "apply") as guard:
         engine = build_engine(settings, _progress(args))
         try:
             engine.sync()
@@ -121,7 +120,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 plan = saved.with_redacted_values_from(plan)  # values hidden by Redact() are not in the file
             if not args.json:
                 print(render_plan(plan, verbose=args.verbose))
-            result = engine.apply(plan)
+            result = engine.apply(plan, guard=guard)
         finally:
             engine.close()
     failed = result.failed
@@ -173,13 +172,13 @@ def _allowances(args: argparse.Namespace) -> Any:
 
 
 def cmd_allow(args: argparse.Namespace) -> int:
-    from writeback.adapters.state.sqlite import SqliteStore
     from writeback.app.engine import Allowances
+    from writeback.app.wiring import build_store
 
     allow = Allowances(args.deletes, args.removals, args.updates)
     if allow == Allowances():
         raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
-    store = SqliteStore(_settings(args).state.path)
+    store = build_store(_settings(args))
     try:
         store.set_allowances({"deletes": allow.deletes, "removals": allow.removals, "updates": allow.updates})
     finally:
@@ -192,20 +191,21 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays."""
+    """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays.
+    `state migrate --to URL`: copy this SQLite state into a new PostgreSQL database."""
     import uuid
 
-    from writeback.adapters.state.lock import WriterLock
-    from writeback.adapters.state.sqlite import SqliteStore
-    from writeback.app.wiring import build_graph
+    from writeback.app.wiring import build_graph, build_store, writer_claim
 
     settings = _settings(args)
+    if args.state_cmd == "migrate":
+        return _state_migrate(settings, args.to)
     if settings.scope.mode == "none":
         print('scope.mode is "none": there is no cloud replica to rebuild.')
         return EXIT_OK
     progress = _progress(args) or (lambda _msg: None)
-    with WriterLock(settings.state.path, "state rebuild-replica"):
-        store = SqliteStore(settings.state.path)
+    with writer_claim(settings, "state rebuild-replica"):
+        store = build_store(settings)
         client = None
         try:
             client, source = build_graph(settings)  # before forgetting anything: a bad [source] fails here
@@ -224,9 +224,45 @@ def cmd_state(args: argparse.Namespace) -> int:
                 client.close()
             store.close()
     print(
-        f"Cloud replica of {settings.state.path} rebuilt from Microsoft Graph ({report.requests} requests; "
+        f"Cloud replica of {store.where} rebuilt from Microsoft Graph ({report.requests} requests; "
         f"run {run_id}). The provisioning log and last-applied state were kept; "
         "`writeback plan` shows what a full reconcile would change."
+    )
+    return EXIT_OK
+
+
+def _state_migrate(settings: Any, to: str) -> int:
+    from writeback.adapters.state.copy import copy_state
+    from writeback.adapters.state.lock import WriterLock
+    from writeback.adapters.state.postgres import PostgresStore, redact
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.config import postgres_url_problem
+
+    if problem := postgres_url_problem(to):
+        raise ConfigError(f"--to {redact(to) if to.startswith('postgres') else 'URL'}: {problem}")
+    if settings.state.url:
+        raise ConfigError(
+            "[state] url is already set: this configuration uses PostgreSQL; `state migrate` copies the "
+            "SQLite state of [state] path, so remove [state] url while migrating",
+            file=settings.path,
+            key="state.url",
+        )
+    with WriterLock(settings.state.path, "state migrate"):
+        source = SqliteStore(settings.state.path)
+        try:
+            target = PostgresStore(to)
+            try:
+                counts = copy_state(source, target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    print(f"Copied the state of {settings.state.path} to {redact(to)}:")
+    for table, n in counts.items():
+        print(f"  {table:<13} {n} rows")
+    print(
+        "Next: set [state] url to that URL (the password in [state] password_env or password_file), then "
+        "start `writeback run` on each server (docs/ha.md). The SQLite file is left as it was."
     )
     return EXIT_OK
 
@@ -291,12 +327,12 @@ def _since(text: str | None) -> float | None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.app.wiring import build_store
     from writeback.cli.report import render_table
 
     settings = _settings(args)
     since = _since(args.since)
-    store = SqliteStore(settings.state.path)
+    store = build_store(settings)
     try:
         entries = store.read_log(
             group=args.group,
@@ -548,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "state",
         help="state store tools",
-        description="Tools for the state store (state.path).",
+        description="Tools for the state store ([state] path, or url for PostgreSQL).",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -563,6 +599,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Nothing is written to AD; run `writeback plan` afterwards."
         ),
     ).set_defaults(func=cmd_state)
+    mig = sts.add_parser(
+        "migrate",
+        help="copy this SQLite state into a new PostgreSQL database (for high availability)",
+        description=(
+            "Copy the whole SQLite state of [state] path (cloud replica, delta links, last-applied state,\n"
+            "provisioning log, AD users cache, allowances) into an empty PostgreSQL database, in one\n"
+            "transaction. Stop `writeback run` first (the writer lock is taken). The password comes from\n"
+            "PGPASSWORD or ~/.pgpass, never from the URL. TLS is verified (sslmode=verify-full) unless the URL\n"
+            "says otherwise for a server on this machine. Afterwards set [state] url to the same URL."
+        ),
+    )
+    mig.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=CA_FILE",
+    )
+    mig.set_defaults(func=cmd_state)
 
     _add_global_options_everywhere(p)
     return p
