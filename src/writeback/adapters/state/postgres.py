@@ -146,7 +146,11 @@ class _Connection:
                 f"{prefix}. Grant the writeback role the privileges docs/ha.md lists (it must own the "
                 "writeback database's tables, or be able to create them)"
             )
-        if isinstance(exc, errors.InvalidPassword | errors.InvalidAuthorizationSpecification):
+        # A refused login comes as a plain OperationalError from connect (libpq gives no SQLSTATE then).
+        if (
+            isinstance(exc, errors.InvalidPassword | errors.InvalidAuthorizationSpecification)
+            or "authentication failed" in text
+        ):
             return StateError(
                 f"{prefix}. Check the user in state.url and the password in state.password_env / "
                 "state.password_file (or ~/.pgpass), and the server's pg_hba.conf"
