@@ -62,10 +62,8 @@ def test_one_holder_at_a_time_and_the_fencing_token_only_grows(
     with pytest.raises(LeaseLostError):
         a.guard()
     b.stop(release=True)  # a clean stop hands over at once
-    assert (
-        a.tick() and a.token is not None and a.token > (b_store.lease_holder("writeback-run") or a).token - 1
-    )
-    assert a.token == first + 2
+    assert a.tick()
+    assert first is not None and a.token == first + 2  # a new epoch each time the lease changes hands
 
 
 def test_two_servers_racing_for_a_free_lease_never_both_win(postgres_url: str) -> None:
