@@ -55,6 +55,11 @@ def connection_params(url: str, password: str | None, connect_timeout: float) ->
     params.setdefault("sslmode", "verify-full")
     params.setdefault("connect_timeout", max(1, round(connect_timeout)))
     params.setdefault("application_name", "writeback")
+    # A writeback paused or cut off inside a transaction must not keep its row locks: the server ends such a
+    # session after 30 s, and a statement waits at most 10 s for a lock (the cycle then fails and is retried).
+    # https://www.postgresql.org/docs/current/runtime-config-client.html
+    guard_rails = "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=10000"
+    params["options"] = f"{params['options']} {guard_rails}" if params.get("options") else guard_rails
     if password is not None:
         params["password"] = password
     return params
