@@ -290,6 +290,7 @@ class Service:
             h.role, h.lease_token = "active", self.lease.token
             h.status, h.message = "starting", f"active (fencing token {self.lease.token}); reconciling"
             self._next_full = 0.0  # take over with a full reconcile: the previous leader may have left work
+            self.write_health()  # say so now, not after the (full, maybe long) first cycle
         return True
 
     def _run_cycle(self) -> bool:
