@@ -90,7 +90,12 @@ def test_a_deposed_leader_stops_writing_before_the_next_change(tmp_path: Path, c
     ("state", "service", "key", "reason"),
     [
         ({"url": "postgresql://wb:hunter2xyz@db/wb"}, {}, "state.url", "must not contain the password"),
-        ({"url": "postgresql://wb@db/wb?password=hunter2xyz"}, {}, "state.url", "must not contain the password"),
+        (
+            {"url": "postgresql://wb@db/wb?password=hunter2xyz"},
+            {},
+            "state.url",
+            "must not contain the password",
+        ),
         ({"url": "postgresql://wb@db/wb?sslmode=require"}, {}, "state.url", "does not verify"),
         ({"url": "mysql://wb@db/wb"}, {}, "state.url", "must be a PostgreSQL URL"),
         ({"password_env": "PGPW"}, {}, "state.password_env", "state.url is not"),
