@@ -3,9 +3,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${WRITEBACK_VENV:-$ROOT/.venv}"
-DEBS=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind krb5-user ldap-utils ldb-tools
+DEBS=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind krb5-user ldap-utils ldb-tools postgresql
       libldap2-dev libsasl2-dev python3-venv python3-dev gcc
-      chromium)  # the console's browser tests (Playwright drives it by executable_path)
+      chromium)  # postgresql: the HA tests' state server; chromium: the console's browser tests (Playwright)
 
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -20,8 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Samba's packaged services must not hold the ports the sandbox DC uses.
-for svc in samba-ad-dc smbd nmbd winbind; do
+# Samba's packaged services must not hold the ports the sandbox DC uses; the sandbox runs its own PostgreSQL.
+for svc in samba-ad-dc smbd nmbd winbind postgresql; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
 done
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from writeback.core.dn import is_within
 from writeback.core.expressions import compile_expression
@@ -138,7 +138,12 @@ class SafetySettings:
 
 @dataclass(frozen=True)
 class StateSettings:
-    path: str = "writeback.sqlite"
+    path: str = "writeback.sqlite"  # SQLite, the default for one server
+    # PostgreSQL for two or more servers (high availability, docs/ha.md): a libpq URL without its password;
+    # TLS is verified (sslmode=verify-full) unless the URL says otherwise for a loopback server.
+    url: str | None = None
+    password: SecretRef | None = None  # password_env / password_file (or libpq's ~/.pgpass)
+    connect_timeout: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,10 @@ class ServiceSettings:
     health_file: str | None = None
     max_backoff: float = 300.0
     listen: str | None = None  # host:port the console serves on (see [console]); None: no console
+    # Leader lease (PostgreSQL state only): one `writeback run` is active, the others stand by. The active one
+    # renews every lease_renew_interval seconds; a standby takes over lease_ttl seconds after the last renewal.
+    lease_ttl: float = 15.0
+    lease_renew_interval: float = 5.0
 
 
 # -- the console and alerts ([console], [alerts]) -----------------------------------------------------------
@@ -410,6 +419,38 @@ def _url(schemes: tuple[str, ...]) -> Callable[[Any], str | None]:
     return check
 
 
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]", "")
+_VERIFIED_SSLMODES = ("verify-full", "verify-ca")
+
+
+def postgres_url_problem(v: Any) -> str | None:
+    """A PostgreSQL URL without a password, and with TLS verified unless the server is on this machine.
+
+    The value is never echoed: a URL may carry a password by mistake."""
+    if not isinstance(v, str) or not v.lower().startswith(("postgresql://", "postgres://")):
+        return "must be a PostgreSQL URL: postgresql://USER@HOST:PORT/DATABASE?sslmode=verify-full"
+    try:
+        parts = urlsplit(v)
+        query = parse_qs(parts.query)
+        host = parts.hostname or ""
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if parts.password is not None or "password" in query:
+        return (
+            "must not contain the password (secrets are not allowed inline); use state.password_env or "
+            "state.password_file, or libpq's ~/.pgpass file"
+        )
+    sslmode = (query.get("sslmode") or ["verify-full"])[-1]
+    hosts = (query.get("host") or [host])[-1]
+    local = hosts.lower() in _LOOPBACK_HOSTS or hosts.startswith("/")
+    if sslmode not in _VERIFIED_SSLMODES and not local:
+        return (
+            f"sslmode={sslmode} does not verify the server's certificate; use sslmode=verify-full (the "
+            "default when sslmode is not given) with sslrootcert=<CA file> for a server on the network"
+        )
+    return None
+
+
 def _one_or_more(value: str | list[str] | None) -> tuple[str, ...]:
     """A setting that takes one string or a list of them (tried in order), as a tuple."""
     if value is None:
@@ -523,7 +564,14 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     sf.finish()
 
     st = _table(root, "state", file)
-    state = StateSettings(path=path(st.get("path", str, "writeback.sqlite")) or "writeback.sqlite")
+    state = StateSettings(
+        path=path(st.get("path", str, "writeback.sqlite")) or "writeback.sqlite",
+        url=st.get("url", str, None, postgres_url_problem, echo=False),
+        password=_resolved(st.secret("password", required=False), path),
+        connect_timeout=st.get("connect_timeout", float, 5.0, _positive),
+    )
+    if state.password is not None and state.url is None:
+        raise st.error("password_env", "is set but state.url is not: the password is for PostgreSQL")
     st.finish()
 
     sv = _table(root, "service", file)
@@ -533,7 +581,15 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         health_file=path(sv.get("health_file", str, None)),
         max_backoff=sv.get("max_backoff", float, 300.0, _positive),
         listen=sv.get("listen", str, None, _listen),
+        lease_ttl=sv.get("lease_ttl", float, 15.0, _positive),
+        lease_renew_interval=sv.get("lease_renew_interval", float, 5.0, _positive),
     )
+    if service.lease_renew_interval * 2 > service.lease_ttl:
+        raise sv.error(
+            "lease_renew_interval",
+            f"must be at most half of lease_ttl ({service.lease_ttl:g} s), so that one late renewal does not "
+            "end the lease; the defaults are 5 and 15",
+        )
     sv.finish()
     dynamic = _dynamic_groups(root, file, target)
     console, alerts = _console(root, file, path), _alerts(root, file, path)

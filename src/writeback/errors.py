@@ -1,7 +1,7 @@
 """The one exception tree of writeback.
 
 Every error the engine raises on purpose derives from :class:`WritebackError`; adapters translate their
-library's exceptions (httpx, msal, python-ldap, sqlite3) at one boundary with ``raise ... from exc``.
+library's exceptions (httpx, msal, python-ldap, sqlite3, psycopg) at one boundary with ``raise ... from exc``.
 Messages say what failed, on which object, and what the operator can do. They never contain secrets.
 
 ::
@@ -19,8 +19,10 @@ Messages say what failed, on which object, and what the operator can do. They ne
     ├── PlanError               a plan cannot be built or applied
     │   ├── SafetyError             a safety rule stopped the plan (delete threshold, ownership)
     │   └── StalePlanError          a saved plan no longer matches the current state
-    ├── StateError              the local state store
+    ├── StateError              the state store (SQLite file or PostgreSQL database)
     │   ├── StateLockedError        another writer holds the state (names its process)
+    │   ├── StateUnavailableError   the PostgreSQL database cannot be reached (transient)
+    │   ├── LeaseLostError          this instance lost the leader lease: no more writes to AD
     │   ├── StateCorruptError       a row or the file is damaged (rebuild the replica or restore)
     │   └── StateSchemaError        the file was written by a newer writeback
     ├── RuleError               a dynamic membership rule does not parse or cannot be evaluated
@@ -105,6 +107,15 @@ class StateLockedError(StateError):
     def __init__(self, message: str, *, pid: int | None = None) -> None:
         self.pid = pid
         super().__init__(message)
+
+
+class StateUnavailableError(StateError):
+    """The state database (PostgreSQL) cannot be reached now; writeback retries by itself."""
+
+
+class LeaseLostError(StateError):
+    """This instance no longer holds the leader lease (another took over, or the database is unreachable):
+    it must not write to AD until it holds the lease again."""
 
 
 class StateCorruptError(StateError):

@@ -12,11 +12,15 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import ldap
+import psycopg
 import pytest
+from psycopg import sql
 
 from writeback.adapters.directory import DirectorySettings
 from writeback.errors import SandboxError
@@ -28,6 +32,7 @@ from writeback.testbed.sandbox import (
     sandbox_up,
     serviceaccount,
 )
+from writeback.testbed.sandbox import postgres as sandbox_postgres
 from writeback.testbed.sandbox.layout import SandboxPaths
 from writeback.testbed.sandbox.ldapconn import delete_subtree
 
@@ -170,3 +175,75 @@ def directory_settings(info: SandboxInfo, **overrides: Any) -> DirectorySettings
     }
     values.update(overrides)
     return DirectorySettings(**values)
+
+
+# -- PostgreSQL (the shared state of high availability) ----------------------------------------------------------
+
+
+@dataclass
+class PostgresServer:
+    """A running PostgreSQL of the test bed (:mod:`writeback.testbed.sandbox.postgres`) and its controls."""
+
+    paths: SandboxPaths
+
+    @property
+    def url(self) -> str:
+        return sandbox_postgres.url(self.paths)
+
+    def database_url(self, name: str) -> str:
+        return sandbox_postgres.url(self.paths, name)
+
+    def stop(self) -> None:
+        sandbox_postgres.stop(self.paths)
+
+    def start(self) -> None:
+        sandbox_postgres.start(self.paths)
+
+    @property
+    def running(self) -> bool:
+        return sandbox_postgres.running_pid(self.paths) is not None
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session, brought up when needed: the one of the developer's sandbox in
+    $WRITEBACK_SANDBOX_DIR (started there if it is not running), else one of its own in a temporary directory,
+    stopped at the end. It needs no DC, so unit tests of the stores use it too."""
+    configured = os.environ.get(ENV_DIR)
+    own = not configured
+    paths = SandboxPaths(Path(configured) if configured else tmp_path_factory.mktemp("postgres"))
+    try:
+        sandbox_postgres.start(paths)
+    except SandboxError as exc:
+        pytest.fail(f"cannot start PostgreSQL for this test session: {exc}", pytrace=False)
+    server = PostgresServer(paths)
+    try:
+        yield server
+    finally:
+        if own:
+            sandbox_postgres.stop(paths)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL (with its password) of a new, empty database for one test, dropped after it."""
+    if not postgres_server.running:
+        postgres_server.start()  # a test before this one stopped it and failed before starting it again
+    name = f"wb_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.database_url("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield postgres_server.database_url(name)
+    finally:
+        if not postgres_server.running:
+            postgres_server.start()
+        with psycopg.connect(postgres_server.database_url("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def without_password(url: str) -> tuple[str, str]:
+    """(the URL without its password, the password): a writeback config takes the password separately."""
+    parts = urlsplit(url)
+    password = unquote(parts.password or "")
+    netloc = f"{parts.username}@{parts.hostname}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)), password

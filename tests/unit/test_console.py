@@ -228,7 +228,7 @@ def test_log_retention_deletes_old_rows_only(tmp_path: Path) -> None:
     store.log("old", "create", "success")
     store.db.execute("UPDATE log SET time = time - 100 * 86400")
     store.log("new", "create", "success")
-    Retention(path, 90).observe(None, True)
+    Retention(builders.settings(state={"path": path}), 90).observe(None, True)
     assert [e.run_id for e in store.read_log()] == ["new"]
     store.close()
 

@@ -1,4 +1,4 @@
-"""Full and partial snapshots of the replica, the same on both stores (memory and SQLite).
+"""Full and partial snapshots of the replica, the same on every store (memory, SQLite and PostgreSQL).
 
 A partial snapshot (``member_groups``) is what an incremental cycle of ``writeback run`` plans from: every
 group's properties, members of the named groups only, and only the users among those members.
@@ -6,13 +6,12 @@ group's properties, members of the named groups only, and only the users among t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.testbed.stores import BACKENDS, open_store
 from writeback.adapters.state.memory import MemoryReplica
-from writeback.adapters.state.sqlite import SqliteStore
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
 from writeback.core.ports import ReplicaStore
 
@@ -20,18 +19,11 @@ U1, U2, U3 = (MemberRef("user", f"u{n}") for n in (1, 2, 3))
 CHILD = MemberRef("group", "g2")
 
 
-def _memory(_: Path) -> ReplicaStore:
-    return MemoryReplica()
-
-
-def _sqlite(tmp: Path) -> ReplicaStore:
-    return SqliteStore(tmp / "state.sqlite")
-
-
-@pytest.fixture(params=[_memory, _sqlite], ids=["memory", "sqlite"])
+@pytest.fixture(params=["memory", *BACKENDS])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ReplicaStore:
-    make: Callable[[Path], ReplicaStore] = request.param
-    replica = make(tmp_path)
+    replica: ReplicaStore = (
+        MemoryReplica() if request.param == "memory" else open_store(request, tmp_path, request.param)
+    )
     with replica.transaction() as tx:
         for ref in (U1, U2, U3):
             tx.upsert_user(CloudUser(ref.id, display_name=ref.id.upper()))
@@ -68,8 +60,11 @@ def test_partial_snapshot_of_unknown_or_no_groups(store: ReplicaStore) -> None:
     assert set(snap.users) == {"u2"} and "missing" not in snap.groups
 
 
-def test_partial_snapshot_over_many_groups_spans_parameter_chunks(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "state.sqlite")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_partial_snapshot_over_many_groups_spans_parameter_chunks(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    store = open_store(request, tmp_path, backend)
     with store.transaction() as tx:
         for n in range(1200):
             tx.upsert_user(CloudUser(f"u{n}"))

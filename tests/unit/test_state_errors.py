@@ -1,4 +1,5 @@
-"""The SQLite state store's failures become writeback's StateError branch, each saying what to do."""
+"""The state store's failures become writeback's StateError branch, each saying what to do (the SQLite file's
+own failures, and those both backends share, run against SQLite and PostgreSQL alike)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.testbed.stores import BACKENDS, open_store, raw_execute
+from writeback.adapters.state.sqlbase import SqlStore
 from writeback.adapters.state.sqlite import MIGRATIONS, SqliteStore
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
 from writeback.errors import StateCorruptError, StateError, StateLockedError, StateSchemaError
@@ -20,6 +23,11 @@ def mode(path: Path) -> int:
 
 def filled(path: Path) -> SqliteStore:
     store = SqliteStore(path)
+    fill(store)
+    return store
+
+
+def fill(store: SqlStore) -> None:
     with store.transaction() as tx:
         tx.upsert_user(CloudUser("u1", display_name="U1"))
         tx.upsert_group(CloudGroup("g1", display_name="G1"))
@@ -28,7 +36,6 @@ def filled(path: Path) -> SqliteStore:
         tx.set_delta_link("groups", "https://graph/groups?token=1")
     store.log("run1", "create", "success", cloud_id="g1", group_name="G1")
     store.record_applied("g1", "CN=G1,OU=W,DC=corp,DC=test")
-    return store
 
 
 def test_a_newer_schema_version_is_refused_with_what_to_do(tmp_path: Path) -> None:
@@ -54,11 +61,13 @@ def test_a_newer_schema_version_is_refused_with_what_to_do(tmp_path: Path) -> No
     ("table", "row_id", "data"),
     [("groups", "g1", "{not json"), ("users", "u1", '{"id": "u1", "no_such_field": 1}')],
 )
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_corrupt_replica_row_names_the_row_and_the_rebuild_command(
-    tmp_path: Path, table: str, row_id: str, data: str
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, table: str, row_id: str, data: str
 ) -> None:
-    store = filled(tmp_path / "state.sqlite")
-    store.db.execute(f"UPDATE {table} SET data = ? WHERE id = ?", (data, row_id))
+    store = open_store(request, tmp_path, backend)
+    fill(store)
+    raw_execute(store, f"UPDATE {table} SET data = ? WHERE id = ?", (data, row_id))
     with pytest.raises(StateCorruptError) as info:
         store.snapshot()
     message = str(info.value)
@@ -66,9 +75,13 @@ def test_a_corrupt_replica_row_names_the_row_and_the_rebuild_command(
     assert "run `writeback state rebuild-replica`" in message and "the provisioning log is kept" in message
 
 
-def test_reset_replica_forgets_the_cloud_copy_and_keeps_the_log(tmp_path: Path) -> None:
-    store = filled(tmp_path / "state.sqlite")
-    store.db.execute("UPDATE groups SET data = '{broken' WHERE id = 'g1'")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reset_replica_forgets_the_cloud_copy_and_keeps_the_log(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    store = open_store(request, tmp_path, backend)
+    fill(store)
+    raw_execute(store, "UPDATE groups SET data = '{broken' WHERE id = 'g1'")
     store.reset_replica()
     snap = store.snapshot()
     assert snap.groups == {} and snap.users == {}

@@ -315,10 +315,19 @@ class Engine:
 
     # Writing ----------------------------------------------------------------------------------------------
     def apply(
-        self, plan: Plan, *, run_id: str | None = None, should_stop: Callable[[], bool] | None = None
+        self,
+        plan: Plan,
+        *,
+        run_id: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> ApplyResult:
         """Apply ``plan`` in order. One failing group never blocks the others; an unreachable directory
-        stops the run (the next run resumes from what AD then holds)."""
+        stops the run (the next run resumes from what AD then holds).
+
+        ``guard`` runs before each change's LDAP writes and raises to stop the run at once (the service passes
+        its leader lease's fencing check, :meth:`writeback.app.lease.LeaderLease.guard`: an instance that lost
+        the lease writes nothing more). Its exception propagates; the changes made before it are logged."""
         result = ApplyResult(run_id or uuid.uuid4().hex[:12])
         failed_groups: set[str] = set()
         total = len(plan.changes)
@@ -332,6 +341,8 @@ class Engine:
                 result.results.append(ChangeResult(change, False, msg))
                 self._log_change(result.run_id, change, "skipped", msg)
                 continue
+            if guard is not None:
+                guard()
             self.progress(
                 f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
                 + (f" ({len(change.members)} members)" if change.members else "")

@@ -10,9 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from writeback.adapters.state.lock import WriterLock
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Progress
-from writeback.app.wiring import build_engine, build_store
+from writeback.app.wiring import build_engine, build_store, writer_claim
 from writeback.config import Settings
 from writeback.core.planning import Plan
 from writeback.errors import ConfigError
@@ -44,9 +43,9 @@ def apply(
     allow: Allowances = NO_ALLOWANCES,
     show: Callable[[Plan], None] | None = None,
 ) -> tuple[Plan, ApplyResult]:
-    """Plan and apply, holding the state's writer lock; with ``saved`` (a plan's JSON), apply exactly that plan
+    """Plan and apply, holding the state's writer lock (or the leader lease); with ``saved`` (a plan's JSON), apply exactly that plan
     while it still matches. ``show`` receives the plan before anything is written."""
-    with WriterLock(settings.state.path, "apply"):
+    with writer_claim(settings, "apply") as guard:  # the writer lock, or the leader lease on PostgreSQL
         engine = build_engine(settings, progress)
         try:
             engine.sync()
@@ -62,7 +61,7 @@ def apply(
                 chosen = chosen.with_redacted_values_from(current)  # values hidden by Redact() are not saved
             if show is not None:
                 show(chosen)
-            return chosen, engine.apply(chosen)
+            return chosen, engine.apply(chosen, guard=guard)
         finally:
             engine.close()
 

@@ -20,7 +20,12 @@ it between two LDAP changes; a second signal interrupts at once.
 
 The health file (``service.health_file``) is rewritten atomically after every cycle; monitoring reads
 ``status``: starting, ok, held (changes over a safety threshold wait for `writeback allow`), degraded (the last
-cycle or some groups failed), quarantined, stopped.
+cycle or some groups failed), quarantined, standby, stopped.
+
+High availability (state in PostgreSQL, docs/ha.md): every instance competes for the leader lease
+(:mod:`writeback.app.lease`); ``role`` in the health file and the logs says whether this one is active or stands
+by. Only the active one runs cycles, and the lease's fencing check runs before each change's LDAP writes. An
+instance that becomes active starts with a full reconcile (what the previous one saw but did not apply).
 """
 
 from __future__ import annotations
@@ -43,11 +48,12 @@ from typing import Any
 from writeback.adapters.state.files import write_private
 from writeback.adapters.state.lock import WriterLock
 from writeback.app.engine import Allowances, ApplyResult, Engine
+from writeback.app.lease import LeaderLease
 from writeback.config import Settings
 from writeback.core.model import DYNAMIC_KEY_PREFIX
 from writeback.core.planning import Plan
 from writeback.core.ports import SyncReport
-from writeback.errors import DirectoryUnavailable, WritebackError
+from writeback.errors import DirectoryUnavailable, LeaseLostError, WritebackError
 
 log = logging.getLogger("writeback.service")
 QUARANTINE_AFTER = 5  # consecutive failed cycles
@@ -57,8 +63,10 @@ QUARANTINE_AFTER = 5  # consecutive failed cycles
 class Health:
     """What the health file says (JSON). Times are Unix seconds."""
 
-    status: str = "starting"  # starting, ok, held, degraded, quarantined, stopped
+    status: str = "starting"  # starting, ok, held, degraded, quarantined, standby, stopped
     message: str = "starting"
+    role: str = "active"  # active, standby (the leader lease; always active with a SQLite state)
+    lease_token: int | None = None  # the fencing token while active (PostgreSQL state)
     started: float = field(default_factory=time.time)
     last_cycle: float | None = None
     last_success: float | None = None
@@ -110,8 +118,9 @@ class Service:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        lease: LeaderLease | None = None,
     ) -> None:
-        self.settings, self.engine, self.clock = settings, engine, clock
+        self.settings, self.engine, self.clock, self.lease = settings, engine, clock, lease
         self.rng = rng or random.Random()
         self.stop_event = threading.Event()
         self.health = Health()
@@ -162,7 +171,9 @@ class Service:
         dynamic = full or users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only or ())
         plan = self.engine.plan(only=only, dynamic=dynamic, allow=allow)
         self._note_holds(plan, allow)
-        result = self.engine.apply(plan, should_stop=self.stop_event.is_set)
+        result = self.engine.apply(
+            plan, should_stop=self.stop_event.is_set, guard=self.lease.guard if self.lease else None
+        )
         self._track_group_failures(result, only, now)
         self._note_outcome(plan, result, full)
         if full:
@@ -183,7 +194,7 @@ class Service:
                 applied,
                 len(plan.changes),
                 f", {len(result.failed)} failed" if result.failed else "",
-                extra={"event": "cycle", **asdict(outcome), "run_id": result.run_id},
+                extra={"event": "cycle", **asdict(outcome), "run_id": result.run_id, "role": "active"},
             )
         if result.aborted and not self.stop_event.is_set():
             # The only other reason apply stops early: the directory went away mid-apply.
@@ -288,6 +299,13 @@ class Service:
         )
         ok = True
         while not self.stop_event.is_set():
+            if not self._lead():
+                self.write_health()
+                if once:
+                    break
+                # The lease thread ticks every lease_renew_interval; look at its verdict every second.
+                self.stop_event.wait(min(1.0, s.lease_renew_interval))
+                continue
             self.health.cycles += 1
             self.health.last_cycle = time.time()
             ok = self._run_cycle()
@@ -361,9 +379,35 @@ class Service:
         log.info("quarantine cleared by an operator", extra={"event": "quarantine_cleared"})
         self.request_reconcile()
 
+    def _lead(self) -> bool:
+        """Whether this instance is the active one now (always, without a lease); keeps ``role`` up to date."""
+        h = self.health
+        if self.lease is None:
+            return True
+        if not self.lease.active:
+            if h.role != "standby" or h.status != "standby":
+                h.role, h.lease_token, h.status = "standby", None, "standby"
+                self._next_full = 0.0  # when active again: a full reconcile first
+            h.message = self.lease.reason or "standing by"
+            return False
+        if h.role != "active" or h.lease_token != self.lease.token:
+            h.role, h.lease_token = "active", self.lease.token
+            h.status, h.message = "starting", f"active (fencing token {self.lease.token}); reconciling"
+            self._next_full = 0.0  # take over with a full reconcile: the previous leader may have left work
+            self.write_health()  # say so now, not after the (full, maybe long) first cycle
+        return True
+
     def _run_cycle(self) -> bool:
         try:
             self.cycle()
+        except LeaseLostError as exc:
+            # Not a failure of this cycle's work: the lease ended (another instance is active, or the database
+            # is gone). Nothing more was written; stand by until the lease is ours again.
+            log.warning("stopped writing to AD: %s", exc, extra={"event": "fenced", "role": "standby"})
+            h = self.health
+            h.role, h.lease_token, h.status, h.message = "standby", None, "standby", f"stopped writing: {exc}"
+            self._next_full = 0.0
+            return True
         except WritebackError as exc:
             self._cycle_failed(str(exc), exc)
             return False
@@ -486,16 +530,30 @@ def run_service(
     """Build the engine from ``settings`` and run the service until SIGTERM/SIGINT (or one cycle)."""
 
     configure_logging(json_logs=json_logs, verbose=verbose)
+    from writeback.app.wiring import build_store, shared_state
+
+    if shared_state(settings):
+        # Several servers share a PostgreSQL state: they compete for the leader lease instead of a local lock.
+        s = settings.service
+        lease = LeaderLease(build_store(settings), ttl=s.lease_ttl, renew_interval=s.lease_renew_interval)
+        try:
+            lease.start()
+            return _run_locked(settings, once=once, attach=attach, lease=lease)
+        finally:
+            lease.stop(release=True)
+            lease.store.close()
     with WriterLock(settings.state.path, "run"):  # one writer per state; refused at once when held
         return _run_locked(settings, once=once, attach=attach)
 
 
-def _run_locked(settings: Settings, *, once: bool, attach: Collection[Attachment] = ()) -> int:
+def _run_locked(
+    settings: Settings, *, once: bool, attach: Collection[Attachment] = (), lease: LeaderLease | None = None
+) -> int:
     from writeback.app.alerts import Alerter
     from writeback.app.wiring import build_engine
 
     engine = build_engine(settings)
-    service = Service(settings, engine)
+    service = Service(settings, engine, lease=lease)
     alerter = Alerter(settings.alerts)
     service.on_cycle.append(alerter.observe)
     service.on_apply.append(alerter.observe_apply)

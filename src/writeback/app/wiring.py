@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
 from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
+from writeback.adapters.state.lock import WriterLock
+from writeback.adapters.state.postgres import PostgresStore, redact
+from writeback.adapters.state.sqlbase import SqlStore
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine, Progress
+from writeback.app.lease import LeaderLease
 from writeback.config import Settings, resolve_secret
 from writeback.core.ports import CloudSource, ReplicaStore, SyncReport
-from writeback.errors import ConfigError
+from writeback.errors import ConfigError, StateLockedError
 
 
 def graph_settings(settings: Settings) -> GraphSettings:
@@ -71,8 +77,19 @@ def build_directory(settings: Settings) -> LdapDirectory:
     )
 
 
-def build_store(settings: Settings) -> SqliteStore:
-    return SqliteStore(settings.state.path)
+def build_store(settings: Settings) -> SqlStore:
+    """The state store: PostgreSQL when ``[state] url`` is set, else the SQLite file ``[state] path``."""
+    st = settings.state
+    if st.url:
+        password = resolve_secret(st.password, "state.password") if st.password else None
+        return PostgresStore(st.url, password=password, connect_timeout=st.connect_timeout)
+    return SqliteStore(st.path)
+
+
+def shared_state(settings: Settings) -> bool:
+    """Whether several servers may share this state (PostgreSQL): then `writeback run` competes for the
+    leader lease instead of holding the local writer lock."""
+    return bool(settings.state.url)
 
 
 class NoCloud:
@@ -85,3 +102,31 @@ class NoCloud:
 def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
     source: CloudSource = NoCloud() if settings.scope.mode == "none" else build_graph(settings)[1]
     return Engine(settings, source, build_directory(settings), build_store(settings), progress)
+
+
+@contextmanager
+def writer_claim(settings: Settings, command: str) -> Iterator[Callable[[], None] | None]:
+    """Be the one writer of this state for a one-off command (`apply`, `state rebuild-replica`).
+
+    SQLite: the local writer lock (:mod:`writeback.adapters.state.lock`). PostgreSQL: the leader lease, taken
+    once without waiting and released at the end, so the command is refused while a `writeback run` is active
+    on any server, and no service takes over while it writes. Yields the fencing guard to pass to
+    ``Engine.apply`` (None with SQLite, where the lock is held by the kernel for the whole process)."""
+    if not shared_state(settings):
+        with WriterLock(settings.state.path, command):
+            yield None
+        return
+    s = settings.service
+    lease = LeaderLease(build_store(settings), ttl=s.lease_ttl, renew_interval=s.lease_renew_interval)
+    try:
+        lease.start()
+        if not lease.active:
+            raise StateLockedError(
+                f"the state database {redact(settings.state.url or '')} is in use: {lease.reason}. Only one "
+                f"writer may use it at a time; `writeback {command}` waits for no one. Stop the active "
+                "`writeback run` (systemctl stop writeback on that server), or run it there"
+            )
+        yield lease.guard
+    finally:
+        lease.stop(release=True)
+        lease.store.close()

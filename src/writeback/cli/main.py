@@ -168,20 +168,21 @@ def cmd_allow(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays."""
+    """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays.
+    `state migrate --to URL`: copy this SQLite state into a new PostgreSQL database."""
     import uuid
 
-    from writeback.adapters.state.lock import WriterLock
-    from writeback.adapters.state.sqlite import SqliteStore
-    from writeback.app.wiring import build_graph
+    from writeback.app.wiring import build_graph, build_store, writer_claim
 
     settings = _settings(args)
+    if args.state_cmd == "migrate":
+        return _state_migrate(settings, args.to)
     if settings.scope.mode == "none":
         print('scope.mode is "none": there is no cloud replica to rebuild.')
         return EXIT_OK
     progress = _progress(args) or (lambda _msg: None)
-    with WriterLock(settings.state.path, "state rebuild-replica"):
-        store = SqliteStore(settings.state.path)
+    with writer_claim(settings, "state rebuild-replica"):
+        store = build_store(settings)
         client = None
         try:
             client, source = build_graph(settings)  # before forgetting anything: a bad [source] fails here
@@ -200,9 +201,45 @@ def cmd_state(args: argparse.Namespace) -> int:
                 client.close()
             store.close()
     print(
-        f"Cloud replica of {settings.state.path} rebuilt from Microsoft Graph ({report.requests} requests; "
+        f"Cloud replica of {store.where} rebuilt from Microsoft Graph ({report.requests} requests; "
         f"run {run_id}). The provisioning log and last-applied state were kept; "
         "`writeback plan` shows what a full reconcile would change."
+    )
+    return EXIT_OK
+
+
+def _state_migrate(settings: Any, to: str) -> int:
+    from writeback.adapters.state.copy import copy_state
+    from writeback.adapters.state.lock import WriterLock
+    from writeback.adapters.state.postgres import PostgresStore, redact
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.config import postgres_url_problem
+
+    if problem := postgres_url_problem(to):
+        raise ConfigError(f"--to {redact(to) if to.startswith('postgres') else 'URL'}: {problem}")
+    if settings.state.url:
+        raise ConfigError(
+            "[state] url is already set: this configuration uses PostgreSQL; `state migrate` copies the "
+            "SQLite state of [state] path, so remove [state] url while migrating",
+            file=settings.path,
+            key="state.url",
+        )
+    with WriterLock(settings.state.path, "state migrate"):
+        source = SqliteStore(settings.state.path)
+        try:
+            target = PostgresStore(to)
+            try:
+                counts = copy_state(source, target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    print(f"Copied the state of {settings.state.path} to {redact(to)}:")
+    for table, n in counts.items():
+        print(f"  {table:<13} {n} rows")
+    print(
+        "Next: set [state] url to that URL (the password in [state] password_env or password_file), then "
+        "start `writeback run` on each server (docs/ha.md). The SQLite file is left as it was."
     )
     return EXIT_OK
 
@@ -267,12 +304,12 @@ def _since(text: str | None) -> float | None:
 
 
 def cmd_log(args: argparse.Namespace) -> int:
-    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.app.wiring import build_store
     from writeback.cli.report import render_table
 
     settings = _settings(args)
     since = _since(args.since)
-    store = SqliteStore(settings.state.path)
+    store = build_store(settings)
     try:
         entries = store.read_log(
             group=args.group,
@@ -320,8 +357,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     directory = _sandbox_dir(args)
     if args.sandbox_cmd == "up":
-        info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
+        info = sandbox.sandbox_up(
+            directory, users=args.users, progress=_progress(args), postgres=args.postgres
+        )
         print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
+        if info.postgres_url:
+            print("  Postgres:  postgres_url in sandbox.json (TLS, loopback; the URL holds the password)")
         if info.graph_url:
             print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
         else:
@@ -560,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", help=f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
     )
     up.add_argument("--users", type=int, default=50, help="seeded AD users (default 50)")
+    up.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also start a PostgreSQL server (Debian's package) for [state] url; sandbox.json gets postgres_url",
+    )
     for name in ("down", "status"):
         x = sbs.add_parser(name)
         x.add_argument("--dir")
@@ -606,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser(
         "state",
         help="state store tools",
-        description="Tools for the state store (state.path).",
+        description="Tools for the state store ([state] path, or url for PostgreSQL).",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -621,6 +667,24 @@ def build_parser() -> argparse.ArgumentParser:
             "Nothing is written to AD; run `writeback plan` afterwards."
         ),
     ).set_defaults(func=cmd_state)
+    mig = sts.add_parser(
+        "migrate",
+        help="copy this SQLite state into a new PostgreSQL database (for high availability)",
+        description=(
+            "Copy the whole SQLite state of [state] path (cloud replica, delta links, last-applied state,\n"
+            "provisioning log, AD users cache, allowances) into an empty PostgreSQL database, in one\n"
+            "transaction. Stop `writeback run` first (the writer lock is taken). The password comes from\n"
+            "PGPASSWORD or ~/.pgpass, never from the URL. TLS is verified (sslmode=verify-full) unless the URL\n"
+            "says otherwise for a server on this machine. Afterwards set [state] url to the same URL."
+        ),
+    )
+    mig.add_argument(
+        "--to",
+        required=True,
+        metavar="URL",
+        help="postgresql://USER@HOST:PORT/DATABASE?sslmode=verify-full&sslrootcert=CA_FILE",
+    )
+    mig.set_defaults(func=cmd_state)
 
     _add_global_options_everywhere(p)
     return p

@@ -27,7 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from writeback.adapters.state.sqlite import LogQuery
+from writeback.adapters.state.sqlbase import LogQuery
 from writeback.app.engine import Allowances, Engine
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.console.auth import Authenticator, Principal

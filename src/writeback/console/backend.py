@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from writeback.adapters.state.sqlite import SqliteStore
+from writeback.adapters.state.sqlbase import SqlStore
 from writeback.app.engine import Allowances, Engine
 from writeback.app.metrics import ServiceMetrics
 from writeback.app.service import Service
+from writeback.app.wiring import build_store
 from writeback.config import Settings
 from writeback.console.provision import provision_group
 
@@ -61,9 +62,10 @@ class ServiceBackend:
         return asdict(self.service.health)
 
     @contextmanager
-    def store(self) -> Iterator[SqliteStore]:
-        """A connection of the console's own (SQLite connections stay on the thread that made them)."""
-        store = SqliteStore(self.settings.state.path)
+    def store(self) -> Iterator[SqlStore]:
+        """A connection of the console's own (SQLite connections stay on the thread that made them), to the
+        configured state (SQLite or PostgreSQL)."""
+        store = build_store(self.settings)
         try:
             yield store
         finally:

@@ -15,6 +15,8 @@ import uvicorn
 
 from writeback.app.metrics import ServiceMetrics
 from writeback.app.service import Service
+from writeback.app.wiring import build_store
+from writeback.config import Settings
 from writeback.console.app import Console
 from writeback.console.auth import Authenticator
 from writeback.console.backend import ServiceBackend
@@ -37,9 +39,7 @@ def build(service: Service) -> Console:
     auth.check_token("")  # read the file now: a bad tokens file fails at start, not at the first sign-in
 
     def counts() -> dict[str, int]:
-        from writeback.adapters.state.sqlite import SqliteStore
-
-        store = SqliteStore(settings.state.path)
+        store = build_store(settings)
         try:
             return {"managed_groups": len(store.applied_dns())}
         finally:
@@ -47,7 +47,7 @@ def build(service: Service) -> Console:
 
     metrics = ServiceMetrics(lambda: service.health, counts)
     service.on_cycle.append(metrics.observe)
-    service.on_cycle.append(Retention(settings.state.path, settings.console.log_retention_days).observe)
+    service.on_cycle.append(Retention(settings, settings.console.log_retention_days).observe)
     service.interactive = True
     return Console(ServiceBackend(service, metrics), auth, https=bool(settings.console.certificate_file))
 
@@ -56,17 +56,15 @@ class Retention:
     """Deletes provisioning log rows older than ``console.log_retention_days``, at most once an hour (after a
     cycle, on the service's thread)."""
 
-    def __init__(self, state_path: str, days: float) -> None:
-        self.state_path, self.days, self.last = state_path, days, 0.0
+    def __init__(self, settings: Settings, days: float) -> None:
+        self.settings, self.days, self.last = settings, days, 0.0
 
     def observe(self, health: object, ok: bool) -> None:
-        from writeback.adapters.state.sqlite import SqliteStore
-
         now = time.time()
         if not self.days or now - self.last < 3600:
             return
         self.last = now
-        store = SqliteStore(self.state_path)
+        store = build_store(self.settings)
         try:
             removed = store.prune_log(now - self.days * 86400)
         finally:

@@ -61,6 +61,9 @@ class SandboxInfo:
     # port chosen once) and an operator token to sign in with (its hash is in DIR/secrets/console_tokens).
     console_url: str | None = None
     console_token: str | None = field(default=None, repr=False)
+    # `sandbox up --postgres`: the libpq URL of the sandbox's PostgreSQL (with its password), and its pid.
+    postgres_url: str | None = field(default=None, repr=False)
+    postgres_pid: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -90,6 +93,7 @@ class SandboxStatus:
     emulator_installed: bool
     ldap_url: str | None
     graph_url: str | None
+    postgres_pid: int | None = None
 
     @property
     def dc_running(self) -> bool:

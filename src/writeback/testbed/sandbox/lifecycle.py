@@ -24,6 +24,7 @@ from writeback.testbed.sandbox import (
     configfile,
     console,
     emulator,
+    postgres,
     samba,
     schema,
     seed,
@@ -78,8 +79,11 @@ def _locked(paths: SandboxPaths) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def sandbox_up(directory: Path, users: int = 50, progress: Progress | None = None) -> SandboxInfo:
-    """Provision (once), start and describe a sandbox in ``directory`` with ``users`` generated users.
+def sandbox_up(
+    directory: Path, users: int = 50, progress: Progress | None = None, *, postgres: bool = False
+) -> SandboxInfo:
+    """Provision (once), start and describe a sandbox in ``directory`` with ``users`` generated users; with
+    ``postgres``, also its PostgreSQL server (:mod:`writeback.testbed.sandbox.postgres`).
 
     Idempotent: parts already running are kept, a provisioned domain is reused. A big seeded directory
     (``users`` >= 2,000) is snapshotted to the cache and restored from it next time instead of re-seeded.
@@ -99,16 +103,31 @@ def sandbox_up(directory: Path, users: int = 50, progress: Progress | None = Non
                 f"the sandbox in {paths.root} was seeded with {marker.get('users')} users, not {users}; "
                 "use that number, or run `writeback sandbox down` and remove the directory to start afresh"
             )
-        fast = _already_up(paths)
-        if fast is not None:
+        info = _already_up(paths)
+        if info is not None:
             say(f"Sandbox in {paths.root} is already up")
-            return fast
-        scenario = load_scenario()
-        accounts = _provision(paths, users, scenario, say) if marker is None else None
-        if samba.running_pid(paths) is None:
-            say("Starting Samba AD DC")
-            samba.start(paths)
-        return _finish(paths, users, scenario, say, accounts)
+        else:
+            scenario = load_scenario()
+            accounts = _provision(paths, users, scenario, say) if marker is None else None
+            if samba.running_pid(paths) is None:
+                say("Starting Samba AD DC")
+                samba.start(paths)
+            info = _finish(paths, users, scenario, say, accounts)
+        return _postgres_part(paths, info, postgres, say)
+
+
+def _postgres_part(paths: SandboxPaths, info: SandboxInfo, wanted: bool, say: Progress) -> SandboxInfo:
+    """Start PostgreSQL when ``wanted``; in any case, sandbox.json says whether it runs and how to reach it."""
+    if wanted and postgres.running_pid(paths) is None:
+        say("Starting PostgreSQL")
+        postgres.start(paths)
+    pid = postgres.running_pid(paths)
+    updated = dataclasses.replace(
+        info, postgres_pid=pid, postgres_url=postgres.url(paths) if pid is not None else None
+    )
+    if updated != info:
+        save_info(paths, updated)
+    return updated
 
 
 def _owner_name(uid: int) -> str:
@@ -349,6 +368,7 @@ def sandbox_down(directory: Path) -> None:
         raise SandboxError(f"no sandbox in {paths.root}")
     with _locked(paths):
         emulator.stop(paths)
+        postgres.stop(paths)
         samba.stop(paths)
 
 
@@ -369,6 +389,7 @@ def _status(paths: SandboxPaths) -> SandboxStatus:
         emulator_installed=emulator.emulator_available(),
         ldap_url=LDAPS_URL if samba_pid is not None else None,
         graph_url=str(endpoint["graph_url"]) if endpoint else None,
+        postgres_pid=postgres.running_pid(paths),
     )
 
 

@@ -1,0 +1,648 @@
+"""What the SQLite and PostgreSQL state stores share: every query, the migrations and the leader lease.
+
+Both backends run the same SQL, written with ``?`` placeholders and the upsert both understand (``INSERT ...
+ON CONFLICT (key) DO UPDATE SET col = excluded.col``, SQLite >= 3.24); the PostgreSQL connection rewrites the
+placeholders to psycopg's ``%s``. A subclass supplies the connection (its errors already translated into the
+StateError branch), its :mod:`~writeback.adapters.state.schema` dialect, how a write transaction begins, and
+the database's clock as an SQL expression (the lease's times are the database's, never a server's).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol
+
+from writeback.adapters.state.schema import MIGRATIONS, Dialect, migrations_table, statements
+from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
+from writeback.errors import StateCorruptError, StateError, StateSchemaError
+
+# Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
+REPLICA_TABLES = ("users", "groups", "members", "delta_links")
+# Every table a state holds, in an order that `writeback state migrate` can copy them in.
+ALL_TABLES = (
+    "users",
+    "groups",
+    "members",
+    "delta_links",
+    "log",
+    "applied",
+    "meta",
+    "ad_users",
+    "fingerprints",
+    "leases",
+)
+REBUILD_HINT = (
+    "run `writeback state rebuild-replica` to rebuild the cloud replica from Microsoft Graph "
+    "(the provisioning log is kept)"
+)
+
+
+class Cursor(Protocol):
+    @property
+    def description(self) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """The little of a DB-API connection the stores use; errors come out as StateError."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` of every other column: the upsert both databases run."""
+    rest = [c for c in columns if c not in key]
+    action = "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in rest) if rest else "DO NOTHING"
+    # Called with this module's constant names only.
+    insert = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608
+    return f"{insert} ON CONFLICT ({', '.join(key)}) {action}"
+
+
+_UPSERT_USER = upsert("users", ("id", "data", "deleted"), ("id",))
+_UPSERT_GROUP = upsert("groups", ("id", "data", "deleted"), ("id",))
+_UPSERT_MEMBER = upsert("members", ("group_id", "member_id", "kind"), ("group_id", "member_id"))
+_UPSERT_DELTA = upsert("delta_links", ("resource", "link"), ("resource",))
+_UPSERT_META = upsert("meta", ("key", "value"), ("key",))
+_UPSERT_AD_USER = upsert("ad_users", ("guid", "data"), ("guid",))
+_UPSERT_APPLIED = upsert("applied", ("cloud_id", "dn", "time"), ("cloud_id",))
+_UPSERT_PRINT = upsert("fingerprints", ("cloud_id", "fingerprint"), ("cloud_id",))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+_USER_FIELDS = tuple(f.name for f in fields(CloudUser))
+_GROUP_FIELDS = tuple(f.name for f in fields(CloudGroup) if f.name != "members")
+
+
+def _user_to_json(u: CloudUser) -> str:
+    # Not dataclasses.asdict: it deep-copies recursively and dominated the first sync of big tenants.
+    return json.dumps({f: getattr(u, f) for f in _USER_FIELDS}, separators=(",", ":"), default=_jsonable)
+
+
+def _group_to_json(g: CloudGroup) -> str:
+    d = {f: getattr(g, f) for f in _GROUP_FIELDS}
+    d["group_types"] = list(g.group_types)
+    return json.dumps(d, separators=(",", ":"), default=_jsonable)
+
+
+def _user_from_json(text: str, deleted: int) -> CloudUser:
+    d = json.loads(text)
+    d["deleted"] = bool(deleted)
+    return CloudUser(**d)
+
+
+def _group_from_json(text: str, deleted: int, members: frozenset[MemberRef]) -> CloudGroup:
+    d = json.loads(text)
+    d["group_types"] = tuple(d.get("group_types") or ())
+    d["deleted"] = bool(deleted)
+    d["members"] = members
+    return CloudGroup(**d)
+
+
+def _corrupt_row(where: str, table: str, row_id: Any, exc: Exception) -> StateCorruptError:
+    return StateCorruptError(
+        f"state store {where}: the {table} row {row_id!r} of the cloud replica is damaged "
+        f"({type(exc).__name__}: {exc}); {REBUILD_HINT}"
+    )
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    id: int
+    time: float
+    run_id: str
+    cloud_id: str | None
+    group_name: str | None
+    dn: str | None
+    action: str
+    result: str
+    error: str | None
+    detail: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """The provisioning log filters of the console and `/api/log` (all optional, combined with AND)."""
+
+    since: float | None = None
+    until: float | None = None
+    result: str | None = None
+    action: str | None = None
+    text: str | None = None  # group/identity: cloud id exactly, or part of the group name or DN
+    run_id: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+_LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail"
+
+
+def _log_entry(r: Any) -> LogEntry:
+    return LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None)
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """A lease held: its fencing token and how long it still runs, in seconds, by the database's clock."""
+
+    token: int
+    remaining: float
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a lease (``remaining`` <= 0: it has run out and is free to take)."""
+
+    holder: str
+    token: int
+    remaining: float
+
+
+class _Tx:
+    """ReplicaTransaction over one connection."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.db = store.db
+
+    def __enter__(self) -> _Tx:
+        self.store.begin_write()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.store.rollback()
+        else:
+            self.db.execute("COMMIT")
+
+    def set_delta_link(self, resource: str, link: str | None) -> None:
+        self.db.execute(_UPSERT_DELTA, (resource, link))
+
+    def upsert_user(self, user: CloudUser) -> None:
+        self.db.execute(_UPSERT_USER, (user.id, _user_to_json(user), int(user.deleted)))
+
+    def remove_user(self, user_id: str, *, hard: bool) -> None:
+        if hard:
+            self.db.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        else:
+            self.db.execute("UPDATE users SET deleted = 1 WHERE id = ?", (user_id,))
+
+    def upsert_group(self, group: CloudGroup) -> None:
+        self.db.execute(_UPSERT_GROUP, (group.id, _group_to_json(group), int(group.deleted)))
+
+    def remove_group(self, group_id: str, *, hard: bool) -> None:
+        if hard:
+            self.db.execute("DELETE FROM groups WHERE id = ?", (group_id,))
+            self.db.execute("DELETE FROM members WHERE group_id = ?", (group_id,))
+        else:
+            self.db.execute("UPDATE groups SET deleted = 1 WHERE id = ?", (group_id,))
+
+    def add_members(self, group_id: str, members: Iterable[MemberRef]) -> None:
+        rows = [(group_id, m.id, m.kind) for m in members]
+        if rows:
+            self.db.executemany(_UPSERT_MEMBER, rows)
+
+    def remove_members(self, group_id: str, member_ids: Iterable[str]) -> None:
+        rows = [(group_id, m) for m in member_ids]
+        if rows:
+            self.db.executemany("DELETE FROM members WHERE group_id = ? AND member_id = ?", rows)
+
+    def clear_members(self, group_id: str) -> None:
+        self.db.execute("DELETE FROM members WHERE group_id = ?", (group_id,))
+
+    def reset(self, resource: str) -> None:
+        if resource == "users":
+            self.db.execute("DELETE FROM users")
+        elif resource == "groups":
+            self.db.execute("DELETE FROM groups")
+            self.db.execute("DELETE FROM members")
+        else:
+            raise StateError(f"unknown replica resource {resource!r}")
+
+
+class SqlStore:
+    """ports.ReplicaStore, the engine's Store and the leader lease over one SQL connection (see module doc)."""
+
+    db: Connection
+    dialect: Dialect
+    # What messages call the store: a file path, or a PostgreSQL URL without its password.
+    where: str
+    # The database's clock, Unix seconds, as an SQL expression.
+    now_sql: str
+    # Case-insensitive LIKE (SQLite's LIKE already is for ASCII; PostgreSQL's is not).
+    like: str = "LIKE"
+
+    # -- what a backend provides ----------------------------------------------------------------------------
+    def begin_write(self) -> None:
+        """Start a transaction that writes (SQLite takes its write lock at once)."""
+        self.db.execute("BEGIN")
+
+    def rollback(self) -> None:
+        self.db.execute("ROLLBACK")
+
+    def lock_schema(self) -> None:
+        """Inside the migration transaction: keep other processes from migrating at the same time."""
+
+    # -- schema ---------------------------------------------------------------------------------------------
+    def migrate(self) -> None:
+        """Apply the migrations this state lacks, all in one transaction; refuse a schema from a newer writeback.
+
+        A current schema is seen without a write transaction, so opening a state to read it never waits for a
+        writer."""
+        try:
+            known = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations").fetchall()}
+        except StateError:
+            known = set()  # a new state: no migrations table yet
+        if known == set(range(1, len(MIGRATIONS) + 1)):
+            return
+        self.begin_write()
+        try:
+            self.lock_schema()
+            self.db.execute(migrations_table(self.dialect))
+            done = {r[0] for r in self.db.execute("SELECT version FROM schema_migrations")}
+            newest = max(done, default=0)
+            if newest > len(MIGRATIONS):
+                raise StateSchemaError(
+                    f"state store {self.where} has schema version {newest}, written by a newer writeback; this "
+                    f"version knows versions up to {len(MIGRATIONS)}. Run the newer writeback again, or point "
+                    "the [state] settings at a new, empty state (a full reconcile adopts the AD groups by "
+                    "their anchors)"
+                )
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                for statement in statements(script, self.dialect):
+                    self.db.execute(statement)
+                self.db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+        except BaseException:
+            self.rollback()
+            raise
+        self.db.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ReplicaStore ---------------------------------------------------------------------------------------
+    def transaction(self) -> _Tx:
+        return _Tx(self)
+
+    def get_delta_link(self, resource: str) -> str | None:
+        row = self.db.execute("SELECT link FROM delta_links WHERE resource = ?", (resource,)).fetchone()
+        return row[0] if row else None
+
+    def has_synced(self) -> bool:
+        rows = self.db.execute("SELECT COUNT(*) FROM delta_links WHERE link IS NOT NULL").fetchone()
+        return bool(rows[0] >= 2)
+
+    def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
+        if member_groups is None:
+            member_rows: Iterable[Any] = self.db.execute("SELECT group_id, member_id, kind FROM members")
+        else:
+            member_rows = self._select_in(
+                "SELECT group_id, member_id, kind FROM members WHERE group_id", member_groups
+            )
+        members: dict[str, set[MemberRef]] = {}
+        for gid, mid, kind in member_rows:
+            members.setdefault(gid, set()).add(MemberRef(kind, mid))
+        if member_groups is None:
+            user_rows: Iterable[Any] = self.db.execute("SELECT id, data, deleted FROM users")
+        else:
+            wanted = {m.id for refs in members.values() for m in refs if m.kind == "user"}
+            user_rows = self._select_in("SELECT id, data, deleted FROM users WHERE id", wanted)
+        users: dict[str, CloudUser] = {}
+        for r in user_rows:
+            try:
+                users[r[0]] = _user_from_json(r[1], r[2])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _corrupt_row(self.where, "users", r[0], exc) from exc
+        groups: dict[str, CloudGroup] = {}
+        for r in self.db.execute("SELECT id, data, deleted FROM groups"):
+            try:
+                groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _corrupt_row(self.where, "groups", r[0], exc) from exc
+        return CloudSnapshot(users=users, groups=groups)
+
+    def reset_replica(self) -> None:
+        """Forget the cloud replica and its delta links (the next sync reads everything from Graph again).
+
+        The provisioning log, the last-applied state and the AD users cache are kept."""
+        with self.batch():
+            for table in REPLICA_TABLES:
+                self.db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
+
+    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]:
+        return {
+            r[0] for r in self._select_in("SELECT DISTINCT group_id FROM members WHERE member_id", member_ids)
+        }
+
+    def _select_in(self, query: str, values: Iterable[str], chunk: int = 500) -> Iterator[Any]:
+        """Rows of ``<query> IN (...)`` over ``values``, in chunks (SQLite caps the number of parameters).
+
+        ``query`` is always a constant of this module; the values are bound, never interpolated.
+        """
+        ids = list(values)
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            yield from self.db.execute(f"{query} IN ({','.join('?' * len(part))})", part).fetchall()
+
+    # Meta -----------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        self.db.execute(_UPSERT_META, (key, value))
+
+    # Operator allowances past the safety thresholds (`writeback allow`, read by the running service) --------
+    def allowances(self) -> dict[str, int]:
+        raw = self.get_meta("allowances")
+        return {str(k): int(v) for k, v in json.loads(raw).items()} if raw else {}
+
+    def set_allowances(self, allowances: Mapping[str, int]) -> None:
+        kept = {k: int(v) for k, v in allowances.items() if v}
+        with self.batch():
+            self.set_meta("allowances", json.dumps(kept) if kept else None)
+
+    # AD users (on-prem dynamic groups) -----------------------------------------------------------------------
+    def put_ad_users(
+        self,
+        users: Iterable[dict[str, Any]],
+        *,
+        replace: bool,
+        usn: int,
+        dc: str | None = None,
+        removed: Iterable[str] = (),
+    ) -> None:
+        """Store users read from AD (all of them when ``replace``), forget the ``removed`` objectGUIDs (users
+        deleted in AD), and keep the watermark: the USN the read started at and the invocationId of the DC
+        that USN belongs to."""
+        rows = [(u["id"], json.dumps(u, separators=(",", ":"))) for u in users if u.get("id")]
+        gone = [(g,) for g in removed]
+        with self.batch():
+            if replace:
+                self.db.execute("DELETE FROM ad_users")
+            if rows:
+                self.db.executemany(_UPSERT_AD_USER, rows)
+            if gone:
+                self.db.executemany("DELETE FROM ad_users WHERE guid = ?", gone)
+            self.set_meta("ad_users_usn", str(usn))
+            self.set_meta("ad_users_dc", dc)
+
+    def ad_users(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.db.execute("SELECT data FROM ad_users")]
+
+    def ad_users_usn(self) -> int | None:
+        value = self.get_meta("ad_users_usn")
+        return int(value) if value else None
+
+    def ad_users_watermark(self) -> tuple[str, int] | None:
+        """(invocationId, USN) of the last read of AD users; None before the first read, and for a cache
+        written before the DC was recorded (its USN cannot be trusted on any DC: the next read is full)."""
+        usn, dc = self.ad_users_usn(), self.get_meta("ad_users_dc")
+        return (dc, usn) if usn is not None and dc else None
+
+    # Provisioning log -----------------------------------------------------------------------------------
+    def log(
+        self,
+        run_id: str,
+        action: str,
+        result: str,
+        *,
+        cloud_id: str | None = None,
+        group_name: str | None = None,
+        dn: str | None = None,
+        error: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                time.time(),
+                run_id,
+                cloud_id,
+                group_name,
+                dn,
+                action,
+                result,
+                error,
+                json.dumps(detail, default=str) if detail else None,
+            ),
+        )
+
+    def read_log(
+        self,
+        *,
+        cloud_id: str | None = None,
+        group: str | None = None,
+        action: str | None = None,
+        result: str | None = None,
+        run_id: str | None = None,
+        since: float | None = None,
+        limit: int = 200,
+    ) -> list[LogEntry]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("cloud_id", cloud_id),
+            ("action", action),
+            ("result", result),
+            ("run_id", run_id),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if group:
+            where.append(f"(group_name {self.like} ? OR dn {self.like} ? OR cloud_id = ?)")
+            args += [f"%{group}%", f"%{group}%", group]
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        sql = (
+            "SELECT id, time, run_id, cloud_id, group_name, dn, action, result, error, detail FROM log"  # noqa: S608 - fixed column names, values bound
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
+        rows = self.db.execute(sql, [*args, limit]).fetchall()
+        return [_log_entry(r) for r in reversed(rows)]
+
+    # Console: provisioning log queries -----------------------------------------------------------------------
+    def query_log(self, query: LogQuery) -> list[LogEntry]:
+        """One page of the provisioning log, newest first, filtered as the console and /api/log ask."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("action", query.action), ("result", query.result), ("run_id", query.run_id)):
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.text:
+            # LIKE with ESCAPE: a % or _ typed into the filter is matched literally.
+            pattern = "%" + query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append(
+                f"(cloud_id = ? OR group_name {self.like} ? ESCAPE '\\' OR dn {self.like} ? ESCAPE '\\')"
+            )
+            args += [query.text, pattern, pattern]
+        if query.since is not None:
+            where.append("time >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("time < ?")
+            args.append(query.until)
+        sql = (
+            f"SELECT {_LOG_COLUMNS} FROM log"  # noqa: S608 - fixed columns, values bound
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT ? OFFSET ?"
+        )
+        return [_log_entry(r) for r in self.db.execute(sql, [*args, query.limit, query.offset]).fetchall()]
+
+    def log_entry(self, entry_id: int) -> LogEntry | None:
+        r = self.db.execute(f"SELECT {_LOG_COLUMNS} FROM log WHERE id = ?", (entry_id,)).fetchone()  # noqa: S608
+        return None if r is None else _log_entry(r)
+
+    def log_actions_per_day(self, since: float) -> list[tuple[str, str, int]]:
+        """(UTC day as YYYY-MM-DD, result, count) of the log rows since ``since``: the console's chart.
+        ``CAST(… AS BIGINT) / 86400`` is integer division in SQLite and PostgreSQL alike."""
+        rows = self.db.execute(
+            "SELECT CAST(time AS BIGINT) / 86400 AS day, result, COUNT(*) FROM log WHERE time >= ? "
+            "GROUP BY day, result ORDER BY day",
+            (since,),
+        ).fetchall()
+        return [(time.strftime("%Y-%m-%d", time.gmtime(int(d) * 86400)), res, int(n)) for d, res, n in rows]
+
+    def prune_log(self, before: float) -> int:
+        """Delete log rows older than ``before`` (the console.log_retention_days setting); how many."""
+        (count,) = self.db.execute("SELECT COUNT(*) FROM log WHERE time < ?", (before,)).fetchone()
+        self.db.execute("DELETE FROM log WHERE time < ?", (before,))
+        return int(count)
+
+    # Last applied ---------------------------------------------------------------------------------------
+    def record_applied(self, cloud_id: str, dn: str) -> None:
+        self.db.execute(_UPSERT_APPLIED, (cloud_id, dn, time.time()))
+
+    def forget_applied(self, cloud_id: str) -> None:
+        with self.batch():
+            self.db.execute("DELETE FROM applied WHERE cloud_id = ?", (cloud_id,))
+            self.db.execute("DELETE FROM fingerprints WHERE cloud_id = ?", (cloud_id,))
+
+    def record_fingerprints(self, prints: Mapping[str, str]) -> None:
+        if not prints:
+            return
+        with self.batch():
+            self.db.executemany(_UPSERT_PRINT, list(prints.items()))
+
+    def applied_fingerprints(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT cloud_id, fingerprint FROM fingerprints")}
+
+    def applied_dns(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.db.execute("SELECT cloud_id, dn FROM applied")}
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many writes into one transaction (fast, and all or nothing), committed at the end."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.rollback()
+            raise
+        self.db.execute("COMMIT")
+
+    # Leader lease (writeback.app.lease) -------------------------------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseGrant | None:
+        """Take the lease ``name`` for ``ttl`` seconds, or extend it when ``holder`` already holds it.
+
+        One statement, so two servers racing for a free lease cannot both win: the row's conflict makes the
+        second insert an update whose WHERE fails. The fencing token grows by one each time the lease changes
+        hands or is taken again after it ran out; a holder renewing in time keeps its token. None when another
+        holder's lease still runs."""
+        now = self.now_sql
+        row = self.db.execute(
+            f"INSERT INTO leases (name, holder, token, expires, acquired) VALUES (?, ?, 1, {now} + ?, {now}) "  # noqa: S608 - the clock expression is a constant of the backend
+            "ON CONFLICT (name) DO UPDATE SET "
+            "token = CASE WHEN leases.holder = excluded.holder AND leases.expires > excluded.acquired "
+            "THEN leases.token ELSE leases.token + 1 END, "
+            "acquired = CASE WHEN leases.holder = excluded.holder AND leases.expires > excluded.acquired "
+            "THEN leases.acquired ELSE excluded.acquired END, "
+            "holder = excluded.holder, expires = excluded.expires "
+            "WHERE leases.holder = excluded.holder OR leases.expires <= excluded.acquired "
+            f"RETURNING token, expires - {now}",
+            (name, holder, ttl),
+        ).fetchone()
+        return LeaseGrant(int(row[0]), float(row[1])) if row else None
+
+    def check_lease(self, name: str, holder: str, token: int) -> float | None:
+        """Seconds ``holder``'s lease with ``token`` still runs by the database's clock; None when it ended."""
+        row = self.db.execute(
+            f"SELECT expires - {self.now_sql} FROM leases WHERE name = ? AND holder = ? AND token = ?",  # noqa: S608 - constant clock expression
+            (name, holder, token),
+        ).fetchone()
+        if row is None or float(row[0]) <= 0:
+            return None
+        return float(row[0])
+
+    def release_lease(self, name: str, holder: str, token: int) -> None:
+        """End ``holder``'s lease now (a clean stop), so a standby takes over without waiting for it to run out."""
+        self.db.execute(
+            f"UPDATE leases SET expires = {self.now_sql} WHERE name = ? AND holder = ? AND token = ?",  # noqa: S608 - constant clock expression
+            (name, holder, token),
+        )
+
+    def lease_holder(self, name: str) -> LeaseHolder | None:
+        row = self.db.execute(
+            f"SELECT holder, token, expires - {self.now_sql} FROM leases WHERE name = ?",  # noqa: S608 - constant clock expression
+            (name,),
+        ).fetchone()
+        return LeaseHolder(str(row[0]), int(row[1]), float(row[2])) if row else None
+
+    # Copying a whole state (`writeback state migrate`) ----------------------------------------------------
+    def read_table(self, table: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """(column names, rows) of one of :data:`ALL_TABLES`."""
+        if table not in ALL_TABLES:
+            raise StateError(f"unknown state table {table!r}")
+        cursor = self.db.execute(f"SELECT * FROM {table}")  # noqa: S608 - a checked, constant name
+        columns = tuple(d[0] for d in cursor.description)
+        return columns, [tuple(r) for r in cursor.fetchall()]
+
+    def write_rows(self, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` into one of :data:`ALL_TABLES` (inside the caller's transaction)."""
+        if table not in ALL_TABLES or not all(c.isidentifier() for c in columns):
+            raise StateError(f"unknown state table {table!r} or columns {columns!r}")
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            self.db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # noqa: S608 - checked names
+
+    def after_copy(self) -> None:
+        """After rows were copied in with their own ids: let the database number new rows after them."""
+
+    def is_empty(self) -> bool:
+        """No row in any table (a fresh state, safe to copy another one into)."""
+        return all(
+            self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] == 0  # noqa: S608 - constant names
+            for t in ALL_TABLES
+        )

@@ -1,0 +1,198 @@
+"""The leader lease: of all `writeback run` instances on one PostgreSQL state, one is active, the others stand by.
+
+The lease is a row in the shared database (:meth:`SqlStore.acquire_lease`): a holder, a fencing token and an
+end time by the *database's* clock, so the servers' own clocks never matter. Every instance calls
+:meth:`LeaderLease.tick` every ``lease_renew_interval`` seconds (a background thread of the service): the
+holder extends its lease, the others try to take it and succeed only once it has run out. After a ``kill -9``
+of the active instance a standby is active within ``lease_ttl + lease_renew_interval`` seconds (20 s with the
+defaults); a clean stop releases the lease, so the takeover is then immediate.
+
+Fencing. A deposed leader (paused, or cut off from the database) must never write to AD after its lease ended.
+:meth:`LeaderLease.guard` runs before each change's LDAP writes: it checks *in the database* that this
+instance's lease, with its fencing token, still runs, and raises :class:`LeaseLostError` otherwise (also when
+the database cannot be reached). The token grows each time the lease changes hands, so a check with an old
+token fails even when the same process takes the lease again later. What no lease can close entirely is the
+moment between a successful check and the LDAP write it guards (AD takes no fencing token); the guard
+therefore also refuses when less than ``margin`` seconds of the lease remain, keeping that window far inside
+the lease.
+
+The lease uses its own connection (:class:`LeaseStore`), never the engine's, so a long write transaction of the
+engine never delays a renewal, and a renewal never commits half of the engine's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from writeback.adapters.state.sqlbase import LeaseGrant, LeaseHolder
+from writeback.errors import LeaseLostError, StateError
+
+log = logging.getLogger("writeback.lease")
+LEASE_NAME = "writeback-run"
+
+
+class LeaseStore(Protocol):
+    """What the lease needs of a state store (:class:`writeback.adapters.state.sqlbase.SqlStore` has it)."""
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseGrant | None: ...
+
+    def check_lease(self, name: str, holder: str, token: int) -> float | None: ...
+
+    def release_lease(self, name: str, holder: str, token: int) -> None: ...
+
+    def lease_holder(self, name: str) -> LeaseHolder | None: ...
+
+    def close(self) -> None: ...
+
+
+def instance_id() -> str:
+    """Who this process is, as other instances see it: host, pid and a random part (a restarted process with a
+    recycled pid is a new holder)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class LeaderLease:
+    """This instance's side of the lease. ``clock`` (monotonic seconds) is replaceable for tests."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        *,
+        ttl: float = 15.0,
+        renew_interval: float = 5.0,
+        holder: str | None = None,
+        name: str = LEASE_NAME,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store, self.ttl, self.renew_interval, self.name = store, ttl, renew_interval, name
+        self.holder = holder or instance_id()
+        self.clock = clock
+        # A guard refuses when less than this remains: the LDAP write it allows happens well inside the lease.
+        self.margin = min(renew_interval, ttl / 3)
+        self.token: int | None = None
+        self._valid_until = 0.0  # monotonic; a conservative local view of the lease's end
+        self.reason = "not yet tried"  # why this instance is not active (for health and logs)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.changed = threading.Event()  # set whenever the role changes
+
+    # -- state ------------------------------------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.token is not None and self.clock() < self._valid_until
+
+    @property
+    def role(self) -> str:
+        return "active" if self.active else "standby"
+
+    def tick(self) -> bool:
+        """Renew the lease, or take it when it is free. Returns whether this instance holds it now."""
+        was = self.active
+        sent = self.clock()
+        try:
+            with self._lock:
+                grant = self.store.acquire_lease(self.name, self.holder, self.ttl)
+                other = None if grant is not None else self.store.lease_holder(self.name)
+        except StateError as exc:
+            # The database is gone: keep what the last renewal granted (the guard checks the database itself,
+            # so nothing is written meanwhile), and say why.
+            self.reason = f"cannot renew the lease: {exc}"
+            if was and self.clock() >= self._valid_until:
+                self._lost(self.reason)
+            return self.active
+        if grant is None:
+            if was or self.token is not None:
+                self._lost(f"another instance took the lease ({other.holder if other else 'unknown'})")
+            self.token = None
+            if other is not None:
+                self.reason = (
+                    f"standing by: {other.holder} is active (fencing token {other.token}; its lease runs "
+                    f"{max(other.remaining, 0):.1f} s more unless renewed)"
+                )
+            return False
+        if self.token is not None and grant.token != self.token:
+            self._lost(f"the lease ran out before it was renewed (fencing token {self.token} ended)")
+        self._valid_until = sent + grant.remaining
+        new = self.token != grant.token
+        self.token = grant.token
+        self.reason = ""
+        if new or not was:
+            log.info(
+                "this instance is now active (fencing token %d)",
+                grant.token,
+                extra={"event": "role", "role": "active", "token": grant.token, "holder": self.holder},
+            )
+            self.changed.set()
+        return True
+
+    def _lost(self, why: str) -> None:
+        log.warning(
+            "this instance is no longer active: %s; it writes nothing to AD and stands by",
+            why,
+            extra={"event": "role", "role": "standby", "token": self.token, "holder": self.holder},
+        )
+        self.token = None
+        self._valid_until = 0.0
+        self.reason = why
+        self.changed.set()
+
+    # -- fencing ----------------------------------------------------------------------------------------------
+    def guard(self) -> None:
+        """Raise :class:`LeaseLostError` unless this instance's lease, with its fencing token, still runs (for
+        at least ``margin`` seconds), as the database says now. Called before each batch of LDAP writes."""
+        token = self.token
+        if token is None or self.clock() >= self._valid_until:
+            raise LeaseLostError(
+                f"this instance does not hold the leader lease: {self.reason or 'it ran out'}"
+            )
+        sent = self.clock()
+        try:
+            with self._lock:
+                remaining = self.store.check_lease(self.name, self.holder, token)
+        except StateError as exc:
+            raise LeaseLostError(
+                f"the leader lease cannot be checked, so nothing more is written to AD: {exc}"
+            ) from exc
+        if remaining is None or remaining < self.margin:
+            self._lost(f"the lease with fencing token {token} ended")
+            raise LeaseLostError(
+                f"the leader lease with fencing token {token} ended (another instance may be active); "
+                "nothing more is written to AD"
+            )
+        self._valid_until = sent + remaining
+
+    # -- the renewing thread ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Tick now, then every ``renew_interval`` seconds in a daemon thread until :meth:`stop`."""
+        self.tick()
+        self._thread = threading.Thread(target=self._run, name="writeback-lease", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.renew_interval):
+            try:
+                self.tick()
+            except Exception:  # a bug must not end renewals silently: the lease would run out
+                log.exception("unexpected error renewing the leader lease", extra={"event": "bug"})
+
+    def stop(self, *, release: bool = True) -> None:
+        """Stop renewing; ``release`` ends the lease now so a standby takes over at its next tick."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.renew_interval + 5)
+        token, self.token = self.token, None
+        if release and token is not None:
+            try:
+                with self._lock:
+                    self.store.release_lease(self.name, self.holder, token)
+                log.info("leader lease released", extra={"event": "role", "role": "stopped", "token": token})
+            except StateError as exc:
+                log.warning("cannot release the leader lease (it runs out by itself): %s", exc)

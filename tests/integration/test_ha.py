@@ -1,0 +1,234 @@
+"""High availability: several `writeback run` processes on one PostgreSQL state, one active at a time.
+
+Real processes, the sandbox DC, a private Graph emulator and the test bed's PostgreSQL, with the default lease
+settings (time-to-live 15 s, renewed every 5 s) unless a test says otherwise. What the issue asks for:
+two instances with one active; after kill -9 of the active one a standby carries the next cloud change to AD
+within 30 s (measured and printed), converged exactly; a restarted instance stands by; the database stopped
+and restarted mid-run; a paused leader (SIGSTOP past its lease) writes nothing when resumed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.testbed import service as support
+from tests.testbed.fixtures import PostgresServer, without_password
+from tests.testbed.service import (
+    AdView,
+    Cloud,
+    RunningService,
+    converged,
+    sandbox_tenant,
+    service_config,
+    synced_user_ids,
+    wait_for,
+)
+
+from writeback.adapters.state.postgres import PostgresStore
+
+pytestmark = [pytest.mark.samba, pytest.mark.postgres]
+service_factory = support.service_factory  # shared fixtures
+cloud = support.private_cloud_fixture
+FAILOVER_LIMIT = 30.0  # seconds, with the default lease settings (the issue's promise)
+
+
+@pytest.fixture
+def users(sandbox: Any) -> list[str]:
+    return synced_user_ids(sandbox_tenant(sandbox))
+
+
+def ha_config(
+    sandbox: Any, cloud: Cloud, ou: str, home: Path, prefix: str, url: str, extra: str = ""
+) -> Path:
+    """A service config of one server: its own home (health file, log), the shared PostgreSQL state."""
+    config = service_config(sandbox, cloud, ou, home, prefix, extra=extra)
+    bare, password = without_password(url)
+    (home / "state_password").write_text(password)
+    text = config.read_text()
+    sqlite_line = f'path = "{home / "state.sqlite"}"'
+    assert sqlite_line in text
+    config.write_text(
+        text.replace(sqlite_line, f'url = "{bare}"\npassword_file = "{home / "state_password"}"')
+    )
+    return config
+
+
+def role(svc: RunningService) -> str | None:
+    value = svc.health().get("role")
+    return None if value is None else str(value)
+
+
+def active_and_standby(a: RunningService, b: RunningService) -> tuple[RunningService, RunningService]:
+    """(the active one, the standby) once both say so."""
+    wait_for(
+        "one active, one standing by",
+        lambda: (
+            {role(a), role(b)} == {"active", "standby"}
+            and {a.health().get("status"), b.health().get("status")} & {"ok", "starting"}
+        ),
+        timeout=40,
+    )
+    return (a, b) if role(a) == "active" else (b, a)
+
+
+def creates_logged(url: str, gid: str) -> int:
+    store = PostgresStore(url)
+    try:
+        return sum(
+            1 for e in store.read_log(cloud_id=gid, action="create", limit=1000) if e.result == "success"
+        )
+    finally:
+        store.close()
+
+
+def test_two_instances_one_active_kill9_failover_within_30_s_and_a_restarted_one_stands_by(
+    sandbox: Any,
+    cloud: Cloud,
+    users: list[str],
+    test_ou: str,
+    ldap_conn: Any,
+    tmp_path: Path,
+    service_factory: Any,
+    postgres_url: str,
+) -> None:
+    prefix = f"HA-{uuid.uuid4().hex[:6]}"
+    ad = AdView(ldap_conn, test_ou)
+    gid = cloud.create_group(f"{prefix} G", users[:2])
+    config_a = ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url)
+    config_b = ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url)
+    a = service_factory(config_a)
+    wait_for(
+        "the first instance active and converged", lambda: role(a) == "active" and converged(ad, cloud, [gid])
+    )
+    b = service_factory(config_b)
+    active, standby = active_and_standby(a, b)
+    assert active is a, "the instance that started first keeps the lease"
+    assert standby.health()["status"] == "standby"
+    assert "is active" in standby.health()["message"]
+    time.sleep(6)  # more than a renewal: still exactly one active, and the standby wrote nothing
+    assert (role(a), role(b)) == ("active", "standby")
+    assert standby.health()["changes_applied"] == 0
+    guid = ad.by_anchor()[gid][0].guid
+
+    # kill -9 of the active one, then the next cloud change: the standby carries it to AD.
+    active.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    cloud.add_member(gid, users[2])
+    gid2 = cloud.create_group(f"{prefix} New", users[3:5])
+    wait_for("the standby to take over and converge", lambda: converged(ad, cloud, [gid, gid2]), timeout=60)
+    failover = time.monotonic() - killed
+    print(f"\nfailover: the change reached AD {failover:.1f} s after kill -9 of the active instance")
+    assert failover < FAILOVER_LIMIT, f"failover took {failover:.1f} s (limit {FAILOVER_LIMIT:.0f} s)"
+    assert role(standby) == "active"
+    roles = [e for e in standby.events() if e.get("event") == "role"]
+    assert roles and roles[-1]["role"] == "active" and roles[-1]["token"] >= 2
+    # Converged exactly: the same AD group (not a new one), each create made once.
+    assert ad.by_anchor()[gid][0].guid == guid
+    assert creates_logged(postgres_url, gid) == 1 and creates_logged(postgres_url, gid2) == 1
+
+    # The killed server comes back: it stands by.
+    restarted = service_factory(config_a)
+    wait_for("the restarted instance to stand by", lambda: role(restarted) == "standby", timeout=30)
+    time.sleep(6)
+    assert role(restarted) == "standby" and role(standby) == "active"
+    assert restarted.health()["changes_applied"] == 0
+    cloud.remove_member(gid, users[0])
+    wait_for("the active instance to go on", lambda: converged(ad, cloud, [gid, gid2]), timeout=30)
+    assert restarted.stop() == 0 and standby.stop() == 0
+
+
+def test_the_database_stopped_and_restarted_mid_run(
+    sandbox: Any,
+    cloud: Cloud,
+    users: list[str],
+    test_ou: str,
+    ldap_conn: Any,
+    tmp_path: Path,
+    service_factory: Any,
+    postgres_server: PostgresServer,
+    postgres_url: str,
+) -> None:
+    prefix = f"HADB-{uuid.uuid4().hex[:6]}"
+    ad = AdView(ldap_conn, test_ou)
+    gid = cloud.create_group(f"{prefix} G", users[:2])
+    svc = service_factory(ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url))
+    wait_for("active and converged", lambda: role(svc) == "active" and converged(ad, cloud, [gid]))
+    before = {g.dn: g.usn_changed for g in ad.groups()}
+
+    postgres_server.stop()
+    stopped = time.monotonic()
+    try:
+        cloud.add_member(gid, users[2])  # a change while the database is away
+        health = wait_for(
+            "the instance to stop and say why",
+            lambda: (h := svc.health()).get("role") == "standby" and h,
+            timeout=30,
+        )
+        # Within the lease time (15 s) plus one renewal and the health file's next write.
+        assert time.monotonic() - stopped < 15 + 5 + 3
+        assert "database" in health["message"] and "PostgreSQL" in health["message"], health
+        time.sleep(3)
+        assert {g.dn: g.usn_changed for g in ad.groups()} == before, "nothing is written without the lease"
+    finally:
+        postgres_server.start()
+    wait_for("recovery", lambda: role(svc) == "active" and converged(ad, cloud, [gid]), timeout=45)
+    assert svc.stop() == 0
+
+
+def test_a_paused_leader_writes_nothing_when_resumed(
+    sandbox: Any,
+    cloud: Cloud,
+    users: list[str],
+    test_ou: str,
+    ldap_conn: Any,
+    tmp_path: Path,
+    service_factory: Any,
+    postgres_url: str,
+) -> None:
+    prefix = f"HAP-{uuid.uuid4().hex[:6]}"
+    ad = AdView(ldap_conn, test_ou)
+    seed = cloud.create_group(f"{prefix} Seed", users[:1])
+    a = service_factory(ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url))
+    wait_for("a active and converged", lambda: role(a) == "active" and converged(ad, cloud, [seed]))
+    b = service_factory(ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url))
+    wait_for("b standing by", lambda: role(b) == "standby")
+
+    # Many groups at once, and a pause of the leader in the middle of writing them.
+    many = [cloud.create_group(f"{prefix} {n:02d}", users[n % 5 : n % 5 + 2]) for n in range(60)]
+    wait_for("the leader to start writing", lambda: len(ad.groups()) > 1, interval=0.02)
+    a.proc.send_signal(signal.SIGSTOP)
+    paused_with = len(ad.groups())
+    try:
+        assert paused_with < 61, "the leader finished before the pause; the test did not pause it mid-apply"
+        wait_for("b to take over and converge", lambda: converged(ad, cloud, [seed, *many]), timeout=60)
+        wait_for("b to say it is active", lambda: role(b) == "active", timeout=10)
+        time.sleep(2)  # b's cycle is over: AD is quiet now
+        mark = {g.dn: g.usn_changed for g in ad.groups()}
+        resumed_at = time.time()
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    wait_for("the resumed leader to stand by", lambda: role(a) == "standby", timeout=20)
+    time.sleep(3)
+    # The resumed leader wrote nothing: every group as b left it (same objects, none changed since), still
+    # converged exactly (no duplicate, nothing deleted).
+    assert {g.dn: g.usn_changed for g in ad.groups()} == mark
+    converged(ad, cloud, [seed, *many])
+    assert role(b) == "active" and a.health()["role"] == "standby"
+    fenced = [e for e in a.events() if e.get("event") in ("fenced", "role") and e.get("role") == "standby"]
+    assert fenced, "the resumed leader says it stopped writing"
+    # Its provisioning-log entries after the pause can only record the one write it had already sent when it
+    # was stopped (that object was in AD before b converged); nothing it tried after resuming.
+    store = PostgresStore(postgres_url)
+    try:
+        since = store.read_log(since=resumed_at, limit=10_000)
+    finally:
+        store.close()
+    b_runs = {e["run_id"] for e in b.events() if e.get("event") == "cycle"}
+    from_a = [(e.action, e.result, e.dn) for e in since if e.run_id not in b_runs]
+    assert len(from_a) <= 1 and all(r == "success" and dn in mark for _, r, dn in from_a), from_a
+    assert a.stop() == 0 and b.stop() == 0

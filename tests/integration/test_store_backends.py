@@ -1,0 +1,214 @@
+"""Both state backends against real servers: a SQLite file and the test bed's PostgreSQL.
+
+The store tests shared by both backends live with the unit tests (tests/unit/test_replica_snapshot.py,
+test_state_errors.py, parametrized over SQLite and PostgreSQL); here is what needs more than one connection,
+a server that goes away, or the CLI: the leader lease and its fencing token, concurrent migrations, a
+connection that comes back after a server restart, `writeback state migrate`, and messages without the
+password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tests.testbed.fixtures import PostgresServer, without_password
+from tests.testbed.stores import BACKENDS, open_store
+
+from writeback.adapters.state.postgres import PostgresStore
+from writeback.adapters.state.schema import MIGRATIONS
+from writeback.adapters.state.sqlbase import ALL_TABLES, SqlStore
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app.lease import LeaderLease
+from writeback.core.model import CloudGroup, CloudUser, MemberRef
+from writeback.errors import LeaseLostError, StateError, StateSchemaError, StateUnavailableError
+
+pytestmark = [pytest.mark.postgres]
+
+
+def _second(store: SqlStore, tmp_path: Path) -> SqlStore:
+    """Another connection to the same state (another server, as far as the database can tell)."""
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.url)
+    return SqliteStore(tmp_path / "state.sqlite")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_holder_at_a_time_and_the_fencing_token_only_grows(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    a_store = open_store(request, tmp_path, backend)
+    b_store = _second(a_store, tmp_path)
+    a = LeaderLease(a_store, ttl=1.5, renew_interval=0.5, holder="a")
+    b = LeaderLease(b_store, ttl=1.5, renew_interval=0.5, holder="b")
+    assert a.tick() and a.role == "active"
+    first = a.token
+    assert not b.tick() and b.role == "standby"
+    assert "a is active" in b.reason
+    assert a.tick() and a.token == first  # renewed in time: the same token
+    a.guard()  # holds: no exception
+    time.sleep(1.7)  # a stops renewing (paused): its lease runs out
+    with pytest.raises(LeaseLostError):
+        a.guard()
+    assert b.tick() and b.token is not None and first is not None and b.token > first
+    b.guard()
+    assert not a.tick() and a.role == "standby"  # the paused one wakes up: standing by
+    with pytest.raises(LeaseLostError):
+        a.guard()
+    b.stop(release=True)  # a clean stop hands over at once
+    assert a.tick()
+    assert first is not None and a.token == first + 2  # a new epoch each time the lease changes hands
+
+
+def test_two_servers_racing_for_a_free_lease_never_both_win(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url) for _ in range(8)]
+    leases = [LeaderLease(s, ttl=30, renew_interval=5, holder=f"h{i}") for i, s in enumerate(stores)]
+    start = threading.Barrier(len(leases))
+    results: list[bool] = []
+
+    def race(lease: LeaderLease) -> None:
+        start.wait()
+        results.append(lease.tick())
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    for s in stores:
+        s.close()
+
+
+def test_servers_starting_together_migrate_the_schema_once(postgres_url: str) -> None:
+    errors: list[BaseException] = []
+    opened: list[PostgresStore] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(PostgresStore(postgres_url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(s.schema_version() == len(MIGRATIONS) for s in opened)
+    rows = opened[0].db.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    for s in opened:
+        s.close()
+
+
+def test_a_newer_schema_in_postgresql_is_refused(postgres_url: str) -> None:
+    PostgresStore(postgres_url).db.execute(
+        "INSERT INTO schema_migrations VALUES (?, 0)", (len(MIGRATIONS) + 1,)
+    )
+    with pytest.raises(StateSchemaError, match="written by a newer writeback"):
+        PostgresStore(postgres_url)
+
+
+def test_the_connection_comes_back_after_a_server_restart(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    store = PostgresStore(postgres_url)
+    store.record_applied("g1", "CN=G1,DC=x")
+    postgres_server.stop()
+    try:
+        with pytest.raises(StateUnavailableError) as info:
+            store.applied_dns()
+        message = str(info.value)
+        _, password = without_password(postgres_url)
+        assert password not in message
+        assert "Check that PostgreSQL runs and is reachable" in message
+    finally:
+        postgres_server.start()
+    assert store.applied_dns() == {"g1": "CN=G1,DC=x"}  # reconnected by itself
+
+
+def test_a_wrong_password_says_what_to_check_without_showing_it(postgres_url: str) -> None:
+    url, password = without_password(postgres_url)
+    with pytest.raises(StateError) as info:
+        PostgresStore(url, password=password + "x")
+    message = str(info.value)
+    assert "password" in message and "state.password_env" in message
+    assert password not in message and password + "x" not in message
+
+
+def test_tls_is_verified_by_default(postgres_url: str) -> None:
+    url, password = without_password(postgres_url)
+    bare = url.split("?", 1)[0]  # no sslrootcert: the sandbox CA is unknown, so verify-full must refuse
+    with pytest.raises(StateUnavailableError) as info:
+        PostgresStore(bare, password=password)
+    assert "certificate" in str(info.value).lower() or "root" in str(info.value).lower()
+
+
+def test_state_migrate_copies_a_sqlite_state_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    sqlite_path = tmp_path / "state.sqlite"
+    src = SqliteStore(sqlite_path)
+    with src.transaction() as tx:
+        tx.upsert_user(CloudUser("u1", display_name="Ann"))
+        tx.upsert_group(CloudGroup("g1", display_name="Sales"))
+        tx.add_members("g1", [MemberRef("user", "u1")])
+        tx.set_delta_link("users", "https://graph/users?token=1")
+        tx.set_delta_link("groups", "https://graph/groups?token=2")
+    src.log("run1", "create", "success", cloud_id="g1", group_name="Sales", detail={"members": 1})
+    src.record_applied("g1", "CN=Sales,OU=W,DC=corp,DC=test")
+    src.record_fingerprints({"g1": "abc"})
+    src.put_ad_users([{"id": "guid-1", "department": "HR"}], replace=True, usn=42, dc="inv-1")
+    src.set_allowances({"deletes": 3})
+    src.close()
+    url, password = without_password(postgres_url)
+    config = tmp_path / "writeback.toml"
+    config.write_text(
+        f"""
+[source]
+tenant_id = "t"
+client_id = "c"
+client_secret_env = "UNUSED_SECRET"
+[target]
+ldap_urls = ["ldaps://127.0.0.1"]
+bind_dn = "CN=x"
+bind_password_env = "UNUSED_PASSWORD"
+base_dn = "DC=corp,DC=test"
+target_ou = "OU=W,DC=corp,DC=test"
+[state]
+path = "{sqlite_path}"
+"""
+    )
+    env = {**os.environ, "PGPASSWORD": password}
+    env.pop("WRITEBACK_CONFIG", None)
+    argv = [sys.executable, "-m", "writeback", "--config", str(config), "state", "migrate", "--to", url]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert password not in done.stdout + done.stderr
+    assert "members       1 rows" in done.stdout
+
+    dst = PostgresStore(postgres_url)
+    snap = dst.snapshot()
+    assert snap.groups["g1"].members == frozenset({MemberRef("user", "u1")})
+    assert snap.users["u1"].display_name == "Ann"
+    assert dst.has_synced() and dst.get_delta_link("groups") == "https://graph/groups?token=2"
+    assert [(e.id, e.action, e.detail) for e in dst.read_log()] == [(1, "create", {"members": 1})]
+    assert dst.applied_dns() == {"g1": "CN=Sales,OU=W,DC=corp,DC=test"}
+    assert dst.applied_fingerprints() == {"g1": "abc"}
+    assert dst.ad_users_watermark() == ("inv-1", 42) and dst.ad_users() == [
+        {"id": "guid-1", "department": "HR"}
+    ]
+    assert dst.allowances() == {"deletes": 3}
+    dst.log("run2", "update", "success", cloud_id="g1")  # new rows are numbered after the copied ones
+    assert [e.id for e in dst.read_log()] == [1, 2]
+    assert {t: len(dst.read_table(t)[1]) for t in ALL_TABLES}["log"] == 2
+
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode != 0 and "already holds a writeback state" in again.stderr
+    assert json.dumps(password) not in again.stderr
