@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 from writeback.app.gathering import Schema, gather
@@ -257,13 +257,20 @@ class Engine:
             out_of_scope=state.out_of_scope,
             applied=self.store.applied_fingerprints(),
         )
+        if state.warnings:
+            plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual)
         return hold_unsafe(plan, self._managed, self.thresholds(allow))
 
     def mapped_attributes(self) -> tuple[str, ...]:
         """The AD attributes writeback writes besides members: read back to compare."""
-        return (*self.schema().write, "description", "displayName", *self.settings.mapping.attributes)
+        schema = self.schema()
+        return tuple(
+            dict.fromkeys(
+                (*schema.write, "description", "displayName", *schema.mail, *self.settings.mapping.attributes)
+            )
+        )
 
     def policy(self) -> Policy:
         s = self.settings

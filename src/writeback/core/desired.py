@@ -30,6 +30,7 @@ from writeback.core.mapping import (
     Mapper,
     assign_sam_account_names,
     dynamic_sam_candidates,
+    group_type_change_refused,
     immutable_id_to_guid,
     nesting_allowed,
 )
@@ -81,7 +82,7 @@ def cloud_intents(
     in_scope: set[str] = set()
     out: dict[str, str] = {}
     for gid, g in snapshot.groups.items():
-        reason = out_of_scope_reason(g, settings.scope)
+        reason = out_of_scope_reason(g, settings.scope, snapshot.unified_writeback_default)
         if reason is None:
             in_scope.add(gid)
         else:
@@ -216,6 +217,9 @@ class DirectoryFacts:
     managed: tuple[DirectoryGroup, ...] = ()  # managed groups read (every one, or those asked for)
     taken_names: Mapping[str, str] = field(default_factory=dict)  # lower-cased sAMAccountName -> holder DN
     existing_dns: frozenset[str] = frozenset()  # normalised DNs (among those asked) that exist
+    # Attributes writeback maps that this forest's schema lacks (Exchange's, without Exchange's schema):
+    # left out of every desired group, and said once in the plan.
+    missing_attributes: frozenset[str] = frozenset()
 
 
 # 3. Desire -----------------------------------------------------------------------------------------------
@@ -225,6 +229,7 @@ class DesiredState:
     actual: tuple[DirectoryGroup, ...]  # the managed AD groups this plan compares against
     cloud: Mapping[str, CloudGroup]
     out_of_scope: Mapping[str, str]
+    warnings: tuple[str, ...] = ()  # said once in the plan (e.g. attributes the schema lacks)
 
 
 def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -> DesiredState:
@@ -247,7 +252,15 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
     actual = tuple(g for g in facts.managed if g.anchor and g.anchor.startswith(prefixes))
     if intents.reconciled is not None:
         actual = tuple(g for g in actual if g.cloud_id in intents.reconciled)
-    return DesiredState(groups, actual, intents.cloud_groups, intents.out_of_scope)
+    warnings: list[str] = []
+    if resolver.left_out:
+        names = ", ".join(sorted(resolver.left_out))
+        warnings.append(
+            f"this forest's schema has no {names}: {len(resolver.left_out_groups)} mail group(s) are written "
+            "with the attributes the schema holds (mail, proxyAddresses, displayName where present) but without "
+            "these. Extend the schema with Exchange's (Exchange Server setup /PrepareSchema) to write them"
+        )
+    return DesiredState(groups, actual, intents.cloud_groups, intents.out_of_scope, tuple(warnings))
 
 
 class _Resolver:
@@ -267,6 +280,8 @@ class _Resolver:
         self.managed_dns = {normalize_dn(g.dn) for g in facts.managed}
         self.done: dict[str, DesiredGroup] = {}
         self.visiting: set[str] = set()
+        self.left_out: set[str] = set()  # wanted attributes the schema lacks
+        self.left_out_groups: set[str] = set()
 
     def _sam_names(self) -> dict[str, str]:
         existing: dict[str, str] = {}
@@ -298,6 +313,10 @@ class _Resolver:
         dn = intent.dn
         if error is None and intent.key in self.duplicates:
             error = f"several AD groups carry anchor {intent.anchor}; writeback will not touch them until one remains"
+        if error is None and current is not None and current.group_type != intent.group_type:
+            refused = group_type_change_refused(current.group_type, intent.group_type)
+            if refused:
+                error = f"{current.dn}: {refused}"
         if error is None and _occupied(dn, current, self.facts.existing_dns, self.managed_dns):
             error = (
                 f"{dn} already exists and is not managed by writeback (it has no {intent.anchor} anchor); "
@@ -313,7 +332,11 @@ class _Resolver:
                 "the group is skipped (raise members.max_members to write it)"
             )
         attrs: dict[str, str | None] = {a: intent.anchor for a in self.facts.anchor_attributes}
-        attrs.update(intent.attributes)
+        missing = self.facts.missing_attributes
+        attrs.update((k, v) for k, v in intent.attributes.items() if k not in missing)
+        if dropped := {k for k, v in intent.attributes.items() if k in missing and v is not None}:
+            self.left_out |= dropped
+            self.left_out_groups.add(intent.key)
         return DesiredGroup(
             cloud_id=intent.key,
             anchor=intent.anchor,
@@ -351,7 +374,8 @@ class _Resolver:
         if user.deleted:
             return _Skip(SkipReason.SOFT_DELETED.value)
         if not user.is_synced:
-            return _Skip(SkipReason.CLOUD_ONLY.value)
+            # A guest (B2B) user has its own reason: it can never have an AD account, a cloud member can get one.
+            return _Skip((SkipReason.GUEST if user.is_guest else SkipReason.CLOUD_ONLY).value)
         sid, guid = account_keys(user)
         for how in self.settings.members.match_order:
             acct = None

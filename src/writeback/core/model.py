@@ -62,6 +62,11 @@ class CloudUser:
     def is_synced(self) -> bool:
         return bool(self.on_premises_sync_enabled) or bool(self.on_premises_security_identifier)
 
+    @property
+    def is_guest(self) -> bool:
+        """userType Guest: an external (B2B) user (https://learn.microsoft.com/graph/api/resources/user)."""
+        return str(self.attributes.get("userType") or "").lower() == "guest"
+
 
 @dataclass(frozen=True, slots=True)
 class CloudGroup:
@@ -82,6 +87,10 @@ class CloudGroup:
     attributes: Mapping[str, Any] = field(default_factory=dict)
     members: frozenset[MemberRef] = frozenset()
     deleted: bool = False  # soft-deleted (in deletedItems, restorable)
+    # -- Mail and Microsoft 365 groups (issue 13, group types): Graph's mail, proxyAddresses, visibility.
+    mail: str | None = None
+    proxy_addresses: tuple[str, ...] = ()
+    visibility: str | None = None  # Public, Private, HiddenMembership (Microsoft 365 groups)
 
     @property
     def is_dynamic(self) -> bool:
@@ -90,6 +99,11 @@ class CloudGroup:
     @property
     def is_unified(self) -> bool:
         return "Unified" in self.group_types
+
+    @property
+    def is_mail_group(self) -> bool:
+        """A group Exchange knows as a recipient: a Microsoft 365 group or a mail-enabled (security) group."""
+        return self.mail_enabled or self.is_unified
 
     @property
     def anchor(self) -> str:
@@ -102,6 +116,10 @@ class CloudSnapshot:
 
     users: Mapping[str, CloudUser]
     groups: Mapping[str, CloudGroup]
+    # The tenant's NewUnifiedGroupWritebackDefault (directory setting "Group.Unified"): False stops Microsoft
+    # 365 groups whose writebackConfiguration.isEnabled is null from being written back; None when the tenant
+    # has no such setting (Microsoft's default: written back) or it was not read.
+    unified_writeback_default: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +160,7 @@ class SkipReason(str, Enum):
     """Why a cloud member is not written to AD."""
 
     CLOUD_ONLY = "cloud-only user (not synced from AD)"
+    GUEST = "guest user (userType Guest, not synced from AD): no AD account to write"
     SOFT_DELETED = "user is soft-deleted in the cloud"
     NOT_FOUND_IN_AD = "synced user not found in AD"
     UNSUPPORTED_KIND = "object type not written to AD"

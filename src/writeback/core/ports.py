@@ -48,6 +48,9 @@ class ReplicaTransaction(Protocol):
 
     def set_delta_link(self, resource: str, link: str | None) -> None: ...
 
+    def set_unified_writeback_default(self, value: bool | None) -> None:
+        """Store the tenant's NewUnifiedGroupWritebackDefault (None: not set); snapshots carry it."""
+
     def upsert_user(self, user: CloudUser) -> None: ...
 
     def remove_user(self, user_id: str, *, hard: bool) -> None:

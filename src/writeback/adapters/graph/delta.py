@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from writeback.adapters.graph.client import GraphClient
-from writeback.adapters.graph.convert import group_from_graph, member_changes, removed_reason, user_from_graph
+from writeback.adapters.graph.convert import (
+    group_from_graph,
+    member_changes,
+    removed_reason,
+    unified_writeback_default,
+    user_from_graph,
+)
 from writeback.core.model import MemberRef
 from writeback.core.ports import ReplicaStore, ReplicaTransaction, SyncReport
 from writeback.errors import SyncStateError
@@ -56,12 +62,32 @@ class GraphSource:
             changed, was_full = self._sync_resource(replica, resource)
             full = full or was_full
             (users if resource == "users" else groups).update(changed)
+        if self.client.settings.read_group_settings:
+            groups |= self._sync_group_settings(replica)
         return SyncReport(
             full_resync=full,
             changed_users=frozenset(users),
             changed_groups=frozenset(groups),
             requests=self.client.stats.get("requests", 0) - start,
         )
+
+    def _sync_group_settings(self, replica: ReplicaStore) -> set[str]:
+        """Read NewUnifiedGroupWritebackDefault (tenant directory setting Group.Unified) into the replica.
+
+        Group settings have no delta query, so they are read whole on every sync (one small request). When
+        the value changes, every Microsoft 365 group whose isEnabled is null changes scope: their ids are
+        returned as changed so an incremental plan reconciles them.
+        """
+        value = unified_writeback_default(self.client.iter_pages("/v1.0/groupSettings"))
+        before = replica.snapshot(())
+        if before.unified_writeback_default == value:
+            return set()
+        with replica.transaction() as tx:
+            tx.set_unified_writeback_default(value)
+        log.info(
+            "tenant setting NewUnifiedGroupWritebackDefault is now %s", "unset" if value is None else value
+        )
+        return {g.id for g in before.groups.values() if g.is_unified and g.writeback_enabled is None}
 
     # -- rounds ----------------------------------------------------------------------------------------------
 

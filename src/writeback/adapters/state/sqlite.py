@@ -25,6 +25,8 @@ from writeback.errors import StateCorruptError, StateError, StateLockedError, St
 
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
 REPLICA_TABLES = ("users", "groups", "members", "delta_links")
+# The tenant's NewUnifiedGroupWritebackDefault as last synced from Graph ("true", "false", NULL when not set).
+UNIFIED_DEFAULT_KEY = "unified_writeback_default"
 SIDE_FILES = ("-wal", "-shm", "-journal")
 REBUILD_HINT = (
     "run `writeback state rebuild-replica` to rebuild the cloud replica from Microsoft Graph "
@@ -91,6 +93,7 @@ def _user_from_json(text: str, deleted: int) -> CloudUser:
 def _group_from_json(text: str, deleted: int, members: frozenset[MemberRef]) -> CloudGroup:
     d = json.loads(text)
     d["group_types"] = tuple(d.get("group_types") or ())
+    d["proxy_addresses"] = tuple(d.get("proxy_addresses") or ())
     d["deleted"] = bool(deleted)
     d["members"] = members
     return CloudGroup(**d)
@@ -177,6 +180,10 @@ class _Tx:
 
     def set_delta_link(self, resource: str, link: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO delta_links VALUES (?, ?)", (resource, link))
+
+    def set_unified_writeback_default(self, value: bool | None) -> None:
+        text = None if value is None else str(value).lower()
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (UNIFIED_DEFAULT_KEY, text))
 
     def upsert_user(self, user: CloudUser) -> None:
         self.db.execute(
@@ -329,7 +336,12 @@ class SqliteStore:
                 groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
             except (ValueError, TypeError, KeyError) as exc:
                 raise _corrupt_row(self.path, "groups", r[0], exc) from exc
-        return CloudSnapshot(users=users, groups=groups)
+        default = self.get_meta(UNIFIED_DEFAULT_KEY)
+        return CloudSnapshot(
+            users=users,
+            groups=groups,
+            unified_writeback_default=None if default is None else default == "true",
+        )
 
     def reset_replica(self) -> None:
         """Forget the cloud replica and its delta links (the next sync reads everything from Graph again).
