@@ -344,7 +344,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     directory = _sandbox_dir(args)
     if args.sandbox_cmd == "up":
-        info = sandbox.sandbox_up(directory, users=args.users, progress=_progress(args))
+        info = sandbox.sandbox_up(
+            directory, users=args.users, progress=_progress(args), exchange_schema=args.exchange_schema
+        )
         print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
         if info.graph_url:
             print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
@@ -501,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", help=f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
     )
     up.add_argument("--users", type=int, default=50, help="seeded AD users (default 50)")
+    up.add_argument(
+        "--exchange-schema",
+        action="store_true",
+        help="extend the schema with Exchange's recipient attributes (mailNickname, msExchRecipientTypeDetails, "
+        "msExchRecipientDisplayType), as a forest prepared for Exchange has; irreversible for this sandbox",
+    )
     for name in ("down", "status"):
         x = sbs.add_parser(name)
         x.add_argument("--dir")
