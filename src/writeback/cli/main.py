@@ -231,6 +231,14 @@ def cmd_state(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _group_kind(group_type: int) -> str:
+    """'universal security', 'universal distribution', ... from an AD groupType."""
+    scope = next(
+        (n for bit, n in ((8, "universal"), (2, "global"), (4, "domain local")) if group_type & bit), "?"
+    )
+    return f"{scope} {'security' if group_type < 0 else 'distribution'}"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from writeback.app.wiring import build_directory
     from writeback.core.dn import rdn
@@ -242,7 +250,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             (MSDS_ANCHOR, ADMIN_DESCRIPTION) if directory.has_attribute(MSDS_ANCHOR) else (ADMIN_DESCRIPTION,)
         )
         groups = sorted(
-            directory.read_managed_groups(anchors, (*anchors, "displayName", "description")),
+            directory.read_managed_groups(anchors, (*anchors, "displayName", "description", "mail")),
             key=lambda g: g.dn.lower(),
         )
     finally:
@@ -257,6 +265,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                         "anchor": g.anchor,
                         "sAMAccountName": g.sam_account_name,
                         "groupType": g.group_type,
+                        "mail": g.attributes.get("mail"),
                         "members": sorted(g.members),
                     }
                     for g in groups
@@ -268,7 +277,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not groups:
         print("No groups managed by writeback in AD.")
     for g in groups:
-        print(f"{g.dn}\n    sAMAccountName={g.sam_account_name}  anchor={g.anchor}  {len(g.members)} members")
+        mail = f"  mail={g.attributes['mail']}" if g.attributes.get("mail") else ""
+        print(
+            f"{g.dn}\n    {_group_kind(g.group_type)}  sAMAccountName={g.sam_account_name}  anchor={g.anchor}"
+            f"{mail}  {len(g.members)} members"
+        )
         for m in sorted(g.members, key=str.lower):
             print(f"      - {rdn(m)[3:]}")
     return EXIT_OK
