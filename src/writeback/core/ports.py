@@ -29,6 +29,10 @@ class ReplicaStore(Protocol):
 
     def get_delta_link(self, resource: str) -> str | None: ...
 
+    def get_unified_writeback_default(self) -> bool | None:
+        """The tenant's NewUnifiedGroupWritebackDefault as last synced (None: not set)."""
+        ...
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         """The replica as immutable values.
 

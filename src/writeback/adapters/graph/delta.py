@@ -79,9 +79,9 @@ class GraphSource:
         returned as changed so an incremental plan reconciles them.
         """
         value = unified_writeback_default(self.client.iter_pages("/v1.0/groupSettings"))
-        before = replica.snapshot(())
-        if before.unified_writeback_default == value:
+        if replica.get_unified_writeback_default() == value:
             return set()
+        before = replica.snapshot(())  # every group's properties, no members: only when the value changed
         with replica.transaction() as tx:
             tx.set_unified_writeback_default(value)
         log.info(

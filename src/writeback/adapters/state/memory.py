@@ -56,6 +56,9 @@ class MemoryReplica:
         _check_resource(resource)
         return self.delta_links.get(resource)
 
+    def get_unified_writeback_default(self) -> bool | None:
+        return self.unified_writeback_default
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         with self._lock:
             wanted = self.groups.keys() if member_groups is None else set(member_groups)

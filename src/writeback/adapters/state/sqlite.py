@@ -305,6 +305,10 @@ class SqliteStore:
         row = self.db.execute("SELECT link FROM delta_links WHERE resource = ?", (resource,)).fetchone()
         return row[0] if row else None
 
+    def get_unified_writeback_default(self) -> bool | None:
+        value = self.get_meta(UNIFIED_DEFAULT_KEY)
+        return None if value is None else value == "true"
+
     def has_synced(self) -> bool:
         rows = self.db.execute("SELECT COUNT(*) FROM delta_links WHERE link IS NOT NULL").fetchone()
         return bool(rows[0] >= 2)
@@ -336,12 +340,8 @@ class SqliteStore:
                 groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
             except (ValueError, TypeError, KeyError) as exc:
                 raise _corrupt_row(self.path, "groups", r[0], exc) from exc
-        default = self.get_meta(UNIFIED_DEFAULT_KEY)
-        return CloudSnapshot(
-            users=users,
-            groups=groups,
-            unified_writeback_default=None if default is None else default == "true",
-        )
+        default = self.get_unified_writeback_default()
+        return CloudSnapshot(users=users, groups=groups, unified_writeback_default=default)
 
     def reset_replica(self) -> None:
         """Forget the cloud replica and its delta links (the next sync reads everything from Graph again).
