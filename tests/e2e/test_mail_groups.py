@@ -244,7 +244,10 @@ def test_exchange_schema_attributes(
 ) -> None:
     """Last in this file: extends the sandbox schema with Exchange's attributes (permanent)."""
     up = subprocess.run(
-        [sys.executable, "-m", "writeback", "sandbox", "up", "--dir", str(sandbox.dir), "--exchange-schema"],
+        [
+            *(sys.executable, "-m", "writeback", "sandbox", "up", "--exchange-schema"),
+            *("--dir", str(sandbox.dir), "--users", str(sandbox.users)),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
