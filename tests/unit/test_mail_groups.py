@@ -374,3 +374,29 @@ def test_replicas_keep_the_tenant_setting_and_mail_fields(make) -> None:  # type
     with replica.transaction() as tx:
         tx.set_unified_writeback_default(None)
     assert replica.snapshot(()).unified_writeback_default is None
+
+
+def test_a_changed_delta_query_starts_a_full_round() -> None:
+    """A delta link replays changes only: after switching to beta (or adding properties), unchanged groups
+    must be read again, or their writebackConfiguration would never arrive."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[]], "U1")
+    graph.delta_round(GROUPS, None, [[group("m1", groupTypes=["Unified"], mailEnabled=True)]], "G1")
+    replica = MemoryReplica()
+    source_for(graph).sync(replica)
+    assert replica.snapshot().groups["m1"].writeback_group_type is None
+    beta = "/beta/groups/delta"
+    config = {"isEnabled": True, "onPremisesGroupType": "universalSecurityGroup"}
+    graph.delta_round(
+        beta, None, [[group("m1", groupTypes=["Unified"], writebackConfiguration=config)]], "B1"
+    )
+    graph.set("/beta/directory/deletedItems/microsoft.graph.group", None, {"value": []})
+    graph.delta_round(USERS, "U1", [[]], "U2")
+    report = source_for(graph, use_beta_for_groups=True).sync(replica)
+    assert report.full_resync and "m1" in report.changed_groups
+    assert replica.snapshot().groups["m1"].writeback_group_type == "universalSecurityGroup"
+    assert replica.get_delta_link("groups") == f"https://graph.example.test{beta}?$deltatoken=B1"
+    # The same query again: incremental.
+    graph.delta_round(beta, "B1", [[]], "B2")
+    graph.delta_round(USERS, "U2", [[]], "U3")
+    assert not source_for(graph, use_beta_for_groups=True).sync(replica).full_resync

@@ -33,6 +33,10 @@ class ReplicaStore(Protocol):
         """The tenant's NewUnifiedGroupWritebackDefault as last synced (None: not set)."""
         ...
 
+    def get_delta_query(self, resource: str) -> str | None:
+        """What the stored delta link of ``resource`` was made for (API version and $select), if known."""
+        ...
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         """The replica as immutable values.
 
@@ -54,6 +58,9 @@ class ReplicaTransaction(Protocol):
 
     def set_unified_writeback_default(self, value: bool | None) -> None:
         """Store the tenant's NewUnifiedGroupWritebackDefault (None: not set); snapshots carry it."""
+
+    def set_delta_query(self, resource: str, query: str) -> None:
+        """Record what the delta link stored with it was made for (see ReplicaStore.get_delta_query)."""
 
     def upsert_user(self, user: CloudUser) -> None: ...
 

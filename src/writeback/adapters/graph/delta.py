@@ -93,6 +93,12 @@ class GraphSource:
 
     def _sync_resource(self, replica: ReplicaStore, resource: Resource) -> tuple[set[str], bool]:
         link = replica.get_delta_link(resource)
+        if link is not None and replica.get_delta_query(resource) != self._query(resource):
+            # A delta link replays changes for the query it was made with: after a change of API version or
+            # $select (beta for writebackConfiguration, new properties after an upgrade) unchanged objects would
+            # never arrive with the new properties. One full round reads them.
+            log.info("%s: the delta query changed (version or properties); starting a full round", resource)
+            link = None
         if link is not None:
             try:
                 return self._round(replica, resource, link), False
@@ -137,6 +143,7 @@ class GraphSource:
             if full:
                 self._load_deleted_items(tx, resource, seen, kept_members)
             tx.set_delta_link(resource, str(delta_link))
+            tx.set_delta_query(resource, self._query(resource))
         log.info(
             "%s delta round (%s): %d pages, %d objects changed",
             resource,
@@ -145,6 +152,11 @@ class GraphSource:
             len(seen.changed),
         )
         return seen.changed
+
+    def _query(self, resource: Resource) -> str:
+        """What a delta link depends on: the initial request's path and $select."""
+        url, params = self._initial_request(resource)
+        return f"{url}?$select={params['$select']}"
 
     def _initial_request(self, resource: Resource) -> tuple[str, dict[str, str | int]]:
         settings = self.client.settings

@@ -45,6 +45,7 @@ class MemoryReplica:
         self.members: dict[str, set[MemberRef]] = {}
         self.delta_links: dict[str, str] = {}
         self.unified_writeback_default: bool | None = None
+        self.delta_queries: dict[str, str] = {}
         self._lock = threading.Lock()
         self._active: MemoryTransaction | None = None
         self.commits = 0  # for tests: how many transactions committed
@@ -58,6 +59,10 @@ class MemoryReplica:
 
     def get_unified_writeback_default(self) -> bool | None:
         return self.unified_writeback_default
+
+    def get_delta_query(self, resource: str) -> str | None:
+        _check_resource(resource)
+        return self.delta_queries.get(resource)
 
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         with self._lock:
@@ -92,6 +97,7 @@ class MemoryTransaction:
         self._undo_members: dict[str, set[MemberRef] | _Missing] = {}
         self._undo_links: dict[str, str | _Missing] = {}
         self._undo_default: tuple[bool | None] | None = None  # (old value,) once touched
+        self._undo_queries: dict[str, str | _Missing] = {}
 
     def __enter__(self) -> MemoryTransaction:
         replica = self._replica
@@ -111,6 +117,7 @@ class MemoryTransaction:
                     _restore(replica.groups, self._undo_groups)
                     _restore(replica.members, self._undo_members)
                     _restore(replica.delta_links, self._undo_links)
+                    _restore(replica.delta_queries, self._undo_queries)
                     if self._undo_default is not None:
                         replica.unified_writeback_default = self._undo_default[0]
                 else:
@@ -128,6 +135,11 @@ class MemoryTransaction:
             self._replica.delta_links.pop(resource, None)
         else:
             self._replica.delta_links[resource] = link
+
+    def set_delta_query(self, resource: str, query: str) -> None:
+        _check_resource(resource)
+        self._save(self._replica.delta_queries, self._undo_queries, resource)
+        self._replica.delta_queries[resource] = query
 
     def set_unified_writeback_default(self, value: bool | None) -> None:
         self._require_open()

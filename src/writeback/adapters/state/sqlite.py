@@ -27,6 +27,8 @@ from writeback.errors import StateCorruptError, StateError, StateLockedError, St
 REPLICA_TABLES = ("users", "groups", "members", "delta_links")
 # The tenant's NewUnifiedGroupWritebackDefault as last synced from Graph ("true", "false", NULL when not set).
 UNIFIED_DEFAULT_KEY = "unified_writeback_default"
+# What each resource's delta link was made for (API version and $select): another query needs a full round.
+DELTA_QUERY_KEY = "delta_query:"
 SIDE_FILES = ("-wal", "-shm", "-journal")
 REBUILD_HINT = (
     "run `writeback state rebuild-replica` to rebuild the cloud replica from Microsoft Graph "
@@ -181,6 +183,9 @@ class _Tx:
     def set_delta_link(self, resource: str, link: str | None) -> None:
         self.db.execute("INSERT OR REPLACE INTO delta_links VALUES (?, ?)", (resource, link))
 
+    def set_delta_query(self, resource: str, query: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (DELTA_QUERY_KEY + resource, query))
+
     def set_unified_writeback_default(self, value: bool | None) -> None:
         text = None if value is None else str(value).lower()
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (UNIFIED_DEFAULT_KEY, text))
@@ -304,6 +309,9 @@ class SqliteStore:
     def get_delta_link(self, resource: str) -> str | None:
         row = self.db.execute("SELECT link FROM delta_links WHERE resource = ?", (resource,)).fetchone()
         return row[0] if row else None
+
+    def get_delta_query(self, resource: str) -> str | None:
+        return self.get_meta(DELTA_QUERY_KEY + resource)
 
     def get_unified_writeback_default(self) -> bool | None:
         value = self.get_meta(UNIFIED_DEFAULT_KEY)
