@@ -119,6 +119,9 @@ class MappingSettings:
     anchor: str = "auto"
     group_scope: str = "universal"  # or an expression giving universal/global/domainLocal
     attributes: Mapping[str, str] = field(default_factory=dict)  # extra AD attribute -> expression
+    # Mail groups: also write the group's secondary smtp: addresses to proxyAddresses (Connect writes the primary
+    # SMTP: address only, the default).
+    secondary_smtp_addresses: bool = False
 
 
 @dataclass(frozen=True)
@@ -419,6 +422,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         anchor=m.choice("anchor", ANCHOR_MODES, "auto"),
         group_scope=m.get("group_scope", str, "universal"),
         attributes={str(k): str(v) for k, v in attrs.items()},
+        secondary_smtp_addresses=m.get("secondary_smtp_addresses", bool, False),
     )
     m.finish()
     _check_expressions(mapping, file)

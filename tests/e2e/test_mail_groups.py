@@ -239,6 +239,33 @@ def test_is_enabled_semantics_with_the_tenant_default(
         set_unified_default(cloud, "true")
 
 
+def test_secondary_smtp_addresses_by_setting(
+    cloud: Any, workspace: Any, ldap_conn: Any, test_ou: str
+) -> None:
+    """The sample's Project Phoenix has a secondary smtp: address; Connect writes only the primary one, writeback
+    the secondaries too when mapping.secondary_smtp_addresses is set."""
+    phoenix = "0c7e2a91-5b3d-4f6a-8e1c-a1b2c3d4e504"
+    primary = "SMTP:project.phoenix@corpexample.onmicrosoft.com"
+    secondary = "smtp:phoenix@corpexample.onmicrosoft.com"
+    ws = workspace([phoenix])
+    scope_lines(ws, "include_microsoft365 = true")
+    assert ws.run("apply").code == 0
+    g = ad_group(ldap_conn, test_ou, phoenix)
+    assert g is not None and g["proxyAddresses"] == [primary]
+    ws.config.write_text(ws.config.read_text() + "\n[mapping]\nsecondary_smtp_addresses = true\n")
+    plan = ws.run("plan", "--json")
+    assert plan.code == 2, plan.out + plan.err
+    (change,) = plan.json()["changes"]
+    assert change["kind"] == "update" and sorted(change["attributes"]["proxyAddresses"]) == [
+        primary,
+        secondary,
+    ]
+    assert ws.run("apply").code == 0
+    g = ad_group(ldap_conn, test_ou, phoenix)
+    assert g is not None and sorted(g["proxyAddresses"]) == [primary, secondary]
+    assert ws.run("plan").code == 0  # read back as a set: converged
+
+
 def test_exchange_schema_attributes(
     sandbox: Any, cloud: Any, workspace: Any, ldap_conn: Any, test_ou: str, fresh_id: str
 ) -> None:

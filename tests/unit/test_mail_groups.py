@@ -4,6 +4,7 @@ type conversions in place, the tenant's NewUnifiedGroupWritebackDefault through 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import httpx
 import pytest
@@ -34,7 +35,7 @@ from writeback.core.model import (
     MemberRef,
     SkipReason,
 )
-from writeback.core.planning import ChangeKind, Policy, compute_plan
+from writeback.core.planning import ChangeKind, Plan, Policy, compute_plan
 from writeback.core.scope import out_of_scope_reason
 
 GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
@@ -400,3 +401,50 @@ def test_a_changed_delta_query_starts_a_full_round() -> None:
     graph.delta_round(beta, "B1", [[]], "B2")
     graph.delta_round(USERS, "U2", [[]], "U3")
     assert not source_for(graph, use_beta_for_groups=True).sync(replica).full_resync
+
+
+# -- secondary smtp: addresses (mapping.secondary_smtp_addresses): a multi-valued attribute ----------------------
+
+
+def test_secondary_smtp_addresses_by_setting() -> None:
+    assert mapper().intent(m365()).attributes["proxyAddresses"] == "SMTP:sales@corp.example"
+    both = mapper(secondary_smtp_addresses=True).intent(m365()).attributes["proxyAddresses"]
+    # Primary first, then the secondary smtp: ones; never other address types (SPO:, X500: ...).
+    assert both == ("SMTP:sales@corp.example", "smtp:sales@corp.onmicrosoft.com")
+    assert parse_settings(
+        {**DOC, "mapping": {"secondary_smtp_addresses": True}}, "t.toml"
+    ).mapping.secondary_smtp_addresses
+
+
+def test_multi_valued_attributes_compare_as_sets_and_survive_saved_plans() -> None:
+    config = settings(
+        scope={"include_microsoft365": True}, mapping=MappingSettings(secondary_smtp_addresses=True)
+    )
+    wanted = ("SMTP:sales@corp.example", "smtp:sales@corp.onmicrosoft.com")
+    same = managed(DISTRIBUTION, mail="sales@corp.example", proxyAddresses=tuple(reversed(wanted)))  # type: ignore[arg-type]
+    state = desire([m365(kind="universalDistributionGroup")], managed=[same], config=config)
+    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    assert "proxyAddresses" not in next(c.attributes for c in plan.changes if c.kind is ChangeKind.UPDATE)
+    fewer = managed(DISTRIBUTION, mail="sales@corp.example", proxyAddresses=("SMTP:sales@corp.example",))  # type: ignore[arg-type]
+    state = desire([m365(kind="universalDistributionGroup")], managed=[fewer], config=config)
+    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    (update,) = [c for c in plan.changes if c.kind is ChangeKind.UPDATE]
+    assert update.attributes["proxyAddresses"] == wanted
+    saved = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert saved.digest() == plan.digest() and saved.changes[0].attributes["proxyAddresses"] == wanted
+
+
+def test_directory_reads_and_writes_every_proxy_address() -> None:
+    from writeback.adapters.directory.adapter import _encoded
+    from writeback.adapters.directory.entries import group_from_entry
+
+    raw = {
+        "objectguid": [bytes(16)],
+        "grouptype": [b"8"],
+        "proxyaddresses": [b"SMTP:a@x", b"smtp:b@x"],
+        "mail": [b"a@x"],
+    }
+    g = group_from_entry("CN=g,DC=x", raw, [], (), ("proxyAddresses", "mail", "mailNickname"))
+    assert g.attributes["proxyAddresses"] == ("SMTP:a@x", "smtp:b@x")
+    assert g.attributes["mail"] == "a@x" and g.attributes["mailNickname"] is None
+    assert _encoded(("SMTP:a@x", "smtp:b@x")) == [b"SMTP:a@x", b"smtp:b@x"] and _encoded(8) == [b"8"]

@@ -383,7 +383,8 @@ class Engine:
             self.store.record_applied(change.cloud_id, change.dn)
         elif change.kind is ChangeKind.UPDATE:
             d.modify_attributes(
-                change.dn, {k: None if v is None else str(v) for k, v in change.attributes.items()}
+                change.dn,
+                {k: v if v is None or isinstance(v, tuple) else str(v) for k, v in change.attributes.items()},
             )
         elif change.kind is ChangeKind.MOVE:
             assert change.new_dn is not None

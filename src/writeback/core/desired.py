@@ -39,6 +39,7 @@ from writeback.core.model import (
     DYNAMIC_ANCHOR_PREFIX,
     DYNAMIC_KEY_PREFIX,
     GROUP_TYPE_SECURITY,
+    AttributeValue,
     CloudGroup,
     CloudSnapshot,
     CloudUser,
@@ -331,7 +332,7 @@ class _Resolver:
                 f"{len(members)} members exceeds members.max_members ({cap}); "
                 "the group is skipped (raise members.max_members to write it)"
             )
-        attrs: dict[str, str | None] = {a: intent.anchor for a in self.facts.anchor_attributes}
+        attrs: dict[str, AttributeValue] = {a: intent.anchor for a in self.facts.anchor_attributes}
         missing = self.facts.missing_attributes
         attrs.update((k, v) for k, v in intent.attributes.items() if k not in missing)
         if dropped := {k for k, v in intent.attributes.items() if k in missing and v is not None}:

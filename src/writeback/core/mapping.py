@@ -32,6 +32,7 @@ from writeback.core.model import (
     GROUP_TYPE_GLOBAL,
     GROUP_TYPE_SECURITY,
     GROUP_TYPE_UNIVERSAL,
+    AttributeValue,
     CloudGroup,
     Intent,
 )
@@ -58,6 +59,7 @@ ON_PREMISES_GROUP_TYPES = (UNIVERSAL_DISTRIBUTION, UNIVERSAL_SECURITY, UNIVERSAL
 # Base-schema mail attributes of a group (mailNickname is Exchange's ms-Exch-Mail-Nickname: a forest without
 # Exchange's schema lacks it, and the desired state then leaves it out).
 MAIL_ATTRIBUTES = ("mail", "proxyAddresses", "mailNickname")
+MULTI_VALUED_ATTRIBUTES = frozenset({"proxyAddresses"})  # read back and written as several values
 # The Exchange recipient attributes that make the AD group a recipient of the right kind for Exchange. Microsoft
 # documents no list of what Connect stamps on written-back groups; these are the two Exchange reads to tell a
 # recipient's kind (attribute names and OIDs: Exchange schema, ms-Exch-Recipient-Display-Type
@@ -91,12 +93,15 @@ def on_premises_group_type(group: CloudGroup) -> str | None:
     return None
 
 
-def mail_attributes(group: CloudGroup, kind: str | None) -> dict[str, str | None]:
+def mail_attributes(
+    group: CloudGroup, kind: str | None, secondary: bool = False
+) -> dict[str, AttributeValue]:
     """The mail and Exchange attributes of the AD group for ``kind`` (see :func:`on_premises_group_type`).
 
     A mail group written as a plain security group gets them cleared (None): after a type change in place, the
     AD group must stop being a recipient. A cloud security group without mail gets none (keys absent), so a
-    ``mapping.attributes`` entry for them is never overridden.
+    ``mapping.attributes`` entry for them is never overridden. ``secondary`` (``mapping.secondary_smtp_addresses``)
+    adds the group's secondary ``smtp:`` addresses to proxyAddresses (then a multi-valued value, compared as a set).
     """
     if kind is None:
         return {}
@@ -104,10 +109,14 @@ def mail_attributes(group: CloudGroup, kind: str | None) -> dict[str, str | None
     if kind == UNIVERSAL_SECURITY:
         return dict.fromkeys(names)
     mail = group.mail or primary_smtp(group.proxy_addresses)
+    proxies: AttributeValue = f"SMTP:{mail}" if mail else None
+    if secondary and mail:
+        others = [p for p in group.proxy_addresses if p.startswith("smtp:") and p[5:].lower() != mail.lower()]
+        proxies = (f"SMTP:{mail}", *dict.fromkeys(others))
     return {
         "mail": mail,
-        # Only the primary address: "only the primary SMTP address is written back" (Connect Sync v1).
-        "proxyAddresses": f"SMTP:{mail}" if mail else None,
+        # By default only the primary address: "only the primary SMTP address is written back" (Connect v1).
+        "proxyAddresses": proxies,
         "mailNickname": group.mail_nickname or None,
         **_EXCHANGE_VALUES[kind],
     }
@@ -259,7 +268,7 @@ class Mapper:
             error = "mapped cn is empty; fix mapping.cn"
         elif len(cn) > CN_MAX:
             error = f"mapped cn is {len(cn)} characters; AD allows {CN_MAX}; fix mapping.cn"
-        attrs: dict[str, str | None] = {}
+        attrs: dict[str, AttributeValue] = {}
         for name, expr in self._exprs.items():
             if name != "cn" and not name.startswith("__"):
                 value = expr.evaluate(src)
@@ -269,7 +278,8 @@ class Mapper:
                     continue
                 attrs[name] = value if value != "" else None
         # Mapped attributes win over the built-in mail attributes (an administrator's mapping is deliberate).
-        attrs = {**mail_attributes(group, on_premises_group_type(group)), **attrs}
+        kind = on_premises_group_type(group)
+        attrs = {**mail_attributes(group, kind, self.mapping.secondary_smtp_addresses), **attrs}
         return Intent(
             key=group.id,
             anchor=group.anchor,

@@ -21,6 +21,10 @@ GROUP_TYPE_UNIVERSAL = 0x8
 GROUP_TYPE_SECURITY = -0x80000000  # 0x80000000 as the signed 32-bit value AD stores
 UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
 
+# An AD attribute value writeback writes or reads back: one string, several (a multi-valued attribute such as
+# proxyAddresses, compared as a set), or None (absent / to be cleared).
+AttributeValue = str | tuple[str, ...] | None
+
 ANCHOR_PREFIX = "Group_"
 DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.onprem)
 DYNAMIC_KEY_PREFIX = "dynamic:"
@@ -142,7 +146,9 @@ class DirectoryGroup:
     anchor: str | None
     sam_account_name: str | None
     group_type: int
-    attributes: Mapping[str, str | None]  # mapped single-valued attributes: description, displayName, ...
+    attributes: Mapping[
+        str, AttributeValue
+    ]  # mapped attributes: description, displayName, proxyAddresses, ...
     members: frozenset[str]  # member DNs as the directory returned them
     protected: bool = False  # adminCount=1, isCriticalSystemObject or a well-known RID
 
@@ -187,7 +193,7 @@ class DesiredGroup:
     parent_dn: str
     sam_account_name: str
     group_type: int
-    attributes: Mapping[str, str | None]  # description, displayName, and the anchor attribute(s)
+    attributes: Mapping[str, AttributeValue]  # description, displayName, and the anchor attribute(s)
     members: frozenset[str]  # member DNs
     skipped: tuple[SkippedMember, ...] = ()
     error: str | None = None  # set when the group cannot be written (member cap, 8518, ...)
@@ -209,7 +215,7 @@ class Intent:
     cn: str
     parent_dn: str
     group_type: int
-    attributes: Mapping[str, str | None]  # mapped attributes, without the anchor attribute(s)
+    attributes: Mapping[str, AttributeValue]  # mapped attributes, without the anchor attribute(s)
     sam_candidates: tuple[str, ...]
     sam_mapped: bool  # sAMAccountName mapped explicitly: the mapping wins over the name the group has
     members: tuple[MemberRef, ...] = ()  # cloud members, resolved against AD by the desired state

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from writeback.core.model import (
+    AttributeValue,
     CloudGroup,
     CloudSnapshot,
     CloudUser,
@@ -171,10 +172,12 @@ class Directory(Protocol):
         """AD users under ``base_dn`` as rule-ready dicts: all of them (``since`` None, or taken on another
         DC), or those changed and deleted since the watermark."""
 
-    def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None: ...
+    def create_group(
+        self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
+    ) -> None: ...
 
-    def modify_attributes(self, dn: str, values: Mapping[str, str | None]) -> None:
-        """Replace each attribute; None removes it."""
+    def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
+        """Replace each attribute (a tuple: several values); None removes it."""
 
     def move(self, dn: str, new_dn: str) -> None:
         """Rename and/or move (modRDN) keeping the objectGUID."""
