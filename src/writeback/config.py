@@ -22,6 +22,10 @@ from writeback.errors import ConfigError, RuleError
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
 CONNECT_CN = 'Append("Group_",[objectId])'
+# Connect Sync's "Writeback Group Distinguished Name with cloud Display Name": <displayName>_<last 12 of the id>
+# (the same shape as Cloud Sync's default; Left(...,51) keeps the CN within AD's 64 characters).
+CONNECT_DISPLAY_NAME_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
+CN_STYLES = {"cloud_sync": DEFAULT_CN, "connect": CONNECT_CN, "connect_display_name": CONNECT_DISPLAY_NAME_CN}
 DEFAULT_DESCRIPTION = "Left(Trim([description]),448)"
 DEFAULT_DISPLAY_NAME = "[displayName]"
 ANCHOR_MODES = ("auto", "msDS-ExternalDirectoryObjectId", "adminDescription", "both")
@@ -99,6 +103,10 @@ class ScopeSettings:
     group_ids: tuple[str, ...] = ()
     # Filters are ORed, clauses within a filter ANDed (like Cloud Sync's scoping filters).
     filters: tuple[tuple[FilterClause, ...], ...] = ()
+    # Mail groups in mode "all" (issue 13): Cloud Sync's "all" is cloud security groups only, so Microsoft 365
+    # groups and mail-enabled groups (mail-enabled security, distribution lists) join only when asked.
+    include_microsoft365: bool = False
+    include_mail_enabled: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,9 @@ class MappingSettings:
     # An SOA-converted group whose original AD group (found by its SID) no longer exists is reported and not
     # written; true creates a new AD group instead (with a new SID: ACLs on the old one do not follow).
     create_missing_originals: bool = False
+    # Mail groups: also write the group's secondary smtp: addresses to proxyAddresses (Connect writes the primary
+    # SMTP: address only, the default).
+    secondary_smtp_addresses: bool = False
 
 
 @dataclass(frozen=True)
@@ -517,17 +528,21 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
             cr.finish()
         filters.append(tuple(clauses))
     scope = ScopeSettings(
-        mode=sc.choice("mode", SCOPE_MODES, "all"), group_ids=sc.strings("group_ids"), filters=tuple(filters)
+        mode=sc.choice("mode", SCOPE_MODES, "all"),
+        group_ids=sc.strings("group_ids"),
+        filters=tuple(filters),
+        include_microsoft365=sc.get("include_microsoft365", bool, False),
+        include_mail_enabled=sc.get("include_mail_enabled", bool, False),
     )
     if scope.mode == "selected" and not scope.group_ids:
         raise sc.error("group_ids", 'mode = "selected" needs at least one group id')
     sc.finish()
 
     m = _table(root, "mapping", file)
-    cn_style = m.choice("cn_style", ("cloud_sync", "connect"), "cloud_sync")
+    cn_style = m.choice("cn_style", tuple(CN_STYLES), "cloud_sync")
     attrs = m.get("attributes", dict, {})
     mapping = MappingSettings(
-        cn=m.get("cn", str, CONNECT_CN if cn_style == "connect" else DEFAULT_CN),
+        cn=m.get("cn", str, CN_STYLES[cn_style]),
         target_ou=m.get("target_ou", str, None),
         description=m.get("description", str, DEFAULT_DESCRIPTION),
         display_name=m.get("display_name", str, DEFAULT_DISPLAY_NAME),
@@ -537,6 +552,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         attributes={str(k): str(v) for k, v in attrs.items()},
         keep_adopted_names=m.get("keep_adopted_names", bool, True),
         create_missing_originals=m.get("create_missing_originals", bool, False),
+        secondary_smtp_addresses=m.get("secondary_smtp_addresses", bool, False),
     )
     m.finish()
     _check_expressions(mapping, file)

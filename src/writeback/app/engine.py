@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 from writeback.app.gathering import Schema, gather
@@ -275,13 +275,20 @@ class Engine:
         )
         for message in state.loops.values():
             log.warning("%s", message)
+        if state.warnings:
+            plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual)
         return hold_unsafe(plan, self._managed, self.thresholds(allow))
 
     def mapped_attributes(self) -> tuple[str, ...]:
         """The AD attributes writeback writes besides members: read back to compare."""
-        return (*self.schema().write, "description", "displayName", *self.settings.mapping.attributes)
+        schema = self.schema()
+        return tuple(
+            dict.fromkeys(
+                (*schema.write, "description", "displayName", *schema.mail, *self.settings.mapping.attributes)
+            )
+        )
 
     def policy(self) -> Policy:
         s = self.settings
@@ -405,7 +412,8 @@ class Engine:
             self.store.record_applied(change.cloud_id, change.dn)
         elif change.kind is ChangeKind.UPDATE:
             d.modify_attributes(
-                change.dn, {k: None if v is None else str(v) for k, v in change.attributes.items()}
+                change.dn,
+                {k: v if v is None or isinstance(v, tuple) else str(v) for k, v in change.attributes.items()},
             )
         elif change.kind is ChangeKind.MOVE:
             assert change.new_dn is not None

@@ -16,7 +16,13 @@ from typing import Protocol
 
 from writeback.core.desired import DirectoryFacts, Questions
 from writeback.core.dn import is_within, normalize_dn
-from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR, anchor_attributes
+from writeback.core.mapping import (
+    ADMIN_DESCRIPTION,
+    EXCHANGE_ATTRIBUTES,
+    MAIL_ATTRIBUTES,
+    MSDS_ANCHOR,
+    anchor_attributes,
+)
 from writeback.core.model import DirectoryAccount, DirectoryGroup
 from writeback.core.ports import Directory, ResolvedAccounts
 
@@ -28,12 +34,23 @@ class Schema:
 
     write: tuple[str, ...]
     read: tuple[str, ...]
+    # The mail and Exchange attributes writeback writes on mail groups that this forest's schema lacks
+    # (without Exchange's schema: mailNickname and the msExch* recipient attributes).
+    missing: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, directory: Directory, anchor_mode: str) -> Schema:
         has_msds = directory.has_attribute(MSDS_ANCHOR)
         read = (MSDS_ANCHOR, ADMIN_DESCRIPTION) if has_msds else (ADMIN_DESCRIPTION,)
-        return cls(anchor_attributes(anchor_mode, has_msds), read)
+        missing = frozenset(
+            a for a in (*MAIL_ATTRIBUTES, *EXCHANGE_ATTRIBUTES) if not directory.has_attribute(a)
+        )
+        return cls(anchor_attributes(anchor_mode, has_msds), read, missing)
+
+    @property
+    def mail(self) -> tuple[str, ...]:
+        """The mail and Exchange attributes this forest holds (read back to compare)."""
+        return tuple(a for a in (*MAIL_ATTRIBUTES, *EXCHANGE_ATTRIBUTES) if a not in self.missing)
 
 
 class Progress(Protocol):
@@ -67,6 +84,7 @@ def gather(
         existing_dns=frozenset(_normalized(directory.existing_dns(dns)) if dns else ()),
         groups_by_sid=by_sid,
         originals=originals,
+        missing_attributes=schema.missing,
     )
 
 

@@ -21,6 +21,7 @@ from writeback.errors import ConfigError, StateLockedError
 
 def graph_settings(settings: Settings) -> GraphSettings:
     s = settings.source
+    sc = settings.scope
     if s is None:
         raise ConfigError(
             "there is no [source] table (Microsoft Graph settings)", file=settings.path, key="source"
@@ -50,7 +51,12 @@ def graph_settings(settings: Settings) -> GraphSettings:
         max_retries=s.max_retries,
         # Caps Retry-After waits and the exponential backoff alike (see writeback.adapters.graph.retry.Backoff).
         max_backoff=s.max_retry_after_seconds,
-        use_beta_for_groups=settings.scope.mode == "writeback_enabled",
+        # writebackConfiguration (isEnabled, onPremisesGroupType) is beta only: read it wherever the per-group
+        # switch or a mail group's AD type matters.
+        use_beta_for_groups=sc.mode == "writeback_enabled"
+        or sc.include_microsoft365
+        or sc.include_mail_enabled,
+        read_group_settings=sc.mode == "writeback_enabled",
     )
 
 

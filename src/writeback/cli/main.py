@@ -244,6 +244,14 @@ def _state_migrate(settings: Any, to: str) -> int:
     return EXIT_OK
 
 
+def _group_kind(group_type: int) -> str:
+    """'universal security', 'universal distribution', ... from an AD groupType."""
+    scope = next(
+        (n for bit, n in ((8, "universal"), (2, "global"), (4, "domain local")) if group_type & bit), "?"
+    )
+    return f"{scope} {'security' if group_type < 0 else 'distribution'}"
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from writeback.app.wiring import build_directory
     from writeback.core.dn import rdn
@@ -255,7 +263,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             (MSDS_ANCHOR, ADMIN_DESCRIPTION) if directory.has_attribute(MSDS_ANCHOR) else (ADMIN_DESCRIPTION,)
         )
         groups = sorted(
-            directory.read_managed_groups(anchors, (*anchors, "displayName", "description")),
+            directory.read_managed_groups(anchors, (*anchors, "displayName", "description", "mail")),
             key=lambda g: g.dn.lower(),
         )
     finally:
@@ -270,6 +278,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                         "anchor": g.anchor,
                         "sAMAccountName": g.sam_account_name,
                         "groupType": g.group_type,
+                        "mail": g.attributes.get("mail"),
                         "members": sorted(g.members),
                     }
                     for g in groups
@@ -281,7 +290,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if not groups:
         print("No groups managed by writeback in AD.")
     for g in groups:
-        print(f"{g.dn}\n    sAMAccountName={g.sam_account_name}  anchor={g.anchor}  {len(g.members)} members")
+        mail = f"  mail={g.attributes['mail']}" if g.attributes.get("mail") else ""
+        print(
+            f"{g.dn}\n    {_group_kind(g.group_type)}  sAMAccountName={g.sam_account_name}  anchor={g.anchor}"
+            f"{mail}  {len(g.members)} members"
+        )
         for m in sorted(g.members, key=str.lower):
             print(f"      - {rdn(m)[3:]}")
     return EXIT_OK
@@ -358,7 +371,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     directory = _sandbox_dir(args)
     if args.sandbox_cmd == "up":
         info = sandbox.sandbox_up(
-            directory, users=args.users, progress=_progress(args), postgres=args.postgres
+            directory,
+            users=args.users,
+            progress=_progress(args),
+            postgres=args.postgres,
+            exchange_schema=args.exchange_schema,
         )
         print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
         if info.postgres_url:
@@ -605,6 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--postgres",
         action="store_true",
         help="also start a PostgreSQL server (Debian's package) for [state] url; sandbox.json gets postgres_url",
+    )
+    up.add_argument(
+        "--exchange-schema",
+        action="store_true",
+        help="extend the schema with Exchange's recipient attributes (mailNickname, msExchRecipientTypeDetails, "
+        "msExchRecipientDisplayType), as a forest prepared for Exchange has; irreversible for this sandbox",
     )
     for name in ("down", "status"):
         x = sbs.add_parser(name)

@@ -49,6 +49,7 @@ from writeback.core.mapping import (
     Mapper,
     assign_sam_account_names,
     dynamic_sam_candidates,
+    group_type_change_refused,
     immutable_id_to_guid,
     nesting_allowed,
 )
@@ -57,6 +58,7 @@ from writeback.core.model import (
     DYNAMIC_ANCHOR_PREFIX,
     DYNAMIC_KEY_PREFIX,
     GROUP_TYPE_SECURITY,
+    AttributeValue,
     CloudGroup,
     CloudSnapshot,
     CloudUser,
@@ -109,7 +111,7 @@ def cloud_intents(
     ad_mastered: dict[str, str] = {}
     released: set[str] = set()
     for gid, g in snapshot.groups.items():
-        reason = source_of_authority_reason(g) or out_of_scope_reason(g, settings.scope)
+        reason = source_of_authority_reason(g) or out_of_scope_reason(g, settings.scope, snapshot.unified_writeback_default)
         if g.from_ad and not g.soa_converted and not g.deleted and g.on_premises_security_identifier:
             ad_mastered[gid] = g.on_premises_security_identifier.upper()
             if g.on_premises_sync_enabled or g.is_cloud_managed is False:
@@ -279,6 +281,9 @@ class DirectoryFacts:
     # account), and those in the domain read in full (SID -> group, anchored or not).
     groups_by_sid: Mapping[str, DirectoryAccount] = field(default_factory=dict)
     originals: Mapping[str, DirectoryGroup] = field(default_factory=dict)
+    # Attributes writeback maps that this forest's schema lacks (Exchange's, without Exchange's schema):
+    # left out of every desired group, and said once in the plan.
+    missing_attributes: frozenset[str] = frozenset()
 
 
 # 3. Desire -----------------------------------------------------------------------------------------------
@@ -293,6 +298,7 @@ class DesiredState:
     # Managed groups whose cloud group came from AD while Graph did not say who masters it now: untouched.
     untouched: tuple[DirectoryGroup, ...] = ()
     loops: Mapping[str, str] = field(default_factory=dict)  # cloud id of a synced copy -> the loop report
+    warnings: tuple[str, ...] = ()  # said once in the plan (e.g. attributes the schema lacks)
 
 
 def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -> DesiredState:
@@ -323,6 +329,14 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
     released = tuple(g for g in from_ad if g.cloud_id in intents.released)
     untouched = tuple(g for g in from_ad if g.cloud_id not in intents.released)
     actual = tuple(g for g in actual if g.cloud_id not in intents.ad_mastered or g.cloud_id in groups)
+    warnings: list[str] = []
+    if resolver.left_out:
+        names = ", ".join(sorted(resolver.left_out))
+        warnings.append(
+            f"this forest's schema has no {names}: {len(resolver.left_out_groups)} mail group(s) are written "
+            "with the attributes the schema holds (mail, proxyAddresses, displayName where present) but without "
+            "these. Extend the schema with Exchange's (Exchange Server setup /PrepareSchema) to write them"
+        )
     return DesiredState(
         groups,
         actual,
@@ -331,6 +345,7 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
         released,
         untouched,
         _loops(intents, facts),
+        tuple(warnings),
     )
 
 
@@ -396,6 +411,8 @@ class _Resolver:
         self.managed_dns = {normalize_dn(g.dn) for g in (*facts.managed, *adopted.values())}
         self.done: dict[str, DesiredGroup] = {}
         self.visiting: set[str] = set()
+        self.left_out: set[str] = set()  # wanted attributes the schema lacks
+        self.left_out_groups: set[str] = set()
 
     def current(self, key: str) -> DirectoryGroup | None:
         """The AD group ``key`` is written into: its managed group, or the SOA original it takes over."""
@@ -454,6 +471,10 @@ class _Resolver:
         dn = intent.dn
         if error is None and intent.key in self.duplicates:
             error = f"several AD groups carry anchor {intent.anchor}; writeback will not touch them until one remains"
+        if error is None and current is not None and current.group_type != intent.group_type:
+            refused = group_type_change_refused(current.group_type, intent.group_type)
+            if refused:
+                error = f"{current.dn}: {refused}"
         if error is None and _occupied(dn, current, self.facts.existing_dns, self.managed_dns):
             error = (
                 f"{dn} already exists and is not managed by writeback (it has no {intent.anchor} anchor); "
@@ -468,8 +489,12 @@ class _Resolver:
                 f"{len(members)} members exceeds members.max_members ({cap}); "
                 "the group is skipped (raise members.max_members to write it)"
             )
-        attrs: dict[str, str | None] = {a: intent.anchor for a in self.facts.anchor_attributes}
-        attrs.update(intent.attributes)
+        attrs: dict[str, AttributeValue] = {a: intent.anchor for a in self.facts.anchor_attributes}
+        missing = self.facts.missing_attributes
+        attrs.update((k, v) for k, v in intent.attributes.items() if k not in missing)
+        if dropped := {k for k, v in intent.attributes.items() if k in missing and v is not None}:
+            self.left_out |= dropped
+            self.left_out_groups.add(intent.key)
         return DesiredGroup(
             cloud_id=intent.key,
             anchor=intent.anchor,
@@ -544,7 +569,8 @@ class _Resolver:
         if user.deleted:
             return _Skip(SkipReason.SOFT_DELETED.value)
         if not user.is_synced:
-            return _Skip(SkipReason.CLOUD_ONLY.value)
+            # A guest (B2B) user has its own reason: it can never have an AD account, a cloud member can get one.
+            return _Skip((SkipReason.GUEST if user.is_guest else SkipReason.CLOUD_ONLY).value)
         sid, guid = account_keys(user)
         for how in self.settings.members.match_order:
             acct = None

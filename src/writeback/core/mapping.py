@@ -3,6 +3,13 @@
 Defaults follow Entra Cloud Sync's attribute mappings so writeback can take over groups Microsoft wrote:
 CN ``Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))``, anchor ``Group_<objectId>`` in
 msDS-ExternalDirectoryObjectId (adminDescription when the schema lacks it), universal security groupType.
+
+Mail groups (Microsoft 365 groups, mail-enabled security groups, distribution lists) follow Connect Sync group
+writeback, the Microsoft product that wrote them: the AD kind is ``writebackConfiguration.onPremisesGroupType``
+(unset: a Microsoft 365 group becomes a universal distribution group), always universal; a mail kind carries
+``mail``, the primary ``SMTP:`` address in ``proxyAddresses`` (Connect writes only the primary one back),
+``mailNickname`` and the Exchange recipient attributes, which exist only where the forest has Exchange's schema
+(the desired state drops attributes the schema lacks and says so once in the plan).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from writeback.core.model import (
     GROUP_TYPE_GLOBAL,
     GROUP_TYPE_SECURITY,
     GROUP_TYPE_UNIVERSAL,
+    AttributeValue,
     CloudGroup,
     Intent,
 )
@@ -41,6 +49,103 @@ SCOPE_BITS = {
     "global": GROUP_TYPE_GLOBAL,
     "domainLocal": GROUP_TYPE_DOMAIN_LOCAL,
 }
+
+# writebackConfiguration.onPremisesGroupType values (Graph beta groupWritebackConfiguration: "Microsoft 365
+# groups may take any; security groups only universalSecurityGroup").
+UNIVERSAL_DISTRIBUTION = "universalDistributionGroup"
+UNIVERSAL_SECURITY = "universalSecurityGroup"
+UNIVERSAL_MAIL_SECURITY = "universalMailEnabledSecurityGroup"
+ON_PREMISES_GROUP_TYPES = (UNIVERSAL_DISTRIBUTION, UNIVERSAL_SECURITY, UNIVERSAL_MAIL_SECURITY)
+# Base-schema mail attributes of a group (mailNickname is Exchange's ms-Exch-Mail-Nickname: a forest without
+# Exchange's schema lacks it, and the desired state then leaves it out).
+MAIL_ATTRIBUTES = ("mail", "proxyAddresses", "mailNickname")
+MULTI_VALUED_ATTRIBUTES = frozenset({"proxyAddresses"})  # read back and written as several values
+# The Exchange recipient attributes that make the AD group a recipient of the right kind for Exchange. Microsoft
+# documents no list of what Connect stamps on written-back groups; these are the two Exchange reads to tell a
+# recipient's kind (attribute names and OIDs: Exchange schema, ms-Exch-Recipient-Display-Type
+# 1.2.840.113556.1.4.7000.102.50730 and ms-Exch-Recipient-Type-Details 1.2.840.113556.1.4.7000.102.50855).
+EXCHANGE_ATTRIBUTES = ("msExchRecipientDisplayType", "msExchRecipientTypeDetails")
+# Exchange's RecipientTypeDetails and RecipientDisplayType values: MailUniversalDistributionGroup (0x100) with
+# display type DistributionGroup (1); MailUniversalSecurityGroup (0x400) with display type SecurityDistributionGroup
+# (0x40000009 = 1073741833, the ACL-able flag on a distribution list).
+_EXCHANGE_VALUES = {
+    UNIVERSAL_DISTRIBUTION: {"msExchRecipientDisplayType": "1", "msExchRecipientTypeDetails": "256"},
+    UNIVERSAL_MAIL_SECURITY: {
+        "msExchRecipientDisplayType": "1073741833",
+        "msExchRecipientTypeDetails": "1024",
+    },
+}
+
+
+def on_premises_group_type(group: CloudGroup) -> str | None:
+    """The AD kind a mail group is written as (an onPremisesGroupType value); None for a cloud security group
+    without mail, whose type follows ``mapping.group_scope``.
+
+    A Microsoft 365 group takes its writebackConfiguration.onPremisesGroupType, universalDistributionGroup when
+    unset (Connect v2's default); a mail-enabled security group is a mail-enabled security group and a
+    distribution list a distribution group (Graph refuses other values for non-Microsoft 365 groups).
+    """
+    if group.is_unified:
+        wanted = group.writeback_group_type
+        return wanted if wanted in ON_PREMISES_GROUP_TYPES else UNIVERSAL_DISTRIBUTION
+    if group.mail_enabled:
+        return UNIVERSAL_MAIL_SECURITY if group.security_enabled else UNIVERSAL_DISTRIBUTION
+    return None
+
+
+def mail_attributes(
+    group: CloudGroup, kind: str | None, secondary: bool = False
+) -> dict[str, AttributeValue]:
+    """The mail and Exchange attributes of the AD group for ``kind`` (see :func:`on_premises_group_type`).
+
+    A mail group written as a plain security group gets them cleared (None): after a type change in place, the
+    AD group must stop being a recipient. A cloud security group without mail gets none (keys absent), so a
+    ``mapping.attributes`` entry for them is never overridden. ``secondary`` (``mapping.secondary_smtp_addresses``)
+    adds the group's secondary ``smtp:`` addresses to proxyAddresses (then a multi-valued value, compared as a set).
+    """
+    if kind is None:
+        return {}
+    names = (*MAIL_ATTRIBUTES, *EXCHANGE_ATTRIBUTES)
+    if kind == UNIVERSAL_SECURITY:
+        return dict.fromkeys(names)
+    mail = group.mail or primary_smtp(group.proxy_addresses)
+    proxies: AttributeValue = f"SMTP:{mail}" if mail else None
+    if secondary and mail:
+        others = [p for p in group.proxy_addresses if p.startswith("smtp:") and p[5:].lower() != mail.lower()]
+        proxies = (f"SMTP:{mail}", *dict.fromkeys(others))
+    return {
+        "mail": mail,
+        # By default only the primary address: "only the primary SMTP address is written back" (Connect v1).
+        "proxyAddresses": proxies,
+        "mailNickname": group.mail_nickname or None,
+        **_EXCHANGE_VALUES[kind],
+    }
+
+
+def primary_smtp(proxy_addresses: Iterable[str]) -> str | None:
+    """The primary SMTP address: the proxy address with the upper-case ``SMTP:`` prefix."""
+    return next((p[5:] for p in proxy_addresses if p.startswith("SMTP:")), None)
+
+
+def group_type_change_refused(current: int, desired: int) -> str | None:
+    """Why AD refuses changing ``groupType`` from ``current`` to ``desired`` in one modify, or None.
+
+    Security <-> distribution is allowed at any time (domain functional level Windows 2000 native or higher); a
+    scope change goes through universal: global <-> domain local is refused ("Active Directory security groups",
+    Group scope: https://learn.microsoft.com/windows-server/identity/ad-ds/manage/understand-security-groups).
+    AD also refuses universal -> global while the group has universal members, global -> universal while it is
+    a member of a global group and domain local -> universal while it has domain local members; those depend on
+    memberships and are reported by AD when the change is applied.
+    """
+    scopes = GROUP_TYPE_GLOBAL | GROUP_TYPE_DOMAIN_LOCAL | GROUP_TYPE_UNIVERSAL
+    old, new = current & scopes, desired & scopes
+    if {old, new} == {GROUP_TYPE_GLOBAL, GROUP_TYPE_DOMAIN_LOCAL}:
+        names = {GROUP_TYPE_GLOBAL: "global", GROUP_TYPE_DOMAIN_LOCAL: "domain local"}
+        return (
+            f"AD cannot change a {names[old]} group to {names[new]} directly; change its scope to universal "
+            "first (mapping.group_scope), apply, then to the final scope"
+        )
+    return None
 
 
 def anchor_attributes(mode: str, schema_has_msds: bool) -> tuple[str, ...]:
@@ -74,6 +179,9 @@ def group_source(group: CloudGroup) -> dict[str, Any]:
         securityEnabled=group.security_enabled,
         groupTypes=list(group.group_types),
         membershipRule=group.membership_rule,
+        mail=group.mail,
+        proxyAddresses=list(group.proxy_addresses),
+        visibility=group.visibility,
     )
     return src
 
@@ -124,6 +232,11 @@ class Mapper:
         return self.mapping.group_scope
 
     def group_type(self, group: CloudGroup) -> int:
+        kind = on_premises_group_type(group)
+        if kind == UNIVERSAL_DISTRIBUTION:
+            return GROUP_TYPE_UNIVERSAL  # 8: no security bit
+        if kind is not None:  # Connect writes mail groups universal, whatever mapping.group_scope says
+            return GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY
         return SCOPE_BITS[self.group_scope(group)] | GROUP_TYPE_SECURITY
 
     def sam_candidates(self, group: CloudGroup) -> list[str]:
@@ -155,7 +268,7 @@ class Mapper:
             error = "mapped cn is empty; fix mapping.cn"
         elif len(cn) > CN_MAX:
             error = f"mapped cn is {len(cn)} characters; AD allows {CN_MAX}; fix mapping.cn"
-        attrs: dict[str, str | None] = {}
+        attrs: dict[str, AttributeValue] = {}
         for name, expr in self._exprs.items():
             if name != "cn" and not name.startswith("__"):
                 value = expr.evaluate(src)
@@ -164,6 +277,9 @@ class Mapper:
                     # must not see it at all and AD keeps whatever it holds (None would clear it).
                     continue
                 attrs[name] = value if value != "" else None
+        # Mapped attributes win over the built-in mail attributes (an administrator's mapping is deliberate).
+        kind = on_premises_group_type(group)
+        attrs = {**mail_attributes(group, kind, self.mapping.secondary_smtp_addresses), **attrs}
         return Intent(
             key=group.id,
             anchor=group.anchor,

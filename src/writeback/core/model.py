@@ -21,6 +21,10 @@ GROUP_TYPE_UNIVERSAL = 0x8
 GROUP_TYPE_SECURITY = -0x80000000  # 0x80000000 as the signed 32-bit value AD stores
 UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
 
+# An AD attribute value writeback writes or reads back: one string, several (a multi-valued attribute such as
+# proxyAddresses, compared as a set), or None (absent / to be cleared).
+AttributeValue = str | tuple[str, ...] | None
+
 ANCHOR_PREFIX = "Group_"
 DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.onprem)
 DYNAMIC_KEY_PREFIX = "dynamic:"
@@ -61,6 +65,11 @@ class CloudUser:
     @property
     def is_synced(self) -> bool:
         return bool(self.on_premises_sync_enabled) or bool(self.on_premises_security_identifier)
+
+    @property
+    def is_guest(self) -> bool:
+        """userType Guest: an external (B2B) user (https://learn.microsoft.com/graph/api/resources/user)."""
+        return str(self.attributes.get("userType") or "").lower() == "guest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,10 @@ class CloudGroup:
             and self.is_cloud_managed is True
             and not self.on_premises_sync_enabled
         )
+    # -- Mail and Microsoft 365 groups (issue 13, group types): Graph's mail, proxyAddresses, visibility.
+    mail: str | None = None
+    proxy_addresses: tuple[str, ...] = ()
+    visibility: str | None = None  # Public, Private, HiddenMembership (Microsoft 365 groups)
 
     @property
     def is_dynamic(self) -> bool:
@@ -112,6 +125,11 @@ class CloudGroup:
     @property
     def is_unified(self) -> bool:
         return "Unified" in self.group_types
+
+    @property
+    def is_mail_group(self) -> bool:
+        """A group Exchange knows as a recipient: a Microsoft 365 group or a mail-enabled (security) group."""
+        return self.mail_enabled or self.is_unified
 
     @property
     def anchor(self) -> str:
@@ -124,6 +142,10 @@ class CloudSnapshot:
 
     users: Mapping[str, CloudUser]
     groups: Mapping[str, CloudGroup]
+    # The tenant's NewUnifiedGroupWritebackDefault (directory setting "Group.Unified"): False stops Microsoft
+    # 365 groups whose writebackConfiguration.isEnabled is null from being written back; None when the tenant
+    # has no such setting (Microsoft's default: written back) or it was not read.
+    unified_writeback_default: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +168,9 @@ class DirectoryGroup:
     anchor: str | None
     sam_account_name: str | None
     group_type: int
-    attributes: Mapping[str, str | None]  # mapped single-valued attributes: description, displayName, ...
+    attributes: Mapping[
+        str, AttributeValue
+    ]  # mapped attributes: description, displayName, proxyAddresses, ...
     members: frozenset[str]  # member DNs as the directory returned them
     protected: bool = False  # adminCount=1, isCriticalSystemObject or a well-known RID
     object_sid: str | None = None  # SDDL string (S-1-5-21-...), for groups found by SID
@@ -165,6 +189,7 @@ class SkipReason(str, Enum):
     """Why a cloud member is not written to AD."""
 
     CLOUD_ONLY = "cloud-only user (not synced from AD)"
+    GUEST = "guest user (userType Guest, not synced from AD): no AD account to write"
     SOFT_DELETED = "user is soft-deleted in the cloud"
     NOT_FOUND_IN_AD = "synced user not found in AD"
     UNSUPPORTED_KIND = "object type not written to AD"
@@ -191,7 +216,7 @@ class DesiredGroup:
     parent_dn: str
     sam_account_name: str
     group_type: int
-    attributes: Mapping[str, str | None]  # description, displayName, and the anchor attribute(s)
+    attributes: Mapping[str, AttributeValue]  # description, displayName, and the anchor attribute(s)
     members: frozenset[str]  # member DNs
     skipped: tuple[SkippedMember, ...] = ()
     error: str | None = None  # set when the group cannot be written (member cap, 8518, ...)
@@ -213,7 +238,7 @@ class Intent:
     cn: str
     parent_dn: str
     group_type: int
-    attributes: Mapping[str, str | None]  # mapped attributes, without the anchor attribute(s)
+    attributes: Mapping[str, AttributeValue]  # mapped attributes, without the anchor attribute(s)
     sam_candidates: tuple[str, ...]
     sam_mapped: bool  # sAMAccountName mapped explicitly: the mapping wins over the name the group has
     members: tuple[MemberRef, ...] = ()  # cloud members, resolved against AD by the desired state

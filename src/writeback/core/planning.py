@@ -20,8 +20,10 @@ from enum import Enum
 from typing import Any
 
 from writeback.core.dn import normalize_dn
-from writeback.core.model import CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
+from writeback.core.model import AttributeValue, CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
 
+# A value a change writes: an attribute value, or an int (groupType); tuples are multi-valued (proxyAddresses).
+ChangeValue = str | int | tuple[str, ...] | None
 PLAN_FORMAT = 2  # 2: held changes of every kind (1 had blocked deletes only)
 REDACTED = "[redacted]"  # what plans show for the value of an attribute mapped with Redact()
 
@@ -47,7 +49,7 @@ class Change:
     dn: str  # the object's DN when the change runs
     display_name: str = ""
     new_dn: str | None = None
-    attributes: Mapping[str, str | int | None] = field(default_factory=dict)
+    attributes: Mapping[str, ChangeValue] = field(default_factory=dict)
     members: tuple[str, ...] = ()
     reason: str = ""
     # Attributes mapped with Redact(): their values are written to AD but never shown (text, JSON, saved plans).
@@ -56,7 +58,7 @@ class Change:
     def sort_key(self) -> tuple[int, str, str]:
         return (ORDER[self.kind], normalize_dn(self.dn), self.cloud_id)
 
-    def shown_attributes(self) -> dict[str, str | int | None]:
+    def shown_attributes(self) -> dict[str, ChangeValue]:
         """The attributes as plans and logs may show them: a redacted value is "[redacted]" (a clear stays None)."""
         return {
             k: REDACTED if k in self.redacted and v is not None else v for k, v in self.attributes.items()
@@ -81,7 +83,10 @@ class Change:
             dn=d["dn"],
             display_name=d.get("display_name", ""),
             new_dn=d.get("new_dn"),
-            attributes=dict(d.get("attributes", {})),
+            # JSON has lists where a multi-valued attribute had a tuple
+            attributes={
+                k: tuple(v) if isinstance(v, list) else v for k, v in d.get("attributes", {}).items()
+            },
             members=tuple(d.get("members", ())),
             reason=d.get("reason", ""),
             redacted=frozenset(d.get("redacted", ())),
@@ -238,10 +243,19 @@ _REASONS: dict[ChangeKind, tuple[str, str]] = {
 }
 
 
-def _attr_equal(actual: str | None, desired: str | int | None) -> bool:
-    if desired is None or desired == "":
-        return actual is None or actual == ""
+def _attr_equal(actual: AttributeValue, desired: ChangeValue) -> bool:
+    if desired is None or desired == "" or desired == ():
+        return actual is None or actual == "" or actual == ()
+    if isinstance(desired, tuple) or isinstance(actual, tuple):
+        # A multi-valued attribute: the same values in any order (AD keeps no order).
+        return _values(actual) == _values(desired)
     return actual is not None and str(actual) == str(desired)
+
+
+def _values(value: ChangeValue) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    return frozenset(value) if isinstance(value, tuple) else frozenset({str(value)})
 
 
 def compute_plan(
@@ -342,7 +356,7 @@ def compute_plan(
         if d.skipped:
             reports.append(GroupReport(cid, name, target_dn, d.skipped))
         if a is None:
-            attrs: dict[str, str | int | None] = {
+            attrs: dict[str, ChangeValue] = {
                 "objectClass": "group",
                 "sAMAccountName": d.sam_account_name,
                 "groupType": d.group_type,
@@ -384,7 +398,7 @@ def compute_plan(
             cloud_reason = "renamed in the cloud" if same_parent else "target OU changed"
             reason = "drift: renamed or moved in AD, restored" if drift else cloud_reason
             changes.append(Change(ChangeKind.MOVE, cid, a.dn, name, new_dn=target_dn, reason=reason))
-        upd: dict[str, str | int | None] = {}
+        upd: dict[str, ChangeValue] = {}
         for k, v in d.attributes.items():
             if not _attr_equal(a.attributes.get(k), v):
                 upd[k] = v

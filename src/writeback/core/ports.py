@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from writeback.core.model import (
+    AttributeValue,
     CloudGroup,
     CloudSnapshot,
     CloudUser,
@@ -28,6 +29,14 @@ class ReplicaStore(Protocol):
     def transaction(self) -> ReplicaTransaction: ...
 
     def get_delta_link(self, resource: str) -> str | None: ...
+
+    def get_unified_writeback_default(self) -> bool | None:
+        """The tenant's NewUnifiedGroupWritebackDefault as last synced (None: not set)."""
+        ...
+
+    def get_delta_query(self, resource: str) -> str | None:
+        """What the stored delta link of ``resource`` was made for (API version and $select), if known."""
+        ...
 
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         """The replica as immutable values.
@@ -47,6 +56,12 @@ class ReplicaTransaction(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
     def set_delta_link(self, resource: str, link: str | None) -> None: ...
+
+    def set_unified_writeback_default(self, value: bool | None) -> None:
+        """Store the tenant's NewUnifiedGroupWritebackDefault (None: not set); snapshots carry it."""
+
+    def set_delta_query(self, resource: str, query: str) -> None:
+        """Record what the delta link stored with it was made for (see ReplicaStore.get_delta_query)."""
 
     def upsert_user(self, user: CloudUser) -> None: ...
 
@@ -163,10 +178,12 @@ class Directory(Protocol):
         """AD users under ``base_dn`` as rule-ready dicts: all of them (``since`` None, or taken on another
         DC), or those changed and deleted since the watermark."""
 
-    def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None: ...
+    def create_group(
+        self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
+    ) -> None: ...
 
-    def modify_attributes(self, dn: str, values: Mapping[str, str | None]) -> None:
-        """Replace each attribute; None removes it."""
+    def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
+        """Replace each attribute (a tuple: several values); None removes it."""
 
     def move(self, dn: str, new_dn: str) -> None:
         """Rename and/or move (modRDN) keeping the objectGUID."""

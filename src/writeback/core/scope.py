@@ -2,9 +2,18 @@
 
 The default matches Cloud Sync: ``securityEnabled and not mailEnabled and not synced from AD`` — cloud-created
 security groups, assigned or dynamic. Modes narrow that: selected ids, or the per-group
-``writebackConfiguration.isEnabled`` switch (null means false for security groups, as in Connect v2).
-Attribute filters work like Cloud Sync's scoping filters: clauses ANDed within a filter, filters ORed.
-A group whose ``securityEnabled`` is missing is out of scope: writeback fails closed rather than guess.
+``writebackConfiguration.isEnabled`` switch. Attribute filters work like Cloud Sync's scoping filters: clauses
+ANDed within a filter, filters ORed. A group whose ``securityEnabled`` is missing is out of scope: writeback
+fails closed rather than guess.
+
+Mail groups (issue 13) follow Connect Sync group writeback v2, which wrote them: ``isEnabled`` null means
+"written back" for Microsoft 365 groups unless the tenant's ``NewUnifiedGroupWritebackDefault`` is false, and
+"not written" for every other group ("Default value is true for Microsoft 365 groups and false for security
+groups": https://learn.microsoft.com/graph/api/resources/groupwritebackconfiguration?view=graph-rest-beta;
+the tenant setting: https://learn.microsoft.com/entra/identity/hybrid/connect/how-to-connect-group-writeback-v2).
+In modes "all" and "selected" they join only with ``scope.include_microsoft365`` / ``scope.include_mail_enabled``
+(Cloud Sync's "all security groups" never includes them); those settings also make writeback read Graph's beta
+``writebackConfiguration``, which says which AD type each is written as.
 """
 
 from __future__ import annotations
@@ -27,22 +36,55 @@ _FIELDS = {
     "securityenabled": "security_enabled",
     "membershiprule": "membership_rule",
     "onpremisessyncenabled": "on_premises_sync_enabled",
+    "mail": "mail",
+    "visibility": "visibility",
+    "proxyaddresses": "proxy_addresses",
 }
 
 
 def is_writable_kind(group: CloudGroup) -> str | None:
-    """None when the group is a cloud-created security group; otherwise why it is not eligible."""
+    """None when the group is a cloud-created security group; otherwise why it is not eligible by default."""
     if group.on_premises_sync_enabled:
         return "synced from AD (AD is its source of authority)"
     if group.security_enabled is None:
         # Fail closed: only a group Graph says is a security group may become an AD security group.
         return "securityEnabled is missing (out of scope until Graph reports it)"
-    if group.security_enabled is not True:
-        return "not a security group"
-    if group.mail_enabled:
-        return "mail-enabled (Microsoft 365 or mail-enabled security group)"
     if group.is_unified:
         return "Microsoft 365 group"
+    if group.mail_enabled:
+        return "mail-enabled (mail-enabled security group or distribution list)"
+    if group.security_enabled is not True:
+        return "not a security group"
+    return None
+
+
+def writeback_enabled(group: CloudGroup, unified_default: bool | None) -> bool:
+    """writebackConfiguration.isEnabled with Microsoft's meaning of null: true for a Microsoft 365 group unless
+    the tenant's NewUnifiedGroupWritebackDefault is false; false for every other group."""
+    if group.writeback_enabled is not None:
+        return group.writeback_enabled
+    return group.is_unified and unified_default is not False
+
+
+def _mail_kind_reason(group: CloudGroup, settings: ScopeSettings, unified_default: bool | None) -> str | None:
+    """For a Microsoft 365 or mail-enabled group: None when the scope settings take it in, else why not."""
+    if settings.mode == "none":
+        return 'scope.mode is "none" (no cloud groups are written)'
+    if settings.mode == "writeback_enabled":
+        if writeback_enabled(group, unified_default):
+            return None
+        if group.writeback_enabled is None and group.is_unified:
+            return "writebackConfiguration.isEnabled is null and the tenant's NewUnifiedGroupWritebackDefault is false"
+        return "writebackConfiguration.isEnabled is not true"
+    if group.is_unified and not settings.include_microsoft365:
+        return f'Microsoft 365 group (set scope.include_microsoft365 = true to write them in mode "{settings.mode}")'
+    if not group.is_unified and not settings.include_mail_enabled:
+        return (
+            "mail-enabled (mail-enabled security group or distribution list; set "
+            f'scope.include_mail_enabled = true to write them in mode "{settings.mode}")'
+        )
+    if settings.mode == "selected" and group.id not in settings.group_ids:
+        return "not in scope.group_ids"
     return None
 
 
@@ -90,26 +132,44 @@ def _clause_matches(clause: FilterClause, group: CloudGroup) -> bool:
     return a > b if op == "GREATER_THAN" else a < b
 
 
-def out_of_scope_reason(group: CloudGroup, settings: ScopeSettings) -> str | None:
-    """None when ``group`` is in scope; otherwise a short reason (for reports)."""
+def out_of_scope_reason(
+    group: CloudGroup, settings: ScopeSettings, unified_default: bool | None = None
+) -> str | None:
+    """None when ``group`` is in scope; otherwise a short reason (for reports).
+
+    ``unified_default``: the tenant's NewUnifiedGroupWritebackDefault (None: not set, Microsoft's default).
+    """
     if group.deleted:
         return "soft-deleted in the cloud"
     reason = is_writable_kind(group)
+    mail_group = (
+        group.is_mail_group and not group.on_premises_sync_enabled and group.security_enabled is not None
+    )
+    if mail_group:
+        reason = _mail_kind_reason(group, settings, unified_default)
+    elif reason is None:
+        reason = _security_reason(group, settings, unified_default)
     if reason:
         return reason
-    if settings.mode == "none":
-        return 'scope.mode is "none" (no cloud groups are written)'
-    if settings.mode == "selected" and group.id not in settings.group_ids:
-        return "not in scope.group_ids"
-    if settings.mode == "writeback_enabled" and group.writeback_enabled is not True:
-        return "writebackConfiguration.isEnabled is not true"
     if settings.filters and not any(all(_clause_matches(c, group) for c in f) for f in settings.filters):
         return "no scope filter matches"
     return None
 
 
-def select_in_scope(groups: Mapping[str, CloudGroup], settings: ScopeSettings) -> dict[str, CloudGroup]:
-    return {gid: g for gid, g in groups.items() if out_of_scope_reason(g, settings) is None}
+def _security_reason(group: CloudGroup, settings: ScopeSettings, unified_default: bool | None) -> str | None:
+    if settings.mode == "none":
+        return 'scope.mode is "none" (no cloud groups are written)'
+    if settings.mode == "selected" and group.id not in settings.group_ids:
+        return "not in scope.group_ids"
+    if settings.mode == "writeback_enabled" and not writeback_enabled(group, unified_default):
+        return "writebackConfiguration.isEnabled is not true"
+    return None
+
+
+def select_in_scope(
+    groups: Mapping[str, CloudGroup], settings: ScopeSettings, unified_default: bool | None = None
+) -> dict[str, CloudGroup]:
+    return {gid: g for gid, g in groups.items() if out_of_scope_reason(g, settings, unified_default) is None}
 
 
 def source_of_authority_reason(group: CloudGroup) -> str | None:

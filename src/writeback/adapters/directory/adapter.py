@@ -50,7 +50,7 @@ from writeback.adapters.directory.entries import (
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
-from writeback.core.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
+from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
 from writeback.core.ports import ResolvedAccounts, UserChanges, UsnWatermark
 from writeback.errors import DirectoryError, DirectoryUnavailable, DirectoryWriteError
 
@@ -459,7 +459,9 @@ class LdapDirectory:
 
     # -- writes -------------------------------------------------------------------------------------------
 
-    def create_group(self, dn: str, attributes: Mapping[str, str | int], members: Sequence[str]) -> None:
+    def create_group(
+        self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
+    ) -> None:
         """One add carrying the attributes and up to max_values_per_modify members; the rest in chunks.
 
         Empty-string values are left out (LDAP cannot store them). An existing DN is refused by the server
@@ -469,8 +471,8 @@ class LdapDirectory:
         if not any(name.lower() == "objectclass" for name in attributes):
             modlist.append(("objectClass", [b"top", b"group"]))
         for name, value in attributes.items():
-            if value != "":
-                modlist.append((name, [str(value).encode("utf-8")]))
+            if value not in ("", ()):
+                modlist.append((name, _encoded(value)))
         unique = list(dict.fromkeys(members))
         initial = unique[: self._values_per_modify]
         while True:
@@ -487,12 +489,13 @@ class LdapDirectory:
         if unique[len(initial) :]:
             self.add_members(dn, unique[len(initial) :])
 
-    def modify_attributes(self, dn: str, values: Mapping[str, str | None]) -> None:
-        """Replace each attribute in one modify; None (or '') removes it, whether or not it is set."""
+    def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
+        """Replace each attribute in one modify (a tuple: all its values); None (or '') removes it, whether or
+        not it is set."""
         if not values:
             return
         modlist = [
-            (ldap.MOD_REPLACE, name, None if value in (None, "") else [str(value).encode("utf-8")])
+            (ldap.MOD_REPLACE, name, None if value in (None, "", ()) else _encoded(value))
             for name, value in values.items()
         ]
         written = sum(1 for _op, _name, v in modlist if v)
@@ -589,3 +592,10 @@ class LdapDirectory:
 
 def _changed_users(after_usn: int) -> str:
     return f"(&(objectCategory=person)(objectClass=user)(uSNChanged>={after_usn + 1}))"
+
+
+def _encoded(value: str | int | tuple[str, ...] | None) -> list[bytes]:
+    """LDAP values of one attribute: a tuple is several values (a multi-valued attribute such as proxyAddresses)."""
+    if isinstance(value, tuple):
+        return [v.encode("utf-8") for v in value]
+    return [str(value).encode("utf-8")]

@@ -15,7 +15,8 @@ from writeback.adapters.directory.codec import (
     sid_rid,
     sid_to_str,
 )
-from writeback.core.model import ANCHOR_PREFIXES, DirectoryAccount, DirectoryGroup
+from writeback.core.mapping import MULTI_VALUED_ATTRIBUTES
+from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
 
 # Below this RID are the built-in accounts and groups (Domain Admins 512, Enterprise Admins 519, …).
 FIRST_ORDINARY_RID = 1000
@@ -66,6 +67,14 @@ def is_protected(attrs: Mapping[str, list[bytes]]) -> bool:
     return rid is not None and rid < FIRST_ORDINARY_RID
 
 
+def _value(attrs: Mapping[str, list[bytes]], name: str) -> AttributeValue:
+    """An attribute as writeback compares it: every value of a multi-valued one (proxyAddresses), else the first."""
+    if name in MULTI_VALUED_ATTRIBUTES:
+        values = attrs.get(name.lower()) or []
+        return tuple(v.decode("utf-8", errors="replace") for v in values) or None
+    return first_str(attrs, name)
+
+
 def group_from_entry(
     dn: str,
     attrs: Mapping[str, list[bytes]],
@@ -89,7 +98,7 @@ def group_from_entry(
         anchor=find_anchor(attrs, anchor_attributes, prefixes),
         sam_account_name=first_str(attrs, "sAMAccountName"),
         group_type=_int(attrs, "groupType") or 0,
-        attributes={name: first_str(attrs, name) for name in names},
+        attributes={name: _value(attrs, name) for name in names},
         members=frozenset(members),
         protected=is_protected(attrs),
         object_sid=_sid(attrs),

@@ -66,7 +66,32 @@ def group_from_graph(obj: Mapping[str, Any], *, deleted: bool = False) -> CloudG
         attributes=_extra(obj, _GROUP_FIELDS),
         deleted=deleted,
         on_premises_security_identifier=obj.get("onPremisesSecurityIdentifier"),
+        mail=obj.get("mail"),
+        proxy_addresses=tuple(str(p) for p in obj.get("proxyAddresses") or ()),
+        visibility=obj.get("visibility"),
     )
+
+
+UNIFIED_TEMPLATE = "Group.Unified"  # the directory setting template holding NewUnifiedGroupWritebackDefault
+UNIFIED_WRITEBACK_DEFAULT = "NewUnifiedGroupWritebackDefault"
+
+
+def unified_writeback_default(settings: Iterable[Mapping[str, Any]]) -> bool | None:
+    """NewUnifiedGroupWritebackDefault from ``GET /groupSettings`` values: True/False, or None when the tenant
+    has no Group.Unified setting or it does not set the value (Microsoft's default then applies: true).
+
+    A groupSetting is ``{displayName, templateId, values: [{name, value}]}`` with string values
+    (https://learn.microsoft.com/graph/api/resources/groupsetting).
+    """
+    for setting in settings:
+        if str(setting.get("displayName") or "") != UNIFIED_TEMPLATE:
+            continue
+        for item in setting.get("values") or ():
+            if isinstance(item, Mapping) and item.get("name") == UNIFIED_WRITEBACK_DEFAULT:
+                value = str(item.get("value") or "").strip().lower()
+                if value in ("true", "false"):
+                    return value == "true"
+    return None
 
 
 def removed_reason(obj: Mapping[str, Any]) -> str | None:

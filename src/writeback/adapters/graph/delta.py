@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from writeback.adapters.graph.client import GraphClient
-from writeback.adapters.graph.convert import group_from_graph, member_changes, removed_reason, user_from_graph
+from writeback.adapters.graph.convert import (
+    group_from_graph,
+    member_changes,
+    removed_reason,
+    unified_writeback_default,
+    user_from_graph,
+)
 from writeback.adapters.graph.syncbehavior import SyncBehaviorReader
 from writeback.core.model import MemberRef
 from writeback.core.ports import ReplicaStore, ReplicaTransaction, SyncReport
@@ -59,6 +65,8 @@ class GraphSource:
             full = full or was_full
             (users if resource == "users" else groups).update(changed)
         groups |= self.behavior.refresh(replica, groups)
+        if self.client.settings.read_group_settings:
+            groups |= self._sync_group_settings(replica)
         return SyncReport(
             full_resync=full,
             changed_users=frozenset(users),
@@ -66,10 +74,34 @@ class GraphSource:
             requests=self.client.stats.get("requests", 0) - start,
         )
 
+    def _sync_group_settings(self, replica: ReplicaStore) -> set[str]:
+        """Read NewUnifiedGroupWritebackDefault (tenant directory setting Group.Unified) into the replica.
+
+        Group settings have no delta query, so they are read whole on every sync (one small request). When
+        the value changes, every Microsoft 365 group whose isEnabled is null changes scope: their ids are
+        returned as changed so an incremental plan reconciles them.
+        """
+        value = unified_writeback_default(self.client.iter_pages("/v1.0/groupSettings"))
+        if replica.get_unified_writeback_default() == value:
+            return set()
+        before = replica.snapshot(())  # every group's properties, no members: only when the value changed
+        with replica.transaction() as tx:
+            tx.set_unified_writeback_default(value)
+        log.info(
+            "tenant setting NewUnifiedGroupWritebackDefault is now %s", "unset" if value is None else value
+        )
+        return {g.id for g in before.groups.values() if g.is_unified and g.writeback_enabled is None}
+
     # -- rounds ----------------------------------------------------------------------------------------------
 
     def _sync_resource(self, replica: ReplicaStore, resource: Resource) -> tuple[set[str], bool]:
         link = replica.get_delta_link(resource)
+        if link is not None and replica.get_delta_query(resource) != self._query(resource):
+            # A delta link replays changes for the query it was made with: after a change of API version or
+            # $select (beta for writebackConfiguration, new properties after an upgrade) unchanged objects would
+            # never arrive with the new properties. One full round reads them.
+            log.info("%s: the delta query changed (version or properties); starting a full round", resource)
+            link = None
         if link is not None:
             try:
                 return self._round(replica, resource, link), False
@@ -114,6 +146,7 @@ class GraphSource:
             if full:
                 self._load_deleted_items(tx, resource, seen, kept_members)
             tx.set_delta_link(resource, str(delta_link))
+            tx.set_delta_query(resource, self._query(resource))
         log.info(
             "%s delta round (%s): %d pages, %d objects changed",
             resource,
@@ -122,6 +155,11 @@ class GraphSource:
             len(seen.changed),
         )
         return seen.changed
+
+    def _query(self, resource: Resource) -> str:
+        """What a delta link depends on: the initial request's path and $select."""
+        url, params = self._initial_request(resource)
+        return f"{url}?$select={params['$select']}"
 
     def _initial_request(self, resource: Resource) -> tuple[str, dict[str, str | int]]:
         settings = self.client.settings

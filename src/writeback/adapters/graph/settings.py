@@ -73,6 +73,12 @@ GROUP_SELECT: tuple[str, ...] = (
     "onPremisesSyncEnabled",
     "membershipRule",
     "membershipRuleProcessingState",
+    # Mail groups (Microsoft 365, mail-enabled security, distribution): mail is the primary SMTP address,
+    # proxyAddresses every address ("SMTP:" upper case marks the primary), visibility Public/Private/
+    # HiddenMembership of a Microsoft 365 group; all three are in the v1.0 group resource.
+    "mail",
+    "proxyAddresses",
+    "visibility",
     "members",
 )
 # Taking over (issue 13): onPremisesSecurityIdentifier, the objectSid of the AD group a group was synced from
@@ -107,6 +113,10 @@ class GraphSettings:
     max_backoff: float = 60.0
     user_select: tuple[str, ...] = DEFAULT_USER_SELECT
     use_beta_for_groups: bool = False
+    # Read the tenant's Group.Unified setting NewUnifiedGroupWritebackDefault (GET /v1.0/groupSettings,
+    # https://learn.microsoft.com/graph/api/group-list-settings) on every sync: needed when Microsoft 365 groups
+    # can be in scope. Needs Directory.Read.All (or GroupSettings.Read.All).
+    read_group_settings: bool = False
 
     def __post_init__(self) -> None:
         if not self.tenant_id:

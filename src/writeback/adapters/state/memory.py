@@ -44,6 +44,8 @@ class MemoryReplica:
         self.groups: dict[str, CloudGroup] = {}
         self.members: dict[str, set[MemberRef]] = {}
         self.delta_links: dict[str, str] = {}
+        self.unified_writeback_default: bool | None = None
+        self.delta_queries: dict[str, str] = {}
         self._lock = threading.Lock()
         self._active: MemoryTransaction | None = None
         self.commits = 0  # for tests: how many transactions committed
@@ -55,6 +57,13 @@ class MemoryReplica:
         _check_resource(resource)
         return self.delta_links.get(resource)
 
+    def get_unified_writeback_default(self) -> bool | None:
+        return self.unified_writeback_default
+
+    def get_delta_query(self, resource: str) -> str | None:
+        _check_resource(resource)
+        return self.delta_queries.get(resource)
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         with self._lock:
             wanted = self.groups.keys() if member_groups is None else set(member_groups)
@@ -64,10 +73,12 @@ class MemoryReplica:
                 )
                 for gid, group in self.groups.items()
             }
+            default = self.unified_writeback_default
             if member_groups is None:
-                return CloudSnapshot(users=dict(self.users), groups=groups)
+                return CloudSnapshot(users=dict(self.users), groups=groups, unified_writeback_default=default)
             ids = {m.id for gid in wanted for m in self.members.get(gid, ()) if m.kind == "user"}
-            return CloudSnapshot(users={u: self.users[u] for u in ids if u in self.users}, groups=groups)
+            users = {u: self.users[u] for u in ids if u in self.users}
+            return CloudSnapshot(users=users, groups=groups, unified_writeback_default=default)
 
 
 def _check_resource(resource: str) -> None:
@@ -85,6 +96,8 @@ class MemoryTransaction:
         self._undo_groups: dict[str, CloudGroup | _Missing] = {}
         self._undo_members: dict[str, set[MemberRef] | _Missing] = {}
         self._undo_links: dict[str, str | _Missing] = {}
+        self._undo_default: tuple[bool | None] | None = None  # (old value,) once touched
+        self._undo_queries: dict[str, str | _Missing] = {}
 
     def __enter__(self) -> MemoryTransaction:
         replica = self._replica
@@ -104,6 +117,9 @@ class MemoryTransaction:
                     _restore(replica.groups, self._undo_groups)
                     _restore(replica.members, self._undo_members)
                     _restore(replica.delta_links, self._undo_links)
+                    _restore(replica.delta_queries, self._undo_queries)
+                    if self._undo_default is not None:
+                        replica.unified_writeback_default = self._undo_default[0]
                 else:
                     replica.commits += 1
             finally:
@@ -119,6 +135,17 @@ class MemoryTransaction:
             self._replica.delta_links.pop(resource, None)
         else:
             self._replica.delta_links[resource] = link
+
+    def set_delta_query(self, resource: str, query: str) -> None:
+        _check_resource(resource)
+        self._save(self._replica.delta_queries, self._undo_queries, resource)
+        self._replica.delta_queries[resource] = query
+
+    def set_unified_writeback_default(self, value: bool | None) -> None:
+        self._require_open()
+        if self._undo_default is None:
+            self._undo_default = (self._replica.unified_writeback_default,)
+        self._replica.unified_writeback_default = value
 
     def upsert_user(self, user: CloudUser) -> None:
         self._save(self._replica.users, self._undo_users, user.id)

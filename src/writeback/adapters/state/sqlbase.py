@@ -79,6 +79,10 @@ _UPSERT_META = upsert("meta", ("key", "value"), ("key",))
 _UPSERT_AD_USER = upsert("ad_users", ("guid", "data"), ("guid",))
 _UPSERT_APPLIED = upsert("applied", ("cloud_id", "dn", "time"), ("cloud_id",))
 _UPSERT_PRINT = upsert("fingerprints", ("cloud_id", "fingerprint"), ("cloud_id",))
+# The tenant's NewUnifiedGroupWritebackDefault as last synced from Graph ("true", "false", NULL when not set).
+UNIFIED_DEFAULT_KEY = "unified_writeback_default"
+# What each resource's delta link was made for (API version and $select): another query needs a full round.
+DELTA_QUERY_KEY = "delta_query:"
 
 
 def _jsonable(value: Any) -> Any:
@@ -113,6 +117,7 @@ def _user_from_json(text: str, deleted: int) -> CloudUser:
 def _group_from_json(text: str, deleted: int, members: frozenset[MemberRef]) -> CloudGroup:
     d = json.loads(text)
     d["group_types"] = tuple(d.get("group_types") or ())
+    d["proxy_addresses"] = tuple(d.get("proxy_addresses") or ())
     d["deleted"] = bool(deleted)
     d["members"] = members
     return CloudGroup(**d)
@@ -199,6 +204,13 @@ class _Tx:
 
     def set_delta_link(self, resource: str, link: str | None) -> None:
         self.db.execute(_UPSERT_DELTA, (resource, link))
+
+    def set_delta_query(self, resource: str, query: str) -> None:
+        self.db.execute(_UPSERT_META, (DELTA_QUERY_KEY + resource, query))
+
+    def set_unified_writeback_default(self, value: bool | None) -> None:
+        text = None if value is None else str(value).lower()
+        self.db.execute(_UPSERT_META, (UNIFIED_DEFAULT_KEY, text))
 
     def upsert_user(self, user: CloudUser) -> None:
         self.db.execute(_UPSERT_USER, (user.id, _user_to_json(user), int(user.deleted)))
@@ -316,6 +328,13 @@ class SqlStore:
         row = self.db.execute("SELECT link FROM delta_links WHERE resource = ?", (resource,)).fetchone()
         return row[0] if row else None
 
+    def get_delta_query(self, resource: str) -> str | None:
+        return self.get_meta(DELTA_QUERY_KEY + resource)
+
+    def get_unified_writeback_default(self) -> bool | None:
+        value = self.get_meta(UNIFIED_DEFAULT_KEY)
+        return None if value is None else value == "true"
+
     def has_synced(self) -> bool:
         rows = self.db.execute("SELECT COUNT(*) FROM delta_links WHERE link IS NOT NULL").fetchone()
         return bool(rows[0] >= 2)
@@ -347,7 +366,7 @@ class SqlStore:
                 groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
             except (ValueError, TypeError, KeyError) as exc:
                 raise _corrupt_row(self.where, "groups", r[0], exc) from exc
-        return CloudSnapshot(users=users, groups=groups)
+        return CloudSnapshot(users=users, groups=groups, unified_writeback_default=self.get_unified_writeback_default())
 
     def reset_replica(self) -> None:
         """Forget the cloud replica and its delta links (the next sync reads everything from Graph again).

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from writeback.testbed.emulator import group_settings
 from writeback.testbed.emulator.apierror import (
     GraphApiError,
     bad_request,
@@ -613,6 +614,8 @@ async def create_group(ctx: Ctx) -> Response:
             raise bad_request(DYNAMIC_MEMBERS_MESSAGE)
         group = {k: v for k, v in body.items() if k != "id" and not k.endswith("@odata.bind")}
         group.setdefault("groupTypes", [])
+        if "Unified" in group["groupTypes"]:
+            group_settings.assign_unified_mail(ctx.tenant, group)
         if is_dynamic(group):
             group.setdefault("membershipRuleProcessingState", "On")
         group["createdDateTime"] = now_iso()
@@ -843,6 +846,44 @@ async def purge_deleted(ctx: Ctx, object_id: str) -> Response:
         return json_response(ctx, None, 204)
 
 
+# ---------------------------------------------------------------------------- group settings
+
+
+async def list_group_settings(ctx: Ctx) -> Response:
+    with ctx.tenant.lock:
+        values = [group_settings.render_setting(s) for s in group_settings.settings(ctx.tenant)]
+    body = {"@odata.context": f"{ctx.base}/{ctx.version}/$metadata#groupSettings", "value": values}
+    return json_response(ctx, body)
+
+
+async def get_group_setting(ctx: Ctx, setting_id: str) -> Response:
+    with ctx.tenant.lock:
+        setting = group_settings.render_setting(group_settings.find(ctx.tenant, setting_id))
+    body = {"@odata.context": f"{ctx.base}/{ctx.version}/$metadata#groupSettings/$entity", **setting}
+    return json_response(ctx, body)
+
+
+async def create_group_setting(ctx: Ctx) -> Response:
+    body = await ctx.json_body()
+    with ctx.tenant.lock:
+        setting = group_settings.render_setting(group_settings.create(ctx.tenant, body))
+    out = {"@odata.context": f"{ctx.base}/{ctx.version}/$metadata#groupSettings/$entity", **setting}
+    return json_response(ctx, out, 201)
+
+
+async def update_group_setting(ctx: Ctx, setting_id: str) -> Response:
+    body = await ctx.json_body()
+    with ctx.tenant.lock:
+        group_settings.update(ctx.tenant, setting_id, body)
+    return json_response(ctx, None, 204)
+
+
+async def delete_group_setting(ctx: Ctx, setting_id: str) -> Response:
+    with ctx.tenant.lock:
+        group_settings.delete(ctx.tenant, setting_id)
+    return json_response(ctx, None, 204)
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 Handler = Callable[..., Awaitable[Response]]
@@ -909,6 +950,11 @@ def _routes() -> list[tuple[str, tuple[object, ...], Handler]]:
         ("GET", ("directory", "deletedItems", ID), get_deleted),
         ("POST", ("directory", "deletedItems", ID, "restore"), restore_deleted),
         ("DELETE", ("directory", "deletedItems", ID), purge_deleted),
+        ("GET", ("groupSettings",), list_group_settings),
+        ("POST", ("groupSettings",), create_group_setting),
+        ("GET", ("groupSettings", ID), get_group_setting),
+        ("PATCH", ("groupSettings", ID), update_group_setting),
+        ("DELETE", ("groupSettings", ID), delete_group_setting),
     ]
     return routes
 

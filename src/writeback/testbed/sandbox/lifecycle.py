@@ -80,13 +80,20 @@ def _locked(paths: SandboxPaths) -> Iterator[None]:
 
 
 def sandbox_up(
-    directory: Path, users: int = 50, progress: Progress | None = None, *, postgres: bool = False
+    directory: Path,
+    users: int = 50,
+    progress: Progress | None = None,
+    *,
+    postgres: bool = False,
+    exchange_schema: bool = False,
 ) -> SandboxInfo:
     """Provision (once), start and describe a sandbox in ``directory`` with ``users`` generated users; with
     ``postgres``, also its PostgreSQL server (:mod:`writeback.testbed.sandbox.postgres`).
 
     Idempotent: parts already running are kept, a provisioned domain is reused. A big seeded directory
     (``users`` >= 2,000) is snapshotted to the cache and restored from it next time instead of re-seeded.
+    ``exchange_schema`` extends the schema with Exchange's recipient attributes (also on a running sandbox;
+    off by default, so the path without Exchange's schema is what a plain sandbox tests).
     """
     if users < 0:
         raise SandboxError(f"the number of users must be 0 or more, not {users}")
@@ -106,12 +113,16 @@ def sandbox_up(
         info = _already_up(paths)
         if info is not None:
             say(f"Sandbox in {paths.root} is already up")
+            if exchange_schema:
+                _extend_exchange(paths, say)
         else:
             scenario = load_scenario()
             accounts = _provision(paths, users, scenario, say) if marker is None else None
             if samba.running_pid(paths) is None:
                 say("Starting Samba AD DC")
                 samba.start(paths)
+            if exchange_schema:
+                _extend_exchange(paths, say)
             info = _finish(paths, users, scenario, say, accounts)
         return _postgres_part(paths, info, postgres, say)
 
@@ -128,6 +139,29 @@ def _postgres_part(paths: SandboxPaths, info: SandboxInfo, wanted: bool, say: Pr
     if updated != info:
         save_info(paths, updated)
     return updated
+
+
+def _extend_exchange(paths: SandboxPaths, say: Progress) -> None:
+    password = paths.bind_password_file.read_text(encoding="utf-8").strip()
+    conn = connect_when_ready(LDAPS_URL, paths.tls_dir / "ca.pem", ADMIN_DN, password)
+    try:
+        if not schema.has_exchange_schema(conn, BASE_DN):
+            say("Extending the schema with Exchange's recipient attributes (msExchRecipientTypeDetails, ...)")
+            schema.extend_exchange(conn, BASE_DN)
+            sid = serviceaccount.existing_sid(conn, BASE_DN)
+            if sid is not None:  # a sandbox delegated before: add Write of the new attributes
+                serviceaccount.delegate(
+                    conn,
+                    smb_conf=paths.smb_conf,
+                    ldap_url=LDAP_URL,
+                    base_dn=BASE_DN,
+                    admin_password=password,
+                    ou_dn=WRITEBACK_OU,
+                    sid=sid,
+                    attributes=serviceaccount.EXCHANGE_WRITTEN_ATTRIBUTES,
+                )
+    finally:
+        conn.unbind_s()
 
 
 def _owner_name(uid: int) -> str:

@@ -44,6 +44,16 @@ WRITTEN_ATTRIBUTES: Sequence[str] = (
     # The engine restores a group's type when it differs from the mapping (drift, or a group adopted from
     # Connect Sync's writeback that has another scope): Write groupType, row 9 of the document.
     "groupType",
+    # Mail groups (Microsoft 365, mail-enabled): the base schema's mail attributes, rows 10-11.
+    "mail",
+    "proxyAddresses",
+)
+# Written on mail groups where the forest has Exchange's schema (rows 12-14): delegated when the schema
+# defines them (`writeback sandbox up --exchange-schema`).
+EXCHANGE_WRITTEN_ATTRIBUTES: Sequence[str] = (
+    "mailNickname",
+    "msExchRecipientDisplayType",
+    "msExchRecipientTypeDetails",
 )
 
 # LDAP_SERVER_SD_FLAGS_OID with DACL_SECURITY_INFORMATION (4): read the DACL without needing the right to
@@ -93,6 +103,17 @@ def ensure_account(conn: Any, base_dn: str, password: str) -> str:
     return sid_to_str(found[0][1]["objectSid"][0])
 
 
+def existing_sid(conn: Any, base_dn: str) -> str | None:
+    """The service account's objectSid, or None when it was not made yet."""
+    try:
+        found = conn.search_s(service_dn(base_dn), ldap.SCOPE_BASE, "(objectClass=user)", ["objectSid"])
+    except ldap.NO_SUCH_OBJECT:
+        return None
+    except ldap.LDAPError as exc:
+        raise SandboxError(f"reading the service account failed: {describe(exc)}") from exc
+    return sid_to_str(found[0][1]["objectSid"][0]) if found else None
+
+
 def _dns_domain(base_dn: str) -> str:
     return ".".join(rdn.split("=", 1)[1] for rdn in base_dn.split(",") if rdn.upper().startswith("DC="))
 
@@ -110,12 +131,28 @@ def schema_guid(conn: Any, base_dn: str, ldap_name: str) -> str:
     return str(uuid.UUID(bytes_le=found[0][1]["schemaIDGUID"][0]))
 
 
-def delegation_sddl(conn: Any, base_dn: str, sid: str) -> str:
+def defined_exchange_attributes(conn: Any, base_dn: str) -> list[str]:
+    """The attributes of EXCHANGE_WRITTEN_ATTRIBUTES this schema defines."""
+    schema = f"CN=Schema,CN=Configuration,{base_dn}"
+    out = []
+    for name in EXCHANGE_WRITTEN_ATTRIBUTES:
+        flt = f"(lDAPDisplayName={escape_filter_chars(name)})"
+        if any(dn for dn, _ in conn.search_s(schema, ldap.SCOPE_ONELEVEL, flt, ["cn"]) if dn):
+            out.append(name)
+    return out
+
+
+def delegation_sddl(conn: Any, base_dn: str, sid: str, attributes: Sequence[str] | None = None) -> str:
     """The ACEs of docs/least-privilege.md for ``sid``: Create/Delete Child of class group on the OU and
-    below (CI), Write Property of each written attribute, inherited by group objects only (CIIO)."""
+    below (CI), Write Property of each written attribute, inherited by group objects only (CIIO). With
+    ``attributes``: only Write Property of those."""
     group = schema_guid(conn, base_dn, "group")
-    aces = [f"(OA;CI;CCDC;{group};;{sid})"]
-    aces += [f"(OA;CIIO;WP;{schema_guid(conn, base_dn, a)};{group};{sid})" for a in WRITTEN_ATTRIBUTES]
+    if attributes is None:
+        aces = [f"(OA;CI;CCDC;{group};;{sid})"]
+        attributes = [*WRITTEN_ATTRIBUTES, *defined_exchange_attributes(conn, base_dn)]
+    else:
+        aces = []
+    aces += [f"(OA;CIIO;WP;{schema_guid(conn, base_dn, a)};{group};{sid})" for a in attributes]
     return "".join(aces)
 
 
@@ -157,15 +194,18 @@ def delegate(
     ou_dn: str,
     sid: str,
     sddl: str | None = None,
+    attributes: Sequence[str] | None = None,
 ) -> None:
     """Give ``sid`` the delegation of docs/least-privilege.md on ``ou_dn`` (once: skipped when present).
+    With ``attributes``, add Write Property of just those (e.g. after the schema gained them), always; with
+    ``sddl``, exactly those ACEs (e.g. rights on one object only).
 
     ``samba-tool dsacl set`` binds as Administrator over ``ldap_url`` (StartTLS URL; samba-tool signs the
     NTLM bind); the password goes through the environment (PASSWD), never the command line.
     """
-    if is_delegated(conn, ou_dn, sid):
+    if attributes is None and sddl is None and is_delegated(conn, ou_dn, sid):
         return
-    sddl = sddl or delegation_sddl(conn, base_dn, sid)
+    sddl = sddl or delegation_sddl(conn, base_dn, sid, attributes)
     tool = shutil.which("samba-tool") or "/usr/bin/samba-tool"
     argv = [tool, "dsacl", "set", "-H", ldap_url, "-s", str(smb_conf), "-U", "Administrator"]
     argv += [f"--objectdn={ou_dn}", f"--sddl={sddl}"]

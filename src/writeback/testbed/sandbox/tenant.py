@@ -149,7 +149,7 @@ def build_tenant(scenario: Scenario, accounts: Iterable[Account], client_secret:
         "users": users + list(doc.get("users", [])),
         "groups": groups,
     }
-    for key in ("devices", "servicePrincipals", "orgContacts"):
+    for key in ("devices", "servicePrincipals", "orgContacts", "groupSettings", "defaultDomain"):
         if doc.get(key):
             tenant[key] = doc[key]
     return tenant
