@@ -163,3 +163,18 @@ def test_members_resolved_by_guid_only_when_sid_lookup_missed(world):
     plan, result = cycle(engine)
     assert result.ok and len(plan.changes[0].members) == 4
     assert calls == [(3, 0), (0, 1)]  # GUIDs only for the user the SID lookup did not find
+
+
+def test_the_log_records_old_and_new_values_and_the_member_values(world):
+    cloud, _, store, engine = world
+    cloud.groups = {gid(1): group(1, ["u0"], name="Old name")}
+    cycle(engine)
+    cloud.groups = {gid(1): group(1, ["u0", "u1"], name="Old name")}
+    cloud.groups[gid(1)] = CloudGroup(
+        gid(1), display_name="Old name", description="now described", members=cloud.groups[gid(1)].members
+    )
+    cycle(engine)
+    (update,) = store.read_log(action="update")
+    assert {"name": "description", "old": None, "new": "now described"} in update.detail["modified"]
+    (added,) = store.read_log(action="add_members")
+    assert added.detail["members"] == 1 and added.detail["member_values"] == [f"CN=user1,OU=Staff,{BASE}"]

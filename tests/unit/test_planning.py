@@ -131,6 +131,9 @@ def test_drift_in_attributes_is_reverted():
     )
     assert kinds(plan) == [(ChangeKind.UPDATE, "g1")]
     assert plan.changes[0].attributes == {"description": "Money"}
+    assert plan.changes[0].previous == {"description": "edited by hand"}  # for the log, never written
+    assert plan.changes[0].to_dict()["previous"] == {"description": "edited by hand"}
+    assert Plan.from_dict(plan.to_dict()).changes[0].previous == {"description": "edited by hand"}
 
 
 def test_adopted_connect_group_gets_anchor_attribute_written():

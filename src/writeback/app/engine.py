@@ -110,6 +110,13 @@ class Allowances:
     updates: int = 0
 
 
+LOGGED_MEMBER_VALUES = 20  # member DNs kept in a log row's detail; the count is always there
+
+
+def _jsonable(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _held_reason(change: Change, reasons: Mapping[str, str]) -> str:
     kind = {ChangeKind.DELETE: "deletes", ChangeKind.REMOVE_MEMBERS: "removals"}.get(change.kind, "updates")
     return reasons.get(kind) or next(iter(reasons.values()), "held by a safety threshold")
@@ -431,8 +438,14 @@ class Engine:
         detail: dict[str, object] = {"reason": change.reason}
         if change.members:
             detail["members"] = len(change.members)
+            # The first values, for the log's "modified properties" (all of them are in the saved plan).
+            detail["member_values"] = list(change.members[:LOGGED_MEMBER_VALUES])
         if change.attributes:
             detail["attributes"] = sorted(change.attributes)
+            new, old = change.shown_attributes(), change.shown_previous()
+            detail["modified"] = [
+                {"name": k, "old": _jsonable(old.get(k)), "new": _jsonable(new[k])} for k in sorted(new)
+            ]
         if change.new_dn:
             detail["new_dn"] = change.new_dn
         self.store.log(

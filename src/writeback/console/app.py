@@ -77,6 +77,12 @@ def log_query(params: Any) -> LogQuery:
     )
 
 
+def _shown(value: Any) -> str | None:
+    if value is None:
+        return None
+    return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def entry_dict(e: Any) -> dict[str, Any]:
     """One log row after Graph's provisioningObjectSummary: ids, time, action, status, identities, steps."""
     d: dict[str, Any] = e.to_dict()
@@ -85,12 +91,27 @@ def entry_dict(e: Any) -> dict[str, Any]:
     d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": "group"}
     d["targetIdentity"] = {"id": e.dn, "displayName": e.dn, "type": "group"}
     detail = e.detail or {}
-    d["modifiedProperties"] = [
-        {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
-    ]
+    if "modified" in detail:  # old and new values, as the engine logs them (redacted values stay hidden)
+        d["modifiedProperties"] = [
+            {"displayName": m["name"], "oldValue": _shown(m.get("old")), "newValue": _shown(m.get("new"))}
+            for m in detail["modified"]
+        ]
+    else:  # rows logged before values were recorded
+        d["modifiedProperties"] = [
+            {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
+        ]
     if "members" in detail:
+        values = detail.get("member_values") or []
+        more = detail["members"] - len(values)
+        listed = "; ".join(values) + (f" … and {more} more" if more > 0 and values else "")
         d["modifiedProperties"].append(
             {
+                "displayName": "member",
+                "oldValue": listed if e.action == "remove_members" else None,
+                "newValue": listed if e.action != "remove_members" else None,
+            }
+            if values
+            else {
                 "displayName": "member",
                 "oldValue": None,
                 "newValue": f"{detail['members']} values ({e.action})",

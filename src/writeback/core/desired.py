@@ -111,7 +111,9 @@ def cloud_intents(
     ad_mastered: dict[str, str] = {}
     released: set[str] = set()
     for gid, g in snapshot.groups.items():
-        reason = source_of_authority_reason(g) or out_of_scope_reason(g, settings.scope, snapshot.unified_writeback_default)
+        reason = source_of_authority_reason(g) or out_of_scope_reason(
+            g, settings.scope, snapshot.unified_writeback_default
+        )
         if g.from_ad and not g.soa_converted and not g.deleted and g.on_premises_security_identifier:
             ad_mastered[gid] = g.on_premises_security_identifier.upper()
             if g.on_premises_sync_enabled or g.is_cloud_managed is False:

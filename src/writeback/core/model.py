@@ -113,6 +113,7 @@ class CloudGroup:
             and self.is_cloud_managed is True
             and not self.on_premises_sync_enabled
         )
+
     # -- Mail and Microsoft 365 groups (issue 13, group types): Graph's mail, proxyAddresses, visibility.
     mail: str | None = None
     proxy_addresses: tuple[str, ...] = ()

@@ -54,6 +54,8 @@ class Change:
     reason: str = ""
     # Attributes mapped with Redact(): their values are written to AD but never shown (text, JSON, saved plans).
     redacted: frozenset[str] = frozenset()
+    # An update's values before it, as AD held them (the log's and console's "old value"; not written).
+    previous: Mapping[str, ChangeValue] = field(default_factory=dict)
 
     def sort_key(self) -> tuple[int, str, str]:
         return (ORDER[self.kind], normalize_dn(self.dn), self.cloud_id)
@@ -64,11 +66,19 @@ class Change:
             k: REDACTED if k in self.redacted and v is not None else v for k, v in self.attributes.items()
         }
 
+    def shown_previous(self) -> dict[str, ChangeValue]:
+        """The values before the change as plans and logs may show them (redacted like the new ones)."""
+        return {k: REDACTED if k in self.redacted and v is not None else v for k, v in self.previous.items()}
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["kind"] = self.kind.value
         d["attributes"] = self.shown_attributes()
         d["members"] = list(self.members)
+        if self.previous:
+            d["previous"] = self.shown_previous()
+        else:
+            del d["previous"]  # only updates carry it; other changes keep their earlier form (and digest)
         if self.redacted:
             d["redacted"] = sorted(self.redacted)
         else:
@@ -90,6 +100,7 @@ class Change:
             members=tuple(d.get("members", ())),
             reason=d.get("reason", ""),
             redacted=frozenset(d.get("redacted", ())),
+            previous={k: tuple(v) if isinstance(v, list) else v for k, v in d.get("previous", {}).items()},
         )
 
 
@@ -241,6 +252,15 @@ _REASONS: dict[ChangeKind, tuple[str, str]] = {
     ChangeKind.ADD_MEMBERS: ("members added in the cloud", "drift: members removed in AD, restored"),
     ChangeKind.REMOVE_MEMBERS: ("members removed in the cloud", "drift: members added in AD, removed"),
 }
+
+
+def _current(a: DirectoryGroup, attribute: str) -> ChangeValue:
+    """What AD holds now for an attribute an update changes."""
+    if attribute == "groupType":
+        return a.group_type
+    if attribute == "sAMAccountName":
+        return a.sam_account_name
+    return a.attributes.get(attribute)
 
 
 def _attr_equal(actual: AttributeValue, desired: ChangeValue) -> bool:
@@ -416,6 +436,7 @@ def compute_plan(
                     attributes=upd,
                     reason=_REASONS[ChangeKind.UPDATE][drift],
                     redacted=d.redacted & upd.keys(),
+                    previous={k: _current(a, k) for k in upd},
                 )
             )
         want = {normalize_dn(m): m for m in d.members}

@@ -366,7 +366,9 @@ class SqlStore:
                 groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
             except (ValueError, TypeError, KeyError) as exc:
                 raise _corrupt_row(self.where, "groups", r[0], exc) from exc
-        return CloudSnapshot(users=users, groups=groups, unified_writeback_default=self.get_unified_writeback_default())
+        return CloudSnapshot(
+            users=users, groups=groups, unified_writeback_default=self.get_unified_writeback_default()
+        )
 
     def reset_replica(self) -> None:
         """Forget the cloud replica and its delta links (the next sync reads everything from Graph again).
