@@ -213,7 +213,7 @@ def test_connect_groups_taken_over_in_place_with_zero_recreated(
     # Asking for renames: the mapping's names and OU apply (still the same objects).
     ws2 = workspace([default_form, name_form], extra="[mapping]\nkeep_adopted_names = false\n")
     assert ws2.run("apply").code == 0
-    moved = ad.by_anchor(default_form)
+    moved = ad.anchored(default_form)
     assert moved["cn"] == [f"Conn A {fresh_id}_{default_form[-12:]}"]
     assert moved["objectGUID"] == guids[a_dn]
     assert moved["dn"].lower().endswith(test_ou.lower()) and "ou=connect" not in moved["dn"].lower()
@@ -239,7 +239,7 @@ def test_groups_synced_from_ad_nested_in_a_cloud_group_are_referenced(
     (skip,) = report["skipped"]
     assert skip["member_id"] == printers and skip["reason"].startswith("8518")
     assert ws.run("apply").code == 0
-    members = {m.lower() for m in ad.by_anchor(parent)["member"]}
+    members = {m.lower() for m in ad.anchored(parent)["member"]}
     assert members == {users[0]["onPremisesDistinguishedName"].lower(), eng_dn.lower()}
     assert MSDS not in read(ldap_conn, eng_dn)
 
@@ -249,7 +249,7 @@ def test_loop_guard_reports_a_synced_copy_of_a_written_group(cloud, workspace, a
     gid = cloud.create_group(f"Ops {fresh_id}", [users[0]["id"]])
     ws = workspace([gid])
     assert ws.run("apply").code == 0
-    written = ad.by_anchor(gid)
+    written = ad.anchored(gid)
     # Connect picked up writeback's target OU and synced the group back to Entra ID as a new group.
     copy = synced_twin(cloud, f"Ops {fresh_id}", sid_of(ldap_conn, written["dn"]), [users[0]["id"]])
     ws2 = workspace([gid, copy])  # even selected, the copy is never written
@@ -262,7 +262,7 @@ def test_loop_guard_reports_a_synced_copy_of_a_written_group(cloud, workspace, a
     text = ws2.run("plan")
     assert "loop:" in text.out and "loop:" in text.err  # in the plan and in the log
     assert ws2.run("apply").code == 0
-    assert len([g for g in ad.groups().values() if g["cn"][0].startswith(f"Ops {fresh_id}")]) == 1
+    assert len([g for g in ad.by_cn().values() if g["cn"][0].startswith(f"Ops {fresh_id}")]) == 1
 
 
 def test_sample_tenant_soa_group_is_planned_into_its_original(sandbox, cloud, ldap_conn, tmp_path):
