@@ -173,6 +173,10 @@ def test_metrics_show_cycles_and_need_sign_in(console: Console) -> None:
 def test_provision_on_demand_runs_on_the_service_thread_step_by_step(console: Console) -> None:
     console.service.run(once=True)
     console.cloud.groups[gid(2)] = group(2, ["u2", "u4"], name="G2")
+    events: list[str] = []  # what the event webhook would send: on-demand changes count too
+    console.service.on_apply.append(
+        lambda plan, result: events.extend(r.change.cloud_id for r in result.results)
+    )
     h = console.bearer(console.operator)
     r = console.client.post("/api/provision", json={"group": "g2"}, headers=h)
     assert r.status_code == 202
@@ -197,6 +201,7 @@ def test_provision_on_demand_runs_on_the_service_thread_step_by_step(console: Co
         if e.get("msDS-ExternalDirectoryObjectId") == f"Group_{gid(2)}"
     )
     assert {m.split(",")[0][3:] for m in members} == {"user2", "user4"}
+    assert events and set(events) == {gid(2)}
     missing = console.client.post("/api/provision", json={"group": "nope"}, headers=h).json()["id"]
     console.service.run_jobs()
     run = console.client.get(f"/api/provision/{missing}", headers=h).json()

@@ -230,6 +230,10 @@ class Service:
         self.health.skipped_members = counts
         if self.health.managed_memberships is not None:
             self.health.managed_memberships += membership_delta(result.results)
+        self.notify_apply(plan, result)
+
+    def notify_apply(self, plan: Plan, result: ApplyResult) -> None:
+        """Tell the apply observers (event webhook, loop alert) what was applied: by a cycle or on demand."""
         for observer in self.on_apply:
             try:
                 observer(plan, result)

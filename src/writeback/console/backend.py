@@ -97,7 +97,9 @@ class ServiceBackend:
 
         def job(engine: Engine) -> None:
             try:
-                run.ok = provision_group(engine, group, run.add, run_id=run.id)
+                run.ok = provision_group(
+                    engine, group, run.add, run_id=run.id, applied=self.service.notify_apply
+                )
             finally:
                 run.done = True
 

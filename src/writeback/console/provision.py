@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from writeback.app.engine import Engine
+from writeback.app.engine import ApplyResult, Engine
 from writeback.core.desired import cloud_intents
 from writeback.core.model import CloudGroup
 from writeback.core.planning import Plan
@@ -40,7 +40,14 @@ def find_group(engine: Engine, wanted: str) -> CloudGroup | None:
     return named[0] if len(named) == 1 else None
 
 
-def provision_group(engine: Engine, wanted: str, emit: Callable[[Step], None], *, run_id: str) -> bool:
+def provision_group(
+    engine: Engine,
+    wanted: str,
+    emit: Callable[[Step], None],
+    *,
+    run_id: str,
+    applied: Callable[[Plan, ApplyResult], None] | None = None,
+) -> bool:
     """Sync, plan and apply the one group ``wanted`` (name or id); ``emit`` gets each step. True when every
     step succeeded (a held change or a skipped member is a warning, not a failure)."""
     report = engine.sync()
@@ -88,7 +95,10 @@ def provision_group(engine: Engine, wanted: str, emit: Callable[[Step], None], *
     if not changes:
         return True
     fingerprints = {group.id: plan.fingerprints[group.id]} if group.id in plan.fingerprints else {}
-    result = engine.apply(Plan(changes=changes, fingerprints=fingerprints), run_id=run_id)
+    applying = Plan(changes=changes, fingerprints=fingerprints)
+    result = engine.apply(applying, run_id=run_id)
+    if applied is not None:  # the service's observers: the event webhook sees on-demand changes too
+        applied(applying, result)
     failed = result.failed
     emit(
         _step(
