@@ -8,6 +8,7 @@ import pytest
 
 from tests.unit.ad_double import MAX_PAGE_SIZE, WindowsDC
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.errors import DirectoryError
 
 URL = "ldaps://dc1.corp.test"
 
@@ -102,3 +103,15 @@ def test_paged_reads_get_every_entry_though_the_dc_caps_pages_at_maxpagesize():
     assert len(users) == 2500
     user_pages = [s for s in searches(dc) if "objectCategory" in s[2]]
     assert len(user_pages) == 3  # 1000 + 1000 + 500: the DC ignored the 5,000 asked for
+
+
+def test_a_failed_search_is_counted_by_result():
+    """An unpaged search over MaxPageSize entries fails on Windows (sizeLimitExceeded): the operation counts
+    as a search with an error (the console's `writeback_ldap_operations_total{kind="search",result="error"}`)."""
+    dc = WindowsDC()
+    for i in range(MAX_PAGE_SIZE + 1):
+        dc.add_user(f"u{i}")
+    with LdapDirectory(settings(), connect=dc.connect) as d:
+        with pytest.raises(DirectoryError):
+            d._domain.search(dc.nc, ldap.SCOPE_SUBTREE, "(objectClass=user)", ["cn"], paged=False)
+        assert d.stats["search_errors"] == 1 and d.stats["search"] >= 1

@@ -269,7 +269,11 @@ class LdapSession:
                     return []
                 raise
 
-        return self.read("search", run, dn=base)
+        try:
+            return self.read("search", run, dn=base)
+        except Exception:
+            self._stats["search_errors"] += 1  # operations by result (the console's metrics)
+            raise
 
     def _search_pages(
         self,
