@@ -81,3 +81,20 @@ def desire(
         originals={g.object_sid.upper(): g for g in originals if g.object_sid},
     )
     return desired_state(cloud_intents(snapshot, config, only), facts, config)
+
+
+def synced_people(n: int) -> tuple[dict[str, CloudUser], list[DirectoryAccount]]:
+    """``n`` synced cloud users ``u0``… and their AD accounts ``CN=user0,OU=Staff``…, matched by SID."""
+    users = {
+        f"u{i}": CloudUser(
+            f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}"
+        )
+        for i in range(n)
+    }
+    accounts = [
+        DirectoryAccount(
+            f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}"
+        )
+        for i in range(n)
+    ]
+    return users, accounts

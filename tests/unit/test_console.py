@@ -16,7 +16,6 @@ with warnings.catch_warnings():  # starlette suggests its httpx2 fork for the te
     from starlette.testclient import TestClient
 
 from tests.unit import builders
-from tests.unit.builders import BASE
 from tests.unit.fakes import FakeDirectory
 from tests.unit.test_daemon import DeltaCloud, gid, group
 from writeback.adapters.state.sqlite import SqliteStore
@@ -24,7 +23,7 @@ from writeback.app.engine import Engine
 from writeback.app.service import Service
 from writeback.console.auth import new_token, token_line
 from writeback.console.server import build
-from writeback.core.model import CloudUser, DirectoryAccount
+from writeback.core.model import CloudUser
 
 
 @dataclass
@@ -58,18 +57,7 @@ def console(tmp_path: Path) -> Console:
         state={"path": str(tmp_path / "state.sqlite")},
         console={"tokens_file": str(tokens)},
     )
-    users = {
-        f"u{i}": CloudUser(
-            f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}"
-        )
-        for i in range(6)
-    }
-    accounts = [
-        DirectoryAccount(
-            f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}"
-        )
-        for i in range(6)
-    ]
+    users, accounts = builders.synced_people(6)
     cloud = DeltaCloud(users=users, groups={gid(i): group(i, [f"u{i}"]) for i in range(1, 4)})
     directory = FakeDirectory(accounts=accounts)
     service = Service(s, Engine(s, cloud, directory, SqliteStore(s.state.path)))

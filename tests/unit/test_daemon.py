@@ -101,18 +101,7 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
-    users = {
-        f"u{i}": CloudUser(
-            f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}"
-        )
-        for i in range(6)
-    }
-    accounts = [
-        DirectoryAccount(
-            f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}"
-        )
-        for i in range(6)
-    ]
+    users, accounts = builders.synced_people(6)
     cloud = DeltaCloud(users=users, groups={gid(i): group(i, [f"u{i}"]) for i in range(1, 4)})
     directory = FakeDirectory(accounts=accounts)
     store = SqliteStore(":memory:")

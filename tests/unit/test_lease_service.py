@@ -11,29 +11,17 @@ from typing import Any
 import pytest
 
 from tests.unit import builders
-from tests.unit.builders import BASE
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine
 from writeback.app.lease import LeaderLease
 from writeback.app.service import Service
-from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
+from writeback.core.model import CloudGroup, MemberRef
 from writeback.errors import ConfigError
 
 
 def _world(tmp_path: Path) -> tuple[Service, FakeCloud, FakeDirectory, SqliteStore, LeaderLease, Path]:
-    users = {
-        f"u{i}": CloudUser(
-            f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}"
-        )
-        for i in range(3)
-    }
-    accounts = [
-        DirectoryAccount(
-            f"CN=user{i},OU=Staff,{BASE}", f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}"
-        )
-        for i in range(3)
-    ]
+    users, accounts = builders.synced_people(3)
     groups = {
         f"g{i}": CloudGroup(f"g{i}", display_name=f"G{i}", members=frozenset({MemberRef("user", f"u{i}")}))
         for i in range(3)

@@ -127,6 +127,20 @@ def sandbox_up(
         return _postgres_part(paths, info, postgres, say)
 
 
+def _delegate(conn: Any, paths: SandboxPaths, password: str, dn: str, sid: str, **what: Any) -> None:
+    """serviceaccount.delegate on this sandbox's DC (``what``: its ``sddl`` or ``attributes``)."""
+    serviceaccount.delegate(
+        conn,
+        smb_conf=paths.smb_conf,
+        ldap_url=LDAP_URL,
+        base_dn=BASE_DN,
+        admin_password=password,
+        ou_dn=dn,
+        sid=sid,
+        **what,
+    )
+
+
 def _postgres_part(paths: SandboxPaths, info: SandboxInfo, wanted: bool, say: Progress) -> SandboxInfo:
     """Start PostgreSQL when ``wanted``; in any case, sandbox.json says whether it runs and how to reach it."""
     if wanted and postgres.running_pid(paths) is None:
@@ -150,14 +164,12 @@ def _extend_exchange(paths: SandboxPaths, say: Progress) -> None:
             schema.extend_exchange(conn, BASE_DN)
             sid = serviceaccount.existing_sid(conn, BASE_DN)
             if sid is not None:  # a sandbox delegated before: add Write of the new attributes
-                serviceaccount.delegate(
+                _delegate(
                     conn,
-                    smb_conf=paths.smb_conf,
-                    ldap_url=LDAP_URL,
-                    base_dn=BASE_DN,
-                    admin_password=password,
-                    ou_dn=WRITEBACK_OU,
-                    sid=sid,
+                    paths,
+                    password,
+                    WRITEBACK_OU,
+                    sid,
                     attributes=serviceaccount.EXCHANGE_WRITTEN_ATTRIBUTES,
                 )
     finally:
@@ -307,28 +319,18 @@ def _finish(
         # Here rather than in provisioning, so sandboxes and snapshots made before it get the account too.
         service_sid = serviceaccount.ensure_account(conn, BASE_DN, service_password)
         say(f"Delegating group management on {WRITEBACK_OU} to {serviceaccount.SERVICE_SAM}")
-        serviceaccount.delegate(
-            conn,
-            smb_conf=paths.smb_conf,
-            ldap_url=LDAP_URL,
-            base_dn=BASE_DN,
-            admin_password=password,
-            ou_dn=WRITEBACK_OU,
-            sid=service_sid,
-        )
+        _delegate(conn, paths, password, WRITEBACK_OU, service_sid)
         for sam in soa_group_sams(scenario):
             # The original AD group of an SOA-converted sample group lives in OU=Groups, outside the delegated
             # OU: the service account gets exactly the rights to write it, on that object only.
             original = f"CN={sam},{ONPREM_GROUPS_OU}"
             say(f"Delegating takeover of {original} to {serviceaccount.SERVICE_SAM}")
-            serviceaccount.delegate(
+            _delegate(
                 conn,
-                smb_conf=paths.smb_conf,
-                ldap_url=LDAP_URL,
-                base_dn=BASE_DN,
-                admin_password=password,
-                ou_dn=original,
-                sid=service_sid,
+                paths,
+                password,
+                original,
+                service_sid,
                 sddl=serviceaccount.takeover_sddl(conn, BASE_DN, service_sid),
             )
         serviceaccount.grant_deleted_objects_read(
