@@ -90,3 +90,15 @@ def test_removed_reason_and_member_changes() -> None:
         (True, MemberRef("device", "d1")),
         (True, MemberRef("user", "u2")),
     ]
+
+
+def test_group_dates_reach_mapping_expressions() -> None:
+    """createdDateTime is selected (GROUP_SELECT) and kept for expressions such as FormatDateTime."""
+    from writeback.adapters.graph.settings import GROUP_SELECT
+    from writeback.core.expressions import compile_expression
+    from writeback.core.mapping import group_source
+
+    assert {"createdDateTime", "expirationDateTime", "renewedDateTime"} <= set(GROUP_SELECT)
+    group = group_from_graph({"id": "g", "displayName": "G", "createdDateTime": "2020-03-16T07:00:00Z"})
+    created = compile_expression('FormatDateTime(CDate([createdDateTime]), , , "yyyy-MM-dd")')
+    assert created.evaluate(group_source(group)) == "2020-03-16"

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, GROUP_SELECT, TAKEOVER_GROUP_SELECT
 from writeback.core.model import CloudGroup, CloudUser, MemberRef, member_kind_from_odata
 
 _USER_FIELDS = {
@@ -25,7 +24,28 @@ _USER_FIELDS = {
     "onPremisesDomainName": "on_premises_domain_name",
 }
 # Properties read into typed CloudGroup fields (everything else Graph returns lands in ``attributes``).
-_GROUP_FIELDS = frozenset((*GROUP_SELECT, *BETA_GROUP_EXTRA, *TAKEOVER_GROUP_SELECT))
+# Graph properties read into CloudGroup's typed fields; every other selected one (e.g. createdDateTime) is kept
+# in ``attributes`` for scope filters and mapping expressions.
+_GROUP_FIELDS = frozenset(
+    (
+        "id",
+        "displayName",
+        "description",
+        "mailNickname",
+        "mailEnabled",
+        "securityEnabled",
+        "groupTypes",
+        "onPremisesSyncEnabled",
+        "membershipRule",
+        "membershipRuleProcessingState",
+        "writebackConfiguration",
+        "onPremisesSecurityIdentifier",
+        "mail",
+        "proxyAddresses",
+        "visibility",
+        "members",
+    )
+)
 
 
 def _extra(obj: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:

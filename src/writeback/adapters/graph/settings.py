@@ -79,6 +79,11 @@ GROUP_SELECT: tuple[str, ...] = (
     "mail",
     "proxyAddresses",
     "visibility",
+    # Dates, for mapping expressions (CDate, FormatDateTime, DateDiff): all three are v1.0 group properties;
+    # expirationDateTime and renewedDateTime are set only under a group expiration policy (Microsoft 365).
+    "createdDateTime",
+    "expirationDateTime",
+    "renewedDateTime",
     "members",
 )
 # Taking over (issue 13): onPremisesSecurityIdentifier, the objectSid of the AD group a group was synced from
