@@ -94,11 +94,13 @@ def test_removed_reason_and_member_changes() -> None:
 
 def test_group_dates_reach_mapping_expressions() -> None:
     """createdDateTime is selected (GROUP_SELECT) and kept for expressions such as FormatDateTime."""
-    from writeback.adapters.graph.settings import GROUP_SELECT
+    from writeback.adapters.graph.settings import GraphSettings
     from writeback.core.expressions import compile_expression
     from writeback.core.mapping import group_source
 
-    assert {"createdDateTime", "expirationDateTime", "renewedDateTime"} <= set(GROUP_SELECT)
+    assert {"createdDateTime", "expirationDateTime", "renewedDateTime"} <= set(
+        GraphSettings(tenant_id="t", client_id="c", client_secret="s").group_select
+    )
     group = group_from_graph({"id": "g", "displayName": "G", "createdDateTime": "2020-03-16T07:00:00Z"})
     created = compile_expression('FormatDateTime(CDate([createdDateTime]), , , "yyyy-MM-dd")')
     assert created.evaluate(group_source(group)) == "2020-03-16"

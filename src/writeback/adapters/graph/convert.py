@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, GROUP_SELECT, TAKEOVER_GROUP_SELECT
 from writeback.core.model import CloudGroup, CloudUser, MemberRef, member_kind_from_odata
 
 _USER_FIELDS = {
@@ -23,29 +24,9 @@ _USER_FIELDS = {
     "onPremisesDistinguishedName": "on_premises_distinguished_name",
     "onPremisesDomainName": "on_premises_domain_name",
 }
-# Properties read into typed CloudGroup fields (everything else Graph returns lands in ``attributes``).
-# Graph properties read into CloudGroup's typed fields; every other selected one (e.g. createdDateTime) is kept
-# in ``attributes`` for scope filters and mapping expressions.
-_GROUP_FIELDS = frozenset(
-    (
-        "id",
-        "displayName",
-        "description",
-        "mailNickname",
-        "mailEnabled",
-        "securityEnabled",
-        "groupTypes",
-        "onPremisesSyncEnabled",
-        "membershipRule",
-        "membershipRuleProcessingState",
-        "writebackConfiguration",
-        "onPremisesSecurityIdentifier",
-        "mail",
-        "proxyAddresses",
-        "visibility",
-        "members",
-    )
-)
+# Graph properties read into CloudGroup's typed fields; the rest of what is selected (GROUP_ATTRIBUTE_SELECT,
+# e.g. createdDateTime) stays in ``attributes`` for scope filters and mapping expressions.
+_GROUP_FIELDS = frozenset((*GROUP_SELECT, *BETA_GROUP_EXTRA, *TAKEOVER_GROUP_SELECT))
 
 
 def _extra(obj: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:

@@ -79,13 +79,12 @@ GROUP_SELECT: tuple[str, ...] = (
     "mail",
     "proxyAddresses",
     "visibility",
-    # Dates, for mapping expressions (CDate, FormatDateTime, DateDiff): all three are v1.0 group properties;
-    # expirationDateTime and renewedDateTime are set only under a group expiration policy (Microsoft 365).
-    "createdDateTime",
-    "expirationDateTime",
-    "renewedDateTime",
     "members",
 )
+# Read for scope filters and mapping expressions only (kept in CloudGroup.attributes, no typed field): the
+# dates (CDate, FormatDateTime, DateDiff); all three are v1.0 group properties, expirationDateTime and
+# renewedDateTime set only under a group expiration policy (Microsoft 365 groups).
+GROUP_ATTRIBUTE_SELECT: tuple[str, ...] = ("createdDateTime", "expirationDateTime", "renewedDateTime")
 # Taking over (issue 13): onPremisesSecurityIdentifier, the objectSid of the AD group a group was synced from
 # ("Returned only on $select"; https://learn.microsoft.com/graph/api/resources/group). Graph keeps it after a
 # Group Source of Authority conversion; it ties the cloud group to its original AD group.
@@ -167,5 +166,5 @@ class GraphSettings:
     def group_select(self) -> tuple[str, ...]:
         # "members" stays last: the relationship after the properties, as Graph's own delta examples list it.
         props = tuple(p for p in GROUP_SELECT if p != "members")
-        base = props + TAKEOVER_GROUP_SELECT + ("members",)
+        base = props + TAKEOVER_GROUP_SELECT + GROUP_ATTRIBUTE_SELECT + ("members",)
         return base + BETA_GROUP_EXTRA if self.use_beta_for_groups else base
