@@ -14,7 +14,7 @@ from tests.unit import builders
 from tests.unit.builders import BASE
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from writeback.adapters.state.sqlite import SqliteStore
-from writeback.app.engine import Engine
+from writeback.app.engine import Allowances, Engine
 from writeback.app.service import QUARANTINE_AFTER, JsonFormatter, Service
 from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
 from writeback.core.ports import SyncReport, UserChanges, UsnWatermark
@@ -393,3 +393,28 @@ def test_a_dynamic_group_refused_for_a_deleted_user_is_retried_from_a_full_user_
     retried = service.cycle()
     assert retried.failed == 0 and retried.applied == 1
     assert {m.split(",")[0] for m in entry["member"]} == {"CN=a", "CN=e"}
+
+
+def test_a_hold_stays_in_the_health_status_through_incremental_cycles_until_allowed(world: World) -> None:
+    s = builders.settings(
+        service={"poll_interval": 1.0, "reconcile_interval": 100.0, "health_file": str(world.health_file)},
+        safety={"delete_threshold": 0},
+    )
+    service = Service(s, Engine(s, world.cloud, world.directory, world.store), clock=world.clock)
+    assert service._run_cycle()  # the first full reconcile writes the three groups
+    del world.cloud.groups[gid(3)]
+    world.cloud.full = True  # the next full reconcile holds the delete (threshold 0)
+    service._next_full = 0.0
+    assert service._run_cycle()
+    assert service.health.status == "held" and service.health.held[0]["kind"] == "deletes"
+    world.cloud.groups[gid(2)] = group(2, ["u2", "u5"])  # an unrelated change: an incremental cycle
+    world.cloud.changed_groups = {gid(2)}
+    assert service._run_cycle()
+    assert world.members(2) == {"user2", "user5"}
+    assert service.health.status == "held", "an incremental cycle must not clear a hold it did not see"
+    service.engine.allow(Allowances(deletes=1))
+    assert service._run_cycle()
+    assert service.health.status == "ok" and service.health.held == []
+    assert not any(
+        e.get("msDS-ExternalDirectoryObjectId") == f"Group_{gid(3)}" for e in world.directory.groups.values()
+    )

@@ -15,7 +15,6 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol
 
 from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
@@ -23,48 +22,11 @@ from writeback.core.desired import Intents, cloud_intents, combine, desired_stat
 from writeback.core.dn import normalize_dn
 from writeback.core.model import DirectoryGroup
 from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
-from writeback.core.ports import CloudSource, Directory, ReplicaStore, SyncReport, UserCache, UsnWatermark
+from writeback.core.ports import CloudSource, Directory, Store, SyncReport, UsnWatermark
 from writeback.core.safety import Managed, Thresholds, hold_unsafe
 from writeback.errors import DirectoryError, DirectoryUnavailable, PlanError, StalePlanError
 
 log = logging.getLogger("writeback.engine")
-
-
-class Store(ReplicaStore, UserCache, Protocol):
-    """What the engine needs from the state store beyond the replica."""
-
-    def has_synced(self) -> bool: ...
-
-    def log(
-        self,
-        run_id: str,
-        action: str,
-        result: str,
-        *,
-        cloud_id: str | None = None,
-        group_name: str | None = None,
-        dn: str | None = None,
-        error: str | None = None,
-        detail: dict[str, object] | None = None,
-    ) -> None: ...
-
-    def record_applied(self, cloud_id: str, dn: str) -> None: ...
-
-    def forget_applied(self, cloud_id: str) -> None: ...
-
-    def applied_dns(self) -> dict[str, str]: ...
-
-    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
-
-    def record_fingerprints(self, prints: Mapping[str, str]) -> None: ...
-
-    def applied_fingerprints(self) -> dict[str, str]: ...
-
-    def allowances(self) -> dict[str, int]: ...
-
-    def set_allowances(self, allowances: Mapping[str, int]) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

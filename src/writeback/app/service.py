@@ -170,7 +170,7 @@ class Service:
         # Dynamic groups are planned when AD users changed, or when one of them is due for a retry.
         dynamic = full or users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only or ())
         plan = self.engine.plan(only=only, dynamic=dynamic, allow=allow)
-        self._note_holds(plan, allow)
+        self._note_holds(plan, allow, full)
         result = self.engine.apply(
             plan, should_stop=self.stop_event.is_set, guard=self.lease.guard if self.lease else None
         )
@@ -201,12 +201,16 @@ class Service:
             raise DirectoryUnavailable(f"apply stopped after {len(result.results)} changes: {result.aborted}")
         return outcome
 
-    def _note_holds(self, plan: Plan, allow: Allowances) -> None:
-        """Held changes wait for an operator (`writeback allow`); an allowance is used by one full plan."""
+    def _note_holds(self, plan: Plan, allow: Allowances, full: bool) -> None:
+        """Held changes wait for an operator (`writeback allow`); an allowance is used by one full plan.
+
+        Only a full plan sees every held change, so only a full plan clears the hold in the health status: an
+        incremental cycle about other groups must not make a held mass removal look resolved."""
         if allow != Allowances():
             self.engine.clear_allowances()
             log.info("operator allowance applied: %s", asdict(allow), extra={"event": "allowance_used"})
-        self.health.held = [h.to_dict() for h in plan.holds]
+        if full or plan.holds:
+            self.health.held = [h.to_dict() for h in plan.holds]
         if plan.holds:
             log.warning(
                 "changes held by a safety threshold: %s",
