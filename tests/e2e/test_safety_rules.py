@@ -138,5 +138,6 @@ def test_a_replica_rebuilt_after_410_never_looks_like_a_removal(cloud, workspace
     cloud.faults(force_410=True)
     plan = ws.run("plan", "--json")
     assert plan.code == 0, plan.out + plan.err
+    assert "full resync" in plan.err, "the 410 must have rebuilt the replica, or this test proves nothing"
     assert plan.json()["held"] == [] and plan.json()["changes"] == []
     assert len(_members(ad, a)) == 30 and len(_members(ad, b)) == 30
