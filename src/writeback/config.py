@@ -161,6 +161,9 @@ class StateSettings:
 class ServiceSettings:
     poll_interval: float = 2.0
     reconcile_interval: float = 3600.0
+    # Every reconcile_interval the service compares the groups changed since the last one (a quick reconcile,
+    # writeback.app.reconcile); every deep_reconcile_interval it reads every managed group and member instead.
+    deep_reconcile_interval: float = 86400.0
     health_file: str | None = None
     max_backoff: float = 300.0
     listen: str | None = None  # host:port the console serves on (see [console]); None: no console
@@ -594,6 +597,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     service = ServiceSettings(
         poll_interval=sv.get("poll_interval", float, 2.0, _positive),
         reconcile_interval=sv.get("reconcile_interval", float, 3600.0, _positive),
+        deep_reconcile_interval=sv.get("deep_reconcile_interval", float, 86400.0, _positive),
         health_file=path(sv.get("health_file", str, None)),
         max_backoff=sv.get("max_backoff", float, 300.0, _positive),
         listen=sv.get("listen", str, None, _listen),

@@ -22,19 +22,31 @@ from writeback.core.model import (
     DirectoryAccount,
     DirectoryGroup,
 )
-from writeback.core.ports import ResolvedAccounts, SyncReport, UserChanges, UsnWatermark
+from writeback.core.ports import GroupStamp, ResolvedAccounts, SyncReport, UserChanges, UsnWatermark
 from writeback.errors import DirectoryWriteError
 
 
 @dataclass
 class FakeCloud:
-    """A CloudSource that loads a fixed set of users and groups as a full round each time."""
+    """A CloudSource that loads a fixed set of users and groups as a full round each time.
+
+    With ``incremental`` it reports like a delta round after the first: a full resync only the first time,
+    and only the users and groups that changed since the last sync marked (ReplicaTransaction.mark_changed)."""
 
     users: dict[str, CloudUser] = field(default_factory=dict)
     groups: dict[str, CloudGroup] = field(default_factory=dict)
+    incremental: bool = False
+    _seen: tuple[dict[str, CloudUser], dict[str, CloudGroup]] | None = None
 
     def sync(self, replica):  # type: ignore[no-untyped-def]
+        full = not self.incremental or self._seen is None
+        old_users, old_groups = self._seen or ({}, {})
+        users = {u for u in self.users.keys() | old_users.keys() if self.users.get(u) != old_users.get(u)}
+        groups = {
+            g for g in self.groups.keys() | old_groups.keys() if self.groups.get(g) != old_groups.get(g)
+        }
         with replica.transaction() as tx:
+            tx.mark_changed("users", users)  # groups holding them before the round, like a delta round
             tx.reset("users")
             tx.reset("groups")
             for u in self.users.values():
@@ -42,9 +54,13 @@ class FakeCloud:
             for g in self.groups.values():
                 tx.upsert_group(g)
                 tx.add_members(g.id, g.members)
+            tx.mark_changed("groups", groups)
             tx.set_delta_link("users", "u")
             tx.set_delta_link("groups", "g")
-        return SyncReport(full_resync=True, requests=2)
+        self._seen = (dict(self.users), dict(self.groups))
+        return SyncReport(
+            full_resync=full, changed_users=frozenset(users), changed_groups=frozenset(groups), requests=2
+        )
 
 
 @dataclass
@@ -54,6 +70,41 @@ class FakeDirectory:
     ops: list[tuple[str, str]] = field(default_factory=list)
     fail_on: set[str] = field(default_factory=set)
     schema_msds: bool = True
+    # uSNChanged as a DC keeps it: one counter, raised by every write and stamped on the object written.
+    usn: int = 1000
+    invocation_id: str = "11111111-2222-3333-4444-555555555555"
+    account_usns: dict[str, int] = field(default_factory=dict)  # normalized user DN -> uSNChanged
+
+    def _touch(self, entry: dict) -> None:  # type: ignore[type-arg]
+        self.usn += 1
+        entry["uSNChanged"] = self.usn
+
+    def edit_by_hand(self, dn: str, **changes: object) -> None:
+        """An administrator's change in AD: ``member`` replaces the member set, other keys set attributes."""
+        e = self.groups[normalize_dn(dn)]
+        for k, v in changes.items():
+            e[k] = set(v) if k == "member" else v  # type: ignore[call-overload]
+        self._touch(e)
+
+    def delete_by_hand(self, dn: str) -> None:
+        self.usn += 1
+        del self.groups[normalize_dn(dn)]
+
+    def read_group_stamps(self, anchor_attributes, prefixes):  # type: ignore[no-untyped-def]
+        self.ops.append(("search", "stamps"))
+        stamps = [
+            GroupStamp(g.dn, g.cloud_id, int(e.get("uSNChanged", 0)))
+            for e in self.groups.values()
+            if (g := self._group(e)).cloud_id is not None
+        ]
+        return UsnWatermark(self.invocation_id, self.usn), stamps
+
+    def changed_account_keys(self, base_dn, since_usn):  # type: ignore[no-untyped-def]
+        return [
+            (a.object_sid, a.object_guid)
+            for a in self.accounts
+            if self.account_usns.get(normalize_dn(a.dn), 0) > since_usn
+        ]
 
     def has_attribute(self, name):  # type: ignore[no-untyped-def]
         return self.schema_msds or name != "msDS-ExternalDirectoryObjectId"
@@ -97,6 +148,8 @@ class FakeDirectory:
         return UserChanges(users=[], watermark=UsnWatermark("dc", 0), full=since is None)
 
     def read_groups(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
+        dns = list(dns)
+        self.ops += [("search", d) for d in dns]
         return [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]
 
     def existing_dns(self, dns):  # type: ignore[no-untyped-def]
@@ -146,6 +199,7 @@ class FakeDirectory:
         entry = {k: v for k, v in attributes.items() if k != "objectClass"}
         entry.update(dn=dn, guid=f"guid-{len(self.groups)}", member=set(members))
         self.groups[normalize_dn(dn)] = entry
+        self._touch(entry)
 
     def modify_attributes(self, dn, values):  # type: ignore[no-untyped-def]
         self._check(dn)
@@ -156,6 +210,7 @@ class FakeDirectory:
                 e.pop(k, None)
             else:
                 e[k] = v
+        self._touch(e)
 
     def move(self, dn, new_dn):  # type: ignore[no-untyped-def]
         self._check(dn)
@@ -163,6 +218,7 @@ class FakeDirectory:
         e = self.groups.pop(normalize_dn(dn))
         e["dn"] = new_dn
         self.groups[normalize_dn(new_dn)] = e
+        self._touch(e)
         for other in self.groups.values():  # AD rewrites linked values on rename
             if dn in other["member"]:
                 other["member"].discard(dn)
@@ -173,16 +229,19 @@ class FakeDirectory:
         self._check_members(dn, int(self.groups[normalize_dn(dn)]["groupType"]), members)
         self.ops.append(("modify", dn))
         self.groups[normalize_dn(dn)]["member"].update(members)
+        self._touch(self.groups[normalize_dn(dn)])
 
     def remove_members(self, dn, members):  # type: ignore[no-untyped-def]
         self._check(dn)
         self.ops.append(("modify", dn))
         self.groups[normalize_dn(dn)]["member"].difference_update(members)
+        self._touch(self.groups[normalize_dn(dn)])
 
     def delete(self, dn):  # type: ignore[no-untyped-def]
         self._check(dn)
         self.ops.append(("delete", dn))
         del self.groups[normalize_dn(dn)]
+        self.usn += 1
 
     def close(self):  # type: ignore[no-untyped-def]
         pass

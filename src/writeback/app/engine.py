@@ -20,7 +20,7 @@ from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
 from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
 from writeback.core.dn import normalize_dn
-from writeback.core.model import DirectoryGroup
+from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, DirectoryGroup
 from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
 from writeback.core.ports import CloudSource, Directory, Store, SyncReport, UsnWatermark
 from writeback.core.safety import Managed, Thresholds, hold_unsafe
@@ -130,6 +130,22 @@ class Engine:
         """Graph requests, throttling and retries since start (when the source adapter counts them)."""
         stats = getattr(getattr(self.source, "client", None), "stats", None)
         return dict(stats) if isinstance(stats, dict) else {}
+
+    def managed_base(self) -> Managed | None:
+        """The safety percentages' base as the last full plan counted it (None before one)."""
+        return self._managed
+
+    def adopt_managed_base(self, managed: Managed) -> None:
+        """Use a base a deep reconcile recorded (a quick reconcile in a new process reads no full plan)."""
+        if self._managed is None:
+            self._managed = managed
+
+    def prefixes(self) -> tuple[str, ...]:
+        """The anchor prefixes of the sources configured: the AD groups plans may compare."""
+        return (
+            *((ANCHOR_PREFIX,) if self.cloud_enabled else ()),
+            *((DYNAMIC_ANCHOR_PREFIX,) if self.dynamic_enabled else ()),
+        )
 
     def managed_member_values(self) -> int | None:
         """Member values in the managed AD groups as the last full plan read them (None before one)."""

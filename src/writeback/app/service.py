@@ -47,6 +47,7 @@ from typing import Any
 
 from writeback.adapters.state.files import write_private
 from writeback.adapters.state.lock import WriterLock
+from writeback.app import reconcile
 from writeback.app.engine import Allowances, ApplyResult, Engine
 from writeback.app.lease import LeaderLease
 from writeback.config import Settings
@@ -143,39 +144,58 @@ class Service:
         self.stop_event.set()
 
     def cycle(self) -> CycleOutcome:
-        """One poll: sync the replica, plan the affected groups (or all, when a full reconcile is due), apply."""
+        """One poll: sync the replica, plan the affected groups (or reconcile, when one is due), apply."""
         report = self.engine.sync()
         self.health.graph_requests += report.requests
         self.health.last_sync = time.time()
         now = self.clock()
         full = report.full_resync or now >= self._next_full
+        force: str | None = None
         if report.full_resync:
+            force = "Graph full resync of the cloud replica"
             log.info(
                 "Graph full resync of the cloud replica; reconciling every group", extra={"event": "resync"}
             )
         allow = self.engine.allowances()
         if allow != Allowances():
-            full = True  # an operator allowed held changes: plan every group so they are applied now
+            # An operator allowed held changes: compare every group so they are applied now.
+            full, force = True, force or "an operator allowed held changes"
         if self._reconcile_requested:
-            full, self._reconcile_requested = True, False
-        only = None if full else self._affected(report) | self._due_retries(now)
-        # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with the full
-        # reconcile; they are planned when any changed.
-        # A dynamic group AD refused (e.g. a cached user deleted in AD that the Deleted Objects read could not
-        # see) is retried from a full read of AD users, not from a cache that keeps failing the same way.
-        refresh = full or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in self._due_retries(now))
-        users_changed = self.engine.sync_ad_users(full=refresh)
-        if not full and not only and not users_changed:
-            return CycleOutcome(False, 0, 0, 0, 0)
-        # Dynamic groups are planned when AD users changed, or when one of them is due for a retry.
-        dynamic = full or users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only or ())
+            full, force, self._reconcile_requested = True, force or "requested by an operator", False
+        scope: reconcile.Reconcile | None = None
+        only: Collection[str] | None
+        if full:
+            # A reconcile: quick (the groups changed in the cloud or in AD since the last one) unless a deep
+            # one is due (writeback.app.reconcile); groups due for a retry are compared as well.
+            scope = reconcile.begin(self.engine, now=time.time(), force=force)
+            only = None if scope.only is None else scope.only | self._due_retries(now)
+            users_changed = self.engine.sync_ad_users(full=scope.deep)
+            dynamic = scope.plans_dynamic(users_changed)
+        else:
+            affected = self._affected(report) | self._due_retries(now)
+            only = affected
+            # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with a deep
+            # reconcile; they are planned when any changed. A dynamic group AD refused (e.g. a cached user
+            # deleted in AD that the Deleted Objects read could not see) is retried from a full read of AD
+            # users, not from a cache that keeps failing the same way.
+            refresh = any(k.startswith(DYNAMIC_KEY_PREFIX) for k in self._due_retries(now))
+            users_changed = self.engine.sync_ad_users(full=refresh)
+            if not affected and not users_changed:
+                return CycleOutcome(False, 0, 0, 0, 0)
+            # Dynamic groups are planned when AD users changed, or when one of them is due for a retry.
+            dynamic = users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in affected)
+        pending = None if full else self.engine.store.pending_groups()
         plan = self.engine.plan(only=only, dynamic=dynamic, allow=allow)
         self._note_holds(plan, allow, full)
         result = self.engine.apply(
             plan, should_stop=self.stop_event.is_set, guard=self.lease.guard if self.lease else None
         )
         self._track_group_failures(result, only, now)
-        self._note_outcome(plan, result, full)
+        self._note_outcome(plan, result, scope is not None and scope.deep)
+        if scope is not None:
+            reconcile.finish(self.engine, scope, plan, result, now=time.time())
+        elif pending is not None and only:
+            reconcile.settle(self.engine, only, pending, plan, result)
         if full:
             self._next_full = now + self.settings.service.reconcile_interval
             self.health.last_full_reconcile = time.time()

@@ -79,7 +79,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from writeback.app import operations
     from writeback.cli.report import render_plan
 
-    plan = operations.plan(_settings(args), _progress(args), sync=not args.no_sync, allow=_allowances(args))
+    plan = operations.plan(
+        _settings(args), _progress(args), sync=not args.no_sync, allow=_allowances(args), deep=args.deep
+    )
     if args.out:
         from writeback.adapters.state.files import write_private
 
@@ -104,7 +106,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
     show = None if args.json else (lambda p: print(render_plan(p, verbose=args.verbose)))
     plan, result = operations.apply(
-        _settings(args), _progress(args), saved=saved, allow=_allowances(args), show=show
+        _settings(args), _progress(args), saved=saved, allow=_allowances(args), show=show, deep=args.deep
     )
     failed = result.failed
     if args.json:
@@ -527,6 +529,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--verbose", action="store_true", help="list every member value")
     sp.add_argument("--no-sync", action="store_true", help="plan from the local replica without asking Graph")
     sp.add_argument(
+        "--deep",
+        action="store_true",
+        help="compare every managed group with its members (default: only the groups changed in the cloud or in "
+        "AD since the last reconcile; a deep one runs anyway every service.deep_reconcile_interval)",
+    )
+    sp.add_argument(
         "--allow-deletes",
         type=int,
         default=0,
@@ -574,6 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="allow up to N groups updated, renamed or moved past safety.update_percent",
+    )
+    sa.add_argument(
+        "--deep",
+        action="store_true",
+        help="compare every managed group with its members (default: only the groups changed in the cloud or in "
+        "AD since the last reconcile; a deep one runs anyway every service.deep_reconcile_interval)",
     )
     sa.add_argument("--json", action="store_true")
     sa.add_argument("--verbose", action="store_true")

@@ -31,6 +31,8 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
             lines.append(f"Drift: {len(plan.drift)} changes revert manual edits in AD ({groups} groups)")
     else:
         lines.append("Plan: no changes. AD matches the cloud.")
+    if plan.scope:
+        lines.append(f"Compared: {plan.scope}")
     current = None
     for ch in plan.changes:
         header = f"{ch.display_name or ch.dn}  [{ch.cloud_id}]"

@@ -179,10 +179,15 @@ class DirectoryGroup:
     @property
     def cloud_id(self) -> str | None:
         """The key the planner matches on: the cloud object id, or 'dynamic:<id>' for on-prem dynamic groups."""
-        if self.anchor and self.anchor.startswith(ANCHOR_PREFIX):
-            return self.anchor[len(ANCHOR_PREFIX) :]
-        if self.anchor and self.anchor.startswith(DYNAMIC_ANCHOR_PREFIX):
-            return DYNAMIC_KEY_PREFIX + self.anchor[len(DYNAMIC_ANCHOR_PREFIX) :]
+        return self.key_of(self.anchor)
+
+    @staticmethod
+    def key_of(anchor: str | None) -> str | None:
+        """The plan key an anchor value names: the cloud id of 'Group_<id>', 'dynamic:<id>' of a dynamic one."""
+        if anchor and anchor.startswith(ANCHOR_PREFIX):
+            return anchor[len(ANCHOR_PREFIX) :]
+        if anchor and anchor.startswith(DYNAMIC_ANCHOR_PREFIX):
+            return DYNAMIC_KEY_PREFIX + anchor[len(DYNAMIC_ANCHOR_PREFIX) :]
         return None
 
 

@@ -160,6 +160,10 @@ class Plan:
     # cloud id -> fingerprint of the desired state this plan converges to; stored after a successful apply so
     # the next plan can tell drift (AD edited by hand) from a change in the cloud.
     fingerprints: Mapping[str, str] = field(default_factory=dict)
+    # Which groups it compared: every managed group (deep), or a quick reconcile's changed ones; ``scope`` says
+    # so in words (writeback.app.reconcile). A saved plan is checked against a fresh plan of the same depth.
+    deep: bool = True
+    scope: str = ""
 
     @property
     def drift(self) -> tuple[Change, ...]:
@@ -197,6 +201,8 @@ class Plan:
             "reports": [r.to_dict() for r in self.reports],
             "warnings": list(self.warnings),
             "fingerprints": dict(self.fingerprints),
+            "deep": self.deep,
+            "scope": self.scope,
         }
 
     def with_redacted_values_from(self, current: Plan) -> Plan:
@@ -225,6 +231,8 @@ class Plan:
             tuple(Hold(**h) for h in d.get("holds", ())),
             tuple(d.get("warnings", ())),
             dict(d.get("fingerprints", {})),
+            bool(d.get("deep", True)),
+            str(d.get("scope", "")),
         )
 
 

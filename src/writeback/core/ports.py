@@ -82,6 +82,11 @@ class ReplicaTransaction(Protocol):
     def reset(self, resource: str) -> None:
         """Forget every object of ``resource`` ('users' or 'groups') before a full resync round."""
 
+    def mark_changed(self, resource: str, ids: Collection[str]) -> None:
+        """Record, in this round's transaction, that these users or groups changed: the groups they are (or
+        hold) become *pending* until a reconcile brings their AD groups in step (see :class:`PendingGroups`).
+        Marked before the round commits, so a crash after the commit never loses a change."""
+
 
 @dataclass(frozen=True, slots=True)
 class SyncReport:
@@ -100,6 +105,26 @@ class UsnWatermark:
 
     dc: str
     usn: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStamp:
+    """A managed AD group as a quick reconcile lists it: where it is, whose it is, and its uSNChanged (which
+    every change of the object, member links included, raises on the DC that made it; MS-ADTS 3.1.1.1.9)."""
+
+    dn: str
+    key: str  # the cloud id, or 'dynamic:<id>' (DirectoryGroup.cloud_id)
+    usn: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingGroups:
+    """Groups whose cloud side changed since their AD group was last in step, and the newest mark's number:
+    a reconcile that planned from marks up to ``upto`` clears only those (a group marked again meanwhile
+    stays pending)."""
+
+    groups: frozenset[str] = frozenset()
+    upto: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +203,14 @@ class Directory(Protocol):
         """AD users under ``base_dn`` as rule-ready dicts: all of them (``since`` None, or taken on another
         DC), or those changed and deleted since the watermark."""
 
+    def read_group_stamps(
+        self, anchor_attributes: Sequence[str], prefixes: Sequence[str]
+    ) -> tuple[UsnWatermark, list[GroupStamp]]:
+        """The DC's watermark (read first), then every managed group's DN, key and uSNChanged — no members."""
+
+    def changed_account_keys(self, base_dn: str, since_usn: int) -> list[tuple[str | None, str | None]]:
+        """(objectSid, objectGUID) of the users under ``base_dn`` changed after ``since_usn`` on this DC."""
+
     def create_group(
         self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
     ) -> None: ...
@@ -231,5 +264,31 @@ class Store(ReplicaStore, UserCache, Protocol):
     def allowances(self) -> dict[str, int]: ...
 
     def set_allowances(self, allowances: Mapping[str, int]) -> None: ...
+
+    # Quick reconcile (writeback.app.reconcile) -------------------------------------------------------------
+    def pending_groups(self) -> PendingGroups: ...
+
+    def settle_pending(self, groups: Collection[str], upto: int) -> None:
+        """Clear the marks of ``groups`` made up to ``upto`` (their AD groups are in step)."""
+
+    def mark_pending(self, groups: Collection[str]) -> None:
+        """Mark ``groups`` pending outside a replica round (a reconcile found them out of step)."""
+
+    def group_stamps(self) -> dict[str, tuple[str, int]]:
+        """key -> (DN, uSNChanged) of each managed AD group as last seen in step."""
+
+    def record_stamps(self, stamps: Mapping[str, tuple[str, int]], *, replace: bool = False) -> None:
+        """Remember these groups as in step at these USNs (``replace``: forget every other)."""
+
+    def forget_stamps(self, keys: Collection[str]) -> None: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def write_meta(self, values: Mapping[str, str | None]) -> None:
+        """Set these keys of the state's small key-value table, in one transaction."""
+
+    def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
+        """Ids of replica users whose onPremisesSecurityIdentifier or onPremisesImmutableId (as an
+        objectGUID) is among these (upper-cased SIDs, lower-cased GUIDs)."""
 
     def close(self) -> None: ...

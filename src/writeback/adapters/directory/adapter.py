@@ -45,13 +45,14 @@ from writeback.adapters.directory.entries import (
     ACCOUNT_ATTRIBUTES,
     GROUP_ATTRIBUTES,
     account_from_entry,
+    find_anchor,
     group_from_entry,
 )
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
 from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
-from writeback.core.ports import ResolvedAccounts, UserChanges, UsnWatermark
+from writeback.core.ports import GroupStamp, ResolvedAccounts, UserChanges, UsnWatermark
 from writeback.errors import DirectoryError, DirectoryUnavailable, DirectoryWriteError
 
 log = logging.getLogger(__name__)
@@ -252,6 +253,49 @@ class LdapDirectory:
         groups = [self._group(dn, attrs, anchors, mapped, prefixes) for dn, attrs in entries]
         # The filter matches case-insensitively; ownership needs the exact prefix.
         return sorted((g for g in groups if g.anchor is not None), key=lambda g: normalize_dn(g.dn))
+
+    def read_group_stamps(
+        self,
+        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
+        prefixes: Sequence[str] = ANCHOR_PREFIXES,
+    ) -> tuple[UsnWatermark, list[GroupStamp]]:
+        """The DC's watermark, then every managed group's DN, key and uSNChanged: the same search as
+        :meth:`read_managed_groups` without members (a quick reconcile reads members only of what changed).
+
+        The watermark is read first, so a change made while the list is read is above it. uSNChanged is a
+        per-DC, non-replicated counter (MS-ADTS 3.1.1.1.9): the watermark carries the DC's invocationId, and
+        stamps are compared only with stamps of the same DC."""
+        watermark = self._dc_watermark()
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        if not anchors:
+            return watermark, []
+        flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
+        attrs = list(dict.fromkeys([*anchors, "uSNChanged"]))
+        stamps: list[GroupStamp] = []
+        for dn, raw in self._domain.search(
+            self._settings.base_dn, _SUBTREE, f"(&(objectClass=group){flt})", attrs
+        ):
+            found = lower_keys(raw)
+            anchor = find_anchor(found, anchors, prefixes)
+            key = DirectoryGroup.key_of(anchor)
+            usn = first_str(found, "uSNChanged")
+            if dn and key is not None and usn is not None:
+                stamps.append(GroupStamp(dn, key, int(usn)))
+        return watermark, stamps
+
+    def changed_account_keys(self, base_dn: str, since_usn: int) -> list[tuple[str | None, str | None]]:
+        entries = self._domain.search(
+            base_dn, _SUBTREE, _changed_users(since_usn), ["objectSid", "objectGUID"]
+        )
+        keys: list[tuple[str | None, str | None]] = []
+        for dn, raw in entries:
+            found = lower_keys(raw)
+            sid, guid = found.get("objectsid"), found.get("objectguid")
+            if dn:
+                keys.append(
+                    (sid_to_str(sid[0]) if sid else None, guid_to_str(bytes(guid[0])) if guid else None)
+                )
+        return keys
 
     def read_groups(
         self,

@@ -85,12 +85,14 @@ class GraphSource:
         if replica.get_unified_writeback_default() == value:
             return set()
         before = replica.snapshot(())  # every group's properties, no members: only when the value changed
+        changed = {g.id for g in before.groups.values() if g.is_unified and g.writeback_enabled is None}
         with replica.transaction() as tx:
             tx.set_unified_writeback_default(value)
+            tx.mark_changed("groups", changed)
         log.info(
             "tenant setting NewUnifiedGroupWritebackDefault is now %s", "unset" if value is None else value
         )
-        return {g.id for g in before.groups.values() if g.is_unified and g.writeback_enabled is None}
+        return changed
 
     # -- rounds ----------------------------------------------------------------------------------------------
 
@@ -145,6 +147,7 @@ class GraphSource:
                 raise SyncStateError(f"{resource} delta round ended without an @odata.deltaLink")
             if full:
                 self._load_deleted_items(tx, resource, seen, kept_members)
+            tx.mark_changed(resource, seen.changed)
             tx.set_delta_link(resource, str(delta_link))
             tx.set_delta_query(resource, self._query(resource))
         log.info(

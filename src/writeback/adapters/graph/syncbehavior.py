@@ -76,6 +76,7 @@ class SyncBehaviorReader:
             with replica.transaction() as tx:
                 for g in updates:
                     tx.upsert_group(g)
+                tx.mark_changed("groups", [g.id for g in updates])
         log.info("onPremisesSyncBehavior read for %d groups from AD (%d changed)", len(wanted), len(updates))
         return {g.id for g in updates}
 

@@ -49,6 +49,7 @@ class MemoryReplica:
         self._lock = threading.Lock()
         self._active: MemoryTransaction | None = None
         self.commits = 0  # for tests: how many transactions committed
+        self.pending: set[str] = set()  # groups marked changed by committed rounds (see ReplicaTransaction)
 
     def transaction(self) -> MemoryTransaction:
         return MemoryTransaction(self)
@@ -98,6 +99,7 @@ class MemoryTransaction:
         self._undo_links: dict[str, str | _Missing] = {}
         self._undo_default: tuple[bool | None] | None = None  # (old value,) once touched
         self._undo_queries: dict[str, str | _Missing] = {}
+        self._marks: set[str] = set()
 
     def __enter__(self) -> MemoryTransaction:
         replica = self._replica
@@ -122,6 +124,7 @@ class MemoryTransaction:
                         replica.unified_writeback_default = self._undo_default[0]
                 else:
                     replica.commits += 1
+                    replica.pending |= self._marks
             finally:
                 replica._active = None
                 self._open = False
@@ -194,6 +197,14 @@ class MemoryTransaction:
     def clear_members(self, group_id: str) -> None:
         self._save_members(group_id)
         self._replica.members.pop(group_id, None)
+
+    def mark_changed(self, resource: str, ids: Collection[str]) -> None:
+        self._require_open()
+        _check_resource(resource)
+        wanted = set(ids)
+        self._marks |= wanted if resource == "groups" else set()
+        members = self._replica.members
+        self._marks |= {gid for gid, refs in members.items() if any(m.id in wanted for m in refs)}
 
     def reset(self, resource: str) -> None:
         _check_resource(resource)

@@ -17,7 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
 from writeback.adapters.state.schema import MIGRATIONS, Dialect, migrations_table, statements
+from writeback.core.desired import account_keys
 from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
+from writeback.core.ports import PendingGroups
 from writeback.errors import StateCorruptError, StateError, StateSchemaError
 
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
@@ -33,6 +35,8 @@ ALL_TABLES = (
     "meta",
     "ad_users",
     "fingerprints",
+    "pending",
+    "stamps",
     "leases",
 )
 REBUILD_HINT = (
@@ -76,6 +80,11 @@ _UPSERT_GROUP = upsert("groups", ("id", "data", "deleted"), ("id",))
 _UPSERT_MEMBER = upsert("members", ("group_id", "member_id", "kind"), ("group_id", "member_id"))
 _UPSERT_DELTA = upsert("delta_links", ("resource", "link"), ("resource",))
 _UPSERT_META = upsert("meta", ("key", "value"), ("key",))
+_UPSERT_PENDING = upsert("pending", ("group_id", "seq"), ("group_id",))
+_UPSERT_STAMP = upsert("stamps", ("cloud_id", "dn", "usn"), ("cloud_id",))
+# The pending marks' counter: the row lock this UPDATE takes orders concurrent rounds (PostgreSQL), so a mark
+# made while a reconcile runs always gets a number above the one that reconcile read.
+_NEXT_PENDING_SEQ = "UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE key = 'pending_seq' RETURNING value"
 _UPSERT_AD_USER = upsert("ad_users", ("guid", "data"), ("guid",))
 _UPSERT_APPLIED = upsert("applied", ("cloud_id", "dn", "time"), ("cloud_id",))
 _UPSERT_PRINT = upsert("fingerprints", ("cloud_id", "fingerprint"), ("cloud_id",))
@@ -244,6 +253,9 @@ class _Tx:
     def clear_members(self, group_id: str) -> None:
         self.db.execute("DELETE FROM members WHERE group_id = ?", (group_id,))
 
+    def mark_changed(self, resource: str, ids: Collection[str]) -> None:
+        self.store.mark_groups(resource, ids)
+
     def reset(self, resource: str) -> None:
         if resource == "users":
             self.db.execute("DELETE FROM users")
@@ -400,6 +412,66 @@ class SqlStore:
 
     def set_meta(self, key: str, value: str | None) -> None:
         self.db.execute(_UPSERT_META, (key, value))
+
+    def write_meta(self, values: Mapping[str, str | None]) -> None:
+        with self.batch():
+            for key, value in values.items():
+                self.set_meta(key, value)
+
+    # Quick reconcile: pending groups and AD stamps (writeback.app.reconcile) -----------------------------------
+    def mark_groups(self, resource: str, ids: Collection[str]) -> None:
+        """Mark pending (inside the caller's transaction) the groups these users or groups are or belong to:
+        a changed group, and every group holding a changed user or group (a nested group's parents)."""
+        if not ids:
+            return
+        groups = set(ids) if resource == "groups" else set()
+        self._mark(groups | self.groups_with_members(ids))
+
+    def mark_pending(self, groups: Collection[str]) -> None:
+        if groups:
+            with self.batch():
+                self._mark(groups)
+
+    def _mark(self, groups: Collection[str]) -> None:
+        if groups:
+            seq = int(self.db.execute(_NEXT_PENDING_SEQ).fetchone()[0])
+            self.db.executemany(_UPSERT_PENDING, [(g, seq) for g in sorted(groups)])
+
+    def pending_groups(self) -> PendingGroups:
+        upto = int(self.get_meta("pending_seq") or 0)
+        rows = self.db.execute("SELECT group_id FROM pending WHERE seq <= ?", (upto,)).fetchall()
+        return PendingGroups(frozenset(r[0] for r in rows), upto)
+
+    def settle_pending(self, groups: Collection[str], upto: int) -> None:
+        rows = [(g, upto) for g in groups]
+        if rows:
+            with self.batch():
+                self.db.executemany("DELETE FROM pending WHERE group_id = ? AND seq <= ?", rows)
+
+    def group_stamps(self) -> dict[str, tuple[str, int]]:
+        return {r[0]: (r[1], int(r[2])) for r in self.db.execute("SELECT cloud_id, dn, usn FROM stamps")}
+
+    def record_stamps(self, stamps: Mapping[str, tuple[str, int]], *, replace: bool = False) -> None:
+        with self.batch():
+            if replace:
+                self.db.execute("DELETE FROM stamps")
+            if stamps:
+                self.db.executemany(_UPSERT_STAMP, [(k, dn, usn) for k, (dn, usn) in stamps.items()])
+
+    def forget_stamps(self, keys: Collection[str]) -> None:
+        if keys:
+            with self.batch():
+                self.db.executemany("DELETE FROM stamps WHERE cloud_id = ?", [(k,) for k in keys])
+
+    def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
+        """Reads every replica user (only when AD users changed since the last reconcile)."""
+        wanted_sids, wanted_guids = {s.upper() for s in sids}, {g.lower() for g in guids}
+        found: set[str] = set()
+        for uid, data, deleted in self.db.execute("SELECT id, data, deleted FROM users"):
+            sid, guid = account_keys(_user_from_json(data, deleted))
+            if (sid and sid in wanted_sids) or (guid and guid.lower() in wanted_guids):
+                found.add(uid)
+        return found
 
     # Operator allowances past the safety thresholds (`writeback allow`, read by the running service) --------
     def allowances(self) -> dict[str, int]:

@@ -1,0 +1,209 @@
+"""The reconcile: deep (every managed group read from AD) or quick (only what changed), around one plan and apply.
+
+The rules of which groups a quick reconcile compares are pure (:mod:`writeback.core.reconcile`); this module
+reads what they need — the pending marks, the managed groups' stamps, the AD users changed since the last
+reconcile — and, after the apply, records what is now in step::
+
+    scope = begin(engine, now=time.time())          # one listing of the managed groups (no members)
+    users = engine.sync_ad_users(full=scope.deep)
+    plan = engine.plan(only=scope.only, dynamic=scope.plans_dynamic(users))
+    result = engine.apply(plan)
+    finish(engine, scope, plan, result, now=time.time())
+
+A plan that is never applied (``writeback plan``) calls :func:`begin` only and leaves every record as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+
+from writeback.app.engine import ApplyResult, Engine
+from writeback.core.dn import normalize_dn
+from writeback.core.model import DYNAMIC_KEY_PREFIX
+from writeback.core.planning import Plan
+from writeback.core.ports import GroupStamp, PendingGroups, UsnWatermark
+from writeback.core.reconcile import (
+    ReconcileRecord,
+    changed_in_ad,
+    deep_reason,
+    settings_print,
+    stamps_after,
+)
+from writeback.core.safety import Managed
+
+log = logging.getLogger("writeback.reconcile")
+
+_RECORD_KEY = "reconcile"  # meta: the ReconcileRecord as JSON
+_MANAGED_KEY = "managed_base"  # meta: the safety percentages' base as the last deep reconcile counted it
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    """One reconcile's scope: deep, or the keys a quick one plans (and why)."""
+
+    deep: bool
+    why: str
+    only: frozenset[str] | None  # None: every group (deep)
+    pending: PendingGroups
+    watermark: UsnWatermark
+    before: tuple[GroupStamp, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)  # quick: candidates by why
+
+    def plans_dynamic(self, users_changed: int) -> bool:
+        """On-prem dynamic groups are planned when deep, when AD users changed, or one changed in AD."""
+        return (
+            self.deep or users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in self.only or ())
+        )
+
+    def describe(self) -> str:
+        if self.deep:
+            return f"deep reconcile ({self.why})"
+        parts = ", ".join(f"{n} {why}" for why, n in sorted(self.counts.items()) if n)
+        return f"quick reconcile: {len(self.only or ())} groups to compare" + (f" ({parts})" if parts else "")
+
+
+def load_record(engine: Engine) -> ReconcileRecord:
+    raw = engine.store.get_meta(_RECORD_KEY)
+    if not raw:
+        return ReconcileRecord()
+    data = json.loads(raw)
+    return ReconcileRecord(
+        dc=data.get("dc"), usn=data.get("usn"), last_deep=data.get("last_deep"), settings=data.get("settings")
+    )
+
+
+def stored_managed(engine: Engine) -> Managed | None:
+    raw = engine.store.get_meta(_MANAGED_KEY)
+    if not raw:
+        return None
+    data = json.loads(raw)
+    return Managed(int(data["groups"]), int(data["member_values"]))
+
+
+def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
+    """Decide deep or quick, and for a quick one which groups to compare. ``force``: a reason to go deep."""
+    schema = engine.schema()
+    prefixes = engine.prefixes()
+    pending = engine.store.pending_groups()
+    watermark, listed = engine.directory.read_group_stamps(schema.read, prefixes)
+    record = load_record(engine)
+    recorded = engine.store.group_stamps()
+    why = force or deep_reason(
+        record,
+        dc=watermark.dc,
+        now=now,
+        interval=engine.settings.service.deep_reconcile_interval,
+        settings=settings_print(engine.settings),
+        has_stamps=bool(recorded) or not listed,
+    )
+    managed = stored_managed(engine)
+    if why is not None or managed is None:
+        scope = Reconcile(True, why or "no safety base recorded", None, pending, watermark, tuple(listed))
+        engine.progress(scope.describe().capitalize())
+        return scope
+    engine.adopt_managed_base(managed)
+    ad = changed_in_ad(listed, recorded)
+    _locate(engine, listed, ad.keys)
+    counts = dict(ad.why)
+    keys = set(ad.keys)
+    counts["pending in the cloud"] = len(pending.groups - keys)
+    keys |= pending.groups
+    users = _groups_of_changed_users(engine, record)
+    counts["holding changed AD users"] = len(users - keys)
+    keys |= users
+    scope = Reconcile(False, "", frozenset(keys), pending, watermark, tuple(listed), counts)
+    engine.progress(scope.describe().capitalize())
+    return scope
+
+
+def _locate(engine: Engine, listed: Sequence[GroupStamp], compared: Collection[str]) -> None:
+    """Record where every listed group is now (the listing is complete, like a deep read): incremental plans
+    read them there — a group adopted, moved by hand or created by a run killed before it recorded the create
+    is renamed later, never created twice — and a compared group gone from AD is no longer looked for."""
+    applied = {k: normalize_dn(dn) for k, dn in engine.store.applied_dns().items()}
+    count = Counter(s.key for s in listed)
+    here = {s.key: s.dn for s in listed if count[s.key] == 1}
+    for key, dn in here.items():
+        if applied.get(key) != normalize_dn(dn):
+            engine.store.record_applied(key, dn)
+    for key in compared:
+        if key in applied and count[key] == 0:
+            engine.store.forget_applied(key)
+
+
+def _groups_of_changed_users(engine: Engine, record: ReconcileRecord) -> set[str]:
+    """Cloud groups holding a synced user whose AD account changed since the last reconcile started."""
+    if record.usn is None or not engine.cloud_enabled:
+        return set()
+    keys = engine.directory.changed_account_keys(engine.settings.target.base_dn, record.usn)
+    if not keys:
+        return set()
+    sids = {s.upper() for s, _ in keys if s}
+    guids = {g.lower() for _, g in keys if g}
+    users = engine.store.cloud_users_with_keys(sids, guids)
+    return engine.store.groups_with_members(users) if users else set()
+
+
+def finish(engine: Engine, scope: Reconcile, plan: Plan, result: ApplyResult, *, now: float) -> None:
+    """Record what is in step after ``plan`` was applied: clear its groups' pending marks, stamp them, and
+    keep the watermark for the next quick reconcile. An aborted apply records nothing (the next reconcile
+    compares the same groups again)."""
+    if result.aborted is not None:
+        return
+    unsettled = _unsettled(plan, result)
+    planned: set[str] = set(scope.only) if scope.only is not None else set()
+    if scope.deep:
+        planned |= {s.key for s in scope.before} | set(scope.pending.groups) | set(plan.fingerprints)
+        planned |= {c.cloud_id for c in plan.changes}
+    converged = planned - unsettled
+    written = {r.change.cloud_id for r in result.results if r.ok}
+    after: list[GroupStamp] = list(scope.before)
+    if written:
+        _, after = engine.directory.read_group_stamps(engine.schema().read, engine.prefixes())
+    stamps, gone = stamps_after(converged, written, scope.before, after)
+    engine.store.settle_pending(converged, scope.pending.upto)
+    if scope.deep:
+        engine.store.record_stamps(stamps, replace=True)
+    else:
+        engine.store.record_stamps(stamps)
+        engine.store.forget_stamps(gone | (unsettled & planned))
+    record = load_record(engine)
+    settings = settings_print(engine.settings)
+    new = {
+        "dc": scope.watermark.dc,
+        "usn": scope.watermark.usn,
+        "last_deep": now if scope.deep else record.last_deep,
+        "settings": settings if scope.deep else record.settings,
+    }
+    managed = engine.managed_base()
+    engine.store.write_meta(
+        {
+            _RECORD_KEY: json.dumps(new),
+            **({_MANAGED_KEY: json.dumps(asdict(managed))} if scope.deep and managed is not None else {}),
+        }
+    )
+    log.info(
+        "%s: %d groups in step, %d not",
+        scope.describe(),
+        len(converged),
+        len(unsettled & planned),
+        extra={"event": "reconcile", "deep": scope.deep},
+    )
+
+
+def settle(
+    engine: Engine, groups: Collection[str], pending: PendingGroups, plan: Plan, result: ApplyResult
+) -> None:
+    """After an incremental cycle of ``groups``: clear the pending marks of those now in step."""
+    if result.aborted is None:
+        engine.store.settle_pending(set(groups) - _unsettled(plan, result), pending.upto)
+
+
+def _unsettled(plan: Plan, result: ApplyResult) -> set[str]:
+    """Groups not in step after ``plan``: a change refused or held, or the group could not be planned."""
+    found = {r.change.cloud_id for r in result.failed} | {c.cloud_id for c in plan.held}
+    return found | {r.cloud_id for r in plan.reports if r.error}

@@ -1,0 +1,223 @@
+"""The quick reconcile: which groups it compares (pure rules), and the engine around it with fakes that keep
+uSNChanged the way a DC does (tests/unit/fakes.py) and a real SQLite state."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from tests.unit.builders import BASE, settings
+from tests.unit.fakes import FakeCloud, FakeDirectory
+from writeback.adapters.state.sqlite import SqliteStore
+from writeback.app import reconcile
+from writeback.app.engine import ApplyResult, Engine
+from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
+from writeback.core.planning import Plan
+from writeback.core.ports import GroupStamp
+from writeback.core.reconcile import ReconcileRecord, changed_in_ad, deep_reason, stamps_after
+
+DAY = 86400.0
+
+
+# -- the pure rules ---------------------------------------------------------------------------------------
+def test_changed_in_ad_finds_changed_moved_new_doubled_and_missing_groups() -> None:
+    recorded = {
+        "same": ("CN=Same,OU=G," + BASE, 10),
+        "changed": ("CN=Changed,OU=G," + BASE, 11),
+        "moved": ("CN=Moved,OU=G," + BASE, 12),
+        "gone": ("CN=Gone,OU=G," + BASE, 13),
+        "twice": ("CN=Twice,OU=G," + BASE, 14),
+    }
+    listed = [
+        GroupStamp("cn=same,ou=g," + BASE.lower(), "same", 10),  # DNs compare case-insensitively
+        GroupStamp("CN=Changed,OU=G," + BASE, "changed", 40),
+        GroupStamp("CN=Moved,OU=Elsewhere," + BASE, "moved", 12),
+        GroupStamp("CN=New,OU=G," + BASE, "new", 41),
+        GroupStamp("CN=Twice,OU=G," + BASE, "twice", 14),
+        GroupStamp("CN=Twice copy,OU=G," + BASE, "twice", 42),
+    ]
+    found = changed_in_ad(listed, recorded)
+    assert found.keys == {"changed", "moved", "gone", "new", "twice"}
+    assert found.why == {
+        "changed in AD": 1,
+        "moved or renamed in AD": 1,
+        "missing from AD": 1,
+        "not recorded in step": 1,
+        "claimed by two AD groups": 1,
+    }
+
+
+def test_deep_reason_for_each_condition_and_none_when_quick_is_exact() -> None:
+    record = ReconcileRecord(dc="dc-a", usn=5, last_deep=1000.0, settings="s1")
+    ok = {"dc": "dc-a", "now": 1000.0 + DAY - 1, "interval": DAY, "settings": "s1", "has_stamps": True}
+    assert deep_reason(record, **ok) is None
+    assert "no deep" in (deep_reason(ReconcileRecord(), **ok) or "")
+    assert "domain controller" in (deep_reason(record, **{**ok, "dc": "dc-b"}) or "")
+    assert "configuration" in (deep_reason(record, **{**ok, "settings": "s2"}) or "")
+    assert "interval" in (deep_reason(record, **{**ok, "now": 1000.0 + DAY}) or "")
+    assert "in step" in (deep_reason(record, **{**ok, "has_stamps": False}) or "")
+
+
+def test_stamps_after_takes_written_groups_from_the_second_listing_and_forgets_gone_ones() -> None:
+    before = [GroupStamp("CN=A", "a", 1), GroupStamp("CN=B", "b", 2), GroupStamp("CN=C", "c", 3)]
+    after = [GroupStamp("CN=A", "a", 9), GroupStamp("CN=B", "b", 2)]
+    stamps, gone = stamps_after({"a", "b", "c"}, {"a", "c"}, before, after)
+    assert stamps == {"a": ("CN=A", 9), "b": ("CN=B", 2)}
+    assert gone == {"c"}, "written (deleted) and no longer listed"
+
+
+# -- the engine around it ---------------------------------------------------------------------------------
+def gid(i: int) -> str:
+    return f"{i:08d}-0000-0000-0000-{i:012d}"
+
+
+def group(i: int, members: list[str], name: str | None = None) -> CloudGroup:
+    return CloudGroup(
+        gid(i), display_name=name or f"G{i}", members=frozenset(MemberRef("user", m) for m in members)
+    )
+
+
+def user_dn(i: int) -> str:
+    return f"CN=user{i},OU=Staff,{BASE}"
+
+
+class World:
+    def __init__(self, **tables: Any) -> None:
+        self.cloud = FakeCloud(
+            users={
+                f"u{i}": CloudUser(
+                    f"u{i}", on_premises_sync_enabled=True, on_premises_security_identifier=f"S-1-5-21-9-{i}"
+                )
+                for i in range(8)
+            },
+            groups={gid(i): group(i, [f"u{i}", f"u{i + 1}"]) for i in range(1, 5)},
+            incremental=True,
+        )
+        self.directory = FakeDirectory(
+            accounts=[
+                DirectoryAccount(user_dn(i), f"00000000-0000-0000-0000-{i:012d}", f"S-1-5-21-9-{i}")
+                for i in range(8)
+            ]
+        )
+        self.store = SqliteStore(":memory:")
+        self.engine = Engine(settings(**tables), self.cloud, self.directory, self.store)
+        self.now = 1_000_000.0
+
+    def reconcile(self, *, force: str | None = None) -> tuple[reconcile.Reconcile, Plan, ApplyResult]:
+        """What `writeback apply` runs (app/operations.apply)."""
+        report = self.engine.sync()
+        scope = reconcile.begin(
+            self.engine, now=self.now, force=force or ("resync" if report.full_resync else None)
+        )
+        users = self.engine.sync_ad_users(full=scope.deep)
+        plan = self.engine.plan(only=scope.only, dynamic=scope.plans_dynamic(users))
+        result = self.engine.apply(plan)
+        reconcile.finish(self.engine, scope, plan, result, now=self.now)
+        return scope, plan, result
+
+    def entry(self, i: int) -> dict[str, Any]:
+        (found,) = [
+            e
+            for e in self.directory.groups.values()
+            if e["msDS-ExternalDirectoryObjectId"] == f"Group_{gid(i)}"
+        ]
+        return found
+
+    def group_reads(self) -> list[str]:
+        """The searches that read groups with their members since the last call."""
+        reads = [target for op, target in self.directory.ops if op == "search" and target != "stamps"]
+        self.directory.ops.clear()
+        return reads
+
+
+@pytest.fixture
+def world() -> World:
+    w = World()
+    scope, plan, result = w.reconcile()
+    assert scope.deep and result.ok and plan.counts()["create"] == 4
+    w.group_reads()
+    return w
+
+
+def test_nothing_changed_compares_nothing_and_reads_no_group(world: World) -> None:
+    scope, plan, result = world.reconcile()
+    assert not scope.deep and scope.only == frozenset()
+    assert plan.changes == () and world.directory.writes() == 0
+    assert world.group_reads() == [], "one listing of stamps, no group read"
+
+
+def test_a_member_removed_by_hand_is_put_back_by_the_next_quick_reconcile(world: World) -> None:
+    world.directory.edit_by_hand(world.entry(2)["dn"], member=[user_dn(2)])
+    scope, plan, result = world.reconcile()
+    assert not scope.deep and scope.only == {gid(2)} and scope.counts["changed in AD"] == 1
+    assert [(c.kind.value, c.members) for c in plan.changes] == [("add_members", (user_dn(3),))]
+    assert result.ok and world.entry(2)["member"] == {user_dn(2), user_dn(3)}
+    # Once back in step, the group is stamped with the USN of writeback's own write: not compared again.
+    assert world.reconcile()[0].only == frozenset()
+
+
+def test_an_attribute_edited_by_hand_is_reverted(world: World) -> None:
+    world.directory.edit_by_hand(world.entry(3)["dn"], description="edited by hand")
+    _, plan, _ = world.reconcile()
+    assert [c.kind.value for c in plan.changes] == ["update"]
+    assert world.entry(3).get("description") != "edited by hand"
+
+
+def test_a_group_deleted_by_hand_is_created_again(world: World) -> None:
+    world.directory.delete_by_hand(world.entry(4)["dn"])
+    scope, plan, _ = world.reconcile()
+    assert scope.counts["missing from AD"] == 1
+    assert [c.kind.value for c in plan.changes] == ["create"]
+    assert world.entry(4)["member"] == {user_dn(4), user_dn(5)}
+
+
+def test_a_cloud_change_is_compared_through_its_pending_mark_even_after_a_lost_cycle(world: World) -> None:
+    world.cloud.groups[gid(1)] = group(1, ["u1", "u2", "u7"])
+    world.engine.sync()  # a cycle that synced and died before planning: the mark survives in the state
+    scope, plan, result = world.reconcile()
+    assert scope.only == {gid(1)} and scope.counts["pending in the cloud"] == 1
+    assert result.ok and user_dn(7) in world.entry(1)["member"]
+    assert world.store.pending_groups().groups == frozenset(), "cleared once in step"
+
+
+def test_a_refused_change_keeps_its_group_compared_until_it_goes_through(world: World) -> None:
+    world.cloud.groups[gid(2)] = group(2, ["u2", "u3", "u6"])
+    world.directory.fail_on.add(world.entry(2)["dn"].lower())
+    _, _, result = world.reconcile()
+    assert not result.ok
+    world.directory.fail_on.clear()
+    scope, plan, result = world.reconcile()
+    assert gid(2) in (scope.only or ()) and result.ok
+    assert user_dn(6) in world.entry(2)["member"]
+
+
+def test_a_changed_ad_user_replans_the_groups_holding_it(world: World) -> None:
+    world.directory.account_usns[user_dn(3).lower()] = world.directory.usn + 1
+    world.directory.usn += 1
+    scope, _, _ = world.reconcile()
+    assert scope.only == {gid(2), gid(3)} and scope.counts["holding changed AD users"] == 2
+
+
+def test_deep_after_the_interval_another_dc_or_a_changed_configuration(world: World) -> None:
+    world.now += DAY
+    assert world.reconcile()[0].why == "the deep reconcile interval has passed"
+    assert not world.reconcile()[0].deep
+    world.directory.invocation_id = "99999999-2222-3333-4444-555555555555"
+    assert "domain controller" in world.reconcile()[0].why
+    assert not world.reconcile()[0].deep
+    world.engine.settings = dataclasses.replace(
+        world.engine.settings, safety=dataclasses.replace(world.engine.settings.safety, delete_threshold=3)
+    )
+    assert world.reconcile()[0].why == "the configuration changed"
+    assert world.reconcile(force="asked for")[0].why == "asked for"
+
+
+def test_a_quick_reconcile_holds_with_the_base_the_deep_one_counted(world: World) -> None:
+    """Percentages are of everything writeback manages, not of the few groups a quick reconcile reads."""
+    world.directory.edit_by_hand(
+        world.entry(1)["dn"], member=[user_dn(1), user_dn(2), user_dn(3), user_dn(4)]
+    )
+    _, plan, _ = world.reconcile()
+    assert [c.kind.value for c in plan.changes] == ["remove_members"] and not plan.held
