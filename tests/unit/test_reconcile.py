@@ -142,7 +142,7 @@ def world() -> World:
 
 
 def test_nothing_changed_compares_nothing_and_reads_no_group(world: World) -> None:
-    scope, plan, result = world.reconcile()
+    scope, plan, _result = world.reconcile()
     assert not scope.deep and scope.only == frozenset()
     assert plan.changes == () and world.directory.writes() == 0
     assert world.group_reads() == [], "one listing of stamps, no group read"
@@ -176,7 +176,7 @@ def test_a_group_deleted_by_hand_is_created_again(world: World) -> None:
 def test_a_cloud_change_is_compared_through_its_pending_mark_even_after_a_lost_cycle(world: World) -> None:
     world.cloud.groups[gid(1)] = group(1, ["u1", "u2", "u7"])
     world.engine.sync()  # a cycle that synced and died before planning: the mark survives in the state
-    scope, plan, result = world.reconcile()
+    scope, _plan, result = world.reconcile()
     assert scope.only == {gid(1)} and scope.counts["pending in the cloud"] == 1
     assert result.ok and user_dn(7) in world.entry(1)["member"]
     assert world.store.pending_groups().groups == frozenset(), "cleared once in step"
@@ -188,7 +188,7 @@ def test_a_refused_change_keeps_its_group_compared_until_it_goes_through(world: 
     _, _, result = world.reconcile()
     assert not result.ok
     world.directory.fail_on.clear()
-    scope, plan, result = world.reconcile()
+    scope, _plan, result = world.reconcile()
     assert gid(2) in (scope.only or ()) and result.ok
     assert user_dn(6) in world.entry(2)["member"]
 
