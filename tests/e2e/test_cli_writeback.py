@@ -106,11 +106,19 @@ def test_drift_is_reverted(cloud, workspace, ad, ldap_conn, fresh_id):
     )
     plan = ws.run("plan", "--json")
     assert plan.code == 2
-    assert sorted(c["kind"] for c in plan.json()["changes"]) == ["add_members", "remove_members", "update"]
-    assert all(c["reason"].startswith("drift:") for c in plan.json()["changes"])
+    doc = plan.json()
+    # A quick reconcile: the group's uSNChanged moved, so it alone is read and compared (issue 17).
+    assert doc["deep"] is False and "1 groups to compare (1 changed in AD" in doc["scope"], doc["scope"]
+    assert sorted(c["kind"] for c in doc["changes"]) == ["add_members", "remove_members", "update"]
+    assert all(c["reason"].startswith("drift:") for c in doc["changes"])
     assert ws.run("apply").code == 0
     assert members(ad, gid) == dns(users[:2])
     assert ad.anchored(gid)["description"] == ["Owned by the cloud"]
+    # In step again, stamped with the USN of writeback's own writes: nothing to compare, nothing to do.
+    quiet = ws.run("plan")
+    assert quiet.code == 0 and "Compared: quick reconcile: 0 groups to compare" in quiet.out, quiet.out
+    deep = ws.run("plan", "--deep", "--json")
+    assert deep.code == 0 and deep.json()["deep"] is True and "asked for with --deep" in deep.json()["scope"]
 
 
 def test_unanchored_group_untouched_and_anchored_group_adopted(

@@ -71,3 +71,59 @@ def test_a_watermark_of_another_dc_reads_everything(sandbox: Any, ldap_conn: Any
         again = d.read_user_changes(test_ou, other)
     assert again.full and [u["onPremisesSamAccountName"] for u in again.users] == ["usn-d"]
     assert again.watermark.dc == first.watermark.dc
+
+
+def _anchored_group(conn: Any, ou: str, name: str, anchor: str, members: list[str]) -> str:
+    dn = f"CN={name},{ou}"
+    conn.add_s(
+        dn,
+        [
+            ("objectClass", [b"group"]),
+            ("sAMAccountName", [name.encode()]),
+            ("msDS-ExternalDirectoryObjectId", [anchor.encode()]),
+            *([("member", [m.encode() for m in members])] if members else []),
+        ],
+    )
+    return dn
+
+
+def test_group_stamps_rise_with_a_member_change_and_list_no_members(
+    sandbox: Any, ldap_conn: Any, test_ou: str
+) -> None:
+    """The quick reconcile's premise on this DC: a member link added or removed raises the group's uSNChanged
+    (MS-ADTS 3.1.1.1.9), and the listing is read after the watermark."""
+    a = add_user(ldap_conn, test_ou, "stamp-a")
+    b = add_user(ldap_conn, test_ou, "stamp-b")
+    gid = str(uuid.uuid4())
+    dn = _anchored_group(ldap_conn, test_ou, "stamped", f"Group_{gid}", [a])
+    other = _anchored_group(ldap_conn, test_ou, "untouched", f"Group_{uuid.uuid4()}", [])
+    unanchored = f"CN=plain,{test_ou}"
+    ldap_conn.add_s(unanchored, [("objectClass", [b"group"]), ("sAMAccountName", [b"plain-stamp"])])
+    with LdapDirectory(make_settings(sandbox)) as d:
+        mark, before = d.read_group_stamps(("msDS-ExternalDirectoryObjectId",), ("Group_",))
+        ldap_conn.modify_s(dn, [(ldap.MOD_ADD, "member", [b.encode()])])
+        _, after = d.read_group_stamps(("msDS-ExternalDirectoryObjectId",), ("Group_",))
+        ldap_conn.modify_s(dn, [(ldap.MOD_DELETE, "member", [a.encode()])])
+        _, last = d.read_group_stamps(("msDS-ExternalDirectoryObjectId",), ("Group_",))
+        searches = d.stats.get("search", 0)
+    assert mark.dc == invocation_id(ldap_conn)
+    stamp = {s.dn.lower(): s for s in before}
+    assert unanchored.lower() not in stamp and stamp[dn.lower()].key == gid
+    assert all(s.usn <= mark.usn for s in before), "the watermark is read before the listing"
+    usn = [{s.dn.lower(): s.usn for s in x}[dn.lower()] for x in (before, after, last)]
+    assert usn[0] < usn[1] < usn[2], usn
+    assert {s.dn.lower(): s.usn for s in after}[other.lower()] == stamp[other.lower()].usn
+    assert searches > 0
+
+
+def test_changed_account_keys_are_the_users_changed_after_the_usn(
+    sandbox: Any, ldap_conn: Any, test_ou: str
+) -> None:
+    a = add_user(ldap_conn, test_ou, "keys-a")
+    add_user(ldap_conn, test_ou, "keys-b")
+    with LdapDirectory(make_settings(sandbox)) as d:
+        mark, _ = d.read_group_stamps(("msDS-ExternalDirectoryObjectId",), ("Group_",))
+        ldap_conn.modify_s(a, [(ldap.MOD_REPLACE, "department", [b"Moved"])])
+        keys = d.changed_account_keys(test_ou, mark.usn)
+    assert [g for _, g in keys] == [guid_of(ldap_conn, a)]
+    assert keys[0][0] is not None and keys[0][0].startswith("S-1-5-21-")
