@@ -221,3 +221,18 @@ def test_a_quick_reconcile_holds_with_the_base_the_deep_one_counted(world: World
     )
     _, plan, _ = world.reconcile()
     assert [c.kind.value for c in plan.changes] == ["remove_members"] and not plan.held
+
+
+def test_the_base_counts_what_the_first_apply_wrote_so_a_quick_reconcile_holds_a_mass_removal() -> None:
+    """The deep first apply counts an empty AD; the base must include what it wrote (56 values), or 20 removals
+    would pass as a percentage of nothing."""
+    w = World()
+    w.cloud.groups = {gid(i): group(i, [f"u{n}" for n in range(7)]) for i in range(1, 9)}
+    assert w.reconcile()[2].ok
+    for i in range(1, 5):
+        w.cloud.groups[gid(i)] = group(i, ["u0", "u1"])
+    scope, plan, _result = w.reconcile()
+    assert not scope.deep and scope.only == {gid(i) for i in range(1, 5)}
+    assert plan.changes == () and len(plan.held) == 4, "20 of 56 values (36 %) over the 30 % threshold"
+    assert "20 of the 56 member values" in plan.holds[0].message
+    assert w.reconcile()[0].only == {gid(i) for i in range(1, 5)}, "held groups stay to compare"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from writeback.app.gathering import Schema, gather
@@ -139,6 +139,12 @@ class Engine:
         """Use a base a deep reconcile recorded (a quick reconcile in a new process reads no full plan)."""
         if self._managed is None:
             self._managed = managed
+
+    def advance_managed_base(self, applied: Sequence[Change]) -> Managed | None:
+        """Count ``applied`` changes into the base (so a quick reconcile hours later holds with what AD holds)."""
+        if self._managed is not None and applied:
+            self._managed = self._managed.after(applied)
+        return self._managed
 
     def prefixes(self) -> tuple[str, ...]:
         """The anchor prefixes of the sources configured: the AD groups plans may compare."""

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from writeback.core.model import SkipReason
-from writeback.core.planning import ChangeKind
+from writeback.core.safety import member_value_delta
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUSES = ("starting", "ok", "held", "degraded", "quarantined", "stopped")
@@ -64,16 +64,7 @@ def skip_reason_label(reason: str) -> str:
 def membership_delta(results: Iterable[_Applied]) -> int:
     """Member values the applied changes added minus those they removed (a delete's members are not known
     to the change, so a deleted group's values count until the next full read)."""
-    delta = 0
-    for r in results:
-        if not r.ok:
-            continue
-        kind = r.change.kind
-        if kind in (ChangeKind.CREATE, ChangeKind.ADD_MEMBERS):
-            delta += len(r.change.members)
-        elif kind is ChangeKind.REMOVE_MEMBERS:
-            delta -= len(r.change.members)
-    return delta
+    return member_value_delta(r.change for r in results if r.ok)
 
 
 class _HealthCollector(Collector):

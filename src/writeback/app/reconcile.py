@@ -179,12 +179,9 @@ def finish(engine: Engine, scope: Reconcile, plan: Plan, result: ApplyResult, *,
         "last_deep": now if scope.deep else record.last_deep,
         "settings": settings if scope.deep else record.settings,
     }
-    managed = engine.managed_base()
+    managed = engine.advance_managed_base([r.change for r in result.results if r.ok])
     engine.store.write_meta(
-        {
-            _RECORD_KEY: json.dumps(new),
-            **({_MANAGED_KEY: json.dumps(asdict(managed))} if scope.deep and managed is not None else {}),
-        }
+        {_RECORD_KEY: json.dumps(new), **({_MANAGED_KEY: json.dumps(asdict(managed))} if managed else {})}
     )
     log.info(
         "%s: %d groups in step, %d not",
@@ -201,6 +198,9 @@ def settle(
     """After an incremental cycle of ``groups``: clear the pending marks of those now in step."""
     if result.aborted is None:
         engine.store.settle_pending(set(groups) - _unsettled(plan, result), pending.upto)
+    managed = engine.advance_managed_base([r.change for r in result.results if r.ok])
+    if managed is not None:
+        engine.store.write_meta({_MANAGED_KEY: json.dumps(asdict(managed))})
 
 
 def _unsettled(plan: Plan, result: ApplyResult) -> set[str]:

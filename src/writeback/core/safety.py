@@ -10,7 +10,7 @@ after a ``410 Gone`` cannot look like a small change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from writeback.core.dn import normalize_dn
@@ -32,6 +32,26 @@ class Managed:
     @classmethod
     def of(cls, groups: Sequence[DirectoryGroup]) -> Managed:
         return cls(len(groups), sum(len(g.members) for g in groups))
+
+    def after(self, applied: Sequence[Change]) -> Managed:
+        """The base once ``applied`` changes are in AD. A delete's change does not carry the group's members:
+        they count until the next deep reconcile counts again."""
+        created = sum(1 for c in applied if c.kind is ChangeKind.CREATE)
+        deleted = sum(1 for c in applied if c.kind is ChangeKind.DELETE)
+        return Managed(
+            max(self.groups + created - deleted, 0), max(self.member_values + member_value_delta(applied), 0)
+        )
+
+
+def member_value_delta(applied: Iterable[Change]) -> int:
+    """Member values these changes add to AD minus those they remove."""
+    delta = 0
+    for c in applied:
+        if c.kind in (ChangeKind.CREATE, ChangeKind.ADD_MEMBERS):
+            delta += len(c.members)
+        elif c.kind is ChangeKind.REMOVE_MEMBERS:
+            delta -= len(c.members)
+    return delta
 
 
 @dataclass(frozen=True)
