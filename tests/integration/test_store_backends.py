@@ -212,3 +212,33 @@ path = "{sqlite_path}"
     again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode != 0 and "already holds a writeback state" in again.stderr
     assert json.dumps(password) not in again.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pending_marks_ride_the_round_and_a_mark_made_meanwhile_survives_settling(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """The quick reconcile's cloud side: a round marks the changed group and the groups holding a changed user
+    or group in its own transaction (a rolled-back round marks nothing); settling clears only marks up to the
+    number the reconcile read, so a group marked again while it ran stays pending."""
+    store = open_store(request, tmp_path, backend)
+    user = CloudUser("u1", on_premises_sync_enabled=True)
+    with store.transaction() as tx:
+        tx.upsert_user(user)
+        for g in ("g1", "g2", "parent"):
+            tx.upsert_group(CloudGroup(g, display_name=g))
+        tx.add_members("g1", [MemberRef("user", "u1")])
+        tx.add_members("parent", [MemberRef("group", "g2")])
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.mark_changed("groups", ["g2"])
+        raise RuntimeError("the round failed")
+    assert store.pending_groups().groups == frozenset()
+    with store.transaction() as tx:
+        tx.mark_changed("users", ["u1"])
+        tx.mark_changed("groups", ["g2"])
+    read = store.pending_groups()
+    assert read.groups == {"g1", "g2", "parent"}
+    with store.transaction() as tx:
+        tx.mark_changed("groups", ["g2"])  # changed again while the reconcile runs
+    store.settle_pending(read.groups, read.upto)
+    assert store.pending_groups().groups == {"g2", "parent"}, "g2 and the group holding it, marked again"

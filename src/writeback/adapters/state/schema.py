@@ -70,12 +70,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX log_by_result ON log (result, id);
     """,
     # 6: the quick reconcile (writeback.app.reconcile): cloud groups changed since their AD group was last in
-    # step (marked by the delta round that saw the change, numbered by the counter in meta), and each managed AD
+    # step (marked by the delta round that saw the change, numbered by meta's pending_seq), and each managed AD
     # group's DN and uSNChanged when writeback last saw it in step.
     """
     CREATE TABLE pending (group_id TEXT PRIMARY KEY, seq BIGINT NOT NULL);
     CREATE TABLE stamps (cloud_id TEXT PRIMARY KEY, dn TEXT NOT NULL, usn BIGINT NOT NULL);
-    INSERT INTO meta (key, value) VALUES ('pending_seq', '0');
     """,
 )
 

@@ -434,7 +434,10 @@ class SqlStore:
 
     def _mark(self, groups: Collection[str]) -> None:
         if groups:
-            seq = int(self.db.execute(_NEXT_PENDING_SEQ).fetchone()[0])
+            row = self.db.execute(_NEXT_PENDING_SEQ).fetchone()
+            seq = int(row[0]) if row else 1
+            if row is None:  # the first mark of this state
+                self.set_meta("pending_seq", str(seq))
             self.db.executemany(_UPSERT_PENDING, [(g, seq) for g in sorted(groups)])
 
     def pending_groups(self) -> PendingGroups:
