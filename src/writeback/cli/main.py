@@ -163,7 +163,7 @@ def cmd_allow(args: argparse.Namespace) -> int:
     allow = Allowances(args.deletes, args.removals, args.updates)
     operations.allow(_settings(args), allow)
     print(
-        "Allowed for the next full reconcile of the running service: "
+        "Allowed for the next reconcile of the running service (a deep one): "
         f"{allow.deletes} deletes, {allow.removals} member removals, {allow.updates} updates."
     )
     return EXIT_OK
@@ -205,7 +205,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     print(
         f"Cloud replica of {store.where} rebuilt from Microsoft Graph ({report.requests} requests; "
         f"run {run_id}). The provisioning log and last-applied state were kept; "
-        "`writeback plan` shows what a full reconcile would change."
+        "`writeback plan` shows what a reconcile would change."
     )
     return EXIT_OK
 
@@ -595,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sal = sub.add_parser(
         "allow",
-        help="let a running `writeback run` apply changes it holds over a safety threshold (next full reconcile)",
+        help="let a running `writeback run` apply changes it holds over a safety threshold (at its next reconcile)",
     )
     sal.add_argument("--deletes", type=int, default=0, metavar="N", help="up to N group deletes")
     sal.add_argument("--removals", type=int, default=0, metavar="N", help="up to N member removals")
@@ -662,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_emulator)
 
     sr = sub.add_parser(
-        "run", help="run continuously: delta polling every few seconds, full reconcile hourly"
+        "run", help="run continuously: delta polling every few seconds, reconcile hourly (quick), deep daily"
     )
     sr.add_argument("--once", action="store_true", help="one cycle, then exit")
     sr.set_defaults(func=cmd_run)

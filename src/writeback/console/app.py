@@ -359,15 +359,17 @@ class Console:
         if allow == Allowances() or min(allow.deletes, allow.removals, allow.updates) < 0:
             return self._error(request, 400, "nothing to allow: give deletes, removals and/or updates (> 0)")
         await run_in_threadpool(self.backend.allow, allow)
-        return self._done(request, f"Allowed for the next full reconcile (started now): {allow}", who)
+        return self._done(request, f"Allowed for the next reconcile (a deep one, started now): {allow}", who)
 
     async def clear_quarantine(self, request: Request, who: Principal) -> Response:
         self.backend.clear_quarantine()
-        return self._done(request, "Quarantine cleared; a full reconcile starts now.", who)
+        return self._done(request, "Quarantine cleared; a reconcile starts now.", who)
 
     async def reconcile(self, request: Request, who: Principal) -> Response:
         self.backend.reconcile_now()
-        return self._done(request, "A full reconcile starts now.", who)
+        return self._done(
+            request, "A deep reconcile starts now: every managed group is read and compared.", who
+        )
 
     def _done(self, request: Request, message: str, who: Principal) -> Response:
         if request.url.path.startswith("/api/"):
