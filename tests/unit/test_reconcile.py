@@ -16,7 +16,13 @@ from writeback.app.engine import ApplyResult, Engine
 from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
 from writeback.core.planning import Plan
 from writeback.core.ports import GroupStamp
-from writeback.core.reconcile import ReconcileRecord, changed_in_ad, deep_reason, stamps_after
+from writeback.core.reconcile import (
+    ReconcileRecord,
+    changed_in_ad,
+    deep_reason,
+    stamps_after,
+    wider_than_quick,
+)
 
 DAY = 86400.0
 
@@ -66,6 +72,12 @@ def test_stamps_after_takes_written_groups_from_the_second_listing_and_forgets_g
     stamps, gone = stamps_after({"a", "b", "c"}, {"a", "c"}, before, after)
     assert stamps == {"a": ("CN=A", 9), "b": ("CN=B", 2)}
     assert gone == {"c"}, "written (deleted) and no longer listed"
+
+
+def test_past_a_quarter_of_the_groups_one_read_of_all_is_cheaper() -> None:
+    assert not wider_than_quick(50, 60), "a few groups are always read one by one"
+    assert not wider_than_quick(500, 2000)
+    assert wider_than_quick(501, 2000)
 
 
 # -- the engine around it ---------------------------------------------------------------------------------

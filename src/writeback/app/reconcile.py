@@ -32,6 +32,7 @@ from writeback.core.reconcile import (
     deep_reason,
     settings_print,
     stamps_after,
+    wider_than_quick,
 )
 from writeback.core.safety import Managed
 
@@ -115,7 +116,11 @@ def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
     users = _groups_of_changed_users(engine, record)
     counts["holding changed AD users"] = len(users - keys)
     keys |= users
-    scope = Reconcile(False, "", frozenset(keys), pending, watermark, tuple(listed), counts)
+    if wider_than_quick(len(keys), len(listed)):
+        why = f"{len(keys)} of {len(listed)} managed groups to compare: one read of all is cheaper"
+        scope = Reconcile(True, why, None, pending, watermark, tuple(listed))
+    else:
+        scope = Reconcile(False, "", frozenset(keys), pending, watermark, tuple(listed), counts)
     engine.progress(scope.describe().capitalize())
     return scope
 
