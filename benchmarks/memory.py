@@ -25,6 +25,7 @@ import gc
 import json
 import os
 import sqlite3
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,7 @@ from writeback.testbed.sandbox.people import generated_people
 from writeback.testbed.sandbox.seed import Account
 
 ROOT = Path(__file__).resolve().parents[1]
+USERS_ONLY = "ad-users.sqlite"
 FULL_SCAN_TERMS = 2_000  # as writeback.adapters.directory.adapter: above this, every user is read
 DOMAIN_SID = "S-1-5-21-1004336348-1177238915-682003330"
 TARGET_OU = f"OU=Engine,OU=bench-mem,{BASE_DN}"
@@ -312,9 +314,10 @@ def _reset_peak() -> bool:
         return False
 
 
-def child(config: Path, ad_path: Path, scenario: str, trace: bool) -> dict[str, Any]:
-    """One engine run (``first`` apply or ``reconcile``) in this process; peak RSS per phase."""
-    from writeback.app.engine import Engine
+def child(config: Path, ad_path: Path, scenario: str, trace: bool, *, replan: bool = False) -> dict[str, Any]:
+    """One engine run (``first`` apply or ``reconcile``) in this process; peak RSS per phase. ``replan``: only
+    plan, from the replica as stored (no Graph), and write nothing."""
+    from writeback.app.engine import ApplyResult, Engine
     from writeback.app.wiring import build_graph, build_store
     from writeback.config import load_settings
 
@@ -333,10 +336,11 @@ def child(config: Path, ad_path: Path, scenario: str, trace: bool) -> dict[str, 
         }
 
     resettable = _reset_peak()
-    t = time.perf_counter()
-    engine.sync()
-    measure("sync", t)
-    _reset_peak()
+    if not replan:
+        t = time.perf_counter()
+        engine.sync()
+        measure("sync", t)
+        _reset_peak()
     if trace:
         tracemalloc.start(1)
     t = time.perf_counter()
@@ -348,7 +352,7 @@ def child(config: Path, ad_path: Path, scenario: str, trace: bool) -> dict[str, 
         top = [str(s) for s in snap.statistics("lineno")[:25]]
     _reset_peak()
     t = time.perf_counter()
-    result = engine.apply(plan)
+    result = engine.apply(plan) if not replan else ApplyResult("replan")
     measure("apply", t)
     engine.close()
     return {
@@ -400,6 +404,25 @@ def write_config(workdir: Path, handle: Any, size: Size) -> Path:
     return config
 
 
+def _run_child(workdir: Path, scenario: str, extra: Sequence[str]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    argv = [sys.executable, "-m", "benchmarks.memory", "--child", scenario, "--dir", str(workdir), *extra]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{scenario} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    print(json.dumps(result, indent=1), flush=True)
+    return result
+
+
+def replan(workdir: Path, trace: bool) -> list[dict[str, Any]]:
+    """The plans of both scenarios again from a finished run's replica: the first apply's against AD as it was
+    before it (users only), the reconcile's against AD as it is. Nothing is written; no emulator needed."""
+    extra = ["--replan", *(["--tracemalloc"] if trace else [])]
+    return [_run_child(workdir, "first", extra), _run_child(workdir, "reconcile", extra)]
+
+
 def run(size: Size, workdir: Path, trace: bool) -> list[dict[str, Any]]:
     from writeback.testbed.emulator.testing import run_emulator
 
@@ -411,23 +434,15 @@ def run(size: Size, workdir: Path, trace: bool) -> list[dict[str, Any]]:
     ad = DiskDirectory(workdir / "ad.sqlite")
     ad.add_users(accounts)
     ad.close()
+    shutil.copyfile(workdir / "ad.sqlite", workdir / USERS_ONLY)  # AD before the first apply, for --replan
     del accounts
     results: list[dict[str, Any]] = []
     with run_emulator(tenant.document, workdir / "emulator") as handle:
         del tenant
         gc.collect()
-        config = write_config(workdir, handle, size)
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        write_config(workdir, handle, size)
         for scenario in ("first", "reconcile"):
-            argv = [sys.executable, "-m", "benchmarks.memory", "--child", scenario, "--dir", str(workdir)]
-            if trace:
-                argv.append("--tracemalloc")
-            proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)  # noqa: S603
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if proc.returncode != 0 or not lines:
-                raise SystemExit(f"{scenario} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-            results.append(json.loads(lines[-1]))
-            print(json.dumps(results[-1], indent=1), flush=True)
+            results.append(_run_child(workdir, scenario, ["--tracemalloc"] if trace else []))
     return results
 
 
@@ -436,12 +451,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("size", nargs="?", default="large", choices=sorted(SIZES))
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "writeback-memory")
     p.add_argument("--tracemalloc", action="store_true", help="list the top allocation sites after planning")
+    p.add_argument(
+        "--replan", action="store_true", help="plan both scenarios again from the replica of a run in --dir"
+    )
     p.add_argument("--child", choices=("first", "reconcile"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.dir / "writeback.toml", args.dir / "ad.sqlite", args.child, args.tracemalloc)))
+        ad = args.dir / (USERS_ONLY if args.replan and args.child == "first" else "ad.sqlite")
+        report = child(args.dir / "writeback.toml", ad, args.child, args.tracemalloc, replan=args.replan)
+        print(json.dumps(report))
         return 0
-    results = run(SIZES[args.size], args.dir, args.tracemalloc)
+    results = replan(args.dir, args.tracemalloc) if args.replan else run(SIZES[args.size], args.dir, args.tracemalloc)
     for r in results:
         phases = ", ".join(f"{k} {v['phase_peak_mb']:.0f} MB/{v['seconds']}s" for k, v in r["phases"].items())
         print(f"{args.size} {r['scenario']}: peak {r['peak_mb']:.0f} MB ({phases}); changes {r['counts']}")
