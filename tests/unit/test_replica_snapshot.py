@@ -99,6 +99,7 @@ def test_sql_snapshot_keeps_one_value_per_member_and_one_copy_of_each_id(tmp_pat
     key2 = next(iter(snap.users["u2"].attributes))
     assert key1 == key2 == "department" and key1 is key2
     assert snap.users["u1"].attributes == {"department": "Sales", "userType": "Member"}
+    assert snap.users["u1"].attributes["userType"] is snap.users["u2"].attributes["userType"]
 
 
 def test_member_refs_share_values_and_keep_a_kind_change() -> None:

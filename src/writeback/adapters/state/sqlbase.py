@@ -109,7 +109,9 @@ def _group_to_json(g: CloudGroup) -> str:
 
 
 class _Interned(dict[str, str]):
-    """One copy of each string given (attribute names repeat in every user's JSON; json.loads makes new ones)."""
+    """One copy of each string given (attribute names and many values repeat in every user's JSON, and
+    json.loads makes new strings for each). A plain dict rather than sys.intern: it is dropped with the
+    snapshot's construction instead of growing the interpreter's table."""
 
     def __missing__(self, key: str) -> str:
         self[key] = key
@@ -142,8 +144,12 @@ def _user_from_json(
     d["deleted"] = bool(deleted)
     if object_id is not None and d.get("id") == object_id:
         d["id"] = object_id
-    if keys is not None and isinstance(attributes := d.get("attributes"), dict):
-        d["attributes"] = {keys[k]: v for k, v in attributes.items()}
+    if keys is not None:
+        # Names, departments, job titles and the domain repeat across users: one copy of each string.
+        if isinstance(attributes := d.get("attributes"), dict):
+            d["attributes"] = {keys[k]: keys[v] if type(v) is str else v for k, v in attributes.items()}
+        if type(domain := d.get("on_premises_domain_name")) is str:
+            d["on_premises_domain_name"] = keys[domain]
     return CloudUser(**d)
 
 
