@@ -78,3 +78,15 @@ def test_account_from_entry() -> None:
     assert account.object_sid == DOMAIN + "-1200"
     assert account.object_class == "user"
     assert account.group_type is None
+
+
+def test_a_dn_read_as_account_and_as_member_values_is_one_string() -> None:
+    """Issue 17 (memory): 1,000,000 member values of 100,000 users are 100,000 strings, not a million."""
+    dn = "CN=Noor Jansen,OU=Staff,DC=corp,DC=example,DC=test"
+    user = {"objectguid": [GUID.bytes_le], "objectclass": [b"top", b"user"]}
+    account = account_from_entry(dn.encode().decode(), user)
+    g1 = group_from_entry("CN=G1,DC=x", _group(), [dn.encode().decode()], ANCHORS, ())
+    g2 = group_from_entry("CN=G2,DC=x", _group(), [dn.encode().decode()], ANCHORS, ())
+    (m1,) = g1.members
+    (m2,) = g2.members
+    assert m1 == dn and m1 is m2 and m1 is account.dn

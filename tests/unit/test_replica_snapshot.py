@@ -12,6 +12,8 @@ import pytest
 
 from tests.testbed.stores import BACKENDS, open_store
 from writeback.adapters.state.memory import MemoryReplica
+from writeback.adapters.state.sqlbase import MemberRefs
+from writeback.adapters.state.sqlite import SqliteStore
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
 from writeback.core.ports import ReplicaStore
 
@@ -75,3 +77,37 @@ def test_partial_snapshot_over_many_groups_spans_parameter_chunks(
     assert len(snap.users) == len(wanted) == 1150
     assert snap.groups["g1199"].members == frozenset()
     assert snap.groups["g1098"].members == frozenset({MemberRef("user", "u1098")})
+
+
+def test_sql_snapshot_keeps_one_value_per_member_and_one_copy_of_each_id(tmp_path: Path) -> None:
+    """Issue 17 (memory): a user in several groups is one MemberRef in all of them, and the user's id in the
+    users map is that same string, not one new copy per membership row."""
+    store = SqliteStore(tmp_path / "state.sqlite")
+    with store.transaction() as tx:
+        tx.upsert_user(CloudUser("u1", attributes={"department": "Sales", "userType": "Member"}))
+        tx.upsert_user(CloudUser("u2", attributes={"department": "IT", "userType": "Member"}))
+        for gid in ("g1", "g2"):
+            tx.upsert_group(CloudGroup(gid))
+            tx.add_members(gid, [MemberRef("user", "u1"), MemberRef("user", "u2")])
+    snap = store.snapshot()
+    (a1,) = (m for m in snap.groups["g1"].members if m.id == "u1")
+    (b1,) = (m for m in snap.groups["g2"].members if m.id == "u1")
+    assert a1 is b1
+    assert snap.users["u1"].id is a1.id
+    assert next(k for k in snap.users if k == "u1") is a1.id
+    key1 = next(iter(snap.users["u1"].attributes))
+    key2 = next(iter(snap.users["u2"].attributes))
+    assert key1 == key2 == "department" and key1 is key2
+    assert snap.users["u1"].attributes == {"department": "Sales", "userType": "Member"}
+    assert snap.users["u1"].attributes["userType"] is snap.users["u2"].attributes["userType"]
+
+
+def test_member_refs_share_values_and_keep_a_kind_change() -> None:
+    refs = MemberRefs()
+    first = refs.get("user", "x1")
+    again = refs.get("user", "".join(["x", "1"]))
+    assert again is first
+    assert refs.id("".join(["x", "1"])) is first.id
+    assert refs.id("unknown") == "unknown"
+    changed = refs.get("group", "x1")  # the same id seen with another kind is its own value, never mixed up
+    assert changed == MemberRef("group", "x1") and changed is not first

@@ -124,7 +124,10 @@ def cloud_intents(
             out[gid] = reason
     keys = in_scope if only is None else in_scope & set(only)
     groups = {gid: _cloud_intent(mapper, snapshot.groups[gid]) for gid in sorted(keys)}
-    cloud = snapshot.groups if only is None else {g: c for g, c in snapshot.groups.items() if g in only}
+    wanted = snapshot.groups if only is None else {g: c for g, c in snapshot.groups.items() if g in only}
+    # What the cloud says about each group (name, soft delete) without its members: the intents carry those,
+    # and a second copy of 1,000,000 memberships would be held to the end of every plan (issue 17).
+    cloud = {gid: without_members(g) for gid, g in wanted.items()}
     reconciled = None if only is None else frozenset(k for k in only if not k.startswith(DYNAMIC_KEY_PREFIX))
     return Intents(
         groups,
@@ -137,6 +140,11 @@ def cloud_intents(
         ad_mastered,
         frozenset(released),
     )
+
+
+def without_members(group: CloudGroup) -> CloudGroup:
+    """``group`` with no members (itself when it has none)."""
+    return replace(group, members=frozenset()) if group.members else group
 
 
 def _cloud_intent(mapper: Mapper, group: CloudGroup) -> Intent:
@@ -266,7 +274,9 @@ def account_keys(user: CloudUser) -> tuple[str | None, str | None]:
     """The keys a synced user is found by in AD: (objectSid upper-cased, objectGUID)."""
     sid = user.on_premises_security_identifier
     immutable = user.on_premises_immutable_id
-    return (sid.upper() if sid else None, immutable_id_to_guid(immutable) if immutable else None)
+    # sid.upper() makes a new string even when the SID is upper-case already (as Graph returns it).
+    sid = (sid if sid.isupper() else sid.upper()) if sid else None
+    return (sid, immutable_id_to_guid(immutable) if immutable else None)
 
 
 # 2. Facts ------------------------------------------------------------------------------------------------

@@ -286,6 +286,27 @@ def _values(value: ChangeValue) -> frozenset[str]:
     return frozenset(value) if isinstance(value, tuple) else frozenset({str(value)})
 
 
+def member_diff(
+    desired: frozenset[str], actual: frozenset[str], renamed: Mapping[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(member DNs to add, member DNs to remove), each sorted, comparing DNs as AD does (normalised). A member
+    DN in ``renamed`` (normalised old DN -> new DN) is compared at the DN it will have.
+
+    When the two sets hold exactly the same strings and nothing is renamed, nothing changes: the common case
+    of a reconcile is answered without a normalised copy of every member value (issue 17, memory)."""
+    if not renamed and desired == actual:
+        return (), ()
+    want = {normalize_dn(m): m for m in desired}
+    have: dict[str, str] = {}
+    for m in actual:
+        key = normalize_dn(m)
+        new = renamed.get(key)
+        have[normalize_dn(new) if new else key] = new or m
+    add = tuple(sorted(want[k] for k in want.keys() - have.keys()))
+    remove = tuple(sorted(have[k] for k in have.keys() - want.keys()))
+    return add, remove
+
+
 def compute_plan(
     desired: Mapping[str, DesiredGroup],
     actual: Sequence[DirectoryGroup],
@@ -447,14 +468,7 @@ def compute_plan(
                     previous={k: _current(a, k) for k in upd},
                 )
             )
-        want = {normalize_dn(m): m for m in d.members}
-        have: dict[str, str] = {}
-        for m in a.members:
-            key = normalize_dn(m)
-            new = renamed.get(key)
-            have[normalize_dn(new) if new else key] = new or m
-        add = sorted(want[k] for k in want.keys() - have.keys())
-        remove = sorted(have[k] for k in have.keys() - want.keys())
+        add, remove = member_diff(d.members, a.members, renamed)
         if add:
             changes.append(
                 Change(
@@ -462,7 +476,7 @@ def compute_plan(
                     cid,
                     target_dn,
                     name,
-                    members=tuple(add),
+                    members=add,
                     reason=_REASONS[ChangeKind.ADD_MEMBERS][drift],
                 )
             )
@@ -473,7 +487,7 @@ def compute_plan(
                     cid,
                     target_dn,
                     name,
-                    members=tuple(remove),
+                    members=remove,
                     reason=_REASONS[ChangeKind.REMOVE_MEMBERS][drift],
                 )
             )

@@ -6,6 +6,7 @@ already be lower-cased (:func:`writeback.adapters.directory.codec.lower_keys`).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 from writeback.adapters.directory.codec import (
@@ -99,7 +100,9 @@ def group_from_entry(
         sam_account_name=first_str(attrs, "sAMAccountName"),
         group_type=_int(attrs, "groupType") or 0,
         attributes={name: _value(attrs, name) for name in names},
-        members=frozenset(members),
+        # One string per DN in the process (issue 17, memory): a user in many groups, and the same user
+        # resolved as an account, share one string instead of a copy per member value read.
+        members=frozenset(map(sys.intern, members)),
         protected=is_protected(attrs),
         object_sid=_sid(attrs),
     )
@@ -111,7 +114,7 @@ def account_from_entry(dn: str, attrs: Mapping[str, list[bytes]]) -> DirectoryAc
         raise ValueError(f"{dn} has no objectGUID")
     classes = [v.decode("utf-8") for v in attrs.get("objectclass", [])]
     return DirectoryAccount(
-        dn=dn,
+        dn=sys.intern(dn),
         object_guid=guid_to_str(guid[0]),
         object_sid=_sid(attrs),
         object_class=most_specific_class(classes),

@@ -117,18 +117,61 @@ def _group_to_json(g: CloudGroup) -> str:
     return json.dumps(d, separators=(",", ":"), default=_jsonable)
 
 
-def _user_from_json(text: str, deleted: int) -> CloudUser:
+class _Interned(dict[str, str]):
+    """One copy of each string given (attribute names and many values repeat in every user's JSON, and
+    json.loads makes new strings for each). A plain dict rather than sys.intern: it is dropped with the
+    snapshot's construction instead of growing the interpreter's table."""
+
+    def __missing__(self, key: str) -> str:
+        self[key] = key
+        return key
+
+
+class MemberRefs:
+    """One :class:`MemberRef` per member id and one copy of each id and kind, for a whole snapshot."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, MemberRef] = {}
+        self._kinds = _Interned()
+
+    def get(self, kind: str, member_id: str) -> MemberRef:
+        ref = self._refs.get(member_id)
+        if ref is None or ref.kind != kind:
+            ref = self._refs[member_id] = MemberRef(self._kinds[kind], member_id)
+        return ref
+
+    def id(self, object_id: str) -> str:
+        """``object_id`` as the string the member values already hold, when a group has it as a member."""
+        ref = self._refs.get(object_id)
+        return object_id if ref is None else ref.id
+
+
+def _user_from_json(
+    text: str, deleted: int, keys: _Interned | None = None, object_id: str | None = None
+) -> CloudUser:
     d = json.loads(text)
     d["deleted"] = bool(deleted)
+    if object_id is not None and d.get("id") == object_id:
+        d["id"] = object_id
+    if keys is not None:
+        # Names, departments, job titles and the domain repeat across users: one copy of each string.
+        if isinstance(attributes := d.get("attributes"), dict):
+            d["attributes"] = {keys[k]: keys[v] if type(v) is str else v for k, v in attributes.items()}
+        if type(domain := d.get("on_premises_domain_name")) is str:
+            d["on_premises_domain_name"] = keys[domain]
     return CloudUser(**d)
 
 
-def _group_from_json(text: str, deleted: int, members: frozenset[MemberRef]) -> CloudGroup:
+def _group_from_json(
+    text: str, deleted: int, members: frozenset[MemberRef], object_id: str | None = None
+) -> CloudGroup:
     d = json.loads(text)
     d["group_types"] = tuple(d.get("group_types") or ())
     d["proxy_addresses"] = tuple(d.get("proxy_addresses") or ())
     d["deleted"] = bool(deleted)
     d["members"] = members
+    if object_id is not None and d.get("id") == object_id:
+        d["id"] = object_id
     return CloudGroup(**d)
 
 
@@ -358,24 +401,35 @@ class SqlStore:
             member_rows = self._select_in(
                 "SELECT group_id, member_id, kind FROM members WHERE group_id", member_groups
             )
-        members: dict[str, set[MemberRef]] = {}
+        # Memory (issue 17: 1,000,000 memberships of 100,000 users): every member is one MemberRef, shared by
+        # all the groups that hold it, instead of one new value (and two new strings) per membership row.
+        refs = MemberRefs()
+        members: dict[str, list[MemberRef]] = {}
         for gid, mid, kind in member_rows:
-            members.setdefault(gid, set()).add(MemberRef(kind, mid))
+            ref = refs.get(kind, mid)
+            held = members.get(gid)
+            if held is None:
+                members[gid] = [ref]
+            else:
+                held.append(ref)
         if member_groups is None:
             user_rows: Iterable[Any] = self.db.execute("SELECT id, data, deleted FROM users")
         else:
-            wanted = {m.id for refs in members.values() for m in refs if m.kind == "user"}
+            wanted = {m.id for refs_ in members.values() for m in refs_ if m.kind == "user"}
             user_rows = self._select_in("SELECT id, data, deleted FROM users WHERE id", wanted)
         users: dict[str, CloudUser] = {}
+        keys = _Interned()
         for r in user_rows:
             try:
-                users[r[0]] = _user_from_json(r[1], r[2])
+                user_id = refs.id(r[0])
+                users[user_id] = _user_from_json(r[1], r[2], keys, user_id)
             except (ValueError, TypeError, KeyError) as exc:
                 raise _corrupt_row(self.where, "users", r[0], exc) from exc
         groups: dict[str, CloudGroup] = {}
         for r in self.db.execute("SELECT id, data, deleted FROM groups"):
             try:
-                groups[r[0]] = _group_from_json(r[1], r[2], frozenset(members.get(r[0], ())))
+                group_id = refs.id(r[0])
+                groups[group_id] = _group_from_json(r[1], r[2], frozenset(members.pop(r[0], ())), group_id)
             except (ValueError, TypeError, KeyError) as exc:
                 raise _corrupt_row(self.where, "groups", r[0], exc) from exc
         return CloudSnapshot(
