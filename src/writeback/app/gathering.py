@@ -116,7 +116,10 @@ def _resolve(q: Questions, directory: Directory, progress: Progress) -> Resolved
     pending = list(q.accounts)
     for how in q.match_order:
         if how == "sid" and (sids := {s for s, _ in pending if s}):
-            by_sid.update((k.upper(), v) for k, v in directory.resolve_accounts(sids, ()).by_sid.items())
+            by_sid.update(
+                (k if k.isupper() else k.upper(), v)  # no copy of 100k SIDs already upper-case
+                for k, v in directory.resolve_accounts(sids, ()).by_sid.items()
+            )
             pending = [(s, g) for s, g in pending if not (s and s in by_sid)]
         elif how == "immutable_id" and (guids := {g for _, g in pending if g}):
             by_guid.update((k.lower(), v) for k, v in directory.resolve_accounts((), guids).by_guid.items())
