@@ -11,6 +11,7 @@ from dataclasses import asdict
 from typing import Any
 
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Progress
+from writeback.app.pipeline import run_apply
 from writeback.app.wiring import build_engine, build_store, writer_claim
 from writeback.config import Settings
 from writeback.core.planning import Plan
@@ -48,20 +49,8 @@ def apply(
     with writer_claim(settings, "apply") as guard:  # the writer lock, or the leader lease on PostgreSQL
         engine = build_engine(settings, progress)
         try:
-            engine.sync()
-            engine.sync_ad_users(full=True)
-            current = engine.plan(allow=allow)
-            chosen = current
-            if saved is not None:
-                try:
-                    chosen = Plan.from_dict(saved)
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ConfigError(f"cannot read the saved plan: {exc}") from exc
-                engine.check_saved_plan(chosen, current)
-                chosen = chosen.with_redacted_values_from(current)  # values hidden by Redact() are not saved
-            if show is not None:
-                show(chosen)
-            return chosen, engine.apply(chosen, guard=guard)
+            run = run_apply(engine, saved=saved, allow=allow, show=show, guard=guard)
+            return run.plan, run.result
         finally:
             engine.close()
 

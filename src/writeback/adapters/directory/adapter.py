@@ -83,9 +83,12 @@ class LdapDirectory:
         """``connect`` opens a python-ldap connection for a URL (``ldap.initialize``; tests pass a double)."""
         self._settings = settings
         self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
-        self._domain = LdapSession(settings, settings.urls, self._stats, "domain controller", connect)
+        self._timings: dict[str, float] = {"ad_read": 0.0, "ad_write": 0.0}
+        self._domain = LdapSession(
+            settings, settings.urls, self._stats, "domain controller", connect, self._timings
+        )
         self._gc = (
-            LdapSession(settings, settings.gc_urls, self._stats, "global catalog", connect)
+            LdapSession(settings, settings.gc_urls, self._stats, "global catalog", connect, self._timings)
             if settings.gc_urls
             else None
         )
@@ -101,6 +104,11 @@ class LdapDirectory:
     def stats(self) -> dict[str, int]:
         """LDAP operations by kind (bind, search, add, modify, modrdn, delete) and values_written."""
         return dict(self._stats)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent in LDAP reads ("ad_read") and writes ("ad_write") since start, connecting included."""
+        return dict(self._timings)
 
     def check_tls_and_bind(self) -> None:
         """Connect and bind to the domain (and the Global Catalog when configured); raise on failure."""
