@@ -95,6 +95,59 @@ JOURNAL_BATCH = 64
 JOURNAL_BATCH_VALUES = 20_000
 
 
+def write_order(changes: Sequence[Change]) -> tuple[list[Change], dict[int, int]]:
+    """The order to write ``changes`` in, and the member adds that can ride with a create.
+
+    A plan creates every group without the nested groups it creates in the same run and adds those afterwards
+    (``ADD_MEMBERS``, "nested groups created or renamed in this plan"). Such a modify costs the DC time in
+    proportion to the group's size (measured on Samba: 11 ms at 615 members, 32 ms at 4,471, 54 ms at 9,826
+    for one value), and at large (200 nested memberships, groups up to 100,000 members) these modifies were
+    a good part of the write phase's 1.33x over the limit, which creates children first and writes each group
+    in its add. Here too: the creates are reordered children first (a stable post-order over nesting, plan
+    order otherwise) and a parent's add carries those nested members. Returns the reordered changes and, by
+    position in them, create -> the member add it carries (which then writes nothing). Only adds whose every
+    value is a group created in this plan are carried, never through a nesting cycle; everything after the
+    creates keeps the plan's order (holds, updates, renames, removals, deletes are untouched)."""
+    creates = {normalize_dn(c.dn): i for i, c in enumerate(changes) if c.kind is ChangeKind.CREATE}
+    carried: dict[int, int] = {}  # create index -> add index (in ``changes``)
+    for i, c in enumerate(changes):
+        if c.kind is not ChangeKind.ADD_MEMBERS or not c.members:
+            continue
+        parent = creates.get(normalize_dn(c.dn))
+        if (
+            parent is not None
+            and parent not in carried
+            and all(normalize_dn(m) in creates for m in c.members)
+        ):
+            carried[parent] = i
+    if not carried:
+        return list(changes), {}
+    order: list[int] = []
+    state: dict[int, int] = {}  # 1: being visited, 2: done
+    for start in creates.values():
+        stack: list[tuple[int, bool]] = [(start, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                state[node] = 2
+                order.append(node)
+                continue
+            if state.get(node):
+                continue
+            state[node] = 1
+            stack.append((node, True))
+            add = carried.get(node)
+            children = [creates[normalize_dn(m)] for m in changes[add].members] if add is not None else []
+            if any(state.get(child) == 1 for child in children):
+                del carried[node]  # a nesting cycle: this group's nested members are added afterwards
+                continue
+            stack.extend((child, False) for child in reversed(children) if not state.get(child))
+    rest = [i for i in range(len(changes)) if i not in state]
+    sequence = order + rest
+    position = {index: pos for pos, index in enumerate(sequence)}
+    return [changes[i] for i in sequence], {position[c]: position[a] for c, a in carried.items()}
+
+
 def journal_batches(changes: Sequence[Change]) -> Iterator[tuple[int, Sequence[Change]]]:
     """``changes`` in consecutive batches: (index of the batch's first change, the batch). A batch ends after
     :data:`JOURNAL_BATCH` changes or once it carries :data:`JOURNAL_BATCH_VALUES` member values."""
@@ -106,6 +159,31 @@ def journal_batches(changes: Sequence[Change]) -> Iterator[tuple[int, Sequence[C
             end += 1
         yield start, changes[start:end]
         start = end
+
+
+@dataclass
+class _Writing:
+    """One apply's progress through its ordered changes (see write_order)."""
+
+    changes: list[Change]
+    carried: dict[int, int]  # position of a create -> position of the member add it carries
+    failed_groups: set[str]
+    created: set[str] = field(default_factory=set)  # normalized DNs of the groups this apply created
+    written: set[int] = field(default_factory=set)  # positions of member adds written with their create
+
+    def carried_add(self, position: int) -> Change | None:
+        """The member add the create at ``position`` carries, when every nested group in it was created."""
+        add = self.carried.get(position)
+        if add is None:
+            return None
+        change = self.changes[add]
+        return change if all(normalize_dn(m) in self.created for m in change.members) else None
+
+    def done(self, position: int, change: Change, carried: Change | None) -> None:
+        if change.kind is ChangeKind.CREATE:
+            self.created.add(normalize_dn(change.dn))
+            if carried is not None:
+                self.written.add(self.carried[position])
 
 
 class Engine:
@@ -373,9 +451,10 @@ class Engine:
                 interrupted,
             )
         self._log_reports(result.run_id, plan)
-        total = len(plan.changes)
-        for first, batch in journal_batches(plan.changes):
-            if not self._apply_batch(result, batch, first, total, failed_groups, should_stop, guard):
+        changes, carried = write_order(plan.changes)
+        run = _Writing(changes, carried, failed_groups)
+        for first, batch in journal_batches(changes):
+            if not self._apply_batch(result, run, batch, first, should_stop, guard):
                 break
         if result.aborted is None:
             # Groups now converged: remember their desired state, so a later difference in AD is drift.
@@ -387,10 +466,9 @@ class Engine:
     def _apply_batch(
         self,
         result: ApplyResult,
+        run: _Writing,
         batch: Sequence[Change],
         first: int,
-        total: int,
-        failed_groups: set[str],
         should_stop: Callable[[], bool] | None,
         guard: Callable[[], None] | None,
     ) -> bool:
@@ -401,11 +479,21 @@ class Engine:
         forgotten: list[str] = []
         go_on = True
         try:
+            failed_groups, total = run.failed_groups, len(run.changes)
             for i, (change, row) in enumerate(zip(batch, rows, strict=True), start=first + 1):
                 if should_stop and should_stop():
                     result.aborted = "stop requested"
                     go_on = False
                     break
+                if i - 1 in run.written:
+                    # A nested-group member add its group's create already wrote (write_order).
+                    self.progress(
+                        f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
+                        " (written with the group's create)"
+                    )
+                    outcomes.append((row, "success", None))
+                    result.results.append(ChangeResult(change, True))
+                    continue
                 if change.cloud_id in failed_groups:
                     msg = "not attempted: an earlier change of this group failed"
                     result.results.append(ChangeResult(change, False, msg))
@@ -417,8 +505,9 @@ class Engine:
                     f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
                     + (f" ({len(change.members)} members)" if change.members else "")
                 )
+                carried = run.carried_add(i - 1)
                 try:
-                    self._execute(change, applied, forgotten)
+                    self._execute(change, applied, forgotten, carried)
                 except DirectoryUnavailable as exc:
                     outcomes.append((row, "error", str(exc)))
                     result.results.append(ChangeResult(change, False, str(exc)))
@@ -436,6 +525,7 @@ class Engine:
                     raise
                 outcomes.append((row, "success", None))
                 result.results.append(ChangeResult(change, True))
+                run.done(i - 1, change, carried)
         finally:
             # Rows of changes never attempted (stop, abort, a guard that raised) are removed, as if never logged.
             finished = {o[0] for o in outcomes}
@@ -481,13 +571,17 @@ class Engine:
             )
         self.store.log_rows(records)
 
-    def _execute(self, change: Change, applied: dict[str, str], forgotten: list[str]) -> None:
-        """Write one change. The DNs of groups created or moved go to ``applied``, deleted groups to
-        ``forgotten`` (recorded with the batch's log rows, in the same transaction)."""
+    def _execute(
+        self, change: Change, applied: dict[str, str], forgotten: list[str], carried: Change | None = None
+    ) -> None:
+        """Write one change (a create with the nested-group member add it ``carried``, see write_order). The
+        DNs of groups created or moved go to ``applied``, deleted groups to ``forgotten`` (recorded with the
+        batch's log rows, in the same transaction)."""
         d = self.directory
         if change.kind is ChangeKind.CREATE:
             attrs = {k: v for k, v in change.attributes.items() if v is not None}
-            d.create_group(change.dn, attrs, change.members)
+            members = (*change.members, *carried.members) if carried is not None else change.members
+            d.create_group(change.dn, attrs, members)
             applied[change.cloud_id] = change.dn
         elif change.kind is ChangeKind.UPDATE:
             d.modify_attributes(
