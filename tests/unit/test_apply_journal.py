@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.testbed.stores import BACKENDS, open_store
 from tests.unit.builders import settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from tests.unit.test_engine import accounts, gid, group, users
@@ -37,8 +38,11 @@ def test_batches_cover_every_change_in_order_and_respect_both_limits() -> None:
     assert list(journal_batches([])) == []
 
 
-def test_rows_are_pending_while_written_and_finished_together(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rows_are_pending_while_written_and_finished_together(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    store = open_store(request, tmp_path, backend)
     ids = store.log_rows([LogRecord("r1", "create", cloud_id="a"), LogRecord("r1", "create", cloud_id="b")])
     assert [e.result for e in store.read_log()] == [PENDING, PENDING]
     store.finish_log([(ids[0], "success", None)], dropped=[ids[1]], applied={"a": "CN=A,OU=X"})
@@ -49,8 +53,11 @@ def test_rows_are_pending_while_written_and_finished_together(tmp_path: Path) ->
     assert store.applied_dns() == {}
 
 
-def test_pending_rows_of_another_run_become_interrupted(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.sqlite")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pending_rows_of_another_run_become_interrupted(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    store = open_store(request, tmp_path, backend)
     store.log_rows([LogRecord("killed", "create", cloud_id="a"), LogRecord("now", "create", cloud_id="b")])
     assert store.close_pending_log("now") == 1
     by_run = {e.run_id: e for e in store.read_log()}
@@ -91,6 +98,7 @@ def test_a_stopped_apply_leaves_no_row_for_changes_it_never_attempted() -> None:
 KILLED_APPLY = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
+from tests.testbed.stores import BACKENDS, open_store
 from tests.unit.builders import settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from tests.unit.test_engine import accounts, gid, group, users

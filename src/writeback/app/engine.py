@@ -204,6 +204,7 @@ class Engine:
         # The base of the safety percentages: counted by every full plan, kept for incremental ones.
         self._managed: Managed | None = None
         self._timings: dict[str, float] = {"graph_read": 0.0, "planning": 0.0}
+        self._journal_checked = False
 
     @property
     def cloud_enabled(self) -> bool:
@@ -443,7 +444,9 @@ class Engine:
         created or moved in that batch are recorded again by the next full plan (``_remember_locations``)."""
         result = ApplyResult(run_id or uuid.uuid4().hex[:12])
         failed_groups: set[str] = set()
-        interrupted = self.store.close_pending_log(result.run_id)
+        # Rows left pending are a killed process's: looked for once per engine (the log has no index on result).
+        interrupted = 0 if self._journal_checked else self.store.close_pending_log(result.run_id)
+        self._journal_checked = True
         if interrupted:
             log.warning(
                 "%d changes of an earlier run were being written when it stopped; marked interrupted in the "
