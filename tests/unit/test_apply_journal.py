@@ -20,6 +20,7 @@ from writeback.app.engine import JOURNAL_BATCH, JOURNAL_BATCH_VALUES, Engine, jo
 from writeback.core.model import CloudGroup, MemberRef
 from writeback.core.planning import Change, ChangeKind
 from writeback.core.ports import PENDING, LogRecord
+from writeback.errors import DirectoryWriteError
 
 
 def change(i: int, members: int = 0) -> Change:
@@ -234,3 +235,36 @@ def world_nested():  # type: ignore[no-untyped-def]
     directory = FakeDirectory(accounts=accounts(6))
     store = SqliteStore(":memory:")
     return cloud, directory, store, Engine(settings(), cloud, directory, store)
+
+
+def test_a_create_refused_for_its_nested_group_is_made_without_it(world_nested) -> None:  # type: ignore[no-untyped-def]
+    """A DC may refuse a nested member (8518: a universal group cannot hold a domain-local one): the parent is
+    then created without it, as it would be without write_order, and only the member add fails."""
+    cloud, _directory, store, _engine = world_nested
+
+    class Refusing(FakeDirectory):
+        refused: str = ""
+
+        def create_group(self, dn, attributes, members):  # type: ignore[no-untyped-def]
+            if any(m.lower() == self.refused for m in members):
+                raise DirectoryWriteError("8518: refused", dn=dn, result="UNWILLING_TO_PERFORM")
+            super().create_group(dn, attributes, members)
+
+        def add_members(self, dn, members):  # type: ignore[no-untyped-def]
+            if any(m.lower() == self.refused for m in members):
+                raise DirectoryWriteError("8518: refused", dn=dn, result="UNWILLING_TO_PERFORM")
+            super().add_members(dn, members)
+
+    directory = Refusing(accounts=accounts(6))
+    engine = Engine(settings(), cloud, directory, store)
+    engine.sync()
+    plan = engine.plan()
+    directory.refused = next(c.dn for c in plan.changes if c.cloud_id == gid(2)).lower()
+    result = engine.apply(plan)
+    outcome = {(r.change.kind, r.change.cloud_id): r.ok for r in result.results}
+    assert outcome == {
+        (ChangeKind.CREATE, gid(2)): True,
+        (ChangeKind.CREATE, gid(1)): True,
+        (ChangeKind.ADD_MEMBERS, gid(1)): False,
+    }
+    assert len([op for op, _ in directory.ops if op == "add"]) == 2

@@ -510,7 +510,20 @@ class Engine:
                 )
                 carried = run.carried_add(i - 1)
                 try:
-                    self._execute(change, applied, forgotten, carried)
+                    try:
+                        self._execute(change, applied, forgotten, carried)
+                    except DirectoryUnavailable:
+                        raise
+                    except DirectoryError as exc:
+                        if carried is None:
+                            raise
+                        # The nested groups ride first in the add, which the DC refuses whole (an LDAP add is
+                        # atomic): create the group without them; their own member add then runs as planned.
+                        log.info(
+                            "create of %s with its nested groups refused (%s); without them", change.dn, exc
+                        )
+                        carried = None
+                        self._execute(change, applied, forgotten)
                 except DirectoryUnavailable as exc:
                     outcomes.append((row, "error", str(exc)))
                     result.results.append(ChangeResult(change, False, str(exc)))
@@ -583,7 +596,9 @@ class Engine:
         d = self.directory
         if change.kind is ChangeKind.CREATE:
             attrs = {k: v for k, v in change.attributes.items() if v is not None}
-            members = (*change.members, *carried.members) if carried is not None else change.members
+            # Nested groups first: they are in the add itself (never in a later chunk), so a refusal of them
+            # refuses the add whole and the group can be created again without them.
+            members = (*carried.members, *change.members) if carried is not None else change.members
             d.create_group(change.dn, attrs, members)
             applied[change.cloud_id] = change.dn
         elif change.kind is ChangeKind.UPDATE:
