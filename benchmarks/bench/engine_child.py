@@ -1,7 +1,8 @@
 """``python -m benchmarks.bench.engine_child CONFIG``: one ``writeback apply`` in its own process, measured.
 
-It runs what ``writeback apply`` runs (build_engine, sync, plan, apply) and prints one JSON object: the time
-of each phase, the engine's LDAP operations by kind (LdapDirectory.stats), its Graph requests
+It runs what ``writeback apply`` runs (the writer lock, then :func:`writeback.app.pipeline.run_apply`: sync,
+plan, apply) and prints one JSON object: the time of each phase, ``Engine.timings`` (Graph read, AD read,
+planning, AD write), the engine's LDAP operations by kind (LdapDirectory.stats), its Graph requests
 (GraphClient.stats), and the process's own CPU time and peak RSS (getrusage of this process, whose life is
 exactly one apply). The emulator runs in another process, so none of its work is counted here.
 With ``WRITEBACK_BENCH_PROFILE=FILE`` in the environment it also writes a cProfile of the three phases.
@@ -10,6 +11,7 @@ With ``WRITEBACK_BENCH_PROFILE=FILE`` in the environment it also writes a cProfi
 from __future__ import annotations
 
 import cProfile
+import gc
 import json
 import os
 import resource
@@ -18,13 +20,30 @@ import time
 from pathlib import Path
 
 from writeback.app.engine import Engine
-from writeback.app.wiring import build_directory, build_graph, build_store
+from writeback.app.pipeline import run_apply
+from writeback.app.wiring import build_directory, build_graph, build_store, writer_claim
 from writeback.config import load_settings
 
 PROFILE_ENV = "WRITEBACK_BENCH_PROFILE"  # a path: write a cProfile of sync + plan + apply there
 
 
+class _GcClock:
+    """Seconds spent in the cyclic garbage collector, by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+
 def main(argv: list[str]) -> int:
+    gc_clock = _GcClock()
     settings = load_settings(Path(argv[0]))
     # What wiring.build_engine does, keeping the typed adapters for their statistics.
     client, source = build_graph(settings)
@@ -34,22 +53,18 @@ def main(argv: list[str]) -> int:
     if profiler is not None:
         profiler.enable()
     try:
-        t0 = time.perf_counter()
-        report = engine.sync()
-        t1 = time.perf_counter()
-        plan = engine.plan()
-        t2 = time.perf_counter()
-        result = engine.apply(plan)
-        t3 = time.perf_counter()
+        with writer_claim(settings, "apply") as guard:
+            run = run_apply(engine, guard=guard)
     finally:
-        directory.close()
+        engine.close()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(os.environ[PROFILE_ENV])
-    phases = {"sync": t1 - t0, "plan": t2 - t1, "apply": t3 - t2}
+    plan, result, report = run.plan, run.result, run.sync
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {
-        "phases": phases,
+        "phases": run.phases,
+        "timings": engine.timings,
         "ldap": directory.stats,
         "graph": client.stats,
         "graph_requests_sync": report.requests,
@@ -61,6 +76,7 @@ def main(argv: list[str]) -> int:
         "aborted": result.aborted,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "max_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "gc_seconds": [round(x, 3) for x in gc_clock.seconds],  # in the cyclic GC, generations 0, 1, 2
     }
     print(json.dumps(out))
     return 0 if result.ok else 1

@@ -6,13 +6,12 @@ opened; interfaces only parse their input and format the value returned.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
-from writeback.app import reconcile
-from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine, Progress
+from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Progress
+from writeback.app.pipeline import plan_now, run_apply
 from writeback.app.wiring import build_engine, build_store, writer_claim
 from writeback.config import Settings
 from writeback.core.planning import Plan
@@ -31,23 +30,9 @@ def plan(
     every managed group, not only those changed since the last reconcile (:mod:`writeback.app.reconcile`)."""
     engine = build_engine(settings, progress)
     try:
-        resync = engine.sync().full_resync if sync else False
-        scope = reconcile.begin(engine, now=time.time(), force=_forced(deep, resync))
-        return _plan(engine, scope, allow, sync=sync)
+        return plan_now(engine, sync=sync, allow=allow, deep=deep)[1]
     finally:
         engine.close()
-
-
-def _forced(deep: bool, resync: bool) -> str | None:
-    if deep:
-        return "asked for with --deep"
-    return "Graph full resync of the cloud replica" if resync else None
-
-
-def _plan(engine: Engine, scope: reconcile.Reconcile, allow: Allowances, *, sync: bool = True) -> Plan:
-    users = engine.sync_ad_users(full=scope.deep) if sync else 0
-    found = engine.plan(only=scope.only, dynamic=scope.plans_dynamic(users), allow=allow)
-    return replace(found, deep=scope.deep, scope=scope.describe())
 
 
 def apply(
@@ -64,24 +49,8 @@ def apply(
     with writer_claim(settings, "apply") as guard:  # the writer lock, or the leader lease on PostgreSQL
         engine = build_engine(settings, progress)
         try:
-            resync = engine.sync().full_resync
-            # A saved plan is checked against a fresh plan of the same depth.
-            deep = deep or (saved is not None and bool(saved.get("deep", True)))
-            scope = reconcile.begin(engine, now=time.time(), force=_forced(deep, resync))
-            current = _plan(engine, scope, allow)
-            chosen = current
-            if saved is not None:
-                try:
-                    chosen = Plan.from_dict(saved)
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ConfigError(f"cannot read the saved plan: {exc}") from exc
-                engine.check_saved_plan(chosen, current)
-                chosen = chosen.with_redacted_values_from(current)  # values hidden by Redact() are not saved
-            if show is not None:
-                show(chosen)
-            result = engine.apply(chosen, guard=guard)
-            reconcile.finish(engine, scope, chosen, result, now=time.time())
-            return chosen, result
+            run = run_apply(engine, saved=saved, allow=allow, show=show, guard=guard, deep=deep)
+            return run.plan, run.result
         finally:
             engine.close()
 

@@ -612,7 +612,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--action",
         help="create, update, move, add_members, remove_members, delete, skip, staged_delete, held",
     )
-    sl.add_argument("--result", help="success, error, skipped, held, info")
+    sl.add_argument("--result", help="success, error, skipped, held, info, pending, interrupted")
     sl.add_argument("--run", help="one run id")
     sl.add_argument("--since", help="only entries newer than 90m, 12h, 7d or an ISO time")
     sl.add_argument("--limit", type=int, default=200)

@@ -230,6 +230,24 @@ class Directory(Protocol):
     def close(self) -> None: ...
 
 
+# The result of a log row written before its change is sent to AD (see Store.log_rows).
+PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class LogRecord:
+    """One provisioning-log row (see :meth:`Store.log_rows`)."""
+
+    run_id: str
+    action: str
+    result: str = PENDING
+    cloud_id: str | None = None
+    group_name: str | None = None
+    dn: str | None = None
+    error: str | None = None
+    detail: dict[str, object] | None = None
+
+
 class Store(ReplicaStore, UserCache, Protocol):
     """The state store: the replica, the AD-user cache, the provisioning log, the last-applied state and the
     operators' allowances (SQLite or PostgreSQL, :mod:`writeback.adapters.state`)."""
@@ -248,6 +266,27 @@ class Store(ReplicaStore, UserCache, Protocol):
         error: str | None = None,
         detail: dict[str, object] | None = None,
     ) -> None: ...
+
+    def log_rows(self, records: Sequence[LogRecord]) -> list[int]:
+        """Write ``records`` in one transaction; their ids. An apply journals each change as a ``pending`` row
+        before sending it to AD, so a run killed after the write still leaves a row saying so."""
+        ...
+
+    def finish_log(
+        self,
+        outcomes: Sequence[tuple[int, str, str | None]],
+        *,
+        dropped: Collection[int] = (),
+        applied: Mapping[str, str] | None = None,
+        forgotten: Collection[str] = (),
+    ) -> None:
+        """In one transaction: the results of journaled rows, rows never attempted removed, created/moved
+        groups' DNs recorded and deleted groups forgotten."""
+        ...
+
+    def close_pending_log(self, run_id: str) -> int:
+        """Mark rows left ``pending`` by other (killed) runs ``interrupted``; how many."""
+        ...
 
     def record_applied(self, cloud_id: str, dn: str) -> None: ...
 

@@ -32,6 +32,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -83,8 +84,12 @@ class LdapSession:
         stats: Counter[str],
         label: str,
         connect: Connect = ldap.initialize,
+        timings: dict[str, float] | None = None,
     ) -> None:
+        """``timings`` (shared with the adapter like ``stats``) accumulates the seconds spent in reads
+        ("ad_read") and writes ("ad_write"), connecting included."""
         self._settings = settings
+        self.timings = timings if timings is not None else {}
         self._connect = connect
         self._urls = tuple(urls)
         self._stats = stats
@@ -188,6 +193,16 @@ class LdapSession:
 
     def read(self, action: str, fn: Callable[[Any], T], dn: str | None = None) -> T:
         """Run a read; on a lost connection reconnect (failover) and retry it once."""
+        started = time.perf_counter()
+        try:
+            return self._read(action, fn, dn)
+        finally:
+            self._add_time("ad_read", time.perf_counter() - started)
+
+    def _add_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def _read(self, action: str, fn: Callable[[Any], T], dn: str | None) -> T:
         for attempt in (1, 2):
             conn = self.connection()
             try:
@@ -205,6 +220,13 @@ class LdapSession:
 
     def write(self, action: str, fn: Callable[[Any], T], dn: str) -> T:
         """Run a write once. A lost connection is reopened, and reported as DirectoryUnavailable."""
+        started = time.perf_counter()
+        try:
+            return self._write(action, fn, dn)
+        finally:
+            self._add_time("ad_write", time.perf_counter() - started)
+
+    def _write(self, action: str, fn: Callable[[Any], T], dn: str) -> T:
         conn = self.connection()
         try:
             return fn(conn)

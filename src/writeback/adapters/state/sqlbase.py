@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from writeback.adapters.state.schema import MIGRATIONS, Dialect, migrations_table, statements
 from writeback.core.desired import account_keys
 from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
-from writeback.core.ports import PendingGroups
+from writeback.core.ports import PENDING, LogRecord, PendingGroups
 from writeback.errors import StateCorruptError, StateError, StateSchemaError
 
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
@@ -212,6 +212,13 @@ class LogQuery:
     limit: int = 100
     offset: int = 0
 
+
+# What a log row written before its change was sent to AD (PENDING) becomes when that run never finished it.
+INTERRUPTED = "interrupted"
+INTERRUPTED_MESSAGE = (
+    "the run stopped (killed or crashed) while this change was being written to AD: it may or may not have "
+    "been applied; the next apply planned from what AD then held and finished it"
+)
 
 _LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail"
 
@@ -605,6 +612,77 @@ class SqlStore:
                 json.dumps(detail, default=str) if detail else None,
             ),
         )
+
+    def log_rows(self, records: Sequence[LogRecord]) -> list[int]:
+        """Write ``records`` in one transaction (one commit for a whole batch of changes); their row ids, in
+        order. An apply journals its changes as ``pending`` rows before sending them to AD (a write-ahead
+        journal): a run killed after a write but before :meth:`finish_log` still leaves a row saying the change
+        was being written, which the next apply marks ``interrupted`` (:meth:`close_pending_log`)."""
+        ids: list[int] = []
+        if not records:
+            return ids
+        now = time.time()
+        with self.batch():
+            for r in records:
+                row = self.db.execute(
+                    "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail) "
+                    "VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
+                    (
+                        now,
+                        r.run_id,
+                        r.cloud_id,
+                        r.group_name,
+                        r.dn,
+                        r.action,
+                        r.result,
+                        r.error,
+                        json.dumps(r.detail, default=str) if r.detail else None,
+                    ),
+                ).fetchone()
+                ids.append(int(row[0]))
+        return ids
+
+    def finish_log(
+        self,
+        outcomes: Sequence[tuple[int, str, str | None]],
+        *,
+        dropped: Collection[int] = (),
+        applied: Mapping[str, str] | None = None,
+        forgotten: Collection[str] = (),
+    ) -> None:
+        """One transaction for a batch of changes written to AD: each pending row's (id, result, error),
+        pending rows of changes never attempted deleted (``dropped``), the DNs of created or moved groups
+        recorded (``applied``) and the groups deleted forgotten (``forgotten``)."""
+        if not (outcomes or dropped or applied or forgotten):
+            return
+        now = time.time()
+        with self.batch():
+            if outcomes:
+                self.db.executemany(
+                    "UPDATE log SET time = ?, result = ?, error = ? WHERE id = ?",
+                    [(now, result, error, row_id) for row_id, result, error in outcomes],
+                )
+            if dropped:
+                self.db.executemany("DELETE FROM log WHERE id = ?", [(i,) for i in dropped])
+            if applied:
+                self.db.executemany(_UPSERT_APPLIED, [(cid, dn, now) for cid, dn in applied.items()])
+            if forgotten:
+                rows = [(cid,) for cid in forgotten]
+                self.db.executemany("DELETE FROM applied WHERE cloud_id = ?", rows)
+                self.db.executemany("DELETE FROM fingerprints WHERE cloud_id = ?", rows)
+
+    def close_pending_log(self, run_id: str) -> int:
+        """Rows still ``pending`` from runs other than ``run_id`` (a run killed while writing) become
+        ``interrupted``; how many. Called by an apply holding the writer lock, so no other run is writing."""
+        (count,) = self.db.execute(
+            "SELECT COUNT(*) FROM log WHERE result = ? AND run_id <> ?", (PENDING, run_id)
+        ).fetchone()
+        if count:
+            self.db.execute(
+                "UPDATE log SET result = ?, error = ? WHERE result = ? AND run_id <> ?",
+                (INTERRUPTED, INTERRUPTED_MESSAGE, PENDING, run_id),
+            )
+        return int(count)
 
     def read_log(
         self,
