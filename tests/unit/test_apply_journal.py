@@ -46,9 +46,9 @@ def test_rows_are_pending_while_written_and_finished_together(
     store = open_store(request, tmp_path, backend)
     ids = store.log_rows([LogRecord("r1", "create", cloud_id="a"), LogRecord("r1", "create", cloud_id="b")])
     assert [e.result for e in store.read_log()] == [PENDING, PENDING]
-    store.finish_log([(ids[0], "success", None)], dropped=[ids[1]], applied={"a": "CN=A,OU=X"})
+    store.finish_log([(ids[0], "success", None, 1234.5)], dropped=[ids[1]], applied={"a": "CN=A,OU=X"})
     (entry,) = store.read_log()
-    assert (entry.cloud_id, entry.result) == ("a", "success")
+    assert (entry.cloud_id, entry.result, entry.time) == ("a", "success", 1234.5), "the time of its write"
     assert store.applied_dns() == {"a": "CN=A,OU=X"}
     store.finish_log([], forgotten=["a"])
     assert store.applied_dns() == {}

@@ -499,7 +499,8 @@ class Engine:
     ) -> bool:
         """Journal ``batch`` as pending, write it, record the outcomes in one transaction. False: stop."""
         rows = self.store.log_rows([self._record(result.run_id, c) for c in batch])
-        outcomes: list[tuple[int, str, str | None]] = []
+        # (row, result, error, when): each row keeps the time its change was written, not the batch's end.
+        outcomes: list[tuple[int, str, str | None, float]] = []
         applied: dict[str, str] = {}
         forgotten: list[str] = []
         go_on = True
@@ -516,13 +517,13 @@ class Engine:
                         f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
                         " (written with the group's create)"
                     )
-                    outcomes.append((row, "success", None))
+                    outcomes.append((row, "success", None, time.time()))
                     result.results.append(ChangeResult(change, True))
                     continue
                 if change.cloud_id in failed_groups:
                     msg = "not attempted: an earlier change of this group failed"
                     result.results.append(ChangeResult(change, False, msg))
-                    outcomes.append((row, "skipped", msg))
+                    outcomes.append((row, "skipped", msg, time.time()))
                     continue
                 if guard is not None:
                     guard()
@@ -547,21 +548,21 @@ class Engine:
                         carried = None
                         self._execute(change, applied, forgotten)
                 except DirectoryUnavailable as exc:
-                    outcomes.append((row, "error", str(exc)))
+                    outcomes.append((row, "error", str(exc), time.time()))
                     result.results.append(ChangeResult(change, False, str(exc)))
                     result.aborted = f"directory unavailable: {exc}"
                     go_on = False
                     break
                 except DirectoryError as exc:
                     failed_groups.add(change.cloud_id)
-                    outcomes.append((row, "error", str(exc)))
+                    outcomes.append((row, "error", str(exc), time.time()))
                     result.results.append(ChangeResult(change, False, str(exc)))
                     continue
                 except BaseException as exc:
                     # Not a directory answer (a bug, an interrupt): the change may be half written; say so.
-                    outcomes.append((row, "error", f"stopped by {type(exc).__name__}: {exc}"))
+                    outcomes.append((row, "error", f"stopped by {type(exc).__name__}: {exc}", time.time()))
                     raise
-                outcomes.append((row, "success", None))
+                outcomes.append((row, "success", None, time.time()))
                 result.results.append(ChangeResult(change, True))
                 run.done(i - 1, change, carried)
         finally:

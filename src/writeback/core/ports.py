@@ -274,7 +274,7 @@ class Store(ReplicaStore, UserCache, Protocol):
 
     def finish_log(
         self,
-        outcomes: Sequence[tuple[int, str, str | None]],
+        outcomes: Sequence[tuple[int, str, str | None, float]],
         *,
         dropped: Collection[int] = (),
         applied: Mapping[str, str] | None = None,

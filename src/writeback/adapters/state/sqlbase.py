@@ -644,13 +644,14 @@ class SqlStore:
 
     def finish_log(
         self,
-        outcomes: Sequence[tuple[int, str, str | None]],
+        outcomes: Sequence[tuple[int, str, str | None, float]],
         *,
         dropped: Collection[int] = (),
         applied: Mapping[str, str] | None = None,
         forgotten: Collection[str] = (),
     ) -> None:
-        """One transaction for a batch of changes written to AD: each pending row's (id, result, error),
+        """One transaction for a batch of changes written to AD: each pending row's (id, result, error, time
+        the change was written),
         pending rows of changes never attempted deleted (``dropped``), the DNs of created or moved groups
         recorded (``applied``) and the groups deleted forgotten (``forgotten``)."""
         if not (outcomes or dropped or applied or forgotten):
@@ -660,7 +661,7 @@ class SqlStore:
             if outcomes:
                 self.db.executemany(
                     "UPDATE log SET time = ?, result = ?, error = ? WHERE id = ?",
-                    [(now, result, error, row_id) for row_id, result, error in outcomes],
+                    [(when, result, error, row_id) for row_id, result, error, when in outcomes],
                 )
             if dropped:
                 self.db.executemany("DELETE FROM log WHERE id = ?", [(i,) for i in dropped])
