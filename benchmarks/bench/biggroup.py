@@ -1,0 +1,362 @@
+"""``scripts/bench biggroup [--members 250000 ...]``: one very big cloud group written back and kept in step.
+
+Microsoft Entra Connect's group writeback supports groups of up to 250,000 members; writeback's own default
+cap is 50,000 (``members.max_members``), so the run raises it. For each ``--members N`` (in order) the run:
+
+1. makes sure its own sandbox (``/var/tmp/writeback-bench-biggroup`` unless ``--sandbox-dir``) holds
+   ``N + 2,000`` users in ``OU=BigGroupUsers`` (the 2,000 spare users are the ones the change steps add).
+   Users it lacks are seeded **offline**: the DC is stopped and ``ldbadd`` adds an LDIF of minimal users to
+   its ``sam.ldb`` through Samba's own module stack (so objectSid, objectGUID and the RIDs are assigned as an
+   LDAP add would), in one ldb transaction, then the DC is started again. Over LDAP, Samba adds 350-550
+   users a second and slows as the directory grows (100,000 users took 39 minutes); see
+   ``seed_offline`` for what was measured this way. The sandbox is kept (stopped) between runs, so the
+   users are seeded once;
+2. generates a tenant of those users as synced cloud users and ONE assigned group holding the first ``N``;
+3. times the first apply (a child process, as in the size benchmark: wall time, phases, peak RSS, LDAP
+   operations) and checks AD holds exactly the ``N`` members;
+4. changes 1 member (through Graph) and applies: exactly 1 LDAP modify; then 1,000 members (500 added, 500
+   removed, through the emulator's admin API) and applies: 2 modifies (one per 5,000 adds, one per 5,000
+   removes), exact members again; then a no-change apply: 0 writes.
+
+The figures for 500,000 members are extrapolated (a straight line through the two biggest measured sizes,
+said so in the report) unless 500,000 was measured. Results: ``DIR/bench-biggroup.json`` (merged with earlier
+runs into the same directory, by member count) and a section of ``DIR/bench.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ldap
+
+from benchmarks.bench import changes, ldaptools, report, verify
+from benchmarks.bench.runner import CLIENT_ID, TENANT_ID, bench_ou
+from benchmarks.bench.sandboxes import DEFAULT_OUT, say
+from benchmarks.bench.sizes import Size
+from benchmarks.bench.tenantgen import GeneratedTenant, _group
+from benchmarks.bench.workspace import EngineRun, Workspace, run_apply
+from writeback.errors import WritebackError
+from writeback.testbed.emulator.testing import run_emulator
+from writeback.testbed.sandbox import SandboxInfo, sandbox_down, sandbox_up
+from writeback.testbed.sandbox.layout import SandboxPaths
+from writeback.testbed.sandbox.seed import paged_search, read_accounts
+from writeback.testbed.sandbox.tenant import synced_user
+
+DEFAULT_DIR = Path("/var/tmp/writeback-bench-biggroup")
+USERS_OU_NAME = "BigGroupUsers"
+SPARE_USERS = 2_000
+CHANGES = (1, 1_000)
+USER_FILTER = "(&(objectCategory=person)(objectClass=user))"
+ESTIMATE_TARGET = 500_000
+
+
+def _users_ou(info: SandboxInfo) -> str:
+    return f"OU={USERS_OU_NAME},{info.base_dn}"
+
+
+def _count_users(info: SandboxInfo) -> int:
+    """Users in OU=BigGroupUsers (0 when the OU does not exist yet)."""
+    with ldaptools.connection(info) as conn:
+        try:
+            conn.search_s(_users_ou(info), ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
+        except ldap.NO_SUCH_OBJECT:
+            ldaptools.add_ou(conn, _users_ou(info))
+            return 0
+        flt = f"(&{USER_FILTER}(sAMAccountName=bg*))"
+        return sum(1 for _ in paged_search(conn, _users_ou(info), flt, ["1.1"]))
+
+
+def _ldif(users_ou: str, start: int, stop: int) -> str:
+    """Minimal users ``bg<n>`` for n in [start, stop): what the engine needs of a member (a DN, objectSid,
+    objectGUID; samldb assigns both). Without a password Samba creates them disabled, as AD does. No
+    userPrincipalName: Samba checks its uniqueness on every add, and the cloud twin derives one anyway."""
+    blocks = []
+    for n in range(start, stop):
+        sam = f"bg{n:07d}"
+        blocks.append(
+            f"dn: CN={sam},{users_ou}\n"
+            "objectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\nobjectClass: user\n"
+            f"sAMAccountName: {sam}\ndisplayName: Big Group User {n}\n"
+        )
+    return "\n".join(blocks)
+
+
+def seed_offline(directory: Path, info: SandboxInfo, have: int, want: int) -> float:
+    """Add users ``bg<have>`` .. ``bg<want-1>`` to the stopped DC's sam.ldb with ``ldbadd``; returns seconds.
+
+    ``ldbadd`` (ldb-tools, ldbadd(1)) adds the records of an LDIF file to an ldb database; pointed at a
+    Samba DC's ``private/sam.ldb`` it loads Samba's DSDB module stack, as ``samba-tool … -H sam.ldb`` does,
+    so every user gets its objectSid (from the DC's RID pool), objectGUID and defaults. The DC must be
+    stopped: the database is then ours alone, and the whole file is added in one transaction.
+    """
+    paths = SandboxPaths(directory.resolve())
+    ldbadd = shutil.which("ldbadd")
+    if ldbadd is None:
+        raise RuntimeError("ldbadd (Debian package ldb-tools) is needed to seed the big group's users")
+    say(f"Seeding users {have:,}..{want - 1:,} offline with ldbadd (the DC is stopped meanwhile)")
+    sandbox_down(directory)
+    started = time.perf_counter()
+    with tempfile.NamedTemporaryFile("w", suffix=".ldif", dir=directory, delete=False) as fh:
+        fh.write(_ldif(_users_ou(info), have, want))
+        ldif = Path(fh.name)
+    try:
+        proc = subprocess.run(
+            [
+                ldbadd,
+                "-H",
+                str(paths.samba_dir / "private" / "sam.ldb"),
+                f"--configfile={paths.smb_conf}",
+                str(ldif),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        ldif.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"ldbadd failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-2000:]}")
+    say(f"  {want - have:,} users in {seconds:.1f} s ({(want - have) / max(seconds, 1e-6):.0f}/s)")
+    return seconds
+
+
+def _tenant(accounts: list[Any], members: int) -> GeneratedTenant:
+    users = [synced_user(a) for a in accounts]
+    ids = [u["id"] for u in users]
+    gid = str(uuid.UUID(int=random.Random(f"biggroup-{members}").getrandbits(128), version=4))
+    document = {
+        "tenant_id": TENANT_ID,
+        "apps": [{"client_id": CLIENT_ID, "client_secret": secrets.token_urlsafe(24)}],
+        "users": users,
+        "groups": [_group(gid, f"Bench Big Group {members}", members=ids[:members])],
+    }
+    return GeneratedTenant(
+        document=document,
+        synced_ids=ids,
+        user_dn={u["id"]: a.dn for u, a in zip(users, accounts, strict=True)},
+        static_ids=[gid],
+        dynamic_ids=[],
+        big_id=None,
+        members={gid: list(ids[:members])},
+    )
+
+
+def _apply(workspace: Workspace, label: str) -> tuple[EngineRun, dict[str, Any]]:
+    run = run_apply(workspace, label)
+    r = run.report
+    return run, {
+        "wall_s": round(run.wall_seconds, 3),
+        "cpu_s": round(r["cpu_seconds"], 3),
+        "max_rss_mb": round(r["max_rss_mb"], 1),
+        "phases_s": {k: round(v, 3) for k, v in r["phases"].items()},
+        "timings_s": {k: round(float(v), 3) for k, v in (r.get("timings") or {}).items()},
+        "ldap": r["ldap"],
+        "writes": run.writes,
+    }
+
+
+def measure(info: SandboxInfo, members: int, workdir: Path, keep_objects: bool) -> dict[str, Any]:
+    """One big group of ``members`` written, changed, re-applied; its figures and checks."""
+    step: dict[str, Any] = {"members": members, "checks": {}}
+    checks: dict[str, bool] = step["checks"]
+    size = Size(
+        "biggroup",
+        users=members + SPARE_USERS,
+        groups=1,
+        memberships=members,
+        big_group=members,
+        nested=0,
+        dynamic=0,
+        cloud_only=0,
+        sandbox_users=0,
+        changes=CHANGES,
+        max_members=members + SPARE_USERS,
+    )
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True, mode=0o700)
+    with ldaptools.connection(info) as conn:
+        started = time.perf_counter()
+        accounts = read_accounts(conn, _users_ou(info), USER_FILTER, "user")[: members + SPARE_USERS]
+        step["read_users_s"] = round(time.perf_counter() - started, 1)
+    if len(accounts) < members + SPARE_USERS:
+        raise RuntimeError(f"the sandbox has {len(accounts)} big-group users, {members + SPARE_USERS} needed")
+    gen = _tenant(accounts, members)
+    gid = gen.static_ids[0]
+    rng = random.Random(f"biggroup-{members}")
+    with (
+        bench_ou(info, size, keep_objects) as (ou, _tag),
+        run_emulator(gen.document, workdir / "emulator") as handle,
+    ):
+        engine_ou = f"OU=Engine,{ou}"
+        workspace = Workspace(workdir, engine_ou)
+        workspace.write_config(info, handle, size.max_members)
+
+        def exact(name: str) -> None:
+            with ldaptools.connection(info) as conn:
+                found = ldaptools.read_groups(conn, engine_ou)
+            problems = verify.compare(verify.expected_counts(handle, gen), found)
+            checks[name] = not problems
+            step.setdefault("problems", []).extend(f"{name}: {p}" for p in problems[:5])
+
+        say(f"{members:,} members: first apply")
+        _, step["first_apply"] = _apply(workspace, "first")
+        say(f"  {step['first_apply']['wall_s']:.1f} s, {step['first_apply']['max_rss_mb']:.0f} MB peak RSS")
+        exact("first_apply_members_exact")
+        for count in CHANGES:
+            edits = changes.pick_edits(gen, count, rng)
+            via = changes.make_changes(handle, gen, edits)
+            run, figures = _apply(workspace, f"changes-{count}")
+            figures.update(count=count, via=via, minimal_modifies=changes.minimal_modifies(edits))
+            step[f"change_{count}"] = figures
+            say(f"  {count} changes ({via}): {run.wall_seconds:.1f} s, {run.ldap.get('modify', 0)} modifies")
+            checks[f"change_{count}_minimal_modifies"] = (
+                run.writes == figures["minimal_modifies"] == run.ldap.get("modify", 0)
+            )
+            exact(f"after_{count}_changes_members_exact")
+        run, step["no_change"] = _apply(workspace, "no-change")
+        checks["no_change_zero_writes"] = run.writes == 0
+        say(f"  no change: {run.wall_seconds:.1f} s, {run.writes} writes")
+        assert len(gen.members[gid]) == members  # 1 add, then 500 adds and 500 removes: the size is kept + 1
+    if not keep_objects:
+        step["delete_ou_note"] = "the benchmark OU (and the group's links) deleted after the run"
+    return step
+
+
+def _line(points: list[tuple[int, float]], at: int) -> float | None:
+    """The straight line through the two biggest points, evaluated at ``at``."""
+    if len(points) < 2:
+        return None
+    (x1, y1), (x2, y2) = sorted(points)[-2:]
+    if x2 == x1:
+        return None
+    return y1 + (y2 - y1) * (at - x1) / (x2 - x1)
+
+
+def estimate(steps: list[dict[str, Any]], at: int = ESTIMATE_TARGET) -> dict[str, Any] | None:
+    """What ``at`` members would take: measured when a step has that many, else extrapolated linearly."""
+    measured = next((s for s in steps if s.get("members") == at), None)
+    if measured is not None:
+        first = measured.get("first_apply") or {}
+        return {
+            "measured": True,
+            "text": f"measured: first apply {first.get('wall_s')} s, peak RSS {first.get('max_rss_mb')} MB",
+        }
+    figures = {
+        "first_apply_s": ("first_apply", "wall_s"),
+        "first_apply_rss_mb": ("first_apply", "max_rss_mb"),
+        "one_change_s": ("change_1", "wall_s"),
+        "no_change_s": ("no_change", "wall_s"),
+    }
+    values: dict[str, float | None] = {}
+    for name, (part, key) in figures.items():
+        points = [
+            (int(s["members"]), float(s[part][key]))
+            for s in steps
+            if isinstance(s.get(part), dict) and s[part].get(key) is not None
+        ]
+        values[name] = _line(points, at)
+    if all(v is None for v in values.values()):
+        return None
+    basis = sorted(int(s["members"]) for s in steps if s.get("first_apply"))[-2:]
+    shown = {k: "-" if v is None else f"{v:,.1f}" for k, v in values.items()}
+    return {
+        "measured": False,
+        "basis_members": basis,
+        **{k: None if v is None else round(v, 1) for k, v in values.items()},
+        "text": (
+            f"extrapolated (not measured), a straight line through the measured {basis[0]:,} and {basis[1]:,}"
+            f" members: first apply ~{shown['first_apply_s']} s, peak RSS ~{shown['first_apply_rss_mb']} MB, "
+            f"1 change ~{shown['one_change_s']} s, no-change apply ~{shown['no_change_s']} s"
+        ),
+    }
+
+
+def _previous(out: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads((out / "bench-biggroup.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [s for s in data.get("sizes", []) if isinstance(s, dict)]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench biggroup", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--members",
+        type=int,
+        nargs="+",
+        default=[250_000],
+        help="group sizes to measure, in order (default 250000)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--sandbox-dir", type=Path, default=DEFAULT_DIR, help=f"its own sandbox (default {DEFAULT_DIR})"
+    )
+    parser.add_argument("--keep-sandbox", action="store_true", help="leave the sandbox running afterwards")
+    parser.add_argument("--keep-objects", action="store_true", help="keep the benchmark OU in AD (debugging)")
+    args = parser.parse_args(argv)
+    if any(m < 2 for m in args.members):
+        parser.error("--members must be 2 or more")
+    directory: Path = args.sandbox_dir
+    result: dict[str, Any] = {
+        "kind": "biggroup",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "sizes": [],
+    }
+    steps: list[dict[str, Any]] = result["sizes"]
+    try:
+        say(f"Bringing up the big-group sandbox in {directory}")
+        info = sandbox_up(directory, users=0, progress=say)
+        want = max(args.members) + SPARE_USERS
+        have = before = _count_users(info)
+        seed_s = None
+        if have < want:
+            seed_s = seed_offline(directory, info, have, want)
+            info = sandbox_up(directory, users=0, progress=say)
+            have = _count_users(info)
+            if have < want:
+                raise RuntimeError(f"after seeding, OU={USERS_OU_NAME} holds {have} users, not {want}")
+        result["seed"] = {"users_needed": want, "users_before": before, "seconds": seed_s}
+        for members in args.members:
+            step = measure(info, members, args.out / f"work-biggroup-{members}", args.keep_objects)
+            steps.append(step)
+    except (WritebackError, RuntimeError) as exc:
+        result["error"] = str(exc)
+        say(f"Run stopped: {exc}")
+    finally:
+        if not args.keep_sandbox and directory.exists():
+            say(f"Stopping the big-group sandbox in {directory} (kept, with its users, for the next run)")
+            try:
+                sandbox_down(directory)
+            except WritebackError as exc:
+                say(f"  could not stop it: {exc}")
+    # Earlier runs into the same results directory: keep the sizes this run did not measure.
+    measured = {s["members"] for s in steps}
+    result["sizes"] = sorted(
+        [*(s for s in _previous(args.out) if s.get("members") not in measured), *steps],
+        key=lambda s: s["members"],
+    )
+    result["estimate_500k"] = estimate(result["sizes"])
+    result["checks"] = {
+        f"{s['members']}_{name}": ok for s in steps for name, ok in (s.get("checks") or {}).items()
+    }
+    table = report.write_all(args.out, result)
+    print(table)
+    print(f"Results: {args.out}/bench.md, bench-biggroup.json", file=sys.stderr)
+    ok = bool(steps) and "error" not in result and all(result["checks"].values())
+    return 0 if ok else 3
