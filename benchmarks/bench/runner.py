@@ -325,6 +325,11 @@ def _at_most(value: Any, bound: float) -> bool | None:
     return None if value is None else bool(value <= bound)
 
 
+def _one_change_modifies(result: dict[str, Any]) -> int | None:
+    one = [c for c in result.get("changes", []) if c["count"] == 1]
+    return one[0]["ldap"].get("modify", 0) if one else None
+
+
 def _targets(size: Size, result: dict[str, Any]) -> dict[str, Any]:
     """Issue 17's goals, each with the figure and whether it was met (None = not measured, or no goal at
     this size: the figure is still given)."""
@@ -359,7 +364,7 @@ def _targets(size: Size, result: dict[str, Any]) -> dict[str, Any]:
             f"<= {TARGET_RSS_MB} MB", rss_second, _at_most(rss_second, TARGET_RSS_MB)
         ),
         "one_change_one_modify": _target(
-            "1 change -> 1 LDAP modify", None, result["checks"].get("one_change_one_modify")
+            "", _one_change_modifies(result), result["checks"].get("one_change_one_modify")
         ),
         "latency_p95_s": _target(f"< {TARGET_P95_S:g} s", lat, None if lat is None else lat < TARGET_P95_S),
     }

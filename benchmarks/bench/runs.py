@@ -42,7 +42,7 @@ FIGURES: dict[str, Callable[[Result], Any]] = {
     "first_apply_ad_read_s": lambda r: _get(r, "first_apply", "timings_s", "ad_read"),
     "first_apply_ad_write_s": lambda r: _get(r, "first_apply", "timings_s", "ad_write"),
     "first_apply_rss_mb": lambda r: _get(r, "first_apply", "max_rss_mb"),
-    "graph_full_read_s": lambda r: _get(r, "graph_full_read", "wall_s"),
+    "graph_full_read_s": lambda r: _get(r, "graph_full_read", "sync_s"),
     "limit_s": lambda r: _get(r, "limit", "wall_s"),
     "engine_limit_ratio": lambda r: r.get("ratio_engine_limit"),
     "apply_phase_limit_ratio": lambda r: r.get("ratio_apply_phase_limit"),
