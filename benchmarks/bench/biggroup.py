@@ -1,6 +1,7 @@
 """``scripts/bench biggroup [--members 250000 ...]``: one very big cloud group written back and kept in step.
 
-Microsoft Entra Connect's group writeback supports groups of up to 250,000 members; writeback's own default
+Microsoft Entra Connect writes back "Microsoft 365 groups with up to 250,000 members" (learn.microsoft.com,
+entra/identity/hybrid/connect/how-to-connect-modify-group-writeback); writeback's own default
 cap is 50,000 (``members.max_members``), so the run raises it. For each ``--members N`` (in order) the run:
 
 1. makes sure its own sandbox (``/var/tmp/writeback-bench-biggroup`` unless ``--sandbox-dir``) holds
