@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import pytest
-from benchmarks.bench.biggroup import _ldif, estimate
+from benchmarks.bench.biggroup import _entries, estimate
 from benchmarks.bench.report import markdown
 from benchmarks.bench.runner import _targets
 from benchmarks.bench.runs import combine
@@ -91,7 +91,10 @@ def test_the_report_shows_every_run_and_each_goal_against_every_run() -> None:
     ]
     table = markdown({"medium": combine(runs)})
     lines = table.splitlines()
-    assert "| engine / limit (first apply) <= 1 (medium, large) | 0.96, 1.07: **NOT met** in every run (1 of 2) |" in lines
+    assert (
+        "| engine / limit (first apply) <= 1 (medium, large) | 0.96, 1.07: **NOT met** in every run (1 of 2) |"
+        in lines
+    )
     assert "| no-change reconcile (second apply), s <= 3 s | 2.50, 2.90: **met** in every run |" in lines
     assert "| first apply (s) | 44.00 | 49.00 | 44.00 | 46.50 | 49.00 |" in lines
     assert "|   Graph read / planning / AD read / AD write (s) | 4.00 / 6.00 / 3.00 / 30.00 |" in lines
@@ -112,19 +115,29 @@ def test_the_soak_reads_its_own_memory_from_proc() -> None:
         read_memory(2**22 + 12345)  # above pid_max's default: no such process
 
 
-def test_big_group_users_are_minimal_ldif_records() -> None:
-    text = _ldif("OU=BigGroupUsers,DC=corp,DC=example,DC=test", 7, 9)
-    records = text.split("\n\n")
-    assert len(records) == 2
-    assert records[0].startswith("dn: CN=bg0000007,OU=BigGroupUsers,DC=corp,DC=example,DC=test\n")
-    assert "sAMAccountName: bg0000008" in records[1] and "objectClass: user" in records[1]
+def test_big_group_users_are_minimal_user_entries() -> None:
+    entries = list(_entries("OU=BigGroupUsers,DC=corp,DC=example,DC=test", 7, 9))
+    assert [dn for dn, _ in entries] == [
+        "CN=bg0000007,OU=BigGroupUsers,DC=corp,DC=example,DC=test",
+        "CN=bg0000008,OU=BigGroupUsers,DC=corp,DC=example,DC=test",
+    ]
+    attrs = dict(entries[1][1])
+    assert attrs["sAMAccountName"] == [b"bg0000008"] and b"user" in attrs["objectClass"]
 
 
 def test_500k_is_extrapolated_from_the_two_biggest_measured_groups_and_says_so() -> None:
     steps = [
         {"members": 20_000, "first_apply": {"wall_s": 10.0, "max_rss_mb": 100.0}},
-        {"members": 100_000, "first_apply": {"wall_s": 40.0, "max_rss_mb": 200.0}, "no_change": {"wall_s": 5.0}},
-        {"members": 250_000, "first_apply": {"wall_s": 100.0, "max_rss_mb": 350.0}, "no_change": {"wall_s": 8.0}},
+        {
+            "members": 100_000,
+            "first_apply": {"wall_s": 40.0, "max_rss_mb": 200.0},
+            "no_change": {"wall_s": 5.0},
+        },
+        {
+            "members": 250_000,
+            "first_apply": {"wall_s": 100.0, "max_rss_mb": 350.0},
+            "no_change": {"wall_s": 8.0},
+        },
     ]
     found = estimate(steps)
     assert found is not None and found["measured"] is False
