@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-sandbox", action="store_true", help="leave a sandbox this run started running"
     )
+    parser.add_argument(
+        "--scratch-sandbox",
+        action="store_true",
+        help="treat --sandbox-dir like the default directory: restore it from the snapshot before the limit "
+        "and each further run, and discard it at the end (medium, large)",
+    )
     parser.add_argument("--keep-objects", action="store_true", help="keep the benchmark OU in AD (debugging)")
     parser.add_argument("--profile", action="store_true", help="cProfile each engine run (work dir)")
     parser.add_argument("--latency-samples", type=int, help="override the size's number of latency samples")
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     results: list[dict[str, Any]] = []
-    discard = started and not args.keep_sandbox and args.sandbox_dir is None and size.name != "small"
+    scratch = args.sandbox_dir is None or args.scratch_sandbox
+    discard = started and not args.keep_sandbox and scratch and size.name != "small"
     try:
         if discard and seeded_now:
             # The limit writes into the directory restored from the snapshot; so does the engine, then.

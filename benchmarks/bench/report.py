@@ -378,8 +378,8 @@ def extras_markdown(results: Mapping[str, Result]) -> str:
         if seed.get("seconds") is not None:
             lines += [
                 "",
-                f"Seeding: {_num(seed.get('users_needed', 0) - seed.get('users_before', 0))} users added offline "
-                f"(ldbadd into the stopped DC's sam.ldb) in {_num(seed.get('seconds'))} s.",
+                f"Seeding: {_num(seed.get('users_added'))} users added over LDAP in {_num(seed.get('seconds'))} s "
+                f"({_num(seed.get('users_needed'))} needed).",
             ]
         estimate = big.get("estimate_500k")
         if estimate:
