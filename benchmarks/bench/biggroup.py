@@ -183,7 +183,6 @@ def measure(info: SandboxInfo, members: int, workdir: Path, keep_objects: bool) 
     if len(accounts) < members + SPARE_USERS:
         raise RuntimeError(f"the sandbox has {len(accounts)} big-group users, {members + SPARE_USERS} needed")
     gen = _tenant(accounts, members)
-    gid = gen.static_ids[0]
     rng = random.Random(f"biggroup-{members}")
     with (
         bench_ou(info, size, keep_objects) as (ou, _tag),
@@ -218,7 +217,6 @@ def measure(info: SandboxInfo, members: int, workdir: Path, keep_objects: bool) 
         run, step["no_change"] = _apply(workspace, "no-change")
         checks["no_change_zero_writes"] = run.writes == 0
         say(f"  no change: {run.wall_seconds:.1f} s, {run.writes} writes")
-        assert len(gen.members[gid]) == members  # 1 add, then 500 adds and 500 removes: the size is kept + 1
     if not keep_objects:
         step["delete_ou_note"] = "the benchmark OU (and the group's links) deleted after the run"
     return step
@@ -256,7 +254,9 @@ def estimate(steps: list[dict[str, Any]], at: int = ESTIMATE_TARGET) -> dict[str
             for s in steps
             if isinstance(s.get(part), dict) and s[part].get(key) is not None
         ]
-        values[name] = _line(points, at)
+        found = _line(points, at)
+        # Two sizes close together on a loaded machine can give a falling line: no estimate then.
+        values[name] = found if found is not None and found > 0 else None
     if all(v is None for v in values.values()):
         return None
     basis = sorted(int(s["members"]) for s in steps if s.get("first_apply"))[-2:]
