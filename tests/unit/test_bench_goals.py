@@ -148,3 +148,43 @@ def test_500k_is_extrapolated_from_the_two_biggest_measured_groups_and_says_so()
     measured = estimate([*steps, {"members": 500_000, "first_apply": {"wall_s": 210.0, "max_rss_mb": 640.0}}])
     assert measured is not None and measured["measured"] is True and "210.0 s" in measured["text"]
     assert estimate(steps[:1]) is None
+
+
+def test_the_soak_and_the_big_group_have_their_own_sections() -> None:
+    soak = {
+        "kind": "soak",
+        "size": "medium",
+        "minutes": 60.0,
+        "sample_interval_s": 5.0,
+        "samples": [
+            {"t": 30.0, "rss_mb": 300.0, "hwm_mb": 410.0},
+            {"t": 3600.0, "rss_mb": 320.0, "hwm_mb": 650.0},
+        ],
+        "peak_hwm_mb": 650.0,
+        "peak_rss_after_first_cycle_mb": 320.0,
+        "end_rss_mb": 320.0,
+        "changes": 240,
+        "checks": {"members_exact_at_end": True},
+        "target": {"goal": "<= 600 MB", "value": 650.0, "met": False},
+    }
+    big = {
+        "kind": "biggroup",
+        "sizes": [
+            {
+                "members": 250_000,
+                "first_apply": {"wall_s": 120.0, "max_rss_mb": 420.0, "ldap": {"add": 1, "modify": 49}},
+                "change_1": {"wall_s": 9.0, "ldap": {"modify": 1}},
+                "change_1000": {"wall_s": 10.0, "ldap": {"modify": 2}, "minimal_modifies": 2},
+                "no_change": {"wall_s": 8.0, "writes": 0},
+                "checks": {"first_apply_members_exact": True, "no_change_zero_writes": True},
+            }
+        ],
+        "estimate_500k": {"measured": False, "text": "extrapolated (not measured), …"},
+    }
+    medium = _run(first=44.0, limit=46.0, apply_phase=40.0, no_change=2.5, rss=240.0)
+    lines = markdown({"medium": medium, "soak": soak, "biggroup": big}).splitlines()
+    assert "| peak RSS, `writeback run` soak (medium, 60 min) <= 600 MB | 650.00: **NOT met** |" in lines
+    assert "| peak RSS, whole life incl. startup (VmHWM, MB) | 650 |" in lines
+    assert "| members exact in AD at the end | yes |" in lines
+    assert "| 250,000 | 120.0 | 420 | 1 add, 49 modify | 9.00; 1 | 10.00; 2, 2 | 8.00; 0 | yes |" in lines
+    assert "500,000 members: extrapolated (not measured), …" in lines
