@@ -1,4 +1,10 @@
-"""``python -m benchmarks.bench [small|medium|large] [--out DIR] [--sandbox-dir DIR]`` (what scripts/bench runs).
+"""``python -m benchmarks.bench [small|medium|large] [--runs N] [--out DIR] [--sandbox-dir DIR]`` (what
+scripts/bench runs); ``… soak [--minutes N] [size]`` and ``… biggroup [--members N]`` run the service soak
+(:mod:`benchmarks.bench.soak`) and the big-group benchmark (:mod:`benchmarks.bench.biggroup`).
+
+``--runs N`` runs the whole size N times in one invocation (each run on the directory restored from the
+snapshot when the run owns it) and reports every run, min / median / max, and each goal as met only when
+every run met it.
 
 The sandbox DC: ``--sandbox-dir``, else for small ``$WRITEBACK_SANDBOX_DIR``, else
 ``/var/tmp/writeback-bench-<size>``. A DC already running there is reused as it is, and the benchmark
@@ -14,57 +20,49 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-from benchmarks.bench import report
+from benchmarks.bench import report, runs
 from benchmarks.bench.runner import Options, run_bench
-from benchmarks.bench.sizes import SIZES, Size
+from benchmarks.bench.sandboxes import DEFAULT_OUT, restore, sandbox, sandbox_dir, say
+from benchmarks.bench.sizes import SIZES
 from writeback.errors import WritebackError
-from writeback.testbed.sandbox import SandboxInfo, load_info, sandbox_down, sandbox_status, sandbox_up
+from writeback.testbed.sandbox import sandbox_down
 from writeback.testbed.sandbox.snapshot import snapshot_file
 
-DEFAULT_OUT = Path("/var/tmp/writeback-bench/results")
 
-
-def _say(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _sandbox_dir(size: Size, given: str | None) -> Path:
-    if given:
-        return Path(given)
-    if size.name == "small" and os.environ.get("WRITEBACK_SANDBOX_DIR"):
-        return Path(os.environ["WRITEBACK_SANDBOX_DIR"])
-    return Path(f"/var/tmp/writeback-bench-{size.name}")
-
-
-def _sandbox(size: Size, directory: Path) -> tuple[SandboxInfo, bool]:
-    """The sandbox's info and whether this run started it."""
-    status = sandbox_status(directory)
-    if status.dc_running:
-        _say(f"Reusing the running sandbox DC in {directory}")
-        return load_info(directory), False
-    # A stopped sandbox keeps the users it was seeded with (small tops them up in its own OU).
-    users = load_info(directory).users if status.provisioned else size.sandbox_users
-    _say(f"Bringing up the sandbox in {directory} with {users} users (snapshot cached)")
-    return sandbox_up(directory, users=users, progress=_say), True
-
-
-def _restore(size: Size, directory: Path) -> SandboxInfo:
-    """Discard the sandbox and bring it up again from its snapshot: the seeded directory, nothing else."""
-    _say(f"Restoring the sandbox in {directory} from its snapshot")
-    sandbox_down(directory)
-    shutil.rmtree(directory)
-    return sandbox_up(directory, users=size.sandbox_users, progress=_say)
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list and args_list[0] == "soak":
+        from benchmarks.bench.soak import main as soak_main
+
+        return soak_main(args_list[1:])
+    if args_list and args_list[0] == "biggroup":
+        from benchmarks.bench.biggroup import main as biggroup_main
+
+        return biggroup_main(args_list[1:])
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__.splitlines()[0],
+        epilog="Also: scripts/bench soak [--minutes N] [size]; scripts/bench biggroup [--members N]",
+    )
     parser.add_argument("size", nargs="?", default="small", choices=list(SIZES))
+    parser.add_argument(
+        "--runs",
+        type=_positive,
+        default=1,
+        help="run the size N times; goals count as met when met in every run",
+    )
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help=f"results directory (default {DEFAULT_OUT})"
     )
@@ -72,42 +70,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-sandbox", action="store_true", help="leave a sandbox this run started running"
     )
+    parser.add_argument(
+        "--scratch-sandbox",
+        action="store_true",
+        help="treat --sandbox-dir like the default directory: restore it from the snapshot before the limit "
+        "and each further run, and discard it at the end (medium, large)",
+    )
     parser.add_argument("--keep-objects", action="store_true", help="keep the benchmark OU in AD (debugging)")
     parser.add_argument("--profile", action="store_true", help="cProfile each engine run (work dir)")
     parser.add_argument("--latency-samples", type=int, help="override the size's number of latency samples")
     parser.add_argument("--rule-users", type=int, help="override the number of users for rule evaluation")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     size = SIZES[args.size]
-    directory = _sandbox_dir(size, args.sandbox_dir)
+    directory = sandbox_dir(size, args.sandbox_dir)
     seeded_now = not snapshot_file(size.sandbox_users).exists()
     try:
-        info, started = _sandbox(size, directory)
+        info, started = sandbox(size, directory)
     except WritebackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    discard = started and not args.keep_sandbox and args.sandbox_dir is None and size.name != "small"
+    results: list[dict[str, Any]] = []
+    scratch = args.sandbox_dir is None or args.scratch_sandbox
+    discard = started and not args.keep_sandbox and scratch and size.name != "small"
     try:
         if discard and seeded_now:
             # The limit writes into the directory restored from the snapshot; so does the engine, then.
-            info = _restore(size, directory)
+            info = restore(size, directory)
         options = Options(
             latency_samples=args.latency_samples,
             rule_users=args.rule_users,
             keep_objects=args.keep_objects or discard,
             profile=args.profile,
-            fresh_directory=(lambda: _restore(size, directory)) if discard else None,
+            fresh_directory=(lambda: restore(size, directory)) if discard else None,
         )
-        result = run_bench(size, info, args.out / f"work-{size.name}", options, progress=_say)
+        for n in range(1, args.runs + 1):
+            if args.runs > 1:
+                say(f"Run {n} of {args.runs}")
+            if n > 1 and discard:
+                info = restore(size, directory)  # every run starts from the seeded directory
+            results.append(run_bench(size, info, args.out / f"work-{size.name}", options, progress=say))
     except (WritebackError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        if not results:
+            return 1
+        # A later run could not start (e.g. the restore failed): keep the runs that were measured.
+        results[-1] = {**results[-1], "checks": {**results[-1]["checks"], "run_completed": False}}
+        results[-1]["error"] = f"the next run could not start: {exc}"
     finally:
         if started and not args.keep_sandbox:
-            _say(f"Stopping the sandbox in {directory}")
+            say(f"Stopping the sandbox in {directory}")
             sandbox_down(directory)
         if discard:
-            _say(f"Discarding {directory} (the next run restores the snapshot)")
+            say(f"Discarding {directory} (the next run restores the snapshot)")
             shutil.rmtree(directory, ignore_errors=True)
+    result = runs.combine(results)
     table = report.write_all(args.out, result)
     print(table)
     print(f"Results: {args.out}/bench.md, bench.json, bench-{size.name}.json, bench.png", file=sys.stderr)

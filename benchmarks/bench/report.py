@@ -13,15 +13,24 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ("small", "medium", "large")
+EXTRAS = ("soak", "biggroup")  # the scenarios run on their own: bench-soak.json, bench-biggroup.json
 Result = Mapping[str, Any]
 
 
+def _file_name(result: Result) -> str:
+    kind = result.get("kind")
+    return str(kind) if kind in EXTRAS else str(result["size"])
+
+
 def save(out: Path, result: Result) -> dict[str, dict[str, Any]]:
-    """Write ``bench-<size>.json`` and return every size's result found in ``out``."""
+    """Write ``bench-<size>.json`` (``bench-soak.json``, ``bench-biggroup.json``) and return every result found
+    in ``out``, by size (and "soak", "biggroup")."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"bench-{result['size']}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / f"bench-{_file_name(result)}.json").write_text(
+        json.dumps(result, indent=2) + "\n", encoding="utf-8"
+    )
     results: dict[str, dict[str, Any]] = {}
-    for name in ORDER:
+    for name in (*ORDER, *EXTRAS):
         path = out / f"bench-{name}.json"
         if path.exists():
             results[name] = json.loads(path.read_text(encoding="utf-8"))
@@ -77,6 +86,14 @@ def _change(result: Result, count: int, what: str) -> str:
     return "-"
 
 
+def _timings(result: Result, which: str) -> str:
+    timings = _get(result, which, "timings_s")
+    if not _get(result, which):
+        return "-"
+    parts = ("graph_read", "planning", "ad_read", "ad_write")
+    return " / ".join(_num((timings or {}).get(p), 2) for p in parts)
+
+
 def _host_check_cell(result: Result, when: str) -> str:
     found = _get(result, "host_check", when)
     return f"{_num(found['cpu_ms'], 0)}; {_num(found['ldap_ms'], 0)}" if found else "-"
@@ -112,6 +129,7 @@ def _rows(counts: list[int]) -> list[Row]:
                 _num(_get(r, "first_apply", "phases_s", p)) for p in ("sync", "plan", "apply")
             ),
         ),
+        ("  Graph read / planning / AD read / AD write (s)", lambda r: _timings(r, "first_apply")),
         ("  engine CPU (s)", lambda r: _num(_get(r, "first_apply", "cpu_s"))),
         ("  peak RSS (MB)", lambda r: _num(_get(r, "first_apply", "max_rss_mb"), 0)),
         ("  LDAP operations", lambda r: _ops(_get(r, "first_apply", "ldap"))),
@@ -119,6 +137,15 @@ def _rows(counts: list[int]) -> list[Row]:
             "  Graph requests (client / emulator)",
             lambda r: (
                 f"{_num(_get(r, 'first_apply', 'graph_requests'))} / {_num(_get(r, 'first_apply', 'emulator_requests'))}"
+            ),
+        ),
+        (
+            "**Graph full read** into a fresh replica (s; with interpreter start); requests",
+            lambda r: (
+                f"{_num(_get(r, 'graph_full_read', 'sync_s'), 2)} ({_num(_get(r, 'graph_full_read', 'wall_s'), 2)}); "
+                f"{_num(_get(r, 'graph_full_read', 'requests'))}"
+                if _get(r, "graph_full_read")
+                else "-"
             ),
         ),
         ("**Limit** (minimal python-ldap): wall (s)", lambda r: _num(_get(r, "limit", "wall_s"))),
@@ -138,6 +165,8 @@ def _rows(counts: list[int]) -> list[Row]:
                 f"{_num(_get(r, 'second_apply', 'writes'))} / {_num(_get(r, 'second_apply', 'ldap', 'search'))}"
             ),
         ),
+        ("  Graph read / planning / AD read / AD write (s)", lambda r: _timings(r, "second_apply")),
+        ("  peak RSS (MB)", lambda r: _num(_get(r, "second_apply", "max_rss_mb"), 0)),
     ]
     for count in counts:
         rows.append(
@@ -170,8 +199,11 @@ def _rows(counts: list[int]) -> list[Row]:
 
 
 def markdown(results: Mapping[str, Result]) -> str:
-    """One column per size; one row per figure."""
+    """One column per size (its last run); one row per figure. Then the goals, every run of a size run more
+    than once, and the soak and big-group scenarios when they were run."""
     names = [n for n in ORDER if n in results]
+    if not names:
+        return extras_markdown(results)
     counts = sorted({c["count"] for n in names for c in results[n].get("changes", [])})
     lines = [
         "| | " + " | ".join(names) + " |",
@@ -182,7 +214,180 @@ def markdown(results: Mapping[str, Result]) -> str:
     dates = ", ".join(f"{n}: {results[n].get('date', '?')}" for n in names)
     cpus = {results[n].get("host", {}).get("cpus") for n in names}
     lines += ["", f"Runs: {dates}; CPUs: {', '.join(map(str, sorted(c for c in cpus if c)))}."]
-    return "\n".join(lines) + "\n"
+    lines += ["", *goals_markdown(results, names)]
+    for name in names:
+        lines += runs_markdown(name, results[name])
+    return "\n".join(lines) + "\n" + extras_markdown(results)
+
+
+GOAL_LABELS = {
+    "no_change_reconcile_s": "no-change reconcile (second apply), s",
+    "engine_limit_ratio": "engine / limit (first apply)",
+    "apply_phase_limit_ratio": "write phase / limit",
+    "peak_rss_first_apply_mb": "peak RSS, first apply (MB)",
+    "peak_rss_no_change_mb": "peak RSS, no-change reconcile (MB)",
+    "one_change_one_modify": "one membership change -> one LDAP modify (modifies)",
+    "latency_p95_s": "`writeback run` latency p95, s",
+}
+
+
+def _met(met: Any) -> str:
+    return {True: "**met**", False: "**NOT met**"}.get(met, "no goal here")
+
+
+def _goal_cell(target: Mapping[str, Any] | None) -> str:
+    if not target:
+        return "-"
+    value, met = target.get("value"), target.get("met")
+    if isinstance(value, list):  # several runs: every run's figure; met = met in every run
+        shown = ", ".join(_num(v, 2) for v in value)
+        verdict = _met(met)
+        if met is not None:
+            verdict += (
+                " in every run"
+                if met
+                else f" in every run ({sum(1 for m in target.get('met_per_run', []) if m)} of {len(value)})"
+            )
+        return f"{shown}: {verdict}"
+    if value is None and met is not None:
+        return _met(met)
+    return f"{_num(value, 2)}: {_met(met)}"
+
+
+def goals_markdown(results: Mapping[str, Result], names: list[str]) -> list[str]:
+    """Issue 17's goals: each size's figure against the goal, met or not (with several runs: in every run)."""
+    keys = list(dict.fromkeys(k for n in names for k in (results[n].get("targets") or {})))
+    if not keys:
+        return []
+    lines = [
+        "### Against the goals",
+        "",
+        "| goal | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for key in keys:
+        goal = next(
+            (
+                _get(results[n], "targets", key, "goal")
+                for n in names
+                if _get(results[n], "targets", key, "goal")
+            ),
+            "",
+        )
+        label = f"{GOAL_LABELS.get(key, key)} {goal}".strip()
+        lines.append(
+            f"| {_cell_text(label)} | "
+            + " | ".join(_goal_cell(_get(results[n], "targets", key)) for n in names)
+            + " |"
+        )
+    soak = results.get("soak")
+    if soak and _get(soak, "target"):
+        lines.append(
+            f"| peak RSS, `writeback run` soak ({_cell_text(soak.get('size'))}, {_num(_get(soak, 'minutes'), 0)} min) "
+            f"{_get(soak, 'target', 'goal')} | "
+            + " | ".join(_goal_cell(_get(soak, "target")) if n == soak.get("size") else "-" for n in names)
+            + " |"
+        )
+    return [*lines, ""]
+
+
+RUN_FIGURE_LABELS = {
+    "first_apply_s": "first apply (s)",
+    "first_apply_graph_read_s": "  Graph read (s)",
+    "first_apply_planning_s": "  planning (s)",
+    "first_apply_ad_read_s": "  AD read (s)",
+    "first_apply_ad_write_s": "  AD write (s)",
+    "first_apply_rss_mb": "  peak RSS (MB)",
+    "graph_full_read_s": "Graph full read, fresh replica (s)",
+    "limit_s": "limit (s)",
+    "engine_limit_ratio": "engine / limit",
+    "apply_phase_limit_ratio": "write phase / limit",
+    "no_change_s": "no-change reconcile (s)",
+    "no_change_rss_mb": "  peak RSS (MB)",
+    "one_change_s": "1 change, apply (s)",
+    "latency_p95_s": "latency p95 (s)",
+}
+
+
+def runs_markdown(name: str, result: Result) -> list[str]:
+    """Every run of a size run more than once, with min / median / max (nothing for a single run)."""
+    runs = result.get("runs") or []
+    summary = result.get("summary") or {}
+    if len(runs) < 2 or not summary:
+        return []
+    header = [f"run {n}" for n in range(1, len(runs) + 1)] + ["min", "median", "max"]
+    lines = [
+        f"### {name}: {len(runs)} runs",
+        "",
+        "| | " + " | ".join(header) + " |",
+        "|---|" + "---:|" * len(header),
+    ]
+    for key, figure in summary.items():
+        cells = [_num(v, 2) for v in figure.get("values", [])]
+        cells += [_num(figure.get(k), 2) for k in ("min", "median", "max")]
+        lines.append(f"| {RUN_FIGURE_LABELS.get(key, key)} | " + " | ".join(cells) + " |")
+    checks = [", ".join(k for k, v in (r.get("checks") or {}).items() if not v) or "none" for r in runs]
+    lines.append("| checks FAILED | " + " | ".join(checks) + " | | | |")
+    return [*lines, ""]
+
+
+def extras_markdown(results: Mapping[str, Result]) -> str:
+    """The soak and big-group sections (empty when neither was run into this directory)."""
+    lines: list[str] = []
+    soak = results.get("soak")
+    if soak:
+        lines += [
+            f"### `writeback run` soak ({soak.get('size')}, {_num(soak.get('minutes'), 1)} min, {soak.get('date')})",
+            "",
+            "| | |",
+            "|---|---:|",
+            f"| samples of /proc/<pid>/status (every {_num(soak.get('sample_interval_s'), 0)} s) | {_num(len(soak.get('samples') or []))} |",
+            f"| peak RSS, whole life incl. startup (VmHWM, MB) | {_num(soak.get('peak_hwm_mb'), 0)} |",
+            f"| peak RSS after the first cycle (max VmRSS, MB) | {_num(soak.get('peak_rss_after_first_cycle_mb'), 0)} |",
+            f"| RSS at the end (VmRSS, MB) | {_num(soak.get('end_rss_mb'), 0)} |",
+            f"| RSS 10 min after start / at the end (MB) | {_num(soak.get('rss_at_10min_mb'), 0)} / {_num(soak.get('end_rss_mb'), 0)} |",
+            f"| membership changes made (through Graph) | {_num(soak.get('changes'))} |",
+            f"| members exact in AD at the end | {_num(_get(soak, 'checks', 'members_exact_at_end'))} |",
+            f"| goal: {_cell_text(_get(soak, 'target', 'goal'))} | {_goal_cell(_get(soak, 'target'))} |",
+            f"| Run stopped by | {_cell_text(soak.get('error')) or '-'} |",
+            "",
+        ]
+    big = results.get("biggroup")
+    if big:
+        lines += [
+            f"### Big group ({big.get('date')})",
+            "",
+            "| members | first apply (s) | peak RSS (MB) | LDAP | 1 change (s; modifies) | "
+            "1,000 changes (s; modifies, min) | no change (s; writes) | exact |",
+            "|---:|---:|---:|---|---|---|---|---|",
+        ]
+        for step in big.get("sizes", []):
+            one = step.get("change_1") or {}
+            thousand = step.get("change_1000") or {}
+            none = step.get("no_change") or {}
+            first = step.get("first_apply") or {}
+            exact = all((step.get("checks") or {}).values()) if step.get("checks") else None
+            lines.append(
+                f"| {_num(step.get('members'))} | {_num(first.get('wall_s'))} | "
+                f"{_num(first.get('max_rss_mb'), 0)} | {_ops(first.get('ldap'))} | "
+                f"{_num(one.get('wall_s'), 2)}; {_num(_get(one, 'ldap', 'modify'))} | "
+                f"{_num(thousand.get('wall_s'), 2)}; {_num(_get(thousand, 'ldap', 'modify'))}, {_num(thousand.get('minimal_modifies'))} | "
+                f"{_num(none.get('wall_s'), 2)}; {_num(none.get('writes'))} | {_num(exact)} |"
+            )
+        seed = big.get("seed") or {}
+        if seed.get("seconds") is not None:
+            lines += [
+                "",
+                f"Seeding: {_num(seed.get('users_added'))} users added over LDAP in {_num(seed.get('seconds'))} s "
+                f"({_num(seed.get('users_needed'))} needed).",
+            ]
+        estimate = big.get("estimate_500k")
+        if estimate:
+            lines += ["", f"500,000 members: {_cell_text(estimate.get('text'), 1000)}"]
+        if big.get("error"):
+            lines += ["", f"Run stopped by: {_cell_text(big.get('error'))}"]
+        lines.append("")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def plot(results: Mapping[str, Result], path: Path) -> None:
@@ -230,5 +435,6 @@ def write_all(out: Path, result: Result) -> str:
     results = save(out, result)
     table = markdown(results)
     (out / "bench.md").write_text("# writeback benchmark\n\n" + table, encoding="utf-8")
-    plot(results, out / "bench.png")
+    if any(n in results for n in ORDER):
+        plot(results, out / "bench.png")
     return table
