@@ -130,6 +130,9 @@ def test_log_filters_row_details_and_export(console: Console) -> None:
     h = console.bearer(console.viewer)
     rows = console.client.get("/api/log", params={"action": "create"}, headers=h).json()
     assert len(rows) == 3 and all(r["status"] == "success" for r in rows)
+    page = console.client.get("/log", headers=h).text
+    for status in ("pending", "interrupted"):  # a killed run's rows can be found (the write-ahead journal)
+        assert f'<option value="{status}"' in page
     assert console.client.get("/api/log", params={"action": "delete"}, headers=h).json() == []
     (one,) = console.client.get("/api/log", params={"group": "G2", "action": "create"}, headers=h).json()
     assert one["sourceIdentity"]["id"] == gid(2) and one["activityDateTime"].endswith("+00:00")

@@ -32,6 +32,7 @@ from writeback.app.engine import Allowances, Engine
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.console.auth import Authenticator, Principal
 from writeback.console.backend import ServiceBackend
+from writeback.core.ports import LOG_RESULTS
 from writeback.errors import WritebackError
 
 HERE = Path(__file__).parent
@@ -143,6 +144,7 @@ class Console:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
         )
         self.templates.filters["iso"] = iso
+        self.templates.globals["log_results"] = LOG_RESULTS
         page, api, op = self.page, self.api, self.operator
         self.app = Starlette(
             routes=[
@@ -557,7 +559,7 @@ def chart(per_day: list[dict[str, Any]], width: int = 560, height: int = 120) ->
     bars = []
     for i, d in enumerate(days):
         y = height
-        for status in ("success", "error", "held", "info", "skipped"):
+        for status in LOG_RESULTS:
             n = sum(p["count"] for p in per_day if p["day"] == d and p["status"] == status)
             if not n:
                 continue

@@ -230,8 +230,12 @@ class Directory(Protocol):
     def close(self) -> None: ...
 
 
-# The result of a log row written before its change is sent to AD (see Store.log_rows).
+# The result of a log row written before its change is sent to AD (see Store.log_rows), and what it becomes
+# when that run never finished it (Store.close_pending_log).
 PENDING = "pending"
+INTERRUPTED = "interrupted"
+# Every result a provisioning-log row can have (the console's filters and chart).
+LOG_RESULTS = ("success", "error", "held", "info", "skipped", PENDING, INTERRUPTED)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from writeback.adapters.state.schema import MIGRATIONS, Dialect, migrations_table, statements
 from writeback.core.desired import account_keys
 from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
-from writeback.core.ports import PENDING, LogRecord, PendingGroups
+from writeback.core.ports import INTERRUPTED, PENDING, LogRecord, PendingGroups
 from writeback.errors import StateCorruptError, StateError, StateSchemaError
 
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
@@ -213,8 +213,6 @@ class LogQuery:
     offset: int = 0
 
 
-# What a log row written before its change was sent to AD (PENDING) becomes when that run never finished it.
-INTERRUPTED = "interrupted"
 INTERRUPTED_MESSAGE = (
     "the run stopped (killed or crashed) while this change was being written to AD: it may or may not have "
     "been applied; the next apply planned from what AD then held and finished it"
