@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         profiler.enable()
     try:
         with writer_claim(settings, "apply") as guard:
-            run = run_apply(engine, guard=guard)
+            run = run_apply(engine, guard=guard, deep="--deep" in argv[1:])
     finally:
         engine.close()
     if profiler is not None:
@@ -64,6 +64,7 @@ def main(argv: list[str]) -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {
         "phases": run.phases,
+        "deep": run.plan.deep,
         "timings": engine.timings,
         "ldap": directory.stats,
         "graph": client.stats,

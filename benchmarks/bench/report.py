@@ -167,6 +167,12 @@ def _rows(counts: list[int]) -> list[Row]:
         ),
         ("  Graph read / planning / AD read / AD write (s)", lambda r: _timings(r, "second_apply")),
         ("  peak RSS (MB)", lambda r: _num(_get(r, "second_apply", "max_rss_mb"), 0)),
+        (
+            "**Deep apply**, no change (`apply --deep`, the daily deep reconcile): wall (s) / peak RSS (MB)",
+            lambda r: (
+                f"{_num(_get(r, 'deep_apply', 'wall_s'), 2)} / {_num(_get(r, 'deep_apply', 'max_rss_mb'), 0)}"
+            ),
+        ),
     ]
     for count in counts:
         rows.append(

@@ -177,6 +177,13 @@ def run_bench(
                 checks["second_apply_zero_writes"] = second.writes == 0
                 say(f"  {second.wall_seconds:.1f} s, {second.writes} writes")
 
+                # The service's daily deep reconcile (and `apply --deep`): every managed group and member read.
+                say("Deep apply, nothing changed")
+                deep = run_apply(workspace, "deep", deep=True)
+                result["deep_apply"] = _engine_summary(deep)
+                checks["deep_apply_zero_writes"] = deep.writes == 0 and bool(deep.report.get("deep"))
+                say(f"  {deep.wall_seconds:.1f} s, {deep.writes} writes, {deep.report['max_rss_mb']:.0f} MB")
+
                 result["changes"] = []
                 for count in size.changes:
                     result["changes"].append(_change_scenario(handle, gen, workspace, count, rng, say))

@@ -113,12 +113,19 @@ class EngineFailed(RuntimeError):
         self.run = run
 
 
-def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0) -> EngineRun:
-    """One ``writeback apply`` in a child process; raises RuntimeError if it fails.
+def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0, *, deep: bool = False) -> EngineRun:
+    """One ``writeback apply`` (``--deep``: ``writeback apply --deep``) in a child process; raises RuntimeError
+    if it fails.
 
     With ``workspace.profile`` set, the child writes ``<dir>/profile-<label>.pstats`` (cProfile).
     """
-    argv = [sys.executable, "-m", "benchmarks.bench.engine_child", str(workspace.config)]
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench.engine_child",
+        str(workspace.config),
+        *(["--deep"] if deep else []),
+    ]
     env = child_env()
     if workspace.profile:
         env["WRITEBACK_BENCH_PROFILE"] = str(workspace.dir / f"profile-{label}.pstats")

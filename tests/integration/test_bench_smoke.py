@@ -30,6 +30,7 @@ def test_every_check_passes(small_result: dict[str, object]) -> None:
         "first_apply_members_exact": True,
         "limit_members_exact": True,
         "second_apply_zero_writes": True,
+        "deep_apply_zero_writes": True,
         "one_change_one_modify": True,
         "after_changes_members_exact": True,
     }
