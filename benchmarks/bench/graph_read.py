@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench.procmem import peak_rss_mb
 from benchmarks.bench.workspace import ROOT, Workspace, child_env
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.wiring import build_graph
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> int:
         "requests": report.requests,
         "full_resync": report.full_resync,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "max_rss_mb": usage.ru_maxrss / 1024,  # Linux reports KiB
+        "max_rss_mb": peak_rss_mb(),  # VmHWM: this process's own peak (see benchmarks.bench.procmem)
     }
     print(json.dumps(out))
     return 0

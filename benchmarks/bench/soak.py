@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import changes, ldaptools, report, verify
+from benchmarks.bench.procmem import read_memory
 from benchmarks.bench.runner import CLIENT_ID, TARGET_RSS_MB, TENANT_ID, bench_ou, size_accounts
 from benchmarks.bench.sandboxes import DEFAULT_OUT, sandbox, sandbox_dir, say
 from benchmarks.bench.sizes import SIZES, Size
@@ -49,19 +50,6 @@ class SoakOptions:
     minutes: float = 60.0
     changes_per_minute: int = 4
     sample_interval: float = 5.0
-
-
-def read_memory(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of ``pid`` in MB, from /proc/<pid>/status (proc(5): values in kB)."""
-    found: dict[str, float] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(rest.split()[0]) / 1024
-    if set(found) != {"VmRSS", "VmHWM"}:
-        raise RuntimeError(f"/proc/{pid}/status has no VmRSS/VmHWM: is {pid} a live user process?")
-    return found
 
 
 def one_change(handle: EmulatorHandle, gen: GeneratedTenant, rng: random.Random, add: bool) -> None:

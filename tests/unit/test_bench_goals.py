@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 from benchmarks.bench.biggroup import _entries, estimate
+from benchmarks.bench.procmem import read_memory
 from benchmarks.bench.report import markdown
 from benchmarks.bench.runner import _targets
 from benchmarks.bench.runs import combine
 from benchmarks.bench.sizes import SIZES
-from benchmarks.bench.soak import read_memory
 
 
 def _run(first: float, limit: float, apply_phase: float, no_change: float, rss: float) -> dict[str, Any]:
