@@ -76,4 +76,20 @@ def delete_subtree(conn: Any, dn: str) -> None:
     entries = [d for d, _ in paged_search(conn, dn, "(objectClass=*)", ["1.1"]) if d]
     for child in sorted(entries, key=lambda d: d.count(","), reverse=True):
         with contextlib.suppress(ldap.NO_SUCH_OBJECT):
-            conn.delete_s(child)
+            try:
+                conn.delete_s(child)
+            except ldap.BUSY:
+                # Samba refuses (51, "replmd_delete: Failed to modify object") to delete a group of 100,000+
+                # members in one transaction: take its members out in chunks first, then delete it.
+                _empty_members(conn, child)
+                conn.delete_s(child)
+
+
+MEMBER_CHUNK = 5_000  # values per modify, as writeback writes them
+
+
+def _empty_members(conn: Any, dn: str) -> None:
+    found = conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["member"])
+    members = found[0][1].get("member", []) if found else []
+    for start in range(0, len(members), MEMBER_CHUNK):
+        conn.modify_s(dn, [(ldap.MOD_DELETE, "member", members[start : start + MEMBER_CHUNK])])
