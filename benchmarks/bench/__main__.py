@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import report, runs
 from benchmarks.bench.runner import Options, run_bench
-from benchmarks.bench.sandboxes import DEFAULT_OUT, restore, sandbox, sandbox_dir, say
+from benchmarks.bench.sandboxes import DEFAULT_OUT, release, restore, sandbox, sandbox_dir, say
 from benchmarks.bench.sizes import SIZES
 from writeback.errors import WritebackError
-from writeback.testbed.sandbox import sandbox_down
 from writeback.testbed.sandbox.snapshot import snapshot_file
 
 
@@ -117,12 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         results[-1] = {**results[-1], "checks": {**results[-1]["checks"], "run_completed": False}}
         results[-1]["error"] = f"the next run could not start: {exc}"
     finally:
-        if started and not args.keep_sandbox:
-            say(f"Stopping the sandbox in {directory}")
-            sandbox_down(directory)
-        if discard:
-            say(f"Discarding {directory} (the next run restores the snapshot)")
-            shutil.rmtree(directory, ignore_errors=True)
+        release(directory, stop=started and not args.keep_sandbox, discard=discard)
     result = runs.combine(results)
     table = report.write_all(args.out, result)
     print(table)

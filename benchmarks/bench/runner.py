@@ -57,6 +57,13 @@ class Options:
     fresh_directory: Callable[[], SandboxInfo] | None = None
 
 
+def bench_tenant(size: Size, accounts: list[Any]) -> GeneratedTenant:
+    """The size's synthetic tenant over ``accounts``, with the benchmark's tenant and app ids."""
+    return generate(
+        size, accounts, tenant_id=TENANT_ID, client_id=CLIENT_ID, client_secret=secrets.token_urlsafe(24)
+    )
+
+
 def _quiet(_: str) -> None:
     """The default progress callback: say nothing."""
 
@@ -137,13 +144,7 @@ def run_bench(
             users_ou, engine_ou, limit_ou = (f"OU={n},{run_ou}" for n in ("Users", "Engine", "Limit"))
             started = time.perf_counter()
             accounts, created_users = size_accounts(info, size, users_ou, tag, say)
-            gen = generate(
-                size,
-                accounts,
-                tenant_id=TENANT_ID,
-                client_id=CLIENT_ID,
-                client_secret=secrets.token_urlsafe(24),
-            )
+            gen = bench_tenant(size, accounts)
             say(f"Tenant generated: {len(gen.synced_ids)} synced users, {len(gen.group_ids)} groups")
             with run_emulator(gen.document, workdir / "emulator") as handle:
                 result["setup_s"] = round(time.perf_counter() - started, 1)

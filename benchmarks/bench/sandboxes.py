@@ -44,3 +44,14 @@ def restore(size: Size, directory: Path) -> SandboxInfo:
     sandbox_down(directory)
     shutil.rmtree(directory)
     return sandbox_up(directory, users=size.sandbox_users, progress=say)
+
+
+def release(directory: Path, *, stop: bool, discard: bool) -> None:
+    """At the end of a run: stop the sandbox this run started, and discard a scratch one (the next run restores
+    the snapshot)."""
+    if stop:
+        say(f"Stopping the sandbox in {directory}")
+        sandbox_down(directory)
+    if discard:
+        say(f"Discarding {directory} (the next run restores the snapshot)")
+        shutil.rmtree(directory, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import secrets
 import shutil
 import sys
 import time
@@ -27,10 +26,10 @@ from typing import Any
 
 from benchmarks.bench import changes, ldaptools, report, verify
 from benchmarks.bench.procmem import read_memory
-from benchmarks.bench.runner import CLIENT_ID, TARGET_RSS_MB, TENANT_ID, bench_ou, size_accounts
-from benchmarks.bench.sandboxes import DEFAULT_OUT, sandbox, sandbox_dir, say
+from benchmarks.bench.runner import TARGET_RSS_MB, bench_ou, bench_tenant, size_accounts
+from benchmarks.bench.sandboxes import DEFAULT_OUT, release, sandbox, sandbox_dir, say
 from benchmarks.bench.sizes import SIZES, Size
-from benchmarks.bench.tenantgen import GeneratedTenant, generate
+from benchmarks.bench.tenantgen import GeneratedTenant
 from benchmarks.bench.workspace import (
     Workspace,
     run_apply,
@@ -40,7 +39,7 @@ from benchmarks.bench.workspace import (
 )
 from writeback.errors import WritebackError
 from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
-from writeback.testbed.sandbox import SandboxInfo, sandbox_down
+from writeback.testbed.sandbox import SandboxInfo
 
 CONVERGE_TIMEOUT = 300.0  # after the last change: the service polls every 2 s; a reconcile may be running
 
@@ -108,13 +107,7 @@ def run_soak(
         with bench_ou(info, size, keep_objects) as (ou, tag):
             users_ou, engine_ou = f"OU=Users,{ou}", f"OU=Engine,{ou}"
             accounts, _ = size_accounts(info, size, users_ou, tag, progress)
-            gen = generate(
-                size,
-                accounts,
-                tenant_id=TENANT_ID,
-                client_id=CLIENT_ID,
-                client_secret=secrets.token_urlsafe(24),
-            )
+            gen = bench_tenant(size, accounts)
             with run_emulator(gen.document, workdir / "emulator") as handle:
                 workspace = Workspace(workdir, engine_ou)
                 workspace.write_config(info, handle, size.max_members)
@@ -244,12 +237,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if started and not args.keep_sandbox:
-            say(f"Stopping the sandbox in {directory}")
-            sandbox_down(directory)
-        if discard:
-            say(f"Discarding {directory} (the next run restores the snapshot)")
-            shutil.rmtree(directory, ignore_errors=True)
+        release(directory, stop=started and not args.keep_sandbox, discard=discard)
     table = report.write_all(args.out, result)
     print(table)
     print(f"Results: {args.out}/bench.md, bench-soak.json", file=sys.stderr)
