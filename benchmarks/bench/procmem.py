@@ -3,8 +3,8 @@ processes, so it imports nothing heavy.
 
 Peak figures are VmHWM, the high-water mark of the process's own address space since its exec. getrusage's
 ru_maxrss is not used: Linux carries it across fork and execve, so a child's figure starts at the size of the
-benchmark process that spawned it (which holds the emulator's tenant: 424 MB against the engine's own 225 MB
-at medium, measured)."""
+benchmark process that spawned it (which holds the emulator's tenant: 424 MB reported at medium, where the
+engine's own VmHWM is 169 MB)."""
 
 from __future__ import annotations
 
