@@ -195,6 +195,17 @@ def test_drift_is_reverted_by_the_periodic_reconcile_only(world: World) -> None:
     assert world.members(3) == {"user3"}
 
 
+def test_an_operators_reconcile_request_is_deep_and_the_timed_one_quick(world: World) -> None:
+    """The console's *Reconcile now* reads every managed group; the hourly one only what changed."""
+    world.service.cycle()
+    world.clock.now += 100.0
+    timed = world.service.cycle()
+    assert timed.full and timed.groups == 0, "nothing changed: a quick reconcile compares no group"
+    world.service.request_reconcile()
+    asked = world.service.cycle()
+    assert asked.full and asked.groups == -1, "every managed group (deep)"
+
+
 def test_rename_of_a_group_the_state_store_never_recorded_moves_it(world: World) -> None:
     """A group adopted (or created by a run killed before it recorded the create) is found by the full read
     at start, so a later rename moves it instead of creating a second group with the same anchor."""
