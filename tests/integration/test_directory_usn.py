@@ -116,6 +116,25 @@ def test_group_stamps_rise_with_a_member_change_and_list_no_members(
     assert searches > 0
 
 
+def test_group_stamps_of_some_dns_read_just_those(sandbox: Any, ldap_conn: Any, test_ou: str) -> None:
+    """What an incremental cycle reads after its writes: the stamps at the DNs it wrote, the same as the full
+    listing gives for them; a DN that is gone or not a managed group is left out."""
+    gid = str(uuid.uuid4())
+    dn = _anchored_group(ldap_conn, test_ou, "some-a", f"Group_{gid}", [])
+    other = _anchored_group(ldap_conn, test_ou, "some-b", f"Group_{uuid.uuid4()}", [])
+    unanchored = f"CN=plain-some,{test_ou}"
+    ldap_conn.add_s(unanchored, [("objectClass", [b"group"]), ("sAMAccountName", [b"plain-some"])])
+    with LdapDirectory(make_settings(sandbox)) as d:
+        _, listed = d.read_group_stamps(("msDS-ExternalDirectoryObjectId",), ("Group_",))
+        mark, some = d.read_group_stamps(
+            ("msDS-ExternalDirectoryObjectId",), ("Group_",), dns=[dn, unanchored, f"CN=gone,{test_ou}"]
+        )
+    assert mark.dc == invocation_id(ldap_conn)
+    assert [(s.dn.lower(), s.key) for s in some] == [(dn.lower(), gid)]
+    assert some[0].usn == {s.dn.lower(): s.usn for s in listed}[dn.lower()]
+    assert other.lower() in {s.dn.lower() for s in listed}
+
+
 def test_changed_account_keys_are_the_users_changed_after_the_usn(
     sandbox: Any, ldap_conn: Any, test_ou: str
 ) -> None:

@@ -90,12 +90,13 @@ class FakeDirectory:
         self.usn += 1
         del self.groups[normalize_dn(dn)]
 
-    def read_group_stamps(self, anchor_attributes, prefixes):  # type: ignore[no-untyped-def]
-        self.ops.append(("search", "stamps"))
+    def read_group_stamps(self, anchor_attributes, prefixes, dns=None):  # type: ignore[no-untyped-def]
+        self.ops.append(("search", "stamps" if dns is None else "stamps of some"))
+        at = None if dns is None else {normalize_dn(d) for d in dns}
         stamps = [
             GroupStamp(g.dn, g.cloud_id, int(e.get("uSNChanged", 0)))
-            for e in self.groups.values()
-            if (g := self._group(e)).cloud_id is not None
+            for key, e in self.groups.items()
+            if (at is None or key in at) and (g := self._group(e)).cloud_id is not None
         ]
         return UsnWatermark(self.invocation_id, self.usn), stamps
 

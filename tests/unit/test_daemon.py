@@ -206,6 +206,47 @@ def test_an_operators_reconcile_request_is_deep_and_the_timed_one_quick(world: W
     assert asked.full and asked.groups == -1, "every managed group (deep)"
 
 
+def test_groups_an_incremental_cycle_wrote_are_not_compared_again_by_the_quick_reconcile(
+    world: World,
+) -> None:
+    """The soak (docs/benchmarks.md) found the hourly quick reconcile re-reading every group the service's own
+    incremental cycles had written: they now stamp what they write. A hand edit after that is still caught."""
+    world.service.cycle()
+    world.clock.now += 100.0
+    world.service.cycle()  # a quick reconcile: the record it keeps is what the stamps are checked against
+    world.cloud.groups[gid(2)] = group(2, ["u2", "u5"])
+    world.cloud.groups[gid(3)] = group(3, ["u3"], name="G3 renamed")
+    world.cloud.changed_groups = {gid(2), gid(3)}
+    out = world.service.cycle()
+    assert (out.full, out.groups, out.failed) == (False, 2, 0)
+    assert ("search", "stamps of some") in world.directory.ops
+    world.clock.now += 100.0
+    timed = world.service.cycle()
+    assert timed.full and timed.groups == 0, "what the service wrote is in step: nothing to compare"
+    (entry,) = [
+        e for e in world.directory.groups.values() if e["msDS-ExternalDirectoryObjectId"] == f"Group_{gid(3)}"
+    ]
+    world.directory.edit_by_hand(entry["dn"], member=[])
+    world.clock.now += 100.0
+    again = world.service.cycle()
+    assert again.full and again.groups == 1, "the hand edit after the service's write"
+    assert world.members(3) == {"user3"}
+
+
+def test_a_group_an_incremental_cycle_deleted_loses_its_stamp(world: World) -> None:
+    world.service.cycle()
+    world.clock.now += 100.0
+    world.service.cycle()
+    assert gid(1) in world.store.group_stamps()
+    del world.cloud.groups[gid(1)]
+    world.cloud.changed_groups = {gid(1)}
+    out = world.service.cycle()
+    assert out.applied == 1 and not any(
+        e["msDS-ExternalDirectoryObjectId"] == f"Group_{gid(1)}" for e in world.directory.groups.values()
+    )
+    assert gid(1) not in world.store.group_stamps()
+
+
 def test_rename_of_a_group_the_state_store_never_recorded_moves_it(world: World) -> None:
     """A group adopted (or created by a run killed before it recorded the create) is found by the full read
     at start, so a later rename moves it instead of creating a second group with the same anchor."""

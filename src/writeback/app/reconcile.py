@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from writeback.app.engine import ApplyResult, Engine
 from writeback.core.dn import normalize_dn
 from writeback.core.model import DYNAMIC_KEY_PREFIX
-from writeback.core.planning import Plan
+from writeback.core.planning import ChangeKind, Plan
 from writeback.core.ports import GroupStamp, PendingGroups, UsnWatermark
 from writeback.core.reconcile import (
     ReconcileRecord,
@@ -200,12 +200,42 @@ def finish(engine: Engine, scope: Reconcile, plan: Plan, result: ApplyResult, *,
 def settle(
     engine: Engine, groups: Collection[str], pending: PendingGroups, plan: Plan, result: ApplyResult
 ) -> None:
-    """After an incremental cycle of ``groups``: clear the pending marks of those now in step."""
+    """After an incremental cycle of ``groups``: clear the pending marks of those now in step, and stamp the
+    ones it wrote, so the next quick reconcile does not compare again what the service itself just wrote."""
     if result.aborted is None:
-        engine.store.settle_pending(set(groups) - _unsettled(plan, result), pending.upto)
+        converged = set(groups) - _unsettled(plan, result)
+        engine.store.settle_pending(converged, pending.upto)
+        _stamp_written(engine, converged, result)
     managed = engine.advance_managed_base([r.change for r in result.results if r.ok])
     if managed is not None:
         engine.store.write_meta({_MANAGED_KEY: json.dumps(asdict(managed))})
+
+
+def _stamp_written(engine: Engine, converged: Collection[str], result: ApplyResult) -> None:
+    """Stamp the groups an incremental cycle wrote and compared whole (it read each from AD): base reads of
+    their DNs after the writes, on the DC the last reconcile listed (USNs are per DC: on another one the next
+    reconcile is deep anyway). A group deleted, or no longer at its DN, loses its stamp and is compared next
+    time. As in :func:`finish`, a hand edit between the write and this read is left to the deep reconcile."""
+    record = load_record(engine)
+    where: dict[str, str | None] = {}
+    for r in result.results:
+        change, key = r.change, r.change.cloud_id
+        if not r.ok or key not in converged or where.get(key, "") is None:
+            continue
+        if change.kind is ChangeKind.DELETE:
+            where[key] = None
+        elif change.new_dn or key not in where:  # a move or rename: where the group is now
+            where[key] = change.new_dn or change.dn
+    if not where or record.dc is None:
+        return
+    watermark, after = engine.directory.read_group_stamps(
+        engine.schema().read, engine.prefixes(), dns=[dn for dn in where.values() if dn is not None]
+    )
+    if watermark.dc != record.dc:
+        return
+    stamps, gone = stamps_after(where, set(where), (), after)
+    engine.store.record_stamps(stamps)
+    engine.store.forget_stamps(gone)
 
 
 def _unsettled(plan: Plan, result: ApplyResult) -> set[str]:

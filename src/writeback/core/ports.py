@@ -204,9 +204,10 @@ class Directory(Protocol):
         DC), or those changed and deleted since the watermark."""
 
     def read_group_stamps(
-        self, anchor_attributes: Sequence[str], prefixes: Sequence[str]
+        self, anchor_attributes: Sequence[str], prefixes: Sequence[str], dns: Iterable[str] | None = None
     ) -> tuple[UsnWatermark, list[GroupStamp]]:
-        """The DC's watermark (read first), then every managed group's DN, key and uSNChanged — no members."""
+        """The DC's watermark (read first), then every managed group's DN, key and uSNChanged — no members;
+        with ``dns``, only the managed groups at those DNs (the ones not found are left out)."""
 
     def changed_account_keys(self, base_dn: str, since_usn: int) -> list[tuple[str | None, str | None]]:
         """(objectSid, objectGUID) of the users under ``base_dn`` changed after ``since_usn`` on this DC."""

@@ -266,9 +266,11 @@ class LdapDirectory:
         self,
         anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
         prefixes: Sequence[str] = ANCHOR_PREFIXES,
+        dns: Iterable[str] | None = None,
     ) -> tuple[UsnWatermark, list[GroupStamp]]:
         """The DC's watermark, then every managed group's DN, key and uSNChanged: the same search as
         :meth:`read_managed_groups` without members (a quick reconcile reads members only of what changed).
+        With ``dns``: base reads of just those DNs (the groups an incremental cycle wrote), missing ones left out.
 
         The watermark is read first, so a change made while the list is read is above it. uSNChanged is a
         per-DC, non-replicated counter (MS-ADTS 3.1.1.1.9): the watermark carries the DC's invocationId, and
@@ -280,9 +282,18 @@ class LdapDirectory:
         flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
         attrs = list(dict.fromkeys([*anchors, "uSNChanged"]))
         stamps: list[GroupStamp] = []
-        for dn, raw in self._domain.search(
-            self._settings.base_dn, _SUBTREE, f"(&(objectClass=group){flt})", attrs
-        ):
+        entries: Iterable[tuple[str, dict[str, list[bytes]]]] = (
+            self._domain.search(self._settings.base_dn, _SUBTREE, f"(&(objectClass=group){flt})", attrs)
+            if dns is None
+            else (
+                entry
+                for at in dict.fromkeys(dns)
+                for entry in self._domain.search(
+                    at, _BASE, f"(&(objectClass=group){flt})", attrs, paged=False, missing_ok=True
+                )
+            )
+        )
+        for dn, raw in entries:
             found = lower_keys(raw)
             anchor = find_anchor(found, anchors, prefixes)
             key = DirectoryGroup.key_of(anchor)
