@@ -9,6 +9,10 @@ by :func:`statements`:
 
 Applied migrations are recorded in ``schema_migrations`` (version, time), in the same transaction as the
 migration itself, so a migration interrupted half-way is run again from its start.
+
+One migration also fills rows in Python, in its own transaction: 7 (:data:`ACCOUNT_KEYS_VERSION`), whose columns
+hold values only :func:`writeback.core.desired.account_keys` computes (see
+``writeback.adapters.state.sqlbase.SqlStore._fill_account_keys``).
 """
 
 from __future__ import annotations
