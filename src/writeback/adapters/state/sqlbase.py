@@ -16,7 +16,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Protocol
 
-from writeback.adapters.state.schema import MIGRATIONS, Dialect, migrations_table, statements
+from writeback.adapters.state.schema import (
+    ACCOUNT_KEYS_VERSION,
+    MIGRATIONS,
+    Dialect,
+    migrations_table,
+    statements,
+)
 from writeback.core.desired import account_keys
 from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
 from writeback.core.ports import INTERRUPTED, PENDING, LogRecord, PendingGroups
@@ -75,7 +81,7 @@ def upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
     return f"{insert} ON CONFLICT ({', '.join(key)}) {action}"
 
 
-_UPSERT_USER = upsert("users", ("id", "data", "deleted"), ("id",))
+_UPSERT_USER = upsert("users", ("id", "data", "deleted", "account_sid", "account_guid"), ("id",))
 _UPSERT_GROUP = upsert("groups", ("id", "data", "deleted"), ("id",))
 _UPSERT_MEMBER = upsert("members", ("group_id", "member_id", "kind"), ("group_id", "member_id"))
 _UPSERT_DELTA = upsert("delta_links", ("resource", "link"), ("resource",))
@@ -109,6 +115,14 @@ _GROUP_FIELDS = tuple(f.name for f in fields(CloudGroup) if f.name != "members")
 def _user_to_json(u: CloudUser) -> str:
     # Not dataclasses.asdict: it deep-copies recursively and dominated the first sync of big tenants.
     return json.dumps({f: getattr(u, f) for f in _USER_FIELDS}, separators=(",", ":"), default=_jsonable)
+
+
+def _account_columns(user: CloudUser) -> tuple[str | None, str | None]:
+    """The users table's (account_sid, account_guid) of ``user``: its AD account keys (one rule:
+    :func:`~writeback.core.desired.account_keys`), the GUID lower-cased as :meth:`SqlStore.cloud_users_with_keys`
+    looks it up (``account_keys`` gives the uuid module's lower-case form already)."""
+    sid, guid = account_keys(user)
+    return sid, guid.lower() if guid else None
 
 
 def _group_to_json(g: CloudGroup) -> str:
@@ -270,9 +284,12 @@ class _Tx:
         self.db.execute(_UPSERT_META, (UNIFIED_DEFAULT_KEY, text))
 
     def upsert_user(self, user: CloudUser) -> None:
-        self.db.execute(_UPSERT_USER, (user.id, _user_to_json(user), int(user.deleted)))
+        # The account key columns are written with the JSON they come from, so they never disagree with it.
+        sid, guid = _account_columns(user)
+        self.db.execute(_UPSERT_USER, (user.id, _user_to_json(user), int(user.deleted), sid, guid))
 
     def remove_user(self, user_id: str, *, hard: bool) -> None:
+        # A soft delete keeps the row's data and so its account keys: a deleted user is still found by them.
         if hard:
             self.db.execute("DELETE FROM users WHERE id = ?", (user_id,))
         else:
@@ -306,6 +323,7 @@ class _Tx:
 
     def reset(self, resource: str) -> None:
         if resource == "users":
+            # The account key columns go with their rows; the users written after come through upsert_user.
             self.db.execute("DELETE FROM users")
         elif resource == "groups":
             self.db.execute("DELETE FROM groups")
@@ -367,11 +385,38 @@ class SqlStore:
                     continue
                 for statement in statements(script, self.dialect):
                     self.db.execute(statement)
+                if version == ACCOUNT_KEYS_VERSION:
+                    self._fill_account_keys()
                 self.db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
         except BaseException:
             self.rollback()
             raise
         self.db.execute("COMMIT")
+
+    def _fill_account_keys(self, page: int = 1000) -> None:
+        """Migration 7, inside its transaction: fill the new account key columns of the users already in the
+        replica, computed from their JSON by the same rule as every later write (see schema.ACCOUNT_KEYS_VERSION
+        for why not in SQL). A state upgrades in place: nothing is fetched again from Graph.
+
+        Read a page of rows at a time, in id order (bounded memory at any replica size). A row whose JSON is
+        damaged keeps NULL keys rather than stopping the upgrade: the snapshot reports that row with the
+        rebuild command, and `writeback state rebuild-replica`, which needs the upgraded state, rewrites it."""
+        after = ""
+        while True:
+            rows = self.db.execute(
+                "SELECT id, data, deleted FROM users WHERE id > ? ORDER BY id LIMIT ?", (after, page)
+            ).fetchall()
+            if not rows:
+                return
+            keys: list[tuple[str | None, str | None, str]] = []
+            for user_id, data, deleted in rows:
+                try:
+                    keys.append((*_account_columns(_user_from_json(data, deleted)), user_id))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    continue
+            if keys:
+                self.db.executemany("UPDATE users SET account_sid = ?, account_guid = ? WHERE id = ?", keys)
+            after = rows[-1][0]
 
     def schema_version(self) -> int:
         row = self.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
@@ -526,13 +571,16 @@ class SqlStore:
                 self.db.executemany("DELETE FROM stamps WHERE cloud_id = ?", [(k,) for k in keys])
 
     def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
-        """Reads every replica user (only when AD users changed since the last reconcile)."""
-        wanted_sids, wanted_guids = {s.upper() for s in sids}, {g.lower() for g in guids}
-        found: set[str] = set()
-        for uid, data, deleted in self.db.execute("SELECT id, data, deleted FROM users"):
-            sid, guid = account_keys(_user_from_json(data, deleted))
-            if (sid and sid in wanted_sids) or (guid and guid.lower() in wanted_guids):
-                found.add(uid)
+        """Ids of the replica users (soft-deleted ones included) with these account keys, by the indexed
+        account_sid / account_guid columns in bounded chunks: the cost is that of the keys asked for, and no
+        user's JSON is decoded. SIDs match case-insensitively as upper case, GUIDs as lower case."""
+        found = {
+            r[0] for r in self._select_in("SELECT id FROM users WHERE account_sid", {s.upper() for s in sids})
+        }
+        found.update(
+            r[0]
+            for r in self._select_in("SELECT id FROM users WHERE account_guid", {g.lower() for g in guids})
+        )
         return found
 
     # Operator allowances past the safety thresholds (`writeback allow`, read by the running service) --------
