@@ -32,6 +32,7 @@ from writeback.core.model import (
     GROUP_TYPE_GLOBAL,
     GROUP_TYPE_SECURITY,
     GROUP_TYPE_UNIVERSAL,
+    MEMBER_ORDER,
     AttributeValue,
     CloudGroup,
     Intent,
@@ -290,7 +291,7 @@ class Mapper:
             attributes=attrs,
             sam_candidates=tuple(self.sam_candidates(group)),
             sam_mapped=self.mapping.sam_account_name is not None,
-            members=tuple(sorted(group.members)),
+            members=tuple(sorted(group.members, key=MEMBER_ORDER)),
             error=error,
             redacted=self.redacted,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 from writeback.core.dn import join_rdn
@@ -44,6 +45,11 @@ class MemberRef:
 
     kind: str
     id: str
+
+
+# MemberRef's own order as a sort key: the same order, compared in C instead of by the dataclass's __lt__
+# (sorting a 100,000-member group's refs cost ~0.4 s of comparisons in the planning profile).
+MEMBER_ORDER = attrgetter("kind", "id")
 
 
 @dataclass(frozen=True, slots=True)
