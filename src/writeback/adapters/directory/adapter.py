@@ -369,6 +369,8 @@ class LdapDirectory:
         dns: Iterable[str],
         anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
         mapped: Sequence[str] = ("description", "displayName"),
+        *,
+        range_size: int | None = None,
     ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
         """:meth:`read_groups`, and the accounts of the members read: each search of the read (the ranged
         ``member;range=`` reads too) carries LDAP_SERVER_EXTENDED_DN_OID, so AD hands every member value with
@@ -379,9 +381,14 @@ class LdapDirectory:
         either way: foreign security principals (``CN=ForeignSecurityPrincipals``: objects standing for
         principals of trusted forests, not accounts of this forest), and, without a Global Catalog, members
         outside the domain naming context (resolve_accounts then searches the domain only).
+
+        ``range_size``: ask for members in explicit ranges of that size (as :meth:`read_members` does), the
+        way AD answers big groups unasked; None lets the server choose.
         """
         anchors = [a for a in anchor_attributes if self.has_attribute(a)]
         attrs = self._group_attrs(anchors, mapped)
+        if range_size is not None:
+            attrs = [f"member;range=0-{range_size - 1}" if a == "member" else a for a in attrs]
         controls = [ExtendedDNControl()]
         domain_nc = self._naming_context("defaultNamingContext")
         groups: list[DirectoryGroup] = []
@@ -396,7 +403,8 @@ class LdapDirectory:
                 group_dn = parse_extended_dn(found_dn)[0]
                 found = _plain_dn_values(lower_keys(raw))
                 members: list[str] = []
-                for value in self._complete_members(group_dn, found, range_size=None, controls=controls):
+                values = self._complete_members(group_dn, found, range_size=range_size, controls=controls)
+                for value in values:
                     member, guid, sid = parse_extended_dn(value)
                     members.append(member)
                     if guid is None:
