@@ -82,6 +82,8 @@ class FakeDirectory:
     account_usns: dict[str, int] = field(default_factory=dict)  # normalized user DN -> uSNChanged
     domain_dn: str = "DC=corp,DC=test"  # the domain naming context (tests.unit.builders.BASE)
     global_catalog: bool = False  # target.gc_urls set: accounts are found forest-wide
+    # Naming contexts of the forest below domain_dn (child domains): outside the domain for a subtree search.
+    child_domains: tuple[str, ...] = ()
     # The (sids, guids) of every resolve_accounts call, to assert which accounts a plan searched for.
     resolve_calls: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list)
     keyed_reads: list[str] = field(default_factory=list)  # DNs read by read_groups_with_accounts
@@ -123,10 +125,12 @@ class FakeDirectory:
 
     def _findable(self, dn: str) -> bool:
         """Whether the adapter's account searches can find the object at ``dn``: not a foreign security
-        principal, and in the domain unless a Global Catalog is searched."""
+        principal, and in the domain's naming context (not a child domain's) unless the GC is searched."""
         if normalize_dn(parent_dn(dn)).startswith("cn=foreignsecurityprincipals,"):
             return False
-        return self.global_catalog or is_within(dn, self.domain_dn)
+        if self.global_catalog:
+            return True
+        return is_within(dn, self.domain_dn) and not any(is_within(dn, c) for c in self.child_domains)
 
     def resolve_accounts(self, sids, guids):  # type: ignore[no-untyped-def]
         sids, guids = set(sids), set(guids)

@@ -128,6 +128,7 @@ class LdapDirectory:
         self._deleted_warned = False
         self._schema: dict[str, bool] = {}
         self._root_dse: dict[str, str] | None = None
+        self._scope: tuple[str, tuple[str, ...]] | None = None  # see _domain_scope
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -172,7 +173,12 @@ class LdapDirectory:
 
     def _naming_context(self, name: str) -> str:
         if self._root_dse is None:
-            keys = ["defaultNamingContext", "schemaNamingContext", "rootDomainNamingContext"]
+            keys = [
+                "defaultNamingContext",
+                "schemaNamingContext",
+                "rootDomainNamingContext",
+                "configurationNamingContext",
+            ]
             entries = self._domain.search("", _BASE, _ANY, keys, paged=False)
             attrs = lower_keys(entries[0][1]) if entries else {}
             self._root_dse = {k.lower(): first_str(attrs, k) or "" for k in keys}
@@ -390,7 +396,6 @@ class LdapDirectory:
         if range_size is not None:
             attrs = [f"member;range=0-{range_size - 1}" if a == "member" else a for a in attrs]
         controls = [ExtendedDNControl()]
-        domain_nc = self._naming_context("defaultNamingContext")
         groups: list[DirectoryGroup] = []
         by_sid: dict[str, DirectoryAccount] = {}
         by_guid: dict[str, DirectoryAccount] = {}
@@ -411,7 +416,7 @@ class LdapDirectory:
                         plain += 1
                         continue
                     extended += 1
-                    if self._member_account_findable(member, domain_nc):
+                    if self._member_account_findable(member):
                         account = DirectoryAccount(sys.intern(member), guid, sid.upper() if sid else None)
                         by_guid.setdefault(guid, account)
                         if account.object_sid:
@@ -426,13 +431,37 @@ class LdapDirectory:
             )
         return groups, ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
-    def _member_account_findable(self, member: str, domain_nc: str) -> bool:
+    def _member_account_findable(self, member: str) -> bool:
         """Whether :meth:`resolve_accounts` could find the account ``member`` names (see
         :meth:`read_groups_with_accounts`)."""
-        parent = normalize_dn(parent_dn(member))
-        if parent == _FSP_CONTAINER or parent.startswith(_FSP_CONTAINER + ","):
+        key = normalize_dn(member)
+        parent = key.partition(",")[2] if "\\" not in key else normalize_dn(parent_dn(member))
+        if parent.startswith(_FSP_CONTAINER + ","):
             return False
-        return self._gc is not None or is_within(member, domain_nc)
+        if self._gc is not None:
+            return True
+        domain, nested = self._domain_scope()
+        # A child domain's objects lie below the domain's DN but in another naming context: a subtree search
+        # of the domain does not return them (the DC answers a referral, which the reader drops).
+        return (key == domain or key.endswith("," + domain)) and not any(
+            key == nc or key.endswith("," + nc) for nc in nested
+        )
+
+    def _domain_scope(self) -> tuple[str, tuple[str, ...]]:
+        """The domain NC and the naming contexts of the forest below its DN (child domains, application
+        partitions such as DomainDnsZones), normalized: the crossRef objects' nCName in the Partitions
+        container of the configuration NC (MS-ADTS 6.1.1.2.1.1 "Partitions Container", readable by
+        Authenticated Users). Read once per session."""
+        if self._scope is None:
+            domain = normalize_dn(self._naming_context("defaultNamingContext"))
+            partitions = f"CN=Partitions,{self._naming_context('configurationNamingContext')}"
+            entries = self._domain.search(
+                partitions, ldap.SCOPE_ONELEVEL, "(objectClass=crossRef)", ["nCName"], missing_ok=True
+            )
+            names = (first_str(lower_keys(raw), "nCName") for dn, raw in entries if dn)
+            keys = (normalize_dn(nc) for nc in names if nc)
+            self._scope = (domain, tuple(k for k in keys if k.endswith("," + domain)))
+        return self._scope
 
     def _group_attrs(self, anchors: Sequence[str], mapped: Sequence[str]) -> list[str]:
         return list(dict.fromkeys([*GROUP_ATTRIBUTES, *anchors, *mapped]))
