@@ -214,6 +214,22 @@ class DiskDirectory:
         rows = list(self._select(self._GROUP_COLUMNS + " AND ndn", wanted))
         return self._groups(rows, anchor_attributes, mapped)
 
+    def read_groups_with_accounts(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str] = ANCHORS, mapped: Sequence[str] = ()
+    ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
+        """:meth:`read_groups` and the members' accounts, as the extended DN control brings them (one
+        domain, no foreign security principals here: every member object is an account)."""
+        groups = self.read_groups(dns, anchor_attributes, mapped)
+        members = list({normalize_dn(m) for g in groups for m in g.members})
+        by_sid: dict[str, DirectoryAccount] = {}
+        by_guid: dict[str, DirectoryAccount] = {}
+        for dn, guid, sid in self._select("SELECT dn, guid, sid FROM objects WHERE ndn", members):
+            account = DirectoryAccount(dn, str(guid).lower(), sid.upper() if sid else None)
+            by_guid[account.object_guid] = account
+            if account.object_sid:
+                by_sid[account.object_sid] = account
+        return groups, ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
+
     def existing_dns(self, dns: Iterable[str]) -> set[str]:
         self._count("search")
         given = {normalize_dn(d): d for d in dns}

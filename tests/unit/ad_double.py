@@ -27,6 +27,13 @@ Server's default and comes from Microsoft's documentation:
   The container is reachable as ``<WKGUID=18E2EA80684F11D2B9AA00C04F79F805,<NC>>``.
 - USNs are per DC: every write takes the DC's next USN into uSNChanged and highestCommittedUSN; the rootDSE's
   dsServiceName names the NTDS Settings object carrying the DC's invocationId.
+- Extended DNs (LDAP_SERVER_EXTENDED_DN_OID, MS-ADTS 3.1.1.3.4.1.5): with the control, every DN of the answer
+  — the entry's own and each ``member`` value, ranged slices included — is written ``<GUID=…>;<SID=…>;dn``
+  (``<GUID=…>;dn`` without objectSid), as strings with Flag 1, as hex with Flag 0 or no value. A member value
+  naming an object the double does not hold stays a plain DN (Windows always knows the object, a phantom at
+  least; tests that need keys add the objects).
+- The Partitions container of the configuration NC holds a crossRef (nCName) per naming context of the
+  forest: the domain, its DomainDnsZones, and the child domains a test adds (``add_child_domain``).
 
 Not modelled (the engine does not use them): referrals, the Global Catalog, SD propagation, attribute syntaxes.
 """
@@ -43,13 +50,17 @@ from typing import Any
 
 import ldap
 from ldap.controls import SimplePagedResultsControl
+from pyasn1.codec.ber import decoder as ber_decoder
 
-from writeback.adapters.directory.adapter import DELETED_OBJECTS_WKGUID, SHOW_DELETED_OID
+from writeback.adapters.directory.adapter import DELETED_OBJECTS_WKGUID, EXTENDED_DN_OID, SHOW_DELETED_OID
+from writeback.adapters.directory.codec import sid_to_str
 
 MAX_PAGE_SIZE = 1000
 MAX_VAL_RANGE = 1500
 MAX_QUERY_DURATION = 120.0
 _BINARY = {"objectguid", "objectsid", "invocationid"}
+# Attributes of DN syntax the double knows (the extended DN control rewrites their values).
+_DN_VALUED = {"member", "distinguishedname", "managedby"}
 _KEPT_ON_DELETE = {"objectguid", "objectsid", "objectclass", "samaccountname", "distinguishedname"}
 _RANGE = re.compile(r"^(?P<attr>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.IGNORECASE)
 
@@ -180,6 +191,18 @@ class WindowsDC:
         self._put(self.nc, {"objectClass": [b"top", b"domain"]})
         self._put(self.ntds_dn, {"objectClass": [b"nTDSDSA"], "invocationId": [self.invocation_bytes]})
         self._put(self.deleted_dn, {"objectClass": [b"container"], "isDeleted": [b"TRUE"]})
+        self.config_dn = f"CN=Configuration,{self.nc}"
+        self.partitions_dn = f"CN=Partitions,{self.config_dn}"
+        self._put(self.partitions_dn, {"objectClass": [b"top", b"crossRefContainer"]})
+        for nc in (self.nc, f"DC=DomainDnsZones,{self.nc}"):
+            self.add_child_domain(nc)
+
+    def add_child_domain(self, nc: str) -> None:
+        """A naming context of the forest (a crossRef naming it); its objects are added like any other."""
+        name = nc.split(",")[0].split("=")[1]
+        self._put(
+            f"CN={name},{self.partitions_dn}", {"objectClass": [b"top", b"crossRef"], "nCName": [nc.encode()]}
+        )
 
     @property
     def invocation_bytes(self) -> bytes:
@@ -235,6 +258,17 @@ class WindowsDC:
         return [v.decode() for v in self.entries[_norm(dn)][1].get("member", [])]
 
     # -- what the server does ----------------------------------------------------------------------------
+
+    def extended(self, dn: str, flag: int) -> str:
+        """``dn`` as the extended DN control writes it (see the module docstring)."""
+        found = self.entries.get(_norm(dn))
+        if found is None:
+            return dn
+        attrs = found[1]
+        raw_guid, raw_sid = attrs["objectguid"][0], attrs.get("objectsid", [None])[0]
+        guid = str(uuid.UUID(bytes_le=raw_guid)) if flag == 1 else raw_guid.hex()
+        sid = (sid_to_str(raw_sid) if flag == 1 else raw_sid.hex()) if raw_sid else None
+        return f"<GUID={guid}>;" + (f"<SID={sid}>;" if sid else "") + found[0]
 
     def resolve_base(self, base: str) -> str:
         wk = re.match(r"^<WKGUID=([0-9a-fA-F]{32}),(.*)>$", base)
@@ -317,6 +351,7 @@ class WindowsDC:
             "defaultnamingcontext": [self.nc.encode()],
             "schemanamingcontext": [f"CN=Schema,CN=Configuration,{self.nc}".encode()],
             "rootdomainnamingcontext": [self.nc.encode()],
+            "configurationnamingcontext": [self.config_dn.encode()],
         }
 
     def search(self, base: str, scope: int, filterstr: str, show_deleted: bool) -> list[tuple[str, Attrs]]:
@@ -442,6 +477,22 @@ class DoubleConnection:
         if 0 <= timeout < cost:
             raise ldap.TIMEOUT({"desc": "Timed out", "info": ""})
         rdata = [(dn, self.dc.select(attrs, attrlist)) for dn, attrs in page]
+        extended = next((c for c in controls if c.controlType == EXTENDED_DN_OID), None)
+        if extended is not None:
+            value = extended.encodeControlValue()
+            flag = int(ber_decoder.decode(value)[0][0]) if value else 0
+            rdata = [
+                (
+                    self.dc.extended(dn, flag),
+                    {
+                        name: [self.dc.extended(v.decode(), flag).encode() for v in values]
+                        if name.split(";")[0] in _DN_VALUED
+                        else values
+                        for name, values in attrs.items()
+                    },
+                )
+                for dn, attrs in rdata
+            ]
         out = []
         if paged is not None:
             out.append(SimplePagedResultsControl(True, size=0, cookie=cookie))

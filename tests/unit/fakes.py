@@ -6,13 +6,19 @@ is invalid", LDAP 32), a cn over 64 characters and a sAMAccountName over 256 (sc
 constraintViolation), and a domain-local group put in a universal group (ERROR_DS_UNIVERSAL_CANT_HAVE_LOCAL_MEMBER,
 8518; LDAP 53 unwillingToPerform). Sources: MS-ADTS 3.1.1.5.2.2 (constraints), 3.1.1.3.1.2.4 (rangeUpper) and
 "Group scope" (learn.microsoft.com/windows-server/identity/ad-ds/manage/understand-security-groups).
+
+Accounts are found as the LDAP adapter finds them: :meth:`FakeDirectory.resolve_accounts` searches the domain
+(``domain_dn``) or, with ``global_catalog``, the forest, and never returns foreign security principals (not
+accounts of the forest); :meth:`FakeDirectory.read_groups_with_accounts` gives a member's account the way the
+extended DN control does (MS-ADTS 3.1.1.3.4.1.5: the objectGUID and objectSid the DC holds for the member),
+leaving out what resolve_accounts would not find.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from writeback.core.dn import normalize_dn, rdn_value
+from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn_value
 from writeback.core.model import (
     ANCHOR_PREFIXES,
     GROUP_TYPE_DOMAIN_LOCAL,
@@ -74,6 +80,13 @@ class FakeDirectory:
     usn: int = 1000
     invocation_id: str = "11111111-2222-3333-4444-555555555555"
     account_usns: dict[str, int] = field(default_factory=dict)  # normalized user DN -> uSNChanged
+    domain_dn: str = "DC=corp,DC=test"  # the domain naming context (tests.unit.builders.BASE)
+    global_catalog: bool = False  # target.gc_urls set: accounts are found forest-wide
+    # Naming contexts of the forest below domain_dn (child domains): outside the domain for a subtree search.
+    child_domains: tuple[str, ...] = ()
+    # The (sids, guids) of every resolve_accounts call, to assert which accounts a plan searched for.
+    resolve_calls: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list)
+    keyed_reads: list[str] = field(default_factory=list)  # DNs read by read_groups_with_accounts
 
     def _touch(self, entry: dict) -> None:  # type: ignore[type-arg]
         self.usn += 1
@@ -110,12 +123,49 @@ class FakeDirectory:
     def has_attribute(self, name):  # type: ignore[no-untyped-def]
         return self.schema_msds or name != "msDS-ExternalDirectoryObjectId"
 
+    def _findable(self, dn: str) -> bool:
+        """Whether the adapter's account searches can find the object at ``dn``: not a foreign security
+        principal, and in the domain's naming context (not a child domain's) unless the GC is searched."""
+        if normalize_dn(parent_dn(dn)).startswith("cn=foreignsecurityprincipals,"):
+            return False
+        if self.global_catalog:
+            return True
+        return is_within(dn, self.domain_dn) and not any(is_within(dn, c) for c in self.child_domains)
+
     def resolve_accounts(self, sids, guids):  # type: ignore[no-untyped-def]
         sids, guids = set(sids), set(guids)
+        self.resolve_calls.append((frozenset(sids), frozenset(guids)))
+        found = [a for a in self.accounts if self._findable(a.dn)]
         return ResolvedAccounts(
-            by_sid={a.object_sid: a for a in self.accounts if a.object_sid in sids},
-            by_guid={a.object_guid: a for a in self.accounts if a.object_guid in guids},
+            by_sid={a.object_sid: a for a in found if a.object_sid in sids},
+            by_guid={a.object_guid: a for a in found if a.object_guid in guids},
         )
+
+    def read_groups_with_accounts(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
+        dns = list(dns)
+        self.ops += [("search", d) for d in dns]  # a group read like read_groups' (tests count them)
+        self.keyed_reads += dns
+        groups = [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]
+        # What the DC holds for each member value: an account, or a group (its GUID and SID).
+        objects = {normalize_dn(a.dn): a for a in self.accounts}
+        objects.update(
+            (key, DirectoryAccount(e["dn"], e["guid"], e.get("objectSid"), "group"))
+            for key, e in self.groups.items()
+        )
+        by_sid: dict[str, DirectoryAccount] = {}
+        by_guid: dict[str, DirectoryAccount] = {}
+        for g in groups:
+            for member in g.members:
+                held = objects.get(normalize_dn(member))
+                if held is None or not self._findable(member):
+                    continue
+                account = DirectoryAccount(
+                    member, held.object_guid.lower(), (held.object_sid or "").upper() or None
+                )
+                by_guid.setdefault(account.object_guid, account)
+                if account.object_sid:
+                    by_sid.setdefault(account.object_sid, account)
+        return groups, ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
     def resolve_groups_by_sid(self, sids):  # type: ignore[no-untyped-def]
         wanted = {s.upper() for s in sids}

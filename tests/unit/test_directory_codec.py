@@ -12,6 +12,7 @@ from writeback.adapters.directory.codec import (
     lower_keys,
     most_specific_class,
     or_filter,
+    parse_extended_dn,
     parse_range,
     sid_from_str,
     sid_rid,
@@ -141,3 +142,40 @@ def test_lower_keys() -> None:
 )
 def test_most_specific_class(classes: list[str], kind: str) -> None:
     assert most_specific_class(classes) == kind
+
+
+# -- extended DNs (LDAP_SERVER_EXTENDED_DN_OID, MS-ADTS 3.1.1.3.4.1.5) ---------------------------------------
+GUID = "7627f46e-2e0c-4854-903e-06f0392a007a"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Flag 1 (string form): a user, and a contact (no objectSid)
+        (
+            f"<GUID={GUID}>;<SID={DOMAIN_ADMINS}>;CN=Ann,OU=Staff,DC=corp,DC=test",
+            ("CN=Ann,OU=Staff,DC=corp,DC=test", GUID, DOMAIN_ADMINS),
+        ),
+        (f"<GUID={GUID.upper()}>;CN=Contact,DC=corp,DC=test", ("CN=Contact,DC=corp,DC=test", GUID, None)),
+        # Flag 0 (hex of the stored bytes)
+        (
+            f"<GUID={guid_to_bytes(GUID).hex()}>;<SID={ADMINISTRATORS.hex()}>;CN=Administrators,CN=Builtin,DC=x",
+            ("CN=Administrators,CN=Builtin,DC=x", GUID, "S-1-5-32-544"),
+        ),
+        # ';' and '<' escaped inside the DN itself stay part of the DN
+        (f"<GUID={GUID}>;CN=a\\;b \\<c\\>,DC=x", ("CN=a\\;b \\<c\\>,DC=x", GUID, None)),
+        # a plain DN (the server ignored the control)
+        ("CN=Plain;,DC=x", ("CN=Plain;,DC=x", None, None)),
+        ("CN=a\\;<GUID=x>;b,DC=x", ("CN=a\\;<GUID=x>;b,DC=x", None, None)),
+    ],
+)
+def test_parse_extended_dn(value: str, expected: tuple[str, str | None, str | None]) -> None:
+    assert parse_extended_dn(value) == expected
+
+
+def test_parse_extended_dn_drops_a_part_that_does_not_decode_but_keeps_the_dn() -> None:
+    assert parse_extended_dn("<GUID=not-a-guid>;<SID=S-1-5-21-1-2-3-1104>;CN=x,DC=y") == (
+        "CN=x,DC=y",
+        None,
+        "S-1-5-21-1-2-3-1104",
+    )

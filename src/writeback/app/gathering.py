@@ -2,7 +2,8 @@
 
 Every directory read of a plan happens here, in a fixed order, so the pure steps before and after it never
 read: resolve member accounts (in ``members.match_order``, each key only for the users the ones before it did
-not find), read the managed groups (all, or where the planned ones may be), then — knowing which groups already
+not find) and read the managed groups (all, or where the planned ones may be — then first, since their
+member values bring their accounts' keys and only the other members are searched for), then — knowing which groups already
 hold their names and DNs — look up who holds the remaining candidate sAMAccountNames and DNs. Groups asked for
 by SID (SOA originals, AD groups nested in cloud groups) are found through the Global Catalog when configured
 and those in the domain read in full.
@@ -64,14 +65,21 @@ def gather(
     mapped: Sequence[str],
     progress: Progress,
 ) -> DirectoryFacts:
-    """Answer ``q`` from ``directory``."""
-    accounts = _resolve(q, directory, progress)
+    """Answer ``q`` from ``directory``.
+
+    A partial plan reads its groups first, with their members' accounts (:meth:`Directory.
+    read_groups_with_accounts`), and searches AD only for the accounts not among them: most members of a
+    changed big group are already in its AD group. A full plan resolves first, then reads every managed group.
+    """
     attrs = tuple(dict.fromkeys((*schema.read, *mapped)))
     prefixes = q.prefixes
     if q.every_managed_group:
+        accounts = _resolve(q, directory, progress)
         managed = directory.read_managed_groups(schema.read, attrs, prefixes)
     else:
-        managed = _read_some(q, directory, schema, attrs, prefixes)
+        managed, known = _read_some(q, directory, schema, attrs, prefixes)
+        # known is None when every managed group had to be read: then every member is searched for.
+        accounts = _resolve(q, directory, progress, known)
     progress(f"{len(managed)} managed groups in AD")
     names = q.names_to_check(managed)
     dns = q.dns_to_check(managed)
@@ -107,37 +115,62 @@ def _groups_by_sid(
     return found, originals
 
 
-def _resolve(q: Questions, directory: Directory, progress: Progress) -> ResolvedAccounts:
+def _resolve(
+    q: Questions, directory: Directory, progress: Progress, known: ResolvedAccounts | None = None
+) -> ResolvedAccounts:
     """Synced members' AD accounts: by the first key of the match order, then by the next only for the users
-    the ones before did not find (when every synced user has a SID, that halves the searches of a full plan)."""
+    the ones before did not find (when every synced user has a SID, that halves the searches of a full plan).
+
+    ``known``: accounts AD already gave with the planned groups' members. A key found there counts as found
+    exactly as if the search had found it, so only the keys not there are searched for and the result (and
+    the plan) is the one a search of every key gives."""
     progress(f"Resolving {len(q.accounts)} synced members in AD")
     by_sid: dict[str, DirectoryAccount] = {}
     by_guid: dict[str, DirectoryAccount] = {}
+    known_sid = known.by_sid if known is not None else {}
+    known_guid = known.by_guid if known is not None else {}
     pending = list(q.accounts)
+    searched = 0
     for how in q.match_order:
         if how == "sid" and (sids := {s for s, _ in pending if s}):
-            by_sid.update(
-                (k if k.isupper() else k.upper(), v)  # no copy of 100k SIDs already upper-case
-                for k, v in directory.resolve_accounts(sids, ()).by_sid.items()
-            )
+            if known_sid:
+                by_sid.update((s, known_sid[s]) for s in sids if s in known_sid)
+                sids.difference_update(by_sid)
+            searched += len(sids)
+            if sids:
+                by_sid.update(
+                    (k if k.isupper() else k.upper(), v)  # no copy of 100k SIDs already upper-case
+                    for k, v in directory.resolve_accounts(sids, ()).by_sid.items()
+                )
             pending = [(s, g) for s, g in pending if not (s and s in by_sid)]
         elif how == "immutable_id" and (guids := {g for _, g in pending if g}):
-            by_guid.update((k.lower(), v) for k, v in directory.resolve_accounts((), guids).by_guid.items())
+            if known_guid:
+                by_guid.update((g, known_guid[g]) for g in guids if g in known_guid)
+                guids.difference_update(by_guid)
+            searched += len(guids)
+            if guids:
+                by_guid.update(
+                    (k.lower(), v) for k, v in directory.resolve_accounts((), guids).by_guid.items()
+                )
             pending = [(s, g) for s, g in pending if not (g and g in by_guid)]
+    if known is not None:
+        progress(f"{searched} keys searched for in AD, the rest known from the planned groups' members")
     return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
 
 def _read_some(
     q: Questions, directory: Directory, schema: Schema, attrs: tuple[str, ...], prefixes: tuple[str, ...]
-) -> list[DirectoryGroup]:
-    """The planned groups where they were last written or will be created; every managed group when one of
-    them is not where it was last seen (moved by hand: it must not look missing and be created twice)."""
+) -> tuple[list[DirectoryGroup], ResolvedAccounts | None]:
+    """The planned groups where they were last written or will be created, with their members' accounts;
+    every managed group when one of them is not where it was last seen (moved by hand: it must not look
+    missing and be created twice) — then no accounts (None): the plan resolves every member as a full one."""
     dns = [dn for where in q.groups.values() for dn in where]
-    found = [g for g in directory.read_groups(dns, schema.read, attrs) if g.cloud_id in q.groups]
+    read, known = directory.read_groups_with_accounts(dns, schema.read, attrs)
+    found = [g for g in read if g.cloud_id in q.groups]
     if q.remembered - {g.cloud_id for g in found}:
         every = directory.read_managed_groups(schema.read, attrs, prefixes)
-        return [g for g in every if g.cloud_id in q.groups]
-    return found
+        return [g for g in every if g.cloud_id in q.groups], None
+    return found, known
 
 
 def _normalized(dns: set[str]) -> set[str]:

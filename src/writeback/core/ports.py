@@ -193,6 +193,19 @@ class Directory(Protocol):
     ) -> list[DirectoryGroup]:
         """The listed groups only (missing DNs are left out)."""
 
+    def read_groups_with_accounts(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
+        """:meth:`read_groups`, and the AD accounts of the members read, as AD gives them with the member
+        values (LDAP_SERVER_EXTENDED_DN_OID, MS-ADTS 3.1.1.3.4.1.5): ``by_sid`` upper-cased objectSid and
+        ``by_guid`` lower-cased objectGUID -> the member's :class:`DirectoryAccount`.
+
+        A partial plan consults these before searching AD: a group of 130,000 members with one added needs
+        one account looked up, not every user of the domain. Only accounts :meth:`resolve_accounts` would
+        find are given (no foreign security principals; without a Global Catalog, only members in the
+        domain naming context), so a plan decides the same whichever way an account was found. Members the
+        DC gave no GUID for (it ignored the control) are simply not given."""
+
     def existing_dns(self, dns: Iterable[str]) -> set[str]:
         """Which of ``dns`` exist (any object class), returned as given."""
 

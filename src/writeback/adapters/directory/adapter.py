@@ -18,6 +18,7 @@ Windows Server limits followed here (tests/unit/ad_double.py answers the same wa
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -26,6 +27,8 @@ from typing import Any
 import ldap
 from ldap.controls import RequestControl
 from ldap.filter import escape_filter_chars
+from pyasn1.codec.ber import encoder as ber_encoder
+from pyasn1.type import namedtype, univ
 
 from writeback.adapters.directory.access import check_write_access
 from writeback.adapters.directory.codec import (
@@ -36,6 +39,7 @@ from writeback.adapters.directory.codec import (
     guid_to_str,
     lower_keys,
     or_filter,
+    parse_extended_dn,
     sid_from_str,
     sid_to_str,
     split_member_values,
@@ -75,6 +79,32 @@ SHOW_DELETED_OID = "1.2.840.113556.1.4.417"
 # GUID_DELETED_OBJECTS_CONTAINER_W (MS-ADTS 6.1.1.4 "Well-Known Objects"): the Deleted Objects container of a
 # naming context, bound as <WKGUID=…,<NC>> whatever its name in the forest's language.
 DELETED_OBJECTS_WKGUID = "18E2EA80684F11D2B9AA00C04F79F805"
+# LDAP_SERVER_EXTENDED_DN_OID (MS-ADTS 3.1.1.3.4.1.5): every DN of the answer, member values included, comes as
+# '<GUID=…>;<SID=…>;dn' ('<GUID=…>;dn' for objects without objectSid, such as contacts).
+EXTENDED_DN_OID = "1.2.840.113556.1.4.529"
+# The RDN of the container that holds a domain's foreign security principals (members from trusted forests).
+_FSP_CONTAINER = "cn=foreignsecurityprincipals"
+
+
+class _ExtendedDNRequestValue(univ.Sequence):  # type: ignore[misc]
+    """MS-ADTS 3.1.1.3.4.1.5: ``ExtendedDNRequestValue ::= SEQUENCE { Flag INTEGER }``."""
+
+    componentType = namedtype.NamedTypes(namedtype.NamedType("Flag", univ.Integer()))
+
+
+class ExtendedDNControl(RequestControl):  # type: ignore[misc]
+    """LDAP_SERVER_EXTENDED_DN_OID with Flag 1: the GUID and SID as strings ('b3a2…-…', 'S-1-5-21-…')
+    rather than hex (Flag 0). Not critical: a DC that ignores it answers plain DNs, which the reader takes as
+    members with no account known (they are then resolved the ordinary way)."""
+
+    def __init__(self, criticality: bool = False) -> None:
+        self.controlType = EXTENDED_DN_OID
+        self.criticality = criticality
+
+    def encodeControlValue(self) -> bytes:  # python-ldap calls it by this name
+        value = _ExtendedDNRequestValue()
+        value.setComponentByName("Flag", 1)
+        return bytes(ber_encoder.encode(value))
 
 
 class LdapDirectory:
@@ -98,6 +128,7 @@ class LdapDirectory:
         self._deleted_warned = False
         self._schema: dict[str, bool] = {}
         self._root_dse: dict[str, str] | None = None
+        self._scope: tuple[str, tuple[str, ...]] | None = None  # see _domain_scope
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -142,7 +173,12 @@ class LdapDirectory:
 
     def _naming_context(self, name: str) -> str:
         if self._root_dse is None:
-            keys = ["defaultNamingContext", "schemaNamingContext", "rootDomainNamingContext"]
+            keys = [
+                "defaultNamingContext",
+                "schemaNamingContext",
+                "rootDomainNamingContext",
+                "configurationNamingContext",
+            ]
             entries = self._domain.search("", _BASE, _ANY, keys, paged=False)
             attrs = lower_keys(entries[0][1]) if entries else {}
             self._root_dse = {k.lower(): first_str(attrs, k) or "" for k in keys}
@@ -334,6 +370,99 @@ class LdapDirectory:
                 groups.append(self._group(found_dn, raw, anchors, mapped))
         return groups
 
+    def read_groups_with_accounts(
+        self,
+        dns: Iterable[str],
+        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
+        mapped: Sequence[str] = ("description", "displayName"),
+        *,
+        range_size: int | None = None,
+    ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
+        """:meth:`read_groups`, and the accounts of the members read: each search of the read (the ranged
+        ``member;range=`` reads too) carries LDAP_SERVER_EXTENDED_DN_OID, so AD hands every member value with
+        its objectGUID and objectSid (MS-ADTS 3.1.1.3.4.1.5) and a member already in the group needs no
+        search of its own. The groups are the same values :meth:`read_groups` returns (plain member DNs).
+
+        Accounts are left out where :meth:`resolve_accounts` would not find them, so a plan decides the same
+        either way: foreign security principals (``CN=ForeignSecurityPrincipals``: objects standing for
+        principals of trusted forests, not accounts of this forest), and, without a Global Catalog, members
+        outside the domain naming context (resolve_accounts then searches the domain only).
+
+        ``range_size``: ask for members in explicit ranges of that size (as :meth:`read_members` does), the
+        way AD answers big groups unasked; None lets the server choose.
+        """
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        attrs = self._group_attrs(anchors, mapped)
+        if range_size is not None:
+            attrs = [f"member;range=0-{range_size - 1}" if a == "member" else a for a in attrs]
+        controls = [ExtendedDNControl()]
+        groups: list[DirectoryGroup] = []
+        by_sid: dict[str, DirectoryAccount] = {}
+        by_guid: dict[str, DirectoryAccount] = {}
+        extended = plain = 0
+        for dn in dict.fromkeys(dns):
+            for found_dn, raw in self._domain.search(
+                dn, _BASE, "(objectClass=group)", attrs, paged=False, missing_ok=True, controls=controls
+            ):
+                # "The DC uses this extended DN for all DNs in the LDAP search response": the entry's own too.
+                group_dn = parse_extended_dn(found_dn)[0]
+                found = _plain_dn_values(lower_keys(raw))
+                members: list[str] = []
+                values = self._complete_members(group_dn, found, range_size=range_size, controls=controls)
+                for value in values:
+                    member, guid, sid = parse_extended_dn(value)
+                    members.append(member)
+                    if guid is None:
+                        plain += 1
+                        continue
+                    extended += 1
+                    if self._member_account_findable(member):
+                        account = DirectoryAccount(sys.intern(member), guid, sid.upper() if sid else None)
+                        by_guid.setdefault(guid, account)
+                        if account.object_sid:
+                            by_sid.setdefault(account.object_sid, account)
+                groups.append(group_from_entry(group_dn, found, members, anchors, mapped))
+        if plain and not extended:
+            log.info(
+                "%s answered member values without objectGUID/objectSid (extended DN control %s not "
+                "honoured): the members are resolved by searching for them instead",
+                self._domain.url,
+                EXTENDED_DN_OID,
+            )
+        return groups, ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
+
+    def _member_account_findable(self, member: str) -> bool:
+        """Whether :meth:`resolve_accounts` could find the account ``member`` names (see
+        :meth:`read_groups_with_accounts`)."""
+        key = normalize_dn(member)
+        parent = key.partition(",")[2] if "\\" not in key else normalize_dn(parent_dn(member))
+        if parent.startswith(_FSP_CONTAINER + ","):
+            return False
+        if self._gc is not None:
+            return True
+        domain, nested = self._domain_scope()
+        # A child domain's objects lie below the domain's DN but in another naming context: a subtree search
+        # of the domain does not return them (the DC answers a referral, which the reader drops).
+        return (key == domain or key.endswith("," + domain)) and not any(
+            key == nc or key.endswith("," + nc) for nc in nested
+        )
+
+    def _domain_scope(self) -> tuple[str, tuple[str, ...]]:
+        """The domain NC and the naming contexts of the forest below its DN (child domains, application
+        partitions such as DomainDnsZones), normalized: the crossRef objects' nCName in the Partitions
+        container of the configuration NC (MS-ADTS 6.1.1.2.1.1 "Partitions Container", readable by
+        Authenticated Users). Read once per session."""
+        if self._scope is None:
+            domain = normalize_dn(self._naming_context("defaultNamingContext"))
+            partitions = f"CN=Partitions,{self._naming_context('configurationNamingContext')}"
+            entries = self._domain.search(
+                partitions, ldap.SCOPE_ONELEVEL, "(objectClass=crossRef)", ["nCName"], missing_ok=True
+            )
+            names = (first_str(lower_keys(raw), "nCName") for dn, raw in entries if dn)
+            keys = (normalize_dn(nc) for nc in names if nc)
+            self._scope = (domain, tuple(k for k in keys if k.endswith("," + domain)))
+        return self._scope
+
     def _group_attrs(self, anchors: Sequence[str], mapped: Sequence[str]) -> list[str]:
         return list(dict.fromkeys([*GROUP_ATTRIBUTES, *anchors, *mapped]))
 
@@ -469,12 +598,21 @@ class LdapDirectory:
         return self._complete_members(dn, lower_keys(entries[0][1]), range_size=range_size)
 
     def _complete_members(
-        self, dn: str, attrs: Mapping[str, list[bytes]], *, range_size: int | None
+        self,
+        dn: str,
+        attrs: Mapping[str, list[bytes]],
+        *,
+        range_size: int | None,
+        controls: Sequence[RequestControl] = (),
     ) -> list[str]:
+        """The member values of ``attrs`` and of the ranged reads that follow them, each read sent with
+        ``controls`` (the extended DN control of :meth:`read_groups_with_accounts` must ride on every slice)."""
         values, next_low = split_member_values(attrs)
         while next_low is not None:
             high = "*" if range_size is None else str(next_low + range_size - 1)
-            entries = self._domain.search(dn, _BASE, _ANY, [f"member;range={next_low}-{high}"], paged=False)
+            entries = self._domain.search(
+                dn, _BASE, _ANY, [f"member;range={next_low}-{high}"], paged=False, controls=controls
+            )
             if not entries:
                 break  # deleted while we read it
             more, following = split_member_values(lower_keys(entries[0][1]))
@@ -660,6 +798,25 @@ class LdapDirectory:
             self._stats[f"{kind}_errors"] += 1  # operations by result (the console's metrics)
             raise
         self._stats["values_written"] += values
+
+
+def _plain_dn_values(attrs: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
+    """``attrs`` with the extended DN prefixes taken off every value but the members' (parsed by the caller)
+    and the binary objectGUID/objectSid: a mapped attribute of DN syntax (managedBy) compares as the plain DN
+    :meth:`LdapDirectory.read_groups` reads. MS-ADTS 3.1.1.3.4.1.5: the DC extends every DN of its answer."""
+    out: dict[str, list[bytes]] = {}
+    for name, values in attrs.items():
+        if name in ("objectguid", "objectsid") or name == "member" or name.startswith("member;"):
+            out[name] = values
+            continue
+        out[name] = [_plain_dn_value(v) if v[:6].upper() == b"<GUID=" else v for v in values]
+    return out
+
+
+def _plain_dn_value(value: bytes) -> bytes:
+    """The DN of an extended DN value; any other value as it is."""
+    dn, guid, _sid = parse_extended_dn(value.decode("utf-8", errors="replace"))
+    return dn.encode("utf-8") if guid is not None else value
 
 
 def _changed_users(after_usn: int) -> str:

@@ -15,6 +15,10 @@ T = TypeVar("T")
 
 _SID_RE = re.compile(r"^S-1-(0x[0-9A-Fa-f]{12}|\d+)((?:-\d+){0,15})$", re.IGNORECASE)
 _RANGE_RE = re.compile(r"^(?P<attr>[^;]+)(?:;.*)?;range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.IGNORECASE)
+# One component of an extended DN (MS-ADTS 3.1.1.3.4.1.5): '<GUID=…>;' or '<SID=…>;'. The values never hold
+# '>' (a dashed GUID, a SID string, or their hex forms), and an RFC 4514 DN cannot start with '<', so the
+# prefixes are read one by one from the front and whatever follows them is the DN, ';' or not.
+_EXTENDED_PART_RE = re.compile(r"<(GUID|SID)=([^>]*)>;", re.IGNORECASE)
 _MAX_AUTHORITY = 1 << 48
 _MAX_SUB_AUTHORITY = 1 << 32
 
@@ -66,6 +70,47 @@ def guid_to_str(data: bytes) -> str:
 def guid_to_bytes(text: str) -> bytes:
     """UUID string (any case, with or without braces) -> objectGUID bytes as AD stores them."""
     return uuid.UUID(text.strip()).bytes_le
+
+
+def parse_extended_dn(value: str) -> tuple[str, str | None, str | None]:
+    """An extended DN -> (DN, objectGUID lower-case, objectSid upper-case); a plain DN -> (DN, None, None).
+
+    With LDAP_SERVER_EXTENDED_DN_OID (MS-ADTS 3.1.1.3.4.1.5) the DC writes every DN of its answer as
+    ``<GUID=guid>;<SID=sid>;dn``, or ``<GUID=guid>;dn`` for an object without objectSid (a contact). With
+    the control value's Flag 1 both are strings (dashed GUID, 'S-1-…'); with Flag 0 or no value, hex of the
+    binary forms: both are accepted. A part that does not decode is dropped (the DN is still returned), so a
+    value the control did not change (a server that ignored it) stays the plain DN.
+    """
+    guid: str | None = None
+    sid: str | None = None
+    pos = 0
+    while match := _EXTENDED_PART_RE.match(value, pos):
+        kind, text = match.group(1).upper(), match.group(2)
+        pos = match.end()
+        try:
+            if kind == "GUID":
+                guid = _guid_text(text)
+            else:
+                sid = _sid_text(text)
+        except ValueError:
+            continue
+    return value[pos:], guid, sid
+
+
+def _guid_text(text: str) -> str:
+    """A GUID as the extended DN writes it: dashed (Flag 1) or 32 hex digits of the stored bytes (Flag 0)."""
+    if "-" in text:
+        return str(uuid.UUID(text))
+    if len(text) != 32:
+        raise ValueError(f"not a GUID: {text!r}")
+    return guid_to_str(bytes.fromhex(text))
+
+
+def _sid_text(text: str) -> str:
+    """A SID as the extended DN writes it: 'S-1-…' (Flag 1) or hex of the binary SID (Flag 0)."""
+    if text[:2].upper() == "S-":
+        return sid_to_str(sid_from_str(text))
+    return sid_to_str(bytes.fromhex(text))
 
 
 def escape_filter_bytes(data: bytes) -> str:
