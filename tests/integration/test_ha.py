@@ -221,8 +221,10 @@ def test_a_paused_leader_writes_nothing_when_resumed(
     assert role(b) == "active" and a.health()["role"] == "standby"
     fenced = [e for e in a.events() if e.get("event") in ("fenced", "role") and e.get("role") == "standby"]
     assert fenced, "the resumed leader says it stopped writing"
-    # Its provisioning-log entries after the pause can only record the one write it had already sent when it
-    # was stopped (that object was in AD before b converged); nothing it tried after resuming.
+    # Its provisioning-log entries after the pause can only record the one write it was past its lease check
+    # for when it was stopped: sent before the stop, it succeeded (b then found the object in AD); not yet sent,
+    # the DC refused it on resume because b had written that object meanwhile (the USN check above shows AD
+    # unchanged). LDAP has no fencing token, so that one write is the window a lease leaves; nothing more.
     store = PostgresStore(postgres_url)
     try:
         since = store.read_log(since=resumed_at, limit=10_000)
@@ -230,5 +232,5 @@ def test_a_paused_leader_writes_nothing_when_resumed(
         store.close()
     b_runs = {e["run_id"] for e in b.events() if e.get("event") == "cycle"}
     from_a = [(e.action, e.result, e.dn) for e in since if e.run_id not in b_runs]
-    assert len(from_a) <= 1 and all(r == "success" and dn in mark for _, r, dn in from_a), from_a
+    assert len(from_a) <= 1 and all(r in ("success", "error") and dn in mark for _, r, dn in from_a), from_a
     assert a.stop() == 0 and b.stop() == 0
