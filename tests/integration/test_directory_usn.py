@@ -15,6 +15,7 @@ import pytest
 from tests.integration.test_directory import add_user, make_settings
 
 from writeback.adapters.directory import LdapDirectory
+from writeback.adapters.directory import adapter as adapter_module
 from writeback.adapters.directory.codec import guid_to_str
 from writeback.core.ports import UsnWatermark
 
@@ -116,14 +117,20 @@ def test_group_stamps_rise_with_a_member_change_and_list_no_members(
     assert searches > 0
 
 
-def test_group_stamps_of_some_dns_read_just_those(sandbox: Any, ldap_conn: Any, test_ou: str) -> None:
+@pytest.mark.parametrize("base_reads", [200, 1], ids=["base-reads", "one-listing"])
+def test_group_stamps_of_some_dns_read_just_those(
+    sandbox: Any, ldap_conn: Any, test_ou: str, base_reads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What an incremental cycle reads after its writes: the stamps at the DNs it wrote, the same as the full
-    listing gives for them; a DN that is gone or not a managed group is left out."""
+    listing gives for them; a DN that is gone or not a managed group is left out — by base reads, or from one
+    listing when the cycle wrote many groups."""
+    monkeypatch.setattr(adapter_module, "STAMP_BASE_READS", base_reads)
     gid = str(uuid.uuid4())
-    dn = _anchored_group(ldap_conn, test_ou, "some-a", f"Group_{gid}", [])
-    other = _anchored_group(ldap_conn, test_ou, "some-b", f"Group_{uuid.uuid4()}", [])
-    unanchored = f"CN=plain-some,{test_ou}"
-    ldap_conn.add_s(unanchored, [("objectClass", [b"group"]), ("sAMAccountName", [b"plain-some"])])
+    tag = gid[:8]
+    dn = _anchored_group(ldap_conn, test_ou, f"some-a-{tag}", f"Group_{gid}", [])
+    other = _anchored_group(ldap_conn, test_ou, f"some-b-{tag}", f"Group_{uuid.uuid4()}", [])
+    unanchored = f"CN=plain-{tag},{test_ou}"
+    ldap_conn.add_s(unanchored, [("objectClass", [b"group"]), ("sAMAccountName", [f"plain-{tag}".encode()])])
     with LdapDirectory(make_settings(sandbox)) as d:
         _, listed = d.read_group_stamps(("msDS-ExternalDirectoryObjectId",), ("Group_",))
         mark, some = d.read_group_stamps(

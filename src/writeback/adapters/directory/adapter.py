@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 FILTER_BATCH = 200
 # Above this many SIDs/GUIDs to resolve, resolve_accounts reads all users once (paged) instead.
 FULL_SCAN_TERMS = 2_000
+# Above this many DNs, the stamps of given groups are read from one listing of every managed group instead of
+# one base read each (a base read costs a round trip; the listing of 10,000 groups without members ~1 s).
+STAMP_BASE_READS = 200
 _BASE, _SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_SUBTREE
 _ANY = "(objectClass=*)"
 _NO_ATTRS = ["1.1"]  # RFC 4511: return no attributes, just the DN
@@ -306,7 +309,8 @@ class LdapDirectory:
     ) -> tuple[UsnWatermark, list[GroupStamp]]:
         """The DC's watermark, then every managed group's DN, key and uSNChanged: the same search as
         :meth:`read_managed_groups` without members (a quick reconcile reads members only of what changed).
-        With ``dns``: base reads of just those DNs (the groups an incremental cycle wrote), missing ones left out.
+        With ``dns``: just the groups at those DNs (the ones an incremental cycle wrote), missing ones left out
+        — a base read each, or the one listing filtered when there are more than ``STAMP_BASE_READS``.
 
         The watermark is read first, so a change made while the list is read is above it. uSNChanged is a
         per-DC, non-replicated counter (MS-ADTS 3.1.1.1.9): the watermark carries the DC's invocationId, and
@@ -318,18 +322,24 @@ class LdapDirectory:
         flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
         attrs = list(dict.fromkeys([*anchors, "uSNChanged"]))
         stamps: list[GroupStamp] = []
-        entries: Iterable[tuple[str, dict[str, list[bytes]]]] = (
-            self._domain.search(self._settings.base_dn, _SUBTREE, f"(&(objectClass=group){flt})", attrs)
-            if dns is None
-            else (
+        wanted = None if dns is None else {normalize_dn(d): d for d in dns}
+        entries: Iterable[tuple[str, dict[str, list[bytes]]]]
+        if wanted is None or len(wanted) > STAMP_BASE_READS:
+            # Every managed group (one paged search): cheaper than hundreds of base reads after a big cycle.
+            entries = self._domain.search(
+                self._settings.base_dn, _SUBTREE, f"(&(objectClass=group){flt})", attrs
+            )
+        else:
+            entries = (
                 entry
-                for at in dict.fromkeys(dns)
+                for at in wanted.values()
                 for entry in self._domain.search(
                     at, _BASE, f"(&(objectClass=group){flt})", attrs, paged=False, missing_ok=True
                 )
             )
-        )
         for dn, raw in entries:
+            if wanted is not None and normalize_dn(dn) not in wanted:
+                continue
             found = lower_keys(raw)
             anchor = find_anchor(found, anchors, prefixes)
             key = DirectoryGroup.key_of(anchor)
