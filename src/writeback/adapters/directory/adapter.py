@@ -68,12 +68,14 @@ FULL_SCAN_TERMS = 2_000
 # Above this many DNs, the stamps of given groups are read from one listing of every managed group instead of
 # one base read each (a base read costs a round trip; the listing of 10,000 groups without members ~1 s).
 STAMP_BASE_READS = 200
-# Member values read with the extended DN control are asked for in explicit ranges of this size. Windows answers
-# at most MaxValRange (1,500) values per request anyway (MS-ADTS 3.1.1.3.4.6), so this changes nothing there;
-# Samba answers an unranged read whole, and measured here (Samba 4.17, LMDB, 27 November 2026) a 250,000-member
-# group read with the control never answered (the client timed out; 130,000 took 0.79 s, a 150,000-value range
-# 1.36 s), while 50,000-value ranges read it all in 7.5 s (each range costs Samba about the whole group).
-EXTENDED_MEMBER_RANGE = 50_000
+# Member values are asked for in explicit ranges of this size, from the first request on. Windows answers at most
+# MaxValRange (1,500) values per request anyway (MS-ADTS 3.1.1.3.4.6), so this changes nothing there; Samba
+# answers an unranged read whole, in one response. Measured here (Samba 4.17, LMDB, 27 November 2026): a
+# 250,000-member group read whole with the extended DN control never answered (the client timed out; 130,000
+# took 0.79 s, one 150,000-value range 1.36 s), while 50,000-value ranges read it all in 7.5 s (each range costs
+# Samba about the whole group); read whole without the control it took 0.24 s, but as one ~20 MB response, and
+# a group twice that size would be past the size that failed.
+MEMBER_RANGE = 50_000
 _BASE, _SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_SUBTREE
 _ANY = "(objectClass=*)"
 _NO_ATTRS = ["1.1"]  # RFC 4511: return no attributes, just the DN
@@ -392,7 +394,7 @@ class LdapDirectory:
         anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
         mapped: Sequence[str] = ("description", "displayName"),
         *,
-        range_size: int | None = EXTENDED_MEMBER_RANGE,
+        range_size: int | None = MEMBER_RANGE,
     ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
         """:meth:`read_groups`, and the accounts of the members read: each search of the read (the ranged
         ``member;range=`` reads too) carries LDAP_SERVER_EXTENDED_DN_OID, so AD hands every member value with
@@ -405,12 +407,10 @@ class LdapDirectory:
         outside the domain naming context (resolve_accounts then searches the domain only).
 
         ``range_size``: ask for members in explicit ranges of that size (as :meth:`read_members` does), the
-        way AD answers big groups unasked; None lets the server choose (see :data:`EXTENDED_MEMBER_RANGE`).
+        way AD answers big groups unasked; None lets the server choose (see :data:`MEMBER_RANGE`).
         """
         anchors = [a for a in anchor_attributes if self.has_attribute(a)]
-        attrs = self._group_attrs(anchors, mapped)
-        if range_size is not None:
-            attrs = [f"member;range=0-{range_size - 1}" if a == "member" else a for a in attrs]
+        attrs = self._group_attrs(anchors, mapped, range_size)
         controls = [ExtendedDNControl()]
         groups: list[DirectoryGroup] = []
         by_sid: dict[str, DirectoryAccount] = {}
@@ -479,8 +479,14 @@ class LdapDirectory:
             self._scope = (domain, tuple(k for k in keys if k.endswith("," + domain)))
         return self._scope
 
-    def _group_attrs(self, anchors: Sequence[str], mapped: Sequence[str]) -> list[str]:
-        return list(dict.fromkeys([*GROUP_ATTRIBUTES, *anchors, *mapped]))
+    def _group_attrs(
+        self, anchors: Sequence[str], mapped: Sequence[str], range_size: int | None = MEMBER_RANGE
+    ) -> list[str]:
+        """A group read's attributes, ``member`` asked for in a first range of ``range_size`` (:data:`MEMBER_RANGE`)."""
+        attrs = list(dict.fromkeys([*GROUP_ATTRIBUTES, *anchors, *mapped]))
+        if range_size is None:
+            return attrs
+        return [f"member;range=0-{range_size - 1}" if a == "member" else a for a in attrs]
 
     def _group(
         self,
@@ -491,7 +497,7 @@ class LdapDirectory:
         prefixes: Sequence[str] = ANCHOR_PREFIXES,
     ) -> DirectoryGroup:
         attrs = lower_keys(raw_attrs)
-        members = self._complete_members(dn, attrs, range_size=None)
+        members = self._complete_members(dn, attrs, range_size=MEMBER_RANGE)
         return group_from_entry(dn, attrs, members, anchors, mapped, prefixes)
 
     # -- users (on-prem dynamic groups) -------------------------------------------------------------------
