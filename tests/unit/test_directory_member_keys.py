@@ -9,25 +9,14 @@ import uuid
 from pyasn1.codec.ber import decoder
 
 from tests.unit.ad_double import WindowsDC
-from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from tests.unit.test_directory_ranges import settings
+from writeback.adapters.directory import LdapDirectory
 from writeback.adapters.directory.adapter import EXTENDED_DN_OID, ExtendedDNControl
 from writeback.adapters.directory.codec import sid_from_str
 
-URL = "ldaps://dc1.corp.test"
 ANCHORS = ("adminDescription",)
 MAPPED = ("description", "managedBy")
 DOMAIN_SID = "S-1-5-21-1004336348-1177238915-682003330"
-
-
-def settings(**overrides: object) -> DirectorySettings:
-    values: dict[str, object] = {
-        "urls": (URL,),
-        "bind_dn": "CN=svc,DC=corp,DC=test",
-        "bind_password": "pw",
-        "base_dn": "DC=corp,DC=test",
-    }
-    values.update(overrides)
-    return DirectorySettings(**values)  # type: ignore[arg-type]
 
 
 def windows_dc() -> WindowsDC:

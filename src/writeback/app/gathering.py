@@ -11,7 +11,7 @@ and those in the domain read in full.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,29 +133,41 @@ def _resolve(
     searched = 0
     for how in q.match_order:
         if how == "sid" and (sids := {s for s, _ in pending if s}):
-            if known_sid:
-                by_sid.update((s, known_sid[s]) for s in sids if s in known_sid)
-                sids.difference_update(by_sid)
-            searched += len(sids)
-            if sids:
-                by_sid.update(
-                    (k if k.isupper() else k.upper(), v)  # no copy of 100k SIDs already upper-case
-                    for k, v in directory.resolve_accounts(sids, ()).by_sid.items()
-                )
+            found, asked = _look_up(
+                sids, known_sid, lambda k: directory.resolve_accounts(k, ()).by_sid, _upper
+            )
+            by_sid.update(found)
+            searched += asked
             pending = [(s, g) for s, g in pending if not (s and s in by_sid)]
         elif how == "immutable_id" and (guids := {g for _, g in pending if g}):
-            if known_guid:
-                by_guid.update((g, known_guid[g]) for g in guids if g in known_guid)
-                guids.difference_update(by_guid)
-            searched += len(guids)
-            if guids:
-                by_guid.update(
-                    (k.lower(), v) for k, v in directory.resolve_accounts((), guids).by_guid.items()
-                )
+            found, asked = _look_up(
+                guids, known_guid, lambda k: directory.resolve_accounts((), k).by_guid, str.lower
+            )
+            by_guid.update(found)
+            searched += asked
             pending = [(s, g) for s, g in pending if not (g and g in by_guid)]
     if known is not None:
         progress(f"{searched} keys searched for in AD, the rest known from the planned groups' members")
     return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
+
+
+def _upper(sid: str) -> str:
+    return sid if sid.isupper() else sid.upper()  # no copy of 100k SIDs already upper-case
+
+
+def _look_up(
+    wanted: set[str],
+    known: Mapping[str, DirectoryAccount],
+    search: Callable[[set[str]], Mapping[str, DirectoryAccount]],
+    key: Callable[[str], str],
+) -> tuple[dict[str, DirectoryAccount], int]:
+    """The accounts of ``wanted`` keys: those in ``known`` as found, the rest searched for (their keys as
+    ``key`` makes them); and how many keys were searched for."""
+    found = {k: known[k] for k in wanted if k in known}
+    rest = wanted - found.keys()
+    if rest:
+        found.update((key(k), v) for k, v in search(rest).items())
+    return found, len(rest)
 
 
 def _read_some(
