@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 from tests.testbed.fixtures import PostgresServer, without_password
-from tests.testbed.stores import BACKENDS, open_store
+from tests.testbed.stores import BACKENDS, another_connection, open_store
 
 from writeback.adapters.state.postgres import PostgresStore
 from writeback.adapters.state.schema import MIGRATIONS
-from writeback.adapters.state.sqlbase import ALL_TABLES, SqlStore
+from writeback.adapters.state.sqlbase import ALL_TABLES
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.lease import LeaderLease
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
@@ -32,19 +32,12 @@ from writeback.errors import LeaseLostError, StateError, StateSchemaError, State
 pytestmark = [pytest.mark.postgres]
 
 
-def _second(store: SqlStore, tmp_path: Path) -> SqlStore:
-    """Another connection to the same state (another server, as far as the database can tell)."""
-    if isinstance(store, PostgresStore):
-        return PostgresStore(store.url)
-    return SqliteStore(tmp_path / "state.sqlite")
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_holder_at_a_time_and_the_fencing_token_only_grows(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
     a_store = open_store(request, tmp_path, backend)
-    b_store = _second(a_store, tmp_path)
+    b_store = another_connection(a_store, tmp_path)
     a = LeaderLease(a_store, ttl=1.5, renew_interval=0.5, holder="a")
     b = LeaderLease(b_store, ttl=1.5, renew_interval=0.5, holder="b")
     assert a.tick() and a.role == "active"

@@ -23,6 +23,13 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> 
     return PostgresStore(url)
 
 
+def another_connection(store: SqlStore, tmp_path: Path) -> SqlStore:
+    """A second connection to the state ``store`` is on (another server, or the next start of writeback)."""
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.url)
+    return SqliteStore(tmp_path / "state.sqlite")
+
+
 def raw_execute(store: SqlStore, statement: str, args: tuple[object, ...] = ()) -> None:
     """Run one statement behind the store's back (to damage or age a state on purpose)."""
     store.db.execute(statement, args)

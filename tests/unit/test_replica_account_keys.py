@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed.stores import BACKENDS, open_store, raw_execute
+from tests.testbed.stores import BACKENDS, another_connection, open_store, raw_execute
 from writeback.adapters.state import sqlbase
 from writeback.adapters.state.postgres import PostgresStore
 from writeback.adapters.state.schema import ACCOUNT_KEYS_VERSION, MIGRATIONS
 from writeback.adapters.state.sqlbase import SqlStore, _user_to_json
-from writeback.adapters.state.sqlite import SqliteStore
 from writeback.core.model import CloudUser
 from writeback.errors import StateCorruptError
 
@@ -46,9 +45,7 @@ def _user(n: int, *, sid: str | None = None, guid: str | None = None, deleted: b
 def _reopen(store: SqlStore, tmp_path: Path) -> SqlStore:
     """The same state opened again, as the next start of writeback would."""
     store.close()
-    if isinstance(store, PostgresStore):
-        return PostgresStore(store.url)
-    return SqliteStore(tmp_path / "state.sqlite")
+    return another_connection(store, tmp_path)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
