@@ -1,7 +1,7 @@
 """``python -m benchmarks.bench.engine_child CONFIG``: one ``writeback apply`` in its own process, measured.
 
-It runs what ``writeback apply`` runs (the writer lock, then :func:`writeback.app.pipeline.run_apply`: sync,
-plan, apply) and prints one JSON object: the time of each phase, ``Engine.timings`` (Graph read, AD read,
+It runs what ``writeback apply`` runs (the writer claim, then one :class:`writeback.app.reconcile_pass.ReconcilePass`:
+sync, plan, apply) and prints one JSON object: the time of each phase, ``Engine.timings`` (Graph read, AD read,
 planning, AD write), the engine's LDAP operations by kind (LdapDirectory.stats), its Graph requests
 (GraphClient.stats), and the process's own CPU time and peak RSS (getrusage of this process, whose life is
 exactly one apply). The emulator runs in another process, so none of its work is counted here.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.bench.procmem import peak_rss_mb
 from writeback.app.engine import Engine
-from writeback.app.pipeline import run_apply
+from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.app.wiring import build_directory, build_graph, build_store, writer_claim
 from writeback.config import load_settings
 
@@ -55,13 +55,14 @@ def main(argv: list[str]) -> int:
         profiler.enable()
     try:
         with writer_claim(settings, "apply") as guard:
-            run = run_apply(engine, guard=guard, deep="--deep" in argv[1:])
+            run = ReconcilePass(engine, guard=guard).run(PassOptions("full", deep="--deep" in argv[1:]))
     finally:
         engine.close()
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(os.environ[PROFILE_ENV])
-    plan, result, report = run.plan, run.result, run.sync
+    plan, result, report = run.plan, run.applied, run.sync
+    assert result is not None  # a pass that is not a dry run applies
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out = {
         "phases": run.phases,

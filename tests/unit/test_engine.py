@@ -83,8 +83,26 @@ def test_groups_skipped_with_an_error_are_logged_with_the_reason(world):
     (partial,) = store.read_log(action="skip_members")
     assert partial.cloud_id == gid(2) and partial.detail == {
         "skipped": 1,
-        "reasons": {"cloud-only user (not synced from AD)": 1},
+        "members": [
+            {"id": "cloud", "name": None, "kind": "user", "reason": "cloud-only user (not synced from AD)"}
+        ],
     }
+
+
+def test_a_group_note_is_logged_once_and_again_only_when_it_changes(world):
+    cloud, directory, store, _ = world
+    engine = Engine(settings(members={"max_members": 2}), cloud, directory, store)
+    cloud.groups = {gid(1): group(1, ["u0", "u1", "u2"]), gid(2): group(2, ["u3", "cloud"])}
+    for _ in range(3):
+        cycle(engine)
+    assert len(store.read_log(action="skip")) == 1 and len(store.read_log(action="skip_members")) == 1
+    cloud.users["cloud2"] = CloudUser("cloud2", on_premises_sync_enabled=False)
+    cloud.groups[gid(2)] = group(2, ["u3", "cloud", "cloud2"])
+    cycle(engine)
+    cycle(engine)
+    rows = store.read_log(action="skip_members")
+    assert sorted([m["id"] for m in r.detail["members"]] for r in rows) == [["cloud"], ["cloud", "cloud2"]]
+    assert len(store.read_log(action="skip")) == 1  # the error did not change
 
 
 def test_one_member_change_is_one_modify(world):

@@ -265,7 +265,7 @@ def test_redact_writes_the_value_and_hides_it_in_plan_text_and_json():
 
     update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
     text = render_plan(update)
-    assert "4711" not in text and f"info={REDACTED}" in text
+    assert "4711" not in text and f"info: {REDACTED} -> {REDACTED}" in text
     assert "4711" not in json.dumps(update.to_dict())
     assert "info" in json.dumps(update.to_dict())  # which attribute changes is still shown
 
@@ -274,7 +274,7 @@ def test_unredacted_values_are_still_shown():
     g = group(mail_nickname="4711")
     d = map_alone(config(attributes={"info": "[mailNickname]"}), g)
     update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
-    assert "info='4711'" in render_plan(update)
+    assert "info: 'old' -> '4711'" in render_plan(update)
     assert "redacted" not in update.changes[0].to_dict()
 
 

@@ -10,10 +10,10 @@ member writes are idempotent. An apply killed at any point is finished by the ne
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +25,7 @@ from writeback.core.dn import normalize_dn
 from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, DirectoryGroup
 from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
+from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
 from writeback.core.safety import Managed, Thresholds, hold_unsafe
 from writeback.errors import DirectoryError, DirectoryUnavailable, PlanError, StalePlanError
 
@@ -186,6 +187,15 @@ class _Writing:
                 self.written.add(self.carried[position])
 
 
+def located_groups(known: Mapping[str, str], found: Iterable[DirectoryGroup]) -> dict[str, str]:
+    """The managed groups a full read found somewhere else than ``known`` says (cloud id -> DN).
+
+    Groups adopted from Connect or an earlier installation, and a group created by a run killed before it
+    recorded the create, are otherwise unknown: a rename would then look for them at the new DN only."""
+    where = {cid: normalize_dn(dn) for cid, dn in known.items()}
+    return {g.cloud_id: g.dn for g in found if g.cloud_id and where.get(g.cloud_id) != normalize_dn(g.dn)}
+
+
 class Engine:
     """Sync the sources, plan, apply. Every plan goes the same way (see :mod:`writeback.core.desired`): sources ->
     intents -> questions -> one gathering step -> desired state -> plan -> safety holds."""
@@ -320,12 +330,27 @@ class Engine:
         only: Collection[str] | None = None,
         dynamic: bool = True,
         allow: Allowances = NO_ALLOWANCES,
+        locations: Mapping[str, str] | None = None,
     ) -> Plan:
-        """Plan from the synced sources and what AD holds now.
+        """Plan from the synced sources and what AD holds now. Writes nothing, to AD or to the state.
 
         ``only``: an incremental plan of just these cloud groups (every managed group otherwise);
-        ``dynamic``: include the on-prem dynamic groups.
+        ``dynamic``: include the on-prem dynamic groups; ``locations``: where each managed group is (default:
+        where it was last written, the state's applied DNs). The reconcile pass
+        (:class:`writeback.app.reconcile.ReconcilePass`) is the one caller that records anything.
         """
+        return self.plan_and_locate(only=only, dynamic=dynamic, allow=allow, locations=locations)[0]
+
+    def plan_and_locate(
+        self,
+        *,
+        only: Collection[str] | None = None,
+        dynamic: bool = True,
+        allow: Allowances = NO_ALLOWANCES,
+        locations: Mapping[str, str] | None = None,
+    ) -> tuple[Plan, dict[str, str]]:
+        """:meth:`plan`, and where a full plan found every managed group (cloud id -> DN; empty for a
+        partial plan), for the pass to record once it applies."""
         sources: list[Intents] = []
         if self.cloud_enabled and (only is None or only):
             if not self.store.has_synced():
@@ -335,8 +360,9 @@ class Engine:
                 )
             cloud = cloud_intents(self.store.snapshot(only), self.settings, only)
             self.progress(
-                f"{len(cloud.in_scope)} cloud groups in scope of {len(cloud.cloud_groups)}; "
-                f"planning {len(cloud.groups)}"
+                f"{len(cloud.in_scope)} of {len(cloud.cloud_groups)} cloud groups in scope"
+                if only is None
+                else f"planning {len(cloud.groups)} of the {len(cloud.in_scope)} cloud groups in scope"
             )
             sources.append(cloud)
         elif self.cloud_enabled:
@@ -344,14 +370,14 @@ class Engine:
         if dynamic and self.dynamic_enabled:
             sources.append(dynamic_intents(self.settings, self.store.ad_users()))
         if not sources:
-            return Plan()
+            return Plan(), {}
         intents = combine(*sources)
         if intents.reconciled is not None and not intents.reconciled:
-            return Plan()  # an incremental cycle with nothing to reconcile
-        q = questions(intents, self.settings, self.store.applied_dns())
+            return Plan(), {}  # an incremental cycle with nothing to reconcile
+        where = self.store.applied_dns() if locations is None else locations
+        q = questions(intents, self.settings, where)
         facts = gather(q, self.directory, self.schema(), self.mapped_attributes(), self.progress)
-        if not intents.partial:
-            self._remember_locations(facts.managed)
+        located = {} if intents.partial else located_groups(where, facts.managed)
         state = desired_state(intents, facts, self.settings)
         plan = compute_plan(
             state.groups,
@@ -371,7 +397,7 @@ class Engine:
             plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual)
-        return hold_unsafe(plan, self._managed, self.thresholds(allow))
+        return hold_unsafe(plan, self._managed, self.thresholds(allow)), located
 
     def mapped_attributes(self) -> tuple[str, ...]:
         """The AD attributes writeback writes besides members: read back to compare."""
@@ -400,17 +426,6 @@ class Engine:
             allow_removals=allow.removals,
             allow_updates=allow.updates,
         )
-
-    def _remember_locations(self, actual: Iterable[DirectoryGroup]) -> None:
-        """Record the DN of every managed group a full read found, so incremental cycles read the right DNs.
-
-        Groups adopted from Connect or an earlier installation, and a group created by a run killed before it
-        recorded the create, are otherwise unknown: a rename would then look for them at the new DN only.
-        """
-        known = {cid: normalize_dn(dn) for cid, dn in self.store.applied_dns().items()}
-        for g in actual:
-            if g.cloud_id and known.get(g.cloud_id) != normalize_dn(g.dn):
-                self.store.record_applied(g.cloud_id, g.dn)
 
     # Timings ----------------------------------------------------------------------------------------------
     @property
@@ -463,7 +478,7 @@ class Engine:
         store transaction instead of a commit per change, :func:`journal_batches`): a batch's rows are written
         as ``pending`` before its first LDAP write and get their results in one transaction after its last. A
         run killed in between leaves ``pending`` rows, which the next apply marks ``interrupted``; the groups
-        created or moved in that batch are recorded again by the next full plan (``_remember_locations``)."""
+        created or moved in that batch are recorded again by the next full pass (``located_groups``)."""
         result = ApplyResult(run_id or uuid.uuid4().hex[:12])
         failed_groups: set[str] = set()
         # Rows left pending are a killed process's: looked for once per engine (the log has no index on result).
@@ -573,13 +588,12 @@ class Engine:
         return go_on
 
     def _log_reports(self, run_id: str, plan: Plan) -> None:
-        """Log what the plan does not change: groups skipped with an error, members not written, staged deletes.
-        One store transaction for all of them."""
+        """Log what the plan does not change: groups skipped with an error and members not written (each note
+        once, when it changes: :mod:`writeback.core.reports`), held changes and staged deletes."""
         records: list[LogRecord] = []
-        for r in plan.reports:
-            if not (r.error or r.skipped):
-                continue
-            reasons = Counter(s.reason for s in r.skipped)
+        raw = self.store.get_meta(SEEN_KEY)
+        notes = notes_to_log(plan.reports, json.loads(raw) if raw else {}, complete=plan.deep)
+        for r in notes.reports:
             records.append(
                 LogRecord(
                     run_id,
@@ -589,9 +603,11 @@ class Engine:
                     group_name=r.display_name,
                     dn=r.dn,
                     error=r.error,
-                    detail=None if r.error else {"skipped": len(r.skipped), "reasons": dict(reasons)},
+                    detail=None if r.error else skipped_detail(r),
                 )
             )
+        if raw != (seen := json.dumps(notes.seen, sort_keys=True)):
+            self.store.write_meta({SEEN_KEY: seen})
         why = {h.kind: h.message for h in plan.holds}
         for c in plan.held:
             records.append(

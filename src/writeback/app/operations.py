@@ -1,17 +1,21 @@
-"""What the command line (and the console) ask of writeback, one call each: plan, apply, allow.
+"""What the command line asks of writeback, one call each: plan, apply, provision, allow.
 
-Each builds the engine from settings (:mod:`writeback.app.wiring`), does its one job, and always closes what it
-opened; interfaces only parse their input and format the value returned.
+Each builds the engine from settings (:mod:`writeback.app.wiring`), runs one reconcile pass
+(:class:`writeback.app.reconcile_pass.ReconcilePass`) or does its one job, and always closes what it opened;
+interfaces only parse their input and format the value returned. Every call that writes AD holds the writer
+claim for its whole pass (:func:`writeback.app.wiring.writer_claim`).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Progress
-from writeback.app.pipeline import plan_now, run_apply
+from writeback.app.provision import ProvisionOutcome, Step, provision_group
+from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.app.wiring import build_engine, build_store, writer_claim
 from writeback.config import Settings
 from writeback.core.planning import Plan
@@ -26,11 +30,13 @@ def plan(
     allow: Allowances = NO_ALLOWANCES,
     deep: bool = False,
 ) -> Plan:
-    """What an apply would do now (never writes AD). ``sync``: read Graph and AD users first; ``deep``: compare
-    every managed group, not only those changed since the last reconcile (:mod:`writeback.app.reconcile`)."""
+    """What an apply would do now: a dry-run pass (never writes AD, leaves the state's records as they
+    were). ``sync``: read Graph and AD users first; ``deep``: compare every managed group, not only those
+    changed since the last reconcile (:mod:`writeback.app.reconcile`)."""
     engine = build_engine(settings, progress)
     try:
-        return plan_now(engine, sync=sync, allow=allow, deep=deep)[1]
+        options = PassOptions("full", deep=deep, dry_run=True, sync=sync, allow=allow)
+        return ReconcilePass(engine).run(options).plan
     finally:
         engine.close()
 
@@ -44,13 +50,28 @@ def apply(
     show: Callable[[Plan], None] | None = None,
     deep: bool = False,
 ) -> tuple[Plan, ApplyResult]:
-    """Plan and apply, holding the state's writer lock (or the leader lease); with ``saved`` (a plan's JSON), apply exactly that plan
-    while it still matches. ``show`` receives the plan before anything is written."""
+    """Plan and apply, holding the state's writer lock (or the leader lease); with ``saved`` (a plan's JSON),
+    apply exactly that plan while it still matches. ``show`` receives the plan before anything is written."""
     with writer_claim(settings, "apply") as guard:  # the writer lock, or the leader lease on PostgreSQL
         engine = build_engine(settings, progress)
         try:
-            run = run_apply(engine, saved=saved, allow=allow, show=show, guard=guard, deep=deep)
-            return run.plan, run.result
+            options = PassOptions("full", deep=deep, allow=allow, saved=saved)
+            done = ReconcilePass(engine, guard=guard).run(options, show=show)
+            assert done.applied is not None  # a pass that is not a dry run applies
+            return done.plan, done.applied
+        finally:
+            engine.close()
+
+
+def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> ProvisionOutcome:
+    """Provision on demand from the command line: one "group" pass holding the writer claim (refused with
+    :class:`~writeback.errors.StateLockedError` while a service holds it)."""
+    with writer_claim(settings, "provision") as guard:
+        engine = build_engine(settings)
+        try:
+            return provision_group(
+                ReconcilePass(engine, guard=guard), group, emit, run_id=uuid.uuid4().hex[:12]
+            )
         finally:
             engine.close()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from writeback.app.engine import ApplyResult, Engine
@@ -53,6 +53,15 @@ class Reconcile:
     watermark: UsnWatermark
     before: tuple[GroupStamp, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)  # quick: candidates by why
+    # Where the listing found each managed group, when the state says otherwise (key -> DN; None: gone). The
+    # plan reads them there; the pass records them only once it applies (a plan leaves the state as it was).
+    located: dict[str, str | None] = field(default_factory=dict)
+
+    def locations(self, applied: Mapping[str, str]) -> dict[str, str]:
+        """Where each managed group is: the state's applied DNs corrected by this reconcile's listing."""
+        where = {k: v for k, v in applied.items() if self.located.get(k, v) is not None}
+        where.update({k: v for k, v in self.located.items() if v is not None})
+        return where
 
     def plans_dynamic(self, users_changed: int) -> bool:
         """On-prem dynamic groups are planned when deep, when AD users changed, or one changed in AD."""
@@ -108,7 +117,7 @@ def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
         return scope
     engine.adopt_managed_base(managed)
     ad = changed_in_ad(listed, recorded)
-    _locate(engine, listed, ad.keys)
+    located = _locate(engine.store.applied_dns(), listed, ad.keys)
     counts = dict(ad.why)
     keys = set(ad.keys)
     counts["pending in the cloud"] = len(pending.groups - keys)
@@ -120,24 +129,34 @@ def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
         why = f"{len(keys)} of {len(listed)} managed groups to compare: one read of all is cheaper"
         scope = Reconcile(True, why, None, pending, watermark, tuple(listed))
     else:
-        scope = Reconcile(False, "", frozenset(keys), pending, watermark, tuple(listed), counts)
+        scope = Reconcile(False, "", frozenset(keys), pending, watermark, tuple(listed), counts, located)
     engine.progress(scope.describe().capitalize())
     return scope
 
 
-def _locate(engine: Engine, listed: Sequence[GroupStamp], compared: Collection[str]) -> None:
-    """Record where every listed group is now (the listing is complete, like a deep read): incremental plans
-    read them there — a group adopted, moved by hand or created by a run killed before it recorded the create
-    is renamed later, never created twice — and a compared group gone from AD is no longer looked for."""
-    applied = {k: normalize_dn(dn) for k, dn in engine.store.applied_dns().items()}
+def _locate(
+    applied_dns: Mapping[str, str], listed: Sequence[GroupStamp], compared: Collection[str]
+) -> dict[str, str | None]:
+    """Where every listed group is now, where the state says otherwise (the listing is complete, like a deep
+    read): incremental plans read them there — a group adopted, moved by hand or created by a run killed
+    before it recorded the create is renamed later, never created twice — and a compared group gone from AD
+    (None) is no longer looked for."""
+    applied = {k: normalize_dn(dn) for k, dn in applied_dns.items()}
     count = Counter(s.key for s in listed)
-    here = {s.key: s.dn for s in listed if count[s.key] == 1}
-    for key, dn in here.items():
-        if applied.get(key) != normalize_dn(dn):
-            engine.store.record_applied(key, dn)
-    for key in compared:
-        if key in applied and count[key] == 0:
+    here: dict[str, str | None] = {
+        s.key: s.dn for s in listed if count[s.key] == 1 and applied.get(s.key) != normalize_dn(s.dn)
+    }
+    here.update({key: None for key in compared if key in applied and count[key] == 0})
+    return here
+
+
+def record_locations(engine: Engine, located: Mapping[str, str | None]) -> None:
+    """Record where the managed groups are (None: gone from AD), as a pass that applies does."""
+    for key, dn in located.items():
+        if dn is None:
             engine.store.forget_applied(key)
+        else:
+            engine.store.record_applied(key, dn)
 
 
 def _groups_of_changed_users(engine: Engine, record: ReconcileRecord) -> set[str]:

@@ -47,9 +47,9 @@ from typing import Any
 
 from writeback.adapters.state.files import write_private
 from writeback.adapters.state.lock import WriterLock
-from writeback.app import reconcile
 from writeback.app.engine import Allowances, ApplyResult, Engine
 from writeback.app.lease import LeaderLease
+from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.config import Settings
 from writeback.core.model import DYNAMIC_KEY_PREFIX
 from writeback.core.planning import Plan
@@ -135,6 +135,14 @@ class Service:
         self._reconcile_requested = False
         self.on_cycle: list[Callable[[Health, bool], None]] = []  # metrics, alerts: called after each cycle
         self.on_apply: list[Callable[[Plan, ApplyResult], None]] = []  # event webhook, loop alert
+        # Every pass of this service (cycles, provision on demand, the console's plan) runs through this one,
+        # with the lease's fencing check as its writer claim's guard.
+        self.passes = ReconcilePass(
+            engine,
+            guard=lease.guard if lease else None,
+            should_stop=self.stop_event.is_set,
+            on_apply=self.on_apply,
+        )
         self._skipped: dict[str, tuple[str, ...]] = {}  # cloud id -> reasons of its skipped members
 
     # -- one cycle -------------------------------------------------------------------------------------------
@@ -144,58 +152,48 @@ class Service:
         self.stop_event.set()
 
     def cycle(self) -> CycleOutcome:
-        """One poll: sync the replica, plan the affected groups (or reconcile, when one is due), apply."""
-        report = self.engine.sync()
+        """One poll: sync the replica, then one pass (:class:`ReconcilePass`): incremental over the groups the
+        changes touch, or a full reconcile when one is due."""
+        report = self.passes.sync()
         self.health.graph_requests += report.requests
         self.health.last_sync = time.time()
         now = self.clock()
         full = report.full_resync or now >= self._next_full
         force: str | None = None
         if report.full_resync:
-            force = "Graph full resync of the cloud replica"
             log.info(
                 "Graph full resync of the cloud replica; reconciling every group", extra={"event": "resync"}
             )
         allow = self.engine.allowances()
         if allow != Allowances():
             # An operator allowed held changes: compare every group so they are applied now.
-            full, force = True, force or "an operator allowed held changes"
+            full, force = True, "an operator allowed held changes"
         if self._reconcile_requested:
             full, force, self._reconcile_requested = True, force or "requested by an operator", False
-        scope: reconcile.Reconcile | None = None
-        only: Collection[str] | None
+        due = frozenset(self._due_retries(now))
         if full:
             # A reconcile: quick (the groups changed in the cloud or in AD since the last one) unless a deep
             # one is due (writeback.app.reconcile); groups due for a retry are compared as well.
-            scope = reconcile.begin(self.engine, now=time.time(), force=force)
-            only = None if scope.only is None else scope.only | self._due_retries(now)
-            users_changed = self.engine.sync_ad_users(full=scope.deep)
-            dynamic = scope.plans_dynamic(users_changed)
+            options = PassOptions("full", force=force, only=due, allow=allow)
         else:
-            affected = self._affected(report) | self._due_retries(now)
-            only = affected
             # On-prem dynamic groups: an incremental read of changed AD users each poll, a full one with a deep
-            # reconcile; they are planned when any changed. A dynamic group AD refused (e.g. a cached user
-            # deleted in AD that the Deleted Objects read could not see) is retried from a full read of AD
-            # users, not from a cache that keeps failing the same way.
-            refresh = any(k.startswith(DYNAMIC_KEY_PREFIX) for k in self._due_retries(now))
-            users_changed = self.engine.sync_ad_users(full=refresh)
-            if not affected and not users_changed:
-                return CycleOutcome(False, 0, 0, 0, 0)
-            # Dynamic groups are planned when AD users changed, or when one of them is due for a retry.
-            dynamic = users_changed > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in affected)
-        pending = None if full else self.engine.store.pending_groups()
-        plan = self.engine.plan(only=only, dynamic=dynamic, allow=allow)
+            # reconcile. A dynamic group AD refused (e.g. a cached user deleted in AD that the Deleted Objects
+            # read could not see) is retried from a full read of AD users, not from a cache that keeps failing
+            # the same way.
+            refresh = any(k.startswith(DYNAMIC_KEY_PREFIX) for k in due)
+            options = PassOptions(
+                "incremental",
+                only=frozenset(self._affected(report)) | due,
+                allow=allow,
+                refresh_users=refresh,
+            )
+        done = self.passes.run(options, report=report)
+        plan, result = done.plan, done.applied
+        if result is None:  # an incremental cycle with nothing to plan
+            return CycleOutcome(False, 0, 0, 0, 0)
         self._note_holds(plan, allow, full)
-        result = self.engine.apply(
-            plan, should_stop=self.stop_event.is_set, guard=self.lease.guard if self.lease else None
-        )
-        self._track_group_failures(result, only, now)
-        self._note_outcome(plan, result, scope is not None and scope.deep)
-        if scope is not None:
-            reconcile.finish(self.engine, scope, plan, result, now=time.time())
-        elif pending is not None and only:
-            reconcile.settle(self.engine, only, pending, plan, result)
+        self._track_group_failures(result, done.only, now)
+        self._note_outcome(plan, result, plan.deep)
         if full:
             self._next_full = now + self.settings.service.reconcile_interval
             self.health.last_full_reconcile = time.time()
@@ -204,9 +202,7 @@ class Service:
             self.health.last_change = time.time()
         self.health.changes_applied += applied
         self.health.changes_failed += len(result.failed)
-        outcome = CycleOutcome(
-            full, len(plan.changes), applied, len(result.failed), -1 if only is None else len(only)
-        )
+        outcome = CycleOutcome(full, len(plan.changes), applied, len(result.failed), done.groups)
         if plan.changes or result.failed:
             log.info(
                 "%s: applied %d of %d changes%s",
@@ -239,7 +235,8 @@ class Service:
             )
 
     def _note_outcome(self, plan: Plan, result: ApplyResult, full: bool) -> None:
-        """Skipped members and managed memberships for the metrics; then the on_apply observers."""
+        """Skipped members and managed memberships for the metrics (after a full pass, the engine's count of
+        them already includes what the pass applied)."""
         from writeback.app.metrics import membership_delta, skip_reason_label
 
         if full:
@@ -252,17 +249,8 @@ class Service:
             for reason in reasons:
                 counts[reason] = counts.get(reason, 0) + 1
         self.health.skipped_members = counts
-        if self.health.managed_memberships is not None:
+        if not full and self.health.managed_memberships is not None:
             self.health.managed_memberships += membership_delta(result.results)
-        self.notify_apply(plan, result)
-
-    def notify_apply(self, plan: Plan, result: ApplyResult) -> None:
-        """Tell the apply observers (event webhook, loop alert) what was applied: by a cycle or on demand."""
-        for observer in self.on_apply:
-            try:
-                observer(plan, result)
-            except Exception:  # an alert or event must never stop the service
-                log.exception("an apply observer failed", extra={"event": "observer_failed"})
 
     def _affected(self, report: SyncReport) -> set[str]:
         """Cloud groups whose AD group may need a change: the changed groups, the groups holding a changed

@@ -1,7 +1,7 @@
 """The `writeback` command: parse, call one library function, print, map errors to exit codes.
 
 Exit codes (also in ``--help``): 0 success (for `plan`: no changes), 1 error, 2 `plan` found changes pending,
-3 `apply` applied what it could but held changes over a safety threshold (allow them with
+3 changes are held over a safety threshold (`plan` and `apply`: `apply` applied the rest; allow them with
 --allow-deletes/--allow-removals/--allow-updates), 64 usage error (EX_USAGE from sysexits.h; argparse's own 2
 would read as "changes pending"), 130 interrupted.
 Global options (--config, --verbose-log, --quiet) work before or after the subcommand.
@@ -29,7 +29,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK:<4} success (plan: nothing to change)
   {EXIT_ERROR:<4} error (the message says what failed and how to fix it)
   {EXIT_CHANGES:<4} plan: changes are pending
-  {EXIT_HELD:<4} apply: applied, but held changes over a safety threshold (--allow-deletes/-removals/-updates)
+  {EXIT_HELD:<4} plan, apply, provision: changes are held over a safety threshold (apply wrote the rest;
+       allow them with --allow-deletes/-removals/-updates or `writeback allow`)
   {EXIT_USAGE:<4} usage error: unknown option, missing argument (EX_USAGE)
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)"""
 
@@ -91,7 +92,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot save the plan: {exc.strerror}", file=args.out) from exc
         print(f"Plan saved to {args.out} (digest {plan.digest()[:12]})", file=sys.stderr)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else render_plan(plan, verbose=args.verbose))
-    return EXIT_CHANGES if plan.has_changes else EXIT_OK
+    # Held changes first: "nothing to do" must never be read from a plan whose changes wait for an operator.
+    return EXIT_HELD if plan.held else EXIT_CHANGES if plan.has_changes else EXIT_OK
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -433,11 +435,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    """Provision one cloud group now, step by step: directly, or through the running service's console API
-    when a `writeback run` holds the state (the service stays AD's only writer)."""
-    import uuid
-
-    from writeback.adapters.state.lock import WriterLock
+    """Provision one cloud group now, step by step: one pass holding the writer claim, or through the running
+    service's console API when a `writeback run` holds it (the service stays AD's only writer; a standby
+    says which instance is active)."""
+    from writeback.app import operations
     from writeback.errors import StateLockedError
 
     settings = _settings(args)
@@ -449,32 +450,40 @@ def cmd_provision(args: argparse.Namespace) -> int:
             print(f"{step['type']:<10} {step['status']:<8} {step['description']}", flush=True)
 
     try:
-        lock = WriterLock(settings.state.path, "provision").acquire()
+        outcome = operations.provision(settings, args.group, emit)
+        result, summary, run_id = outcome.result, outcome.summary, outcome.run_id
     except StateLockedError as exc:
         if not settings.service.listen:
             raise StateLockedError(
                 f"{exc}; with service.listen set, `writeback provision` asks it instead"
             ) from exc
-        ok = _provision_via_service(settings, args.group, emit)
-    else:
-        from writeback.app.wiring import build_engine
-        from writeback.console.provision import provision_group
-
-        try:
-            engine = build_engine(settings, progress=None)
-            try:
-                ok = provision_group(engine, args.group, emit, run_id=uuid.uuid4().hex[:12])
-            finally:
-                engine.close()
-        finally:
-            lock.release()
+        result, summary, run_id = _provision_via_service(settings, args.group, emit)
     if args.json:
-        print(json.dumps({"group": args.group, "ok": ok, "steps": steps}, indent=2, default=str))
-    return EXIT_OK if ok else EXIT_ERROR
+        print(
+            json.dumps(
+                {
+                    "group": args.group,
+                    "result": result,
+                    "ok": result != "failure",
+                    "summary": summary,
+                    "run_id": run_id,
+                    "steps": steps,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        print(summary + (f" (log: writeback log --run {run_id})" if run_id else ""))
+    if result == "failure":
+        return EXIT_ERROR
+    return EXIT_HELD if result == "held" else EXIT_OK
 
 
-def _provision_via_service(settings: Any, group: str, emit: Any) -> bool:
+def _provision_via_service(settings: Any, group: str, emit: Any) -> tuple[str, str, str | None]:
     import httpx
+
+    from writeback.errors import StateLockedError
 
     token = os.environ.get("WRITEBACK_CONSOLE_TOKEN")
     if not token:
@@ -490,7 +499,13 @@ def _provision_via_service(settings: Any, group: str, emit: Any) -> bool:
         with httpx.Client(base_url=base, headers=headers, verify=verify, timeout=30) as client:
             r = client.post("/api/provision", json={"group": group})
             if r.status_code >= 400:
-                raise ConfigError(f"the console at {base} refused: HTTP {r.status_code} {r.text[:200]}")
+                try:
+                    why = str(r.json().get("error") or r.text[:200])
+                except ValueError:
+                    why = r.text[:200]
+                if r.status_code == 409:  # a standby: it names the active instance
+                    raise StateLockedError(f"the service at {base} cannot provision: {why}")
+                raise ConfigError(f"the console at {base} refused: HTTP {r.status_code} {why}")
             run_id, seen = r.json()["id"], 0
             while True:
                 run = client.get(f"/api/provision/{run_id}").json()
@@ -498,7 +513,8 @@ def _provision_via_service(settings: Any, group: str, emit: Any) -> bool:
                     emit(step)
                 seen = len(run["steps"])
                 if run["done"]:
-                    return bool(run["ok"])
+                    result = run.get("result") or ("success" if run["ok"] else "failure")
+                    return str(result), str(run.get("summary") or result), run.get("run_id")
                 time.sleep(0.5)
     except httpx.HTTPError as exc:
         raise ConfigError(f"cannot reach the service's console at {base}: {type(exc).__name__}") from exc

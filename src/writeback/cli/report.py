@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from writeback.core.planning import ChangeKind, Plan
+from writeback.core.planning import Change, ChangeKind, Plan
 
 _LABELS = {
     ChangeKind.CREATE: "create",
@@ -29,45 +29,20 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         if plan.drift:
             groups = len({c.cloud_id for c in plan.drift})
             lines.append(f"Drift: {len(plan.drift)} changes revert manual edits in AD ({groups} groups)")
+    elif plan.held:
+        lines.append(f"Plan: no changes to apply now; {len(plan.held)} held by a safety threshold (below).")
     else:
         lines.append("Plan: no changes. AD matches the cloud.")
     if plan.scope:
         lines.append(f"Compared: {plan.scope}")
-    current = None
-    for ch in plan.changes:
-        header = f"{ch.display_name or ch.dn}  [{ch.cloud_id}]"
-        if header != current:
-            lines.append("")
-            lines.append(f"  {header}")
-            current = header
-        line = f"    {'+' if ch.kind is ChangeKind.CREATE else '-' if ch.kind is ChangeKind.DELETE else '~'} {_LABELS[ch.kind]}"
-        if ch.kind is ChangeKind.MOVE:
-            line += f": {ch.dn} -> {ch.new_dn}"
-        elif ch.kind in (ChangeKind.CREATE, ChangeKind.DELETE):
-            line += f": {ch.dn}"
-        elif ch.kind is ChangeKind.UPDATE:
-            line += ": " + ", ".join(
-                f"{k}={v if k in ch.redacted and v is not None else repr(v)}"
-                for k, v in sorted(ch.shown_attributes().items(), key=lambda kv: kv[0])
-            )
-        if ch.members:
-            line += f" ({len(ch.members)} members)"
-        if ch.reason:
-            line += f"  -- {ch.reason}"
-        lines.append(line)
-        if (ch.members and ch.kind is not ChangeKind.CREATE) or (ch.members and verbose):
-            shown = ch.members if verbose else ch.members[:MAX_LISTED]
-            lines.extend(f"        {m}" for m in shown)
-            if len(ch.members) > len(shown):
-                lines.append(
-                    f"        … and {len(ch.members) - len(shown)} more (--json or --verbose for all)"
-                )
+    lines.extend(_changes(plan.changes, verbose))
     if plan.held:
         lines.append("")
-        lines.append(f"Held back by a safety threshold, not applied ({len(plan.held)}):")
-        for c in plan.held:
-            size = f" ({len(c.members)} members)" if c.members else ""
-            lines.append(f"    = {c.kind.value}: {c.new_dn or c.dn}{size}  -- {c.reason}")
+        lines.append(
+            f"Held back by a safety threshold, not applied ({len(plan.held)}); "
+            "`writeback allow` or --allow-deletes/--allow-removals/--allow-updates lets them through:"
+        )
+        lines.extend(_changes(plan.held, verbose))
     issues = [r for r in plan.reports if r.error or r.skipped or r.note]
     if issues:
         lines.append("")
@@ -89,6 +64,51 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         lines.append("")
         lines.append(f"WARNING: {w}")
     return "\n".join(lines)
+
+
+def _changes(changes: Iterable[Change], verbose: bool) -> list[str]:
+    """Each change under its group: what it writes (old -> new values, members added or removed, the new DN
+    of a move), for applied and held changes alike."""
+    lines: list[str] = []
+    current = None
+    for ch in changes:
+        header = f"{ch.display_name or ch.dn}  [{ch.cloud_id}]"
+        if header != current:
+            lines.append("")
+            lines.append(f"  {header}")
+            current = header
+        mark = "+" if ch.kind is ChangeKind.CREATE else "-" if ch.kind is ChangeKind.DELETE else "~"
+        line = f"    {mark} {_LABELS[ch.kind]}"
+        if ch.kind is ChangeKind.MOVE:
+            line += f": {ch.dn} -> {ch.new_dn}"
+        elif ch.kind in (ChangeKind.CREATE, ChangeKind.DELETE):
+            line += f": {ch.dn}"
+        elif ch.kind is ChangeKind.UPDATE:
+            old = ch.shown_previous()
+            line += ": " + ", ".join(
+                f"{k}: {_shown(old.get(k), k in ch.redacted)} -> {_shown(v, k in ch.redacted)}"
+                if k in old
+                else f"{k}={_shown(v, k in ch.redacted)}"
+                for k, v in sorted(ch.shown_attributes().items(), key=lambda kv: kv[0])
+            )
+        if ch.members:
+            line += f" ({len(ch.members)} members)"
+        if ch.reason:
+            line += f"  -- {ch.reason}"
+        lines.append(line)
+        if (ch.members and ch.kind is not ChangeKind.CREATE) or (ch.members and verbose):
+            shown = ch.members if verbose else ch.members[:MAX_LISTED]
+            sign = "-" if ch.kind is ChangeKind.REMOVE_MEMBERS else "+"
+            lines.extend(f"        {sign} {m}" for m in shown)
+            if len(ch.members) > len(shown):
+                lines.append(
+                    f"        … and {len(ch.members) - len(shown)} more (--json or --verbose for all)"
+                )
+    return lines
+
+
+def _shown(value: object, redacted: bool) -> str:
+    return str(value) if redacted and value is not None else repr(value)
 
 
 def render_table(rows: Iterable[Iterable[str]], headers: Iterable[str]) -> str:

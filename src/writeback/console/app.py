@@ -30,10 +30,11 @@ from starlette.staticfiles import StaticFiles
 from writeback.adapters.state.sqlbase import LogQuery
 from writeback.app.engine import Allowances, Engine
 from writeback.app.metrics import CONTENT_TYPE
+from writeback.app.reconcile_pass import PassOptions
 from writeback.console.auth import Authenticator, Principal
 from writeback.console.backend import ServiceBackend
 from writeback.core.ports import LOG_RESULTS
-from writeback.errors import WritebackError
+from writeback.errors import StateLockedError, WritebackError
 
 HERE = Path(__file__).parent
 COOKIE = "wb_session"
@@ -483,8 +484,9 @@ class Console:
     # -- plan and provision on demand ------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
         def job(engine: Engine) -> dict[str, Any]:
-            engine.sync()
-            return engine.plan().to_dict()
+            # A dry-run deep pass: what a deep reconcile would do now; it leaves the state as it was.
+            options = PassOptions("full", deep=True, dry_run=True)
+            return self.backend.service.passes.run(options).plan.to_dict()
 
         return dict(self.backend.call(job))
 
@@ -522,7 +524,10 @@ class Console:
         group = str(data.get("group", "")).strip()
         if not group:
             return self._error(request, 400, "give the group: its name or object id")
-        run = self.backend.provision(group)
+        try:
+            run = self.backend.provision(group)
+        except StateLockedError as exc:
+            return self._error(request, 409, str(exc))
         if request.url.path.startswith("/api/"):
             return JSONResponse(
                 run.to_dict(), status_code=202, headers={"Location": f"/api/provision/{run.id}"}

@@ -8,6 +8,7 @@ stays the engine's only user and the only writer to AD.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -19,10 +20,11 @@ from typing import Any
 from writeback.adapters.state.sqlbase import SqlStore
 from writeback.app.engine import Allowances, Engine
 from writeback.app.metrics import ServiceMetrics
+from writeback.app.provision import provision_group
 from writeback.app.service import Service
 from writeback.app.wiring import build_store
 from writeback.config import Settings
-from writeback.console.provision import provision_group
+from writeback.errors import StateLockedError
 
 
 @dataclass
@@ -35,6 +37,9 @@ class ProvisionRun:
     done: bool = False
     ok: bool | None = None
     started: float = field(default_factory=time.time)
+    result: str | None = None  # success, skipped, failure (see ProvisionOutcome)
+    summary: str | None = None
+    run_id: str | None = None  # its provisioning-log entries
 
     def add(self, step: dict[str, Any]) -> None:
         self.steps.append(step)
@@ -45,7 +50,11 @@ class ProvisionRun:
             "group": self.group,
             "done": self.done,
             "ok": self.ok,
-            "started": self.started,
+            "result": self.result,
+            "summary": self.summary,
+            "run_id": self.run_id,
+            "log": f"/log?run={self.run_id}" if self.run_id else None,
+            "started": dt.datetime.fromtimestamp(self.started, dt.UTC).isoformat(),
             "steps": list(self.steps),
         }
 
@@ -84,10 +93,23 @@ class ServiceBackend:
         self.service.request_reconcile()
 
     def call(self, job: Callable[[Engine], Any], timeout: float = 300.0) -> Any:
-        """Run ``job`` on the service's thread and wait for its result."""
+        """Run ``job`` on the service's thread and wait for its result. A standby runs no job (it must not
+        read Graph into the shared replica, nor write): :class:`StateLockedError` names the active one."""
+        self._refuse_on_standby()
         return self.service.submit(job).result(timeout=timeout)
 
+    def _refuse_on_standby(self) -> None:
+        health = self.service.health
+        if health.role != "active":
+            raise StateLockedError(
+                f"this instance is standing by and never writes to AD ({health.message}); ask the active "
+                "instance's console, or run the command on its server"
+            )
+
     def provision(self, group: str) -> ProvisionRun:
+        """Provision ``group`` on the service's thread (its pass, its writer claim). A standby never writes:
+        it refuses with :class:`~writeback.errors.StateLockedError` naming the active instance."""
+        self._refuse_on_standby()
         run = ProvisionRun(uuid.uuid4().hex[:12], group)
         with self._lock:
             self.runs[run.id] = run
@@ -97,9 +119,16 @@ class ServiceBackend:
 
         def job(engine: Engine) -> None:
             try:
-                run.ok = provision_group(
-                    engine, group, run.add, run_id=run.id, applied=self.service.notify_apply
+                outcome = provision_group(self.service.passes, group, run.add, run_id=run.id)
+                run.ok, run.result, run.summary, run.run_id = (
+                    outcome.ok,
+                    outcome.result,
+                    outcome.summary,
+                    outcome.run_id,
                 )
+            except Exception as exc:
+                run.ok, run.result, run.summary = False, "failure", f"failed: {exc}"
+                raise
             finally:
                 run.done = True
 

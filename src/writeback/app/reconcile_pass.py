@@ -1,0 +1,272 @@
+"""The one reconcile pass: every path that plans or writes AD runs through :class:`ReconcilePass`.
+
+The service's cycles (incremental, quick or deep reconcile), ``writeback plan`` / ``apply``, provision on
+demand (CLI and console) and the console's plan page are all one pass with different options, so each decides
+scope, checks the writer claim, logs and stamps the same way (issue 22: provision on demand took its own
+path, decided scope differently from the engine and wrote without the leader lease)::
+
+    sources (Graph delta, AD users) -> scope (full: quick or deep reconcile; incremental; one group)
+        -> plan (intents -> gathering -> desired state -> plan -> holds) -> [dry run: stop here]
+        -> writer claim checked -> apply (journaled) -> locations, pending marks, stamps recorded
+
+A dry run (``writeback plan``, the console's plan page) reads and plans exactly as an apply would and leaves
+every record as it was: where groups were found, stamps, pending marks and the reconcile record are written
+only by a pass that applies. (The cloud replica is a cache of Graph and is brought up to date either way.)
+
+The writer claim is the caller's to hold for the pass's whole run — the local writer lock with SQLite state
+(held by the process: :func:`writeback.app.wiring.writer_claim` for one-off commands, the service for its
+life), the leader lease with PostgreSQL state — and its ``guard`` is checked before anything is written,
+before each change's LDAP writes (:meth:`Engine.apply`) and before the records after the apply.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from writeback.app import reconcile
+from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
+from writeback.core.desired import cloud_intents
+from writeback.core.model import DYNAMIC_KEY_PREFIX, CloudGroup
+from writeback.core.planning import Plan
+from writeback.core.ports import PendingGroups, SyncReport
+from writeback.errors import ConfigError
+
+PassKind = Literal["full", "incremental", "group"]
+Guard = Callable[[], None]
+log = logging.getLogger("writeback.pass")
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """What one pass does.
+
+    ``kind``: "full" (a reconcile: quick, or deep when ``deep``, ``force`` or due), "incremental" (the groups
+    in ``only``: what a Graph delta round touched) or "group" (``group``, by object id or display name:
+    provision on demand). ``dry_run``: plan only. ``sync``: read Graph and AD users first. ``only`` with a
+    full pass: groups a quick reconcile compares as well (the service's retries). ``saved``: apply exactly
+    this saved plan (``plan --out``) while it matches a fresh one. ``refresh_users``: read every AD user, not
+    only the changed ones (a dynamic group is retried)."""
+
+    kind: PassKind = "full"
+    deep: bool = False
+    force: str | None = None
+    dry_run: bool = False
+    sync: bool = True
+    only: frozenset[str] = frozenset()
+    group: str | None = None
+    allow: Allowances = NO_ALLOWANCES
+    saved: Mapping[str, Any] | None = None
+    refresh_users: bool = False
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupTarget:
+    """The one cloud group of a "group" pass, as the engine's own scoping sees it."""
+
+    id: str
+    display_name: str
+    members: int  # the group's own direct members in the replica
+    reason: str | None  # why it is out of scope (None: in scope)
+
+    @property
+    def in_scope(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class PassResult:
+    """What one pass planned and did. ``applied`` is None for a dry run or when there was nothing to plan."""
+
+    plan: Plan
+    applied: ApplyResult | None
+    sync: SyncReport
+    full: bool = False
+    only: frozenset[str] | None = None  # the groups planned (None: every managed group)
+    target: GroupTarget | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # "sync", "plan", "apply": seconds
+
+    @property
+    def groups(self) -> int:
+        """How many groups were planned (-1: every managed group)."""
+        return -1 if self.only is None else len(self.only)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.applied.run_id if self.applied is not None else None
+
+
+class ReconcilePass:
+    """Runs passes with one engine. ``guard`` is the writer claim's fencing check (None: the claim is a lock
+    the process holds); ``should_stop`` ends an apply between two changes; ``on_apply`` observers (the event
+    webhook, the loop alert) see every apply, whichever path asked for it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        guard: Guard | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_apply: list[Callable[[Plan, ApplyResult], None]] | None = None,
+    ) -> None:
+        self.engine, self.guard, self.should_stop = engine, guard, should_stop
+        self.on_apply = (
+            on_apply if on_apply is not None else []
+        )  # the caller's list: observers added later count
+
+    def sync(self) -> SyncReport:
+        """Bring the cloud replica up to date (Graph delta)."""
+        with self.engine.timed("graph_read"):
+            return self.engine.sync()
+
+    def run(
+        self,
+        options: PassOptions,
+        *,
+        report: SyncReport | None = None,
+        show: Callable[[Plan], None] | None = None,
+    ) -> PassResult:
+        """One pass. ``report``: the sync already done by the caller (the service decides the kind of pass
+        from it); else the pass syncs when ``options.sync``. ``show`` receives the plan before anything is
+        written."""
+        started = time.perf_counter()
+        if report is None:
+            report = self.sync() if options.sync else SyncReport()
+        if options.kind == "group":
+            return self._group(options, report, started, show)
+        phases: dict[str, float] = {}
+        engine = self.engine
+        scope: reconcile.Reconcile | None = None
+        pending: PendingGroups | None = None
+        only: frozenset[str] | None
+        if options.kind == "full":
+            force = options.force or ("asked for with --deep" if options.deep else None)
+            if report.full_resync:
+                force = force or "Graph full resync of the cloud replica"
+            # A saved plan is checked against a fresh plan of the same depth.
+            if options.saved is not None and bool(options.saved.get("deep", True)):
+                force = force or "the saved plan is a deep one"
+            scope = reconcile.begin(engine, now=time.time(), force=force)
+            only = None if scope.only is None else scope.only | options.only
+            users = engine.sync_ad_users(full=scope.deep) if options.sync else 0
+            dynamic = scope.plans_dynamic(users)
+            locations = scope.locations(engine.store.applied_dns()) if scope.located else None
+        else:
+            only = options.only
+            users = engine.sync_ad_users(full=options.refresh_users) if options.sync else 0
+            if not only and not users:
+                return PassResult(Plan(deep=False), None, report, only=frozenset())
+            # On-prem dynamic groups are planned when AD users changed, or when one of them is asked for.
+            dynamic = users > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only)
+            pending = engine.store.pending_groups()
+            locations = None
+        planned = time.perf_counter()
+        phases["sync"] = planned - started
+        with engine.timed("planning"):
+            found, located = engine.plan_and_locate(
+                only=only, dynamic=dynamic, allow=options.allow, locations=locations
+            )
+        deep = scope is not None and scope.deep
+        found = replace(found, deep=deep, scope=scope.describe() if scope else "incremental")
+        chosen = self._chosen(options, found)
+        phases["plan"] = time.perf_counter() - planned
+        full = scope is not None
+        if show is not None:
+            show(chosen)
+        if options.dry_run:
+            return PassResult(chosen, None, report, full, only, phases=phases)
+        writing = time.perf_counter()
+        self._check_claim()
+        reconcile.record_locations(engine, {**(scope.located if scope else {}), **located})
+        result = engine.apply(chosen, run_id=options.run_id, should_stop=self.should_stop, guard=self.guard)
+        self._check_claim()
+        if scope is not None:
+            reconcile.finish(engine, scope, chosen, result, now=time.time())
+        elif pending is not None and only:
+            reconcile.settle(engine, only, pending, chosen, result)
+        phases["apply"] = time.perf_counter() - writing
+        self._applied(chosen, result)
+        return PassResult(chosen, result, report, full, only, phases=phases)
+
+    # -- one group: provision on demand ------------------------------------------------------------------------
+    def find_group(self, wanted: str) -> GroupTarget | None:
+        """The cloud group ``wanted`` (object id, else a display name held by exactly one live group, any
+        case), with its own member count and the engine's scoping verdict (source of authority, the scope
+        settings and the tenant's default for Microsoft 365 groups: :func:`cloud_intents`)."""
+        store = self.engine.store
+        groups = store.snapshot(member_groups=()).groups
+        group: CloudGroup | None = groups.get(wanted)
+        if group is None:
+            named = [g for g in groups.values() if g.display_name.lower() == wanted.lower() and not g.deleted]
+            group = named[0] if len(named) == 1 else None
+        if group is None:
+            return None
+        snapshot = store.snapshot([group.id])
+        own = snapshot.groups.get(group.id, group)
+        if not self.engine.cloud_enabled:
+            reason: str | None = "scope.mode is none: no cloud group is written"
+        else:
+            intents = cloud_intents(snapshot, self.engine.settings, [group.id])
+            reason = (
+                None if group.id in intents.groups else intents.out_of_scope.get(group.id, "not in scope")
+            )
+        return GroupTarget(group.id, group.display_name, len(own.members), reason)
+
+    def _group(
+        self,
+        options: PassOptions,
+        report: SyncReport,
+        started: float,
+        show: Callable[[Plan], None] | None,
+    ) -> PassResult:
+        engine = self.engine
+        target = self.find_group(options.group or "")
+        empty = Plan(deep=False, scope="one group")
+        if target is None or not target.in_scope:
+            return PassResult(empty, None, report, only=frozenset(), target=target)
+        pending = engine.store.pending_groups()
+        planned = time.perf_counter()
+        only = frozenset({target.id})
+        with engine.timed("planning"):
+            found = engine.plan(only=only, dynamic=False, allow=options.allow)
+        plan = replace(found, deep=False, scope=f"one group: {target.display_name}")
+        phases = {"sync": planned - started, "plan": time.perf_counter() - planned}
+        if show is not None:
+            show(plan)
+        if options.dry_run:
+            return PassResult(plan, None, report, only=only, target=target, phases=phases)
+        writing = time.perf_counter()
+        self._check_claim()
+        result = engine.apply(plan, run_id=options.run_id, should_stop=self.should_stop, guard=self.guard)
+        self._check_claim()
+        reconcile.settle(engine, only, pending, plan, result)
+        phases["apply"] = time.perf_counter() - writing
+        self._applied(plan, result)
+        return PassResult(plan, result, report, only=only, target=target, phases=phases)
+
+    # -- shared steps ------------------------------------------------------------------------------------------
+    def _chosen(self, options: PassOptions, current: Plan) -> Plan:
+        """The plan to apply: ``current``, or the saved one while it still matches ``current``."""
+        if options.saved is None:
+            return current
+        try:
+            saved = Plan.from_dict(options.saved)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"cannot read the saved plan: {exc}") from exc
+        self.engine.check_saved_plan(saved, current)
+        return saved.with_redacted_values_from(current)  # values hidden by Redact() are not saved
+
+    def _check_claim(self) -> None:
+        if self.guard is not None:
+            self.guard()
+
+    def _applied(self, plan: Plan, result: ApplyResult) -> None:
+        for observer in self.on_apply:
+            try:
+                observer(plan, result)
+            except Exception:  # an alert or event must never stop a pass
+                log.exception("an apply observer failed", extra={"event": "observer_failed"})
