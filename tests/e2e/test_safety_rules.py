@@ -76,12 +76,21 @@ def test_mass_member_removal_is_held_the_rest_applied_until_allowed(
     cloud.rename(b, f"Renamed B {fresh_id}")
 
     plan = ws.run("plan")
-    assert plan.code == 2
+    assert plan.code == 3, (
+        plan.out + plan.err
+    )  # held changes: 3, as apply says, never "nothing to do" (2 or 0)
     assert "Member removal threshold exceeded: 20 of the 60 member values" in plan.out
     assert "--allow-removals 20" in plan.out
 
     held = ws.run("apply")
     assert held.code == 3, held.out + held.err
+
+    # Only the held removals are left: the plan still exits 3 and shows what they would write.
+    again = ws.run("plan", "--verbose")
+    assert again.code == 3, again.out + again.err
+    assert "AD matches the cloud" not in again.out and "1 held by a safety threshold" in again.out
+    removed = [line for line in again.out.splitlines() if line.strip().startswith("- CN=")]
+    assert len(removed) == 20 and "remove members" in again.out
     assert len(_members(ad, a)) == 30  # nothing removed
     assert ad.anchored(b)["displayName"] == [f"Renamed B {fresh_id}"]  # the rest went through
     rows = ws.run("log", "--action", "held", "--json").json()

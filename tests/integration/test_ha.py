@@ -10,11 +10,13 @@ and restarted mid-run; a paused leader (SIGSTOP past its lease) writes nothing w
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.testbed import service as support
 from tests.testbed.fixtures import PostgresServer, without_password
@@ -30,6 +32,8 @@ from tests.testbed.service import (
 )
 
 from writeback.adapters.state.postgres import PostgresStore
+from writeback.console.auth import new_token, token_line
+from writeback.testbed.sandbox.console import free_port
 
 pytestmark = [pytest.mark.samba, pytest.mark.postgres]
 service_factory = support.service_factory  # shared fixtures
@@ -233,4 +237,67 @@ def test_a_paused_leader_writes_nothing_when_resumed(
     b_runs = {e["run_id"] for e in b.events() if e.get("event") == "cycle"}
     from_a = [(e.action, e.result, e.dn) for e in since if e.run_id not in b_runs]
     assert len(from_a) <= 1 and all(r in ("success", "error") and dn in mark for _, r, dn in from_a), from_a
+    assert a.stop() == 0 and b.stop() == 0
+
+
+def test_provision_asked_of_the_standby_names_the_active_instance_and_writes_nothing(
+    sandbox: Any,
+    cloud: Cloud,
+    users: list[str],
+    test_ou: str,
+    ldap_conn: Any,
+    tmp_path: Path,
+    service_factory: Any,
+    postgres_url: str,
+) -> None:
+    prefix = f"HP-{uuid.uuid4().hex[:6]}"
+    ad = AdView(ldap_conn, test_ou)
+    gid = cloud.create_group(f"{prefix} G", users[:2])
+    token = new_token()
+    tokens = tmp_path / "tokens"
+    tokens.write_text(token_line("olga", "operator", token))
+    tokens.chmod(0o600)
+    port = free_port()
+    console = f'listen = "127.0.0.1:{port}"\n[console]\ntokens_file = "{tokens}"\n'
+    config_a = ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url)
+    config_b = ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url, extra=console)
+    a = service_factory(config_a)
+    wait_for(
+        "the first instance active and converged", lambda: role(a) == "active" and converged(ad, cloud, [gid])
+    )
+    b = service_factory(config_b)
+    active, standby = active_and_standby(a, b)
+    assert (active, standby) == (a, b)
+    holder = next(e["holder"] for e in a.events() if e.get("event") == "role" and e.get("role") == "active")
+
+    # The standby's console refuses, naming the active instance; it runs nothing.
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/api/provision",
+        json={"group": gid},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 409, r.text
+    assert "standing by" in r.json()["error"] and holder in r.json()["error"]
+
+    # `writeback provision` with the standby's config: the lease is taken, so it asks that console, which
+    # says who is active. Nothing is written by either path.
+    env = {**support.cli_env(), "WRITEBACK_CONSOLE_TOKEN": token}
+    done = subprocess.run(
+        support.cli_argv(config_b, "provision", gid), capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert holder in done.stderr and "standing by" in done.stderr, done.stderr
+    assert standby.health()["changes_applied"] == 0 and role(standby) == "standby"
+    store = PostgresStore(postgres_url)
+    try:
+        writes = ("create", "update", "move", "add_members", "remove_members", "delete")
+        assert [e.action for e in store.read_log(cloud_id=gid, limit=1000) if e.action in writes] == ["create"]
+    finally:
+        store.close()
+
+    # Asked of the active instance's state directly (no service config of its own would do: the lease is held),
+    # the CLI is refused too, with the same name: only the active service writes.
+    direct = support.run_cli(config_a, "provision", gid)
+    assert direct.returncode == 1 and holder in direct.stderr, direct.stderr
     assert a.stop() == 0 and b.stop() == 0
