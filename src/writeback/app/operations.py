@@ -6,6 +6,9 @@ opened; interfaces only parse their input and format the value returned.
 
 from __future__ import annotations
 
+import getpass
+import os
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
@@ -15,6 +18,7 @@ from writeback.app.pipeline import plan_now, run_apply
 from writeback.app.wiring import build_engine, build_store, writer_claim
 from writeback.config import Settings
 from writeback.core.planning import Plan
+from writeback.core.ports import LogRecord
 from writeback.errors import ConfigError
 
 
@@ -56,11 +60,24 @@ def apply(
 
 
 def allow(settings: Settings, allowances: Allowances) -> None:
-    """Record an operator's allowance for a running service (used by its next full reconcile)."""
+    """Record an operator's allowance for a running service (used by its next full reconcile), and a log row
+    saying who allowed what: the OS user running the command (the console names its token instead)."""
     if allowances == Allowances():
         raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
+    try:
+        user = getpass.getuser()
+    except OSError:  # no login name in the environment or the password database (a bare container)
+        user = f"uid {os.getuid()}"
+    record = LogRecord(
+        uuid.uuid4().hex[:12],
+        "allow",
+        "info",
+        detail={"reason": "allowed once for the next reconcile", **asdict(allowances)},
+        actor=user,
+    )
     store = build_store(settings)
     try:
         store.set_allowances(asdict(allowances))
+        store.log_rows([record])
     finally:
         store.close()
