@@ -5,6 +5,7 @@ file, as the HA tests run it on PostgreSQL)."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import socket
@@ -139,7 +140,7 @@ def test_the_leader_gauge_follows_the_health() -> None:
         ("active", "stopped", 0.0),
     ):
         health = Health(role=role, status=status)
-        text = ServiceMetrics(lambda h=health: h).render().decode()  # type: ignore[misc]
+        text = ServiceMetrics(functools.partial(lambda h: h, health)).render().decode()
         assert f"writeback_leader {value}" in text, (role, status)
 
 
