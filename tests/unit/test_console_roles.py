@@ -78,6 +78,8 @@ def test_a_standby_names_the_active_instance_and_when_its_lease_ends_then_takes_
     try:
         asked = time.time()
         assert not lease.tick()
+        # The console reads the lease itself: standing by before the service loop has looked at it again.
+        assert console.service.health.role == "active" and _status(console)["role"] == "standby"
         assert not console.service._lead()  # the service loop stands by
 
         status = _status(console)
