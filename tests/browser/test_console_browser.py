@@ -56,6 +56,9 @@ def test_sign_in_and_see_the_status(browser: Any, console: RunningConsole) -> No
     assert page.locator("[role=status] span").inner_text() == "ok"
     facts = _facts(page)
     assert facts["Managed groups"] == "2"
+    # A SQLite state: this server is active and holds the state's writer lock itself.
+    assert facts["Role"] == "active"
+    assert facts["Active instance"].endswith(f":{console.proc.pid} (this one)")
     assert facts["Last successful cycle"] != "never"
     assert facts["Last cycle that wrote to AD"] != "never"  # the first cycle created both groups
     assert page.locator("button:has-text('Reconcile now')").is_visible()
@@ -141,6 +144,10 @@ def test_allow_a_held_mass_removal(browser: Any, console: RunningConsole, cloud:
 
     _wait(ok, "the status to be ok again")
     assert page.locator("form.allow").count() == 0
+    # The log says who allowed it: the token's name, never the token.
+    page.goto(console.url + "/log?action=allow")
+    cells = page.locator("table.log tbody tr").first.locator("td").all_inner_texts()
+    assert cells[2:6] == ["allow", "info", "", "olga"], cells
 
 
 def test_a_viewer_cannot_do_an_operators_action(browser: Any, console: RunningConsole) -> None:
@@ -187,6 +194,7 @@ def test_metrics_and_health_endpoints_over_http(console: RunningConsole) -> None
     assert value("writeback_cycle_duration_seconds_count") >= 1
     assert value('writeback_status{status="ok"}') == 1
     assert value("writeback_quarantined") == 0
+    assert value("writeback_leader") == 1
     assert value("writeback_managed_groups") == 2
     assert value('writeback_changes_total{result="success"}') >= 2
     assert value("writeback_graph_requests_total") >= 1

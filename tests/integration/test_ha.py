@@ -9,6 +9,7 @@ and restarted mid-run; a paused leader (SIGSTOP past its lease) writes nothing w
 
 from __future__ import annotations
 
+import datetime as dt
 import signal
 import subprocess
 import time
@@ -62,6 +63,23 @@ def ha_config(
     return config
 
 
+def console_extra(home: Path, token: str) -> tuple[str, str]:
+    """(the [service] lines and [console] table serving this server's console, its URL)."""
+    home.mkdir(parents=True, exist_ok=True)
+    tokens = home / "console_tokens"
+    tokens.write_text(token_line("vic", "viewer", token))
+    tokens.chmod(0o600)
+    port = free_port()
+    return f'listen = "127.0.0.1:{port}"\n[console]\ntokens_file = "{tokens}"\n', f"http://127.0.0.1:{port}"
+
+
+def api_status(url: str, token: str) -> dict[str, Any]:
+    r = httpx.get(f"{url}/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    r.raise_for_status()
+    data: dict[str, Any] = r.json()
+    return data
+
+
 def role(svc: RunningService) -> str | None:
     value = svc.health().get("role")
     return None if value is None else str(value)
@@ -103,8 +121,11 @@ def test_two_instances_one_active_kill9_failover_within_30_s_and_a_restarted_one
     prefix = f"HA-{uuid.uuid4().hex[:6]}"
     ad = AdView(ldap_conn, test_ou)
     gid = cloud.create_group(f"{prefix} G", users[:2])
-    config_a = ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url)
-    config_b = ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url)
+    token = new_token()
+    extra_a, url_a = console_extra(tmp_path / "a", token)
+    extra_b, url_b = console_extra(tmp_path / "b", token)
+    config_a = ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url, extra_a)
+    config_b = ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url, extra_b)
     a = service_factory(config_a)
     wait_for(
         "the first instance active and converged", lambda: role(a) == "active" and converged(ad, cloud, [gid])
@@ -117,6 +138,20 @@ def test_two_instances_one_active_kill9_failover_within_30_s_and_a_restarted_one
     time.sleep(6)  # more than a renewal: still exactly one active, and the standby wrote nothing
     assert (role(a), role(b)) == ("active", "standby")
     assert standby.health()["changes_applied"] == 0
+    # Both consoles say who is active: the same holder, named by the active one as itself.
+    on_a, on_b = api_status(url_a, token), api_status(url_b, token)
+    assert (on_a["role"], on_b["role"]) == ("active", "standby")
+    assert on_a["holder"] is not None and on_a["holder"] == on_b["holder"]
+    assert on_a["holder"]["instance"] == on_a["instance"] != on_b["instance"]
+    assert on_a["holder"]["pid"] == a.proc.pid and on_b["instance"].split(":")[1] == str(b.proc.pid)
+    assert on_a["leaseExpires"] and on_b["leaseExpires"]
+    for side in (
+        on_a,
+        on_b,
+    ):  # renewed every 5 s for 15 s: it ends 10-15 s from now (the standby learnt it up to 5 s ago)
+        left = dt.datetime.fromisoformat(side["leaseExpires"]).timestamp() - time.time()
+        assert 3 < left <= 16, side
+    assert b.health()["lease_holder"] == on_a["instance"]  # and the standby's health file names it too
     guid = ad.by_anchor()[gid][0].guid
 
     # kill -9 of the active one, then the next cloud change: the standby carries it to AD.
@@ -129,6 +164,8 @@ def test_two_instances_one_active_kill9_failover_within_30_s_and_a_restarted_one
     print(f"\nfailover: the change reached AD {failover:.1f} s after kill -9 of the active instance")
     assert failover < FAILOVER_LIMIT, f"failover took {failover:.1f} s (limit {FAILOVER_LIMIT:.0f} s)"
     assert role(standby) == "active"
+    url_now = url_b if standby is b else url_a
+    assert api_status(url_now, token)["holder"]["pid"] == standby.proc.pid
     roles = [e for e in standby.events() if e.get("event") == "role"]
     assert roles and roles[-1]["role"] == "active" and roles[-1]["token"] >= 2
     # Converged exactly: the same AD group (not a new one), each create made once.
@@ -138,6 +175,10 @@ def test_two_instances_one_active_kill9_failover_within_30_s_and_a_restarted_one
     # The killed server comes back: it stands by.
     restarted = service_factory(config_a)
     wait_for("the restarted instance to stand by", lambda: role(restarted) == "standby", timeout=30)
+    on_restarted = api_status(url_a, token)
+    assert on_restarted["role"] == "standby"
+    assert on_restarted["holder"] == api_status(url_now, token)["holder"]
+    assert on_restarted["holder"]["pid"] == standby.proc.pid
     time.sleep(6)
     assert role(restarted) == "standby" and role(standby) == "active"
     assert restarted.health()["changes_applied"] == 0
@@ -292,7 +333,9 @@ def test_provision_asked_of_the_standby_names_the_active_instance_and_writes_not
     store = PostgresStore(postgres_url)
     try:
         writes = ("create", "update", "move", "add_members", "remove_members", "delete")
-        assert [e.action for e in store.read_log(cloud_id=gid, limit=1000) if e.action in writes] == ["create"]
+        assert [e.action for e in store.read_log(cloud_id=gid, limit=1000) if e.action in writes] == [
+            "create"
+        ]
     finally:
         store.close()
 

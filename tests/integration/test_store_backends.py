@@ -21,12 +21,14 @@ import pytest
 from tests.testbed.fixtures import PostgresServer, without_password
 from tests.testbed.stores import BACKENDS, another_connection, open_store
 
+from writeback.adapters.state import sqlbase
 from writeback.adapters.state.postgres import PostgresStore
-from writeback.adapters.state.schema import MIGRATIONS
-from writeback.adapters.state.sqlbase import ALL_TABLES
+from writeback.adapters.state.schema import LOG_ACTOR_VERSION, MIGRATIONS
+from writeback.adapters.state.sqlbase import ALL_TABLES, LogQuery
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.lease import LeaderLease
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
+from writeback.core.ports import LogRecord
 from writeback.errors import LeaseLostError, StateError, StateSchemaError, StateUnavailableError
 
 pytestmark = [pytest.mark.postgres]
@@ -235,3 +237,45 @@ def test_pending_marks_ride_the_round_and_a_mark_made_meanwhile_survives_settlin
         tx.mark_changed("groups", ["g2"])  # changed again while the reconcile runs
     store.settle_pending(read.groups, read.upto)
     assert store.pending_groups().groups == {"g2", "parent"}, "g2 and the group holding it, marked again"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_log_from_before_the_actor_column_upgrades_in_place_and_names_who_from_then_on(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlbase, "MIGRATIONS", MIGRATIONS[: LOG_ACTOR_VERSION - 1])
+    old = open_store(request, tmp_path, backend)  # a state as the writeback before the actor column made it
+    monkeypatch.undo()
+    assert old.schema_version() == LOG_ACTOR_VERSION - 1
+    assert "actor" not in [d[0] for d in old.db.execute("SELECT * FROM log").description]
+    with old.batch():
+        old.db.execute(
+            "INSERT INTO log (time, run_id, cloud_id, action, result) VALUES (?, ?, ?, ?, ?)",
+            (time.time(), "old-run", "g1", "create", "success"),
+        )
+    old.close()
+
+    store = another_connection(old, tmp_path)  # the next start of writeback migrates it
+    try:
+        assert store.schema_version() == len(MIGRATIONS)
+        (kept,) = store.read_log()
+        assert (kept.run_id, kept.cloud_id, kept.action, kept.actor) == ("old-run", "g1", "create", None)
+        store.log_rows([LogRecord("r2", "allow", "info", detail={"removals": 4}, actor="olga")])
+        store.log("r3", "reconcile", "info", actor="vic")
+        assert [(e.run_id, e.actor) for e in store.read_log()] == [
+            ("old-run", None),
+            ("r2", "olga"),
+            ("r3", "vic"),
+        ]
+        newest = store.query_log(LogQuery())
+        assert [e.actor for e in newest] == ["vic", "olga", None]
+        entry = store.log_entry(newest[1].id)
+        assert entry is not None and entry.to_dict()["actor"] == "olga" and entry.detail == {"removals": 4}
+        columns, rows = store.read_table("log")  # `writeback state migrate` copies the column too
+        assert "actor" in columns and sorted(r[columns.index("actor")] or "" for r in rows) == [
+            "",
+            "olga",
+            "vic",
+        ]
+    finally:
+        store.close()

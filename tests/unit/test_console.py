@@ -20,6 +20,7 @@ from tests.unit.fakes import FakeDirectory
 from tests.unit.test_daemon import DeltaCloud, gid, group
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine
+from writeback.app.lease import LeaderLease
 from writeback.app.service import Service
 from writeback.console.auth import new_token, token_line
 from writeback.console.server import build
@@ -48,6 +49,12 @@ class Console:
 
 @pytest.fixture
 def console(tmp_path: Path) -> Console:
+    return make_console(tmp_path)
+
+
+def make_console(tmp_path: Path, lease: LeaderLease | None = None) -> Console:
+    """The console over a service on ``tmp_path``/state.sqlite; ``lease``: the service's leader lease (the lease
+    table is in the SQLite schema too, so the PostgreSQL code path runs here on one file)."""
     operator, viewer = new_token(), new_token()
     tokens = tmp_path / "tokens"
     tokens.write_text(token_line("olga", "operator", operator) + token_line("vic", "viewer", viewer))
@@ -60,7 +67,7 @@ def console(tmp_path: Path) -> Console:
     users, accounts = builders.synced_people(6)
     cloud = DeltaCloud(users=users, groups={gid(i): group(i, [f"u{i}"]) for i in range(1, 4)})
     directory = FakeDirectory(accounts=accounts)
-    service = Service(s, Engine(s, cloud, directory, SqliteStore(s.state.path)))
+    service = Service(s, Engine(s, cloud, directory, SqliteStore(s.state.path)), lease=lease)
     app = build(service)
     return Console(service, cloud, directory, TestClient(app.app), operator, viewer)
 

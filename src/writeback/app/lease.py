@@ -16,6 +16,11 @@ moment between a successful check and the LDAP write it guards (AD takes no fenc
 therefore also refuses when less than ``margin`` seconds of the lease remain, keeping that window far inside
 the lease.
 
+Who holds the lease. :attr:`LeaderLease.current` is what this instance last learnt from the database: its own
+lease while active, the other instance's while standing by (so a standby can say *which* instance is active),
+with the lease's end turned into this server's Unix time (the database's remaining seconds added to the time of
+the answer). The console's ``/api/status`` and the health file show it.
+
 The lease uses its own connection (:class:`LeaseStore`), never the engine's, so a long write transaction of the
 engine never delays a renewal, and a renewal never commits half of the engine's transaction.
 """
@@ -29,7 +34,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from writeback.adapters.state.sqlbase import LeaseGrant, LeaseHolder
 from writeback.errors import LeaseLostError, StateError
@@ -58,6 +64,31 @@ def instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def describe_instance(instance: str) -> dict[str, Any]:
+    """An instance id (``host:pid:random`` as :func:`instance_id` makes it, or ``host:pid``) as its parts:
+    ``{"instance", "host", "pid"}``; host and pid are None when the id has another shape."""
+    host, pid = None, None
+    parts = instance.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        host, pid = parts[0], int(parts[1])
+    elif len(parts) >= 2 and parts[-1].isdigit():  # host:pid (no random part)
+        host, pid = instance.rsplit(":", 1)[0], int(parts[-1])
+    return {"instance": instance, "host": host, "pid": pid}
+
+
+@dataclass(frozen=True)
+class LeaseView:
+    """Who holds the lease, as this instance last learnt from the database."""
+
+    holder: str  # the holder's instance id (host:pid:random)
+    token: int  # its fencing token
+    expires: float  # Unix time the lease ends unless renewed (this server's clock; see the module doc)
+    checked: float  # Unix time of the database's answer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**describe_instance(self.holder), "token": self.token}
+
+
 class LeaderLease:
     """This instance's side of the lease. ``clock`` (monotonic seconds) is replaceable for tests."""
 
@@ -83,6 +114,7 @@ class LeaderLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.changed = threading.Event()  # set whenever the role changes
+        self.current: LeaseView | None = None  # who holds the lease, as last learnt (see the module doc)
 
     # -- state ------------------------------------------------------------------------------------------------
     @property
@@ -91,7 +123,14 @@ class LeaderLease:
 
     @property
     def role(self) -> str:
+        """active, standby, or stopped (after :meth:`stop`)."""
+        if self._stop.is_set():
+            return "stopped"
         return "active" if self.active else "standby"
+
+    def _seen(self, holder: str, token: int, remaining: float) -> None:
+        now = time.time()
+        self.current = LeaseView(holder, token, now + remaining, now)
 
     def tick(self) -> bool:
         """Renew the lease, or take it when it is free. Returns whether this instance holds it now."""
@@ -112,7 +151,9 @@ class LeaderLease:
             if was or self.token is not None:
                 self._lost(f"another instance took the lease ({other.holder if other else 'unknown'})")
             self.token = None
+            self.current = None
             if other is not None:
+                self._seen(other.holder, other.token, other.remaining)
                 self.reason = (
                     f"standing by: {other.holder} is active (fencing token {other.token}; its lease runs "
                     f"{max(other.remaining, 0):.1f} s more unless renewed)"
@@ -121,6 +162,7 @@ class LeaderLease:
         if self.token is not None and grant.token != self.token:
             self._lost(f"the lease ran out before it was renewed (fencing token {self.token} ended)")
         self._valid_until = sent + grant.remaining
+        self._seen(self.holder, grant.token, grant.remaining)
         new = self.token != grant.token
         self.token = grant.token
         self.reason = ""
@@ -141,6 +183,8 @@ class LeaderLease:
         )
         self.token = None
         self._valid_until = 0.0
+        if self.current is not None and self.current.holder == self.holder:
+            self.current = None  # not this instance any more; who else holds it, the next tick says
         self.reason = why
         self.changed.set()
 
@@ -168,6 +212,7 @@ class LeaderLease:
                 "nothing more is written to AD"
             )
         self._valid_until = sent + remaining
+        self._seen(self.holder, token, remaining)
 
     # -- the renewing thread ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -193,6 +238,7 @@ class LeaderLease:
             try:
                 with self._lock:
                     self.store.release_lease(self.name, self.holder, token)
+                self.current = None  # released: nobody holds it until a standby takes it
                 log.info("leader lease released", extra={"event": "role", "role": "stopped", "token": token})
             except StateError as exc:
                 log.warning("cannot release the leader lease (it runs out by itself): %s", exc)

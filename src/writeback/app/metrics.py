@@ -25,6 +25,7 @@ STATUSES = ("starting", "ok", "held", "degraded", "quarantined", "stopped")
 
 class HealthLike(Protocol):
     status: str
+    role: str
     consecutive_failures: int
     last_success: float | None
     last_cycle_seconds: float | None
@@ -67,6 +68,11 @@ def membership_delta(results: Iterable[_Applied]) -> int:
     return member_value_delta(r.change for r in results if r.ok)
 
 
+def is_leader(health: HealthLike) -> bool:
+    """Whether this instance is the active one, as its health says: role active and not stopped."""
+    return health.role == "active" and health.status != "stopped"
+
+
 class _HealthCollector(Collector):
     def __init__(self, health: Callable[[], HealthLike], counts: Callable[[], Mapping[str, int]]) -> None:
         self.health, self.counts = health, counts
@@ -79,6 +85,11 @@ class _HealthCollector(Collector):
         for s in STATUSES:
             status.add_metric([s], 1.0 if h.status == s else 0.0)
         yield status
+        yield GaugeMetricFamily(
+            "writeback_leader",
+            "1 while this instance is the active one (holds the leader lease; a SQLite state: while running)",
+            value=is_leader(h),
+        )
         yield GaugeMetricFamily(
             "writeback_quarantined",
             "1 while quarantined (cycles keep failing)",

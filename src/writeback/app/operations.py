@@ -8,6 +8,8 @@ claim for its whole pass (:func:`writeback.app.wiring.writer_claim`).
 
 from __future__ import annotations
 
+import getpass
+import os
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -19,6 +21,7 @@ from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.app.wiring import build_engine, build_store, writer_claim
 from writeback.config import Settings
 from writeback.core.planning import Plan
+from writeback.core.ports import LogRecord
 from writeback.errors import ConfigError
 
 
@@ -68,20 +71,41 @@ def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> P
     :class:`~writeback.errors.StateLockedError` while a service holds it)."""
     with writer_claim(settings, "provision") as guard:
         engine = build_engine(settings)
+        run_id = uuid.uuid4().hex[:12]
         try:
-            return provision_group(
-                ReconcilePass(engine, guard=guard), group, emit, run_id=uuid.uuid4().hex[:12]
+            # The operator's request, in the run's id (the console logs its token's name the same way).
+            request = {"reason": f"provision on demand of {group!r}", "requested": group}
+            engine.store.log_rows(
+                [LogRecord(run_id, "provision", "info", group_name=group, detail=request, actor=os_user())]
             )
+            return provision_group(ReconcilePass(engine, guard=guard), group, emit, run_id=run_id)
         finally:
             engine.close()
 
 
+def os_user() -> str:
+    """Who runs this command, for the log's actor: the login name, else the uid."""
+    try:
+        return getpass.getuser()
+    except OSError:  # no login name in the environment or the password database (a bare container)
+        return f"uid {os.getuid()}"
+
+
 def allow(settings: Settings, allowances: Allowances) -> None:
-    """Record an operator's allowance for a running service (used by its next full reconcile)."""
+    """Record an operator's allowance for a running service (used by its next full reconcile), and a log row
+    saying who allowed what: the OS user running the command (the console names its token instead)."""
     if allowances == Allowances():
         raise ConfigError("nothing to allow: give --deletes N, --removals N and/or --updates N")
+    record = LogRecord(
+        uuid.uuid4().hex[:12],
+        "allow",
+        "info",
+        detail={"reason": "allowed once for the next reconcile", **asdict(allowances)},
+        actor=os_user(),
+    )
     store = build_store(settings)
     try:
         store.set_allowances(asdict(allowances))
+        store.log_rows([record])
     finally:
         store.close()

@@ -37,6 +37,7 @@ import os
 import queue
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -68,6 +69,12 @@ class Health:
     message: str = "starting"
     role: str = "active"  # active, standby (the leader lease; always active with a SQLite state)
     lease_token: int | None = None  # the fencing token while active (PostgreSQL state)
+    # This instance (host:pid, or the lease's host:pid:random), and the instance holding the leader lease with
+    # the lease's end (PostgreSQL state: the other instance's while standing by). With a SQLite state the holder
+    # is this instance (its writer lock has no end) and lease_expires stays None.
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    lease_holder: str | None = None
+    lease_expires: float | None = None
     started: float = field(default_factory=time.time)
     last_cycle: float | None = None
     last_success: float | None = None
@@ -399,7 +406,11 @@ class Service:
         """Whether this instance is the active one now (always, without a lease); keeps ``role`` up to date."""
         h = self.health
         if self.lease is None:
+            h.lease_holder = h.instance  # the writer lock's holder: this process
             return True
+        seen = self.lease.current
+        h.instance = self.lease.holder
+        h.lease_holder, h.lease_expires = (seen.holder, seen.expires) if seen else (None, None)
         if not self.lease.active:
             if h.role != "standby" or h.status != "standby":
                 h.role, h.lease_token, h.status = "standby", None, "standby"

@@ -347,9 +347,10 @@ def cmd_log(args: argparse.Namespace) -> int:
         info = e.error or ""
         if not info and e.detail:
             info = ", ".join(f"{k}={v}" for k, v in e.detail.items())
-        rows.append([when, e.run_id, e.action, e.result, e.group_name or e.cloud_id or "", info[:120]])
+        group = e.group_name or e.cloud_id or ""
+        rows.append([when, e.run_id, e.action, e.result, group, e.actor or "", info[:120]])
     print(
-        render_table(rows, ["time (UTC)", "run", "action", "result", "group", "detail"])
+        render_table(rows, ["time (UTC)", "run", "action", "result", "group", "by", "detail"])
         if rows
         else "No log entries."
     )

@@ -3,8 +3,14 @@
 Every route but ``/healthz``, ``/readyz``, ``/static`` and the sign-in page needs a signed-in principal (a
 session cookie or ``Authorization: Bearer``); ``/metrics`` too unless ``console.metrics_public``. Operator
 actions (Allow, Clear quarantine, Reconcile now, Provision) need the operator role, and from a browser session
-the session's CSRF token. Times in the API are ISO 8601 (UTC) besides Unix seconds where the health file has
-them. Pages read without JavaScript; htmx only refreshes parts of them.
+the session's CSRF token. Each operator action is also a provisioning-log row (action ``allow``, ``reconcile``,
+``clear_quarantine`` or ``provision``, result ``info``) naming the acting token's name in ``actor``, never the
+token. Times in the API are ISO 8601 (UTC) besides Unix seconds where the health file has them. Pages read
+without JavaScript; htmx only refreshes parts of them.
+
+The status's ``role`` (active, standby, stopped), lease ``holder`` and ``leaseExpires`` come from the leader
+lease as its thread last learnt them from the database (every ``lease_renew_interval``); the health file and
+``/metrics`` (``writeback_leader``) follow the service loop, which looks at the lease before every cycle.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +38,18 @@ from starlette.staticfiles import StaticFiles
 
 from writeback.adapters.state.sqlbase import LogQuery
 from writeback.app.engine import Allowances, Engine
+from writeback.app.lease import describe_instance
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
 from writeback.console.auth import Authenticator, Principal
 from writeback.console.backend import ServiceBackend
-from writeback.core.ports import LOG_RESULTS
+from writeback.core.ports import LOG_RESULTS, LogRecord
 from writeback.errors import StateLockedError, WritebackError
 
+log = logging.getLogger("writeback.console")
 HERE = Path(__file__).parent
 COOKIE = "wb_session"
-LOG_COLUMNS = ("id", "time", "run_id", "action", "result", "cloud_id", "group_name", "dn", "error")
+LOG_COLUMNS = ("id", "time", "run_id", "action", "result", "cloud_id", "group_name", "dn", "error", "actor")
 
 
 def iso(ts: float | None) -> str | None:
@@ -123,6 +134,21 @@ def entry_dict(e: Any) -> dict[str, Any]:
         d["modifiedProperties"].append(
             {"displayName": "distinguishedName", "oldValue": e.dn, "newValue": detail["new_dn"]}
         )
+    # Graph's initiatedBy: an operator's action names the token (or OS user); the rest is writeback's own.
+    d["initiatedBy"] = (
+        {"displayName": e.actor, "initiatorType": "user"}
+        if e.actor
+        else {"displayName": "writeback", "initiatorType": "system"}
+    )
+    if e.actor and not detail.get("steps"):
+        d["steps"] = [
+            {
+                "type": "request",
+                "status": "success",
+                "description": f"{detail.get('reason') or e.action}, asked by {e.actor}",
+            }
+        ]
+        return d
     d["steps"] = detail.get("steps") or [
         {"type": "import", "status": "success", "description": "read from Microsoft Graph (cloud replica)"},
         {"type": "matching", "status": "success", "description": f"AD group {e.dn or '(none)'}"},
@@ -301,8 +327,35 @@ class Console:
         return Response(self.backend.metrics.render(), media_type=CONTENT_TYPE)
 
     # -- status ---------------------------------------------------------------------------------------------
+    def leadership(self, h: dict[str, Any]) -> dict[str, Any]:
+        """This instance's role (active, standby, stopped), who holds the leader lease and when it ends.
+
+        With a PostgreSQL state: what the lease last learnt from the database (the standby names the active
+        instance). With a SQLite state there is no lease: the role is active while the service runs, the holder
+        this instance (its writer lock) and the expiry None, as a lock has no end; after a stop, no holder."""
+        lease = self.backend.service.lease
+        stopped = h["status"] == "stopped"
+        if lease is None:
+            holder = None if stopped else {**describe_instance(h["instance"]), "token": None}
+            return {
+                "role": "stopped" if stopped else "active",
+                "instance": h["instance"],
+                "holder": holder,
+                "leaseExpires": None,
+                "leaseCheckedAt": None,
+            }
+        seen = lease.current
+        return {
+            "role": "stopped" if stopped else lease.role,
+            "instance": lease.holder,
+            "holder": seen.to_dict() if seen else None,
+            "leaseExpires": iso(seen.expires) if seen else None,
+            "leaseCheckedAt": iso(seen.checked) if seen else None,
+        }
+
     def status(self) -> dict[str, Any]:
-        """The status after Graph's synchronizationStatus (code, quarantine, last executions)."""
+        """The status after Graph's synchronizationStatus (code, quarantine, last executions), with this
+        instance's role and the leader lease's holder (:meth:`leadership`)."""
         h = self.backend.health()
         with self.backend.store() as store:
             applied = store.applied_dns()
@@ -314,6 +367,7 @@ class Console:
         return {
             "status": h["status"],
             "message": h["message"],
+            **self.leadership(h),
             "code": code,
             "ready": ready,
             "readyReason": why,
@@ -362,21 +416,77 @@ class Console:
         if allow == Allowances() or min(allow.deletes, allow.removals, allow.updates) < 0:
             return self._error(request, 400, "nothing to allow: give deletes, removals and/or updates (> 0)")
         await run_in_threadpool(self.backend.allow, allow)
-        return self._done(request, f"Allowed for the next reconcile (a deep one, started now): {allow}", who)
+        row = await self._journal(
+            who,
+            "allow",
+            {"reason": "allowed once for the next reconcile", **asdict(allow)},
+        )
+        return self._done(
+            request, f"Allowed for the next reconcile (a deep one, started now): {allow}", who, row
+        )
 
     async def clear_quarantine(self, request: Request, who: Principal) -> Response:
+        h = self.backend.health()
         self.backend.clear_quarantine()
-        return self._done(request, "Quarantine cleared; a reconcile starts now.", who)
+        row = await self._journal(
+            who,
+            "clear_quarantine",
+            {
+                "reason": "quarantine cleared; a reconcile starts now",
+                "status_before": h["status"],
+                "failed_cycles_before": h["consecutive_failures"],
+            },
+        )
+        return self._done(request, "Quarantine cleared; a reconcile starts now.", who, row)
 
     async def reconcile(self, request: Request, who: Principal) -> Response:
         self.backend.reconcile_now()
+        row = await self._journal(who, "reconcile", {"reason": "a deep reconcile, started now"})
         return self._done(
-            request, "A deep reconcile starts now: every managed group is read and compared.", who
+            request, "A deep reconcile starts now: every managed group is read and compared.", who, row
         )
 
-    def _done(self, request: Request, message: str, who: Principal) -> Response:
+    async def _journal(
+        self,
+        who: Principal,
+        action: str,
+        detail: dict[str, object],
+        *,
+        run_id: str | None = None,
+        group_name: str | None = None,
+    ) -> int | None:
+        """Record an operator's action in the provisioning log, naming the token (never the token itself); the
+        row's id, or None when the state cannot take it. Best effort: the action is done by then, and clearing
+        a quarantine must work even while the state is what fails."""
+        record = LogRecord(
+            run_id or uuid.uuid4().hex[:12],
+            action,
+            "info",
+            group_name=group_name,
+            detail=detail,
+            actor=who.name,
+        )
+
+        def write() -> int:
+            with self.backend.store() as store:
+                return store.log_rows([record])[0]
+
+        try:
+            return await run_in_threadpool(write)
+        except WritebackError as exc:
+            log.warning(
+                "%s by %s was done but not recorded in the provisioning log: %s",
+                action,
+                who.name,
+                exc,
+                extra={"event": "operator_action", "action": action, "actor": who.name},
+            )
+            return None
+
+    def _done(self, request: Request, message: str, who: Principal, row: int | None) -> Response:
         if request.url.path.startswith("/api/"):
-            return JSONResponse({"ok": True, "message": message, "by": who.name}, status_code=202)
+            body: dict[str, Any] = {"ok": True, "message": message, "by": who.name, "logId": row}
+            return JSONResponse(body, status_code=202)
         return RedirectResponse("/?done=" + message.split(":")[0].replace(" ", "+"), status_code=303)
 
     # -- provisioning log -----------------------------------------------------------------------------------
@@ -526,8 +636,16 @@ class Console:
             return self._error(request, 400, "give the group: its name or object id")
         try:
             run = self.backend.provision(group)
-        except StateLockedError as exc:
+        except StateLockedError as exc:  # a standby: it names the active instance and writes nothing
             return self._error(request, 409, str(exc))
+        # The operator's request, in the run's id so the log shows it with the rows the run writes.
+        await self._journal(
+            who,
+            "provision",
+            {"reason": f"provision on demand of {group!r}", "requested": group},
+            run_id=run.id,
+            group_name=group,
+        )
         if request.url.path.startswith("/api/"):
             return JSONResponse(
                 run.to_dict(), status_code=202, headers={"Location": f"/api/provision/{run.id}"}

@@ -264,6 +264,7 @@ class LogRecord:
     dn: str | None = None
     error: str | None = None
     detail: dict[str, object] | None = None
+    actor: str | None = None  # an operator's action: the console token's name or the OS user; else None
 
 
 class Store(ReplicaStore, UserCache, Protocol):

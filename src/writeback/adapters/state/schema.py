@@ -90,12 +90,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX users_by_account_sid ON users (account_sid);
     CREATE INDEX users_by_account_guid ON users (account_guid);
     """,
+    # 8: who did it: the console token's name (or the OS user of `writeback allow`) on a log row that records
+    # an operator's action (allow, reconcile, clear_quarantine, provision). NULL for the rows the engine writes
+    # on its own, and for every row written before this migration.
+    """
+    ALTER TABLE log ADD COLUMN actor TEXT;
+    """,
 )
 
 # The migration that adds the users' account key columns. Its SQL cannot fill them: turning
 # onPremisesImmutableId (base64) into a GUID string needs functions SQLite lacks, and writing the rule a second
 # time in SQL would give it two places. The store fills them with account_keys, in the migration's transaction.
 ACCOUNT_KEYS_VERSION = 7
+
+# The migration that adds the log's actor column (who did an operator's action).
+LOG_ACTOR_VERSION = 8
 
 MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied {float})"

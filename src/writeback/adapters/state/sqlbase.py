@@ -208,6 +208,7 @@ class LogEntry:
     result: str
     error: str | None
     detail: dict[str, Any] | None
+    actor: str | None = None  # who asked for it (an operator's action); None for the engine's own rows
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,11 +233,12 @@ INTERRUPTED_MESSAGE = (
     "been applied; the next apply planned from what AD then held and finished it"
 )
 
-_LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail"
+_LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail, actor"
 
 
 def _log_entry(r: Any) -> LogEntry:
-    return LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], json.loads(r[9]) if r[9] else None)
+    detail = json.loads(r[9]) if r[9] else None
+    return LogEntry(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], detail, r[10])
 
 
 @dataclass(frozen=True)
@@ -643,9 +645,11 @@ class SqlStore:
         dn: str | None = None,
         error: str | None = None,
         detail: dict[str, Any] | None = None,
+        actor: str | None = None,
     ) -> None:
         self.db.execute(
-            "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail, actor) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 time.time(),
                 run_id,
@@ -656,6 +660,7 @@ class SqlStore:
                 result,
                 error,
                 json.dumps(detail, default=str) if detail else None,
+                actor,
             ),
         )
 
@@ -671,8 +676,8 @@ class SqlStore:
         with self.batch():
             for r in records:
                 row = self.db.execute(
-                    "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail) "
-                    "VALUES (?,?,?,?,?,?,?,?,?) RETURNING id",
+                    "INSERT INTO log (time, run_id, cloud_id, group_name, dn, action, result, error, detail, "
+                    "actor) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
                     (
                         now,
                         r.run_id,
@@ -683,6 +688,7 @@ class SqlStore:
                         r.result,
                         r.error,
                         json.dumps(r.detail, default=str) if r.detail else None,
+                        r.actor,
                     ),
                 ).fetchone()
                 ids.append(int(row[0]))
@@ -760,7 +766,7 @@ class SqlStore:
             where.append("time >= ?")
             args.append(since)
         sql = (
-            "SELECT id, time, run_id, cloud_id, group_name, dn, action, result, error, detail FROM log"  # noqa: S608 - fixed column names, values bound
+            f"SELECT {_LOG_COLUMNS} FROM log"  # noqa: S608 - fixed column names, values bound
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY id DESC LIMIT ?"
         )
