@@ -74,7 +74,7 @@ def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> P
         run_id = uuid.uuid4().hex[:12]
         try:
             # The operator's request, in the run's id (the console logs its token's name the same way).
-            request = {"reason": f"provision on demand of {group!r}", "requested": group}
+            request: dict[str, object] = {"reason": f"provision on demand of {group!r}", "requested": group}
             engine.store.log_rows(
                 [LogRecord(run_id, "provision", "info", group_name=group, detail=request, actor=os_user())]
             )
