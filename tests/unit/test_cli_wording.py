@@ -192,3 +192,23 @@ def test_a_saved_plan_passes_the_check(tmp_path: Path) -> None:
     file = tmp_path / "next.json"
     file.write_text(json.dumps(plan.to_dict()))
     assert Plan.from_dict(cli._saved_plan(str(file))) == plan
+
+
+@pytest.mark.parametrize(
+    ("departments", "line"),
+    [
+        (["Sales"], "1 of 1 user matches."),
+        (["Sales", "IT"], "1 of 2 users matches."),
+        (["IT"] * 2, "0 of 2 users match."),
+    ],
+)
+def test_rules_test_counts_users(
+    departments: list[str], line: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from writeback.cli import rules as rules_cli
+
+    users = [{"id": str(i), "displayName": f"U{i}", "department": d} for i, d in enumerate(departments)]
+    monkeypatch.setattr(rules_cli, "_load_users", lambda args, loader: users)
+    args = argparse.Namespace(rule='user.department -eq "Sales"', rules_cmd="test", user=None, limit=50)
+    assert rules_cli.main(args, lambda a: object()) == 0
+    assert capsys.readouterr().out.splitlines()[0] == line
