@@ -6,11 +6,12 @@ variable or a file), resolved by :func:`resolve_secret` only when a connection i
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -21,11 +22,16 @@ from writeback.core.rules import compile_rule
 from writeback.errors import ConfigError, RuleError
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
+DEFAULT_CN_STYLE = "cloud_sync"  # mapping.cn_style: which of CN_STYLES gives mapping.cn when it is not set
 CONNECT_CN = 'Append("Group_",[objectId])'
 # Connect Sync's "Writeback Group Distinguished Name with cloud Display Name": <displayName>_<last 12 of the id>
 # (the same shape as Cloud Sync's default; Left(...,51) keeps the CN within AD's 64 characters).
 CONNECT_DISPLAY_NAME_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
-CN_STYLES = {"cloud_sync": DEFAULT_CN, "connect": CONNECT_CN, "connect_display_name": CONNECT_DISPLAY_NAME_CN}
+CN_STYLES = {
+    DEFAULT_CN_STYLE: DEFAULT_CN,
+    "connect": CONNECT_CN,
+    "connect_display_name": CONNECT_DISPLAY_NAME_CN,
+}
 DEFAULT_DESCRIPTION = "Left(Trim([description]),448)"
 DEFAULT_DISPLAY_NAME = "[displayName]"
 ANCHOR_MODES = ("auto", "msDS-ExternalDirectoryObjectId", "adminDescription", "both")
@@ -93,7 +99,7 @@ class TargetSettings:
 @dataclass(frozen=True)
 class FilterClause:
     attribute: str
-    operator: str
+    operator: str = "EQUALS"
     value: str | None = None
 
 
@@ -107,6 +113,12 @@ class ScopeSettings:
     # groups and mail-enabled groups (mail-enabled security, distribution lists) join only when asked.
     include_microsoft365: bool = False
     include_mail_enabled: bool = False
+
+    @property
+    def cloud_enabled(self) -> bool:
+        """Whether cloud groups are written at all: false with mode "none" (on-prem dynamic groups only; no
+        [source] is needed and Graph is never called)."""
+        return self.mode != "none"
 
 
 @dataclass(frozen=True)
@@ -209,13 +221,13 @@ class AlertSettings:
 def _console(root: Mapping[str, Any], file: str, path: Callable[[str | None], str | None]) -> ConsoleSettings:
     c = _table(root, "console", file)
     console = ConsoleSettings(
-        tokens_file=path(c.get("tokens_file", str, None)),
-        certificate_file=path(c.get("certificate_file", str, None)),
-        private_key_file=path(c.get("private_key_file", str, None)),
-        allow_insecure_http=c.get("allow_insecure_http", bool, False),
-        metrics_public=c.get("metrics_public", bool, False),
+        tokens_file=path(c.get("tokens_file", str)),
+        certificate_file=path(c.get("certificate_file", str)),
+        private_key_file=path(c.get("private_key_file", str)),
+        allow_insecure_http=c.get("allow_insecure_http", bool),
+        metrics_public=c.get("metrics_public", bool),
         log_retention_days=c.get(
-            "log_retention_days", float, 90.0, lambda v: None if v >= 0 else "must be 0 (keep all) or more"
+            "log_retention_days", float, check=lambda v: None if v >= 0 else "must be 0 (keep all) or more"
         ),
     )
     if bool(console.certificate_file) != bool(console.private_key_file):
@@ -227,18 +239,18 @@ def _console(root: Mapping[str, Any], file: str, path: Callable[[str | None], st
 def _alerts(root: Mapping[str, Any], file: str, path: Callable[[str | None], str | None]) -> AlertSettings:
     a = _table(root, "alerts", file)
     alerts = AlertSettings(
-        webhook_url=a.get("webhook_url", str, None, _url(("https", "http")), echo=False),
-        event_webhook_url=a.get("event_webhook_url", str, None, _url(("https", "http")), echo=False),
-        smtp_host=a.get("smtp_host", str, None),
-        smtp_port=a.get("smtp_port", int, 25, _positive),
-        smtp_starttls=a.get("smtp_starttls", bool, True),
-        smtp_username=a.get("smtp_username", str, None),
+        webhook_url=a.get("webhook_url", str, check=_url(("https", "http")), echo=False),
+        event_webhook_url=a.get("event_webhook_url", str, check=_url(("https", "http")), echo=False),
+        smtp_host=a.get("smtp_host", str),
+        smtp_port=a.get("smtp_port", int, check=_positive),
+        smtp_starttls=a.get("smtp_starttls", bool),
+        smtp_username=a.get("smtp_username", str),
         smtp_password=_resolved(a.secret("smtp_password", required=False), path),
-        mail_from=a.get("mail_from", str, None),
+        mail_from=a.get("mail_from", str),
         mail_to=a.strings("mail_to"),
-        failing_for=a.get("failing_for", float, 900.0, _positive),
-        min_interval=a.get("min_interval", float, 900.0, lambda v: None if v >= 0 else "must be 0 or more"),
-        ca_file=path(a.get("ca_file", str, None)),
+        failing_for=a.get("failing_for", float, check=_positive),
+        min_interval=a.get("min_interval", float, check=lambda v: None if v >= 0 else "must be 0 or more"),
+        ca_file=path(a.get("ca_file", str)),
     )
     if alerts.smtp_host and not (alerts.mail_from and alerts.mail_to):
         raise a.error("mail_to", "e-mail alerts (smtp_host) need mail_from and mail_to")
@@ -281,11 +293,98 @@ class Settings:
 T = TypeVar("T")
 
 
-class _Reader:
-    """Typed access to one TOML table with file/key-qualified errors and unknown-key detection."""
+class _FromField:
+    """The default of :meth:`_Reader.get`: the settings field's own default (required when it has none)."""
 
-    def __init__(self, data: Mapping[str, Any], file: str, prefix: str) -> None:
-        self.data, self.file, self.prefix, self.used = data, file, prefix, set[str]()
+
+_FROM_FIELD = _FromField()
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """What one TOML table may hold, and the defaults of the keys that have one.
+
+    Derived from the table's settings dataclass (:func:`_spec`), so each default is written once: in the
+    dataclass. A key without a default is required."""
+
+    keys: frozenset[str]
+    defaults: Mapping[str, Callable[[], Any]]
+
+
+def _spec(cls: type, *, renamed: Mapping[str, str] | None = None, extra: tuple[str, ...] = ()) -> _Spec:
+    """The keys of ``cls``'s table: one per field (``renamed`` maps a field to a differently named key), a
+    secret field as NAME_env / NAME_file (NAME itself is known so that it can be refused as an inline secret),
+    plus ``extra`` keys that are no field (read with an explicit default)."""
+    keys, defaults = set(extra), dict[str, Callable[[], Any]]()
+    for f in fields(cls):
+        key = (renamed or {}).get(f.name, f.name)
+        keys.add(key)
+        if "SecretRef" in str(f.type):
+            keys |= {f"{key}_env", f"{key}_file"}
+        elif f.default is not MISSING:
+            defaults[key] = _constant(f.default)
+        elif f.default_factory is not MISSING:
+            defaults[key] = f.default_factory
+    return _Spec(frozenset(keys), defaults)
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+_TABLES: dict[str, _Spec] = {
+    "source": _spec(SourceSettings),
+    "target": _spec(TargetSettings, renamed={"gc_urls": "gc_url"}),
+    "scope": _spec(ScopeSettings),
+    "mapping": _spec(MappingSettings, extra=("cn_style",)),
+    "members": _spec(MemberSettings),
+    "safety": _spec(SafetySettings),
+    "state": _spec(StateSettings),
+    "service": _spec(ServiceSettings),
+    "dynamic_groups": _spec(DynamicGroupSettings),  # an array of tables, one per group
+    "console": _spec(ConsoleSettings),
+    "alerts": _spec(AlertSettings),
+}
+_FILTER = _Spec(frozenset({"clauses"}), {})  # one [[scope.filters]] table
+_CLAUSE = _spec(FilterClause)
+
+
+def _check_keys(data: Mapping[str, Any], spec: _Spec, file: str, prefix: str) -> None:
+    """Refuse the first unknown key of a table, naming the known key it most likely misspells.
+
+    Called before any value of the table is read, so a misspelt required key is reported as misspelt, not
+    only as missing."""
+    unknown = sorted(set(data) - spec.keys)
+    if unknown:
+        raise ConfigError(
+            _unknown_reason(unknown[0], spec.keys, f"[{prefix}]", "setting"),
+            file=file,
+            key=f"{prefix}.{unknown[0]}",
+        )
+
+
+def _unknown_reason(name: str, known: frozenset[str] | set[str], where: str, what: str) -> str:
+    """``unknown setting `taget_ou` in [target], did you mean `target_ou`?``: a close match from the known
+    names (difflib), else the table a known setting of that name belongs in, else where every setting is
+    listed."""
+    reason = f"unknown {what} `{name}`" + (f" in {where}" if where else "")
+    if close := difflib.get_close_matches(name, sorted(known), n=1):
+        return f"{reason}, did you mean `{close[0]}`?"
+    homes = [table for table, spec in _TABLES.items() if name in spec.keys]
+    if what == "setting" and homes:
+        return f"{reason}; `{name}` is a setting of [{'] or ['.join(homes)}]"
+    return f"{reason} (check the spelling; examples/writeback.toml lists every {what})"
+
+
+class _Reader:
+    """Typed access to one TOML table with file/key-qualified errors and unknown-key detection.
+
+    Defaults come from the table's :class:`_Spec` (the settings dataclass); unknown keys are refused when the
+    reader is made, before anything is read."""
+
+    def __init__(self, data: Mapping[str, Any], file: str, prefix: str, spec: _Spec) -> None:
+        _check_keys(data, spec, file, prefix)
+        self.data, self.file, self.prefix, self.spec, self.used = data, file, prefix, spec, set[str]()
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -297,15 +396,19 @@ class _Reader:
         self,
         name: str,
         kind: type[T] | tuple[type, ...],
-        default: Any = ...,
+        default: Any = _FROM_FIELD,
         check: Callable[[Any], str | None] | None = None,
         *,
         echo: bool = True,
     ) -> Any:
+        if name not in self.spec.keys:  # a parser bug, not a config problem: every key read is declared
+            raise AssertionError(f"{self.key(name)} is read but not declared in its table's _Spec")
         self.used.add(name)
         if name not in self.data:
-            if default is ...:
-                raise self.error(name, "is required")
+            if isinstance(default, _FromField):
+                if name not in self.spec.defaults:
+                    raise self.error(name, "is required")
+                return self.spec.defaults[name]()
             return default
         value = self.data[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -318,14 +421,14 @@ class _Reader:
             raise self.error(name, problem)
         return value
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, name: str, choices: tuple[str, ...], default: Any = _FROM_FIELD) -> str:
         value: str = self.get(name, str, default)
         if value not in choices:
             raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
         return value
 
-    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(name, list, list(default))
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.get(name, list)
         if not all(isinstance(v, str) for v in value):
             raise self.error(name, "must be a list of strings")
         return tuple(value)
@@ -335,6 +438,7 @@ class _Reader:
         # printed to a terminal, a CI log or the journal.
         env = self.get(f"{name}_env", str, None, _env_name, echo=False)
         file = self.get(f"{name}_file", str, None, echo=False)
+        self.used.add(name)
         if name in self.data:
             raise self.error(name, f"secrets are not allowed inline; use {name}_env or {name}_file")
         if env and file:
@@ -348,11 +452,11 @@ class _Reader:
         return SecretRef(env=env, file=file)
 
     def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
+        """A declared key the parser never read would be silently ignored: refuse it as unknown instead."""
+        unread = sorted(set(self.data) - self.used)
+        if unread:
             raise self.error(
-                unknown[0],
-                "unknown setting (check the spelling; examples/writeback.toml lists every setting)",
+                unread[0], "is declared but not read by this version of writeback (a bug: report it)"
             )
 
 
@@ -415,11 +519,25 @@ def _table(root: Mapping[str, Any], name: str, file: str, required: bool = False
     if name not in root:
         if required:
             raise ConfigError(f"the [{name}] table is required", file=file)
-        return _Reader({}, file, name)
+        return _Reader({}, file, name, _TABLES[name])
     value = root[name]
     if not isinstance(value, dict):
         raise ConfigError("must be a table", file=file, key=name)
-    return _Reader(value, file, name)
+    return _Reader(value, file, name, _TABLES[name])
+
+
+def _check_every_table(root: Mapping[str, Any], file: str) -> None:
+    """Unknown tables and keys anywhere in the file, before any value is read: a misspelling is reported as
+    one even when it also leaves a required key missing (in its own table or another)."""
+    unknown = sorted(set(root) - set(_TABLES))
+    if unknown:
+        raise ConfigError(_unknown_reason(unknown[0], set(_TABLES), "", "table"), file=file, key=unknown[0])
+    for name, value in root.items():
+        items = value if name == "dynamic_groups" and isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            prefix = f"{name}[{i}]" if name == "dynamic_groups" else name
+            if isinstance(item, dict):
+                _check_keys(item, _TABLES[name], file, prefix)
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[Any], str | None]:
@@ -479,19 +597,12 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     def path(value: str | None) -> str | None:
         return None if value is None else str((base_dir / os.path.expanduser(value)).resolve())
 
-    unknown = sorted(
-        set(root)
-        - {"source", "target", "scope", "mapping", "members", "safety", "state", "service", "dynamic_groups"}
-        - {"console", "alerts"}
-    )
-    if unknown:
-        raise ConfigError("unknown table", file=file, key=unknown[0])
-
-    scope_mode = root.get("scope", {}).get("mode") if isinstance(root.get("scope"), dict) else None
-    source = _source(root, file, path, required=scope_mode != "none")
+    _check_every_table(root, file)
+    scope = _scope(root, file)
+    source = _source(root, file, path, required=scope.cloud_enabled)
 
     t = _table(root, "target", file, required=True)
-    insecure = t.get("insecure_plain_ldap", bool, False)
+    insecure = t.get("insecure_plain_ldap", bool)
     urls = t.get("ldap_urls", list, check=_url(("ldaps", "ldap")))
     if not urls:
         raise t.error("ldap_urls", "needs at least one URL")
@@ -501,12 +612,12 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         bind_password=_resolved(t.secret("bind_password", required=True), path) or SecretRef(),
         base_dn=t.get("base_dn", str),
         target_ou=t.get("target_ou", str),
-        gc_urls=_one_or_more(t.get("gc_url", (str, list), None, _gc_url)),
-        ca_file=path(t.get("ca_file", str, None)),
+        gc_urls=_one_or_more(t.get("gc_url", (str, list), check=_gc_url)),
+        ca_file=path(t.get("ca_file", str)),
         insecure_plain_ldap=insecure,
-        page_size=t.get("page_size", int, 1000, _positive),
-        max_values_per_modify=t.get("max_values_per_modify", int, 5000, _positive),
-        timeout=t.get("timeout", float, 30.0, _positive),
+        page_size=t.get("page_size", int, check=_positive),
+        max_values_per_modify=t.get("max_values_per_modify", int, check=_positive),
+        timeout=t.get("timeout", float, check=_positive),
     )
     t.finish()
     if not is_within(target.target_ou, target.base_dn):
@@ -516,78 +627,53 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
             key="target.target_ou",
         )
 
-    sc = _table(root, "scope", file)
-    filters_raw = sc.get("filters", list, [])
-    filters: list[tuple[FilterClause, ...]] = []
-    for i, f in enumerate(filters_raw):
-        clauses_raw = f.get("clauses") if isinstance(f, dict) else None
-        if not isinstance(clauses_raw, list) or not clauses_raw:
-            raise sc.error(f"filters[{i}]", "must be a table with a non-empty 'clauses' list")
-        clauses = []
-        for j, c in enumerate(clauses_raw):
-            cr = _Reader(c if isinstance(c, dict) else {}, file, f"scope.filters[{i}].clauses[{j}]")
-            op = cr.choice("operator", FILTER_OPERATORS, "EQUALS")
-            clauses.append(FilterClause(cr.get("attribute", str), op, cr.get("value", str, None)))
-            cr.finish()
-        filters.append(tuple(clauses))
-    scope = ScopeSettings(
-        mode=sc.choice("mode", SCOPE_MODES, "all"),
-        group_ids=sc.strings("group_ids"),
-        filters=tuple(filters),
-        include_microsoft365=sc.get("include_microsoft365", bool, False),
-        include_mail_enabled=sc.get("include_mail_enabled", bool, False),
-    )
-    if scope.mode == "selected" and not scope.group_ids:
-        raise sc.error("group_ids", 'mode = "selected" needs at least one group id')
-    sc.finish()
-
     m = _table(root, "mapping", file)
-    cn_style = m.choice("cn_style", tuple(CN_STYLES), "cloud_sync")
-    attrs = m.get("attributes", dict, {})
+    cn_style = m.choice("cn_style", tuple(CN_STYLES), DEFAULT_CN_STYLE)
+    attrs = m.get("attributes", dict)
     mapping = MappingSettings(
         cn=m.get("cn", str, CN_STYLES[cn_style]),
-        target_ou=m.get("target_ou", str, None),
-        description=m.get("description", str, DEFAULT_DESCRIPTION),
-        display_name=m.get("display_name", str, DEFAULT_DISPLAY_NAME),
-        sam_account_name=m.get("sam_account_name", str, None),
-        anchor=m.choice("anchor", ANCHOR_MODES, "auto"),
-        group_scope=m.get("group_scope", str, "universal"),
+        target_ou=m.get("target_ou", str),
+        description=m.get("description", str),
+        display_name=m.get("display_name", str),
+        sam_account_name=m.get("sam_account_name", str),
+        anchor=m.choice("anchor", ANCHOR_MODES),
+        group_scope=m.get("group_scope", str),
         attributes={str(k): str(v) for k, v in attrs.items()},
-        keep_adopted_names=m.get("keep_adopted_names", bool, True),
-        create_missing_originals=m.get("create_missing_originals", bool, False),
-        secondary_smtp_addresses=m.get("secondary_smtp_addresses", bool, False),
+        keep_adopted_names=m.get("keep_adopted_names", bool),
+        create_missing_originals=m.get("create_missing_originals", bool),
+        secondary_smtp_addresses=m.get("secondary_smtp_addresses", bool),
     )
     m.finish()
     _check_expressions(mapping, file)
 
     mb = _table(root, "members", file)
-    order = mb.strings("match_order", ("sid", "immutable_id"))
+    order = mb.strings("match_order")
     bad = [o for o in order if o not in MATCHERS]
     if bad or not order:
         raise mb.error("match_order", f"must list one or more of {', '.join(MATCHERS)}; got {list(order)}")
     members = MemberSettings(
-        order, mb.get("max_members", int, 50_000, _positive), mb.get("nested_groups", bool, True)
+        order, mb.get("max_members", int, check=_positive), mb.get("nested_groups", bool)
     )
     mb.finish()
 
     sf = _table(root, "safety", file)
     safety = SafetySettings(
         delete_threshold=sf.get(
-            "delete_threshold", int, 10, lambda v: None if v >= 0 else "must be 0 or more"
+            "delete_threshold", int, check=lambda v: None if v >= 0 else "must be 0 or more"
         ),
-        member_removal_percent=float(sf.get("member_removal_percent", float, 30.0, _percent)),
-        update_percent=float(sf.get("update_percent", float, 30.0, _percent)),
-        on_soft_delete=sf.choice("on_soft_delete", DELETE_POLICIES, "keep"),
-        on_out_of_scope=sf.choice("on_out_of_scope", DELETE_POLICIES, "keep"),
+        member_removal_percent=float(sf.get("member_removal_percent", float, check=_percent)),
+        update_percent=float(sf.get("update_percent", float, check=_percent)),
+        on_soft_delete=sf.choice("on_soft_delete", DELETE_POLICIES),
+        on_out_of_scope=sf.choice("on_out_of_scope", DELETE_POLICIES),
     )
     sf.finish()
 
     st = _table(root, "state", file)
     state = StateSettings(
-        path=path(st.get("path", str, "writeback.sqlite")) or "writeback.sqlite",
-        url=st.get("url", str, None, postgres_url_problem, echo=False),
+        path=path(st.get("path", str)) or StateSettings.path,
+        url=st.get("url", str, check=postgres_url_problem, echo=False),
         password=_resolved(st.secret("password", required=False), path),
-        connect_timeout=st.get("connect_timeout", float, 5.0, _positive),
+        connect_timeout=st.get("connect_timeout", float, check=_positive),
     )
     if state.password is not None and state.url is None:
         raise st.error("password_env", "is set but state.url is not: the password is for PostgreSQL")
@@ -595,20 +681,21 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
 
     sv = _table(root, "service", file)
     service = ServiceSettings(
-        poll_interval=sv.get("poll_interval", float, 2.0, _positive),
-        reconcile_interval=sv.get("reconcile_interval", float, 3600.0, _positive),
-        deep_reconcile_interval=sv.get("deep_reconcile_interval", float, 86400.0, _positive),
-        health_file=path(sv.get("health_file", str, None)),
-        max_backoff=sv.get("max_backoff", float, 300.0, _positive),
-        listen=sv.get("listen", str, None, _listen),
-        lease_ttl=sv.get("lease_ttl", float, 15.0, _positive),
-        lease_renew_interval=sv.get("lease_renew_interval", float, 5.0, _positive),
+        poll_interval=sv.get("poll_interval", float, check=_positive),
+        reconcile_interval=sv.get("reconcile_interval", float, check=_positive),
+        deep_reconcile_interval=sv.get("deep_reconcile_interval", float, check=_positive),
+        health_file=path(sv.get("health_file", str)),
+        max_backoff=sv.get("max_backoff", float, check=_positive),
+        listen=sv.get("listen", str, check=_listen),
+        lease_ttl=sv.get("lease_ttl", float, check=_positive),
+        lease_renew_interval=sv.get("lease_renew_interval", float, check=_positive),
     )
     if service.lease_renew_interval * 2 > service.lease_ttl:
         raise sv.error(
             "lease_renew_interval",
             f"must be at most half of lease_ttl ({service.lease_ttl:g} s), so that one late renewal does not "
-            "end the lease; the defaults are 5 and 15",
+            f"end the lease; the defaults are {ServiceSettings.lease_renew_interval:g} and "
+            f"{ServiceSettings.lease_ttl:g}",
         )
     sv.finish()
     dynamic = _dynamic_groups(root, file, target)
@@ -639,6 +726,36 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     )
 
 
+def _scope(root: Mapping[str, Any], file: str) -> ScopeSettings:
+    sc = _table(root, "scope", file)
+    filters_raw = sc.get("filters", list)
+    filters: list[tuple[FilterClause, ...]] = []
+    for i, f in enumerate(filters_raw):
+        if isinstance(f, dict):
+            _check_keys(f, _FILTER, file, f"scope.filters[{i}]")
+        clauses_raw = f.get("clauses") if isinstance(f, dict) else None
+        if not isinstance(clauses_raw, list) or not clauses_raw:
+            raise sc.error(f"filters[{i}]", "must be a table with a non-empty 'clauses' list")
+        clauses = []
+        for j, c in enumerate(clauses_raw):
+            cr = _Reader(c if isinstance(c, dict) else {}, file, f"scope.filters[{i}].clauses[{j}]", _CLAUSE)
+            op = cr.choice("operator", FILTER_OPERATORS)
+            clauses.append(FilterClause(cr.get("attribute", str), op, cr.get("value", str)))
+            cr.finish()
+        filters.append(tuple(clauses))
+    scope = ScopeSettings(
+        mode=sc.choice("mode", SCOPE_MODES),
+        group_ids=sc.strings("group_ids"),
+        filters=tuple(filters),
+        include_microsoft365=sc.get("include_microsoft365", bool),
+        include_mail_enabled=sc.get("include_mail_enabled", bool),
+    )
+    if scope.mode == "selected" and not scope.group_ids:
+        raise sc.error("group_ids", 'mode = "selected" needs at least one group id')
+    sc.finish()
+    return scope
+
+
 def _listen(v: str) -> str | None:
     host, _, port = v.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -655,7 +772,9 @@ def _dynamic_groups(
     out: list[DynamicGroupSettings] = []
     seen: set[str] = set()
     for i, item in enumerate(raw):
-        r = _Reader(item if isinstance(item, dict) else {}, file, f"dynamic_groups[{i}]")
+        r = _Reader(
+            item if isinstance(item, dict) else {}, file, f"dynamic_groups[{i}]", _TABLES["dynamic_groups"]
+        )
         gid = r.get(
             "id",
             str,
@@ -689,8 +808,8 @@ def _dynamic_groups(
                 rule=rule,
                 ou=ou,
                 users_base=users_base,
-                description=r.get("description", str, None),
-                group_scope=r.choice("group_scope", GROUP_SCOPES, "universal"),
+                description=r.get("description", str),
+                group_scope=r.choice("group_scope", GROUP_SCOPES),
             )
         )
         r.finish()
@@ -704,9 +823,9 @@ def _source(
     if "source" not in root and not required:
         return None
     s = _table(root, "source", file, required=True)
-    graph_url = s.get("graph_url", str, "https://graph.microsoft.com", _url(("https",))).rstrip("/")
+    graph_url = s.get("graph_url", str, check=_url(("https",))).rstrip("/")
     secret = _resolved(s.secret("client_secret", required=False), path)
-    cert, key = s.get("certificate_file", str, None), s.get("private_key_file", str, None)
+    cert, key = s.get("certificate_file", str), s.get("private_key_file", str)
     if not secret and not cert:
         raise s.error(
             "client_secret_env", "set a credential: client_secret_env, client_secret_file or certificate_file"
@@ -719,12 +838,12 @@ def _source(
         client_secret=secret,
         certificate_file=path(cert),
         private_key_file=path(key),
-        authority=s.get("authority", str, None, _url(("https",))),
+        authority=s.get("authority", str, check=_url(("https",))),
         graph_url=graph_url,
-        ca_file=path(s.get("ca_file", str, None)),
-        timeout=s.get("timeout", float, 30.0, _positive),
-        max_retries=s.get("max_retries", int, 8, lambda v: None if v >= 0 else "must be 0 or more"),
-        max_retry_after_seconds=s.get("max_retry_after_seconds", float, 120.0, _positive),
+        ca_file=path(s.get("ca_file", str)),
+        timeout=s.get("timeout", float, check=_positive),
+        max_retries=s.get("max_retries", int, check=lambda v: None if v >= 0 else "must be 0 or more"),
+        max_retry_after_seconds=s.get("max_retry_after_seconds", float, check=_positive),
     )
     s.finish()
     return source

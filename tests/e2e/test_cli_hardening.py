@@ -4,6 +4,7 @@ private files, secrets never echoed, and rebuilding a damaged cloud replica."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import stat
@@ -185,3 +186,49 @@ def test_rebuild_replica_repairs_a_corrupt_row_and_keeps_the_log(cloud, workspac
     assert ws.run("plan", "--no-sync", "--deep").code == 0  # the replica is whole again, AD already matches
     actions = [e["action"] for e in ws.run("log", "--json").json()]
     assert "create" in actions and actions[-1] == "rebuild_replica"
+
+
+def test_an_administrators_mistakes_are_named_where_they_are(cloud, workspace, fresh_id):
+    """A misspelt config key, a bad --since, an unknown --action and a file that is no saved plan: each says what
+    is wrong and where, in that subcommand's words, and nothing is synced, locked or written."""
+    gid = cloud.create_group(f"Wording {fresh_id}", [cloud.synced_users()[0]["id"]])
+    ws = workspace([gid])
+    assert ws.run("apply").code == 0
+    rows = ws.run("log", "--json").json()
+    assert rows and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", r["time"]) for r in rows), rows
+    table = ws.run("log", "--action", "create")
+    assert table.code == 0 and rows[0]["time"] in table.out, table.out
+
+    since = ws.run("log", "--since", "yesterday")
+    assert since.code == 64, since.err
+    assert (
+        since.err.startswith("usage: writeback log ")
+        and "argument --since: 'yesterday': use 90m" in since.err
+    )
+    action = ws.run("log", "--action", "bogus")
+    assert action.code == 64 and "invalid choice: 'bogus' (choose from 'create', 'update'" in action.err
+    assert "No log entries." not in action.out
+
+    def state_files():  # the database, its WAL and the writer lock (its holder rewrites it on each take)
+        return {p.name: p.stat().st_mtime_ns for p in ws.config.parent.glob("state.sqlite*")}
+
+    before = state_files()
+    assert "state.sqlite.lock" in before
+    bad = ws.config.parent / "next.json"
+    bad.write_text('{"format": 1, "changes": [')
+    refused = ws.run("apply", "--plan", str(bad))
+    assert refused.code == 64, refused.out + refused.err
+    assert refused.err.startswith("usage: writeback apply ")
+    assert f"argument --plan: {bad} is not a saved plan (not JSON" in refused.err
+    assert refused.out == ""
+    assert state_files() == before and len(ws.run("log", "--json").json()) == len(rows)
+
+    text = ws.config.read_text()
+    assert "\ntarget_ou = " in text
+    ws.config.write_text(text.replace("\ntarget_ou = ", "\ntaget_ou = "))
+    misspelt = ws.run("plan")
+    assert misspelt.code == 1, misspelt.err
+    assert f"error: {ws.config}: target.taget_ou: unknown setting `taget_ou` in [target], did you mean " in (
+        misspelt.err
+    )
+    assert "is required" not in misspelt.err

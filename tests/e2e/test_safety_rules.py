@@ -88,7 +88,7 @@ def test_mass_member_removal_is_held_the_rest_applied_until_allowed(
     # Only the held removals are left: the plan still exits 3 and shows what they would write.
     again = ws.run("plan", "--verbose")
     assert again.code == 3, again.out + again.err
-    assert "AD matches the cloud" not in again.out and "1 held by a safety threshold" in again.out
+    assert "AD matches the cloud" not in again.out and "1 change held by a safety threshold" in again.out
     removed = [line for line in again.out.splitlines() if line.strip().startswith("- CN=")]
     assert len(removed) == 20 and "remove members" in again.out
     assert len(_members(ad, a)) == 30  # nothing removed

@@ -1,6 +1,6 @@
 import pytest
 
-from writeback.config import DEFAULT_CN, load_settings, parse_settings, resolve_secret
+from writeback.config import DEFAULT_CN, FilterClause, load_settings, parse_settings, resolve_secret
 from writeback.errors import ConfigError
 
 BASE = {
@@ -189,3 +189,181 @@ def test_max_retry_after_seconds_defaults_checked_and_reaches_graph_settings(mon
         parse_settings(with_("source", max_retry_after_seconds=0), "f.toml")
     with pytest.raises(ConfigError, match="source.max_retries: must be 0 or more"):
         parse_settings(with_("source", max_retries=-1), "f.toml")
+
+
+# -- defaults written once: the parser takes them from the settings dataclasses ------------------------------
+
+
+def test_every_default_comes_from_the_settings_dataclasses():
+    """A config that sets nothing optional gets exactly each dataclass's defaults: the parser repeats none."""
+    from writeback.config import (
+        AlertSettings,
+        ConsoleSettings,
+        MappingSettings,
+        MemberSettings,
+        SafetySettings,
+        ScopeSettings,
+        ServiceSettings,
+        SourceSettings,
+        StateSettings,
+        TargetSettings,
+    )
+
+    s = parse_settings(BASE, "/etc/writeback/writeback.toml")
+    assert (s.scope, s.mapping, s.members, s.safety, s.service, s.console, s.alerts, s.dynamic_groups) == (
+        ScopeSettings(),
+        MappingSettings(),
+        MemberSettings(),
+        SafetySettings(),
+        ServiceSettings(),
+        ConsoleSettings(),
+        AlertSettings(),
+        (),
+    )
+    assert s.state == StateSettings(path="/etc/writeback/writeback.sqlite")  # relative to the config file
+    required = {"tenant_id": "t", "client_id": "c", "client_secret": s.source.client_secret}
+    assert s.source == SourceSettings(**required)
+    t = BASE["target"]
+    assert s.target == TargetSettings(
+        ldap_urls=tuple(t["ldap_urls"]),
+        bind_dn=t["bind_dn"],
+        bind_password=s.target.bind_password,
+        base_dn=t["base_dn"],
+        target_ou=t["target_ou"],
+    )
+
+
+def test_a_filter_clause_defaults_to_equals_and_keeps_its_value():
+    clause = {"attribute": "displayName", "value": "Sales"}
+    s = parse_settings(with_("scope", filters=[{"clauses": [clause]}]), "f.toml")
+    assert s.scope.filters == ((FilterClause("displayName", "EQUALS", "Sales"),),)
+
+
+def test_a_dynamic_group_defaults_to_the_target_ou_and_base():
+    rule = 'user.department -eq "Sales"'
+    s = parse_settings({**BASE, "dynamic_groups": [{"id": "sales", "name": "Sales", "rule": rule}]}, "f.toml")
+    (g,) = s.dynamic_groups
+    assert (g.ou, g.users_base, g.group_scope, g.description) == (
+        BASE["target"]["target_ou"],
+        BASE["target"]["base_dn"],
+        "universal",
+        None,
+    )
+
+
+# -- misspelt keys ---------------------------------------------------------------------------------------------
+
+
+def test_a_misspelt_required_key_is_reported_as_misspelt_not_as_missing():
+    doc = with_("target")
+    doc["target"]["taget_ou"] = doc["target"].pop("target_ou")
+    with pytest.raises(ConfigError) as info:
+        parse_settings(doc, "f.toml")
+    assert str(info.value) == (
+        "f.toml: target.taget_ou: unknown setting `taget_ou` in [target], did you mean `target_ou`?"
+    )
+    assert (info.value.file, info.value.key) == ("f.toml", "target.taget_ou")
+
+
+def test_a_misspelling_is_found_before_a_missing_key_of_another_table():
+    """[source] lacks tenant_id (read first); the misspelt key in [service] is still what is reported."""
+    doc = with_("service", pol_interval=5)
+    del doc["source"]["tenant_id"]
+    with pytest.raises(ConfigError, match=r"service.pol_interval: .* did you mean `poll_interval`\?$"):
+        parse_settings(doc, "f.toml")
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            with_("source", tenantid="t"),
+            "source.tenantid: unknown setting `tenantid` in [source], did you mean `tenant_id`?",
+        ),
+        (
+            with_("source", client_secret_evn="X"),
+            "source.client_secret_evn: unknown setting `client_secret_evn` in [source], "
+            "did you mean `client_secret_env`?",
+        ),
+        (
+            with_("mapping", cn_styel="connect"),
+            "mapping.cn_styel: unknown setting `cn_styel` in [mapping], did you mean `cn_style`?",
+        ),
+        (
+            with_("target", gc_urls=["ldaps://dc1.corp.test:3269"]),
+            "target.gc_urls: unknown setting `gc_urls` in [target], did you mean `gc_url`?",
+        ),
+        (
+            {**BASE, "dynamic_groups": [{"id": "s", "name": "S", "rul": "user.x -eq 1"}]},
+            "dynamic_groups[0].rul: unknown setting `rul` in [dynamic_groups[0]], did you mean `rule`?",
+        ),
+        (
+            with_("scope", filters=[{"clauses": [{"atribute": "displayName", "value": "x"}]}]),
+            "scope.filters[0].clauses[0].atribute: unknown setting `atribute` in "
+            "[scope.filters[0].clauses[0]], did you mean `attribute`?",
+        ),
+        (
+            with_("scope", filters=[{"clause": [{"attribute": "displayName"}]}]),
+            "scope.filters[0].clause: unknown setting `clause` in [scope.filters[0]], did you mean `clauses`?",
+        ),
+        (
+            with_("console", listen="127.0.0.1:8080"),
+            "console.listen: unknown setting `listen` in [console]; `listen` is a setting of [service]",
+        ),
+        (
+            with_("safety", zzz=1),
+            "safety.zzz: unknown setting `zzz` in [safety] (check the spelling; examples/writeback.toml "
+            "lists every setting)",
+        ),
+        ({**BASE, "taget": {}}, "taget: unknown table `taget`, did you mean `target`?"),
+    ],
+)
+def test_an_unknown_key_names_file_table_and_the_likely_key(doc, message):
+    with pytest.raises(ConfigError) as info:
+        parse_settings(doc, "f.toml")
+    assert str(info.value) == f"f.toml: {message}"
+
+
+def test_an_inline_secret_is_refused_as_inline_not_as_unknown():
+    with pytest.raises(ConfigError, match="target.bind_password: secrets are not allowed inline"):
+        parse_settings(with_("target", bind_password="hunter2"), "f.toml")
+
+
+# -- scope.mode "none": one property --------------------------------------------------------------------------
+
+
+def test_cloud_enabled_is_false_only_for_mode_none():
+    from writeback.config import SCOPE_MODES, ScopeSettings
+
+    assert {m: ScopeSettings(mode=m).cloud_enabled for m in SCOPE_MODES} == {
+        "all": True,
+        "selected": True,
+        "writeback_enabled": True,
+        "none": False,
+    }
+
+
+def test_mode_none_needs_no_source_and_every_other_mode_does():
+    doc = {k: v for k, v in with_("scope", mode="none").items() if k != "source"}
+    assert parse_settings(doc, "f.toml").source is None
+    doc["scope"]["mode"] = "writeback_enabled"
+    with pytest.raises(ConfigError, match=r"the \[source\] table is required"):
+        parse_settings(doc, "f.toml")
+
+
+def test_mode_none_puts_every_cloud_group_out_of_scope():
+    """The scope rules read the same property: security, Microsoft 365 and mail-enabled groups are all out."""
+    from writeback.config import ScopeSettings
+    from writeback.core.model import CloudGroup
+    from writeback.core.scope import out_of_scope_reason
+
+    none = ScopeSettings(mode="none", include_microsoft365=True, include_mail_enabled=True)
+    groups = [
+        CloudGroup("sec", display_name="Security"),
+        CloudGroup("m365", display_name="M365", group_types=("Unified",), mail_enabled=True),
+        CloudGroup("dl", display_name="DL", mail_enabled=True, security_enabled=False),
+    ]
+    every = ScopeSettings(mode="all", include_microsoft365=True, include_mail_enabled=True)
+    for group in groups:
+        assert out_of_scope_reason(group, every) is None, group.id
+        assert out_of_scope_reason(group, none) == 'scope.mode is "none" (no cloud groups are written)'

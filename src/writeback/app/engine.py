@@ -218,7 +218,7 @@ class Engine:
 
     @property
     def cloud_enabled(self) -> bool:
-        return self.settings.scope.mode != "none"
+        return self.settings.scope.cloud_enabled
 
     @property
     def dynamic_enabled(self) -> bool:

@@ -106,7 +106,7 @@ class NoCloud:
 
 
 def build_engine(settings: Settings, progress: Progress | None = None) -> Engine:
-    source: CloudSource = NoCloud() if settings.scope.mode == "none" else build_graph(settings)[1]
+    source: CloudSource = build_graph(settings)[1] if settings.scope.cloud_enabled else NoCloud()
     return Engine(settings, source, build_directory(settings), build_store(settings), progress)
 
 

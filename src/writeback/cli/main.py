@@ -3,14 +3,14 @@
 Exit codes (also in ``--help``): 0 success (for `plan`: no changes), 1 error, 2 `plan` found changes pending,
 3 changes are held over a safety threshold (`plan` and `apply`: `apply` applied the rest; allow them with
 --allow-deletes/--allow-removals/--allow-updates), 64 usage error (EX_USAGE from sysexits.h; argparse's own 2
-would read as "changes pending"), 130 interrupted.
+would read as "changes pending"; also an unusable option value, such as an unreadable `apply --plan FILE` or
+`log --since yesterday`: nothing was done), 130 interrupted.
 Global options (--config, --verbose-log, --quiet) work before or after the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from writeback import __version__
+from writeback.app.logquery import LOG_ACTIONS, LOG_RESULTS
 from writeback.errors import ConfigError, WritebackError
 
 DEFAULT_SANDBOX_DIR = "/var/tmp/writeback-sandbox"
@@ -31,7 +32,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_CHANGES:<4} plan: changes are pending
   {EXIT_HELD:<4} plan, apply, provision: changes are held over a safety threshold (apply wrote the rest;
        allow them with --allow-deletes/-removals/-updates or `writeback allow`)
-  {EXIT_USAGE:<4} usage error: unknown option, missing argument (EX_USAGE)
+  {EXIT_USAGE:<4} usage error: unknown option, missing or unusable argument (EX_USAGE), such as an
+       unreadable `apply --plan FILE` or `log --since yesterday`; nothing was done
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)"""
 
 
@@ -41,6 +43,30 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose unrecognized arguments are refused by the subcommand's own parser.
+
+    argparse hands them back to the top-level parser, which would print the top-level usage for
+    `writeback log --bogus`; the administrator needs `usage: writeback log ...`."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        extra = getattr(namespace, argparse._UNRECOGNIZED_ARGS_ATTR, None)
+        if extra:
+            self._name_parser_map[values[0]].error(f"unrecognized arguments: {' '.join(extra)}")
+
+
+class UsageError(Exception):
+    """A command line that parses but cannot be used (e.g. `apply --plan FILE` where FILE is no saved plan):
+    exit 64 with the subcommand's usage, before anything was done."""
 
 
 def _sandbox_dir(args: argparse.Namespace) -> Path:
@@ -98,14 +124,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from writeback.app import operations
-    from writeback.cli.report import render_plan
+    from writeback.cli.report import plural, render_plan
 
-    saved = None
-    if args.plan:
-        try:
-            saved = json.loads(Path(args.plan).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read saved plan: {exc}", file=args.plan) from exc
+    saved = _saved_plan(args.plan) if args.plan else None  # checked before any sync or lock
     show = None if args.json else (lambda p: print(render_plan(p, verbose=args.verbose)))
     plan, result = operations.apply(
         _settings(args), _progress(args), saved=saved, allow=_allowances(args), show=show, deep=args.deep
@@ -137,7 +158,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"\nApplied {len(result.results) - len(failed)} of {len(plan.changes)} changes (run {result.run_id})."
+            f"\nApplied {len(result.results) - len(failed)} of {plural(len(plan.changes), 'change')} "
+            f"(run {result.run_id})."
         )
         for r in failed:
             print(f"  FAILED {r.change.kind.value} {r.change.display_name or r.change.dn}: {r.error}")
@@ -146,10 +168,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 f"Stopped early: {result.aborted}. Run `writeback apply` again once it is fixed; it resumes."
             )
         if plan.held:
-            print(f"Held back by a safety threshold: {len(plan.held)} changes (see the warnings above).")
+            print(
+                f"Held back by a safety threshold: {plural(len(plan.held), 'change')} (see the warnings above)."
+            )
     if not result.ok:
         return EXIT_ERROR
     return EXIT_HELD if plan.held else EXIT_OK
+
+
+def _saved_plan(path: str) -> dict[str, Any]:
+    """The JSON of a plan saved with `plan --out`, checked to be one (UsageError, exit 64, if not)."""
+    from writeback.core.planning import Plan
+
+    how = "save one with `writeback plan --out FILE`, or run `writeback apply` without --plan"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UsageError(f"argument --plan: cannot read {path}: {exc.strerror}") from exc
+    except ValueError as exc:  # not UTF-8 or not JSON
+        raise UsageError(f"argument --plan: {path} is not a saved plan (not JSON: {exc}); {how}") from exc
+    try:
+        Plan.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise UsageError(f"argument --plan: {path} is not a saved plan ({problem}); {how}") from exc
+    return dict(data)
 
 
 def _allowances(args: argparse.Namespace) -> Any:
@@ -161,12 +204,14 @@ def _allowances(args: argparse.Namespace) -> Any:
 def cmd_allow(args: argparse.Namespace) -> int:
     from writeback.app import operations
     from writeback.app.engine import Allowances
+    from writeback.cli.report import plural
 
     allow = Allowances(args.deletes, args.removals, args.updates)
     operations.allow(_settings(args), allow)
     print(
         "Allowed for the next reconcile of the running service (a deep one): "
-        f"{allow.deletes} deletes, {allow.removals} member removals, {allow.updates} updates."
+        f"{plural(allow.deletes, 'delete')}, {plural(allow.removals, 'member removal')}, "
+        f"{plural(allow.updates, 'update')}."
     )
     return EXIT_OK
 
@@ -177,11 +222,12 @@ def cmd_state(args: argparse.Namespace) -> int:
     import uuid
 
     from writeback.app.wiring import build_graph, build_store, writer_claim
+    from writeback.cli.report import plural
 
     settings = _settings(args)
     if args.state_cmd == "migrate":
         return _state_migrate(settings, args.to)
-    if settings.scope.mode == "none":
+    if not settings.scope.cloud_enabled:
         print('scope.mode is "none": there is no cloud replica to rebuild.')
         return EXIT_OK
     progress = _progress(args) or (lambda _msg: None)
@@ -205,7 +251,7 @@ def cmd_state(args: argparse.Namespace) -> int:
                 client.close()
             store.close()
     print(
-        f"Cloud replica of {store.where} rebuilt from Microsoft Graph ({report.requests} requests; "
+        f"Cloud replica of {store.where} rebuilt from Microsoft Graph ({plural(report.requests, 'request')}; "
         f"run {run_id}). The provisioning log and last-applied state were kept; "
         "`writeback plan` shows what a reconcile would change."
     )
@@ -217,6 +263,7 @@ def _state_migrate(settings: Any, to: str) -> int:
     from writeback.adapters.state.lock import WriterLock
     from writeback.adapters.state.postgres import PostgresStore, redact
     from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.cli.report import plural
     from writeback.config import postgres_url_problem
 
     if problem := postgres_url_problem(to):
@@ -240,7 +287,7 @@ def _state_migrate(settings: Any, to: str) -> int:
             source.close()
     print(f"Copied the state of {settings.state.path} to {redact(to)}:")
     for table, n in counts.items():
-        print(f"  {table:<13} {n} rows")
+        print(f"  {table:<13} {plural(n, 'row')}")
     print(
         "Next: set [state] url to that URL (the password in [state] password_env or password_file), then "
         "start `writeback run` on each server (docs/ha.md). The SQLite file is left as it was."
@@ -258,6 +305,7 @@ def _group_kind(group_type: int) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from writeback.app.wiring import build_directory
+    from writeback.cli.report import plural
     from writeback.core.dn import rdn
     from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR
 
@@ -297,35 +345,29 @@ def cmd_show(args: argparse.Namespace) -> int:
         mail = f"  mail={g.attributes['mail']}" if g.attributes.get("mail") else ""
         print(
             f"{g.dn}\n    {_group_kind(g.group_type)}  sAMAccountName={g.sam_account_name}  anchor={g.anchor}"
-            f"{mail}  {len(g.members)} members"
+            f"{mail}  {plural(len(g.members), 'member')}"
         )
         for m in sorted(g.members, key=str.lower):
             print(f"      - {rdn(m)[3:]}")
     return EXIT_OK
 
 
-def _since(text: str | None) -> float | None:
-    """'90m', '12h', '7d' ago, or an ISO 8601 time (UTC when no zone is given)."""
-    if not text:
-        return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].isdigit():
-        return time.time() - int(text[:-1]) * units[text[-1]]
+def _since(text: str) -> float | None:
+    """--since (see writeback.app.logquery.parse_since); an unusable value is a usage error (exit 64)."""
+    from writeback.app.logquery import parse_since
+
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"--since {text!r}: use 90m, 12h, 7d or an ISO time such as 2026-11-22T08:00"
-        ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+        return parse_since(text, "")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_log(args: argparse.Namespace) -> int:
+    from writeback.app.logquery import iso_time
     from writeback.app.wiring import build_store
     from writeback.cli.report import render_table
 
     settings = _settings(args)
-    since = _since(args.since)
     store = build_store(settings)
     try:
         entries = store.read_log(
@@ -334,24 +376,24 @@ def cmd_log(args: argparse.Namespace) -> int:
             result=args.result,
             run_id=args.run,
             limit=args.limit,
-            since=since,
+            since=args.since,
         )
     finally:
         store.close()
     if args.json:
-        print(json.dumps([e.to_dict() for e in entries], indent=2, default=str))
+        rows = [{**e.to_dict(), "time": iso_time(e.time)} for e in entries]
+        print(json.dumps(rows, indent=2, default=str))
         return EXIT_OK
-    rows = []
+    table = []
     for e in entries:
-        when = dt.datetime.fromtimestamp(e.time, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         info = e.error or ""
         if not info and e.detail:
             info = ", ".join(f"{k}={v}" for k, v in e.detail.items())
         group = e.group_name or e.cloud_id or ""
-        rows.append([when, e.run_id, e.action, e.result, group, e.actor or "", info[:120]])
+        table.append([iso_time(e.time), e.run_id, e.action, e.result, group, e.actor or "", info[:120]])
     print(
-        render_table(rows, ["time (UTC)", "run", "action", "result", "group", "by", "detail"])
-        if rows
+        render_table(table, ["time (UTC)", "run", "action", "result", "group", "by", "detail"])
+        if table
         else "No log entries."
     )
     return EXIT_OK
@@ -359,10 +401,11 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from writeback.app.checks import check_config
+    from writeback.cli.report import plural
 
     problems = check_config(_settings(args), print)
     if problems:
-        print(f"\n{len(problems)} problem(s) found:")
+        print(f"\n{plural(len(problems), 'problem')} found:")
         for p in problems:
             print(f"  - {p}")
         return EXIT_ERROR
@@ -536,7 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"writeback {__version__}")
     _add_global_options(p, default=None)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(
+        dest="command", required=True, action=_Subcommands, title="commands", metavar="COMMAND"
+    )
 
     sp = sub.add_parser(
         "plan", help="show what apply would change (never writes); exit 2 when changes are pending"
@@ -578,7 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
         "apply",
         help="plan and apply (or apply a saved plan that still matches); exit 3 when changes were held back",
     )
-    sa.add_argument("--plan", help="a plan saved with `plan --out`; refused when it no longer matches")
+    sa.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="apply exactly this plan, saved with `plan --out FILE`; refused when it no longer matches. A FILE "
+        "that is no saved plan is a usage error (exit 64), found before anything is read or locked",
+    )
     sa.add_argument(
         "--allow-deletes",
         type=int,
@@ -606,8 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare every managed group with its members (default: only the groups changed in the cloud or in "
         "AD since the last reconcile; a deep one runs anyway every service.deep_reconcile_interval)",
     )
-    sa.add_argument("--json", action="store_true")
-    sa.add_argument("--verbose", action="store_true")
+    sa.add_argument("--json", action="store_true", help="print the plan and each change's result as JSON")
+    sa.add_argument("--verbose", action="store_true", help="list every member value of the plan")
     sa.set_defaults(func=cmd_apply)
 
     sal = sub.add_parser(
@@ -620,34 +670,46 @@ def build_parser() -> argparse.ArgumentParser:
     sal.set_defaults(func=cmd_allow)
 
     sw = sub.add_parser("show", help="list the AD groups writeback manages, with their members")
-    sw.add_argument("--json", action="store_true")
+    sw.add_argument("--json", action="store_true", help="machine-readable list")
     sw.set_defaults(func=cmd_show)
 
-    sl = sub.add_parser("log", help="show the provisioning log")
-    sl.add_argument("--group", help="group name, DN fragment or cloud id")
+    sl = sub.add_parser("log", help="show the provisioning log (times in ISO 8601, UTC)")
+    sl.add_argument("--group", help="only entries of this group: its name, part of its DN, or its cloud id")
     sl.add_argument(
         "--action",
-        help="create, update, move, add_members, remove_members, delete, skip, staged_delete, held",
+        choices=LOG_ACTIONS,
+        metavar="ACTION",
+        help=f"only entries of this action: {', '.join(LOG_ACTIONS)}",
     )
-    sl.add_argument("--result", help="success, error, skipped, held, info, pending, interrupted")
-    sl.add_argument("--run", help="one run id")
-    sl.add_argument("--since", help="only entries newer than 90m, 12h, 7d or an ISO time")
-    sl.add_argument("--limit", type=int, default=200)
-    sl.add_argument("--json", action="store_true")
+    sl.add_argument(
+        "--result",
+        choices=LOG_RESULTS,
+        metavar="RESULT",
+        help=f"only entries with this result: {', '.join(LOG_RESULTS)}",
+    )
+    sl.add_argument("--run", metavar="RUN_ID", help="only entries of this run (the run column)")
+    sl.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only entries newer than an age (90m, 12h, 7d) or an ISO 8601 time (UTC unless it names a zone)",
+    )
+    sl.add_argument(
+        "--limit", type=int, default=200, metavar="N", help="at most N entries, newest (default 200)"
+    )
+    sl.add_argument("--json", action="store_true", help="machine-readable entries")
     sl.set_defaults(func=cmd_log)
 
     sc = sub.add_parser("config", help="configuration tools")
-    scs = sc.add_subparsers(dest="config_cmd", required=True)
+    scs = sc.add_subparsers(dest="config_cmd", required=True, action=_Subcommands, title="commands")
     scs.add_parser(
         "check", help="load the config, connect to Graph and AD, report what is wrong"
     ).set_defaults(func=cmd_config_check)
 
     sb = sub.add_parser("sandbox", help="a local Samba AD DC and Graph emulator to try writeback")
-    sbs = sb.add_subparsers(dest="sandbox_cmd", required=True)
+    sbs = sb.add_subparsers(dest="sandbox_cmd", required=True, action=_Subcommands, title="commands")
     up = sbs.add_parser("up", help="provision and start (idempotent)")
-    up.add_argument(
-        "--dir", help=f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
-    )
+    up.add_argument("--dir", help=_SANDBOX_DIR_HELP)
     up.add_argument("--users", type=int, default=50, help="seeded AD users (default 50)")
     up.add_argument(
         "--postgres",
@@ -660,16 +722,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="extend the schema with Exchange's recipient attributes (mailNickname, msExchRecipientTypeDetails, "
         "msExchRecipientDisplayType), as a forest prepared for Exchange has; irreversible for this sandbox",
     )
-    for name in ("down", "status"):
-        x = sbs.add_parser(name)
-        x.add_argument("--dir")
+    for name, text in (
+        ("down", "stop the sandbox's DC and emulator (its files are kept)"),
+        ("status", "say what of the sandbox runs, as JSON"),
+    ):
+        x = sbs.add_parser(name, help=text)
+        x.add_argument("--dir", help=_SANDBOX_DIR_HELP)
     sb.set_defaults(func=cmd_sandbox)
 
     se = sub.add_parser("emulator", help="the Microsoft Graph emulator")
-    ses = se.add_subparsers(dest="emulator_cmd", required=True)
+    ses = se.add_subparsers(dest="emulator_cmd", required=True, action=_Subcommands, title="commands")
     serve = ses.add_parser("serve", help="serve a tenant file over HTTPS")
-    serve.add_argument("--tenant", required=True)
-    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument(
+        "--tenant", required=True, metavar="FILE", help="the tenant file (users and groups, JSON)"
+    )
+    serve.add_argument("--port", type=int, default=0, help="TCP port (default 0: any free port, printed)")
     serve.add_argument(
         "--data-dir", help="TLS files, keys, admin token, emulator.json (default: a new temp dir)"
     )
@@ -693,14 +760,20 @@ def build_parser() -> argparse.ArgumentParser:
     spv.set_defaults(func=cmd_provision)
 
     su = sub.add_parser("rules", help="dynamic membership rules")
-    sus = su.add_subparsers(dest="rules_cmd", required=True)
+    sus = su.add_subparsers(dest="rules_cmd", required=True, action=_Subcommands, title="commands")
+    rule_help = "a dynamic membership rule in Entra ID's syntax, quoted, e.g. 'user.department -eq \"Sales\"'"
     rc = sus.add_parser("check", help="validate a rule")
-    rc.add_argument("rule")
+    rc.add_argument("rule", help=rule_help)
     rt = sus.add_parser("test", help="list the users a rule matches, or explain one user")
-    rt.add_argument("rule")
+    rt.add_argument("rule", help=rule_help)
     rt.add_argument("--user", help="explain why this user (id, UPN or sAMAccountName) matches or not")
-    rt.add_argument("--source", choices=("cloud", "ad"), default="cloud")
-    rt.add_argument("--limit", type=int, default=50)
+    rt.add_argument(
+        "--source",
+        choices=("cloud", "ad"),
+        default="cloud",
+        help="whose users: the cloud's (read from Graph; the default) or AD's",
+    )
+    rt.add_argument("--limit", type=int, default=50, metavar="N", help="list at most N users (default 50)")
     su.set_defaults(func=cmd_rules)
 
     st = sub.add_parser(
@@ -710,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sts = st.add_subparsers(dest="state_cmd", required=True)
+    sts = st.add_subparsers(dest="state_cmd", required=True, action=_Subcommands, title="commands")
     sts.add_parser(
         "rebuild-replica",
         help="rebuild a damaged cloud replica from Microsoft Graph (keeps the provisioning log)",
@@ -745,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 GLOBAL_OPTIONS = ("config", "verbose_log", "quiet")
+_SANDBOX_DIR_HELP = f"sandbox directory (default $WRITEBACK_SANDBOX_DIR or {DEFAULT_SANDBOX_DIR})"
 
 
 def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -765,10 +839,19 @@ def _add_global_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 def _add_global_options_everywhere(parser: argparse.ArgumentParser) -> None:
     """Give every subcommand the global options, so `writeback plan --config FILE` works like
-    `writeback --config FILE plan`, and list the exit codes in each subcommand's --help."""
+    `writeback --config FILE plan`, and list the exit codes in each subcommand's --help.
+
+    Also: each group of subcommands is named by its choices, never by its internal dest (`config_cmd`), in
+    errors such as "the following arguments are required: {check}"; and each subcommand remembers its parser,
+    so that a usage error found later (UsageError) prints that subcommand's usage."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            if action.metavar is None:
+                action.metavar = "{" + ",".join(action.choices) + "}"
+            if action.help is None:
+                action.help = f"`{parser.prog} COMMAND --help` shows a command's options"
             for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                child.set_defaults(subcommand_parser=child)
                 _add_global_options(child, default=argparse.SUPPRESS)
                 if child.epilog is None:
                     child.epilog = EXIT_CODES_HELP
@@ -777,7 +860,8 @@ def _add_global_options_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose_log else logging.WARNING,
         stream=sys.stderr,
@@ -785,6 +869,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
+    except UsageError as exc:
+        usage: argparse.ArgumentParser = getattr(args, "subcommand_parser", parser)
+        usage.error(str(exc))
     except WritebackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -17,6 +17,12 @@ _LABELS = {
 MAX_LISTED = 10
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """The count and the noun as a person writes them: "1 member", "2 members", "0 members"; ``nouns`` for an
+    irregular plural ("1 entry", "2 entries")."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def render_plan(plan: Plan, *, verbose: bool = False) -> str:
     lines: list[str] = []
     counts = plan.counts()
@@ -24,13 +30,19 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
     summary = ", ".join(f"{n} {_LABELS[ChangeKind(k)]}" for k, n in counts.items() if n)
     if plan.changes:
         lines.append(
-            f"Plan: {summary} ({mv['members_added']} member values to add, {mv['members_removed']} to remove)"
+            f"Plan: {summary} ({plural(mv['members_added'], 'member value')} to add, "
+            f"{mv['members_removed']} to remove)"
         )
         if plan.drift:
             groups = len({c.cloud_id for c in plan.drift})
-            lines.append(f"Drift: {len(plan.drift)} changes revert manual edits in AD ({groups} groups)")
+            revert = "reverts" if len(plan.drift) == 1 else "revert"
+            lines.append(
+                f"Drift: {plural(len(plan.drift), 'change')} {revert} manual edits in AD ({plural(groups, 'group')})"
+            )
     elif plan.held:
-        lines.append(f"Plan: no changes to apply now; {len(plan.held)} held by a safety threshold (below).")
+        lines.append(
+            f"Plan: no changes to apply now; {plural(len(plan.held), 'change')} held by a safety threshold (below)."
+        )
     else:
         lines.append("Plan: no changes. AD matches the cloud.")
     if plan.scope:
@@ -54,7 +66,7 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
             if r.note:
                 lines.append(f"  . {name}: {r.note}")
             if r.skipped:
-                lines.append(f"  . {name}: {len(r.skipped)} members not written to AD")
+                lines.append(f"  . {name}: {plural(len(r.skipped), 'member')} not written to AD")
                 for s in r.skipped[: MAX_LISTED if not verbose else None]:
                     who = f"{s.name} ({s.member_id})" if s.name else s.member_id
                     lines.append(f"        {s.kind} {who}: {s.reason}")
@@ -92,7 +104,7 @@ def _changes(changes: Iterable[Change], verbose: bool) -> list[str]:
                 for k, v in sorted(ch.shown_attributes().items(), key=lambda kv: kv[0])
             )
         if ch.members:
-            line += f" ({len(ch.members)} members)"
+            line += f" ({plural(len(ch.members), 'member')})"
         if ch.reason:
             line += f"  -- {ch.reason}"
         lines.append(line)

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from writeback.cli.report import plural
 from writeback.core.model import CloudUser
 from writeback.core.rules import compile_rule
 
@@ -76,7 +77,7 @@ def main(args: argparse.Namespace, settings_loader: Callable[[argparse.Namespace
             print(str(rule.explain(u)))
         return 0
     matched = rule.filter(users)
-    print(f"{len(matched)} of {len(users)} users match.")
+    print(f"{len(matched)} of {plural(len(users), 'user')} {'matches' if len(matched) == 1 else 'match'}.")
     for u in sorted(matched, key=lambda x: str(x.get("displayName") or ""))[: args.limit]:
         print(
             f"  {u.get('displayName') or '-'}  {u.get('userPrincipalName') or u.get('onPremisesSamAccountName') or ''}  [{u.get('id')}]"

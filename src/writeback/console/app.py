@@ -39,12 +39,13 @@ from starlette.staticfiles import StaticFiles
 from writeback.adapters.state.sqlbase import LogQuery
 from writeback.app.engine import Allowances, Engine
 from writeback.app.lease import describe_instance
+from writeback.app.logquery import parse_since, parse_until
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
 from writeback.console.auth import Authenticator, Principal
 from writeback.console.backend import ServiceBackend
 from writeback.core.ports import LOG_RESULTS, LogRecord
-from writeback.errors import StateLockedError, WritebackError
+from writeback.errors import ConfigError, StateLockedError, WritebackError
 
 log = logging.getLogger("writeback.console")
 HERE = Path(__file__).parent
@@ -56,30 +57,25 @@ def iso(ts: float | None) -> str | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
-def _parse_time(text: str | None, field: str) -> float | None:
-    if not text:
-        return None
+def _parse_time(parse: Callable[[str | None, str], float | None], params: Any, field: str) -> float | None:
+    """A since/until filter (writeback.app.logquery, shared with `writeback log`); ValueError is a 400 here."""
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{field}: {text!r} is not an ISO 8601 date or time (e.g. 2026-11-22 or 2026-11-22T08:00)"
-        ) from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
+        return parse(params.get(field), field)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def log_query(params: Any) -> LogQuery:
-    """The log filters from query parameters: since/until (ISO 8601), status, action, group, run, limit, offset."""
-    until = _parse_time(params.get("until"), "until")
-    if until is not None and "T" not in params.get("until", ""):
-        until += 86400  # a date alone means the whole day
+    """The log filters from query parameters: since/until (ISO 8601 or an age such as 12h), status, action,
+    group, run, limit, offset."""
+    until = _parse_time(parse_until, params, "until")  # a date alone means the whole day
     try:
         limit = min(max(int(params.get("limit") or 100), 1), 10_000)
         offset = max(int(params.get("offset") or 0), 0)
     except ValueError:
         raise ValueError("limit and offset must be whole numbers") from None
     return LogQuery(
-        since=_parse_time(params.get("since"), "since"),
+        since=_parse_time(parse_since, params, "since"),
         until=until,
         result=params.get("status") or None,
         action=params.get("action") or None,

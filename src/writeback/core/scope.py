@@ -68,7 +68,7 @@ def writeback_enabled(group: CloudGroup, unified_default: bool | None) -> bool:
 
 def _mail_kind_reason(group: CloudGroup, settings: ScopeSettings, unified_default: bool | None) -> str | None:
     """For a Microsoft 365 or mail-enabled group: None when the scope settings take it in, else why not."""
-    if settings.mode == "none":
+    if not settings.cloud_enabled:
         return 'scope.mode is "none" (no cloud groups are written)'
     if settings.mode == "writeback_enabled":
         if writeback_enabled(group, unified_default):
@@ -157,7 +157,7 @@ def out_of_scope_reason(
 
 
 def _security_reason(group: CloudGroup, settings: ScopeSettings, unified_default: bool | None) -> str | None:
-    if settings.mode == "none":
+    if not settings.cloud_enabled:
         return 'scope.mode is "none" (no cloud groups are written)'
     if settings.mode == "selected" and group.id not in settings.group_ids:
         return "not in scope.group_ids"
