@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from writeback.adapters.state.sqlbase import LogEntry
-from writeback.cli.report import plural, render_plan
+from writeback.cli.report import render_plan
 from writeback.core.model import DirectoryGroup
 from writeback.core.planning import Change, ChangeKind, GroupReport, Plan, SkippedMember
+from writeback.core.text import plural
 
 cli = importlib.import_module("writeback.cli.main")  # the package's `main` attribute is the function
 
@@ -136,7 +137,14 @@ def test_log_json_gives_iso_8601_utc_times(store: Store, capsys: pytest.CaptureF
 def test_log_table_gives_iso_8601_utc_times(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.cmd_log(cli.build_parser().parse_args(["log"])) == cli.EXIT_OK
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2].split() == ["2026-12-07T01:53:07+00:00", "run1", "create", "success", "Sales", "members=2"]
+    assert lines[2].split() == [
+        "2026-12-07T01:53:07+00:00",
+        "run1",
+        "create",
+        "success",
+        "Sales",
+        "members=2",
+    ]
 
 
 # -- apply --plan FILE: checked first ------------------------------------------------------------------------

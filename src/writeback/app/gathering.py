@@ -26,6 +26,7 @@ from writeback.core.mapping import (
 )
 from writeback.core.model import DirectoryAccount, DirectoryGroup
 from writeback.core.ports import Directory, ResolvedAccounts
+from writeback.core.text import plural
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def gather(
         managed, known = _read_some(q, directory, schema, attrs, prefixes)
         # known is None when every managed group had to be read: then every member is searched for.
         accounts = _resolve(q, directory, progress, known)
-    progress(f"{len(managed)} managed groups in AD")
+    progress(f"{plural(len(managed), 'managed group')} in AD")
     names = q.names_to_check(managed)
     dns = q.dns_to_check(managed)
     by_sid, originals = _groups_by_sid(q, directory, schema, attrs, progress)
@@ -147,7 +148,9 @@ def _resolve(
             searched += asked
             pending = [(s, g) for s, g in pending if not (g and g in by_guid)]
     if known is not None:
-        progress(f"{searched} keys searched for in AD, the rest known from the planned groups' members")
+        progress(
+            f"{plural(searched, 'key')} searched for in AD, the rest known from the planned groups' members"
+        )
     return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.core.planning import Plan
+from writeback.core.text import plural
 
 Step = dict[str, Any]
 
@@ -50,18 +51,12 @@ class ProvisionOutcome:
         return {"result": self.result, "summary": self.summary, "run_id": self.run_id, "ok": self.ok}
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def provision_group(
     passes: ReconcilePass, wanted: str, emit: Callable[[Step], None], *, run_id: str
 ) -> ProvisionOutcome:
     """Sync, plan and apply the one group ``wanted`` (name or id); ``emit`` gets each step as it happens."""
     report = passes.sync()
-    emit(
-        _step("import", "success", f"cloud replica up to date ({_plural(report.requests, 'Graph request')})")
-    )
+    emit(_step("import", "success", f"cloud replica up to date ({plural(report.requests, 'Graph request')})"))
     target = passes.find_group(wanted)
     if target is None:
         emit(_step("import", "failure", f"no single cloud group has the id or name {wanted!r}"))
@@ -70,7 +65,7 @@ def provision_group(
         _step(
             "import",
             "success",
-            f"found {target.display_name} ({target.id}) with {_plural(target.members, 'member')}",
+            f"found {target.display_name} ({target.id}) with {plural(target.members, 'member')}",
             id=target.id,
             members=target.members,
         )
@@ -98,7 +93,7 @@ def provision_group(
         if result is not None and held:
             return ProvisionOutcome(
                 "held",
-                f"held: {_plural(len(held), 'change')} over a safety threshold (`writeback allow`)",
+                f"held: {plural(len(held), 'change')} over a safety threshold (`writeback allow`)",
                 result.run_id,
             )
         return ProvisionOutcome(
@@ -112,7 +107,7 @@ def provision_group(
             "failure" if failed or result.aborted else "success",
             (f"{len(failed)} of {len(plan.changes)} changes failed: {failed[0].error}" if failed else "")
             or result.aborted
-            or f"{_plural(len(plan.changes), 'change')} written to AD",
+            or f"{plural(len(plan.changes), 'change')} written to AD",
             run_id=result.run_id,
             log=f"/log?run={result.run_id}",
         )
@@ -121,7 +116,7 @@ def provision_group(
         return ProvisionOutcome("failure", "failed: see the export step", result.run_id)
     if held:
         return ProvisionOutcome(
-            "held", f"partly held: {_plural(len(held), 'change')} over a safety threshold", result.run_id
+            "held", f"partly held: {plural(len(held), 'change')} over a safety threshold", result.run_id
         )
     return ProvisionOutcome("success", "succeeded: every step succeeded", result.run_id)
 
@@ -137,7 +132,7 @@ def _emit_planned(plan: Plan, group_id: str, emit: Callable[[Step], None]) -> No
             "failure" if errors else "warning" if skipped else "success",
             "; ".join(e for e in errors if e)
             if errors
-            else f"{_plural(len(skipped), 'member')} not written to AD"
+            else f"{plural(len(skipped), 'member')} not written to AD"
             if skipped
             else "every member matched to an AD account",
             skipped=[{"id": s.member_id, "name": s.name or None, "reason": s.reason} for s in skipped],

@@ -35,6 +35,7 @@ from writeback.core.reconcile import (
     wider_than_quick,
 )
 from writeback.core.safety import Managed
+from writeback.core.text import plural
 
 log = logging.getLogger("writeback.reconcile")
 
@@ -73,7 +74,9 @@ class Reconcile:
         if self.deep:
             return f"deep reconcile ({self.why})"
         parts = ", ".join(f"{n} {why}" for why, n in sorted(self.counts.items()) if n)
-        return f"quick reconcile: {len(self.only or ())} groups to compare" + (f" ({parts})" if parts else "")
+        return f"quick reconcile: {plural(len(self.only or ()), 'group')} to compare" + (
+            f" ({parts})" if parts else ""
+        )
 
 
 def load_record(engine: Engine) -> ReconcileRecord:

@@ -124,7 +124,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     from writeback.app import operations
-    from writeback.cli.report import plural, render_plan
+    from writeback.cli.report import render_plan
+    from writeback.core.text import plural
 
     saved = _saved_plan(args.plan) if args.plan else None  # checked before any sync or lock
     show = None if args.json else (lambda p: print(render_plan(p, verbose=args.verbose)))
@@ -204,7 +205,7 @@ def _allowances(args: argparse.Namespace) -> Any:
 def cmd_allow(args: argparse.Namespace) -> int:
     from writeback.app import operations
     from writeback.app.engine import Allowances
-    from writeback.cli.report import plural
+    from writeback.core.text import plural
 
     allow = Allowances(args.deletes, args.removals, args.updates)
     operations.allow(_settings(args), allow)
@@ -222,7 +223,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     import uuid
 
     from writeback.app.wiring import build_graph, build_store, writer_claim
-    from writeback.cli.report import plural
+    from writeback.core.text import plural
 
     settings = _settings(args)
     if args.state_cmd == "migrate":
@@ -263,8 +264,8 @@ def _state_migrate(settings: Any, to: str) -> int:
     from writeback.adapters.state.lock import WriterLock
     from writeback.adapters.state.postgres import PostgresStore, redact
     from writeback.adapters.state.sqlite import SqliteStore
-    from writeback.cli.report import plural
     from writeback.config import postgres_url_problem
+    from writeback.core.text import plural
 
     if problem := postgres_url_problem(to):
         raise ConfigError(f"--to {redact(to) if to.startswith('postgres') else 'URL'}: {problem}")
@@ -305,9 +306,9 @@ def _group_kind(group_type: int) -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from writeback.app.wiring import build_directory
-    from writeback.cli.report import plural
     from writeback.core.dn import rdn
     from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR
+    from writeback.core.text import plural
 
     directory = build_directory(_settings(args))
     try:
@@ -401,7 +402,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from writeback.app.checks import check_config
-    from writeback.cli.report import plural
+    from writeback.core.text import plural
 
     problems = check_config(_settings(args), print)
     if problems:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from writeback.core.planning import Change, ChangeKind, Plan
+from writeback.core.text import plural
 
 _LABELS = {
     ChangeKind.CREATE: "create",
@@ -15,12 +16,6 @@ _LABELS = {
     ChangeKind.DELETE: "delete",
 }
 MAX_LISTED = 10
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """The count and the noun as a person writes them: "1 member", "2 members", "0 members"; ``nouns`` for an
-    irregular plural ("1 entry", "2 entries")."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def render_plan(plan: Plan, *, verbose: bool = False) -> str:

@@ -7,9 +7,9 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from writeback.cli.report import plural
 from writeback.core.model import CloudUser
 from writeback.core.rules import compile_rule
+from writeback.core.text import plural
 
 
 def cloud_user_properties(u: CloudUser) -> dict[str, Any]:

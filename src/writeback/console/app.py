@@ -16,7 +16,6 @@ lease as its thread last learnt them from the database (every ``lease_renew_inte
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import logging
@@ -39,7 +38,7 @@ from starlette.staticfiles import StaticFiles
 from writeback.adapters.state.sqlbase import LogQuery
 from writeback.app.engine import Allowances, Engine
 from writeback.app.lease import describe_instance
-from writeback.app.logquery import parse_since, parse_until
+from writeback.app.logquery import iso_time, parse_since, parse_until
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
 from writeback.console.auth import Authenticator, Principal
@@ -54,7 +53,8 @@ LOG_COLUMNS = ("id", "time", "run_id", "action", "result", "cloud_id", "group_na
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+    """ISO 8601 UTC, as every output gives times (:func:`writeback.app.logquery.iso_time`)."""
+    return None if ts is None else iso_time(ts)
 
 
 def _parse_time(parse: Callable[[str | None, str], float | None], params: Any, field: str) -> float | None:
