@@ -109,13 +109,18 @@ def test_provision_a_group_on_demand_and_watch_its_steps(
     page.locator("ul.matches li", has_text=b).locator("button:has-text('Provision')").click()
     page.wait_for_url(re.compile(r"/provision/[0-9a-f]+$"))
     # htmx refreshes the steps every second until the run is done.
-    page.wait_for_selector("text=Done: every step succeeded.", timeout=90_000)
+    page.wait_for_selector("text=Done, succeeded: every step succeeded.", timeout=90_000)
     steps = page.locator("#steps ol.steps > li").all_inner_texts()
     kinds = [s.split(" ", 1)[0] for s in steps]
     assert kinds[:2] == ["import", "import"]
     assert {"scoping", "matching", "processing", "export"} <= set(kinds)
     assert any(s.startswith("export (success)") for s in steps), steps
     assert newcomer["onPremisesDistinguishedName"].lower() in _member_dns(ad, b)
+    # The run links to the log entries it wrote: the operator's request (by name) and the member add.
+    page.click("text=The log entries of this run")
+    page.wait_for_url(re.compile(r"/log\?run=[0-9a-f]+$"))
+    rows = page.locator("table tbody tr").all_inner_texts()
+    assert any("provision" in r for r in rows) and any("add_members" in r for r in rows), rows
 
 
 def test_allow_a_held_mass_removal(browser: Any, console: RunningConsole, cloud: Any, ad: Any) -> None:
