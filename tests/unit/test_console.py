@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # starlette suggests its httpx2 fork for the te
 
 from tests.unit import builders
 from tests.unit.fakes import FakeDirectory
-from tests.unit.test_daemon import DeltaCloud, gid, group
+from tests.unit.test_service import DeltaCloud, gid, group
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine
 from writeback.app.lease import LeaderLease

@@ -337,7 +337,7 @@ class Engine:
         ``only``: an incremental plan of just these cloud groups (every managed group otherwise);
         ``dynamic``: include the on-prem dynamic groups; ``locations``: where each managed group is (default:
         where it was last written, the state's applied DNs). The reconcile pass
-        (:class:`writeback.app.reconcile.ReconcilePass`) is the one caller that records anything.
+        (:class:`writeback.app.reconcile_pass.ReconcilePass`) is the one caller that records anything.
         """
         return self.plan_and_locate(only=only, dynamic=dynamic, allow=allow, locations=locations)[0]
 

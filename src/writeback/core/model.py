@@ -27,7 +27,7 @@ UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
 AttributeValue = str | tuple[str, ...] | None
 
 ANCHOR_PREFIX = "Group_"
-DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.onprem)
+DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.core.desired.dynamic_intents)
 DYNAMIC_KEY_PREFIX = "dynamic:"
 ANCHOR_PREFIXES = (ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX)  # every anchor writeback writes
 

@@ -505,7 +505,7 @@ class LdapDirectory:
     def read_user_properties(
         self, base_dn: str, changed_after: int | None
     ) -> tuple[list[dict[str, Any]], int]:
-        """AD users under ``base_dn`` as rule-ready dicts (see writeback.adusers), and the directory's
+        """AD users under ``base_dn`` as rule-ready dicts (see writeback.adapters.directory.users), and the directory's
         highestCommittedUSN read *before* the search. With ``changed_after``, only users whose uSNChanged is
         above it. Incremental callers use :meth:`read_user_changes`, which also knows which DC the USN is of."""
         root = self._domain.search("", _BASE, _ANY, ["highestCommittedUSN"], paged=False)

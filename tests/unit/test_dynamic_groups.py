@@ -1,3 +1,6 @@
+"""On-prem dynamic groups: their config, rule evaluation over AD users, sAMAccountName candidates and the AD
+user properties rules see (writeback.core.desired.dynamic_intents, writeback.adapters.directory.users)."""
+
 import struct
 import uuid
 
