@@ -5,6 +5,7 @@ import uuid
 import pytest
 
 from tests.unit.builders import BASE, OU, desire, settings
+from tests.unit.test_planning import plan_of
 from writeback.cli.report import render_plan
 from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
 from writeback.core.mapping import (
@@ -24,7 +25,7 @@ from writeback.core.model import (
     MemberRef,
     SkipReason,
 )
-from writeback.core.planning import REDACTED, ChangeKind, Plan, Policy, compute_plan
+from writeback.core.planning import REDACTED, ChangeKind, Plan, Policy
 from writeback.errors import ConfigError
 
 GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
@@ -235,10 +236,10 @@ def test_ignore_flow_leaves_the_ad_attribute_as_it_is():
     for g in (group(), group(description="")):
         d = map_alone(keep, g)
         assert "info" not in d.attributes  # dropped from the flow, not set to None
-        plan = compute_plan({GID: d}, [_managed(d, info="written by hand")], {GID: g}, Policy())
+        plan = plan_of({GID: d}, [_managed(d, info="written by hand")], {GID: g}, Policy())
         assert plan.changes == ()
     d = map_alone(clear, group())
-    plan = compute_plan({GID: d}, [_managed(d, info="written by hand")], {GID: group()}, Policy())
+    plan = plan_of({GID: d}, [_managed(d, info="written by hand")], {GID: group()}, Policy())
     assert [(c.kind, dict(c.attributes)) for c in plan.changes] == [(ChangeKind.UPDATE, {"info": None})]
 
 
@@ -257,13 +258,13 @@ def test_redact_writes_the_value_and_hides_it_in_plan_text_and_json():
     d = map_alone(config(attributes=SECRET_MAPPING), g)
     assert d.attributes["info"] == "door code 4711" and d.redacted == {"info"}
 
-    create = compute_plan({GID: d}, [], {GID: g}, Policy())
+    create = plan_of({GID: d}, [], {GID: g}, Policy())
     assert create.changes[0].attributes["info"] == "door code 4711"  # what the engine writes to AD
     assert create.changes[0].redacted == {"info"}
     saved = json.dumps(create.to_dict())
     assert "4711" not in saved and REDACTED in saved
 
-    update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
+    update = plan_of({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
     text = render_plan(update)
     assert "4711" not in text and f"info={REDACTED}" in text
     assert "4711" not in json.dumps(update.to_dict())
@@ -273,7 +274,7 @@ def test_redact_writes_the_value_and_hides_it_in_plan_text_and_json():
 def test_unredacted_values_are_still_shown():
     g = group(mail_nickname="4711")
     d = map_alone(config(attributes={"info": "[mailNickname]"}), g)
-    update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
+    update = plan_of({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
     assert "info='4711'" in render_plan(update)
     assert "redacted" not in update.changes[0].to_dict()
 
@@ -281,7 +282,7 @@ def test_unredacted_values_are_still_shown():
 def test_a_saved_plan_gets_redacted_values_from_the_fresh_plan():
     g = group(mail_nickname="4711")
     d = map_alone(config(attributes=SECRET_MAPPING), g)
-    fresh = compute_plan({GID: d}, [], {GID: g}, Policy())
+    fresh = plan_of({GID: d}, [], {GID: g}, Policy())
     saved = Plan.from_dict(json.loads(json.dumps(fresh.to_dict())))
     assert saved.changes[0].attributes["info"] == REDACTED
     assert saved.digest() == fresh.digest()
@@ -290,13 +291,13 @@ def test_a_saved_plan_gets_redacted_values_from_the_fresh_plan():
 
     other = map_alone(config(attributes=SECRET_MAPPING), group(name="Other", mail_nickname="4711"))
     with pytest.raises(ValueError, match="plan again"):
-        saved.with_redacted_values_from(compute_plan({GID: other}, [], {GID: g}, Policy()))
+        saved.with_redacted_values_from(plan_of({GID: other}, [], {GID: g}, Policy()))
 
 
 def test_redacted_display_name_is_not_the_plan_heading():
     g = group(name="Secret project")
     d = map_alone(config(display_name="Redact([displayName])", cn=CONNECT_CN), g)  # CN=Group_<objectId>
-    change = compute_plan({GID: d}, [], {GID: g}, Policy()).changes[0]
+    change = plan_of({GID: d}, [], {GID: g}, Policy()).changes[0]
     assert change.display_name == d.cn and "Secret project" not in json.dumps(change.to_dict())
 
 

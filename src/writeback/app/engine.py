@@ -353,18 +353,7 @@ class Engine:
         if not intents.partial:
             self._remember_locations(facts.managed)
         state = desired_state(intents, facts, self.settings)
-        plan = compute_plan(
-            state.groups,
-            state.actual,
-            state.cloud,
-            self.policy(),
-            out_of_scope=state.out_of_scope,
-            applied=self.store.applied_fingerprints(),
-            released=state.released,
-            anchor_attributes=facts.anchor_attributes,
-            loops=state.loops,
-            untouched=state.untouched,
-        )
+        plan = compute_plan(state, self.policy(), self.store.applied_fingerprints())
         for message in state.loops.values():
             log.warning("%s", message)
         if state.warnings:

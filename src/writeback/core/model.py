@@ -219,6 +219,18 @@ class SkippedMember:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupError:
+    """A managed AD group (or several carrying one anchor) that a plan leaves alone, and why.
+
+    The desired state finds these once; the plan reports them and never changes, moves or deletes them."""
+
+    key: str  # the plan key: cloud id, or 'dynamic:<id>'
+    dn: str | None  # None when several AD groups carry the anchor (the message names them all)
+    message: str
+    name: str = ""  # display name, when the cloud or AD says one
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredGroup:
     """What AD must hold for one in-scope cloud group."""
 
