@@ -5,9 +5,11 @@ import uuid
 import pytest
 
 from tests.unit.builders import BASE, OU, desire, settings
+from tests.unit.fakes import FakeDirectory
 from tests.unit.test_planning import plan_of
+from writeback.app.gathering import Schema
 from writeback.cli.report import render_plan
-from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
+from writeback.config import ANCHOR_MODES, CONNECT_CN, MappingSettings, MemberSettings
 from writeback.core.mapping import (
     ADMIN_DESCRIPTION,
     MSDS_ANCHOR,
@@ -16,6 +18,7 @@ from writeback.core.mapping import (
     assign_sam_account_names,
     immutable_id_to_guid,
     nesting_allowed,
+    read_anchor_attributes,
 )
 from writeback.core.model import (
     CloudGroup,
@@ -194,6 +197,24 @@ def test_anchor_attribute_choice():
     assert anchor_attributes("auto", True) == (MSDS_ANCHOR,)
     assert anchor_attributes("auto", False) == (ADMIN_DESCRIPTION,)
     assert anchor_attributes("both", True) == (MSDS_ANCHOR, ADMIN_DESCRIPTION)
+
+
+def test_anchors_are_read_from_adminDescription_too_and_from_every_attribute_written():
+    """One choice (issue 22: it was written in three places): adminDescription is always read, so a group
+    Connect v2 anchored there is found and adopted, whatever mapping.anchor says."""
+    assert read_anchor_attributes(True) == (MSDS_ANCHOR, ADMIN_DESCRIPTION)
+    assert read_anchor_attributes(False) == (ADMIN_DESCRIPTION,)
+    for mode in ANCHOR_MODES:
+        for has_msds in (True, False):
+            if mode == MSDS_ANCHOR and not has_msds:
+                continue  # refused by `writeback config check`: the schema lacks the attribute
+            assert set(anchor_attributes(mode, has_msds)) <= set(read_anchor_attributes(has_msds))
+
+
+def test_the_gathering_step_reads_anchors_where_the_core_says():
+    for has_msds in (True, False):
+        schema = Schema.of(FakeDirectory(schema_msds=has_msds), MSDS_ANCHOR if has_msds else "auto")
+        assert schema.read == read_anchor_attributes(has_msds)
 
 
 def test_default_sam_account_name_is_deterministic_and_valid():

@@ -55,15 +55,6 @@ class ApplyResult:
 
 Progress = Callable[[str], None]
 
-_ACTION_NAMES = {
-    ChangeKind.CREATE: "create",
-    ChangeKind.UPDATE: "update",
-    ChangeKind.MOVE: "move",
-    ChangeKind.ADD_MEMBERS: "add_members",
-    ChangeKind.REMOVE_MEMBERS: "remove_members",
-    ChangeKind.DELETE: "delete",
-}
-
 
 @dataclass(frozen=True)
 class Allowances:
@@ -503,7 +494,7 @@ class Engine:
                 if i - 1 in run.written:
                     # A nested-group member add its group's create already wrote (write_order).
                     self.progress(
-                        f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
+                        f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
                         " (written with the group's create)"
                     )
                     outcomes.append((row, "success", None, time.time()))
@@ -517,7 +508,7 @@ class Engine:
                 if guard is not None:
                     guard()
                 self.progress(
-                    f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
+                    f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
                     + (f" ({len(change.members)} members)" if change.members else "")
                 )
                 carried = run.carried_add(i - 1)
@@ -592,9 +583,7 @@ class Engine:
                     group_name=c.display_name,
                     dn=c.dn,
                     error=_held_reason(c, why),
-                    detail={"change": _ACTION_NAMES[c.kind], "members": len(c.members)}
-                    if c.members
-                    else None,
+                    detail={"change": c.kind.action, "members": len(c.members)} if c.members else None,
                 )
             )
         self.store.log_rows(records)
@@ -648,7 +637,7 @@ class Engine:
             detail["new_dn"] = change.new_dn
         return LogRecord(
             run_id,
-            _ACTION_NAMES[change.kind],
+            change.kind.action,
             cloud_id=change.cloud_id,
             group_name=change.display_name,
             dn=change.dn,
