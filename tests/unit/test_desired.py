@@ -232,3 +232,14 @@ def test_left_alone_finds_each_problem_once_and_leaves_sound_groups():
     )
     assert set(found) == {gid(1), gid(2)}
     assert found[gid(1)].dn is None and found[gid(2)].dn == dn_of(2, "P")
+
+
+def test_a_protected_group_whose_source_of_authority_went_back_to_ad_is_not_released():
+    """Releasing writes (it removes the anchor); writeback never modifies a protected group."""
+    g = CloudGroup(gid(1), display_name="Admins", on_premises_security_identifier="S-1-5-21-9-512")
+    g = replace(g, is_cloud_managed=False)  # an SOA conversion rolled back: AD masters it again
+    stamped = replace(managed(1, "Admins"), attributes={MSDS_ANCHOR: f"Group_{gid(1)}"})
+    assert desire([g], managed=[stamped]).released == (stamped,)
+    state = desire([g], managed=[replace(stamped, protected=True)])
+    assert state.released == () and state.actual == ()
+    assert compute_plan(state, Policy(delete_out_of_scope=True)).changes == ()

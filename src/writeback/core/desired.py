@@ -13,8 +13,10 @@ that needs no directory fact. Then:
    member and group left out.
 
 Every rule about *what* to write lives here, once: member match order, sAMAccountName assignment, the
-occupied-DN check, the member cap, AD's nesting rule (8518) and when a nested group may be referenced. This
-module reads nothing, writes nothing and looks at no clock.
+occupied-DN check, the member cap, AD's nesting rule (8518), when a nested group may be referenced, and which
+managed AD groups are left alone (several carrying one anchor, protected ones: :func:`left_alone`). Every
+per-group error is decided here; the planner only diffs. This module reads nothing, writes nothing and looks at
+no clock.
 
 Taking over, never duplicating (issue 13):
 
