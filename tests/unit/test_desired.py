@@ -1,8 +1,13 @@
 """The pure desired-state function: which nested groups may be referenced, occupied DNs, caps, names."""
 
+from dataclasses import replace
+
 from tests.unit.builders import OU, desire, settings
 from writeback.config import MemberSettings
+from writeback.core.desired import DirectoryFacts, desired_state, dynamic_intents, left_alone
+from writeback.core.mapping import MSDS_ANCHOR
 from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, DirectoryGroup, MemberRef
+from writeback.core.planning import ChangeKind, Policy, compute_plan
 
 UNIVERSAL_SECURITY = -2147483640
 
@@ -124,3 +129,117 @@ def test_a_plan_compares_only_the_groups_its_sources_own():
     assert [g.cloud_id for g in state.actual] == [gid(1)]
     retry = desire([cloud(1, "Sales")], managed=[dynamic], only=["dynamic:hr"])  # a dynamic group's retry
     assert state.groups and retry.actual == ()
+
+
+# Groups left alone: found once, here (issue 22) ---------------------------------------------------------
+SALES_RULE = 'user.department -eq "Sales"'
+
+
+def dynamic_settings(*ids: str):
+    return settings(
+        scope={"mode": "none"},
+        dynamic_groups=[{"id": i, "name": i.title(), "rule": SALES_RULE} for i in ids],
+    )
+
+
+def dynamic_ad_group(dn: str, gid_: str = "sales") -> DirectoryGroup:
+    return DirectoryGroup(
+        dn, f"guid-{dn}", f"WritebackDynamic_{gid_}", None, UNIVERSAL_SECURITY, {}, frozenset()
+    )
+
+
+def desire_dynamic(config, managed):
+    facts = DirectoryFacts(anchor_attributes=(MSDS_ANCHOR,), managed=tuple(managed))
+    return desired_state(dynamic_intents(config, []), facts, config)
+
+
+def test_two_ad_groups_anchored_for_one_dynamic_group_are_named_by_the_anchor_they_carry():
+    twins = [dynamic_ad_group(f"CN=Sales,{OU}"), dynamic_ad_group(f"CN=Sales2,{OU}")]
+    state = desire_dynamic(dynamic_settings("sales"), twins)
+    error = state.groups["dynamic:sales"].error or ""
+    assert error.startswith("several AD groups carry anchor WritebackDynamic_sales: ")
+    assert f"CN=Sales,{OU}" in error and f"CN=Sales2,{OU}" in error
+    assert "Group_" not in error.replace("WritebackDynamic_", "")  # never Group_dynamic:sales
+    assert state.actual == () and state.errors == ()  # left out of the comparison, reported once
+    plan = compute_plan(state, Policy(delete_out_of_scope=True))
+    assert plan.changes == ()
+    assert [(r.cloud_id, r.error) for r in plan.reports] == [("dynamic:sales", error)]
+
+
+def test_two_ad_groups_of_a_dynamic_group_no_longer_configured_are_reported_not_deleted():
+    twins = [dynamic_ad_group(f"CN=Sales,{OU}"), dynamic_ad_group(f"CN=Sales2,{OU}")]
+    state = desire_dynamic(dynamic_settings("other"), twins)  # the source is present, "sales" is gone
+    (left,) = state.errors
+    assert (left.key, left.dn) == ("dynamic:sales", None)
+    assert left.message.startswith("several AD groups carry anchor WritebackDynamic_sales: ")
+    plan = compute_plan(state, Policy(delete_out_of_scope=True))
+    assert [c.kind for c in plan.changes] == [ChangeKind.CREATE]  # "other"; neither Sales group deleted
+    assert [(r.cloud_id, r.error) for r in plan.reports] == [("dynamic:sales", left.message)]
+
+
+def test_two_ad_groups_anchored_for_one_cloud_group_are_named_group_id():
+    g = cloud(1, "Sales")
+    twins = [managed(1, "Sales"), managed(1, "Sales", dn=f"CN=Copy,{OU}")]
+    state = desire([g], managed=twins)
+    error = state.groups[g.id].error or ""
+    assert error.startswith(f"several AD groups carry anchor Group_{g.id}: ")
+    assert f"CN=Copy,{OU}" in error and dn_of(1, "Sales") in error
+    plan = compute_plan(state, Policy())
+    assert plan.changes == () and [r.error for r in plan.reports] == [error]
+
+
+def test_two_ad_groups_of_a_cloud_group_deleted_in_the_cloud_are_reported_not_deleted():
+    twins = [managed(1, "Sales"), managed(1, "Sales", dn=f"CN=Copy,{OU}")]
+    state = desire([cloud(2, "Other")], managed=twins)  # group 1 is unknown to the cloud: hard-deleted
+    (left,) = state.errors
+    assert left.key == gid(1) and left.message.startswith(f"several AD groups carry anchor Group_{gid(1)}: ")
+    assert left.name == "Sales"  # the name AD holds, as the cloud no longer knows it
+    plan = compute_plan(state, Policy())
+    assert all(c.kind is not ChangeKind.DELETE for c in plan.changes)
+    assert [r.error for r in plan.reports] == [left.message]
+
+
+def test_a_protected_ad_group_is_left_alone_desired_or_not():
+    wanted, gone = cloud(1, "Admins"), cloud(2, "Gone")
+    protected = [replace(managed(1, "Admins"), protected=True), replace(managed(2, "Gone"), protected=True)]
+    state = desire([wanted], managed=protected)
+    assert "AD protected group" in (state.groups[wanted.id].error or "")
+    (left,) = state.errors
+    assert (left.key, left.dn) == (gone.id, dn_of(2, "Gone")) and "AD protected group" in left.message
+    plan = compute_plan(state, Policy(delete_out_of_scope=True))
+    assert plan.changes == ()  # neither updated nor deleted
+    assert {r.cloud_id for r in plan.reports if r.error and "protected" in r.error} == {wanted.id, gone.id}
+
+
+def test_a_nested_group_left_alone_is_not_referenced_and_the_parent_says_why():
+    child = cloud(1, "Child")
+    parent = cloud(2, "Parent", [MemberRef("group", child.id)])
+    twins = [managed(1, "Child"), managed(1, "Child", dn=f"CN=Copy,{OU}")]
+    for only in (None, [parent.id]):  # planned with the parent, or referenced where AD holds it
+        state = desire([child, parent], managed=twins, only=only)
+        p = state.groups[parent.id]
+        assert p.members == frozenset()
+        (skip,) = p.skipped
+        assert skip.reason.startswith(
+            f"nested group is not written: several AD groups carry anchor Group_{child.id}"
+        )
+
+
+def test_left_alone_finds_each_problem_once_and_leaves_sound_groups():
+    sound = managed(3, "Fine")
+    found = left_alone(
+        [managed(1, "A"), managed(1, "A", dn=f"CN=B,{OU}"), replace(managed(2, "P"), protected=True), sound]
+    )
+    assert set(found) == {gid(1), gid(2)}
+    assert found[gid(1)].dn is None and found[gid(2)].dn == dn_of(2, "P")
+
+
+def test_a_protected_group_whose_source_of_authority_went_back_to_ad_is_not_released():
+    """Releasing writes (it removes the anchor); writeback never modifies a protected group."""
+    g = CloudGroup(gid(1), display_name="Admins", on_premises_security_identifier="S-1-5-21-9-512")
+    g = replace(g, is_cloud_managed=False)  # an SOA conversion rolled back: AD masters it again
+    stamped = replace(managed(1, "Admins"), attributes={MSDS_ANCHOR: f"Group_{gid(1)}"})
+    assert desire([g], managed=[stamped]).released == (stamped,)
+    state = desire([g], managed=[replace(stamped, protected=True)])
+    assert state.released == () and state.actual == ()
+    assert compute_plan(state, Policy(delete_out_of_scope=True)).changes == ()

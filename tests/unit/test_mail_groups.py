@@ -241,7 +241,7 @@ def test_security_to_distribution_is_one_update_of_the_same_object() -> None:
     config = settings(scope={"include_microsoft365": True})
     current = managed(UNIVERSAL_SECURITY, mail=None)
     state = desire([m365(kind="universalDistributionGroup")], managed=[current], config=config)
-    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    plan = compute_plan(state, Policy())
     assert [c.kind for c in plan.changes] == [ChangeKind.UPDATE]  # no delete + create: same objectGUID
     change = plan.changes[0]
     assert change.dn == current.dn and change.attributes["groupType"] == DISTRIBUTION
@@ -252,7 +252,7 @@ def test_distribution_to_security_clears_the_mail_attributes() -> None:
     config = settings(scope={"include_microsoft365": True})
     current = managed(DISTRIBUTION, mail="sales@corp.example", proxyAddresses="SMTP:sales@corp.example")
     state = desire([m365(kind="universalSecurityGroup")], managed=[current], config=config)
-    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    plan = compute_plan(state, Policy())
     (change,) = plan.changes
     assert change.attributes["groupType"] == UNIVERSAL_SECURITY
     assert change.attributes["mail"] is None and change.attributes["proxyAddresses"] is None
@@ -269,7 +269,7 @@ def test_ad_refuses_global_to_domain_local_directly() -> None:
     state = desire([security()], managed=[managed(GROUP_TYPE_GLOBAL | GROUP_TYPE_SECURITY)], config=config)
     error = state.groups[GID].error
     assert error is not None and "change its scope to universal first" in error
-    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    plan = compute_plan(state, Policy())
     assert plan.changes == () and plan.reports[0].error == error
 
 
@@ -423,11 +423,11 @@ def test_multi_valued_attributes_compare_as_sets_and_survive_saved_plans() -> No
     wanted = ("SMTP:sales@corp.example", "smtp:sales@corp.onmicrosoft.com")
     same = managed(DISTRIBUTION, mail="sales@corp.example", proxyAddresses=tuple(reversed(wanted)))  # type: ignore[arg-type]
     state = desire([m365(kind="universalDistributionGroup")], managed=[same], config=config)
-    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    plan = compute_plan(state, Policy())
     assert "proxyAddresses" not in next(c.attributes for c in plan.changes if c.kind is ChangeKind.UPDATE)
     fewer = managed(DISTRIBUTION, mail="sales@corp.example", proxyAddresses=("SMTP:sales@corp.example",))  # type: ignore[arg-type]
     state = desire([m365(kind="universalDistributionGroup")], managed=[fewer], config=config)
-    plan = compute_plan(state.groups, state.actual, state.cloud, Policy())
+    plan = compute_plan(state, Policy())
     (update,) = [c for c in plan.changes if c.kind is ChangeKind.UPDATE]
     assert update.attributes["proxyAddresses"] == wanted
     saved = Plan.from_dict(json.loads(json.dumps(plan.to_dict())))

@@ -5,8 +5,11 @@ import uuid
 import pytest
 
 from tests.unit.builders import BASE, OU, desire, settings
+from tests.unit.fakes import FakeDirectory
+from tests.unit.test_planning import plan_of
+from writeback.app.gathering import Schema
 from writeback.cli.report import render_plan
-from writeback.config import CONNECT_CN, MappingSettings, MemberSettings
+from writeback.config import ANCHOR_MODES, CONNECT_CN, MappingSettings, MemberSettings
 from writeback.core.mapping import (
     ADMIN_DESCRIPTION,
     MSDS_ANCHOR,
@@ -15,6 +18,7 @@ from writeback.core.mapping import (
     assign_sam_account_names,
     immutable_id_to_guid,
     nesting_allowed,
+    read_anchor_attributes,
 )
 from writeback.core.model import (
     CloudGroup,
@@ -24,7 +28,7 @@ from writeback.core.model import (
     MemberRef,
     SkipReason,
 )
-from writeback.core.planning import REDACTED, ChangeKind, Plan, Policy, compute_plan
+from writeback.core.planning import REDACTED, ChangeKind, Plan, Policy
 from writeback.errors import ConfigError
 
 GID = "3a5c3221-c465-48c0-95b8-e9305786a271"
@@ -195,6 +199,24 @@ def test_anchor_attribute_choice():
     assert anchor_attributes("both", True) == (MSDS_ANCHOR, ADMIN_DESCRIPTION)
 
 
+def test_anchors_are_read_from_adminDescription_too_and_from_every_attribute_written():
+    """One choice (issue 22: it was written in three places): adminDescription is always read, so a group
+    Connect v2 anchored there is found and adopted, whatever mapping.anchor says."""
+    assert read_anchor_attributes(True) == (MSDS_ANCHOR, ADMIN_DESCRIPTION)
+    assert read_anchor_attributes(False) == (ADMIN_DESCRIPTION,)
+    for mode in ANCHOR_MODES:
+        for has_msds in (True, False):
+            if mode == MSDS_ANCHOR and not has_msds:
+                continue  # refused by `writeback config check`: the schema lacks the attribute
+            assert set(anchor_attributes(mode, has_msds)) <= set(read_anchor_attributes(has_msds))
+
+
+def test_the_gathering_step_reads_anchors_where_the_core_says():
+    for has_msds in (True, False):
+        schema = Schema.of(FakeDirectory(schema_msds=has_msds), MSDS_ANCHOR if has_msds else "auto")
+        assert schema.read == read_anchor_attributes(has_msds)
+
+
 def test_default_sam_account_name_is_deterministic_and_valid():
     c = mapper().sam_candidates(group(name='Sales/EU "team"'))
     assert c[0] == "SalesEU_e9305786a271"
@@ -235,10 +257,10 @@ def test_ignore_flow_leaves_the_ad_attribute_as_it_is():
     for g in (group(), group(description="")):
         d = map_alone(keep, g)
         assert "info" not in d.attributes  # dropped from the flow, not set to None
-        plan = compute_plan({GID: d}, [_managed(d, info="written by hand")], {GID: g}, Policy())
+        plan = plan_of({GID: d}, [_managed(d, info="written by hand")], {GID: g}, Policy())
         assert plan.changes == ()
     d = map_alone(clear, group())
-    plan = compute_plan({GID: d}, [_managed(d, info="written by hand")], {GID: group()}, Policy())
+    plan = plan_of({GID: d}, [_managed(d, info="written by hand")], {GID: group()}, Policy())
     assert [(c.kind, dict(c.attributes)) for c in plan.changes] == [(ChangeKind.UPDATE, {"info": None})]
 
 
@@ -257,13 +279,13 @@ def test_redact_writes_the_value_and_hides_it_in_plan_text_and_json():
     d = map_alone(config(attributes=SECRET_MAPPING), g)
     assert d.attributes["info"] == "door code 4711" and d.redacted == {"info"}
 
-    create = compute_plan({GID: d}, [], {GID: g}, Policy())
+    create = plan_of({GID: d}, [], {GID: g}, Policy())
     assert create.changes[0].attributes["info"] == "door code 4711"  # what the engine writes to AD
     assert create.changes[0].redacted == {"info"}
     saved = json.dumps(create.to_dict())
     assert "4711" not in saved and REDACTED in saved
 
-    update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
+    update = plan_of({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
     text = render_plan(update)
     assert "4711" not in text and f"info: {REDACTED} -> {REDACTED}" in text
     assert "4711" not in json.dumps(update.to_dict())
@@ -273,7 +295,7 @@ def test_redact_writes_the_value_and_hides_it_in_plan_text_and_json():
 def test_unredacted_values_are_still_shown():
     g = group(mail_nickname="4711")
     d = map_alone(config(attributes={"info": "[mailNickname]"}), g)
-    update = compute_plan({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
+    update = plan_of({GID: d}, [_managed(d, info="old")], {GID: g}, Policy())
     assert "info: 'old' -> '4711'" in render_plan(update)
     assert "redacted" not in update.changes[0].to_dict()
 
@@ -281,7 +303,7 @@ def test_unredacted_values_are_still_shown():
 def test_a_saved_plan_gets_redacted_values_from_the_fresh_plan():
     g = group(mail_nickname="4711")
     d = map_alone(config(attributes=SECRET_MAPPING), g)
-    fresh = compute_plan({GID: d}, [], {GID: g}, Policy())
+    fresh = plan_of({GID: d}, [], {GID: g}, Policy())
     saved = Plan.from_dict(json.loads(json.dumps(fresh.to_dict())))
     assert saved.changes[0].attributes["info"] == REDACTED
     assert saved.digest() == fresh.digest()
@@ -290,13 +312,13 @@ def test_a_saved_plan_gets_redacted_values_from_the_fresh_plan():
 
     other = map_alone(config(attributes=SECRET_MAPPING), group(name="Other", mail_nickname="4711"))
     with pytest.raises(ValueError, match="plan again"):
-        saved.with_redacted_values_from(compute_plan({GID: other}, [], {GID: g}, Policy()))
+        saved.with_redacted_values_from(plan_of({GID: other}, [], {GID: g}, Policy()))
 
 
 def test_redacted_display_name_is_not_the_plan_heading():
     g = group(name="Secret project")
     d = map_alone(config(display_name="Redact([displayName])", cn=CONNECT_CN), g)  # CN=Group_<objectId>
-    change = compute_plan({GID: d}, [], {GID: g}, Policy()).changes[0]
+    change = plan_of({GID: d}, [], {GID: g}, Policy()).changes[0]
     assert change.display_name == d.cn and "Secret project" not in json.dumps(change.to_dict())
 
 

@@ -1,7 +1,7 @@
 """Safety thresholds: deletes, member removals and updates are held past their limits, the rest applies."""
 
-from tests.unit.test_planning import OU, U, actual, cloud, desired
-from writeback.core.planning import ChangeKind, Plan, Policy, compute_plan
+from tests.unit.test_planning import OU, U, actual, cloud, desired, plan_of
+from writeback.core.planning import ChangeKind, Plan, Policy
 from writeback.core.safety import Managed, Thresholds, hold_unsafe
 
 MEMBERS = [f"CN=m{i},OU=Staff,DC=corp,DC=test" for i in range(100)]
@@ -9,13 +9,11 @@ MEMBERS = [f"CN=m{i},OU=Staff,DC=corp,DC=test" for i in range(100)]
 
 def test_delete_threshold_holds_every_delete_and_says_how_to_allow():
     groups = [actual(f"g{i}", f"G{i}") for i in range(5)]
-    plan = hold_unsafe(
-        compute_plan({}, groups, {}, Policy()), Managed.of(groups), Thresholds(delete_threshold=3)
-    )
+    plan = hold_unsafe(plan_of({}, groups, {}, Policy()), Managed.of(groups), Thresholds(delete_threshold=3))
     assert plan.changes == () and len(plan.held) == 5
     assert [h.kind for h in plan.holds] == ["deletes"] and "--allow-deletes 5" in plan.holds[0].message
     allowed = hold_unsafe(
-        compute_plan({}, groups, {}, Policy()),
+        plan_of({}, groups, {}, Policy()),
         Managed.of(groups),
         Thresholds(delete_threshold=3, allow_deletes=5),
     )
@@ -31,7 +29,7 @@ def _removal_plan(removed: int) -> tuple[Plan, list]:
         "a": desired("a", "A", MEMBERS[removed:50]),
         "b": desired("b", "B", [*MEMBERS[50:], U[0]]),
     }
-    return compute_plan(want, [a, b], cloud("a", "b"), Policy()), [a, b]
+    return plan_of(want, [a, b], cloud("a", "b"), Policy()), [a, b]
 
 
 def test_member_removals_over_the_percentage_are_held_and_the_rest_is_applied():
@@ -53,7 +51,7 @@ def test_removals_under_the_percentage_or_below_the_minimum_size_pass():
     plan, managed = _removal_plan(30)
     assert not hold_unsafe(plan, Managed.of(managed), Thresholds()).holds  # exactly 30 %
     small = actual("s", "S", MEMBERS[:10])
-    tiny = compute_plan({"s": desired("s", "S", [])}, [small], cloud("s"), Policy())
+    tiny = plan_of({"s": desired("s", "S", [])}, [small], cloud("s"), Policy())
     assert not hold_unsafe(tiny, Managed.of([small]), Thresholds()).holds  # 10 values < 50: no percentage
 
 
@@ -62,7 +60,7 @@ def test_renames_over_the_percentage_are_held_with_what_needs_the_new_dn():
     want = {f"g{i}": desired(f"g{i}", f"New{i}") for i in range(4)}  # 4 of 10 renamed: 40 % > 30 %
     want |= {f"g{i}": desired(f"g{i}", f"G{i}") for i in range(4, 10)}
     want["p"] = desired("p", "Parent", [f"CN=New0,{OU}", U[1]])  # a new group nesting a renamed one
-    plan = compute_plan(want, groups, cloud(*want), Policy())
+    plan = plan_of(want, groups, cloud(*want), Policy())
     held = hold_unsafe(plan, Managed.of(groups), Thresholds())
     assert [h.kind for h in held.holds] == ["updates"]
     assert {c.cloud_id for c in held.held if c.kind is ChangeKind.MOVE} == {"g0", "g1", "g2", "g3"}

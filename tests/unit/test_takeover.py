@@ -56,16 +56,7 @@ def account(g: DirectoryGroup) -> DirectoryAccount:
 
 
 def plan_of(state: DesiredState) -> Plan:
-    return compute_plan(
-        state.groups,
-        state.actual,
-        state.cloud,
-        Policy(delete_out_of_scope=True, delete_soft_deleted=True),
-        out_of_scope=state.out_of_scope,
-        released=state.released,
-        anchor_attributes=(MSDS_ANCHOR,),
-        loops=state.loops,
-    )
+    return compute_plan(state, Policy(delete_out_of_scope=True, delete_soft_deleted=True))
 
 
 def member_users() -> tuple[dict[str, CloudUser], list[DirectoryAccount], list[MemberRef]]:
@@ -323,15 +314,6 @@ def test_unknown_sync_behavior_leaves_a_taken_over_group_alone_even_when_deletes
     orig = original(f"CN=Finance,{LEGACY_OU}", anchor=f"Group_{g.id}", members=["CN=user1,OU=Staff"])
     state = desire([g], managed=[orig])
     assert state.released == () and state.untouched == (orig,) and orig not in state.actual
-    plan = compute_plan(
-        state.groups,
-        state.actual,
-        state.cloud,
-        Policy(delete_out_of_scope=True),
-        out_of_scope=state.out_of_scope,
-        released=state.released,
-        anchor_attributes=(MSDS_ANCHOR,),
-        untouched=state.untouched,
-    )
+    plan = compute_plan(state, Policy(delete_out_of_scope=True))
     assert plan.changes == ()
     assert any(r.cloud_id == g.id and "kept unchanged" in (r.note or "") for r in plan.reports)

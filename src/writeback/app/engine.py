@@ -56,15 +56,6 @@ class ApplyResult:
 
 Progress = Callable[[str], None]
 
-_ACTION_NAMES = {
-    ChangeKind.CREATE: "create",
-    ChangeKind.UPDATE: "update",
-    ChangeKind.MOVE: "move",
-    ChangeKind.ADD_MEMBERS: "add_members",
-    ChangeKind.REMOVE_MEMBERS: "remove_members",
-    ChangeKind.DELETE: "delete",
-}
-
 
 @dataclass(frozen=True)
 class Allowances:
@@ -379,18 +370,7 @@ class Engine:
         facts = gather(q, self.directory, self.schema(), self.mapped_attributes(), self.progress)
         located = {} if intents.partial else located_groups(where, facts.managed)
         state = desired_state(intents, facts, self.settings)
-        plan = compute_plan(
-            state.groups,
-            state.actual,
-            state.cloud,
-            self.policy(),
-            out_of_scope=state.out_of_scope,
-            applied=self.store.applied_fingerprints(),
-            released=state.released,
-            anchor_attributes=facts.anchor_attributes,
-            loops=state.loops,
-            untouched=state.untouched,
-        )
+        plan = compute_plan(state, self.policy(), self.store.applied_fingerprints())
         for message in state.loops.values():
             log.warning("%s", message)
         if state.warnings:
@@ -529,7 +509,7 @@ class Engine:
                 if i - 1 in run.written:
                     # A nested-group member add its group's create already wrote (write_order).
                     self.progress(
-                        f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
+                        f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
                         " (written with the group's create)"
                     )
                     outcomes.append((row, "success", None, time.time()))
@@ -543,7 +523,7 @@ class Engine:
                 if guard is not None:
                     guard()
                 self.progress(
-                    f"[{i}/{total}] {_ACTION_NAMES[change.kind]} {change.display_name or change.dn}"
+                    f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
                     + (f" ({len(change.members)} members)" if change.members else "")
                 )
                 carried = run.carried_add(i - 1)
@@ -619,9 +599,7 @@ class Engine:
                     group_name=c.display_name,
                     dn=c.dn,
                     error=_held_reason(c, why),
-                    detail={"change": _ACTION_NAMES[c.kind], "members": len(c.members)}
-                    if c.members
-                    else None,
+                    detail={"change": c.kind.action, "members": len(c.members)} if c.members else None,
                 )
             )
         self.store.log_rows(records)
@@ -675,7 +653,7 @@ class Engine:
             detail["new_dn"] = change.new_dn
         return LogRecord(
             run_id,
-            _ACTION_NAMES[change.kind],
+            change.kind.action,
             cloud_id=change.cloud_id,
             group_name=change.display_name,
             dn=change.dn,

@@ -18,11 +18,11 @@ from typing import Protocol
 from writeback.core.desired import DirectoryFacts, Questions
 from writeback.core.dn import is_within, normalize_dn
 from writeback.core.mapping import (
-    ADMIN_DESCRIPTION,
     EXCHANGE_ATTRIBUTES,
     MAIL_ATTRIBUTES,
     MSDS_ANCHOR,
     anchor_attributes,
+    read_anchor_attributes,
 )
 from writeback.core.model import DirectoryAccount, DirectoryGroup
 from writeback.core.ports import Directory, ResolvedAccounts
@@ -43,11 +43,10 @@ class Schema:
     @classmethod
     def of(cls, directory: Directory, anchor_mode: str) -> Schema:
         has_msds = directory.has_attribute(MSDS_ANCHOR)
-        read = (MSDS_ANCHOR, ADMIN_DESCRIPTION) if has_msds else (ADMIN_DESCRIPTION,)
         missing = frozenset(
             a for a in (*MAIL_ATTRIBUTES, *EXCHANGE_ATTRIBUTES) if not directory.has_attribute(a)
         )
-        return cls(anchor_attributes(anchor_mode, has_msds), read, missing)
+        return cls(anchor_attributes(anchor_mode, has_msds), read_anchor_attributes(has_msds), missing)
 
     @property
     def mail(self) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """The provisioning log's filters and times, as the CLI (`writeback log`) and the console (/log, /api/log) read
-and show them: one parser for a time filter, one list of the actions and results a row can have, one format
+and show them: one parser for a time filter, the actions and results a row can have (one list each: :mod:`writeback.core.journal`), one format
 for a time.
 
 A time filter is an age ("90m", "12h", "7d", "30s": that long ago) or an ISO 8601 date or time, UTC unless it
@@ -12,30 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from writeback.core.ports import LOG_RESULTS
+from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
 from writeback.errors import ConfigError
 
-# Every action a provisioning-log row can have. The change kinds (create ... delete) are the engine's; skip and
-# skip_members are a group or members not written; held and staged_delete are changes a safety threshold held;
-# allow, reconcile, clear_quarantine and provision are operator actions; rebuild_replica is
-# `writeback state rebuild-replica`.
-LOG_ACTIONS = (
-    "create",
-    "update",
-    "move",
-    "add_members",
-    "remove_members",
-    "delete",
-    "skip",
-    "skip_members",
-    "held",
-    "staged_delete",
-    "allow",
-    "reconcile",
-    "clear_quarantine",
-    "provision",
-    "rebuild_replica",
-)
 __all__ = ["LOG_ACTIONS", "LOG_RESULTS", "iso_time", "parse_since", "parse_until"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -307,14 +307,12 @@ def _group_kind(group_type: int) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from writeback.app.wiring import build_directory
     from writeback.core.dn import rdn
-    from writeback.core.mapping import ADMIN_DESCRIPTION, MSDS_ANCHOR
+    from writeback.core.mapping import MSDS_ANCHOR, read_anchor_attributes
     from writeback.core.text import plural
 
     directory = build_directory(_settings(args))
     try:
-        anchors = (
-            (MSDS_ANCHOR, ADMIN_DESCRIPTION) if directory.has_attribute(MSDS_ANCHOR) else (ADMIN_DESCRIPTION,)
-        )
+        anchors = read_anchor_attributes(directory.has_attribute(MSDS_ANCHOR))
         groups = sorted(
             directory.read_managed_groups(anchors, (*anchors, "displayName", "description", "mail")),
             key=lambda g: g.dn.lower(),

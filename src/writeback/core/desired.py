@@ -13,8 +13,10 @@ that needs no directory fact. Then:
    member and group left out.
 
 Every rule about *what* to write lives here, once: member match order, sAMAccountName assignment, the
-occupied-DN check, the member cap, AD's nesting rule (8518) and when a nested group may be referenced. This
-module reads nothing, writes nothing and looks at no clock.
+occupied-DN check, the member cap, AD's nesting rule (8518), when a nested group may be referenced, and which
+managed AD groups are left alone (several carrying one anchor, protected ones: :func:`left_alone`). Every
+per-group error is decided here; the planner only diffs. This module reads nothing, writes nothing and looks at
+no clock.
 
 Taking over, never duplicating (issue 13):
 
@@ -65,6 +67,7 @@ from writeback.core.model import (
     DesiredGroup,
     DirectoryAccount,
     DirectoryGroup,
+    GroupError,
     Intent,
     MemberRef,
     SkippedMember,
@@ -308,16 +311,27 @@ class DirectoryFacts:
 # 3. Desire -----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DesiredState:
+    """Everything one plan compares: :func:`writeback.core.planning.compute_plan` diffs it against nothing else.
+
+    Every per-group error is decided here, so the planner only diffs: a desired group that cannot be written
+    carries ``error``; a managed AD group no desired group speaks for that must be left alone is in ``errors``.
+    ``actual`` holds at most one AD group per key, none of them left alone."""
+
     groups: Mapping[str, DesiredGroup]
-    actual: tuple[DirectoryGroup, ...]  # the managed AD groups this plan compares against
-    cloud: Mapping[str, CloudGroup]
-    out_of_scope: Mapping[str, str]
+    actual: tuple[DirectoryGroup, ...] = ()  # the managed AD groups this plan compares against
+    cloud: Mapping[str, CloudGroup] = field(default_factory=dict)
+    out_of_scope: Mapping[str, str] = field(default_factory=dict)
     # Managed groups whose cloud group's source of authority went back to AD: writeback lets go of them.
     released: tuple[DirectoryGroup, ...] = ()
     # Managed groups whose cloud group came from AD while Graph did not say who masters it now: untouched.
     untouched: tuple[DirectoryGroup, ...] = ()
     loops: Mapping[str, str] = field(default_factory=dict)  # cloud id of a synced copy -> the loop report
     warnings: tuple[str, ...] = ()  # said once in the plan (e.g. attributes the schema lacks)
+    # Where writeback writes its anchor: a released group loses the anchor it holds in these.
+    anchor_attributes: tuple[str, ...] = ()
+    # Managed AD groups of keys not in ``groups`` that the plan leaves alone (several carry one anchor, or
+    # protected): reported, never changed or deleted.
+    errors: tuple[GroupError, ...] = ()
 
 
 def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -> DesiredState:
@@ -327,15 +341,10 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
     and its DN is its own managed DN or free; otherwise the parent is still written without it, and the child
     is reported on the parent with the reason.
     """
-    managed: dict[str, DirectoryGroup] = {}
-    duplicates: set[str] = set()
-    for g in facts.managed:
-        if g.cloud_id:
-            if g.cloud_id in managed:
-                duplicates.add(g.cloud_id)
-            managed[g.cloud_id] = g
+    managed = {g.cloud_id: g for g in facts.managed if g.cloud_id}
+    refused = left_alone(facts.managed)
     adopted = _originals(intents, facts, managed)
-    resolver = _Resolver(intents, facts, settings, managed, duplicates, adopted)
+    resolver = _Resolver(intents, facts, settings, managed, refused, adopted)
     groups = {key: resolver.desired(key) for key in sorted(intents.groups)}
     prefixes = tuple(intents.prefixes)
     actual = tuple(g for g in facts.managed if g.anchor and g.anchor.startswith(prefixes))
@@ -343,11 +352,16 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
         actual = tuple(g for g in actual if g.cloud_id in intents.reconciled)
     # An SOA original writeback has not stamped yet is the group's current state: the plan updates it.
     actual += tuple(g for key, g in adopted.items() if key not in managed and groups[key].error is None)
-    # A group whose source of authority is AD is never deleted, whatever safety.on_out_of_scope says.
+    # A group whose source of authority is AD is never deleted, whatever safety.on_out_of_scope says. A
+    # protected one is not even released (writeback never modifies it).
     from_ad = tuple(g for g in actual if g.cloud_id in intents.ad_mastered and g.cloud_id not in groups)
-    released = tuple(g for g in from_ad if g.cloud_id in intents.released)
+    released = tuple(g for g in from_ad if g.cloud_id in intents.released and not g.protected)
     untouched = tuple(g for g in from_ad if g.cloud_id not in intents.released)
     actual = tuple(g for g in actual if g.cloud_id not in intents.ad_mastered or g.cloud_id in groups)
+    # Groups left alone leave the comparison: a desired one carries the error, the others are reported here.
+    left = {g.cloud_id for g in actual if g.cloud_id and g.cloud_id in refused and g.cloud_id not in groups}
+    errors = tuple(replace(refused[k], name=_name_of(k, intents, managed[k])) for k in sorted(left))
+    actual = tuple(g for g in actual if g.cloud_id not in refused)
     warnings: list[str] = []
     if resolver.left_out:
         names = ", ".join(sorted(resolver.left_out))
@@ -365,7 +379,48 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
         untouched,
         _loops(intents, facts),
         tuple(warnings),
+        facts.anchor_attributes,
+        errors,
     )
+
+
+def left_alone(managed: Iterable[DirectoryGroup]) -> dict[str, GroupError]:
+    """The managed AD groups no plan may touch, by key, and why: several AD groups carrying one anchor, or an
+    AD protected group (adminCount or critical system object).
+
+    The one place these are found. The message names the anchor the AD groups really carry (``Group_<id>``
+    or ``WritebackDynamic_<id>``), never one rebuilt from the key."""
+    by_key: dict[str, list[DirectoryGroup]] = {}
+    for g in managed:
+        if g.cloud_id:
+            by_key.setdefault(g.cloud_id, []).append(g)
+    out: dict[str, GroupError] = {}
+    for key, found in by_key.items():
+        if len(found) > 1:
+            anchors = " and ".join(sorted({str(g.anchor) for g in found}))
+            dns = ", ".join(sorted(g.dn for g in found))
+            out[key] = GroupError(
+                key,
+                None,
+                f"several AD groups carry anchor {anchors}: {dns}; writeback will not touch them until one "
+                "remains",
+            )
+        elif found[0].protected:
+            out[key] = GroupError(
+                key,
+                found[0].dn,
+                f"{found[0].dn} is an AD protected group (adminCount or critical system object); writeback "
+                "never modifies it",
+            )
+    return out
+
+
+def _name_of(key: str, intents: Intents, group: DirectoryGroup) -> str:
+    """A left-alone group's name for reports: the cloud's, else the one AD holds."""
+    cloud = intents.cloud_groups.get(key)
+    if cloud is not None and cloud.display_name:
+        return cloud.display_name
+    return str(group.attributes.get("displayName") or "")
 
 
 def _originals(
@@ -419,11 +474,11 @@ class _Resolver:
         facts: DirectoryFacts,
         settings: Settings,
         managed: Mapping[str, DirectoryGroup],
-        duplicates: Collection[str],
+        refused: Mapping[str, GroupError],
         adopted: Mapping[str, DirectoryGroup],
     ) -> None:
         self.intents, self.facts, self.settings = intents, facts, settings
-        self.managed, self.duplicates = managed, duplicates
+        self.managed, self.refused = managed, refused
         self.adopted = adopted
         self.keep_names = settings.mapping.keep_adopted_names
         self.sam = self._sam_names()
@@ -480,7 +535,8 @@ class _Resolver:
         return self.done[key]
 
     def _desire(self, intent: Intent) -> DesiredGroup:
-        error = intent.error or self._original_error(intent)
+        left = self.refused.get(intent.key)
+        error = (left.message if left else None) or intent.error or self._original_error(intent)
         current = self.current(intent.key)
         if current is not None and self.keeps_name(intent.key):
             keep_type = intent.original_sid is not None  # an SOA original keeps its scope too
@@ -491,8 +547,6 @@ class _Resolver:
                 group_type=current.group_type if keep_type else intent.group_type,
             )
         dn = intent.dn
-        if error is None and intent.key in self.duplicates:
-            error = f"several AD groups carry anchor {intent.anchor}; writeback will not touch them until one remains"
         if error is None and current is not None and current.group_type != intent.group_type:
             refused = group_type_change_refused(current.group_type, intent.group_type)
             if refused:
@@ -619,7 +673,9 @@ class _Resolver:
             if child.error is not None:
                 return _Skip(f"nested group is not written: {child.error}")
             child_type, child_dn = child.group_type, child.dn
-        elif (current := self.managed.get(child_id)) is not None and child_id not in self.duplicates:
+        elif (refused := self.refused.get(child_id)) is not None:
+            return _Skip(f"nested group is not written: {refused.message}")
+        elif (current := self.managed.get(child_id)) is not None:
             # Not reconciled in this (incremental) plan: referenced where AD holds it now.
             child_type, child_dn = current.group_type, current.dn
         else:

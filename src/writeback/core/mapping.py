@@ -150,12 +150,20 @@ def group_type_change_refused(current: int, desired: int) -> str | None:
 
 
 def anchor_attributes(mode: str, schema_has_msds: bool) -> tuple[str, ...]:
-    """Which attributes carry ``Group_<objectId>``; the first is the one searched for first."""
+    """Which attributes writeback writes ``Group_<objectId>`` to (``mapping.anchor``); the first is the one
+    searched for first."""
     if mode == "both":
-        return (MSDS_ANCHOR, ADMIN_DESCRIPTION) if schema_has_msds else (ADMIN_DESCRIPTION,)
+        return read_anchor_attributes(schema_has_msds)
     if mode == MSDS_ANCHOR or (mode == "auto" and schema_has_msds):
         return (MSDS_ANCHOR,)
     return (ADMIN_DESCRIPTION,)
+
+
+def read_anchor_attributes(schema_has_msds: bool) -> tuple[str, ...]:
+    """Which attributes an anchor is read from, in the order searched, whatever ``mapping.anchor`` says:
+    msDS-ExternalDirectoryObjectId where the schema has it, and always adminDescription, where Connect v2 wrote
+    its anchors only, so the groups it wrote are found and adopted. The one place this is decided."""
+    return (MSDS_ANCHOR, ADMIN_DESCRIPTION) if schema_has_msds else (ADMIN_DESCRIPTION,)
 
 
 def immutable_id_to_guid(immutable_id: str) -> str | None:

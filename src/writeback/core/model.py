@@ -27,7 +27,9 @@ UNIVERSAL_SECURITY = GROUP_TYPE_UNIVERSAL | GROUP_TYPE_SECURITY  # -2147483640
 AttributeValue = str | tuple[str, ...] | None
 
 ANCHOR_PREFIX = "Group_"
-DYNAMIC_ANCHOR_PREFIX = "WritebackDynamic_"  # on-prem dynamic groups (see writeback.core.desired.dynamic_intents)
+DYNAMIC_ANCHOR_PREFIX = (
+    "WritebackDynamic_"  # on-prem dynamic groups (see writeback.core.desired.dynamic_intents)
+)
 DYNAMIC_KEY_PREFIX = "dynamic:"
 ANCHOR_PREFIXES = (ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX)  # every anchor writeback writes
 
@@ -216,6 +218,18 @@ class SkippedMember:
     kind: str
     reason: str
     name: str = ""  # display name or UPN when the replica knows it
+
+
+@dataclass(frozen=True, slots=True)
+class GroupError:
+    """A managed AD group (or several carrying one anchor) that a plan leaves alone, and why.
+
+    The desired state finds these once; the plan reports them and never changes, moves or deletes them."""
+
+    key: str  # the plan key: cloud id, or 'dynamic:<id>'
+    dn: str | None  # None when several AD groups carry the anchor (the message names them all)
+    message: str
+    name: str = ""  # display name, when the cloud or AD says one
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,15 @@
 """Compute the plan: the ordered LDAP-level changes that make AD match the desired state. Pure.
 
-``compute_plan`` takes immutable values (desired groups, the managed AD groups as read, what the cloud says
-about groups that are no longer desired) and returns a :class:`Plan`. It reads nothing, writes nothing and
-looks at no clock, so every product rule here is unit-tested without a directory.
+``compute_plan`` takes the desired state (:class:`~writeback.core.desired.DesiredState`: desired groups, the
+managed AD groups as read, what the cloud says about groups that are no longer desired) and returns a
+:class:`Plan`. It reads nothing, writes nothing and looks at no clock, so every product rule here is
+unit-tested without a directory. It only diffs: every per-group error (several AD groups carrying one anchor,
+a protected group, a group that cannot be written) is decided by the desired state, and reported here as is.
+Each kind of change is made by one small step; ``compute_plan`` puts them in order.
 
-Ownership: only groups carrying the ``Group_<objectId>`` anchor are ever changed or deleted; protected groups
-(adminCount, critical system objects) are reported and left alone; a create whose DN is held by an object
-writeback does not own is refused.
+Ownership: only groups carrying writeback's anchor (``Group_<objectId>``, ``WritebackDynamic_<id>``) are ever
+changed or deleted; protected groups (adminCount, critical system objects) are reported and left alone; a
+create whose DN is held by an object writeback does not own is refused.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import functools
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from writeback.core.desired import DesiredState
 from writeback.core.dn import normalize_dn
-from writeback.core.model import AttributeValue, CloudGroup, DesiredGroup, DirectoryGroup, SkippedMember
+from writeback.core.model import AttributeValue, DesiredGroup, DirectoryGroup, SkippedMember
 
 # A value a change writes: an attribute value, or an int (groupType); tuples are multi-valued (proxyAddresses).
 ChangeValue = str | int | tuple[str, ...] | None
@@ -36,6 +40,13 @@ class ChangeKind(str, Enum):
     ADD_MEMBERS = "add_members"
     REMOVE_MEMBERS = "remove_members"
     DELETE = "delete"
+
+    @property
+    def action(self) -> str:
+        """The provisioning log's action for a change of this kind (see :data:`writeback.core.journal.LOG_ACTIONS`).
+
+        The kind's own value: a plan, its JSON and the log name a change the same way."""
+        return str(self.value)
 
 
 # Creates first (nested references need their targets), attribute updates at the current DN, then renames,
@@ -312,260 +323,314 @@ def member_diff(
     return add, remove
 
 
-def compute_plan(
-    desired: Mapping[str, DesiredGroup],
-    actual: Sequence[DirectoryGroup],
-    cloud: Mapping[str, CloudGroup],
-    policy: Policy,
-    *,
-    out_of_scope: Mapping[str, str] | None = None,
-    applied: Mapping[str, str] | None = None,
-    released: Sequence[DirectoryGroup] = (),
-    anchor_attributes: Sequence[str] = (),
-    loops: Mapping[str, str] | None = None,
-    untouched: Sequence[DirectoryGroup] = (),
-) -> Plan:
-    """Plan the changes that make ``actual`` match ``desired``.
+def compute_plan(state: DesiredState, policy: Policy, applied: Mapping[str, str] | None = None) -> Plan:
+    """Plan the changes that make the managed AD groups (``state.actual``) match the desired ones. Pure.
 
-    - ``desired``: cloud id -> desired group (in-scope groups only).
-    - ``actual``: managed AD groups (anchored) as read from the directory.
-    - ``cloud``: every group the replica knows (soft-deleted ones flagged); a managed group whose cloud id is
-      absent was hard-deleted.
-    - ``out_of_scope``: cloud id -> reason, for groups known but not in scope.
-    - ``applied``: cloud id -> fingerprint of the desired state last applied successfully. When the desired
-      state is unchanged since then, any difference in AD was made by hand: it is reverted and labelled drift.
-    - ``released``: managed groups whose cloud group's source of authority went back to AD (an SOA conversion
-      rolled back). Writeback lets go of them: never deleted, renamed or re-membered; only the anchor it
-      stamped (in ``anchor_attributes``) is removed. Kept, the anchor would make writeback treat an AD-mastered
-      group as its own (a cloud delete would delete it), and an ``adminDescription`` starting with ``Group_``
-      makes Entra Connect's inbound rules skip the object, so the group could never sync back to the cloud.
-    - ``loops``: cloud id -> report, for synced copies of groups writeback writes (never written back).
-    - ``untouched``: managed groups whose cloud group came from AD while Graph did not say who masters it now
-      (onPremisesSyncBehavior unread): reported, never changed or deleted.
-    An incremental cycle passes only the groups it reconciles in ``desired``, ``actual`` and ``cloud``.
+    ``state`` is everything the plan compares (see :class:`~writeback.core.desired.DesiredState`): the desired
+    groups (in-scope only, each with its error or skipped members), the managed AD groups as read (one per
+    key), what the cloud says of the groups no longer desired, and the groups to release, leave untouched or
+    report as loops. ``applied``: key -> fingerprint of the desired state last applied successfully; when it is
+    unchanged since then, any difference in AD was made by hand and is reverted as drift.
+
+    Each step below makes the changes of one kind (or the reports of one concern) from the same shared
+    :class:`_Diff`; this function only puts them in order. An incremental cycle passes only the groups it
+    reconciles.
     """
-    out_of_scope = out_of_scope or {}
-    applied = applied or {}
-    # Computed once per group: drift detection below and the plan's record of what it converges to.
-    # One normalised key per member DN for the whole plan: the same user DN is a member of many groups (1,000,000
-    # member values of 100,000 users at the benchmark's large size), and the memo goes with the plan.
-    key = functools.cache(normalize_dn)
-    prints = {cid: desired_fingerprint(d, key) for cid, d in desired.items() if d.error is None}
-    changes: list[Change] = []
-    reports: list[GroupReport] = []
-    warnings: list[str] = []
+    diff = _Diff.of(state, policy, applied or {})
+    parts = [step(diff) for step in _STEPS]
+    changes = sorted((c for p in parts for c in p.changes), key=Change.sort_key)
+    reports = sorted(
+        (r for p in parts for r in p.reports), key=lambda r: (r.display_name.lower(), r.cloud_id)
+    )
+    warnings = tuple(w for p in parts for w in p.warnings)
+    return Plan(tuple(changes), tuple(reports), warnings=warnings, fingerprints=diff.fingerprints)
 
-    by_id: dict[str, list[DirectoryGroup]] = {}
-    for g in actual:
-        if g.cloud_id:
-            by_id.setdefault(g.cloud_id, []).append(g)
-    current: dict[str, DirectoryGroup] = {}
-    for cid, groups in by_id.items():
-        if len(groups) > 1:
-            dns = ", ".join(sorted(g.dn for g in groups))
-            reports.append(
-                GroupReport(
-                    cid,
-                    "",
-                    None,
-                    error=f"several AD groups carry anchor Group_{cid}: {dns}; "
-                    "writeback will not touch them until one remains",
-                )
-            )
-            continue
-        g = groups[0]
-        if g.protected:
-            reports.append(
-                GroupReport(
-                    cid,
-                    "",
-                    g.dn,
-                    error="AD protected group (adminCount or critical system "
-                    "object); writeback never modifies it",
-                )
-            )
-            continue
-        current[cid] = g
 
-    # Renames first, so member values can be translated to the DNs that will exist when members change.
-    renamed: dict[str, str] = {}
-    for cid, d in desired.items():
-        a = current.get(cid)
-        if a is not None and d.error is None and normalize_dn(a.dn) != normalize_dn(d.dn):
-            renamed[normalize_dn(a.dn)] = d.dn
+@dataclass(frozen=True)
+class _Part:
+    """What one step of a plan contributes."""
 
-    creating = {normalize_dn(d.dn) for cid, d in desired.items() if cid not in current and d.error is None}
-    # Members that do not exist yet when the creates run: they are added after the creates and renames.
-    pending = creating | {normalize_dn(v) for v in renamed.values()}
-    blocked_cids = {cid for cid in desired if cid in by_id and cid not in current}
+    changes: Sequence[Change] = ()
+    reports: Sequence[GroupReport] = ()
+    warnings: Sequence[str] = ()
 
-    for cid in sorted(desired):
-        d = desired[cid]
-        shown_name = None if "displayName" in d.redacted else d.attributes.get("displayName")
-        name = str(shown_name or d.cn)
-        a = current.get(cid)
-        if cid in blocked_cids:
-            continue
+
+@dataclass(frozen=True)
+class _Diff:
+    """What every step of one plan shares, worked out once from its inputs."""
+
+    state: DesiredState
+    policy: Policy
+    applied: Mapping[str, str]
+    # One normalised key per member DN for the whole plan: the same user DN is a member of many groups
+    # (1,000,000 member values of 100,000 users at the benchmark's large size), and the memo goes with the plan.
+    key: Callable[[str], str]
+    current: Mapping[str, DirectoryGroup]  # key -> its managed AD group
+    writable: Mapping[str, DesiredGroup]  # desired groups without an error, in key order
+    # Normalised current DN -> new DN of the groups this plan renames or moves: member values are compared
+    # at the DNs that exist when members change.
+    renamed: Mapping[str, str]
+    # Normalised DNs that exist only once this plan's creates and renames ran: members a create cannot hold.
+    pending: frozenset[str]
+    # key -> (members to add, members to remove) of each existing group whose members change.
+    members: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]]
+    # key -> fingerprint of its desired state: drift detection and the plan's record of what it converges to.
+    fingerprints: Mapping[str, str]
+
+    @classmethod
+    def of(cls, state: DesiredState, policy: Policy, applied: Mapping[str, str]) -> _Diff:
+        current = {g.cloud_id: g for g in state.actual if g.cloud_id}
+        if len(current) != sum(1 for g in state.actual if g.cloud_id):
+            # desired_state reports such groups and leaves them out; planning never picks one of them.
+            raise ValueError("several AD groups of one key in the plan's actual groups: pass a desired_state")
+        key = functools.cache(normalize_dn)
+        writable = {cid: state.groups[cid] for cid in sorted(state.groups) if state.groups[cid].error is None}
+        renamed = {
+            key(a.dn): d.dn
+            for cid, d in writable.items()
+            if (a := current.get(cid)) is not None and key(a.dn) != key(d.dn)
+        }
+        creating = {key(d.dn) for cid, d in writable.items() if cid not in current}
+        members: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        for cid, d in writable.items():
+            if (a := current.get(cid)) is not None:
+                add, remove = member_diff(d.members, a.members, renamed, key)
+                if add or remove:
+                    members[cid] = (add, remove)
+        return cls(
+            state,
+            policy,
+            applied,
+            key,
+            current,
+            writable,
+            renamed,
+            frozenset(creating | {key(v) for v in renamed.values()}),
+            members,
+            {cid: desired_fingerprint(d, key) for cid, d in writable.items()},
+        )
+
+    def new(self) -> Iterator[tuple[str, DesiredGroup]]:
+        """The desired groups AD does not hold yet."""
+        return ((cid, d) for cid, d in self.writable.items() if cid not in self.current)
+
+    def existing(self) -> Iterator[tuple[str, DesiredGroup, DirectoryGroup]]:
+        """The desired groups AD holds, with their managed AD group."""
+        return ((cid, d, a) for cid, d in self.writable.items() if (a := self.current.get(cid)) is not None)
+
+    def drift(self, cid: str) -> bool:
+        """True when the desired state is the one last applied: a difference in AD was made by hand."""
+        return cid in self.fingerprints and self.applied.get(cid) == self.fingerprints[cid]
+
+
+def _shown_name(d: DesiredGroup) -> str:
+    """A desired group's name in plans and logs: its display name unless Redact() hides it, else its CN."""
+    shown = None if "displayName" in d.redacted else d.attributes.get("displayName")
+    return str(shown or d.cn)
+
+
+def _group_reports(diff: _Diff) -> _Part:
+    """Groups the plan leaves alone (with the error desired_state found) and members it does not write."""
+    reports = [GroupReport(e.key, e.name, e.dn, error=e.message) for e in diff.state.errors]
+    for cid in sorted(diff.state.groups):
+        d = diff.state.groups[cid]
         if d.error is not None:
-            reports.append(GroupReport(cid, name, a.dn if a else d.dn, d.skipped, error=d.error))
-            continue
-        target_dn = d.dn
-        if d.skipped:
-            reports.append(GroupReport(cid, name, target_dn, d.skipped))
-        if a is None:
-            attrs: dict[str, ChangeValue] = {
-                "objectClass": "group",
-                "sAMAccountName": d.sam_account_name,
-                "groupType": d.group_type,
-            }
-            attrs.update({k: v for k, v in d.attributes.items() if v not in (None, "")})
-            now: list[str] = []
-            later: list[str] = []
-            for m in d.members:
-                (later if key(m) in pending else now).append(m)
-            now.sort()
-            later.sort()
-            changes.append(
-                Change(
-                    ChangeKind.CREATE,
-                    cid,
-                    target_dn,
-                    name,
-                    attributes=attrs,
-                    members=tuple(now),
-                    reason="new in the cloud" if cid in cloud else "in scope",
-                    redacted=d.redacted & attrs.keys(),
-                )
+            a = diff.current.get(cid)
+            reports.append(GroupReport(cid, _shown_name(d), a.dn if a else d.dn, d.skipped, error=d.error))
+        elif d.skipped:
+            reports.append(GroupReport(cid, _shown_name(d), d.dn, d.skipped))
+    return _Part(reports=reports)
+
+
+def _creates(diff: _Diff) -> _Part:
+    """One create per new group, with every member that exists when creates run (the rest: :func:`_member_adds`)."""
+    changes: list[Change] = []
+    for cid, d in diff.new():
+        attrs: dict[str, ChangeValue] = {
+            "objectClass": "group",
+            "sAMAccountName": d.sam_account_name,
+            "groupType": d.group_type,
+        }
+        attrs.update({k: v for k, v in d.attributes.items() if v not in (None, "")})
+        changes.append(
+            Change(
+                ChangeKind.CREATE,
+                cid,
+                d.dn,
+                _shown_name(d),
+                attributes=attrs,
+                members=tuple(sorted(m for m in d.members if diff.key(m) not in diff.pending)),
+                reason="new in the cloud" if cid in diff.state.cloud else "in scope",
+                redacted=d.redacted & attrs.keys(),
             )
-            if later:
-                changes.append(
-                    Change(
-                        ChangeKind.ADD_MEMBERS,
-                        cid,
-                        target_dn,
-                        name,
-                        members=tuple(later),
-                        reason="nested groups created or renamed in this plan",
-                    )
-                )
-            continue
-        drift = cid in prints and applied.get(cid) == prints[cid]
-        if normalize_dn(a.dn) != normalize_dn(target_dn):
-            same_parent = normalize_dn(a.dn).split(",", 1)[1:] == normalize_dn(target_dn).split(",", 1)[1:]
-            cloud_reason = "renamed in the cloud" if same_parent else "target OU changed"
-            reason = "drift: renamed or moved in AD, restored" if drift else cloud_reason
-            changes.append(Change(ChangeKind.MOVE, cid, a.dn, name, new_dn=target_dn, reason=reason))
-        upd: dict[str, ChangeValue] = {}
-        for k, v in d.attributes.items():
-            if not _attr_equal(a.attributes.get(k), v):
-                upd[k] = v
+        )
+    return _Part(changes)
+
+
+def _updates(diff: _Diff) -> _Part:
+    """Attribute updates of existing groups, at their current DN (updates run before renames, see ORDER)."""
+    changes: list[Change] = []
+    for cid, d, a in diff.existing():
+        upd: dict[str, ChangeValue] = {
+            k: v for k, v in d.attributes.items() if not _attr_equal(a.attributes.get(k), v)
+        }
         if a.group_type != d.group_type:
             upd["groupType"] = d.group_type
-        if policy.manage_sam_account_name and (a.sam_account_name or "") != d.sam_account_name:
+        if diff.policy.manage_sam_account_name and (a.sam_account_name or "") != d.sam_account_name:
             upd["sAMAccountName"] = d.sam_account_name
         if upd:
             changes.append(
                 Change(
                     ChangeKind.UPDATE,
                     cid,
-                    a.dn,  # updates run before renames (see ORDER)
-                    name,
+                    a.dn,
+                    _shown_name(d),
                     attributes=upd,
-                    reason=_REASONS[ChangeKind.UPDATE][drift],
+                    reason=_REASONS[ChangeKind.UPDATE][diff.drift(cid)],
                     redacted=d.redacted & upd.keys(),
                     previous={k: _current(a, k) for k in upd},
                 )
             )
-        add, remove = member_diff(d.members, a.members, renamed, key)
-        if add:
+    return _Part(changes)
+
+
+def _moves(diff: _Diff) -> _Part:
+    """Renames and moves of existing groups whose DN changes."""
+    changes: list[Change] = []
+    for cid, d, a in diff.existing():
+        old, new = diff.key(a.dn), diff.key(d.dn)
+        if old == new:
+            continue
+        same_parent = old.split(",", 1)[1:] == new.split(",", 1)[1:]
+        cloud_reason = "renamed in the cloud" if same_parent else "target OU changed"
+        reason = "drift: renamed or moved in AD, restored" if diff.drift(cid) else cloud_reason
+        changes.append(Change(ChangeKind.MOVE, cid, a.dn, _shown_name(d), new_dn=d.dn, reason=reason))
+    return _Part(changes)
+
+
+def _member_adds(diff: _Diff) -> _Part:
+    """Members to add, at the group's new DN: a new group's members that do not exist when creates run (nested
+    groups created or renamed in this plan), and an existing group's missing members."""
+    changes: list[Change] = []
+    for cid, d in diff.new():
+        later = tuple(sorted(m for m in d.members if diff.key(m) in diff.pending))
+        if later:
             changes.append(
                 Change(
                     ChangeKind.ADD_MEMBERS,
                     cid,
-                    target_dn,
-                    name,
-                    members=add,
-                    reason=_REASONS[ChangeKind.ADD_MEMBERS][drift],
+                    d.dn,
+                    _shown_name(d),
+                    members=later,
+                    reason="nested groups created or renamed in this plan",
                 )
             )
-        if remove:
+    for cid, d, _a in diff.existing():
+        add = diff.members.get(cid, ((), ()))[0]
+        if add:
+            reason = _REASONS[ChangeKind.ADD_MEMBERS][diff.drift(cid)]
             changes.append(
-                Change(
-                    ChangeKind.REMOVE_MEMBERS,
-                    cid,
-                    target_dn,
-                    name,
-                    members=remove,
-                    reason=_REASONS[ChangeKind.REMOVE_MEMBERS][drift],
-                )
+                Change(ChangeKind.ADD_MEMBERS, cid, d.dn, _shown_name(d), members=add, reason=reason)
             )
+    return _Part(changes)
 
-    deletes: list[Change] = []
-    for cid in sorted(current.keys() - desired.keys()):
-        a = current[cid]
-        c = cloud.get(cid)
+
+def _member_removals(diff: _Diff) -> _Part:
+    """Members to remove from existing groups, at the group's new DN."""
+    changes: list[Change] = []
+    for cid, d, _a in diff.existing():
+        remove = diff.members.get(cid, ((), ()))[1]
+        if remove:
+            reason = _REASONS[ChangeKind.REMOVE_MEMBERS][diff.drift(cid)]
+            changes.append(
+                Change(ChangeKind.REMOVE_MEMBERS, cid, d.dn, _shown_name(d), members=remove, reason=reason)
+            )
+    return _Part(changes)
+
+
+def _deletes(diff: _Diff) -> _Part:
+    """Managed groups no longer desired: deleted when the cloud deleted them (or the policy says so), else kept
+    and reported."""
+    changes: list[Change] = []
+    reports: list[GroupReport] = []
+    policy = diff.policy
+    for cid in sorted(diff.current.keys() - diff.state.groups.keys()):
+        a = diff.current[cid]
+        c = diff.state.cloud.get(cid)
         name = str(a.attributes.get("displayName") or (c.display_name if c else "") or a.dn)
         if c is None:
-            deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="hard-deleted in the cloud"))
+            changes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="hard-deleted in the cloud"))
+        elif c.deleted and policy.delete_soft_deleted:
+            changes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="soft-deleted in the cloud"))
         elif c.deleted:
-            if policy.delete_soft_deleted:
-                deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason="soft-deleted in the cloud"))
-            else:
-                reports.append(
-                    GroupReport(
-                        cid,
-                        name,
-                        a.dn,
-                        note="kept: soft-deleted in the cloud (set "
-                        'safety.on_soft_delete = "delete" to delete)',
-                    )
-                )
+            note = 'kept: soft-deleted in the cloud (set safety.on_soft_delete = "delete" to delete)'
+            reports.append(GroupReport(cid, name, a.dn, note=note))
         else:
-            reason = out_of_scope.get(cid, "out of scope")
+            reason = diff.state.out_of_scope.get(cid, "out of scope")
             if policy.delete_out_of_scope:
-                deletes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason=f"left scope: {reason}"))
+                changes.append(Change(ChangeKind.DELETE, cid, a.dn, name, reason=f"left scope: {reason}"))
             else:
                 reports.append(GroupReport(cid, name, a.dn, note=f"kept: {reason}; no longer updated"))
+    return _Part(changes, reports)
 
-    for a in released:
-        if a.protected or not a.cloud_id:
-            continue
+
+def _releases(diff: _Diff) -> _Part:
+    """Managed groups whose cloud group's source of authority went back to AD (an SOA conversion rolled back).
+
+    Writeback lets go of them: never deleted, renamed or re-membered; only the anchor it stamped (in
+    ``state.anchor_attributes``) is removed. Kept, the anchor would make writeback treat an AD-mastered group
+    as its own (a cloud delete would delete it), and an ``adminDescription`` starting with ``Group_`` makes
+    Entra Connect's inbound rules skip the object, so the group could never sync back to the cloud."""
+    changes: list[Change] = []
+    reports: list[GroupReport] = []
+    for a in diff.state.released:
+        cid = a.cloud_id or ""
         name = str(a.attributes.get("displayName") or a.dn)
-        stamped = {k: None for k in anchor_attributes if a.attributes.get(k) == a.anchor}
+        stamped = {k: None for k in diff.state.anchor_attributes if a.attributes.get(k) == a.anchor}
         if stamped:
-            changes.append(
-                Change(
-                    ChangeKind.UPDATE,
-                    a.cloud_id,
-                    a.dn,
-                    name,
-                    attributes=stamped,
-                    reason="released: source of authority moved back to AD; only writeback's anchor is removed",
-                )
-            )
-        reports.append(
-            GroupReport(
-                a.cloud_id, name, a.dn, note="released: its source of authority is AD again; not written"
-            )
-        )
-    for a in untouched:
-        name = str(a.attributes.get("displayName") or a.dn)
-        reports.append(
-            GroupReport(
-                a.cloud_id or "",
-                name,
-                a.dn,
-                note="kept unchanged: its cloud group came from AD and Graph did not say whether its source of "
-                "authority is the cloud (onPremisesSyncBehavior unread; grant Group-OnPremisesSyncBehavior."
-                "ReadWrite.All)",
-            )
-        )
-    for cid, message in sorted((loops or {}).items()):
-        c = cloud.get(cid)
+            reason = "released: source of authority moved back to AD; only writeback's anchor is removed"
+            changes.append(Change(ChangeKind.UPDATE, cid, a.dn, name, attributes=stamped, reason=reason))
+        note = "released: its source of authority is AD again; not written"
+        reports.append(GroupReport(cid, name, a.dn, note=note))
+    return _Part(changes, reports)
+
+
+def _untouched(diff: _Diff) -> _Part:
+    """Managed groups whose cloud group came from AD while Graph did not say who masters it now: reported,
+    never changed or deleted."""
+    note = (
+        "kept unchanged: its cloud group came from AD and Graph did not say whether its source of "
+        "authority is the cloud (onPremisesSyncBehavior unread; grant Group-OnPremisesSyncBehavior."
+        "ReadWrite.All)"
+    )
+    reports = [
+        GroupReport(a.cloud_id or "", str(a.attributes.get("displayName") or a.dn), a.dn, note=note)
+        for a in diff.state.untouched
+    ]
+    return _Part(reports=reports)
+
+
+def _loops(diff: _Diff) -> _Part:
+    """Synced copies of groups writeback writes (never written back): an error and a warning each."""
+    reports: list[GroupReport] = []
+    warnings: list[str] = []
+    for cid, message in sorted(diff.state.loops.items()):
+        c = diff.state.cloud.get(cid)
         reports.append(GroupReport(cid, c.display_name if c else "", None, error=message))
         warnings.append(message)
+    return _Part(reports=reports, warnings=warnings)
 
-    changes.extend(deletes)
-    changes.sort(key=Change.sort_key)
-    reports.sort(key=lambda r: (r.display_name.lower(), r.cloud_id))
-    return Plan(tuple(changes), tuple(reports), warnings=tuple(warnings), fingerprints=prints)
+
+# The steps of a plan. Their order decides only the order of reports that tie (changes are sorted by ORDER).
+_STEPS: tuple[Callable[[_Diff], _Part], ...] = (
+    _group_reports,
+    _creates,
+    _updates,
+    _moves,
+    _member_adds,
+    _member_removals,
+    _deletes,
+    _releases,
+    _untouched,
+    _loops,
+)
