@@ -285,3 +285,17 @@ def test_skip_reasons_become_a_bounded_set_of_labels() -> None:
     )
     assert skip_reason_label("nested group is part of a nesting cycle") == "nesting_cycle"
     assert skip_reason_label("something new") == "other"
+
+
+def test_log_filters_take_only_known_actions_and_results(console: Console) -> None:
+    console.service.run(once=True)
+    h = console.bearer(console.viewer)
+    for query, known in (("action=bogus", "skip_members"), ("status=bogus", "interrupted")):
+        r = console.client.get(f"/api/log?{query}", headers=h)
+        error = r.json()["error"]
+        assert r.status_code == 400 and "'bogus' is not one of" in error and known in error, error
+    assert console.client.get("/api/log?action=skip_members&status=info", headers=h).status_code == 200
+    page = console.client.get("/log", headers=h).text
+    assert all(
+        f'<option value="{a}"' in page for a in ("create", "skip_members", "clear_quarantine", "provision")
+    )

@@ -43,7 +43,8 @@ from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
 from writeback.console.auth import Authenticator, Principal
 from writeback.console.backend import ServiceBackend
-from writeback.core.ports import LOG_RESULTS, LogRecord
+from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
+from writeback.core.ports import LogRecord
 from writeback.errors import ConfigError, StateLockedError, WritebackError
 
 log = logging.getLogger("writeback.console")
@@ -74,6 +75,10 @@ def log_query(params: Any) -> LogQuery:
         offset = max(int(params.get("offset") or 0), 0)
     except ValueError:
         raise ValueError("limit and offset must be whole numbers") from None
+    for name, known in (("action", LOG_ACTIONS), ("status", LOG_RESULTS)):
+        value = params.get(name)
+        if value and value not in known:  # as `writeback log`: an unknown value is an error, not "no entries"
+            raise ValueError(f"{name} {value!r} is not one of: {', '.join(known)}")
     return LogQuery(
         since=_parse_time(parse_since, params, "since"),
         until=until,
@@ -168,6 +173,7 @@ class Console:
         )
         self.templates.filters["iso"] = iso
         self.templates.globals["log_results"] = LOG_RESULTS
+        self.templates.globals["log_actions"] = LOG_ACTIONS
         page, api, op = self.page, self.api, self.operator
         self.app = Starlette(
             routes=[
