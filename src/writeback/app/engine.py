@@ -80,9 +80,9 @@ def _held_reason(change: Change, reasons: Mapping[str, str]) -> str:
 
 NO_ALLOWANCES = Allowances()
 
-# Changes per journal transaction. A commit per change cost 0.5 ms on this 2-vCPU VM's SQLite (WAL,
-# synchronous=NORMAL; 64 us per change in one transaction): 2 s of a 10,000-group first apply. A batch is
-# cut short after a change with many member values, so a big group's log row is not kept pending for long.
+# Changes per journal transaction: a commit per change was a measurable part of a first apply
+# (docs/benchmarks.md, "Measurements behind the code"). A batch is cut short after a change with many member
+# values, so a big group's log row is not kept pending for long.
 JOURNAL_BATCH = 64
 JOURNAL_BATCH_VALUES = 20_000
 
@@ -92,10 +92,9 @@ def write_order(changes: Sequence[Change]) -> tuple[list[Change], dict[int, int]
 
     A plan creates every group without the nested groups it creates in the same run and adds those afterwards
     (``ADD_MEMBERS``, "nested groups created or renamed in this plan"). Such a modify costs the DC time in
-    proportion to the group's size (measured on Samba: 11 ms at 615 members, 32 ms at 4,471, 54 ms at 9,826
-    for one value), and at large (200 nested memberships, groups up to 100,000 members) these modifies were
-    a good part of the write phase's 1.33x over the limit, which creates children first and writes each group
-    in its add. Here too: the creates are reordered children first (a stable post-order over nesting, plan
+    proportion to the group's size, and at large these modifies were a good part of the write phase's excess
+    over the directory's limit, which creates children first and writes each group in its add
+    (docs/benchmarks.md, "Measurements behind the code"). Here too: the creates are reordered children first (a stable post-order over nesting, plan
     order otherwise) and a parent's add carries those nested members. Returns the reordered changes and, by
     position in them, create -> the member add it carries (which then writes nothing). Only adds whose every
     value is a group created in this plan are carried, never through a nesting cycle; everything after the

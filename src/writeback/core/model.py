@@ -50,7 +50,7 @@ class MemberRef:
 
 
 # MemberRef's own order as a sort key: the same order, compared in C instead of by the dataclass's __lt__
-# (sorting a 100,000-member group's refs cost ~0.4 s of comparisons in the planning profile).
+# (which showed in the planning profile of big groups: docs/benchmarks.md, "Measurements behind the code").
 MEMBER_ORDER = attrgetter("kind", "id")
 
 

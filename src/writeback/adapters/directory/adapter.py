@@ -70,11 +70,9 @@ FULL_SCAN_TERMS = 2_000
 STAMP_BASE_READS = 200
 # Member values are asked for in explicit ranges of this size, from the first request on. Windows answers at most
 # MaxValRange (1,500) values per request anyway (MS-ADTS 3.1.1.3.4.6), so this changes nothing there; Samba
-# answers an unranged read whole, in one response. Measured here (Samba 4.17, LMDB, 27 November 2026): a
-# 250,000-member group read whole with the extended DN control never answered (the client timed out; 130,000
-# took 0.79 s, one 150,000-value range 1.36 s), while 50,000-value ranges read it all in 7.5 s (each range costs
-# Samba about the whole group); read whole without the control it took 0.24 s, but as one ~20 MB response, and
-# a group twice that size would be past the size that failed.
+# answers an unranged read whole, in one response, and failed to answer a 250,000-member group read whole with
+# the extended DN control, where 50,000-value ranges read it (docs/benchmarks.md, "Measurements behind the
+# code").
 MEMBER_RANGE = 50_000
 _BASE, _SUBTREE = ldap.SCOPE_BASE, ldap.SCOPE_SUBTREE
 _ANY = "(objectClass=*)"
@@ -682,14 +680,10 @@ class LdapDirectory:
 
     # -- writes -------------------------------------------------------------------------------------------
     #
-    # One operation at a time, on purpose (issue 17 asked to measure several in flight). Against the sandbox's
-    # Samba 4.17 (-M single, LMDB) on this 2-vCPU VM, 300 group adds carrying 21,964 member values, one
-    # connection with 4 adds in flight (add_ext, then result3) against one at a time, alternated: 9.62 / 8.79,
-    # 8.89 / 9.04, 6.91 / 5.38 s (8 in flight 7.92 against 9.19 s); two connections 7.36 and 7.18 against 7.72
-    # and 9.86 s. No gain beyond the run-to-run noise: the DC serves the requests one after the other, and
-    # 97 % of a first apply's write phase is spent waiting for its answers (cProfile: result4 63.4 of 64.9 s;
-    # Engine.timings at medium: ad_write 78.5 of an apply phase of 79.2 s). What is left to the client is to
-    # send fewer operations: nested groups ride in their parent's add (Engine write_order).
+    # One operation at a time, on purpose: several in flight, or two connections, measured no gain beyond the
+    # run-to-run noise, because the DC serves the requests one after the other and a first apply's write phase
+    # is nearly all waiting for its answers (docs/benchmarks.md, "Measurements behind the code"). What is left
+    # to the client is to send fewer operations: nested groups ride in their parent's add (Engine write_order).
 
     def create_group(
         self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
