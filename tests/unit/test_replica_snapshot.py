@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.testbed.stores import BACKENDS, open_store
-from writeback.adapters.state.memory import MemoryReplica
+from tests.unit.fakes import MemoryReplica
 from writeback.adapters.state.replica import MemberRefs
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
