@@ -17,7 +17,6 @@ Messages say what failed, on which object, and what the operator can do. They ne
     │   ├── DirectoryAuthError      bind refused
     │   └── DirectoryWriteError     a write was refused (carries the LDAP result)
     ├── PlanError               a plan cannot be built or applied
-    │   ├── SafetyError             a safety rule stopped the plan (delete threshold, ownership)
     │   └── StalePlanError          a saved plan no longer matches the current state
     ├── StateError              the state store (SQLite file or PostgreSQL database)
     │   ├── StateLockedError        another writer holds the state (names its process)
@@ -85,10 +84,6 @@ class DirectoryWriteError(DirectoryError):
 
 class PlanError(WritebackError):
     """A plan cannot be built or applied."""
-
-
-class SafetyError(PlanError):
-    """A safety rule refused the plan (for example the delete threshold)."""
 
 
 class StalePlanError(PlanError):

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.fakes import MemoryReplica
 
 from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
-from writeback.adapters.state.memory import MemoryReplica
 from writeback.testbed.emulator.group_settings import UNIFIED_TEMPLATE_ID
 from writeback.testbed.emulator.tenant import Tenant
 from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator, small_tenant

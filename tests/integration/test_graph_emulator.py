@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.fakes import MemoryReplica
 
 from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
-from writeback.adapters.state.memory import MemoryReplica
 from writeback.core.model import CloudSnapshot, MemberRef
 from writeback.errors import AuthenticationError
 from writeback.testbed.emulator.delta import DeltaSettings

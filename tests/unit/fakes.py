@@ -1,5 +1,8 @@
 """In-memory fakes of the ports, for unit tests of the engine. They keep assertable state.
 
+Each fake is typed against its port, and mypy checks this file (pyproject's [tool.mypy] files) down to
+:func:`_fakes_implement_the_ports`: a port that changes makes its fake fail the type check, not a test later.
+
 :class:`FakeDirectory` refuses what Windows Server AD refuses, where it matters to the engine, so a bug that a
 lenient fake would hide fails here: a member value naming no object (AD: noSuchObject / "The name reference
 is invalid", LDAP 32), a cn over 64 characters and a sAMAccountName over 256 (schema rangeUpper; LDAP 19
@@ -16,20 +19,36 @@ leaving out what resolve_accounts would not find.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
 
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn_value
 from writeback.core.model import (
     ANCHOR_PREFIXES,
     GROUP_TYPE_DOMAIN_LOCAL,
     GROUP_TYPE_UNIVERSAL,
+    AttributeValue,
     CloudGroup,
+    CloudSnapshot,
     CloudUser,
     DirectoryAccount,
     DirectoryGroup,
+    MemberRef,
 )
-from writeback.core.ports import GroupStamp, ResolvedAccounts, SyncReport, UserChanges, UsnWatermark
-from writeback.errors import DirectoryWriteError
+from writeback.core.ports import (
+    CloudSource,
+    Directory,
+    GroupStamp,
+    ReplicaStore,
+    ResolvedAccounts,
+    SyncReport,
+    UserChanges,
+    UsnWatermark,
+)
+from writeback.errors import DirectoryWriteError, StateError
 
 
 @dataclass
@@ -44,7 +63,7 @@ class FakeCloud:
     incremental: bool = False
     _seen: tuple[dict[str, CloudUser], dict[str, CloudGroup]] | None = None
 
-    def sync(self, replica):  # type: ignore[no-untyped-def]
+    def sync(self, replica: ReplicaStore) -> SyncReport:
         full = not self.incremental or self._seen is None
         old_users, old_groups = self._seen or ({}, {})
         users = {u for u in self.users.keys() | old_users.keys() if self.users.get(u) != old_users.get(u)}
@@ -72,7 +91,7 @@ class FakeCloud:
 @dataclass
 class FakeDirectory:
     accounts: list[DirectoryAccount] = field(default_factory=list)
-    groups: dict[str, dict] = field(default_factory=dict)  # normalized dn -> entry
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # normalized dn -> entry
     ops: list[tuple[str, str]] = field(default_factory=list)
     fail_on: set[str] = field(default_factory=set)
     schema_msds: bool = True
@@ -88,7 +107,7 @@ class FakeDirectory:
     resolve_calls: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list)
     keyed_reads: list[str] = field(default_factory=list)  # DNs read by read_groups_with_accounts
 
-    def _touch(self, entry: dict) -> None:  # type: ignore[type-arg]
+    def _touch(self, entry: dict[str, Any]) -> None:
         self.usn += 1
         entry["uSNChanged"] = self.usn
 
@@ -103,7 +122,9 @@ class FakeDirectory:
         self.usn += 1
         del self.groups[normalize_dn(dn)]
 
-    def read_group_stamps(self, anchor_attributes, prefixes, dns=None):  # type: ignore[no-untyped-def]
+    def read_group_stamps(
+        self, anchor_attributes: Sequence[str], prefixes: Sequence[str], dns: Iterable[str] | None = None
+    ) -> tuple[UsnWatermark, list[GroupStamp]]:
         self.ops.append(("search", "stamps" if dns is None else "stamps of some"))
         at = None if dns is None else {normalize_dn(d) for d in dns}
         stamps = [
@@ -113,15 +134,15 @@ class FakeDirectory:
         ]
         return UsnWatermark(self.invocation_id, self.usn), stamps
 
-    def changed_account_keys(self, base_dn, since_usn):  # type: ignore[no-untyped-def]
+    def changed_account_keys(self, base_dn: str, since_usn: int) -> list[tuple[str | None, str | None]]:
         return [
             (a.object_sid, a.object_guid)
             for a in self.accounts
             if self.account_usns.get(normalize_dn(a.dn), 0) > since_usn
         ]
 
-    def has_attribute(self, name):  # type: ignore[no-untyped-def]
-        return self.schema_msds or name != "msDS-ExternalDirectoryObjectId"
+    def has_attribute(self, ldap_name: str) -> bool:
+        return self.schema_msds or ldap_name != "msDS-ExternalDirectoryObjectId"
 
     def _findable(self, dn: str) -> bool:
         """Whether the adapter's account searches can find the object at ``dn``: not a foreign security
@@ -132,20 +153,22 @@ class FakeDirectory:
             return True
         return is_within(dn, self.domain_dn) and not any(is_within(dn, c) for c in self.child_domains)
 
-    def resolve_accounts(self, sids, guids):  # type: ignore[no-untyped-def]
-        sids, guids = set(sids), set(guids)
-        self.resolve_calls.append((frozenset(sids), frozenset(guids)))
+    def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
+        sid_set, guid_set = frozenset(sids), frozenset(guids)
+        self.resolve_calls.append((sid_set, guid_set))
         found = [a for a in self.accounts if self._findable(a.dn)]
         return ResolvedAccounts(
-            by_sid={a.object_sid: a for a in found if a.object_sid in sids},
-            by_guid={a.object_guid: a for a in found if a.object_guid in guids},
+            by_sid={a.object_sid: a for a in found if a.object_sid and a.object_sid in sid_set},
+            by_guid={a.object_guid: a for a in found if a.object_guid in guid_set},
         )
 
-    def read_groups_with_accounts(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
-        dns = list(dns)
-        self.ops += [("search", d) for d in dns]  # a group read like read_groups' (tests count them)
-        self.keyed_reads += dns
-        groups = [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]
+    def read_groups_with_accounts(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
+        read = list(dns)
+        self.ops += [("search", d) for d in read]  # a group read like read_groups' (tests count them)
+        self.keyed_reads += read
+        groups = [self._group(self.groups[normalize_dn(d)]) for d in read if normalize_dn(d) in self.groups]
         # What the DC holds for each member value: an account, or a group (its GUID and SID).
         objects = {normalize_dn(a.dn): a for a in self.accounts}
         objects.update(
@@ -167,7 +190,7 @@ class FakeDirectory:
                     by_sid.setdefault(account.object_sid, account)
         return groups, ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
-    def resolve_groups_by_sid(self, sids):  # type: ignore[no-untyped-def]
+    def resolve_groups_by_sid(self, sids: Iterable[str]) -> dict[str, DirectoryAccount]:
         wanted = {s.upper() for s in sids}
         return {
             e["objectSid"].upper(): DirectoryAccount(
@@ -177,7 +200,7 @@ class FakeDirectory:
             if e.get("objectSid", "").upper() in wanted
         }
 
-    def _group(self, e: dict) -> DirectoryGroup:
+    def _group(self, e: dict[str, Any]) -> DirectoryGroup:
         anchor = e.get("msDS-ExternalDirectoryObjectId") or e.get("adminDescription")
         return DirectoryGroup(
             e["dn"],
@@ -191,22 +214,26 @@ class FakeDirectory:
             e.get("objectSid"),
         )
 
-    def read_managed_groups(self, anchor_attributes, mapped, prefixes):  # type: ignore[no-untyped-def]
+    def read_managed_groups(
+        self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefixes: Sequence[str]
+    ) -> list[DirectoryGroup]:
         self.ops.append(("search", "*"))
         return [g for g in (self._group(e) for e in self.groups.values()) if g.anchor]
 
-    def read_user_changes(self, base_dn, since):  # type: ignore[no-untyped-def]
+    def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
         return UserChanges(users=[], watermark=UsnWatermark("dc", 0), full=since is None)
 
-    def read_groups(self, dns, anchor_attributes, mapped):  # type: ignore[no-untyped-def]
-        dns = list(dns)
-        self.ops += [("search", d) for d in dns]
-        return [self._group(self.groups[normalize_dn(d)]) for d in dns if normalize_dn(d) in self.groups]
+    def read_groups(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> list[DirectoryGroup]:
+        read = list(dns)
+        self.ops += [("search", d) for d in read]
+        return [self._group(self.groups[normalize_dn(d)]) for d in read if normalize_dn(d) in self.groups]
 
-    def existing_dns(self, dns):  # type: ignore[no-untyped-def]
+    def existing_dns(self, dns: Iterable[str]) -> set[str]:
         return {d for d in dns if normalize_dn(d) in self.groups}
 
-    def taken_sam_account_names(self, names):  # type: ignore[no-untyped-def]
+    def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
         wanted = {n.lower() for n in names}
         return {
             e["sAMAccountName"].lower(): e["dn"]
@@ -218,7 +245,7 @@ class FakeDirectory:
         if normalize_dn(dn) in self.fail_on:
             raise DirectoryWriteError(f"refused: {dn}", dn=dn, result="INSUFFICIENT_ACCESS")
 
-    def _check_members(self, dn: str, group_type: int, members) -> None:  # type: ignore[no-untyped-def]
+    def _check_members(self, dn: str, group_type: int, members: Iterable[str]) -> None:
         users = {normalize_dn(a.dn) for a in self.accounts}
         for m in members:
             key = normalize_dn(m)
@@ -238,21 +265,23 @@ class FakeDirectory:
                     result="UNWILLING_TO_PERFORM",
                 )
 
-    def create_group(self, dn, attributes, members):  # type: ignore[no-untyped-def]
+    def create_group(
+        self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
+    ) -> None:
         self._check(dn)
         cn = rdn_value(dn)
         if len(cn) > 64 or len(str(attributes.get("sAMAccountName", ""))) > 256:
             raise DirectoryWriteError(f"constraint violation: {dn}", dn=dn, result="CONSTRAINT_VIOLATION")
         if normalize_dn(dn) in self.groups:
             raise DirectoryWriteError(f"already exists: {dn}", dn=dn, result="ALREADY_EXISTS")
-        self._check_members(dn, int(attributes["groupType"]), members)
+        self._check_members(dn, int(str(attributes["groupType"])), members)
         self.ops.append(("add", dn))
-        entry = {k: v for k, v in attributes.items() if k != "objectClass"}
+        entry: dict[str, Any] = {k: v for k, v in attributes.items() if k != "objectClass"}
         entry.update(dn=dn, guid=f"guid-{len(self.groups)}", member=set(members))
         self.groups[normalize_dn(dn)] = entry
         self._touch(entry)
 
-    def modify_attributes(self, dn, values):  # type: ignore[no-untyped-def]
+    def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
         self._check(dn)
         self.ops.append(("modify", dn))
         e = self.groups[normalize_dn(dn)]
@@ -263,7 +292,7 @@ class FakeDirectory:
                 e[k] = v
         self._touch(e)
 
-    def move(self, dn, new_dn):  # type: ignore[no-untyped-def]
+    def move(self, dn: str, new_dn: str) -> None:
         self._check(dn)
         self.ops.append(("modrdn", dn))
         e = self.groups.pop(normalize_dn(dn))
@@ -275,27 +304,276 @@ class FakeDirectory:
                 other["member"].discard(dn)
                 other["member"].add(new_dn)
 
-    def add_members(self, dn, members):  # type: ignore[no-untyped-def]
+    def add_members(self, dn: str, members: Sequence[str]) -> None:
         self._check(dn)
         self._check_members(dn, int(self.groups[normalize_dn(dn)]["groupType"]), members)
         self.ops.append(("modify", dn))
         self.groups[normalize_dn(dn)]["member"].update(members)
         self._touch(self.groups[normalize_dn(dn)])
 
-    def remove_members(self, dn, members):  # type: ignore[no-untyped-def]
+    def remove_members(self, dn: str, members: Sequence[str]) -> None:
         self._check(dn)
         self.ops.append(("modify", dn))
         self.groups[normalize_dn(dn)]["member"].difference_update(members)
         self._touch(self.groups[normalize_dn(dn)])
 
-    def delete(self, dn):  # type: ignore[no-untyped-def]
+    def delete(self, dn: str) -> None:
         self._check(dn)
         self.ops.append(("delete", dn))
         del self.groups[normalize_dn(dn)]
         self.usn += 1
 
-    def close(self):  # type: ignore[no-untyped-def]
+    def close(self) -> None:
         pass
 
     def writes(self) -> int:
         return sum(1 for op, _ in self.ops if op != "search")
+
+
+# -- the cloud replica ----------------------------------------------------------------------------------------
+# MemoryReplica: an in-memory ports.ReplicaStore, the reference behaviour of the cloud replica, used by the
+# unit tests of the engine and the Graph adapter (moved here from the product, which never used it). The SQL
+# store implements the same semantics:
+#
+# - ``upsert_*`` stores the object as given (a restored object arrives with ``deleted=False``). A group's
+#   ``members`` field is ignored: members change only through ``add_members``, ``remove_members`` and
+#   ``clear_members``, and survive an upsert.
+# - ``remove_*(hard=False)`` marks a known object soft-deleted and keeps it (and a group's members); an unknown
+#   id is ignored, since there is nothing to keep. ``hard=True`` forgets the object (and a group's members).
+# - Member changes for a group not (yet) stored are kept and show up once the group is upserted.
+# - ``reset(resource)`` forgets every user, or every group with its members; delta links are left to the caller.
+# - A transaction applies writes directly and keeps an undo log (the old value of each key on first touch);
+#   leaving the ``with`` block by an exception restores them. One transaction at a time.
+
+RESOURCES: Final = ("users", "groups")
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Missing:
+    """Marks "the key did not exist" in the undo log."""
+
+
+_MISSING: Final = _Missing()
+
+
+class MemoryReplica:
+    """Dict-backed replica. ``snapshot()`` returns immutable values (members as frozensets)."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, CloudUser] = {}
+        self.groups: dict[str, CloudGroup] = {}
+        self.members: dict[str, set[MemberRef]] = {}
+        self.delta_links: dict[str, str] = {}
+        self.unified_writeback_default: bool | None = None
+        self.delta_queries: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._active: MemoryTransaction | None = None
+        self.commits = 0  # for tests: how many transactions committed
+        self.pending: set[str] = set()  # groups marked changed by committed rounds (see ReplicaTransaction)
+
+    def transaction(self) -> MemoryTransaction:
+        return MemoryTransaction(self)
+
+    def get_delta_link(self, resource: str) -> str | None:
+        _check_resource(resource)
+        return self.delta_links.get(resource)
+
+    def get_unified_writeback_default(self) -> bool | None:
+        return self.unified_writeback_default
+
+    def get_delta_query(self, resource: str) -> str | None:
+        _check_resource(resource)
+        return self.delta_queries.get(resource)
+
+    def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
+        with self._lock:
+            wanted = self.groups.keys() if member_groups is None else set(member_groups)
+            groups = {
+                gid: dataclasses.replace(
+                    group, members=frozenset(self.members.get(gid, ())) if gid in wanted else frozenset()
+                )
+                for gid, group in self.groups.items()
+            }
+            default = self.unified_writeback_default
+            if member_groups is None:
+                return CloudSnapshot(users=dict(self.users), groups=groups, unified_writeback_default=default)
+            ids = {m.id for gid in wanted for m in self.members.get(gid, ()) if m.kind == "user"}
+            users = {u: self.users[u] for u in ids if u in self.users}
+            return CloudSnapshot(users=users, groups=groups, unified_writeback_default=default)
+
+
+def _check_resource(resource: str) -> None:
+    if resource not in RESOURCES:
+        raise StateError(f"unknown replica resource {resource!r}; expected one of {', '.join(RESOURCES)}")
+
+
+class MemoryTransaction:
+    """One atomic round of replica writes; commits on normal exit, rolls back on exception."""
+
+    def __init__(self, replica: MemoryReplica) -> None:
+        self._replica = replica
+        self._open = False
+        self._undo_users: dict[str, CloudUser | _Missing] = {}
+        self._undo_groups: dict[str, CloudGroup | _Missing] = {}
+        self._undo_members: dict[str, set[MemberRef] | _Missing] = {}
+        self._undo_links: dict[str, str | _Missing] = {}
+        self._undo_default: tuple[bool | None] | None = None  # (old value,) once touched
+        self._undo_queries: dict[str, str | _Missing] = {}
+        self._marks: set[str] = set()
+
+    def __enter__(self) -> MemoryTransaction:
+        replica = self._replica
+        with replica._lock:
+            if replica._active is not None:
+                raise StateError("a replica transaction is already open; nesting is not supported")
+            replica._active = self
+        self._open = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        replica = self._replica
+        with replica._lock:
+            try:
+                if exc and exc[0] is not None:
+                    _restore(replica.users, self._undo_users)
+                    _restore(replica.groups, self._undo_groups)
+                    _restore(replica.members, self._undo_members)
+                    _restore(replica.delta_links, self._undo_links)
+                    _restore(replica.delta_queries, self._undo_queries)
+                    if self._undo_default is not None:
+                        replica.unified_writeback_default = self._undo_default[0]
+                else:
+                    replica.commits += 1
+                    replica.pending |= self._marks
+            finally:
+                replica._active = None
+                self._open = False
+
+    # -- writes ---------------------------------------------------------------------------------------------
+
+    def set_delta_link(self, resource: str, link: str | None) -> None:
+        _check_resource(resource)
+        self._save(self._replica.delta_links, self._undo_links, resource)
+        if link is None:
+            self._replica.delta_links.pop(resource, None)
+        else:
+            self._replica.delta_links[resource] = link
+
+    def set_delta_query(self, resource: str, query: str) -> None:
+        _check_resource(resource)
+        self._save(self._replica.delta_queries, self._undo_queries, resource)
+        self._replica.delta_queries[resource] = query
+
+    def set_unified_writeback_default(self, value: bool | None) -> None:
+        self._require_open()
+        if self._undo_default is None:
+            self._undo_default = (self._replica.unified_writeback_default,)
+        self._replica.unified_writeback_default = value
+
+    def upsert_user(self, user: CloudUser) -> None:
+        self._save(self._replica.users, self._undo_users, user.id)
+        self._replica.users[user.id] = user
+
+    def remove_user(self, user_id: str, *, hard: bool) -> None:
+        self._require_open()
+        users = self._replica.users
+        if user_id not in users:
+            return
+        self._save(users, self._undo_users, user_id)
+        if hard:
+            del users[user_id]
+        else:
+            users[user_id] = dataclasses.replace(users[user_id], deleted=True)
+
+    def upsert_group(self, group: CloudGroup) -> None:
+        self._save(self._replica.groups, self._undo_groups, group.id)
+        self._replica.groups[group.id] = dataclasses.replace(group, members=frozenset())
+
+    def remove_group(self, group_id: str, *, hard: bool) -> None:
+        self._require_open()
+        groups = self._replica.groups
+        if hard:
+            self._save(groups, self._undo_groups, group_id)
+            self._save_members(group_id)
+            groups.pop(group_id, None)
+            self._replica.members.pop(group_id, None)
+        elif group_id in groups:
+            self._save(groups, self._undo_groups, group_id)
+            groups[group_id] = dataclasses.replace(groups[group_id], deleted=True)
+
+    def add_members(self, group_id: str, members: Iterable[MemberRef]) -> None:
+        self._save_members(group_id)
+        self._replica.members.setdefault(group_id, set()).update(members)
+
+    def remove_members(self, group_id: str, member_ids: Iterable[str]) -> None:
+        self._require_open()
+        current = self._replica.members.get(group_id)
+        if not current:
+            return
+        gone = set(member_ids)
+        self._save_members(group_id)
+        current.difference_update({ref for ref in current if ref.id in gone})
+
+    def clear_members(self, group_id: str) -> None:
+        self._save_members(group_id)
+        self._replica.members.pop(group_id, None)
+
+    def mark_changed(self, resource: str, ids: Collection[str]) -> None:
+        self._require_open()
+        _check_resource(resource)
+        wanted = set(ids)
+        self._marks |= wanted if resource == "groups" else set()
+        members = self._replica.members
+        self._marks |= {gid for gid, refs in members.items() if any(m.id in wanted for m in refs)}
+
+    def reset(self, resource: str) -> None:
+        _check_resource(resource)
+        replica = self._replica
+        if resource == "users":
+            for user_id in list(replica.users):
+                self._save(replica.users, self._undo_users, user_id)
+            replica.users.clear()
+        else:
+            for group_id in list(replica.groups):
+                self._save(replica.groups, self._undo_groups, group_id)
+            for group_id in list(replica.members):
+                self._save_members(group_id)
+            replica.groups.clear()
+            replica.members.clear()
+
+    # -- undo log -------------------------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise StateError(
+                "replica writes need an open transaction: use 'with replica.transaction() as tx'"
+            )
+
+    def _save(self, data: dict[_K, _V], undo: dict[_K, _V | _Missing], key: _K) -> None:
+        self._require_open()
+        if key not in undo:
+            undo[key] = data.get(key, _MISSING)
+
+    def _save_members(self, group_id: str) -> None:
+        self._require_open()
+        if group_id not in self._undo_members:
+            current = self._replica.members.get(group_id)
+            self._undo_members[group_id] = _MISSING if current is None else set(current)
+
+
+def _restore(data: dict[_K, _V], undo: dict[_K, _V | _Missing]) -> None:
+    for key, old in undo.items():
+        if isinstance(old, _Missing):
+            data.pop(key, None)
+        else:
+            data[key] = old
+
+
+def _fakes_implement_the_ports(
+    directory: FakeDirectory, cloud: FakeCloud, replica: MemoryReplica
+) -> tuple[Directory, CloudSource, ReplicaStore]:
+    """Never called: mypy checks here that each fake implements its port (Protocols match by shape, so a
+    method missing or typed apart would otherwise surface only as a failing test, or not at all)."""
+    return directory, cloud, replica

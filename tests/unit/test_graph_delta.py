@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.unit.fakes import MemoryReplica
 from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
 from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, DEFAULT_USER_SELECT, GROUP_SELECT
-from writeback.adapters.state.memory import MemoryReplica
 from writeback.core.model import MemberRef
 from writeback.errors import SourceError, SyncStateError
 from writeback.testbed.emulator.odata import is_declared

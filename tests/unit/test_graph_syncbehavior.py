@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from tests.unit.fakes import MemoryReplica
 from tests.unit.test_graph_delta import GROUPS, USERS, ScriptedGraph, group, source_for, user
-from writeback.adapters.state.memory import MemoryReplica
 
 SID = "S-1-5-21-1-2-3-1105"
 

@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from tests.unit.builders import BASE, DOC, OU, desire, resolved, settings
+from tests.unit.fakes import MemoryReplica
 from tests.unit.test_graph_delta import GROUPS, USERS, ScriptedGraph, group, source_for
 from writeback.adapters.graph.convert import group_from_graph, unified_writeback_default
-from writeback.adapters.state.memory import MemoryReplica
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.config import CONNECT_DISPLAY_NAME_CN, MappingSettings, parse_settings
 from writeback.core.desired import DirectoryFacts, cloud_intents, desired_state

@@ -13,8 +13,9 @@ import pytest
 from tests.testbed.stores import BACKENDS, another_connection, open_store, raw_execute
 from writeback.adapters.state import sqlbase
 from writeback.adapters.state.postgres import PostgresStore
+from writeback.adapters.state.replica import _user_to_json
 from writeback.adapters.state.schema import ACCOUNT_KEYS_VERSION, MIGRATIONS
-from writeback.adapters.state.sqlbase import SqlStore, _user_to_json
+from writeback.adapters.state.sqlbase import SqlStore
 from writeback.core.model import CloudUser
 from writeback.errors import StateCorruptError
 

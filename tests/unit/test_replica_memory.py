@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from writeback.adapters.state.memory import MemoryReplica
+from tests.unit.fakes import MemoryReplica
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
 from writeback.core.ports import ReplicaStore
 from writeback.errors import StateError

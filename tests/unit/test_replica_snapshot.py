@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.testbed.stores import BACKENDS, open_store
-from writeback.adapters.state.memory import MemoryReplica
-from writeback.adapters.state.sqlbase import MemberRefs
+from tests.unit.fakes import MemoryReplica
+from writeback.adapters.state.replica import MemberRefs
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.core.model import CloudGroup, CloudUser, MemberRef
 from writeback.core.ports import ReplicaStore

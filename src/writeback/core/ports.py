@@ -3,12 +3,22 @@
 - :class:`ReplicaStore`: the local copy of the in-scope cloud state, fed by Graph delta queries.
 - :class:`CloudSource`: brings the replica up to date (Microsoft Graph adapter).
 - :class:`Directory`: reads and writes Active Directory (LDAP adapter).
+
+The state store, one per port, so a piece of code is typed against what it uses and a fake implements only that:
+
+- :class:`Replica`: the replica as the engine reads it, and the AD-user cache (:class:`UserCache`).
+- :class:`Journal`: the provisioning log: written ahead of each change, finished, and queried.
+- :class:`AppliedState`: what was last applied: DNs, fingerprints, the quick reconcile's stamps and pending marks.
+- :class:`AllowanceStore`: the operators' allowances and the state's small key-value table.
+- :class:`LeaseStore`: the leader lease of `writeback run` on a shared database (its own connection).
+- :class:`Store`: the engine's state, all of them but the lease (SQLite or PostgreSQL,
+  :mod:`writeback.adapters.state`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from writeback.core.model import (
@@ -244,8 +254,8 @@ class Directory(Protocol):
     def close(self) -> None: ...
 
 
-# The result of a log row written before its change is sent to AD (see Store.log_rows), and what it becomes
-# when that run never finished it (Store.close_pending_log).
+# The result of a log row written before its change is sent to AD (see Journal.log_rows), and what it becomes
+# when that run never finished it (Journal.close_pending_log).
 PENDING = "pending"
 INTERRUPTED = "interrupted"
 # Every result a provisioning-log row can have (the console's filters and chart).
@@ -254,7 +264,7 @@ LOG_RESULTS = ("success", "error", "held", "info", "skipped", PENDING, INTERRUPT
 
 @dataclass(frozen=True)
 class LogRecord:
-    """One provisioning-log row (see :meth:`Store.log_rows`)."""
+    """One provisioning-log row to write (see :meth:`Journal.log_rows`)."""
 
     run_id: str
     action: str
@@ -267,11 +277,59 @@ class LogRecord:
     actor: str | None = None  # an operator's action: the console token's name or the OS user; else None
 
 
-class Store(ReplicaStore, UserCache, Protocol):
-    """The state store: the replica, the AD-user cache, the provisioning log, the last-applied state and the
-    operators' allowances (SQLite or PostgreSQL, :mod:`writeback.adapters.state`)."""
+@dataclass(frozen=True)
+class LogEntry:
+    """One provisioning-log row as read back (:meth:`Journal.read_log`, :meth:`Journal.query_log`)."""
 
-    def has_synced(self) -> bool: ...
+    id: int
+    time: float
+    run_id: str
+    cloud_id: str | None
+    group_name: str | None
+    dn: str | None
+    action: str
+    result: str
+    error: str | None
+    detail: dict[str, Any] | None
+    actor: str | None = None  # who asked for it (an operator's action); None for the engine's own rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """The provisioning log filters of the console and `/api/log` (all optional, combined with AND)."""
+
+    since: float | None = None
+    until: float | None = None
+    result: str | None = None
+    action: str | None = None
+    text: str | None = None  # group/identity: cloud id exactly, or part of the group name or DN
+    run_id: str | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+class Replica(ReplicaStore, UserCache, Protocol):
+    """The replica as the engine reads it: what the Graph adapter writes (:class:`ReplicaStore`), the AD-user
+    cache, and the lookups a partial plan makes instead of reading the whole replica."""
+
+    def has_synced(self) -> bool:
+        """True once both resources (users and groups) hold a delta link: the replica is complete."""
+        ...
+
+    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
+
+    def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
+        """Ids of replica users whose onPremisesSecurityIdentifier or onPremisesImmutableId (as an
+        objectGUID) is among these (upper-cased SIDs, lower-cased GUIDs)."""
+        ...
+
+
+class Journal(Protocol):
+    """The provisioning log: what every run did to AD, written ahead of each change (a write-ahead journal),
+    and read back by the CLI and the console."""
 
     def log(
         self,
@@ -284,6 +342,7 @@ class Store(ReplicaStore, UserCache, Protocol):
         dn: str | None = None,
         error: str | None = None,
         detail: dict[str, object] | None = None,
+        actor: str | None = None,
     ) -> None: ...
 
     def log_rows(self, records: Sequence[LogRecord]) -> list[int]:
@@ -300,12 +359,45 @@ class Store(ReplicaStore, UserCache, Protocol):
         forgotten: Collection[str] = (),
     ) -> None:
         """In one transaction: the results of journaled rows, rows never attempted removed, created/moved
-        groups' DNs recorded and deleted groups forgotten."""
+        groups' DNs recorded and deleted groups forgotten (the applied state changes with its log rows)."""
         ...
 
     def close_pending_log(self, run_id: str) -> int:
         """Mark rows left ``pending`` by other (killed) runs ``interrupted``; how many."""
         ...
+
+    def read_log(
+        self,
+        *,
+        cloud_id: str | None = None,
+        group: str | None = None,
+        action: str | None = None,
+        result: str | None = None,
+        run_id: str | None = None,
+        since: float | None = None,
+        limit: int = 200,
+    ) -> list[LogEntry]:
+        """The newest ``limit`` rows matching, oldest first (`writeback log`)."""
+        ...
+
+    def query_log(self, query: LogQuery) -> list[LogEntry]:
+        """One page of the log, newest first (the console and /api/log)."""
+        ...
+
+    def log_entry(self, entry_id: int) -> LogEntry | None: ...
+
+    def log_actions_per_day(self, since: float) -> list[tuple[str, str, int]]:
+        """(UTC day as YYYY-MM-DD, result, count) of the rows since ``since``."""
+        ...
+
+    def prune_log(self, before: float) -> int:
+        """Delete rows older than ``before``; how many."""
+        ...
+
+
+class AppliedState(Protocol):
+    """What writeback last applied to AD: each group's DN and fingerprint, and what the quick reconcile
+    (writeback.app.reconcile) keeps: the managed groups' stamps and the groups pending since."""
 
     def record_applied(self, cloud_id: str, dn: str) -> None: ...
 
@@ -313,17 +405,10 @@ class Store(ReplicaStore, UserCache, Protocol):
 
     def applied_dns(self) -> dict[str, str]: ...
 
-    def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
-
     def record_fingerprints(self, prints: Mapping[str, str]) -> None: ...
 
     def applied_fingerprints(self) -> dict[str, str]: ...
 
-    def allowances(self) -> dict[str, int]: ...
-
-    def set_allowances(self, allowances: Mapping[str, int]) -> None: ...
-
-    # Quick reconcile (writeback.app.reconcile) -------------------------------------------------------------
     def pending_groups(self) -> PendingGroups: ...
 
     def settle_pending(self, groups: Collection[str], upto: int) -> None:
@@ -340,13 +425,56 @@ class Store(ReplicaStore, UserCache, Protocol):
 
     def forget_stamps(self, keys: Collection[str]) -> None: ...
 
+
+class AllowanceStore(Protocol):
+    """The operators' allowances past the safety thresholds (`writeback allow`, read by the running service),
+    and the state's small key-value table they and the engine's bookkeeping live in."""
+
+    def allowances(self) -> dict[str, int]: ...
+
+    def set_allowances(self, allowances: Mapping[str, int]) -> None: ...
+
     def get_meta(self, key: str) -> str | None: ...
 
     def write_meta(self, values: Mapping[str, str | None]) -> None:
         """Set these keys of the state's small key-value table, in one transaction."""
 
-    def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
-        """Ids of replica users whose onPremisesSecurityIdentifier or onPremisesImmutableId (as an
-        objectGUID) is among these (upper-cased SIDs, lower-cased GUIDs)."""
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """A lease held: its fencing token and how long it still runs, in seconds, by the database's clock."""
+
+    token: int
+    remaining: float
+
+
+@dataclass(frozen=True)
+class LeaseHolder:
+    """Who holds a lease (``remaining`` <= 0: it has run out and is free to take)."""
+
+    holder: str
+    token: int
+    remaining: float
+
+
+class LeaseStore(Protocol):
+    """What the leader lease (writeback.app.lease) needs of a state store. Not part of :class:`Store`: the
+    lease takes a connection of its own, so a long write transaction of the engine never delays a renewal."""
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseGrant | None: ...
+
+    def check_lease(self, name: str, holder: str, token: int) -> float | None: ...
+
+    def release_lease(self, name: str, holder: str, token: int) -> None: ...
+
+    def lease_holder(self, name: str) -> LeaseHolder | None: ...
+
+    def close(self) -> None: ...
+
+
+class Store(Replica, Journal, AppliedState, AllowanceStore, Protocol):
+    """The engine's state store: the replica and AD-user cache, the provisioning log, the last-applied state
+    and the operators' allowances over one connection (SQLite or PostgreSQL, :mod:`writeback.adapters.state`).
+    Code that needs one of them is typed against that port."""
 
     def close(self) -> None: ...

@@ -1,1 +1,1 @@
-"""State stores: SQLite (default) and in-memory (tests)."""
+"""State stores: one SQL store (:mod:`.sqlbase`, one part per port) on SQLite (default) or PostgreSQL."""

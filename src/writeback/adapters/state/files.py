@@ -4,12 +4,16 @@ The state database (and the -wal/-shm/-journal files SQLite puts next to it), sa
 and the writer lock name groups, members and DNs of the directory; other local users have no business
 reading them. Folders that already exist are left as they are (they may be the administrator's own, such as
 the working directory); folders writeback creates are 0700.
+
+The database file itself is only ever touched by its path, never opened by a descriptor of writeback's own
+(:func:`private_database` says why: SQLite's locks are the process's, and any close drops them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -33,13 +37,52 @@ def private_dir(path: str | Path) -> Path:
     return folder
 
 
-def private_file(path: str | Path) -> None:
-    """Create ``path`` empty with mode 0600 when missing; make an existing file 0600."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+def private_database(path: str | Path) -> None:
+    """Make the SQLite database file at ``path`` 0600, creating it empty (a valid, empty database) when missing,
+    without ever holding a descriptor of it while it is reachable by that name.
+
+    SQLite's locks are POSIX advisory locks: they belong to the process, and closing *any* descriptor of the
+    file drops every lock the process holds on it, those of its open SQLite connections included. A process
+    that then looks unlocked lets the next process to close the database believe it is the last user: it
+    checkpoints and unlinks the WAL under the still-running connection ("How To Corrupt An SQLite Database
+    File", https://www.sqlite.org/howtocorrupt.html section 2.2; https://www.sqlite.org/lockingv3.html
+    section 6). The console opens a store per request in the service's process, so the file is only ever
+    touched by its path here: ``chmod(2)`` when it exists; when it does not, a private file is made under a
+    temporary name, closed, then linked into place (``link(2)`` fails rather than replace a file another
+    process created meanwhile). Nobody can hold a lock on a file that was not yet there.
+    """
+    target = Path(path)
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.chmod(target, FILE_MODE)
+        return
+    except FileNotFoundError:
+        pass
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # O_CREAT's mode is masked by the umask; set it exactly
     finally:
         os.close(fd)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:  # another process created it meanwhile: make it private by its path
+        os.chmod(target, FILE_MODE)
+    except OSError:
+        # A file system without hard links: create it in place, exclusively (O_EXCL fails if it exists), so
+        # the descriptor closed here is of a file no other process can have locked yet; only a store opened
+        # by another thread of this process in those microseconds could be, hence the link above first.
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            os.chmod(target, FILE_MODE)
+        else:
+            try:
+                os.fchmod(fd, FILE_MODE)
+            finally:
+                os.close(fd)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def write_private(path: str | Path, text: str) -> None:

@@ -12,11 +12,13 @@ branch: locked, corrupt (file or row) and a schema from a newer writeback each s
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from writeback.adapters.state.files import FILE_MODE, private_dir, private_file
+from writeback.adapters.state.files import FILE_MODE, private_database, private_dir
 from writeback.adapters.state.schema import MIGRATIONS
 from writeback.adapters.state.sqlbase import REBUILD_HINT, REPLICA_TABLES, LogEntry, SqlStore
 from writeback.errors import StateCorruptError, StateError, StateLockedError
@@ -112,10 +114,13 @@ class SqliteStore(SqlStore):
 
         SQLite creates the -wal, -shm and -journal files with the permissions of the database file
         (os_unix.c, findCreateFileMode), so a private database keeps them private; any left from an older,
-        laxer version are tightened too."""
+        laxer version are tightened too.
+
+        Every file is changed by its path (chmod), never opened: this runs in a process whose other stores may
+        hold SQLite locks on these very files, and closing any descriptor of a file drops them all
+        (https://www.sqlite.org/howtocorrupt.html section 2.2; see files.private_database)."""
         private_dir(Path(self.path).parent)
-        private_file(self.path)
+        private_database(self.path)
         for suffix in SIDE_FILES:
-            side = Path(self.path + suffix)
-            if side.exists():
-                side.chmod(FILE_MODE)
+            with contextlib.suppress(FileNotFoundError):  # none yet, or removed meanwhile by its last user
+                os.chmod(self.path + suffix, FILE_MODE)
