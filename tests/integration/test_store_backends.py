@@ -237,6 +237,10 @@ def test_pending_marks_ride_the_round_and_a_mark_made_meanwhile_survives_settlin
         tx.mark_changed("groups", ["g2"])  # changed again while the reconcile runs
     store.settle_pending(read.groups, read.upto)
     assert store.pending_groups().groups == {"g2", "parent"}, "g2 and the group holding it, marked again"
+    # Marked after a given counter value: what a pass that did not make the marks must still plan.
+    assert store.pending_groups(after=read.upto).groups == {"g2", "parent"}
+    latest = store.pending_groups()
+    assert store.pending_groups(after=latest.upto).groups == frozenset() and latest.upto > read.upto
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

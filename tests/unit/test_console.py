@@ -299,3 +299,33 @@ def test_log_filters_take_only_known_actions_and_results(console: Console) -> No
     assert all(
         f'<option value="{a}"' in page for a in ("create", "skip_members", "clear_quarantine", "provision")
     )
+
+
+def test_a_change_the_plan_page_read_from_graph_is_written_by_the_next_cycle(console: Console) -> None:
+    """The plan page syncs the service's replica (and so consumes the Graph delta): the next incremental cycle
+    still plans the group it changed, from the replica's pending marks, not the hourly reconcile."""
+    console.service.run(once=True)
+    console.cloud.groups[gid(2)] = group(2, [], name="G2")
+    console.cloud.changed_groups = {gid(2)}
+    out: dict[str, Any] = {}
+
+    def ask() -> None:
+        out["r"] = console.client.get("/api/plan", headers=console.bearer(console.viewer))
+
+    t = threading.Thread(target=ask)
+    t.start()
+    while t.is_alive():
+        console.service.run_jobs()
+        t.join(0.05)
+    assert [c["kind"] for c in out["r"].json()["changes"]] == ["remove_members"]
+    assert console.cloud.changed_groups == set()  # the plan's sync took the change; the cycle's sees none
+
+    outcome = console.service.cycle()
+    assert not outcome.full and outcome.applied == 1, outcome
+    (entry,) = [
+        e
+        for e in console.directory.groups.values()
+        if e.get("msDS-ExternalDirectoryObjectId") == f"Group_{gid(2)}"
+    ]
+    assert not entry.get("member")
+    assert console.service.cycle().planned == 0  # settled: not planned again

@@ -114,9 +114,11 @@ class ReconcilePass:
         on_apply: list[Callable[[Plan, ApplyResult], None]] | None = None,
     ) -> None:
         self.engine, self.guard, self.should_stop = engine, guard, should_stop
-        self.on_apply = (
-            on_apply if on_apply is not None else []
-        )  # the caller's list: observers added later count
+        # The caller's list, not a copy: observers added after this pass was made count too.
+        self.on_apply = on_apply if on_apply is not None else []
+        # The pending-mark counter as the last applied pass read it: an incremental pass plans every group
+        # marked after it (0: every pending group).
+        self._pending_seen = 0
 
     def sync(self) -> SyncReport:
         """Bring the cloud replica up to date (Graph delta)."""
@@ -156,13 +158,17 @@ class ReconcilePass:
             dynamic = scope.plans_dynamic(users)
             locations = scope.locations(engine.store.applied_dns()) if scope.located else None
         else:
-            only = options.only
+            # Every group marked changed since the last pass, whoever read the change from Graph: a sync by the
+            # console's plan page, provision on demand or a CLI `plan` next to the service consumed the delta
+            # this pass's own sync would have reported (issue 23: such a change waited for the hourly reconcile).
+            pending = engine.store.pending_groups(after=self._pending_seen)
+            only = options.only | pending.groups
             users = engine.sync_ad_users(full=options.refresh_users) if options.sync else 0
             if not only and not users:
+                self._pending_seen = pending.upto
                 return PassResult(Plan(deep=False), None, report, only=frozenset())
             # On-prem dynamic groups are planned when AD users changed, or when one of them is asked for.
             dynamic = users > 0 or any(k.startswith(DYNAMIC_KEY_PREFIX) for k in only)
-            pending = engine.store.pending_groups()
             locations = None
         planned = time.perf_counter()
         phases["sync"] = planned - started
@@ -186,8 +192,10 @@ class ReconcilePass:
         self._check_claim()
         if scope is not None:
             reconcile.finish(engine, scope, chosen, result, now=time.time())
+            self._pending_seen = max(self._pending_seen, scope.pending.upto)
         elif pending is not None and only:
             reconcile.settle(engine, only, pending, chosen, result)
+            self._pending_seen = max(self._pending_seen, pending.upto)
         phases["apply"] = time.perf_counter() - writing
         self._applied(chosen, result)
         return PassResult(chosen, result, report, full, only, phases=phases)

@@ -409,7 +409,9 @@ class AppliedState(Protocol):
 
     def applied_fingerprints(self) -> dict[str, str]: ...
 
-    def pending_groups(self) -> PendingGroups: ...
+    def pending_groups(self, after: int = 0) -> PendingGroups:
+        """The groups marked pending and not settled (marked after the counter value ``after``, when given),
+        and the counter's value now (``upto``)."""
 
     def settle_pending(self, groups: Collection[str], upto: int) -> None:
         """Clear the marks of ``groups`` made up to ``upto`` (their AD groups are in step)."""

@@ -43,9 +43,11 @@ class AppliedSql(SqlCore):
             with self.batch():
                 self._mark(groups)
 
-    def pending_groups(self) -> PendingGroups:
+    def pending_groups(self, after: int = 0) -> PendingGroups:
         upto = int(self.get_meta("pending_seq") or 0)
-        rows = self.db.execute("SELECT group_id FROM pending WHERE seq <= ?", (upto,)).fetchall()
+        rows = self.db.execute(
+            "SELECT group_id FROM pending WHERE seq > ? AND seq <= ?", (after, upto)
+        ).fetchall()
         return PendingGroups(frozenset(r[0] for r in rows), upto)
 
     def settle_pending(self, groups: Collection[str], upto: int) -> None:
