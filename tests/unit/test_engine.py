@@ -83,6 +83,7 @@ def test_groups_skipped_with_an_error_are_logged_with_the_reason(world):
     (partial,) = store.read_log(action="skip_members")
     assert partial.cloud_id == gid(2) and partial.detail == {
         "skipped": 1,
+        "reasons": {"cloud-only user (not synced from AD)": 1},
         "members": [
             {"id": "cloud", "name": None, "kind": "user", "reason": "cloud-only user (not synced from AD)"}
         ],

@@ -63,14 +63,14 @@ def test_anything_else_names_the_option_and_says_what_to_write(bad: str) -> None
 
 
 def test_iso_time_is_the_consoles_format() -> None:
-    from writeback.console.app import iso
+    from writeback.app.views import iso
 
     ts = utc(2026, 12, 7, 1, 53, 7) + 0.6
     assert iso_time(ts) == "2026-12-07T01:53:07+00:00" == iso(ts)
 
 
 def test_the_console_parses_its_filters_with_the_same_functions() -> None:
-    from writeback.console.app import log_query
+    from writeback.app.views import log_query
 
     q = log_query({"since": "2026-11-22T09:00+01:00", "until": "2026-11-22"})
     assert (q.since, q.until) == (utc(2026, 11, 22, 8), utc(2026, 11, 23))

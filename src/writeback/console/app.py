@@ -35,132 +35,21 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from writeback.adapters.state.sqlbase import LogQuery
+from writeback.app import views
 from writeback.app.engine import Allowances, Engine
 from writeback.app.lease import describe_instance
-from writeback.app.logquery import iso_time, parse_since, parse_until
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
+from writeback.app.views import LOG_COLUMNS, iso, log_query
 from writeback.console.auth import Authenticator, Principal
 from writeback.console.backend import ServiceBackend
 from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
-from writeback.core.ports import LogRecord
-from writeback.errors import ConfigError, StateLockedError, WritebackError
+from writeback.core.ports import LogQuery, LogRecord
+from writeback.errors import StateLockedError, WritebackError
 
 log = logging.getLogger("writeback.console")
 HERE = Path(__file__).parent
 COOKIE = "wb_session"
-LOG_COLUMNS = ("id", "time", "run_id", "action", "result", "cloud_id", "group_name", "dn", "error", "actor")
-
-
-def iso(ts: float | None) -> str | None:
-    """ISO 8601 UTC, as every output gives times (:func:`writeback.app.logquery.iso_time`)."""
-    return None if ts is None else iso_time(ts)
-
-
-def _parse_time(parse: Callable[[str | None, str], float | None], params: Any, field: str) -> float | None:
-    """A since/until filter (writeback.app.logquery, shared with `writeback log`); ValueError is a 400 here."""
-    try:
-        return parse(params.get(field), field)
-    except ConfigError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def log_query(params: Any) -> LogQuery:
-    """The log filters from query parameters: since/until (ISO 8601 or an age such as 12h), status, action,
-    group, run, limit, offset."""
-    until = _parse_time(parse_until, params, "until")  # a date alone means the whole day
-    try:
-        limit = min(max(int(params.get("limit") or 100), 1), 10_000)
-        offset = max(int(params.get("offset") or 0), 0)
-    except ValueError:
-        raise ValueError("limit and offset must be whole numbers") from None
-    for name, known in (("action", LOG_ACTIONS), ("status", LOG_RESULTS)):
-        value = params.get(name)
-        if value and value not in known:  # as `writeback log`: an unknown value is an error, not "no entries"
-            raise ValueError(f"{name} {value!r} is not one of: {', '.join(known)}")
-    return LogQuery(
-        since=_parse_time(parse_since, params, "since"),
-        until=until,
-        result=params.get("status") or None,
-        action=params.get("action") or None,
-        text=params.get("group") or None,
-        run_id=params.get("run") or None,
-        limit=limit,
-        offset=offset,
-    )
-
-
-def _shown(value: Any) -> str | None:
-    if value is None:
-        return None
-    return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
-def entry_dict(e: Any) -> dict[str, Any]:
-    """One log row after Graph's provisioningObjectSummary: ids, time, action, status, identities, steps."""
-    d: dict[str, Any] = e.to_dict()
-    d["activityDateTime"] = iso(e.time)
-    d["status"] = e.result
-    d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": "group"}
-    d["targetIdentity"] = {"id": e.dn, "displayName": e.dn, "type": "group"}
-    detail = e.detail or {}
-    if "modified" in detail:  # old and new values, as the engine logs them (redacted values stay hidden)
-        d["modifiedProperties"] = [
-            {"displayName": m["name"], "oldValue": _shown(m.get("old")), "newValue": _shown(m.get("new"))}
-            for m in detail["modified"]
-        ]
-    else:  # rows logged before values were recorded
-        d["modifiedProperties"] = [
-            {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
-        ]
-    if "members" in detail:
-        values = detail.get("member_values") or []
-        more = detail["members"] - len(values)
-        listed = "; ".join(values) + (f" … and {more} more" if more > 0 and values else "")
-        d["modifiedProperties"].append(
-            {
-                "displayName": "member",
-                "oldValue": listed if e.action == "remove_members" else None,
-                "newValue": listed if e.action != "remove_members" else None,
-            }
-            if values
-            else {
-                "displayName": "member",
-                "oldValue": None,
-                "newValue": f"{detail['members']} values ({e.action})",
-            }
-        )
-    if "new_dn" in detail:
-        d["modifiedProperties"].append(
-            {"displayName": "distinguishedName", "oldValue": e.dn, "newValue": detail["new_dn"]}
-        )
-    # Graph's initiatedBy: an operator's action names the token (or OS user); the rest is writeback's own.
-    d["initiatedBy"] = (
-        {"displayName": e.actor, "initiatorType": "user"}
-        if e.actor
-        else {"displayName": "writeback", "initiatorType": "system"}
-    )
-    if e.actor and not detail.get("steps"):
-        d["steps"] = [
-            {
-                "type": "request",
-                "status": "success",
-                "description": f"{detail.get('reason') or e.action}, asked by {e.actor}",
-            }
-        ]
-        return d
-    d["steps"] = detail.get("steps") or [
-        {"type": "import", "status": "success", "description": "read from Microsoft Graph (cloud replica)"},
-        {"type": "matching", "status": "success", "description": f"AD group {e.dn or '(none)'}"},
-        {"type": "processing", "status": "success", "description": detail.get("reason") or e.action},
-        {
-            "type": "export",
-            "status": {"success": "success", "error": "failure"}.get(e.result, e.result),
-            "description": e.error or e.result,
-        },
-    ]
-    return d
 
 
 class Console:
@@ -360,8 +249,7 @@ class Console:
         instance's role and the leader lease's holder (:meth:`leadership`)."""
         h = self.backend.health()
         with self.backend.store() as store:
-            applied = store.applied_dns()
-            per_day = store.log_actions_per_day(time.time() - 14 * 86400)
+            managed, per_day = views.status_counts(store)
         code = {"ok": "Active", "held": "Active", "degraded": "Active", "quarantined": "Quarantine"}.get(
             h["status"], "NotRun" if h["status"] == "starting" else "Paused"
         )
@@ -386,7 +274,7 @@ class Console:
             ),
             "consecutiveFailures": h["consecutive_failures"],
             "failingGroups": h["failing_groups"],
-            "managedGroups": len(applied),
+            "managedGroups": managed,
             "managedMemberships": h["managed_memberships"],
             "skippedMembers": h["skipped_members"],
             "replicaLagSeconds": round(time.time() - h["last_sync"], 1) if h["last_sync"] else None,
@@ -494,7 +382,7 @@ class Console:
     # -- provisioning log -----------------------------------------------------------------------------------
     def _log(self, q: LogQuery) -> list[dict[str, Any]]:
         with self.backend.store() as store:
-            return [entry_dict(e) for e in store.query_log(q)]
+            return views.log_rows(store, q)
 
     async def api_log(self, request: Request, who: Principal) -> Response:
         try:
@@ -538,8 +426,7 @@ class Console:
 
     def _row(self, entry_id: int) -> dict[str, Any] | None:
         with self.backend.store() as store:
-            e = store.log_entry(entry_id)
-        return None if e is None else entry_dict(e)
+            return views.log_row(store, entry_id)
 
     async def api_log_row(self, request: Request, who: Principal) -> Response:
         row = await run_in_threadpool(self._row, request.path_params["id"])
@@ -554,38 +441,7 @@ class Console:
     # -- groups ---------------------------------------------------------------------------------------------
     def groups(self) -> list[dict[str, Any]]:
         with self.backend.store() as store:
-            applied = store.applied_dns()
-            snapshot = store.snapshot(member_groups=list(applied))
-            out = []
-            for cid, dn in sorted(applied.items(), key=lambda kv: kv[1].lower()):
-                g = snapshot.groups.get(cid)
-                recent = store.query_log(LogQuery(text=cid, limit=200))
-                last_ok = next((e for e in recent if e.result == "success"), None)
-                skipped = next((e for e in recent if e.action == "skip_members"), None)
-                pending = [
-                    e
-                    for e in recent
-                    if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)
-                ]
-                out.append(
-                    {
-                        "cloud_id": cid,
-                        "displayName": g.display_name if g else None,
-                        "dn": dn,
-                        "cloudMembers": len(g.members) if g else None,
-                        "inSyncAsOf": iso(last_ok.time) if last_ok else None,
-                        "lastChange": entry_dict(last_ok) if last_ok else None,
-                        "pending": [entry_dict(e) for e in pending],
-                        "skipped": (skipped.detail or {}).get("reasons", {}) if skipped else {},
-                        "drift": [
-                            entry_dict(e)
-                            for e in recent
-                            if (e.detail or {}).get("reason", "").startswith("drift")
-                        ][:20],
-                        "changes": [entry_dict(e) for e in recent[:10]],
-                    }
-                )
-        return out
+            return views.managed_groups(store)
 
     async def api_groups(self, request: Request, who: Principal) -> Response:
         return JSONResponse(await run_in_threadpool(self.groups))
@@ -623,12 +479,7 @@ class Console:
         matches: list[dict[str, Any]] = []
         if q:
             with self.backend.store() as store:
-                groups = store.snapshot(member_groups=()).groups.values()
-            matches = [
-                {"id": g.id, "displayName": g.display_name}
-                for g in groups
-                if not g.deleted and (q in g.display_name.lower() or q == g.id.lower())
-            ][:50]
+                matches = views.find_cloud_groups(store, q)
         return self.render(request, who, "provision.html", {"q": q, "matches": matches})
 
     async def provision_start(self, request: Request, who: Principal) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,6 +48,7 @@ def skipped_detail(report: GroupReport) -> dict[str, object]:
     """The log row's detail for a group's skipped members: each named (id and name) with its reason."""
     return {
         "skipped": len(report.skipped),
+        "reasons": dict(Counter(s.reason for s in report.skipped)),
         "members": [
             {"id": s.member_id, "name": s.name or None, "kind": s.kind, "reason": s.reason}
             for s in sorted(report.skipped)[:LOGGED_SKIPPED]

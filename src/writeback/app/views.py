@@ -1,0 +1,194 @@
+"""What the console shows, read from the state: status counts, managed groups, log rows. The console's
+pages and API format these values; reading and shaping them lives here, beside the other use cases, so the
+console is routes and templates only (issue 22)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from writeback.app.logquery import iso_time, parse_since, parse_until
+from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
+from writeback.core.ports import LogQuery, Store
+from writeback.errors import ConfigError
+
+LOG_COLUMNS = ("id", "time", "run_id", "action", "result", "cloud_id", "group_name", "dn", "error", "actor")
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 UTC, as every output gives times (:func:`writeback.app.logquery.iso_time`)."""
+    return None if ts is None else iso_time(ts)
+
+
+def _parse_time(parse: Callable[[str | None, str], float | None], params: Any, field: str) -> float | None:
+    """A since/until filter (writeback.app.logquery, shared with `writeback log`); ValueError is a 400 here."""
+    try:
+        return parse(params.get(field), field)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def log_query(params: Any) -> LogQuery:
+    """The log filters from query parameters: since/until (ISO 8601 or an age such as 12h), status, action,
+    group, run, limit, offset."""
+    until = _parse_time(parse_until, params, "until")  # a date alone means the whole day
+    try:
+        limit = min(max(int(params.get("limit") or 100), 1), 10_000)
+        offset = max(int(params.get("offset") or 0), 0)
+    except ValueError:
+        raise ValueError("limit and offset must be whole numbers") from None
+    for name, known in (("action", LOG_ACTIONS), ("status", LOG_RESULTS)):
+        value = params.get(name)
+        if value and value not in known:  # as `writeback log`: an unknown value is an error, not "no entries"
+            raise ValueError(f"{name} {value!r} is not one of: {', '.join(known)}")
+    return LogQuery(
+        since=_parse_time(parse_since, params, "since"),
+        until=until,
+        result=params.get("status") or None,
+        action=params.get("action") or None,
+        text=params.get("group") or None,
+        run_id=params.get("run") or None,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def _shown(value: Any) -> str | None:
+    if value is None:
+        return None
+    return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def entry_dict(e: Any) -> dict[str, Any]:
+    """One log row after Graph's provisioningObjectSummary: ids, time, action, status, identities, steps."""
+    d: dict[str, Any] = e.to_dict()
+    d["activityDateTime"] = iso(e.time)
+    d["status"] = e.result
+    d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": "group"}
+    d["targetIdentity"] = {"id": e.dn, "displayName": e.dn, "type": "group"}
+    detail = e.detail or {}
+    if "modified" in detail:  # old and new values, as the engine logs them (redacted values stay hidden)
+        d["modifiedProperties"] = [
+            {"displayName": m["name"], "oldValue": _shown(m.get("old")), "newValue": _shown(m.get("new"))}
+            for m in detail["modified"]
+        ]
+    else:  # rows logged before values were recorded
+        d["modifiedProperties"] = [
+            {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
+        ]
+    if "members" in detail:
+        values = detail.get("member_values") or []
+        more = detail["members"] - len(values)
+        listed = "; ".join(values) + (f" … and {more} more" if more > 0 and values else "")
+        d["modifiedProperties"].append(
+            {
+                "displayName": "member",
+                "oldValue": listed if e.action == "remove_members" else None,
+                "newValue": listed if e.action != "remove_members" else None,
+            }
+            if values
+            else {
+                "displayName": "member",
+                "oldValue": None,
+                "newValue": f"{detail['members']} values ({e.action})",
+            }
+        )
+    if "new_dn" in detail:
+        d["modifiedProperties"].append(
+            {"displayName": "distinguishedName", "oldValue": e.dn, "newValue": detail["new_dn"]}
+        )
+    # Graph's initiatedBy: an operator's action names the token (or OS user); the rest is writeback's own.
+    d["initiatedBy"] = (
+        {"displayName": e.actor, "initiatorType": "user"}
+        if e.actor
+        else {"displayName": "writeback", "initiatorType": "system"}
+    )
+    if e.actor and not detail.get("steps"):
+        d["steps"] = [
+            {
+                "type": "request",
+                "status": "success",
+                "description": f"{detail.get('reason') or e.action}, asked by {e.actor}",
+            }
+        ]
+        return d
+    d["steps"] = detail.get("steps") or [
+        {"type": "import", "status": "success", "description": "read from Microsoft Graph (cloud replica)"},
+        {"type": "matching", "status": "success", "description": f"AD group {e.dn or '(none)'}"},
+        {"type": "processing", "status": "success", "description": detail.get("reason") or e.action},
+        {
+            "type": "export",
+            "status": {"success": "success", "error": "failure"}.get(e.result, e.result),
+            "description": e.error or e.result,
+        },
+    ]
+    return d
+
+
+def managed_groups(store: Store) -> list[dict[str, Any]]:
+    """The managed groups as the console shows them: cloud and AD names, in sync as of, what is pending or held,
+    members skipped by reason, drift and recent changes (from the provisioning log)."""
+    applied = store.applied_dns()
+    snapshot = store.snapshot(member_groups=list(applied))
+    out = []
+    for cid, dn in sorted(applied.items(), key=lambda kv: kv[1].lower()):
+        g = snapshot.groups.get(cid)
+        recent = store.query_log(LogQuery(text=cid, limit=200))
+        last_ok = next((e for e in recent if e.result == "success"), None)
+        skipped = next((e for e in recent if e.action == "skip_members"), None)
+        pending = [
+            e for e in recent if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)
+        ]
+        out.append(
+            {
+                "cloud_id": cid,
+                "displayName": g.display_name if g else None,
+                "dn": dn,
+                "cloudMembers": len(g.members) if g else None,
+                "inSyncAsOf": iso(last_ok.time) if last_ok else None,
+                "lastChange": entry_dict(last_ok) if last_ok else None,
+                "pending": [entry_dict(e) for e in pending],
+                "skipped": skipped_reasons(skipped.detail) if skipped else {},
+                "drift": [
+                    entry_dict(e) for e in recent if (e.detail or {}).get("reason", "").startswith("drift")
+                ][:20],
+                "changes": [entry_dict(e) for e in recent[:10]],
+            }
+        )
+    return out
+
+
+def status_counts(store: Store, days: int = 14) -> tuple[int, list[tuple[str, str, int]]]:
+    """The number of managed groups, and log rows per day and result over the last ``days`` days."""
+    return len(store.applied_dns()), store.log_actions_per_day(time.time() - days * 86400)
+
+
+def log_rows(store: Store, q: LogQuery) -> list[dict[str, Any]]:
+    """The log rows ``q`` selects, as the API gives them."""
+    return [entry_dict(e) for e in store.query_log(q)]
+
+
+def log_row(store: Store, entry_id: int) -> dict[str, Any] | None:
+    e = store.log_entry(entry_id)
+    return None if e is None else entry_dict(e)
+
+
+def find_cloud_groups(store: Store, text: str, limit: int = 50) -> list[dict[str, Any]]:
+    """Live cloud groups whose display name contains ``text`` (lower case) or whose id is it: provision's
+    search."""
+    groups = store.snapshot(member_groups=()).groups.values()
+    return [
+        {"id": g.id, "displayName": g.display_name}
+        for g in groups
+        if not g.deleted and (text in g.display_name.lower() or text == g.id.lower())
+    ][:limit]
+
+
+def skipped_reasons(detail: dict[str, Any] | None) -> dict[str, int]:
+    """Skipped members by reason from a ``skip_members`` row (rows since issue 22 name each member)."""
+    detail = detail or {}
+    if "reasons" in detail:
+        return dict(detail["reasons"])
+    return dict(Counter(m.get("reason", "?") for m in detail.get("members", [])))
