@@ -108,7 +108,7 @@ def test_drift_is_reverted(cloud, workspace, ad, ldap_conn, fresh_id):
     assert plan.code == 2
     doc = plan.json()
     # A quick reconcile: the group's uSNChanged moved, so it alone is read and compared (issue 17).
-    assert doc["deep"] is False and "1 groups to compare (1 changed in AD" in doc["scope"], doc["scope"]
+    assert doc["deep"] is False and "1 group to compare (1 changed in AD" in doc["scope"], doc["scope"]
     assert sorted(c["kind"] for c in doc["changes"]) == ["add_members", "remove_members", "update"]
     assert all(c["reason"].startswith("drift:") for c in doc["changes"])
     assert ws.run("apply").code == 0

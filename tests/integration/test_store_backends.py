@@ -186,7 +186,7 @@ path = "{sqlite_path}"
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert password not in done.stdout + done.stderr
-    assert "members       1 rows" in done.stdout
+    assert "members       1 row\n" in done.stdout
 
     dst = PostgresStore(postgres_url)
     snap = dst.snapshot()
