@@ -13,6 +13,7 @@ from tests.unit.fakes import FakeCloud, FakeDirectory
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app import reconcile
 from writeback.app.engine import ApplyResult, Engine
+from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
 from writeback.core.planning import Plan
 from writeback.core.ports import GroupStamp
@@ -118,16 +119,13 @@ class World:
         self.now = 1_000_000.0
 
     def reconcile(self, *, force: str | None = None) -> tuple[reconcile.Reconcile, Plan, ApplyResult]:
-        """What `writeback apply` runs (app/operations.apply)."""
-        report = self.engine.sync()
-        scope = reconcile.begin(
-            self.engine, now=self.now, force=force or ("resync" if report.full_resync else None)
-        )
-        users = self.engine.sync_ad_users(full=scope.deep)
-        plan = self.engine.plan(only=scope.only, dynamic=scope.plans_dynamic(users))
-        result = self.engine.apply(plan)
-        reconcile.finish(self.engine, scope, plan, result, now=self.now)
-        return scope, plan, result
+        """What `writeback apply` runs (app/operations.apply): one full pass."""
+        done = self.passes().run(PassOptions("full", force=force))
+        assert done.applied is not None and done.scope is not None
+        return done.scope, done.plan, done.applied
+
+    def passes(self) -> ReconcilePass:
+        return ReconcilePass(self.engine, clock=lambda: self.now)
 
     def entry(self, i: int) -> dict[str, Any]:
         (found,) = [
@@ -248,3 +246,34 @@ def test_the_base_counts_what_the_first_apply_wrote_so_a_quick_reconcile_holds_a
     assert plan.changes == () and len(plan.held) == 4, "20 of 56 values (36 %) over the 30 % threshold"
     assert "20 of the 56 member values" in plan.holds[0].message
     assert w.reconcile()[0].only == {gid(i) for i in range(1, 5)}, "held groups stay to compare"
+
+
+def test_a_dry_run_plans_what_an_apply_would_and_leaves_the_state_as_it_was(world: World) -> None:
+    """`writeback plan` and the console's plan page: the same pass, stopped before anything is written. Where
+    the listing found a group renamed by hand, stamps, pending marks and the reconcile record stay as they were
+    until a pass applies."""
+    old = world.entry(2)["dn"]
+    world.directory.move(old, old.replace("CN=", "CN=Renamed ", 1))  # an administrator renames it in AD
+    world.cloud.groups[gid(1)] = group(1, ["u1", "u2", "u7"])
+    world.engine.sync()  # the replica is a cache of Graph: a plan brings it up to date, and marks gid(1)
+    store = world.store
+
+    def state() -> tuple[Any, ...]:
+        return (
+            store.applied_dns(),
+            store.group_stamps(),
+            store.get_meta("reconcile"),
+            store.pending_groups(),
+            store.applied_fingerprints(),
+            len(store.read_log(limit=1000)),
+        )
+
+    before, writes = state(), world.directory.writes()
+    dry = world.passes().run(PassOptions("full", dry_run=True, sync=False))
+    assert dry.applied is None and {c.cloud_id for c in dry.plan.changes} == {gid(1), gid(2)}
+    assert state() == before and world.directory.writes() == writes
+
+    _, plan, result = world.reconcile()
+    assert result.ok and plan.digest() == dry.plan.digest(), "the apply did what the dry run showed"
+    assert store.applied_dns()[gid(2)].lower() == old.lower() == world.entry(2)["dn"].lower()
+    assert store.pending_groups().groups == frozenset() and state() != before

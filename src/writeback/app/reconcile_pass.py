@@ -89,6 +89,7 @@ class PassResult:
     only: frozenset[str] | None = None  # the groups planned (None: every managed group)
     target: GroupTarget | None = None
     phases: dict[str, float] = field(default_factory=dict)  # "sync", "plan", "apply": seconds
+    scope: reconcile.Reconcile | None = None  # a full pass: what its reconcile compared, and why
 
     @property
     def groups(self) -> int:
@@ -103,7 +104,8 @@ class PassResult:
 class ReconcilePass:
     """Runs passes with one engine. ``guard`` is the writer claim's fencing check (None: the claim is a lock
     the process holds); ``should_stop`` ends an apply between two changes; ``on_apply`` observers (the event
-    webhook, the loop alert) see every apply, whichever path asked for it."""
+    webhook, the loop alert) see every apply, whichever path asked for it. ``clock`` (Unix seconds) dates the
+    reconcile records (replaceable for tests)."""
 
     def __init__(
         self,
@@ -112,8 +114,9 @@ class ReconcilePass:
         guard: Guard | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_apply: list[Callable[[Plan, ApplyResult], None]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.engine, self.guard, self.should_stop = engine, guard, should_stop
+        self.engine, self.guard, self.should_stop, self.clock = engine, guard, should_stop, clock
         # The caller's list, not a copy: observers added after this pass was made count too.
         self.on_apply = on_apply if on_apply is not None else []
         # The pending-mark counter as the last applied pass read it: an incremental pass plans every group
@@ -152,7 +155,7 @@ class ReconcilePass:
             # A saved plan is checked against a fresh plan of the same depth.
             if options.saved is not None and bool(options.saved.get("deep", True)):
                 force = force or "the saved plan is a deep one"
-            scope = reconcile.begin(engine, now=time.time(), force=force)
+            scope = reconcile.begin(engine, now=self.clock(), force=force)
             only = None if scope.only is None else scope.only | options.only
             users = engine.sync_ad_users(full=scope.deep) if options.sync else 0
             dynamic = scope.plans_dynamic(users)
@@ -184,21 +187,21 @@ class ReconcilePass:
         if show is not None:
             show(chosen)
         if options.dry_run:
-            return PassResult(chosen, None, report, full, only, phases=phases)
+            return PassResult(chosen, None, report, full, only, phases=phases, scope=scope)
         writing = time.perf_counter()
         self._check_claim()
         reconcile.record_locations(engine, {**(scope.located if scope else {}), **located})
         result = engine.apply(chosen, run_id=options.run_id, should_stop=self.should_stop, guard=self.guard)
         self._check_claim()
         if scope is not None:
-            reconcile.finish(engine, scope, chosen, result, now=time.time())
+            reconcile.finish(engine, scope, chosen, result, now=self.clock())
             self._pending_seen = max(self._pending_seen, scope.pending.upto)
         elif pending is not None and only:
             reconcile.settle(engine, only, pending, chosen, result)
             self._pending_seen = max(self._pending_seen, pending.upto)
         phases["apply"] = time.perf_counter() - writing
         self._applied(chosen, result)
-        return PassResult(chosen, result, report, full, only, phases=phases)
+        return PassResult(chosen, result, report, full, only, phases=phases, scope=scope)
 
     # -- one group: provision on demand ------------------------------------------------------------------------
     def find_group(self, wanted: str) -> GroupTarget | None:
