@@ -33,6 +33,7 @@ from tests.testbed.service import (
     RunningService,
     cli_argv,
     cli_env,
+    console_settings,
     converged,
     sandbox_tenant,
     service_config,
@@ -40,8 +41,7 @@ from tests.testbed.service import (
     wait_for,
 )
 
-from writeback.console.auth import new_token, token_line
-from writeback.testbed.sandbox.console import free_port
+from writeback.console.auth import new_token
 
 pytestmark = [pytest.mark.samba]
 service_factory = support.service_factory  # shared fixtures
@@ -170,13 +170,9 @@ def test_service_cli_and_console_share_one_sqlite_state_through_kill_9(
     live = [cloud.create_group(name, users[2 * i : 2 * i + 2]) for i, name in enumerate(names)]
     home = tmp_path / "home"
     token = new_token()
-    tokens = tmp_path / "console_tokens"
-    tokens.write_text(token_line("olga", "operator", token))
-    tokens.chmod(0o600)
-    port = free_port()
-    console_settings = f'listen = "127.0.0.1:{port}"\n\n[console]\ntokens_file = "{tokens}"\n'
-    config = service_config(sandbox, cloud, test_ou, home, prefix, extra=console_settings)
-    op = Operator(f"http://127.0.0.1:{port}", token, config)
+    console, url = console_settings(tmp_path / "console", token, "operator")
+    config = service_config(sandbox, cloud, test_ou, home, prefix, extra=console)
+    op = Operator(url, token, config)
     ad = AdView(ldap_conn, test_ou)
 
     svc: RunningService = service_factory(config)

@@ -25,6 +25,7 @@ from tests.testbed.service import (
     AdView,
     Cloud,
     RunningService,
+    console_settings,
     converged,
     sandbox_tenant,
     service_config,
@@ -33,8 +34,7 @@ from tests.testbed.service import (
 )
 
 from writeback.adapters.state.postgres import PostgresStore
-from writeback.console.auth import new_token, token_line
-from writeback.testbed.sandbox.console import free_port
+from writeback.console.auth import new_token
 
 pytestmark = [pytest.mark.samba, pytest.mark.postgres]
 service_factory = support.service_factory  # shared fixtures
@@ -61,16 +61,6 @@ def ha_config(
         text.replace(sqlite_line, f'url = "{bare}"\npassword_file = "{home / "state_password"}"')
     )
     return config
-
-
-def console_extra(home: Path, token: str) -> tuple[str, str]:
-    """(the [service] lines and [console] table serving this server's console, its URL)."""
-    home.mkdir(parents=True, exist_ok=True)
-    tokens = home / "console_tokens"
-    tokens.write_text(token_line("vic", "viewer", token))
-    tokens.chmod(0o600)
-    port = free_port()
-    return f'listen = "127.0.0.1:{port}"\n[console]\ntokens_file = "{tokens}"\n', f"http://127.0.0.1:{port}"
 
 
 def api_status(url: str, token: str) -> dict[str, Any]:
@@ -122,8 +112,8 @@ def test_two_instances_one_active_kill9_failover_within_30_s_and_a_restarted_one
     ad = AdView(ldap_conn, test_ou)
     gid = cloud.create_group(f"{prefix} G", users[:2])
     token = new_token()
-    extra_a, url_a = console_extra(tmp_path / "a", token)
-    extra_b, url_b = console_extra(tmp_path / "b", token)
+    extra_a, url_a = console_settings(tmp_path / "a", token)
+    extra_b, url_b = console_settings(tmp_path / "b", token)
     config_a = ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url, extra_a)
     config_b = ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url, extra_b)
     a = service_factory(config_a)
@@ -295,11 +285,7 @@ def test_provision_asked_of_the_standby_names_the_active_instance_and_writes_not
     ad = AdView(ldap_conn, test_ou)
     gid = cloud.create_group(f"{prefix} G", users[:2])
     token = new_token()
-    tokens = tmp_path / "tokens"
-    tokens.write_text(token_line("olga", "operator", token))
-    tokens.chmod(0o600)
-    port = free_port()
-    console = f'listen = "127.0.0.1:{port}"\n[console]\ntokens_file = "{tokens}"\n'
+    console, url = console_settings(tmp_path / "b", token, "operator")
     config_a = ha_config(sandbox, cloud, test_ou, tmp_path / "a", prefix, postgres_url)
     config_b = ha_config(sandbox, cloud, test_ou, tmp_path / "b", prefix, postgres_url, extra=console)
     a = service_factory(config_a)
@@ -313,7 +299,7 @@ def test_provision_asked_of_the_standby_names_the_active_instance_and_writes_not
 
     # The standby's console refuses, naming the active instance; it runs nothing.
     r = httpx.post(
-        f"http://127.0.0.1:{port}/api/provision",
+        f"{url}/api/provision",
         json={"group": gid},
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,

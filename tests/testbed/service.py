@@ -28,8 +28,10 @@ import yaml
 from tests.testbed.ad import AdGroup, AdView
 from tests.testbed.cloud import GraphAdmin
 from tests.testbed.config import GraphApp, write_config
+from writeback.console.auth import token_line
 from writeback.testbed.emulator.testing import EmulatorHandle, run_emulator
 from writeback.testbed.sandbox import SandboxInfo
+from writeback.testbed.sandbox.console import free_port
 
 POLL = 0.3  # service.poll_interval in these tests
 ANCHOR_ATTRS = ("msDS-ExternalDirectoryObjectId", "adminDescription")
@@ -332,3 +334,14 @@ def private_cloud_fixture(sandbox: Any, tmp_path: Path) -> Iterator[Cloud]:
     """A private emulator serving a copy of the sandbox tenant (faults and counters stay local to a test)."""
     with private_cloud(sandbox, tmp_path / "emulator") as handle:
         yield Cloud(handle)
+
+
+def console_settings(home: Path, token: str, role: str = "viewer") -> tuple[str, str]:
+    """The [service] lines and [console] table that serve a console from ``home`` with one token of ``role``
+    (for ``service_config``'s ``extra``), and the console's URL."""
+    home.mkdir(parents=True, exist_ok=True)
+    tokens = home / "console_tokens"
+    tokens.write_text(token_line("olga" if role == "operator" else "vic", role, token))
+    tokens.chmod(0o600)
+    port = free_port()
+    return f'listen = "127.0.0.1:{port}"\n[console]\ntokens_file = "{tokens}"\n', f"http://127.0.0.1:{port}"

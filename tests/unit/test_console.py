@@ -206,9 +206,8 @@ def test_provision_on_demand_runs_on_the_service_thread_step_by_step(console: Co
     assert run["done"] and run["ok"] is False and "no single cloud group" in run["steps"][-1]["description"]
 
 
-def test_plan_page_asks_the_service_loop(console: Console) -> None:
-    console.service.run(once=True)
-    console.cloud.groups[gid(3)] = group(3, [], name="G3")
+def ask_plan(console: Console) -> Any:
+    """GET /api/plan as a viewer while the service loop (this thread) runs the console's jobs."""
     out: dict[str, Any] = {}
 
     def ask() -> None:
@@ -219,6 +218,13 @@ def test_plan_page_asks_the_service_loop(console: Console) -> None:
     while t.is_alive():
         console.service.run_jobs()
         t.join(0.05)
+    return out["r"]
+
+
+def test_plan_page_asks_the_service_loop(console: Console) -> None:
+    console.service.run(once=True)
+    console.cloud.groups[gid(3)] = group(3, [], name="G3")
+    out = {"r": ask_plan(console)}
     plan = out["r"].json()
     assert [c["kind"] for c in plan["changes"]] == ["remove_members"]
 
@@ -307,16 +313,7 @@ def test_a_change_the_plan_page_read_from_graph_is_written_by_the_next_cycle(con
     console.service.run(once=True)
     console.cloud.groups[gid(2)] = group(2, [], name="G2")
     console.cloud.changed_groups = {gid(2)}
-    out: dict[str, Any] = {}
-
-    def ask() -> None:
-        out["r"] = console.client.get("/api/plan", headers=console.bearer(console.viewer))
-
-    t = threading.Thread(target=ask)
-    t.start()
-    while t.is_alive():
-        console.service.run_jobs()
-        t.join(0.05)
+    out = {"r": ask_plan(console)}
     assert [c["kind"] for c in out["r"].json()["changes"]] == ["remove_members"]
     assert console.cloud.changed_groups == set()  # the plan's sync took the change; the cycle's sees none
 

@@ -525,27 +525,25 @@ def _member_adds(diff: _Diff) -> _Part:
                     reason="nested groups created or renamed in this plan",
                 )
             )
-    for cid, d, _a in diff.existing():
-        add = diff.members.get(cid, ((), ()))[0]
-        if add:
-            reason = _REASONS[ChangeKind.ADD_MEMBERS][diff.drift(cid)]
-            changes.append(
-                Change(ChangeKind.ADD_MEMBERS, cid, d.dn, _shown_name(d), members=add, reason=reason)
-            )
+    changes.extend(_member_diff(diff, ChangeKind.ADD_MEMBERS))
     return _Part(changes)
 
 
 def _member_removals(diff: _Diff) -> _Part:
     """Members to remove from existing groups, at the group's new DN."""
+    return _Part(_member_diff(diff, ChangeKind.REMOVE_MEMBERS))
+
+
+def _member_diff(diff: _Diff, kind: ChangeKind) -> list[Change]:
+    """One change of ``kind`` (member adds or removals) per existing group whose members differ that way."""
+    side = 0 if kind is ChangeKind.ADD_MEMBERS else 1
     changes: list[Change] = []
     for cid, d, _a in diff.existing():
-        remove = diff.members.get(cid, ((), ()))[1]
-        if remove:
-            reason = _REASONS[ChangeKind.REMOVE_MEMBERS][diff.drift(cid)]
-            changes.append(
-                Change(ChangeKind.REMOVE_MEMBERS, cid, d.dn, _shown_name(d), members=remove, reason=reason)
-            )
-    return _Part(changes)
+        values = diff.members.get(cid, ((), ()))[side]
+        if values:
+            reason = _REASONS[kind][diff.drift(cid)]
+            changes.append(Change(kind, cid, d.dn, _shown_name(d), members=values, reason=reason))
+    return changes
 
 
 def _deletes(diff: _Diff) -> _Part:
