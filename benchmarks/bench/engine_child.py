@@ -54,8 +54,8 @@ def main(argv: list[str]) -> int:
     if profiler is not None:
         profiler.enable()
     try:
-        with writer_claim(settings, "apply") as guard:
-            run = ReconcilePass(engine, guard=guard).run(PassOptions("full", deep="--deep" in argv[1:]))
+        with writer_claim(settings, "apply") as fence:
+            run = ReconcilePass(engine, fence=fence).run(PassOptions("full", deep="--deep" in argv[1:]))
     finally:
         engine.close()
     if profiler is not None:

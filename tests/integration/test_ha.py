@@ -330,3 +330,61 @@ def test_provision_asked_of_the_standby_names_the_active_instance_and_writes_not
     direct = support.run_cli(config_a, "provision", gid)
     assert direct.returncode == 1 and holder in direct.stderr, direct.stderr
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_a_leader_paused_mid_change_stops_at_its_next_write_and_ad_ends_as_the_cloud(
+    sandbox: Any,
+    cloud: Cloud,
+    users: list[str],
+    test_ou: str,
+    ldap_conn: Any,
+    tmp_path: Path,
+    service_factory: Any,
+    postgres_url: str,
+) -> None:
+    """Issue 23: with one member value per modify, a change is many LDAP writes. The leader is stopped in the
+    middle of them, the cloud changes, the standby takes over and converges; resumed, the old leader must not
+    finish its change (each write is fenced) and AD must end exactly as the cloud."""
+    prefix = f"HAF-{uuid.uuid4().hex[:6]}"
+    ad = AdView(ldap_conn, test_ou)
+    groups = [cloud.create_group(f"{prefix} {n}", users[:2]) for n in range(6)]
+    lease = "lease_ttl = 6\nlease_renew_interval = 2\n"
+
+    def config(name: str) -> Path:
+        path = ha_config(sandbox, cloud, test_ou, tmp_path / name, prefix, postgres_url, extra=lease)
+        path.write_text(path.read_text().replace("[target]\n", "[target]\nmax_values_per_modify = 1\n", 1))
+        return path
+
+    a = service_factory(config("a"))
+    wait_for("a active and converged", lambda: role(a) == "active" and converged(ad, cloud, groups))
+    b = service_factory(config("b"))
+    wait_for("b standing by", lambda: role(b) == "standby")
+
+    # Every synced user into every group: hundreds of one-value modifies. Stop the leader in the middle.
+    for gid in groups:
+        for user in users[2:]:
+            cloud.add_member(gid, user)
+    before = sum(len(g.members) for g in ad.groups())
+    wait_for(
+        "the leader to start writing",
+        lambda: sum(len(g.members) for g in ad.groups()) > before + 3,
+        interval=0.01,
+    )
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        total = len(groups) * len(users)
+        assert sum(len(g.members) for g in ad.groups()) < total, "the leader finished before the pause"
+        for gid in groups:  # the cloud changes while it is stopped
+            for user in users[len(users) // 2 :]:
+                cloud.remove_member(gid, user)
+        wait_for("b to take over and converge", lambda: converged(ad, cloud, groups), timeout=90)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    wait_for("the resumed leader to stand by", lambda: role(a) == "standby", timeout=20)
+    # Resumed, it refused its next write; whatever single write was in flight is compared again by b.
+    wait_for("AD equal to the cloud after the resume", lambda: converged(ad, cloud, groups), timeout=30)
+    time.sleep(3)
+    assert converged(ad, cloud, groups) and role(b) == "active"
+    fenced = [e for e in a.events() if e.get("event") in ("fenced", "fenced_mid_change")]
+    assert fenced, "the resumed leader says it stopped writing"
+    assert a.stop() == 0 and b.stop() == 0

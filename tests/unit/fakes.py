@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
@@ -106,6 +106,10 @@ class FakeDirectory:
     # The (sids, guids) of every resolve_accounts call, to assert which accounts a plan searched for.
     resolve_calls: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list)
     keyed_reads: list[str] = field(default_factory=list)  # DNs read by read_groups_with_accounts
+    # Member values per modify, as target.max_values_per_modify (None: one modify per call).
+    values_per_modify: int | None = None
+    write_check: Callable[[], None] | None = None  # fence_writes: run before every write
+    write_deadline: float | None = None
 
     def _touch(self, entry: dict[str, Any]) -> None:
         self.usn += 1
@@ -241,7 +245,17 @@ class FakeDirectory:
             if e.get("sAMAccountName", "").lower() in wanted
         }
 
+    def fence_writes(self, check: Callable[[], None] | None, deadline: float | None = None) -> None:
+        self.write_check, self.write_deadline = check, deadline
+
+    def _chunks(self, members: Sequence[str]) -> list[Sequence[str]]:
+        size = self.values_per_modify or max(1, len(members))
+        return [members[i : i + size] for i in range(0, len(members), size)] or [members]
+
     def _check(self, dn: str) -> None:
+        """Before every write, as the LDAP adapter does: the fence, then the refusals a test set."""
+        if self.write_check is not None:
+            self.write_check()
         if normalize_dn(dn) in self.fail_on:
             raise DirectoryWriteError(f"refused: {dn}", dn=dn, result="INSUFFICIENT_ACCESS")
 
@@ -305,17 +319,19 @@ class FakeDirectory:
                 other["member"].add(new_dn)
 
     def add_members(self, dn: str, members: Sequence[str]) -> None:
-        self._check(dn)
-        self._check_members(dn, int(self.groups[normalize_dn(dn)]["groupType"]), members)
-        self.ops.append(("modify", dn))
-        self.groups[normalize_dn(dn)]["member"].update(members)
-        self._touch(self.groups[normalize_dn(dn)])
+        for chunk in self._chunks(members):
+            self._check(dn)
+            self._check_members(dn, int(self.groups[normalize_dn(dn)]["groupType"]), chunk)
+            self.ops.append(("modify", dn))
+            self.groups[normalize_dn(dn)]["member"].update(chunk)
+            self._touch(self.groups[normalize_dn(dn)])
 
     def remove_members(self, dn: str, members: Sequence[str]) -> None:
-        self._check(dn)
-        self.ops.append(("modify", dn))
-        self.groups[normalize_dn(dn)]["member"].difference_update(members)
-        self._touch(self.groups[normalize_dn(dn)])
+        for chunk in self._chunks(members):
+            self._check(dn)
+            self.ops.append(("modify", dn))
+            self.groups[normalize_dn(dn)]["member"].difference_update(chunk)
+            self._touch(self.groups[normalize_dn(dn)])
 
     def delete(self, dn: str) -> None:
         self._check(dn)

@@ -27,7 +27,7 @@ from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_pl
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
 from writeback.core.safety import Managed, Thresholds, hold_unsafe
-from writeback.errors import DirectoryError, DirectoryUnavailable, PlanError, StalePlanError
+from writeback.errors import DirectoryError, DirectoryUnavailable, LeaseLostError, PlanError, StalePlanError
 
 log = logging.getLogger("writeback.engine")
 
@@ -161,6 +161,7 @@ class _Writing:
     failed_groups: set[str]
     created: set[str] = field(default_factory=set)  # normalized DNs of the groups this apply created
     written: set[int] = field(default_factory=set)  # positions of member adds written with their create
+    last_written: str | None = None  # the group of the last change written
 
     def carried_add(self, position: int) -> Change | None:
         """The member add the create at ``position`` carries, when every nested group in it was created."""
@@ -520,7 +521,12 @@ class Engine:
                     outcomes.append((row, "skipped", msg, time.time()))
                     continue
                 if guard is not None:
-                    guard()
+                    try:
+                        guard()
+                    except LeaseLostError:
+                        # The previous change may have been the last write before the pause.
+                        self._mark_interrupted({g for g in (run.last_written,) if g})
+                        raise
                 self.progress(
                     f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
                     + (f" ({len(change.members)} members)" if change.members else "")
@@ -552,6 +558,13 @@ class Engine:
                     outcomes.append((row, "error", str(exc), time.time()))
                     result.results.append(ChangeResult(change, False, str(exc)))
                     continue
+                except LeaseLostError as exc:
+                    # Refused before one of this change's writes: it may be half written, and the one write in
+                    # flight when the instance was paused may have landed after another instance's. Whoever
+                    # holds the lease next compares both groups whole (issue 23).
+                    outcomes.append((row, "error", f"stopped: {exc}", time.time()))
+                    self._mark_interrupted({g for g in (change.cloud_id, run.last_written) if g})
+                    raise
                 except BaseException as exc:
                     # Not a directory answer (a bug, an interrupt): the change may be half written; say so.
                     outcomes.append((row, "error", f"stopped by {type(exc).__name__}: {exc}", time.time()))
@@ -559,12 +572,28 @@ class Engine:
                 outcomes.append((row, "success", None, time.time()))
                 result.results.append(ChangeResult(change, True))
                 run.done(i - 1, change, carried)
+                run.last_written = change.cloud_id
         finally:
             # Rows of changes never attempted (stop, abort, a guard that raised) are removed, as if never logged.
             finished = {o[0] for o in outcomes}
             dropped = [r for r in rows if r not in finished]
             self.store.finish_log(outcomes, dropped=dropped, applied=applied, forgotten=forgotten)
         return go_on
+
+    def _mark_interrupted(self, groups: set[str]) -> None:
+        """Mark ``groups`` for a whole compare by the next pass, whichever instance runs it: pending (every
+        incremental pass plans the groups marked since its last one) and without a stamp (a quick reconcile
+        compares them). Written after the lease was lost, on purpose: it can only make the next leader compare
+        more, never write less."""
+        if groups:
+            self.store.mark_pending(groups)
+            self.store.forget_stamps(groups)
+            log.warning(
+                "lost the leader lease in the middle of writing; %d groups marked to be compared whole by the "
+                "active instance",
+                len(groups),
+                extra={"event": "fenced_mid_change", "groups": sorted(groups)},
+            )
 
     def _log_reports(self, run_id: str, plan: Plan) -> None:
         """Log what the plan does not change: groups skipped with an error and members not written (each note

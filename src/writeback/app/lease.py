@@ -89,6 +89,19 @@ class LeaseView:
         return {**describe_instance(self.holder), "token": self.token}
 
 
+class Fence(Protocol):
+    """A writer claim that can end: the leader lease. :meth:`guard` asks the database (before each change);
+    :meth:`guard_write` checks, without a round trip, that the lease the database last confirmed runs for longer
+    than one LDAP write may take (before each write, whose wait is at most :attr:`write_deadline`)."""
+
+    def guard(self) -> None: ...
+
+    def guard_write(self) -> None: ...
+
+    @property
+    def write_deadline(self) -> float: ...
+
+
 class LeaderLease:
     """This instance's side of the lease. ``clock`` (monotonic seconds) is replaceable for tests."""
 
@@ -213,6 +226,23 @@ class LeaderLease:
             )
         self._valid_until = sent + remaining
         self._seen(self.holder, token, remaining)
+
+    @property
+    def write_deadline(self) -> float:
+        """The longest an LDAP write may wait for its answer: shorter than :attr:`margin`, so a write that
+        :meth:`guard_write` lets through has ended before the lease can run out (issue 23)."""
+        return max(0.5, self.margin * 0.8)
+
+    def guard_write(self) -> None:
+        """Before each LDAP write: raise :class:`LeaseLostError` unless the lease, as the database last
+        confirmed it (:meth:`guard` and every renewal), runs for more than :attr:`margin` seconds more. No
+        database round trip, so it can run before every modify of a change. The clock is monotonic: it keeps
+        counting while the process is stopped, so an instance paused past its lease refuses its next write."""
+        if self.token is None or self.clock() + self.margin > self._valid_until:
+            reason = self.reason or "less of the lease is left than one write may take"
+            raise LeaseLostError(
+                f"this instance no longer holds the leader lease ({reason}); nothing more is written to AD"
+            )
 
     # -- the renewing thread ----------------------------------------------------------------------------------
     def start(self) -> None:

@@ -55,11 +55,11 @@ def apply(
 ) -> tuple[Plan, ApplyResult]:
     """Plan and apply, holding the state's writer lock (or the leader lease); with ``saved`` (a plan's JSON),
     apply exactly that plan while it still matches. ``show`` receives the plan before anything is written."""
-    with writer_claim(settings, "apply") as guard:  # the writer lock, or the leader lease on PostgreSQL
+    with writer_claim(settings, "apply") as fence:  # the writer lock, or the leader lease on PostgreSQL
         engine = build_engine(settings, progress)
         try:
             options = PassOptions("full", deep=deep, allow=allow, saved=saved)
-            done = ReconcilePass(engine, guard=guard).run(options, show=show)
+            done = ReconcilePass(engine, fence=fence).run(options, show=show)
             assert done.applied is not None  # a pass that is not a dry run applies
             return done.plan, done.applied
         finally:
@@ -69,7 +69,7 @@ def apply(
 def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> ProvisionOutcome:
     """Provision on demand from the command line: one "group" pass holding the writer claim (refused with
     :class:`~writeback.errors.StateLockedError` while a service holds it)."""
-    with writer_claim(settings, "provision") as guard:
+    with writer_claim(settings, "provision") as fence:
         engine = build_engine(settings)
         run_id = uuid.uuid4().hex[:12]
         try:
@@ -78,7 +78,7 @@ def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> P
             engine.store.log_rows(
                 [LogRecord(run_id, "provision", "info", group_name=group, detail=request, actor=os_user())]
             )
-            return provision_group(ReconcilePass(engine, guard=guard), group, emit, run_id=run_id)
+            return provision_group(ReconcilePass(engine, fence=fence), group, emit, run_id=run_id)
         finally:
             engine.close()
 

@@ -15,8 +15,9 @@ only by a pass that applies. (The cloud replica is a cache of Graph and is broug
 
 The writer claim is the caller's to hold for the pass's whole run — the local writer lock with SQLite state
 (held by the process: :func:`writeback.app.wiring.writer_claim` for one-off commands, the service for its
-life), the leader lease with PostgreSQL state — and its ``guard`` is checked before anything is written,
-before each change's LDAP writes (:meth:`Engine.apply`) and before the records after the apply.
+life), the leader lease with PostgreSQL state — and its fence (:class:`writeback.app.lease.Fence`) is checked
+before anything is written, before each change (a database round trip), before every LDAP write (each with a
+deadline shorter than the lease's margin) and before the records after the apply.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from writeback.app import reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
+from writeback.app.lease import Fence
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, CloudGroup
 from writeback.core.planning import Plan
@@ -36,7 +38,6 @@ from writeback.core.ports import PendingGroups, SyncReport
 from writeback.errors import ConfigError
 
 PassKind = Literal["full", "incremental", "group"]
-Guard = Callable[[], None]
 log = logging.getLogger("writeback.pass")
 
 
@@ -102,8 +103,8 @@ class PassResult:
 
 
 class ReconcilePass:
-    """Runs passes with one engine. ``guard`` is the writer claim's fencing check (None: the claim is a lock
-    the process holds); ``should_stop`` ends an apply between two changes; ``on_apply`` observers (the event
+    """Runs passes with one engine. ``fence`` is the writer claim when it can end (the leader lease; None: a
+    lock the process holds); ``should_stop`` ends an apply between two changes; ``on_apply`` observers (the event
     webhook, the loop alert) see every apply, whichever path asked for it. ``clock`` (Unix seconds) dates the
     reconcile records (replaceable for tests)."""
 
@@ -111,12 +112,12 @@ class ReconcilePass:
         self,
         engine: Engine,
         *,
-        guard: Guard | None = None,
+        fence: Fence | None = None,
         should_stop: Callable[[], bool] | None = None,
         on_apply: list[Callable[[Plan, ApplyResult], None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.engine, self.guard, self.should_stop, self.clock = engine, guard, should_stop, clock
+        self.engine, self.fence, self.should_stop, self.clock = engine, fence, should_stop, clock
         # The caller's list, not a copy: observers added after this pass was made count too.
         self.on_apply = on_apply if on_apply is not None else []
         # The pending-mark counter as the last applied pass read it: an incremental pass plans every group
@@ -191,7 +192,7 @@ class ReconcilePass:
         writing = time.perf_counter()
         self._check_claim()
         reconcile.record_locations(engine, {**(scope.located if scope else {}), **located})
-        result = engine.apply(chosen, run_id=options.run_id, should_stop=self.should_stop, guard=self.guard)
+        result = self._apply(chosen, options.run_id)
         self._check_claim()
         if scope is not None:
             reconcile.finish(engine, scope, chosen, result, now=self.clock())
@@ -252,7 +253,7 @@ class ReconcilePass:
             return PassResult(plan, None, report, only=only, target=target, phases=phases)
         writing = time.perf_counter()
         self._check_claim()
-        result = engine.apply(plan, run_id=options.run_id, should_stop=self.should_stop, guard=self.guard)
+        result = self._apply(plan, options.run_id)
         self._check_claim()
         reconcile.settle(engine, only, pending, plan, result)
         phases["apply"] = time.perf_counter() - writing
@@ -272,8 +273,22 @@ class ReconcilePass:
         return saved.with_redacted_values_from(current)  # values hidden by Redact() are not saved
 
     def _check_claim(self) -> None:
-        if self.guard is not None:
-            self.guard()
+        """Before anything is written, and before the records after an apply: a pass that lost the lease
+        records neither applied state nor stamps."""
+        if self.fence is not None:
+            self.fence.guard()
+
+    def _apply(self, plan: Plan, run_id: str | None) -> ApplyResult:
+        """Apply ``plan`` fenced: the lease asked before each change (a database round trip), and checked before
+        each LDAP write, each of which waits at most the fence's write deadline."""
+        fence, directory = self.fence, self.engine.directory
+        if fence is None:
+            return self.engine.apply(plan, run_id=run_id, should_stop=self.should_stop)
+        directory.fence_writes(fence.guard_write, fence.write_deadline)
+        try:
+            return self.engine.apply(plan, run_id=run_id, should_stop=self.should_stop, guard=fence.guard)
+        finally:
+            directory.fence_writes(None)
 
     def _applied(self, plan: Plan, result: ApplyResult) -> None:
         for observer in self.on_apply:

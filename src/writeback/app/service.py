@@ -146,7 +146,7 @@ class Service:
         # with the lease's fencing check as its writer claim's guard.
         self.passes = ReconcilePass(
             engine,
-            guard=lease.guard if lease else None,
+            fence=lease,
             should_stop=self.stop_event.is_set,
             on_apply=self.on_apply,
         )

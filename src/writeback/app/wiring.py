@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from writeback.adapters.state.postgres import PostgresStore, redact
 from writeback.adapters.state.sqlbase import SqlStore
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine, Progress
-from writeback.app.lease import LeaderLease
+from writeback.app.lease import Fence, LeaderLease
 from writeback.config import Settings, resolve_secret
 from writeback.core.ports import CloudSource, ReplicaStore, SyncReport
 from writeback.errors import ConfigError, StateLockedError
@@ -111,13 +111,13 @@ def build_engine(settings: Settings, progress: Progress | None = None) -> Engine
 
 
 @contextmanager
-def writer_claim(settings: Settings, command: str) -> Iterator[Callable[[], None] | None]:
+def writer_claim(settings: Settings, command: str) -> Iterator[Fence | None]:
     """Be the one writer of this state for a one-off command (`apply`, `state rebuild-replica`).
 
     SQLite: the local writer lock (:mod:`writeback.adapters.state.lock`). PostgreSQL: the leader lease, taken
     once without waiting and released at the end, so the command is refused while a `writeback run` is active
-    on any server, and no service takes over while it writes. Yields the fencing guard to pass to
-    ``Engine.apply`` (None with SQLite, where the lock is held by the kernel for the whole process)."""
+    on any server, and no service takes over while it writes. Yields the fence to hand the reconcile pass
+    (None with SQLite, where the lock is held by the kernel for the whole process)."""
     if not shared_state(settings):
         with WriterLock(settings.state.path, command):
             yield None
@@ -132,7 +132,7 @@ def writer_claim(settings: Settings, command: str) -> Iterator[Callable[[], None
                 f"writer may use it at a time; `writeback {command}` waits for no one. Stop the active "
                 "`writeback run` (systemctl stop writeback on that server), or run it there"
             )
-        yield lease.guard
+        yield lease
     finally:
         lease.stop(release=True)
         lease.store.close()

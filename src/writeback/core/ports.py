@@ -17,7 +17,7 @@ The state store, one per port, so a piece of code is typed against what it uses 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -250,6 +250,11 @@ class Directory(Protocol):
     def remove_members(self, dn: str, members: Sequence[str]) -> None: ...
 
     def delete(self, dn: str) -> None: ...
+
+    def fence_writes(self, check: Callable[[], None] | None, deadline: float | None = None) -> None:
+        """Run ``check`` before every LDAP write from now on (it raises to refuse the write: the leader lease's
+        :meth:`~writeback.app.lease.LeaderLease.guard_write`), and give each write at most ``deadline``
+        seconds; ``None`` ends both."""
 
     def close(self) -> None: ...
 

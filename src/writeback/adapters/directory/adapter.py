@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -134,6 +134,8 @@ class LdapDirectory:
         )
         # Lowered (never raised) when the DC answers adminLimitExceeded; see _modify_member.
         self._values_per_modify = settings.max_values_per_modify
+        self._write_check: Callable[[], None] | None = None  # the leader lease's check (fence_writes)
+        self._write_deadline: float | None = None
         self._deleted_warned = False
         self._schema: dict[str, bool] = {}
         self._root_dse: dict[str, str] | None = None
@@ -805,11 +807,18 @@ class LdapDirectory:
         )
         self._values_per_modify = size
 
+    def fence_writes(self, check: Callable[[], None] | None, deadline: float | None = None) -> None:
+        self._write_check, self._write_deadline = check, deadline
+
     def _write(self, kind: str, dn: str, values: int, call: Any) -> None:
-        """Count the operation (values only when accepted) and run it through the write policy."""
+        """Check the fence, count the operation (values only when accepted) and run it through the write
+        policy. Each write is fenced, not only each change: one change can be hundreds of modifies
+        (max_values_per_modify), and an instance paused mid-change must not finish it after losing the lease."""
+        if self._write_check is not None:
+            self._write_check()
         self._stats[kind] += 1
         try:
-            self._domain.write(kind, call, dn)
+            self._domain.write(kind, call, dn, deadline=self._write_deadline)
         except Exception:
             self._stats[f"{kind}_errors"] += 1  # operations by result (the console's metrics)
             raise

@@ -218,18 +218,27 @@ class LdapSession:
                 raise self._translate(exc, action, dn, write=False) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def write(self, action: str, fn: Callable[[Any], T], dn: str) -> T:
-        """Run a write once. A lost connection is reopened, and reported as DirectoryUnavailable."""
+    def write(self, action: str, fn: Callable[[Any], T], dn: str, *, deadline: float | None = None) -> T:
+        """Run a write once, waiting at most ``deadline`` seconds for its answer (else ``timeout``). A lost
+        connection is reopened, and reported as DirectoryUnavailable."""
         started = time.perf_counter()
         try:
-            return self._write(action, fn, dn)
+            return self._write(action, fn, dn, deadline)
         finally:
             self._add_time("ad_write", time.perf_counter() - started)
 
-    def _write(self, action: str, fn: Callable[[Any], T], dn: str) -> T:
+    def _write(self, action: str, fn: Callable[[Any], T], dn: str, deadline: float | None = None) -> T:
         conn = self.connection()
+        wait = self._settings.timeout if deadline is None else min(deadline, self._settings.timeout)
+        # python-ldap's wait for this synchronous result (on expiry it abandons the request); reads keep theirs.
+        conn.timeout = wait
         try:
             return fn(conn)
+        except ldap.TIMEOUT as exc:
+            raise DirectoryUnavailable(
+                f"no answer to the {action} of {dn} within {wait:g} s; the change may or may not have been "
+                "applied: the next plan reads the object again"
+            ) from exc
         except ldap.SERVER_DOWN as exc:
             url = self._url
             self.close()
@@ -243,6 +252,9 @@ class LdapSession:
             ) from exc
         except ldap.LDAPError as exc:
             raise self._translate(exc, action, dn, write=True) from exc
+        finally:
+            if self._conn is conn:
+                conn.timeout = self._settings.timeout
 
     def _translate(
         self, exc: ldap.LDAPError, action: str, dn: str | None, *, write: bool, url: str | None = None
