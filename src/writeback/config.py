@@ -155,6 +155,9 @@ class SafetySettings:
     delete_threshold: int = 10  # most AD groups one apply may delete; more needs --allow-deletes
     member_removal_percent: float = 30.0  # of managed member values (once >= 50); more needs --allow-removals
     update_percent: float = 30.0  # of managed groups updated/renamed/moved (once >= 10); --allow-updates
+    # Seconds over which the thresholds count: what was applied in the last `window` counts with a new plan,
+    # against what AD held at the window's start (a slow script that empties a group is held like a fast one).
+    window: float = 3600.0
     on_soft_delete: str = "keep"
     on_out_of_scope: str = "keep"
 
@@ -663,6 +666,9 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         ),
         member_removal_percent=float(sf.get("member_removal_percent", float, check=_percent)),
         update_percent=float(sf.get("update_percent", float, check=_percent)),
+        window=float(
+            sf.get("window", float, check=lambda v: None if v >= 0 else "must be 0 or more seconds")
+        ),
         on_soft_delete=sf.choice("on_soft_delete", DELETE_POLICIES),
         on_out_of_scope=sf.choice("on_out_of_scope", DELETE_POLICIES),
     )

@@ -26,7 +26,7 @@ from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, Directory
 from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
-from writeback.core.safety import Managed, Thresholds, hold_unsafe
+from writeback.core.safety import Managed, Thresholds, Window, hold_unsafe
 from writeback.errors import DirectoryError, DirectoryUnavailable, LeaseLostError, PlanError, StalePlanError
 
 log = logging.getLogger("writeback.engine")
@@ -66,7 +66,8 @@ class Allowances:
     updates: int = 0
 
 
-LOGGED_MEMBER_VALUES = 20  # member DNs kept in a log row's detail; the count is always there
+LOGGED_MEMBER_VALUES = 20
+WINDOW_KEY = "safety_window"  # meta: the applies the thresholds still count (writeback.core.safety.Window)  # member DNs kept in a log row's detail; the count is always there
 
 
 def _jsonable(value: object) -> object:
@@ -322,6 +323,7 @@ class Engine:
         dynamic: bool = True,
         allow: Allowances = NO_ALLOWANCES,
         locations: Mapping[str, str] | None = None,
+        now: float | None = None,
     ) -> Plan:
         """Plan from the synced sources and what AD holds now. Writes nothing, to AD or to the state.
 
@@ -330,7 +332,7 @@ class Engine:
         where it was last written, the state's applied DNs). The reconcile pass
         (:class:`writeback.app.reconcile_pass.ReconcilePass`) is the one caller that records anything.
         """
-        return self.plan_and_locate(only=only, dynamic=dynamic, allow=allow, locations=locations)[0]
+        return self.plan_and_locate(only=only, dynamic=dynamic, allow=allow, locations=locations, now=now)[0]
 
     def plan_and_locate(
         self,
@@ -339,9 +341,11 @@ class Engine:
         dynamic: bool = True,
         allow: Allowances = NO_ALLOWANCES,
         locations: Mapping[str, str] | None = None,
+        now: float | None = None,
     ) -> tuple[Plan, dict[str, str]]:
         """:meth:`plan`, and where a full plan found every managed group (cloud id -> DN; empty for a
-        partial plan), for the pass to record once it applies."""
+        partial plan), for the pass to record once it applies. ``now`` (Unix seconds): where the safety
+        window ends (the clock by default)."""
         sources: list[Intents] = []
         if self.cloud_enabled and (only is None or only):
             if not self.store.has_synced():
@@ -377,7 +381,10 @@ class Engine:
             plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual)
-        return hold_unsafe(plan, self._managed, self.thresholds(allow)), located
+        at = time.time() if now is None else now
+        window = self.safety_window()
+        base = window.base(at, self._managed)
+        return hold_unsafe(plan, base, self.thresholds(allow), window.counted(at)), located
 
     def mapped_attributes(self) -> tuple[str, ...]:
         """The AD attributes writeback writes besides members: read back to compare."""
@@ -395,6 +402,19 @@ class Engine:
             delete_out_of_scope=s.safety.on_out_of_scope == "delete",
             manage_sam_account_name=s.mapping.sam_account_name is not None,
         )
+
+    def safety_window(self) -> Window:
+        """The applies the thresholds count with the next plan (:class:`writeback.core.safety.Window`)."""
+        raw = self.store.get_meta(WINDOW_KEY)
+        span = self.settings.safety.window
+        return Window.from_json(json.loads(raw), span) if raw else Window(span)
+
+    def remember_applied(self, applied: Sequence[Change], now: float) -> None:
+        """Count ``applied`` into the safety window (before the managed base advances past them)."""
+        window = self.safety_window()
+        after = window.after(now, applied, self._managed or Managed())
+        if after != window:
+            self.store.write_meta({WINDOW_KEY: json.dumps(after.to_json())})
 
     def thresholds(self, allow: Allowances) -> Thresholds:
         s = self.settings.safety

@@ -178,7 +178,7 @@ class ReconcilePass:
         phases["sync"] = planned - started
         with engine.timed("planning"):
             found, located = engine.plan_and_locate(
-                only=only, dynamic=dynamic, allow=options.allow, locations=locations
+                only=only, dynamic=dynamic, allow=options.allow, locations=locations, now=self.clock()
             )
         deep = scope is not None and scope.deep
         found = replace(found, deep=deep, scope=scope.describe() if scope else "incremental")
@@ -194,6 +194,7 @@ class ReconcilePass:
         reconcile.record_locations(engine, {**(scope.located if scope else {}), **located})
         result = self._apply(chosen, options.run_id)
         self._check_claim()
+        self._counted(result)
         if scope is not None:
             reconcile.finish(engine, scope, chosen, result, now=self.clock())
             self._pending_seen = max(self._pending_seen, scope.pending.upto)
@@ -244,7 +245,7 @@ class ReconcilePass:
         planned = time.perf_counter()
         only = frozenset({target.id})
         with engine.timed("planning"):
-            found = engine.plan(only=only, dynamic=False, allow=options.allow)
+            found = engine.plan(only=only, dynamic=False, allow=options.allow, now=self.clock())
         plan = replace(found, deep=False, scope=f"one group: {target.display_name}")
         phases = {"sync": planned - started, "plan": time.perf_counter() - planned}
         if show is not None:
@@ -255,6 +256,7 @@ class ReconcilePass:
         self._check_claim()
         result = self._apply(plan, options.run_id)
         self._check_claim()
+        self._counted(result)
         reconcile.settle(engine, only, pending, plan, result)
         phases["apply"] = time.perf_counter() - writing
         self._applied(plan, result)
@@ -271,6 +273,10 @@ class ReconcilePass:
             raise ConfigError(f"cannot read the saved plan: {exc}") from exc
         self.engine.check_saved_plan(saved, current)
         return saved.with_redacted_values_from(current)  # values hidden by Redact() are not saved
+
+    def _counted(self, result: ApplyResult) -> None:
+        """The changes applied count toward the safety thresholds for ``safety.window`` seconds."""
+        self.engine.remember_applied([r.change for r in result.results if r.ok], self.clock())
 
     def _check_claim(self) -> None:
         """Before anything is written, and before the records after an apply: a pass that lost the lease

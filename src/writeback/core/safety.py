@@ -4,14 +4,21 @@ Like octoDNS's ``raise_if_unsafe`` and Cloud Sync's accidental-deletion guard, b
 kind of change that crossed its threshold; everything else in the plan is still applied. Held changes are
 listed in the plan and the provisioning log, and pass only with an operator's explicit allowance
 (``writeback apply --allow-deletes/--allow-removals/--allow-updates N``, or ``writeback allow`` for a running
-service). Percentages are of what writeback manages *now* in AD, so a replica emptied by a fault or rebuilt
-after a ``410 Gone`` cannot look like a small change.
+service). Percentages are of what writeback manages in AD, so a replica emptied by a fault or rebuilt after a
+``410 Gone`` cannot look like a small change.
+
+Thresholds count over a sliding window (``safety.window``, an hour by default), not per plan: the service
+plans every few seconds, and 12 deletes made one every 2.5 s all went through where the same 12 at once were
+held (issue 23). What was applied in the window counts with what a plan would apply now, against what AD held
+at the window's start (:class:`Window`). An operator's allowance lets through up to that many of the plan's
+own changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from writeback.core.dn import normalize_dn
 from writeback.core.model import DirectoryGroup
@@ -64,22 +71,108 @@ class Thresholds:
     allow_updates: int = 0
 
 
-def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds) -> Plan:
-    """``plan`` with the changes over a threshold moved to ``plan.held`` (with the reason in ``plan.holds``)."""
+@dataclass(frozen=True)
+class Counted:
+    """What the thresholds count in some changes: groups deleted, member values removed, groups updated,
+    renamed or moved."""
+
+    deletes: int = 0
+    removals: int = 0
+    updates: int = 0
+
+    @classmethod
+    def of(cls, changes: Iterable[Change]) -> Counted:
+        changes = list(changes)
+        return cls(
+            sum(1 for c in changes if c.kind is ChangeKind.DELETE),
+            sum(len(c.members) for c in changes if c.kind is ChangeKind.REMOVE_MEMBERS),
+            len({c.cloud_id for c in changes if c.kind in (ChangeKind.UPDATE, ChangeKind.MOVE)}),
+        )
+
+    def __add__(self, other: Counted) -> Counted:
+        return Counted(
+            self.deletes + other.deletes, self.removals + other.removals, self.updates + other.updates
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.deletes or self.removals or self.updates)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One apply within the window: when, what it counted, and the base its thresholds used."""
+
+    time: float
+    counted: Counted
+    base: Managed
+
+
+@dataclass(frozen=True)
+class Window:
+    """The applies of the last ``span`` seconds (oldest first). Kept in the state between processes."""
+
+    span: float = 3600.0
+    entries: tuple[Applied, ...] = field(default_factory=tuple)
+
+    def at(self, now: float) -> Window:
+        """The window as of ``now``: only the applies of the last ``span`` seconds."""
+        return replace(self, entries=tuple(e for e in self.entries if e.time > now - self.span))
+
+    def counted(self, now: float) -> Counted:
+        total = Counted()
+        for e in self.at(now).entries:
+            total = total + e.counted
+        return total
+
+    def base(self, now: float, current: Managed) -> Managed:
+        """What AD held at the window's start: the base of its oldest apply, else ``current``."""
+        entries = self.at(now).entries
+        return entries[0].base if entries else current
+
+    def after(self, now: float, applied: Sequence[Change], base: Managed) -> Window:
+        """The window once ``applied`` (planned against ``base``) is in AD at ``now``."""
+        counted = Counted.of(applied)
+        kept = self.at(now).entries
+        return replace(self, entries=(*kept, Applied(now, counted, base)) if counted else kept)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"entries": [asdict(e) for e in self.entries]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], span: float) -> Window:
+        entries = tuple(
+            Applied(float(e["time"]), Counted(**e["counted"]), Managed(**e["base"]))
+            for e in data.get("entries", [])
+        )
+        return cls(span, entries)
+
+
+def _so_far(n: int, what: str) -> str:
+    return f" ({n} {what} already in the last safety.window)" if n else ""
+
+
+def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds, recent: Counted = Counted()) -> Plan:
+    """``plan`` with the changes over a threshold moved to ``plan.held`` (with the reason in ``plan.holds``).
+
+    ``recent``: what was applied in the window (:class:`Window`), counted with the plan's own changes;
+    ``managed``: what AD held at the window's start. An allowance lets through a plan with up to that many of
+    its own changes of the kind."""
     holds: list[Hold] = []
     held: list[Change] = []
     keep = list(plan.changes)
 
     deletes = [c for c in keep if c.kind is ChangeKind.DELETE]
-    if len(deletes) > max(t.delete_threshold, t.allow_deletes):
+    total = len(deletes) + recent.deletes
+    if deletes and total > t.delete_threshold and len(deletes) > t.allow_deletes:
         holds.append(
             Hold(
                 "deletes",
-                len(deletes),
+                total,
                 t.delete_threshold,
-                f"Delete threshold exceeded: {len(deletes)} AD groups would be deleted, safety.delete_threshold "
-                f"is {t.delete_threshold}. Nothing will be deleted. Review the deletes with `writeback plan`, "
-                f"then run `writeback apply --allow-deletes {len(deletes)}` or raise safety.delete_threshold.",
+                f"Delete threshold exceeded: {len(deletes)} AD groups would be deleted"
+                f"{_so_far(recent.deletes, 'deleted')}, safety.delete_threshold is {t.delete_threshold}. "
+                f"Nothing will be deleted. Review the deletes with `writeback plan`, then run `writeback apply "
+                f"--allow-deletes {len(deletes)}` or raise safety.delete_threshold.",
             )
         )
         held += deletes
@@ -87,18 +180,19 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds) -> Plan:
     values = managed.member_values
     removals = [c for c in keep if c.kind is ChangeKind.REMOVE_MEMBERS]
     removed = sum(len(c.members) for c in removals)
+    total = removed + recent.removals
     limit = int(values * t.member_removal_percent / 100)
-    if values >= MIN_MANAGED_MEMBER_VALUES and removed > max(limit, t.allow_removals):
+    if values >= MIN_MANAGED_MEMBER_VALUES and removed and total > limit and removed > t.allow_removals:
         holds.append(
             Hold(
                 "removals",
-                removed,
+                total,
                 limit,
                 f"Member removal threshold exceeded: {removed} of the {values} member values writeback manages "
-                f"would be removed ({removed * 100 / values:.0f} %, safety.member_removal_percent is "
-                f"{t.member_removal_percent:g}). No member is removed. Review them with `writeback plan`, then "
-                f"run `writeback apply --allow-removals {removed}` (or `writeback allow --removals {removed}` "
-                "for a running service).",
+                f"would be removed{_so_far(recent.removals, 'removed')} ({total * 100 / values:.0f} %, "
+                f"safety.member_removal_percent is {t.member_removal_percent:g}). No member is removed. Review "
+                f"them with `writeback plan`, then run `writeback apply --allow-removals {removed}` (or "
+                f"`writeback allow --removals {removed}` for a running service).",
             )
         )
         held += removals
@@ -106,18 +200,19 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds) -> Plan:
     groups = managed.groups
     updates = [c for c in keep if c.kind in (ChangeKind.UPDATE, ChangeKind.MOVE)]
     updated = len({c.cloud_id for c in updates})
+    total = updated + recent.updates
     limit = int(groups * t.update_percent / 100)
-    if groups >= MIN_MANAGED_GROUPS and updated > max(limit, t.allow_updates):
+    if groups >= MIN_MANAGED_GROUPS and updated and total > limit and updated > t.allow_updates:
         holds.append(
             Hold(
                 "updates",
-                updated,
+                total,
                 limit,
                 f"Update threshold exceeded: {updated} of the {groups} AD groups writeback manages would have "
-                f"attributes changed, be renamed or be moved ({updated * 100 / groups:.0f} %, "
-                f"safety.update_percent is {t.update_percent:g}). None of them is changed. Review them with "
-                f"`writeback plan`, then run `writeback apply --allow-updates {updated}` (or `writeback allow "
-                f"--updates {updated}` for a running service).",
+                f"attributes changed, be renamed or be moved{_so_far(recent.updates, 'changed')} "
+                f"({total * 100 / groups:.0f} %, safety.update_percent is {t.update_percent:g}). None of them "
+                f"is changed. Review them with `writeback plan`, then run `writeback apply --allow-updates "
+                f"{updated}` (or `writeback allow --updates {updated}` for a running service).",
             )
         )
         held += updates
