@@ -76,9 +76,14 @@ class DirectoryAuthError(DirectoryError):
 class DirectoryWriteError(DirectoryError):
     """The directory refused a write."""
 
-    def __init__(self, message: str, *, dn: str | None = None, result: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, dn: str | None = None, result: str | None = None, permanent: bool = False
+    ) -> None:
         self.dn = dn
         self.result = result
+        # Refused for the value itself (syntax, constraint, naming): the same write is refused again until what
+        # writeback writes changes, so it is not retried on a timer (issue 23).
+        self.permanent = permanent
         super().__init__(message)
 
 

@@ -94,6 +94,8 @@ class FakeDirectory:
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)  # normalized dn -> entry
     ops: list[tuple[str, str]] = field(default_factory=list)
     fail_on: set[str] = field(default_factory=set)
+    # Normalized DNs whose writes AD refuses for the value itself (CONSTRAINT_VIOLATION): permanent refusals.
+    refuse_value_on: set[str] = field(default_factory=set)
     schema_msds: bool = True
     # uSNChanged as a DC keeps it: one counter, raised by every write and stamped on the object written.
     usn: int = 1000
@@ -256,6 +258,10 @@ class FakeDirectory:
         """Before every write, as the LDAP adapter does: the fence, then the refusals a test set."""
         if self.write_check is not None:
             self.write_check()
+        if normalize_dn(dn) in self.refuse_value_on:
+            raise DirectoryWriteError(
+                f"refused: {dn}: CONSTRAINT_VIOLATION", dn=dn, result="CONSTRAINT_VIOLATION", permanent=True
+            )
         if normalize_dn(dn) in self.fail_on:
             raise DirectoryWriteError(f"refused: {dn}", dn=dn, result="INSUFFICIENT_ACCESS")
 

@@ -27,7 +27,14 @@ from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_pl
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
 from writeback.core.safety import Managed, Thresholds, Window, hold_unsafe
-from writeback.errors import DirectoryError, DirectoryUnavailable, LeaseLostError, PlanError, StalePlanError
+from writeback.errors import (
+    DirectoryError,
+    DirectoryUnavailable,
+    DirectoryWriteError,
+    LeaseLostError,
+    PlanError,
+    StalePlanError,
+)
 
 log = logging.getLogger("writeback.engine")
 
@@ -37,6 +44,7 @@ class ChangeResult:
     change: Change
     ok: bool
     error: str | None = None
+    permanent: bool = False  # refused for the value itself: refused again until the change differs
 
 
 @dataclass
@@ -576,7 +584,8 @@ class Engine:
                 except DirectoryError as exc:
                     failed_groups.add(change.cloud_id)
                     outcomes.append((row, "error", str(exc), time.time()))
-                    result.results.append(ChangeResult(change, False, str(exc)))
+                    permanent = isinstance(exc, DirectoryWriteError) and exc.permanent
+                    result.results.append(ChangeResult(change, False, str(exc), permanent))
                     continue
                 except LeaseLostError as exc:
                     # Refused before one of this change's writes: it may be half written, and the one write in

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import queue
 import random
@@ -112,7 +113,7 @@ class CycleOutcome:
 @dataclass
 class _GroupRetry:
     failures: int
-    not_before: float
+    not_before: float  # inf: refused for the value itself, not retried on a timer
     error: str
 
 
@@ -277,8 +278,11 @@ class Service:
         """Schedule each group with a refused change for a retry with its own backoff; forget groups that
         went through (a full reconcile covers every group)."""
         failed: dict[str, str] = {}
+        permanent: set[str] = set()
         for r in result.failed:
             failed.setdefault(r.change.cloud_id, r.error or "failed")
+            if r.permanent:
+                permanent.add(r.change.cloud_id)
         if result.aborted is None:
             attempted = set(self._retry) if only is None else set(only)
             for cid in attempted - failed.keys():
@@ -286,6 +290,21 @@ class Service:
                     log.info("group %s: changes applied after earlier failures", cid, extra={"cloud_id": cid})
         for cid, error in failed.items():
             n = self._retry[cid].failures + 1 if cid in self._retry else 1
+            if cid in permanent:
+                # AD refuses the value itself: the same write would be refused at every retry. Said once; the
+                # group is tried again when it changes in the cloud, or at the next reconcile.
+                known = self._retry.get(cid)
+                self._retry[cid] = _GroupRetry(n, math.inf, error)
+                if known is None or known.error != error:
+                    log.error(
+                        "group %s: AD refuses what writeback writes, and would at every retry: %s. Not retried "
+                        "until the group changes in the cloud or the next reconcile; fix the value (the cloud "
+                        "group's name or the mapping) or the DC's constraint",
+                        cid,
+                        error,
+                        extra={"event": "group_refused", "cloud_id": cid},
+                    )
+                continue
             delay = self._backoff(n)
             self._retry[cid] = _GroupRetry(n, now + delay, error)
             log.warning(

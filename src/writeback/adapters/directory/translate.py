@@ -59,6 +59,20 @@ def tls_hint(url: str) -> str:
     )
 
 
+# Results a DC gives for the value written itself (RFC 4511 4.1.9; AD's own: MS-ADTS 3.1.1.5): the same write
+# is refused every time, however long one waits. Access rights, a name taken by another object or a busy DC can
+# change, so those stay retried.
+_REFUSED_FOR_THE_VALUE = (
+    ldap.CONSTRAINT_VIOLATION,
+    ldap.INVALID_SYNTAX,
+    ldap.INVALID_DN_SYNTAX,
+    ldap.NAMING_VIOLATION,
+    ldap.OBJECT_CLASS_VIOLATION,
+    ldap.UNDEFINED_TYPE,
+    ldap.NOT_ALLOWED_ON_RDN,
+)
+
+
 def translate_ldap_error(
     exc: ldap.LDAPError,
     *,
@@ -95,5 +109,8 @@ def translate_ldap_error(
         return DirectoryAuthError(f"bind{who}{where} refused: {name}: {message}; {hint}")
     if write:
         result = f"{name}: {message}" if message else name
-        return DirectoryWriteError(f"{action}{target}{where} refused: {result}", dn=dn, result=result)
+        permanent = isinstance(exc, _REFUSED_FOR_THE_VALUE)
+        return DirectoryWriteError(
+            f"{action}{target}{where} refused: {result}", dn=dn, result=result, permanent=permanent
+        )
     return DirectoryError(f"{action}{target}{where} failed: {name}: {message}")
