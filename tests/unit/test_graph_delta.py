@@ -558,3 +558,20 @@ def test_a_malformed_soft_deleted_group_in_deleted_items_is_skipped() -> None:
     groups = replica.snapshot().groups
     assert groups["g8"].deleted and "g9" not in groups
     assert skipped(report) == [("groups", "g9", "displayName")]
+
+
+def test_a_page_whose_value_is_not_a_list_fails_the_round_and_keeps_the_link() -> None:
+    """Not one object but the page is broken: which changes it held is unknown, so nothing of the round is
+    stored and the next sync repeats it from the same link."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1")]], "G1")
+    replica = MemoryReplica()
+    source = source_for(graph)
+    source.sync(replica)
+    graph.delta_round(USERS, "U1", [[]], "U2")
+    graph.set(GROUPS, "G1", {"value": {"id": "g2"}, "@odata.deltaLink": f"{GRAPH}{GROUPS}?$deltatoken=G2"})
+    with pytest.raises(SourceError, match="'value' is an object, expected a list"):
+        source.sync(replica)
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
+    assert set(replica.snapshot().groups) == {"g1"}
