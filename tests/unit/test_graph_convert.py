@@ -104,3 +104,49 @@ def test_group_dates_reach_mapping_expressions() -> None:
     group = group_from_graph({"id": "g", "displayName": "G", "createdDateTime": "2020-03-16T07:00:00Z"})
     created = compile_expression('FormatDateTime(CDate([createdDateTime]), , , "yyyy-MM-dd")')
     assert created.evaluate(group_source(group)) == "2020-03-16"
+
+
+def test_converting_a_malformed_object_names_its_id_and_field() -> None:
+    """Graph JSON becomes a model value only when every property writeback reads has its documented type."""
+    import pytest
+
+    from writeback.adapters.graph.convert import MalformedObjectError
+    from writeback.errors import SourceError
+
+    with pytest.raises(MalformedObjectError) as caught:
+        group_from_graph({"id": "g1", "displayName": 12})
+    assert isinstance(caught.value, SourceError)
+    assert (caught.value.object_id, caught.value.field) == ("g1", "displayName")
+    assert "g1" in str(caught.value) and "displayName" in str(caught.value) and "int" in str(caught.value)
+    with pytest.raises(MalformedObjectError, match="groupTypes"):
+        group_from_graph({"id": "g1", "groupTypes": "Unified"})
+    with pytest.raises(MalformedObjectError, match="securityEnabled"):
+        group_from_graph({"id": "g1", "securityEnabled": "false"})
+    with pytest.raises(MalformedObjectError) as caught:
+        user_from_graph({"id": 7, "displayName": "Ada"})
+    assert (caught.value.object_id, caught.value.field) == (None, "id")
+    with pytest.raises(MalformedObjectError, match="accountEnabled"):
+        user_from_graph({"id": "u1", "accountEnabled": "true"})
+    # Properties writeback does not read are kept as they came (rules see Graph's own JSON).
+    assert group_from_graph({"id": "g1", "theme": 5}).attributes == {"theme": 5}
+
+
+def test_member_delta_reports_malformed_entries_and_keeps_the_others() -> None:
+    from writeback.adapters.graph.convert import member_delta
+
+    changes, problems = member_delta(
+        {
+            "id": "g1",
+            "members@delta": [
+                {"@odata.type": "#microsoft.graph.user", "id": "u1"},
+                {"@odata.type": "#microsoft.graph.user"},
+                {"@odata.type": "#microsoft.graph.user", "id": ["u2"]},
+                {"id": "u3", "@removed": {"reason": "deleted"}},
+            ],
+        }
+    )
+    assert changes == [(True, MemberRef("user", "u1")), (False, MemberRef("user", "u3"))]
+    assert [(p.field, p.problem) for p in problems] == [
+        ("members@delta[1].id", "missing, expected a non-empty string"),
+        ("members@delta[2].id", "a list, expected a non-empty string"),
+    ]

@@ -298,3 +298,280 @@ def test_every_property_writeback_selects_is_declared_by_graph() -> None:
     assert [p for p in GROUP_SELECT if p != "members" and not is_declared(p, "group", "v1.0")] == []
     assert [p for p in BETA_GROUP_EXTRA if not is_declared(p, "group", "beta")] == []
     assert not is_declared("writebackConfiguration", "group", "v1.0")
+
+
+# -- malformed objects (issue 23, finding 9): skipped and reported, the rest of the round goes on --------------
+
+
+def skipped(report: Any) -> list[tuple[str, str | None, str]]:
+    return [(s.resource, s.object_id, s.field) for s in report.skipped]
+
+
+MALFORMED_GROUPS = [
+    pytest.param({"displayName": 42}, "displayName", id="displayName-number"),
+    pytest.param({"displayName": ["Sales"]}, "displayName", id="displayName-list"),
+    pytest.param({"displayName": {"en": "Sales"}}, "displayName", id="displayName-object"),
+    pytest.param({"description": 1.5}, "description", id="description-number"),
+    pytest.param({"mailNickname": True}, "mailNickname", id="mailNickname-bool"),
+    pytest.param({"mail": ["a@contoso.com"]}, "mail", id="mail-list"),
+    pytest.param({"securityEnabled": "true"}, "securityEnabled", id="securityEnabled-string"),
+    pytest.param({"mailEnabled": 1}, "mailEnabled", id="mailEnabled-number"),
+    pytest.param({"onPremisesSyncEnabled": "no"}, "onPremisesSyncEnabled", id="onPremisesSyncEnabled-string"),
+    pytest.param({"groupTypes": "Unified"}, "groupTypes", id="groupTypes-string"),
+    pytest.param({"groupTypes": {"0": "Unified"}}, "groupTypes", id="groupTypes-object"),
+    pytest.param({"groupTypes": ["Unified", 7]}, "groupTypes[1]", id="groupTypes-item-number"),
+    pytest.param({"proxyAddresses": "SMTP:a@contoso.com"}, "proxyAddresses", id="proxyAddresses-string"),
+    pytest.param({"proxyAddresses": [None]}, "proxyAddresses[0]", id="proxyAddresses-item-null"),
+    pytest.param({"membershipRule": 5}, "membershipRule", id="membershipRule-number"),
+    pytest.param({"visibility": False}, "visibility", id="visibility-bool"),
+    pytest.param({"onPremisesSecurityIdentifier": 1105}, "onPremisesSecurityIdentifier", id="sid-number"),
+    pytest.param({"createdDateTime": 1700000000}, "createdDateTime", id="createdDateTime-number"),
+    pytest.param(
+        {"writebackConfiguration": "on"}, "writebackConfiguration", id="writebackConfiguration-string"
+    ),
+    pytest.param(
+        {"writebackConfiguration": {"isEnabled": "true"}},
+        "writebackConfiguration.isEnabled",
+        id="writebackConfiguration-isEnabled-string",
+    ),
+    pytest.param({"@removed": "deleted"}, "@removed", id="removed-string"),
+    pytest.param({"@removed": {"reason": 3}}, "@removed.reason", id="removed-reason-number"),
+]
+
+
+@pytest.mark.parametrize(("bad", "field_name"), MALFORMED_GROUPS)
+def test_a_malformed_group_is_skipped_and_reported_and_the_rest_of_the_round_applies(
+    bad: dict[str, Any], field_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), user("u2")]], "U1")
+    graph.delta_round(
+        GROUPS,
+        None,
+        [[group("g1", "u1"), {**group("bad", "u1"), **bad}, group("g3", "u2")], [group("g4", "u1", "u2")]],
+        "G1",
+    )
+    replica = MemoryReplica()
+    with caplog.at_level(logging.WARNING, logger="writeback.graph"):
+        report = source_for(graph).sync(replica)
+    groups = replica.snapshot().groups
+    assert "bad" not in groups
+    assert set(groups) == {"g1", "g3", "g4"}
+    assert members(replica, "g1") == {"u1"} and members(replica, "g4") == {"u1", "u2"}
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
+    assert skipped(report) == [("groups", "bad", field_name)]
+    assert report.changed_groups >= {"g1", "g3", "g4"}
+    records = [r for r in caplog.records if getattr(r, "event", None) == "graph_object_skipped"]
+    assert len(records) == 1
+    record = records[0]
+    assert record.levelno == logging.WARNING
+    assert getattr(record, "object_id", None) == "bad" and getattr(record, "field", None) == field_name
+    assert "bad" in record.getMessage() and field_name in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("bad_id", "shown"),
+    [
+        pytest.param(42, None, id="number"),
+        pytest.param(["g2"], None, id="list"),
+        pytest.param({"id": "g2"}, None, id="object"),
+        pytest.param(True, None, id="bool"),
+    ],
+)
+def test_an_object_whose_id_is_not_a_string_is_skipped(bad_id: Any, shown: str | None) -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), {**user("x"), "id": bad_id}, user("u3")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1"), {**group("x", "u1"), "id": bad_id}]], "G1")
+    replica = MemoryReplica()
+    report = source_for(graph).sync(replica)
+    snap = replica.snapshot()
+    assert set(snap.users) == {"u1", "u3"} and set(snap.groups) == {"g1"}
+    assert members(replica, "g1") == {"u1"}
+    assert replica.get_delta_link("users") == f"{GRAPH}{USERS}?$deltatoken=U1"
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
+    assert skipped(report) == [("users", shown, "id"), ("groups", shown, "id")]
+
+
+def test_a_page_item_that_is_not_an_object_is_skipped() -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), "u2", None]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1")]], "G1")
+    replica = MemoryReplica()
+    report = source_for(graph).sync(replica)
+    assert set(replica.snapshot().users) == {"u1"}
+    assert skipped(report) == [("users", None, "value[1]"), ("users", None, "value[2]")]
+
+
+@pytest.mark.parametrize(
+    ("bad_user", "field_name"),
+    [
+        pytest.param({"displayName": 7}, "displayName", id="displayName-number"),
+        pytest.param({"userPrincipalName": ["a@contoso.com"]}, "userPrincipalName", id="upn-list"),
+        pytest.param({"accountEnabled": "yes"}, "accountEnabled", id="accountEnabled-string"),
+        pytest.param({"onPremisesSecurityIdentifier": 1105}, "onPremisesSecurityIdentifier", id="sid-number"),
+        pytest.param({"onPremisesImmutableId": {"b": 1}}, "onPremisesImmutableId", id="immutableId-object"),
+        pytest.param({"otherMails": "a@b.c"}, "otherMails", id="otherMails-string"),
+        pytest.param(
+            {"onPremisesExtensionAttributes": ["x"]},
+            "onPremisesExtensionAttributes",
+            id="extensionAttributes-list",
+        ),
+        pytest.param(
+            {"onPremisesExtensionAttributes": {"extensionAttribute1": 5}},
+            "onPremisesExtensionAttributes.extensionAttribute1",
+            id="extensionAttribute1-number",
+        ),
+    ],
+)
+def test_a_malformed_user_is_skipped_and_the_other_users_replicate(
+    bad_user: dict[str, Any], field_name: str
+) -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), {**user("bad"), **bad_user}], [user("u3")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1", "u3")]], "G1")
+    replica = MemoryReplica()
+    report = source_for(graph).sync(replica)
+    assert set(replica.snapshot().users) == {"u1", "u3"}
+    assert members(replica, "g1") == {"u1", "u3"}
+    assert replica.get_delta_link("users") == f"{GRAPH}{USERS}?$deltatoken=U1"
+    assert skipped(report) == [("users", "bad", field_name)]
+
+
+@pytest.mark.parametrize(
+    ("entry", "field_name"),
+    [
+        pytest.param({"@odata.type": "#microsoft.graph.user"}, "members@delta[1].id", id="no-id"),
+        pytest.param(
+            {"@odata.type": "#microsoft.graph.user", "id": ""}, "members@delta[1].id", id="empty-id"
+        ),
+        pytest.param(
+            {"@odata.type": "#microsoft.graph.user", "id": 5}, "members@delta[1].id", id="id-number"
+        ),
+        pytest.param({"@odata.type": 3, "id": "u9"}, "members@delta[1].@odata.type", id="type-number"),
+        pytest.param(
+            {"@odata.type": "#microsoft.graph.user", "id": "u2", "@removed": "yes"},
+            "members@delta[1].@removed",
+            id="removed-string",
+        ),
+        pytest.param("u9", "members@delta[1]", id="a-string"),
+        pytest.param(None, "members@delta[1]", id="null"),
+    ],
+)
+def test_a_malformed_member_entry_skips_that_member_not_the_group(entry: Any, field_name: str) -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), user("u2"), user("u3")]], "U1")
+    body = group("g1", "u1")
+    body["members@delta"] = [
+        *body["members@delta"],
+        entry,
+        {"@odata.type": "#microsoft.graph.user", "id": "u3"},
+    ]
+    graph.delta_round(GROUPS, None, [[body, group("g2", "u2")]], "G1")
+    replica = MemoryReplica()
+    report = source_for(graph).sync(replica)
+    groups = replica.snapshot().groups
+    assert groups["g1"].display_name == "G1"
+    assert members(replica, "g1") == {"u1", "u3"} and members(replica, "g2") == {"u2"}
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
+    assert skipped(report) == [("groups", "g1", field_name)]
+
+
+def test_members_delta_that_is_not_a_list_skips_those_members_and_keeps_the_group() -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1")]], "U1")
+    body = {**group("g1"), "members@delta": {"id": "u1"}}
+    graph.delta_round(GROUPS, None, [[body, group("g2", "u1")]], "G1")
+    replica = MemoryReplica()
+    report = source_for(graph).sync(replica)
+    assert replica.snapshot().groups["g1"].display_name == "G1"
+    assert members(replica, "g1") == set() and members(replica, "g2") == {"u1"}
+    assert skipped(report) == [("groups", "g1", "members@delta")]
+
+
+def test_a_replicated_group_arriving_malformed_keeps_its_last_good_copy() -> None:
+    """An incremental round: the malformed copy is not stored (the last good one stays), its well-formed member
+    changes are (they cannot be read again once the delta link moves on), the rest of the page applies."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), user("u2")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1", description="good"), group("g2", "u1")]], "G1")
+    replica = MemoryReplica()
+    source = source_for(graph)
+    source.sync(replica)
+
+    graph.delta_round(USERS, "U1", [[]], "U2")
+    graph.delta_round(
+        GROUPS,
+        "G1",
+        [[group("g1", "u2", displayName=["x"], description="new"), group("g2", displayName="G2 renamed")]],
+        "G2",
+    )
+    report = source.sync(replica)
+    groups = replica.snapshot().groups
+    assert groups["g1"].display_name == "G1" and groups["g1"].description == "good"
+    assert members(replica, "g1") == {"u1", "u2"}
+    assert groups["g2"].display_name == "G2 renamed"
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G2"
+    assert skipped(report) == [("groups", "g1", "displayName")]
+
+    # Fixed in the cloud: the next round stores it again.
+    graph.delta_round(USERS, "U2", [[]], "U3")
+    graph.delta_round(GROUPS, "G2", [[group("g1", displayName="Sales", description="new")]], "G3")
+    report = source.sync(replica)
+    assert replica.snapshot().groups["g1"].display_name == "Sales" and report.skipped == ()
+
+
+def test_a_full_resync_keeps_the_last_good_copy_of_a_malformed_object() -> None:
+    """A full round starts from an empty replica: a malformed object that was replicated before is restored
+    from its last good copy, instead of vanishing (which would read as a deleted group or user)."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1"), user("u2")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1", "u2", description="good"), group("g2", "u1")]], "G1")
+    replica = MemoryReplica()
+    source = source_for(graph)
+    source.sync(replica)
+
+    expired = httpx.Response(410, json={"error": {"code": "Gone", "message": "resync"}})
+    graph.set(USERS, "U1", expired)
+    graph.set(GROUPS, "G1", expired)
+    graph.delta_round(USERS, None, [[{**user("u1"), "accountEnabled": "yes"}, user("u2")]], "U2")
+    graph.delta_round(
+        GROUPS, None, [[group("g1", "u1", securityEnabled="yes"), group("g2", "u1", "u2")]], "G2"
+    )
+    report = source.sync(replica)
+    assert report.full_resync
+    snap = replica.snapshot()
+    assert set(snap.users) == {"u1", "u2"} and snap.users["u1"].display_name == "U1"
+    assert snap.groups["g1"].description == "good" and snap.groups["g1"].security_enabled is True
+    # The full round's member list is the current truth, read from well-formed entries.
+    assert members(replica, "g1") == {"u1"} and members(replica, "g2") == {"u1", "u2"}
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G2"
+    assert skipped(report) == [("users", "u1", "accountEnabled"), ("groups", "g1", "securityEnabled")]
+
+
+def test_a_malformed_soft_deleted_group_in_deleted_items_is_skipped() -> None:
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1")]], "G1")
+    graph.set(DELETED_GROUPS, None, {"value": [group("g8"), group("g9", displayName=9)]})
+    replica = MemoryReplica()
+    report = source_for(graph).sync(replica)
+    groups = replica.snapshot().groups
+    assert groups["g8"].deleted and "g9" not in groups
+    assert skipped(report) == [("groups", "g9", "displayName")]
+
+
+def test_a_page_whose_value_is_not_a_list_fails_the_round_and_keeps_the_link() -> None:
+    """Not one object but the page is broken: which changes it held is unknown, so nothing of the round is
+    stored and the next sync repeats it from the same link."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1")]], "G1")
+    replica = MemoryReplica()
+    source = source_for(graph)
+    source.sync(replica)
+    graph.delta_round(USERS, "U1", [[]], "U2")
+    graph.set(GROUPS, "G1", {"value": {"id": "g2"}, "@odata.deltaLink": f"{GRAPH}{GROUPS}?$deltatoken=G2"})
+    with pytest.raises(SourceError, match="'value' is an object, expected a list"):
+        source.sync(replica)
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
+    assert set(replica.snapshot().groups) == {"g1"}

@@ -60,3 +60,34 @@ def test_unreadable_behavior_stays_unknown_so_the_group_is_not_written(caplog) -
     source_for(graph).sync(replica)
     assert replica.snapshot().groups["soa"].is_cloud_managed is None
     assert "Group-OnPremisesSyncBehavior.ReadWrite.All" in caplog.text
+
+
+def test_a_malformed_is_cloud_managed_keeps_the_last_good_value_and_is_reported() -> None:
+    """isCloudManaged is a Boolean (onPremisesSyncBehavior resource, beta): another type keeps what the replica
+    knew, and is reported like any malformed Graph object (issue 23, finding 9)."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[]], "U1")
+    graph.delta_round(
+        GROUPS,
+        None,
+        [[group("soa", onPremisesSecurityIdentifier=SID), group("two", onPremisesSecurityIdentifier=SID)]],
+        "G1",
+    )
+    graph.set(behavior("soa"), None, {"isCloudManaged": True})
+    graph.set(behavior("two"), None, {"isCloudManaged": True})
+    replica = MemoryReplica()
+    source = source_for(graph)
+    source.sync(replica)
+    assert replica.snapshot().groups["soa"].is_cloud_managed is True
+
+    graph.delta_round(USERS, "U1", [[]], "U2")
+    graph.delta_round(GROUPS, "G1", [[]], "G2")
+    graph.set(behavior("soa"), None, {"isCloudManaged": "false"})
+    graph.set(behavior("two"), None, {"isCloudManaged": False})
+    source.behavior._last_full = -1e9  # the periodic refresh is due
+    report = source.sync(replica)
+    groups = replica.snapshot().groups
+    assert groups["soa"].is_cloud_managed is True and groups["two"].is_cloud_managed is False
+    assert [(s.resource, s.object_id, s.field) for s in report.skipped] == [
+        ("groups", "soa", "onPremisesSyncBehavior.isCloudManaged")
+    ]

@@ -99,13 +99,26 @@ class ReplicaTransaction(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedObject:
+    """A cloud object a sync left out because a property it reads came with the wrong type (issue 23): the
+    rest of the sync was applied, and the object's last good copy, if any, stays in the replica. For a
+    malformed ``members@delta`` entry, ``object_id`` is the group's and only that member was left out."""
+
+    resource: str  # 'users' or 'groups'
+    object_id: str | None  # None when the id itself is missing or not a string
+    field: str  # the property, as a path: 'displayName', 'groupTypes[1]', 'members@delta[3].id'
+    problem: str  # what was wrong, e.g. 'a number (int), expected a string or null'
+
+
+@dataclass(frozen=True, slots=True)
 class SyncReport:
-    """What one delta sync changed in the replica."""
+    """What one delta sync changed in the replica, and the cloud objects it had to skip."""
 
     full_resync: bool = False
     changed_users: frozenset[str] = frozenset()
     changed_groups: frozenset[str] = frozenset()
     requests: int = 0
+    skipped: tuple[SkippedObject, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

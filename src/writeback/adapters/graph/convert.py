@@ -3,6 +3,10 @@
 Known properties become typed fields; every other property Graph returned is kept verbatim in ``attributes``
 (rules and scope filters read them). OData annotations (``@odata.type``, ``members@delta``, ``@removed``) are
 protocol, not data, and are dropped.
+
+An object is converted only when every property writeback reads has the type Graph documents for it
+(:mod:`writeback.adapters.graph.validate`); otherwise :class:`MalformedObjectError` names the object and the
+property, and the delta round skips that object alone.
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from writeback.adapters.graph.settings import BETA_GROUP_EXTRA, GROUP_SELECT, TAKEOVER_GROUP_SELECT
+from writeback.adapters.graph.validate import (
+    Problem,
+    group_problem,
+    kind_of,
+    member_problem,
+    object_id_of,
+    user_problem,
+)
 from writeback.core.model import CloudGroup, CloudUser, MemberRef, member_kind_from_odata
+from writeback.errors import SourceError
 
 _USER_FIELDS = {
     "id": "id",
@@ -29,6 +42,34 @@ _USER_FIELDS = {
 _GROUP_FIELDS = frozenset((*GROUP_SELECT, *BETA_GROUP_EXTRA, *TAKEOVER_GROUP_SELECT))
 
 
+class MalformedObjectError(SourceError):
+    """A Graph object with a property of the wrong type: that object is skipped, the rest of a sync goes on.
+
+    A :class:`~writeback.errors.SourceError` (the cloud side sent it), raised by the converters below and
+    caught per object by the delta round, which reports it (:class:`~writeback.core.ports.SkippedObject`).
+    ``object_id`` is None when the id itself is missing or not a string.
+    """
+
+    def __init__(self, resource: str, object_id: str | None, problem: Problem) -> None:
+        self.resource = resource
+        self.object_id = object_id
+        self.field = problem.field
+        self.problem = problem.problem
+        kind = "user" if resource == "users" else "group"
+        shown = f"{kind} {object_id}" if object_id is not None else f"a {kind} without a usable id"
+        super().__init__(
+            f"Graph sent {shown} whose {problem.field} is {problem.problem} "
+            f"(https://learn.microsoft.com/graph/api/resources/{kind} documents its type); the object is skipped "
+            "and its last good copy, if any, is kept. Look at it with GET "
+            f"/{resource}/{object_id or '{id}'} in Graph Explorer; writeback reads it again at its next change."
+        )
+
+
+def _checked(resource: str, obj: Mapping[str, Any], problem: Problem | None) -> None:
+    if problem is not None:
+        raise MalformedObjectError(resource, object_id_of(obj), problem)
+
+
 def _extra(obj: Mapping[str, Any], known: Iterable[str]) -> dict[str, Any]:
     known_set = set(known)
     return {k: v for k, v in obj.items() if k not in known_set and "@" not in k}
@@ -39,14 +80,20 @@ def _bool(value: Any, default: bool) -> bool:
 
 
 def user_from_graph(obj: Mapping[str, Any], *, deleted: bool = False) -> CloudUser:
-    """A Graph user object (from delta, a list or deletedItems) as a CloudUser."""
+    """A Graph user object (from delta, a list or deletedItems) as a CloudUser.
+
+    Raises :class:`MalformedObjectError` when a property writeback reads has the wrong type."""
+    _checked("users", obj, user_problem(obj))
     fields: dict[str, Any] = {attr: obj.get(prop) for prop, attr in _USER_FIELDS.items()}
     fields["id"] = str(obj["id"])
     return CloudUser(**fields, attributes=_extra(obj, _USER_FIELDS), deleted=deleted)
 
 
 def group_from_graph(obj: Mapping[str, Any], *, deleted: bool = False) -> CloudGroup:
-    """A Graph group object as a CloudGroup, without members (they arrive as ``members@delta`` slices)."""
+    """A Graph group object as a CloudGroup, without members (they arrive as ``members@delta`` slices).
+
+    Raises :class:`MalformedObjectError` when a property writeback reads has the wrong type."""
+    _checked("groups", obj, group_problem(obj))
     writeback = obj.get("writebackConfiguration")
     writeback = writeback if isinstance(writeback, Mapping) else {}
     enabled = writeback.get("isEnabled")
@@ -105,10 +152,25 @@ def removed_reason(obj: Mapping[str, Any]) -> str | None:
     return "changed"
 
 
-def member_changes(obj: Mapping[str, Any]) -> Iterator[tuple[bool, MemberRef]]:
-    """``members@delta`` entries in order as (added, member). Removed entries carry ``@removed``."""
-    for entry in obj.get("members@delta") or ():
-        if not isinstance(entry, Mapping) or not entry.get("id"):
+def member_delta(obj: Mapping[str, Any]) -> tuple[list[tuple[bool, MemberRef]], list[Problem]]:
+    """``members@delta`` as (added, member) changes in order (removed entries carry ``@removed``), and the
+    problems of the entries left out: a malformed entry skips that member, not the group."""
+    entries = obj.get("members@delta")
+    if entries is None:
+        return [], []
+    if not isinstance(entries, list):
+        return [], [Problem("members@delta", f"{kind_of(entries)}, expected a list of objects")]
+    changes: list[tuple[bool, MemberRef]] = []
+    problems: list[Problem] = []
+    for index, entry in enumerate(entries):
+        if (problem := member_problem(entry, index)) is not None:
+            problems.append(problem)
             continue
-        ref = MemberRef(member_kind_from_odata(entry.get("@odata.type")), str(entry["id"]))
-        yield ("@removed" not in entry, ref)
+        ref = MemberRef(member_kind_from_odata(entry.get("@odata.type")), entry["id"])
+        changes.append((entry.get("@removed") is None, ref))
+    return changes, problems
+
+
+def member_changes(obj: Mapping[str, Any]) -> Iterator[tuple[bool, MemberRef]]:
+    """``members@delta`` entries in order as (added, member), leaving malformed entries out."""
+    yield from member_delta(obj)[0]

@@ -8,10 +8,24 @@ A round without a stored link (first run) or after the token expired (``410 Gone
 ``resyncRequired``) is *full*: the replica's objects of that resource are reset first, then rebuilt from the
 current state plus ``directory/deletedItems``, so soft-deleted objects stay soft-deleted instead of looking
 permanently deleted.
+
+A malformed object (a property writeback reads with a type Graph does not document for it; see
+:mod:`writeback.adapters.graph.validate`) is skipped, logged as a warning with ``event`` ``graph_object_skipped``,
+its id and the property, and listed in :attr:`SyncReport.skipped`; the rest of the round is applied and the
+delta link moves on. What happens to it:
+
+- Never replicated: it stays out of the replica until Graph sends it well-formed (its next change).
+- Already replicated: its **last good copy is kept**. An incremental round simply does not store the bad copy;
+  a full round, which starts from an empty replica, restores the copy the replica held before the round. So a
+  malformed object never reads as a deleted group (an AD delete) or a vanished user (member removals).
+- Its well-formed ``members@delta`` entries are still applied: a delta link replays no membership change once
+  it moves on, so dropping them would lose them until the next full round. A malformed entry (no id, an id
+  that is not a string, ...) skips that member alone; the group and its other members go on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,16 +33,18 @@ from typing import Any, Literal
 
 from writeback.adapters.graph.client import GraphClient
 from writeback.adapters.graph.convert import (
+    MalformedObjectError,
     group_from_graph,
-    member_changes,
+    member_delta,
     removed_reason,
     unified_writeback_default,
     user_from_graph,
 )
 from writeback.adapters.graph.syncbehavior import SyncBehaviorReader
-from writeback.core.model import MemberRef
-from writeback.core.ports import ReplicaStore, ReplicaTransaction, SyncReport
-from writeback.errors import SyncStateError
+from writeback.adapters.graph.validate import Problem, id_problem, kind_of, object_id_of, removed_problem
+from writeback.core.model import CloudSnapshot, MemberRef
+from writeback.core.ports import ReplicaStore, ReplicaTransaction, SkippedObject, SyncReport
+from writeback.errors import SourceError, SyncStateError
 
 log = logging.getLogger("writeback.graph")
 
@@ -40,11 +56,28 @@ MAX_RESYNCS = 3  # full rounds tried after expired tokens before giving up on a 
 @dataclass
 class _Round:
     """What one round saw: ids touched, ids present (not removed) at the end, and each group's properties
-    merged across the pages that repeat it (users are not split, so only their ids are kept)."""
+    merged across the pages that repeat it (users are not split, so only their ids are kept); the objects
+    skipped as malformed, and of those the ones with no good copy stored by this round (id -> deleted flag):
+    a full round restores their last good copy from before it."""
 
+    resource: Resource
     changed: set[str] = field(default_factory=set)
     live: set[str] = field(default_factory=set)
     group_props: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: list[SkippedObject] = field(default_factory=list)
+    malformed: dict[str, bool] = field(default_factory=dict)
+
+    def skip(self, object_id: str | None, problem: Problem) -> None:
+        self.skipped.append(SkippedObject(self.resource, object_id, problem.field, problem.problem))
+
+    def skip_error(self, exc: MalformedObjectError, *, deleted: bool = False) -> None:
+        self.skipped.append(SkippedObject(self.resource, exc.object_id, exc.field, exc.problem))
+        if exc.object_id is not None:
+            self.malformed[exc.object_id] = deleted
+
+    def stored(self, object_id: str) -> None:
+        self.changed.add(object_id)
+        self.malformed.pop(object_id, None)
 
 
 class GraphSource:
@@ -60,18 +93,29 @@ class GraphSource:
         full = False
         users: set[str] = set()
         groups: set[str] = set()
+        skipped: list[SkippedObject] = []
         for resource in RESOURCES:
-            changed, was_full = self._sync_resource(replica, resource)
+            seen, was_full = self._sync_resource(replica, resource)
             full = full or was_full
-            (users if resource == "users" else groups).update(changed)
+            (users if resource == "users" else groups).update(seen.changed)
+            skipped += seen.skipped
         groups |= self.behavior.refresh(replica, groups)
+        skipped += self.behavior.skipped
         if self.client.settings.read_group_settings:
             groups |= self._sync_group_settings(replica)
+        if skipped:
+            log.warning(
+                "%d malformed Graph object%s skipped this sync (the rest was applied; see the warnings before)",
+                len(skipped),
+                "" if len(skipped) == 1 else "s",
+                extra={"event": "graph_objects_skipped", "skipped": len(skipped)},
+            )
         return SyncReport(
             full_resync=full,
             changed_users=frozenset(users),
             changed_groups=frozenset(groups),
             requests=self.client.stats.get("requests", 0) - start,
+            skipped=tuple(skipped),
         )
 
     def _sync_group_settings(self, replica: ReplicaStore) -> set[str]:
@@ -96,7 +140,7 @@ class GraphSource:
 
     # -- rounds ----------------------------------------------------------------------------------------------
 
-    def _sync_resource(self, replica: ReplicaStore, resource: Resource) -> tuple[set[str], bool]:
+    def _sync_resource(self, replica: ReplicaStore, resource: Resource) -> tuple[_Round, bool]:
         link = replica.get_delta_link(resource)
         if link is not None and replica.get_delta_query(resource) != self._query(resource):
             # A delta link replays changes for the query it was made with: after a change of API version or
@@ -123,10 +167,13 @@ class GraphSource:
                 )
         raise AssertionError("unreachable")
 
-    def _round(self, replica: ReplicaStore, resource: Resource, link: str | None) -> set[str]:
+    def _round(self, replica: ReplicaStore, resource: Resource, link: str | None) -> _Round:
         full = link is None
-        kept_members = self._soft_deleted_members(replica) if full and resource == "groups" else {}
-        seen = _Round()
+        # A full round over an existing replica resets it: what it held before is kept aside for the members of
+        # soft-deleted groups and the last good copies of objects that arrive malformed (one read per resync).
+        before = replica.snapshot() if full and replica.get_delta_link(resource) is not None else None
+        kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
+        seen = _Round(resource)
         pages = 0
         with replica.transaction() as tx:
             if full:
@@ -139,14 +186,26 @@ class GraphSource:
             delta_link: str | None = None
             for page in page_iter:
                 pages += 1
-                for obj in page.get("value") or ():
-                    if isinstance(obj, Mapping) and obj.get("id"):
+                items = page.get("value") or []
+                if not isinstance(items, list):
+                    # The page itself is broken, not one object: which changes it held is unknown, so the round
+                    # fails and is repeated from the same link (nothing is lost).
+                    raise SourceError(
+                        f"{resource} delta page {pages}: 'value' is {kind_of(items)}, expected a list of objects; "
+                        "the round is repeated at the next sync"
+                    )
+                for index, obj in enumerate(items):
+                    if isinstance(obj, Mapping):
                         _apply(tx, resource, obj, seen)
+                    else:
+                        seen.skip(None, Problem(f"value[{index}]", f"{kind_of(obj)}, expected an object"))
                 delta_link = page.get("@odata.deltaLink")
             if not delta_link:
                 raise SyncStateError(f"{resource} delta round ended without an @odata.deltaLink")
             if full:
                 self._load_deleted_items(tx, resource, seen, kept_members)
+                if before is not None:
+                    _restore_last_good(tx, resource, seen, before, kept_members)
             tx.mark_changed(resource, seen.changed)
             tx.set_delta_link(resource, str(delta_link))
             tx.set_delta_query(resource, self._query(resource))
@@ -157,7 +216,10 @@ class GraphSource:
             pages,
             len(seen.changed),
         )
-        return seen.changed
+        # Logged once the round is stored, so a round that fails and is repeated logs nothing twice.
+        for item in seen.skipped:
+            _log_skipped(item)
+        return seen
 
     def _query(self, resource: Resource) -> str:
         """What a delta link depends on: the initial request's path and $select."""
@@ -189,37 +251,97 @@ class GraphSource:
         else:
             path = f"/{settings.group_version}/directory/deletedItems/microsoft.graph.group"
             select = tuple(p for p in settings.group_select if p != "members")
-        for obj in self.client.iter_pages(path, {"$select": ",".join(select)}):
-            object_id = obj.get("id")
-            if not object_id or object_id in seen.live:
+        for index, obj in enumerate(self.client.iter_pages(path, {"$select": ",".join(select)})):
+            if not isinstance(obj, Mapping):
+                seen.skip(None, Problem(f"deletedItems[{index}]", f"{kind_of(obj)}, expected an object"))
                 continue
-            seen.changed.add(object_id)
-            if resource == "users":
-                tx.upsert_user(user_from_graph(obj, deleted=True))
-            else:
-                tx.upsert_group(group_from_graph(obj, deleted=True))
-                if members := kept_members.get(object_id):
-                    tx.add_members(object_id, members)
+            object_id = object_id_of(obj)
+            if object_id is None:
+                seen.skip(None, id_problem(obj) or Problem("id", "unusable"))
+                continue
+            if object_id in seen.live:
+                continue
+            try:
+                if resource == "users":
+                    tx.upsert_user(user_from_graph(obj, deleted=True))
+                else:
+                    tx.upsert_group(group_from_graph(obj, deleted=True))
+                    if members := kept_members.get(object_id):
+                        tx.add_members(object_id, members)
+            except MalformedObjectError as exc:
+                seen.skip_error(exc, deleted=True)
+                continue
+            seen.stored(object_id)
 
-    @staticmethod
-    def _soft_deleted_members(replica: ReplicaStore) -> dict[str, frozenset[MemberRef]]:
-        """Members of soft-deleted groups before a resync: Graph cannot list them again until a restore."""
-        if replica.get_delta_link("groups") is None:
-            return {}
-        groups = replica.snapshot().groups
-        return {gid: g.members for gid, g in groups.items() if g.deleted and g.members}
+
+def _soft_deleted_members(before: CloudSnapshot) -> dict[str, frozenset[MemberRef]]:
+    """Members of soft-deleted groups before a resync: Graph cannot list them again until a restore."""
+    return {gid: g.members for gid, g in before.groups.items() if g.deleted and g.members}
+
+
+def _restore_last_good(
+    tx: ReplicaTransaction,
+    resource: Resource,
+    seen: _Round,
+    before: CloudSnapshot,
+    kept_members: Mapping[str, frozenset[MemberRef]],
+) -> None:
+    """After a full round: put back the last good copy of each object that arrived malformed and has no good
+    copy from this round. A live group keeps the members this round read (the current truth); a soft-deleted
+    one its members from before, as :meth:`GraphSource._load_deleted_items` does."""
+    for object_id, deleted in seen.malformed.items():
+        if resource == "users":
+            if (user := before.users.get(object_id)) is not None:
+                tx.upsert_user(dataclasses.replace(user, deleted=deleted))
+                seen.changed.add(object_id)
+            continue
+        if (group := before.groups.get(object_id)) is not None:
+            tx.upsert_group(dataclasses.replace(group, deleted=deleted, members=frozenset()))
+            if deleted and (members := kept_members.get(object_id)):
+                tx.add_members(object_id, members)
+            seen.changed.add(object_id)
+
+
+def _log_skipped(item: SkippedObject) -> None:
+    kind = "user" if item.resource == "users" else "group"
+    shown = f"{kind} {item.object_id}" if item.object_id is not None else f"a {kind} without a usable id"
+    log.warning(
+        "skipped a malformed Graph object: %s, %s is %s; the rest of the sync goes on and its last good copy, "
+        "if any, is kept. Check it with GET /%s/%s in Graph Explorer; writeback reads it again at its next change",
+        shown,
+        item.field,
+        item.problem,
+        item.resource,
+        item.object_id or "{id}",
+        extra={
+            "event": "graph_object_skipped",
+            "resource": item.resource,
+            "object_id": item.object_id,
+            "field": item.field,
+            "problem": item.problem,
+        },
+    )
 
 
 def _apply(tx: ReplicaTransaction, resource: Resource, obj: Mapping[str, Any], seen: _Round) -> None:
     """Apply one delta object. A group repeated on later pages merges: properties update, members accumulate.
 
     An entry that carries no property besides its id (only a ``members@delta`` slice) changes members only,
-    so it never blanks the stored properties of the group.
+    so it never blanks the stored properties of the group. A malformed object is skipped (see the module
+    docstring): an unusable id or ``@removed`` skips all of it, a bad property its properties only.
     """
-    object_id = str(obj["id"])
-    seen.changed.add(object_id)
+    problem = id_problem(obj)
+    if problem is not None:
+        seen.skip(None, problem)
+        return
+    object_id: str = obj["id"]
+    problem = removed_problem(obj)
+    if problem is not None:
+        seen.skip(object_id, problem)
+        return
     reason = removed_reason(obj)
     if reason is not None:
+        seen.stored(object_id)
         seen.live.discard(object_id)
         seen.group_props.pop(object_id, None)
         hard = reason == "deleted"
@@ -230,14 +352,33 @@ def _apply(tx: ReplicaTransaction, resource: Resource, obj: Mapping[str, Any], s
         return
     seen.live.add(object_id)
     if resource == "users":
-        tx.upsert_user(user_from_graph(obj))
+        try:
+            tx.upsert_user(user_from_graph(obj))
+        except MalformedObjectError as exc:
+            seen.skip_error(exc)
+            return
+        seen.stored(object_id)
         return
     properties = {k: v for k, v in obj.items() if "@" not in k}
     if len(properties) > 1:
-        merged = seen.group_props.setdefault(object_id, {})
-        merged.update(properties)
-        tx.upsert_group(group_from_graph(merged))
-    _apply_members(tx, object_id, member_changes(obj))
+        # Checked on its own before it is merged: a malformed slice leaves the good properties stored so far.
+        merged = {**seen.group_props.get(object_id, {}), **properties}
+        try:
+            group = group_from_graph(merged)
+        except MalformedObjectError as exc:
+            seen.skip_error(exc)
+            if object_id in seen.group_props:  # a good copy from an earlier page of this round stays
+                seen.malformed.pop(object_id, None)
+        else:
+            seen.group_props[object_id] = merged
+            tx.upsert_group(group)
+            seen.stored(object_id)
+    changes, problems = member_delta(obj)
+    for problem in problems:
+        seen.skip(object_id, problem)
+    if changes:
+        _apply_members(tx, object_id, changes)
+        seen.changed.add(object_id)
 
 
 def _apply_members(tx: ReplicaTransaction, group_id: str, changes: Iterable[tuple[bool, MemberRef]]) -> None:

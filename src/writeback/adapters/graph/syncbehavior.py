@@ -8,6 +8,10 @@ group delta does not return it, and a rollback (isCloudManaged true -> false, on
 null) may change nothing delta reports. So it is read per group, for the groups that carry
 ``onPremisesSecurityIdentifier`` and are not synced now: those a delta round changed, and all of them on the
 first sync of a process and every ``refresh_every`` seconds after.
+
+``isCloudManaged`` is a Boolean (https://learn.microsoft.com/graph/api/resources/onpremisessyncbehavior
+?view=graph-rest-beta). Any other type is a malformed answer: the replica keeps the last value it read, and the
+group is reported in :attr:`skipped` like any malformed Graph object (issue 23, finding 9).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import time
 from collections.abc import Callable, Collection
 
 from writeback.adapters.graph.client import GraphClient
+from writeback.adapters.graph.validate import kind_of
 from writeback.core.model import CloudGroup
-from writeback.core.ports import ReplicaStore
+from writeback.core.ports import ReplicaStore, SkippedObject
 from writeback.errors import AuthenticationError, SourceError, ThrottledError
 
 log = logging.getLogger("writeback.graph")
@@ -50,10 +55,12 @@ class SyncBehaviorReader:
         self.client, self.refresh_every, self.clock = client, refresh_every, clock
         self._last_full: float | None = None
         self._denied = False
+        self.skipped: list[SkippedObject] = []  # the malformed answers of the last refresh
 
     def refresh(self, replica: ReplicaStore, changed: Collection[str]) -> set[str]:
         """Read the behaviour of the groups that need it; returns the ids whose isCloudManaged changed (an
         incremental plan must reconcile them: a conversion or a rollback)."""
+        self.skipped = []
         now = self.clock()
         every = self._last_full is None or now - self._last_full >= self.refresh_every
         if not every and not changed:
@@ -81,7 +88,8 @@ class SyncBehaviorReader:
         return {g.id for g in updates}
 
     def _read(self, group_id: str) -> bool | None:
-        """isCloudManaged, None when Graph answers without it; raises :class:`_Unreadable` on a refusal."""
+        """isCloudManaged, None when Graph answers without it; raises :class:`_Unreadable` on a refusal or a
+        malformed answer."""
         try:
             body = self.client.get(f"/beta/groups/{group_id}/onPremisesSyncBehavior")
         except (AuthenticationError, ThrottledError):
@@ -99,8 +107,28 @@ class SyncBehaviorReader:
                 self._denied = True
             raise _Unreadable from exc
         value = body.get("isCloudManaged")
-        return value if isinstance(value, bool) else None
+        if value is None or isinstance(value, bool):
+            return value
+        problem = f"{kind_of(value)}, expected true, false or null"
+        self.skipped.append(
+            SkippedObject("groups", group_id, "onPremisesSyncBehavior.isCloudManaged", problem)
+        )
+        log.warning(
+            "skipped a malformed Graph answer: onPremisesSyncBehavior.isCloudManaged of group %s is %s; the "
+            "value read before is kept. Check it with GET /beta/groups/%s/onPremisesSyncBehavior",
+            group_id,
+            problem,
+            group_id,
+            extra={
+                "event": "graph_object_skipped",
+                "resource": "groups",
+                "object_id": group_id,
+                "field": "onPremisesSyncBehavior.isCloudManaged",
+                "problem": problem,
+            },
+        )
+        raise _Unreadable
 
 
 class _Unreadable(Exception):
-    """The behaviour could not be read this time (logged once per process)."""
+    """The behaviour could not be read this time (a refusal, logged once per process; or a malformed answer)."""
