@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 from writeback.core.dn import is_within
 from writeback.core.expressions import compile_expression
 from writeback.core.rules import compile_rule
+from writeback.core.text import printable, without_controls
 from writeback.errors import ConfigError, RuleError
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
@@ -763,6 +764,16 @@ def _listen(v: str) -> str | None:
     return None
 
 
+def _group_name(v: str) -> str | None:
+    """A dynamic group's name, its CN and (cleaned) sAMAccountName: 1-64 characters, none of them a control
+    character (AD refuses them in a sAMAccountName; a terminal acts on them)."""
+    if not 0 < len(v) <= 64:
+        return "must be 1-64 characters"
+    if without_controls(v) != v:
+        return f"must not contain a control character (got '{printable(v)}')"
+    return None
+
+
 def _dynamic_groups(
     root: Mapping[str, Any], file: str, target: TargetSettings
 ) -> tuple[DynamicGroupSettings, ...]:
@@ -802,9 +813,7 @@ def _dynamic_groups(
         out.append(
             DynamicGroupSettings(
                 id=gid,
-                name=r.get(
-                    "name", str, check=lambda v: None if 0 < len(v) <= 64 else "must be 1-64 characters"
-                ),
+                name=r.get("name", str, check=_group_name),
                 rule=rule,
                 ou=ou,
                 users_base=users_base,

@@ -25,6 +25,12 @@ def printable(value: object, *, lines: bool = False) -> str:
     return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def without_controls(text: str) -> str:
+    """``text`` with every C0 control, DEL and C1 control removed: for names writeback derives (CN,
+    sAMAccountName), where AD refuses them or stores them to no one's benefit."""
+    return _CONTROLS.sub("", text)
+
+
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """The count and the noun as a person writes them: "1 member", "2 members", "0 members"; ``nouns`` for an
     irregular plural ("1 entry", "2 entries")."""
