@@ -7,6 +7,7 @@ variable or a file), resolved by :func:`resolve_secret` only when a connection i
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 from writeback.core.dn import is_within
 from writeback.core.expressions import compile_expression
 from writeback.core.rules import compile_rule
+from writeback.core.text import printable, without_controls
 from writeback.errors import ConfigError, RuleError
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
@@ -257,6 +259,15 @@ def _alerts(root: Mapping[str, Any], file: str, path: Callable[[str | None], str
     )
     if alerts.smtp_host and not (alerts.mail_from and alerts.mail_to):
         raise a.error("mail_to", "e-mail alerts (smtp_host) need mail_from and mail_to")
+    if (alerts.smtp_username or alerts.smtp_password) and not alerts.smtp_starttls:
+        # smtplib's login() over a connection without STARTTLS sends the password base64-encoded, that is in
+        # clear text. writeback has no implicit-TLS (SMTPS, port 465) option, so STARTTLS is the only TLS.
+        raise a.error(
+            "smtp_starttls",
+            "is false while SMTP credentials are set (smtp_username/smtp_password): the password would cross "
+            "the network in clear text. Set smtp_starttls = true (the server must offer STARTTLS), or remove "
+            "the credentials to send through a relay that needs none",
+        )
     a.finish()
     return alerts
 
@@ -577,13 +588,48 @@ def postgres_url_problem(v: Any) -> str | None:
         )
     sslmode = (query.get("sslmode") or ["verify-full"])[-1]
     hosts = (query.get("host") or [host])[-1]
-    local = hosts.lower() in _LOOPBACK_HOSTS or hosts.startswith("/")
+    hostaddrs = (query.get("hostaddr") or [""])[-1]
+    if hostaddrs and sslmode == "verify-full" and _addresses(hostaddrs) != _addresses(hosts):
+        # libpq: with both host and hostaddr "the value for hostaddr gives the server network address. The
+        # value for host is ignored unless needed for authentication or verification purposes" (libpq,
+        # Parameter Key Words, hostaddr: https://www.postgresql.org/docs/current/libpq-connect.html): the
+        # server reached is then not the one whose name verify-full checked.
+        return (
+            "has a hostaddr other than its host under sslmode=verify-full: libpq connects to hostaddr but "
+            "verifies the server's certificate against host, so any server at that address holding a "
+            "certificate for host is trusted, and the address actually used is not the name you checked. "
+            "Remove hostaddr (let host resolve), or give host the same address as hostaddr"
+        )
+    # Where libpq connects: hostaddr when given (a loopback host with a remote hostaddr is not local).
+    target = hostaddrs or hosts
+    local = target.lower() in _LOOPBACK_HOSTS or target.startswith("/") or _all_loopback(hostaddrs)
     if sslmode not in _VERIFIED_SSLMODES and not local:
         return (
             f"sslmode={sslmode} does not verify the server's certificate; use sslmode=verify-full (the "
             "default when sslmode is not given) with sslrootcert=<CA file> for a server on the network"
         )
     return None
+
+
+def _addresses(value: str) -> list[str]:
+    """A libpq host or hostaddr list, each entry canonical (an IP address in its compressed form)."""
+    out = []
+    for item in value.split(","):
+        try:
+            out.append(str(ipaddress.ip_address(item.strip().strip("[]"))))
+        except ValueError:
+            out.append(item.strip().lower())
+    return out
+
+
+def _all_loopback(hostaddrs: str) -> bool:
+    """Whether every address of a hostaddr list is a loopback address (False for an empty list)."""
+    if not hostaddrs:
+        return False
+    try:
+        return all(ipaddress.ip_address(a.strip().strip("[]")).is_loopback for a in hostaddrs.split(","))
+    except ValueError:
+        return False
 
 
 def _one_or_more(value: str | list[str] | None) -> tuple[str, ...]:
@@ -648,6 +694,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     )
     m.finish()
     _check_expressions(mapping, file)
+    _check_mapped_attributes(mapping, file)
 
     mb = _table(root, "members", file)
     order = mb.strings("match_order")
@@ -769,6 +816,16 @@ def _listen(v: str) -> str | None:
     return None
 
 
+def _group_name(v: str) -> str | None:
+    """A dynamic group's name, its CN and (cleaned) sAMAccountName: 1-64 characters, none of them a control
+    character (AD refuses them in a sAMAccountName; a terminal acts on them)."""
+    if not 0 < len(v) <= 64:
+        return "must be 1-64 characters"
+    if without_controls(v) != v:
+        return f"must not contain a control character (got '{printable(v)}')"
+    return None
+
+
 def _dynamic_groups(
     root: Mapping[str, Any], file: str, target: TargetSettings
 ) -> tuple[DynamicGroupSettings, ...]:
@@ -808,9 +865,7 @@ def _dynamic_groups(
         out.append(
             DynamicGroupSettings(
                 id=gid,
-                name=r.get(
-                    "name", str, check=lambda v: None if 0 < len(v) <= 64 else "must be 1-64 characters"
-                ),
+                name=r.get("name", str, check=_group_name),
                 rule=rule,
                 ou=ou,
                 users_base=users_base,
@@ -873,6 +928,49 @@ def _check_expressions(mapping: MappingSettings, file: str) -> None:
             compile_expression(text)
         except ConfigError as exc:
             raise ConfigError(str(exc), file=file, key=f"mapping.{key}") from exc
+
+
+_ANCHOR_REASON = (
+    "is writeback's anchor (Group_<objectId>), which writeback writes itself: a mapped value would make it lose "
+    "the groups it owns, or claim groups it does not (mapping.anchor chooses where the anchor goes)"
+)
+_BY_AD = "is set by AD when the group is created; no one writes it"
+_PROTECTION = "marks AD's protected groups, which writeback never touches; a mapping must not set or clear it"
+# Attributes [mapping.attributes] must not write, by lower-cased name (LDAP attribute names ignore case), and
+# why. Each is written by writeback itself from a setting of its own, owned by AD, or a privilege.
+RESERVED_ATTRIBUTES: Mapping[str, str] = {
+    "msds-externaldirectoryobjectid": _ANCHOR_REASON,
+    "admindescription": _ANCHOR_REASON,
+    "member": "holds the cloud group's members, resolved to AD accounts by writeback; a mapping cannot set them",
+    "memberof": "is computed by AD from other groups' member values (the cloud group's members decide them)",
+    "objectsid": _BY_AD,
+    "objectguid": _BY_AD,
+    "objectclass": _BY_AD,
+    "objectcategory": _BY_AD,
+    "sidhistory": (
+        "adds its SIDs to the logon token of every member: a mapped value would grant the rights of other "
+        "accounts (privilege escalation)"
+    ),
+    "ntsecuritydescriptor": "holds the group's permissions, which are not writeback's to set",
+    "admincount": _PROTECTION,
+    "iscriticalsystemobject": _PROTECTION,
+    "grouptype": "is the group's scope and kind: use mapping.group_scope (the cloud group decides its kind)",
+    "samaccountname": "is derived by writeback, unique and valid: use mapping.sam_account_name",
+    "cn": "is the group's name in its DN, changed by a rename: use mapping.cn (and mapping.target_ou)",
+    "name": "is the group's name in its DN, changed by a rename: use mapping.cn (and mapping.target_ou)",
+    "distinguishedname": "is where the group is: use mapping.cn and mapping.target_ou",
+    "displayname": "has a setting of its own: use mapping.display_name",
+    "description": "has a setting of its own: use mapping.description",
+}
+
+
+def _check_mapped_attributes(mapping: MappingSettings, file: str) -> None:
+    """Refuse a [mapping.attributes] entry that targets an attribute of :data:`RESERVED_ATTRIBUTES`."""
+    for name in mapping.attributes:
+        if reason := RESERVED_ATTRIBUTES.get(name.lower()):
+            raise ConfigError(
+                f"cannot be mapped: {name} {reason}", file=file, key=f"mapping.attributes.{name}"
+            )
 
 
 def load_settings(path: str | Path) -> Settings:

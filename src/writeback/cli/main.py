@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from writeback import __version__
 from writeback.app.logquery import LOG_ACTIONS, LOG_RESULTS
+from writeback.core.text import printable
 from writeback.errors import ConfigError, WritebackError
 
 DEFAULT_SANDBOX_DIR = "/var/tmp/writeback-sandbox"
@@ -93,7 +94,7 @@ def _config_path(args: argparse.Namespace) -> Path:
 def _progress(args: argparse.Namespace) -> Any:
     if getattr(args, "quiet", False):
         return None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
+    return lambda msg: print(printable(msg, lines=True), file=sys.stderr, flush=True)
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -163,10 +164,12 @@ def cmd_apply(args: argparse.Namespace) -> int:
             f"(run {result.run_id})."
         )
         for r in failed:
-            print(f"  FAILED {r.change.kind.value} {r.change.display_name or r.change.dn}: {r.error}")
+            name = printable(r.change.display_name or r.change.dn)
+            print(f"  FAILED {r.change.kind.value} {name}: {printable(r.error)}")
         if result.aborted:
             print(
-                f"Stopped early: {result.aborted}. Run `writeback apply` again once it is fixed; it resumes."
+                f"Stopped early: {printable(result.aborted)}. Run `writeback apply` again once it is fixed; "
+                "it resumes."
             )
         if plan.held:
             print(
@@ -340,14 +343,14 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not groups:
         print("No groups managed by writeback in AD.")
-    for g in groups:
-        mail = f"  mail={g.attributes['mail']}" if g.attributes.get("mail") else ""
+    for g in groups:  # every value read from AD is shown with its control characters escaped
+        mail = f"  mail={printable(g.attributes['mail'])}" if g.attributes.get("mail") else ""
         print(
-            f"{g.dn}\n    {_group_kind(g.group_type)}  sAMAccountName={g.sam_account_name}  anchor={g.anchor}"
-            f"{mail}  {plural(len(g.members), 'member')}"
+            f"{printable(g.dn)}\n    {_group_kind(g.group_type)}  sAMAccountName={printable(g.sam_account_name)}"
+            f"  anchor={printable(g.anchor)}{mail}  {plural(len(g.members), 'member')}"
         )
         for m in sorted(g.members, key=str.lower):
-            print(f"      - {rdn(m)[3:]}")
+            print(f"      - {printable(rdn(m)[3:])}")
     return EXIT_OK
 
 
@@ -402,11 +405,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from writeback.app.checks import check_config
     from writeback.core.text import plural
 
-    problems = check_config(_settings(args), print)
+    problems = check_config(_settings(args), lambda msg: print(printable(msg, lines=True)))
     if problems:
         print(f"\n{plural(len(problems), 'problem')} found:")
         for p in problems:
-            print(f"  - {p}")
+            print(f"  - {printable(p, lines=True)}")
         return EXIT_ERROR
     print("\nConfiguration OK.")
     return EXIT_OK
@@ -490,7 +493,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     def emit(step: dict[str, Any]) -> None:
         steps.append(step)
         if not args.json:
-            print(f"{step['type']:<10} {step['status']:<8} {step['description']}", flush=True)
+            kind, status, what = (printable(step[k]) for k in ("type", "status", "description"))
+            print(f"{kind:<10} {status:<8} {what}", flush=True)
 
     try:
         outcome = operations.provision(settings, args.group, emit)
@@ -517,7 +521,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
             )
         )
     else:
-        print(summary + (f" (log: writeback log --run {run_id})" if run_id else ""))
+        print(printable(summary) + (f" (log: writeback log --run {printable(run_id)})" if run_id else ""))
     if result == "failure":
         return EXIT_ERROR
     return EXIT_HELD if result == "held" else EXIT_OK
@@ -872,7 +876,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage: argparse.ArgumentParser = getattr(args, "subcommand_parser", parser)
         usage.error(str(exc))
     except WritebackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc, lines=True)}", file=sys.stderr)  # messages quote names from AD
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

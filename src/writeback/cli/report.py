@@ -1,11 +1,15 @@
-"""Render plans, apply results and log entries for people. Pure (returns strings)."""
+"""Render plans, apply results and log entries for people. Pure (returns strings).
+
+Names, DNs, members, errors and notes come from the cloud or AD and may hold control characters: every line of
+a plan and every cell of a table goes through :func:`~writeback.core.text.printable` (the template text around
+the values holds none), so ESC cannot hide the rest of a plan and a newline cannot forge a line of it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from writeback.core.planning import Change, ChangeKind, Plan
-from writeback.core.text import plural
+from writeback.core.text import plural, printable
 
 _LABELS = {
     ChangeKind.CREATE: "create",
@@ -70,7 +74,7 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
     for w in (*(h.message for h in plan.holds), *plan.warnings):
         lines.append("")
         lines.append(f"WARNING: {w}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # each line is one line: its values' controls escaped
 
 
 def _changes(changes: Iterable[Change], verbose: bool) -> list[str]:
@@ -119,7 +123,7 @@ def _shown(value: object, redacted: bool) -> str:
 
 
 def render_table(rows: Iterable[Iterable[str]], headers: Iterable[str]) -> str:
-    all_rows = [list(headers), *[list(r) for r in rows]]
+    all_rows = [[printable(c) for c in r] for r in (headers, *rows)]  # widths count what the terminal shows
     widths = [max(len(r[i]) for r in all_rows) for i in range(len(all_rows[0]))]
     out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in all_rows]
     out.insert(1, "  ".join("-" * w for w in widths))

@@ -9,7 +9,7 @@ from typing import Any
 
 from writeback.core.model import CloudUser
 from writeback.core.rules import compile_rule
-from writeback.core.text import plural
+from writeback.core.text import plural, printable
 
 
 def cloud_user_properties(u: CloudUser) -> dict[str, Any]:
@@ -71,17 +71,17 @@ def main(args: argparse.Namespace, settings_loader: Callable[[argparse.Namespace
             }
         ]
         if not found:
-            print(f"No user {args.user!r} in the {args.source} source.", file=sys.stderr)
+            print(f"No user {printable(repr(args.user))} in the {args.source} source.", file=sys.stderr)
             return 1
         for u in found:
-            print(str(rule.explain(u)))
+            print(printable(rule.explain(u), lines=True))  # quotes the user's values
         return 0
     matched = rule.filter(users)
     print(f"{len(matched)} of {plural(len(users), 'user')} {'matches' if len(matched) == 1 else 'match'}.")
     for u in sorted(matched, key=lambda x: str(x.get("displayName") or ""))[: args.limit]:
-        print(
-            f"  {u.get('displayName') or '-'}  {u.get('userPrincipalName') or u.get('onPremisesSamAccountName') or ''}  [{u.get('id')}]"
-        )
+        name = printable(u.get("displayName") or "-")
+        upn = printable(u.get("userPrincipalName") or u.get("onPremisesSamAccountName") or "")
+        print(f"  {name}  {upn}  [{printable(u.get('id'))}]")
     if len(matched) > args.limit:
         print(f"  … and {len(matched) - args.limit} more (--limit)")
     return 0

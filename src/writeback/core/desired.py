@@ -386,7 +386,7 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
 
 def left_alone(managed: Iterable[DirectoryGroup]) -> dict[str, GroupError]:
     """The managed AD groups no plan may touch, by key, and why: several AD groups carrying one anchor, or an
-    AD protected group (adminCount or critical system object).
+    AD protected or privileged group (:mod:`writeback.core.protected`).
 
     The one place these are found. The message names the anchor the AD groups really carry (``Group_<id>``
     or ``WritebackDynamic_<id>``), never one rebuilt from the key."""
@@ -409,8 +409,8 @@ def left_alone(managed: Iterable[DirectoryGroup]) -> dict[str, GroupError]:
             out[key] = GroupError(
                 key,
                 found[0].dn,
-                f"{found[0].dn} is an AD protected group (adminCount or critical system object); writeback "
-                "never modifies it",
+                f"{found[0].dn} is an AD protected group (AdminSDHolder, built-in, well-known or default "
+                "privileged: writeback.core.protected); writeback never modifies it",
             )
     return out
 
@@ -607,7 +607,8 @@ class _Resolver:
             )
         if original.protected:
             return (
-                f"its original AD group {original.dn} is protected (adminCount); writeback never modifies it"
+                f"its original AD group {original.dn} is an AD protected group (AdminSDHolder, built-in, "
+                "well-known or default privileged); writeback never modifies it"
             )
         if original.anchor is not None and original.anchor != intent.anchor:
             return (

@@ -37,6 +37,7 @@ from writeback.core.model import (
     CloudGroup,
     Intent,
 )
+from writeback.core.text import without_controls
 from writeback.errors import ConfigError
 
 MSDS_ANCHOR = "msDS-ExternalDirectoryObjectId"
@@ -44,7 +45,13 @@ ADMIN_DESCRIPTION = "adminDescription"
 CN_MAX = 64  # AD's rangeUpper for cn (Samba accepts more; AD does not)
 SAM_MAX = 64
 DEFAULT_SAM_MAX = 20  # pre-Windows 2000 compatible length
-_SAM_INVALID = re.compile(r'["/\\\[\]:;|=,+*?<>@\s]')
+# sAMAccountName "cannot contain any of these characters: " / \ [ ] : ; | = , + * ? < >" (SAM-Account-Name
+# attribute, https://learn.microsoft.com/windows/win32/adschema/a-samaccountname), nor "characters in the range
+# 1-31, which are nonprintable" (USER_INFO_0 remarks,
+# https://learn.microsoft.com/windows/win32/api/lmaccess/ns-lmaccess-user_info_0): AD refuses an ESC with
+# "sAMAccountName contains invalid 0x1b" at every try. NUL, DEL and the C1 controls (U+0080-U+009F) go too: no
+# one types them, and a terminal acts on them. Whitespace and '@' are writeback's own choice (logon names).
+_SAM_INVALID = re.compile(r'["/\\\[\]:;|=,+*?<>@\s\x00-\x1f\x7f-\x9f]')
 SCOPE_BITS = {
     "universal": GROUP_TYPE_UNIVERSAL,
     "global": GROUP_TYPE_GLOBAL,
@@ -265,7 +272,9 @@ class Mapper:
     def intent(self, group: CloudGroup) -> Intent:
         """Everything about the desired AD group of ``group`` that needs no directory fact."""
         src = group_source(group)
-        cn = self._exprs["cn"].evaluate(src) or ""
+        # Control characters are removed from the CN as from the sAMAccountName: a NUL from a cloud name was
+        # stored in AD (escaped as \00 in the DN), and nobody can type or read such a name.
+        cn = without_controls(self._exprs["cn"].evaluate(src) or "")
         parent = self.target_ou
         error: str | None = None
         if "__ou" in self._exprs:

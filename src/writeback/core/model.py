@@ -181,7 +181,7 @@ class DirectoryGroup:
         str, AttributeValue
     ]  # mapped attributes: description, displayName, proxyAddresses, ...
     members: frozenset[str]  # member DNs as the directory returned them
-    protected: bool = False  # adminCount=1, isCriticalSystemObject or a well-known RID
+    protected: bool = False  # one of AD's protected or privileged groups (writeback.core.protected)
     object_sid: str | None = None  # SDDL string (S-1-5-21-...), for groups found by SID
 
     @property

@@ -8,7 +8,7 @@ a protected group, a group that cannot be written) is decided by the desired sta
 Each kind of change is made by one small step; ``compute_plan`` puts them in order.
 
 Ownership: only groups carrying writeback's anchor (``Group_<objectId>``, ``WritebackDynamic_<id>``) are ever
-changed or deleted; protected groups (adminCount, critical system objects) are reported and left alone; a
+changed or deleted; protected groups (:mod:`writeback.core.protected`) are reported and left alone; a
 create whose DN is held by an object writeback does not own is refused.
 """
 

@@ -13,14 +13,12 @@ from writeback.adapters.directory.codec import (
     first_str,
     guid_to_str,
     most_specific_class,
-    sid_rid,
     sid_to_str,
 )
+from writeback.core.dn import rdn_value
 from writeback.core.mapping import MULTI_VALUED_ATTRIBUTES
 from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
-
-# Below this RID are the built-in accounts and groups (Domain Admins 512, Enterprise Admins 519, …).
-FIRST_ORDINARY_RID = 1000
+from writeback.core.protected import protection
 
 GROUP_ATTRIBUTES = (
     "objectGUID",
@@ -57,15 +55,31 @@ def find_anchor(
     return None
 
 
-def is_protected(attrs: Mapping[str, list[bytes]]) -> bool:
-    """adminCount=1 (AdminSDHolder-protected), a critical system object, or a built-in RID."""
-    if first_str(attrs, "adminCount") == "1":
-        return True
-    if (first_str(attrs, "isCriticalSystemObject") or "").upper() == "TRUE":
-        return True
-    sid = _sid(attrs)
-    rid = sid_rid(sid) if sid else None
-    return rid is not None and rid < FIRST_ORDINARY_RID
+def is_protected(attrs: Mapping[str, list[bytes]], dn: str | None = None) -> bool:
+    """One of AD's protected or privileged groups (:func:`writeback.core.protected.protection` decides); ``dn``
+    gives its CN."""
+    admin_count = first_str(attrs, "adminCount")
+    try:
+        count = int(admin_count) if admin_count is not None else None
+    except ValueError:
+        count = 1  # unreadable: count it as set, the safe side
+    return (
+        protection(
+            object_sid=_sid(attrs),
+            sam_account_name=first_str(attrs, "sAMAccountName"),
+            cn=_cn(dn) if dn else None,
+            admin_count=count,
+            critical_system_object=(first_str(attrs, "isCriticalSystemObject") or "").upper() == "TRUE",
+        )
+        is not None
+    )
+
+
+def _cn(dn: str) -> str | None:
+    try:
+        return rdn_value(dn)
+    except (IndexError, ValueError):
+        return None
 
 
 def _value(attrs: Mapping[str, list[bytes]], name: str) -> AttributeValue:
@@ -103,7 +117,7 @@ def group_from_entry(
         # One string per DN in the process (issue 17, memory): a user in many groups, and the same user
         # resolved as an account, share one string instead of a copy per member value read.
         members=frozenset(map(sys.intern, members)),
-        protected=is_protected(attrs),
+        protected=is_protected(attrs, dn),
         object_sid=_sid(attrs),
     )
 

@@ -12,7 +12,9 @@ The database file itself is only ever touched by its path, never opened by a des
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -86,14 +88,28 @@ def private_database(path: str | Path) -> None:
 
 
 def write_private(path: str | Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text`` (a temporary file, 0600, renamed over it)."""
+    """Replace ``path`` atomically with ``text`` (a new temporary file, 0600, renamed over it).
+
+    Saved plans (``plan --out``, often run as root) and the health file go to folders other local users may be
+    able to write. So the temporary file is made by :func:`tempfile.mkstemp` in the target's folder: a random
+    name opened ``O_CREAT | O_EXCL`` (which never follows a link, nor opens a file someone else made), instead of
+    a predictable ``.NAME.PID.tmp`` an attacker could plant as a link to a root-owned file. A target that is
+    itself a symbolic link is refused (OSError ELOOP naming the path): ``os.replace`` would only replace the link,
+    but whoever points writeback's output somewhere else through a link should be told, not silently overruled.
+    """
     target = Path(path)
     private_dir(target.parent)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    if target.is_symlink():
+        raise OSError(
+            errno.ELOOP,
+            f"{target} is a symbolic link; writeback does not write through links (remove it, or give the "
+            "path of a regular file)",
+            str(target),
+        )
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        os.fchmod(fd, FILE_MODE)  # O_CREAT's mode only counts for a new file
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), FILE_MODE)  # mkstemp's 0600 is masked by the umask; set it exactly
             f.write(text)
         os.replace(tmp, target)
     except BaseException:
