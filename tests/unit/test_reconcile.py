@@ -277,3 +277,15 @@ def test_a_dry_run_plans_what_an_apply_would_and_leaves_the_state_as_it_was(worl
     assert result.ok and plan.digest() == dry.plan.digest(), "the apply did what the dry run showed"
     assert store.applied_dns()[gid(2)].lower() == old.lower() == world.entry(2)["dn"].lower()
     assert store.pending_groups().groups == frozenset() and state() != before
+
+
+def test_graph_objects_the_sync_skipped_as_malformed_are_named_in_the_plan(world: World) -> None:
+    from writeback.cli.report import render_plan
+    from writeback.core.ports import SkippedObject, SyncReport
+
+    bad = SkippedObject("groups", "g-bad", "displayName", "a number (int), expected a string or null")
+    report = SyncReport(skipped=(bad,))
+    plan = world.passes().run(PassOptions("full", dry_run=True, sync=False), report=report).plan
+    text = render_plan(plan)
+    assert "Graph groups object g-bad skipped: displayName is a number (int)" in text
+    assert world.passes().run(PassOptions("full", dry_run=True, sync=False)).plan.warnings == ()

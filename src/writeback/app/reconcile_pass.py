@@ -102,6 +102,25 @@ class PassResult:
         return self.applied.run_id if self.applied is not None else None
 
 
+SKIPPED_SHOWN = 10  # malformed Graph objects named in a plan's warnings; the log names each
+
+
+def skipped_objects(report: SyncReport) -> tuple[str, ...]:
+    """The plan's warnings for the Graph objects this pass's sync skipped as malformed (the rest was synced)."""
+    if not report.skipped:
+        return ()
+    lines = [
+        f"Graph {s.resource} object {s.object_id or '(no id)'} skipped: {s.field} is {s.problem}; the rest of "
+        "the sync was applied, and its last good copy (if any) is kept"
+        for s in report.skipped[:SKIPPED_SHOWN]
+    ]
+    if len(report.skipped) > SKIPPED_SHOWN:
+        lines.append(
+            f"... and {len(report.skipped) - SKIPPED_SHOWN} more malformed Graph objects (see the log)"
+        )
+    return tuple(lines)
+
+
 class ReconcilePass:
     """Runs passes with one engine. ``fence`` is the writer claim when it can end (the leader lease; None: a
     lock the process holds); ``should_stop`` ends an apply between two changes; ``on_apply`` observers (the event
@@ -181,7 +200,12 @@ class ReconcilePass:
                 only=only, dynamic=dynamic, allow=options.allow, locations=locations, now=self.clock()
             )
         deep = scope is not None and scope.deep
-        found = replace(found, deep=deep, scope=scope.describe() if scope else "incremental")
+        found = replace(
+            found,
+            deep=deep,
+            scope=scope.describe() if scope else "incremental",
+            warnings=(*found.warnings, *skipped_objects(report)),
+        )
         chosen = self._chosen(options, found)
         phases["plan"] = time.perf_counter() - planned
         full = scope is not None
@@ -246,7 +270,12 @@ class ReconcilePass:
         only = frozenset({target.id})
         with engine.timed("planning"):
             found = engine.plan(only=only, dynamic=False, allow=options.allow, now=self.clock())
-        plan = replace(found, deep=False, scope=f"one group: {target.display_name}")
+        plan = replace(
+            found,
+            deep=False,
+            scope=f"one group: {target.display_name}",
+            warnings=(*found.warnings, *skipped_objects(report)),
+        )
         phases = {"sync": planned - started, "plan": time.perf_counter() - planned}
         if show is not None:
             show(plan)
