@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -237,3 +238,37 @@ def test_service_cli_and_console_share_one_sqlite_state_through_kill_9(
     op.every_page()
     assert not op.failures, "\n".join(op.failures[:6])
     assert not unlinked_state_files(svc.proc.pid, home)
+
+
+def test_a_change_the_plan_page_reads_first_reaches_ad_within_10_s(
+    sandbox: Any,
+    cloud: Cloud,
+    test_ou: str,
+    ldap_conn: Any,
+    tmp_path: Path,
+    service_factory: Any,
+) -> None:
+    """Issue 23: the console's Plan page syncs the service's replica, taking the Graph change its next poll
+    would have seen. A viewer opening it must not delay the change to the hourly reconcile."""
+    users = synced_user_ids(sandbox_tenant(sandbox))
+    prefix = f"PlanPage-{uuid.uuid4().hex[:6]}"
+    gid = cloud.create_group(f"{prefix} G", users[:3])
+    token = new_token()
+    console, url = console_settings(tmp_path / "console", token, "viewer")
+    config = service_config(sandbox, cloud, test_ou, tmp_path / "home", prefix, extra=console)
+    op = Operator(url, token, config)
+    ad = AdView(ldap_conn, test_ou)
+    svc: RunningService = service_factory(config)
+    wait_for("the console", lambda: op.ready(svc), timeout=60)
+    wait_for("the first reconcile", lambda: converged(ad, cloud, [gid]), timeout=30)
+
+    for _ in range(3):
+        cloud.remove_member(gid, cloud.members(gid)[0])
+        started = time.monotonic()
+        plan = op.get("/api/plan")  # at once: the page's sync takes the change from Graph first (usually)
+        assert plan is not None and plan.status_code == 200, op.failures
+        wait_for("the change in AD", lambda: converged(ad, cloud, [gid]), timeout=10)
+        print(f"\na change read first by the Plan page reached AD in {time.monotonic() - started:.1f} s")
+        cloud.add_member(gid, users[5])
+        wait_for("the next change in AD", lambda: converged(ad, cloud, [gid]), timeout=10)
+    assert not op.failures, op.failures
