@@ -305,7 +305,8 @@ def test_provision_asked_of_the_standby_names_the_active_instance_and_writes_not
         timeout=30,
     )
     assert r.status_code == 409, r.text
-    assert "standing by" in r.json()["error"] and holder in r.json()["error"]
+    error = r.json()["error"]
+    assert error["code"] == "Conflict" and "standing by" in error["message"] and holder in error["message"]
 
     # `writeback provision` with the standby's config: the lease is taken, so it asks that console, which
     # says who is active. Nothing is written by either path.

@@ -104,7 +104,7 @@ def test_a_viewer_cannot_do_an_operators_action(console: Console) -> None:
         r = console.client.post(
             path, json={"deletes": 1, "group": "G1"}, headers=console.bearer(console.viewer)
         )
-        assert r.status_code == 403 and "operator role" in r.json()["error"], path
+        assert r.status_code == 403 and "operator role" in r.json()["error"]["message"], path
     csrf = console.sign_in(console.viewer)
     assert csrf == ""  # no operator forms rendered for a viewer
     assert console.client.post("/actions/reconcile", data={"csrf": "x"}).status_code == 403
@@ -298,7 +298,7 @@ def test_log_filters_take_only_known_actions_and_results(console: Console) -> No
     h = console.bearer(console.viewer)
     for query, known in (("action=bogus", "skip_members"), ("status=bogus", "interrupted")):
         r = console.client.get(f"/api/log?{query}", headers=h)
-        error = r.json()["error"]
+        error = r.json()["error"]["message"]
         assert r.status_code == 400 and "'bogus' is not one of" in error and known in error, error
     assert console.client.get("/api/log?action=skip_members&status=info", headers=h).status_code == 200
     page = console.client.get("/log", headers=h).text

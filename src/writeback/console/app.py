@@ -11,17 +11,26 @@ without JavaScript; htmx only refreshes parts of them.
 The status's ``role`` (active, standby, stopped), lease ``holder`` and ``leaseExpires`` come from the leader
 lease as its thread last learnt them from the database (every ``lease_renew_interval``); the health file and
 ``/metrics`` (``writeback_leader``) follow the service loop, which looks at the lease before every cycle.
+
+Every response carries the security headers of :data:`SECURITY_HEADERS` (no framing, scripts and styles only
+from /static, no sniffing, no referrer) and, but for /static, ``Cache-Control: no-store``: one middleware,
+:class:`Guard`, which also turns an unexpected exception into a JSON 500 (the traceback goes to the log as one
+JSON record, never into the response). Every API error is Graph's error JSON,
+``{"error": {"code": "BadRequest", "message": "...", "innerError": {"date": ..., "request-id": ...}}}``;
+every API input (query, path, body) is checked, and a bad one is a 400 saying which and what to send.
 """
 
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict
 from pathlib import Path
@@ -30,10 +39,14 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from writeback.app import views
 from writeback.app.engine import Allowances, Engine
@@ -41,7 +54,7 @@ from writeback.app.lease import describe_instance
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
 from writeback.app.views import LOG_COLUMNS, iso, log_query
-from writeback.console.auth import Authenticator, Principal
+from writeback.console.auth import Authenticator, ConsoleLocked, Principal
 from writeback.console.backend import ServiceBackend
 from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
 from writeback.core.ports import LogQuery, LogRecord
@@ -51,12 +64,108 @@ log = logging.getLogger("writeback.console")
 HERE = Path(__file__).parent
 COOKIE = "wb_session"
 
+# On every response. The pages load only /static/console.css and /static/htmx.min.js (no inline script, style
+# or event handler: htmx's own indicator style is turned off in base.html), talk only to this origin, and may be
+# framed by nobody (a framed console was clickjacked into Allow: issue 23).
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+# Graph's error codes by HTTP status.
+ERROR_CODES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    413: "RequestEntityTooLarge",
+    500: "InternalServerError",
+    503: "ServiceUnavailable",
+}
+MAX_ID = 2**63 - 1  # log ids and offsets: a 64-bit integer, as SQLite and PostgreSQL store them
+MAX_COUNT = 1_000_000_000  # an allowance: far above any directory, far below what a 64-bit column holds
+MAX_BODY = 64 * 1024  # an operator action's body: a few small fields
+MAX_TEXT = 1024  # a filter or a group's name or id
+# Cells a spreadsheet would take as a formula (OWASP, CSV injection): such a cell gets a leading quote.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+class BadRequest(Exception):
+    """An API input the console refuses: a 400 with the message (which input, what to send)."""
+
+
+def error_json(status: int, message: str, request_id: str | None = None) -> JSONResponse:
+    """Graph's error JSON: ``{"error": {"code", "message", "innerError": {"date", "request-id"}}}``."""
+    inner = {
+        "date": iso(time.time()),
+        "request-id": request_id or str(uuid.uuid4()),
+    }
+    body = {"error": {"code": ERROR_CODES.get(status, "Error"), "message": message, "innerError": inner}}
+    return JSONResponse(body, status_code=status)
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/api/") or "json" in request.headers.get("accept", "")
+
+
+class Guard:
+    """The one middleware every response passes: adds :data:`SECURITY_HEADERS` (and ``Cache-Control:
+    no-store`` to all but /static), and turns an unexpected exception into a JSON 500 naming a request id, while
+    the traceback goes to the log as one JSON record with that id (never into the response, nor to
+    uvicorn's plain-text printer)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+                if not path.startswith("/static/"):
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            request_id = str(uuid.uuid4())
+            log.exception(
+                "unexpected error answering %s %s (a bug: please report it)",
+                scope.get("method"),
+                path,
+                extra={"event": "bug", "method": scope.get("method"), "path": path, "request_id": request_id},
+            )
+            if started:  # the response is on its way: nothing else can be sent
+                return
+            message = (
+                f"unexpected error (a bug): the service log has its details under request id {request_id}"
+            )
+            await error_json(500, message, request_id)(scope, receive, send_with_headers)
+
 
 class Console:
     """The ASGI app over one backend. ``app`` is the Starlette application."""
 
     def __init__(self, backend: ServiceBackend, auth: Authenticator, *, https: bool) -> None:
         self.backend, self.auth, self.https = backend, auth, https
+        self._locked_by: str | None = None  # the last "console locked" message logged
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
         )
@@ -73,7 +182,7 @@ class Console:
                 Route("/signout", self.signout, methods=["POST"]),
                 Route("/", page(self.status_page)),
                 Route("/log", page(self.log_page)),
-                Route("/log/{id:int}", page(self.log_row_page)),
+                Route("/log/{id}", page(self.log_row_page)),
                 Route("/groups", page(self.groups_page)),
                 Route("/plan", page(self.plan_page)),
                 Route("/provision", page(self.provision_page)),
@@ -84,7 +193,7 @@ class Console:
                 Route("/actions/reconcile", op(self.reconcile), methods=["POST"]),
                 Route("/api/status", api(self.api_status)),
                 Route("/api/log", api(self.api_log)),
-                Route("/api/log/{id:int}", api(self.api_log_row)),
+                Route("/api/log/{id}", api(self.api_log_row)),
                 Route("/api/groups", api(self.api_groups)),
                 Route("/api/plan", api(self.api_plan)),
                 Route("/api/provision", op(self.provision_start), methods=["POST"]),
@@ -93,8 +202,41 @@ class Console:
                 Route("/api/clear-quarantine", op(self.clear_quarantine), methods=["POST"]),
                 Route("/api/reconcile", op(self.reconcile), methods=["POST"]),
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-            ]
+            ],
+            middleware=[Middleware(Guard)],
+            exception_handlers={
+                BadRequest: self._bad_request,
+                ConsoleLocked: self._locked,
+                HTTPException: self._http_error,
+            },
         )
+
+    # -- errors ---------------------------------------------------------------------------------------------
+    async def _bad_request(self, request: Request, exc: Exception) -> Response:
+        return self._error(request, 400, str(exc))
+
+    async def _locked(self, request: Request, exc: Exception) -> Response:
+        """The tokens file cannot be used: nobody is signed in until it is fixed; the message says how."""
+        if str(exc) != self._locked_by:  # once per cause, not at every request
+            self._locked_by = str(exc)
+            log.error("%s", exc, extra={"event": "console_locked"})
+        if _wants_json(request) or request.headers.get("authorization"):
+            return error_json(503, str(exc))
+        return self.render(
+            request, None, "message.html", {"title": "Console locked", "message": str(exc)}, 503
+        )
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's own errors (no such path, method not allowed): Graph's error JSON under /api/."""
+        assert isinstance(exc, HTTPException)
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        if _wants_json(request):
+            response: Response = error_json(exc.status_code, str(exc.detail))
+        else:
+            response = PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+        response.headers.update(exc.headers or {})
+        return response
 
     # -- sign-in --------------------------------------------------------------------------------------------
     def principal(self, request: Request) -> Principal | None:
@@ -106,11 +248,11 @@ class Console:
 
     def _unauthorized(self, request: Request, api: bool) -> Response:
         if api or request.url.path.startswith("/api/") or request.headers.get("authorization"):
-            return JSONResponse(
-                {"error": "sign in: send Authorization: Bearer <token> (a token from console.tokens_file)"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
+            response = error_json(
+                401, "sign in: send Authorization: Bearer <token> (a token from console.tokens_file)"
             )
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         return RedirectResponse(f"/signin?next={request.url.path}", status_code=303)
 
     Handler = Callable[[Request, Principal], Awaitable[Response]]
@@ -140,7 +282,7 @@ class Console:
             if who.csrf:  # a browser session (bearer requests carry no csrf)
                 form = await request.form() if "form" in request.headers.get("content-type", "") else {}
                 sent = request.headers.get("x-csrf-token") or str(form.get("csrf", ""))
-                if sent != who.csrf:
+                if not hmac.compare_digest(sent.encode(), who.csrf.encode()):
                     return self._error(
                         request, 403, "the form is out of date (CSRF check failed): reload the page"
                     )
@@ -149,8 +291,8 @@ class Console:
         return endpoint
 
     def _error(self, request: Request, status: int, message: str) -> Response:
-        if request.url.path.startswith("/api/") or "json" in request.headers.get("accept", ""):
-            return JSONResponse({"error": message}, status_code=status)
+        if _wants_json(request):
+            return error_json(status, message)
         return self.render(request, None, "message.html", {"title": "Not done", "message": message}, status)
 
     def render(
@@ -168,7 +310,8 @@ class Console:
         if request.method == "GET":
             return self.render(request, None, "signin.html", {"next": nxt, "error": None})
         form = await request.form()
-        who = self.auth.check_token(str(form.get("token", "")).strip())
+        token = str(form.get("token", "")).strip()
+        who = self.auth.check_token(token)
         if who is None:
             return self.render(
                 request, None, "signin.html", {"next": nxt, "error": "That token is not valid."}, 401
@@ -176,7 +319,7 @@ class Console:
         response = RedirectResponse(nxt, status_code=303)
         response.set_cookie(
             COOKIE,
-            self.auth.start_session(who),
+            self.auth.start_session(who, token),
             httponly=True,
             samesite="strict",
             secure=self.https,
@@ -296,14 +439,9 @@ class Console:
         )
 
     async def allow(self, request: Request, who: Principal) -> Response:
-        data = await _payload(request)
-        try:
-            allow = Allowances(
-                int(data.get("deletes") or 0), int(data.get("removals") or 0), int(data.get("updates") or 0)
-            )
-        except ValueError:
-            return self._error(request, 400, "deletes, removals and updates must be whole numbers")
-        if allow == Allowances() or min(allow.deletes, allow.removals, allow.updates) < 0:
+        data = await _payload(request, ("deletes", "removals", "updates"))
+        allow = Allowances(*(_count(data, name) for name in ("deletes", "removals", "updates")))
+        if allow == Allowances():
             return self._error(request, 400, "nothing to allow: give deletes, removals and/or updates (> 0)")
         await run_in_threadpool(self.backend.allow, allow)
         row = await self._journal(
@@ -316,6 +454,7 @@ class Console:
         )
 
     async def clear_quarantine(self, request: Request, who: Principal) -> Response:
+        await _payload(request, ())
         h = self.backend.health()
         self.backend.clear_quarantine()
         row = await self._journal(
@@ -330,6 +469,7 @@ class Console:
         return self._done(request, "Quarantine cleared; a reconcile starts now.", who, row)
 
     async def reconcile(self, request: Request, who: Principal) -> Response:
+        await _payload(request, ())
         self.backend.reconcile_now()
         row = await self._journal(who, "reconcile", {"reason": "a deep reconcile, started now"})
         return self._done(
@@ -385,19 +525,15 @@ class Console:
             return views.log_rows(store, q)
 
     async def api_log(self, request: Request, who: Principal) -> Response:
-        try:
-            q = log_query(request.query_params)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        q = _log_query(request.query_params)
         rows = await run_in_threadpool(self._log, q)
         if request.query_params.get("format") == "csv":
             out = io.StringIO()
             writer = csv.writer(out)
             writer.writerow([*LOG_COLUMNS, "activityDateTime", "detail"])
             for r in rows:
-                writer.writerow(
-                    [*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])]
-                )
+                cells = [*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])]
+                writer.writerow([csv_cell(c) for c in cells])
             return Response(
                 out.getvalue(),
                 media_type="text/csv; charset=utf-8",
@@ -407,8 +543,8 @@ class Console:
 
     async def log_page(self, request: Request, who: Principal) -> Response:
         try:
-            q = log_query(request.query_params)
-        except ValueError as exc:
+            q = _log_query(request.query_params)
+        except BadRequest as exc:
             return self.render(
                 request,
                 who,
@@ -429,11 +565,11 @@ class Console:
             return views.log_row(store, entry_id)
 
     async def api_log_row(self, request: Request, who: Principal) -> Response:
-        row = await run_in_threadpool(self._row, request.path_params["id"])
-        return JSONResponse(row) if row else JSONResponse({"error": "no such log entry"}, status_code=404)
+        row = await run_in_threadpool(self._row, _log_id(request.path_params["id"]))
+        return JSONResponse(row) if row else error_json(404, "no such log entry")
 
     async def log_row_page(self, request: Request, who: Principal) -> Response:
-        row = await run_in_threadpool(self._row, request.path_params["id"])
+        row = await run_in_threadpool(self._row, _log_id(request.path_params["id"]))
         if row is None:
             return self._error(request, 404, "no such log entry")
         return self.render(request, who, "log_row.html", {"r": row})
@@ -468,7 +604,7 @@ class Console:
 
     async def api_plan(self, request: Request, who: Principal) -> Response:
         plan, error = await self._plan_or_error()
-        return JSONResponse(plan if plan is not None else {"error": error}, status_code=200 if plan else 503)
+        return JSONResponse(plan) if plan is not None else error_json(503, error or "no plan")
 
     async def plan_page(self, request: Request, who: Principal) -> Response:
         plan, error = await self._plan_or_error()
@@ -483,8 +619,8 @@ class Console:
         return self.render(request, who, "provision.html", {"q": q, "matches": matches})
 
     async def provision_start(self, request: Request, who: Principal) -> Response:
-        data = await _payload(request)
-        group = str(data.get("group", "")).strip()
+        data = await _payload(request, ("group",))
+        group = _text(data, "group")
         if not group:
             return self._error(request, 400, "give the group: its name or object id")
         try:
@@ -507,7 +643,7 @@ class Console:
 
     async def api_provision_run(self, request: Request, who: Principal) -> Response:
         run = self.backend.runs.get(request.path_params["id"])
-        return JSONResponse(run.to_dict()) if run else JSONResponse({"error": "no such run"}, status_code=404)
+        return JSONResponse(run.to_dict()) if run else error_json(404, "no such run")
 
     async def provision_run(self, request: Request, who: Principal) -> Response:
         run = self.backend.runs.get(request.path_params["id"])
@@ -519,11 +655,120 @@ class Console:
         )
 
 
-async def _payload(request: Request) -> dict[str, Any]:
-    if "json" in request.headers.get("content-type", ""):
-        data = await request.json()
-        return data if isinstance(data, dict) else {}
-    return {k: v for k, v in (await request.form()).items()}
+async def _payload(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
+    """An operator action's fields: a JSON object, or a form (its ``csrf`` field aside). Anything else, and any
+    field but ``fields``, is a :class:`BadRequest`."""
+    ctype = request.headers.get("content-type", "")
+    if "form" in ctype:
+        data: Any = {k: v for k, v in (await request.form()).items() if k != "csrf"}
+    else:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise BadRequest(f"the body is {len(raw)} bytes: an action takes a JSON object of a few fields")
+        if not raw.strip():
+            data = {}
+        elif "json" not in ctype:
+            raise BadRequest("send a JSON object with Content-Type: application/json")
+        else:
+            try:
+                data = json.loads(raw, parse_constant=_no_constant)
+            except (ValueError, RecursionError) as exc:
+                raise BadRequest(f"the body is not valid JSON ({_short(exc)}): send a JSON object") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"the body is a JSON {type(data).__name__}, not an object: send a JSON object")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        takes = f"it takes {', '.join(fields)}" if fields else "it takes no fields"
+        raise BadRequest(f"unknown field {', '.join(map(repr, unknown))} for this action: {takes}")
+    return dict(data)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _short(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+
+
+def _count(data: Mapping[str, Any], name: str) -> int:
+    """A whole number from 0 to :data:`MAX_COUNT` (absent, null or an empty form field: 0)."""
+    value = data.get(name)
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,10}", value.strip()):  # a form field
+        value = int(value.strip())
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise BadRequest(f"{name} must be a whole number from 0 to {MAX_COUNT}, not {_shown(value)}")
+    return value
+
+
+def _text(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, not {_shown(value)}")
+    _check_text(name, value)
+    return value.strip()
+
+
+def _check_text(name: str, value: str) -> None:
+    if len(value) > MAX_TEXT:
+        raise BadRequest(f"{name} is {len(value)} characters long: at most {MAX_TEXT}")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise BadRequest(f"{name} holds a control character: send it without")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _whole(name: str, text: str, low: int, high: int) -> int:
+    """``text`` as a whole number from ``low`` to ``high`` (ASCII digits only: no sign, fraction or exponent)."""
+    if not re.fullmatch(r"[0-9]{1,19}", text) or not low <= int(text) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {_shown(text)}")
+    return int(text)
+
+
+def _log_id(text: str) -> int:
+    return _whole("a log entry's id", text, 1, MAX_ID)
+
+
+LOG_PARAMS = ("since", "until", "status", "action", "group", "run", "limit", "offset", "format")
+
+
+def _log_query(params: Mapping[str, str]) -> LogQuery:
+    """The log's filters (:func:`writeback.app.views.log_query`), each checked: a bad one is a BadRequest."""
+    for name in LOG_PARAMS:
+        _check_text(name, params.get(name) or "")
+    if params.get("format") not in (None, "", "json", "csv"):
+        raise BadRequest(f"format {_shown(params.get('format'))} is not one of: json, csv")
+    if params.get("limit"):
+        _whole("limit", params["limit"], 1, 10_000)
+    if params.get("offset"):
+        _whole("offset", params["offset"], 0, MAX_ID)
+    for name in ("since", "until"):
+        value = params.get(name) or ""
+        if not value.isascii() or len(value) > 64:
+            raise BadRequest(
+                f"{name} {_shown(value)}: use 90m, 12h, 7d or an ISO time such as 2026-11-22T08:00"
+            )
+    try:
+        return log_query(params)
+    except OverflowError:
+        raise BadRequest("since or until is out of range: use 90m, 12h, 7d or an ISO time") from None
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: one that starts like a formula (``=``, ``+``, ``-``, ``@``, tab
+    or CR) gets a leading ``'``, as OWASP advises against CSV injection."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
 
 
 def chart(per_day: list[dict[str, Any]], width: int = 560, height: int = 120) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from writeback.app.service import Service
 from writeback.app.wiring import build_store
 from writeback.config import Settings
 from writeback.console.app import Console
-from writeback.console.auth import Authenticator
+from writeback.console.auth import Authenticator, load_tokens
 from writeback.console.backend import ServiceBackend
 from writeback.errors import ConfigError
 
@@ -35,8 +35,8 @@ def build(service: Service) -> Console:
             file=settings.path,
             key="console.tokens_file",
         )
+    load_tokens(settings.console.tokens_file)  # a bad tokens file fails at start, not at the first sign-in
     auth = Authenticator(settings.console.tokens_file)
-    auth.check_token("")  # read the file now: a bad tokens file fails at start, not at the first sign-in
 
     def counts() -> dict[str, int]:
         store = build_store(settings)
@@ -85,6 +85,7 @@ def start(service: Service) -> Callable[[], None]:
         port=int(port),
         log_level="warning",
         access_log=False,
+        log_config=None,  # uvicorn's records go to the service's handler: one JSON object per line
         ssl_certfile=settings.console.certificate_file,
         ssl_keyfile=settings.console.private_key_file,
         lifespan="off",
