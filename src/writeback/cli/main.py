@@ -547,9 +547,11 @@ def _provision_via_service(settings: Any, group: str, emit: Any) -> tuple[str, s
             r = client.post("/api/provision", json={"group": group})
             if r.status_code >= 400:
                 try:
-                    why = str(r.json().get("error") or r.text[:200])
+                    error = r.json().get("error")
                 except ValueError:
-                    why = r.text[:200]
+                    error = None
+                # The console's errors are Graph-shaped: {"error": {"code", "message", "innerError"}}.
+                why = str(error.get("message") if isinstance(error, dict) else error or r.text[:200])
                 if r.status_code == 409:  # a standby: it names the active instance
                     raise StateLockedError(f"the service at {base} cannot provision: {why}")
                 raise ConfigError(f"the console at {base} refused: HTTP {r.status_code} {why}")
