@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
+import stat
 import subprocess
 import time
 import uuid
@@ -34,7 +35,10 @@ from tests.testbed.service import (
 )
 
 from writeback.adapters.state.postgres import PostgresStore
+from writeback.config import load_settings
 from writeback.console.auth import new_token
+from writeback.testbed.sandbox import sandbox_up
+from writeback.testbed.sandbox.console import listen as console_listen
 
 pytestmark = [pytest.mark.samba, pytest.mark.postgres]
 service_factory = support.service_factory  # shared fixtures
@@ -391,3 +395,64 @@ def test_a_leader_paused_mid_change_stops_at_its_next_write_and_ad_ends_as_the_c
     fenced = [e for e in a.events() if e.get("event") in ("fenced", "fenced_mid_change")]
     assert fenced, "the resumed leader says it stopped writing"
     assert a.stop() == 0 and b.stop() == 0
+
+
+def test_the_sandboxs_ready_ha_configs_fail_over(sandbox: Any, tmp_path: Path) -> None:
+    """`sandbox up --postgres` writes DIR/writeback-ha-a.toml and -b.toml: started as they are, one instance is
+    active and the other stands by; kill -9 of the active one and the other takes over (docs/ha.md)."""
+    info = sandbox_up(sandbox.dir, users=sandbox.users, postgres=True)
+    assert info.postgres_url and info.postgres_password_file
+    assert len(info.ha_configs) == 2
+    # The config refuses a password inside state.url: the URL has none, the password is in a 0600 file.
+    password = info.postgres_password_file.read_text().strip()
+    assert password and password not in info.postgres_url
+    assert stat.S_IMODE(info.postgres_password_file.stat().st_mode) == 0o600
+    configs = [Path(p) for p in info.ha_configs]
+    assert [p.name for p in configs] == ["writeback-ha-a.toml", "writeback-ha-b.toml"]
+    settings = [load_settings(p) for p in configs]
+    assert {s.state.url for s in settings} == {info.postgres_url}
+    assert len({s.service.listen for s in settings} | {console_listen(str(info.console_url))}) == 3
+    assert len({s.service.health_file for s in settings}) == 2
+    for path in configs:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and password not in path.read_text()
+
+    services: list[RunningService] = []
+    for path, s in zip(configs, settings, strict=True):
+        assert s.service.health_file
+        health = Path(s.service.health_file)
+        health.unlink(missing_ok=True)  # an earlier run's would answer for the new instance
+        home = tmp_path / path.stem
+        home.mkdir()
+        # Exactly the ready config; only the service's log goes to the test's directory.
+        svc = RunningService(path, home)
+        svc.health_file = health
+        services.append(svc)
+    try:
+        _fail_over(services, settings, str(info.console_token))
+    finally:
+        for svc in services:
+            svc.stop(signal.SIGKILL)
+
+
+def _fail_over(services: list[RunningService], settings: list[Any], token: str) -> None:
+    a, b = services
+    active, standby = active_and_standby(a, b)
+    urls = {id(svc): f"http://{s.service.listen}" for svc, s in zip(services, settings, strict=True)}
+    wait_for("both consoles", lambda: all(_answers(u, token) for u in urls.values()), timeout=30)
+    assert api_status(urls[id(active)], token)["role"] == "active"
+    assert api_status(urls[id(standby)], token)["role"] == "standby"
+
+    active.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for("the standby to take over", lambda: role(standby) == "active", timeout=60)
+    print(f"\nready HA configs: the standby was active {time.monotonic() - killed:.1f} s after kill -9")
+    assert api_status(urls[id(standby)], token)["role"] == "active"
+    assert standby.stop() == 0
+
+
+def _answers(url: str, token: str) -> bool:
+    try:
+        api_status(url, token)
+    except httpx.HTTPError:
+        return False
+    return True

@@ -135,7 +135,7 @@ INTERNAL = ("_cmd", "subcommand_parser", "func")
         (["config"], "{check}"),
         (["state"], "{rebuild-replica,migrate}"),
         (["rules"], "{check,test}"),
-        (["sandbox"], "{up,down,status}"),
+        (["sandbox"], "{up,reset,down,status}"),
         (["emulator"], "{serve}"),
         ([], "COMMAND"),
     ],

@@ -427,21 +427,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             postgres=args.postgres,
             exchange_schema=args.exchange_schema,
         )
-        print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
-        if info.postgres_url:
-            print("  Postgres:  postgres_url in sandbox.json (TLS, loopback; the URL holds the password)")
-        if info.graph_url:
-            print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
-        else:
-            print("  Graph:     the emulator is not running; see the logs in " + str(directory / "logs"))
-        print(f"  Config:    {info.config}")
-        if info.console_url:
-            token_file = info.dir / "secrets" / "console_token"
-            print(
-                f"  Console:   {info.console_url}  (served by `writeback run`; operator token in {token_file})"
-            )
-        print(f"  Contract:  {directory / 'sandbox.json'}")
+        _print_sandbox(info, directory)
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
+    elif args.sandbox_cmd == "reset":
+        report = sandbox.sandbox_reset(directory)
+        print(f"Sandbox in {directory} reset in {report.seconds:.1f} s, as `writeback sandbox up` made it:")
+        for line in report.steps:
+            print(f"  - {printable(line)}")
+        _print_sandbox(report.info, directory)
+        print("Next: writeback plan   (stop it with: writeback sandbox down)")
     elif args.sandbox_cmd == "down":
         sandbox.sandbox_down(directory)
         print(f"Sandbox in {directory} stopped (files kept).")
@@ -449,6 +443,33 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         status = sandbox.sandbox_status(directory)
         print(status if isinstance(status, str) else json.dumps(_public(status), indent=2, default=str))
     return EXIT_OK
+
+
+def _print_sandbox(info: Any, directory: Path) -> None:
+    from writeback.testbed import sandbox
+
+    print(f"  DC:        {info.ldap_url}  (base {info.base_dn})")
+    first, *more = sandbox.users_explained(info.users)
+    print(f"  Users:     {first}")
+    for line in more:
+        print(f"             {line}")
+    if info.postgres_url:
+        print(
+            f"  Postgres:  postgres_url in sandbox.json (TLS, loopback), its password in {info.postgres_password_file}"
+        )
+        for config in info.ha_configs:
+            print(
+                f"  HA:        writeback --config {config} run   (two instances, one PostgreSQL: docs/ha.md)"
+            )
+    if info.graph_url:
+        print(f"  Graph:     {info.graph_url}  (tenant {info.tenant_id})")
+    else:
+        print("  Graph:     the emulator is not running; see the logs in " + str(directory / "logs"))
+    print(f"  Config:    {info.config}")
+    if info.console_url:
+        token_file = info.dir / "secrets" / "console_token"
+        print(f"  Console:   {info.console_url}  (served by `writeback run`; operator token in {token_file})")
+    print(f"  Contract:  {directory / 'sandbox.json'}")
 
 
 def _public(obj: Any) -> Any:
@@ -719,7 +740,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--postgres",
         action="store_true",
-        help="also start a PostgreSQL server (Debian's package) for [state] url; sandbox.json gets postgres_url",
+        help="also start a PostgreSQL server (Debian's package) for [state] url; sandbox.json gets postgres_url "
+        "(no password: postgres_password_file) and DIR/writeback-ha-a.toml, -b.toml, two instances on it",
     )
     up.add_argument(
         "--exchange-schema",
@@ -728,6 +750,11 @@ def build_parser() -> argparse.ArgumentParser:
         "msExchRecipientDisplayType), as a forest prepared for Exchange has; irreversible for this sandbox",
     )
     for name, text in (
+        (
+            "reset",
+            "back to how `sandbox up` made it, in seconds: the DC from its snapshot, the emulator's tenant, "
+            "writeback's state emptied (same domain, ports, CA and secrets)",
+        ),
         ("down", "stop the sandbox's DC and emulator (its files are kept)"),
         ("status", "say what of the sandbox runs, as JSON"),
     ):

@@ -4,6 +4,7 @@
 project's test bed. Public API::
 
     sandbox_up(directory, users=50, progress=None) -> SandboxInfo
+    sandbox_reset(directory, progress=None) -> ResetReport
     sandbox_down(directory) -> None
     sandbox_status(directory) -> SandboxStatus
     load_info(directory) -> SandboxInfo
@@ -12,6 +13,23 @@ Nothing runs at import time.
 """
 
 from writeback.testbed.sandbox.info import SandboxInfo, SandboxStatus, load_info
-from writeback.testbed.sandbox.lifecycle import sandbox_down, sandbox_status, sandbox_up
+from writeback.testbed.sandbox.lifecycle import (
+    ResetReport,
+    sandbox_down,
+    sandbox_reset,
+    sandbox_status,
+    sandbox_up,
+)
+from writeback.testbed.sandbox.tenant import users_explained
 
-__all__ = ["SandboxInfo", "SandboxStatus", "load_info", "sandbox_down", "sandbox_status", "sandbox_up"]
+__all__ = [
+    "ResetReport",
+    "SandboxInfo",
+    "SandboxStatus",
+    "load_info",
+    "sandbox_down",
+    "sandbox_reset",
+    "sandbox_status",
+    "sandbox_up",
+    "users_explained",
+]

@@ -1,16 +1,42 @@
 """DIR/writeback.toml: a ready configuration pointing writeback at the sandbox (secrets by file reference).
 
 It binds as the sandbox's service account, delegated only what docs/least-privilege.md lists on the target
-OU, so whoever tries writeback on the sandbox runs it with production's rights."""
+OU, so whoever tries writeback on the sandbox runs it with production's rights.
+
+With `sandbox up --postgres`, DIR/writeback-ha-a.toml and DIR/writeback-ha-b.toml are the same configuration
+for two `writeback run` instances sharing the sandbox's PostgreSQL as their state: each serves its own console
+(a loopback port chosen once and kept) and writes its own health file, so failover can be watched in the
+sandbox (docs/ha.md)."""
 
 from __future__ import annotations
 
 import json
+import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
 from writeback.testbed.sandbox import console
 from writeback.testbed.sandbox.info import SandboxInfo
 from writeback.testbed.sandbox.layout import SandboxPaths
+from writeback.testbed.sandbox.secretfiles import write_private
+
+HA_INSTANCES = ("a", "b")
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """[state] of the HA configs: the sandbox's PostgreSQL, its password by file."""
+
+    url: str
+    password_file: Path
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What differs between the HA configs: the console's address and the health file."""
+
+    console_url: str
+    health_file: Path
 
 
 def _q(value: object) -> str:
@@ -18,12 +44,25 @@ def _q(value: object) -> str:
     return json.dumps(str(value))
 
 
-def render(info: SandboxInfo, paths: SandboxPaths) -> str:
+def render(
+    info: SandboxInfo,
+    paths: SandboxPaths,
+    *,
+    state: SharedState | None = None,
+    instance: Instance | None = None,
+) -> str:
+    """The config text: DIR/writeback.toml, or with ``state`` and ``instance`` one of the HA configs.
+
+    [source] is left out while no emulator runs: the loader's default Graph URL is Microsoft's, and a sandbox
+    config must never point at a real tenant."""
     if not info.service_bind_dn:
         raise ValueError("the sandbox's service account must exist before its config is written")
-    """The config text. [source] is left out while no emulator runs: the loader's default Graph URL is
-    Microsoft's, and a sandbox config must never point at a real tenant."""
     lines = ["# Written by `writeback sandbox up`. Secrets are referenced by file, never inline.", ""]
+    if instance is not None:
+        lines[1:1] = [
+            "# One of two instances sharing the sandbox's PostgreSQL state: start both with",
+            "# `writeback --config <file> run`; one is active, the other stands by (docs/ha.md).",
+        ]
     if info.graph_url:
         lines += [
             "[source]",
@@ -48,22 +87,58 @@ def render(info: SandboxInfo, paths: SandboxPaths) -> str:
         f"target_ou = {_q(info.groups_ou)}",
         f"ca_file = {_q(info.ca_file)}",
         "",
+        # Every kind of group writeback can write, so one config (and one state) covers what the demo shows:
+        # a second config with another scope over the same OU would leave this one's plan saying "the
+        # configuration changed" and reporting the other's groups as "no longer updated". Off by default
+        # outside the sandbox, where a tenant's Teams groups should not land in AD unasked.
+        "[scope]",
+        "include_microsoft365 = true",
+        "include_mail_enabled = true",
+        "",
         "[state]",
-        f"path = {_q(paths.state_file)}",
     ]
-    if info.console_url:
+    if state is None:
+        lines.append(f"path = {_q(paths.state_file)}")
+    else:
+        # The password is never inside state.url (the config refuses it): it is read from a 0600 file.
+        lines += [f"url = {_q(state.url)}", f"password_file = {_q(state.password_file)}"]
+    console_url = instance.console_url if instance is not None else info.console_url
+    if console_url:
         # `writeback run` serves the console here; sign in with DIR/secrets/console_token (an operator).
-        lines += [
-            "",
-            "[service]",
-            f"listen = {_q(console.listen(info.console_url))}",
-            "",
-            "[console]",
-            f"tokens_file = {_q(paths.console_tokens_file)}",
-        ]
+        lines += ["", "[service]", f"listen = {_q(console.listen(console_url))}"]
+        if instance is not None:
+            lines.append(f"health_file = {_q(instance.health_file)}")
+        lines += ["", "[console]", f"tokens_file = {_q(paths.console_tokens_file)}"]
     return "\n".join(lines) + "\n"
 
 
 def write(info: SandboxInfo, paths: SandboxPaths) -> Path:
-    paths.config_file.write_text(render(info, paths), encoding="utf-8")
+    write_private(paths.config_file, render(info, paths))
     return paths.config_file
+
+
+def _previous_console(path: Path) -> str | None:
+    """The console URL an existing HA config serves, so its address stays the same across `up` runs."""
+    try:
+        listen = tomllib.loads(path.read_text(encoding="utf-8"))["service"]["listen"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"http://{listen}" if isinstance(listen, str) and listen else None
+
+
+def write_ha(info: SandboxInfo, paths: SandboxPaths, state: SharedState) -> tuple[Path, ...]:
+    """DIR/writeback-ha-a.toml and -b.toml (see the module docstring); returns their paths."""
+    taken = {info.console_url}
+    written = []
+    for name in HA_INSTANCES:
+        target = paths.ha_config_file(name)
+        url = _previous_console(target)
+        while url is None or url in taken:
+            url = f"http://{console.HOST}:{console.free_port()}"
+        taken.add(url)
+        home = paths.ha_home(name)
+        home.mkdir(mode=0o700, exist_ok=True)
+        instance = Instance(console_url=url, health_file=home / "health.json")
+        write_private(target, render(info, paths, state=state, instance=instance))
+        written.append(target)
+    return tuple(written)

@@ -43,14 +43,14 @@ def read_endpoint(paths: SandboxPaths) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def start(paths: SandboxPaths, tenant_file: Path) -> dict[str, Any]:
-    """Start the emulator on a free port for ``tenant_file`` and wait for its emulator.json."""
+def start(paths: SandboxPaths, tenant_file: Path, port: int = 0) -> dict[str, Any]:
+    """Start the emulator for ``tenant_file`` on ``port`` (0: a free one) and wait for its emulator.json."""
     paths.emulator_dir.mkdir(parents=True, exist_ok=True)
     paths.emulator_json.unlink(missing_ok=True)  # a stale one would be taken for the new process's
     argv = [
         sys.executable, "-m", MODULE, "serve",
         "--tenant", str(tenant_file),
-        "--port", "0",
+        "--port", str(port),
         "--data-dir", str(paths.emulator_dir),
     ]  # fmt: skip
     processes.start_detached(

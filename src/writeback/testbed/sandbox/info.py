@@ -17,7 +17,7 @@ from writeback.errors import SandboxError
 from writeback.testbed.sandbox.layout import SandboxPaths
 from writeback.testbed.sandbox.secretfiles import write_private
 
-_PATH_FIELDS = ("dir", "ca_file", "graph_ca_file", "config", "tenant_file")
+_PATH_FIELDS = ("dir", "ca_file", "graph_ca_file", "config", "tenant_file", "postgres_password_file")
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,14 @@ class SandboxInfo:
     # port chosen once) and an operator token to sign in with (its hash is in DIR/secrets/console_tokens).
     console_url: str | None = None
     console_token: str | None = field(default=None, repr=False)
-    # `sandbox up --postgres`: the libpq URL of the sandbox's PostgreSQL (with its password), and its pid.
-    postgres_url: str | None = field(default=None, repr=False)
+    # `sandbox up --postgres`: the libpq URL of the sandbox's PostgreSQL, without its password (the config
+    # refuses a password inside state.url), the file holding the password (0600), and the server's pid.
+    postgres_url: str | None = None
     postgres_pid: int | None = None
+    postgres_password_file: Path | None = None
+    # Two ready configs of `writeback run` instances sharing that PostgreSQL state, each with its own console
+    # port and health file (DIR/writeback-ha-a.toml, -b.toml): high availability tried in the sandbox.
+    ha_configs: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -79,6 +84,7 @@ class SandboxInfo:
         for key in _PATH_FIELDS:
             if values.get(key) is not None:
                 values[key] = Path(values[key])
+        values["ha_configs"] = tuple(values.get("ha_configs") or ())
         return cls(**values)
 
 

@@ -138,3 +138,27 @@ class SandboxPaths:
     @property
     def lock_file(self) -> Path:
         return self.root / ".lock"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def initial_snapshot(self) -> Path:
+        """The DC as `sandbox up` made it (provisioned, seeded, service account delegated), before anything ran
+        on it: what `sandbox reset` restores. This sandbox's own, unlike the shared cache of big directories."""
+        return self.snapshots_dir / "dc-initial.tar.gz"
+
+    @property
+    def exchange_schema_file(self) -> Path:
+        """Present once the schema was extended with Exchange's attributes (`up --exchange-schema`): the initial
+        snapshot may predate it, so `reset` extends the restored schema again."""
+        return self.root / "exchange-schema"
+
+    def ha_config_file(self, name: str) -> Path:
+        """DIR/writeback-ha-a.toml, -b.toml: two instances on the sandbox's PostgreSQL (`up --postgres`)."""
+        return self.root / f"writeback-ha-{name}.toml"
+
+    def ha_home(self, name: str) -> Path:
+        """Where HA instance ``name`` keeps its health file."""
+        return self.root / f"ha-{name}"

@@ -15,6 +15,7 @@ import pwd
 import shutil
 import stat
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def sandbox_up(
                 samba.start(paths)
             if exchange_schema:
                 _extend_exchange(paths, say)
-            info = _finish(paths, users, scenario, say, accounts)
+            info = _finish(paths, users, scenario, say, accounts, fresh=marker is None)
         return _postgres_part(paths, info, postgres, say)
 
 
@@ -142,13 +143,22 @@ def _delegate(conn: Any, paths: SandboxPaths, password: str, dn: str, sid: str, 
 
 
 def _postgres_part(paths: SandboxPaths, info: SandboxInfo, wanted: bool, say: Progress) -> SandboxInfo:
-    """Start PostgreSQL when ``wanted``; in any case, sandbox.json says whether it runs and how to reach it."""
+    """Start PostgreSQL when ``wanted``; in any case, sandbox.json says whether it runs and how to reach it,
+    and while it runs the two HA configs on it are written (DIR/writeback-ha-a.toml, -b.toml)."""
     if wanted and postgres.running_pid(paths) is None:
         say("Starting PostgreSQL")
         postgres.start(paths)
     pid = postgres.running_pid(paths)
+    ha_configs: tuple[str, ...] = ()
+    if pid is not None:
+        shared = configfile.SharedState(postgres.public_url(paths), postgres.password_file(paths))
+        ha_configs = tuple(str(p) for p in configfile.write_ha(info, paths, shared))
     updated = dataclasses.replace(
-        info, postgres_pid=pid, postgres_url=postgres.url(paths) if pid is not None else None
+        info,
+        postgres_pid=pid,
+        postgres_url=postgres.public_url(paths) if pid is not None else None,
+        postgres_password_file=postgres.password_file(paths) if pid is not None else None,
+        ha_configs=ha_configs,
     )
     if updated != info:
         save_info(paths, updated)
@@ -159,6 +169,7 @@ def _extend_exchange(paths: SandboxPaths, say: Progress) -> None:
     password = paths.bind_password_file.read_text(encoding="utf-8").strip()
     conn = connect_when_ready(LDAPS_URL, paths.tls_dir / "ca.pem", ADMIN_DN, password)
     try:
+        paths.exchange_schema_file.touch(mode=0o600)  # before: a reset after a failure here extends it again
         if not schema.has_exchange_schema(conn, BASE_DN):
             say("Extending the schema with Exchange's recipient attributes (msExchRecipientTypeDetails, ...)")
             schema.extend_exchange(conn, BASE_DN)
@@ -277,7 +288,10 @@ def _seed(conn: Any, users: int, scenario: Scenario, say: Progress) -> None:
     seed.add_all(conn, seed.ou_entries(BASE_DN), window=1)
     fixed = scenario_people(scenario.directory_users)
     people: list[Person] = [*fixed, *generated_people(users, fixed)]
-    say(f"Creating {len(people)} users in {STAFF_OU}")
+    say(
+        f"Creating {len(people)} users in {STAFF_OU}: the sample tenant's own {len(fixed)} and {users} generated "
+        f"(--users {users})"
+    )
     started = time.monotonic()
 
     def created(n: int) -> None:
@@ -304,10 +318,18 @@ def _seed(conn: Any, users: int, scenario: Scenario, say: Progress) -> None:
 
 
 def _finish(
-    paths: SandboxPaths, users: int, scenario: Scenario, say: Progress, accounts: list[seed.Account] | None
+    paths: SandboxPaths,
+    users: int,
+    scenario: Scenario,
+    say: Progress,
+    accounts: list[seed.Account] | None,
+    *,
+    fresh: bool = False,
 ) -> SandboxInfo:
     """With Samba running: make sure of the schema, write the tenant, start the emulator, write the info.
-    ``accounts`` are the seeded accounts when just seeded or restored; otherwise they are read from the DC."""
+    ``accounts`` are the seeded accounts when just seeded or restored; otherwise they are read from the DC.
+    ``fresh``: the DC was just provisioned (or restored from the cache), so once its service account is
+    delegated it is snapshotted as the state `sandbox reset` returns to."""
     password = paths.bind_password_file.read_text(encoding="utf-8").strip()
     service_password = ensure_secret(paths.service_password_file, new_password)
     ca_file = paths.tls_dir / "ca.pem"
@@ -341,6 +363,8 @@ def _finish(
         )
     finally:
         conn.unbind_s()
+    if fresh:
+        _save_initial(paths, say)
     client_secret = ensure_secret(paths.client_secret_file, new_client_secret)
     console_url, console_token = console.ensure(paths)
     tenant_file = paths.tenant_file(users)
@@ -397,6 +421,116 @@ def _finish(
     return info
 
 
+def _save_initial(paths: SandboxPaths, say: Progress) -> None:
+    """Snapshot the DC as it is now, freshly made (Samba is stopped for it: LMDB files are only consistent
+    at rest), and start it again."""
+    say(f"Saving the freshly made DC to {paths.initial_snapshot} (for `writeback sandbox reset`)")
+    started = time.monotonic()
+    samba.stop(paths)
+    snapshot.save_initial(paths)
+    samba.start(paths)
+    say(f"  saved and restarted in {time.monotonic() - started:.1f} s")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetReport:
+    """What `sandbox reset` did, step by step, and how long it took."""
+
+    info: SandboxInfo
+    steps: tuple[str, ...]
+    seconds: float
+
+
+def sandbox_reset(directory: Path, progress: Progress | None = None) -> ResetReport:
+    """Put the sandbox in ``directory`` back as `sandbox up` first made it, in seconds: the DC restored from
+    its initial snapshot, the emulator restarted on the tenant file as written for that DC, and writeback's
+    state in the sandbox (DIR/state.sqlite, and the PostgreSQL database when it runs) emptied, since it
+    described what is gone. Kept: the domain's identity, the ports, the CA and certificates, every secret
+    and the consoles' tokens; sandbox.json changes only where a restart must (pids, the emulator's admin
+    token). Stop any `writeback run` on the sandbox first: it would find its state gone underneath it."""
+    say = progress or _quiet
+    paths = SandboxPaths(Path(directory).resolve())
+    marker = snapshot.read_marker(paths) if paths.root.is_dir() else None
+    if marker is None or not paths.info_file.exists():
+        raise SandboxError(f"no sandbox in {paths.root} to reset; run `writeback sandbox up` first")
+    if not snapshot.has_initial(paths):
+        raise SandboxError(
+            f"the sandbox in {paths.root} has no snapshot of its freshly made DC ({paths.initial_snapshot}): "
+            "it was made by an older writeback. Run `writeback sandbox down`, remove the directory and run "
+            "`writeback sandbox up` again; from then on `reset` works"
+        )
+    started = time.monotonic()
+    steps: list[str] = []
+
+    def step(text: str) -> None:
+        steps.append(text)
+        say(text)
+
+    with _locked(paths):
+        samba.require_root()
+        info = load_info(paths.root)
+        users = int(marker["users"])
+        samba.stop(paths)
+        snapshot.restore_initial(paths)
+        step(
+            f"DC restored from {paths.initial_snapshot} (as provisioned and seeded, {users} generated users)"
+        )
+        samba.start(paths)
+        step(f"Samba AD DC restarted ({LDAPS_URL}; same domain, CA and passwords)")
+        if paths.exchange_schema_file.exists():
+            _extend_exchange(paths, say)
+            step("Exchange's schema attributes added again (this sandbox was made with --exchange-schema)")
+        scenario = load_scenario()
+        accounts = seed.load_accounts(paths.accounts_file)
+        if accounts is None:
+            password = paths.bind_password_file.read_text(encoding="utf-8").strip()
+            conn = connect_when_ready(LDAPS_URL, paths.tls_dir / "ca.pem", ADMIN_DN, password)
+            try:
+                accounts = seed.read_seeded(conn)
+            finally:
+                conn.unbind_s()
+        client_secret = paths.client_secret_file.read_text(encoding="utf-8").strip()
+        write_tenant(info.tenant_file, build_tenant(scenario, accounts, client_secret))
+        if emulator.emulator_available():
+            emulator.stop(paths)
+            port = urllib.parse.urlsplit(info.graph_url).port if info.graph_url else None
+            endpoint = emulator.start(paths, info.tenant_file, port=port or 0)
+            info = dataclasses.replace(
+                info,
+                graph_url=str(endpoint["graph_url"]),
+                authority=str(endpoint["authority"]),
+                graph_ca_file=Path(str(endpoint["ca_file"])),
+                emulator_pid=emulator.running_pid(paths),
+                emulator_admin_token=endpoint.get("admin_token"),
+            )
+            step(f"Graph emulator restarted on {info.graph_url} with the initial tenant {info.tenant_file}")
+        removed = [
+            f
+            for f in (
+                paths.state_file,
+                *(paths.state_file.with_name(paths.state_file.name + x) for x in _SQLITE),
+            )
+            if f.exists()
+        ]
+        for f in removed:
+            f.unlink()
+        if removed:
+            step(
+                f"writeback's state {paths.state_file} removed (it described the directory before the reset)"
+            )
+        if postgres.running_pid(paths) is not None:
+            postgres.reset_database(paths)
+            step(f"writeback's PostgreSQL state emptied (database {postgres.DATABASE})")
+        info = dataclasses.replace(info, samba_pid=samba.running_pid(paths))
+        configfile.write(info, paths)
+        save_info(paths, info)
+        info = _postgres_part(paths, info, False, say)
+    return ResetReport(info, tuple(steps), time.monotonic() - started)
+
+
+_SQLITE = ("-wal", "-shm", "-journal")
+
+
 def sandbox_down(directory: Path) -> None:
     """Stop the emulator and Samba (SIGTERM, SIGKILL after a timeout). The directory is kept for a later up."""
     paths = SandboxPaths(Path(directory).resolve())
@@ -429,4 +563,4 @@ def _status(paths: SandboxPaths) -> SandboxStatus:
     )
 
 
-__all__ = ["load_info", "sandbox_down", "sandbox_status", "sandbox_up"]
+__all__ = ["ResetReport", "load_info", "sandbox_down", "sandbox_reset", "sandbox_status", "sandbox_up"]

@@ -4,7 +4,8 @@ Debian's ``postgresql`` package provides the programs (``/usr/lib/postgresql/<ve
 the sandbox's own: its data in ``DIR/postgres/data``, listening on 127.0.0.1 only, on a port picked at
 random the first time and kept, TLS only (``hostssl`` in pg_hba.conf, a certificate from the sandbox's own
 CA), and a random password for the ``writeback`` role (scram-sha-256). sandbox.json's ``postgres_url`` says
-how to reach it; it carries the password, like the rest of that 0600 file.
+how to reach it, without the password (writeback's config refuses one inside ``state.url``), and
+``postgres_password_file`` where the password is (mode 0600).
 
 PostgreSQL refuses to run as root, and the sandbox directory is root's and private (0700), so no other user
 could even reach the data directory. The server therefore runs in a user namespace (``unshare --user``)
@@ -150,15 +151,30 @@ def _initdb(pp: PostgresPaths, password: str) -> None:
 
 
 def url(paths: SandboxPaths, database: str = DATABASE) -> str:
-    """The libpq URL of the sandbox's server (with the password; TLS verified against the sandbox CA)."""
+    """The libpq URL of the sandbox's server with the password in it (TLS verified against the sandbox CA), for
+    the test bed's own connections. A writeback config takes :func:`public_url` and :func:`password_file`."""
+    password = PostgresPaths(paths).password_file.read_text(encoding="utf-8").strip()
+    return _url(paths, database, f"{USER}:{quote(password, safe='')}")
+
+
+def public_url(paths: SandboxPaths, database: str = DATABASE) -> str:
+    """The libpq URL without the password: what sandbox.json's ``postgres_url`` and ``[state] url`` hold
+    (writeback's config refuses a password inside ``state.url``; it reads ``state.password_file``)."""
+    return _url(paths, database, USER)
+
+
+def _url(paths: SandboxPaths, database: str, userinfo: str) -> str:
     pp = PostgresPaths(paths)
     port = int(pp.port_file.read_text(encoding="utf-8"))
-    password = pp.password_file.read_text(encoding="utf-8").strip()
     ca = pp.tls / "ca.pem"
     return (
-        f"postgresql://{USER}:{quote(password, safe='')}@{HOST}:{port}/{database}"
-        f"?sslmode=verify-full&sslrootcert={quote(str(ca))}"
+        f"postgresql://{userinfo}@{HOST}:{port}/{database}?sslmode=verify-full&sslrootcert={quote(str(ca))}"
     )
+
+
+def password_file(paths: SandboxPaths) -> Path:
+    """The role's password, in a file of mode 0600 (``[state] password_file``)."""
+    return PostgresPaths(paths).password_file
 
 
 def start(paths: SandboxPaths) -> str:
@@ -202,6 +218,19 @@ def _ensure_database(paths: SandboxPaths) -> None:
                     f"{PostgresPaths(paths).log}"
                 ) from exc
             time.sleep(0.3)
+
+
+def reset_database(paths: SandboxPaths) -> None:
+    """Drop and create again the ``writeback`` database: writeback's shared state back to empty (`sandbox
+    reset`). Connections still open to it (a `writeback run` left running) are ended."""
+    try:
+        with psycopg.connect(url(paths, "postgres"), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    except psycopg.Error as exc:
+        raise SandboxError(
+            f"PostgreSQL: emptying the database {DATABASE} failed: {exc}; see {PostgresPaths(paths).log}"
+        ) from exc
 
 
 def stop(paths: SandboxPaths, *, timeout: float = 30.0) -> None:

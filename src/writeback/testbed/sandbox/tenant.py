@@ -73,6 +73,18 @@ def load_scenario(path: Path | None = None) -> Scenario:
     return Scenario(document)
 
 
+def users_explained(users: int, scenario: Scenario | None = None) -> list[str]:
+    """Why OU=Staff holds more users than ``--users`` asked for: the sample tenant's own people come first."""
+    scenario = scenario or load_scenario()
+    own = len(scenario.directory_users)
+    cloud_only = len(scenario.document.get("users") or [])
+    return [
+        f"{own + users} in OU=Staff = the sample tenant's own {own} (Anna Jansen, ...) + {users} generated "
+        f"(--users {users}),",
+        f"all synced to the tenant (which also has {cloud_only} cloud-only users, never in AD)",
+    ]
+
+
 def synced_id(object_guid: uuid.UUID) -> str:
     return str(uuid.uuid5(SYNCED_ID_NAMESPACE, str(object_guid)))
 
