@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import logging
 import os
 import re
 import tomllib
@@ -22,6 +23,8 @@ from writeback.core.expressions import compile_expression
 from writeback.core.rules import compile_rule
 from writeback.core.text import printable, without_controls
 from writeback.errors import ConfigError, RuleError
+
+log = logging.getLogger("writeback.config")
 
 DEFAULT_CN = 'Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))'
 DEFAULT_CN_STYLE = "cloud_sync"  # mapping.cn_style: which of CN_STYLES gives mapping.cn when it is not set
@@ -857,6 +860,8 @@ def _dynamic_groups(
             raise r.error("rule", str(exc)) from exc
         if compiled.kind != "user" or compiled.special == "memberOf":
             raise r.error("rule", "on-prem dynamic groups support user rules (memberOf rules are cloud-only)")
+        for warning in compiled.warnings:  # valid, so not an error; said wherever the config is loaded
+            log.warning("%s: %s: %s", file, r.key("rule"), warning)
         ou = r.get("ou", str, target.target_ou)
         users_base = r.get("users_base", str, target.base_dn)
         for key, dn in (("ou", ou), ("users_base", users_base)):

@@ -118,7 +118,9 @@ def test_drift_is_reverted(cloud, workspace, ad, ldap_conn, fresh_id):
     quiet = ws.run("plan")
     assert quiet.code == 0 and "Compared: quick reconcile: 0 groups to compare" in quiet.out, quiet.out
     deep = ws.run("plan", "--deep", "--json")
-    assert deep.code == 0 and deep.json()["deep"] is True and "asked for with --deep" in deep.json()["scope"]
+    assert (
+        deep.code == 0 and deep.json()["deep"] is True and "an operator asked for one" in deep.json()["scope"]
+    )
 
 
 def test_unanchored_group_untouched_and_anchored_group_adopted(

@@ -34,9 +34,13 @@ with warnings.catch_warnings():
     from msgraph import GraphRequestAdapter, GraphServiceClient
     from msgraph.generated.groups.delta.delta_get_response import DeltaGetResponse
     from msgraph.generated.groups.delta.delta_request_builder import DeltaRequestBuilder
+    from msgraph.generated.groups.item.group_item_request_builder import (
+        GroupItemRequestBuilder as V1GroupItemRequestBuilder,
+    )
     from msgraph.generated.models.group import Group
     from msgraph.generated.models.o_data_errors.o_data_error import ODataError
     from msgraph.generated.models.reference_create import ReferenceCreate
+    from msgraph.generated.models.user import User
     from msgraph.generated.users.users_request_builder import UsersRequestBuilder
     from msgraph_beta import GraphRequestAdapter as BetaRequestAdapter
     from msgraph_beta import GraphServiceClient as BetaServiceClient
@@ -58,6 +62,14 @@ MISSING = "5f0c7e7a-0000-4000-8000-00000000dead"
 def _tenant() -> dict[str, Any]:
     tenant = small_tenant(users=30, groups=3)
     tenant["groups"] += [
+        {
+            "id": "big",
+            "displayName": "Big",
+            "mailEnabled": False,
+            "securityEnabled": True,
+            "groupTypes": [],
+            "members": [f"u{i:02d}" for i in range(25)],  # more than $expand=members returns
+        },
         {
             "id": "synced",
             "displayName": "From AD",
@@ -261,5 +273,41 @@ def test_sdk_count_and_beta_writeback_configuration(emu: EmulatorHandle) -> None
         team = await sdk.beta.groups.by_group_id("team").get(request_configuration=select)
         assert team is not None and team.writeback_configuration is not None
         assert team.writeback_configuration.on_premises_group_type == "universalSecurityGroup"
+
+    run(emu, body)
+
+
+def _expand(expand: list[str], select: list[str] | None = None) -> RequestConfiguration[Any]:
+    return RequestConfiguration(
+        query_parameters=V1GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(
+            expand=expand, select=select
+        )
+    )
+
+
+def test_sdk_expands_a_groups_members_at_most_20_as_graph_does(emu: EmulatorHandle) -> None:
+    """Issue 28: ``groups.by_group_id(id).get(... expand=["members"])``, the SDK's way to read a group with its
+    members, parses the emulator's answer into typed members; Graph returns at most 20 of them."""
+
+    async def body(sdk: Sdk) -> None:
+        big = await sdk.client.groups.by_group_id("big").get(request_configuration=_expand(["members"]))
+        assert big is not None and big.display_name == "Big" and big.members is not None
+        assert len(big.members) == 20 and all(isinstance(m, User) for m in big.members)
+        assert {m.id for m in big.members} < {f"u{i:02d}" for i in range(25)}
+        assert all(isinstance(m, User) and m.user_principal_name for m in big.members)  # defaults
+
+        nested = await sdk.client.groups.by_group_id("g1").get(
+            request_configuration=_expand(["members($select=id,displayName)"], ["id", "displayName"])
+        )
+        assert nested is not None and nested.id == "g1" and nested.description is None  # not selected
+        kinds = {m.id: type(m) for m in nested.members or []}
+        assert kinds == {"g2": Group, "u28": User, "u29": User}
+        assert all(m.display_name for m in nested.members or [] if isinstance(m, User | Group))
+
+        two = await _error(
+            sdk.client.groups.by_group_id("g0").get(request_configuration=_expand(["members", "owners"]))
+        )
+        assert two.response_status_code == 400 and two.error is not None and two.error.code == "BadRequest"
+        assert "maximum allowed is 1" in (two.error.message or "")
 
     run(emu, body)

@@ -75,7 +75,8 @@ def test_render_plan_escapes_names_dns_members_and_notes() -> None:
     assert f"  {SHOWN}  [id1]" in text
     assert "\\x1b]0;title\\x07" in text
     assert f"        + CN=u{SHOWN},DC=corp" in text
-    assert f"  ! {SHOWN} [id1]: refused: {SHOWN}" in text
+    assert f"    ! refused: {SHOWN}" in text and f"    . note {SHOWN}" in text  # in the group's own block
+    assert f"        user {SHOWN} (m{SHOWN}): why {SHOWN}" in text
     assert f"WARNING: warn {SHOWN}" in text
 
 

@@ -53,7 +53,7 @@ def test_a_plan_says_1_member_and_2_members() -> None:
     assert "1 member value to add, 2 to remove" in text
     assert "Drift: 1 change reverts manual edits in AD (1 group)" in text
     assert "- delete: CN=Gdelete,OU=W,DC=corp,DC=test (1 member)" in text
-    assert "X [id-x]: 1 member not written to AD" in text
+    assert "  X  [id-x]\n    . 1 member not written to AD:" in text
     assert "1 members" not in text and "(s)" not in text
 
 

@@ -4,6 +4,7 @@ uSNChanged the way a DC does (tests/unit/fakes.py) and a real SQLite state."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import pytest
@@ -18,9 +19,11 @@ from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, Member
 from writeback.core.planning import Plan
 from writeback.core.ports import GroupStamp
 from writeback.core.reconcile import (
+    DeepReason,
     ReconcileRecord,
     changed_in_ad,
     deep_reason,
+    describe_deep,
     stamps_after,
     wider_than_quick,
 )
@@ -60,11 +63,11 @@ def test_deep_reason_for_each_condition_and_none_when_quick_is_exact() -> None:
     record = ReconcileRecord(dc="dc-a", usn=5, last_deep=1000.0, settings="s1")
     ok = {"dc": "dc-a", "now": 1000.0 + DAY - 1, "interval": DAY, "settings": "s1", "has_stamps": True}
     assert deep_reason(record, **ok) is None
-    assert "no deep" in (deep_reason(ReconcileRecord(), **ok) or "")
-    assert "domain controller" in (deep_reason(record, **{**ok, "dc": "dc-b"}) or "")
-    assert "configuration" in (deep_reason(record, **{**ok, "settings": "s2"}) or "")
-    assert "interval" in (deep_reason(record, **{**ok, "now": 1000.0 + DAY}) or "")
-    assert "in step" in (deep_reason(record, **{**ok, "has_stamps": False}) or "")
+    assert deep_reason(ReconcileRecord(), **ok) is DeepReason.FIRST
+    assert deep_reason(record, **{**ok, "dc": "dc-b"}) is DeepReason.OTHER_DC
+    assert deep_reason(record, **{**ok, "settings": "s2"}) is DeepReason.CONFIGURATION
+    assert deep_reason(record, **{**ok, "now": 1000.0 + DAY}) is DeepReason.INTERVAL
+    assert deep_reason(record, **{**ok, "has_stamps": False}) is DeepReason.NOT_IN_STEP
 
 
 def test_stamps_after_takes_written_groups_from_the_second_listing_and_forgets_gone_ones() -> None:
@@ -221,7 +224,7 @@ def test_deep_after_the_interval_another_dc_or_a_changed_configuration(world: Wo
         world.engine.settings, safety=dataclasses.replace(world.engine.settings.safety, delete_threshold=3)
     )
     assert world.reconcile()[0].why == "the configuration changed"
-    assert world.reconcile(force="asked for")[0].why == "asked for"
+    assert world.reconcile(force=DeepReason.ASKED)[0].why is DeepReason.ASKED
 
 
 def test_a_quick_reconcile_holds_with_the_base_the_deep_one_counted(world: World) -> None:
@@ -289,3 +292,28 @@ def test_graph_objects_the_sync_skipped_as_malformed_are_named_in_the_plan(world
     text = render_plan(plan)
     assert "Graph groups object g-bad skipped: displayName is a number (int)" in text
     assert world.passes().run(PassOptions("full", dry_run=True, sync=False)).plan.warnings == ()
+
+
+def test_a_deep_reason_reads_the_same_in_the_plan_the_progress_and_the_log(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 28: one vocabulary (DeepReason) for why a reconcile went deep, wherever it is shown."""
+    said: list[str] = []
+    world.engine.progress = said.append
+    with caplog.at_level(logging.INFO, logger="writeback.reconcile"):
+        done = world.passes().run(PassOptions("full", deep=True))
+    assert done.scope is not None and done.scope.why is DeepReason.ASKED
+    assert done.plan.scope == "deep reconcile (an operator asked for one)"
+    assert said.count("Deep reconcile (an operator asked for one)") == 1
+    logged = [r.getMessage() for r in caplog.records if r.name == "writeback.reconcile"]
+    assert logged and logged[-1].startswith("deep reconcile (an operator asked for one): ")
+
+
+def test_each_deep_reason_is_worded_once() -> None:
+    texts = [str(r) for r in DeepReason]
+    assert len(set(texts)) == len(texts) and all(t and t[0].islower() for t in texts)
+    assert describe_deep(DeepReason.CONFIGURATION) == "deep reconcile (the configuration changed)"
+    assert describe_deep(DeepReason.WIDER, "60 of 100 managed groups to compare") == (
+        "deep reconcile (reading every group is cheaper than comparing the changed ones one by one: "
+        "60 of 100 managed groups to compare)"
+    )

@@ -27,9 +27,11 @@ from writeback.core.model import DYNAMIC_KEY_PREFIX
 from writeback.core.planning import ChangeKind, Plan
 from writeback.core.ports import GroupStamp, PendingGroups, UsnWatermark
 from writeback.core.reconcile import (
+    DeepReason,
     ReconcileRecord,
     changed_in_ad,
     deep_reason,
+    describe_deep,
     settings_print,
     stamps_after,
     wider_than_quick,
@@ -45,10 +47,10 @@ _MANAGED_KEY = "managed_base"  # meta: the safety percentages' base as the last 
 
 @dataclass(frozen=True)
 class Reconcile:
-    """One reconcile's scope: deep, or the keys a quick one plans (and why)."""
+    """One reconcile's scope: deep (and why), or the keys a quick one plans (and why each)."""
 
     deep: bool
-    why: str
+    why: DeepReason | None  # None: quick
     only: frozenset[str] | None  # None: every group (deep)
     pending: PendingGroups
     watermark: UsnWatermark
@@ -57,6 +59,7 @@ class Reconcile:
     # Where the listing found each managed group, when the state says otherwise (key -> DN; None: gone). The
     # plan reads them there; the pass records them only once it applies (a plan leaves the state as it was).
     located: dict[str, str | None] = field(default_factory=dict)
+    detail: str = ""  # deep: what the reason counted (e.g. how many groups changed of how many)
 
     def locations(self, applied: Mapping[str, str]) -> dict[str, str]:
         """Where each managed group is: the state's applied DNs corrected by this reconcile's listing."""
@@ -72,7 +75,7 @@ class Reconcile:
 
     def describe(self) -> str:
         if self.deep:
-            return f"deep reconcile ({self.why})"
+            return describe_deep(self.why or DeepReason.FIRST, self.detail)
         parts = ", ".join(f"{n} {why}" for why, n in sorted(self.counts.items()) if n)
         return f"quick reconcile: {plural(len(self.only or ()), 'group')} to compare" + (
             f" ({parts})" if parts else ""
@@ -97,7 +100,7 @@ def stored_managed(engine: Engine) -> Managed | None:
     return Managed(int(data["groups"]), int(data["member_values"]))
 
 
-def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
+def begin(engine: Engine, *, now: float, force: DeepReason | None = None) -> Reconcile:
     """Decide deep or quick, and for a quick one which groups to compare. ``force``: a reason to go deep."""
     schema = engine.schema()
     prefixes = engine.prefixes()
@@ -115,7 +118,7 @@ def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
     )
     managed = stored_managed(engine)
     if why is not None or managed is None:
-        scope = Reconcile(True, why or "no safety base recorded", None, pending, watermark, tuple(listed))
+        scope = Reconcile(True, why or DeepReason.NO_BASE, None, pending, watermark, tuple(listed))
         engine.progress(scope.describe().capitalize())
         return scope
     engine.adopt_managed_base(managed)
@@ -129,10 +132,10 @@ def begin(engine: Engine, *, now: float, force: str | None = None) -> Reconcile:
     counts["holding changed AD users"] = len(users - keys)
     keys |= users
     if wider_than_quick(len(keys), len(listed)):
-        why = f"{len(keys)} of {len(listed)} managed groups to compare: one read of all is cheaper"
-        scope = Reconcile(True, why, None, pending, watermark, tuple(listed))
+        detail = f"{len(keys)} of {len(listed)} managed groups to compare"
+        scope = Reconcile(True, DeepReason.WIDER, None, pending, watermark, tuple(listed), detail=detail)
     else:
-        scope = Reconcile(False, "", frozenset(keys), pending, watermark, tuple(listed), counts, located)
+        scope = Reconcile(False, None, frozenset(keys), pending, watermark, tuple(listed), counts, located)
     engine.progress(scope.describe().capitalize())
     return scope
 

@@ -35,6 +35,7 @@ from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, CloudGroup
 from writeback.core.planning import Plan
 from writeback.core.ports import PendingGroups, SyncReport
+from writeback.core.reconcile import DeepReason
 from writeback.errors import ConfigError
 
 PassKind = Literal["full", "incremental", "group"]
@@ -54,7 +55,7 @@ class PassOptions:
 
     kind: PassKind = "full"
     deep: bool = False
-    force: str | None = None
+    force: DeepReason | None = None
     dry_run: bool = False
     sync: bool = True
     only: frozenset[str] = frozenset()
@@ -169,12 +170,12 @@ class ReconcilePass:
         pending: PendingGroups | None = None
         only: frozenset[str] | None
         if options.kind == "full":
-            force = options.force or ("asked for with --deep" if options.deep else None)
+            force = options.force or (DeepReason.ASKED if options.deep else None)
             if report.full_resync:
-                force = force or "Graph full resync of the cloud replica"
+                force = force or DeepReason.RESYNC
             # A saved plan is checked against a fresh plan of the same depth.
             if options.saved is not None and bool(options.saved.get("deep", True)):
-                force = force or "the saved plan is a deep one"
+                force = force or DeepReason.SAVED_PLAN
             scope = reconcile.begin(engine, now=self.clock(), force=force)
             only = None if scope.only is None else scope.only | options.only
             users = engine.sync_ad_users(full=scope.deep) if options.sync else 0

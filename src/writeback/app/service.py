@@ -56,6 +56,7 @@ from writeback.config import Settings
 from writeback.core.model import DYNAMIC_KEY_PREFIX
 from writeback.core.planning import Plan
 from writeback.core.ports import SyncReport
+from writeback.core.reconcile import DeepReason, describe_deep
 from writeback.errors import DirectoryUnavailable, LeaseLostError, WritebackError
 
 log = logging.getLogger("writeback.service")
@@ -167,17 +168,16 @@ class Service:
         self.health.last_sync = time.time()
         now = self.clock()
         full = report.full_resync or now >= self._next_full
-        force: str | None = None
+        force: DeepReason | None = None
         if report.full_resync:
-            log.info(
-                "Graph full resync of the cloud replica; reconciling every group", extra={"event": "resync"}
-            )
+            force = DeepReason.RESYNC
+            log.info("%s follows", describe_deep(force).capitalize(), extra={"event": "resync"})
         allow = self.engine.allowances()
         if allow != Allowances():
             # An operator allowed held changes: compare every group so they are applied now.
-            full, force = True, "an operator allowed held changes"
+            full, force = True, DeepReason.ALLOWED
         if self._reconcile_requested:
-            full, force, self._reconcile_requested = True, force or "requested by an operator", False
+            full, force, self._reconcile_requested = True, force or DeepReason.ASKED, False
         due = frozenset(self._due_retries(now))
         if full:
             # A reconcile: quick (the groups changed in the cloud or in AD since the last one) unless a deep

@@ -794,7 +794,14 @@ def build_parser() -> argparse.ArgumentParser:
     su = sub.add_parser("rules", help="dynamic membership rules")
     sus = su.add_subparsers(dest="rules_cmd", required=True, action=_Subcommands, title="commands")
     rule_help = "a dynamic membership rule in Entra ID's syntax, quoted, e.g. 'user.department -eq \"Sales\"'"
-    rc = sus.add_parser("check", help="validate a rule")
+    rc = sus.add_parser(
+        "check",
+        help="validate a rule",
+        description=(
+            "Validate a rule. A property the rule language does not know (e.g. user.departmnt) is\n"
+            "a warning on stderr naming the closest known one; the rule is still valid (exit 0)."
+        ),
+    )
     rc.add_argument("rule", help=rule_help)
     rt = sus.add_parser("test", help="list the users a rule matches, or explain one user")
     rt.add_argument("rule", help=rule_help)

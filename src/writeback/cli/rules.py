@@ -1,4 +1,9 @@
-"""`writeback rules check|test`: validate a rule, list who matches, explain one user."""
+"""`writeback rules check|test`: validate a rule, list who matches, explain one user.
+
+A rule that is valid but likely wrong (an unknown property, e.g. ``user.departmnt``) is a warning on stderr,
+with the closest known property; the exit code stays 0, as for any valid rule (Entra may know a property this
+table does not), so a script that checks exit codes still reads stdout as before and a person sees it.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ def _load_users(
 
 def main(args: argparse.Namespace, settings_loader: Callable[[argparse.Namespace], Any] | None) -> int:
     rule = compile_rule(args.rule)
+    for warning in rule.warnings:
+        print(f"warning: {printable(warning)}", file=sys.stderr)
     if args.rules_cmd == "check":
         props = ", ".join(sorted(rule.properties)) or "-"
         special = f", special rule: {rule.special}" if rule.special else ""

@@ -30,6 +30,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from writeback.config import Settings
 from writeback.core.dn import normalize_dn
@@ -61,6 +62,29 @@ def settings_print(settings: Settings) -> str:
     return hashlib.sha256(repr(decisive).encode()).hexdigest()[:32]
 
 
+class DeepReason(StrEnum):
+    """Why a reconcile is deep, in the words every place that shows it uses: the plan's "Compared:" line, the
+    progress lines, the service log and ``--json``'s ``scope``. Defined once so the same cause never reads
+    three different ways."""
+
+    FIRST = "no deep reconcile recorded yet"
+    OTHER_DC = "another domain controller answers (USNs are per DC)"
+    CONFIGURATION = "the configuration changed"
+    INTERVAL = "the deep reconcile interval has passed"
+    NOT_IN_STEP = "no managed group recorded in step"
+    NO_BASE = "no safety base recorded"
+    ASKED = "an operator asked for one"  # `plan/apply --deep`, the console's Reconcile now and its plan page
+    ALLOWED = "an operator allowed held changes"
+    RESYNC = "a Graph full resync of the cloud replica"
+    SAVED_PLAN = "the saved plan is a deep one"
+    WIDER = "reading every group is cheaper than comparing the changed ones one by one"
+
+
+def describe_deep(why: DeepReason, detail: str = "") -> str:
+    """``deep reconcile (why)``, with a detail (counts) after the reason when there is one."""
+    return f"deep reconcile ({why}: {detail})" if detail else f"deep reconcile ({why})"
+
+
 def deep_reason(
     record: ReconcileRecord,
     *,
@@ -69,18 +93,18 @@ def deep_reason(
     interval: float,
     settings: str,
     has_stamps: bool,
-) -> str | None:
+) -> DeepReason | None:
     """Why this reconcile must be deep, or None when a quick one is exact enough."""
     if record.last_deep is None or record.dc is None or record.usn is None:
-        return "no deep reconcile recorded yet"
+        return DeepReason.FIRST
     if record.dc != dc:
-        return "another domain controller answers (USNs are per DC)"
+        return DeepReason.OTHER_DC
     if record.settings != settings:
-        return "the configuration changed"
+        return DeepReason.CONFIGURATION
     if now - record.last_deep >= interval:
-        return "the deep reconcile interval has passed"
+        return DeepReason.INTERVAL
     if not has_stamps:
-        return "no managed group recorded in step"
+        return DeepReason.NOT_IN_STEP
     return None
 
 

@@ -21,10 +21,12 @@ class CompiledRule:
     ``kind`` is "user" or "device"; ``special`` is None, "directReports" or "memberOf" (rules that read
     relations rather than properties); ``properties`` the rule property names it reads (documented spelling,
     e.g. "department", "extensionAttribute15"); ``graph_properties`` the Graph user/device properties to
-    ``$select`` so the rule can be evaluated (e.g. "id", "onPremisesExtensionAttributes", "manager").
+    ``$select`` so the rule can be evaluated (e.g. "id", "onPremisesExtensionAttributes", "manager");
+    ``warnings`` what is valid but likely a mistake (an unknown property, with the closest known one), for
+    ``rules check``/``rules test`` and the config's dynamic groups to show.
     """
 
-    __slots__ = ("_root", "graph_properties", "kind", "properties", "special", "text")
+    __slots__ = ("_root", "graph_properties", "kind", "properties", "special", "text", "warnings")
 
     def __init__(
         self,
@@ -34,8 +36,10 @@ class CompiledRule:
         special: Literal["directReports", "memberOf"] | None,
         properties: frozenset[str],
         graph_properties: frozenset[str],
+        warnings: tuple[str, ...] = (),
     ) -> None:
         self.text = text
+        self.warnings = warnings
         self._root = root
         self.kind = kind
         self.special = special
@@ -98,5 +102,11 @@ def _compile_cached(text: str) -> CompiledRule:
     elif compiler.special == "memberOf":
         special = "memberOf"
     return CompiledRule(
-        text, root, kind, special, frozenset(compiler.properties), frozenset(compiler.graph_properties)
+        text,
+        root,
+        kind,
+        special,
+        frozenset(compiler.properties),
+        frozenset(compiler.graph_properties),
+        tuple(compiler.warnings),
     )

@@ -57,6 +57,7 @@ from writeback.core.rules.properties import (
     items_of,
     lookup,
     make_getter,
+    unknown_warning,
 )
 from writeback.core.rules.special import group_ids_of, group_ids_or_none, manager_of, reports_to
 from writeback.errors import RuleError
@@ -109,6 +110,7 @@ class Compiler:
     special: str | None = None
     properties: set[str] = field(default_factory=set)
     graph_properties: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)  # valid, but likely a mistake (an unknown property)
 
     def error(self, message: str, position: int, hint: str | None = None) -> RuleError:
         """``message at position N: hint`` — what is wrong, where, and what to write instead."""
@@ -202,6 +204,10 @@ class Compiler:
                 "a rule is for users or for devices, not both",
             )
         info = lookup(obj, prop.name)
+        if info.kind is Kind.UNKNOWN:
+            warning = unknown_warning(obj, prop.name)
+            if warning not in self.warnings:
+                self.warnings.append(warning)
         self.properties.add(info.name)
         self.graph_properties.update(graph_keys(info))
         return info

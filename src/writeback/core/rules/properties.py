@@ -5,11 +5,14 @@ JSON (``id``, ``operatingSystem``). This module maps one to the other once, at c
 a dict lookup. Names are matched case-insensitively because administrators paste ``user.memberof`` and
 ``user.employeehiredate`` from the documentation. Properties this table does not know are still allowed: the
 rule text comes from Entra, which already validated it, and refusing a property Entra added later would stop
-the whole group from syncing; they are read by name and compared as strings.
+the whole group from syncing; they are read by name and compared as strings. They are not silent, though: a
+compiled rule carries a warning naming each one with the closest known property (:func:`unknown_warning`),
+because ``user.departmnt -eq "HR"`` would otherwise be "valid" and match nobody.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -152,6 +155,17 @@ def lookup(obj: str, name: str) -> PropertyInfo:
     if _CUSTOM_EXTENSION.fullmatch(name):
         return PropertyInfo(name, Kind.STRING, (name,))
     return PropertyInfo(name, Kind.UNKNOWN, (name,))
+
+
+def unknown_warning(obj: str, name: str) -> str:
+    """What to say about ``obj.name`` when :func:`lookup` does not know it: the closest known property
+    (difflib, case-insensitive), since a misspelling reads as an absent value on every user."""
+    known = [p.name for p in _BY_KIND[obj].values()]
+    known += [f"extensionAttribute{i}" for i in range(1, 16)]
+    by_folded = {n.casefold(): n for n in known}
+    close = difflib.get_close_matches(name.casefold(), list(by_folded), n=1, cutoff=0.6)
+    hint = f", did you mean `{obj}.{by_folded[close[0]]}`?" if close else " (no known property is close)"
+    return f"unknown property `{obj}.{name}`{hint} It is read by that name: a user without it has no value."
 
 
 def item_alias_matches(collection: PropertyInfo, alias: str) -> bool:

@@ -9,6 +9,7 @@ lock only guards against test threads poking the state directly.
 
 from __future__ import annotations
 
+import itertools
 import json
 import urllib.parse
 import uuid
@@ -28,11 +29,15 @@ from writeback.testbed.emulator.apierror import (
 )
 from writeback.testbed.emulator.delta import DeltaQuery
 from writeback.testbed.emulator.odata import (
+    EXPANDABLE,
+    EXPANDED_MAX,
     ODATA_TYPES,
+    Expand,
     Filter,
     OrderBy,
     check_advanced,
     context_url,
+    parse_expand,
     parse_filter,
     parse_orderby,
     parse_select,
@@ -319,16 +324,34 @@ async def count_objects(ctx: Ctx, kind: str) -> Response:
 
 
 async def get_object(ctx: Ctx, kind: str, object_id: str) -> Response:
-    _reject_unsupported(ctx, ("$select",))
+    _reject_unsupported(ctx, ("$select", "$expand") if kind in EXPANDABLE else ("$select",))
     ctx.check_id(object_id, upn=kind == "user")
     select = parse_select(ctx.param("$select"), kind, ctx.version)
+    expand = parse_expand(ctx.param("$expand"), kind, ctx.version)
     with ctx.tenant.lock:
         obj = ctx.tenant.find_user(object_id) if kind == "user" else ctx.tenant.get_live(object_id, kind)
-        # "@odata.context": ".../$metadata#users(displayName,mail)/$entity" when selected, as Graph sends it.
-        context = context_url(ctx.base, ctx.version, COLLECTIONS[kind], select) + "/$entity"
-        body = {"@odata.context": context}
+        # "@odata.context": ".../$metadata#users(displayName,mail)/$entity" when selected, as Graph sends it;
+        # an expansion adds "members()" or "members(id,displayName)" to the list.
+        shown = list(select or ())
+        if expand is not None:
+            shown.append(f"{expand.name}({','.join(expand.select or ())})")
+        context = context_url(ctx.base, ctx.version, COLLECTIONS[kind], shown) + "/$entity"
+        body: dict[str, Any] = {"@odata.context": context}
         body.update(render(obj, kind, ctx.version, select))
+        if expand is not None:
+            body[expand.name] = _expanded_members(ctx, object_id, expand)
         return json_response(ctx, body)
+
+
+def _expanded_members(ctx: Ctx, group_id: str, expand: Expand) -> list[dict[str, Any]]:
+    """The first EXPANDED_MAX members, typed, as ``$expand=members`` returns them (no nextLink: the rest
+    is read from ``/groups/{id}/members``)."""
+    fetch = _fetch_live(ctx)
+    found = (f for i in _member_ids(ctx, group_id, False) if (f := fetch(i)) is not None)
+    return [
+        {"@odata.type": ODATA_TYPES[kind], **render(obj, kind, ctx.version, expand.select)}
+        for obj, kind in itertools.islice(found, EXPANDED_MAX)
+    ]
 
 
 async def get_directory_object(ctx: Ctx, object_id: str) -> Response:
