@@ -202,3 +202,37 @@ def directory_admin(sandbox: Any) -> Iterator[LdapDirectory]:
     )
     with LdapDirectory(settings) as d:
         yield d
+
+
+def test_samba_computes_allowed_attributes_effective_per_security_descriptor(
+    delegated: Delegated, directory_admin: LdapDirectory
+) -> None:
+    """What the plan's rights check reads (writeback.core.rights): the delegated OU's groups are writable as
+    docs/least-privilege.md delegates them (name aside: AD never lists it), a group elsewhere is not — and the
+    DC agrees when asked to write."""
+    inside = f"CN=Writable,{delegated.allowed_ou}"
+    outside = f"CN=Elsewhere,{delegated.other_ou}"
+    for dn in (inside, outside):
+        directory_admin.create_group(
+            dn, {"sAMAccountName": f"aa{uuid.uuid4().hex[:8]}", "groupType": UNIVERSAL_SECURITY}, []
+        )
+    anchors = ("msDS-ExternalDirectoryObjectId", "adminDescription")
+    with LdapDirectory(delegated.settings) as d:
+        read = {
+            g.dn.lower(): g for g in d.read_groups([inside, outside], anchors, ("description", "displayName"))
+        }
+        mine, theirs = read[inside.lower()].writable, read[outside.lower()].writable
+        assert mine is not None and theirs is not None
+        assert {"member", "description", "displayName", "groupType", "cn", *anchors} <= mine
+        assert "sAMAccountName" not in mine and "name" not in mine  # not delegated / never listed
+        assert theirs == frozenset()
+        found = d.unwritable_managed_groups(anchors, ("member",), ())
+        assert found == []  # neither carries an anchor: config check lists managed groups only
+        d.add_members(inside, [delegated.member])
+        with pytest.raises(DirectoryWriteError, match="INSUFFICIENT_ACCESS"):
+            d.add_members(outside, [delegated.member])
+    # As Administrator everything writeback writes is writable.
+    (admin_view,) = directory_admin.read_groups([outside], anchors, ("description",))
+    assert (
+        admin_view.writable is not None and {"member", "description", "cn", *anchors} <= admin_view.writable
+    )

@@ -35,6 +35,14 @@ Server's default and comes from Microsoft's documentation:
 - The Partitions container of the configuration NC holds a crossRef (nCName) per naming context of the
   forest: the domain, its DomainDnsZones, and the child domains a test adds (``add_child_domain``).
 
+- allowedAttributesEffective ([MS-ADTS] 3.1.1.4.5.7, a constructed attribute): asked for, a group answers the
+  attributes of its class (:data:`GROUP_CLASS_ATTRIBUTES`: the class's allowedAttributes, without back links
+  such as memberOf and without constructed attributes) that the bound account has Write Property on; an entry
+  where it may write nothing leaves the attribute out, as AD leaves out any attribute without values. The rights
+  are a test's ``write_rights`` (normalized DN -> attributes); an object not listed is writable throughout, as
+  for an administrator. A modify of an attribute without the right is refused insufficientAccessRights (50)
+  with Windows' message ([MS-ADTS] 3.1.1.5.3.1: Write Property on every attribute modified).
+
 Not modelled (the engine does not use them): referrals, the Global Catalog, SD propagation, attribute syntaxes.
 """
 
@@ -62,6 +70,26 @@ _BINARY = {"objectguid", "objectsid", "invocationid"}
 # Attributes of DN syntax the double knows (the extended DN control rewrites their values).
 _DN_VALUED = {"member", "distinguishedname", "managedby"}
 _KEPT_ON_DELETE = {"objectguid", "objectsid", "objectclass", "samaccountname", "distinguishedname"}
+# The group class's attributes as allowedAttributes lists them (a subset: those tests touch), by lDAPDisplayName.
+GROUP_CLASS_ATTRIBUTES = (
+    "adminDescription",
+    "cn",
+    "description",
+    "displayName",
+    "groupType",
+    "info",
+    "mail",
+    "mailNickname",
+    "managedBy",
+    "member",
+    "msDS-ExternalDirectoryObjectId",
+    "msExchRecipientDisplayType",
+    "msExchRecipientTypeDetails",
+    "name",
+    "proxyAddresses",
+    "sAMAccountName",
+)
+_ALLOWED_EFFECTIVE = "allowedattributeseffective"
 _RANGE = re.compile(r"^(?P<attr>[^;]+);range=(?P<low>\d+)-(?P<high>\d+|\*)$", re.IGNORECASE)
 
 Attrs = dict[str, list[bytes]]
@@ -181,6 +209,9 @@ class WindowsDC:
     # double answers noSuchObject for it; Windows' exact answer to an account without rights is not documented.
     deleted_objects_visible: bool = True
     usn: int = 1000
+    # Normalized DN -> the attributes the bound account may write there (allowedAttributesEffective); objects
+    # not listed: every attribute, as for an administrator.
+    write_rights: dict[str, frozenset[str]] = field(default_factory=dict)
     entries: dict[str, tuple[str, Attrs]] = field(default_factory=dict)
     log: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -306,6 +337,14 @@ class WindowsDC:
             raise ldap.NO_SUCH_OBJECT({"desc": "No such object", "info": dn})
         for _op, name, values in modlist:
             self._check_values(name, values or [])
+        granted = self.write_rights.get(key)
+        if granted is not None and any(name.lower() not in self._writable(key) for _op, name, _v in modlist):
+            raise ldap.INSUFFICIENT_ACCESS(
+                {
+                    "desc": "Insufficient access",
+                    "info": "00002098: SecErr: DSID-03150F94, problem 4003 (INSUFF_ACCESS_RIGHTS), data 0",
+                }
+            )
         gdn, attrs = self.entries[key]
         for op, name, values in modlist:
             name = name.lower()
@@ -337,6 +376,17 @@ class WindowsDC:
         for name, values in modlist:
             self._check_values(name, values)
         self._put(dn, {name: list(values) for name, values in modlist})
+
+    def _writable(self, key: str) -> set[str]:
+        """Lower-cased names of the attributes the bound account may write on the object ``key``."""
+        granted = self.write_rights.get(key)
+        names = GROUP_CLASS_ATTRIBUTES if granted is None else granted
+        return {n.lower() for n in names}
+
+    def allowed_attributes_effective(self, key: str) -> list[bytes]:
+        """What a group answers for allowedAttributesEffective (see the module docstring)."""
+        writable = self._writable(key)
+        return [a.encode() for a in GROUP_CLASS_ATTRIBUTES if a.lower() in writable]
 
     def _check_values(self, name: str, values: Sequence[bytes]) -> None:
         if len(values) > self.max_values_per_modify:
@@ -387,6 +437,8 @@ class WindowsDC:
             ranged = _RANGE.match(asked)
             name = (ranged.group("attr") if ranged else asked).lower()
             values = attrs.get(name)
+            if name == _ALLOWED_EFFECTIVE and b"group" in attrs.get("objectclass", []):
+                values = self.allowed_attributes_effective(_norm(attrs["distinguishedname"][0].decode()))
             if not values:
                 continue
             low = int(ranged.group("low")) if ranged else 0

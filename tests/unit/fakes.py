@@ -112,6 +112,10 @@ class FakeDirectory:
     values_per_modify: int | None = None
     write_check: Callable[[], None] | None = None  # fence_writes: run before every write
     write_deadline: float | None = None
+    # Normalized DN -> the attributes the bound account may write on that group, read back as
+    # DirectoryGroup.writable (allowedAttributesEffective) and enforced on writes as AD does; a group not
+    # listed has writable None (not read) and takes every write.
+    write_rights: dict[str, set[str]] = field(default_factory=dict)
 
     def _touch(self, entry: dict[str, Any]) -> None:
         self.usn += 1
@@ -218,6 +222,7 @@ class FakeDirectory:
             frozenset(e["member"]),
             e.get("protected", False),
             e.get("objectSid"),
+            None if (rights := self.write_rights.get(normalize_dn(e["dn"]))) is None else frozenset(rights),
         )
 
     def read_managed_groups(
@@ -265,6 +270,19 @@ class FakeDirectory:
         if normalize_dn(dn) in self.fail_on:
             raise DirectoryWriteError(f"refused: {dn}", dn=dn, result="INSUFFICIENT_ACCESS")
 
+    def _check_rights(self, dn: str, attributes: Iterable[str]) -> None:
+        """AD's Write Property check ([MS-ADTS] 3.1.1.5.3.1), with the message AD's refusal becomes."""
+        granted = self.write_rights.get(normalize_dn(dn))
+        if granted is None:
+            return
+        allowed = {a.lower() for a in granted}
+        if refused := [a for a in attributes if a.lower() not in allowed]:
+            raise DirectoryWriteError(
+                f"writing {', '.join(refused)} of {dn} failed: INSUFFICIENT_ACCESS (has no write property access)",
+                dn=dn,
+                result="INSUFFICIENT_ACCESS",
+            )
+
     def _check_members(self, dn: str, group_type: int, members: Iterable[str]) -> None:
         users = {normalize_dn(a.dn) for a in self.accounts}
         for m in members:
@@ -303,6 +321,7 @@ class FakeDirectory:
 
     def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
         self._check(dn)
+        self._check_rights(dn, values)
         self.ops.append(("modify", dn))
         e = self.groups[normalize_dn(dn)]
         for k, v in values.items():
@@ -314,6 +333,8 @@ class FakeDirectory:
 
     def move(self, dn: str, new_dn: str) -> None:
         self._check(dn)
+        if rdn_value(dn) != rdn_value(new_dn):
+            self._check_rights(dn, ("cn", "name"))
         self.ops.append(("modrdn", dn))
         e = self.groups.pop(normalize_dn(dn))
         e["dn"] = new_dn
@@ -327,6 +348,7 @@ class FakeDirectory:
     def add_members(self, dn: str, members: Sequence[str]) -> None:
         for chunk in self._chunks(members):
             self._check(dn)
+            self._check_rights(dn, ("member",))
             self._check_members(dn, int(self.groups[normalize_dn(dn)]["groupType"]), chunk)
             self.ops.append(("modify", dn))
             self.groups[normalize_dn(dn)]["member"].update(chunk)
@@ -335,6 +357,7 @@ class FakeDirectory:
     def remove_members(self, dn: str, members: Sequence[str]) -> None:
         for chunk in self._chunks(members):
             self._check(dn)
+            self._check_rights(dn, ("member",))
             self.ops.append(("modify", dn))
             self.groups[normalize_dn(dn)]["member"].difference_update(chunk)
             self._touch(self.groups[normalize_dn(dn)])

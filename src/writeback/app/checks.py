@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from writeback.config import Settings
-from writeback.core.mapping import MSDS_ANCHOR
+from writeback.core.mapping import MSDS_ANCHOR, anchor_attributes, read_anchor_attributes
+from writeback.core.rights import MEMBER, rights_message
 from writeback.errors import WritebackError
 
 
 class _Skip(Exception):
     pass
+
+
+if TYPE_CHECKING:
+    from writeback.adapters.directory import LdapDirectory
 
 
 def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
@@ -52,6 +58,7 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
                 for p in directory.check_write_access(settings.target.target_ou):
                     problems.append(f"AD permissions: {p}")
                 say(f"AD target OU {settings.target.target_ou}: checked write access")
+            problems += _taken_over_rights(settings, directory, say)
             if settings.target.gc_urls:
                 directory.resolve_accounts(["S-1-5-21-0-0-0-500"], [])
                 say(f"Global Catalog {' or '.join(settings.target.gc_urls)}: reachable")
@@ -61,3 +68,15 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
         problems.append(f"AD: {exc}")
         say(f"AD: FAILED: {exc}")
     return problems
+
+
+def _taken_over_rights(settings: Settings, directory: LdapDirectory, say: Callable[[str], None]) -> list[str]:
+    """Managed groups outside the target OU (SOA originals and Connect groups taken over where they are) that
+    the service account may not write: the plan holds their changes; the same report and dsacls lines here."""
+    has_msds = directory.has_attribute(MSDS_ANCHOR)
+    written = anchor_attributes(settings.mapping.anchor, has_msds)
+    needed = (MEMBER, *written, "description", "displayName")
+    delegated = (settings.target.target_ou, *(g.ou for g in settings.dynamic_groups))
+    found = directory.unwritable_managed_groups(read_anchor_attributes(has_msds), needed, delegated)
+    say(f"AD groups taken over outside the target OU: {len(found)} without the rights writeback needs")
+    return [f"AD permissions: {rights_message(dn, missing, missing)}" for dn, missing in found]

@@ -26,6 +26,7 @@ from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, Directory
 from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
+from writeback.core.rights import hold_unwritable
 from writeback.core.safety import Managed, Thresholds, Window, hold_unsafe
 from writeback.errors import (
     DirectoryError,
@@ -392,7 +393,9 @@ class Engine:
         at = time.time() if now is None else now
         window = self.safety_window()
         base = window.base(at, self._managed)
-        return hold_unsafe(plan, base, self.thresholds(allow), window.counted(at)), located
+        plan = hold_unsafe(plan, base, self.thresholds(allow), window.counted(at))
+        # After the thresholds (which replace plan.held): changes AD would refuse for want of a right.
+        return hold_unwritable(plan, state), located
 
     def mapped_attributes(self) -> tuple[str, ...]:
         """The AD attributes writeback writes besides members: read back to compare."""
@@ -655,7 +658,8 @@ class Engine:
                     cloud_id=c.cloud_id,
                     group_name=c.display_name,
                     dn=c.dn,
-                    error=_held_reason(c, why),
+                    error=next((h.message for h in plan.holds if c.cloud_id in h.groups), None)
+                    or _held_reason(c, why),
                     detail={"change": c.kind.action, "members": len(c.members)} if c.members else None,
                 )
             )

@@ -183,6 +183,10 @@ class DirectoryGroup:
     members: frozenset[str]  # member DNs as the directory returned them
     protected: bool = False  # one of AD's protected or privileged groups (writeback.core.protected)
     object_sid: str | None = None  # SDDL string (S-1-5-21-...), for groups found by SID
+    # Of the attributes writeback writes, those the bound account may write on this group, as the DC computed
+    # them (allowedAttributesEffective, MS-ADTS 3.1.1.4.5.7), read with the group itself; None when not read.
+    # The plan holds the changes of a group that needs one it lacks (writeback.core.rights).
+    writable: frozenset[str] | None = None
 
     @property
     def cloud_id(self) -> str | None:

@@ -153,13 +153,23 @@ class GroupReport:
 class Hold:
     """Why changes of one kind are held back (see :mod:`writeback.core.safety`)."""
 
-    kind: str  # deletes | removals | updates
+    kind: str  # deletes | removals | updates | rights (writeback.core.rights)
     count: int  # how many would have been applied (groups, or member values for removals)
     limit: int
     message: str
+    groups: tuple[str, ...] = ()  # the keys of the groups held, when the hold is about them (rights)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.groups:
+            d["groups"] = list(self.groups)
+        else:
+            del d["groups"]  # threshold holds keep their earlier form
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Hold:
+        return cls(d["kind"], d["count"], d["limit"], d["message"], tuple(d.get("groups", ())))
 
 
 @dataclass(frozen=True)
@@ -240,7 +250,7 @@ class Plan:
             tuple(Change.from_dict(c) for c in d["changes"]),
             tuple(GroupReport.from_dict(r) for r in d.get("reports", ())),
             tuple(Change.from_dict(c) for c in d.get("held", ())),
-            tuple(Hold(**h) for h in d.get("holds", ())),
+            tuple(Hold.from_dict(h) for h in d.get("holds", ())),
             tuple(d.get("warnings", ())),
             dict(d.get("fingerprints", {})),
             bool(d.get("deep", True)),

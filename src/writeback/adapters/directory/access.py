@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import ldap
 from ldap.controls import RequestControl
+from ldap.filter import escape_filter_chars
 
 from writeback.adapters.directory.acl import (
     SD_FLAGS_DACL_ONLY,
@@ -23,8 +24,10 @@ from writeback.adapters.directory.acl import (
     parse_dacl,
     token_sids,
 )
-from writeback.adapters.directory.codec import lower_keys, sid_to_str
+from writeback.adapters.directory.codec import lower_keys, or_filter, sid_to_str
 from writeback.adapters.directory.connection import LdapSession
+from writeback.adapters.directory.entries import ALLOWED_ATTRIBUTES_EFFECTIVE, find_anchor
+from writeback.core.dn import is_within
 from writeback.errors import DirectoryError
 
 log = logging.getLogger(__name__)
@@ -110,3 +113,34 @@ def may_delete_groups(session: LdapSession, ou_dn: str, bind_dn: str) -> bool | 
         log.warning("cannot check the Delete right in %s: %s", ou_dn, exc)
         return None
     return may_delete_children(dacl, token)
+
+
+def unwritable_managed_groups(
+    session: LdapSession,
+    base_dn: str,
+    anchors: Sequence[str],
+    prefixes: Sequence[str],
+    needed: Sequence[str],
+    outside: Sequence[str],
+) -> list[tuple[str, tuple[str, ...]]]:
+    """The groups carrying an anchor (``prefixes`` in one of ``anchors``) outside the OUs ``outside`` whose
+    ``allowedAttributesEffective`` lacks some of ``needed``: (DN, the attributes missing). One paged search,
+    no members read: ``config check`` lists the groups taken over outside the target OU that the plan would
+    hold (writeback.core.rights)."""
+    if not anchors:
+        return []
+    flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
+    entries = session.search(
+        base_dn, ldap.SCOPE_SUBTREE, f"(&(objectClass=group){flt})", [*anchors, ALLOWED_ATTRIBUTES_EFFECTIVE]
+    )
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for dn, raw in entries:
+        if not dn or any(is_within(dn, ou) for ou in outside):
+            continue
+        if find_anchor(lower_keys(raw), anchors, prefixes) is None:
+            continue
+        allowed = _values(raw, ALLOWED_ATTRIBUTES_EFFECTIVE)
+        missing = tuple(a for a in needed if a.lower() not in allowed)
+        if missing:
+            out.append((dn, missing))
+    return out

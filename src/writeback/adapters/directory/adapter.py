@@ -30,7 +30,7 @@ from ldap.filter import escape_filter_chars
 from pyasn1.codec.ber import encoder as ber_encoder
 from pyasn1.type import namedtype, univ
 
-from writeback.adapters.directory.access import check_write_access
+from writeback.adapters.directory.access import check_write_access, unwritable_managed_groups
 from writeback.adapters.directory.codec import (
     chunked,
     escape_filter_bytes,
@@ -166,6 +166,20 @@ class LdapDirectory:
     ) -> list[str]:
         """Problems that would stop writeback in ``ou_dn`` (empty when none), as computed by the DC."""
         return check_write_access(self._domain, ou_dn, self._settings.bind_dn, attributes)
+
+    def unwritable_managed_groups(
+        self,
+        anchor_attributes: Sequence[str],
+        needed: Sequence[str],
+        outside: Sequence[str],
+        prefixes: Sequence[str] = ANCHOR_PREFIXES,
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """Managed groups outside the OUs ``outside`` where the bound account may not write all of
+        ``needed``, with the attributes missing (allowedAttributesEffective, as the DC computes it)."""
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        return unwritable_managed_groups(
+            self._domain, self._settings.base_dn, anchors, prefixes, needed, outside
+        )
 
     def close(self) -> None:
         self._domain.close()

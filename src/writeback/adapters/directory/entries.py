@@ -6,6 +6,7 @@ already be lower-cased (:func:`writeback.adapters.directory.codec.lower_keys`).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -20,6 +21,10 @@ from writeback.core.mapping import MULTI_VALUED_ATTRIBUTES
 from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
 from writeback.core.protected import protection
 
+# allowedAttributesEffective ([MS-ADTS] 3.1.1.4.5.7): the attributes the bound account may write on the group,
+# computed by the DC from its security descriptor. Asked with every group read, so rights are known before
+# apply without a read of their own (writeback.core.rights); measured on the sandbox in docs/least-privilege.md.
+ALLOWED_ATTRIBUTES_EFFECTIVE = "allowedAttributesEffective"
 GROUP_ATTRIBUTES = (
     "objectGUID",
     "objectSid",
@@ -28,7 +33,11 @@ GROUP_ATTRIBUTES = (
     "adminCount",
     "isCriticalSystemObject",
     "member",
+    ALLOWED_ATTRIBUTES_EFFECTIVE,
 )
+# What writeback writes on an existing group besides its mapped and anchor attributes: members, the scope it
+# restores, a mapped sAMAccountName, and the RDN attributes a rename writes.
+WRITTEN_ATTRIBUTES = ("member", "groupType", "sAMAccountName", "cn", "name")
 ACCOUNT_ATTRIBUTES = ("objectGUID", "objectSid", "objectClass", "groupType")
 
 
@@ -119,7 +128,21 @@ def group_from_entry(
         members=frozenset(map(sys.intern, members)),
         protected=is_protected(attrs, dn),
         object_sid=_sid(attrs),
+        writable=writable_attributes(
+            tuple(attrs.get(ALLOWED_ATTRIBUTES_EFFECTIVE.lower(), ())),
+            tuple(dict.fromkeys([*WRITTEN_ATTRIBUTES, *mapped, *anchor_attributes])),
+        ),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def writable_attributes(allowed: tuple[bytes, ...], written: tuple[str, ...]) -> frozenset[str]:
+    """Of ``written`` (as writeback spells them), those named in an ``allowedAttributesEffective`` answer.
+
+    AD leaves the attribute out of an entry when the account may write nothing there: then none. Cached:
+    the groups of one OU share one answer, so a plan of 10,000 groups holds a few sets, not 10,000."""
+    names = {v.decode("utf-8", errors="replace").lower() for v in allowed}
+    return frozenset(a for a in written if a.lower() in names)
 
 
 def account_from_entry(dn: str, attrs: Mapping[str, list[bytes]]) -> DirectoryAccount:
