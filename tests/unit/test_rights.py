@@ -196,3 +196,20 @@ def test_adapter_reads_allowed_attributes_effective_with_the_group() -> None:
         assert exc.result is not None and exc.result.startswith("INSUFFICIENT_ACCESS")
     else:
         raise AssertionError("the double took a write the account has no right to")
+
+
+def test_a_plan_held_for_rights_says_so_and_does_not_offer_an_allowance() -> None:
+    from writeback.cli.report import render_plan
+    from writeback.core.planning import Change, Hold
+
+    held = Change(ChangeKind.ADD_MEMBERS, "g1", f"CN=G1,{LEGACY_OU}", "G1", members=("CN=u1",))
+    rights = Hold(HOLD_KIND, 1, 0, "G1: the service account may not write member", groups=("g1",))
+    text = render_plan(Plan(held=(held,), holds=(rights,)))
+    assert "for rights the service account lacks in AD" in text and "dsacls" in text
+    assert "safety threshold" not in text and "--allow-removals" not in text
+    threshold = Hold("removals", 60, 30, "Member removal threshold exceeded")
+    both = render_plan(Plan(held=(held,), holds=(rights, threshold)))
+    assert (
+        "by a safety threshold and for rights the service account lacks in AD" in both
+        and "writeback allow" in both
+    )

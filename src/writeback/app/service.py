@@ -237,7 +237,7 @@ class Service:
             self.health.held = [h.to_dict() for h in plan.holds]
         if plan.holds:
             log.warning(
-                "changes held by a safety threshold: %s",
+                "changes held (a safety threshold, or rights missing in AD): %s",
                 " ".join(h.message for h in plan.holds),
                 extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
             )

@@ -31,6 +31,8 @@ MAX_LISTED = 10
 WIDTH = 110  # prose (warnings, holds, notes, errors) is wrapped to this; DN and member lines stay whole
 HELD = "[HELD]"
 _ALLOW_HINT = "`writeback allow` or --allow-deletes/--allow-removals/--allow-updates lets them through (see the warnings)."
+_RIGHTS_HINT = "Grant the rights each group's note names (its dsacls lines), then apply again."
+THRESHOLD_KINDS = ("deletes", "removals", "updates")  # the holds an allowance lets through
 # A DN inside prose: RDNs up to each comma (a value may hold spaces), the last one up to a space. Its spaces
 # are kept from textwrap by a placeholder that cannot occur in printable() text (it escapes every control).
 # "30 %" stays together too.
@@ -62,7 +64,7 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         lines += _wrap(head, "", "  ")
         if plan.held:
             lines.append(
-                f"Held: {plural(len(plan.held), 'change')} by a safety threshold, not applied ({HELD} below)"
+                f"Held: {plural(len(plan.held), 'change')} {_held_by(plan)}, not applied ({HELD} below)"
             )
         if plan.drift:
             groups = len({c.cloud_id for c in plan.drift})
@@ -72,7 +74,7 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
             )
     elif plan.held:
         lines.append(
-            f"Plan: no changes to apply now; {plural(len(plan.held), 'change')} held by a safety threshold "
+            f"Plan: no changes to apply now; {plural(len(plan.held), 'change')} held {_held_by(plan)} "
             f"({HELD} below)."
         )
     else:
@@ -84,8 +86,12 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         lines.extend(_block(block, verbose))
     if plan.held:
         lines.append("")
+        kinds = {h.kind for h in plan.holds}
+        hints = ([_ALLOW_HINT] if kinds & set(THRESHOLD_KINDS) else []) + (
+            [_RIGHTS_HINT] if "rights" in kinds else []
+        )
         lines += _wrap(
-            f"{HELD} {plural(len(plan.held), 'change')} held back, not applied: " + _ALLOW_HINT, "", "  "
+            f"{HELD} {plural(len(plan.held), 'change')} held back, not applied: " + " ".join(hints), "", "  "
         )
     for w in (*(h.message for h in plan.holds), *plan.warnings):
         lines.append("")
@@ -184,6 +190,16 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
 
 def _shown(value: object, redacted: bool) -> str:
     return str(value) if redacted and value is not None else repr(value)
+
+
+def _held_by(plan: Plan) -> str:
+    """What holds the plan's held changes: a safety threshold, missing rights in AD, or both."""
+    kinds = {h.kind for h in plan.holds}
+    by = [
+        *(["by a safety threshold"] if kinds & set(THRESHOLD_KINDS) else []),
+        *(["for rights the service account lacks in AD"] if "rights" in kinds else []),
+    ]
+    return " and ".join(by) or "by a safety threshold"
 
 
 def render_table(rows: Iterable[Iterable[str]], headers: Iterable[str]) -> str:
