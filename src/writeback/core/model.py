@@ -69,10 +69,24 @@ class CloudUser:
     on_premises_domain_name: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     deleted: bool = False  # soft-deleted (in deletedItems, restorable)
+    # onPremisesSyncBehavior.isCloudManaged (Graph beta, users as groups): the user's source of authority was
+    # converted to the cloud (user SOA, GA January 2026). None: not read, or never set.
+    is_cloud_managed: bool | None = None
 
     @property
     def is_synced(self) -> bool:
         return bool(self.on_premises_sync_enabled) or bool(self.on_premises_security_identifier)
+
+    @property
+    def soa_converted(self) -> bool:
+        """Synced from AD, source of authority moved to the cloud: written in place into its original AD
+        account (matched by onPremisesSecurityIdentifier, never by UPN or mail). As for groups:
+        https://learn.microsoft.com/entra/identity/hybrid/user-source-of-authority-overview"""
+        return (
+            bool(self.on_premises_security_identifier)
+            and self.is_cloud_managed is True
+            and not self.on_premises_sync_enabled
+        )
 
     @property
     def is_guest(self) -> bool:
