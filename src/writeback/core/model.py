@@ -81,7 +81,8 @@ class CloudUser:
     def soa_converted(self) -> bool:
         """Synced from AD, source of authority moved to the cloud: written in place into its original AD
         account (matched by onPremisesSecurityIdentifier, never by UPN or mail). As for groups:
-        https://learn.microsoft.com/entra/identity/hybrid/user-source-of-authority-overview"""
+        https://learn.microsoft.com/graph/api/resources/onpremisessyncbehavior?view=graph-rest-beta (users,
+        groups and orgContacts)"""
         return (
             bool(self.on_premises_security_identifier)
             and self.is_cloud_managed is True
