@@ -121,6 +121,9 @@ class GraphSettings:
     # https://learn.microsoft.com/graph/api/group-list-settings) on every sync: needed when Microsoft 365 groups
     # can be in scope. Needs Directory.Read.All (or GroupSettings.Read.All).
     read_group_settings: bool = False
+    # Read users' beta onPremisesSyncBehavior.isCloudManaged into CloudUser.is_cloud_managed (user SOA): set by
+    # wiring when [users] provision is not "off" (issue 24).
+    read_user_sync_behavior: bool = False
 
     def __post_init__(self) -> None:
         if not self.tenant_id:
