@@ -520,8 +520,12 @@ def desired_users(
             actual[key] = account
     released: list[DirectoryUser] = []
     kept: list[tuple[DirectoryUser, str]] = []
+    # An SOA user's original that carries another user's anchor is reported with that user (its error).
+    originals = {normalize_dn(d.dn) for d in users.values() if d.dn}
     for cid in sorted(by_anchor.keys() - users.keys()):
-        found = by_anchor[cid]
+        found = [a for a in by_anchor[cid] if normalize_dn(a.dn) not in originals]
+        if not found:
+            continue
         note = _kept_user_note(cid, found, intents)
         if note is None:
             released.append(found[0])
