@@ -339,12 +339,14 @@ def test_another_user_select_starts_a_full_users_round_and_the_flag_does_not() -
 
 
 def test_settings_refuse_a_user_select_without_what_provisioning_reads() -> None:
-    base = {"tenant_id": "t", "client_id": "c", "client_secret": "s"}
+    def settings(**extra: Any) -> GraphSettings:
+        return GraphSettings(tenant_id="t", client_id="c", client_secret="s", **extra)
+
     without = tuple(p for p in DEFAULT_USER_SELECT if p != "userType")
-    GraphSettings(**base, user_select=without)  # fine while users are not provisioned
+    settings(user_select=without)  # fine while users are not provisioned
     with pytest.raises(ConfigError, match="userType"):
-        GraphSettings(**base, user_select=without, read_user_sync_behavior=True)
-    assert GraphSettings(**base, read_user_sync_behavior=True).read_user_sync_behavior
+        settings(user_select=without, read_user_sync_behavior=True)
+    assert settings(read_user_sync_behavior=True).read_user_sync_behavior
 
 
 # -- deleted users ---------------------------------------------------------------------------------------------
