@@ -92,7 +92,9 @@ class GraphSource:
         self.behavior = SyncBehaviorReader(client)
 
     def sync(self, replica: ReplicaStore) -> SyncReport:
-        """Run one delta round for users, then groups. Returns what changed and how many requests it took."""
+        """Run one delta round for users, then groups, then read the beta onPremisesSyncBehavior of the groups
+        (and, with ``read_user_sync_behavior``, users) from AD that need it (:mod:`.syncbehavior`). Returns what
+        changed and how many requests it took."""
         start = self.client.stats.get("requests", 0)
         full = False
         users: set[str] = set()
