@@ -888,3 +888,17 @@ def test_the_service_account_may_write_the_soa_users_original_account_but_not_it
             else (ldap.MOD_DELETE, EXTERNAL_ID, None)
         )
         ldap_conn.modify_s(nora, restore)
+
+
+@pytest.mark.samba
+def test_the_documented_user_sddl_is_what_the_sandbox_delegates(sandbox: SandboxInfo, ldap_conn: Any) -> None:
+    """docs/least-privilege.md's SDDL for the users' OU, with the schemaIDGUIDs written out, equals what the
+    sandbox applies (read from the DC's schema, which carries Windows' schemaIDGUIDs)."""
+    from writeback.testbed.sandbox.serviceaccount import cloud_users_sddl
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "least-privilege.md").read_text(encoding="utf-8")
+    block = docs.split("## Cloud users:", 1)[1].split("```", 2)[1]
+    documented = "".join(line.split()[0] for line in block.strip().splitlines())
+    assert sandbox.service_sid
+    applied = cloud_users_sddl(ldap_conn, sandbox.base_dn, sandbox.service_sid)
+    assert documented.replace("<SID>", sandbox.service_sid) == applied
