@@ -95,8 +95,19 @@ def render(
         "include_microsoft365 = true",
         "include_mail_enabled = true",
         "",
-        "[state]",
     ]
+    if info.cloud_users_ou:
+        # Issue 24: AD accounts for cloud users, off as everywhere by default. Written as comments while the
+        # [users] table is not yet in every writeback's config parser (an unknown table fails the load).
+        lines += [
+            "# AD accounts for cloud-only members and SOA-converted users (docs/least-privilege.md, Cloud users):",
+            "# uncomment to try; target_ou is delegated to the service account.",
+            "# [users]",
+            '# provision = "off"  # "off" | "soa" | "cloud_members"',
+            f"# target_ou = {_q(info.cloud_users_ou)}",
+            "",
+        ]
+    lines += ["[state]"]
     if state is None:
         lines.append(f"path = {_q(paths.state_file)}")
     else:
