@@ -455,9 +455,8 @@ def test_build_tenant_names_a_user_twin_without_its_ad_account() -> None:
         build_tenant(scenario, [*users, *groups], "s3cret")
 
 
-def test_the_config_names_the_cloud_users_ou_in_a_commented_users_table(tmp_path: Path) -> None:
-    """[users] is written as comments (provision off, target_ou the delegated OU): a config parser without the
-    table still loads the file, and uncommenting it gives the issue's settings."""
+def test_the_config_names_the_cloud_users_ou_in_its_users_table(tmp_path: Path) -> None:
+    """[users] is written with provision off and target_ou the delegated OU, and the config loads."""
     from writeback.testbed.sandbox import configfile
 
     info = SandboxInfo(
@@ -471,12 +470,7 @@ def test_the_config_names_the_cloud_users_ou_in_a_commented_users_table(tmp_path
         cloud_users_ou="OU=Cloud Users,DC=corp,DC=example,DC=test",
     )  # fmt: skip
     text = configfile.render(info, SandboxPaths(tmp_path))
-    assert "users" not in tomllib.loads(text)
-    uncommented = "\n".join(
-        line[2:] if line.startswith(("# [users]", "# provision", "# target_ou")) else line
-        for line in text.splitlines()
-    )
-    assert tomllib.loads(uncommented)["users"] == {
+    assert tomllib.loads(text)["users"] == {
         "provision": "off",
         "target_ou": "OU=Cloud Users,DC=corp,DC=example,DC=test",
     }

@@ -97,14 +97,13 @@ def render(
         "",
     ]
     if info.cloud_users_ou:
-        # Issue 24: AD accounts for cloud users, off as everywhere by default. Written as comments while the
-        # [users] table is not yet in every writeback's config parser (an unknown table fails the load).
+        # Issue 24: AD accounts for cloud users, off by default as everywhere. "soa" writes cloud-managed
+        # (SOA-converted) users into their original AD accounts; creating accounts ("cloud_members") is not
+        # supported yet. target_ou is delegated to the service account (docs/least-privilege.md, Cloud users).
         lines += [
-            "# AD accounts for cloud-only members and SOA-converted users (docs/least-privilege.md, Cloud users):",
-            "# uncomment to try; target_ou is delegated to the service account.",
-            "# [users]",
-            '# provision = "off"  # "off" | "soa" | "cloud_members"',
-            f"# target_ou = {_q(info.cloud_users_ou)}",
+            "[users]",
+            'provision = "off"  # "off" | "soa"',
+            f"target_ou = {_q(info.cloud_users_ou)}",
             "",
         ]
     lines += ["[state]"]
