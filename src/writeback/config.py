@@ -291,6 +291,61 @@ class DynamicGroupSettings:
     group_scope: str = "universal"
 
 
+# -- users ([users], issue 24) ------------------------------------------------------------------------------
+USER_PROVISION_MODES = ("off", "soa")
+NOT_YET_SUPPORTED_PROVISION = ("cloud_members",)  # planned (issue 24); refused clearly until it exists
+ON_LEAVE_POLICIES = ("disable", "delete", "keep")
+
+
+def _ignore_empty(graph_property: str) -> str:
+    return f"IgnoreFlowIfNullOrEmpty([{graph_property}])"
+
+
+# Cloud Sync's default user mappings to AD (how-to-configure "User attribute mappings", entra-docs), by AD
+# attribute, with the Graph v1.0 user property each comes from. Every one is inside IgnoreFlowIfNullOrEmpty
+# (Cloud Sync maps displayName directly; an Entra user always has one, so the wrapper changes nothing but
+# keeps an empty value from ever clearing AD). Left out on purpose: the naming attributes (cn, sAMAccountName,
+# userPrincipalName, parentDistinguishedName: an SOA user keeps its account's names and place), accountDisabled
+# (soa never disables an account), msDS-ObjectSoa (AD object enforcement, preview) and manager (a reference to
+# another account, not resolved yet).
+DEFAULT_USER_ATTRIBUTES: Mapping[str, str] = {
+    "displayName": _ignore_empty("displayName"),
+    "givenName": _ignore_empty("givenName"),
+    "sn": _ignore_empty("surname"),
+    "department": _ignore_empty("department"),
+    "company": _ignore_empty("companyName"),
+    "co": _ignore_empty("country"),
+    "l": _ignore_empty("city"),
+    "st": _ignore_empty("state"),
+    "postalCode": _ignore_empty("postalCode"),
+    "streetAddress": _ignore_empty("streetAddress"),
+    "mobile": _ignore_empty("mobilePhone"),
+    "employeeID": _ignore_empty("employeeId"),
+    "preferredLanguage": _ignore_empty("preferredLanguage"),
+}
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """``[users]``: cloud users written into AD accounts. Off by default.
+
+    ``provision = "soa"``: a synced user whose source of authority moved to the cloud (user SOA) and who is a
+    member of an in-scope group is written into its original AD account, found by its SID only. ``target_ou``,
+    ``guests`` and ``on_leave`` are for accounts writeback creates (``cloud_members``, not yet supported):
+    parsed and validated, unused by ``soa``."""
+
+    provision: str = "off"
+    target_ou: str | None = None
+    guests: bool = False
+    on_leave: str = "disable"
+    # AD attribute -> mapping expression, over Cloud Sync's defaults; "" drops a default.
+    attributes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_USER_ATTRIBUTES))
+
+    @property
+    def enabled(self) -> bool:
+        return self.provision != "off"
+
+
 @dataclass(frozen=True)
 class Settings:
     source: SourceSettings | None  # None only with scope.mode = "none"
@@ -305,6 +360,7 @@ class Settings:
     path: str = ""
     console: ConsoleSettings = ConsoleSettings()
     alerts: AlertSettings = AlertSettings()
+    users: UserSettings = UserSettings()
 
 
 T = TypeVar("T")
@@ -361,6 +417,7 @@ _TABLES: dict[str, _Spec] = {
     "dynamic_groups": _spec(DynamicGroupSettings),  # an array of tables, one per group
     "console": _spec(ConsoleSettings),
     "alerts": _spec(AlertSettings),
+    "users": _spec(UserSettings),
 }
 _FILTER = _Spec(frozenset({"clauses"}), {})  # one [[scope.filters]] table
 _CLAUSE = _spec(FilterClause)
@@ -756,6 +813,7 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     sv.finish()
     dynamic = _dynamic_groups(root, file, target)
     console, alerts = _console(root, file, path), _alerts(root, file, path)
+    users = _users(root, file, target)
     if service.listen and not console.certificate_file and not console.allow_insecure_http:
         host = service.listen.rpartition(":")[0].strip("[]")
         if host not in ("127.0.0.1", "::1", "localhost"):
@@ -779,7 +837,50 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
         path=file,
         console=console,
         alerts=alerts,
+        users=users,
     )
+
+
+def _users(root: Mapping[str, Any], file: str, target: TargetSettings) -> UserSettings:
+    """The [users] table (see :class:`UserSettings`)."""
+    u = _table(root, "users", file)
+    provision = u.get("provision", str)
+    if provision in NOT_YET_SUPPORTED_PROVISION:
+        raise u.error(
+            "provision",
+            f'"{provision}" (creating AD accounts for cloud-only members) is not yet supported by this version '
+            'of writeback; use "soa" (cloud-managed users written into their original AD account) or "off"',
+        )
+    if provision not in USER_PROVISION_MODES:
+        raise u.error("provision", f"must be one of {', '.join(USER_PROVISION_MODES)}; got {provision!r}")
+    target_ou = u.get("target_ou", str)
+    if target_ou is not None and not is_within(target_ou, target.base_dn):
+        raise u.error("target_ou", f"{target_ou!r} is not inside target.base_dn")
+    raw = u.get("attributes", dict)
+    attributes = dict(DEFAULT_USER_ATTRIBUTES)
+    for name, text in raw.items():
+        key = f"attributes.{name}"
+        if not isinstance(text, str):
+            raise u.error(key, f"must be a mapping expression (a string), got {type(text).__name__}")
+        if reason := RESERVED_USER_ATTRIBUTES.get(str(name).lower()):
+            raise u.error(key, f"cannot be mapped: {name} {reason}")
+        if text == "":
+            attributes.pop(str(name), None)  # "" drops one of Cloud Sync's defaults
+            continue
+        try:
+            compile_expression(text)
+        except ConfigError as exc:
+            raise u.error(key, str(exc)) from exc
+        attributes[str(name)] = text
+    users = UserSettings(
+        provision=provision,
+        target_ou=target_ou,
+        guests=u.get("guests", bool),
+        on_leave=u.choice("on_leave", ON_LEAVE_POLICIES),
+        attributes=attributes,
+    )
+    u.finish()
+    return users
 
 
 def _scope(root: Mapping[str, Any], file: str) -> ScopeSettings:
@@ -966,6 +1067,48 @@ RESERVED_ATTRIBUTES: Mapping[str, str] = {
     "distinguishedname": "is where the group is: use mapping.cn and mapping.target_ou",
     "displayname": "has a setting of its own: use mapping.display_name",
     "description": "has a setting of its own: use mapping.description",
+}
+
+
+_BY_AD_USER = "is set by AD; no one writes it"
+_PROTECTED_USER = "marks AD's protected accounts, which writeback never touches"
+_USER_NAMING = "names the account (an SOA user keeps its account's names: writeback never renames an account it takes over)"
+_CREDENTIAL = (
+    "is a sign-in credential or delegation of the account: a mapped value would let the cloud take it over"
+)
+# Attributes [users.attributes] must not write, by lower-cased name, and why.
+RESERVED_USER_ATTRIBUTES: Mapping[str, str] = {
+    "msds-externaldirectoryobjectid": "is writeback's anchor (User_<objectId>), which writeback writes itself",
+    "admindescription": (
+        "makes Entra Connect's inbound rules skip the account when it starts with User_; writeback leaves it alone"
+    ),
+    "cn": _USER_NAMING,
+    "name": _USER_NAMING,
+    "samaccountname": _USER_NAMING,
+    "userprincipalname": _USER_NAMING,
+    "distinguishedname": _USER_NAMING,
+    "unicodepwd": "is the password: writeback never writes an SOA user's password",
+    "userpassword": "is the password: writeback never writes an SOA user's password",
+    "pwdlastset": "is the password's state: writeback never writes an SOA user's password",
+    "useraccountcontrol": "enables, disables and sets the sign-in rules of the account; soa never changes them",
+    "objectsid": _BY_AD_USER,
+    "objectguid": _BY_AD_USER,
+    "objectclass": _BY_AD_USER,
+    "objectcategory": _BY_AD_USER,
+    "primarygroupid": "is the account's primary group membership, which is not writeback's to set",
+    "member": "is a group attribute",
+    "memberof": "is computed by AD from groups' member values",
+    "sidhistory": "adds SIDs to the account's logon token: a mapped value would grant other accounts' rights",
+    "ntsecuritydescriptor": "holds the account's permissions, which are not writeback's to set",
+    "admincount": _PROTECTED_USER,
+    "iscriticalsystemobject": _PROTECTED_USER,
+    "altsecurityidentities": _CREDENTIAL,
+    "msds-keycredentiallink": _CREDENTIAL,
+    "serviceprincipalname": _CREDENTIAL,
+    "msds-allowedtodelegateto": _CREDENTIAL,
+    "msds-allowedtoactonbehalfofotheridentity": _CREDENTIAL,
+    "scriptpath": "runs at the account's logon: a mapped value would run code on the user's computer",
+    "manager": "is a reference to another AD account, not resolved by this version of writeback",
 }
 
 

@@ -407,11 +407,11 @@ def test_standalone_serve_of_the_sample_scenario_works_with_msal(tmp_path: Path)
                     "$select": "id,onPremisesSecurityIdentifier,onPremisesImmutableId,onPremisesSamAccountName"
                 },
             ).json()["value"]
-            synced = [u for u in users if u.get("onPremisesSamAccountName")]
-            assert len(synced) == 13
+            synced = [u for u in users if u.get("onPremisesSamAccountName")]  # synced, or SOA-converted
+            assert len(synced) == 14
             sids = [u["onPremisesSecurityIdentifier"] for u in synced]
             assert all(re.fullmatch(r"S-1-5-21-\d+-\d+-\d+-\d+", sid) for sid in sids)
-            assert len(set(sids)) == len(sids) and len({u["onPremisesImmutableId"] for u in synced}) == 13
+            assert len(set(sids)) == len(sids) and len({u["onPremisesImmutableId"] for u in synced}) == 14
             legacy = next(g for g in groups.json()["value"] if g["displayName"] == "GG-Legacy-Fileshare")
             members = client.get(f"/v1.0/groups/{legacy['id']}/members").json()["value"]
             assert len(members) == 3

@@ -2,8 +2,8 @@
 
 The SDK is generated from Graph's metadata and parses responses the way Microsoft ships it, so what it
 accepts here the emulator speaks in Graph's shape: the token endpoint, paging with its PageIterator, delta
-through its request builders, ``$ref`` writes, errors parsed to ``ODataError`` and the beta
-``writebackConfiguration``. The wiring below is the one the README documents.
+through its request builders, ``$ref`` writes, errors parsed to ``ODataError``, the beta
+``writebackConfiguration`` and users' beta ``onPremisesSyncBehavior`` (User SOA). The wiring below is the one the README documents.
 """
 
 from __future__ import annotations
@@ -47,6 +47,10 @@ with warnings.catch_warnings():
     from msgraph_beta.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
     from msgraph_beta.generated.models.group import Group as BetaGroup
     from msgraph_beta.generated.models.group_writeback_configuration import GroupWritebackConfiguration
+    from msgraph_beta.generated.models.o_data_errors.o_data_error import ODataError as BetaODataError
+    from msgraph_beta.generated.models.on_premises_sync_behavior import OnPremisesSyncBehavior
+    from msgraph_beta.generated.models.user import User as BetaUser
+    from msgraph_beta.generated.users.item.user_item_request_builder import UserItemRequestBuilder
     from msgraph_core.tasks.page_iterator import PageIterator
 
 pytestmark = [
@@ -309,5 +313,52 @@ def test_sdk_expands_a_groups_members_at_most_20_as_graph_does(emu: EmulatorHand
         )
         assert two.response_status_code == 400 and two.error is not None and two.error.code == "BadRequest"
         assert "maximum allowed is 1" in (two.error.message or "")
+
+    run(emu, body)
+
+
+def test_sdk_converts_a_users_source_of_authority_through_beta_on_premises_sync_behavior(
+    emu: EmulatorHandle,
+) -> None:
+    """Issue 24: the beta SDK's ``users.by_user_id(id).on_premises_sync_behavior`` reads and patches a synced
+    user's isCloudManaged (https://learn.microsoft.com/graph/api/onpremisessyncbehavior-get?view=graph-rest-beta);
+    the conversion stops sync (onPremisesSyncEnabled null), keeps the SID and unlocks cloud writes."""
+    synced = "u03"  # small_tenant: every third user is synced from AD
+
+    async def body(sdk: Sdk) -> None:
+        builder = sdk.beta.users.by_user_id(synced).on_premises_sync_behavior
+        before = await builder.get()
+        assert isinstance(before, OnPremisesSyncBehavior) and before.is_cloud_managed is False
+        assert before.id == synced
+        refused = await _error(sdk.client.users.by_user_id(synced).patch(User(job_title="Treasurer")))
+        assert refused.response_status_code == 400  # mastered on-premises
+
+        assert await builder.patch(OnPremisesSyncBehavior(is_cloud_managed=True)) is None  # 204
+        after = await builder.get()
+        assert after is not None and after.is_cloud_managed is True
+        select = RequestConfiguration(
+            query_parameters=UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(
+                select=["onPremisesSyncEnabled", "onPremisesSecurityIdentifier"]
+            )
+        )
+        user = await sdk.beta.users.by_user_id(synced).get(request_configuration=select)
+        assert isinstance(user, BetaUser)
+        assert (
+            user.on_premises_sync_enabled is None
+            and user.on_premises_security_identifier == "S-1-5-21-1-2-3-1103"
+        )
+        await sdk.client.users.by_user_id(synced).patch(User(job_title="Treasurer"))  # the cloud's now
+
+        # v1.0 has no such segment: the v1.0 SDK has no builder for it, so the beta URL is sent to v1.0.
+        v1 = sdk.beta.users.by_user_id(synced).on_premises_sync_behavior.with_url(
+            f"{emu.graph_url}/v1.0/users/{synced}/onPremisesSyncBehavior"
+        )
+        with pytest.raises(BetaODataError) as refused_v1:
+            await v1.get()
+        assert refused_v1.value.response_status_code == 400
+
+        with pytest.raises(BetaODataError) as missing:
+            await sdk.beta.users.by_user_id(MISSING).on_premises_sync_behavior.get()
+        assert missing.value.response_status_code == 404
 
     run(emu, body)

@@ -43,6 +43,7 @@ from writeback.testbed.sandbox.tenant import (
     build_tenant,
     immutable_id,
     load_scenario,
+    soa_user_sams,
     synced_id,
     write_tenant,
 )
@@ -52,7 +53,7 @@ CONTRACT_KEYS = {
     "ldap_url", "gc_url", "base_dn", "bind_dn", "bind_password", "ca_file", "users_ou", "groups_ou", "graph_url",
     "authority", "graph_ca_file", "tenant_id", "client_id", "client_secret", "config", "dir", "samba_pid",
     "emulator_pid", "emulator_admin_token", "service_bind_dn", "service_bind_password", "service_sid",
-    "console_url", "console_token",
+    "console_url", "console_token", "cloud_users_ou",
 }  # fmt: skip
 EXTERNAL_ID = "msDS-ExternalDirectoryObjectId"
 
@@ -78,6 +79,7 @@ def test_sandbox_json_holds_the_whole_contract_privately(sandbox: SandboxInfo) -
     assert data["ldap_url"] == "ldaps://127.0.0.1:636"
     assert data["gc_url"] == "ldaps://127.0.0.1:3269"
     assert data["groups_ou"] == f"OU=Writeback,{data['base_dn']}"
+    assert data["cloud_users_ou"] == f"OU=Cloud Users,{data['base_dn']}"  # a public key of sandbox.json
     assert Path(data["ca_file"]).is_file()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for secret, key in (
@@ -190,7 +192,7 @@ def test_the_ou_layout_and_the_on_premises_group_exist(ldap_conn: Any, sandbox: 
         )
         if dn
     }
-    assert {sandbox.users_ou, sandbox.groups_ou, sandbox.onprem_groups_ou} <= ous
+    assert {sandbox.users_ou, sandbox.groups_ou, sandbox.onprem_groups_ou, sandbox.cloud_users_ou} <= ous
     (_dn, group), *rest = ldap_conn.search_s(
         sandbox.onprem_groups_ou, ldap.SCOPE_ONELEVEL, "(sAMAccountName=GG-Legacy-Fileshare)", ["member"]
     )
@@ -235,7 +237,10 @@ def test_synced_cloud_users_carry_the_sid_and_immutable_id_of_their_ad_twins(
     ldap_conn: Any, sandbox: SandboxInfo
 ) -> None:
     tenant = yaml.safe_load(sandbox.tenant_file.read_text())  # YAML, or JSON (a subset) for big tenants
-    cloud = {u["onPremisesSamAccountName"]: u for u in tenant["users"] if u.get("onPremisesSyncEnabled")}
+    # Synced users, and the one the sample converted to cloud source of authority (synced once: same identifiers).
+    cloud = {
+        u["onPremisesSamAccountName"]: u for u in tenant["users"] if u.get("onPremisesSecurityIdentifier")
+    }
     ad = {a.sam: a for a in read_seeded(ldap_conn) if a.kind == "user"}
     assert cloud.keys() == ad.keys()
     for sam, account in ad.items():
@@ -246,6 +251,10 @@ def test_synced_cloud_users_carry_the_sid_and_immutable_id_of_their_ad_twins(
         assert twin["id"] == synced_id(account.object_guid)
         assert twin["accountEnabled"] is not bool(int(account.attributes["userAccountControl"][0]) & 2)
     assert cloud["olga.peters"]["accountEnabled"] is False
+    assert [sam for sam, u in cloud.items() if not u.get("onPremisesSyncEnabled")] == ["nora.kok"]
+    assert cloud["nora.kok"]["onPremisesSyncBehavior"] == {"isCloudManaged": True}
+    assert cloud["nora.kok"]["department"] == "Treasury"  # changed in the cloud since the conversion
+    assert ad["nora.kok"].attributes["department"] == ["Finance"]
     assert tenant["apps"][0]["client_secret"] == sandbox.client_secret
 
 
@@ -401,6 +410,27 @@ def test_build_tenant_resolves_placeholders_and_the_synced_group() -> None:
     )
     assert soa["onPremisesSyncEnabled"] is None and soa["onPremisesSyncBehavior"] == {"isCloudManaged": True}
     assert sorted(soa["members"]) == sorted([ids["eva.smit"], ids["femke.meijer"]])
+    # Issue 24: a user converted to cloud source of authority, its twin's identifiers plus the scenario's own
+    # state, and a guest; both in SG-Treasury-Portal, which has every kind of user member.
+    nora = next(u for u in tenant["users"] if u.get("onPremisesSamAccountName") == "nora.kok")
+    nora_ad = next(u for u in users if u.sam == "nora.kok")
+    assert (
+        nora["id"] == synced_id(nora_ad.object_guid) and nora["onPremisesSecurityIdentifier"] == nora_ad.sid
+    )
+    assert nora["onPremisesImmutableId"] == immutable_id(nora_ad.object_guid)
+    assert nora["onPremisesSyncEnabled"] is None and nora["onPremisesSyncBehavior"] == {
+        "isCloudManaged": True
+    }
+    assert nora["department"] == "Treasury" and nora["userType"] == "Member"
+    assert sum(1 for u in tenant["users"] if u.get("onPremisesSamAccountName") == "nora.kok") == 1
+    guests = [u for u in tenant["users"] if u.get("userType") == "Guest"]
+    assert len(guests) == 1 and "#EXT#@" in guests[0]["userPrincipalName"]
+    assert not guests[0].get("onPremisesSecurityIdentifier") and not guests[0].get("onPremisesSyncEnabled")
+    portal = set(groups["SG-Treasury-Portal"]["members"])
+    assert {nora["id"], guests[0]["id"], ids["daan.visser"]} <= portal and len(portal) == 4
+    cloud_only = portal - {u["id"] for u in tenant["users"] if u.get("onPremisesSecurityIdentifier")}
+    assert cloud_only == {guests[0]["id"], "3e0b6c1a-7d42-4f1e-9a8b-1c2d3e4f5a03"}
+    assert soa_user_sams(scenario) == ["nora.kok"]
     hr = groups["HR-All-Staff"]
     assert hr["membershipRule"] == 'user.department -eq "HR"' and hr["membershipRuleProcessingState"] == "On"
     every_id = (
@@ -415,6 +445,38 @@ def test_build_tenant_resolves_placeholders_and_the_synced_group() -> None:
 def test_build_tenant_names_an_unknown_placeholder() -> None:
     with pytest.raises(SandboxError, match=r"anna\.jansen"):
         build_tenant(load_scenario(), [], "s3cret")
+
+
+def test_build_tenant_names_a_user_twin_without_its_ad_account() -> None:
+    scenario = load_scenario()
+    users = [_account(str(u["sam"])) for u in scenario.directory_users if u["sam"] != "nora.kok"]
+    groups = [_account(s, "group", []) for s in ("GG-Legacy-Fileshare", "GG-Finance-Approvers")]
+    with pytest.raises(SandboxError, match=r"nora\.kok"):
+        build_tenant(scenario, [*users, *groups], "s3cret")
+
+
+def test_the_config_names_the_cloud_users_ou_in_its_users_table(tmp_path: Path) -> None:
+    """[users] is written with provision off and target_ou the delegated OU, and the config loads."""
+    from writeback.testbed.sandbox import configfile
+
+    info = SandboxInfo(
+        dir=tmp_path, ldap_url="ldaps://127.0.0.1:636", gc_url="ldaps://127.0.0.1:3269",
+        starttls_url="ldap://127.0.0.1:389", base_dn="DC=corp,DC=example,DC=test", bind_dn="CN=Administrator",
+        bind_password="x", ca_file=tmp_path / "ca.pem", users_ou="OU=Staff,DC=corp,DC=example,DC=test",
+        groups_ou="OU=Writeback,DC=corp,DC=example,DC=test", onprem_groups_ou="OU=Groups,DC=corp,DC=example,DC=test",
+        domain="corp.example.test", users=0, tenant_id="t", client_id="c", client_secret="s",
+        config=tmp_path / "writeback.toml", tenant_file=tmp_path / "tenant.yaml", samba_pid=None,
+        service_bind_dn="CN=svc-writeback,CN=Users,DC=corp,DC=example,DC=test",
+        cloud_users_ou="OU=Cloud Users,DC=corp,DC=example,DC=test",
+    )  # fmt: skip
+    text = configfile.render(info, SandboxPaths(tmp_path))
+    assert tomllib.loads(text)["users"] == {
+        "provision": "off",
+        "target_ou": "OU=Cloud Users,DC=corp,DC=example,DC=test",
+    }
+    assert "[users]" not in configfile.render(
+        dataclasses.replace(info, cloud_users_ou=None), SandboxPaths(tmp_path)
+    )
 
 
 def test_snapshot_round_trip_moves_the_domain_to_another_directory(
@@ -704,3 +766,133 @@ def test_the_console_port_and_token_are_made_once_and_kept(tmp_path: Path) -> No
     paths.info_file.write_text(json.dumps({"console_url": url}))  # as sandbox_up saves it
     assert console.ensure(paths) == (url, token)  # the same address and token on the next `up`
     assert console.listen(url) == url.removeprefix("http://")
+
+
+# --- issue 24: cloud users --------------------------------------------------------------------------------
+
+
+def _user_entry(name: str, upn_domain: str, password: str) -> list[tuple[str, list[bytes]]]:
+    """A disabled user with a password set in the add, as writeback creates accounts for cloud-only members."""
+    return [
+        ("objectClass", [b"top", b"person", b"organizationalPerson", b"user"]),
+        ("sAMAccountName", [name.encode()]),
+        ("userPrincipalName", [f"{name}@{upn_domain}".encode()]),
+        ("displayName", [b"Cloud Member"]),
+        ("unicodePwd", [f'"{password}"'.encode("utf-16-le")]),
+        ("userAccountControl", [b"514"]),  # NORMAL_ACCOUNT | ACCOUNTDISABLE
+    ]
+
+
+@pytest.mark.samba
+def test_the_service_account_manages_user_accounts_in_the_cloud_users_ou_and_nowhere_else(
+    sandbox: SandboxInfo, ldap_conn: Any, test_ou: str
+) -> None:
+    """docs/least-privilege.md, "Cloud users": on OU=Cloud Users the service account creates and deletes user
+    objects, writes the mapped attributes, names, userAccountControl and anchor, and resets passwords; it
+    cannot create users in any other OU, nor write attributes the document does not list."""
+    assert sandbox.cloud_users_ou == f"OU=Cloud Users,{sandbox.base_dn}"
+    name = f"cu{uuid.uuid4().hex[:8]}"
+    password = f"Aa1-{uuid.uuid4().hex}"
+    entry = _user_entry(name, sandbox.domain, password)
+    dn = f"CN={name},{sandbox.cloud_users_ou}"
+    svc = connect_as_service(sandbox)
+    try:
+        for where in (sandbox.users_ou, sandbox.groups_ou, test_ou, sandbox.base_dn):
+            with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+                svc.add_s(f"CN={name},{where}", entry)
+        svc.add_s(dn, entry)
+        try:
+            anchor = f"User_{uuid.uuid4()}".encode()
+            svc.modify_s(
+                dn,
+                [
+                    (ldap.MOD_REPLACE, "department", [b"Treasury"]),
+                    (ldap.MOD_REPLACE, "givenName", [b"Cloud"]),
+                    (ldap.MOD_REPLACE, "employeeID", [b"900001"]),
+                    (ldap.MOD_REPLACE, EXTERNAL_ID, [anchor]),
+                    (ldap.MOD_REPLACE, "adminDescription", [anchor]),
+                    (ldap.MOD_REPLACE, "userAccountControl", [b"512"]),  # enabled (password set)
+                ],
+            )
+            new_password = f'"Bb2-{uuid.uuid4().hex}"'.encode("utf-16-le")
+            svc.modify_s(dn, [(ldap.MOD_REPLACE, "unicodePwd", [new_password])])  # Reset Password
+            svc.rename_s(dn, f"CN={name}-renamed")  # a rename: Write cn and name
+            dn = f"CN={name}-renamed,{sandbox.cloud_users_ou}"
+            for refused in (
+                (ldap.MOD_REPLACE, "info", [b"not delegated"]),
+                (ldap.MOD_REPLACE, "description", [b"not delegated"]),
+                (ldap.MOD_REPLACE, "sAMAccountName", [b"x" + name.encode()]),
+            ):
+                with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+                    svc.modify_s(dn, [refused])
+            found = ldap_conn.search_s(
+                dn, ldap.SCOPE_BASE, attrlist=["department", EXTERNAL_ID, "userAccountControl"]
+            )
+            assert found[0][1]["department"] == [b"Treasury"] and found[0][1][EXTERNAL_ID] == [anchor]
+            assert found[0][1]["userAccountControl"] == [b"512"]
+        finally:
+            svc.delete_s(dn)  # Delete Child of class user
+        # Only user objects: no group in the cloud users' OU.
+        group = [("objectClass", [b"top", b"group"]), ("sAMAccountName", [name.encode()])]
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.add_s(f"CN={name},{sandbox.cloud_users_ou}", group)
+    finally:
+        svc.unbind_s()
+
+
+@pytest.mark.samba
+def test_the_service_account_may_write_the_soa_users_original_account_but_not_its_names(
+    sandbox: SandboxInfo, ldap_conn: Any
+) -> None:
+    """The sample's SOA-converted user (nora.kok): her original account in OU=Staff takes the mapped attributes,
+    userAccountControl and the anchor from the service account; never her names or password, and no other
+    account in OU=Staff takes anything."""
+    nora = f"CN=Nora Kok,{sandbox.users_ou}"
+    before = ldap_conn.search_s(nora, ldap.SCOPE_BASE, attrlist=["department", EXTERNAL_ID])[0][1]
+    assert before["department"] == [b"Finance"]
+    anna = f"CN=Anna Jansen,{sandbox.users_ou}"
+    svc = connect_as_service(sandbox)
+    try:
+        svc.modify_s(
+            nora,
+            [
+                (ldap.MOD_REPLACE, "department", [b"Treasury"]),
+                (ldap.MOD_REPLACE, EXTERNAL_ID, [b"User_test-only"]),
+                (ldap.MOD_REPLACE, "userAccountControl", [b"512"]),
+            ],
+        )
+        for refused in (
+            (ldap.MOD_REPLACE, "sAMAccountName", [b"nora.kok2"]),
+            (ldap.MOD_REPLACE, "userPrincipalName", [b"nora2@corp.example.test"]),
+            (ldap.MOD_REPLACE, "unicodePwd", [f'"Cc3-{uuid.uuid4().hex}"'.encode("utf-16-le")]),
+            (ldap.MOD_REPLACE, "adminDescription", [b"User_test-only"]),
+        ):
+            with pytest.raises((ldap.INSUFFICIENT_ACCESS, ldap.CONSTRAINT_VIOLATION)):
+                svc.modify_s(nora, [refused])
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.rename_s(nora, "CN=Nora K")
+        with pytest.raises(ldap.INSUFFICIENT_ACCESS):
+            svc.modify_s(anna, [(ldap.MOD_REPLACE, "department", [b"Treasury"])])
+    finally:
+        svc.unbind_s()
+        restore = [(ldap.MOD_REPLACE, "department", [b"Finance"])]
+        restore.append(
+            (ldap.MOD_REPLACE, EXTERNAL_ID, before[EXTERNAL_ID])
+            if EXTERNAL_ID in before
+            else (ldap.MOD_DELETE, EXTERNAL_ID, None)
+        )
+        ldap_conn.modify_s(nora, restore)
+
+
+@pytest.mark.samba
+def test_the_documented_user_sddl_is_what_the_sandbox_delegates(sandbox: SandboxInfo, ldap_conn: Any) -> None:
+    """docs/least-privilege.md's SDDL for the users' OU, with the schemaIDGUIDs written out, equals what the
+    sandbox applies (read from the DC's schema, which carries Windows' schemaIDGUIDs)."""
+    from writeback.testbed.sandbox.serviceaccount import cloud_users_sddl
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "least-privilege.md").read_text(encoding="utf-8")
+    block = docs.split("## Cloud users:", 1)[1].split("```", 2)[1]
+    documented = "".join(line.split()[0] for line in block.strip().splitlines())
+    assert sandbox.service_sid
+    applied = cloud_users_sddl(ldap_conn, sandbox.base_dn, sandbox.service_sid)
+    assert documented.replace("<SID>", sandbox.service_sid) == applied

@@ -25,6 +25,7 @@ from tests.testbed import netns
 from tests.testbed.fixtures import connect
 
 from writeback.testbed.sandbox import SandboxInfo, load_info
+from writeback.testbed.sandbox.tenant import load_scenario
 
 pytestmark = [pytest.mark.samba, pytest.mark.emulator]
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +84,9 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnSandbox]:
 
 
 def test_up_says_why_the_sandbox_has_more_users_than_asked_for(own: OwnSandbox) -> None:
-    # The sample tenant's 13 people (the ones its groups name) come on top of the generated ones.
-    assert f"{13 + USERS} in OU=Staff = the sample tenant's own 13" in own.up_output
+    # The sample tenant's own people (the ones its groups name) come on top of the generated ones.
+    fixed = len(load_scenario().directory_users)
+    assert f"{fixed + USERS} in OU=Staff = the sample tenant's own {fixed}" in own.up_output
     assert f"{USERS} generated (--users {USERS})" in own.up_output
     with own.ns.entered():
         conn = connect(own.info)
@@ -92,7 +94,7 @@ def test_up_says_why_the_sandbox_has_more_users_than_asked_for(own: OwnSandbox) 
             staff = conn.search_s(own.info.users_ou, ldap.SCOPE_ONELEVEL, "(objectClass=user)", ["cn"])
         finally:
             conn.unbind_s()
-    assert len([dn for dn, _ in staff if dn]) == 13 + USERS
+    assert len([dn for dn, _ in staff if dn]) == fixed + USERS
 
 
 def _admin(info: SandboxInfo) -> httpx.Client:

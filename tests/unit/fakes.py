@@ -36,6 +36,7 @@ from writeback.core.model import (
     CloudUser,
     DirectoryAccount,
     DirectoryGroup,
+    DirectoryUser,
     MemberRef,
 )
 from writeback.core.ports import (
@@ -116,6 +117,9 @@ class FakeDirectory:
     # DirectoryGroup.writable (allowedAttributesEffective) and enforced on writes as AD does; a group not
     # listed has writable None (not read) and takes every write.
     write_rights: dict[str, set[str]] = field(default_factory=dict)
+    # User accounts ([users] provision = "soa"): normalized DN -> entry ("dn", "guid", "objectSid", optional
+    # "objectClass" (default user), "protected", and attributes by name). Modified like groups.
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def _touch(self, entry: dict[str, Any]) -> None:
         self.usn += 1
@@ -231,6 +235,40 @@ class FakeDirectory:
         self.ops.append(("search", "*"))
         return [g for g in (self._group(e) for e in self.groups.values()) if g.anchor]
 
+    _USER_KEYS = ("dn", "guid", "objectSid", "objectClass", "protected")
+
+    def _user(self, e: dict[str, Any], anchors: Sequence[str], mapped: Sequence[str]) -> DirectoryUser:
+        anchor = next((v for a in anchors if isinstance(v := e.get(a), str) and v.startswith("User_")), None)
+        rights = self.write_rights.get(normalize_dn(e["dn"]))
+        return DirectoryUser(
+            e["dn"],
+            e["guid"],
+            e.get("objectSid"),
+            anchor,
+            {k: e.get(k) for k in dict.fromkeys([*mapped, *anchors])},
+            e.get("objectClass", "user"),
+            bool(e.get("protected", False)),
+            None if rights is None else frozenset(rights),
+        )
+
+    def read_users_by_sid(
+        self, sids: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> dict[str, DirectoryUser]:
+        wanted = {s.upper() for s in sids}
+        self.ops.append(("search", "users by sid"))
+        return {
+            e["objectSid"].upper(): self._user(e, anchor_attributes, mapped)
+            for e in self.users.values()
+            if str(e.get("objectSid", "")).upper() in wanted and is_within(e["dn"], self.domain_dn)
+        }
+
+    def read_managed_users(
+        self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefixes: Sequence[str]
+    ) -> list[DirectoryUser]:
+        self.ops.append(("search", "managed users"))
+        found = [self._user(e, anchor_attributes, mapped) for e in self.users.values()]
+        return [u for u in found if u.anchor and u.object_class == "user"]
+
     def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
         return UserChanges(users=[], watermark=UsnWatermark("dc", 0), full=since is None)
 
@@ -323,7 +361,7 @@ class FakeDirectory:
         self._check(dn)
         self._check_rights(dn, values)
         self.ops.append(("modify", dn))
-        e = self.groups[normalize_dn(dn)]
+        e = self.groups.get(normalize_dn(dn)) or self.users[normalize_dn(dn)]
         for k, v in values.items():
             if v is None:
                 e.pop(k, None)

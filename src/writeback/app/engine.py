@@ -22,8 +22,8 @@ from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
 from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
 from writeback.core.dn import normalize_dn
-from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, DirectoryGroup
-from writeback.core.planning import Change, ChangeKind, Plan, Policy, compute_plan
+from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, TARGET_GROUP, DirectoryGroup
+from writeback.core.planning import Change, ChangeKind, GroupReport, Plan, Policy, compute_plan
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
 from writeback.core.rights import hold_unwritable
@@ -89,6 +89,15 @@ def _held_reason(change: Change, reasons: Mapping[str, str]) -> str:
 
 
 NO_ALLOWANCES = Allowances()
+
+
+def _report_detail(report: GroupReport) -> dict[str, object] | None:
+    """A skip row's detail: the members not written, and the target type when it is a user account."""
+    detail = None if report.error else skipped_detail(report)
+    if report.target != TARGET_GROUP:
+        return {"target": report.target, **(detail or {})}
+    return detail
+
 
 # Changes per journal transaction: a commit per change was a measurable part of a first apply
 # (docs/benchmarks.md, "Measurements behind the code"). A batch is cut short after a change with many member
@@ -379,17 +388,29 @@ class Engine:
         if intents.reconciled is not None and not intents.reconciled:
             return Plan(), {}  # an incremental cycle with nothing to reconcile
         where = self.store.applied_dns() if locations is None else locations
-        q = questions(intents, self.settings, where)
-        facts = gather(q, self.directory, self.schema(), self.mapped_attributes(), self.progress)
+        prints = self.store.applied_fingerprints()
+        # The users whose account writeback wrote are those with a recorded fingerprint (keys never collide:
+        # a cloud user's id is no group's).
+        q = questions(
+            intents, self.settings, where, written_users=prints.keys() if intents.users_enabled else ()
+        )
+        facts = gather(
+            q,
+            self.directory,
+            self.schema(),
+            self.mapped_attributes(),
+            self.progress,
+            user_mapped=tuple(self.settings.users.attributes) if intents.users_enabled else (),
+        )
         located = {} if intents.partial else located_groups(where, facts.managed)
         state = desired_state(intents, facts, self.settings)
-        plan = compute_plan(state, self.policy(), self.store.applied_fingerprints())
+        plan = compute_plan(state, self.policy(), prints)
         for message in state.loops.values():
             log.warning("%s", message)
         if state.warnings:
             plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
-            self._managed = Managed.of(state.actual)
+            self._managed = Managed.of(state.actual, len(state.user_actual) + len(state.users_released))
         at = time.time() if now is None else now
         window = self.safety_window()
         base = window.base(at, self._managed)
@@ -643,7 +664,7 @@ class Engine:
                     group_name=r.display_name,
                     dn=r.dn,
                     error=r.error,
-                    detail=None if r.error else skipped_detail(r),
+                    detail=_report_detail(r),
                 )
             )
         if raw != (seen := json.dumps(notes.seen, sort_keys=True)):
@@ -712,6 +733,8 @@ class Engine:
             ]
         if change.new_dn:
             detail["new_dn"] = change.new_dn
+        if change.target != TARGET_GROUP:
+            detail = {"target": change.target, **detail}  # users are their own target type in the log
         return LogRecord(
             run_id,
             change.kind.action,

@@ -21,10 +21,11 @@ from writeback.core.mapping import (
     EXCHANGE_ATTRIBUTES,
     MAIL_ATTRIBUTES,
     MSDS_ANCHOR,
+    USER_ANCHOR_ATTRIBUTES,
     anchor_attributes,
     read_anchor_attributes,
 )
-from writeback.core.model import DirectoryAccount, DirectoryGroup
+from writeback.core.model import USER_ANCHOR_PREFIX, DirectoryAccount, DirectoryGroup, DirectoryUser
 from writeback.core.ports import Directory, ResolvedAccounts
 from writeback.core.text import plural
 
@@ -39,6 +40,9 @@ class Schema:
     # The mail and Exchange attributes writeback writes on mail groups that this forest's schema lacks
     # (without Exchange's schema: mailNickname and the msExch* recipient attributes).
     missing: frozenset[str] = frozenset()
+    # Where a user anchor (User_<id>) is written and read: msDS-ExternalDirectoryObjectId only, or nothing
+    # when the schema lacks it (then no user is written; see writeback.core.desired).
+    users: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, directory: Directory, anchor_mode: str) -> Schema:
@@ -46,7 +50,8 @@ class Schema:
         missing = frozenset(
             a for a in (*MAIL_ATTRIBUTES, *EXCHANGE_ATTRIBUTES) if not directory.has_attribute(a)
         )
-        return cls(anchor_attributes(anchor_mode, has_msds), read_anchor_attributes(has_msds), missing)
+        users = USER_ANCHOR_ATTRIBUTES if has_msds else ()
+        return cls(anchor_attributes(anchor_mode, has_msds), read_anchor_attributes(has_msds), missing, users)
 
     @property
     def mail(self) -> tuple[str, ...]:
@@ -64,6 +69,7 @@ def gather(
     schema: Schema,
     mapped: Sequence[str],
     progress: Progress,
+    user_mapped: Sequence[str] = (),
 ) -> DirectoryFacts:
     """Answer ``q`` from ``directory``.
 
@@ -84,6 +90,7 @@ def gather(
     names = q.names_to_check(managed)
     dns = q.dns_to_check(managed)
     by_sid, originals = _groups_by_sid(q, directory, schema, attrs, progress)
+    users_by_sid, managed_users = _users(q, directory, schema, user_mapped, progress)
     return DirectoryFacts(
         anchor_attributes=schema.write,
         accounts=accounts,
@@ -93,7 +100,32 @@ def gather(
         groups_by_sid=by_sid,
         originals=originals,
         missing_attributes=schema.missing,
+        users_by_sid=users_by_sid,
+        managed_users=managed_users,
+        user_anchor_attributes=schema.users,
     )
+
+
+def _users(
+    q: Questions, directory: Directory, schema: Schema, mapped: Sequence[str], progress: Progress
+) -> tuple[dict[str, DirectoryUser], tuple[DirectoryUser, ...]]:
+    """The user accounts ``q`` asks for ([users]): by SID (SOA users' originals, accounts to release) and, in
+    a full plan, every account anchored User_. Nothing is read when users are off or the schema has no
+    place for their anchor."""
+    if not schema.users or not (q.user_sids or q.every_managed_user):
+        return {}, ()
+    found: dict[str, DirectoryUser] = {}
+    if q.user_sids:
+        progress(f"Reading {plural(len(q.user_sids), 'user account')} by SID")
+        found = {
+            sid.upper(): u
+            for sid, u in directory.read_users_by_sid(q.user_sids, schema.users, mapped).items()
+        }
+    managed: tuple[DirectoryUser, ...] = ()
+    if q.every_managed_user:
+        managed = tuple(directory.read_managed_users(schema.users, mapped, (USER_ANCHOR_PREFIX,)))
+        progress(f"{plural(len(managed), 'managed user account')} in AD")
+    return found, managed
 
 
 def _groups_by_sid(

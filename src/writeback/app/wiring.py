@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
-from writeback.adapters.graph import GraphClient, GraphSettings, GraphSource
+from writeback.adapters.graph import DEFAULT_USER_SELECT, GraphClient, GraphSettings, GraphSource
 from writeback.adapters.state.lock import WriterLock
 from writeback.adapters.state.postgres import PostgresStore, redact
 from writeback.adapters.state.sqlbase import SqlStore
@@ -15,6 +15,7 @@ from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine, Progress
 from writeback.app.lease import Fence, LeaderLease
 from writeback.config import Settings, resolve_secret
+from writeback.core.expressions import compile_expression
 from writeback.core.ports import CloudSource, ReplicaStore, SyncReport
 from writeback.errors import ConfigError, StateLockedError
 
@@ -57,7 +58,24 @@ def graph_settings(settings: Settings) -> GraphSettings:
         or sc.include_microsoft365
         or sc.include_mail_enabled,
         read_group_settings=sc.mode == "writeback_enabled",
+        # [users] (issue 24): a user's source of authority (beta onPremisesSyncBehavior.isCloudManaged) and
+        # the Graph properties the user mappings read.
+        read_user_sync_behavior=settings.users.enabled,
+        user_select=user_select(settings),
     )
+
+
+def user_select(settings: Settings) -> tuple[str, ...]:
+    """The user properties delta reads: the default set, and with [users] on, every Graph property the user
+    mappings name (Cloud Sync's defaults read givenName, surname, postalCode, streetAddress, mobilePhone and
+    preferredLanguage, which the default set leaves out). With users off, the default set exactly (a changed
+    $select makes delta start over)."""
+    if not settings.users.enabled:
+        return DEFAULT_USER_SELECT
+    named = (a for text in settings.users.attributes.values() for a in compile_expression(text).attributes)
+    computed = {"objectId"}  # given by writeback itself (writeback.core.mapping.user_source)
+    extra = [a for a in dict.fromkeys(named) if a not in DEFAULT_USER_SELECT and a not in computed]
+    return (*DEFAULT_USER_SELECT, *extra)
 
 
 def build_graph(settings: Settings) -> tuple[GraphClient, GraphSource]:

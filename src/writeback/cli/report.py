@@ -16,6 +16,7 @@ import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from writeback.core.model import TARGET_GROUP, TARGET_USER
 from writeback.core.planning import Change, ChangeKind, GroupReport, Plan
 from writeback.core.text import plural, printable
 
@@ -46,6 +47,7 @@ class _Block:
 
     cloud_id: str
     name: str = ""
+    target: str = TARGET_GROUP
     changes: list[Change] = field(default_factory=list)
     held: list[Change] = field(default_factory=list)
     reports: list[GroupReport] = field(default_factory=list)
@@ -81,7 +83,14 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         lines.append("Plan: no changes. AD matches the cloud.")
     if plan.scope:
         lines += _wrap(f"Compared: {plan.scope}", "", "  ")
-    for block in _blocks(plan):
+    blocks = _blocks(plan)
+    for block in (b for b in blocks if b.target == TARGET_GROUP):
+        lines.append("")
+        lines.extend(_block(block, verbose))
+    users = [b for b in blocks if b.target == TARGET_USER]
+    if users:  # [users]: their own section, after the groups
+        lines += ["", f"Users ({plural(len(users), 'account')}: cloud-managed users in their AD account):"]
+    for block in users:
         lines.append("")
         lines.extend(_block(block, verbose))
     if plan.held:
@@ -100,21 +109,22 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
 
 
 def _blocks(plan: Plan) -> list[_Block]:
-    """One block per group (by cloud id), in name order; inside, changes keep the plan's (write) order."""
-    blocks: dict[str, _Block] = {}
+    """One block per group or user account (by target and cloud id), in name order; inside, changes keep the
+    plan's (write) order."""
+    blocks: dict[tuple[str, str], _Block] = {}
 
-    def block(cloud_id: str, name: str) -> _Block:
-        b = blocks.setdefault(cloud_id, _Block(cloud_id))
+    def block(target: str, cloud_id: str, name: str) -> _Block:
+        b = blocks.setdefault((target, cloud_id), _Block(cloud_id, target=target))
         b.name = b.name or name
         return b
 
     for ch in plan.changes:
-        block(ch.cloud_id, ch.display_name or ch.dn).changes.append(ch)
+        block(ch.target, ch.cloud_id, ch.display_name or ch.dn).changes.append(ch)
     for ch in plan.held:
-        block(ch.cloud_id, ch.display_name or ch.dn).held.append(ch)
+        block(ch.target, ch.cloud_id, ch.display_name or ch.dn).held.append(ch)
     for r in plan.reports:
         if r.error or r.skipped or r.note:
-            block(r.cloud_id, r.display_name or r.dn or "").reports.append(r)
+            block(r.target, r.cloud_id, r.display_name or r.dn or "").reports.append(r)
     return sorted(blocks.values(), key=lambda b: (b.name.casefold(), b.cloud_id))
 
 

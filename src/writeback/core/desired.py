@@ -35,6 +35,28 @@ Taking over, never duplicating (issue 13):
   Nested in a cloud group, such a group is referenced as its AD original (matched by SID), within 8518.
 - Loop guard: a group synced from AD whose SID is that of a group writeback manages under another cloud id is
   the copy Connect or Cloud Sync made of writeback's own output; it is reported and never written.
+
+Users, the second kind of target (issue 24, ``[users] provision = "soa"``), go through the same steps, the
+way SOA-converted groups do:
+
+- A synced user whose source of authority moved to the cloud (``CloudUser.soa_converted``) and who is a member
+  of an in-scope group becomes a :class:`~writeback.core.model.UserIntent`. Scope is by group, as Cloud Sync's
+  provisioning to AD scopes by its scoping filters, and as writeback scopes everything else: turning soa on
+  rewrites only the accounts of people in the groups an operator chose, and a user's change in the cloud marks
+  the groups holding it, so it rides the same incremental plan as they do.
+- Its original AD account is found by ``onPremisesSecurityIdentifier`` -> ``objectSid`` only, never by UPN
+  or mail (a UPN match is a takeover path: Microsoft's "How matching works" for user SOA, and
+  ``blockCloudObjectTakeoverThroughHardMatchEnabled`` for the reverse direction). Its mapped attributes and
+  the anchor ``msDS-ExternalDirectoryObjectId = User_<objectId>`` are written there; its DN, names, SID,
+  password and userAccountControl never. ``adminDescription`` is not stamped: Connect's inbound rules skip
+  an account whose adminDescription starts with ``User_``, so Connect would see the account leave its scope
+  and delete what it synced from it, and a rollback could not bring it back (an SOA user needs no such
+  guard: Entra no longer takes Connect's changes for it). Without msDS-ExternalDirectoryObjectId in the
+  schema, SOA users are reported and not written.
+- Reported, never written: no account with that SID in the domain, an object of that SID that is not a user,
+  an AdminSDHolder-protected or well-known account (:mod:`writeback.core.protected`), an account anchored
+  ``User_`` for another cloud user, and several accounts carrying one user's anchor.
+- A rollback (AD masters the user again) releases the account: only the anchor writeback stamps is removed.
 """
 
 from __future__ import annotations
@@ -49,6 +71,7 @@ from writeback.core.mapping import (
     ADMIN_DESCRIPTION,
     SCOPE_BITS,
     Mapper,
+    UserMapper,
     assign_sam_account_names,
     dynamic_sam_candidates,
     group_type_change_refused,
@@ -60,18 +83,22 @@ from writeback.core.model import (
     DYNAMIC_ANCHOR_PREFIX,
     DYNAMIC_KEY_PREFIX,
     GROUP_TYPE_SECURITY,
+    USER_ANCHOR_PREFIX,
     AttributeValue,
     CloudGroup,
     CloudSnapshot,
     CloudUser,
     DesiredGroup,
+    DesiredUser,
     DirectoryAccount,
     DirectoryGroup,
+    DirectoryUser,
     GroupError,
     Intent,
     MemberRef,
     SkippedMember,
     SkipReason,
+    UserIntent,
 )
 from writeback.core.ports import ResolvedAccounts
 from writeback.core.rules import RuleContext, compile_rule
@@ -98,6 +125,12 @@ class Intents:
     # Of those, the ones Graph says AD masters (synced, or isCloudManaged false): their managed AD group, if
     # any, is released. The others (onPremisesSyncBehavior unread) are left exactly as they are.
     released: frozenset[str] = frozenset()
+    # Users ([users] provision = "soa"): the SOA users of the in-scope groups planned, by cloud id; the cloud
+    # users whose source of authority is AD (synced, or a user SOA rolled back): id -> SID upper-cased, whose
+    # account writeback releases if it anchored it; and whether users are written at all.
+    users: Mapping[str, UserIntent] = field(default_factory=dict)
+    users_released: Mapping[str, str] = field(default_factory=dict)
+    users_enabled: bool = False
 
     @property
     def partial(self) -> bool:
@@ -132,6 +165,7 @@ def cloud_intents(
     # and a second copy of 1,000,000 memberships would be held to the end of every plan (issue 17).
     cloud = {gid: without_members(g) for gid, g in wanted.items()}
     reconciled = None if only is None else frozenset(k for k in only if not k.startswith(DYNAMIC_KEY_PREFIX))
+    users, users_released = _user_intents(snapshot, settings, groups.values())
     return Intents(
         groups,
         snapshot.users,
@@ -142,7 +176,35 @@ def cloud_intents(
         frozenset({ANCHOR_PREFIX}),
         ad_mastered,
         frozenset(released),
+        users,
+        users_released,
+        settings.users.enabled,
     )
+
+
+def _user_intents(
+    snapshot: CloudSnapshot, settings: Settings, groups: Iterable[Intent]
+) -> tuple[dict[str, UserIntent], dict[str, str]]:
+    """The users of ``[users] provision = "soa"``: the SOA users among the direct members of ``groups`` (the
+    in-scope groups planned), and the cloud users AD masters (id -> SID) whose accounts writeback releases."""
+    if settings.users.provision != "soa":
+        return {}, {}
+    mapper = UserMapper(settings.users.attributes)
+    members = sorted({ref.id for intent in groups for ref in intent.members if ref.kind == "user"})
+    users: dict[str, UserIntent] = {}
+    for uid in members:
+        user = snapshot.users.get(uid)
+        sid = user.on_premises_security_identifier if user is not None else None
+        if user is not None and sid and user.soa_converted and not user.deleted and not user.is_guest:
+            users[uid] = mapper.intent(user, sid.upper())
+    released = {
+        uid: sid.upper()
+        for uid, u in snapshot.users.items()
+        if (sid := u.on_premises_security_identifier)
+        and not u.deleted
+        and (u.on_premises_sync_enabled or u.is_cloud_managed is False)
+    }
+    return users, released
 
 
 def without_members(group: CloudGroup) -> CloudGroup:
@@ -200,6 +262,9 @@ def combine(*sources: Intents) -> Intents:
             out.prefixes | s.prefixes,
             {**out.ad_mastered, **s.ad_mastered},
             out.released | s.released,
+            {**out.users, **s.users},
+            {**out.users_released, **s.users_released},
+            out.users_enabled or s.users_enabled,
         )
     return out
 
@@ -222,6 +287,10 @@ class Questions:
     # the domain writeback writes (an original outside it is found through the GC but cannot be written).
     group_sids: frozenset[str] = frozenset()
     base_dn: str = ""
+    # Users: the SIDs of the user accounts to read (SOA users' originals, and accounts writeback may release),
+    # and whether to read every account anchored User_ (a full plan with users on).
+    user_sids: frozenset[str] = frozenset()
+    every_managed_user: bool = False
 
     def names_to_check(self, managed: Iterable[DirectoryGroup]) -> set[str]:
         """The candidate names whose holder matters, once the managed groups are known: a group that keeps
@@ -235,8 +304,15 @@ class Questions:
         return {dn for k, dn in self.dns.items() if at.get(k) != normalize_dn(dn)}
 
 
-def questions(intents: Intents, settings: Settings, applied_dns: Mapping[str, str]) -> Questions:
-    """What to read from AD for ``intents``. ``applied_dns``: where each group was last written."""
+def questions(
+    intents: Intents,
+    settings: Settings,
+    applied_dns: Mapping[str, str],
+    written_users: Collection[str] = (),
+) -> Questions:
+    """What to read from AD for ``intents``. ``applied_dns``: where each group was last written;
+    ``written_users``: the cloud users whose account writeback wrote (a partial plan reads those of them AD
+    masters again, to release them; a full plan reads every account anchored ``User_``)."""
     accounts: set[tuple[str | None, str | None]] = set()
     asked: set[str] = (
         set()
@@ -277,6 +353,11 @@ def questions(intents: Intents, settings: Settings, applied_dns: Mapping[str, st
         dns={k: i.dn for k, i in intents.groups.items() if i.error is None},
         group_sids=frozenset(group_sids),
         base_dn=settings.target.base_dn,
+        user_sids=frozenset(
+            {u.sid for u in intents.users.values()}
+            | {sid for uid, sid in intents.users_released.items() if intents.partial and uid in written_users}
+        ),
+        every_managed_user=intents.users_enabled and not intents.partial,
     )
 
 
@@ -306,6 +387,12 @@ class DirectoryFacts:
     # Attributes writeback maps that this forest's schema lacks (Exchange's, without Exchange's schema):
     # left out of every desired group, and said once in the plan.
     missing_attributes: frozenset[str] = frozenset()
+    # Users: the accounts of ``Questions.user_sids`` found in the domain (upper-cased SID -> account, whatever
+    # its class), every account anchored User_ (a full plan), and where a user anchor is written (() when the
+    # schema has no msDS-ExternalDirectoryObjectId: then no user is written).
+    users_by_sid: Mapping[str, DirectoryUser] = field(default_factory=dict)
+    managed_users: tuple[DirectoryUser, ...] = ()
+    user_anchor_attributes: tuple[str, ...] = ()
 
 
 # 3. Desire -----------------------------------------------------------------------------------------------
@@ -332,6 +419,14 @@ class DesiredState:
     # Managed AD groups of keys not in ``groups`` that the plan leaves alone (several carry one anchor, or
     # protected): reported, never changed or deleted.
     errors: tuple[GroupError, ...] = ()
+    # Users: the desired accounts (each with its error, if any), the AD account each writable one is written
+    # into, the accounts released (AD masters their user again), managed accounts kept as they are with the
+    # reason, and where the user anchor lives.
+    users: Mapping[str, DesiredUser] = field(default_factory=dict)
+    user_actual: Mapping[str, DirectoryUser] = field(default_factory=dict)
+    users_released: tuple[DirectoryUser, ...] = ()
+    users_kept: tuple[tuple[DirectoryUser, str], ...] = ()
+    user_anchor_attributes: tuple[str, ...] = ()
 
 
 def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -> DesiredState:
@@ -370,6 +465,7 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
             "with the attributes the schema holds (mail, proxyAddresses, displayName where present) but without "
             "these. Extend the schema with Exchange's (Exchange Server setup /PrepareSchema) to write them"
         )
+    users, user_actual, users_released, users_kept = desired_users(intents, facts)
     return DesiredState(
         groups,
         actual,
@@ -381,7 +477,126 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
         tuple(warnings),
         facts.anchor_attributes,
         errors,
+        users,
+        user_actual,
+        users_released,
+        users_kept,
+        facts.user_anchor_attributes,
     )
+
+
+def desired_users(
+    intents: Intents, facts: DirectoryFacts
+) -> tuple[
+    dict[str, DesiredUser],
+    dict[str, DirectoryUser],
+    tuple[DirectoryUser, ...],
+    tuple[tuple[DirectoryUser, str], ...],
+]:
+    """The desired user accounts, the account each writable one goes into, the accounts to release, and the
+    managed accounts kept as they are (with why). The one place every rule about users is decided."""
+    if not intents.users_enabled:
+        return {}, {}, (), ()
+    accounts: dict[str, DirectoryUser] = {}
+    for a in (*facts.managed_users, *facts.users_by_sid.values()):
+        accounts.setdefault(normalize_dn(a.dn), a)
+    by_anchor: dict[str, list[DirectoryUser]] = {}
+    for a in accounts.values():
+        if a.cloud_id:
+            by_anchor.setdefault(a.cloud_id, []).append(a)
+    anchors = facts.user_anchor_attributes
+    users: dict[str, DesiredUser] = {}
+    actual: dict[str, DirectoryUser] = {}
+    for key in sorted(intents.users):
+        intent = intents.users[key]
+        account = facts.users_by_sid.get(intent.sid)
+        error = _user_error(intent, account, by_anchor.get(key, []), anchors)
+        attrs: dict[str, AttributeValue] = {a: intent.anchor for a in anchors}
+        attrs.update(intent.attributes)
+        users[key] = DesiredUser(
+            key, intent.anchor, account.dn if account else "", intent.name, attrs, error, intent.redacted
+        )
+        if error is None and account is not None:
+            actual[key] = account
+    released: list[DirectoryUser] = []
+    kept: list[tuple[DirectoryUser, str]] = []
+    # An SOA user's original that carries another user's anchor is reported with that user (its error).
+    originals = {normalize_dn(d.dn) for d in users.values() if d.dn}
+    for cid in sorted(by_anchor.keys() - users.keys()):
+        found = [a for a in by_anchor[cid] if normalize_dn(a.dn) not in originals]
+        if not found:
+            continue
+        note = _kept_user_note(cid, found, intents)
+        if note is None:
+            released.append(found[0])
+        elif not intents.partial:  # a partial plan reads only the accounts it may release
+            kept.extend((a, note) for a in found)
+    return users, actual, tuple(released), tuple(kept)
+
+
+def _user_error(
+    intent: UserIntent,
+    account: DirectoryUser | None,
+    anchored: Sequence[DirectoryUser],
+    anchors: Sequence[str],
+) -> str | None:
+    """Why an SOA user cannot be written into its original AD account, or None."""
+    sid = intent.sid
+    if not anchors:
+        return (
+            "this forest's schema has no msDS-ExternalDirectoryObjectId (Windows Server 2016 schema), where "
+            "writeback anchors users; SOA users are not written (adminDescription would make Entra Connect "
+            "skip the account). Extend the schema to write them"
+        )
+    if account is None:
+        return (
+            f"SOA user: no AD account in target.base_dn has its SID {sid}; nothing is created. Restore the "
+            "account from the AD Recycle Bin to keep its SID (Restore-ADObject)"
+        )
+    if not account.is_user_account:
+        return (
+            f"{account.dn} has the user's SID {sid} but is a {account.object_class} object, not a user account; "
+            "writeback does not write it"
+        )
+    if account.protected:
+        return (
+            f"its AD account {account.dn} is protected (AdminSDHolder adminCount, or a critical or well-known "
+            "account: writeback.core.protected); writeback never modifies it"
+        )
+    if account.anchor is not None and account.anchor != intent.anchor:
+        return (
+            f"its AD account {account.dn} carries the anchor of another cloud user ({account.anchor}); "
+            "writeback will not take it over"
+        )
+    others = sorted(a.dn for a in anchored if normalize_dn(a.dn) != normalize_dn(account.dn))
+    if others:
+        return (
+            f"{', '.join(others)} carries anchor {intent.anchor} but the user's original AD account is "
+            f"{account.dn}; remove the anchor from one of them"
+        )
+    return None
+
+
+def _kept_user_note(cid: str, found: Sequence[DirectoryUser], intents: Intents) -> str | None:
+    """Why a managed user account no desired user speaks for is kept as it is, or None to release it."""
+    if len(found) > 1:
+        dns = ", ".join(sorted(a.dn for a in found))
+        return f"several AD accounts carry anchor {USER_ANCHOR_PREFIX}{cid}: {dns}; writeback touches none of them"
+    if found[0].protected:
+        return "an AD protected account (AdminSDHolder, critical or well-known); writeback never modifies it"
+    if cid in intents.users_released:
+        return None
+    user = intents.cloud_users.get(cid)
+    if user is None:
+        return "kept: its cloud user no longer exists; writeback never deletes an SOA user's account"
+    if user.deleted:
+        return "kept: its cloud user is soft-deleted; writeback never deletes an SOA user's account"
+    if user.is_cloud_managed is None and user.on_premises_security_identifier:
+        return (
+            "kept unchanged: Graph did not say whether its cloud user's source of authority is the cloud "
+            "(onPremisesSyncBehavior unread)"
+        )
+    return "kept: its cloud user is not a member of an in-scope group; no longer updated"
 
 
 def left_alone(managed: Iterable[DirectoryGroup]) -> dict[str, GroupError]:

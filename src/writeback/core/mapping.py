@@ -35,13 +35,18 @@ from writeback.core.model import (
     MEMBER_ORDER,
     AttributeValue,
     CloudGroup,
+    CloudUser,
     Intent,
+    UserIntent,
 )
 from writeback.core.text import without_controls
 from writeback.errors import ConfigError
 
 MSDS_ANCHOR = "msDS-ExternalDirectoryObjectId"
 ADMIN_DESCRIPTION = "adminDescription"
+# Where a user's anchor User_<objectId> goes: msDS-ExternalDirectoryObjectId only. adminDescription = User_...
+# would make Entra Connect's default inbound rules skip the account (see writeback.core.desired, users).
+USER_ANCHOR_ATTRIBUTES = (MSDS_ANCHOR,)
 CN_MAX = 64  # AD's rangeUpper for cn (Samba accepts more; AD does not)
 SAM_MAX = 64
 DEFAULT_SAM_MAX = 20  # pre-Windows 2000 compatible length
@@ -310,6 +315,57 @@ class Mapper:
             sam_mapped=self.mapping.sam_account_name is not None,
             members=tuple(sorted(group.members, key=MEMBER_ORDER)),
             error=error,
+            redacted=self.redacted,
+        )
+
+
+def user_source(user: CloudUser) -> dict[str, Any]:
+    """The attribute namespace user expressions see, with Graph's v1.0 user property names (objectId = id)."""
+    src: dict[str, Any] = dict(user.attributes)
+    src.update(
+        objectId=user.id,
+        id=user.id,
+        displayName=user.display_name,
+        userPrincipalName=user.user_principal_name,
+        accountEnabled=user.account_enabled,
+        onPremisesSecurityIdentifier=user.on_premises_security_identifier,
+        onPremisesDistinguishedName=user.on_premises_distinguished_name,
+        onPremisesDomainName=user.on_premises_domain_name,
+    )
+    return src
+
+
+@dataclass(frozen=True)
+class UserMapper:
+    """Compiled ``[users.attributes]``; build once per plan, map many users. Maps attributes only: a user's
+    account keeps its names and place (cn, sAMAccountName, UPN, OU), as ``keep_adopted_names`` keeps a taken-over
+    group's, and never gets a password."""
+
+    attributes: Mapping[str, str]
+
+    @cached_property
+    def _exprs(self) -> dict[str, Expression]:
+        return {attr: compile_expression(text) for attr, text in self.attributes.items()}
+
+    @cached_property
+    def redacted(self) -> frozenset[str]:
+        return frozenset(name for name, expr in self._exprs.items() if expr.redacted)
+
+    def intent(self, user: CloudUser, sid: str) -> UserIntent:
+        """The SOA user ``user`` as an intent, its original account to be found by ``sid`` (upper-cased)."""
+        src = user_source(user)
+        attrs: dict[str, AttributeValue] = {}
+        for name, expr in self._exprs.items():
+            value = expr.evaluate(src)
+            if expr.ignores_empty and value in (None, ""):
+                continue  # IgnoreFlowIfNullOrEmpty: AD keeps what it holds (see Mapper.intent)
+            attrs[name] = value if value != "" else None
+        return UserIntent(
+            key=user.id,
+            anchor=user.anchor,
+            name=user.display_name or user.user_principal_name or user.id,
+            sid=sid,
+            attributes=attrs,
             redacted=self.redacted,
         )
 

@@ -31,7 +31,13 @@ DYNAMIC_ANCHOR_PREFIX = (
     "WritebackDynamic_"  # on-prem dynamic groups (see writeback.core.desired.dynamic_intents)
 )
 DYNAMIC_KEY_PREFIX = "dynamic:"
-ANCHOR_PREFIXES = (ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX)  # every anchor writeback writes
+ANCHOR_PREFIXES = (ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX)  # every group anchor writeback writes
+# Users are the second kind of target (issue 24): anchored msDS-ExternalDirectoryObjectId = User_<objectId>, the
+# value Cloud Sync's user provisioning to AD writes.
+USER_ANCHOR_PREFIX = "User_"
+# What a plan's change or report is about (Change.target, GroupReport.target): a group unless it says so.
+TARGET_GROUP = "group"
+TARGET_USER = "user"
 
 
 def member_kind_from_odata(odata_type: str | None) -> str:
@@ -69,10 +75,30 @@ class CloudUser:
     on_premises_domain_name: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
     deleted: bool = False  # soft-deleted (in deletedItems, restorable)
+    # onPremisesSyncBehavior.isCloudManaged (Graph beta, users as groups): the user's source of authority was
+    # converted to the cloud (user SOA, GA January 2026). None: not read, or never set.
+    is_cloud_managed: bool | None = None
 
     @property
     def is_synced(self) -> bool:
         return bool(self.on_premises_sync_enabled) or bool(self.on_premises_security_identifier)
+
+    @property
+    def soa_converted(self) -> bool:
+        """Synced from AD, source of authority moved to the cloud: written in place into its original AD
+        account (matched by onPremisesSecurityIdentifier, never by UPN or mail). As for groups:
+        https://learn.microsoft.com/graph/api/resources/onpremisessyncbehavior?view=graph-rest-beta (users,
+        groups and orgContacts)"""
+        return (
+            bool(self.on_premises_security_identifier)
+            and self.is_cloud_managed is True
+            and not self.on_premises_sync_enabled
+        )
+
+    @property
+    def anchor(self) -> str:
+        """The anchor writeback stamps on this user's AD account: ``User_<objectId>``."""
+        return USER_ANCHOR_PREFIX + self.id
 
     @property
     def is_guest(self) -> bool:
@@ -281,3 +307,65 @@ class Intent:
     @property
     def dn(self) -> str:
         return join_rdn("CN", self.cn, self.parent_dn)
+
+
+# -- Users as targets (issue 24, ``[users] provision = "soa"``) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUser:
+    """An AD account as read to be written into (an SOA user's original account, or one writeback anchored).
+
+    ``anchor`` is ``User_<id>`` when the account carries a writeback user anchor (whoever stamped it)."""
+
+    dn: str
+    object_guid: str
+    object_sid: str | None
+    anchor: str | None
+    attributes: Mapping[
+        str, AttributeValue
+    ]  # the mapped attributes and the anchor attribute(s), None if absent
+    object_class: str = "user"  # most specific structural class: user, inetOrgPerson, computer, group, ...
+    protected: bool = (
+        False  # AdminSDHolder-protected (adminCount), critical or well-known (writeback.core.protected)
+    )
+    writable: frozenset[str] | None = (
+        None  # allowedAttributesEffective, as for groups (writeback.core.rights)
+    )
+
+    @property
+    def cloud_id(self) -> str | None:
+        """The cloud user id its anchor names, or None."""
+        if self.anchor and self.anchor.startswith(USER_ANCHOR_PREFIX):
+            return self.anchor[len(USER_ANCHOR_PREFIX) :]
+        return None
+
+    @property
+    def is_user_account(self) -> bool:
+        """A user object (inetOrgPerson is a subclass of user); not a computer, group or contact."""
+        return self.object_class.lower() in ("user", "inetorgperson")
+
+
+@dataclass(frozen=True, slots=True)
+class UserIntent:
+    """A cloud user writeback wants written into AD, as far as it is known without asking AD."""
+
+    key: str  # the cloud user's object id
+    anchor: str  # User_<objectId>
+    name: str  # for reports: the display name or UPN
+    sid: str  # onPremisesSecurityIdentifier, upper-cased: the original AD account is found by it, only by it
+    attributes: Mapping[str, AttributeValue]  # mapped attributes (IgnoreFlowIfNullOrEmpty ones left out)
+    redacted: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredUser:
+    """What one AD user account must hold: its mapped attributes and the anchor, at the DN it has."""
+
+    cloud_id: str
+    anchor: str
+    dn: str  # the account's own DN: never changed
+    name: str
+    attributes: Mapping[str, AttributeValue]  # mapped attributes and the anchor attribute
+    error: str | None = None  # set when the account cannot be written (not found, protected, ...)
+    redacted: frozenset[str] = frozenset()

@@ -25,7 +25,15 @@ from typing import Any
 
 from writeback.core.desired import DesiredState
 from writeback.core.dn import normalize_dn
-from writeback.core.model import AttributeValue, DesiredGroup, DirectoryGroup, SkippedMember
+from writeback.core.model import (
+    TARGET_GROUP,
+    TARGET_USER,
+    AttributeValue,
+    DesiredGroup,
+    DesiredUser,
+    DirectoryGroup,
+    SkippedMember,
+)
 
 # A value a change writes: an attribute value, or an int (groupType); tuples are multi-valued (proxyAddresses).
 ChangeValue = str | int | tuple[str, ...] | None
@@ -68,6 +76,8 @@ class Change:
     redacted: frozenset[str] = frozenset()
     # An update's values before it, as AD held them (the log's and console's "old value"; not written).
     previous: Mapping[str, ChangeValue] = field(default_factory=dict)
+    # What the change is made to: a group, or a user account (``cloud_id`` is then the cloud user's id).
+    target: str = TARGET_GROUP
 
     def sort_key(self) -> tuple[int, str, str]:
         return (ORDER[self.kind], normalize_dn(self.dn), self.cloud_id)
@@ -95,6 +105,8 @@ class Change:
             d["redacted"] = sorted(self.redacted)
         else:
             del d["redacted"]  # plans without Redact() keep their exact earlier form (and digest)
+        if self.target == TARGET_GROUP:
+            del d["target"]  # a group's change keeps its earlier form (and a plan of groups its digest)
         return d
 
     @classmethod
@@ -113,6 +125,7 @@ class Change:
             reason=d.get("reason", ""),
             redacted=frozenset(d.get("redacted", ())),
             previous={k: tuple(v) if isinstance(v, list) else v for k, v in d.get("previous", {}).items()},
+            target=str(d.get("target", TARGET_GROUP)),
         )
 
 
@@ -126,9 +139,10 @@ class GroupReport:
     skipped: tuple[SkippedMember, ...] = ()
     error: str | None = None
     note: str | None = None
+    target: str = TARGET_GROUP  # a group, or a user account (see Change.target)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "cloud_id": self.cloud_id,
             "display_name": self.display_name,
             "dn": self.dn,
@@ -136,6 +150,9 @@ class GroupReport:
             "note": self.note,
             "skipped": [asdict(s) for s in self.skipped],
         }
+        if self.target != TARGET_GROUP:
+            d["target"] = self.target
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> GroupReport:
@@ -146,6 +163,7 @@ class GroupReport:
             tuple(SkippedMember(**s) for s in d.get("skipped", ())),
             d.get("error"),
             d.get("note"),
+            str(d.get("target", TARGET_GROUP)),
         )
 
 
@@ -194,6 +212,11 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def user_changes(self) -> tuple[Change, ...]:
+        """The changes made to user accounts (``[users]``), applied and held."""
+        return tuple(c for c in (*self.changes, *self.held) if c.target == TARGET_USER)
 
     def counts(self) -> dict[str, int]:
         c = Counter(ch.kind.value for ch in self.changes)
@@ -267,6 +290,14 @@ def desired_fingerprint(d: DesiredGroup, key: Callable[[str], str] = normalize_d
     h.update(json.dumps(sorted((k, v) for k, v in d.attributes.items() if v not in (None, ""))).encode())
     for m in sorted(key(m) for m in d.members):
         h.update(b"\0" + m.encode())
+    return h.hexdigest()
+
+
+def user_fingerprint(d: DesiredUser) -> str:
+    """A digest of everything writeback writes on one user account (its DN and mapped attributes)."""
+    h = hashlib.sha256(b"user\0")
+    h.update(normalize_dn(d.dn).encode())
+    h.update(json.dumps(sorted((k, v) for k, v in d.attributes.items() if v not in (None, ""))).encode())
     return h.hexdigest()
 
 
@@ -417,7 +448,10 @@ class _Diff:
             renamed,
             frozenset(creating | {key(v) for v in renamed.values()}),
             members,
-            {cid: desired_fingerprint(d, key) for cid, d in writable.items()},
+            {
+                **{cid: desired_fingerprint(d, key) for cid, d in writable.items()},
+                **{k: user_fingerprint(d) for k, d in state.users.items() if k in state.user_actual},
+            },
         )
 
     def new(self) -> Iterator[tuple[str, DesiredGroup]]:
@@ -629,6 +663,74 @@ def _loops(diff: _Diff) -> _Part:
     return _Part(reports=reports, warnings=warnings)
 
 
+def _shown_user(d: DesiredUser) -> str:
+    """A desired user's name in plans and logs: its mapped display name unless Redact() hides it."""
+    shown = None if "displayName" in d.redacted else d.attributes.get("displayName")
+    return str(shown or d.name)
+
+
+def _user_updates(diff: _Diff) -> _Part:
+    """Users (``[users] provision = "soa"``): the mapped attributes and the anchor written into each SOA user's
+    original AD account, at the DN it has (an account is never moved, renamed, created or deleted); errors
+    reported. One UPDATE per account, like a group's attribute update."""
+    changes: list[Change] = []
+    reports: list[GroupReport] = []
+    state = diff.state
+    for key in sorted(state.users):
+        d = state.users[key]
+        a = state.user_actual.get(key)
+        if d.error is not None or a is None:
+            reports.append(GroupReport(key, d.name, d.dn or None, error=d.error, target=TARGET_USER))
+            continue
+        upd = {k: v for k, v in d.attributes.items() if not _attr_equal(a.attributes.get(k), v)}
+        if not upd:
+            continue
+        taking = a.anchor is None
+        reason = (
+            "cloud-managed user (SOA): its original AD account is taken over"
+            if taking
+            else _REASONS[ChangeKind.UPDATE][diff.drift(key)]
+        )
+        changes.append(
+            Change(
+                ChangeKind.UPDATE,
+                key,
+                a.dn,
+                _shown_user(d),
+                attributes=upd,
+                reason=reason,
+                redacted=d.redacted & upd.keys(),
+                previous={k: a.attributes.get(k) for k in upd},
+                target=TARGET_USER,
+            )
+        )
+    return _Part(changes, reports)
+
+
+def _user_releases(diff: _Diff) -> _Part:
+    """User accounts whose cloud user AD masters again (a user SOA rolled back): only the anchor writeback
+    stamps is removed, as for groups (:func:`_releases`); and the managed accounts kept as they are."""
+    changes: list[Change] = []
+    reports: list[GroupReport] = []
+    for a in diff.state.users_released:
+        cid = a.cloud_id or ""
+        name = str(a.attributes.get("displayName") or a.dn)
+        stamped = {k: None for k in diff.state.user_anchor_attributes if a.attributes.get(k) == a.anchor}
+        if stamped:
+            reason = "released: source of authority moved back to AD; only writeback's anchor is removed"
+            changes.append(
+                Change(
+                    ChangeKind.UPDATE, cid, a.dn, name, attributes=stamped, reason=reason, target=TARGET_USER
+                )
+            )
+        note = "released: its source of authority is AD again; not written"
+        reports.append(GroupReport(cid, name, a.dn, note=note, target=TARGET_USER))
+    for a, note in diff.state.users_kept:
+        name = str(a.attributes.get("displayName") or a.dn)
+        reports.append(GroupReport(a.cloud_id or "", name, a.dn, note=note, target=TARGET_USER))
+    return _Part(changes, reports)
+
+
 # The steps of a plan. Their order decides only the order of reports that tie (changes are sorted by ORDER).
 _STEPS: tuple[Callable[[_Diff], _Part], ...] = (
     _group_reports,
@@ -641,4 +743,6 @@ _STEPS: tuple[Callable[[_Diff], _Part], ...] = (
     _releases,
     _untouched,
     _loops,
+    _user_updates,
+    _user_releases,
 )

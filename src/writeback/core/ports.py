@@ -28,6 +28,7 @@ from writeback.core.model import (
     CloudUser,
     DirectoryAccount,
     DirectoryGroup,
+    DirectoryUser,
     MemberRef,
 )
 
@@ -231,6 +232,19 @@ class Directory(Protocol):
 
     def existing_dns(self, dns: Iterable[str]) -> set[str]:
         """Which of ``dns`` exist (any object class), returned as given."""
+
+    def read_users_by_sid(
+        self, sids: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> dict[str, DirectoryUser]:
+        """The objects of these SIDs in the domain (under base_dn), whatever their class, keyed by the
+        upper-cased SID, with ``mapped`` and the anchor attributes: the original AD accounts of SOA users
+        (``[users] provision = "soa"``), found by onPremisesSecurityIdentifier only."""
+
+    def read_managed_users(
+        self, anchor_attributes: Sequence[str], mapped: Sequence[str], prefixes: Sequence[str]
+    ) -> list[DirectoryUser]:
+        """Every user account in the domain whose anchor attribute starts with one of ``prefixes``
+        ('User_'), in any OU (paged)."""
 
     def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
         """Lower-cased sAMAccountName -> DN for the names already used in the domain."""

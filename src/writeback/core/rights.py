@@ -36,7 +36,7 @@ from dataclasses import replace
 
 from writeback.core.desired import DesiredState
 from writeback.core.dn import normalize_dn, rdn_value
-from writeback.core.model import DirectoryGroup
+from writeback.core.model import TARGET_GROUP, TARGET_USER, DirectoryGroup, DirectoryUser
 from writeback.core.planning import Change, ChangeKind, GroupReport, Hold, Plan
 
 HOLD_KIND = (
@@ -70,7 +70,7 @@ def dsacls_lines(target: str, attributes: Iterable[str]) -> tuple[str, ...]:
     return tuple(f'dsacls "{target}" /G "%SVC%:WP;{a}"' for a in attributes)
 
 
-def missing_rights(group: DirectoryGroup, needed: Iterable[str]) -> tuple[str, ...]:
+def missing_rights(group: DirectoryGroup | DirectoryUser, needed: Iterable[str]) -> tuple[str, ...]:
     """Of ``needed``, the attributes the bound account may not write on ``group`` (none when not read)."""
     if group.writable is None:
         return ()
@@ -95,9 +95,12 @@ def hold_unwritable(plan: Plan, state: DesiredState) -> Plan:
 
     What a held rename would have made possible is held with it: changes writing the group's new DN as a
     member value elsewhere."""
-    current: dict[str, DirectoryGroup] = {
+    current: dict[str, DirectoryGroup | DirectoryUser] = {
         g.cloud_id: g for g in (*state.actual, *state.released) if g.cloud_id
     }
+    # User accounts ([users]) are written by the same updates and need the same Write Property rights.
+    current.update({k: a for k, a in state.user_actual.items()})
+    current.update({a.cloud_id: a for a in state.users_released if a.cloud_id})
     needed: dict[str, list[str]] = {}
     for c in plan.changes:
         if c.cloud_id in current:
@@ -151,11 +154,19 @@ def hold_unwritable(plan: Plan, state: DesiredState) -> Plan:
     )
 
 
-def _to_grant(missing: Sequence[str], g: DirectoryGroup, state: DesiredState) -> tuple[str, ...]:
+def _to_grant(
+    missing: Sequence[str], g: DirectoryGroup | DirectoryUser, state: DesiredState
+) -> tuple[str, ...]:
     """What to grant: the attributes missing now, and every other one writeback writes on this group that it
-    may not write yet (members and its mapped attributes), so one round of dsacls is enough."""
+    may not write yet (members and its mapped attributes), so one round of dsacls is enough. On a user
+    account: its mapped attributes and anchor."""
     desired = state.groups.get(g.cloud_id or "")
-    later = (MEMBER, *(k for k, v in desired.attributes.items() if v not in (None, ""))) if desired else ()
+    user = state.users.get(g.cloud_id or "") if isinstance(g, DirectoryUser) else None
+    later: tuple[str, ...] = ()
+    if desired is not None and isinstance(g, DirectoryGroup):
+        later = (MEMBER, *(k for k, v in desired.attributes.items() if v not in (None, "")))
+    elif user is not None:
+        later = tuple(k for k, v in user.attributes.items() if v not in (None, ""))
     wanted = (*missing, *missing_rights(g, later))
     return tuple(dict.fromkeys(a for w in wanted for a in (RENAME_GRANTED if w == "cn" else (w,))))
 
@@ -163,7 +174,7 @@ def _to_grant(missing: Sequence[str], g: DirectoryGroup, state: DesiredState) ->
 def _with_errors(
     reports: Sequence[GroupReport],
     messages: Mapping[str, str],
-    current: Mapping[str, DirectoryGroup],
+    current: Mapping[str, DirectoryGroup | DirectoryUser],
     changes: Sequence[Change],
 ) -> tuple[GroupReport, ...]:
     """``reports`` with each refused group's message as its error (a report of its own when it had none)."""
@@ -178,6 +189,12 @@ def _with_errors(
         g = current[cid]
         name = next((c.display_name for c in changes if c.cloud_id == cid and c.display_name), "")
         out.append(
-            GroupReport(cid, name or str(g.attributes.get("displayName") or ""), g.dn, error=messages[cid])
+            GroupReport(
+                cid,
+                name or str(g.attributes.get("displayName") or ""),
+                g.dn,
+                error=messages[cid],
+                target=TARGET_USER if isinstance(g, DirectoryUser) else TARGET_GROUP,
+            )
         )
     return tuple(sorted(out, key=lambda r: (r.display_name.lower(), r.cloud_id)))

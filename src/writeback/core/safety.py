@@ -35,10 +35,13 @@ class Managed:
 
     groups: int = 0
     member_values: int = 0
+    # User accounts writeback writes ([users]): with the groups, the base of the update threshold (a user's
+    # update counts as a group's does).
+    users: int = 0
 
     @classmethod
-    def of(cls, groups: Sequence[DirectoryGroup]) -> Managed:
-        return cls(len(groups), sum(len(g.members) for g in groups))
+    def of(cls, groups: Sequence[DirectoryGroup], users: int = 0) -> Managed:
+        return cls(len(groups), sum(len(g.members) for g in groups), users)
 
     def after(self, applied: Sequence[Change]) -> Managed:
         """The base once ``applied`` changes are in AD. A delete's change does not carry the group's members:
@@ -46,7 +49,9 @@ class Managed:
         created = sum(1 for c in applied if c.kind is ChangeKind.CREATE)
         deleted = sum(1 for c in applied if c.kind is ChangeKind.DELETE)
         return Managed(
-            max(self.groups + created - deleted, 0), max(self.member_values + member_value_delta(applied), 0)
+            max(self.groups + created - deleted, 0),
+            max(self.member_values + member_value_delta(applied), 0),
+            self.users,
         )
 
 
@@ -197,7 +202,9 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds, recent: Counted = C
         )
         held += removals
 
-    groups = managed.groups
+    # User accounts count with the groups: a user's update is an update (issue 24).
+    groups = managed.groups + managed.users
+    what = "AD groups and user accounts" if managed.users else "AD groups"
     updates = [c for c in keep if c.kind in (ChangeKind.UPDATE, ChangeKind.MOVE)]
     updated = len({c.cloud_id for c in updates})
     total = updated + recent.updates
@@ -208,7 +215,7 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds, recent: Counted = C
                 "updates",
                 total,
                 limit,
-                f"Update threshold exceeded: {updated} of the {groups} AD groups writeback manages would have "
+                f"Update threshold exceeded: {updated} of the {groups} {what} writeback manages would have "
                 f"attributes changed, be renamed or be moved{_so_far(recent.updates, 'changed')} "
                 f"({total * 100 / groups:.0f} %, safety.update_percent is {t.update_percent:g}). None of them "
                 f"is changed. Review them with `writeback plan`, then run `writeback apply --allow-updates "

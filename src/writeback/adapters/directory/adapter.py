@@ -48,14 +48,23 @@ from writeback.adapters.directory.connection import STAT_KEYS, Connect, LdapSess
 from writeback.adapters.directory.entries import (
     ACCOUNT_ATTRIBUTES,
     GROUP_ATTRIBUTES,
+    USER_ATTRIBUTES,
     account_from_entry,
     find_anchor,
     group_from_entry,
+    user_from_entry,
 )
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
-from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
+from writeback.core.model import (
+    ANCHOR_PREFIXES,
+    USER_ANCHOR_PREFIX,
+    AttributeValue,
+    DirectoryAccount,
+    DirectoryGroup,
+    DirectoryUser,
+)
 from writeback.core.ports import GroupStamp, ResolvedAccounts, UserChanges, UsnWatermark
 from writeback.errors import DirectoryError, DirectoryUnavailable, DirectoryWriteError
 
@@ -513,6 +522,56 @@ class LdapDirectory:
         attrs = lower_keys(raw_attrs)
         members = self._complete_members(dn, attrs, range_size=MEMBER_RANGE)
         return group_from_entry(dn, attrs, members, anchors, mapped, prefixes)
+
+    # -- user accounts as targets ([users] provision = "soa") ---------------------------------------------
+
+    def read_users_by_sid(
+        self,
+        sids: Iterable[str],
+        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId",),
+        mapped: Sequence[str] = ("displayName",),
+    ) -> dict[str, DirectoryUser]:
+        """The objects of these SIDs under base_dn, whatever their class (a computer or group holding an SOA
+        user's SID is reported, not written), in OR batches of escaped binary objectSid terms, keyed by the
+        upper-cased SID. Malformed SIDs are skipped and logged. The domain only, never the Global Catalog:
+        writeback writes accounts of its own domain."""
+        terms: list[str] = []
+        for sid in dict.fromkeys(s.upper() for s in sids):
+            try:
+                raw = sid_from_str(sid)
+            except ValueError:
+                log.warning("skipping malformed user SID %r", sid)
+                continue
+            terms.append(f"(objectSid={escape_filter_bytes(raw)})")
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        attrs = list(dict.fromkeys([*USER_ATTRIBUTES, *anchors, *mapped]))
+        found: dict[str, DirectoryUser] = {}
+        for batch in chunked(terms, FILTER_BATCH):
+            for dn, raw_attrs in self._domain.search(
+                self._settings.base_dn, _SUBTREE, or_filter(batch), attrs
+            ):
+                if dn:
+                    user = user_from_entry(dn, lower_keys(raw_attrs), anchors, mapped)
+                    if user.object_sid:
+                        found[user.object_sid.upper()] = user
+        return found
+
+    def read_managed_users(
+        self,
+        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId",),
+        mapped: Sequence[str] = ("displayName",),
+        prefixes: Sequence[str] = (USER_ANCHOR_PREFIX,),
+    ) -> list[DirectoryUser]:
+        """Every user account under base_dn whose anchor starts with one of ``prefixes`` ('User_'), paged."""
+        anchors = [a for a in anchor_attributes if self.has_attribute(a)]
+        if not anchors:
+            return []
+        flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
+        attrs = list(dict.fromkeys([*USER_ATTRIBUTES, *anchors, *mapped]))
+        entries = self._domain.search(self._settings.base_dn, _SUBTREE, f"(&{_USERS}{flt})", attrs)
+        users = [user_from_entry(dn, lower_keys(raw), anchors, mapped) for dn, raw in entries if dn]
+        # The filter matches case-insensitively; ownership needs the exact prefix.
+        return sorted((u for u in users if u.anchor is not None), key=lambda u: normalize_dn(u.dn))
 
     # -- users (on-prem dynamic groups) -------------------------------------------------------------------
 

@@ -18,7 +18,14 @@ from writeback.adapters.directory.codec import (
 )
 from writeback.core.dn import rdn_value
 from writeback.core.mapping import MULTI_VALUED_ATTRIBUTES
-from writeback.core.model import ANCHOR_PREFIXES, AttributeValue, DirectoryAccount, DirectoryGroup
+from writeback.core.model import (
+    ANCHOR_PREFIXES,
+    USER_ANCHOR_PREFIX,
+    AttributeValue,
+    DirectoryAccount,
+    DirectoryGroup,
+    DirectoryUser,
+)
 from writeback.core.protected import protection
 
 # allowedAttributesEffective ([MS-ADTS] 3.1.1.4.5.7): the attributes the bound account may write on the group,
@@ -39,6 +46,17 @@ GROUP_ATTRIBUTES = (
 # restores, a mapped sAMAccountName, and the RDN attributes a rename writes.
 WRITTEN_ATTRIBUTES = ("member", "groupType", "sAMAccountName", "cn", "name")
 ACCOUNT_ATTRIBUTES = ("objectGUID", "objectSid", "objectClass", "groupType")
+# A user account read to be written into ([users] provision = "soa"): its keys, its class (an object of the
+# SID that is not a user is reported), what marks it protected, and the rights the bound account has on it.
+USER_ATTRIBUTES = (
+    "objectGUID",
+    "objectSid",
+    "objectClass",
+    "sAMAccountName",
+    "adminCount",
+    "isCriticalSystemObject",
+    ALLOWED_ATTRIBUTES_EFFECTIVE,
+)
 
 
 def _sid(attrs: Mapping[str, list[bytes]]) -> str | None:
@@ -156,4 +174,30 @@ def account_from_entry(dn: str, attrs: Mapping[str, list[bytes]]) -> DirectoryAc
         object_sid=_sid(attrs),
         object_class=most_specific_class(classes),
         group_type=_int(attrs, "groupType"),
+    )
+
+
+def user_from_entry(
+    dn: str, attrs: Mapping[str, list[bytes]], anchor_attributes: Sequence[str], mapped: Sequence[str]
+) -> DirectoryUser:
+    """A :class:`DirectoryUser`; ``attributes`` holds the mapped and anchor attributes, None when absent.
+    Protected as groups are (:func:`is_protected`: adminCount from AdminSDHolder, critical system objects,
+    well-known RIDs such as Administrator 500 and krbtgt 502)."""
+    guid = attrs.get("objectguid")
+    if not guid:
+        raise ValueError(f"{dn} has no objectGUID")
+    classes = [v.decode("utf-8") for v in attrs.get("objectclass", [])]
+    names = dict.fromkeys([*mapped, *anchor_attributes])
+    return DirectoryUser(
+        dn=dn,
+        object_guid=guid_to_str(guid[0]),
+        object_sid=_sid(attrs),
+        anchor=find_anchor(attrs, anchor_attributes, (USER_ANCHOR_PREFIX,)),
+        attributes={name: _value(attrs, name) for name in names},
+        object_class=most_specific_class(classes),
+        protected=is_protected(attrs, dn),
+        writable=writable_attributes(
+            tuple(attrs.get(ALLOWED_ATTRIBUTES_EFFECTIVE.lower(), ())),
+            tuple(dict.fromkeys([*mapped, *anchor_attributes])),
+        ),
     )

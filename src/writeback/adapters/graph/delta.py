@@ -40,9 +40,9 @@ from writeback.adapters.graph.convert import (
     unified_writeback_default,
     user_from_graph,
 )
-from writeback.adapters.graph.syncbehavior import SyncBehaviorReader
+from writeback.adapters.graph.syncbehavior import SyncBehaviorReader, asks_behavior
 from writeback.adapters.graph.validate import Problem, id_problem, kind_of, object_id_of, removed_problem
-from writeback.core.model import CloudSnapshot, MemberRef
+from writeback.core.model import CloudSnapshot, CloudUser, MemberRef
 from writeback.core.ports import ReplicaStore, ReplicaTransaction, SkippedObject, SyncReport
 from writeback.errors import SourceError, SyncStateError
 
@@ -56,14 +56,18 @@ MAX_RESYNCS = 3  # full rounds tried after expired tokens before giving up on a 
 @dataclass
 class _Round:
     """What one round saw: ids touched, ids present (not removed) at the end, and each group's properties
-    merged across the pages that repeat it (users are not split, so only their ids are kept); the objects
-    skipped as malformed, and of those the ones with no good copy stored by this round (id -> deleted flag):
-    a full round restores their last good copy from before it."""
+    merged across the pages that repeat it (users are not split: the live users as stored, whose
+    onPremisesSyncBehavior is read next); the objects skipped as malformed, and of those the ones with no good
+    copy stored by this round (id -> deleted flag): a full round restores their last good copy from before it."""
 
     resource: Resource
     changed: set[str] = field(default_factory=set)
     live: set[str] = field(default_factory=set)
     group_props: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Kept only when users' onPremisesSyncBehavior is read, and only the users it asks about (a full round of a
+    # big tenant would otherwise hold every user twice).
+    keep_users: bool = False
+    users: dict[str, CloudUser] = field(default_factory=dict)
     skipped: list[SkippedObject] = field(default_factory=list)
     malformed: dict[str, bool] = field(default_factory=dict)
 
@@ -88,18 +92,24 @@ class GraphSource:
         self.behavior = SyncBehaviorReader(client)
 
     def sync(self, replica: ReplicaStore) -> SyncReport:
-        """Run one delta round for users, then groups. Returns what changed and how many requests it took."""
+        """Run one delta round for users, then groups, then read the beta onPremisesSyncBehavior of the groups
+        (and, with ``read_user_sync_behavior``, users) from AD that need it (:mod:`.syncbehavior`). Returns what
+        changed and how many requests it took."""
         start = self.client.stats.get("requests", 0)
         full = False
         users: set[str] = set()
         groups: set[str] = set()
+        stored_users: dict[str, CloudUser] = {}
         skipped: list[SkippedObject] = []
         for resource in RESOURCES:
             seen, was_full = self._sync_resource(replica, resource)
             full = full or was_full
             (users if resource == "users" else groups).update(seen.changed)
+            stored_users.update(seen.users)
             skipped += seen.skipped
-        groups |= self.behavior.refresh(replica, groups)
+        behavior = self.behavior.refresh(replica, groups, stored_users)
+        groups |= behavior.groups
+        users |= behavior.users
         skipped += self.behavior.skipped
         if self.client.settings.read_group_settings:
             groups |= self._sync_group_settings(replica)
@@ -173,7 +183,7 @@ class GraphSource:
         # soft-deleted groups and the last good copies of objects that arrive malformed (one read per resync).
         before = replica.snapshot() if full and replica.get_delta_link(resource) is not None else None
         kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
-        seen = _Round(resource)
+        seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
         pages = 0
         with replica.transaction() as tx:
             if full:
@@ -344,6 +354,7 @@ def _apply(tx: ReplicaTransaction, resource: Resource, obj: Mapping[str, Any], s
         seen.stored(object_id)
         seen.live.discard(object_id)
         seen.group_props.pop(object_id, None)
+        seen.users.pop(object_id, None)
         hard = reason == "deleted"
         if resource == "users":
             tx.remove_user(object_id, hard=hard)
@@ -353,10 +364,13 @@ def _apply(tx: ReplicaTransaction, resource: Resource, obj: Mapping[str, Any], s
     seen.live.add(object_id)
     if resource == "users":
         try:
-            tx.upsert_user(user_from_graph(obj))
+            stored = user_from_graph(obj)
         except MalformedObjectError as exc:
             seen.skip_error(exc)
             return
+        tx.upsert_user(stored)
+        if seen.keep_users and asks_behavior(stored):
+            seen.users[object_id] = stored
         seen.stored(object_id)
         return
     properties = {k: v for k, v in obj.items() if "@" not in k}

@@ -93,6 +93,17 @@ TAKEOVER_GROUP_SELECT: tuple[str, ...] = ("onPremisesSecurityIdentifier",)
 # (https://learn.microsoft.com/graph/api/resources/groupwritebackconfiguration?view=graph-rest-beta); v1.0
 # answers 400 "Could not find a property named 'writebackConfiguration'".
 BETA_GROUP_EXTRA: tuple[str, ...] = ("writebackConfiguration",)
+# What user provisioning (issue 24) reads of each user, all in DEFAULT_USER_SELECT: accountEnabled (a created
+# account is disabled when false), userType (Guest: B2B guests get accounts only when configured), and the two
+# properties that say whether a user came from AD and whether it is synced now (which users' beta
+# onPremisesSyncBehavior is asked, writeback.adapters.graph.syncbehavior). All four are "Returned only on
+# $select" (https://learn.microsoft.com/graph/api/resources/user, Properties table).
+USER_PROVISIONING_SELECT: tuple[str, ...] = (
+    "accountEnabled",
+    "userType",
+    "onPremisesSecurityIdentifier",
+    "onPremisesSyncEnabled",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,11 @@ class GraphSettings:
     # https://learn.microsoft.com/graph/api/group-list-settings) on every sync: needed when Microsoft 365 groups
     # can be in scope. Needs Directory.Read.All (or GroupSettings.Read.All).
     read_group_settings: bool = False
+    # Read users' beta onPremisesSyncBehavior.isCloudManaged (user source of authority converted to the cloud)
+    # for the users that came from AD: GET /beta/users/{id}/onPremisesSyncBehavior, permission
+    # User-OnPremisesSyncBehavior.ReadWrite.All (https://learn.microsoft.com/graph/api/onpremisessyncbehavior-get
+    # ?view=graph-rest-beta). Needed only when users are provisioned ([users] provision); off, no user is asked.
+    read_user_sync_behavior: bool = False
 
     def __post_init__(self) -> None:
         if not self.tenant_id:
@@ -144,6 +160,12 @@ class GraphSettings:
             )
         if "id" not in self.user_select:
             raise ConfigError("user_select must include 'id'", key="graph.user_select")
+        missing = [p for p in USER_PROVISIONING_SELECT if p not in self.user_select]
+        if self.read_user_sync_behavior and missing:
+            raise ConfigError(
+                f"user_select must include {', '.join(missing)} when users are provisioned",
+                key="graph.user_select",
+            )
 
     @property
     def authority_url(self) -> str:

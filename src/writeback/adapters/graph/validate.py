@@ -21,6 +21,8 @@ The types are those of the Properties tables on learn.microsoft.com (v1.0 unless
   ``onPremisesExtensionAttributes`` onPremisesExtensionAttributes, an object of ``extensionAttribute1``..``15``
   String (https://learn.microsoft.com/graph/api/resources/onpremisesextensionattributes); every other
   property in :data:`~writeback.adapters.graph.settings.DEFAULT_USER_SELECT` String.
+- onPremisesSyncBehavior, beta, read for groups and users alike: ``isCloudManaged`` Boolean
+  (https://learn.microsoft.com/graph/api/resources/onpremisessyncbehavior?view=graph-rest-beta).
 - delta (https://learn.microsoft.com/graph/api/group-delta, .../user-delta): a removed object is
   ``{"id", "@removed": {"reason": "changed" | "deleted"}}``; ``members@delta`` is an array of directory
   objects, each with ``@odata.type`` and ``id``, removed ones carrying ``@removed`` too.
@@ -179,6 +181,10 @@ USER_TYPES: Final[Mapping[str, Check]] = {
 }
 
 
+# The beta onPremisesSyncBehavior object (GET /beta/{groups|users}/{id}/onPremisesSyncBehavior).
+SYNC_BEHAVIOR_TYPES: Final[Mapping[str, Check]] = {"isCloudManaged": _boolean}
+
+
 def object_id_of(obj: Any) -> str | None:
     """The object's id when it is usable (a non-empty string), else None."""
     if isinstance(obj, Mapping):
@@ -229,3 +235,9 @@ def member_problem(entry: Any, index: int) -> Problem | None:
     if odata_type is not None and not isinstance(odata_type, str):
         return Problem(f"{where}.@odata.type", f"{kind_of(odata_type)}, expected a string")
     return removed_problem(entry, prefix=f"{where}.")
+
+
+def sync_behavior_problem(body: Mapping[str, Any]) -> Problem | None:
+    """An onPremisesSyncBehavior answer: ``isCloudManaged`` true, false, null or absent; the field is named
+    ``onPremisesSyncBehavior.isCloudManaged`` as the object it belongs to reports it."""
+    return _first(body, SYNC_BEHAVIOR_TYPES, prefix="onPremisesSyncBehavior.")

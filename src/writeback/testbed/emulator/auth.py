@@ -34,6 +34,7 @@ DEFAULT_ROLES = (
     "User.ReadWrite.All",
     "GroupMember.ReadWrite.All",
     "Group-OnPremisesSyncBehavior.ReadWrite.All",  # beta onPremisesSyncBehavior (Group SOA)
+    "User-OnPremisesSyncBehavior.ReadWrite.All",  # beta onPremisesSyncBehavior (User SOA)
 )
 DEFAULT_LIFETIME = 3599
 

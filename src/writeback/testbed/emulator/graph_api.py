@@ -516,6 +516,19 @@ def _reject_read_only(body: Mapping[str, Any], read_only: frozenset[str]) -> Non
             raise bad_request(f"Property '{name}' is read-only and cannot be set.")
 
 
+# userType is "Member" or "Guest" (https://learn.microsoft.com/graph/api/resources/user: "Possible values are
+# Member and Guest"); a user created through POST /users is a Member unless the body says otherwise.
+USER_TYPES = ("Member", "Guest")
+
+
+def _check_user_values(body: Mapping[str, Any]) -> None:
+    """Graph's 400 for a wrongly typed accountEnabled or an unknown userType."""
+    if "accountEnabled" in body and not isinstance(body["accountEnabled"], bool):
+        raise bad_request("Invalid value specified for property 'accountEnabled' of resource 'User'.")
+    if "userType" in body and body["userType"] not in USER_TYPES:
+        raise bad_request("Invalid value specified for property 'userType' of resource 'User'.")
+
+
 def _upn_taken(ctx: Ctx, upn: str, except_id: str | None = None) -> bool:
     wanted = upn.lower()
     return any(
@@ -600,6 +613,7 @@ async def create_user(ctx: Ctx) -> Response:
         "User",
     )
     _reject_read_only(body, USER_READ_ONLY)
+    _check_user_values(body)
     with ctx.tenant.lock:
         if _upn_taken(ctx, str(body["userPrincipalName"])):
             raise bad_request(
@@ -611,6 +625,7 @@ async def create_user(ctx: Ctx) -> Response:
             if k not in ("passwordProfile", "id") and not k.endswith("@odata.bind")
         }
         user["createdDateTime"] = now_iso()
+        user.setdefault("userType", "Member")
         created = ctx.tenant.add_object("user", user)
         out = {"@odata.context": context_url(ctx.base, ctx.version, "users/$entity")}
         out.update(render(created, "user", ctx.version, None))
@@ -657,6 +672,7 @@ async def update_object(ctx: Ctx, kind: str, object_id: str) -> Response:
         object_id = obj["id"]
         if kind == "user":
             _reject_read_only(body, USER_READ_ONLY)
+            _check_user_values(body)
             if obj.get("onPremisesSyncEnabled") and body:
                 raise bad_request(SYNCED_OBJECT_MESSAGE)
             if "userPrincipalName" in body and _upn_taken(ctx, str(body["userPrincipalName"]), object_id):
@@ -698,61 +714,103 @@ async def update_object(ctx: Ctx, kind: str, object_id: str) -> Response:
         return json_response(ctx, None, 204)
 
 
-# -- onPremisesSyncBehavior (beta): Group Source of Authority ----------------------------------------------
-# GET/PATCH /beta/groups/{id}/onPremisesSyncBehavior, permission Group-OnPremisesSyncBehavior.ReadWrite.All
-# (the only one listed, for reads too); body {"isCloudManaged": bool}; PATCH answers 204
-# (https://learn.microsoft.com/graph/api/onpremisessyncbehavior-get?view=graph-rest-beta and -update). A
-# conversion stops sync from AD: onPremisesSyncEnabled goes from true to null; a rollback sets isCloudManaged
-# false and leaves onPremisesSyncEnabled null until a sync client takes the object again; the SID stays
-# (entra-docs concept-group-source-of-authority-guidance). Stored in the tenant file as the group's
-# ``onPremisesSyncBehavior`` object (a relationship: never rendered as a property).
-SYNC_BEHAVIOR_ROLE = "Group-OnPremisesSyncBehavior.ReadWrite.All"
+# -- onPremisesSyncBehavior (beta): Group and User Source of Authority -------------------------------------
+# GET/PATCH /beta/{groups|users}/{id}/onPremisesSyncBehavior; body {"isCloudManaged": bool}; PATCH answers 204
+# (https://learn.microsoft.com/graph/api/resources/onpremisessyncbehavior?view=graph-rest-beta: "for group,
+# user, and orgContact resources"; https://learn.microsoft.com/graph/api/onpremisessyncbehavior-get?view=
+# graph-rest-beta and -update). Each resource has its own permission, the only one listed, for reads too:
+# Group-OnPremisesSyncBehavior.ReadWrite.All for groups, User-OnPremisesSyncBehavior.ReadWrite.All for users.
+# Beta only: v1.0 has no such segment. A conversion stops sync from AD: onPremisesSyncEnabled goes from true
+# to null; a rollback sets isCloudManaged false and leaves onPremisesSyncEnabled null until a sync client
+# takes the object again; the SID stays ("Status of attributes after you convert SOA", entra-docs
+# how-to-user-source-of-authority-configure and concept-group-source-of-authority-guidance). Stored in the
+# tenant file as the object's ``onPremisesSyncBehavior`` (a relationship: never rendered as a property).
 SYNC_BEHAVIOR = "onPremisesSyncBehavior"
+SYNC_BEHAVIOR_ROLES = {
+    "group": "Group-OnPremisesSyncBehavior.ReadWrite.All",
+    "user": "User-OnPremisesSyncBehavior.ReadWrite.All",
+}
+SYNC_BEHAVIOR_TYPE = "#microsoft.graph.onPremisesSyncBehavior"
+# The resource's properties (id: the parent object's id, read-only; isCloudManaged). The get page says "Optional
+# query parameters: Not supported", yet Microsoft's own user SOA how-to reads it with
+# ``?$select=isCloudManaged`` and ``?$select=id,isCloudManaged``: $select of these names is answered.
+SYNC_BEHAVIOR_PROPERTIES = ("id", "isCloudManaged")
 
 
-def _sync_behavior_ctx(ctx: Ctx, group_id: str) -> dict[str, Any]:
+def _sync_behavior_ctx(ctx: Ctx, kind: str, object_id: str) -> dict[str, Any]:
     if ctx.version != "beta":
         raise bad_request(f"Resource not found for the segment '{SYNC_BEHAVIOR}'.")
-    if SYNC_BEHAVIOR_ROLE not in ctx.roles:
+    if SYNC_BEHAVIOR_ROLES[kind] not in ctx.roles:
         raise GraphApiError(403, "Authorization_RequestDenied", DYNAMIC_MEMBERS_MESSAGE)
-    ctx.check_id(group_id)
-    return ctx.tenant.get_live(group_id, "group")
+    ctx.check_id(object_id, upn=kind == "user")
+    if kind == "user":
+        return ctx.tenant.find_user(object_id)
+    return ctx.tenant.get_live(object_id, kind)
 
 
-def sync_behavior_of(group: Mapping[str, Any]) -> bool:
-    behavior = group.get(SYNC_BEHAVIOR)
+def sync_behavior_of(obj: Mapping[str, Any]) -> bool:
+    behavior = obj.get(SYNC_BEHAVIOR)
     return bool(behavior.get("isCloudManaged")) if isinstance(behavior, Mapping) else False
 
 
-async def get_sync_behavior(ctx: Ctx, group_id: str) -> Response:
+def _sync_behavior_select(ctx: Ctx) -> tuple[str, ...]:
+    _reject_unsupported(ctx, ("$select",))
+    text = ctx.param("$select")
+    if text is None:
+        return SYNC_BEHAVIOR_PROPERTIES
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not names:
+        raise bad_request("Invalid $select: the list of properties is empty.")
+    for name in names:
+        if name not in SYNC_BEHAVIOR_PROPERTIES:
+            raise bad_request(
+                f"Could not find a property named '{name}' on type 'microsoft.graph.onPremisesSyncBehavior'."
+            )
+    return names
+
+
+async def get_sync_behavior(ctx: Ctx, kind: str, object_id: str) -> Response:
     with ctx.tenant.lock:
-        group = _sync_behavior_ctx(ctx, group_id)
-        body = {
-            "@odata.context": f"{ctx.base}/beta/$metadata#groups('{group['id']}')/{SYNC_BEHAVIOR}/$entity",
-            "isCloudManaged": sync_behavior_of(group),
+        obj = _sync_behavior_ctx(ctx, kind, object_id)
+        select = _sync_behavior_select(ctx)
+        shown = f"({','.join(select)})" if ctx.param("$select") is not None else ""
+        collection = COLLECTIONS[kind]
+        values = {"id": obj["id"], "isCloudManaged": sync_behavior_of(obj)}
+        body: dict[str, Any] = {
+            "@odata.context": (
+                f"{ctx.base}/beta/$metadata#{collection}('{obj['id']}')/{SYNC_BEHAVIOR}{shown}/$entity"
+            ),
         }
+        body.update({name: values[name] for name in select})
         return json_response(ctx, body)
 
 
-async def update_sync_behavior(ctx: Ctx, group_id: str) -> Response:
+async def update_sync_behavior(ctx: Ctx, kind: str, object_id: str) -> Response:
     body = await ctx.json_body()
     with ctx.tenant.lock:
-        group = _sync_behavior_ctx(ctx, group_id)
-        unknown = [k for k in body if k != "isCloudManaged"]
-        if unknown:
+        obj = _sync_behavior_ctx(ctx, kind, object_id)
+        for key, given in body.items():
+            if key == "isCloudManaged":
+                continue
+            # The update page's own example sends the type annotation along.
+            if key == "@odata.type" and given == SYNC_BEHAVIOR_TYPE:
+                continue
+            if key == "id":
+                raise bad_request("Property 'id' is read-only and cannot be set.")
             raise bad_request(
-                f"Property '{unknown[0]}' does not exist as a declared property or extension property."
+                f"Property '{key}' does not exist as a declared property or extension property."
             )
         value = body.get("isCloudManaged")
         if not isinstance(value, bool):
             raise bad_request(
                 "Invalid value specified for property 'isCloudManaged' of resource 'onPremisesSyncBehavior'."
             )
-        # The relationship itself is not a group property: changing it alone is no delta change (Graph does
-        # not document one), so a reader must ask for it; a conversion changes onPremisesSyncEnabled, which is.
-        group[SYNC_BEHAVIOR] = {"isCloudManaged": value}
-        if value and group.get("onPremisesSyncEnabled"):
-            ctx.tenant.update_object(group["id"], {"onPremisesSyncEnabled": None})
+        # The relationship itself is not a property of the object: changing it alone is no delta change (Graph
+        # does not document one), so a reader must ask for it; a conversion changes onPremisesSyncEnabled,
+        # which is. The SID (onPremisesSecurityIdentifier) and the other on-premises identifiers stay.
+        obj[SYNC_BEHAVIOR] = {"isCloudManaged": value}
+        if value and obj.get("onPremisesSyncEnabled"):
+            ctx.tenant.update_object(obj["id"], {"onPremisesSyncEnabled": None})
         return json_response(ctx, None, 204)
 
 
@@ -938,8 +996,10 @@ def _routes() -> list[tuple[str, tuple[object, ...], Handler]]:
         ("GET", ("users", ID, "memberOf"), member_of),
         ("GET", ("users", ID, "manager"), get_manager),
         ("POST", ("groups", ID, "members", "$ref"), add_member_ref),
-        ("GET", ("groups", ID, SYNC_BEHAVIOR), get_sync_behavior),
-        ("PATCH", ("groups", ID, SYNC_BEHAVIOR), update_sync_behavior),
+        ("GET", ("groups", ID, SYNC_BEHAVIOR), lambda ctx, gid: get_sync_behavior(ctx, "group", gid)),
+        ("PATCH", ("groups", ID, SYNC_BEHAVIOR), lambda ctx, gid: update_sync_behavior(ctx, "group", gid)),
+        ("GET", ("users", ID, SYNC_BEHAVIOR), lambda ctx, uid: get_sync_behavior(ctx, "user", uid)),
+        ("PATCH", ("users", ID, SYNC_BEHAVIOR), lambda ctx, uid: update_sync_behavior(ctx, "user", uid)),
         ("DELETE", ("groups", ID, "members", ID, "$ref"), remove_member_ref),
         ("GET", ("groups", ID, "members"), lambda ctx, gid: list_members(ctx, gid, False)),
         ("GET", ("groups", ID, "members", "$ref"), list_member_refs),

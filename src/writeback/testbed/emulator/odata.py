@@ -116,8 +116,10 @@ NOT_FILTERABLE: dict[str, frozenset[str]] = {
     ),
 }
 # Properties returned without $select (the resource pages mark every other one "Returned only on $select").
-# v1.0 user: https://learn.microsoft.com/graph/api/user-get ("By default, only a limited set of properties
-# are returned"); v1.0 group: the response of https://learn.microsoft.com/graph/api/group-get.
+# User, v1.0 and beta alike: https://learn.microsoft.com/graph/api/user-get ("By default, only a limited set of
+# properties are returned") and its beta page ("returns by default only a subset of the more commonly used
+# properties"; the beta user resource marks accountEnabled, userType and the onPremises* properties
+# "Returned only on $select"); v1.0 group: the response of https://learn.microsoft.com/graph/api/group-get.
 USER_DEFAULTS_V1 = (
     "businessPhones",
     "displayName",
@@ -397,7 +399,7 @@ def render(
     """
     if select is not None:
         names: Sequence[str] = [n for n in select if n not in INTERNAL_KEYS and is_declared(n, kind, version)]
-    elif kind == "user" and version == "v1.0":
+    elif kind == "user":
         names = USER_DEFAULTS_V1
     elif kind == "group":
         names = (*GROUP_DEFAULTS, "writebackConfiguration") if version == "beta" else GROUP_DEFAULTS

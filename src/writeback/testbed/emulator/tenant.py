@@ -51,7 +51,8 @@ COLLECTIONS: dict[str, str] = {
 }
 KIND_BY_COLLECTION = {coll: kind for kind, coll in COLLECTIONS.items()}
 # Keys of an object dict that are relationships, not properties: never rendered as properties.
-# onPremisesSyncBehavior is a relationship of a group (beta), served by its own route, never as a property.
+# onPremisesSyncBehavior is a relationship of a group or a user (beta), served by its own route, never as a
+# property.
 INTERNAL_KEYS = frozenset({"members", "manager", "@odata.type", "onPremisesSyncBehavior"})
 
 # Change log operations.

@@ -95,8 +95,18 @@ def render(
         "include_microsoft365 = true",
         "include_mail_enabled = true",
         "",
-        "[state]",
     ]
+    if info.cloud_users_ou:
+        # Issue 24: AD accounts for cloud users, off by default as everywhere. "soa" writes cloud-managed
+        # (SOA-converted) users into their original AD accounts; creating accounts ("cloud_members") is not
+        # supported yet. target_ou is delegated to the service account (docs/least-privilege.md, Cloud users).
+        lines += [
+            "[users]",
+            'provision = "off"  # "off" | "soa"',
+            f"target_ou = {_q(info.cloud_users_ou)}",
+            "",
+        ]
+    lines += ["[state]"]
     if state is None:
         lines.append(f"path = {_q(paths.state_file)}")
     else:

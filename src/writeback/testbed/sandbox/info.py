@@ -69,6 +69,10 @@ class SandboxInfo:
     # Two ready configs of `writeback run` instances sharing that PostgreSQL state, each with its own console
     # port and health file (DIR/writeback-ha-a.toml, -b.toml): high availability tried in the sandbox.
     ha_configs: tuple[str, ...] = ()
+    # Where writeback creates AD accounts for cloud-only members ([users] target_ou, issue 24): OU=Cloud Users,
+    # delegated to the service account as docs/least-privilege.md lists for users. None: a sandbox.json written
+    # before it existed (`sandbox up` completes it).
+    cloud_users_ou: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

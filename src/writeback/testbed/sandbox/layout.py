@@ -18,6 +18,8 @@ ADMIN_DN = f"CN=Administrator,CN=Users,{BASE_DN}"
 STAFF_OU = f"OU=Staff,{BASE_DN}"
 WRITEBACK_OU = f"OU=Writeback,{BASE_DN}"
 ONPREM_GROUPS_OU = f"OU=Groups,{BASE_DN}"
+# Where writeback creates AD accounts for cloud-only members ([users] target_ou, issue 24).
+CLOUD_USERS_OU = f"OU=Cloud Users,{BASE_DN}"
 
 LDAPS_URL = "ldaps://127.0.0.1:636"
 LDAP_URL = "ldap://127.0.0.1:389"  # StartTLS
@@ -25,8 +27,9 @@ GC_URL = "ldaps://127.0.0.1:3269"
 DC_PORTS = (389, 636, 3268, 3269)
 
 # Bumped whenever provisioning or seeding changes what a sandbox contains, so stale snapshots are not reused.
-LAYOUT_VERSION = 4  # 2: LMDB backend (was TDB, which caps a partition at 4 GiB); 3: Windows' schemaIDGUID;
-# 4: the SOA sample group GG-Finance-Approvers (issue 13)
+LAYOUT_VERSION = 5  # 2: LMDB backend (was TDB, which caps a partition at 4 GiB); 3: Windows' schemaIDGUID;
+# 4: the SOA sample group GG-Finance-Approvers (issue 13); 5: OU=Cloud Users and the SOA sample user nora.kok
+# (issue 24)
 # From this many generated users on, seeding is slow enough to snapshot, and the tenant file is written as JSON.
 BIG_TENANT_USERS = 2000
 

@@ -36,6 +36,7 @@ from writeback.testbed.sandbox.info import SandboxInfo, SandboxStatus, load_info
 from writeback.testbed.sandbox.layout import (
     ADMIN_DN,
     BASE_DN,
+    CLOUD_USERS_OU,
     DC_HOSTNAME,
     DNS_DOMAIN,
     GC_URL,
@@ -59,6 +60,7 @@ from writeback.testbed.sandbox.tenant import (
     build_tenant,
     load_scenario,
     soa_group_sams,
+    soa_user_sams,
     write_tenant,
 )
 from writeback.testbed.tlsutil import ensure_server_cert
@@ -243,6 +245,8 @@ def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
         return None  # made by a version without the service account or the admin token: complete it
     if not info.console_url or not info.console_token or not paths.console_tokens_file.exists():
         return None  # made by a version without the console: complete it
+    if info.cloud_users_ou is None:
+        return None  # made by a version without the cloud users' OU (issue 24): complete it
     return info
 
 
@@ -355,6 +359,7 @@ def _finish(
                 service_sid,
                 sddl=serviceaccount.takeover_sddl(conn, BASE_DN, service_sid),
             )
+        _delegate_cloud_users(conn, paths, password, service_sid, scenario, accounts, say)
         serviceaccount.grant_deleted_objects_read(
             smb_conf=paths.smb_conf,
             sam_ldb=paths.samba_dir / "private" / "sam.ldb",
@@ -382,6 +387,7 @@ def _finish(
         users_ou=STAFF_OU,
         groups_ou=WRITEBACK_OU,
         onprem_groups_ou=ONPREM_GROUPS_OU,
+        cloud_users_ou=CLOUD_USERS_OU,
         domain=DNS_DOMAIN,
         users=users,
         tenant_id=scenario.tenant_id,
@@ -419,6 +425,43 @@ def _finish(
     save_info(paths, info)
     say(f"Sandbox is up: {paths.info_file}")
     return info
+
+
+def _delegate_cloud_users(
+    conn: Any,
+    paths: SandboxPaths,
+    password: str,
+    sid: str,
+    scenario: Scenario,
+    accounts: list[seed.Account],
+    say: Progress,
+) -> None:
+    """docs/least-privilege.md, "Cloud users": on OU=Cloud Users, create and delete user objects, write their
+    mapped attributes, names, userAccountControl and anchor, and reset their password; on the original AD
+    account of each SOA-converted sample user, write its mapped attributes, userAccountControl and anchor only.
+    Each once: skipped where the account's SID is in the object's DACL already."""
+    if not serviceaccount.is_delegated(conn, CLOUD_USERS_OU, sid):
+        say(f"Delegating cloud user accounts on {CLOUD_USERS_OU} to {serviceaccount.SERVICE_SAM}")
+        _delegate(
+            conn,
+            paths,
+            password,
+            CLOUD_USERS_OU,
+            sid,
+            sddl=serviceaccount.cloud_users_sddl(conn, BASE_DN, sid),
+        )
+    by_sam = {a.sam.lower(): a for a in accounts if a.kind == "user"}
+    for sam in soa_user_sams(scenario):
+        account = by_sam.get(sam.lower())
+        if account is None:
+            raise SandboxError(f"the SOA sample user {sam!r} has no AD account in {STAFF_OU}")
+        if serviceaccount.is_delegated(conn, account.dn, sid):
+            continue
+        # Like the SOA group's original: outside any delegated OU, rights on that one object only.
+        say(f"Delegating takeover of {account.dn} to {serviceaccount.SERVICE_SAM}")
+        _delegate(
+            conn, paths, password, account.dn, sid, sddl=serviceaccount.user_takeover_sddl(conn, BASE_DN, sid)
+        )
 
 
 def _save_initial(paths: SandboxPaths, say: Progress) -> None:

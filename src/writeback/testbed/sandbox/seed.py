@@ -24,7 +24,7 @@ import ldap
 from ldap.controls import SimplePagedResultsControl
 
 from writeback.errors import SandboxError
-from writeback.testbed.sandbox.layout import ONPREM_GROUPS_OU, STAFF_OU, WRITEBACK_OU
+from writeback.testbed.sandbox.layout import CLOUD_USERS_OU, ONPREM_GROUPS_OU, STAFF_OU, WRITEBACK_OU
 from writeback.testbed.sandbox.ldapconn import describe
 
 Entry = tuple[str, list[tuple[str, list[bytes]]]]
@@ -96,11 +96,13 @@ def sid_to_str(raw: bytes) -> str:
 
 
 def ou_entries(base_dn: str) -> list[Entry]:
-    """OU=Staff (people), OU=Writeback (empty, the target for written-back groups), OU=Groups (on-prem)."""
+    """OU=Staff (people), OU=Writeback (empty, the target for written-back groups), OU=Groups (on-prem),
+    OU=Cloud Users (empty, where writeback creates accounts for cloud-only members: [users] target_ou)."""
     descriptions = {
         STAFF_OU: "People (synced to Entra ID)",
         WRITEBACK_OU: "Groups written back from Entra ID",
         ONPREM_GROUPS_OU: "Groups managed on-premises",
+        CLOUD_USERS_OU: "Accounts for cloud-only members, created by writeback",
     }
     return [
         (dn, [("objectClass", [b"top", b"organizationalUnit"]), ("description", [text.encode()])])

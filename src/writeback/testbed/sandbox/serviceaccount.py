@@ -171,6 +171,70 @@ def takeover_sddl(conn: Any, base_dn: str, sid: str) -> str:
     return "".join(f"(OA;;WP;{schema_guid(conn, base_dn, a)};;{sid})" for a in TAKEOVER_ATTRIBUTES)
 
 
+# -- Cloud users (issue 24): docs/least-privilege.md, "Cloud users" ----------------------------------------
+# Cloud Sync's default user mappings (AD attribute <- Entra; how-to-configure "User attribute mappings"), less
+# the names: what writeback writes on an account after creating it, and on the original account of an
+# SOA-converted user. msDS-ObjectSoa (AD object enforcement) is not in the sandbox's 2012 R2 schema.
+USER_MAPPED_ATTRIBUTES: Sequence[str] = (
+    "displayName",
+    "givenName",
+    "sn",
+    "department",
+    "company",
+    "co",
+    "l",
+    "st",
+    "postalCode",
+    "streetAddress",
+    "mobile",
+    "preferredLanguage",
+    "employeeID",
+    "manager",
+)
+# Written on the accounts writeback creates in the cloud users' OU: the mapped attributes, the names a rename
+# changes (cn and name, userPrincipalName), userAccountControl (disable, enable, smart card required), the anchor
+# (msDS-ExternalDirectoryObjectId) and adminDescription (User_<id>, which Connect's inbound rules skip).
+# sAMAccountName is set only by the create (Create Child covers the attributes of the add).
+CLOUD_USER_WRITTEN_ATTRIBUTES: Sequence[str] = (
+    *USER_MAPPED_ATTRIBUTES,
+    "cn",
+    "name",
+    "userPrincipalName",
+    "userAccountControl",
+    "msDS-ExternalDirectoryObjectId",
+    "adminDescription",
+)
+# The Reset Password extended right (User-Force-Change-Password, [MS-ADTS] 5.1.3.2.1): a random password at
+# the create and after, over LDAPS.
+RESET_PASSWORD_GUID = "00299570-246d-11d0-a768-00aa006e0529"
+# On the original AD account of an SOA-converted user, that account only: the mapped attributes,
+# userAccountControl (accountDisabled) and the anchor. Never its names, OU or password (kept, as
+# mapping.keep_adopted_names keeps an adopted group's).
+USER_TAKEOVER_ATTRIBUTES: Sequence[str] = (
+    *USER_MAPPED_ATTRIBUTES,
+    "userAccountControl",
+    "msDS-ExternalDirectoryObjectId",
+)
+
+
+def cloud_users_sddl(conn: Any, base_dn: str, sid: str) -> str:
+    """The ACEs of docs/least-privilege.md ("Cloud users") on the cloud users' OU: Create/Delete Child of class
+    user on the OU and below (CI); Write Property of each of :data:`CLOUD_USER_WRITTEN_ATTRIBUTES` and the Reset
+    Password right, inherited by user objects only (CIIO)."""
+    user = schema_guid(conn, base_dn, "user")
+    aces = [f"(OA;CI;CCDC;{user};;{sid})"]
+    aces += [
+        f"(OA;CIIO;WP;{schema_guid(conn, base_dn, a)};{user};{sid})" for a in CLOUD_USER_WRITTEN_ATTRIBUTES
+    ]
+    aces.append(f"(OA;CIIO;CR;{RESET_PASSWORD_GUID};{user};{sid})")
+    return "".join(aces)
+
+
+def user_takeover_sddl(conn: Any, base_dn: str, sid: str) -> str:
+    """ACEs on one user object (not inherited): Write Property of each of :data:`USER_TAKEOVER_ATTRIBUTES`."""
+    return "".join(f"(OA;;WP;{schema_guid(conn, base_dn, a)};;{sid})" for a in USER_TAKEOVER_ATTRIBUTES)
+
+
 def is_delegated(conn: Any, ou_dn: str, sid: str) -> bool:
     """True when the OU's own DACL names ``sid`` (the delegation was applied before)."""
     control = RequestControl(_SD_FLAGS_OID, True, _SD_FLAGS_DACL)

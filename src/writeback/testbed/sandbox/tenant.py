@@ -77,11 +77,12 @@ def users_explained(users: int, scenario: Scenario | None = None) -> list[str]:
     """Why OU=Staff holds more users than ``--users`` asked for: the sample tenant's own people come first."""
     scenario = scenario or load_scenario()
     own = len(scenario.directory_users)
-    cloud_only = len(scenario.document.get("users") or [])
+    cloud_only = sum(1 for u in scenario.document.get("users") or [] if not is_synced_twin(u))
     return [
         f"{own + users} in OU=Staff = the sample tenant's own {own} (Anna Jansen, ...) + {users} generated "
         f"(--users {users}),",
-        f"all synced to the tenant (which also has {cloud_only} cloud-only users, never in AD)",
+        f"all synced to the tenant (which also has {cloud_only} cloud-only users, never in AD; "
+        f"{len(soa_user_sams(scenario))} of the synced since converted to cloud source of authority)",
     ]
 
 
@@ -137,7 +138,15 @@ def build_tenant(scenario: Scenario, accounts: Iterable[Account], client_secret:
             raise SandboxError(f"{where}: no AD account with sAMAccountName {text[len(SAM_PREFIX) :]!r}")
         return synced_id(account.object_guid)
 
-    users = [synced_user(a) for a in by_sam.values() if a.kind == "user"]
+    twins = {str(u["onPremisesSamAccountName"]).lower(): u for u in doc.get("users", []) if is_synced_twin(u)}
+    users = []
+    for account in by_sam.values():
+        if account.kind != "user":
+            continue
+        user = synced_user(account)
+        # A scenario entry naming this AD user: its cloud twin's own state (an SOA conversion, cloud edits).
+        user.update({k: v for k, v in twins.pop(account.sam.lower(), {}).items()})
+        users.append(user)
     groups = []
     for group in doc.get("groups", []):
         name = group.get("displayName", group.get("id", "?"))
@@ -153,12 +162,14 @@ def build_tenant(scenario: Scenario, accounts: Iterable[Account], client_secret:
         else:
             group["members"] = [resolve(m, f"group {name}") for m in group.get("members", [])]
         groups.append(group)
+    if twins:  # after the groups, whose placeholders name the missing accounts more usefully
+        raise SandboxError(f"users {sorted(twins)}: no AD account with that sAMAccountName in OU=Staff")
     apps = [dict(app) for app in doc.get("apps", [])]
     apps[0]["client_secret"] = client_secret
     tenant: dict[str, Any] = {
         "tenant_id": doc["tenant_id"],
         "apps": apps,
-        "users": users + list(doc.get("users", [])),
+        "users": users + [u for u in doc.get("users", []) if not is_synced_twin(u)],
         "groups": groups,
     }
     for key in ("devices", "servicePrincipals", "orgContacts", "groupSettings", "defaultDomain"):
@@ -167,9 +178,24 @@ def build_tenant(scenario: Scenario, accounts: Iterable[Account], client_secret:
     return tenant
 
 
-def is_soa_twin(group: Mapping[str, Any]) -> bool:
-    """A synced group converted to cloud source of authority (beta onPremisesSyncBehavior.isCloudManaged)."""
-    behavior = group.get("onPremisesSyncBehavior")
+def is_synced_twin(user: Mapping[str, Any]) -> bool:
+    """A scenario user without an id but with onPremisesSamAccountName: the cloud twin of that AD user, whose
+    listed properties override what sync would give it (an SOA conversion, edits made in the cloud since)."""
+    return not user.get("id") and bool(user.get("onPremisesSamAccountName"))
+
+
+def soa_user_sams(scenario: Scenario) -> list[str]:
+    """sAMAccountNames of the AD users whose cloud twins the scenario converts to cloud source of authority."""
+    return [
+        str(u["onPremisesSamAccountName"])
+        for u in scenario.document.get("users", [])
+        if is_synced_twin(u) and is_soa_twin(u)
+    ]
+
+
+def is_soa_twin(obj: Mapping[str, Any]) -> bool:
+    """A synced group or user converted to cloud source of authority (beta onPremisesSyncBehavior.isCloudManaged)."""
+    behavior = obj.get("onPremisesSyncBehavior")
     return isinstance(behavior, Mapping) and behavior.get("isCloudManaged") is True
 
 
