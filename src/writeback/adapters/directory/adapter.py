@@ -531,10 +531,12 @@ class LdapDirectory:
         anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId",),
         mapped: Sequence[str] = ("displayName",),
     ) -> dict[str, DirectoryUser]:
-        """The objects of these SIDs under base_dn, whatever their class (a computer or group holding an SOA
+        """The objects of these SIDs in the domain, whatever their class (a computer or group holding an SOA
         user's SID is reported, not written), in OR batches of escaped binary objectSid terms, keyed by the
-        upper-cased SID. Malformed SIDs are skipped and logged. The domain only, never the Global Catalog:
-        writeback writes accounts of its own domain."""
+        upper-cased SID. Malformed SIDs are skipped and logged. The whole domain naming context, not only
+        base_dn: an SOA user's original account stays where AD had it (OU=Staff…), as an SOA group's original
+        does (resolve_groups_by_sid). The domain only, never the Global Catalog: writeback writes accounts of its
+        own domain."""
         terms: list[str] = []
         for sid in dict.fromkeys(s.upper() for s in sids):
             try:
@@ -548,7 +550,7 @@ class LdapDirectory:
         found: dict[str, DirectoryUser] = {}
         for batch in chunked(terms, FILTER_BATCH):
             for dn, raw_attrs in self._domain.search(
-                self._settings.base_dn, _SUBTREE, or_filter(batch), attrs
+                self._naming_context("defaultNamingContext"), _SUBTREE, or_filter(batch), attrs
             ):
                 if dn:
                     user = user_from_entry(dn, lower_keys(raw_attrs), anchors, mapped)
@@ -562,13 +564,15 @@ class LdapDirectory:
         mapped: Sequence[str] = ("displayName",),
         prefixes: Sequence[str] = (USER_ANCHOR_PREFIX,),
     ) -> list[DirectoryUser]:
-        """Every user account under base_dn whose anchor starts with one of ``prefixes`` ('User_'), paged."""
+        """Every user account of the domain whose anchor starts with one of ``prefixes`` ('User_'), paged: the
+        original accounts writeback writes are wherever AD keeps them (read_users_by_sid)."""
         anchors = [a for a in anchor_attributes if self.has_attribute(a)]
         if not anchors:
             return []
         flt = or_filter([f"({a}={escape_filter_chars(p)}*)" for a in anchors for p in prefixes])
         attrs = list(dict.fromkeys([*USER_ATTRIBUTES, *anchors, *mapped]))
-        entries = self._domain.search(self._settings.base_dn, _SUBTREE, f"(&{_USERS}{flt})", attrs)
+        base = self._naming_context("defaultNamingContext")
+        entries = self._domain.search(base, _SUBTREE, f"(&{_USERS}{flt})", attrs)
         users = [user_from_entry(dn, lower_keys(raw), anchors, mapped) for dn, raw in entries if dn]
         # The filter matches case-insensitively; ownership needs the exact prefix.
         return sorted((u for u in users if u.anchor is not None), key=lambda u: normalize_dn(u.dn))
