@@ -28,6 +28,7 @@ from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncR
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
 from writeback.core.rights import hold_unwritable
 from writeback.core.safety import Managed, Thresholds, Window, hold_unsafe
+from writeback.core.text import plural
 from writeback.errors import (
     DirectoryError,
     DirectoryUnavailable,
@@ -581,7 +582,7 @@ class Engine:
                         raise
                 self.progress(
                     f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
-                    + (f" ({len(change.members)} members)" if change.members else "")
+                    + (f" ({plural(len(change.members), 'member')})" if change.members else "")
                 )
                 carried = run.carried_add(i - 1)
                 try:
