@@ -61,10 +61,13 @@ def test_original_without_rights_is_reported_held_then_written_once_granted(
         for line in dsacls_lines(original, ["member", MSDS, "displayName"]):
             assert line in report["error"], report["error"]
 
-        # config check reads no cloud: it lists managed (anchored) groups outside the target OU, and this
-        # original has no anchor yet (its first stamp is what is held). It says what it looked at.
+        # config check finds it too, though it carries no anchor yet (its first stamp is what is held): from
+        # the cloud replica the plan synced, by the SID of the SOA-converted group, with the same dsacls lines.
         check = ws.run("config", "check")
-        assert "taken over outside the target OU" in check.out, check.out + check.err
+        assert check.code == 1 and "taken over outside the target OU" in check.out, check.out + check.err
+        assert "SOA-converted groups' originals in AD: 1 found, 1 without the rights" in check.out, check.out
+        for line in dsacls_lines(original, ["member", MSDS, "displayName"]):
+            assert line in check.out, check.out
 
         applied = ws.run("apply")
         assert applied.code == 3, applied.out + applied.err

@@ -59,6 +59,7 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
                     problems.append(f"AD permissions: {p}")
                 say(f"AD target OU {settings.target.target_ou}: checked write access")
             problems += _taken_over_rights(settings, directory, say)
+            problems += _original_rights(settings, directory, say)
             if settings.target.gc_urls:
                 directory.resolve_accounts(["S-1-5-21-0-0-0-500"], [])
                 say(f"Global Catalog {' or '.join(settings.target.gc_urls)}: reachable")
@@ -79,4 +80,35 @@ def _taken_over_rights(settings: Settings, directory: LdapDirectory, say: Callab
     delegated = (settings.target.target_ou, *(g.ou for g in settings.dynamic_groups))
     found = directory.unwritable_managed_groups(read_anchor_attributes(has_msds), needed, delegated)
     say(f"AD groups taken over outside the target OU: {len(found)} without the rights writeback needs")
+    return [f"AD permissions: {rights_message(dn, missing, missing)}" for dn, missing in found]
+
+
+def _original_rights(settings: Settings, directory: LdapDirectory, say: Callable[[str], None]) -> list[str]:
+    """SOA-converted groups in scope whose original AD group writeback has not stamped yet (no anchor search
+    finds them): their originals, found by SID as a plan finds them, that the service account may not write.
+    Read from the state's cloud replica, so only after a first `writeback plan` has synced it."""
+    from writeback.app import wiring
+    from writeback.core.desired import cloud_intents
+
+    if not settings.scope.cloud_enabled:
+        return []
+    store = wiring.build_store(settings)
+    try:
+        if not store.has_synced():
+            say(
+                "SOA-converted groups' originals: not checked yet (no cloud replica: run `writeback plan` first)"
+            )
+            return []
+        intents = cloud_intents(store.snapshot(member_groups=()), settings)
+    finally:
+        store.close()
+    sids = {i.original_sid for i in intents.groups.values() if i.original_sid}
+    originals = directory.resolve_groups_by_sid(sids) if sids else {}
+    has_msds = directory.has_attribute(MSDS_ANCHOR)
+    needed = (MEMBER, *anchor_attributes(settings.mapping.anchor, has_msds), "description", "displayName")
+    found = directory.attributes_not_writable([a.dn for a in originals.values()], needed)
+    say(
+        f"SOA-converted groups' originals in AD: {len(originals)} found, {len(found)} without the rights "
+        "writeback needs"
+    )
     return [f"AD permissions: {rights_message(dn, missing, missing)}" for dn, missing in found]

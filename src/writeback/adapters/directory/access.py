@@ -144,3 +144,26 @@ def unwritable_managed_groups(
         if missing:
             out.append((dn, missing))
     return out
+
+
+def attributes_not_writable(
+    session: LdapSession, dns: Sequence[str], needed: Sequence[str]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Of the objects ``dns``, those whose ``allowedAttributesEffective`` lacks some of ``needed``: (DN, the
+    attributes missing), one base read each (``config check``: the SOA originals writeback has not stamped yet,
+    which no anchor search finds). An object that is gone is left out: the plan reports it."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for dn in dns:
+        try:
+            entries = session.search(
+                dn, ldap.SCOPE_BASE, "(objectClass=*)", [ALLOWED_ATTRIBUTES_EFFECTIVE], paged=False
+            )
+        except DirectoryError as exc:  # noSuchObject comes back translated: the plan says it is missing
+            log.debug("cannot read %s: %s", dn, exc)
+            continue
+        for entry_dn, raw in entries:
+            allowed = _values(raw, ALLOWED_ATTRIBUTES_EFFECTIVE)
+            missing = tuple(a for a in needed if a.lower() not in allowed)
+            if entry_dn and missing:
+                out.append((entry_dn, missing))
+    return out

@@ -30,7 +30,11 @@ from ldap.filter import escape_filter_chars
 from pyasn1.codec.ber import encoder as ber_encoder
 from pyasn1.type import namedtype, univ
 
-from writeback.adapters.directory.access import check_write_access, unwritable_managed_groups
+from writeback.adapters.directory.access import (
+    attributes_not_writable,
+    check_write_access,
+    unwritable_managed_groups,
+)
 from writeback.adapters.directory.codec import (
     chunked,
     escape_filter_bytes,
@@ -189,6 +193,13 @@ class LdapDirectory:
         return unwritable_managed_groups(
             self._domain, self._settings.base_dn, anchors, prefixes, needed, outside
         )
+
+    def attributes_not_writable(
+        self, dns: Sequence[str], needed: Sequence[str]
+    ) -> list[tuple[str, tuple[str, ...]]]:
+        """Of the objects ``dns``, those the bound account may not write all of ``needed`` on (with the
+        attributes missing, as the DC computes allowedAttributesEffective)."""
+        return attributes_not_writable(self._domain, dns, needed)
 
     def close(self) -> None:
         self._domain.close()
