@@ -19,19 +19,7 @@ from writeback.core.text import plural, printable
 
 def cloud_user_properties(u: CloudUser) -> dict[str, Any]:
     """A replica user as a Graph-shaped dict, the input of the rule evaluator."""
-    d: dict[str, Any] = dict(u.attributes)
-    d.update(
-        id=u.id,
-        displayName=u.display_name,
-        userPrincipalName=u.user_principal_name,
-        accountEnabled=u.account_enabled,
-        onPremisesSyncEnabled=u.on_premises_sync_enabled,
-        onPremisesSecurityIdentifier=u.on_premises_security_identifier,
-        onPremisesImmutableId=u.on_premises_immutable_id,
-        onPremisesDistinguishedName=u.on_premises_distinguished_name,
-        onPremisesDomainName=u.on_premises_domain_name,
-    )
-    return d
+    return u.graph_properties()
 
 
 def _load_users(

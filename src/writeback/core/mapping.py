@@ -321,18 +321,7 @@ class Mapper:
 
 def user_source(user: CloudUser) -> dict[str, Any]:
     """The attribute namespace user expressions see, with Graph's v1.0 user property names (objectId = id)."""
-    src: dict[str, Any] = dict(user.attributes)
-    src.update(
-        objectId=user.id,
-        id=user.id,
-        displayName=user.display_name,
-        userPrincipalName=user.user_principal_name,
-        accountEnabled=user.account_enabled,
-        onPremisesSecurityIdentifier=user.on_premises_security_identifier,
-        onPremisesDistinguishedName=user.on_premises_distinguished_name,
-        onPremisesDomainName=user.on_premises_domain_name,
-    )
-    return src
+    return {**user.graph_properties(), "objectId": user.id}
 
 
 @dataclass(frozen=True)

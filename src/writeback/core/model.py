@@ -100,6 +100,23 @@ class CloudUser:
         """The anchor writeback stamps on this user's AD account: ``User_<objectId>``."""
         return USER_ANCHOR_PREFIX + self.id
 
+    def graph_properties(self) -> dict[str, Any]:
+        """The user as Graph names its properties (a v1.0 user resource): what rules and mapping expressions
+        read. ``attributes`` (every other property Graph returned) first, the typed fields over them."""
+        d: dict[str, Any] = dict(self.attributes)
+        d.update(
+            id=self.id,
+            displayName=self.display_name,
+            userPrincipalName=self.user_principal_name,
+            accountEnabled=self.account_enabled,
+            onPremisesSyncEnabled=self.on_premises_sync_enabled,
+            onPremisesSecurityIdentifier=self.on_premises_security_identifier,
+            onPremisesImmutableId=self.on_premises_immutable_id,
+            onPremisesDistinguishedName=self.on_premises_distinguished_name,
+            onPremisesDomainName=self.on_premises_domain_name,
+        )
+        return d
+
     @property
     def is_guest(self) -> bool:
         """userType Guest: an external (B2B) user (https://learn.microsoft.com/graph/api/resources/user)."""
