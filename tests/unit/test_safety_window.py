@@ -9,7 +9,7 @@ import dataclasses
 from tests.unit import builders
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from writeback.adapters.state.sqlite import SqliteStore
-from writeback.app.engine import Engine
+from writeback.app.engine import Allowances, Engine
 from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.core.model import CloudGroup, MemberRef
 from writeback.core.planning import Change, ChangeKind, Plan
@@ -21,9 +21,9 @@ def members(ids: range) -> frozenset[MemberRef]:
 
 
 class World:
-    def __init__(self, window: float) -> None:
-        users, accounts = builders.synced_people(60)
-        self.group = CloudGroup("g1", display_name="G1", members=members(range(60)))
+    def __init__(self, window: float, size: int = 60) -> None:
+        users, accounts = builders.synced_people(size)
+        self.group = CloudGroup("g1", display_name="G1", members=members(range(size)))
         self.cloud = FakeCloud(users=users, groups={"g1": self.group})
         self.directory = FakeDirectory(accounts=accounts)
         s = builders.settings(safety={"member_removal_percent": 30, "window": window})
@@ -96,3 +96,26 @@ def test_an_allowance_lets_the_plans_own_changes_through_whatever_the_window_hol
 
 def _removal() -> Change:
     return Change(ChangeKind.REMOVE_MEMBERS, "g1", "CN=G1,OU=W,DC=corp,DC=test", "G1")
+
+
+def test_changes_an_operator_allowed_do_not_hold_the_next_small_change() -> None:
+    w = World(window=3600, size=200)
+    w.now += 2.5
+    w.keep(100)  # 100 of 200 removed at once: held
+    assert w.run().held and w.in_ad() == 200
+    w.now += 2.5
+    done = w.passes.run(PassOptions("full", deep=True, allow=Allowances(removals=100)))
+    assert done.applied is not None and done.applied.ok and w.in_ad() == 100
+    # Reviewed and allowed: it does not count, and the next removal (1 of the 100 left) goes through at once.
+    w.now += 2.5
+    w.keep(99)
+    assert not w.run().held and w.in_ad() == 99
+    # What was not allowed still counts: with that one, 30 removals one at a time pass (30 % of the 100 left),
+    # the 31st is held.
+    for n in range(98, 69, -1):
+        w.now += 2.5
+        w.keep(n)
+        assert not w.run().held, n
+    w.now += 2.5
+    w.keep(69)
+    assert w.run().held and w.in_ad() == 70

@@ -442,8 +442,19 @@ class Engine:
         span = self.settings.safety.window
         return Window.from_json(json.loads(raw), span) if raw else Window(span)
 
-    def remember_applied(self, applied: Sequence[Change], now: float) -> None:
-        """Count ``applied`` into the safety window (before the managed base advances past them)."""
+    def remember_applied(
+        self, applied: Sequence[Change], now: float, allow: Allowances = NO_ALLOWANCES
+    ) -> None:
+        """Count ``applied`` into the safety window (before the managed base advances past them). Changes of a
+        kind an operator allowed in this pass were reviewed: they do not count, so the next small change is
+        not held for an hour behind a mass change the operator let through."""
+        reviewed = {
+            ChangeKind.DELETE: allow.deletes > 0,
+            ChangeKind.REMOVE_MEMBERS: allow.removals > 0,
+            ChangeKind.UPDATE: allow.updates > 0,
+            ChangeKind.MOVE: allow.updates > 0,
+        }
+        applied = [c for c in applied if not reviewed.get(c.kind, False)]
         window = self.safety_window()
         after = window.after(now, applied, self._managed or Managed())
         if after != window:

@@ -219,7 +219,7 @@ class ReconcilePass:
         reconcile.record_locations(engine, {**(scope.located if scope else {}), **located})
         result = self._apply(chosen, options.run_id)
         self._check_claim()
-        self._counted(result)
+        self._counted(result, options.allow)
         if scope is not None:
             reconcile.finish(engine, scope, chosen, result, now=self.clock())
             self._pending_seen = max(self._pending_seen, scope.pending.upto)
@@ -286,7 +286,7 @@ class ReconcilePass:
         self._check_claim()
         result = self._apply(plan, options.run_id)
         self._check_claim()
-        self._counted(result)
+        self._counted(result, options.allow)
         reconcile.settle(engine, only, pending, plan, result)
         phases["apply"] = time.perf_counter() - writing
         self._applied(plan, result)
@@ -304,9 +304,10 @@ class ReconcilePass:
         self.engine.check_saved_plan(saved, current)
         return saved.with_redacted_values_from(current)  # values hidden by Redact() are not saved
 
-    def _counted(self, result: ApplyResult) -> None:
-        """The changes applied count toward the safety thresholds for ``safety.window`` seconds."""
-        self.engine.remember_applied([r.change for r in result.results if r.ok], self.clock())
+    def _counted(self, result: ApplyResult, allow: Allowances) -> None:
+        """The changes applied count toward the safety thresholds for ``safety.window`` seconds (but for the
+        kinds an operator allowed in this pass)."""
+        self.engine.remember_applied([r.change for r in result.results if r.ok], self.clock(), allow)
 
     def _check_claim(self) -> None:
         """Before anything is written, and before the records after an apply: a pass that lost the lease
