@@ -326,3 +326,23 @@ def test_a_change_the_plan_page_read_from_graph_is_written_by_the_next_cycle(con
     ]
     assert not entry.get("member")
     assert console.service.cycle().planned == 0  # settled: not planned again
+
+
+def test_the_log_names_users_as_their_own_target_type(console: Console) -> None:
+    from writeback.core.ports import LogRecord
+
+    store = console.service.engine.store
+    store.log_rows(
+        [
+            LogRecord(
+                "r1", "update", "success", cloud_id="u-1", group_name="Nora Kok", detail={"target": "user"}
+            ),
+            LogRecord("r1", "update", "success", cloud_id="g-1", group_name="G1", detail={"reason": "x"}),
+        ]
+    )
+    h = console.bearer(console.viewer)
+    rows = {r["cloud_id"]: r for r in console.client.get("/api/log", headers=h).json()}
+    assert rows["u-1"]["targetType"] == "user" and rows["u-1"]["sourceIdentity"]["type"] == "user"
+    assert rows["g-1"]["targetType"] == "group" and rows["g-1"]["targetIdentity"]["type"] == "group"
+    page = console.client.get("/log", headers=h).text
+    assert 'Nora Kok <span class="kind">(user)</span>' in page and "G1 <span" not in page

@@ -66,8 +66,11 @@ def entry_dict(e: Any) -> dict[str, Any]:
     d: dict[str, Any] = e.to_dict()
     d["activityDateTime"] = iso(e.time)
     d["status"] = e.result
-    d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": "group"}
-    d["targetIdentity"] = {"id": e.dn, "displayName": e.dn, "type": "group"}
+    # Users are their own target type (issue 24: the log row's detail says "target": "user"); groups by default.
+    kind = str((e.detail or {}).get("target") or "group")
+    d["targetType"] = kind
+    d["sourceIdentity"] = {"id": e.cloud_id, "displayName": e.group_name, "type": kind}
+    d["targetIdentity"] = {"id": e.dn, "displayName": e.dn, "type": kind}
     detail = e.detail or {}
     if "modified" in detail:  # old and new values, as the engine logs them (redacted values stay hidden)
         d["modifiedProperties"] = [
