@@ -82,3 +82,19 @@ def test_a_cloud_managed_user_is_written_into_its_original_account_and_released_
     after = _account(ldap_conn, dn)
     assert ANCHOR not in after and after["department"] == [b"Treasury"]
     assert after["objectGUID"] == before["objectGUID"] and after["pwdLastSet"] == before["pwdLastSet"]
+
+
+def test_provision_on_demand_of_a_cloud_managed_user_by_upn(
+    cloud: Any, workspace: Any, ldap_conn: Any, ad: Any, nora: dict[str, Any]
+) -> None:
+    portal = cloud.group_by_name("SG-Treasury-Portal")
+    upn = cloud.call("GET", f"/v1.0/users/{nora['id']}?$select=userPrincipalName")["userPrincipalName"]
+    ws = workspace([portal["id"]], extra='[users]\nprovision = "soa"\n')
+    done = ws.run("provision", upn.upper())
+    assert done.code == 0, done.out + done.err
+    assert f"found user Nora Kok ({nora['id']}), held by 1 in-scope group" in done.out
+    assert "its original AD account found by SID" in done.out
+    assert done.out.strip().splitlines()[-1].startswith("succeeded"), done.out
+    after = _account(ldap_conn, nora["onPremisesDistinguishedName"])
+    assert after[ANCHOR] == [f"User_{nora['id']}".encode()] and after["department"] == [b"Treasury"]
+    assert ad.anchored(portal["id"]) is None, "only the user is provisioned, not the group holding it"

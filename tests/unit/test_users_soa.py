@@ -285,3 +285,36 @@ def test_graph_reads_sync_behavior_and_mapped_properties_only_with_users_on(monk
     assert off.read_user_sync_behavior is False and on.read_user_sync_behavior is True
     assert "surname" not in off.user_select and {"surname", "mobilePhone", "givenName"} <= set(on.user_select)
     assert len(set(on.user_select)) == len(on.user_select)
+
+
+def test_provision_on_demand_of_one_user_writes_only_its_account() -> None:
+    from writeback.app.provision import provision_group
+    from writeback.app.reconcile_pass import ReconcilePass
+
+    engine, directory, _cloud = engine_with([soa_user()], [account_entry()])
+    steps: list[dict[str, Any]] = []
+    outcome = provision_group(ReconcilePass(engine), "JANE@corp.test", steps.append, run_id="r1")
+    assert outcome.result == "success", (outcome, steps)
+    assert [s["type"] for s in steps] == ["import", "import", "scoping", "matching", "processing", "export"]
+    assert "found user Jane Doe (u1), held by 1 in-scope group" in steps[1]["description"]
+    assert steps[3]["description"] == "its original AD account found by SID"
+    assert directory.users[USER_DN.lower()][MSDS_ANCHOR] == "User_u1"
+    assert not [e for e in directory.groups.values() if e.get(MSDS_ANCHOR) == f"Group_{GROUP_ID}"], (
+        "the group that puts the user in scope is not written by the user's provisioning"
+    )
+    rows = engine.store.read_log(run_id="r1")
+    assert [r.action for r in rows] == ["update"] and rows[0].detail and rows[0].detail["target"] == "user"
+
+
+def test_provision_on_demand_of_a_user_not_cloud_managed_is_skipped_with_the_reason() -> None:
+    from writeback.app.provision import provision_group
+    from writeback.app.reconcile_pass import ReconcilePass
+
+    engine, directory, _ = engine_with([soa_user(managed=False)], [account_entry()])
+    steps: list[dict[str, Any]] = []
+    outcome = provision_group(ReconcilePass(engine), "u1", steps.append, run_id="r2")
+    assert outcome.result == "skipped" and "not a cloud-managed (SOA-converted) user" in outcome.summary
+    assert MSDS_ANCHOR not in directory.users[USER_DN.lower()]
+    off, _, _ = engine_with([soa_user()], [account_entry()], config=settings())
+    missing = provision_group(ReconcilePass(off), "u1", steps.append, run_id="r3")
+    assert missing.result == "failure" and "no single cloud group has" in missing.summary

@@ -54,22 +54,35 @@ class ProvisionOutcome:
 def provision_group(
     passes: ReconcilePass, wanted: str, emit: Callable[[Step], None], *, run_id: str
 ) -> ProvisionOutcome:
-    """Sync, plan and apply the one group ``wanted`` (name or id); ``emit`` gets each step as it happens."""
+    """Sync, plan and apply the one group ``wanted`` (name or id) — or, with ``[users]`` on, the one user (id or
+    userPrincipalName) into its original AD account; ``emit`` gets each step as it happens."""
     report = passes.sync()
     emit(_step("import", "success", f"cloud replica up to date ({plural(report.requests, 'Graph request')})"))
     target = passes.find_group(wanted)
     if target is None:
-        emit(_step("import", "failure", f"no single cloud group has the id or name {wanted!r}"))
-        return ProvisionOutcome("failure", f"failed: no single cloud group has the id or name {wanted!r}")
-    emit(
-        _step(
-            "import",
-            "success",
-            f"found {target.display_name} ({target.id}) with {plural(target.members, 'member')}",
-            id=target.id,
-            members=target.members,
+        what = (
+            "cloud group or user ([users] on: id or userPrincipalName)"
+            if passes.users_enabled
+            else "cloud group"
         )
-    )
+        emit(_step("import", "failure", f"no single {what} has the id or name {wanted!r}"))
+        return ProvisionOutcome("failure", f"failed: no single {what} has the id or name {wanted!r}")
+    if target.kind == "user":
+        found = (
+            f"found user {target.display_name} ({target.id}), held by "
+            f"{plural(target.members, 'in-scope group')}"
+        )
+        emit(_step("import", "success", found, id=target.id, target="user", groups=sorted(target.groups)))
+    else:
+        emit(
+            _step(
+                "import",
+                "success",
+                f"found {target.display_name} ({target.id}) with {plural(target.members, 'member')}",
+                id=target.id,
+                members=target.members,
+            )
+        )
     if not target.in_scope:
         emit(
             _step(
@@ -134,6 +147,9 @@ def _emit_planned(plan: Plan, group_id: str, emit: Callable[[Step], None]) -> No
             if errors
             else f"{plural(len(skipped), 'member')} not written to AD"
             if skipped
+            else "its original AD account found by SID"
+            if any(c.target == "user" for c in (*plan.changes, *plan.held))
+            or any(r.target == "user" for r in reports)
             else "every member matched to an AD account",
             skipped=[{"id": s.member_id, "name": s.name or None, "reason": s.reason} for s in skipped],
         )
@@ -147,7 +163,7 @@ def _emit_planned(plan: Plan, group_id: str, emit: Callable[[Step], None]) -> No
             "processing",
             "warning" if held else "success",
             ", ".join(f"{c.kind.value} {c.display_name or c.dn}" for c in changes)
-            or ("held by a safety threshold" if held else "nothing to change"),
+            or ("held (see the warnings)" if held else "nothing to change"),
             changes=[c.to_dict() for c in changes],
             held=[h.message for h in plan.holds] if held else [],
         )

@@ -32,7 +32,7 @@ from writeback.app import reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
 from writeback.core.desired import cloud_intents
-from writeback.core.model import DYNAMIC_KEY_PREFIX, CloudGroup
+from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
 from writeback.core.ports import PendingGroups, SyncReport
 from writeback.core.reconcile import DeepReason
@@ -68,12 +68,14 @@ class PassOptions:
 
 @dataclass(frozen=True)
 class GroupTarget:
-    """The one cloud group of a "group" pass, as the engine's own scoping sees it."""
+    """The one cloud group (or user) of a "group" pass, as the engine's own scoping sees it."""
 
     id: str
     display_name: str
-    members: int  # the group's own direct members in the replica
+    members: int  # the group's own direct members in the replica (a user: the in-scope groups holding it)
     reason: str | None  # why it is out of scope (None: in scope)
+    kind: str = "group"  # "group", or "user" ([users] provision = "soa": its original AD account)
+    groups: frozenset[str] = frozenset()  # a user: the in-scope groups holding it (what puts it in scope)
 
     @property
     def in_scope(self) -> bool:
@@ -120,6 +122,20 @@ def skipped_objects(report: SyncReport) -> tuple[str, ...]:
             f"... and {len(report.skipped) - SKIPPED_SHOWN} more malformed Graph objects (see the log)"
         )
     return tuple(lines)
+
+
+def _only_user(plan: Plan, user_id: str) -> Plan:
+    """``plan`` restricted to one user's own changes, notes and fingerprint."""
+    mine = [c for c in plan.changes if c.target == TARGET_USER and c.cloud_id == user_id]
+    held = [c for c in plan.held if c.target == TARGET_USER and c.cloud_id == user_id]
+    return replace(
+        plan,
+        changes=tuple(mine),
+        held=tuple(held),
+        holds=plan.holds if held else (),
+        reports=tuple(r for r in plan.reports if r.target == TARGET_USER and r.cloud_id == user_id),
+        fingerprints={k: v for k, v in plan.fingerprints.items() if k == user_id},
+    )
 
 
 class ReconcilePass:
@@ -242,7 +258,7 @@ class ReconcilePass:
             named = [g for g in groups.values() if g.display_name.lower() == wanted.lower() and not g.deleted]
             group = named[0] if len(named) == 1 else None
         if group is None:
-            return None
+            return self.find_user(wanted)
         snapshot = store.snapshot([group.id])
         own = snapshot.groups.get(group.id, group)
         if not self.engine.cloud_enabled:
@@ -253,6 +269,38 @@ class ReconcilePass:
                 None if group.id in intents.groups else intents.out_of_scope.get(group.id, "not in scope")
             )
         return GroupTarget(group.id, group.display_name, len(own.members), reason)
+
+    @property
+    def users_enabled(self) -> bool:
+        return bool(self.engine.settings.users.enabled)
+
+    def find_user(self, wanted: str) -> GroupTarget | None:
+        """With ``[users]`` on: the cloud user ``wanted`` (object id, else its userPrincipalName, any case) and
+        whether a pass writes it: a cloud-managed (SOA) user, not a guest nor deleted, held by an in-scope
+        group (the engine's own rule, :func:`cloud_intents`)."""
+        engine, settings = self.engine, self.engine.settings
+        if not settings.users.enabled:
+            return None
+        user = engine.store.find_user(wanted)
+        if user is None:
+            return None
+        holding = engine.groups_holding([user.id])
+        snapshot = engine.store.snapshot(sorted(holding))
+        intents = cloud_intents(snapshot, settings, sorted(holding)) if holding else None
+        in_scope = frozenset(intents.groups) if intents is not None else frozenset()
+        name = user.display_name or user.user_principal_name or user.id
+        reason: str | None = None
+        if not user.soa_converted:
+            reason = (
+                "not a cloud-managed (SOA-converted) user: Entra Connect or Cloud Sync writes its AD account"
+            )
+        elif user.deleted or user.is_guest:
+            reason = "deleted in the cloud" if user.deleted else "a guest: no AD account is written for it"
+        elif not in_scope:
+            reason = "not a member of any group in writeback's scope"
+        elif intents is not None and user.id not in intents.users:
+            reason = "not written by [users] provision (see the plan's notes)"
+        return GroupTarget(user.id, name, len(in_scope), reason, kind="user", groups=in_scope)
 
     def _group(
         self,
@@ -268,13 +316,18 @@ class ReconcilePass:
             return PassResult(empty, None, report, only=frozenset(), target=target)
         pending = engine.store.pending_groups()
         planned = time.perf_counter()
-        only = frozenset({target.id})
+        user = target.kind == "user"
+        # A user is planned with the in-scope groups that hold it (they are what puts it in scope); only its
+        # own changes are kept, so nothing of those groups is written.
+        only = target.groups if user else frozenset({target.id})
         with engine.timed("planning"):
             found = engine.plan(only=only, dynamic=False, allow=options.allow, now=self.clock())
+        if user:
+            found = _only_user(found, target.id)
         plan = replace(
             found,
             deep=False,
-            scope=f"one group: {target.display_name}",
+            scope=f"one {target.kind}: {target.display_name}",
             warnings=(*found.warnings, *skipped_objects(report)),
         )
         phases = {"sync": planned - started, "plan": time.perf_counter() - planned}
@@ -287,7 +340,8 @@ class ReconcilePass:
         result = self._apply(plan, options.run_id)
         self._check_claim()
         self._counted(result, options.allow)
-        reconcile.settle(engine, only, pending, plan, result)
+        if not user:  # pending marks and stamps are the groups'; a user pass wrote none of them
+            reconcile.settle(engine, only, pending, plan, result)
         phases["apply"] = time.perf_counter() - writing
         self._applied(plan, result)
         return PassResult(plan, result, report, only=only, target=target, phases=phases)

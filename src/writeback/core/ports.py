@@ -347,6 +347,10 @@ class Replica(ReplicaStore, UserCache, Protocol):
     """The replica as the engine reads it: what the Graph adapter writes (:class:`ReplicaStore`), the AD-user
     cache, and the lookups a partial plan makes instead of reading the whole replica."""
 
+    def find_user(self, wanted: str) -> CloudUser | None:
+        """The replica's user with object id ``wanted``, else the one whose userPrincipalName is ``wanted`` (any
+        case): provision on demand of one user. A scan of the users for a UPN, once per request."""
+
     def has_synced(self) -> bool:
         """True once both resources (users and groups) hold a delta link: the replica is complete."""
         ...

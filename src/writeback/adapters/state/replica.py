@@ -224,6 +224,17 @@ class ReplicaSql(SqlCore):
         rows = self.db.execute("SELECT COUNT(*) FROM delta_links WHERE link IS NOT NULL").fetchone()
         return bool(rows[0] >= 2)
 
+    def find_user(self, wanted: str) -> CloudUser | None:
+        row = self.db.execute("SELECT id, data, deleted FROM users WHERE id = ?", (wanted,)).fetchone()
+        if row is not None:
+            return _user_from_json(row[1], row[2], object_id=row[0])
+        upn = wanted.lower()
+        for r in self.db.execute("SELECT id, data, deleted FROM users"):
+            user = _user_from_json(r[1], r[2], object_id=r[0])
+            if (user.user_principal_name or "").lower() == upn:
+                return user
+        return None
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         if member_groups is None:
             member_rows: Iterable[Any] = self.db.execute("SELECT group_id, member_id, kind FROM members")
