@@ -292,8 +292,7 @@ class DynamicGroupSettings:
 
 
 # -- users ([users], issue 24) ------------------------------------------------------------------------------
-USER_PROVISION_MODES = ("off", "soa")
-NOT_YET_SUPPORTED_PROVISION = ("cloud_members",)  # planned (issue 24); refused clearly until it exists
+USER_PROVISION_MODES = ("off", "soa", "cloud_members")
 ON_LEAVE_POLICIES = ("disable", "delete", "keep")
 
 
@@ -330,20 +329,32 @@ class UserSettings:
     """``[users]``: cloud users written into AD accounts. Off by default.
 
     ``provision = "soa"``: a synced user whose source of authority moved to the cloud (user SOA) and who is a
-    member of an in-scope group is written into its original AD account, found by its SID only. ``target_ou``,
-    ``guests`` and ``on_leave`` are for accounts writeback creates (``cloud_members``, not yet supported):
-    parsed and validated, unused by ``soa``."""
+    member of an in-scope group is written into its original AD account, found by its SID only.
+
+    ``provision = "cloud_members"`` does that too, and creates an AD account in ``target_ou`` for each
+    cloud-only member of an in-scope group (``guests``: B2B guests too), anchored ``User_<objectId>`` in
+    msDS-ExternalDirectoryObjectId and adminDescription, with a random password set over TLS in the add and
+    never kept. ``on_leave``: what happens to such an account when its user leaves every in-scope group, is
+    disabled or soft-deleted (disable | delete | keep); a hard delete deletes it. ``create_disabled`` creates
+    accounts with ACCOUNTDISABLE; ``smart_card_required`` sets SMARTCARD_REQUIRED (0x40000) on them."""
 
     provision: str = "off"
     target_ou: str | None = None
     guests: bool = False
     on_leave: str = "disable"
+    create_disabled: bool = False
+    smart_card_required: bool = False
     # AD attribute -> mapping expression, over Cloud Sync's defaults; "" drops a default.
     attributes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_USER_ATTRIBUTES))
 
     @property
     def enabled(self) -> bool:
         return self.provision != "off"
+
+    @property
+    def creates_accounts(self) -> bool:
+        """True when writeback creates accounts for cloud-only members (``cloud_members``)."""
+        return self.provision == "cloud_members"
 
 
 @dataclass(frozen=True)
@@ -845,17 +856,20 @@ def _users(root: Mapping[str, Any], file: str, target: TargetSettings) -> UserSe
     """The [users] table (see :class:`UserSettings`)."""
     u = _table(root, "users", file)
     provision = u.get("provision", str)
-    if provision in NOT_YET_SUPPORTED_PROVISION:
-        raise u.error(
-            "provision",
-            f'"{provision}" (creating AD accounts for cloud-only members) is not yet supported by this version '
-            'of writeback; use "soa" (cloud-managed users written into their original AD account) or "off"',
-        )
     if provision not in USER_PROVISION_MODES:
         raise u.error("provision", f"must be one of {', '.join(USER_PROVISION_MODES)}; got {provision!r}")
     target_ou = u.get("target_ou", str)
     if target_ou is not None and not is_within(target_ou, target.base_dn):
         raise u.error("target_ou", f"{target_ou!r} is not inside target.base_dn")
+    if provision == "cloud_members":
+        if not target_ou:
+            raise u.error("target_ou", 'is required with provision = "cloud_members" (where new accounts go)')
+        if is_within(target_ou, target.target_ou) or is_within(target.target_ou, target_ou):
+            raise u.error(
+                "target_ou",
+                f"{target_ou!r} must not contain or lie inside the groups' target.target_ou "
+                f"({target.target_ou!r}): keep created accounts and written groups apart",
+            )
     raw = u.get("attributes", dict)
     attributes = dict(DEFAULT_USER_ATTRIBUTES)
     for name, text in raw.items():
@@ -877,6 +891,8 @@ def _users(root: Mapping[str, Any], file: str, target: TargetSettings) -> UserSe
         target_ou=target_ou,
         guests=u.get("guests", bool),
         on_leave=u.choice("on_leave", ON_LEAVE_POLICIES),
+        create_disabled=u.get("create_disabled", bool),
+        smart_card_required=u.get("smart_card_required", bool),
         attributes=attributes,
     )
     u.finish()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from writeback.adapters.directory.adapter import new_password
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn_value
 from writeback.core.model import (
     ANCHOR_PREFIXES,
@@ -120,6 +121,11 @@ class FakeDirectory:
     # User accounts ([users] provision = "soa"): normalized DN -> entry ("dn", "guid", "objectSid", optional
     # "objectClass" (default user), "protected", and attributes by name). Modified like groups.
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Passwords create_user set (cloud_members), captured as the LDAP layer sends them, so a test can search
+    # every output for them; ``tls`` False: the connection is plain and create_user refuses, as the adapter.
+    passwords: list[str] = field(default_factory=list)
+    tls: bool = True
+    crash_after_create_user: bool = False  # the process dies right after the add (before its log row)
 
     def _touch(self, entry: dict[str, Any]) -> None:
         self.usn += 1
@@ -280,15 +286,45 @@ class FakeDirectory:
         return [self._group(self.groups[normalize_dn(d)]) for d in read if normalize_dn(d) in self.groups]
 
     def existing_dns(self, dns: Iterable[str]) -> set[str]:
-        return {d for d in dns if normalize_dn(d) in self.groups}
+        return {d for d in dns if normalize_dn(d) in self.groups or normalize_dn(d) in self.users}
 
     def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
         wanted = {n.lower() for n in names}
         return {
             e["sAMAccountName"].lower(): e["dn"]
-            for e in self.groups.values()
-            if e.get("sAMAccountName", "").lower() in wanted
+            for e in (*self.groups.values(), *self.users.values())
+            if str(e.get("sAMAccountName", "")).lower() in wanted
         }
+
+    def taken_user_principal_names(self, upns: Iterable[str]) -> dict[str, str]:
+        wanted = {u.lower() for u in upns}
+        self.ops.append(("search", "upns"))
+        return {
+            str(e["userPrincipalName"]).lower(): e["dn"]
+            for e in self.users.values()
+            if str(e.get("userPrincipalName", "")).lower() in wanted
+        }
+
+    def create_user(self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]]) -> None:
+        """As the LDAP adapter: refused without TLS; the password made with the adapter's generator and
+        captured here (never returned)."""
+        self._check(dn)
+        if not self.tls:
+            raise DirectoryWriteError(f"{dn}: refusing to create a user account without TLS", permanent=True)
+        if normalize_dn(dn) in self.users or normalize_dn(dn) in self.groups:
+            raise DirectoryWriteError(f"already exists: {dn}", dn=dn, result="ALREADY_EXISTS")
+        sam = str(attributes.get("sAMAccountName", "")).lower()
+        if not sam or len(sam) > 20 or sam in self.taken_sam_account_names([sam]):
+            raise DirectoryWriteError(f"constraint violation: {dn}", dn=dn, result="CONSTRAINT_VIOLATION")
+        self.passwords.append(new_password())
+        self.ops.append(("add", dn))
+        entry: dict[str, Any] = {k: v for k, v in attributes.items() if k != "objectClass"}
+        entry.update(dn=dn, guid=f"guid-user-{len(self.users)}", objectSid=f"S-1-5-21-9-{len(self.users)}")
+        entry["pwdLastSet"] = "1"
+        self.users[normalize_dn(dn)] = entry
+        self._touch(entry)
+        if self.crash_after_create_user:
+            raise KeyboardInterrupt("the process died after the add")
 
     def fence_writes(self, check: Callable[[], None] | None, deadline: float | None = None) -> None:
         self.write_check, self.write_deadline = check, deadline
@@ -322,7 +358,7 @@ class FakeDirectory:
             )
 
     def _check_members(self, dn: str, group_type: int, members: Iterable[str]) -> None:
-        users = {normalize_dn(a.dn) for a in self.accounts}
+        users = {normalize_dn(a.dn) for a in self.accounts} | set(self.users)
         for m in members:
             key = normalize_dn(m)
             if key not in users and key not in self.groups:
@@ -374,9 +410,10 @@ class FakeDirectory:
         if rdn_value(dn) != rdn_value(new_dn):
             self._check_rights(dn, ("cn", "name"))
         self.ops.append(("modrdn", dn))
-        e = self.groups.pop(normalize_dn(dn))
+        table = self.users if normalize_dn(dn) in self.users else self.groups
+        e = table.pop(normalize_dn(dn))
         e["dn"] = new_dn
-        self.groups[normalize_dn(new_dn)] = e
+        table[normalize_dn(new_dn)] = e
         self._touch(e)
         for other in self.groups.values():  # AD rewrites linked values on rename
             if dn in other["member"]:
@@ -403,7 +440,12 @@ class FakeDirectory:
     def delete(self, dn: str) -> None:
         self._check(dn)
         self.ops.append(("delete", dn))
-        del self.groups[normalize_dn(dn)]
+        if normalize_dn(dn) in self.users:
+            del self.users[normalize_dn(dn)]
+            for other in self.groups.values():  # AD drops the deleted account from every group
+                other["member"] = {m for m in other["member"] if normalize_dn(m) != normalize_dn(dn)}
+        else:
+            del self.groups[normalize_dn(dn)]
         self.usn += 1
 
     def close(self) -> None:

@@ -259,8 +259,18 @@ def test_users_attributes_override_and_drop_defaults():
 @pytest.mark.parametrize(
     ("table", "key", "reason"),
     [
-        ({"provision": "cloud_members"}, "users.provision", "not yet supported"),
-        ({"provision": "all"}, "users.provision", "must be one of off, soa"),
+        ({"provision": "cloud_members"}, "users.target_ou", "is required"),
+        (
+            {"provision": "cloud_members", "target_ou": f"OU=Users,OU=Writeback,{BASE}"},
+            "users.target_ou",
+            "must not contain or lie inside the groups' target.target_ou",
+        ),
+        (
+            {"provision": "cloud_members", "target_ou": BASE},
+            "users.target_ou",
+            "must not contain or lie inside the groups' target.target_ou",
+        ),
+        ({"provision": "all"}, "users.provision", "must be one of off, soa, cloud_members"),
         ({"provison": "soa"}, "users.provison", "did you mean `provision`?"),
         ({"on_leave": "archive"}, "users.on_leave", "must be one of disable, delete, keep"),
         ({"target_ou": "OU=X,DC=elsewhere"}, "users.target_ou", "not inside target.base_dn"),

@@ -22,7 +22,13 @@ from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
 from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
 from writeback.core.dn import normalize_dn
-from writeback.core.model import ANCHOR_PREFIX, DYNAMIC_ANCHOR_PREFIX, TARGET_GROUP, DirectoryGroup
+from writeback.core.model import (
+    ANCHOR_PREFIX,
+    DYNAMIC_ANCHOR_PREFIX,
+    TARGET_GROUP,
+    TARGET_USER,
+    DirectoryGroup,
+)
 from writeback.core.planning import Change, ChangeKind, GroupReport, Plan, Policy, compute_plan
 from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
@@ -105,6 +111,10 @@ def _report_detail(report: GroupReport) -> dict[str, object] | None:
 # values, so a big group's log row is not kept pending for long.
 JOURNAL_BATCH = 64
 JOURNAL_BATCH_VALUES = 20_000
+
+
+# Read on the accounts writeback creates ([users] provision = "cloud_members") besides the mapped attributes.
+MEMBER_ACCOUNT_ATTRIBUTES = ("adminDescription", "userAccountControl", "sAMAccountName", "userPrincipalName")
 
 
 def write_order(changes: Sequence[Change]) -> tuple[list[Change], dict[int, int]]:
@@ -401,7 +411,7 @@ class Engine:
             self.schema(),
             self.mapped_attributes(),
             self.progress,
-            user_mapped=tuple(self.settings.users.attributes) if intents.users_enabled else (),
+            user_mapped=self.user_mapped_attributes() if intents.users_enabled else (),
         )
         located = {} if intents.partial else located_groups(where, facts.managed)
         state = desired_state(intents, facts, self.settings)
@@ -698,6 +708,14 @@ class Engine:
             )
         self.store.log_rows(records)
 
+    def user_mapped_attributes(self) -> tuple[str, ...]:
+        """What is read of a user account: the mapped attributes, and with cloud_members what writeback
+        manages on the accounts it creates (names, adminDescription, userAccountControl)."""
+        mapped = tuple(self.settings.users.attributes)
+        if self.settings.users.creates_accounts:
+            mapped += MEMBER_ACCOUNT_ATTRIBUTES
+        return tuple(dict.fromkeys(mapped))
+
     def _execute(
         self, change: Change, applied: dict[str, str], forgotten: list[str], carried: Change | None = None
     ) -> None:
@@ -705,7 +723,9 @@ class Engine:
         DNs of groups created or moved go to ``applied``, deleted groups to ``forgotten`` (recorded with the
         batch's log rows, in the same transaction)."""
         d = self.directory
-        if change.kind is ChangeKind.CREATE:
+        if change.target == TARGET_USER:
+            self._execute_user(change, forgotten)
+        elif change.kind is ChangeKind.CREATE:
             attrs = {k: v for k, v in change.attributes.items() if v is not None}
             # Nested groups first: they are in the add itself (never in a later chunk), so a refusal of them
             # refuses the add whole and the group can be created again without them.
@@ -729,6 +749,26 @@ class Engine:
             d.delete(change.dn)
             applied.pop(change.cloud_id, None)
             forgotten.append(change.cloud_id)
+
+    def _execute_user(self, change: Change, forgotten: list[str]) -> None:
+        """Write one change to a user account. Its DN is not recorded among the groups' (applied DNs); a
+        created account is found again by its anchor, never by where it was written."""
+        d = self.directory
+        if change.kind is ChangeKind.CREATE:
+            d.create_user(change.dn, {k: v for k, v in change.attributes.items() if v is not None})
+        elif change.kind is ChangeKind.UPDATE:
+            d.modify_attributes(
+                change.dn,
+                {k: v if v is None or isinstance(v, tuple) else str(v) for k, v in change.attributes.items()},
+            )
+        elif change.kind is ChangeKind.MOVE:
+            assert change.new_dn is not None
+            d.move(change.dn, change.new_dn)
+        elif change.kind is ChangeKind.DELETE:
+            d.delete(change.dn)
+            forgotten.append(change.cloud_id)
+        else:
+            raise ValueError(f"a user account has no {change.kind.value} change")
 
     def _record(self, run_id: str, change: Change) -> LogRecord:
         """The log row of ``change`` (written as pending before the change is sent)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from writeback.core.desired import DirectoryFacts, Questions
 from writeback.core.dn import is_within, normalize_dn
@@ -103,7 +103,20 @@ def gather(
         users_by_sid=users_by_sid,
         managed_users=managed_users,
         user_anchor_attributes=schema.users,
+        **_member_account_names(q, directory, schema),
     )
+
+
+def _member_account_names(q: Questions, directory: Directory, schema: Schema) -> dict[str, Any]:
+    """Who holds the names of the accounts writeback may create (cloud_members): their sAMAccountNames in
+    the domain, their UPNs in the forest, their DNs."""
+    if not schema.users or not (q.user_names or q.user_upns or q.user_dns):
+        return {}
+    return {
+        "user_taken_names": directory.taken_sam_account_names(q.user_names) if q.user_names else {},
+        "taken_upns": directory.taken_user_principal_names(q.user_upns) if q.user_upns else {},
+        "user_existing_dns": frozenset(_normalized(directory.existing_dns(q.user_dns)) if q.user_dns else ()),
+    }
 
 
 def _users(

@@ -65,8 +65,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from writeback.config import Settings
-from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn_value
+from writeback.config import Settings, UserSettings
+from writeback.core.dn import domain_dns_name, is_within, join_rdn, normalize_dn, parent_dn, rdn_value
 from writeback.core.mapping import (
     ADMIN_DESCRIPTION,
     SCOPE_BITS,
@@ -187,16 +187,21 @@ def _user_intents(
 ) -> tuple[dict[str, UserIntent], dict[str, str]]:
     """The users of ``[users] provision = "soa"``: the SOA users among the direct members of ``groups`` (the
     in-scope groups planned), and the cloud users AD masters (id -> SID) whose accounts writeback releases."""
-    if settings.users.provision != "soa":
+    if settings.users.provision not in ("soa", "cloud_members"):
         return {}, {}
     mapper = UserMapper(settings.users.attributes)
     members = sorted({ref.id for intent in groups for ref in intent.members if ref.kind == "user"})
     users: dict[str, UserIntent] = {}
+    creates = settings.users.creates_accounts and settings.users.target_ou
     for uid in members:
         user = snapshot.users.get(uid)
-        sid = user.on_premises_security_identifier if user is not None else None
-        if user is not None and sid and user.soa_converted and not user.deleted and not user.is_guest:
+        if user is None or user.deleted:  # a soft-deleted user never gets a new account
+            continue
+        sid = user.on_premises_security_identifier
+        if sid and user.soa_converted and not user.is_guest:
             users[uid] = mapper.intent(user, sid.upper())
+        elif creates and not user.is_synced and (settings.users.guests or not user.is_guest):
+            users[uid] = mapper.member_intent(user, str(settings.users.target_ou))
     released = {
         uid: sid.upper()
         for uid, u in snapshot.users.items()
@@ -291,6 +296,11 @@ class Questions:
     # and whether to read every account anchored User_ (a full plan with users on).
     user_sids: frozenset[str] = frozenset()
     every_managed_user: bool = False
+    # Accounts writeback creates (cloud_members): the sAMAccountNames, UPNs and DNs they may get, whose holders
+    # matter (a name held by an object writeback did not create is never taken: another one is picked).
+    user_names: frozenset[str] = frozenset()
+    user_upns: frozenset[str] = frozenset()
+    user_dns: frozenset[str] = frozenset()
 
     def names_to_check(self, managed: Iterable[DirectoryGroup]) -> set[str]:
         """The candidate names whose holder matters, once the managed groups are known: a group that keeps
@@ -341,6 +351,8 @@ def questions(
             for ref in intent.members:
                 if ref.kind == "group" and ref.id not in groups and ref.id in applied_dns:
                     groups[ref.id] = (applied_dns[ref.id],)
+    creating = [u for u in intents.users.values() if u.create]
+    domain = domain_dns_name(settings.target.base_dn)
     return Questions(
         accounts=frozenset(accounts),
         match_order=settings.members.match_order,
@@ -357,7 +369,15 @@ def questions(
             {u.sid for u in intents.users.values()}
             | {sid for uid, sid in intents.users_released.items() if intents.partial and uid in written_users}
         ),
-        every_managed_user=intents.users_enabled and not intents.partial,
+        # Accounts writeback created are found by their anchor only: every managed account is read whenever
+        # accounts are created, partial plans too (a crash between a create and its log row must never lead
+        # to a second account).
+        every_managed_user=intents.users_enabled and (not intents.partial or bool(creating)),
+        user_names=frozenset(n for u in creating for n in u.sam_candidates),
+        user_upns=frozenset(
+            f"{n}@{domain}" for u in creating for n in (u.upn_prefix, *u.sam_candidates) if domain
+        ),
+        user_dns=frozenset(u.dn for u in creating),
     )
 
 
@@ -393,6 +413,12 @@ class DirectoryFacts:
     users_by_sid: Mapping[str, DirectoryUser] = field(default_factory=dict)
     managed_users: tuple[DirectoryUser, ...] = ()
     user_anchor_attributes: tuple[str, ...] = ()
+    # Accounts writeback creates: the holders of ``Questions.user_names`` (lower-cased sAMAccountName -> DN, in
+    # the domain), of ``user_upns`` (lower-cased UPN -> DN, in the forest through the GC when configured), and
+    # which of ``user_dns`` exist (normalised).
+    user_taken_names: Mapping[str, str] = field(default_factory=dict)
+    taken_upns: Mapping[str, str] = field(default_factory=dict)
+    user_existing_dns: frozenset[str] = frozenset()
 
 
 # 3. Desire -----------------------------------------------------------------------------------------------
@@ -427,6 +453,9 @@ class DesiredState:
     users_released: tuple[DirectoryUser, ...] = ()
     users_kept: tuple[tuple[DirectoryUser, str], ...] = ()
     user_anchor_attributes: tuple[str, ...] = ()
+    # Accounts writeback created that it deletes (their cloud user was hard-deleted, or left with
+    # ``on_leave = "delete"``), with why.
+    users_deleted: tuple[tuple[DirectoryUser, str], ...] = ()
 
 
 def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -> DesiredState:
@@ -440,6 +469,11 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
     refused = left_alone(facts.managed)
     adopted = _originals(intents, facts, managed)
     resolver = _Resolver(intents, facts, settings, managed, refused, adopted)
+    # Users before groups: a cloud-only member that has (or gets, in this plan) an account is referenced at it.
+    who = desired_users(intents, facts, settings.users, frozenset(n.lower() for n in resolver.sam.values()))
+    resolver.member_accounts = {
+        k: d.dn for k, d in who.users.items() if d.create and d.error is None and d.dn
+    }
     groups = {key: resolver.desired(key) for key in sorted(intents.groups)}
     prefixes = tuple(intents.prefixes)
     actual = tuple(g for g in facts.managed if g.anchor and g.anchor.startswith(prefixes))
@@ -465,7 +499,6 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
             "with the attributes the schema holds (mail, proxyAddresses, displayName where present) but without "
             "these. Extend the schema with Exchange's (Exchange Server setup /PrepareSchema) to write them"
         )
-    users, user_actual, users_released, users_kept = desired_users(intents, facts)
     return DesiredState(
         groups,
         actual,
@@ -477,26 +510,39 @@ def desired_state(intents: Intents, facts: DirectoryFacts, settings: Settings) -
         tuple(warnings),
         facts.anchor_attributes,
         errors,
-        users,
-        user_actual,
-        users_released,
-        users_kept,
+        who.users,
+        who.actual,
+        who.released,
+        who.kept,
         facts.user_anchor_attributes,
+        who.deleted,
     )
 
 
+@dataclass(frozen=True)
+class DesiredUsers:
+    """What :func:`desired_users` decides (see the user fields of :class:`DesiredState`)."""
+
+    users: Mapping[str, DesiredUser] = field(default_factory=dict)
+    actual: Mapping[str, DirectoryUser] = field(default_factory=dict)
+    released: tuple[DirectoryUser, ...] = ()
+    kept: tuple[tuple[DirectoryUser, str], ...] = ()
+    deleted: tuple[tuple[DirectoryUser, str], ...] = ()
+
+
 def desired_users(
-    intents: Intents, facts: DirectoryFacts
-) -> tuple[
-    dict[str, DesiredUser],
-    dict[str, DirectoryUser],
-    tuple[DirectoryUser, ...],
-    tuple[tuple[DirectoryUser, str], ...],
-]:
-    """The desired user accounts, the account each writable one goes into, the accounts to release, and the
-    managed accounts kept as they are (with why). The one place every rule about users is decided."""
+    intents: Intents,
+    facts: DirectoryFacts,
+    settings: UserSettings | None = None,
+    group_names: Collection[str] = (),
+) -> DesiredUsers:
+    """The desired user accounts, the account each writable one goes into, the accounts to release, the
+    managed accounts kept as they are (with why) and the created accounts to delete. The one place every rule
+    about users is decided. ``group_names``: the (lower-cased) sAMAccountNames this plan gives groups, which
+    share the domain's namespace with users."""
     if not intents.users_enabled:
-        return {}, {}, (), ()
+        return DesiredUsers()
+    settings = settings or UserSettings()
     accounts: dict[str, DirectoryUser] = {}
     for a in (*facts.managed_users, *facts.users_by_sid.values()):
         accounts.setdefault(normalize_dn(a.dn), a)
@@ -507,8 +553,13 @@ def desired_users(
     anchors = facts.user_anchor_attributes
     users: dict[str, DesiredUser] = {}
     actual: dict[str, DirectoryUser] = {}
+    deleted: list[tuple[DirectoryUser, str]] = []
+    members = _MemberAccounts(intents, facts, settings, by_anchor, group_names)
     for key in sorted(intents.users):
         intent = intents.users[key]
+        if intent.create:
+            members.desire(intent, users, actual, deleted)
+            continue
         account = facts.users_by_sid.get(intent.sid)
         error = _user_error(intent, account, by_anchor.get(key, []), anchors)
         attrs: dict[str, AttributeValue] = {a: intent.anchor for a in anchors}
@@ -522,16 +573,207 @@ def desired_users(
     kept: list[tuple[DirectoryUser, str]] = []
     # An SOA user's original that carries another user's anchor is reported with that user (its error).
     originals = {normalize_dn(d.dn) for d in users.values() if d.dn}
-    for cid in sorted(by_anchor.keys() - users.keys()):
+    for cid in sorted(by_anchor.keys() - users.keys() - intents.users.keys()):
         found = [a for a in by_anchor[cid] if normalize_dn(a.dn) not in originals]
         if not found:
+            continue
+        if intents.partial:
+            # A partial plan reads every managed account only to match creates by anchor: the accounts of
+            # users it does not plan are neither released nor left.
+            if cid in intents.users_released:
+                released.extend(a for a in found[:1] if len(found) == 1 and not a.protected)
+            continue
+        if len(found) == 1 and created_by_writeback(found[0]) and not found[0].protected:
+            members.leave(found[0], users, actual, deleted, kept)
             continue
         note = _kept_user_note(cid, found, intents)
         if note is None:
             released.append(found[0])
-        elif not intents.partial:  # a partial plan reads only the accounts it may release
+        else:
             kept.extend((a, note) for a in found)
-    return users, actual, tuple(released), tuple(kept)
+    return DesiredUsers(users, actual, tuple(released), tuple(kept), tuple(deleted))
+
+
+def created_by_writeback(account: DirectoryUser) -> bool:
+    """An account writeback created (cloud_members): its adminDescription is its anchor. An SOA user's
+    original never gets one (see the module docstring)."""
+    return account.anchor is not None and account.attributes.get(ADMIN_DESCRIPTION) == account.anchor
+
+
+UF_ACCOUNTDISABLE = 0x2
+UF_NORMAL_ACCOUNT = 0x200
+UF_SMARTCARD_REQUIRED = 0x40000
+
+
+class _MemberAccounts:
+    """The accounts of cloud-only members ([users] provision = "cloud_members"): matched by anchor, then
+    created with unique names; their lifecycle when their user is disabled, leaves or is deleted."""
+
+    def __init__(
+        self,
+        intents: Intents,
+        facts: DirectoryFacts,
+        settings: UserSettings,
+        by_anchor: Mapping[str, list[DirectoryUser]],
+        group_names: Collection[str],
+    ) -> None:
+        self.intents, self.facts, self.settings, self.by_anchor = intents, facts, settings, by_anchor
+        self.anchors = facts.user_anchor_attributes
+        self.domain = domain_dns_name(settings.target_ou or "")
+        own = {normalize_dn(a.dn) for found in by_anchor.values() for a in found}
+        foreign = {n for n, dn in facts.user_taken_names.items() if normalize_dn(dn) not in own}
+        held = {
+            k: str(found[0].attributes.get("sAMAccountName") or "")
+            for k, found in by_anchor.items()
+            if len(found) == 1
+        }
+        new = {
+            k: list(i.sam_candidates)
+            for k, i in intents.users.items()
+            if i.create and i.enabled and k not in by_anchor
+        }
+        existing = {k: v for k, v in held.items() if v}
+        self.sam = assign_sam_account_names(new, existing, foreign | set(group_names))
+        self.foreign_upns = {n for n, dn in facts.taken_upns.items() if normalize_dn(dn) not in own}
+
+    def desire(
+        self,
+        intent: UserIntent,
+        users: dict[str, DesiredUser],
+        actual: dict[str, DirectoryUser],
+        deleted: list[tuple[DirectoryUser, str]],
+    ) -> None:
+        key = intent.key
+        found = self.by_anchor.get(key, [])
+        error = self._error(intent, found)
+        if error is not None:
+            users[key] = DesiredUser(key, intent.anchor, "", intent.name, {}, error, intent.redacted, True)
+            return
+        attrs: dict[str, AttributeValue] = {a: intent.anchor for a in self.anchors}
+        attrs[ADMIN_DESCRIPTION] = intent.anchor
+        attrs.update(intent.attributes)
+        if (
+            found
+        ):  # matched by its anchor: updated (renamed within its OU when its CN changes), never re-created
+            account = found[0]
+            if not intent.enabled:
+                self._leave(account, "its cloud account is disabled", users, actual, deleted, attrs)
+                return
+            dn = join_rdn("CN", intent.cn, parent_dn(account.dn))
+            if (
+                normalize_dn(dn) != normalize_dn(account.dn)
+                and normalize_dn(dn) in self.facts.user_existing_dns
+            ):
+                dn = account.dn  # the new CN is taken by another object: keep the name it has
+            enabled = None if self.settings.create_disabled else True
+            users[key] = DesiredUser(
+                key,
+                intent.anchor,
+                dn,
+                intent.name,
+                attrs,
+                None,
+                intent.redacted,
+                True,
+                str(account.attributes.get("sAMAccountName") or ""),
+                str(account.attributes.get("userPrincipalName") or ""),
+                enabled,
+            )
+            actual[key] = account
+            return
+        if not intent.enabled:
+            return  # no account for a disabled cloud user: nothing is created
+        sam = self.sam.get(key, "")
+        upn = next(
+            (
+                u
+                for n in (intent.upn_prefix, sam)
+                if n and (u := f"{n}@{self.domain}").lower() not in self.foreign_upns
+            ),
+            None,
+        )
+        if normalize_dn(intent.dn) in self.facts.user_existing_dns:
+            error = (
+                f"{intent.dn} already exists and does not carry anchor {intent.anchor}; writeback never takes "
+                "over an account it did not create. Rename or move that object"
+            )
+        elif upn is None or not self.domain:
+            error = (
+                f"no free userPrincipalName: {intent.upn_prefix}@{self.domain} and {sam}@{self.domain} are held "
+                "by other objects in the forest; no account is created"
+            )
+        users[key] = DesiredUser(
+            key,
+            intent.anchor,
+            intent.dn,
+            intent.name,
+            attrs,
+            error,
+            intent.redacted,
+            True,
+            sam,
+            upn or "",
+            not self.settings.create_disabled,
+            self.settings.smart_card_required,
+        )
+
+    def _error(self, intent: UserIntent, found: Sequence[DirectoryUser]) -> str | None:
+        if not self.anchors:
+            return (
+                "this forest's schema has no msDS-ExternalDirectoryObjectId (Windows Server 2016 schema), where "
+                "writeback anchors users; no account is created. Extend the schema to create them"
+            )
+        if len(found) > 1:
+            dns = ", ".join(sorted(a.dn for a in found))
+            return f"several AD accounts carry anchor {intent.anchor}: {dns}; writeback touches none of them"
+        if found and not found[0].is_user_account:
+            return f"{found[0].dn} carries anchor {intent.anchor} but is a {found[0].object_class} object"
+        if found and found[0].protected:
+            return (
+                f"its AD account {found[0].dn} is protected (AdminSDHolder adminCount, or a critical or "
+                "well-known account); writeback never modifies it"
+            )
+        return None
+
+    def leave(
+        self,
+        account: DirectoryUser,
+        users: dict[str, DesiredUser],
+        actual: dict[str, DirectoryUser],
+        deleted: list[tuple[DirectoryUser, str]],
+        kept: list[tuple[DirectoryUser, str]],
+    ) -> None:
+        """An account writeback created whose user is no longer a member of any in-scope group planned."""
+        cid = account.cloud_id or ""
+        user = self.intents.cloud_users.get(cid)
+        if user is None:
+            deleted.append((account, "hard-deleted in the cloud"))
+            return
+        why = "soft-deleted in the cloud" if user.deleted else "no longer a member of an in-scope group"
+        if self.settings.on_leave == "keep":
+            kept.append((account, f'kept: {why} (users.on_leave = "keep")'))
+            return
+        self._leave(account, why, users, actual, deleted, {})
+
+    def _leave(
+        self,
+        account: DirectoryUser,
+        why: str,
+        users: dict[str, DesiredUser],
+        actual: dict[str, DirectoryUser],
+        deleted: list[tuple[DirectoryUser, str]],
+        attrs: Mapping[str, AttributeValue],
+    ) -> None:
+        cid = account.cloud_id or ""
+        if self.settings.on_leave == "delete":
+            deleted.append((account, f'{why} (users.on_leave = "delete")'))
+            return
+        name = str(account.attributes.get("displayName") or account.dn)
+        enabled = False if self.settings.on_leave == "disable" else None
+        users[cid] = DesiredUser(
+            cid, account.anchor or "", account.dn, name, attrs, None, frozenset(), True, "", "", enabled
+        )
+        actual[cid] = account
 
 
 def _user_error(
@@ -705,6 +947,8 @@ class _Resolver:
         # Each user's DN (or why it is skipped) does not depend on the group: worked out once per user, not once
         # per membership (1,000,000 memberships of 100,000 users at the benchmark's large size).
         self.user_dns: dict[str, str | _Skip] = {}
+        # Cloud-only members with an account writeback created or creates in this plan: id -> its DN.
+        self.member_accounts: Mapping[str, str] = {}
 
     def current(self, key: str) -> DirectoryGroup | None:
         """The AD group ``key`` is written into: its managed group, or the SOA original it takes over."""
@@ -862,6 +1106,8 @@ class _Resolver:
             return _Skip(SkipReason.UNKNOWN_OBJECT.value)
         if user.deleted:
             return _Skip(SkipReason.SOFT_DELETED.value)
+        if not user.is_synced and user.id in self.member_accounts:
+            return self.member_accounts[user.id]  # the account writeback created (or creates) for it
         if not user.is_synced:
             # A guest (B2B) user has its own reason: it can never have an AD account, a cloud member can get one.
             return _Skip((SkipReason.GUEST if user.is_guest else SkipReason.CLOUD_ONLY).value)

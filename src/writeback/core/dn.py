@@ -114,3 +114,14 @@ def is_within(dn: str, base: str) -> bool:
     """True when ``dn`` equals ``base`` or lies below it."""
     d, b = normalize_dn(dn), normalize_dn(base)
     return d == b or d.endswith("," + b)
+
+
+def domain_dns_name(dn: str) -> str:
+    """The DNS name of the domain ``dn`` lies in: its DC= components joined by dots
+    ("OU=x,DC=corp,DC=example,DC=com" -> "corp.example.com"), lower-cased."""
+    labels = []
+    for part in split_dn(dn):
+        attr, _sep, value = part.partition("=")
+        if attr.strip().lower() == "dc":
+            labels.append(value.strip().lower())
+    return ".".join(labels)

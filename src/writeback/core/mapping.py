@@ -342,6 +342,35 @@ class UserMapper:
 
     def intent(self, user: CloudUser, sid: str) -> UserIntent:
         """The SOA user ``user`` as an intent, its original account to be found by ``sid`` (upper-cased)."""
+        return UserIntent(
+            key=user.id,
+            anchor=user.anchor,
+            name=user.display_name or user.user_principal_name or user.id,
+            sid=sid,
+            attributes=self._attributes(user),
+            redacted=self.redacted,
+        )
+
+    def member_intent(self, user: CloudUser, target_ou: str) -> UserIntent:
+        """A cloud-only member as an intent: the account writeback creates for it (or updates, found by its
+        anchor), named by Cloud Sync's default user mappings (:func:`user_cn`, :func:`user_sam_candidates`,
+        :func:`upn_prefix`) in ``target_ou``."""
+        return UserIntent(
+            key=user.id,
+            anchor=user.anchor,
+            name=user.display_name or user.user_principal_name or user.id,
+            sid="",
+            attributes=self._attributes(user),
+            redacted=self.redacted,
+            create=True,
+            cn=user_cn(user),
+            parent_dn=target_ou,
+            sam_candidates=tuple(user_sam_candidates(user)),
+            upn_prefix=upn_prefix(user),
+            enabled=user.account_enabled is not False,
+        )
+
+    def _attributes(self, user: CloudUser) -> dict[str, AttributeValue]:
         src = user_source(user)
         attrs: dict[str, AttributeValue] = {}
         for name, expr in self._exprs.items():
@@ -349,14 +378,34 @@ class UserMapper:
             if expr.ignores_empty and value in (None, ""):
                 continue  # IgnoreFlowIfNullOrEmpty: AD keeps what it holds (see Mapper.intent)
             attrs[name] = value if value != "" else None
-        return UserIntent(
-            key=user.id,
-            anchor=user.anchor,
-            name=user.display_name or user.user_principal_name or user.id,
-            sid=sid,
-            attributes=attrs,
-            redacted=self.redacted,
-        )
+        return attrs
+
+
+USER_SAM_MAX = 20  # a user's sAMAccountName: at most 20 characters, unique in the domain
+
+
+def upn_prefix(user: CloudUser) -> str:
+    """``Item(Split([userPrincipalName],"@"),1)``, control characters and whitespace removed (an empty
+    prefix: the object id)."""
+    prefix = (user.user_principal_name or "").split("@", 1)[0]
+    return re.sub(r"\s", "", without_controls(prefix)) or user.id
+
+
+def user_cn(user: CloudUser) -> str:
+    """Cloud Sync's CN: ``Append(Append(Left(Trim([displayName]),51),"_"),Mid([objectId],25,12))``, control
+    characters removed (as for groups). At most 64 characters, and unique per user through the id."""
+    name = without_controls(user.display_name or "").strip()[:51].strip()
+    return f"{name or 'user'}_{user.id[24:36]}"
+
+
+def user_sam_candidates(user: CloudUser) -> list[str]:
+    """sAMAccountName choices, best first: Cloud Sync's ``Left(Item(Split([userPrincipalName],"@"),1),15)``,
+    then that with a number (2..99) and with the object id's end, each <= 20 characters; cleaned of the
+    characters AD refuses. The first free one is assigned (:func:`assign_sam_account_names`)."""
+    base = clean_sam_account_name(upn_prefix(user), 15) or "user"
+    hexid = user.id.replace("-", "").lower()
+    out = [base, *(f"{base}{n}" for n in range(2, 100)), f"{base[:11]}_{hexid[-8:]}"]
+    return [c for c in dict.fromkeys(out) if len(c) <= USER_SAM_MAX]
 
 
 def dynamic_sam_candidates(group_id: str, name: str) -> list[str]:

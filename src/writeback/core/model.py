@@ -373,6 +373,19 @@ class UserIntent:
     sid: str  # onPremisesSecurityIdentifier, upper-cased: the original AD account is found by it, only by it
     attributes: Mapping[str, AttributeValue]  # mapped attributes (IgnoreFlowIfNullOrEmpty ones left out)
     redacted: frozenset[str] = frozenset()
+    # A cloud-only member ([users] provision = "cloud_members"; ``sid`` is then ""): the account writeback
+    # creates for it, matched by its anchor only. Cloud Sync's default names: CN, parent OU, sAMAccountName
+    # choices in preference order (each <= 20 characters) and the UPN prefix; and accountEnabled.
+    create: bool = False
+    cn: str = ""
+    parent_dn: str = ""
+    sam_candidates: tuple[str, ...] = ()
+    upn_prefix: str = ""
+    enabled: bool = True
+
+    @property
+    def dn(self) -> str:
+        return join_rdn("CN", self.cn, self.parent_dn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,3 +399,11 @@ class DesiredUser:
     attributes: Mapping[str, AttributeValue]  # mapped attributes and the anchor attribute
     error: str | None = None  # set when the account cannot be written (not found, protected, ...)
     redacted: frozenset[str] = frozenset()
+    # An account writeback creates (cloud_members): ``dn`` is where it is (or goes), with the names it gets
+    # (a new account) or has. ``enabled``: the ACCOUNTDISABLE bit wanted (None: never changed, as for SOA
+    # users); ``smart_card``: SMARTCARD_REQUIRED on create.
+    create: bool = False
+    sam_account_name: str = ""
+    user_principal_name: str = ""
+    enabled: bool | None = None
+    smart_card: bool = False

@@ -23,7 +23,12 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
-from writeback.core.desired import DesiredState
+from writeback.core.desired import (
+    UF_ACCOUNTDISABLE,
+    UF_NORMAL_ACCOUNT,
+    UF_SMARTCARD_REQUIRED,
+    DesiredState,
+)
 from writeback.core.dn import normalize_dn
 from writeback.core.model import (
     TARGET_GROUP,
@@ -32,6 +37,7 @@ from writeback.core.model import (
     DesiredGroup,
     DesiredUser,
     DirectoryGroup,
+    DirectoryUser,
     SkippedMember,
 )
 
@@ -432,6 +438,16 @@ class _Diff:
             if (a := current.get(cid)) is not None and key(a.dn) != key(d.dn)
         }
         creating = {key(d.dn) for cid, d in writable.items() if cid not in current}
+        # Accounts writeback creates or renames in this plan (cloud_members): a group's add cannot hold them;
+        # they are added to it once they exist, and member values are compared at their new DNs.
+        for uid, u in state.users.items():
+            if not u.create or u.error is not None or not u.dn:
+                continue
+            held = state.user_actual.get(uid)
+            if held is None:
+                creating.add(key(u.dn))
+            elif key(held.dn) != key(u.dn):
+                renamed[key(held.dn)] = u.dn
         members: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         for cid, d in writable.items():
             if (a := current.get(cid)) is not None:
@@ -450,7 +466,11 @@ class _Diff:
             members,
             {
                 **{cid: desired_fingerprint(d, key) for cid, d in writable.items()},
-                **{k: user_fingerprint(d) for k, d in state.users.items() if k in state.user_actual},
+                **{
+                    k: user_fingerprint(d)
+                    for k, d in state.users.items()
+                    if k in state.user_actual or (d.create and d.error is None and d.dn)
+                },
             },
         )
 
@@ -679,6 +699,9 @@ def _user_updates(diff: _Diff) -> _Part:
     for key in sorted(state.users):
         d = state.users[key]
         a = state.user_actual.get(key)
+        if d.create and d.error is None:
+            changes.extend(_member_account(diff, d, a))
+            continue
         if d.error is not None or a is None:
             reports.append(GroupReport(key, d.name, d.dn or None, error=d.error, target=TARGET_USER))
             continue
@@ -705,6 +728,109 @@ def _user_updates(diff: _Diff) -> _Part:
             )
         )
     return _Part(changes, reports)
+
+
+# The classes of an account writeback creates (AD's default for New-ADUser).
+USER_OBJECT_CLASSES = ("top", "person", "organizationalPerson", "user")
+
+
+def user_account_control(current: int, enabled: bool | None) -> int:
+    """``current`` with ACCOUNTDISABLE set (``enabled`` False) or cleared (True); None leaves it as it is."""
+    if enabled is None:
+        return current
+    return current & ~UF_ACCOUNTDISABLE if enabled else current | UF_ACCOUNTDISABLE
+
+
+def _member_account(diff: _Diff, d: DesiredUser, a: DirectoryUser | None) -> list[Change]:
+    """The account of a cloud-only member (cloud_members): created when no account carries its anchor, else
+    updated in place (mapped attributes, adminDescription, the ACCOUNTDISABLE bit) and renamed to its CN.
+    The password is not in the plan: the directory adapter generates it in the add (see
+    :meth:`writeback.core.ports.Directory.create_user`)."""
+    name = _shown_user(d)
+    if a is None:
+        uac = UF_NORMAL_ACCOUNT | (0 if d.enabled is not False else UF_ACCOUNTDISABLE)
+        if d.smart_card:
+            uac |= UF_SMARTCARD_REQUIRED
+        attrs: dict[str, ChangeValue] = {
+            "objectClass": USER_OBJECT_CLASSES,
+            "sAMAccountName": d.sam_account_name,
+            "userPrincipalName": d.user_principal_name,
+            "userAccountControl": str(uac),
+        }
+        attrs.update((k, v) for k, v in d.attributes.items() if v not in (None, ""))
+        reason = (
+            f"cloud-only member: new AD account {d.sam_account_name} ({d.user_principal_name}); a random "
+            "password is set in the add over TLS and never kept"
+        )
+        return [
+            Change(
+                ChangeKind.CREATE,
+                d.cloud_id,
+                d.dn,
+                name,
+                attributes=attrs,
+                reason=reason,
+                redacted=d.redacted & attrs.keys(),
+                target=TARGET_USER,
+            )
+        ]
+    changes: list[Change] = []
+    upd: dict[str, ChangeValue] = {
+        k: v for k, v in d.attributes.items() if not _attr_equal(a.attributes.get(k), v)
+    }
+    current = a.attributes.get("userAccountControl")
+    if d.enabled is not None and isinstance(current, str | int) and str(current).isdigit():
+        wanted = user_account_control(int(current), d.enabled)
+        if wanted != int(current):
+            upd["userAccountControl"] = str(wanted)
+    if upd:
+        if "userAccountControl" in upd and len(upd) == 1:
+            reason = "account enabled: its user is back" if d.enabled else f"account disabled: {d.name}"
+        else:
+            reason = _REASONS[ChangeKind.UPDATE][diff.drift(d.cloud_id)]
+        changes.append(
+            Change(
+                ChangeKind.UPDATE,
+                d.cloud_id,
+                a.dn,
+                name,
+                attributes=upd,
+                reason=reason,
+                redacted=d.redacted & upd.keys(),
+                previous={k: a.attributes.get(k) for k in upd},
+                target=TARGET_USER,
+            )
+        )
+    if diff.key(a.dn) != diff.key(d.dn):
+        changes.append(
+            Change(
+                ChangeKind.MOVE,
+                d.cloud_id,
+                a.dn,
+                name,
+                new_dn=d.dn,
+                reason="renamed in the cloud: CN follows the display name",
+                target=TARGET_USER,
+            )
+        )
+    return changes
+
+
+def _user_deletes(diff: _Diff) -> _Part:
+    """Accounts writeback created that are deleted (hard delete, or ``on_leave = "delete"``): held over the
+    delete threshold like any delete."""
+    changes = [
+        Change(
+            ChangeKind.DELETE,
+            a.cloud_id or "",
+            a.dn,
+            str(a.attributes.get("displayName") or a.dn),
+            reason=why,
+            target=TARGET_USER,
+        )
+        for a, why in diff.state.users_deleted
+    ]
+    return _Part(changes)
 
 
 def _user_releases(diff: _Diff) -> _Part:
@@ -745,4 +871,5 @@ _STEPS: tuple[Callable[[_Diff], _Part], ...] = (
     _loops,
     _user_updates,
     _user_releases,
+    _user_deletes,
 )

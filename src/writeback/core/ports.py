@@ -249,6 +249,10 @@ class Directory(Protocol):
     def taken_sam_account_names(self, names: Iterable[str]) -> dict[str, str]:
         """Lower-cased sAMAccountName -> DN for the names already used in the domain."""
 
+    def taken_user_principal_names(self, upns: Iterable[str]) -> dict[str, str]:
+        """Lower-cased userPrincipalName -> DN for the UPNs already used in the forest (through the Global
+        Catalog when one is configured, else in the domain)."""
+
     def read_user_changes(self, base_dn: str, since: UsnWatermark | None) -> UserChanges:
         """AD users under ``base_dn`` as rule-ready dicts: all of them (``since`` None, or taken on another
         DC), or those changed and deleted since the watermark."""
@@ -265,6 +269,11 @@ class Directory(Protocol):
     def create_group(
         self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
     ) -> None: ...
+
+    def create_user(self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]]) -> None:
+        """Add a user account with ``attributes`` and a random password generated here and set as unicodePwd
+        in the add itself, only over a TLS-protected connection (refused otherwise). The password is never
+        returned, stored or logged: nobody knows it."""
 
     def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
         """Replace each attribute (a tuple: several values); None removes it."""

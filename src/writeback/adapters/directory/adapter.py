@@ -18,11 +18,14 @@ Windows Server limits followed here (tests/unit/ad_double.py answers the same wa
 from __future__ import annotations
 
 import logging
+import secrets
+import string
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import ldap
 from ldap.controls import RequestControl
@@ -805,6 +808,64 @@ class LdapDirectory:
         if unique[len(initial) :]:
             self.add_members(dn, unique[len(initial) :])
 
+    def create_user(self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]]) -> None:
+        """Add a user account ([users] provision = "cloud_members") with a random password in the add.
+
+        The password (:func:`new_password`) is generated here, for this add only, and set as ``unicodePwd``:
+        the password in double quotes, UTF-16LE. AD accepts unicodePwd only over an encrypted connection
+        (MS-ADTS 3.1.1.3.1.5.1 "unicodePwd": TLS, or SASL with 128-bit encryption), so the add is refused before
+        it is sent unless this connection is ldaps:// or StartTLS. The password is never returned, kept,
+        logged or put in an exception: an error is reported from the add's result code, never from its
+        request. Nobody knows it; sign-in is passwordless (README, "Users")."""
+        modlist: list[tuple[str, list[bytes]]] = []
+        for name, value in attributes.items():
+            if name.lower() == "unicodepwd":
+                raise ValueError("create_user makes the password itself; it is never passed in")
+            if value not in ("", ()):
+                modlist.append((name, _encoded(value)))
+        if not any(name.lower() == "objectclass" for name in attributes):
+            modlist.insert(0, ("objectClass", [b"top", b"person", b"organizationalPerson", b"user"]))
+
+        def add(conn: Any) -> Any:
+            if not self._encrypted():
+                raise DirectoryWriteError(
+                    f"{dn}: refusing to create a user account over a connection without TLS: AD takes a password "
+                    "(unicodePwd) only over an encrypted connection (MS-ADTS 3.1.1.3.1.5.1). Use ldaps:// or "
+                    "StartTLS (drop target.insecure_plain_ldap)",
+                    permanent=True,
+                )
+            password = ('"' + new_password() + '"').encode("utf-16-le")
+            try:
+                return conn.add_ext_s(dn, [*modlist, ("unicodePwd", [password])])
+            finally:
+                del password
+
+        self._write("add", dn, len(modlist), add)
+
+    def _encrypted(self) -> bool:
+        """True when the domain connection in use is TLS-protected: ldaps://, or ldap:// with StartTLS (the
+        session starts TLS on every ldap:// URL unless target.insecure_plain_ldap)."""
+        url = self._domain.url or ""
+        scheme = urlsplit(url).scheme.lower()
+        return scheme == "ldaps" or (scheme == "ldap" and not self._settings.allow_insecure)
+
+    def taken_user_principal_names(self, upns: Iterable[str]) -> dict[str, str]:
+        """Lower-cased userPrincipalName -> DN for the UPNs already held in the forest: through the Global
+        Catalog when configured (UPNs are unique forest-wide), else in the domain."""
+        session, base = (
+            (self._gc, "")
+            if self._gc is not None
+            else (self._domain, self._naming_context("defaultNamingContext"))
+        )
+        taken: dict[str, str] = {}
+        for batch in chunked(list(dict.fromkeys(u.lower() for u in upns)), FILTER_BATCH):
+            flt = or_filter([f"(userPrincipalName={escape_filter_chars(u)})" for u in batch])
+            for dn, raw in session.search(base, _SUBTREE, flt, ["userPrincipalName"]):
+                upn = first_str(lower_keys(raw), "userPrincipalName")
+                if dn and upn is not None:
+                    taken[upn.lower()] = dn
+        return taken
+
     def modify_attributes(self, dn: str, values: Mapping[str, AttributeValue]) -> None:
         """Replace each attribute in one modify (a tuple: all its values); None (or '') removes it, whether or
         not it is set."""
@@ -911,6 +972,27 @@ class LdapDirectory:
             self._stats[f"{kind}_errors"] += 1  # operations by result (the console's metrics)
             raise
         self._stats["values_written"] += values
+
+
+# AD's default password policy asks for three of four classes; every class is in each password, and 64
+# characters is far beyond any minimum length (AD accepts up to 256 in unicodePwd).
+PASSWORD_LENGTH = 64
+_PASSWORD_CLASSES = (
+    string.ascii_uppercase,
+    string.ascii_lowercase,
+    string.digits,
+    "!#$%&()*+,-./:;<=>?@[]^_{|}~",
+)
+
+
+def new_password(length: int = PASSWORD_LENGTH) -> str:
+    """A random password from :mod:`secrets` with at least one character of each class (AD's complexity
+    rule), shuffled with the system's CSPRNG."""
+    alphabet = "".join(_PASSWORD_CLASSES)
+    chars = [secrets.choice(c) for c in _PASSWORD_CLASSES]
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
 
 
 def _plain_dn_values(attrs: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
