@@ -375,7 +375,7 @@ def questions(
         every_managed_user=intents.users_enabled and (not intents.partial or bool(creating)),
         user_names=frozenset(n for u in creating for n in u.sam_candidates),
         user_upns=frozenset(
-            f"{n}@{domain}" for u in creating for n in (u.upn_prefix, *u.sam_candidates) if domain
+            f"{n}@{domain}" for u in creating for n in (u.upn_prefix, *u.sam_candidates[-1:]) if domain
         ),
         user_dns=frozenset(u.dn for u in creating),
     )
@@ -687,7 +687,7 @@ class _MemberAccounts:
         upn = next(
             (
                 u
-                for n in (intent.upn_prefix, sam)
+                for n in (intent.upn_prefix, *intent.sam_candidates[-1:])
                 if n and (u := f"{n}@{self.domain}").lower() not in self.foreign_upns
             ),
             None,
@@ -699,8 +699,8 @@ class _MemberAccounts:
             )
         elif upn is None or not self.domain:
             error = (
-                f"no free userPrincipalName: {intent.upn_prefix}@{self.domain} and {sam}@{self.domain} are held "
-                "by other objects in the forest; no account is created"
+                f"no free userPrincipalName: {intent.upn_prefix}@{self.domain} and its fallback are held by other "
+                "objects in the forest; no account is created"
             )
         users[key] = DesiredUser(
             key,

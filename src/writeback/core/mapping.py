@@ -400,11 +400,12 @@ def user_cn(user: CloudUser) -> str:
 
 def user_sam_candidates(user: CloudUser) -> list[str]:
     """sAMAccountName choices, best first: Cloud Sync's ``Left(Item(Split([userPrincipalName],"@"),1),15)``,
-    then that with a number (2..99) and with the object id's end, each <= 20 characters; cleaned of the
-    characters AD refuses. The first free one is assigned (:func:`assign_sam_account_names`)."""
+    then that with a digit (2..9), then with the object id's end (unique per user; also the UPN prefix when
+    the user's own is taken), each <= 20 characters; cleaned of the characters AD refuses. Few on purpose:
+    each one is looked up in AD. The first free one is assigned (:func:`assign_sam_account_names`)."""
     base = clean_sam_account_name(upn_prefix(user), 15) or "user"
     hexid = user.id.replace("-", "").lower()
-    out = [base, *(f"{base}{n}" for n in range(2, 100)), f"{base[:11]}_{hexid[-8:]}"]
+    out = [base, *(f"{base}{n}" for n in range(2, 10)), f"{base[:11]}_{hexid[-8:]}"]
     return [c for c in dict.fromkeys(out) if len(c) <= USER_SAM_MAX]
 
 
