@@ -106,6 +106,11 @@ def test_a_cloud_only_member_gets_an_account_and_the_group_holds_it(
     portal = cloud.group_by_name("SG-Treasury-Portal")
     extra = f'[users]\nprovision = "cloud_members"\ntarget_ou = "{cloud_users_ou}"\n'
     ws = workspace([portal["id"]], extra=extra)
+    # The workspace manages its test OU only (base_dn = that OU); accounts go to OU=Cloud Users beside it, so
+    # base_dn is the domain here (the groups still go to the test OU: target_ou).
+    text = ws.config.read_text()
+    assert f'base_dn = "{ws.ou}"' in text
+    ws.config.write_text(text.replace(f'base_dn = "{ws.ou}"', f'base_dn = "{sandbox.base_dn}"'))
 
     plan = _run(ws, capture, "plan", "--json", "--out", str(ws.config.parent / "plan.json"))
     assert plan.returncode == 2, plan.stderr

@@ -89,7 +89,14 @@ def render_plan(plan: Plan, *, verbose: bool = False) -> str:
         lines.extend(_block(block, verbose))
     users = [b for b in blocks if b.target == TARGET_USER]
     if users:  # [users]: their own section, after the groups
-        lines += ["", f"Users ({plural(len(users), 'account')}: cloud-managed users in their AD account):"]
+        created = sum(1 for c in plan.user_changes if c.kind is ChangeKind.CREATE)
+        what = (
+            f"{plural(created, 'new account')} for cloud-only members (names as shown; each gets a random "
+            "password in the add, never shown or kept), and cloud users in their AD accounts"
+            if created
+            else "cloud users in their AD account"
+        )
+        lines += ["", f"Users ({plural(len(users), 'account')}: {what}):"]
     for block in users:
         lines.append("")
         lines.extend(_block(block, verbose))
