@@ -283,3 +283,46 @@ def test_the_password_is_in_no_plan_saved_plan_log_or_error(tmp_path):
     res = engine2.apply(engine2.plan())
     errors = [r.error for r in res.results if not r.ok]
     assert errors and "without TLS" in errors[0] and not plain.passwords
+
+
+def test_a_rename_moves_the_account_and_the_group_follows():
+    engine, directory, cloud, _ = build([cloud_user()])
+    engine.apply(engine.plan())
+    cloud.users[JULIA] = cloud_user(display_name="Julia Keller-Brandt")
+    engine.sync()
+    plan = engine.plan()
+    mine = {c.kind: c for c in plan.changes if c.target == TARGET_USER}
+    new_dn = f"CN=Julia Keller-Brandt_555566667777,{USERS_OU}"
+    assert mine[ChangeKind.MOVE].new_dn == new_dn
+    assert mine[ChangeKind.UPDATE].attributes == {"displayName": "Julia Keller-Brandt"}
+    assert not [c for c in plan.changes if c.target != TARGET_USER], "the group's member follows the rename"
+    engine.apply(plan)
+    assert normalize_dn(new_dn) in directory.users and not engine.plan().changes
+
+
+def test_a_protected_account_with_the_anchor_is_never_touched():
+    entry = {
+        "dn": JULIA_DN,
+        "guid": "g-p",
+        "objectSid": "S-1-5-21-1-2-3-5002",
+        "sAMAccountName": "julia.keller",
+        "msDS-ExternalDirectoryObjectId": f"User_{JULIA}",
+        "adminDescription": f"User_{JULIA}",
+        "userAccountControl": "512",
+        "protected": True,
+    }
+    directory = FakeDirectory(users={normalize_dn(JULIA_DN): entry})
+    engine, _, cloud, _ = build([cloud_user()], directory=directory)
+    plan = engine.plan()
+    assert not [c for c in plan.changes if c.target == TARGET_USER]
+    engine.apply(plan)
+    assert directory.users[normalize_dn(JULIA_DN)] == entry and not directory.passwords
+    assert any("protected" in (r.error or "") for r in plan.reports if r.target == TARGET_USER)
+    set_members(engine, cloud, [])  # leaving does not disable it either
+    assert not [c for c in engine.plan().changes if c.target == TARGET_USER]
+
+
+def test_cloud_only_members_are_not_looked_up_by_sid():
+    engine, directory, _, _ = build([cloud_user()])
+    engine.plan()
+    assert ("search", "users by sid") not in directory.ops and ("search", "managed users") in directory.ops

@@ -366,7 +366,7 @@ def questions(
         group_sids=frozenset(group_sids),
         base_dn=settings.target.base_dn,
         user_sids=frozenset(
-            {u.sid for u in intents.users.values()}
+            {u.sid for u in intents.users.values() if u.sid}
             | {sid for uid, sid in intents.users_released.items() if intents.partial and uid in written_users}
         ),
         # Accounts writeback created are found by their anchor only: every managed account is read whenever
