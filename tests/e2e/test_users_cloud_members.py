@@ -54,7 +54,7 @@ def _accounts(ldap_conn: Any, ou: str) -> list[tuple[str, dict[str, list[bytes]]
 
 
 @pytest.fixture
-def cloud_users_ou(sandbox: Any, ldap_conn: Any) -> Iterator[str]:
+def cloud_users_ou(sandbox: Any, cloud: Any, ldap_conn: Any) -> Iterator[str]:
     """OU=Cloud Users; Julia's account and Nora's SOA changes undone afterwards (other tests share them)."""
     ou = sandbox.cloud_users_ou
     if not ou:
@@ -62,6 +62,7 @@ def cloud_users_ou(sandbox: Any, ldap_conn: Any) -> Iterator[str]:
     nora_dn, nora_before = _nora(ldap_conn, sandbox.base_dn)
     assert not _accounts(ldap_conn, ou), "a Julia account is left from an earlier run"
     yield ou
+    cloud.call("PATCH", f"/v1.0/users/{JULIA}", {"displayName": "Julia Santos"})
     for dn, _ in _accounts(ldap_conn, ou):
         ldap_conn.delete_s(dn)
     restore = [(ldap.MOD_REPLACE, "department", nora_before.get("department"))]
@@ -142,6 +143,16 @@ def test_a_cloud_only_member_gets_an_account_and_the_group_holds_it(
     assert capture.read_text(encoding="utf-8").split() == [password], "no second account, no second password"
     log = _run(ws, capture, "log", "--json")
     assert JULIA in log.stdout
+
+    # Renamed in the cloud: the account is renamed (modRDN, same object) and the group follows.
+    cloud.call("PATCH", f"/v1.0/users/{JULIA}", {"displayName": "Julia Santos-Reyes"})
+    renamed = _run(ws, capture, "apply")
+    assert renamed.returncode == 0, renamed.stdout + renamed.stderr
+    ((new_dn, _),) = _accounts(ldap_conn, cloud_users_ou)
+    assert new_dn.lower().startswith("cn=julia santos-reyes_"), new_dn
+    group = ad.anchored(portal["id"])
+    assert group is not None and new_dn.lower() in {m.lower() for m in group.get("member", [])}
+    assert _run(ws, capture, "plan").returncode == 0
 
     for text in ws.outputs:
         assert password not in text

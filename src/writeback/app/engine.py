@@ -113,8 +113,15 @@ JOURNAL_BATCH = 64
 JOURNAL_BATCH_VALUES = 20_000
 
 
-# Read on the accounts writeback creates ([users] provision = "cloud_members") besides the mapped attributes.
-MEMBER_ACCOUNT_ATTRIBUTES = ("adminDescription", "userAccountControl", "sAMAccountName", "userPrincipalName")
+# Read on the accounts writeback creates ([users] provision = "cloud_members") besides the mapped attributes;
+# cn too, so the rights check (allowedAttributesEffective over these names) knows whether a rename may run.
+MEMBER_ACCOUNT_ATTRIBUTES = (
+    "adminDescription",
+    "userAccountControl",
+    "sAMAccountName",
+    "userPrincipalName",
+    "cn",
+)
 
 
 def write_order(changes: Sequence[Change]) -> tuple[list[Change], dict[int, int]]:
