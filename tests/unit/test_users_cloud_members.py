@@ -326,3 +326,23 @@ def test_cloud_only_members_are_not_looked_up_by_sid():
     engine, directory, _, _ = build([cloud_user()])
     engine.plan()
     assert ("search", "users by sid") not in directory.ops and ("search", "managed users") in directory.ops
+
+
+def test_provision_on_demand_of_a_cloud_only_member_creates_only_her_account() -> None:
+    from writeback.app.provision import provision_group
+    from writeback.app.reconcile_pass import ReconcilePass
+
+    engine, directory, _cloud, store = build([cloud_user()])
+    steps: list[dict[str, Any]] = []
+    outcome = provision_group(
+        ReconcilePass(engine), "JULIA.KELLER@contoso.example", steps.append, run_id="r1"
+    )
+    assert outcome.result == "success", (outcome, steps)
+    assert normalize_dn(JULIA_DN) in directory.users and not directory.groups, (
+        "her account only, not the group"
+    )
+    assert [r.action for r in store.read_log(run_id="r1")] == ["create"]
+    # With "soa" only, the same user is out of scope, and says why.
+    soa, _, _, _ = build([cloud_user()], config=settings(users={"provision": "soa"}))
+    skipped = provision_group(ReconcilePass(soa), JULIA, steps.append, run_id="r2")
+    assert skipped.result == "skipped" and 'provision = "cloud_members" creates accounts' in skipped.summary

@@ -323,7 +323,7 @@ def test_provision_on_demand_of_a_user_not_cloud_managed_is_skipped_with_the_rea
     engine, directory, _ = engine_with([soa_user(managed=False)], [account_entry()])
     steps: list[dict[str, Any]] = []
     outcome = provision_group(ReconcilePass(engine), "u1", steps.append, run_id="r2")
-    assert outcome.result == "skipped" and "not a cloud-managed (SOA-converted) user" in outcome.summary
+    assert outcome.result == "skipped" and "synced from AD and not cloud-managed" in outcome.summary
     assert MSDS_ANCHOR not in directory.users[USER_DN.lower()]
     off, _, _ = engine_with([soa_user()], [account_entry()], config=settings())
     missing = provision_group(ReconcilePass(off), "u1", steps.append, run_id="r3")

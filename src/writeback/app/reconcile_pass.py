@@ -276,8 +276,9 @@ class ReconcilePass:
 
     def find_user(self, wanted: str) -> GroupTarget | None:
         """With ``[users]`` on: the cloud user ``wanted`` (object id, else its userPrincipalName, any case) and
-        whether a pass writes it: a cloud-managed (SOA) user, not a guest nor deleted, held by an in-scope
-        group (the engine's own rule, :func:`cloud_intents`)."""
+        whether a pass writes it: held by an in-scope group and written by ``[users] provision`` (an SOA user's
+        original account, or with "cloud_members" a cloud-only member's own account), by the engine's own rule
+        (:func:`cloud_intents`); else why not."""
         engine, settings = self.engine, self.engine.settings
         if not settings.users.enabled:
             return None
@@ -290,15 +291,19 @@ class ReconcilePass:
         in_scope = frozenset(intents.groups) if intents is not None else frozenset()
         name = user.display_name or user.user_principal_name or user.id
         reason: str | None = None
-        if not user.soa_converted:
-            reason = (
-                "not a cloud-managed (SOA-converted) user: Entra Connect or Cloud Sync writes its AD account"
-            )
-        elif user.deleted or user.is_guest:
-            reason = "deleted in the cloud" if user.deleted else "a guest: no AD account is written for it"
-        elif not in_scope:
+        if not in_scope:
             reason = "not a member of any group in writeback's scope"
-        elif intents is not None and user.id not in intents.users:
+        elif intents is not None and user.id in intents.users:
+            reason = None  # the engine's own rule: [users] provision writes this user's account
+        elif user.deleted:
+            reason = "deleted in the cloud"
+        elif user.is_guest and not settings.users.guests:
+            reason = "a guest: accounts for guests need [users] guests = true"
+        elif user.is_synced and not user.soa_converted:
+            reason = "synced from AD and not cloud-managed: Entra Connect or Cloud Sync writes its AD account"
+        elif not user.is_synced and settings.users.provision != "cloud_members":
+            reason = 'cloud-only: [users] provision = "cloud_members" creates accounts for such users'
+        else:
             reason = "not written by [users] provision (see the plan's notes)"
         return GroupTarget(user.id, name, len(in_scope), reason, kind="user", groups=in_scope)
 
