@@ -98,3 +98,20 @@ def test_provision_on_demand_of_a_cloud_managed_user_by_upn(
     after = _account(ldap_conn, nora["onPremisesDistinguishedName"])
     assert after[ANCHOR] == [f"User_{nora['id']}".encode()] and after["department"] == [b"Treasury"]
     assert ad.anchored(portal["id"]) is None, "only the user is provisioned, not the group holding it"
+
+
+def test_config_check_warns_of_user_anchors_writeback_never_wrote(
+    cloud: Any, workspace: Any, ldap_conn: Any, nora: dict[str, Any]
+) -> None:
+    """Accounts anchored User_ by someone else (a Cloud Sync user provisioning job on the same domain)."""
+    portal = cloud.group_by_name("SG-Treasury-Portal")
+    ws = workspace([portal["id"]], extra='[users]\nprovision = "soa"\n')
+    other = next(u for u in cloud.synced_users() if u["id"] != nora["id"])["onPremisesDistinguishedName"]
+    ldap_conn.modify_s(other, [(ldap.MOD_REPLACE, ANCHOR, [b"User_00000000-0000-0000-0000-00000000abcd"])])
+    try:
+        check = ws.run("config", "check")
+        assert "WARNING: AD accounts with a User_ anchor writeback never wrote: 1 (" in check.out, check.out
+        assert other in check.out
+    finally:
+        ldap_conn.modify_s(other, [(ldap.MOD_DELETE, ANCHOR, None)])
+    assert "every one written by this writeback" in ws.run("config", "check").out

@@ -60,6 +60,7 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
                 say(f"AD target OU {settings.target.target_ou}: checked write access")
             problems += _taken_over_rights(settings, directory, say)
             problems += _original_rights(settings, directory, say)
+            _foreign_user_anchors(settings, directory, say)
             if settings.target.gc_urls:
                 directory.resolve_accounts(["S-1-5-21-0-0-0-500"], [])
                 say(f"Global Catalog {' or '.join(settings.target.gc_urls)}: reachable")
@@ -112,3 +113,30 @@ def _original_rights(settings: Settings, directory: LdapDirectory, say: Callable
         "writeback needs"
     )
     return [f"AD permissions: {rights_message(dn, missing, missing)}" for dn, missing in found]
+
+
+def _foreign_user_anchors(settings: Settings, directory: LdapDirectory, say: Callable[[str], None]) -> None:
+    """With ``[users]`` on, a warning (not a problem) when AD holds accounts anchored ``User_`` that writeback
+    has never written: Cloud Sync's user provisioning (or another tool) may write the same domain, and two
+    writers of one account undo each other's values. writeback's own are the users in the state's applied
+    fingerprints."""
+    from writeback.app import wiring
+
+    if not settings.users.enabled or not directory.has_attribute(MSDS_ANCHOR):
+        return
+    anchored = directory.read_managed_users((MSDS_ANCHOR,))
+    store = wiring.build_store(settings)
+    try:
+        ours = set(store.applied_fingerprints())
+    finally:
+        store.close()
+    foreign = sorted(u.dn for u in anchored if u.cloud_id and u.cloud_id not in ours)
+    if not foreign:
+        say(f"AD accounts anchored User_: {len(anchored)}, every one written by this writeback")
+        return
+    shown = "; ".join(foreign[:5]) + (f"; and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    say(
+        f"WARNING: AD accounts with a User_ anchor writeback never wrote: {len(foreign)} ({shown}). A Cloud "
+        "Sync user provisioning job (or another tool) may write this domain: two writers of one account undo "
+        "each other. Scope that job away from these accounts, or leave [users] off"
+    )
