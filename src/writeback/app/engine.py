@@ -27,6 +27,7 @@ from writeback.core.model import (
     DYNAMIC_ANCHOR_PREFIX,
     TARGET_GROUP,
     TARGET_USER,
+    AttributeValue,
     DirectoryGroup,
 )
 from writeback.core.planning import Change, ChangeKind, GroupReport, Plan, Policy, compute_plan
@@ -122,6 +123,11 @@ MEMBER_ACCOUNT_ATTRIBUTES = (
     "userPrincipalName",
     "cn",
 )
+
+
+def _modified_values(change: Change) -> dict[str, AttributeValue]:
+    """An update's values as the directory writes them: None removes, a tuple is every value, else a string."""
+    return {k: v if v is None or isinstance(v, tuple) else str(v) for k, v in change.attributes.items()}
 
 
 def write_order(changes: Sequence[Change]) -> tuple[list[Change], dict[int, int]]:
@@ -740,10 +746,7 @@ class Engine:
             d.create_group(change.dn, attrs, members)
             applied[change.cloud_id] = change.dn
         elif change.kind is ChangeKind.UPDATE:
-            d.modify_attributes(
-                change.dn,
-                {k: v if v is None or isinstance(v, tuple) else str(v) for k, v in change.attributes.items()},
-            )
+            d.modify_attributes(change.dn, _modified_values(change))
         elif change.kind is ChangeKind.MOVE:
             assert change.new_dn is not None
             d.move(change.dn, change.new_dn)
@@ -764,10 +767,7 @@ class Engine:
         if change.kind is ChangeKind.CREATE:
             d.create_user(change.dn, {k: v for k, v in change.attributes.items() if v is not None})
         elif change.kind is ChangeKind.UPDATE:
-            d.modify_attributes(
-                change.dn,
-                {k: v if v is None or isinstance(v, tuple) else str(v) for k, v in change.attributes.items()},
-            )
+            d.modify_attributes(change.dn, _modified_values(change))
         elif change.kind is ChangeKind.MOVE:
             assert change.new_dn is not None
             d.move(change.dn, change.new_dn)
