@@ -35,10 +35,18 @@ def _load_users(
             return list(users)
         finally:
             directory.close()
-    store = wiring.build_store(settings)
-    _client, source = wiring.build_graph(settings)
-    source.sync(store)
-    return [cloud_user_properties(u) for u in store.snapshot().users.values() if not u.deleted]
+    # The cloud replica as the service keeps it: read, not synced here, so this command never takes a Graph
+    # delta round from a running service. Only an empty replica is filled, through the reconcile pass's sync.
+    from writeback.app.reconcile_pass import ReconcilePass
+
+    engine = wiring.build_engine(settings)
+    try:
+        if not engine.store.has_synced():
+            ReconcilePass(engine).sync()
+        cloud = engine.store.snapshot().users.values()
+        return [cloud_user_properties(u) for u in cloud if not u.deleted]
+    finally:
+        engine.close()
 
 
 def main(args: argparse.Namespace, settings_loader: Callable[[argparse.Namespace], Any] | None) -> int:
