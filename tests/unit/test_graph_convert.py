@@ -150,3 +150,19 @@ def test_member_delta_reports_malformed_entries_and_keeps_the_others() -> None:
         ("members@delta[1].id", "missing, expected a non-empty string"),
         ("members@delta[2].id", "a list, expected a non-empty string"),
     ]
+
+
+def test_the_user_properties_the_users_mappings_read_are_type_checked() -> None:
+    """[users] writes givenName, surname, … into AD accounts: a malformed value skips that user (per-object
+    error) instead of reaching a mapping expression."""
+    import pytest
+
+    from writeback.adapters.graph.convert import MalformedObjectError
+    from writeback.config import DEFAULT_USER_ATTRIBUTES
+
+    read = {"givenName", "surname", "postalCode", "streetAddress", "mobilePhone", "preferredLanguage"}
+    assert all(any(f"[{p}]" in e for e in DEFAULT_USER_ATTRIBUTES.values()) for p in read)
+    for prop in sorted(read):
+        with pytest.raises(MalformedObjectError, match=prop):
+            user_from_graph({"id": "u1", prop: {"not": "a string"}})
+        assert user_from_graph({"id": "u1", prop: "fine"}).attributes[prop] == "fine"

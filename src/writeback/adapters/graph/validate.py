@@ -162,6 +162,13 @@ USER_TYPES: Final[Mapping[str, Check]] = {
             "employeeId",
             "employeeType",
             "employeeHireDate",
+            # What Cloud Sync's default user mappings read ([users], writeback.config DEFAULT_USER_ATTRIBUTES).
+            "givenName",
+            "surname",
+            "postalCode",
+            "streetAddress",
+            "mobilePhone",
+            "preferredLanguage",
             "userType",
             "onPremisesSecurityIdentifier",
             "onPremisesImmutableId",
