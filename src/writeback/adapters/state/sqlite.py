@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from writeback.adapters.state.files import FILE_MODE, private_database, private_dir
+from writeback.adapters.state.files import FILE_MODE, private_database, private_dir, refuse_link
 from writeback.adapters.state.schema import MIGRATIONS
 from writeback.adapters.state.sqlbase import REBUILD_HINT, REPLICA_TABLES, LogEntry, SqlStore
 from writeback.errors import StateCorruptError, StateError, StateLockedError
@@ -122,5 +122,7 @@ class SqliteStore(SqlStore):
         private_dir(Path(self.path).parent)
         private_database(self.path)
         for suffix in SIDE_FILES:
+            side = Path(self.path + suffix)
+            refuse_link(side)
             with contextlib.suppress(FileNotFoundError):  # none yet, or removed meanwhile by its last user
-                os.chmod(self.path + suffix, FILE_MODE)
+                os.chmod(side, FILE_MODE)
