@@ -64,7 +64,9 @@ def test_a_regular_file_is_still_replaced_atomically_and_privately(tmp_path: Pat
     assert [p.name for p in target.parent.iterdir()] == ["health.json"]  # the temporary file was renamed
 
 
-def test_a_state_database_reached_through_a_link_is_refused_and_its_target_keeps_its_mode(tmp_path: Path) -> None:
+def test_a_state_database_reached_through_a_link_is_refused_and_its_target_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
     """chmod(2) follows links: a link planted at state.path (or at its -wal) would have made the file it points
     to 0600. The store refuses it, naming the path, and leaves the target as it was."""
     from writeback.adapters.state.sqlite import SqliteStore
