@@ -185,7 +185,7 @@ MESSAGES = {
         ("client", "check target.principal"),
         ("kvno", "export the keytab again"),
         ("spn", "setspn -S ldap/<host>"),
-        ("keytab", "export the keytab again"),
+        ("keytab", "klist -k"),
         ("seal", "signed and sealed"),
         ("cbt", "use an ldap:// URL (port 389)"),
     ],

@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 from writeback.errors import ConfigError, DirectoryAuthError, DirectoryUnavailable
 
@@ -121,7 +122,12 @@ class KeytabTicket:
             )
             lifetime = creds.lifetime  # MIT gets the TGT from the keytab here at the latest
         except GSSError as exc:
-            raise kerberos_error(_gss_error_text(exc), principal=self.principal, keytab=self.keytab) from exc
+            text = _gss_error_text(exc)
+            if "no credentials cache found" in text.lower():
+                # MIT takes a ticket from the client keytab only when it holds the principal's key; otherwise
+                # it looks in the (new, empty) cache and says so.
+                text = f"No key table entry found for {self.principal} in {self.keytab} ({text})"
+            raise kerberos_error(text, principal=self.principal, keytab=self.keytab) from exc
         if not os.path.exists(path):
             raise DirectoryAuthError(
                 f"Kerberos: no ticket was stored for {self.principal} in {path}; check the keytab and krb5.conf"
@@ -275,12 +281,18 @@ _PATTERNS: tuple[tuple[tuple[str, ...], Diagnosis], ...] = (
         ),
     ),
     (
+        ("no key table entry found", "key table entry not found"),
+        Diagnosis(
+            "the keytab holds no key for this principal",
+            "compare target.principal with `klist -k <keytab>` (a gMSA's principal ends in $), or export the "
+            "keytab again for this principal",
+        ),
+    ),
+    (
         (
             "preauthentication failed",
             "key version",
             "kvno",
-            "no key table entry found",
-            "key table entry not found",
             "integrity check on decrypted field failed",
             "decrypt integrity check failed",
         ),
@@ -336,6 +348,9 @@ def kerberos_error(
     diagnosis = diagnose(message)
     if diagnosis is None:
         return DirectoryAuthError(f"Kerberos bind{who}{where}{source} failed: {message}")
+    spn = f"ldap/{urlsplit(url).hostname}" if url and urlsplit(url).hostname else None
+    if spn and "SPN ldap/<host of the URL>" in diagnosis.what:
+        diagnosis = Diagnosis(diagnosis.what.replace("ldap/<host of the URL>", spn), diagnosis.fix)
     text = f"Kerberos bind{who}{where}{source} failed: {diagnosis} [{message.strip()}]"
     return DirectoryUnavailable(text) if diagnosis.transient else DirectoryAuthError(text)
 
