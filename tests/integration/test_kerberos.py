@@ -111,18 +111,22 @@ def test_kdc_unreachable(sandbox: Any, tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_spn_missing_when_the_url_names_the_dc_by_address(sandbox: Any) -> None:
     # SPN ldap/127.0.0.1 is registered nowhere (the sandbox DC has ldap/<its name> and ldap/localhost).
-    with LdapDirectory(kerberos_settings(sandbox, urls=("ldap://127.0.0.1:389",))) as d:
-        with pytest.raises(DirectoryAuthError) as err:
-            d.check_tls_and_bind()
+    with (
+        LdapDirectory(kerberos_settings(sandbox, urls=("ldap://127.0.0.1:389",))) as d,
+        pytest.raises(DirectoryAuthError) as err,
+    ):
+        d.check_tls_and_bind()
     text = str(err.value)
     assert "service principal (SPN ldap/127.0.0.1) is not registered" in text and "setspn -S" in text
 
 
 def test_keytab_unreadable(sandbox: Any, tmp_path: Path) -> None:
     missing = tmp_path / "nope.keytab"
-    with LdapDirectory(kerberos_settings(sandbox, keytab=str(missing))) as d:
-        with pytest.raises(ConfigError, match="cannot be read") as err:
-            d.check_tls_and_bind()
+    with (
+        LdapDirectory(kerberos_settings(sandbox, keytab=str(missing))) as d,
+        pytest.raises(ConfigError, match="cannot be read") as err,
+    ):
+        d.check_tls_and_bind()
     assert err.value.key == "target.keytab"
 
 
@@ -154,9 +158,11 @@ def test_keytab_of_an_old_key_version(
         d.check_tls_and_bind()  # the keytab works while it holds the current key
     new = f'"Kb-{uuid.uuid4().hex}-8y"'.encode("utf-16-le")
     ldap_conn.modify_s(dn, [(ldap.MOD_REPLACE, "unicodePwd", [new])])  # a new key version
-    with LdapDirectory(kerberos_settings(sandbox, keytab=str(keytab), principal=principal(sam))) as d:
-        with pytest.raises(DirectoryAuthError) as err:
-            d.check_tls_and_bind()
+    with (
+        LdapDirectory(kerberos_settings(sandbox, keytab=str(keytab), principal=principal(sam))) as d,
+        pytest.raises(DirectoryAuthError) as err,
+    ):
+        d.check_tls_and_bind()
     assert "wrong key version" in str(err.value) and "export the keytab again" in str(err.value)
 
 
@@ -167,9 +173,11 @@ def test_principal_unknown(
     keytab = tmp_path / "user.keytab"
     export_keytab(SandboxPaths(Path(sandbox.dir)), sam, keytab)
     ldap_conn.delete_s(dn)  # the keytab outlives its account
-    with LdapDirectory(kerberos_settings(sandbox, keytab=str(keytab), principal=principal(sam))) as d:
-        with pytest.raises(DirectoryError) as err:
-            d.check_tls_and_bind()
+    with (
+        LdapDirectory(kerberos_settings(sandbox, keytab=str(keytab), principal=principal(sam))) as d,
+        pytest.raises(DirectoryError) as err,
+    ):
+        d.check_tls_and_bind()
     assert "the principal is not known to the KDC" in str(err.value) and "check target.principal" in str(
         err.value
     )
@@ -177,7 +185,9 @@ def test_principal_unknown(
 
 def test_a_principal_the_keytab_does_not_hold(sandbox: Any) -> None:
     other = principal("Administrator")
-    with LdapDirectory(kerberos_settings(sandbox, principal=other)) as d:
-        with pytest.raises(DirectoryAuthError) as err:
-            d.check_tls_and_bind()
+    with (
+        LdapDirectory(kerberos_settings(sandbox, principal=other)) as d,
+        pytest.raises(DirectoryAuthError) as err,
+    ):
+        d.check_tls_and_bind()
     assert "the keytab holds no key for" in str(err.value) and "klist -k" in str(err.value)
