@@ -108,7 +108,8 @@ class KeytabTicket:
         from gssapi.raw.misc import GSSError
 
         if self._dir is None:
-            base = os.environ.get("RUNTIME_DIRECTORY") or os.environ.get("XDG_RUNTIME_DIR") or None
+            runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # systemd may list several
+            base = runtime or os.environ.get("XDG_RUNTIME_DIR") or None
             self._dir = tempfile.mkdtemp(prefix="writeback-krb5-", dir=base)  # mode 0700
         path = f"{self._dir}/ccache"
         with contextlib.suppress(FileNotFoundError):
