@@ -1,14 +1,16 @@
 """The Kerberos bind against the sandbox DC's own KDC (Samba, realm CORP.EXAMPLE.TEST): sealed on 389 and
 inside TLS on 636, the ticket kept where only its owner reads it, the DC's strong-auth rule, and each failure
-`config check` must diagnose, produced for real: KDC unreachable, principal unknown, keytab unreadable, keytab
-of an old key version, SPN missing. (Clock skew and sealing refused cannot be produced against this DC: their
-diagnosis is unit-tested on the libraries' own messages, tests/unit/test_directory_kerberos.py.)"""
+`config check` must diagnose, produced for real: KDC unreachable, clock skew (faketime), principal unknown,
+keytab unreadable, keytab of an old key version, SPN missing. (Sealing refused cannot be produced against this
+DC, which always offers it: its diagnosis is unit-tested on Cyrus SASL's own message,
+tests/unit/test_directory_kerberos.py.)"""
 
 from __future__ import annotations
 
 import os
 import stat
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +193,48 @@ def test_a_principal_the_keytab_does_not_hold(sandbox: Any) -> None:
     ):
         d.check_tls_and_bind()
     assert "the keytab holds no key for" in str(err.value) and "klist -k" in str(err.value)
+
+
+_BIND = """
+import sys
+from writeback.adapters.directory import DirectorySettings, LdapDirectory
+s = DirectorySettings(urls=(sys.argv[1],), bind_dn="", bind_password="", base_dn=sys.argv[2], auth="kerberos",
+                      keytab=sys.argv[3], principal=sys.argv[4])
+try:
+    with LdapDirectory(s) as d:
+        d.check_tls_and_bind()
+    print("bound")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_clock_skew(sandbox: Any, tmp_path: Path) -> None:
+    # This host two hours ahead of the KDC (faketime), and MIT's own correction of the offset off
+    # (kdc_timesync = 0: by default MIT learns the KDC's time from the skew error and retries).
+    conf = tmp_path / "krb5.conf"
+    conf.write_text(
+        Path(sandbox.krb5_conf).read_text().replace("[libdefaults]", "[libdefaults]\n    kdc_timesync = 0")
+    )
+    argv = [sandbox.kerberos_url, sandbox.base_dn, str(sandbox.service_keytab), sandbox.service_principal]
+    env = {**os.environ, "KRB5_CONFIG": str(conf)}
+    ran = subprocess.run(
+        ["faketime", "-f", "+2h", sys.executable, "-c", _BIND, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert ran.stdout.startswith("DirectoryAuthError"), ran.stdout + ran.stderr
+    assert "the clocks of this host and the KDC differ" in ran.stdout and "synchronise" in ran.stdout
+    # The same, on time: bound.
+    ok = subprocess.run(
+        [sys.executable, "-c", _BIND, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert ok.stdout.strip() == "bound", ok.stdout + ok.stderr

@@ -74,14 +74,8 @@ class Diagnosis:
 
 
 def _gss_error_text(exc: Exception) -> str:
-    """The major and minor messages of a gssapi.exceptions.GSSError (its str() gives both)."""
-    parts = [str(exc)]
-    for attr in ("gen_message",):
-        fn = getattr(exc, attr, None)
-        if callable(fn):
-            with contextlib.suppress(Exception):
-                parts.append(str(fn()))
-    return " ".join(parts)
+    """The major and minor messages of a gssapi GSSError (its str() holds both)."""
+    return str(exc)
 
 
 class KeytabTicket:
