@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.test_kerberos import kerberize, krb5
+from tests.e2e.test_kerberos_cli import kerberize, krb5
 from tests.testbed import service as support
 from tests.testbed.ad import AdView
 from tests.testbed.service import converged, sandbox_tenant, service_config, synced_user_ids, wait_for

@@ -21,6 +21,7 @@ import pytest
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
 from writeback.errors import ConfigError, DirectoryAuthError, DirectoryError, DirectoryUnavailable
+from writeback.testbed.sandbox import sandbox_up
 from writeback.testbed.sandbox.kerberos import export_keytab, principal
 from writeback.testbed.sandbox.layout import SandboxPaths
 
@@ -238,3 +239,25 @@ def test_clock_skew(sandbox: Any, tmp_path: Path) -> None:
         check=False,
     )
     assert ok.stdout.strip() == "bound", ok.stdout + ok.stderr
+
+
+def test_sandbox_up_kerberos_writes_a_ready_config_that_binds_with_the_keytab(sandbox: Any) -> None:
+    info = sandbox_up(Path(sandbox.dir), users=sandbox.users, kerberos=True)
+    assert info.kerberos_config is not None and info.service_keytab == sandbox.service_keytab
+    config = Path(info.kerberos_config)
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    text = config.read_text()
+    assert 'auth = "kerberos"' in text and f'keytab = "{info.service_keytab}"' in text
+    assert "password" not in text.lower()
+    check = subprocess.run(
+        [sys.executable, "-m", "writeback", "--config", str(config), "config", "check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KRB5_CONFIG": str(info.krb5_conf)},
+        timeout=300,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Kerberos bind OK as svc-writeback@CORP.EXAMPLE.TEST" in check.stdout
+    assert "kerberos-sealed (SSF 256)" in check.stdout
+    assert "Global Catalog ldap://localhost:3268: reachable" in check.stdout

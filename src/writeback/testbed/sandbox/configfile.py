@@ -79,14 +79,15 @@ def render(
         lines += ["# [source] is written once the Graph emulator runs (writeback sandbox up).", ""]
     if kerberos:
         # Issue 26: no password anywhere. SASL GSSAPI with the service account's keytab, signed and sealed on
-        # port 389 (ldap/localhost is the DC's SPN in the sandbox); the GC over TLS by the same name. Run
-        # writeback with KRB5_CONFIG pointing at the sandbox's krb5.conf.
+        # port 389 (ldap/localhost is the DC's SPN in the sandbox), and the same on the Global Catalog's 3268:
+        # the mode that works under every DC hardening setting (docs/hardened-dc.md). Run writeback with
+        # KRB5_CONFIG pointing at the sandbox's krb5.conf.
         lines += [
             f"# Run with KRB5_CONFIG={info.krb5_conf}",
             "[target]",
             'auth = "kerberos"',
             f"ldap_urls = [{_q(info.kerberos_url)}]",
-            f'gc_url = "ldaps://{kerberos_host()}:3269"',
+            f'gc_url = "ldap://{kerberos_host()}:3268"',
             f"keytab = {_q(info.service_keytab)}",
             f"principal = {_q(info.service_principal)}",
         ]

@@ -23,7 +23,7 @@ def kerberize(config: Path, sandbox: Any) -> str:
     """Turn a test config's simple bind into the Kerberos bind, and remove the password file beside it."""
     text = config.read_text()
     text = re.sub(r"(?m)^ldap_urls = .*$", f'ldap_urls = ["{sandbox.kerberos_url}"]', text)
-    text = re.sub(r'(?m)^gc_url = ".*"$', 'gc_url = "ldaps://localhost:3269"', text)
+    text = re.sub(r'(?m)^gc_url = ".*"$', 'gc_url = "ldap://localhost:3268"', text)
     text, n = re.subn(
         r'(?m)^bind_password_file = ".*"$',
         f'auth = "kerberos"\nkeytab = "{sandbox.service_keytab}"\nprincipal = "{sandbox.service_principal}"',
