@@ -560,6 +560,12 @@ def sandbox_reset(directory: Path, progress: Progress | None = None) -> ResetRep
         )
         samba.start(paths)
         step(f"Samba AD DC restarted ({LDAPS_URL}; same domain, CA and passwords)")
+        if info.service_keytab is not None:
+            # The snapshot may hold an older key version of the service account than the keytab (every `up`
+            # that completes the sandbox resets its password): export the keys the restored DC has.
+            kerberos.wait_for_kdc(paths)
+            kerberos.export_keytab(paths, serviceaccount.SERVICE_SAM, paths.service_keytab)
+            step(f"Service account's keytab exported again ({paths.service_keytab})")
         if paths.exchange_schema_file.exists():
             _extend_exchange(paths, say)
             step("Exchange's schema attributes added again (this sandbox was made with --exchange-schema)")
