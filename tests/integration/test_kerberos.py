@@ -261,3 +261,25 @@ def test_sandbox_up_kerberos_writes_a_ready_config_that_binds_with_the_keytab(sa
     assert "Kerberos bind OK as svc-writeback@CORP.EXAMPLE.TEST" in check.stdout
     assert "kerberos-sealed (SSF 256)" in check.stdout
     assert "Global Catalog ldap://localhost:3268: reachable" in check.stdout
+
+
+def test_without_a_keytab_the_hosts_renewed_credential_cache_is_used(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "host.ccache"
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{cache}")
+    host_only = kerberos_settings(sandbox, keytab=None)
+    with LdapDirectory(host_only) as d, pytest.raises(DirectoryAuthError) as err:
+        d.check_tls_and_bind()  # nothing in the cache yet
+    assert f"FILE:{cache}" in str(err.value) and "renew it on the host" in str(err.value)
+    # What k5start or sssd would do on the host: a ticket from the keytab into that cache.
+    subprocess.run(
+        ["kinit", "-k", "-t", str(sandbox.service_keytab), "-c", f"FILE:{cache}", sandbox.service_principal],
+        check=True,
+        capture_output=True,
+    )
+    with LdapDirectory(host_only) as d:
+        d.check_tls_and_bind()
+        assert d.protection == "kerberos-sealed (SSF 256)"
+    assert cache.exists(), "the host's cache is the host's: writeback leaves it alone"
+    assert os.environ["KRB5CCNAME"] == f"FILE:{cache}"

@@ -65,7 +65,7 @@ from writeback.adapters.directory.kerberos import (
 )
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.tlscheck import certificate_problem
-from writeback.adapters.directory.translate import tls_hint, translate_ldap_error
+from writeback.adapters.directory.translate import result_name, server_message, tls_hint, translate_ldap_error
 from writeback.errors import ConfigError, DirectoryError, DirectoryUnavailable, WritebackError
 
 log = logging.getLogger(__name__)
@@ -478,8 +478,6 @@ def _errno(exc: ldap.LDAPError) -> int | None:
 
 def server_message_of(exc: ldap.LDAPError) -> str:
     """The result name and server's diagnostic of a failed bind (no credentials in it: GSSAPI sends none)."""
-    from writeback.adapters.directory.translate import result_name, server_message
-
     return f"{result_name(exc)}: {server_message(exc)}"
 
 
