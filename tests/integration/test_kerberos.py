@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import ldap
 import pytest
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.adapters.directory.kerberos import KeytabTicket
 from writeback.errors import ConfigError, DirectoryAuthError, DirectoryError, DirectoryUnavailable
 from writeback.testbed.sandbox import sandbox_up
 from writeback.testbed.sandbox.kerberos import export_keytab, principal
@@ -199,6 +201,7 @@ def test_a_principal_the_keytab_does_not_hold(sandbox: Any) -> None:
 _BIND = """
 import sys
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
+from writeback.adapters.directory.kerberos import KeytabTicket
 s = DirectorySettings(urls=(sys.argv[1],), bind_dn="", bind_password="", base_dn=sys.argv[2], auth="kerberos",
                       keytab=sys.argv[3], principal=sys.argv[4])
 try:
@@ -283,3 +286,28 @@ def test_without_a_keytab_the_hosts_renewed_credential_cache_is_used(
         assert d.protection == "kerberos-sealed (SSF 256)"
     assert cache.exists(), "the host's cache is the host's: writeback leaves it alone"
     assert os.environ["KRB5CCNAME"] == f"FILE:{cache}"
+
+
+def test_the_ticket_is_renewed_from_the_keytab_and_the_connection_bound_again(
+    sandbox: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tickets of 330 s (asked for in krb5.conf; the DC refuses a ticket with less than its 5 minutes of clock skew
+    # left), renewed 325 s before their end: the bind is redone after 5 s.
+    conf = tmp_path / "krb5.conf"
+    conf.write_text(
+        Path(sandbox.krb5_conf)
+        .read_text()
+        .replace("[libdefaults]", "[libdefaults]\n    ticket_lifetime = 330s")
+    )
+    monkeypatch.setenv("KRB5_CONFIG", str(conf))
+    settings = kerberos_settings(sandbox)
+    ticket = KeytabTicket(sandbox.service_principal, str(sandbox.service_keytab), margin=325)
+    with LdapDirectory(settings, ticket=ticket) as d:
+        assert d.existing_dns([sandbox.base_dn]) == {sandbox.base_dn}
+        first = ticket.ensure()
+        assert 0 < first - time.time() <= 331
+        time.sleep(6)
+        assert d.existing_dns([sandbox.base_dn]) == {sandbox.base_dn}  # rebinds, with a new ticket
+        assert d.stats["bind"] == 2
+        assert ticket.ensure() > first + 4
+        assert d.protection == "kerberos-sealed (SSF 256)"

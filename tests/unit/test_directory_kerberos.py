@@ -27,6 +27,7 @@ class FakeTicket:
 
     def __init__(self, lifetime: float = 36000.0) -> None:
         self.principal = "svc-writeback@CORP.TEST"
+        self.margin = RENEW_MARGIN
         self.lifetime = lifetime
         self.ensured = 0
         self.closed = False
@@ -162,8 +163,8 @@ def test_simple_bind_unchanged_and_plain_ldap_still_refused_for_passwords() -> N
 MESSAGES = {
     "kdc": "SASL(-1): generic failure: GSSAPI Error: Unspecified GSS failure.  Minor code may provide more "
     "information (Cannot contact any KDC for realm 'CORP.EXAMPLE.TEST')",
-    "skew": "Major (851968): Unspecified GSS failure.  Minor code may provide more information, Minor "
-    "(2529638949): Clock skew too great",
+    "skew": "Major (458752): No credentials were supplied, or the credentials were unavailable or inaccessible, "
+    "Minor (2529638949): Clock skew too great",
     "client": "Major (851968): Unspecified GSS failure.  Minor code may provide more information, Minor "
     "(2529638918): Client 'nobody@CORP.EXAMPLE.TEST' not found in Kerberos database",
     "kvno": "Major (851968): Unspecified GSS failure.  Minor code may provide more information, Minor "
@@ -173,6 +174,8 @@ MESSAGES = {
     "keytab": "Major (851968): Unspecified GSS failure.  Minor code may provide more information, Minor "
     "(2529639053): No key table entry found for svc@CORP.EXAMPLE.TEST",
     "seal": "SASL(-15): mechanism too weak for this user",
+    "expired": "SASL(-1): generic failure: GSSAPI Error: Unspecified GSS failure.  Minor code may provide more "
+    "information (Ticket expired)",
     "cbt": "80090346: LdapErr: DSID-0C090749, comment: AcceptSecurityContext error, data 80090346, v4563",
 }
 
@@ -188,6 +191,7 @@ MESSAGES = {
         ("keytab", "klist -k"),
         ("seal", "signed and sealed"),
         ("cbt", "use an ldap:// URL (port 389)"),
+        ("expired", "renewed by the host"),
     ],
 )
 def test_each_kerberos_failure_says_what_to_fix(case: str, words: str) -> None:

@@ -24,7 +24,7 @@ The bind is a simple bind, or with ``auth = "kerberos"`` SASL GSSAPI (kerberos.p
   reverse DNS lookup of the address says, so the SPN the DC must have is predictable (and config check names
   it when it is missing);
 - a Windows DC drops an LDAP connection when the Kerberos ticket it was bound with expires, so the session
-  binds again, with a renewed ticket, shortly before then (:data:`kerberos.RENEW_MARGIN`).
+  binds again, with a renewed ticket, shortly before then (the ticket's ``margin``, :data:`kerberos.RENEW_MARGIN`).
 
 Paged reads of very large directories follow Windows Server's LDAP policies (KB 315071, "View and set LDAP
 policy in Active Directory by using Ntdsutil.exe"; MS-ADTS 3.1.1.3.4.6 "LDAP Policies"):
@@ -57,7 +57,6 @@ import ldap.sasl
 from ldap.controls import RequestControl, SimplePagedResultsControl
 
 from writeback.adapters.directory.kerberos import (
-    RENEW_MARGIN,
     HostTicket,
     KeytabTicket,
     Ticket,
@@ -283,7 +282,7 @@ class LdapSession:
                     url=url,
                 )
             self._protection = f"kerberos-sealed (SSF {ssf})"
-        self._rebind_at = expires - RENEW_MARGIN if expires else None
+        self._rebind_at = expires - ticket.margin if expires else None
 
     def _certificate_problem(self, exc: ldap.LDAPError, url: str) -> str | None:
         """The certificate's fault, when a TLS connect failed for no network reason (see tlscheck)."""

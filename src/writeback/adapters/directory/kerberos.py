@@ -40,8 +40,9 @@ from writeback.errors import ConfigError, DirectoryAuthError, DirectoryUnavailab
 
 # Renew when less than this much of the ticket's life is left (seconds), and reconnect before the ticket the
 # bind used expires by the same margin. AD's default ticket lifetime is 10 hours (Kerberos Policy, "Maximum
-# lifetime for user ticket").
-RENEW_MARGIN = 300.0
+# lifetime for user ticket"). More than the 5 minutes of clock skew Kerberos allows: a DC takes a ticket that
+# ends within them for expired (measured against Samba: a 300 s ticket is refused, 301 s taken).
+RENEW_MARGIN = 600.0
 _ENV = "KRB5CCNAME"
 # One process, one KRB5CCNAME: tickets of two sessions of the same process share the cache (same principal).
 _ENV_LOCK = threading.Lock()
@@ -52,6 +53,11 @@ class Ticket(Protocol):
 
     @property
     def principal(self) -> str | None: ...
+
+    @property
+    def margin(self) -> float:
+        """Seconds before the ticket's end at which it is renewed and connections bound with it bound again."""
+        ...
 
     def ensure(self) -> float:
         """Make the default credential cache hold a valid TGT; return when it expires (``time.time()``)."""
@@ -84,7 +90,7 @@ class KeytabTicket:
     def __init__(self, principal: str, keytab: str, *, margin: float = RENEW_MARGIN) -> None:
         self.principal = principal
         self.keytab = keytab
-        self._margin = margin
+        self.margin = margin
         self._dir: str | None = None
         self._expires = 0.0
 
@@ -94,7 +100,7 @@ class KeytabTicket:
         return f"FILE:{self._dir}/ccache" if self._dir else None
 
     def ensure(self) -> float:
-        if self._expires - time.time() > self._margin and self._cache_present():
+        if self._expires - time.time() > self.margin and self._cache_present():
             _point_env(self.ccache)
             return self._expires
         check_keytab(self.keytab)
@@ -144,8 +150,9 @@ class KeytabTicket:
 class HostTicket:
     """The credential cache the host renews (``KRB5CCNAME`` or krb5.conf's default): only checked here."""
 
-    def __init__(self, principal: str | None = None) -> None:
+    def __init__(self, principal: str | None = None, *, margin: float = RENEW_MARGIN) -> None:
         self.principal = principal
+        self.margin = margin
 
     def ensure(self) -> float:
         import gssapi
@@ -241,6 +248,14 @@ _PATTERNS: tuple[tuple[tuple[str, ...], Diagnosis], ...] = (
             "the clocks of this host and the KDC differ by more than allowed (Kerberos allows 5 minutes)",
             "synchronise this host's clock with the domain (chrony or systemd-timesyncd against the DCs)",
             transient=False,
+        ),
+    ),
+    (
+        ("ticket expired",),
+        Diagnosis(
+            "the Kerberos ticket has expired, or ends within the 5 minutes of clock skew the DC allows",
+            "with target.keytab writeback renews its own ticket; a credential cache the host keeps must be "
+            "renewed by the host (k5start, sssd) well before its end; check the clocks too",
         ),
     ),
     (
