@@ -311,3 +311,25 @@ def test_the_ticket_is_renewed_from_the_keytab_and_the_connection_bound_again(
         assert d.stats["bind"] == 2
         assert ticket.ensure() > first + 4
         assert d.protection == "kerberos-sealed (SSF 256)"
+
+
+def test_config_check_says_a_kerberos_bind_inside_tls_depends_on_channel_binding(
+    sandbox: Any, tmp_path: Path
+) -> None:
+    info = sandbox_up(Path(sandbox.dir), users=sandbox.users, kerberos=True)
+    config = tmp_path / "writeback.toml"
+    text = Path(str(info.kerberos_config)).read_text()
+    config.write_text(
+        text.replace(f'ldap_urls = ["{info.kerberos_url}"]', 'ldap_urls = ["ldaps://localhost:636"]')
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "writeback", "--config", str(config), "config", "check"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KRB5_CONFIG": str(info.krb5_conf)},
+        timeout=300,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "connection tls" in check.stdout
+    assert "LdapEnforceChannelBinding = 2 refuses it. ldap:// (port 389" in check.stdout
