@@ -51,7 +51,7 @@ Server's default and comes from Microsoft's documentation:
   inside TLS without a channel binding token is refused invalidCredentials with "AcceptSecurityContext error,
   data 80090346" (SEC_E_BAD_BINDINGS); at 1 a client that sends none is let through. python-ldap with Cyrus
   SASL 2.1.28 sends none, so the double models a client without a token. A SASL layer inside TLS is refused
-  (MS-ADTS 5.1.2.2.1: AD "does not permit SASL-layer message confidentiality/integrity protection mechanisms
+  (MS-ADTS 5.1.2.2: AD "does not permit SASL-layer message confidentiality/integrity protection mechanisms
   to be employed on an SSL/TLS-protected LDAP connection"; the diagnostic is AD's 00002029, the result code
   unwillingToPerform is this double's choice). unicodePwd is taken only over TLS or a SASL layer of 128 bits
   or more (MS-ADTS 3.1.1.3.1.5.1); otherwise unwillingToPerform (53) with AD's "0000001F: SvcErr ... problem

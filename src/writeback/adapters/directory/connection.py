@@ -17,7 +17,7 @@ The bind is a simple bind, or with ``auth = "kerberos"`` SASL GSSAPI (kerberos.p
 - on ``ldap://`` (389) the SASL security layer must sign and seal: ``OPT_X_SASL_SSF_MIN`` is
   :data:`SEAL_SSF` (128, the key length Active Directory asks of a connection that writes unicodePwd, MS-ADTS
   3.1.1.3.1.5.1), so Cyrus SASL fails the bind rather than settle for less, and the SSF negotiated is
-  checked again after the bind. No StartTLS there: AD refuses a SASL layer inside TLS (MS-ADTS 5.1.2.2.1);
+  checked again after the bind. No StartTLS there: AD refuses a SASL layer inside TLS (MS-ADTS 5.1.2.2);
 - on ``ldaps://`` the bind asks for no SASL layer (``OPT_X_SASL_SSF_MAX`` 0), for the same reason; TLS
   protects the connection;
 - ``OPT_X_SASL_NOCANON``: the service principal is ``ldap/<host of the URL>`` as written, not whatever a
