@@ -44,7 +44,7 @@ Server's default and comes from Microsoft's documentation:
   with Windows' message ([MS-ADTS] 3.1.1.5.3.1: Write Property on every attribute modified).
 
 - Hardened DCs (issue 26). ``require_signing`` is LDAPServerIntegrity = 2, "Domain controller: LDAP server signing
-  requirements" = Require signing (Microsoft Learn, that policy's page; Windows Server 2025's default): a simple
+  requirements" = Require signing (Microsoft Learn, that policy's page; Windows Server 2025 enforces it): a simple
   bind on a connection without TLS, and a SASL bind that does not sign, are refused strongerAuthRequired (8)
   with AD's diagnostic 00002028. ``channel_binding`` is LdapEnforceChannelBinding (KB 4520412 "2020, 2023, and
   2024 LDAP channel binding and LDAP signing requirements for Windows"; MS-ADTS 5.1.2.2): at 2 a SASL bind
