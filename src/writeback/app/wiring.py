@@ -89,7 +89,9 @@ def build_directory(settings: Settings) -> LdapDirectory:
         DirectorySettings(
             urls=t.ldap_urls,
             bind_dn=t.bind_dn,
-            bind_password=resolve_secret(t.bind_password, "target.bind_password"),
+            bind_password=(
+                "" if t.auth == "kerberos" else resolve_secret(t.bind_password, "target.bind_password")
+            ),
             base_dn=t.base_dn,
             ca_file=t.ca_file,
             gc_urls=t.gc_urls,
@@ -97,6 +99,9 @@ def build_directory(settings: Settings) -> LdapDirectory:
             timeout=t.timeout,
             page_size=t.page_size,
             max_values_per_modify=t.max_values_per_modify,
+            auth=t.auth,
+            keytab=t.keytab,
+            principal=t.principal,
         )
     )
 

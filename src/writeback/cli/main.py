@@ -426,8 +426,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             progress=_progress(args),
             postgres=args.postgres,
             exchange_schema=args.exchange_schema,
+            kerberos=args.kerberos,
         )
         _print_sandbox(info, directory)
+        if args.kerberos and info.kerberos_config:
+            print(
+                f"Kerberos: KRB5_CONFIG={info.krb5_conf} writeback --config {info.kerberos_config} plan   "
+                "(no password: the service account's keytab, signed and sealed on port 389)"
+            )
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
     elif args.sandbox_cmd == "reset":
         report = sandbox.sandbox_reset(directory)
@@ -748,6 +754,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="extend the schema with Exchange's recipient attributes (mailNickname, msExchRecipientTypeDetails, "
         "msExchRecipientDisplayType), as a forest prepared for Exchange has; irreversible for this sandbox",
+    )
+    up.add_argument(
+        "--kerberos",
+        action="store_true",
+        help="also write DIR/writeback-kerberos.toml, binding with the service account's keytab (SASL GSSAPI, "
+        "signed and sealed on port 389; no password); run writeback with KRB5_CONFIG=DIR/krb5.conf",
     )
     for name, text in (
         (
