@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
+from writeback.app import leaving
 from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
 from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
@@ -389,7 +390,9 @@ class Engine:
         partial plan), for the pass to record once it applies. ``now`` (Unix seconds): where the safety
         window ends (the clock by default)."""
         sources: list[Intents] = []
-        if self.cloud_enabled and (only is None or only):
+        # Accounts whose leave was held or refused are decided again by every plan, with no group planned too.
+        leavers = leaving.pending(self.store) if self.settings.users.creates_accounts else frozenset()
+        if self.cloud_enabled and (only is None or only or leavers):
             if not self.store.has_synced():
                 raise PlanError(
                     "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
@@ -409,7 +412,7 @@ class Engine:
         if not sources:
             return Plan(), {}
         intents = combine(*sources)
-        if intents.reconciled is not None and not intents.reconciled:
+        if intents.reconciled is not None and not intents.reconciled and not leavers:
             return Plan(), {}  # an incremental cycle with nothing to reconcile
         where = self.store.applied_dns() if locations is None else locations
         prints = self.store.applied_fingerprints()
@@ -427,6 +430,8 @@ class Engine:
             user_mapped=self.user_mapped_attributes() if intents.users_enabled else (),
         )
         located = {} if intents.partial else located_groups(where, facts.managed)
+        # A partial plan asks the whole replica whether the users of accounts it may see leave are in no group.
+        intents = leaving.ask_replica(intents, facts, self.store, self.settings)
         state = desired_state(intents, facts, self.settings)
         plan = compute_plan(state, self.policy(), prints)
         for message in state.loops.values():
