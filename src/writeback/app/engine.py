@@ -21,7 +21,15 @@ from dataclasses import asdict, dataclass, field, replace
 from writeback.app import leaving
 from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
-from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
+from writeback.core.desired import (
+    Intents,
+    cloud_intents,
+    combine,
+    desired_state,
+    dynamic_intents,
+    managed_accounts,
+    questions,
+)
 from writeback.core.dn import normalize_dn
 from writeback.core.model import (
     ANCHOR_PREFIX,
@@ -248,6 +256,7 @@ class Engine:
         self._schema: Schema | None = None
         # The base of the safety percentages: counted by every full plan, kept for incremental ones.
         self._managed: Managed | None = None
+        self._accounts: dict[str, int] | None = None  # user accounts by kind (the last full plan's count)
         self._timings: dict[str, float] = {"graph_read": 0.0, "planning": 0.0}
         self._journal_checked = False
 
@@ -302,6 +311,11 @@ class Engine:
     def managed_member_values(self) -> int | None:
         """Member values in the managed AD groups as the last full plan read them (None before one)."""
         return self._managed.member_values if self._managed is not None else None
+
+    def managed_accounts(self) -> dict[str, int] | None:
+        """The user accounts writeback manages, by kind, as the last full plan read them (None before one, or
+        with ``[users]`` off): :func:`writeback.core.desired.managed_accounts`."""
+        return dict(self._accounts) if self._accounts is not None else None
 
     def groups_holding(self, member_ids: Iterable[str]) -> set[str]:
         """The cloud groups that hold any of ``member_ids`` (users or groups) in the replica."""
@@ -440,6 +454,8 @@ class Engine:
             plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual, len(state.user_actual) + len(state.users_released))
+        if not intents.partial and intents.users_enabled:
+            self._accounts = managed_accounts(state)
         at = time.time() if now is None else now
         window = self.safety_window()
         base = window.base(at, self._managed)

@@ -670,6 +670,28 @@ def desired_users(
     return DesiredUsers(users, actual, tuple(released), tuple(kept), tuple(deleted))
 
 
+def managed_accounts(state: DesiredState) -> dict[str, int]:
+    """The user accounts writeback manages as a full plan found them in AD, for the metrics: "created" (the
+    accounts of cloud-only members, :func:`created_by_writeback`), "soa" (SOA users' original accounts it
+    writes, anchored or taken over by this plan) and "created_disabled" (of the created ones, those with
+    ACCOUNTDISABLE now). Accounts kept as they are or about to be deleted still count; released ones do not."""
+    found = {
+        normalize_dn(a.dn): a
+        for a in (
+            *state.user_actual.values(),
+            *(a for a, _ in state.users_kept),
+            *(a for a, _ in state.users_deleted),
+        )
+    }
+    created = [a for a in found.values() if created_by_writeback(a)]
+    disabled = 0
+    for a in created:
+        uac = a.attributes.get("userAccountControl")
+        if isinstance(uac, str | int) and str(uac).isdigit() and int(uac) & UF_ACCOUNTDISABLE:
+            disabled += 1
+    return {"created": len(created), "soa": len(found) - len(created), "created_disabled": disabled}
+
+
 def created_by_writeback(account: DirectoryUser) -> bool:
     """An account writeback created (cloud_members): its adminDescription is its anchor. An SOA user's
     original never gets one (see the module docstring)."""
