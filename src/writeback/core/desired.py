@@ -246,12 +246,14 @@ def leaving_users(intents: Intents, facts: DirectoryFacts, pending: Collection[s
         return frozenset()
     reconciled = intents.reconciled or frozenset()
     found = {cid for cid in created.values() if cid in pending}
+    # Only member values under an OU holding such an account are normalised (a cheap suffix test first: a big
+    # group's synced members, elsewhere, cost no DN parsing).
+    ous = tuple({parent_dn(a.dn).lower() for a in facts.managed_users if normalize_dn(a.dn) in created})
     for group in facts.managed:
         if group.cloud_id not in reconciled:
             continue  # a nested child read to be referenced, not compared
         for member in group.members:
-            cid = created.get(normalize_dn(member))
-            if cid is not None:
+            if member.lower().endswith(ous) and (cid := created.get(normalize_dn(member))) is not None:
                 found.add(cid)
     return frozenset(found)
 
@@ -841,7 +843,8 @@ class _MemberAccounts:
         deleted: list[tuple[DirectoryUser, str]],
         kept: list[tuple[DirectoryUser, str]],
     ) -> None:
-        """An account writeback created whose user is no longer a member of any in-scope group planned."""
+        """An account writeback created whose user is no longer a member of any in-scope group: in a full plan,
+        of none it plans; in a partial one, of none in the whole replica (``Intents.users_left``)."""
         cid = account.cloud_id or ""
         user = self.intents.cloud_users.get(cid)
         if user is None:
