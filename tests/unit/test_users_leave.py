@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.unit import builders
 from tests.unit.builders import settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from tests.unit.test_users_cloud_members import (
@@ -243,3 +244,50 @@ def test_soa_only_never_asks_the_replica_or_reads_every_account():
     directory.ops.clear()
     _incremental(p)
     assert ("search", "managed users") not in directory.ops
+
+
+def test_a_partial_plan_reads_every_account_only_when_a_planned_group_may_hold_one_writeback_created():
+    synced, accounts = builders.synced_people(2)
+    julia = cloud_user()
+    directory = FakeDirectory(accounts=accounts)
+    cloud = FakeCloud(users={**synced, JULIA: julia}, incremental=True)
+    staff = CloudGroup(OTHER_ID, display_name="SG-Staff", members=frozenset({MemberRef("user", "u0")}))
+    cloud.groups = {OTHER_ID: staff}
+    _set(cloud, {GROUP_ID: [julia, synced["u1"]]})
+    engine = Engine(members_on(), cloud, directory, SqliteStore(":memory:"))
+    p = ReconcilePass(engine)
+    p.run(PassOptions(kind="full", deep=True))
+
+    # A group of synced members only: no account of the OU writeback creates in is read, so none is read.
+    cloud.groups[OTHER_ID] = CloudGroup(
+        OTHER_ID,
+        display_name="SG-Staff",
+        members=frozenset({MemberRef("user", "u0"), MemberRef("user", "u1")}),
+    )
+    directory.ops.clear()
+    assert [c.kind for c in _incremental(p).changes] == [ChangeKind.ADD_MEMBERS]
+    assert ("search", "managed users") not in directory.ops
+    # The group holding Julia's account: every managed account is read, and she is found leaving.
+    _set(cloud, {GROUP_ID: [synced["u1"]]})
+    directory.ops.clear()
+    assert _user_changes(_incremental(p)) == [(ChangeKind.UPDATE, {"userAccountControl": UAC_DISABLED})]
+    assert ("search", "managed users") in directory.ops
+
+
+def test_the_record_of_unsettled_account_changes():
+    from writeback.app.leaving import record_unsettled
+    from writeback.core.planning import Change
+
+    store = SqliteStore(":memory:")
+    disable = Change(ChangeKind.UPDATE, JULIA, JULIA_DN, target=TARGET_USER)
+    delete = Change(ChangeKind.DELETE, BOB, BOB_DN, target=TARGET_USER)
+    group = Change(ChangeKind.REMOVE_MEMBERS, GROUP_ID, "CN=G,OU=Writeback,DC=corp,DC=test")
+    plan = Plan(changes=(disable, group), held=(delete,))
+    record_unsettled(store, plan, [disable, group], aborted=False)
+    assert pending(store) == {BOB}  # held; Julia's change was applied, the group's is no user's
+    record_unsettled(store, Plan(changes=(disable,)), [], aborted=False)
+    assert pending(store) == {JULIA}  # not written this time; Bob's was decided (no change planned for him)
+    record_unsettled(store, Plan(changes=(group,)), [], aborted=True)
+    assert pending(store) == {JULIA}  # an aborted apply forgets nobody
+    record_unsettled(store, Plan(), [], aborted=False)
+    assert store.get_meta(PENDING_KEY) is None

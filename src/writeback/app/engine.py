@@ -433,7 +433,11 @@ class Engine:
         # The users whose account writeback wrote are those with a recorded fingerprint (keys never collide:
         # a cloud user's id is no group's).
         q = questions(
-            intents, self.settings, where, written_users=prints.keys() if intents.users_enabled else ()
+            intents,
+            self.settings,
+            where,
+            written_users=prints.keys() if intents.users_enabled else (),
+            leaving=leavers,
         )
         facts = gather(
             q,

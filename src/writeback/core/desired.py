@@ -57,6 +57,12 @@ way SOA-converted groups do:
   an AdminSDHolder-protected or well-known account (:mod:`writeback.core.protected`), an account anchored
   ``User_`` for another cloud user, and several accounts carrying one user's anchor.
 - A rollback (AD masters the user again) releases the account: only the anchor writeback stamps is removed.
+- An account writeback created (``provision = "cloud_members"``) whose user is in no in-scope group any more
+  follows ``on_leave`` (deleted, behind the delete threshold, when the user was hard-deleted). A full plan sees
+  every in-scope group; a partial one (quick reconcile, incremental cycle, one group) names the accounts its
+  reconciled AD groups hold whose user no planned group wants (:func:`leaving_users`), and the application
+  asks the cloud replica, which holds every group's members, about those users only; the decision is then
+  made here from that complete answer (:func:`with_replica_memberships`), never from the planned groups alone.
 """
 
 from __future__ import annotations
@@ -376,6 +382,18 @@ class Questions:
     user_names: frozenset[str] = frozenset()
     user_upns: frozenset[str] = frozenset()
     user_dns: frozenset[str] = frozenset()
+    # A partial plan with cloud_members: every managed account is read as well when a planned group read from
+    # AD holds a member under this OU (users.target_ou): an account writeback created may be leaving it.
+    users_ou: str = ""
+
+    def reads_managed_users(self, managed: Iterable[DirectoryGroup]) -> bool:
+        """Whether to read every account anchored User_, once the planned groups are read."""
+        if self.every_managed_user:
+            return True
+        if not self.users_ou:
+            return False
+        suffix = "," + normalize_dn(self.users_ou)
+        return any(normalize_dn(m).endswith(suffix) for g in managed for m in g.members)
 
     def names_to_check(self, managed: Iterable[DirectoryGroup]) -> set[str]:
         """The candidate names whose holder matters, once the managed groups are known: a group that keeps
@@ -394,10 +412,13 @@ def questions(
     settings: Settings,
     applied_dns: Mapping[str, str],
     written_users: Collection[str] = (),
+    leaving: Collection[str] = (),
 ) -> Questions:
     """What to read from AD for ``intents``. ``applied_dns``: where each group was last written;
     ``written_users``: the cloud users whose account writeback wrote (a partial plan reads those of them AD
-    masters again, to release them; a full plan reads every account anchored ``User_``)."""
+    masters again, to release them; a full plan reads every account anchored ``User_``); ``leaving``: users
+    whose leave an earlier apply held or could not write (a partial plan reads every managed account to plan
+    it again: :func:`leaving_users`)."""
     accounts: set[tuple[str | None, str | None]] = set()
     asked: set[str] = (
         set()
@@ -444,16 +465,20 @@ def questions(
             {u.sid for u in intents.users.values() if u.sid}
             | {sid for uid, sid in intents.users_released.items() if intents.partial and uid in written_users}
         ),
-        # Accounts writeback created are found by their anchor only: with cloud_members every managed account
-        # is read, partial plans too (a crash between a create and its log row must never lead to a second
-        # account, and an account whose user left a planned group is found by the member value it leaves).
+        # Accounts writeback created are found by their anchor only: every managed account is read whenever
+        # accounts are created, partial plans too (a crash between a create and its log row must never lead
+        # to a second account), and when a leave waits to be planned again.
         every_managed_user=intents.users_enabled
-        and (not intents.partial or bool(creating) or settings.users.creates_accounts),
+        and (not intents.partial or bool(creating) or bool(leaving and settings.users.creates_accounts)),
         user_names=frozenset(n for u in creating for n in u.sam_candidates),
         user_upns=frozenset(
             f"{n}@{domain}" for u in creating for n in (u.upn_prefix, *u.sam_candidates[-1:]) if domain
         ),
         user_dns=frozenset(u.dn for u in creating),
+        # ... and when a planned group holds a member where such accounts live (its user may have left).
+        users_ou=str(settings.users.target_ou or "")
+        if intents.users_enabled and intents.partial and settings.users.creates_accounts
+        else "",
     )
 
 
