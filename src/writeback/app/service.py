@@ -100,6 +100,7 @@ class Health:
     graph_stats: dict[str, int] = field(default_factory=dict)  # requests, throttled, throttle_wait_ms, ...
     managed_memberships: int | None = None  # member values in managed AD groups (full read + applied since)
     skipped_members: dict[str, int] = field(default_factory=dict)  # cloud members not written, by reason
+    users: dict[str, int] = field(default_factory=dict)  # [users] accounts and account changes (app.metrics)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ class Service:
             on_apply=self.on_apply,
         )
         self._skipped: dict[str, tuple[str, ...]] = {}  # cloud id -> reasons of its skipped members
+        self.on_apply.append(self._count_users)
 
     # -- one cycle -------------------------------------------------------------------------------------------
 
@@ -242,14 +244,23 @@ class Service:
                 extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
             )
 
+    def _count_users(self, plan: Plan, result: ApplyResult) -> None:
+        """[users]: every apply's user account changes, for the metrics (writeback.app.metrics.tally_users)."""
+        from writeback.app.metrics import tally_users
+
+        if self.settings.users.enabled:
+            tally_users(self.health.users, plan.held, result.results)
+
     def _note_outcome(self, plan: Plan, result: ApplyResult, full: bool) -> None:
         """Skipped members and managed memberships for the metrics (after a full pass, the engine's count of
         them already includes what the pass applied)."""
-        from writeback.app.metrics import membership_delta, skip_reason_label
+        from writeback.app.metrics import membership_delta, set_accounts, skip_reason_label
 
         if full:
             self._skipped = {}
             self.health.managed_memberships = self.engine.managed_member_values()
+            if (accounts := self.engine.managed_accounts()) is not None:
+                set_accounts(self.health.users, accounts, result.results)
         for r in plan.reports:
             self._skipped[r.cloud_id] = tuple(skip_reason_label(s.reason) for s in r.skipped)
         counts: dict[str, int] = {}

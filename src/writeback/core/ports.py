@@ -366,6 +366,14 @@ class Replica(ReplicaStore, UserCache, Protocol):
 
     def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
 
+    def users_by_id(self, user_ids: Iterable[str]) -> dict[str, CloudUser]:
+        """The replica's users of these ids, soft-deleted ones included (an id it does not hold: none)."""
+        ...
+
+    def groups_of_members(self, member_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Member id -> every group holding it directly, for these members only."""
+        ...
+
     def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
         """Ids of replica users whose onPremisesSecurityIdentifier or onPremisesImmutableId (as an
         objectGUID) is among these (upper-cased SIDs, lower-cased GUIDs)."""

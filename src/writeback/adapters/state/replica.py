@@ -290,6 +290,26 @@ class ReplicaSql(SqlCore):
             r[0] for r in self._select_in("SELECT DISTINCT group_id FROM members WHERE member_id", member_ids)
         }
 
+    def users_by_id(self, user_ids: Iterable[str]) -> dict[str, CloudUser]:
+        """The replica's users of these ids (soft-deleted ones included), by the primary key in chunks."""
+        out: dict[str, CloudUser] = {}
+        for r in self._select_in("SELECT id, data, deleted FROM users WHERE id", set(user_ids)):
+            try:
+                out[r[0]] = _user_from_json(r[1], r[2], object_id=r[0])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _corrupt_row(self.where, "users", r[0], exc) from exc
+        return out
+
+    def groups_of_members(self, member_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Member id -> the groups holding it directly (members without a group are left out), by the
+        members_by_member index."""
+        out: dict[str, set[str]] = {}
+        for group_id, member_id in self._select_in(
+            "SELECT group_id, member_id FROM members WHERE member_id", set(member_ids)
+        ):
+            out.setdefault(member_id, set()).add(group_id)
+        return out
+
     def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
         """Ids of the replica users (soft-deleted ones included) with these account keys, by the indexed
         account_sid / account_guid columns in bounded chunks: the cost is that of the keys asked for, and no

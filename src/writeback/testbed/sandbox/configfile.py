@@ -116,11 +116,12 @@ def render(
     ]
     if info.cloud_users_ou:
         # Issue 24: AD accounts for cloud users, off by default as everywhere. "soa" writes cloud-managed
-        # (SOA-converted) users into their original AD accounts; creating accounts ("cloud_members") is not
-        # supported yet. target_ou is delegated to the service account (docs/least-privilege.md, Cloud users).
+        # (SOA-converted) users into their original AD accounts; "cloud_members" also creates accounts for
+        # cloud-only members (scripts/demo shows it with a config of its own). target_ou is delegated to the
+        # service account (docs/least-privilege.md, Cloud users).
         lines += [
             "[users]",
-            'provision = "off"  # "off" | "soa"',
+            'provision = "off"  # "off" | "soa" | "cloud_members"',
             f"target_ou = {_q(info.cloud_users_ou)}",
             "",
         ]
