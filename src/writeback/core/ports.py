@@ -350,6 +350,11 @@ class LogQuery:
     run_id: str | None = None
     limit: int = 100
     offset: int = 0
+    # Keyset paging (the console's next links): only rows with an id below this one. Stable while rows arrive.
+    before: int | None = None
+    # One member's rows: the row's cloud id is one of these, or its detail names one (a skipped member's id, a
+    # member value's DN), matched as the JSON text holds them.
+    member: tuple[str, ...] = ()
 
 
 class Replica(ReplicaStore, UserCache, Protocol):
