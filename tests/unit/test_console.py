@@ -141,7 +141,9 @@ def test_log_filters_row_details_and_export(console: Console) -> None:
     for status in ("pending", "interrupted"):  # a killed run's rows can be found (the write-ahead journal)
         assert f'<option value="{status}"' in page
     assert console.client.get("/api/log", params={"action": "delete"}, headers=h).json()["value"] == []
-    (one,) = console.client.get("/api/log", params={"group": "G2", "action": "create"}, headers=h).json()["value"]
+    (one,) = console.client.get("/api/log", params={"group": "G2", "action": "create"}, headers=h).json()[
+        "value"
+    ]
     assert one["sourceIdentity"]["id"] == gid(2) and one["activityDateTime"].endswith("+00:00")
     assert (
         console.client.get("/api/log", params={"group": "G_%"}, headers=h).json()["value"] == []

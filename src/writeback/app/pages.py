@@ -123,11 +123,23 @@ def _last(entries: list[LogEntry], action: str) -> LogEntry | None:
     return next((e for e in entries if e.action == action), None)
 
 
+def _since_last_success(entries: list[LogEntry]) -> list[LogEntry]:
+    """The rows (newest first) after the group's last successful change, or of its run: what still stands. A
+    run logs what it holds before it writes the rest, so a held removal and a written update of one pass are
+    both current."""
+    last_ok = next((e for e in entries if e.result == "success"), None)
+    return [
+        e
+        for e in entries
+        if last_ok is None or e.id > last_ok.id or (e.run_id == last_ok.run_id and e.result != "success")
+    ]
+
+
 def group_state(entries: list[LogEntry]) -> tuple[str, str | None]:
     """("in sync" | "held" | "failing" | "not yet written", in sync as of): from the group's log rows, newest
     first. In sync only when the last success has no held or failed row after it."""
     last_ok = next((e for e in entries if e.result == "success"), None)
-    after = [e for e in entries if last_ok is None or e.id > last_ok.id]
+    after = _since_last_success(entries)
     if any(e.result == "held" for e in after):
         return "held", None
     if any(e.result in ("error", "interrupted") for e in after):
@@ -295,7 +307,7 @@ def group_detail(
             {"id": uid, "displayName": _name(users.get(uid)), "dn": a["dn"], "createdAt": a["createdAt"]}
             for uid, a in sorted(created.items())
         ],
-        "held": [entry_dict(e) for e in entries if e.result == "held"][:10],
+        "held": [entry_dict(e) for e in _since_last_success(entries) if e.result == "held"][:10],
         "history": [entry_dict(e, settings.target.target_ou) for e in entries],
     }
 

@@ -87,7 +87,8 @@ def entry_dict(e: Any, target_ou: str | None = None) -> dict[str, Any]:
         d["modifiedProperties"] = [
             {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
         ]
-    if "members" in detail:
+    # A change's member count (a skip_members row's "members" lists the members skipped instead).
+    if isinstance(detail.get("members"), int):
         values = detail.get("member_values") or []
         more = detail["members"] - len(values)
         listed = "; ".join(values) + (f" … and {more} more" if more > 0 and values else "")
@@ -118,39 +119,6 @@ def entry_dict(e: Any, target_ou: str | None = None) -> dict[str, Any]:
     d["steps"] = row_steps(row)  # what happened, in words (writeback.core.logtext)
     d["troubleshooting"] = troubleshooting(row, target_ou)
     return d
-
-
-def managed_groups(store: Store) -> list[dict[str, Any]]:
-    """The managed groups as the console shows them: cloud and AD names, in sync as of, what is pending or held,
-    members skipped by reason, drift and recent changes (from the provisioning log)."""
-    applied = store.applied_dns()
-    snapshot = store.snapshot(member_groups=list(applied))
-    out = []
-    for cid, dn in sorted(applied.items(), key=lambda kv: kv[1].lower()):
-        g = snapshot.groups.get(cid)
-        recent = store.query_log(LogQuery(text=cid, limit=200))
-        last_ok = next((e for e in recent if e.result == "success"), None)
-        skipped = next((e for e in recent if e.action == "skip_members"), None)
-        pending = [
-            e for e in recent if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)
-        ]
-        out.append(
-            {
-                "cloud_id": cid,
-                "displayName": g.display_name if g else None,
-                "dn": dn,
-                "cloudMembers": len(g.members) if g else None,
-                "inSyncAsOf": iso(last_ok.time) if last_ok else None,
-                "lastChange": entry_dict(last_ok) if last_ok else None,
-                "pending": [entry_dict(e) for e in pending],
-                "skipped": skipped_reasons(skipped.detail) if skipped else {},
-                "drift": [
-                    entry_dict(e) for e in recent if (e.detail or {}).get("reason", "").startswith("drift")
-                ][:20],
-                "changes": [entry_dict(e) for e in recent[:10]],
-            }
-        )
-    return out
 
 
 def status_counts(store: Store, days: int = 14) -> tuple[int, list[tuple[str, str, int]]]:

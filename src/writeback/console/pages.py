@@ -158,9 +158,10 @@ class Pages:
         if order not in ("asc", "desc"):
             raise BadRequest(f"dir {order!r} is not one of: asc, desc")
         page = _whole("page", params["page"], 1, 1_000_000) if params.get("page") else 1
+        size = _whole("size", params["size"], 1, 500) if params.get("size") else pages.PAGE_SIZE
         with self.backend.store() as store:
             found = pages.groups_list(
-                store, self.backend.settings, q=q, sort=sort, desc=order == "desc", page=page
+                store, self.backend.settings, q=q, sort=sort, desc=order == "desc", page=page, size=size
             )
         found.update(q=q, sort=sort, dir=order)
         return found
@@ -292,7 +293,8 @@ def _first_link(params: Any) -> str:
 
 
 def _groups_link(found: dict[str, Any], page: int, *, api: bool = False) -> str:
-    params = {"q": found["q"], "sort": found["sort"], "dir": found["dir"], "page": str(page)}
+    size = "" if found["size"] == pages.PAGE_SIZE else str(found["size"])
+    params = {"q": found["q"], "sort": found["sort"], "dir": found["dir"], "size": size, "page": str(page)}
     return ("/api/groups?" if api else "/groups?") + urlencode({k: v for k, v in params.items() if v})
 
 
