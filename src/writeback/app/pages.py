@@ -339,22 +339,7 @@ def _account_dn(
 
 def find_users(store: Store, text: str, limit: int = 50) -> list[dict[str, Any]]:
     """Live cloud users whose display name or UPN contains ``text`` (any case), or whose id it is."""
-    needle = text.strip().lower()
-    if not needle:
-        return []
-    out = []
-    for u in store.snapshot(member_groups=()).users.values():
-        if u.deleted:
-            continue
-        if (
-            needle == u.id.lower()
-            or needle in (u.display_name or "").lower()
-            or needle in (u.user_principal_name or "").lower()
-        ):
-            out.append(_user_dict(u, u.id))
-            if len(out) >= limit:
-                break
-    return sorted(out, key=lambda d: (d["displayName"] or "").lower())
+    return [_user_dict(u, u.id) for u in store.search_users(text, limit)] if text.strip() else []
 
 
 def user_detail(store: Store, settings: Settings, uid: str, terms: tuple[str, ...]) -> dict[str, Any] | None:

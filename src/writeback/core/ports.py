@@ -365,6 +365,11 @@ class Replica(ReplicaStore, UserCache, Protocol):
         """The replica's user with object id ``wanted``, else the one whose userPrincipalName is ``wanted`` (any
         case): provision on demand of one user. A scan of the users for a UPN, once per request."""
 
+    def search_users(self, text: str, limit: int = 50) -> list[CloudUser]:
+        """Live users whose display name or userPrincipalName contains ``text`` (any case), or whose id it is;
+        exact matches first: the console's user search."""
+        ...
+
     def has_synced(self) -> bool:
         """True once both resources (users and groups) hold a delta link: the replica is complete."""
         ...
