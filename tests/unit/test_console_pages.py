@@ -198,3 +198,21 @@ def test_a_group_is_in_sync_only_when_nothing_of_its_last_run_or_later_is_held_o
     # A later pass wrote the removal: in sync again.
     assert group_state([e(4, "r3", "remove_members", "success"), *held])[0] == "in sync"
     assert group_state([e(5, "r4", "add_members", "error"), e(1, "r1", "create", "success")])[0] == "failing"
+
+
+def test_the_user_search_finds_by_name_upn_or_id_exact_matches_first(console: Console) -> None:  # noqa: F811
+    from writeback.app.pages import find_users
+    from writeback.core.model import CloudUser
+
+    store = console.service.engine.store
+    with store.transaction() as tx:
+        tx.upsert_user(CloudUser("id-1", "Ana Lopez", "ana@corp.example"))
+        tx.upsert_user(CloudUser("id-2", "Ana", "ana.b@corp.example"))
+        tx.upsert_user(CloudUser("id-3", "Bob", "bob@corp.example"))
+    assert [u["id"] for u in find_users(store, "ana")] == ["id-2", "id-1"]  # "Ana" exactly, then by name
+    assert [u["id"] for u in find_users(store, "BOB@corp")] == ["id-3"]
+    assert [u["id"] for u in find_users(store, "id-1")] == ["id-1"]
+    assert find_users(store, "  ") == []
+    console.sign_in(console.viewer)
+    page = console.client.get("/users", params={"q": "lopez"}).text
+    assert '<a href="/users/id-1">Ana Lopez</a>' in page and "id-3" not in page
