@@ -140,7 +140,8 @@ def test_a_skipped_member_its_reason_and_a_users_group_history(
     pane.wait_for()
     assert re.search(r"/log\?action=skip_members", page.url), "the list stayed: no navigation"
     upn = cloud.call("GET", f"/v1.0/users/{outsider['id']}")["userPrincipalName"]
-    expected = f"1 cloud-only user skipped: {upn}"  # the log names a skipped user by its UPN (unique)
+    # B: 25 written (24 of the first 25 and the newcomer), and the outsider, named by its UPN (unique).
+    expected = f"25 of 26 members matched; 1 cloud-only user skipped: {upn}"
     assert expected in pane.locator("ol.steps").inner_text()
     assert page.locator("table.log").is_visible() and pane.is_visible()
     axe_check(page, "the log with its details pane open")
