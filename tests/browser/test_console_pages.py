@@ -7,15 +7,21 @@ page for serious or critical violations."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.browser.conftest import RunningConsole, sign_in
+from tests.browser.conftest import RunningConsole, _wait_ready, sign_in
+from tests.e2e.test_users_cloud_members import JULIA, _accounts, cloud_users_ou  # noqa: F401 - a fixture
+from writeback.console.auth import new_token, token_line
+from writeback.testbed.sandbox.console import free_port
 
 pytestmark = [pytest.mark.samba, pytest.mark.emulator]
 
@@ -331,3 +337,101 @@ def test_the_groups_list_searches_pages_and_lists_groups_no_longer_updated(
     assert [g["cloud_id"] for g in body["value"]] == [a] and [g["cloud_id"] for g in body["notUpdated"]] == [
         b
     ]
+
+
+@pytest.fixture
+def members_console(
+    sandbox: Any,
+    workspace: Any,
+    cloud: Any,
+    cloud_users_ou: str,
+    tmp_path: Path,  # noqa: F811
+) -> Iterator[RunningConsole]:
+    """`writeback run` with [users] provision = "cloud_members" over SG-Treasury-Portal: its cloud-only member
+    Julia Santos gets an account in OU=Cloud Users at the first cycle (as tests/e2e/test_users_cloud_members)."""
+    portal = cloud.group_by_name("SG-Treasury-Portal")
+    operator = new_token()
+    tokens = tmp_path / "console_tokens"
+    tokens.write_text(token_line("olga", "operator", operator))
+    tokens.chmod(0o600)
+    port = free_port()
+    ws = workspace(
+        [portal["id"]],
+        extra=f"""
+[service]
+listen = "127.0.0.1:{port}"
+poll_interval = 3600
+reconcile_interval = 3600
+health_file = "{tmp_path / "health.json"}"
+
+[console]
+tokens_file = "{tokens}"
+
+[users]
+provision = "cloud_members"
+target_ou = "{cloud_users_ou}"
+""",
+    )
+    text = ws.config.read_text()  # accounts go beside the test OU: base_dn is the domain
+    ws.config.write_text(text.replace(f'base_dn = "{ws.ou}"', f'base_dn = "{sandbox.base_dn}"'))
+    log_file = tmp_path / "service.log"
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "writeback", "--config", str(ws.config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+            env=ws.env,
+        )
+    c = RunningConsole(
+        f"http://127.0.0.1:{port}",
+        operator,
+        operator,
+        ws,
+        {"P": portal["id"]},
+        {"P": portal["displayName"]},
+        [],
+        proc,
+        log_file,
+    )
+    try:
+        _wait_ready(c)
+        yield c
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_the_accounts_writeback_created_show_on_the_group_and_user_pages(
+    browser: Any,
+    members_console: RunningConsole,
+    ldap_conn: Any,
+    cloud_users_ou: str,  # noqa: F811
+) -> None:
+    c = members_console
+    portal = c.groups["P"]
+    ((julia_dn, _),) = _accounts(ldap_conn, cloud_users_ou)
+    page = sign_in(browser, c, c.operator)
+    page.goto(c.url + f"/groups/{portal}")
+    accounts = page.locator("ul.accounts li").all_inner_texts()
+    assert len(accounts) == 1 and accounts[0].startswith(f"Julia Santos: {julia_dn}"), accounts
+    row = _members(page)[JULIA]
+    assert row[2] == "written" and row[3] == f"{julia_dn} (created by writeback)", row
+    axe_check(page, "a group with an account writeback created")
+
+    page.locator(f"table.members tr[data-id='{JULIA}'] a").click()
+    page.wait_for_url(c.url + f"/users/{JULIA}")
+    facts = _facts(page, "dl.facts")
+    assert facts["Type"] == "cloud-only"
+    assert facts["AD account writeback manages"] == f"{julia_dn}: created by writeback (cloud-only member)"
+    rows = page.locator("table.memberships tbody tr").all_inner_texts()
+    assert any("added to" in r and "SG-Treasury-Portal" in r for r in rows), rows
+    assert (
+        "create"
+        in page.locator("text=Its AD account's history")
+        .locator("xpath=following-sibling::ul[1]")
+        .inner_text()
+    )
+    axe_check(page, "the page of a user writeback created an account for")
+    body = c.get(f"/api/users/{JULIA}", c.operator).json()
+    assert body["account"]["dn"] == julia_dn
