@@ -344,8 +344,8 @@ def members_console(
     sandbox: Any,
     workspace: Any,
     cloud: Any,
-    cloud_users_ou: str,
-    tmp_path: Path,  # noqa: F811
+    cloud_users_ou: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
 ) -> Iterator[RunningConsole]:
     """`writeback run` with [users] provision = "cloud_members" over SG-Treasury-Portal: its cloud-only member
     Julia Santos gets an account in OU=Cloud Users at the first cycle (as tests/e2e/test_users_cloud_members)."""
