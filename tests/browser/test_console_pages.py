@@ -243,6 +243,58 @@ def test_the_log_pages_follow_next_to_the_end_and_filter(browser: Any, console: 
     axe_check(page, "a log row's page")
 
 
+def test_a_failed_rows_troubleshooting_names_the_fix(browser: Any, console: RunningConsole) -> None:
+    """Rows as the engine logs an AD refusal (a DirectoryWriteError's message): the details pane names the
+    rights to delegate on a group taken over outside the target OU, and AD's limit for a refused value."""
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.core.ports import LogRecord
+
+    taken = "CN=GG-Finance-Approvers,OU=Groups,DC=corp,DC=example,DC=test"
+    store = SqliteStore(console.ws.config.parent / "state.sqlite")
+    try:
+        access, value = store.log_rows(
+            [
+                LogRecord(
+                    "t-access",
+                    "add_members",
+                    "error",
+                    cloud_id=console.groups["A"],
+                    group_name="GG-Finance-Approvers",
+                    dn=taken,
+                    error=f"modify of {taken} refused: INSUFFICIENT_ACCESS: 00002098: SecErr: DSID-03150F94",
+                    detail={
+                        "members": 1,
+                        "member_values": ["CN=Ana Lopez,OU=Staff,DC=corp,DC=example,DC=test"],
+                    },
+                ),
+                LogRecord(
+                    "t-value",
+                    "update",
+                    "error",
+                    cloud_id=console.groups["B"],
+                    group_name=console.names["B"],
+                    dn=f"CN=x,{console.ws.ou}",
+                    error="modify refused: CONSTRAINT_VIOLATION: 0000202F: AtrErr: DSID-03152C7F",
+                    detail={"modified": [{"name": "displayName", "old": "a", "new": "n" * 300}]},
+                ),
+            ]
+        )
+    finally:
+        store.close()
+    page = sign_in(browser, console, console.viewer)
+    page.goto(console.url + "/log?status=error")
+    page.locator(f"#row-{access} a:has-text('Steps')").click()
+    fix = page.locator("#details ul.troubleshooting")
+    fix.wait_for()
+    assert f'dsacls "{taken}" /G "%SVC%:WP;member"' in fix.inner_text()
+    assert "taken over outside the target OU" in fix.inner_text()
+    assert page.locator(f"#row-{access} .status").inner_text() == "error"
+    axe_check(page, "a failed row's details")
+    page.locator(f"#row-{value} a:has-text('Steps')").click()
+    page.locator("#details ul.troubleshooting", has_text="displayName").wait_for()
+    assert "displayName has 300 characters, AD takes at most 256" in page.locator("#details").inner_text()
+
+
 def test_the_plan_shows_values_members_and_what_allow_would_write(
     browser: Any, console: RunningConsole, cloud: Any, ad: Any
 ) -> None:
