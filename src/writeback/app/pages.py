@@ -151,8 +151,9 @@ def group_state(entries: list[LogEntry]) -> tuple[str, str | None]:
 
 def scope_reasons(store: Store, settings: Settings, ids: Collection[str]) -> dict[str, str]:
     """Why each of ``ids`` is no longer updated (out of scope, deleted, gone from the replica); in-scope
-    groups are left out."""
-    snapshot = store.snapshot(member_groups=list(ids))
+    groups are left out. Scope is a matter of each group's own properties: the groups are read without their
+    members (a whole replica's memberships would cost seconds: issue 17)."""
+    snapshot = store.snapshot(member_groups=())
     intents = cloud_intents(snapshot, settings, list(ids))
     out: dict[str, str] = {}
     for cid in ids:
