@@ -22,9 +22,7 @@ every API input (query, path, body) is checked, and a bad one is a 400 saying wh
 
 from __future__ import annotations
 
-import csv
 import hmac
-import io
 import json
 import logging
 import re
@@ -53,7 +51,7 @@ from writeback.app.engine import Allowances, Engine
 from writeback.app.lease import describe_instance
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
-from writeback.app.views import LOG_COLUMNS, iso, log_query
+from writeback.app.views import iso, log_query
 from writeback.console.auth import Authenticator, ConsoleLocked, Principal
 from writeback.console.backend import ServiceBackend
 from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
@@ -173,17 +171,19 @@ class Console:
         self.templates.globals["log_results"] = LOG_RESULTS
         self.templates.globals["log_actions"] = LOG_ACTIONS
         page, api, op = self.page, self.api, self.operator
+        from writeback.console.pages import (
+            Pages,  # its module imports this one: the groups, users and log pages
+        )
+
         self.app = Starlette(
             routes=[
+                *Pages(self).routes(),
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
                 Route("/metrics", self.metrics_route),
                 Route("/signin", self.signin, methods=["GET", "POST"]),
                 Route("/signout", self.signout, methods=["POST"]),
                 Route("/", page(self.status_page)),
-                Route("/log", page(self.log_page)),
-                Route("/log/{id}", page(self.log_row_page)),
-                Route("/groups", page(self.groups_page)),
                 Route("/plan", page(self.plan_page)),
                 Route("/provision", page(self.provision_page)),
                 Route("/provision", op(self.provision_start), methods=["POST"]),
@@ -192,9 +192,6 @@ class Console:
                 Route("/actions/clear-quarantine", op(self.clear_quarantine), methods=["POST"]),
                 Route("/actions/reconcile", op(self.reconcile), methods=["POST"]),
                 Route("/api/status", api(self.api_status)),
-                Route("/api/log", api(self.api_log)),
-                Route("/api/log/{id}", api(self.api_log_row)),
-                Route("/api/groups", api(self.api_groups)),
                 Route("/api/plan", api(self.api_plan)),
                 Route("/api/provision", op(self.provision_start), methods=["POST"]),
                 Route("/api/provision/{id}", api(self.api_provision_run)),
@@ -519,72 +516,6 @@ class Console:
             return JSONResponse(body, status_code=202)
         return RedirectResponse("/?done=" + message.split(":")[0].replace(" ", "+"), status_code=303)
 
-    # -- provisioning log -----------------------------------------------------------------------------------
-    def _log(self, q: LogQuery) -> list[dict[str, Any]]:
-        with self.backend.store() as store:
-            return views.log_rows(store, q)
-
-    async def api_log(self, request: Request, who: Principal) -> Response:
-        q = _log_query(request.query_params)
-        rows = await run_in_threadpool(self._log, q)
-        if request.query_params.get("format") == "csv":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow([*LOG_COLUMNS, "activityDateTime", "detail"])
-            for r in rows:
-                cells = [*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])]
-                writer.writerow([csv_cell(c) for c in cells])
-            return Response(
-                out.getvalue(),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": 'attachment; filename="writeback-log.csv"'},
-            )
-        return JSONResponse(rows)
-
-    async def log_page(self, request: Request, who: Principal) -> Response:
-        try:
-            q = _log_query(request.query_params)
-        except BadRequest as exc:
-            return self.render(
-                request,
-                who,
-                "log.html",
-                {"rows": [], "error": str(exc), "f": request.query_params, "qs": ""},
-                400,
-            )
-        rows = await run_in_threadpool(self._log, q)
-        return self.render(
-            request,
-            who,
-            "log.html",
-            {"rows": rows, "error": None, "f": request.query_params, "qs": request.url.query},
-        )
-
-    def _row(self, entry_id: int) -> dict[str, Any] | None:
-        with self.backend.store() as store:
-            return views.log_row(store, entry_id)
-
-    async def api_log_row(self, request: Request, who: Principal) -> Response:
-        row = await run_in_threadpool(self._row, _log_id(request.path_params["id"]))
-        return JSONResponse(row) if row else error_json(404, "no such log entry")
-
-    async def log_row_page(self, request: Request, who: Principal) -> Response:
-        row = await run_in_threadpool(self._row, _log_id(request.path_params["id"]))
-        if row is None:
-            return self._error(request, 404, "no such log entry")
-        return self.render(request, who, "log_row.html", {"r": row})
-
-    # -- groups ---------------------------------------------------------------------------------------------
-    def groups(self) -> list[dict[str, Any]]:
-        with self.backend.store() as store:
-            return views.managed_groups(store)
-
-    async def api_groups(self, request: Request, who: Principal) -> Response:
-        return JSONResponse(await run_in_threadpool(self.groups))
-
-    async def groups_page(self, request: Request, who: Principal) -> Response:
-        return self.render(request, who, "groups.html", {"groups": await run_in_threadpool(self.groups)})
-
     # -- plan and provision on demand ------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
         def job(engine: Engine) -> dict[str, Any]:
@@ -736,7 +667,19 @@ def _log_id(text: str) -> int:
     return _whole("a log entry's id", text, 1, MAX_ID)
 
 
-LOG_PARAMS = ("since", "until", "status", "action", "group", "run", "limit", "offset", "format")
+LOG_PARAMS = (
+    "since",
+    "until",
+    "status",
+    "action",
+    "group",
+    "run",
+    "limit",
+    "offset",
+    "before",
+    "member",
+    "format",
+)
 
 
 def _log_query(params: Mapping[str, str]) -> LogQuery:
@@ -749,6 +692,8 @@ def _log_query(params: Mapping[str, str]) -> LogQuery:
         _whole("limit", params["limit"], 1, 10_000)
     if params.get("offset"):
         _whole("offset", params["offset"], 0, MAX_ID)
+    if params.get("before"):
+        _whole("before", params["before"], 1, MAX_ID)
     for name in ("since", "until"):
         value = params.get(name) or ""
         if not value.isascii() or len(value) > 64:

@@ -235,6 +235,23 @@ class ReplicaSql(SqlCore):
                 return user
         return None
 
+    def search_users(self, text: str, limit: int = 50) -> list[CloudUser]:
+        """Live users whose display name or userPrincipalName contains ``text`` (any case), or whose id it
+        is: the console's user search. A scan of the users, once per search, as :meth:`find_user` does."""
+        needle = text.strip().lower()
+        found: list[tuple[bool, str, CloudUser]] = []
+        for r in self.db.execute("SELECT id, data, deleted FROM users WHERE deleted = 0"):
+            user = _user_from_json(r[1], r[2], object_id=r[0])
+            keys = (
+                user.id.lower(),
+                (user.display_name or "").lower(),
+                (user.user_principal_name or "").lower(),
+            )
+            if needle and (needle == keys[0] or needle in keys[1] or needle in keys[2]):
+                found.append((needle not in keys, keys[1], user))  # exact matches first, then by name
+        found.sort(key=lambda f: f[:2])
+        return [user for _, _, user in found[:limit]]
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         if member_groups is None:
             member_rows: Iterable[Any] = self.db.execute("SELECT group_id, member_id, kind FROM members")
