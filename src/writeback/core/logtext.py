@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from writeback.core.dn import is_within, rdn_value
+from writeback.core.mapping import CN_MAX
 from writeback.core.model import SkipReason
 from writeback.core.rights import dsacls_lines
 
@@ -29,7 +30,7 @@ from writeback.core.rights import dsacls_lines
 # employeeID: "rangeUpper: 16"). sAMAccountName is limited to 20 for users by the SAM (pre-Windows 2000 logon
 # name); cn 64 is writeback.core.mapping.CN_MAX. Samba accepts longer values where AD does not.
 AD_LIMITS: Mapping[str, int] = {
-    "cn": 64,
+    "cn": CN_MAX,
     "name": 255,
     "description": 1024,
     "displayName": 256,
