@@ -3,17 +3,34 @@ the in-memory fakes and a real SQLite store, and the running cycle's phase and p
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_service import World, gid, group, world  # noqa: F401 - the fixture
+from tests.unit import builders
+from tests.unit.fakes import FakeDirectory
+from tests.unit.test_service import Clock, DeltaCloud, World, gid, group, settings
+from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app import pause as pausing
-from writeback.app.engine import ApplyResult
+from writeback.app.engine import ApplyResult, Engine
 from writeback.app.reconcile_pass import PassOptions
+from writeback.app.service import Service
 from writeback.core.planning import Plan
 from writeback.core.ports import LogQuery
 from writeback.errors import PausedError
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    """Three cloud groups of one user each, as tests/unit/test_service.py's world."""
+    users, accounts = builders.synced_people(6)
+    cloud = DeltaCloud(users=users, groups={gid(i): group(i, [f"u{i}"]) for i in range(1, 4)})
+    directory = FakeDirectory(accounts=accounts)
+    s = settings(tmp_path)
+    clock = Clock()
+    service = Service(s, Engine(s, cloud, directory, SqliteStore(":memory:")), clock=clock)
+    return World(cloud, directory, service.engine.store, service, clock, tmp_path / "health.json")
 
 
 def _log(world: World, action: str) -> list[Any]:
