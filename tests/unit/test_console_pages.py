@@ -33,7 +33,7 @@ def test_pause_and_resume_from_the_status_page_say_what_was_done_and_log_who(tmp
     assert 'action="/actions/resume"' in r.text and 'action="/actions/pause"' not in r.text
     # Every page carries the banner while paused; the API says so too.
     assert "Paused: writeback writes nothing to AD." in c.client.get("/config").text
-    assert c.client.get("/api/status", headers=c.bearer(c.viewer)).json()["status"] == "paused"
+    assert c.client.get("/api/status", headers=c.bearer(c.viewer)).json()["paused"]["by"] == "olga"
     # Provision on demand refuses before it starts, naming how to resume.
     r = c.client.post("/api/provision", json={"group": "G1"}, headers=c.bearer(c.operator))
     assert r.status_code == 409 and "writeback resume" in r.json()["error"]["message"]

@@ -523,7 +523,12 @@ class Service:
         h, self._paused = self.health, pause
         h.paused_by, h.paused_since = (pause.by, pause.since) if pause is not None else (None, None)
         if pause is not None:
-            h.status, h.message = "paused", f"{pause.describe()}: reading the cloud, writing nothing to AD"
+            if h.status not in ("standby", "stopped", "quarantined"):  # those say more than "paused"
+                h.status, h.message = (
+                    "paused",
+                    f"{pause.describe()}: reading the cloud, writing nothing to AD",
+                )
+            self.write_health()
             return
         if h.status == "paused":
             h.status, h.message = "starting", "resumed by an operator; reconciling what changed while paused"

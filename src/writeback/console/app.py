@@ -520,8 +520,15 @@ class Console:
             "message": message,
             "label": label,
             "tone": tone,
-            # The message unless it only repeats the status ("ok"), for the page's "In sync" badge.
-            "detail": None if message.lower() in (status, label.lower()) else message,
+            # Beside the page's badge: the message unless it only repeats the status ("ok") or what the page shows
+            # below anyway (the held changes' advice, the quarantine banner's error).
+            "detail": (
+                "Changes over a safety threshold wait for an operator (see Changes held below)."
+                if status == "held"
+                else None
+                if status == "quarantined" or message.lower() in (status, label.lower())
+                else message
+            ),
             "phase": h["phase"],
             "phaseText": PHASES.get(h["phase"], h["phase"]),
             "phaseStarted": iso(h["phase_started"]),
@@ -670,13 +677,13 @@ class Console:
                 "reason": "restart provisioning: the cloud replica is read again in full, then a deep reconcile"
             },
         )
-        return self._done(
-            request,
+        message = (
             "Restart started: the cloud replica is read again in full from Microsoft Graph, then a deep "
-            "reconcile follows.",
-            who,
-            row,
+            "reconcile follows."
         )
+        if await run_in_threadpool(self.backend.paused):
+            message += " writeback is paused: the reconcile waits for Resume."
+        return self._done(request, message, who, row)
 
     async def _last_row(self, action: str, who: Principal) -> int | None:
         """The id of the newest log row of ``action`` by ``who`` (the row writeback.app.pause just wrote)."""
