@@ -120,3 +120,48 @@ def test_the_configuration_page_shows_settings_never_secrets_and_tests_rules(tmp
     assert "G1-AD" in r.text
     # Without the session's CSRF token, nothing runs.
     assert c.client.post("/config/test-rule", data={"rule": "user.a -eq 1"}).status_code == 403
+
+
+def test_quarantine_banner_and_clear_only_while_quarantined_next_retry_while_degraded(tmp_path: Path) -> None:
+    import time
+
+    c, csrf = _signed_in(tmp_path)
+    page = c.client.get("/").text
+    assert "Quarantined" not in page and "Clear quarantine" not in page and "Next retry" not in page
+    h = c.service.health
+    h.status, h.consecutive_failures, h.next_cycle = "degraded", 2, time.time() + 125
+    h.message, h.last_error = "cycle failed (2 in a row): LDAP server down", "LDAP server down"
+    page = c.client.get("/").text
+    assert re.search(r"<dt>Next retry</dt><dd><time [^>]*>in 2 min</time> \(after 2 failed cycles", page)
+    assert "Clear quarantine" not in page and "cycle failed (2 in a row): LDAP server down" in page
+    h.status, h.consecutive_failures = "quarantined", 5
+    h.message = "quarantined: 5 cycles in a row failed; ... Last error: LDAP server down"
+    page = c.client.get("/").text
+    assert 'id="quarantine-title">Quarantined</h3>' in page and "Last error: LDAP server down" in page
+    assert page.count("LDAP server down") == 1, "the error once, in the banner"
+    assert page.count('action="/actions/clear-quarantine"') == 1
+    r = c.client.post("/actions/clear-quarantine", data={"csrf": csrf}, follow_redirects=True)
+    assert "Quarantine cleared" in r.text and 'id="quarantine-title"' not in r.text
+
+
+def test_the_users_counts_come_from_the_log(tmp_path: Path) -> None:
+    from writeback.app.accounts import created_accounts
+    from writeback.core.ports import LogRecord
+
+    c, _ = _signed_in(tmp_path)
+    store = c.service.engine.store
+
+    def row(action: str, uid: str, result: str = "success", target: str = "user") -> LogRecord:
+        return LogRecord("run1", action, result, cloud_id=uid, detail={"target": target})
+
+    store.log_rows(
+        [
+            row("create", "u1"),
+            row("create", "u2"),
+            row("delete", "u2"),  # created, then deleted
+            row("create", "u3", result="error"),  # never created
+            row("create", "g1", target="group"),  # a group
+            row("create", "u4"),
+        ]
+    )
+    assert created_accounts(store) == 2
