@@ -173,6 +173,11 @@ def test_pause_stops_writing_end_to_end_and_resume_writes_what_changed(
         page.goto(console.url + path)
         assert banner in page.locator("main").inner_text(), path
     assert _status(console)["status"] == "paused"
+    page.goto(console.url + "/")
+    _check_page(page, "the status while paused")
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot(page, "console-status-paused-390.png")
+    page.set_viewport_size({"width": 1200, "height": 820})
 
     # A cloud change while paused: the service reads it (Reconcile now runs a cycle) but writes nothing.
     cloud.add_member(a, newcomer["id"])
@@ -285,6 +290,7 @@ def test_the_configuration_page_and_its_testers_work_in_place(browser: Any, cons
     value = page.locator("#expression-result pre")
     _wait(lambda: value.count() == 1, "the expression's value")
     assert value.inner_text() == console.names["A"] + "-AD"
+    screenshot(page, "console-config.png")
     _check_page(page, "the configuration page with results")
 
 

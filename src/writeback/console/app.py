@@ -525,6 +525,8 @@ class Console:
             "detail": (
                 "Changes over a safety threshold wait for an operator (see Changes held below)."
                 if status == "held"
+                else "Reading the cloud, writing nothing to AD."
+                if status == "paused"
                 else None
                 if status == "quarantined" or message.lower() in (status, label.lower())
                 else message
