@@ -520,17 +520,7 @@ class Console:
             "message": message,
             "label": label,
             "tone": tone,
-            # Beside the page's badge: the message unless it only repeats the status ("ok") or what the page shows
-            # below anyway (the held changes' advice, the quarantine banner's error).
-            "detail": (
-                "Changes over a safety threshold wait for an operator (see Changes held below)."
-                if status == "held"
-                else "Reading the cloud, writing nothing to AD."
-                if status == "paused"
-                else None
-                if status == "quarantined" or message.lower() in (status, label.lower())
-                else message
-            ),
+            "detail": _badge_detail(status, label, message),
             "phase": h["phase"],
             "phaseText": PHASES.get(h["phase"], h["phase"]),
             "phaseStarted": iso(h["phase_started"]),
@@ -683,9 +673,15 @@ class Console:
             "Restart started: the cloud replica is read again in full from Microsoft Graph, then a deep "
             "reconcile follows."
         )
-        if await run_in_threadpool(self.backend.paused):
-            message += " writeback is paused: the reconcile waits for Resume."
-        return self._done(request, message, who, row)
+        return self._done(request, message + await self._waits_if_paused(), who, row)
+
+    async def _waits_if_paused(self) -> str:
+        """What an action that starts a reconcile adds while writeback is paused."""
+        try:
+            paused = await run_in_threadpool(self.backend.paused)
+        except WritebackError:
+            return ""
+        return " writeback is paused: the reconcile waits for Resume." if paused else ""
 
     async def _last_row(self, action: str, who: Principal) -> int | None:
         """The id of the newest log row of ``action`` by ``who`` (the row writeback.app.pause just wrote)."""
@@ -720,9 +716,8 @@ class Console:
             )
             if n
         )
-        return self._done(
-            request, f"Allowed once: {released}. A deep reconcile starts now and applies them.", who, row
-        )
+        message = f"Allowed once: {released}. A deep reconcile starts now and applies them."
+        return self._done(request, message + await self._waits_if_paused(), who, row)
 
     async def clear_quarantine(self, request: Request, who: Principal) -> Response:
         await _payload(request, ())
@@ -743,9 +738,8 @@ class Console:
         await _payload(request, ())
         self.backend.reconcile_now()
         row = await self._journal(who, "reconcile", {"reason": "a deep reconcile, started now"})
-        return self._done(
-            request, "A deep reconcile starts now: every managed group is read and compared.", who, row
-        )
+        message = "A deep reconcile starts now: every managed group is read and compared."
+        return self._done(request, message + await self._waits_if_paused(), who, row)
 
     async def _journal(
         self,
@@ -1013,6 +1007,18 @@ async def _payload(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
         takes = f"it takes {', '.join(fields)}" if fields else "it takes no fields"
         raise BadRequest(f"unknown field {', '.join(map(repr, unknown))} for this action: {takes}")
     return dict(data)
+
+
+def _badge_detail(status: str, label: str, message: str) -> str | None:
+    """The words beside the status page's badge: the service's message, unless it only repeats the status
+    ("ok") or what the page shows below anyway (the held changes' advice, the quarantine banner's error)."""
+    if status == "held":
+        return "Changes over a safety threshold wait for an operator (see Changes held below)."
+    if status == "paused":
+        return "Reading the cloud, writing nothing to AD."
+    if status == "quarantined" or message.lower() in (status, label.lower()):
+        return None
+    return message
 
 
 def _no_constant(name: str) -> Any:
