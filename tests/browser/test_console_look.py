@@ -58,9 +58,11 @@ def _members(ad: Any, gid: str) -> set[str]:
     return {m.lower() for m in g.get("member", [])}
 
 
-def _check_page(page: Any, what: str) -> None:
-    """The layout (navigation, main), no serious accessibility violation, and no sideways scroll at 390 px."""
-    assert page.locator("header nav[aria-label=Console]").count() == 1, f"{what}: no navigation"
+def _check_page(page: Any, what: str, pages: bool = True) -> None:
+    """The layout (the header, and with ``pages`` the console's navigation), no serious accessibility
+    violation, and no sideways scroll at 390 px."""
+    assert page.locator("header nav[aria-label=Site]").count() == 1, f"{what}: no header"
+    assert page.locator("header nav[aria-label=Console]").count() == int(pages), f"{what}: navigation"
     assert page.locator("main#main").count() == 1
     assert_accessible(page, what)
     assert_fits(page, what)
@@ -75,7 +77,7 @@ def test_every_page_of_the_console_look_is_accessible_and_fits_a_phone(
     page = context.new_page()
     page.goto(console.url + "/signin")
     assert page.locator("link[rel=icon]").get_attribute("href") == "/static/favicon.svg"
-    _check_page(page, "the sign-in page")
+    _check_page(page, "the sign-in page", pages=False)
     context.close()
     icon = httpx.get(console.url + "/static/favicon.svg", timeout=10)
     assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
