@@ -186,6 +186,8 @@ def test_pause_stops_writing_end_to_end_and_resume_writes_what_changed(
     before = _status(console)["lastExecution"]
     page.goto(console.url + "/")
     page.click("button:has-text('Reconcile now')")
+    page.wait_for_url(re.compile(r"/\?done="))
+    assert "A deep reconcile starts now" in _done(page) and "waits for Resume" in _done(page)
     _wait(_cycle_after(console, before), "the paused cycle")
     assert newcomer["onPremisesDistinguishedName"].lower() not in _members(ad, a)
     assert _status(console)["replicaLagSeconds"] < 60  # it did read the cloud
