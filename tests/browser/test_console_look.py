@@ -317,3 +317,31 @@ def test_the_status_page_is_usable_from_the_keyboard(browser: Any, console: Runn
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/\?done="))
     assert "Resumed" in _done(page)
+
+
+def test_a_cli_pause_is_seen_by_the_running_service_and_its_console(
+    browser: Any, console: RunningConsole, cloud: Any, ad: Any
+) -> None:
+    """The flag is in the shared state: `writeback pause` next to a running service stops its writing, and
+    the console says so on every page before the service's next cycle."""
+    a = console.groups["A"]
+    paused = console.ws.run("pause")
+    assert paused.code == 0, paused.err
+    page = sign_in(browser, console, console.viewer)
+    assert "Paused: writeback writes nothing to AD." in page.locator("main").inner_text()
+    assert "An operator can resume it on the status page." in page.locator("main").inner_text()
+    assert page.locator("#state").inner_text() == "Paused"
+    leaver = console.users[0]
+    cloud.remove_member(a, leaver["id"])
+    before = _status(console)["lastExecution"]
+    r = httpx.post(console.url + "/api/reconcile", headers=console.bearer(console.operator), timeout=30)
+    assert r.status_code == 202
+    _wait(_cycle_after(console, before), "the paused cycle")
+    assert leaver["onPremisesDistinguishedName"].lower() in _members(ad, a), "nothing written while paused"
+    assert console.ws.run("resume").code == 0
+    before = _status(console)["lastExecution"]
+    r = httpx.post(console.url + "/api/reconcile", headers=console.bearer(console.operator), timeout=30)
+    _wait(_cycle_after(console, before), "the cycle after the resume")
+    _wait(lambda: leaver["onPremisesDistinguishedName"].lower() not in _members(ad, a), "the removal in AD")
+    page.goto(console.url + "/")
+    assert "writes nothing to AD" not in page.locator("main").inner_text()
