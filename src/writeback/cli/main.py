@@ -723,15 +723,15 @@ def build_parser() -> argparse.ArgumentParser:
     sal.add_argument("--updates", type=int, default=0, metavar="N", help="up to N groups updated or renamed")
     sal.set_defaults(func=cmd_allow)
 
-    spa = sub.add_parser(
-        "pause",
-        help="stop writing to AD while reading goes on: the service keeps its cloud replica current, apply and "
-        "provision refuse, until `writeback resume` (logged with your login name)",
+    pause_help = (
+        "stop writing to AD while reading goes on: the service keeps its cloud replica current, apply and "
+        "provision refuse, until `writeback resume` (logged with your login name)"
     )
+    spa = sub.add_parser("pause", help=pause_help, description=pause_help[:1].upper() + pause_help[1:] + ".")
     spa.set_defaults(func=cmd_pause)
+    resume_help = "write to AD again after `writeback pause`: the service's next cycle reconciles what changed meanwhile"
     sre = sub.add_parser(
-        "resume",
-        help="write to AD again after `writeback pause`: the service's next cycle reconciles what changed meanwhile",
+        "resume", help=resume_help, description=resume_help[:1].upper() + resume_help[1:] + "."
     )
     sre.set_defaults(func=cmd_resume)
 
