@@ -165,3 +165,38 @@ def test_the_users_counts_come_from_the_log(tmp_path: Path) -> None:
         ]
     )
     assert created_accounts(store) == 2
+
+
+def test_the_configuration_shows_no_secret_nor_where_one_is_kept() -> None:
+    from dataclasses import replace
+
+    from tests.unit import builders
+    from writeback.config import SecretRef
+    from writeback.console.configpage import api_config, sections
+
+    s = builders.settings()
+    assert s.source is not None
+    s = replace(
+        s,
+        target=replace(s.target, bind_password=SecretRef(env="WB_SECRET_BIND_ENV")),
+        source=replace(
+            s.source,
+            client_secret=SecretRef(file="/run/secrets/wb-client-secret"),
+            private_key_file="/run/secrets/wb-key.pem",
+        ),
+        state=replace(
+            s.state, url="postgresql://wbuser@db.example/wb", password=SecretRef(env="WB_PG_PASSWORD")
+        ),
+        console=replace(s.console, tokens_file="/etc/writeback/wb-tokens"),
+    )
+    shown = repr(sections(s)) + repr(api_config(s))
+    for secret_place in (
+        "WB_SECRET_BIND_ENV",
+        "/run/secrets/wb-client-secret",
+        "/run/secrets/wb-key.pem",
+        "wbuser",
+        "WB_PG_PASSWORD",
+        "wb-tokens",
+    ):
+        assert secret_place not in shown
+    assert "PostgreSQL (shared, high availability)" in shown and s.target.target_ou in shown
