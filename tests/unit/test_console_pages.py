@@ -200,3 +200,28 @@ def test_the_configuration_shows_no_secret_nor_where_one_is_kept() -> None:
     ):
         assert secret_place not in shown
     assert "PostgreSQL (shared, high availability)" in shown and s.target.target_ou in shown
+
+
+def test_a_standby_refuses_restart_but_shares_the_pause(tmp_path: Path) -> None:
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.app.lease import LeaderLease
+
+    state = tmp_path / "state.sqlite"
+    other = LeaderLease(SqliteStore(state), ttl=30, renew_interval=5, holder="web1:4242:0badcafe")
+    assert other.tick()
+    lease = LeaderLease(SqliteStore(state), ttl=30, renew_interval=5)
+    c = make_console(tmp_path, lease)
+    assert not lease.tick() and not c.service._lead()  # this instance stands by
+    r = c.client.post("/api/restart", headers=c.bearer(c.operator))
+    assert r.status_code == 409 and "standing by" in r.json()["error"]["message"]
+    assert not c.service.health.restart_pending
+    # A pause from a standby's console is in the shared state: the active instance sees it.
+    r = c.client.post("/api/pause", headers=c.bearer(c.operator))
+    assert r.status_code == 202 and r.json()["by"] == "olga"
+    shared = SqliteStore(state)
+    try:
+        assert pausing.paused(shared) is not None
+    finally:
+        shared.close()
+    status = c.client.get("/api/status", headers=c.bearer(c.viewer)).json()
+    assert status["status"] == "standby" and status["paused"]["by"] == "olga"
