@@ -195,6 +195,7 @@ def test_pause_stops_writing_end_to_end_and_resume_writes_what_changed(
     page.goto(console.url + "/provision?q=" + console.names["A"])
     page.click(f"button[aria-label='Provision {console.names['A']}']")
     assert "writeback resume" in page.locator("[role=alert]").inner_text()
+    assert "Resume writing with the Resume button" in page.locator("main").inner_text()
     assert newcomer["onPremisesDistinguishedName"].lower() not in _members(ad, a)
 
     page.goto(console.url + "/")

@@ -304,7 +304,12 @@ class Console:
         return response
 
     def _error_page(
-        self, request: Request, status: int, message: str, request_id: str | None = None
+        self,
+        request: Request,
+        status: int,
+        message: str,
+        request_id: str | None = None,
+        todo: str | None = None,
     ) -> HTMLResponse:
         """An error as a page of the console: its layout and navigation, what happened and what to do."""
         try:
@@ -313,7 +318,7 @@ class Console:
             who = None
         titles = {400: "Not done", 403: "Not allowed", 404: "Page not found", 409: "Not done here"}
         title = titles.get(status, "Something went wrong" if status >= 500 else "Not done")
-        todo = ERROR_ADVICE.get(status, "Go back and try again.")
+        todo = todo or ERROR_ADVICE.get(status, "Go back and try again.")
         ctx = {"title": title, "message": message, "todo": todo, "request_id": request_id, "show_nav": True}
         return self.render(request, who, "error.html", ctx, status)
 
@@ -390,10 +395,12 @@ class Console:
             return None
         return self._error(request, 403, "the form is out of date (CSRF check failed): reload the page")
 
-    def _error(self, request: Request, status: int, message: str) -> Response:
+    def _error(self, request: Request, status: int, message: str, todo: str | None = None) -> Response:
+        """An error: Graph's error JSON for the API, else a page saying what to do (``todo``, or the usual
+        advice for ``status``)."""
         if _wants_json(request):
             return error_json(status, message)
-        return self._error_page(request, status, message)
+        return self._error_page(request, status, message, todo=todo)
 
     def render(
         self, request: Request, who: Principal | None, name: str, ctx: dict[str, Any], status: int = 200
@@ -948,7 +955,8 @@ class Console:
         try:
             await run_in_threadpool(self.backend.refuse_if_paused)
         except PausedError as exc:  # nothing is started or logged
-            return self._error(request, 409, str(exc))
+            todo = "Resume writing with the Resume button on the status page, then provision again."
+            return self._error(request, 409, str(exc), todo)
         try:
             run = self.backend.provision(group)
         except StateLockedError as exc:  # a standby: it names the active instance and writes nothing
