@@ -311,12 +311,12 @@ def test_the_status_page_is_usable_from_the_keyboard(browser: Any, console: Runn
             break
     else:
         raise AssertionError("the Pause button cannot be reached with Tab")
-    page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/\?done="))
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert "Paused" in _done(page)
     page.locator("button:has-text('Resume')").focus()
-    page.keyboard.press("Enter")
-    page.wait_for_url(re.compile(r"/\?done="))
+    with page.expect_navigation():  # from one /?done= page to the next
+        page.keyboard.press("Enter")
     assert "Resumed" in _done(page)
 
 
