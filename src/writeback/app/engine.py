@@ -409,8 +409,8 @@ class Engine:
         if self.cloud_enabled and (only is None or only or leavers):
             if not self.store.has_synced():
                 raise PlanError(
-                    "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
-                    "(which syncs first) and check the source settings with `writeback config check`"
+                    "the cloud replica is empty: no successful Graph sync yet; run 'writeback plan' "
+                    "(which syncs first) and check the source settings with 'writeback config check'"
                 )
             cloud = cloud_intents(self.store.snapshot(only), self.settings, only)
             self.progress(
@@ -833,5 +833,5 @@ class Engine:
             raise StalePlanError(
                 "the saved plan no longer matches the cloud and AD: "
                 f"it has {len(saved.changes)} changes, a fresh plan has {len(current.changes)}. "
-                "Run `writeback plan --out FILE` again and review it"
+                "Run 'writeback plan --out FILE' again and review it"
             )

@@ -20,7 +20,7 @@ from writeback.core.model import SkipReason
 from writeback.core.safety import member_value_delta
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STATUSES = ("starting", "ok", "held", "degraded", "quarantined", "stopped")
+STATUSES = ("starting", "ok", "held", "degraded", "quarantined", "paused", "stopped")
 
 
 class HealthLike(Protocol):

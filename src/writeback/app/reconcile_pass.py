@@ -31,6 +31,7 @@ from typing import Any, Literal
 from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
+from writeback.app.pause import refuse_if_paused
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
@@ -176,6 +177,8 @@ class ReconcilePass:
         from it); else the pass syncs when ``options.sync``. ``show`` receives the plan before anything is
         written."""
         started = time.perf_counter()
+        if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
+            refuse_if_paused(self.engine.store)
         if report is None:
             report = self.sync() if options.sync else SyncReport()
         if options.kind == "group":

@@ -220,6 +220,34 @@ def cmd_allow(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    from writeback.app import operations
+
+    pause, started = operations.pause(_settings(args))
+    if started:
+        print(
+            f"Paused: writeback keeps reading the cloud and writes nothing to AD ({printable(pause.describe())}). "
+            "A running service stops writing before its next pass; `writeback resume` ends the pause."
+        )
+    else:
+        print(f"Already {printable(pause.describe())}; `writeback resume` ends the pause.")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from writeback.app import operations
+
+    ended = operations.resume(_settings(args))
+    if ended is None:
+        print("Not paused: nothing to resume.")
+    else:
+        print(
+            f"Resumed (it was {printable(ended.describe())}). A running service writes again from its next cycle, "
+            "a reconcile of what changed while paused."
+        )
+    return EXIT_OK
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays.
     `state migrate --to URL`: copy this SQLite state into a new PostgreSQL database."""
@@ -700,6 +728,18 @@ def build_parser() -> argparse.ArgumentParser:
     sal.add_argument("--removals", type=int, default=0, metavar="N", help="up to N member removals")
     sal.add_argument("--updates", type=int, default=0, metavar="N", help="up to N groups updated or renamed")
     sal.set_defaults(func=cmd_allow)
+
+    pause_help = (
+        "stop writing to AD while reading goes on: the service keeps its cloud replica current, apply and "
+        "provision refuse, until `writeback resume` (logged with your login name)"
+    )
+    spa = sub.add_parser("pause", help=pause_help, description=pause_help[:1].upper() + pause_help[1:] + ".")
+    spa.set_defaults(func=cmd_pause)
+    resume_help = "write to AD again after `writeback pause`: the service's next cycle reconciles what changed meanwhile"
+    sre = sub.add_parser(
+        "resume", help=resume_help, description=resume_help[:1].upper() + resume_help[1:] + "."
+    )
+    sre.set_defaults(func=cmd_resume)
 
     sw = sub.add_parser("show", help="list the AD groups writeback manages, with their members")
     sw.add_argument("--json", action="store_true", help="machine-readable list")

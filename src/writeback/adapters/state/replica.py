@@ -16,7 +16,7 @@ from writeback.errors import StateCorruptError, StateError
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
 REPLICA_TABLES = ("users", "groups", "members", "delta_links")
 REBUILD_HINT = (
-    "run `writeback state rebuild-replica` to rebuild the cloud replica from Microsoft Graph "
+    "run 'writeback state rebuild-replica' to rebuild the cloud replica from Microsoft Graph "
     "(the provisioning log is kept)"
 )
 

@@ -64,7 +64,7 @@ def translate_sqlite_error(exc: sqlite3.Error, path: str, busy_timeout: float) -
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return StateLockedError(
             f"state store {path}: {text} (another process kept it locked for more than {busy_timeout:g} s). "
-            "Find the other writeback process (`writeback run`, `apply`) or tool holding it, wait for it "
+            "Find the other writeback process ('writeback run', 'apply') or tool holding it, wait for it "
             "to finish, and try again"
         )
     # SQLITE_CORRUPT / SQLITE_NOTADB: https://www.sqlite.org/rescode.html#corrupt
