@@ -208,9 +208,9 @@ def test_pause_stops_writing_end_to_end_and_resume_writes_what_changed(
     _wait(lambda: _status(console)["status"] == "ok", "the status to be ok again")
     assert banner not in page.locator("main").inner_text()
     # Both actions are in the log with the operator's name.
-    log = console.get("/api/log?action=pause", console.viewer).json()
+    log = console.get("/api/log?action=pause", console.viewer).json()["value"]
     assert [r["actor"] for r in log] == ["olga"]
-    log = console.get("/api/log?action=resume", console.viewer).json()
+    log = console.get("/api/log?action=resume", console.viewer).json()["value"]
     assert [r["actor"] for r in log] == ["olga"]
 
 
@@ -240,7 +240,7 @@ def test_restart_rebuilds_the_replica_then_reconciles_deeply(
     assert s["cycleKind"] == "restart" and s["status"] == "ok"
     assert s["lastFullReconcile"] != reconciled, "the restart's cycle was a reconcile"
     assert "restart: the cloud replica's delta links were dropped" in console.log()
-    (row,) = console.get("/api/log?action=restart", console.viewer).json()
+    (row,) = console.get("/api/log?action=restart", console.viewer).json()["value"]
     assert row["actor"] == "olga"
 
 
