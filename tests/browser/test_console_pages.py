@@ -217,8 +217,9 @@ def test_the_log_pages_follow_next_to_the_end_and_filter(browser: Any, console: 
     page.wait_for_url(re.compile(r"/log\?.*action=create"))
     cells = [r.split("\t") for r in page.locator("table.log tbody tr").all_inner_texts()]
     assert len(cells) == 2 and all(c[2] == "create" and c[3] == "success" for c in cells), cells
-    status = page.locator("table.log tbody tr .status").first
+    status = page.locator("table.log tbody tr [data-status]").first
     assert status.get_attribute("data-status") == "success"
+    assert "state-good" in (status.get_attribute("class") or "")  # by colour as well as by word
     csv_href = page.locator("a:has-text('CSV')").get_attribute("href")
     csv_text = page.request.get(console.url + csv_href).text()
     assert len(csv_text.strip().splitlines()) == 3 and csv_text.count(",create,success,") == 2
@@ -288,7 +289,7 @@ def test_a_failed_rows_troubleshooting_names_the_fix(browser: Any, console: Runn
     fix.wait_for()
     assert f'dsacls "{taken}" /G "%SVC%:WP;member"' in fix.inner_text()
     assert "taken over outside the target OU" in fix.inner_text()
-    assert page.locator(f"#row-{access} .status").inner_text() == "error"
+    assert page.locator(f"#row-{access} [data-status]").inner_text() == "error"
     axe_check(page, "a failed row's details")
     page.locator(f"#row-{value} a:has-text('Steps')").click()
     page.locator("#details ul.troubleshooting", has_text="displayName").wait_for()
