@@ -41,7 +41,10 @@ SYNC_STATE_NOT_FOUND = "syncStateNotFound"
 class DeltaSettings:
     """Page shape and token lifetimes; all adjustable at run time through the admin API."""
 
-    page_size: int = 200  # objects (entries) per page
+    # Objects (entries) per page, also the largest a client's Prefer: odata.maxpagesize gets. The API reference
+    # gives no default for directory delta; Microsoft's Q&A answer (https://learn.microsoft.com/answers/a/2052165)
+    # gives 200 objects per page, a larger preference capped.
+    page_size: int = 200
     member_slice: int = 1000  # member references per entry; bigger groups are split across entries
     page_members: int = 2000  # member references per page, all entries together
     token_ttl: float = 7 * 24 * 3600.0  # Graph: delta tokens for directory objects live 7 days

@@ -500,7 +500,7 @@ async def delta(ctx: Ctx, kind: str) -> Response:
     https://learn.microsoft.com/graph/api/message-delta) gives smaller pages; the answer then carries
     ``Preference-Applied: odata.maxpagesize=<size used>``. The default and the largest page for directory
     objects are not in the API reference; Microsoft's answer on Q&A ("contact: delta API what limit can we use
-    for odata.maxpagesize", https://learn.microsoft.com/answers/questions/2052165) gives 200 objects, a larger
+    for odata.maxpagesize", https://learn.microsoft.com/answers/a/2052165) gives 200 objects, a larger
     preference being capped: :class:`DeltaSettings.page_size <.delta.DeltaSettings>`.
 
     ``$deltatoken=latest`` ("sync from now") answers no objects and a deltaLink from now on; Graph documents it
