@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench import e2e_report
+
 ORDER = ("small", "medium", "large")
 EXTRAS = ("soak", "biggroup")  # the scenarios run on their own: bench-soak.json, bench-biggroup.json
 Result = Mapping[str, Any]
@@ -148,6 +150,7 @@ def _rows(counts: list[int]) -> list[Row]:
                 else "-"
             ),
         ),
+        *e2e_report.rows(),
         ("**Limit** (minimal python-ldap): wall (s)", lambda r: _num(_get(r, "limit", "wall_s"))),
         ("  LDAP operations", lambda r: _ops(_get(r, "limit", "ldap"))),
         (
@@ -234,6 +237,7 @@ GOAL_LABELS = {
     "peak_rss_no_change_mb": "peak RSS, no-change reconcile (MB)",
     "one_change_one_modify": "one membership change -> one LDAP modify (modifies)",
     "latency_p95_s": "`writeback run` latency p95, s",
+    "engine_e2e_limit_ratio": "engine / end-to-end limit (first apply)",
 }
 
 
@@ -312,6 +316,8 @@ RUN_FIGURE_LABELS = {
     "no_change_rss_mb": "  peak RSS (MB)",
     "one_change_s": "1 change, apply (s)",
     "latency_p95_s": "latency p95 (s)",
+    "e2e_limit_s": "end-to-end limit (s)",
+    "engine_e2e_limit_ratio": "engine / end-to-end limit",
 }
 
 

@@ -52,6 +52,8 @@ FIGURES: dict[str, Callable[[Result], Any]] = {
     "deep_no_change_rss_mb": lambda r: _get(r, "deep_apply", "max_rss_mb"),
     "one_change_s": lambda r: _change(r, 1),
     "latency_p95_s": lambda r: _get(r, "latency", "p95"),
+    "e2e_limit_s": lambda r: _get(r, "e2e_limit", "wall_s"),
+    "engine_e2e_limit_ratio": lambda r: r.get("ratio_engine_e2e_limit"),
 }
 
 
