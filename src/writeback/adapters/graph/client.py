@@ -177,6 +177,11 @@ class GraphClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def serves(self, link: str) -> bool:
+        """Whether ``link`` (a stored delta link) is on the configured Graph endpoint, the only place the access
+        token is sent: after ``graph_url`` changed, links issued by the old endpoint are not followed."""
+        return _origin(link) == self._origin
+
     # -- internals -----------------------------------------------------------------------------------------
 
     def _url(self, path_or_url: str) -> str:

@@ -158,6 +158,16 @@ class GraphSource:
             # never arrive with the new properties. One full round reads them.
             log.info("%s: the delta query changed (version or properties); starting a full round", resource)
             link = None
+        if link is not None and not self.client.serves(link):
+            # graph_url changed (another cloud, a proxy, the sandbox's emulator on a new port): the stored link
+            # belongs to the old endpoint and is never followed (the token would go there); read in full.
+            log.warning(
+                "%s: the stored delta link is not on the configured Graph endpoint %s (graph_url changed?); "
+                "starting a full round",
+                resource,
+                self.client.settings.base_url,
+            )
+            link = None
         if link is not None:
             try:
                 return self._round(replica, resource, link), False
