@@ -101,9 +101,8 @@ def shoot(url: str, token: str, out: Path) -> list[Path]:
             page.screenshot(path=str(made[-1]), full_page=True)
             page.goto(url + "/log?limit=25")
             link = page.locator(f"#row-{row} a[hx-get]")
-            if link.count() == 0:  # not among the newest 25: its own run's rows
-                run = _get(url, token, f"/api/log/{row}")["run_id"]
-                page.goto(f"{url}/log?run={run}&limit=25")
+            if link.count() == 0:  # not among the newest 25: the page of older rows that starts with it
+                page.goto(f"{url}/log?before={row + 1}&limit=25")
                 link = page.locator(f"#row-{row} a[hx-get]")
             link.click()
             page.locator("#details article").wait_for()
