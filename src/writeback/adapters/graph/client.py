@@ -11,6 +11,10 @@ Every httpx and Graph failure becomes a :mod:`writeback.errors` exception here a
 
 The Authorization header is never logged, and absolute URLs (``@odata.nextLink``) are only followed to the
 configured Graph host so the token is never sent elsewhere.
+
+One client may be shared by several threads (the concurrent first read, :mod:`.firstread`): httpx's
+``Client`` is thread-safe, the token and the counters are guarded by a lock here, and every HTTP attempt takes
+a slot of the client's :class:`~writeback.adapters.graph.concurrency.AdaptiveLimit`, which a 429 halves.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import random
 import re
 import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +34,7 @@ import httpx
 
 from writeback import __version__
 from writeback.adapters.graph.auth import MsalTokenProvider, TokenProvider
+from writeback.adapters.graph.concurrency import AdaptiveLimit
 from writeback.adapters.graph.retry import RETRYABLE_STATUS, Backoff, parse_retry_after
 from writeback.adapters.graph.settings import GraphSettings
 from writeback.errors import AuthenticationError, ConfigError, SourceError, SyncStateError, ThrottledError
@@ -99,7 +105,8 @@ def graph_error_details(response: httpx.Response) -> tuple[str, str, str | None]
 
 
 class GraphClient:
-    """An authenticated Microsoft Graph client with Graph's retry rules. Not thread-safe; one per worker.
+    """An authenticated Microsoft Graph client with Graph's retry rules, safe to share between threads: at
+    most ``settings.max_in_flight`` requests are sent at once, fewer while Graph throttles (:attr:`limit`).
 
     ``transport``, ``token_provider``, ``sleep`` and ``rng`` exist for tests (httpx.MockTransport, a fixed
     token, a sleep that records instead of waiting).
@@ -127,7 +134,9 @@ class GraphClient:
         self._rng = rng or random.Random()  # jitter, not security
         self._backoff = Backoff(cap=settings.max_backoff)
         self._stats: Counter[str] = Counter()
+        self._lock = threading.Lock()  # the counters and the token provider (MSAL's cache) between threads
         self._origin = _origin(settings.base_url)
+        self.limit = AdaptiveLimit(settings.max_in_flight)
 
     # -- public API ----------------------------------------------------------------------------------------
 
@@ -135,11 +144,26 @@ class GraphClient:
     def stats(self) -> dict[str, int]:
         """Counters: requests, retries, throttled (429), unavailable (5xx), network_errors, token_refreshes,
         and ``requests:<path kind>`` per endpoint."""
-        return dict(self._stats)
+        with self._lock:
+            return dict(self._stats)
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats[key] += n
+
+    def _token(self, *, force_refresh: bool = False) -> str:
+        with self._lock:
+            return self._tokens.token(force_refresh=force_refresh)
 
     def get(self, path_or_url: str, params: Params | None = None) -> dict[str, Any]:
         """GET one Graph resource or page and return its JSON object."""
-        return self._request("GET", self._url(path_or_url), params)
+        body = self._request("GET", self._url(path_or_url), params)
+        assert body is not None
+        return body
+
+    def get_if_found(self, path_or_url: str, params: Params | None = None) -> dict[str, Any] | None:
+        """:meth:`get`, but None when Graph answers 404 (the object was deleted since it was listed)."""
+        return self._request("GET", self._url(path_or_url), params, missing_ok=True)
 
     def pages(self, path_or_url: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
         """Every page of a collection, following ``@odata.nextLink`` as given (query is in the link)."""
@@ -156,7 +180,7 @@ class GraphClient:
 
     def check(self) -> None:
         """Prove the credential and permissions work: one token, one small read of groups and of users."""
-        self._tokens.token()
+        self._token()
         for resource, permission in (("groups", "Group.Read.All"), ("users", "User.Read.All")):
             try:
                 self.get(f"/v1.0/{resource}", {"$top": 1, "$select": "id"})
@@ -193,18 +217,22 @@ class GraphClient:
             path = "/v1.0" + path
         return self.settings.base_url + path
 
-    def _request(self, method: str, url: str, params: Params | None) -> dict[str, Any]:
+    def _request(
+        self, method: str, url: str, params: Params | None, *, missing_ok: bool = False
+    ) -> dict[str, Any] | None:
         path = urlsplit(url).path
         what = f"{method} {path}"
         refreshed = False
         waited = 0.0
         retries = 0
-        token = self._tokens.token()
+        token = self._token()
         while True:
-            self._stats["requests"] += 1
-            self._stats[f"requests:{path_kind(path)}"] += 1
+            self._count("requests")
+            self._count(f"requests:{path_kind(path)}")
             failure: str
             retry_after: float | None = None
+            slot = self.limit.acquire()
+            throttled = False
             try:
                 response = self._http.request(
                     method,
@@ -212,6 +240,10 @@ class GraphClient:
                     params=dict(params) if params else None,
                     headers={"Authorization": f"Bearer {token}"},
                 )
+                if response.status_code in RETRYABLE_STATUS:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    # A 503 without Retry-After is the service's trouble, not this app's budget.
+                    throttled = response.status_code == 429 or retry_after is not None
             except httpx.TransportError as exc:
                 tls = _tls_failure(exc)
                 if tls is not None:
@@ -219,7 +251,7 @@ class GraphClient:
                         f"{what}: TLS verification of {self.settings.base_url} failed ({tls}). Configure the "
                         "CA that signed the server certificate (ca_file); verification is never disabled."
                     ) from exc
-                self._stats["network_errors"] += 1
+                self._count("network_errors")
                 detail = str(exc).rstrip(".")
                 failure = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
                 last_exc: BaseException | None = exc
@@ -228,25 +260,28 @@ class GraphClient:
                 if status < 400:
                     return self._json(response, what)
                 last_exc = None
+                if status == 404 and missing_ok:
+                    return None
                 if status == 401 and not refreshed:
                     refreshed = True
-                    self._stats["token_refreshes"] += 1
+                    self._count("token_refreshes")
                     log.info("%s: HTTP 401, getting a fresh access token and retrying once", what)
-                    token = self._tokens.token(force_refresh=True)
+                    token = self._token(force_refresh=True)
                     continue
                 if status not in RETRYABLE_STATUS:
                     raise self._error(response, what)
-                self._stats["throttled" if status == 429 else "unavailable"] += 1
+                self._count("throttled" if status == 429 else "unavailable")
                 code, _message, _rid = graph_error_details(response)
                 failure = f"HTTP {status} {code}"
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            finally:
+                self.limit.release(slot, throttled=throttled, retry_after=retry_after)
             if retries >= self.settings.max_retries:
                 self._give_up(what, failure, retries, waited, last_exc)
             delay = self._backoff.delay(retries, retry_after, self._rng)
             retries += 1
-            self._stats["retries"] += 1
+            self._count("retries")
             if last_exc is None:  # Graph answered 429/503: a throttling wait (milliseconds, for the metrics)
-                self._stats["throttle_wait_ms"] += round(delay * 1000)
+                self._count("throttle_wait_ms", round(delay * 1000))
             log.info(
                 "%s: %s; retry %d/%d in %.2f s%s",
                 what,
