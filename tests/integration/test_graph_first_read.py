@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tests.integration.test_graph_emulator import (
     admin_call,
@@ -62,11 +63,12 @@ def read(handle: EmulatorHandle, **settings: Any) -> tuple[MemoryReplica, GraphC
     return replica, client, report
 
 
-def test_concurrent_first_read_equals_the_sequential_delta_round(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size", [20, 1])
+def test_concurrent_first_read_equals_the_sequential_delta_round(tmp_path: Path, batch_size: int) -> None:
     with run_emulator(rich_tenant(), tmp_path / "emulator") as handle:
         soft_delete_some(handle)
         sequential, seq_client, seq_report = read(handle, max_in_flight=1)
-        concurrent, con_client, con_report = read(handle, max_in_flight=8, page_size=3)
+        concurrent, con_client, con_report = read(handle, max_in_flight=8, page_size=3, batch_size=batch_size)
         assert comparable(concurrent.snapshot()) == comparable(sequential.snapshot())
         assert con_report.full_resync and seq_report.full_resync
         assert con_report.changed_groups == seq_report.changed_groups
@@ -74,7 +76,11 @@ def test_concurrent_first_read_equals_the_sequential_delta_round(tmp_path: Path)
         assert concurrent.get_delta_link("groups") and concurrent.get_delta_link("users")
         # The concurrent read listed and read members (pages of 3: the big group took 14 member pages) ...
         stats = con_client.stats
-        assert stats["requests:groups/{id}/members"] >= 14 + 4  # the big group's pages, 4 live groups more
+        member_pages = stats.get("requests:groups/{id}/members", 0) + stats.get(
+            "batched:groups/{id}/members", 0
+        )
+        assert member_pages == 14 + 4  # the big group's pages, and one for each of the 4 other live groups
+        assert (stats.get("requests:$batch", 0) > 0) == (batch_size > 1)
         assert stats["requests:groups"] >= 2 and stats["requests:users"] >= 2
         assert "requests:groups/{id}/members" not in seq_client.stats
         assert con_client.limit.peak_in_flight > 1
@@ -212,20 +218,64 @@ def test_a_slow_group_is_handed_on_whole_after_the_quick_ones(tmp_path: Path) ->
         assert quick_done < slow_at - 0.5, "the quick groups waited for the slow one"
 
 
-def test_a_group_deleted_between_list_and_member_read_is_left_to_the_catch_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch_size", [20, 1])
+def test_a_group_deleted_between_list_and_member_read_is_left_to_the_catch_up(
+    tmp_path: Path, batch_size: int
+) -> None:
     with run_emulator(rich_tenant(), tmp_path / "emulator") as handle:
         replica = MemoryReplica()
         doomed = uid(104)
-        with GraphClient(settings_for(handle, max_in_flight=2, page_size=50)) as client:
-            original = client.get_if_found
 
-            def delete_first(path: str, params: Any = None) -> Any:
-                if doomed in path and handle.tenant.kinds.get(doomed) and doomed not in handle.tenant.deleted:
-                    admin_call(handle, "DELETE", f"/v1.0/groups/{doomed}")
-                return original(path, params)
+        def delete_doomed(urls: list[str]) -> None:
+            if any(doomed in u for u in urls) and doomed not in handle.tenant.deleted:
+                admin_call(handle, "DELETE", f"/v1.0/groups/{doomed}")
 
-            client.get_if_found = delete_first  # type: ignore[method-assign]
+        settings = settings_for(handle, max_in_flight=2, page_size=50, batch_size=batch_size)
+        with GraphClient(settings) as client:
+            single, batched = client.get_if_found, client.batch_get
+
+            def get_if_found(path: str, params: Any = None) -> Any:
+                delete_doomed([path])
+                return single(path, params)
+
+            def batch_get(version: str, urls: list[str]) -> Any:
+                delete_doomed(urls)
+                return batched(version, urls)
+
+            client.get_if_found = get_if_found  # type: ignore[method-assign]
+            client.batch_get = batch_get  # type: ignore[method-assign]
             GraphSource(client).sync(replica)
         group = replica.snapshot().groups[doomed]
         assert group.deleted  # soft-deleted meanwhile: from deletedItems, as a sequential read would find it
         assert_replica_matches(handle, replica)
+
+
+def test_the_emulator_answers_json_batches_item_by_item(tmp_path: Path) -> None:
+    with run_emulator(rich_tenant(), tmp_path / "emulator") as handle:
+        requests = [
+            {"id": "1", "method": "GET", "url": f"/groups/{uid(101)}/members?$select=id"},
+            {"id": "2", "method": "GET", "url": f"/groups/{uid(999)}/members"},
+            {"id": "3", "method": "GET", "url": "/groups?$select=nosuchproperty"},
+            {"id": "4", "method": "DELETE", "url": f"/groups/{uid(101)}"},
+        ]
+        response = handle.graph("POST", "/v1.0/$batch", {"requests": requests})
+        assert response.status_code == 200, response.text
+        answers = {r["id"]: r for r in response.json()["responses"]}
+        assert answers["1"]["status"] == 200
+        assert {m["id"] for m in answers["1"]["body"]["value"]} == set(tenant()["groups"][0]["members"])
+        assert answers["2"]["status"] == 404
+        assert answers["2"]["body"]["error"]["code"] == "Request_ResourceNotFound"
+        assert answers["3"]["status"] == 400
+        assert answers["4"]["status"] == 400 and uid(101) in handle.tenant.live["group"]
+        # Malformed batches are refused whole.
+        too_many = [{"id": str(i), "method": "GET", "url": "/users"} for i in range(21)]
+        assert handle.graph("POST", "/v1.0/$batch", {"requests": too_many}).status_code == 400
+        twice = [{"id": "a", "method": "GET", "url": "/users"}] * 2
+        assert handle.graph("POST", "/v1.0/$batch", {"requests": twice}).status_code == 400
+        absolute = [{"id": "a", "method": "GET", "url": f"{handle.graph_url}/v1.0/users"}]
+        assert handle.graph("POST", "/v1.0/$batch", {"requests": absolute}).status_code == 400
+        # Each item is authorised like a request: a batch without a token gets nothing.
+        anonymous = httpx.post(
+            f"{handle.graph_url}/v1.0/$batch", json={"requests": requests[:1]}, verify=handle.ssl_context()
+        )
+        assert anonymous.status_code == 401

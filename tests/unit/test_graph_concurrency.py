@@ -3,6 +3,7 @@ group reader's hand-over order, with Graph scripted over httpx.MockTransport."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -204,6 +205,25 @@ def test_a_cursor_without_a_delta_link_fails() -> None:
         take_cursor(client, "/v1.0/users/delta", {"$select": "id"})
 
 
+def answer_batch(handler: Any, request: httpx.Request) -> httpx.Response:
+    """A JSON batch answered item by item through ``handler``, as Graph does (in reverse order: any order)."""
+    items = json.loads(request.content)["requests"]
+    assert 1 <= len(items) <= 20 and len({i["id"] for i in items}) == len(items)
+    responses = []
+    for item in reversed(items):
+        assert item["method"] == "GET" and item["url"].startswith("/") and not item["url"].startswith("/v1.0")
+        answer = handler(httpx.Request("GET", f"{GRAPH}/v1.0{item['url']}"))
+        responses.append(
+            {
+                "id": item["id"],
+                "status": answer.status_code,
+                "headers": dict(answer.headers),
+                "body": answer.json(),
+            }
+        )
+    return httpx.Response(200, json={"responses": responses})
+
+
 class ScriptedGroups:
     """/groups in pages of two; each group's members in pages of one, the group 'slow' answering slowly; the
     group 'gone' answers 404 (deleted after it was listed)."""
@@ -214,6 +234,8 @@ class ScriptedGroups:
         self.lock = threading.Lock()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/$batch":
+            return answer_batch(self, request)
         path, params = request.url.path, request.url.params
         with self.lock:
             self.served.append(f"{path}?{params.get('$skiptoken', '')}")
@@ -241,9 +263,8 @@ class ScriptedGroups:
         return httpx.Response(200, json=body)
 
 
-def test_each_group_is_handed_on_with_its_whole_member_list_and_a_slow_one_does_not_hold_back_others() -> (
-    None
-):
+@pytest.mark.parametrize("batch", [1, 20])
+def test_each_group_is_handed_on_whole_and_a_slow_one_does_not_hold_back_others(batch: int) -> None:
     members = {
         "a": ["u1", "u2"],
         "b": [],
@@ -252,7 +273,9 @@ def test_each_group_is_handed_on_with_its_whole_member_list_and_a_slow_one_does_
         "e": ["u1", "u4", "u5"],
     }
     graph = ScriptedGroups(members, slow="slow")
-    reader = GroupReader(client_for(graph, page_size=1), "v1.0", "id,displayName", workers=4)
+    reader = GroupReader(
+        client_for(graph, page_size=1, batch_size=batch), "v1.0", "id,displayName", workers=4
+    )
     handed = list(reader.groups())
     got = {g["id"]: [m["id"] for m in g["members@delta"]] for g in handed}
     assert got == members, "every group whole: all its member pages, in order"
@@ -260,9 +283,10 @@ def test_each_group_is_handed_on_with_its_whole_member_list_and_a_slow_one_does_
     assert handed[0]["displayName"] == handed[0]["id"].upper()
 
 
-def test_a_group_gone_before_its_members_are_read_is_left_out() -> None:
+@pytest.mark.parametrize("batch", [1, 20])
+def test_a_group_gone_before_its_members_are_read_is_left_out(batch: int) -> None:
     graph = ScriptedGroups({"a": ["u1"], "gone": ["u2"]})
-    reader = GroupReader(client_for(graph), "v1.0", "id", workers=2)
+    reader = GroupReader(client_for(graph, batch_size=batch), "v1.0", "id", workers=2)
     assert [g["id"] for g in reader.groups()] == ["a"]
     assert reader.vanished == ["gone"]
 
@@ -276,3 +300,50 @@ def test_a_failing_member_read_fails_the_read() -> None:
     reader = GroupReader(client_for(handler), "v1.0", "id", workers=2)
     with pytest.raises(SourceError, match="403"):
         list(reader.groups())
+
+
+def test_a_throttled_batch_item_is_sent_again_after_its_retry_after_and_lowers_the_limit() -> None:
+    throttled_once: set[str] = set()
+
+    def item(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/b") and path not in throttled_once:
+            throttled_once.add(path)
+            return httpx.Response(
+                429,
+                headers={"Retry-After": "0.7"},
+                json={"error": {"code": "TooManyRequests", "message": "x"}},
+            )
+        if path.endswith("/gone"):
+            return httpx.Response(404, json={"error": {"code": "Request_ResourceNotFound", "message": "x"}})
+        return httpx.Response(200, json={"id": path.rsplit("/", 1)[1]})
+
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1.0/$batch"
+        sent.append(len(json.loads(request.content)["requests"]))
+        return answer_batch(item, request)
+
+    sleeps: list[float] = []
+    client = client_for(handler, sleeps)
+    answers = client.batch_get("v1.0", ["/groups/a", f"{GRAPH}/v1.0/groups/b", "/v1.0/groups/gone"])
+    assert answers == [{"id": "a"}, {"id": "b"}, None]
+    assert sent == [3, 1], "only the throttled item is sent again"
+    assert sleeps == [0.7]
+    assert client.limit.limit == 4 and client.stats["throttled"] == 1
+
+
+def test_a_batch_item_refused_for_good_fails_the_read() -> None:
+    def item(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"error": {"code": "Authorization_RequestDenied", "message": "no"}})
+
+    client = client_for(lambda r: answer_batch(item, r))
+    with pytest.raises(SourceError, match="403 Authorization_RequestDenied"):
+        client.batch_get("v1.0", ["/groups/a", "/groups/b"])
+
+
+def test_a_batch_never_carries_a_link_to_another_host() -> None:
+    client = client_for(lambda r: answer_batch(lambda _i: httpx.Response(200, json={}), r))
+    with pytest.raises(SourceError, match="refusing to follow"):
+        client.batch_get("v1.0", ["https://evil.example/v1.0/groups/a"])

@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -37,6 +37,7 @@ from writeback.adapters.graph.auth import MsalTokenProvider, TokenProvider
 from writeback.adapters.graph.concurrency import AdaptiveLimit
 from writeback.adapters.graph.retry import RETRYABLE_STATUS, Backoff, parse_retry_after
 from writeback.adapters.graph.settings import GraphSettings
+from writeback.adapters.graph.validate import kind_of
 from writeback.errors import AuthenticationError, ConfigError, SourceError, SyncStateError, ThrottledError
 
 log = logging.getLogger("writeback.graph")
@@ -46,6 +47,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _RESYNC_CODES = ("syncstatenotfound", "resyncrequired", "syncstateinvalid")
 
 Params = Mapping[str, str | int]
+BATCH_MAX = 20  # requests in one JSON batch (https://learn.microsoft.com/graph/json-batching)
 
 
 def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
@@ -165,6 +167,87 @@ class GraphClient:
         """:meth:`get`, but None when Graph answers 404 (the object was deleted since it was listed)."""
         return self._request("GET", self._url(path_or_url), params, missing_ok=True)
 
+    def batch_get(self, version: str, urls: Sequence[str]) -> list[dict[str, Any] | None]:
+        """GET up to :data:`BATCH_MAX` URLs (paths with their query, or absolute links to this Graph) in JSON
+        batches (``POST /{version}/$batch``, https://learn.microsoft.com/graph/json-batching), answers in order.
+
+        Graph evaluates each item on its own: a 404 item gives None (the object is gone); a 429/503 item fails
+        only that item, so it is sent again in a later batch after its Retry-After (or a backoff), and lowers
+        the client's concurrency like a throttled request; any other failed item raises as a request would."""
+        if len(urls) > BATCH_MAX:
+            raise ValueError(f"a JSON batch holds at most {BATCH_MAX} requests")
+        endpoint = f"{self.settings.base_url}/{version}/$batch"
+        pending = {str(i): self._batch_url(version, url) for i, url in enumerate(urls)}
+        results: dict[str, dict[str, Any] | None] = {}
+        retries, waited = 0, 0.0
+        while pending:
+            epoch = self.limit.current()
+            body = {"requests": [{"id": i, "method": "GET", "url": u} for i, u in pending.items()]}
+            for u in pending.values():
+                self._count(f"batched:{path_kind(urlsplit(u).path)}")
+            answer = self._request("POST", endpoint, None, json_body=body)
+            assert answer is not None
+            items = answer.get("responses")
+            if not isinstance(items, list):
+                raise SourceError(f"POST /{version}/$batch: 'responses' is {kind_of(items)}, expected a list")
+            waits: list[float | None] = []
+            for item in items:
+                item_id = str(item.get("id")) if isinstance(item, Mapping) else None
+                if item_id not in pending:
+                    continue
+                url = pending[item_id]
+                status = item.get("status")
+                reply = item.get("body")
+                if isinstance(status, int) and status < 400 and isinstance(reply, dict):
+                    results[item_id] = reply
+                    del pending[item_id]
+                    continue
+                response = httpx.Response(
+                    status if isinstance(status, int) else 502,
+                    headers={str(k): str(v) for k, v in (item.get("headers") or {}).items()},
+                    json=reply if isinstance(reply, dict) else {},
+                )
+                if response.status_code == 404:
+                    results[item_id] = None
+                    del pending[item_id]
+                elif response.status_code in RETRYABLE_STATUS:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    self._count("throttled" if response.status_code == 429 else "unavailable")
+                    if response.status_code == 429 or retry_after is not None:
+                        self.limit.throttled(epoch, retry_after)
+                    waits.append(retry_after)
+                elif response.status_code < 400:
+                    raise SourceError(
+                        f"GET {url} (in a $batch): HTTP {response.status_code} without a JSON body"
+                    )
+                else:
+                    raise self._error(response, f"GET {url} (in a $batch)")
+            if not pending:
+                break
+            if not waits:
+                raise SourceError(f"POST /{version}/$batch: no answer for {len(pending)} of its requests")
+            if retries >= self.settings.max_retries:
+                self._give_up(f"POST /{version}/$batch", "throttled items", retries, waited, None)
+            known = [w for w in waits if w is not None]
+            delay = self._backoff.delay(retries, max(known) if known else None, self._rng)
+            retries += 1
+            self._count("retries")
+            self._count("throttle_wait_ms", round(delay * 1000))
+            self._sleep(delay)
+            waited += delay
+        return [results[str(i)] for i in range(len(urls))]
+
+    def _batch_url(self, version: str, url: str) -> str:
+        """A batch item's url: relative to the version (``/groups/{id}/members?…``)."""
+        if "://" in url:
+            url = self._url(url)[len(self.settings.base_url) :]  # checks the link points to this Graph
+        prefix = f"/{version}/"
+        if url.startswith(prefix):
+            return url[len(prefix) - 1 :]
+        if url.startswith(_VERSIONS):
+            raise SourceError(f"{url}: a JSON batch to /{version} cannot carry a request to another version")
+        return url
+
     def pages(self, path_or_url: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
         """Every page of a collection, following ``@odata.nextLink`` as given (query is in the link)."""
         page = self.get(path_or_url, params)
@@ -218,7 +301,13 @@ class GraphClient:
         return self.settings.base_url + path
 
     def _request(
-        self, method: str, url: str, params: Params | None, *, missing_ok: bool = False
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        *,
+        missing_ok: bool = False,
+        json_body: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         path = urlsplit(url).path
         what = f"{method} {path}"
@@ -239,6 +328,7 @@ class GraphClient:
                     url,
                     params=dict(params) if params else None,
                     headers={"Authorization": f"Bearer {token}"},
+                    json=json_body,
                 )
                 if response.status_code in RETRYABLE_STATUS:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))

@@ -100,13 +100,7 @@ class AdaptiveLimit:
         with self._cond:
             self._in_flight -= 1
             if throttled:
-                if retry_after is not None and retry_after > 0:
-                    self._paused_until = max(self._paused_until, self._clock() + retry_after)
-                if slot.epoch == self._epoch:
-                    self._limit = max(1, self._limit // 2)
-                    self._epoch += 1
-                    self._successes = 0
-                    self.decreases += 1
+                self._throttled(slot, retry_after)
             elif slot.epoch == self._epoch:
                 self._successes += 1
                 if self._successes >= self._limit and self._limit < self.maximum:
@@ -114,6 +108,27 @@ class AdaptiveLimit:
                     self._epoch += 1
                     self._successes = 0
             self._cond.notify_all()
+
+    def throttled(self, slot: Slot, retry_after: float | None) -> None:
+        """A throttled answer to part of a request whose slot was already given back: an item of a JSON batch
+        (each is evaluated against the limits on its own)."""
+        with self._cond:
+            self._throttled(slot, retry_after)
+            self._cond.notify_all()
+
+    def current(self) -> Slot:
+        """The epoch now, for :meth:`throttled` of the items of a request about to be sent."""
+        with self._cond:
+            return Slot(self._epoch)
+
+    def _throttled(self, slot: Slot, retry_after: float | None) -> None:
+        if retry_after is not None and retry_after > 0:
+            self._paused_until = max(self._paused_until, self._clock() + retry_after)
+        if slot.epoch == self._epoch:
+            self._limit = max(1, self._limit // 2)
+            self._epoch += 1
+            self._successes = 0
+            self.decreases += 1
 
 
 def map_concurrent(fn: Callable[[_In], _Out], items: Iterable[_In], workers: int) -> Iterator[_Out]:

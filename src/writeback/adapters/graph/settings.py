@@ -146,6 +146,9 @@ class GraphSettings:
     # $top of the lists the concurrent first read pages through (/users, /groups, /groups/{id}/members): 999 is
     # the maximum Graph documents for them (https://learn.microsoft.com/graph/paging); smaller only in tests.
     page_size: int = 999
+    # Member pages per JSON batch in the concurrent first read: 20 is Graph's maximum
+    # (https://learn.microsoft.com/graph/json-batching); 1 sends each alone (tests).
+    batch_size: int = 20
 
     def __post_init__(self) -> None:
         if not self.tenant_id:
@@ -171,6 +174,8 @@ class GraphSettings:
             raise ConfigError(
                 f"max_in_flight must be between 1 and {MAX_IN_FLIGHT_LIMIT}", key="source.max_in_flight"
             )
+        if not 1 <= self.batch_size <= 20:
+            raise ConfigError("batch_size must be between 1 and 20", key="graph.batch_size")
         if not 1 <= self.page_size <= 999:
             raise ConfigError("page_size must be between 1 and 999", key="graph.page_size")
         if "id" not in self.user_select:

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from writeback.testbed.emulator import group_settings
+from writeback.testbed.emulator import batch, group_settings
 from writeback.testbed.emulator.apierror import (
     GraphApiError,
     bad_request,
@@ -1100,6 +1100,8 @@ async def graph_endpoint(request: Request) -> Response:
     segments = [normalize_segment(s) for s in path.split("/")[2:] if s]
     try:
         claims = state.tokens.verify(request.headers.get("authorization"))
+        if segments == ["$batch"] and request.method == "POST":  # JSON batching: each item dispatched here
+            return await batch.batch(request, version, graph_endpoint)
         ctx = Ctx(request, state, version, segments)
         ctx.roles = frozenset(str(r) for r in claims.get("roles") or ())
         return await dispatch(ctx)
