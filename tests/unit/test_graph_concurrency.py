@@ -11,9 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.unit.fakes import MemoryReplica
 from writeback.adapters.graph import GraphClient, GraphSettings
 from writeback.adapters.graph.concurrency import AdaptiveLimit, map_concurrent
 from writeback.adapters.graph.firstread import GroupReader, take_cursor
+from writeback.adapters.graph.syncbehavior import SyncBehaviorReader
+from writeback.core.model import CloudGroup
 from writeback.errors import ConfigError, SourceError, SyncStateError
 
 GRAPH = "https://graph.example.test"
@@ -347,3 +350,44 @@ def test_a_batch_never_carries_a_link_to_another_host() -> None:
     client = client_for(lambda r: answer_batch(lambda _i: httpx.Response(200, json={}), r))
     with pytest.raises(SourceError, match="refusing to follow"):
         client.batch_get("v1.0", ["https://evil.example/v1.0/groups/a"])
+
+
+def test_sync_behavior_reads_go_several_at_once_and_keep_each_answer_with_its_object() -> None:
+    """onPremisesSyncBehavior of 12 groups from AD: read with 4 in flight, each answer stored on its group, an
+    unreadable one (403) left unknown."""
+
+    replica = MemoryReplica()
+    ids = [f"g{i:02d}" for i in range(12)]
+    with replica.transaction() as tx:
+        for i, gid in enumerate(ids):
+            tx.upsert_group(
+                CloudGroup(
+                    id=gid, display_name=gid, on_premises_security_identifier=f"S-1-5-21-1-2-3-{1000 + i}"
+                )
+            )
+    active = peak = 0
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal active, peak
+        gid = request.url.path.split("/")[3]
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        time.sleep(0.02)
+        with lock:
+            active -= 1
+        if gid == "g05":
+            return httpx.Response(
+                403, json={"error": {"code": "Authorization_RequestDenied", "message": "no"}}
+            )
+        return httpx.Response(200, json={"isCloudManaged": int(gid[1:]) % 2 == 0})
+
+    reader = SyncBehaviorReader(client_for(handler, max_in_flight=4))
+    changed = reader.refresh(replica, ids)
+    groups = replica.snapshot(member_groups=()).groups
+    assert peak == 4
+    assert {gid: groups[gid].is_cloud_managed for gid in ids} == {
+        gid: (None if gid == "g05" else int(gid[1:]) % 2 == 0) for gid in ids
+    }
+    assert changed.groups == set(ids) - {"g05"}
