@@ -391,3 +391,23 @@ def test_sync_behavior_reads_go_several_at_once_and_keep_each_answer_with_its_ob
         gid: (None if gid == "g05" else int(gid[1:]) % 2 == 0) for gid in ids
     }
     assert changed.groups == set(ids) - {"g05"}
+
+
+def test_a_thread_that_waited_its_retry_after_is_not_held_again_but_the_others_are() -> None:
+    clock = Clock()
+    limit = AdaptiveLimit(4, clock=clock)
+    limit.release(limit.acquire(), throttled=True, retry_after=30.0)
+    assert limit.acquire(waited=True) is not None  # the throttled request's own retry, after its own wait
+    assert limit.paused_for() == pytest.approx(30.0)  # everyone else still waits
+
+
+def test_a_huge_retry_after_pauses_the_other_requests_only_up_to_the_cap() -> None:
+    answers = [
+        httpx.Response(429, headers={"Retry-After": "3600"}, json={"error": {"code": "TooManyRequests"}}),
+        httpx.Response(200, json={}),
+    ]
+    sleeps: list[float] = []
+    client = client_for(lambda _r: answers.pop(0), sleeps, max_backoff=2.0)
+    client.get("/v1.0/groups")
+    assert sleeps == [2.0]
+    assert 0 < client.limit.paused_for() <= 2.0

@@ -185,7 +185,7 @@ class GraphClient:
             body = {"requests": [{"id": i, "method": "GET", "url": u} for i, u in pending.items()]}
             for u in pending.values():
                 self._count(f"batched:{path_kind(urlsplit(u).path)}")
-            answer = self._request("POST", endpoint, None, json_body=body)
+            answer = self._request("POST", endpoint, None, json_body=body, after_wait=retries > 0)
             assert answer is not None
             items = answer.get("responses")
             if not isinstance(items, list):
@@ -214,7 +214,8 @@ class GraphClient:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
                     self._count("throttled" if response.status_code == 429 else "unavailable")
                     if response.status_code == 429 or retry_after is not None:
-                        self.limit.throttled(epoch, retry_after)
+                        pause = None if retry_after is None else min(retry_after, self.settings.max_backoff)
+                        self.limit.throttled(epoch, pause)
                     waits.append(retry_after)
                 elif response.status_code < 400:
                     raise SourceError(
@@ -308,6 +309,7 @@ class GraphClient:
         *,
         missing_ok: bool = False,
         json_body: Mapping[str, Any] | None = None,
+        after_wait: bool = False,
     ) -> dict[str, Any] | None:
         path = urlsplit(url).path
         what = f"{method} {path}"
@@ -320,7 +322,7 @@ class GraphClient:
             self._count(f"requests:{path_kind(path)}")
             failure: str
             retry_after: float | None = None
-            slot = self.limit.acquire()
+            slot = self.limit.acquire(waited=after_wait or retries > 0)
             throttled = False
             try:
                 response = self._http.request(
@@ -364,7 +366,9 @@ class GraphClient:
                 code, _message, _rid = graph_error_details(response)
                 failure = f"HTTP {status} {code}"
             finally:
-                self.limit.release(slot, throttled=throttled, retry_after=retry_after)
+                # The pause of the other threads is capped like this thread's own wait (Backoff).
+                pause = None if retry_after is None else min(retry_after, self.settings.max_backoff)
+                self.limit.release(slot, throttled=throttled, retry_after=pause)
             if retries >= self.settings.max_retries:
                 self._give_up(what, failure, retries, waited, last_exc)
             delay = self._backoff.delay(retries, retry_after, self._rng)

@@ -79,12 +79,15 @@ class AdaptiveLimit:
         """Seconds left of the last Retry-After pause (0: none)."""
         return max(0.0, self._paused_until - self._clock())
 
-    def acquire(self) -> Slot:
-        """Wait for a free slot (and for any Retry-After pause to pass); the caller must :meth:`release` it."""
+    def acquire(self, *, waited: bool = False) -> Slot:
+        """Wait for a free slot (and for any Retry-After pause to pass); the caller must :meth:`release` it.
+
+        ``waited``: the caller is retrying after waiting a Retry-After itself (the client's own, capped and
+        replaceable sleep): it is not held by the pause again, only by the limit."""
         with self._cond:
             while True:
                 pause = self._paused_until - self._clock()
-                if pause > 0:
+                if pause > 0 and not waited:
                     self._cond.wait(pause)
                     continue
                 if self._in_flight < self._limit:
