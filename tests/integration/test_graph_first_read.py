@@ -83,7 +83,6 @@ def test_concurrent_first_read_equals_the_sequential_delta_round(tmp_path: Path,
         assert (stats.get("requests:$batch", 0) > 0) == (batch_size > 1)
         assert stats["requests:groups"] >= 2 and stats["requests:users"] >= 2
         assert "requests:groups/{id}/members" not in seq_client.stats
-        assert con_client.limit.peak_in_flight > 1
         # ... and both replicas go on with incremental rounds alike.
         admin_call(handle, "PATCH", f"/v1.0/groups/{uid(101)}", {"displayName": "Group 1 renamed"})
         admin_call(handle, "DELETE", f"/v1.0/groups/{uid(200)}/members/{uid(1003)}/$ref")
