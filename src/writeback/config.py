@@ -84,6 +84,9 @@ class SourceSettings:
     timeout: float = 30.0
     max_retries: int = 8
     max_retry_after_seconds: float = 120.0  # longest wait before one Graph retry, Retry-After included
+    # Graph requests in flight at once (fewer while Graph throttles); 1: the sequential read of before
+    # (writeback.adapters.graph.firstread).
+    max_in_flight: int = 8
 
 
 @dataclass(frozen=True)
@@ -1043,6 +1046,9 @@ def _source(
         timeout=s.get("timeout", float, check=_positive),
         max_retries=s.get("max_retries", int, check=lambda v: None if v >= 0 else "must be 0 or more"),
         max_retry_after_seconds=s.get("max_retry_after_seconds", float, check=_positive),
+        max_in_flight=s.get(
+            "max_in_flight", int, check=lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"
+        ),
     )
     s.finish()
     return source

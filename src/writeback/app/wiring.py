@@ -52,6 +52,7 @@ def graph_settings(settings: Settings) -> GraphSettings:
         max_retries=s.max_retries,
         # Caps Retry-After waits and the exponential backoff alike (see writeback.adapters.graph.retry.Backoff).
         max_backoff=s.max_retry_after_seconds,
+        max_in_flight=s.max_in_flight,
         # writebackConfiguration (isEnabled, onPremisesGroupType) is beta only: read it wherever the per-group
         # switch or a mail group's AD type matters.
         use_beta_for_groups=sc.mode == "writeback_enabled"

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from writeback.testbed.emulator import group_settings
+from writeback.testbed.emulator import batch, group_settings
 from writeback.testbed.emulator.apierror import (
     GraphApiError,
     bad_request,
@@ -1136,6 +1136,8 @@ async def graph_endpoint(request: Request) -> Response:
         await asyncio.sleep(profile.request_ms / 1000.0)
     try:
         claims = state.tokens.verify(request.headers.get("authorization"))
+        if segments == ["$batch"] and request.method == "POST":  # JSON batching: each item dispatched here
+            return await batch.batch(request, version, graph_endpoint)
         ctx = Ctx(request, state, version, segments)
         ctx.roles = frozenset(str(r) for r in claims.get("roles") or ())
         budget = profile.budget(len(state.tenant.live["user"]))
