@@ -206,3 +206,25 @@ def test_deltatoken_latest_syncs_from_now_on_users_and_groups(emu: EmulatorHandl
     )
     changed = emu.graph("GET", groups.json()["@odata.deltaLink"]).json()["value"]
     assert [(g["id"], [m["id"] for m in g["members@delta"]]) for g in changed] == [("g2", ["u04"])]
+
+
+def test_a_batch_costs_each_item_and_runs_them_side_by_side(emu: EmulatorHandle) -> None:
+    """JSON batching: "each request in the batch is evaluated against throttling limits" (json-batching,
+    "Throttling and batching"); the items run in any order, so the batch takes about as long as one item, not
+    the sum of all (the profile's fixed delay is paid once by the batch)."""
+    items = [{"id": str(i), "method": "GET", "url": "/groups/g0/members?$top=50"} for i in range(5)]
+    emu.admin("profile", {"throttle": 10})  # members cost 3 units: three fit in 10, two do not
+    answer = emu.graph("POST", "$batch", json={"requests": items})
+    assert answer.status_code == 200
+    statuses = sorted(r["status"] for r in answer.json()["responses"])
+    assert statuses == [200, 200, 200, 429, 429]
+    throttled = [r for r in answer.json()["responses"] if r["status"] == 429]
+    assert all(1 <= int({k.lower(): v for k, v in r["headers"].items()}["retry-after"]) <= 10 for r in throttled)
+    assert emu.stats()["outcomes"]["throttled_budget"] == 2
+
+    emu.admin("profile", {"throttle": "off", "request_ms": 400})
+    ten = [{"id": str(i), "method": "GET", "url": "/users?$top=1"} for i in range(10)]
+    took, answer = time.perf_counter(), emu.graph("POST", "$batch", json={"requests": ten})
+    took = time.perf_counter() - took
+    assert [r["status"] for r in answer.json()["responses"]] == [200] * 10
+    assert 0.4 <= took < 3 * 0.4  # one fixed delay and the items side by side (one after the other: 4.4 s)
