@@ -219,7 +219,9 @@ def test_a_batch_costs_each_item_and_runs_them_side_by_side(emu: EmulatorHandle)
     statuses = sorted(r["status"] for r in answer.json()["responses"])
     assert statuses == [200, 200, 200, 429, 429]
     throttled = [r for r in answer.json()["responses"] if r["status"] == 429]
-    assert all(1 <= int({k.lower(): v for k, v in r["headers"].items()}["retry-after"]) <= 10 for r in throttled)
+    assert all(
+        1 <= int({k.lower(): v for k, v in r["headers"].items()}["retry-after"]) <= 10 for r in throttled
+    )
     assert emu.stats()["outcomes"]["throttled_budget"] == 2
 
     emu.admin("profile", {"throttle": "off", "request_ms": 400})
