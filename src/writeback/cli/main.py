@@ -837,13 +837,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     spv = sub.add_parser(
         "provision",
-        help="provision one cloud group now (name or id), step by step (through a running service)",
+        help="provision one cloud group (name or id) or user (id or UPN) now, step by step (through a running "
+        "service)",
     )
     spv.add_argument(
         "group",
         metavar="GROUP_OR_USER",
-        help="the cloud group's display name or object id; with [users] provision = \"soa\", also a user's object "
-        "id or userPrincipalName",
+        help='the cloud group\'s display name or object id; with [users] provision on ("soa" or '
+        '"cloud_members"), also a user\'s object id or userPrincipalName',
     )
     spv.add_argument("--json", action="store_true", help="print the steps as JSON")
     spv.set_defaults(func=cmd_provision)
