@@ -161,6 +161,13 @@ def _rows(counts: list[int]) -> list[Row]:
             "  host check before apply / limit: CPU; LDAP (ms)",
             lambda r: f"{_host_check_cell(r, 'first_apply')} / {_host_check_cell(r, 'limit')}",
         ),
+        (
+            "  DC CPU during the writes: engine / limit (s); ratio",
+            lambda r: (
+                f"{_num(_get(r, 'first_apply', 'dc_cpu_write_s'), 1)} / {_num(_get(r, 'limit', 'dc_cpu_s'), 1)}; "
+                f"{_num(r.get('ratio_dc_cpu_write_limit'), 2)}"
+            ),
+        ),
         ("**Second apply**, no change: wall (s)", lambda r: _num(_get(r, "second_apply", "wall_s"), 2)),
         (
             "  writes (must be 0) / searches",

@@ -65,3 +65,16 @@ def test_the_host_check_before_the_apply_and_the_limit_sits_under_the_ratio() ->
     assert (
         lines[ratio + 1] == "|   host check before apply / limit: CPU; LDAP (ms) | - / - | 151; 80 / 99; 61 |"
     )
+
+
+def test_the_dc_cpu_of_the_engine_writes_and_the_limit_sits_under_the_host_check() -> None:
+    result: dict[str, Any] = {
+        "ratio_apply_phase_limit": 1.96,
+        "first_apply": {"dc_cpu_write_s": 27.62},
+        "limit": {"wall_s": 60.2, "dc_cpu_s": 26.9},
+        "ratio_dc_cpu_write_limit": 1.03,
+    }
+    lines = markdown({"medium": result}).splitlines()
+    host = next(i for i, line in enumerate(lines) if line.startswith("|   host check before apply"))
+    assert lines[host + 1] == "|   DC CPU during the writes: engine / limit (s); ratio | 27.6 / 26.9; 1.03 |"
+    assert "|   DC CPU during the writes: engine / limit (s); ratio | - / -; - |" in markdown({"medium": {}})
