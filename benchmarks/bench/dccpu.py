@@ -1,9 +1,10 @@
-"""CPU time the sandbox's Samba DC has used: the work the DC did for a phase, whatever the machine's load.
+"""CPU time the sandbox's Samba DC has used: how much of a core the DC had during a phase.
 
 The wall time of an LDAP write is mostly the DC's own work, and on a shared machine the DC gets a varying share
-of a core: the same 2,007 writes took 29 s in one phase and 49 s in the next of one run (7 December). The DC's
-CPU seconds over a phase do not move with the load, so the engine's write phase and the minimal script's
-writes can be compared by them too: equal CPU means the engine asked the DC for the same work.
+of a core: the same 2,007 writes took the limit 29 s in one run and 52 s in another (7 December). The DC's CPU
+seconds over a phase, set against the phase's wall time, say whether the DC waited for a CPU (a low share: the
+machine's load) or had more to do (more CPU seconds). They too grow somewhat under load (26-38 s for the same
+writes), so the share of a core is the first thing to compare.
 
 Linux only (``/proc``): the Samba root process, every descendant alive, and the children they have reaped
 (``cutime``/``cstime``), so the work of a forked worker that ended meanwhile is kept.
