@@ -52,6 +52,14 @@ def _get(result: Result, *keys: Any) -> Any:
     return value
 
 
+def _dc_cpu_cell(cpu: Any, wall: Any) -> str:
+    """The DC's CPU seconds over a write phase and the share of a core they are of its wall time: a low share
+    means the DC waited for a CPU (the machine's load), not that it had more to do."""
+    if cpu is None:
+        return "-"
+    return f"{cpu:,.1f} ({cpu / wall:.0%})" if wall else f"{cpu:,.1f}"
+
+
 def _num(value: Any, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -160,6 +168,14 @@ def _rows(counts: list[int]) -> list[Row]:
         (
             "  host check before apply / limit: CPU; LDAP (ms)",
             lambda r: f"{_host_check_cell(r, 'first_apply')} / {_host_check_cell(r, 'limit')}",
+        ),
+        (
+            "  DC CPU during the writes, s (share of a core): engine / limit; ratio",
+            lambda r: (
+                f"{_dc_cpu_cell(_get(r, 'first_apply', 'dc_cpu_write_s'), _get(r, 'first_apply', 'phases_s', 'apply'))}"
+                f" / {_dc_cpu_cell(_get(r, 'limit', 'dc_cpu_s'), _get(r, 'limit', 'wall_s'))}; "
+                f"{_num(r.get('ratio_dc_cpu_write_limit'), 2)}"
+            ),
         ),
         ("**Second apply**, no change: wall (s)", lambda r: _num(_get(r, "second_apply", "wall_s"), 2)),
         (

@@ -97,6 +97,7 @@ def _engine_summary(run: EngineRun) -> dict[str, Any]:
         "graph_requests": r["graph"].get("requests", 0),
         "plan": r["plan_counts"],
         "member_values": r["member_values"],
+        "dc_cpu_write_s": r.get("dc_cpu_write_s"),  # the DC's CPU over the write phase (first apply only)
     }
 
 
@@ -181,7 +182,7 @@ def run_bench(
                 say(f"Host check: {result['host_check']['first_apply']}")
                 say("First full apply")
                 handle.admin("stats", {"reset": True})
-                first = run_apply(workspace, "first")
+                first = run_apply(workspace, "first", dc_pid=info.samba_pid)
                 result["first_apply"] = _engine_summary(first)
                 result["first_apply"]["emulator_requests"] = handle.stats().get("total")
                 with ldaptools.connection(info) as conn:
@@ -283,7 +284,15 @@ def run_bench(
             with ldaptools.connection(info) as conn:
                 copies = ldaptools.read_groups(conn, limit_ou)
             _check(checks, problems, "limit_members_exact", verify.compare(expected, copies, "Limit_"))
-            result["limit"] = {"wall_s": round(lim.seconds, 3), "ldap": lim.operations, "values": lim.values}
+            result["limit"] = {
+                "wall_s": round(lim.seconds, 3),
+                "ldap": lim.operations,
+                "values": lim.values,
+                "dc_cpu_s": lim.dc_cpu_s,
+            }
+            engine_dc = result["first_apply"].get("dc_cpu_write_s")
+            if engine_dc is not None and lim.dc_cpu_s:
+                result["ratio_dc_cpu_write_limit"] = round(engine_dc / lim.dc_cpu_s, 2)
             result["ratio_engine_limit"] = round(first.wall_seconds / lim.seconds, 2)
             result["ratio_apply_phase_limit"] = round(first.report["phases"]["apply"] / lim.seconds, 2)
             say(f"  {lim.seconds:.1f} s, {lim.operations}; engine/limit = {result['ratio_engine_limit']}")

@@ -18,8 +18,8 @@ Crash safety needs nothing here: the engine plans from what AD holds now and eve
 (see :mod:`writeback.app.engine`), so a service killed at any point converges after restart. SIGTERM/SIGINT stop
 it between two LDAP changes; a second signal interrupts at once.
 
-The health file (``service.health_file``) is rewritten atomically after every cycle and when a cycle enters a
-new phase; monitoring reads ``status``: starting, ok, held (changes over a safety threshold wait for `writeback
+The health file (``service.health_file``) is rewritten atomically after every cycle, when a cycle enters a
+new phase, and while writing at most every :data:`HEALTH_PROGRESS_INTERVAL` seconds; monitoring reads ``status``: starting, ok, held (changes over a safety threshold wait for `writeback
 allow`), degraded (the last cycle or some groups failed), quarantined, paused (an operator paused writing:
 :mod:`writeback.app.pause`), standby, stopped. ``phase`` says what the running cycle does now (idle, reading
 Microsoft Graph, reading AD and planning, writing to AD) with ``progress_done`` of ``progress_total`` changes
@@ -70,6 +70,9 @@ from writeback.errors import DirectoryUnavailable, LeaseLostError, WritebackErro
 
 log = logging.getLogger("writeback.service")
 QUARANTINE_AFTER = 5  # consecutive failed cycles
+# While writing to AD the health file shows the progress at most this often (seconds): a file written per change
+# would cost more than the LDAP write of a small change; the console reads the progress in memory, always current.
+HEALTH_PROGRESS_INTERVAL = 5.0
 
 
 @dataclass
@@ -168,6 +171,7 @@ class Service:
         self._next_full = 0.0  # the first cycle is a full reconcile
         self._retry: dict[str, _GroupRetry] = {}
         self._health_warned = False
+        self._health_written = -math.inf  # when write_health last ran (self.clock)
         # -- the console's hooks (see writeback.console): jobs run on this loop's thread, between cycles,
         # so the loop stays the engine's only user and AD's only writer.
         self.interactive = False  # True when a console may submit jobs or wake the loop
@@ -200,9 +204,12 @@ class Service:
         self.write_health()
 
     def _between_changes(self) -> bool:
-        """The pass asks before each change whether to stop: count the change as started (progress)."""
+        """The pass asks before each change whether to stop: count the change as started (progress), and show it
+        in the health file when the file is :data:`HEALTH_PROGRESS_INTERVAL` seconds old."""
         if self.health.phase == "apply":
             self.health.progress_done += 1
+            if self.clock() - self._health_written >= HEALTH_PROGRESS_INTERVAL:
+                self.write_health()
         return self.stop_event.is_set()
 
     def _planned(self, plan: Plan) -> None:
@@ -660,6 +667,7 @@ class Service:
         path = self.settings.service.health_file
         if not path:
             return
+        self._health_written = self.clock()
         try:
             write_private(path, json.dumps(asdict(self.health), indent=1))  # 0600, its folder 0700 when new
         except OSError as exc:
