@@ -301,7 +301,11 @@ def test_the_sandbox_config_serves_the_console_on_loopback_with_an_operator_toke
 def test_status_reports_the_dc_up(sandbox: SandboxInfo) -> None:
     status = sandbox_status(sandbox.dir)
     assert status.dc_running and status.provisioned
-    assert status.samba_pid == sandbox.samba_pid
+    # The DC's own process (not the session's first pid: test_hardened_dc restarts the shared DC).
+    assert status.samba_pid is not None
+    cmdline = Path(f"/proc/{status.samba_pid}/cmdline").read_bytes().split(b"\0")
+    assert Path(cmdline[0].decode()).name == "samba", cmdline
+    assert str(sandbox.dir).encode() in b" ".join(cmdline)  # this sandbox's smb.conf, not another DC
     assert status.up is (status.emulator_running or not status.emulator_installed)
 
 
