@@ -153,3 +153,18 @@ def test_the_engine_config_creates_accounts_in_its_own_ou(tmp_path: Path) -> Non
     settings = load_settings(config)
     assert settings.users.creates_accounts and settings.users.target_ou == "OU=Accounts,OU=Run,DC=x"
     assert dict(settings.users.attributes) == dict(DEFAULT_USER_ATTRIBUTES)
+
+
+def test_scripts_bench_users_help_names_the_sizes_and_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.bench.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["users", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: scripts/bench users" in text and "{small,medium,large}" in text
+    for option in ("--out", "--sandbox-dir", "--scratch-sandbox", "--keep-sandbox", "--profile"):
+        assert option in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "scripts/bench users [size]" in capsys.readouterr().out
