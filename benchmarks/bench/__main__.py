@@ -1,5 +1,5 @@
-"""``python -m benchmarks.bench [small|medium|large] [--runs N] [--out DIR] [--sandbox-dir DIR]`` (what
-scripts/bench runs); ``… soak [--minutes N] [size]`` and ``… biggroup [--members N]`` run the service soak
+"""``python -m benchmarks.bench [small|medium|large] [--runs N] [--out DIR] [--sandbox-dir DIR]
+[--graph-latency-ms N] ...`` (what scripts/bench runs); ``… soak [--minutes N] [size]`` and ``… biggroup [--members N]`` run the service soak
 (:mod:`benchmarks.bench.soak`) and the big-group benchmark (:mod:`benchmarks.bench.biggroup`); ``… users
 [size]`` the accounts for cloud-only members (:mod:`benchmarks.bench.users`).
 
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench import report, runs
+from benchmarks.bench.e2e_report import READ_CONCURRENCY
 from benchmarks.bench.runner import Options, run_bench
 from benchmarks.bench.sandboxes import DEFAULT_OUT, release, restore, sandbox, sandbox_dir, say
 from benchmarks.bench.sizes import SIZES
@@ -38,6 +39,26 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
+
+
+def _milliseconds(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 600_000.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 600000 ms, not {text}")
+    return value
+
+
+def _concurrencies(text: str) -> tuple[int, ...]:
+    """``1,4,8,16`` -> (1, 4, 8, 16); ``0`` -> () (skip the measurement)."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, not {text!r}") from exc
+    if values == (0,):
+        return ()
+    if not values or any(not 1 <= v <= 256 for v in values):
+        raise argparse.ArgumentTypeError(f"each number must be between 1 and 256 (or just 0), not {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +105,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile each engine run (work dir)")
     parser.add_argument("--latency-samples", type=int, help="override the size's number of latency samples")
     parser.add_argument("--rule-users", type=int, help="override the number of users for rule evaluation")
+    parser.add_argument(
+        "--graph-latency-ms",
+        type=_milliseconds,
+        default=0.0,
+        help="the emulator answers every Graph request after this fixed delay, as Graph does in 100 ms to "
+        "seconds (default 0)",
+    )
+    parser.add_argument(
+        "--graph-per-object-ms",
+        type=_milliseconds,
+        default=0.0,
+        help="and after this much more per object in the answer (default 0)",
+    )
+    parser.add_argument(
+        "--graph-throttle",
+        choices=("tenant", "off"),
+        default="tenant",
+        help="tenant (default): throttle by Graph's resource-unit budget for the tenant's size, 429 with "
+        "Retry-After; off: never",
+    )
+    parser.add_argument(
+        "--read-concurrency",
+        type=_concurrencies,
+        default=READ_CONCURRENCY,
+        help="measure the Graph read alone with these numbers of requests in flight, comma-separated "
+        "(default 1,4,8,16; 0 to skip)",
+    )
     args = parser.parse_args(args_list)
     size = SIZES[args.size]
     directory = sandbox_dir(size, args.sandbox_dir)
@@ -106,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             keep_objects=args.keep_objects or discard,
             profile=args.profile,
             fresh_directory=(lambda: restore(size, directory)) if discard else None,
+            graph_latency_ms=args.graph_latency_ms,
+            graph_per_object_ms=args.graph_per_object_ms,
+            graph_throttle=args.graph_throttle,
+            read_concurrency=args.read_concurrency,
         )
         for n in range(1, args.runs + 1):
             if args.runs > 1:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import ldap
 
+from benchmarks.bench.dccpu import dc_cpu_seconds, used_since
 from benchmarks.bench.ldaptools import GroupEntry, connection
 from writeback.core.dn import is_within, normalize_dn, split_dn
 from writeback.testbed.sandbox import SandboxInfo
@@ -28,6 +29,7 @@ class LimitResult:
     operations: dict[str, int] = field(default_factory=dict)
     groups: int = 0
     values: int = 0
+    dc_cpu_s: float | None = None  # the DC's CPU seconds over the timed writes (benchmarks.bench.dccpu)
 
 
 def _relocate(dn: str, source_base: str, target_base: str) -> str:
@@ -82,6 +84,7 @@ def write_limit(
     ops = {"add": 0, "modify": 0}
     values = 0
     with connection(info) as conn:
+        dc_before = dc_cpu_seconds(info.samba_pid)
         started = time.perf_counter()
         for group in ordered:
             members = [
@@ -99,4 +102,5 @@ def write_limit(
                 ops["modify"] += 1
             values += len(members)
         seconds = time.perf_counter() - started
-    return LimitResult(seconds=seconds, operations=ops, groups=len(ordered), values=values)
+        dc_cpu = used_since(info.samba_pid, dc_before)
+    return LimitResult(seconds=seconds, operations=ops, groups=len(ordered), values=values, dc_cpu_s=dc_cpu)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import users_report
+from benchmarks.bench import e2e_report, users_report
 
 ORDER = ("small", "medium", "large")
 # The scenarios run on their own: bench-soak.json, bench-biggroup.json, bench-users-<size>.json.
@@ -53,6 +53,14 @@ def _get(result: Result, *keys: Any) -> Any:
         else:
             return None
     return value
+
+
+def _dc_cpu_cell(cpu: Any, wall: Any) -> str:
+    """The DC's CPU seconds over a write phase and the share of a core they are of its wall time: a low share
+    means the DC waited for a CPU (the machine's load), not that it had more to do."""
+    if cpu is None:
+        return "-"
+    return f"{cpu:,.1f} ({cpu / wall:.0%})" if wall else f"{cpu:,.1f}"
 
 
 def _num(value: Any, digits: int = 1) -> str:
@@ -153,6 +161,7 @@ def _rows(counts: list[int]) -> list[Row]:
                 else "-"
             ),
         ),
+        *e2e_report.rows(),
         ("**Limit** (minimal python-ldap): wall (s)", lambda r: _num(_get(r, "limit", "wall_s"))),
         ("  LDAP operations", lambda r: _ops(_get(r, "limit", "ldap"))),
         (
@@ -162,6 +171,14 @@ def _rows(counts: list[int]) -> list[Row]:
         (
             "  host check before apply / limit: CPU; LDAP (ms)",
             lambda r: f"{_host_check_cell(r, 'first_apply')} / {_host_check_cell(r, 'limit')}",
+        ),
+        (
+            "  DC CPU during the writes, s (share of a core): engine / limit; ratio",
+            lambda r: (
+                f"{_dc_cpu_cell(_get(r, 'first_apply', 'dc_cpu_write_s'), _get(r, 'first_apply', 'phases_s', 'apply'))}"
+                f" / {_dc_cpu_cell(_get(r, 'limit', 'dc_cpu_s'), _get(r, 'limit', 'wall_s'))}; "
+                f"{_num(r.get('ratio_dc_cpu_write_limit'), 2)}"
+            ),
         ),
         ("**Second apply**, no change: wall (s)", lambda r: _num(_get(r, "second_apply", "wall_s"), 2)),
         (
@@ -239,6 +256,7 @@ GOAL_LABELS = {
     "peak_rss_no_change_mb": "peak RSS, no-change reconcile (MB)",
     "one_change_one_modify": "one membership change -> one LDAP modify (modifies)",
     "latency_p95_s": "`writeback run` latency p95, s",
+    "engine_e2e_limit_ratio": "engine / end-to-end limit (first apply)",
 }
 
 
@@ -317,6 +335,8 @@ RUN_FIGURE_LABELS = {
     "no_change_rss_mb": "  peak RSS (MB)",
     "one_change_s": "1 change, apply (s)",
     "latency_p95_s": "latency p95 (s)",
+    "e2e_limit_s": "end-to-end limit (s)",
+    "engine_e2e_limit_ratio": "engine / end-to-end limit",
 }
 
 

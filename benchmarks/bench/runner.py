@@ -21,7 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import changes, graph_read, latency, ldaptools, limit, rules, verify
+from benchmarks.bench import (
+    changes,
+    e2e_limit,
+    e2e_report,
+    graph_read,
+    latency,
+    ldaptools,
+    read_concurrency,
+    rules,
+    verify,
+)
 from benchmarks.bench.hostcheck import host_check
 from benchmarks.bench.sizes import Size
 from benchmarks.bench.tenantgen import GeneratedTenant, generate
@@ -55,6 +65,11 @@ class Options:
     # Brings the sandbox back to its seeded snapshot and returns it (None: the sandbox cannot be restored,
     # e.g. one the run did not start). Used before the limit instead of deleting the engine's groups.
     fresh_directory: Callable[[], SandboxInfo] | None = None
+    # Graph as it answers (issue 27): the emulator's profile for the whole run (see emulator/profile.py).
+    graph_latency_ms: float = 0.0
+    graph_per_object_ms: float = 0.0
+    graph_throttle: str = "tenant"  # Graph's resource-unit budget for the tenant's size; "off" to disable
+    read_concurrency: tuple[int, ...] = e2e_report.READ_CONCURRENCY  # () skips the concurrent read
 
 
 def bench_tenant(size: Size, accounts: list[Any]) -> GeneratedTenant:
@@ -82,6 +97,7 @@ def _engine_summary(run: EngineRun) -> dict[str, Any]:
         "graph_requests": r["graph"].get("requests", 0),
         "plan": r["plan_counts"],
         "member_values": r["member_values"],
+        "dc_cpu_write_s": r.get("dc_cpu_write_s"),  # the DC's CPU over the write phase (first apply only)
     }
 
 
@@ -150,6 +166,14 @@ def run_bench(
                 result["setup_s"] = round(time.perf_counter() - started, 1)
                 workspace = Workspace(workdir, engine_ou, options.profile)
                 workspace.write_config(info, handle, size.max_members)
+                result["graph_profile"] = handle.admin(
+                    "profile",
+                    {
+                        "request_ms": options.graph_latency_ms,
+                        "per_object_ms": options.graph_per_object_ms,
+                        "throttle": options.graph_throttle,
+                    },
+                )
                 expected = verify.expected_counts(handle, gen)
                 result["tenant"] = _tenant_figures(handle, gen, expected)
                 say(f"Tenant: {result['tenant']}")
@@ -158,7 +182,7 @@ def run_bench(
                 say(f"Host check: {result['host_check']['first_apply']}")
                 say("First full apply")
                 handle.admin("stats", {"reset": True})
-                first = run_apply(workspace, "first")
+                first = run_apply(workspace, "first", dc_pid=info.samba_pid)
                 result["first_apply"] = _engine_summary(first)
                 result["first_apply"]["emulator_requests"] = handle.stats().get("total")
                 with ldaptools.connection(info) as conn:
@@ -171,6 +195,31 @@ def run_bench(
                 say(
                     f"  {result['graph_full_read']['wall_s']:.1f} s, {result['graph_full_read']['requests']} requests"
                 )
+
+                if options.read_concurrency:
+                    say(f"Graph read alone, groups then members, {options.read_concurrency} in flight")
+                    reads = read_concurrency.measure(workspace, handle, options.read_concurrency)
+                    result["graph_read_concurrency"] = reads
+                    memberships = result["tenant"]["memberships"]
+                    _check(
+                        checks,
+                        problems,
+                        "read_concurrency_complete",
+                        e2e_report.read_concurrency_problems(reads, memberships),
+                    )
+                    say("  " + e2e_report.concurrency_cell(result))
+                say("End-to-end limit, its Graph part: one sequential full delta read (httpx)")
+                e2e_read = e2e_limit.read_graph(handle)
+                read_refs = sum(len(m) for m in e2e_read.members.values())
+                _check(
+                    checks,
+                    problems,
+                    "e2e_read_complete",
+                    []
+                    if read_refs == result["tenant"]["memberships"]
+                    else [f"read {read_refs} memberships, the tenant has {result['tenant']['memberships']}"],
+                )
+                say(f"  {e2e_read.seconds:.1f} s, {e2e_read.requests} requests")
 
                 say("Second apply, nothing changed")
                 second = run_apply(workspace, "second")
@@ -229,14 +278,27 @@ def run_bench(
                     delete_subtree(conn, engine_ou)
             result["host_check"]["limit"] = host_check(info)
             say(f"Host check: {result['host_check']['limit']}")
-            lim = limit.write_limit(info, written, engine_ou, limit_ou)
+            # The directory's limit is the write part of the end-to-end limit: the same minimal writes.
+            e2e = e2e_limit.write_part(info, e2e_read, written, engine_ou, limit_ou)
+            lim = e2e.writes
             with ldaptools.connection(info) as conn:
                 copies = ldaptools.read_groups(conn, limit_ou)
             _check(checks, problems, "limit_members_exact", verify.compare(expected, copies, "Limit_"))
-            result["limit"] = {"wall_s": round(lim.seconds, 3), "ldap": lim.operations, "values": lim.values}
+            result["limit"] = {
+                "wall_s": round(lim.seconds, 3),
+                "ldap": lim.operations,
+                "values": lim.values,
+                "dc_cpu_s": lim.dc_cpu_s,
+            }
+            engine_dc = result["first_apply"].get("dc_cpu_write_s")
+            if engine_dc is not None and lim.dc_cpu_s:
+                result["ratio_dc_cpu_write_limit"] = round(engine_dc / lim.dc_cpu_s, 2)
             result["ratio_engine_limit"] = round(first.wall_seconds / lim.seconds, 2)
             result["ratio_apply_phase_limit"] = round(first.report["phases"]["apply"] / lim.seconds, 2)
             say(f"  {lim.seconds:.1f} s, {lim.operations}; engine/limit = {result['ratio_engine_limit']}")
+            result["e2e_limit"] = e2e.as_dict()
+            result["ratio_engine_e2e_limit"] = e2e_report.e2e_ratio(first.wall_seconds, e2e.seconds)
+            say(f"  end to end {e2e.seconds:.1f} s; engine/e2e limit = {result['ratio_engine_e2e_limit']}")
     # An apply failed, the service died, a sample timed out: keep what was measured.
     except RuntimeError as exc:
         _record_failure(result, checks, exc)
@@ -375,4 +437,5 @@ def _targets(size: Size, result: dict[str, Any]) -> dict[str, Any]:
             "", _one_change_modifies(result), result["checks"].get("one_change_one_modify")
         ),
         "latency_p95_s": _target(f"< {TARGET_P95_S:g} s", lat, None if lat is None else lat < TARGET_P95_S),
+        "engine_e2e_limit_ratio": e2e_report.e2e_target(size.name, result),
     }

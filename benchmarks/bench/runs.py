@@ -46,12 +46,15 @@ FIGURES: dict[str, Callable[[Result], Any]] = {
     "limit_s": lambda r: _get(r, "limit", "wall_s"),
     "engine_limit_ratio": lambda r: r.get("ratio_engine_limit"),
     "apply_phase_limit_ratio": lambda r: r.get("ratio_apply_phase_limit"),
+    "dc_cpu_write_limit_ratio": lambda r: r.get("ratio_dc_cpu_write_limit"),
     "no_change_s": lambda r: _get(r, "second_apply", "wall_s"),
     "no_change_rss_mb": lambda r: _get(r, "second_apply", "max_rss_mb"),
     "deep_no_change_s": lambda r: _get(r, "deep_apply", "wall_s"),
     "deep_no_change_rss_mb": lambda r: _get(r, "deep_apply", "max_rss_mb"),
     "one_change_s": lambda r: _change(r, 1),
     "latency_p95_s": lambda r: _get(r, "latency", "p95"),
+    "e2e_limit_s": lambda r: _get(r, "e2e_limit", "wall_s"),
+    "engine_e2e_limit_ratio": lambda r: r.get("ratio_engine_e2e_limit"),
 }
 
 

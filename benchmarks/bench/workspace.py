@@ -116,11 +116,19 @@ class EngineFailed(RuntimeError):
         self.run = run
 
 
-def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0, *, deep: bool = False) -> EngineRun:
+def run_apply(
+    workspace: Workspace,
+    label: str,
+    timeout: float = 7200.0,
+    *,
+    deep: bool = False,
+    dc_pid: int | None = None,
+) -> EngineRun:
     """One ``writeback apply`` (``--deep``: ``writeback apply --deep``) in a child process; raises RuntimeError
     if it fails.
 
-    With ``workspace.profile`` set, the child writes ``<dir>/profile-<label>.pstats`` (cProfile).
+    With ``workspace.profile`` set, the child writes ``<dir>/profile-<label>.pstats`` (cProfile). With ``dc_pid``
+    (the Samba DC's) it reports the DC's CPU over its write phase (``dc_cpu_write_s``).
     """
     argv = [
         sys.executable,
@@ -132,6 +140,8 @@ def run_apply(workspace: Workspace, label: str, timeout: float = 7200.0, *, deep
     env = child_env()
     if workspace.profile:
         env["WRITEBACK_BENCH_PROFILE"] = str(workspace.dir / f"profile-{label}.pstats")
+    if dc_pid is not None:
+        env["WRITEBACK_BENCH_DC_PID"] = str(dc_pid)
     started = time.perf_counter()
     proc = subprocess.run(
         argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False

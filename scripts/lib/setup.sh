@@ -5,7 +5,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${WRITEBACK_VENV:-$ROOT/.venv}"
 DEBS=(samba samba-ad-dc samba-ad-provision samba-dsdb-modules winbind krb5-user ldap-utils ldb-tools postgresql
       libldap2-dev libsasl2-dev python3-venv python3-dev gcc
-      chromium)  # postgresql: the HA tests' state server; chromium: the console's browser tests (Playwright)
+      libsasl2-modules-gssapi-mit libkrb5-dev faketime
+      chromium)  # postgresql: the HA tests' state server; chromium: the console's browser tests (Playwright);
+                 # libsasl2-modules-gssapi-mit: Cyrus SASL's GSSAPI plugin (auth = "kerberos"); libkrb5-dev: to
+                 # build the gssapi package against MIT krb5; faketime: the clock-skew test
 
 missing=()
 for p in "${DEBS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

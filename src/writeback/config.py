@@ -84,6 +84,9 @@ class SourceSettings:
     timeout: float = 30.0
     max_retries: int = 8
     max_retry_after_seconds: float = 120.0  # longest wait before one Graph retry, Retry-After included
+    # Graph requests in flight at once (fewer while Graph throttles); 1: the sequential read of before
+    # (writeback.adapters.graph.firstread).
+    max_in_flight: int = 8
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,15 @@ class TargetSettings:
     page_size: int = 1000
     max_values_per_modify: int = 5000
     timeout: float = 30.0
+    # How writeback binds: "simple" (bind_dn + bind_password) or "kerberos" (SASL GSSAPI as ``principal``, its
+    # ticket got from ``keytab`` and renewed by writeback, or, without a keytab, from the credential cache the
+    # host keeps renewed: KRB5CCNAME). No AD password is then configured anywhere; docs/hardened-dc.md.
+    auth: str = "simple"
+    keytab: str | None = None
+    principal: str | None = None
+
+
+AUTH_MODES = ("simple", "kerberos")
 
 
 @dataclass(frozen=True)
@@ -726,10 +738,17 @@ def parse_settings(root: Mapping[str, Any], file: str = "<config>") -> Settings:
     urls = t.get("ldap_urls", list, check=_url(("ldaps", "ldap")))
     if not urls:
         raise t.error("ldap_urls", "needs at least one URL")
+    auth = t.choice("auth", AUTH_MODES)
+    kerberos = auth == "kerberos"
+    keytab, principal, bind_password = _target_auth(t, kerberos, path)
     target = TargetSettings(
         ldap_urls=tuple(urls),
-        bind_dn=t.get("bind_dn", str),
-        bind_password=_resolved(t.secret("bind_password", required=True), path) or SecretRef(),
+        # With Kerberos the account is the principal's; bind_dn may still name it (for the rights report).
+        bind_dn=t.get("bind_dn", str, "" if kerberos else _FROM_FIELD),
+        bind_password=bind_password,
+        auth=auth,
+        keytab=keytab,
+        principal=principal,
         base_dn=t.get("base_dn", str),
         target_ou=t.get("target_ou", str),
         gc_urls=_one_or_more(t.get("gc_url", (str, list), check=_gc_url)),
@@ -1027,9 +1046,49 @@ def _source(
         timeout=s.get("timeout", float, check=_positive),
         max_retries=s.get("max_retries", int, check=lambda v: None if v >= 0 else "must be 0 or more"),
         max_retry_after_seconds=s.get("max_retry_after_seconds", float, check=_positive),
+        max_in_flight=s.get(
+            "max_in_flight", int, check=lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"
+        ),
     )
     s.finish()
     return source
+
+
+_PRINCIPAL = re.compile(r"^[^@\s/]+(/[^@\s/]+)?@[^@\s]+$")
+
+
+def _target_auth(
+    t: Any, kerberos: bool, path: Callable[[str | None], str | None]
+) -> tuple[str | None, str | None, SecretRef]:
+    """[target] auth's keys: (keytab, principal, bind_password). A simple bind needs the password and no
+    Kerberos keys; a Kerberos bind needs no password (and refuses one: it would sit unused in a file) and a
+    principal with its keytab, or neither (the host's renewed credential cache, KRB5CCNAME)."""
+    keytab = path(t.get("keytab", str))
+    principal = t.get("principal", str)
+    if not kerberos:
+        for name, value in (("keytab", keytab), ("principal", principal)):
+            if value is not None:
+                raise t.error(name, 'is used only with auth = "kerberos"; drop it, or set auth = "kerberos"')
+        return None, None, _resolved(t.secret("bind_password", required=True), path) or SecretRef()
+    if t.secret("bind_password", required=False) is not None:
+        raise t.error(
+            "bind_password_file",
+            'is not used with auth = "kerberos" (the keytab is the credential): remove it, so no AD password '
+            "is kept for writeback",
+        )
+    if principal is not None and not _PRINCIPAL.match(principal):
+        raise t.error(
+            "principal", f"{principal!r} is not a Kerberos principal like svc-writeback@CORP.EXAMPLE.COM"
+        )
+    if keytab is not None and principal is None:
+        raise t.error("principal", "is required with keytab: the principal whose key the keytab holds")
+    if t.data.get("insecure_plain_ldap"):
+        raise t.error(
+            "insecure_plain_ldap",
+            'does not apply with auth = "kerberos": an ldap:// URL is always signed and sealed by Kerberos '
+            "(SASL GSSAPI); remove it",
+        )
+    return keytab, principal, SecretRef()
 
 
 def _resolved(ref: SecretRef | None, path: Callable[[str | None], str | None]) -> SecretRef | None:

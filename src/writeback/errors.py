@@ -17,7 +17,8 @@ Messages say what failed, on which object, and what the operator can do. They ne
     │   ├── DirectoryAuthError      bind refused
     │   └── DirectoryWriteError     a write was refused (carries the LDAP result)
     ├── PlanError               a plan cannot be built or applied
-    │   └── StalePlanError          a saved plan no longer matches the current state
+    │   ├── StalePlanError          a saved plan no longer matches the current state
+    │   └── PausedError             an operator paused writing to AD (writeback resume)
     ├── StateError              the state store (SQLite file or PostgreSQL database)
     │   ├── StateLockedError        another writer holds the state (names its process)
     │   ├── StateUnavailableError   the PostgreSQL database cannot be reached (transient)
@@ -93,6 +94,11 @@ class PlanError(WritebackError):
 
 class StalePlanError(PlanError):
     """A saved plan was computed against a state that has changed since."""
+
+
+class PausedError(PlanError):
+    """An operator paused writeback (:mod:`writeback.app.pause`): it keeps reading, and writes nothing to AD
+    until resumed."""
 
 
 class StateError(WritebackError):

@@ -25,7 +25,7 @@ from tests.testbed.ad import AdView as AD
 from writeback.console.auth import new_token, token_line
 from writeback.testbed.sandbox.console import free_port
 
-__all__ = ["ad", "browser", "cloud", "console", "fresh_id", "workspace"]
+__all__ = ["ad", "assert_accessible", "assert_fits", "browser", "cloud", "console", "fresh_id", "workspace"]
 
 CHROMIUM = os.environ.get("WRITEBACK_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
@@ -185,3 +185,40 @@ def screenshot(page: Any, name: str) -> Path:
     path = folder / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# axe-core's impacts that fail a test: "serious" and "critical" (minor and moderate ones are reported by the
+# assertion message of a failing page only).
+BLOCKING_IMPACTS = ("serious", "critical")
+
+
+def assert_accessible(page: Any, what: str) -> None:
+    """Run axe-core (bundled by axe-playwright-python) on the page as it is now and fail on any serious or
+    critical violation, naming each rule, its help text and the first offending elements."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        pytest.fail(
+            "axe-playwright-python is not installed: pip install -e '.[test]' (it is in the test extra)",
+            pytrace=False,
+        )
+    results = Axe().run(page)
+    violations = results.response.get("violations", [])
+    blocking = [v for v in violations if v.get("impact") in BLOCKING_IMPACTS]
+    lines = [
+        f"{v['impact']}: {v['id']} ({v['help']}) at "
+        + "; ".join(" ".join(map(str, n.get("target", []))) for n in v.get("nodes", [])[:3])
+        for v in blocking
+    ]
+    assert not blocking, (
+        f"{what} ({page.url}): axe-core found {len(blocking)} blocking violations:\n" + "\n".join(lines)
+    )
+
+
+def assert_fits(page: Any, what: str, width: int = 390) -> None:
+    """At ``width`` CSS pixels the page has no sideways scroll (wide tables scroll in their own box)."""
+    page.set_viewport_size({"width": width, "height": 844})
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, (
+        f"{what} ({page.url}) is {scroll} px wide at a {width} px viewport: it scrolls sideways"
+    )

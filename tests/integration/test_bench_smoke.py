@@ -3,6 +3,8 @@
 It runs the same code as ``scripts/bench`` against the session's sandbox DC, in its own OU (base and target
 of its engine, deleted afterwards) with its own Graph emulator, so it cannot disturb other tests. The run
 is shortened (2 latency samples, 1 and 100 changes, 2,000 users for rule evaluation) to stay well under 90 s.
+It runs with a Graph profile (20 ms per request, throttling by the tenant's budget) and the concurrent read at
+1 and 4 in flight, so the options of issue 27 are covered too.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from benchmarks.bench.report import write_all
 from writeback.testbed.sandbox import SandboxInfo
 
 pytestmark = [pytest.mark.samba, pytest.mark.emulator]
+LATENCY_MS = 20.0
 
 
 @pytest.fixture(scope="module")
 def small_result(sandbox: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    options = Options(latency_samples=2, rule_users=2_000, changes=(1, 100))
+    options = Options(
+        latency_samples=2,
+        rule_users=2_000,
+        changes=(1, 100),
+        graph_latency_ms=LATENCY_MS,
+        read_concurrency=(1, 4),
+    )
     return run_bench(SIZES["small"], sandbox, tmp_path_factory.mktemp("bench"), options)
 
 
@@ -33,6 +42,8 @@ def test_every_check_passes(small_result: dict[str, object]) -> None:
         "deep_apply_zero_writes": True,
         "one_change_one_modify": True,
         "after_changes_members_exact": True,
+        "read_concurrency_complete": True,
+        "e2e_read_complete": True,
     }
 
 
@@ -76,3 +87,28 @@ def test_report_files_are_written(small_result: dict[str, object], tmp_path: Pat
     for name in ("bench.md", "bench.json", "bench-small.json", "bench.png"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_graph_profile_end_to_end_limit_and_concurrent_read(small_result: dict[str, object]) -> None:
+    profile, e2e = small_result["graph_profile"], small_result["e2e_limit"]
+    reads, limit = small_result["graph_read_concurrency"], small_result["limit"]
+    assert isinstance(profile, dict) and isinstance(e2e, dict) and isinstance(reads, list)
+    assert isinstance(limit, dict)
+    assert profile["request_ms"] == LATENCY_MS and profile["budget_per_10s"] == 5_000  # 310 users: M
+    # The sequential read waits the profile's delay once per request, at least.
+    assert e2e["graph_read_s"] >= e2e["graph_requests"] * LATENCY_MS / 1000
+    assert e2e["ldap"] == limit["ldap"] == {"add": 40, "modify": 0}
+    parts = e2e["graph_read_s"] + e2e["ad_read_s"] + e2e["build_s"] + e2e["ad_write_s"]
+    assert e2e["wall_s"] == pytest.approx(parts, abs=0.01)
+    assert e2e["ad_write_s"] >= limit["wall_s"]
+    first = small_result["first_apply"]
+    assert isinstance(first, dict)
+    assert small_result["ratio_engine_e2e_limit"] == round(first["wall_s"] / e2e["wall_s"], 2)
+    one, four = reads
+    assert (one["concurrency"], four["concurrency"]) == (1, 4)
+    assert one["groups"] == four["groups"] == 40 and one["requests"] >= 41
+    assert one["seconds"] >= one["requests"] * LATENCY_MS / 1000
+    assert four["seconds"] < one["seconds"]  # requests in flight overlap
+    targets = small_result["targets"]
+    assert isinstance(targets, dict)
+    assert targets["engine_e2e_limit_ratio"]["met"] is None  # no goal at small, nor at 20 ms

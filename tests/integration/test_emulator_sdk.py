@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,7 @@ with warnings.catch_warnings():
     from msgraph_beta.generated.models.on_premises_sync_behavior import OnPremisesSyncBehavior
     from msgraph_beta.generated.models.user import User as BetaUser
     from msgraph_beta.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+    from msgraph_core import GraphClientFactory
     from msgraph_core.tasks.page_iterator import PageIterator
 
 pytestmark = [
@@ -107,7 +109,7 @@ def emu(tmp_path: Path) -> Iterator[EmulatorHandle]:
 class Sdk:
     """A v1.0 and a beta GraphServiceClient signed in with azure-identity's ClientSecretCredential."""
 
-    def __init__(self, emu: EmulatorHandle) -> None:
+    def __init__(self, emu: EmulatorHandle, *, middleware: bool = False) -> None:
         # azure-identity asks {authority}/{tenant}/oauth2/v2.0/token; the emulator is not a known cloud, so
         # instance discovery is off, and its private CA is trusted through connection_verify.
         self.credential = ClientSecretCredential(
@@ -125,6 +127,8 @@ class Sdk:
         )
         verify = ssl.create_default_context(cafile=emu.ca_file)
         self.http = httpx.AsyncClient(verify=verify)
+        if middleware:  # the SDK's default middleware: retries (429 after Retry-After), redirects, ...
+            self.http = GraphClientFactory.create_with_default_middleware(client=self.http)
         adapter = GraphRequestAdapter(auth, client=self.http)
         adapter.base_url = f"{emu.graph_url}/v1.0"
         self.adapter = adapter
@@ -138,9 +142,9 @@ class Sdk:
         await self.credential.close()
 
 
-def run(emu: EmulatorHandle, body: Callable[[Sdk], Awaitable[T]]) -> T:
+def run(emu: EmulatorHandle, body: Callable[[Sdk], Awaitable[T]], *, middleware: bool = False) -> T:
     async def main() -> T:
-        sdk = Sdk(emu)
+        sdk = Sdk(emu, middleware=middleware)
         try:
             return await body(sdk)
         finally:
@@ -362,3 +366,51 @@ def test_sdk_converts_a_users_source_of_authority_through_beta_on_premises_sync_
         assert missing.value.response_status_code == 404
 
     run(emu, body)
+
+
+def test_sdk_pages_delta_by_prefer_maxpagesize_and_syncs_from_now(emu: EmulatorHandle) -> None:
+    async def body(sdk: Sdk) -> None:
+        config = RequestConfiguration(
+            query_parameters=DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(select=["displayName"])
+        )
+        config.headers.add("Prefer", "odata.maxpagesize=4")
+        page = await sdk.client.users.delta.get(request_configuration=config)
+        sizes = []
+        while page is not None:
+            sizes.append(len(page.value or []))
+            if not page.odata_next_link:
+                break
+            page = await sdk.client.users.delta.with_url(page.odata_next_link).get(
+                request_configuration=config
+            )
+        assert sizes == [4, 4, 4, 4, 4, 4, 4, 2]  # 30 users
+        # "Sync from now": $deltatoken=latest gives only a deltaLink; later changes come through it.
+        latest = await sdk.client.groups.delta.with_url(
+            f"{emu.graph_url}/v1.0/groups/delta?$select=displayName,members&$deltatoken=latest"
+        ).get()
+        assert latest is not None and latest.value == [] and latest.odata_delta_link
+        assert latest.odata_next_link is None
+        ref = ReferenceCreate(odata_id="https://graph.microsoft.com/v1.0/directoryObjects/u21")
+        await sdk.client.groups.by_group_id("g2").members.ref.post(ref)
+        later = await sdk.client.groups.delta.with_url(latest.odata_delta_link).get()
+        assert later is not None and [g.id for g in later.value or []] == ["g2"]
+
+    run(emu, body)
+
+
+def test_sdk_retry_handler_waits_out_a_budget_429(emu: EmulatorHandle) -> None:
+    # Two resource units per 10 s: GET users costs 2, so the second list is throttled and the SDK's
+    # RetryHandler must wait Retry-After (about 10 s) before it succeeds.
+    emu.admin("profile", {"throttle": 2})
+
+    async def body(sdk: Sdk) -> float:
+        first = await sdk.client.users.get()
+        assert first is not None and len(first.value or []) == 30
+        started = time.perf_counter()
+        second = await sdk.client.users.get()
+        assert second is not None and len(second.value or []) == 30
+        return time.perf_counter() - started
+
+    waited = run(emu, body, middleware=True)
+    assert 8.0 <= waited < 30.0
+    assert emu.stats()["outcomes"]["throttled_budget"] >= 1

@@ -43,6 +43,21 @@ Server's default and comes from Microsoft's documentation:
   for an administrator. A modify of an attribute without the right is refused insufficientAccessRights (50)
   with Windows' message ([MS-ADTS] 3.1.1.5.3.1: Write Property on every attribute modified).
 
+- Hardened DCs (issue 26). ``require_signing`` is LDAPServerIntegrity = 2, "Domain controller: LDAP server signing
+  requirements" = Require signing (Microsoft Learn, that policy's page; Windows Server 2025 enforces it): a simple
+  bind on a connection without TLS, and a SASL bind that does not sign, are refused strongerAuthRequired (8)
+  with AD's diagnostic 00002028. ``channel_binding`` is LdapEnforceChannelBinding (KB 4520412 "2020, 2023, and
+  2024 LDAP channel binding and LDAP signing requirements for Windows"; MS-ADTS 5.1.2.2): at 2 a SASL bind
+  inside TLS without a channel binding token is refused invalidCredentials with "AcceptSecurityContext error,
+  data 80090346" (SEC_E_BAD_BINDINGS); at 1 a client that sends none is let through. python-ldap with Cyrus
+  SASL 2.1.28 sends none, so the double models a client without a token. A SASL layer inside TLS is refused
+  (MS-ADTS 5.1.2.2: AD "does not permit SASL-layer message confidentiality/integrity protection mechanisms
+  to be employed on an SSL/TLS-protected LDAP connection"; the diagnostic is AD's 00002029, the result code
+  unwillingToPerform is this double's choice). unicodePwd is taken only over TLS or a SASL layer of 128 bits
+  or more (MS-ADTS 3.1.1.3.1.5.1); otherwise unwillingToPerform (53) with AD's "0000001F: SvcErr ... problem
+  5003 (WILL_NOT_PERFORM)". The GSSAPI SSF the double negotiates on 389 is 256 (AES-256 session keys),
+  within the client's OPT_X_SASL_SSF_MIN/MAX.
+
 Not modelled (the engine does not use them): referrals, the Global Catalog, SD propagation, attribute syntaxes.
 """
 
@@ -205,6 +220,8 @@ class WindowsDC:
     seconds_per_entry: float = 0.0
     down: bool = False
     searches_before_down: int | None = None  # the DC goes down at this search (failover tests)
+    require_signing: bool = False  # LDAPServerIntegrity = 2 (module docstring, "Hardened DCs")
+    channel_binding: int = 0  # LdapEnforceChannelBinding: 0 never, 1 when supported, 2 always
     # "Retrieving Deleted Objects": the container is normally visible to administrators only. With False the
     # double answers noSuchObject for it; Windows' exact answer to an account without rights is not documented.
     deleted_objects_visible: bool = True
@@ -458,12 +475,38 @@ class WindowsDC:
         return out
 
 
+# AD's answers to what a hardened DC refuses (module docstring, "Hardened DCs").
+_STRONGER_AUTH = {
+    "desc": "Strong(er) authentication required",
+    "info": "00002028: LdapErr: DSID-0C090259, comment: The server requires binds to turn on integrity checking "
+    "if SSL\\TLS are not already active on the connection, data 0, v4563",
+}
+_BAD_BINDINGS = {
+    "desc": "Invalid credentials",
+    "info": "80090346: LdapErr: DSID-0C090749, comment: AcceptSecurityContext error, data 80090346, v4563",
+}
+_LAYER_IN_TLS = {
+    "desc": "Server is unwilling to perform",
+    "info": "00002029: LdapErr: DSID-0C0906E8, comment: Cannot start kerberos signing/sealing when using TLS/SSL, "
+    "data 0, v4563",
+}
+_PASSWORD_UNENCRYPTED = {
+    "desc": "Server is unwilling to perform",
+    "info": "0000001F: SvcErr: DSID-031A12D2, problem 5003 (WILL_NOT_PERFORM), data 0",
+}
+_UNLIMITED = 2**31 - 1
+_GSSAPI_SSF = 256
+
+
 class DoubleConnection:
     """What ``ldap.initialize(url)`` returns, for the calls LdapSession and LdapDirectory make."""
 
     def __init__(self, dc: WindowsDC, url: str) -> None:
         self.dc, self.url = dc, url
         self.options: dict[int, Any] = {}
+        self.tls = url.lower().startswith("ldaps://")
+        self.ssf = 0  # the SASL layer's strength once bound with one
+        self.binds: list[str] = []  # "simple" / "sasl"
         self.timeout: float = -1
         self._msgids = itertools.count(1)
         self._pending: dict[int, tuple[str, int, str, list[str] | None, list[Any]]] = {}
@@ -477,11 +520,43 @@ class DoubleConnection:
     def set_option(self, option: int, value: Any) -> None:
         self.options[option] = value
 
+    def get_option(self, option: int) -> Any:
+        if option == ldap.OPT_X_SASL_SSF:
+            return self.ssf
+        return self.options.get(option)
+
     def start_tls_s(self) -> None:
         self._alive()
+        self.tls = True
 
     def simple_bind_s(self, who: str, cred: str) -> None:
         self._alive()
+        self.binds.append("simple")
+        if self.dc.require_signing and not self.tls:
+            raise ldap.STRONG_AUTH_REQUIRED(_STRONGER_AUTH)
+
+    def sasl_interactive_bind_s(self, who: str, auth: Any) -> None:
+        self._alive()
+        self.binds.append("sasl")
+        if self.tls:
+            if self.options.get(ldap.OPT_X_SASL_SSF_MAX, _UNLIMITED) > 0:
+                raise ldap.UNWILLING_TO_PERFORM(_LAYER_IN_TLS)
+            if self.dc.channel_binding == 2:
+                raise ldap.INVALID_CREDENTIALS(_BAD_BINDINGS)
+            self.ssf = 0
+            return
+        wanted_max = self.options.get(ldap.OPT_X_SASL_SSF_MAX, _UNLIMITED)
+        self.ssf = min(_GSSAPI_SSF, wanted_max)
+        if self.ssf < self.options.get(ldap.OPT_X_SASL_SSF_MIN, 0):
+            raise ldap.LOCAL_ERROR(
+                {"desc": "Local error", "info": "SASL(-15): mechanism too weak for this user"}
+            )
+        if self.dc.require_signing and self.ssf < 1:
+            raise ldap.STRONG_AUTH_REQUIRED(_STRONGER_AUTH)
+
+    def _password_allowed(self, names: Iterable[str]) -> None:
+        if any(n.lower() == "unicodepwd" for n in names) and not (self.tls or self.ssf >= 128):
+            raise ldap.UNWILLING_TO_PERFORM(_PASSWORD_UNENCRYPTED)
 
     def unbind_s(self) -> None:
         return None
@@ -552,11 +627,13 @@ class DoubleConnection:
 
     def modify_ext_s(self, dn: str, modlist: list[tuple[int, str, list[bytes] | None]]) -> None:
         self._alive()
+        self._password_allowed(name for _op, name, _v in modlist)
         self.dc.log.append(("modify", (dn, [(op, name, len(v or [])) for op, name, v in modlist])))
         self.dc.modify(dn, modlist)
 
     def add_ext_s(self, dn: str, modlist: list[tuple[str, list[bytes]]]) -> None:
         self._alive()
+        self._password_allowed(name for name, _v in modlist)
         self.dc.log.append(("add", (dn, [(name, len(v)) for name, v in modlist])))
         self.dc.add(dn, modlist)
 

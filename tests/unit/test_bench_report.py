@@ -65,3 +65,17 @@ def test_the_host_check_before_the_apply_and_the_limit_sits_under_the_ratio() ->
     assert (
         lines[ratio + 1] == "|   host check before apply / limit: CPU; LDAP (ms) | - / - | 151; 80 / 99; 61 |"
     )
+
+
+def test_the_dc_cpu_of_the_engine_writes_and_the_limit_sits_under_the_host_check() -> None:
+    result: dict[str, Any] = {
+        "ratio_apply_phase_limit": 1.71,
+        "first_apply": {"dc_cpu_write_s": 32.0, "phases_s": {"apply": 51.166}},
+        "limit": {"wall_s": 29.849, "dc_cpu_s": 27.71},
+        "ratio_dc_cpu_write_limit": 1.15,
+    }
+    lines = markdown({"medium": result}).splitlines()
+    host = next(i for i, line in enumerate(lines) if line.startswith("|   host check before apply"))
+    row = "|   DC CPU during the writes, s (share of a core): engine / limit; ratio |"
+    assert lines[host + 1] == f"{row} 32.0 (63%) / 27.7 (93%); 1.15 |"
+    assert f"{row} - / -; - |" in markdown({"medium": {}})

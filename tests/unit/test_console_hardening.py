@@ -369,7 +369,7 @@ def test_the_log_page_and_row_page_refuse_bad_input_as_pages(console: Console) -
 def test_good_log_queries_still_work(console: Console) -> None:
     console.service.run(once=True)
     h = console.bearer(console.viewer)
-    rows = console.client.get("/api/log?limit=2&offset=1&format=json", headers=h).json()
+    rows = console.client.get("/api/log?limit=2&offset=1&format=json", headers=h).json()["value"]
     assert len(rows) == 2
     assert console.client.get(f"/api/log/{rows[0]['id']}", headers=h).json()["id"] == rows[0]["id"]
     _graph_error(console.client.get("/api/log/9223372036854775807", headers=h), 404, "no such log entry")

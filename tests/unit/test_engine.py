@@ -82,6 +82,7 @@ def test_groups_skipped_with_an_error_are_logged_with_the_reason(world):
     assert (skip.result, skip.cloud_id) == ("error", gid(1)) and "max_members" in (skip.error or "")
     (partial,) = store.read_log(action="skip_members")
     assert partial.cloud_id == gid(2) and partial.detail == {
+        "of": 2,  # the group's members: u3 written, "cloud" skipped (the log's "1 of 2 members matched")
         "skipped": 1,
         "reasons": {"cloud-only user (not synced from AD)": 1},
         "members": [

@@ -575,3 +575,30 @@ def test_a_page_whose_value_is_not_a_list_fails_the_round_and_keeps_the_link() -
         source.sync(replica)
     assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
     assert set(replica.snapshot().groups) == {"g1"}
+
+
+def test_a_stored_link_on_another_endpoint_is_not_followed_and_a_full_round_reads_from_the_configured_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After graph_url changed (the sandbox's emulator on a new port, another cloud), the stored delta links
+    point elsewhere. Following them would send the token there; refusing every cycle quarantined the service
+    for good. A full round from the configured endpoint replaces them."""
+    graph = ScriptedGraph()
+    graph.delta_round(USERS, None, [[user("u1")]], "U1")
+    graph.delta_round(GROUPS, None, [[group("g1", "u1")]], "G1")
+    replica = MemoryReplica()
+    source = source_for(graph)
+    source.sync(replica)
+    old = "https://127.0.0.1:39149"
+    with replica.transaction() as tx:
+        for resource, path, token in (("users", USERS, "U1"), ("groups", GROUPS, "G1")):
+            tx.set_delta_link(resource, f"{old}{path}?$deltatoken={token}")
+    graph.requests.clear()
+    with caplog.at_level(logging.WARNING):
+        report = source.sync(replica)
+    assert report.full_resync
+    assert all(r.url.host == "graph.example.test" for r in graph.requests)
+    assert all("$deltatoken" not in r.url.params for r in graph.requests if r.url.path in (USERS, GROUPS))
+    assert replica.get_delta_link("groups") == f"{GRAPH}{GROUPS}?$deltatoken=G1"
+    assert members(replica, "g1") == {"u1"}
+    assert "not on the configured Graph endpoint" in caplog.text

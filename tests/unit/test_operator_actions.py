@@ -47,7 +47,7 @@ def _raw_log(console: Console) -> str:
 def _rows(console: Console, action: str) -> list[dict[str, Any]]:
     r = console.client.get("/api/log", params={"action": action}, headers=console.bearer(console.viewer))
     assert r.status_code == 200
-    rows: list[dict[str, Any]] = r.json()
+    rows: list[dict[str, Any]] = r.json()["value"]
     return rows
 
 

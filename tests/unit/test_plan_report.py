@@ -52,8 +52,8 @@ REMOVALS = Hold(
     12,
     5,
     "Member removal threshold exceeded: 12 of the 40 member values writeback manages would be removed (30 %, "
-    "safety.member_removal_percent is 10). No member is removed. Review them with `writeback plan`, then run "
-    "`writeback apply --allow-removals 12` (or `writeback allow --removals 12` for a running service).",
+    "safety.member_removal_percent is 10). No member is removed. Review them with 'writeback plan', then run "
+    "'writeback apply --allow-removals 12' (or 'writeback allow --removals 12' for a running service).",
 )
 
 

@@ -62,3 +62,26 @@ def test_a_regular_file_is_still_replaced_atomically_and_privately(tmp_path: Pat
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert stat.S_IMODE(target.parent.stat().st_mode) == 0o700
     assert [p.name for p in target.parent.iterdir()] == ["health.json"]  # the temporary file was renamed
+
+
+def test_a_state_database_reached_through_a_link_is_refused_and_its_target_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    """chmod(2) follows links: a link planted at state.path (or at its -wal) would have made the file it points
+    to 0600. The store refuses it, naming the path, and leaves the target as it was."""
+    from writeback.adapters.state.sqlite import SqliteStore
+    from writeback.errors import StateError
+
+    victim = _victim(tmp_path)
+    victim.chmod(0o644)
+    for planted in ("state.db", "state.db-wal"):
+        folder = tmp_path / planted.replace(".", "_")
+        folder.mkdir()
+        if planted != "state.db":
+            (folder / "state.db").touch()
+        (folder / planted).symlink_to(victim)
+        with pytest.raises(StateError, match="symbolic link") as caught:
+            SqliteStore(folder / "state.db")
+        assert str(folder / planted) in str(caught.value)
+        assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+        assert victim.read_text() == "root's own\n"

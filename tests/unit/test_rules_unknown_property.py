@@ -26,7 +26,7 @@ TARGET = {
 def test_a_misspelt_property_warns_with_the_closest_known_one() -> None:
     rule = compile_rule('user.departmnt -eq "HR"')
     (warning,) = rule.warnings
-    assert warning.startswith("unknown property `user.departmnt`, did you mean `user.department`?")
+    assert warning.startswith("unknown property 'user.departmnt', did you mean 'user.department'?")
     assert not rule.matches({"department": "HR"})  # what the warning is about: it matches nobody
 
 
@@ -41,7 +41,7 @@ def test_a_misspelt_property_warns_with_the_closest_known_one() -> None:
 )
 def test_the_suggestion_comes_from_the_properties_of_the_rules_object(text: str, suggested: str) -> None:
     (warning,) = compile_rule(text).warnings
-    assert f"did you mean `{suggested}`?" in warning
+    assert f"did you mean '{suggested}'?" in warning
 
 
 def test_known_properties_any_case_and_extensions_do_not_warn() -> None:
@@ -57,7 +57,7 @@ def test_known_properties_any_case_and_extensions_do_not_warn() -> None:
 
 def test_a_property_nothing_is_close_to_warns_without_a_guess_and_once() -> None:
     (warning,) = compile_rule('user.zzqqx -eq "a" -or user.zzqqx -eq "b"').warnings
-    assert warning.startswith("unknown property `user.zzqqx` (no known property is close)")
+    assert warning.startswith("unknown property 'user.zzqqx' (no known property is close)")
 
 
 def _args(rule: str, cmd: str) -> argparse.Namespace:
@@ -68,7 +68,7 @@ def test_rules_check_prints_the_warning_on_stderr_and_exits_0(capsys: pytest.Cap
     assert rules_cli.main(_args('user.departmnt -eq "HR"', "check"), None) == 0
     out, err = capsys.readouterr()
     assert out.startswith("Rule is valid")
-    assert err.startswith("warning: unknown property `user.departmnt`, did you mean `user.department`?")
+    assert err.startswith("warning: unknown property 'user.departmnt', did you mean 'user.department'?")
 
 
 def test_rules_check_of_a_known_property_says_nothing_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,7 +82,7 @@ def test_rules_test_warns_too(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
     assert rules_cli.main(_args('user.departmnt -eq "HR"', "test"), lambda a: object()) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == "0 of 1 user match."
-    assert "did you mean `user.department`?" in err
+    assert "did you mean 'user.department'?" in err
 
 
 def test_a_dynamic_group_rule_with_an_unknown_property_is_logged_where_the_config_loads(
@@ -99,6 +99,6 @@ def test_a_dynamic_group_rule_with_an_unknown_property_is_logged_where_the_confi
     (record,) = [r for r in caplog.records if r.name == "writeback.config"]
     assert record.levelno == logging.WARNING
     assert record.getMessage().startswith(
-        "/etc/writeback/writeback.toml: dynamic_groups[0].rule: unknown property `user.departmnt`, "
-        "did you mean `user.department`?"
+        "/etc/writeback/writeback.toml: dynamic_groups[0].rule: unknown property 'user.departmnt', "
+        "did you mean 'user.department'?"
     )

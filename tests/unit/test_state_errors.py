@@ -72,7 +72,7 @@ def test_a_corrupt_replica_row_names_the_row_and_the_rebuild_command(
         store.snapshot()
     message = str(info.value)
     assert f"the {table} row {row_id!r} of the cloud replica is damaged" in message
-    assert "run `writeback state rebuild-replica`" in message and "the provisioning log is kept" in message
+    assert "run 'writeback state rebuild-replica'" in message and "the provisioning log is kept" in message
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

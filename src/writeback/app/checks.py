@@ -42,7 +42,12 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
         directory = wiring.build_directory(settings)
         try:
             directory.check_tls_and_bind()
-            say(f"AD {', '.join(settings.target.ldap_urls)}: TLS and bind OK as {settings.target.bind_dn}")
+            if settings.target.auth == "kerberos":
+                problems += _kerberos_bound(settings, directory, say)
+            else:
+                say(
+                    f"AD {', '.join(settings.target.ldap_urls)}: TLS and bind OK as {settings.target.bind_dn}"
+                )
             if directory.has_attribute(MSDS_ANCHOR):
                 say(f"AD schema: {MSDS_ANCHOR} present (used as the anchor)")
             elif settings.mapping.anchor == MSDS_ANCHOR:
@@ -70,6 +75,30 @@ def check_config(settings: Settings, say: Callable[[str], None]) -> list[str]:
         problems.append(f"AD: {exc}")
         say(f"AD: FAILED: {exc}")
     return problems
+
+
+def _kerberos_bound(settings: Settings, directory: LdapDirectory, say: Callable[[str], None]) -> list[str]:
+    """Say how the Kerberos bind is protected, and where the configuration depends on the DC's hardening.
+
+    The failures themselves (KDC unreachable, clock skew, unknown principal, unreadable keytab or wrong key
+    version, missing SPN, sealing refused, channel binding enforced) come as the bind's error, diagnosed by
+    adapters/directory/kerberos.py, and are reported by check_config like any AD failure."""
+    t = settings.target
+    source = f"keytab {t.keytab}" if t.keytab else "the host's credential cache (KRB5CCNAME)"
+    say(
+        f"AD {', '.join(t.ldap_urls)}: Kerberos bind OK as {t.principal or 'the cached principal'} ({source}); "
+        f"connection {directory.protection}; no AD password in the configuration"
+    )
+    say(f"AD account of the principal: {directory.account_dn()}")
+    if any(url.lower().startswith("ldaps://") for url in (*t.ldap_urls, *t.gc_urls)):
+        # Not a problem yet (this DC took the bind), but the one DC setting under which it cannot work.
+        say(
+            "NOTE: a Kerberos bind over ldaps:// sends no channel binding token (python-ldap has no option for "
+            "it, and Cyrus SASL 2.1.28 leaves GSSAPI channel bindings off): a DC with "
+            "LdapEnforceChannelBinding = 2 refuses it. ldap:// (port 389, signed and sealed by Kerberos) works "
+            "under every LDAP signing and channel binding setting (docs/hardened-dc.md)"
+        )
+    return []
 
 
 def _taken_over_rights(settings: Settings, directory: LdapDirectory, say: Callable[[str], None]) -> list[str]:

@@ -18,9 +18,18 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
+from writeback.app import leaving
 from writeback.app.gathering import Schema, gather
 from writeback.config import Settings
-from writeback.core.desired import Intents, cloud_intents, combine, desired_state, dynamic_intents, questions
+from writeback.core.desired import (
+    Intents,
+    cloud_intents,
+    combine,
+    desired_state,
+    dynamic_intents,
+    managed_accounts,
+    questions,
+)
 from writeback.core.dn import normalize_dn
 from writeback.core.model import (
     ANCHOR_PREFIX,
@@ -247,6 +256,7 @@ class Engine:
         self._schema: Schema | None = None
         # The base of the safety percentages: counted by every full plan, kept for incremental ones.
         self._managed: Managed | None = None
+        self._accounts: dict[str, int] | None = None  # user accounts by kind (the last full plan's count)
         self._timings: dict[str, float] = {"graph_read": 0.0, "planning": 0.0}
         self._journal_checked = False
 
@@ -301,6 +311,11 @@ class Engine:
     def managed_member_values(self) -> int | None:
         """Member values in the managed AD groups as the last full plan read them (None before one)."""
         return self._managed.member_values if self._managed is not None else None
+
+    def managed_accounts(self) -> dict[str, int] | None:
+        """The user accounts writeback manages, by kind, as the last full plan read them (None before one, or
+        with ``[users]`` off): :func:`writeback.core.desired.managed_accounts`."""
+        return dict(self._accounts) if self._accounts is not None else None
 
     def groups_holding(self, member_ids: Iterable[str]) -> set[str]:
         """The cloud groups that hold any of ``member_ids`` (users or groups) in the replica."""
@@ -389,11 +404,13 @@ class Engine:
         partial plan), for the pass to record once it applies. ``now`` (Unix seconds): where the safety
         window ends (the clock by default)."""
         sources: list[Intents] = []
-        if self.cloud_enabled and (only is None or only):
+        # Accounts whose leave was held or refused are decided again by every plan, with no group planned too.
+        leavers = leaving.pending(self.store) if self.settings.users.creates_accounts else frozenset()
+        if self.cloud_enabled and (only is None or only or leavers):
             if not self.store.has_synced():
                 raise PlanError(
-                    "the cloud replica is empty: no successful Graph sync yet; run `writeback plan` "
-                    "(which syncs first) and check the source settings with `writeback config check`"
+                    "the cloud replica is empty: no successful Graph sync yet; run 'writeback plan' "
+                    "(which syncs first) and check the source settings with 'writeback config check'"
                 )
             cloud = cloud_intents(self.store.snapshot(only), self.settings, only)
             self.progress(
@@ -409,14 +426,18 @@ class Engine:
         if not sources:
             return Plan(), {}
         intents = combine(*sources)
-        if intents.reconciled is not None and not intents.reconciled:
+        if intents.reconciled is not None and not intents.reconciled and not leavers:
             return Plan(), {}  # an incremental cycle with nothing to reconcile
         where = self.store.applied_dns() if locations is None else locations
         prints = self.store.applied_fingerprints()
         # The users whose account writeback wrote are those with a recorded fingerprint (keys never collide:
         # a cloud user's id is no group's).
         q = questions(
-            intents, self.settings, where, written_users=prints.keys() if intents.users_enabled else ()
+            intents,
+            self.settings,
+            where,
+            written_users=prints.keys() if intents.users_enabled else (),
+            leaving=leavers,
         )
         facts = gather(
             q,
@@ -427,6 +448,8 @@ class Engine:
             user_mapped=self.user_mapped_attributes() if intents.users_enabled else (),
         )
         located = {} if intents.partial else located_groups(where, facts.managed)
+        # A partial plan asks the whole replica whether the users of accounts it may see leave are in no group.
+        intents = leaving.ask_replica(intents, facts, self.store, self.settings)
         state = desired_state(intents, facts, self.settings)
         plan = compute_plan(state, self.policy(), prints)
         for message in state.loops.values():
@@ -435,6 +458,8 @@ class Engine:
             plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
         if not intents.partial or self._managed is None:
             self._managed = Managed.of(state.actual, len(state.user_actual) + len(state.users_released))
+        if not intents.partial and intents.users_enabled:
+            self._accounts = managed_accounts(state)
         at = time.time() if now is None else now
         window = self.safety_window()
         base = window.base(at, self._managed)
@@ -808,5 +833,5 @@ class Engine:
             raise StalePlanError(
                 "the saved plan no longer matches the cloud and AD: "
                 f"it has {len(saved.changes)} changes, a fresh plan has {len(current.changes)}. "
-                "Run `writeback plan --out FILE` again and review it"
+                "Run 'writeback plan --out FILE' again and review it"
             )

@@ -90,7 +90,7 @@ def gather(
     names = q.names_to_check(managed)
     dns = q.dns_to_check(managed)
     by_sid, originals = _groups_by_sid(q, directory, schema, attrs, progress)
-    users_by_sid, managed_users = _users(q, directory, schema, user_mapped, progress)
+    users_by_sid, managed_users = _users(q, directory, schema, user_mapped, progress, managed)
     return DirectoryFacts(
         anchor_attributes=schema.write,
         accounts=accounts,
@@ -120,12 +120,19 @@ def _member_account_names(q: Questions, directory: Directory, schema: Schema) ->
 
 
 def _users(
-    q: Questions, directory: Directory, schema: Schema, mapped: Sequence[str], progress: Progress
+    q: Questions,
+    directory: Directory,
+    schema: Schema,
+    mapped: Sequence[str],
+    progress: Progress,
+    groups: Sequence[DirectoryGroup] = (),
 ) -> tuple[dict[str, DirectoryUser], tuple[DirectoryUser, ...]]:
     """The user accounts ``q`` asks for ([users]): by SID (SOA users' originals, accounts to release) and, in
-    a full plan, every account anchored User_. Nothing is read when users are off or the schema has no
-    place for their anchor."""
-    if not schema.users or not (q.user_sids or q.every_managed_user):
+    a full plan (or a partial one that may create or see leave an account: ``groups``, the groups read),
+    every account anchored User_. Nothing is read when users are off or the schema has no place for their
+    anchor."""
+    every = q.reads_managed_users(groups)
+    if not schema.users or not (q.user_sids or every):
         return {}, ()
     found: dict[str, DirectoryUser] = {}
     if q.user_sids:
@@ -135,7 +142,7 @@ def _users(
             for sid, u in directory.read_users_by_sid(q.user_sids, schema.users, mapped).items()
         }
     managed: tuple[DirectoryUser, ...] = ()
-    if q.every_managed_user:
+    if every:
         managed = tuple(directory.read_managed_users(schema.users, mapped, (USER_ANCHOR_PREFIX,)))
         progress(f"{plural(len(managed), 'managed user account')} in AD")
     return found, managed

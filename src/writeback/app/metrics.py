@@ -20,7 +20,7 @@ from writeback.core.model import SkipReason
 from writeback.core.safety import member_value_delta
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STATUSES = ("starting", "ok", "held", "degraded", "quarantined", "stopped")
+STATUSES = ("starting", "ok", "held", "degraded", "quarantined", "paused", "stopped")
 
 
 class HealthLike(Protocol):
@@ -66,6 +66,67 @@ def membership_delta(results: Iterable[_Applied]) -> int:
     """Member values the applied changes added minus those they removed (a delete's members are not known
     to the change, so a deleted group's values count until the next full read)."""
     return member_value_delta(r.change for r in results if r.ok)
+
+
+# [users]: the account changes counted, by the Change kind's value (a user account is never member-changed).
+USER_CHANGES = ("create", "update", "move", "delete")
+_UAC = "userAccountControl"
+_ACCOUNTDISABLE = 0x2
+
+
+def _disabled(value: object) -> int:
+    """1 when a userAccountControl value (as a change carries it) has ACCOUNTDISABLE, else 0."""
+    text = str(value) if isinstance(value, str | int) else ""
+    return 1 if text.isdigit() and int(text) & _ACCOUNTDISABLE else 0
+
+
+def _account_deltas(results: Iterable[_Applied]) -> dict[str, int]:
+    """How the applied user account changes move the account gauges: a create adds a created account (a
+    disabled one with ``create_disabled``), a delete removes one (only created accounts are ever deleted), and
+    an update of userAccountControl disables or enables one."""
+    delta = {"created": 0, "created_disabled": 0}
+    for r in results:
+        c = r.change
+        if not r.ok or getattr(c, "target", "group") != "user":
+            continue
+        kind = c.kind.value
+        if kind == "create":
+            delta["created"] += 1
+            delta["created_disabled"] += _disabled(c.attributes.get(_UAC))
+        elif kind == "delete":
+            delta["created"] -= 1
+        elif kind == "update" and _UAC in c.attributes:
+            delta["created_disabled"] += _disabled(c.attributes[_UAC]) - _disabled(c.previous.get(_UAC))
+    return delta
+
+
+def tally_users(users: dict[str, int], held: Iterable[Any], results: Iterable[_Applied]) -> None:
+    """Count one apply's user account changes into ``users`` (the Health's ``users``, read by /metrics): the
+    changes applied and refused by kind, the changes its plan ``held``, and the account gauges moved by what
+    was applied (once a full plan has counted them: :func:`set_accounts`). Every apply of the service's
+    passes comes here (cycles, provision on demand), as an ``on_apply`` observer."""
+    results = list(results)
+    for r in results:
+        c = r.change
+        if getattr(c, "target", "group") == "user":
+            key = f"{c.kind.value}_{'success' if r.ok else 'error'}"
+            users[key] = users.get(key, 0) + 1
+    for kind in USER_CHANGES:
+        users[f"held_{kind}"] = 0
+    for c in held:
+        if getattr(c, "target", "group") == "user":
+            users[f"held_{c.kind.value}"] = users.get(f"held_{c.kind.value}", 0) + 1
+    if "accounts_created" in users:
+        for name, n in _account_deltas(results).items():
+            users[f"accounts_{name}"] = max(users.get(f"accounts_{name}", 0) + n, 0)
+
+
+def set_accounts(users: dict[str, int], counted: Mapping[str, int], results: Iterable[_Applied]) -> None:
+    """The account gauges in ``users`` after a full pass: what its plan ``counted`` in AD (before the apply:
+    :func:`writeback.core.desired.managed_accounts`) moved by what the apply did."""
+    deltas = _account_deltas(results)
+    for name, n in counted.items():
+        users[f"accounts_{name}"] = max(n + deltas.get(name, 0), 0)
 
 
 def is_leader(health: HealthLike) -> bool:
@@ -164,8 +225,49 @@ class _HealthCollector(Collector):
         for hold in h.held:
             held.add_metric([str(hold.get("kind", ""))], float(hold.get("count", 0)))
         yield held
+        yield from _user_metrics(getattr(h, "users", None) or {})
         for name, value in sorted(self.counts().items()):
             yield GaugeMetricFamily(f"writeback_{name}", name.replace("_", " "), value=value)
+
+
+def _user_metrics(users: Mapping[str, int]) -> Iterator[Any]:
+    """[users]: the accounts writeback manages by kind, the created ones disabled, the account changes applied
+    by kind and result, and those held. Nothing before [users] wrote or counted anything."""
+    if not users:
+        return
+    if "accounts_created" in users:
+        accounts = GaugeMetricFamily(
+            "writeback_user_accounts",
+            "AD user accounts writeback manages, by kind (created: for cloud-only members; soa: SOA users' "
+            "original accounts), as the last deep reconcile read them plus what was applied since",
+            labels=["kind"],
+        )
+        for kind in ("created", "soa"):
+            accounts.add_metric([kind], users.get(f"accounts_{kind}", 0))
+        yield accounts
+        yield GaugeMetricFamily(
+            "writeback_user_accounts_disabled",
+            "accounts writeback created that are disabled (their user left every in-scope group, or is disabled "
+            "or soft-deleted in the cloud)",
+            value=users.get("accounts_created_disabled", 0),
+        )
+    changes = CounterMetricFamily(
+        "writeback_user_changes",
+        "user account changes applied to AD, by kind and result",
+        labels=["kind", "result"],
+    )
+    for kind in USER_CHANGES:
+        for result in ("success", "error"):
+            changes.add_metric([kind, result], users.get(f"{kind}_{result}", 0))
+    yield changes
+    held = GaugeMetricFamily(
+        "writeback_held_user_changes",
+        "user account changes the last apply's plan held (a safety threshold, or rights missing), by kind",
+        labels=["kind"],
+    )
+    for kind in USER_CHANGES:
+        held.add_metric([kind], users.get(f"held_{kind}", 0))
+    yield held
 
 
 class ServiceMetrics:

@@ -1,4 +1,4 @@
-"""What the command line asks of writeback, one call each: plan, apply, provision, allow.
+"""What the command line asks of writeback, one call each: plan, apply, provision, allow, pause, resume.
 
 Each builds the engine from settings (:mod:`writeback.app.wiring`), runs one reconcile pass
 (:class:`writeback.app.reconcile_pass.ReconcilePass`) or does its one job, and always closes what it opened;
@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+from writeback.app import pause as pausing
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Progress
 from writeback.app.provision import ProvisionOutcome, Step, provision_group
 from writeback.app.reconcile_pass import PassOptions, ReconcilePass
@@ -73,6 +74,7 @@ def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> P
         engine = build_engine(settings)
         run_id = uuid.uuid4().hex[:12]
         try:
+            pausing.refuse_if_paused(engine.store)  # before the request is logged: nothing is done
             # The operator's request, in the run's id (the console logs its token's name the same way).
             request: dict[str, object] = {"reason": f"provision on demand of {group!r}", "requested": group}
             engine.store.log_rows(
@@ -107,5 +109,24 @@ def allow(settings: Settings, allowances: Allowances) -> None:
     try:
         store.set_allowances(asdict(allowances))
         store.log_rows([record])
+    finally:
+        store.close()
+
+
+def pause(settings: Settings) -> tuple[pausing.Paused, bool]:
+    """Pause writing to AD (:mod:`writeback.app.pause`) as the OS user running the command; the pause in force
+    and whether this call started it. A running service sees it at its next pass."""
+    store = build_store(settings)
+    try:
+        return pausing.pause(store, os_user())
+    finally:
+        store.close()
+
+
+def resume(settings: Settings) -> pausing.Paused | None:
+    """Resume writing to AD; the pause that ended (None: writeback was not paused)."""
+    store = build_store(settings)
+    try:
+        return pausing.resume(store, os_user())
     finally:
         store.close()

@@ -106,7 +106,7 @@ def provision_group(
         if result is not None and held:
             return ProvisionOutcome(
                 "held",
-                f"held: {plural(len(held), 'change')} over a safety threshold (`writeback allow`)",
+                f"held: {plural(len(held), 'change')} over a safety threshold ('writeback allow')",
                 result.run_id,
             )
         return ProvisionOutcome(

@@ -28,9 +28,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from writeback.app import reconcile
+from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
+from writeback.app.pause import refuse_if_paused
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
@@ -176,6 +177,8 @@ class ReconcilePass:
         from it); else the pass syncs when ``options.sync``. ``show`` receives the plan before anything is
         written."""
         started = time.perf_counter()
+        if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
+            refuse_if_paused(self.engine.store)
         if report is None:
             report = self.sync() if options.sync else SyncReport()
         if options.kind == "group":
@@ -204,7 +207,7 @@ class ReconcilePass:
             pending = engine.store.pending_groups(after=self._pending_seen)
             only = options.only | pending.groups
             users = engine.sync_ad_users(full=options.refresh_users) if options.sync else 0
-            if not only and not users:
+            if not only and not users and not self._leavers():
                 self._pending_seen = pending.upto
                 return PassResult(Plan(deep=False), None, report, only=frozenset())
             # On-prem dynamic groups are planned when AD users changed, or when one of them is asked for.
@@ -236,6 +239,7 @@ class ReconcilePass:
         result = self._apply(chosen, options.run_id)
         self._check_claim()
         self._counted(result, options.allow)
+        self._leaving(chosen, result)
         if scope is not None:
             reconcile.finish(engine, scope, chosen, result, now=self.clock())
             self._pending_seen = max(self._pending_seen, scope.pending.upto)
@@ -347,6 +351,7 @@ class ReconcilePass:
         self._counted(result, options.allow)
         if not user:  # pending marks and stamps are the groups'; a user pass wrote none of them
             reconcile.settle(engine, only, pending, plan, result)
+            self._leaving(plan, result)  # a user pass holds one user's changes: it keeps the record as it is
         phases["apply"] = time.perf_counter() - writing
         self._applied(plan, result)
         return PassResult(plan, result, report, only=only, target=target, phases=phases)
@@ -367,6 +372,19 @@ class ReconcilePass:
         """The changes applied count toward the safety thresholds for ``safety.window`` seconds (but for the
         kinds an operator allowed in this pass)."""
         self.engine.remember_applied([r.change for r in result.results if r.ok], self.clock(), allow)
+
+    def _leavers(self) -> frozenset[str]:
+        """Users whose account change an earlier apply held or could not write (with cloud_members): an
+        incremental pass plans for them even when no group changed."""
+        if not self.engine.settings.users.creates_accounts:
+            return frozenset()
+        return leaving.pending(self.engine.store)
+
+    def _leaving(self, plan: Plan, result: ApplyResult) -> None:
+        """Remember the users whose account change this apply held or could not write: every later pass asks
+        the replica about them again (:mod:`writeback.app.leaving`)."""
+        applied = [r.change for r in result.results if r.ok]
+        leaving.record_unsettled(self.engine.store, plan, applied, aborted=result.aborted is not None)
 
     def _check_claim(self) -> None:
         """Before anything is written, and before the records after an apply: a pass that lost the lease

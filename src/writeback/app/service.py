@@ -18,9 +18,17 @@ Crash safety needs nothing here: the engine plans from what AD holds now and eve
 (see :mod:`writeback.app.engine`), so a service killed at any point converges after restart. SIGTERM/SIGINT stop
 it between two LDAP changes; a second signal interrupts at once.
 
-The health file (``service.health_file``) is rewritten atomically after every cycle; monitoring reads
-``status``: starting, ok, held (changes over a safety threshold wait for `writeback allow`), degraded (the last
-cycle or some groups failed), quarantined, standby, stopped.
+The health file (``service.health_file``) is rewritten atomically after every cycle, when a cycle enters a
+new phase, and while writing at most every :data:`HEALTH_PROGRESS_INTERVAL` seconds; monitoring reads ``status``: starting, ok, held (changes over a safety threshold wait for `writeback
+allow`), degraded (the last cycle or some groups failed), quarantined, paused (an operator paused writing:
+:mod:`writeback.app.pause`), standby, stopped. ``phase`` says what the running cycle does now (idle, reading
+Microsoft Graph, reading AD and planning, writing to AD) with ``progress_done`` of ``progress_total`` changes
+while writing.
+
+Pause (an operator, through the console or `writeback pause`): each cycle still takes its Graph delta round,
+so the replica stays current, but runs no pass; the first cycle after the resume is a reconcile. Restart
+provisioning (the console): the next cycle drops the replica's delta links, so Graph is read again in full,
+and a deep reconcile follows.
 
 High availability (state in PostgreSQL, docs/ha.md): every instance competes for the leader lease
 (:mod:`writeback.app.lease`); ``role`` in the health file and the logs says whether this one is active or stands
@@ -51,6 +59,7 @@ from writeback.adapters.state.files import write_private
 from writeback.adapters.state.lock import WriterLock
 from writeback.app.engine import Allowances, ApplyResult, Engine
 from writeback.app.lease import LeaderLease
+from writeback.app.pause import Paused, paused
 from writeback.app.reconcile_pass import PassOptions, ReconcilePass
 from writeback.config import Settings
 from writeback.core.model import DYNAMIC_KEY_PREFIX
@@ -61,6 +70,9 @@ from writeback.errors import DirectoryUnavailable, LeaseLostError, WritebackErro
 
 log = logging.getLogger("writeback.service")
 QUARANTINE_AFTER = 5  # consecutive failed cycles
+# While writing to AD the health file shows the progress at most this often (seconds): a file written per change
+# would cost more than the LDAP write of a small change; the console reads the progress in memory, always current.
+HEALTH_PROGRESS_INTERVAL = 5.0
 
 
 @dataclass
@@ -100,6 +112,28 @@ class Health:
     graph_stats: dict[str, int] = field(default_factory=dict)  # requests, throttled, throttle_wait_ms, ...
     managed_memberships: int | None = None  # member values in managed AD groups (full read + applied since)
     skipped_members: dict[str, int] = field(default_factory=dict)  # cloud members not written, by reason
+    users: dict[str, int] = field(default_factory=dict)  # [users] accounts and account changes (app.metrics)
+    managed_users: int | None = None  # user accounts writeback writes ([users]), as the last full plan read
+    # The running cycle, for the console: what it does now (PHASES), since when, and while writing to AD how far
+    # it is (the change being written of the plan's total).
+    phase: str = "idle"
+    phase_started: float | None = None
+    cycle_kind: str | None = None  # "incremental", "reconcile", "restart": the running or last cycle's kind
+    progress_done: int = 0
+    progress_total: int | None = None
+    next_group_retry: float | None = None  # the earliest retry of a group AD refused a change of (timed ones)
+    paused_by: str | None = None  # an operator paused writing to AD (writeback.app.pause): who and since when
+    paused_since: float | None = None
+    restart_pending: bool = False  # an operator asked to restart provisioning; the next cycle does it
+
+
+PHASES = {
+    "idle": "waiting for the next cycle",
+    "graph": "reading changes from Microsoft Graph",
+    "rebuild": "reading the cloud replica again in full from Microsoft Graph (restart)",
+    "plan": "reading AD and planning",
+    "apply": "writing to AD",
+}
 
 
 @dataclass(frozen=True)
@@ -137,6 +171,7 @@ class Service:
         self._next_full = 0.0  # the first cycle is a full reconcile
         self._retry: dict[str, _GroupRetry] = {}
         self._health_warned = False
+        self._health_written = -math.inf  # when write_health last ran (self.clock)
         # -- the console's hooks (see writeback.console): jobs run on this loop's thread, between cycles,
         # so the loop stays the engine's only user and AD's only writer.
         self.interactive = False  # True when a console may submit jobs or wake the loop
@@ -149,10 +184,37 @@ class Service:
         self.passes = ReconcilePass(
             engine,
             fence=lease,
-            should_stop=self.stop_event.is_set,
+            should_stop=self._between_changes,
             on_apply=self.on_apply,
         )
         self._skipped: dict[str, tuple[str, ...]] = {}  # cloud id -> reasons of its skipped members
+        self.on_apply.append(self._count_users)
+        self._restart_requested = False
+        # A reason to go deep that waits for the end of a pause (a Graph full resync read while paused).
+        self._force_later: DeepReason | None = None
+        self._paused: Paused | None = None  # the pause the last cycle saw
+
+    # -- the running cycle's phase (health) --------------------------------------------------------------------
+
+    def _phase(self, phase: str, total: int | None = None) -> None:
+        """Enter ``phase`` (a key of :data:`PHASES`) and say so in the health file."""
+        h = self.health
+        h.phase, h.phase_started = phase, time.time()
+        h.progress_done, h.progress_total = 0, total
+        self.write_health()
+
+    def _between_changes(self) -> bool:
+        """The pass asks before each change whether to stop: count the change as started (progress), and show it
+        in the health file when the file is :data:`HEALTH_PROGRESS_INTERVAL` seconds old."""
+        if self.health.phase == "apply":
+            self.health.progress_done += 1
+            if self.clock() - self._health_written >= HEALTH_PROGRESS_INTERVAL:
+                self.write_health()
+        return self.stop_event.is_set()
+
+    def _planned(self, plan: Plan) -> None:
+        """The pass shows its plan before writing: the writing phase and its total."""
+        self._phase("apply", total=len(plan.changes))
 
     # -- one cycle -------------------------------------------------------------------------------------------
 
@@ -162,16 +224,40 @@ class Service:
 
     def cycle(self) -> CycleOutcome:
         """One poll: sync the replica, then one pass (:class:`ReconcilePass`): incremental over the groups the
-        changes touch, or a full reconcile when one is due."""
+        changes touch, or a full reconcile when one is due. While paused, the sync alone."""
+        try:
+            return self._cycle()
+        finally:
+            self._phase("idle")
+
+    def _cycle(self) -> CycleOutcome:
+        restart = self._restart_requested
+        if restart:
+            self._drop_delta_links()
+        self.health.cycle_kind = "restart" if restart else "incremental"
+        self._phase("rebuild" if restart else "graph")
         report = self.passes.sync()
         self.health.graph_requests += report.requests
         self.health.last_sync = time.time()
+        self._paused = paused(self.engine.store)
+        if self._paused is not None:
+            # Keep reading, write nothing: the cycle after the resume is a reconcile (deep after a resync).
+            # An operator's Reconcile now waits too (else it would wake the loop again at once).
+            self._next_full = 0.0
+            if report.full_resync:
+                self._force_later = DeepReason.RESYNC
+            elif self._reconcile_requested:
+                self._force_later = self._force_later or DeepReason.ASKED
+            self._reconcile_requested = False
+            return CycleOutcome(False, 0, 0, 0, 0)
         now = self.clock()
         full = report.full_resync or now >= self._next_full
-        force: DeepReason | None = None
+        force: DeepReason | None = self._force_later
         if report.full_resync:
             force = DeepReason.RESYNC
             log.info("%s follows", describe_deep(force).capitalize(), extra={"event": "resync"})
+        if force is not None:
+            full = True
         allow = self.engine.allowances()
         if allow != Allowances():
             # An operator allowed held changes: compare every group so they are applied now.
@@ -195,7 +281,10 @@ class Service:
                 allow=allow,
                 refresh_users=refresh,
             )
-        done = self.passes.run(options, report=report)
+        self.health.cycle_kind = "restart" if restart else "reconcile" if full else "incremental"
+        self._phase("plan")
+        done = self.passes.run(options, report=report, show=self._planned)
+        self._force_later = None  # the deep reconcile it asked for has run
         plan, result = done.plan, done.applied
         if result is None:  # an incremental cycle with nothing to plan
             return CycleOutcome(False, 0, 0, 0, 0)
@@ -242,14 +331,25 @@ class Service:
                 extra={"event": "held", "held": len(plan.held), "kinds": [h.kind for h in plan.holds]},
             )
 
+    def _count_users(self, plan: Plan, result: ApplyResult) -> None:
+        """[users]: every apply's user account changes, for the metrics (writeback.app.metrics.tally_users)."""
+        from writeback.app.metrics import tally_users
+
+        if self.settings.users.enabled:
+            tally_users(self.health.users, plan.held, result.results)
+
     def _note_outcome(self, plan: Plan, result: ApplyResult, full: bool) -> None:
         """Skipped members and managed memberships for the metrics (after a full pass, the engine's count of
         them already includes what the pass applied)."""
-        from writeback.app.metrics import membership_delta, skip_reason_label
+        from writeback.app.metrics import membership_delta, set_accounts, skip_reason_label
 
         if full:
             self._skipped = {}
             self.health.managed_memberships = self.engine.managed_member_values()
+            if (accounts := self.engine.managed_accounts()) is not None:
+                set_accounts(self.health.users, accounts, result.results)
+            base = self.engine.managed_base()
+            self.health.managed_users = base.users if base is not None else None
         for r in plan.reports:
             self._skipped[r.cloud_id] = tuple(skip_reason_label(s.reason) for s in r.skipped)
         counts: dict[str, int] = {}
@@ -316,6 +416,8 @@ class Service:
                 extra={"event": "group_failed", "cloud_id": cid, "failures": n},
             )
         self.health.failing_groups = len(self._retry)
+        timed = [r.not_before for r in self._retry.values() if r.not_before != math.inf]
+        self.health.next_group_retry = time.time() + max(0.0, min(timed) - now) if timed else None
 
     def _backoff(self, failures: int) -> float:
         """poll_interval * 2**failures, capped at max_backoff, with +-20 % jitter."""
@@ -410,6 +512,47 @@ class Service:
         """Reconcile now: the next cycle (started at once) is a full reconcile."""
         self._reconcile_requested = True
 
+    def request_restart(self) -> None:
+        """Restart provisioning: the next cycle (started at once) drops the cloud replica's delta links, so
+        Graph is read again in full, and reconciles deeply (as after a full resync)."""
+        self._restart_requested = self.health.restart_pending = True
+        self._reconcile_requested = True  # wakes the loop now
+        log.info("restart of provisioning requested", extra={"event": "restart_requested"})
+
+    def _drop_delta_links(self) -> None:
+        """The restart's first step, on the service's thread between passes (a delta round of its own cannot
+        store a link over the dropped one). Without a cloud source there is no replica: a deep reconcile only."""
+        self._restart_requested = self.health.restart_pending = False
+        self._force_later = DeepReason.ASKED
+        if not self.engine.cloud_enabled:
+            return
+        with self.engine.store.transaction() as tx:
+            for resource in ("users", "groups"):
+                tx.set_delta_link(resource, None)
+        log.info(
+            "restart: the cloud replica's delta links were dropped; Graph is read again in full, then a deep "
+            "reconcile follows",
+            extra={"event": "restart"},
+        )
+
+    def note_pause(self, pause: Paused | None) -> None:
+        """An operator paused (or, with None, resumed) through this process: say so in the health now, not at
+        the next cycle; a resume also starts that cycle at once (a reconcile of what changed meanwhile)."""
+        h, self._paused = self.health, pause
+        h.paused_by, h.paused_since = (pause.by, pause.since) if pause is not None else (None, None)
+        if pause is not None:
+            if h.status not in ("standby", "stopped", "quarantined"):  # those say more than "paused"
+                h.status, h.message = (
+                    "paused",
+                    f"{pause.describe()}: reading the cloud, writing nothing to AD",
+                )
+            self.write_health()
+            return
+        if h.status == "paused":
+            h.status, h.message = "starting", "resumed by an operator; reconciling what changed while paused"
+        self.request_reconcile()
+        self.write_health()
+
     def clear_quarantine(self) -> None:
         """Forget the failed cycles and try a full reconcile at once (Graph's restart with resetScope)."""
         self.health.consecutive_failures = 0
@@ -470,7 +613,12 @@ class Service:
             )
         h.consecutive_failures = 0
         h.last_success = time.time()
-        if h.held:
+        p = self._paused
+        h.paused_by, h.paused_since = (p.by, p.since) if p is not None else (None, None)
+        if p is not None:
+            h.status = "paused"
+            h.message = f"{p.describe()}: reading the cloud, writing nothing to AD"
+        elif h.held:
             h.status = "held"
             h.message = " ".join(x["message"] for x in h.held)
         elif self._retry:
@@ -519,6 +667,7 @@ class Service:
         path = self.settings.service.health_file
         if not path:
             return
+        self._health_written = self.clock()
         try:
             write_private(path, json.dumps(asdict(self.health), indent=1))  # 0600, its folder 0700 when new
         except OSError as exc:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
+from urllib.parse import urlencode
 
 from writeback.app.logquery import iso_time, parse_since, parse_until
 from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
+from writeback.core.logtext import Row, row_steps, troubleshooting
 from writeback.core.ports import LogQuery, Store
 from writeback.errors import ConfigError
 
@@ -32,13 +35,15 @@ def _parse_time(parse: Callable[[str | None, str], float | None], params: Any, f
 
 def log_query(params: Any) -> LogQuery:
     """The log filters from query parameters: since/until (ISO 8601 or an age such as 12h), status, action,
-    group, run, limit, offset."""
+    group, run, limit, offset, before (keyset paging: rows with a smaller id). ``member`` (a user's rows) needs
+    the store: :func:`member_terms`."""
     until = _parse_time(parse_until, params, "until")  # a date alone means the whole day
     try:
         limit = min(max(int(params.get("limit") or 100), 1), 10_000)
         offset = max(int(params.get("offset") or 0), 0)
+        before = int(params["before"]) if params.get("before") else None
     except ValueError:
-        raise ValueError("limit and offset must be whole numbers") from None
+        raise ValueError("limit, offset and before must be whole numbers") from None
     for name, known in (("action", LOG_ACTIONS), ("status", LOG_RESULTS)):
         value = params.get(name)
         if value and value not in known:  # as `writeback log`: an unknown value is an error, not "no entries"
@@ -52,6 +57,7 @@ def log_query(params: Any) -> LogQuery:
         run_id=params.get("run") or None,
         limit=limit,
         offset=offset,
+        before=before,
     )
 
 
@@ -61,7 +67,7 @@ def _shown(value: Any) -> str | None:
     return "; ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def entry_dict(e: Any) -> dict[str, Any]:
+def entry_dict(e: Any, target_ou: str | None = None) -> dict[str, Any]:
     """One log row after Graph's provisioningObjectSummary: ids, time, action, status, identities, steps."""
     d: dict[str, Any] = e.to_dict()
     d["activityDateTime"] = iso(e.time)
@@ -81,7 +87,8 @@ def entry_dict(e: Any) -> dict[str, Any]:
         d["modifiedProperties"] = [
             {"displayName": name, "oldValue": None, "newValue": None} for name in detail.get("attributes", [])
         ]
-    if "members" in detail:
+    # A change's member count (a skip_members row's "members" lists the members skipped instead).
+    if isinstance(detail.get("members"), int):
         values = detail.get("member_values") or []
         more = detail["members"] - len(values)
         listed = "; ".join(values) + (f" … and {more} more" if more > 0 and values else "")
@@ -108,59 +115,10 @@ def entry_dict(e: Any) -> dict[str, Any]:
         if e.actor
         else {"displayName": "writeback", "initiatorType": "system"}
     )
-    if e.actor and not detail.get("steps"):
-        d["steps"] = [
-            {
-                "type": "request",
-                "status": "success",
-                "description": f"{detail.get('reason') or e.action}, asked by {e.actor}",
-            }
-        ]
-        return d
-    d["steps"] = detail.get("steps") or [
-        {"type": "import", "status": "success", "description": "read from Microsoft Graph (cloud replica)"},
-        {"type": "matching", "status": "success", "description": f"AD group {e.dn or '(none)'}"},
-        {"type": "processing", "status": "success", "description": detail.get("reason") or e.action},
-        {
-            "type": "export",
-            "status": {"success": "success", "error": "failure"}.get(e.result, e.result),
-            "description": e.error or e.result,
-        },
-    ]
+    row = Row(e.action, e.result, e.dn, e.error, detail, e.actor, e.group_name)
+    d["steps"] = row_steps(row)  # what happened, in words (writeback.core.logtext)
+    d["troubleshooting"] = troubleshooting(row, target_ou)
     return d
-
-
-def managed_groups(store: Store) -> list[dict[str, Any]]:
-    """The managed groups as the console shows them: cloud and AD names, in sync as of, what is pending or held,
-    members skipped by reason, drift and recent changes (from the provisioning log)."""
-    applied = store.applied_dns()
-    snapshot = store.snapshot(member_groups=list(applied))
-    out = []
-    for cid, dn in sorted(applied.items(), key=lambda kv: kv[1].lower()):
-        g = snapshot.groups.get(cid)
-        recent = store.query_log(LogQuery(text=cid, limit=200))
-        last_ok = next((e for e in recent if e.result == "success"), None)
-        skipped = next((e for e in recent if e.action == "skip_members"), None)
-        pending = [
-            e for e in recent if e.result in ("held", "error") and (last_ok is None or e.id > last_ok.id)
-        ]
-        out.append(
-            {
-                "cloud_id": cid,
-                "displayName": g.display_name if g else None,
-                "dn": dn,
-                "cloudMembers": len(g.members) if g else None,
-                "inSyncAsOf": iso(last_ok.time) if last_ok else None,
-                "lastChange": entry_dict(last_ok) if last_ok else None,
-                "pending": [entry_dict(e) for e in pending],
-                "skipped": skipped_reasons(skipped.detail) if skipped else {},
-                "drift": [
-                    entry_dict(e) for e in recent if (e.detail or {}).get("reason", "").startswith("drift")
-                ][:20],
-                "changes": [entry_dict(e) for e in recent[:10]],
-            }
-        )
-    return out
 
 
 def status_counts(store: Store, days: int = 14) -> tuple[int, list[tuple[str, str, int]]]:
@@ -168,14 +126,44 @@ def status_counts(store: Store, days: int = 14) -> tuple[int, list[tuple[str, st
     return len(store.applied_dns()), store.log_actions_per_day(time.time() - days * 86400)
 
 
-def log_rows(store: Store, q: LogQuery) -> list[dict[str, Any]]:
+def log_rows(store: Store, q: LogQuery, target_ou: str | None = None) -> list[dict[str, Any]]:
     """The log rows ``q`` selects, as the API gives them."""
-    return [entry_dict(e) for e in store.query_log(q)]
+    return [entry_dict(e, target_ou) for e in store.query_log(q)]
 
 
-def log_row(store: Store, entry_id: int) -> dict[str, Any] | None:
-    e = store.log_entry(entry_id)
-    return None if e is None else entry_dict(e)
+def log_page(
+    store: Store, q: LogQuery, target_ou: str | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of rows (newest first) and the ``before`` of the next page, None on the last one: keyset
+    paging on the row id, so a page never repeats or skips a row while new rows arrive (they have larger
+    ids). One row more than asked is read to know whether a next page exists."""
+    rows = store.query_log(replace(q, limit=q.limit + 1))
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return [entry_dict(e, target_ou) for e in rows], (rows[-1].id if more and rows else None)
+
+
+def next_link(path: str, params: Mapping[str, str], before: int | None) -> str | None:
+    """The URL of the next page, as Graph's @odata.nextLink: the same filters, ``before`` the last row's id
+    (an ``offset`` given for the first page is dropped: the key replaces it)."""
+    if before is None:
+        return None
+    kept = [(k, v) for k, v in params.items() if k not in ("before", "offset") and v != ""]
+    return f"{path}?{urlencode([*kept, ('before', str(before))])}"
+
+
+def member_terms(store: Store, user_id: str) -> tuple[str, ...]:
+    """What a log row names a user by: its cloud id (its own rows, a skipped member's id), and the DNs its AD
+    account had as a member value (the replica's onPremisesDistinguishedName for a synced user, the DNs
+    writeback wrote an account to for a created one, from the user's own create and move rows)."""
+    terms = [user_id]
+    user = store.find_user(user_id)
+    if user is not None and user.on_premises_distinguished_name:
+        terms.append(user.on_premises_distinguished_name)
+    for e in store.query_log(LogQuery(text=user_id, limit=200)):
+        if e.cloud_id == user_id and (e.detail or {}).get("target") == "user":
+            terms += [v for v in (e.dn, (e.detail or {}).get("new_dn")) if isinstance(v, str) and v]
+    return tuple(dict.fromkeys(terms))
 
 
 def find_cloud_groups(store: Store, text: str, limit: int = 50) -> list[dict[str, Any]]:

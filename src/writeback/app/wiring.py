@@ -52,6 +52,7 @@ def graph_settings(settings: Settings) -> GraphSettings:
         max_retries=s.max_retries,
         # Caps Retry-After waits and the exponential backoff alike (see writeback.adapters.graph.retry.Backoff).
         max_backoff=s.max_retry_after_seconds,
+        max_in_flight=s.max_in_flight,
         # writebackConfiguration (isEnabled, onPremisesGroupType) is beta only: read it wherever the per-group
         # switch or a mail group's AD type matters.
         use_beta_for_groups=sc.mode == "writeback_enabled"
@@ -89,7 +90,9 @@ def build_directory(settings: Settings) -> LdapDirectory:
         DirectorySettings(
             urls=t.ldap_urls,
             bind_dn=t.bind_dn,
-            bind_password=resolve_secret(t.bind_password, "target.bind_password"),
+            bind_password=(
+                "" if t.auth == "kerberos" else resolve_secret(t.bind_password, "target.bind_password")
+            ),
             base_dn=t.base_dn,
             ca_file=t.ca_file,
             gc_urls=t.gc_urls,
@@ -97,6 +100,9 @@ def build_directory(settings: Settings) -> LdapDirectory:
             timeout=t.timeout,
             page_size=t.page_size,
             max_values_per_modify=t.max_values_per_modify,
+            auth=t.auth,
+            keytab=t.keytab,
+            principal=t.principal,
         )
     )
 

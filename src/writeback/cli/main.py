@@ -220,6 +220,34 @@ def cmd_allow(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    from writeback.app import operations
+
+    pause, started = operations.pause(_settings(args))
+    if started:
+        print(
+            f"Paused: writeback keeps reading the cloud and writes nothing to AD ({printable(pause.describe())}). "
+            "A running service stops writing before its next pass; `writeback resume` ends the pause."
+        )
+    else:
+        print(f"Already {printable(pause.describe())}; `writeback resume` ends the pause.")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from writeback.app import operations
+
+    ended = operations.resume(_settings(args))
+    if ended is None:
+        print("Not paused: nothing to resume.")
+    else:
+        print(
+            f"Resumed (it was {printable(ended.describe())}). A running service writes again from its next cycle, "
+            "a reconcile of what changed while paused."
+        )
+    return EXIT_OK
+
+
 def cmd_state(args: argparse.Namespace) -> int:
     """`state rebuild-replica`: forget the cloud replica and read it again from Graph; the log stays.
     `state migrate --to URL`: copy this SQLite state into a new PostgreSQL database."""
@@ -426,8 +454,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             progress=_progress(args),
             postgres=args.postgres,
             exchange_schema=args.exchange_schema,
+            kerberos=args.kerberos,
         )
         _print_sandbox(info, directory)
+        if args.kerberos and info.kerberos_config:
+            print(
+                f"Kerberos: KRB5_CONFIG={info.krb5_conf} writeback --config {info.kerberos_config} plan   "
+                "(no password: the service account's keytab, signed and sealed on port 389)"
+            )
         print("Next: writeback plan   (or: writeback --config " + str(info.config) + " plan)")
     elif args.sandbox_cmd == "reset":
         report = sandbox.sandbox_reset(directory)
@@ -695,6 +729,18 @@ def build_parser() -> argparse.ArgumentParser:
     sal.add_argument("--updates", type=int, default=0, metavar="N", help="up to N groups updated or renamed")
     sal.set_defaults(func=cmd_allow)
 
+    pause_help = (
+        "stop writing to AD while reading goes on: the service keeps its cloud replica current, apply and "
+        "provision refuse, until `writeback resume` (logged with your login name)"
+    )
+    spa = sub.add_parser("pause", help=pause_help, description=pause_help[:1].upper() + pause_help[1:] + ".")
+    spa.set_defaults(func=cmd_pause)
+    resume_help = "write to AD again after `writeback pause`: the service's next cycle reconciles what changed meanwhile"
+    sre = sub.add_parser(
+        "resume", help=resume_help, description=resume_help[:1].upper() + resume_help[1:] + "."
+    )
+    sre.set_defaults(func=cmd_resume)
+
     sw = sub.add_parser("show", help="list the AD groups writeback manages, with their members")
     sw.add_argument("--json", action="store_true", help="machine-readable list")
     sw.set_defaults(func=cmd_show)
@@ -749,6 +795,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="extend the schema with Exchange's recipient attributes (mailNickname, msExchRecipientTypeDetails, "
         "msExchRecipientDisplayType), as a forest prepared for Exchange has; irreversible for this sandbox",
     )
+    up.add_argument(
+        "--kerberos",
+        action="store_true",
+        help="also write DIR/writeback-kerberos.toml, binding with the service account's keytab (SASL GSSAPI, "
+        "signed and sealed on port 389; no password); run writeback with KRB5_CONFIG=DIR/krb5.conf",
+    )
     for name, text in (
         (
             "reset",
@@ -785,13 +837,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     spv = sub.add_parser(
         "provision",
-        help="provision one cloud group now (name or id), step by step (through a running service)",
+        help="provision one cloud group (name or id) or user (id or UPN) now, step by step (through a running "
+        "service)",
     )
     spv.add_argument(
         "group",
         metavar="GROUP_OR_USER",
-        help="the cloud group's display name or object id; with [users] provision = \"soa\", also a user's object "
-        "id or userPrincipalName",
+        help='the cloud group\'s display name or object id; with [users] provision on ("soa" or '
+        '"cloud_members"), also a user\'s object id or userPrincipalName',
     )
     spv.add_argument("--json", action="store_true", help="print the steps as JSON")
     spv.set_defaults(func=cmd_provision)

@@ -22,9 +22,8 @@ every API input (query, path, body) is checked, and a bad one is a 400 saying wh
 
 from __future__ import annotations
 
-import csv
+import datetime as dt
 import hmac
-import io
 import json
 import logging
 import re
@@ -48,21 +47,61 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from writeback.app import pause as pausing
 from writeback.app import views
+from writeback.app.accounts import created_accounts
 from writeback.app.engine import Allowances, Engine
 from writeback.app.lease import describe_instance
 from writeback.app.metrics import CONTENT_TYPE
 from writeback.app.reconcile_pass import PassOptions
-from writeback.app.views import LOG_COLUMNS, iso, log_query
+from writeback.app.service import PHASES
+from writeback.app.views import iso, log_query
+from writeback.console import configpage, humane
 from writeback.console.auth import Authenticator, ConsoleLocked, Principal
 from writeback.console.backend import ServiceBackend
+from writeback.console.chart import chart as activity_chart
 from writeback.core.journal import LOG_ACTIONS, LOG_RESULTS
 from writeback.core.ports import LogQuery, LogRecord
-from writeback.errors import StateLockedError, WritebackError
+from writeback.errors import PausedError, StateLockedError, WritebackError
 
 log = logging.getLogger("writeback.console")
 HERE = Path(__file__).parent
 COOKIE = "wb_session"
+
+# The console's pages, in its navigation.
+NAV_LINKS = (
+    ("/", "Status"),
+    ("/groups", "Groups"),
+    ("/users", "Users"),
+    ("/log", "Provisioning log"),
+    ("/plan", "Plan"),
+    ("/provision", "Provision on demand"),
+    ("/config", "Configuration"),
+)
+# A log row's result as a colour beside its word (console.css .state-*).
+RESULT_TONES = {"success": "good", "error": "bad", "held": "warn", "interrupted": "warn", "pending": "warn"}
+# The status as a word and a tone (colour), besides the service's own status value.
+STATUS_WORDS = {
+    "ok": ("In sync", "good"),
+    "held": ("Changes held", "warn"),
+    "degraded": ("Degraded", "warn"),
+    "quarantined": ("Quarantined", "bad"),
+    "paused": ("Paused", "warn"),
+    "standby": ("Standing by", "idle"),
+    "starting": ("Starting", "idle"),
+    "stopped": ("Stopped", "bad"),
+}
+# What to do, on an error page, by HTTP status.
+ERROR_ADVICE = {
+    400: "Check what was sent and try again.",
+    403: "Ask the administrator for a token with the operator role, or sign in with one.",
+    404: "Check the address, or start again from the status page.",
+    405: "Use the page's own buttons and links: this address does not take that kind of request.",
+    409: "Use the console of the active instance, or wait until this one is active.",
+    500: "Try again. If it happens again, give the request id below to whoever runs this server: the "
+    "service log has the details under it.",
+    503: "Try again in a moment.",
+}
 
 # On every response. The pages load only /static/console.css and /static/htmx.min.js (no inline script, style
 # or event handler: htmx's own indicator style is turned off in base.html), talk only to this origin, and may be
@@ -121,8 +160,8 @@ class Guard:
     the traceback goes to the log as one JSON record with that id (never into the response, nor to
     uvicorn's plain-text printer)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, page: Callable[[Scope, str], Response] | None = None) -> None:
+        self.app, self.page = app, page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,7 +196,13 @@ class Guard:
             message = (
                 f"unexpected error (a bug): the service log has its details under request id {request_id}"
             )
-            await error_json(500, message, request_id)(scope, receive, send_with_headers)
+            response: Response = error_json(500, message, request_id)
+            if self.page is not None and not path.startswith("/api/"):
+                try:  # the console's own page, with its navigation: a person reads it
+                    response = self.page(scope, request_id)
+                except Exception:  # the page itself failed: the JSON answer still names the request id
+                    log.exception("the error page failed", extra={"event": "bug", "request_id": request_id})
+            await response(scope, receive, send_with_headers)
 
 
 class Console:
@@ -170,20 +215,31 @@ class Console:
             loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True)
         )
         self.templates.filters["iso"] = iso
+        # Every time on a page: <time datetime="ISO" title="full time">2 min ago</time> (writeback.console.humane).
+        self.templates.filters["when"] = lambda value, empty="never": humane.time_element(
+            value, time.time(), empty
+        )
+        self.templates.filters["duration"] = humane.duration
         self.templates.globals["log_results"] = LOG_RESULTS
         self.templates.globals["log_actions"] = LOG_ACTIONS
-        page, api, op = self.page, self.api, self.operator
+        self.templates.globals["nav_links"] = NAV_LINKS
+        self.templates.globals["result_tones"] = RESULT_TONES
+        # An action's result, shown once on the page its redirect leads to: key -> (who, message, log row, time).
+        self._flash: dict[str, tuple[str, str, int | None, float]] = {}
+        page, api, op, signed = self.page, self.api, self.operator, self.signed
+        from writeback.console.pages import (
+            Pages,  # its module imports this one: the groups, users and log pages
+        )
+
         self.app = Starlette(
             routes=[
+                *Pages(self).routes(),
                 Route("/healthz", self.healthz),
                 Route("/readyz", self.readyz),
                 Route("/metrics", self.metrics_route),
                 Route("/signin", self.signin, methods=["GET", "POST"]),
                 Route("/signout", self.signout, methods=["POST"]),
                 Route("/", page(self.status_page)),
-                Route("/log", page(self.log_page)),
-                Route("/log/{id}", page(self.log_row_page)),
-                Route("/groups", page(self.groups_page)),
                 Route("/plan", page(self.plan_page)),
                 Route("/provision", page(self.provision_page)),
                 Route("/provision", op(self.provision_start), methods=["POST"]),
@@ -191,19 +247,28 @@ class Console:
                 Route("/actions/allow", op(self.allow), methods=["POST"]),
                 Route("/actions/clear-quarantine", op(self.clear_quarantine), methods=["POST"]),
                 Route("/actions/reconcile", op(self.reconcile), methods=["POST"]),
+                Route("/actions/allow", page(self.allow_confirm)),
+                Route("/actions/pause", op(self.pause), methods=["POST"]),
+                Route("/actions/resume", op(self.resume), methods=["POST"]),
+                Route("/actions/restart", page(self.restart_confirm)),
+                Route("/actions/restart", op(self.restart), methods=["POST"]),
+                Route("/config", page(self.config_page)),
+                Route("/config/test-rule", signed(self.test_rule), methods=["POST"]),
+                Route("/config/test-expression", signed(self.test_expression), methods=["POST"]),
                 Route("/api/status", api(self.api_status)),
-                Route("/api/log", api(self.api_log)),
-                Route("/api/log/{id}", api(self.api_log_row)),
-                Route("/api/groups", api(self.api_groups)),
                 Route("/api/plan", api(self.api_plan)),
                 Route("/api/provision", op(self.provision_start), methods=["POST"]),
                 Route("/api/provision/{id}", api(self.api_provision_run)),
                 Route("/api/allow", op(self.allow), methods=["POST"]),
                 Route("/api/clear-quarantine", op(self.clear_quarantine), methods=["POST"]),
                 Route("/api/reconcile", op(self.reconcile), methods=["POST"]),
+                Route("/api/pause", op(self.pause), methods=["POST"]),
+                Route("/api/resume", op(self.resume), methods=["POST"]),
+                Route("/api/restart", op(self.restart), methods=["POST"]),
+                Route("/api/config", api(self.api_config)),
                 Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
             ],
-            middleware=[Middleware(Guard)],
+            middleware=[Middleware(Guard, page=self._bug_page)],
             exception_handlers={
                 BadRequest: self._bad_request,
                 ConsoleLocked: self._locked,
@@ -234,9 +299,34 @@ class Console:
         if _wants_json(request):
             response: Response = error_json(exc.status_code, str(exc.detail))
         else:
-            response = PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+            what = {404: "There is no page at this address."}.get(exc.status_code, str(exc.detail))
+            response = self._error_page(request, exc.status_code, what)
         response.headers.update(exc.headers or {})
         return response
+
+    def _error_page(
+        self,
+        request: Request,
+        status: int,
+        message: str,
+        request_id: str | None = None,
+        todo: str | None = None,
+    ) -> HTMLResponse:
+        """An error as a page of the console: its layout and navigation, what happened and what to do."""
+        try:
+            who = self.principal(request)
+        except ConsoleLocked:
+            who = None
+        titles = {400: "Not done", 403: "Not allowed", 404: "Page not found", 409: "Not done here"}
+        title = titles.get(status, "Something went wrong" if status >= 500 else "Not done")
+        todo = todo or ERROR_ADVICE.get(status, "Go back and try again.")
+        ctx = {"title": title, "message": message, "todo": todo, "request_id": request_id, "show_nav": True}
+        return self.render(request, who, "error.html", ctx, status)
+
+    def _bug_page(self, scope: Scope, request_id: str) -> Response:
+        """The 500 page :class:`Guard` shows a browser: the request id, never the traceback."""
+        message = "The console met an unexpected error (a bug) and did not finish this request."
+        return self._error_page(Request(scope), 500, message, request_id)
 
     # -- sign-in --------------------------------------------------------------------------------------------
     def principal(self, request: Request) -> Principal | None:
@@ -279,27 +369,52 @@ class Console:
                 return self._error(
                     request, 403, f"{who.name} is a viewer: this action needs the operator role"
                 )
-            if who.csrf:  # a browser session (bearer requests carry no csrf)
-                form = await request.form() if "form" in request.headers.get("content-type", "") else {}
-                sent = request.headers.get("x-csrf-token") or str(form.get("csrf", ""))
-                if not hmac.compare_digest(sent.encode(), who.csrf.encode()):
-                    return self._error(
-                        request, 403, "the form is out of date (CSRF check failed): reload the page"
-                    )
-            return await handler(request, who)
+            refused = await self._csrf_refused(request, who)
+            return refused or await handler(request, who)
 
         return endpoint
 
-    def _error(self, request: Request, status: int, message: str) -> Response:
+    def signed(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """A form any signed-in role may post (it changes nothing: the configuration's testers), with the
+        session's CSRF token from a browser."""
+
+        async def endpoint(request: Request) -> Response:
+            who = self.principal(request)
+            if who is None:
+                return self._unauthorized(request, api=True)
+            refused = await self._csrf_refused(request, who)
+            return refused or await handler(request, who)
+
+        return endpoint
+
+    async def _csrf_refused(self, request: Request, who: Principal) -> Response | None:
+        if not who.csrf:  # a bearer request carries no CSRF token
+            return None
+        form = await request.form() if "form" in request.headers.get("content-type", "") else {}
+        sent = request.headers.get("x-csrf-token") or str(form.get("csrf", ""))
+        if hmac.compare_digest(sent.encode(), who.csrf.encode()):
+            return None
+        return self._error(request, 403, "the form is out of date (CSRF check failed): reload the page")
+
+    def _error(self, request: Request, status: int, message: str, todo: str | None = None) -> Response:
+        """An error: Graph's error JSON for the API, else a page saying what to do (``todo``, or the usual
+        advice for ``status``)."""
         if _wants_json(request):
             return error_json(status, message)
-        return self.render(request, None, "message.html", {"title": "Not done", "message": message}, status)
+        return self._error_page(request, status, message, todo=todo)
 
     def render(
         self, request: Request, who: Principal | None, name: str, ctx: dict[str, Any], status: int = 200
     ) -> HTMLResponse:
+        """A page. Signed in, every page carries the pause banner while writeback is paused."""
+        paused = None
+        if who is not None and "paused" not in ctx:
+            try:
+                paused = self.backend.paused()
+            except WritebackError:  # the state cannot be read: the page says what it can without the banner
+                paused = None
         html = self.templates.get_template(name).render(
-            request=request, who=who, path=request.url.path, **ctx
+            request=request, who=who, path=request.url.path, **{"paused": paused, **ctx}
         )
         return HTMLResponse(html, status_code=status)
 
@@ -391,15 +506,40 @@ class Console:
         """The status after Graph's synchronizationStatus (code, quarantine, last executions), with this
         instance's role and the leader lease's holder (:meth:`leadership`)."""
         h = self.backend.health()
+        users_on = self.backend.settings.users.enabled
         with self.backend.store() as store:
             managed, per_day = views.status_counts(store)
+            paused = pausing.paused(store)
+            created = created_accounts(store) if users_on else None
+        status = h["status"]
+        if paused is not None and status in ("ok", "held", "degraded", "starting"):
+            # The shared state says paused (the CLI, or another instance's console) before this service's next
+            # cycle has seen it.
+            status = "paused"
         code = {"ok": "Active", "held": "Active", "degraded": "Active", "quarantined": "Quarantine"}.get(
-            h["status"], "NotRun" if h["status"] == "starting" else "Paused"
+            status, "NotRun" if status == "starting" else "Paused"
         )
         ready, why = self.ready()
+        label, tone = STATUS_WORDS.get(status, (status, "idle"))
+        message = h["message"] if status == h["status"] else f"{paused.describe() if paused else status}"
+        retrying = status in ("degraded", "quarantined") and h["consecutive_failures"] > 0
         return {
-            "status": h["status"],
-            "message": h["message"],
+            "status": status,
+            "message": message,
+            "label": label,
+            "tone": tone,
+            "detail": _badge_detail(status, label, message),
+            "phase": h["phase"],
+            "phaseText": PHASES.get(h["phase"], h["phase"]),
+            "phaseStarted": iso(h["phase_started"]),
+            "cycleKind": h["cycle_kind"],
+            "progress": {"done": h["progress_done"], "total": h["progress_total"]},
+            "lastCycleSeconds": h["last_cycle_seconds"],
+            "nextRetry": iso(h["next_cycle"]) if retrying else None,
+            "nextGroupRetry": iso(h["next_group_retry"]),
+            "paused": paused.to_dict() if paused else None,
+            "restartPending": h["restart_pending"],
+            "users": {"managed": h["managed_users"], "created": created} if users_on else None,
             **self.leadership(h),
             "code": code,
             "ready": ready,
@@ -434,9 +574,135 @@ class Console:
 
     async def status_page(self, request: Request, who: Principal) -> Response:
         status = await run_in_threadpool(self.status)
-        return self.render(
-            request, who, "status.html", {"s": status, "chart": chart(status["actionsPerDay"])}
+        flash = self._flash_for(request, who)
+        today = dt.datetime.now(dt.UTC).date()
+        ctx = {
+            "s": status,
+            "chart": activity_chart(status["actionsPerDay"], today=today),
+            "flash": flash,
+            "paused": status["paused"],
+        }
+        return self.render(request, who, "status.html", ctx)
+
+    # -- operator actions -----------------------------------------------------------------------------------
+    async def allow_confirm(self, request: Request, who: Principal) -> Response:
+        """Allow's confirmation: exactly which held changes it releases, then the form that does it."""
+        if not who.operator:
+            return self._error(request, 403, f"{who.name} is a viewer: Allow needs the operator role")
+        params = request.query_params
+        allow = Allowances(*(_count(params, name) for name in ("deletes", "removals", "updates")))
+        if allow == Allowances():
+            return self._error(request, 400, "nothing to allow: the status page's Allow button says how many")
+        held = {h["kind"]: h for h in self.backend.health()["held"]}
+        words = {
+            "deletes": "group deletes",
+            "removals": "member removals",
+            "updates": "groups updated or moved",
+        }
+        items = []
+        for kind in ("deletes", "removals", "updates"):
+            n = getattr(allow, kind)
+            if n:
+                why = held[kind]["message"] if kind in held else "no longer held by the last reconcile"
+                items.append(f"Up to {n} {words[kind]}: {why}")
+        ctx = {
+            "title": "Allow held changes?",
+            "what": [
+                "These changes are held because they pass a safety threshold. Allow lets the next reconcile "
+                "(a deep one, started at once) apply them, once; later changes over a threshold are held again.",
+                "It releases:",
+            ],
+            "items": items,
+            "action": "/actions/allow",
+            "fields": [
+                (k, getattr(allow, k)) for k in ("deletes", "removals", "updates") if getattr(allow, k)
+            ],
+            "button": "Allow and reconcile now",
+        }
+        return self.render(request, who, "confirm.html", ctx)
+
+    async def restart_confirm(self, request: Request, who: Principal) -> Response:
+        if not who.operator:
+            return self._error(request, 403, f"{who.name} is a viewer: Restart needs the operator role")
+        ctx = {
+            "title": "Restart provisioning?",
+            "what": [
+                "The cloud replica's delta links are dropped, so the next cycle, started at once, reads every "
+                "user and group from Microsoft Graph again, like the first start. Then a deep reconcile "
+                "compares every managed group and account with AD and writes what differs.",
+                "The provisioning log, the groups writeback manages and their last-applied state are kept. "
+                "Changes over a safety threshold are still held. While writeback is paused the replica is "
+                "read again at once and the reconcile waits for the resume.",
+            ],
+            "items": [],
+            "action": "/actions/restart",
+            "fields": [],
+            "button": "Restart provisioning",
+        }
+        return self.render(request, who, "confirm.html", ctx)
+
+    async def pause(self, request: Request, who: Principal) -> Response:
+        await _payload(request, ())
+        pause, started = await run_in_threadpool(self.backend.pause, who.name)
+        if not started:
+            return self._done(request, f"Already {pause.describe()}: nothing changed.", who, None)
+        row = await self._last_row("pause", who)
+        return self._done(
+            request,
+            "Paused: writeback keeps reading the cloud and writes nothing to AD until resumed.",
+            who,
+            row,
         )
+
+    async def resume(self, request: Request, who: Principal) -> Response:
+        await _payload(request, ())
+        ended = await run_in_threadpool(self.backend.resume, who.name)
+        if ended is None:
+            return self._done(request, "Not paused: nothing to resume.", who, None)
+        row = await self._last_row("resume", who)
+        return self._done(
+            request, "Resumed: a reconcile starts now and writes what changed while paused.", who, row
+        )
+
+    async def restart(self, request: Request, who: Principal) -> Response:
+        await _payload(request, ())
+        try:
+            self.backend.restart()
+        except StateLockedError as exc:  # a standby: it names the active instance
+            return self._error(request, 409, str(exc))
+        row = await self._journal(
+            who,
+            "restart",
+            {
+                "reason": "restart provisioning: the cloud replica is read again in full, then a deep reconcile"
+            },
+        )
+        message = (
+            "Restart started: the cloud replica is read again in full from Microsoft Graph, then a deep "
+            "reconcile follows."
+        )
+        return self._done(request, message + await self._waits_if_paused(), who, row)
+
+    async def _waits_if_paused(self) -> str:
+        """What an action that starts a reconcile adds while writeback is paused."""
+        try:
+            paused = await run_in_threadpool(self.backend.paused)
+        except WritebackError:
+            return ""
+        return " writeback is paused: the reconcile waits for Resume." if paused else ""
+
+    async def _last_row(self, action: str, who: Principal) -> int | None:
+        """The id of the newest log row of ``action`` by ``who`` (the row writeback.app.pause just wrote)."""
+
+        def find() -> int | None:
+            with self.backend.store() as store:
+                rows = store.query_log(LogQuery(action=action, limit=20))
+            return next((e.id for e in rows if e.actor == who.name), None)
+
+        try:
+            return await run_in_threadpool(find)
+        except WritebackError:
+            return None
 
     async def allow(self, request: Request, who: Principal) -> Response:
         data = await _payload(request, ("deletes", "removals", "updates"))
@@ -449,9 +715,17 @@ class Console:
             "allow",
             {"reason": "allowed once for the next reconcile", **asdict(allow)},
         )
-        return self._done(
-            request, f"Allowed for the next reconcile (a deep one, started now): {allow}", who, row
+        released = ", ".join(
+            f"{n} {word}"
+            for n, word in (
+                (allow.deletes, "deletes"),
+                (allow.removals, "removals"),
+                (allow.updates, "updates"),
+            )
+            if n
         )
+        message = f"Allowed once: {released}. A deep reconcile starts now and applies them."
+        return self._done(request, message + await self._waits_if_paused(), who, row)
 
     async def clear_quarantine(self, request: Request, who: Principal) -> Response:
         await _payload(request, ())
@@ -472,9 +746,8 @@ class Console:
         await _payload(request, ())
         self.backend.reconcile_now()
         row = await self._journal(who, "reconcile", {"reason": "a deep reconcile, started now"})
-        return self._done(
-            request, "A deep reconcile starts now: every managed group is read and compared.", who, row
-        )
+        message = "A deep reconcile starts now: every managed group is read and compared."
+        return self._done(request, message + await self._waits_if_paused(), who, row)
 
     async def _journal(
         self,
@@ -514,76 +787,67 @@ class Console:
             return None
 
     def _done(self, request: Request, message: str, who: Principal, row: int | None) -> Response:
+        """An action's answer: JSON for the API; for a browser a redirect to the status page, which shows
+        ``message`` once in its live region (``role="status"``), to the same person only."""
         if request.url.path.startswith("/api/"):
             body: dict[str, Any] = {"ok": True, "message": message, "by": who.name, "logId": row}
             return JSONResponse(body, status_code=202)
-        return RedirectResponse("/?done=" + message.split(":")[0].replace(" ", "+"), status_code=303)
+        key = uuid.uuid4().hex
+        self._flash[key] = (who.name, message, row, time.time())
+        while len(self._flash) > 200:  # a bounded memory: the oldest results go first
+            self._flash.pop(next(iter(self._flash)))
+        return RedirectResponse(f"/?done={key}", status_code=303)
 
-    # -- provisioning log -----------------------------------------------------------------------------------
-    def _log(self, q: LogQuery) -> list[dict[str, Any]]:
+    def _flash_for(self, request: Request, who: Principal) -> dict[str, Any] | None:
+        key = request.query_params.get("done", "")
+        found = self._flash.get(key)
+        if found is None or found[0] != who.name:
+            return None
+        by, message, row, at = found
+        return {"by": by, "message": message, "row": row, "at": at}
+
+    # -- configuration (read-only) and its testers ----------------------------------------------------------
+    async def api_config(self, request: Request, who: Principal) -> Response:
+        return JSONResponse(configpage.api_config(self.backend.settings))
+
+    async def config_page(self, request: Request, who: Principal) -> Response:
+        ctx = {"sections": configpage.sections(self.backend.settings), "rule": None, "expression": None}
+        return self.render(request, who, "config.html", ctx)
+
+    def _replica(self) -> Any:
         with self.backend.store() as store:
-            return views.log_rows(store, q)
+            return store.snapshot()
 
-    async def api_log(self, request: Request, who: Principal) -> Response:
-        q = _log_query(request.query_params)
-        rows = await run_in_threadpool(self._log, q)
-        if request.query_params.get("format") == "csv":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow([*LOG_COLUMNS, "activityDateTime", "detail"])
-            for r in rows:
-                cells = [*(r[c] for c in LOG_COLUMNS), r["activityDateTime"], json.dumps(r["detail"])]
-                writer.writerow([csv_cell(c) for c in cells])
-            return Response(
-                out.getvalue(),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": 'attachment; filename="writeback-log.csv"'},
-            )
-        return JSONResponse(rows)
+    async def test_rule(self, request: Request, who: Principal) -> Response:
+        """The rule tester: the result replaces the form's output (htmx); without JavaScript, the whole page."""
+        data = await _payload(request, ("rule", "user"))
+        rule, user = _text_long(data, "rule", 3072), _text(data, "user")
+        if not rule:
+            result: dict[str, Any] = {
+                "ok": False,
+                "error": 'Give a rule, such as user.department -eq "Sales".',
+            }
+        else:
+            result = configpage.test_rule(rule, user, await run_in_threadpool(self._replica))
+        return self._tester(request, who, "rule", {"rule": rule, "user": user, **result})
 
-    async def log_page(self, request: Request, who: Principal) -> Response:
-        try:
-            q = _log_query(request.query_params)
-        except BadRequest as exc:
-            return self.render(
-                request,
-                who,
-                "log.html",
-                {"rows": [], "error": str(exc), "f": request.query_params, "qs": ""},
-                400,
-            )
-        rows = await run_in_threadpool(self._log, q)
-        return self.render(
-            request,
-            who,
-            "log.html",
-            {"rows": rows, "error": None, "f": request.query_params, "qs": request.url.query},
-        )
+    async def test_expression(self, request: Request, who: Principal) -> Response:
+        data = await _payload(request, ("expression", "object"))
+        text, wanted = _text_long(data, "expression", 3072), _text(data, "object")
+        if not text or not wanted:
+            result: dict[str, Any] = {"ok": False, "error": "Give an expression and a cloud group or user."}
+        else:
+            result = configpage.test_expression(text, wanted, await run_in_threadpool(self._replica))
+        return self._tester(request, who, "expression", {"expression": text, "object": wanted, **result})
 
-    def _row(self, entry_id: int) -> dict[str, Any] | None:
-        with self.backend.store() as store:
-            return views.log_row(store, entry_id)
-
-    async def api_log_row(self, request: Request, who: Principal) -> Response:
-        row = await run_in_threadpool(self._row, _log_id(request.path_params["id"]))
-        return JSONResponse(row) if row else error_json(404, "no such log entry")
-
-    async def log_row_page(self, request: Request, who: Principal) -> Response:
-        row = await run_in_threadpool(self._row, _log_id(request.path_params["id"]))
-        if row is None:
-            return self._error(request, 404, "no such log entry")
-        return self.render(request, who, "log_row.html", {"r": row})
-
-    # -- groups ---------------------------------------------------------------------------------------------
-    def groups(self) -> list[dict[str, Any]]:
-        with self.backend.store() as store:
-            return views.managed_groups(store)
-
-    async def api_groups(self, request: Request, who: Principal) -> Response:
-        return JSONResponse(await run_in_threadpool(self.groups))
-
-    async def groups_page(self, request: Request, who: Principal) -> Response:
-        return self.render(request, who, "groups.html", {"groups": await run_in_threadpool(self.groups)})
+    def _tester(self, request: Request, who: Principal, kind: str, result: dict[str, Any]) -> Response:
+        if request.url.path.startswith("/api/") or _wants_json(request):
+            return JSONResponse(result)
+        if request.headers.get("hx-request") == "true":
+            return self.render(request, who, f"config_{kind}.html", {kind: result})
+        ctx: dict[str, Any] = {"sections": configpage.sections(self.backend.settings)}
+        ctx.update({"rule": None, "expression": None, kind: result})
+        return self.render(request, who, "config.html", ctx)
 
     # -- plan and provision on demand ------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:
@@ -623,6 +887,11 @@ class Console:
         group = _text(data, "group")
         if not group:
             return self._error(request, 400, "give the group: its name or object id")
+        try:
+            await run_in_threadpool(self.backend.refuse_if_paused)
+        except PausedError as exc:  # nothing is started or logged
+            todo = "Resume writing with the Resume button on the status page, then provision again."
+            return self._error(request, 409, str(exc), todo)
         try:
             run = self.backend.provision(group)
         except StateLockedError as exc:  # a standby: it names the active instance and writes nothing
@@ -683,6 +952,18 @@ async def _payload(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
     return dict(data)
 
 
+def _badge_detail(status: str, label: str, message: str) -> str | None:
+    """The words beside the status page's badge: the service's message, unless it only repeats the status
+    ("ok") or what the page shows below anyway (the held changes' advice, the quarantine banner's error)."""
+    if status == "held":
+        return "Changes over a safety threshold wait for an operator (see Changes held below)."
+    if status == "paused":
+        return "Reading the cloud, writing nothing to AD."
+    if status == "quarantined" or message.lower() in (status, label.lower()):
+        return None
+    return message
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -713,6 +994,20 @@ def _text(data: Mapping[str, Any], name: str) -> str:
     return value.strip()
 
 
+def _text_long(data: Mapping[str, Any], name: str, limit: int) -> str:
+    """A longer text field (a rule or an expression: up to ``limit`` characters, line breaks allowed)."""
+    value = data.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, not {_shown(value)}")
+    if len(value) > limit:
+        raise BadRequest(f"{name} is {len(value)} characters long: at most {limit}")
+    if any((ord(c) < 32 and c not in "\r\n\t") or 127 <= ord(c) < 160 for c in value):
+        raise BadRequest(f"{name} holds a control character: send it without")
+    return value.strip()
+
+
 def _check_text(name: str, value: str) -> None:
     if len(value) > MAX_TEXT:
         raise BadRequest(f"{name} is {len(value)} characters long: at most {MAX_TEXT}")
@@ -736,7 +1031,19 @@ def _log_id(text: str) -> int:
     return _whole("a log entry's id", text, 1, MAX_ID)
 
 
-LOG_PARAMS = ("since", "until", "status", "action", "group", "run", "limit", "offset", "format")
+LOG_PARAMS = (
+    "since",
+    "until",
+    "status",
+    "action",
+    "group",
+    "run",
+    "limit",
+    "offset",
+    "before",
+    "member",
+    "format",
+)
 
 
 def _log_query(params: Mapping[str, str]) -> LogQuery:
@@ -749,6 +1056,8 @@ def _log_query(params: Mapping[str, str]) -> LogQuery:
         _whole("limit", params["limit"], 1, 10_000)
     if params.get("offset"):
         _whole("offset", params["offset"], 0, MAX_ID)
+    if params.get("before"):
+        _whole("before", params["before"], 1, MAX_ID)
     for name in ("since", "until"):
         value = params.get(name) or ""
         if not value.isascii() or len(value) > 64:
@@ -769,24 +1078,3 @@ def csv_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value
     return value
-
-
-def chart(per_day: list[dict[str, Any]], width: int = 560, height: int = 120) -> dict[str, Any]:
-    """Bars of log rows per day (stacked by status) for an inline SVG."""
-    days = sorted({p["day"] for p in per_day})
-    totals = {d: sum(p["count"] for p in per_day if p["day"] == d) for d in days}
-    peak = max(totals.values(), default=0) or 1
-    bar = width / max(len(days), 1)
-    bars = []
-    for i, d in enumerate(days):
-        y = height
-        for status in LOG_RESULTS:
-            n = sum(p["count"] for p in per_day if p["day"] == d and p["status"] == status)
-            if not n:
-                continue
-            h = n / peak * (height - 10)
-            y -= h
-            bars.append(
-                {"x": i * bar + 2, "y": y, "w": max(bar - 4, 1), "h": h, "status": status, "n": n, "day": d}
-            )
-    return {"width": width, "height": height, "bars": bars, "days": days, "totals": totals}

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from writeback.adapters.state.sqlbase import SqlStore
+from writeback.app import pause as pausing
 from writeback.app.engine import Allowances, Engine
 from writeback.app.metrics import ServiceMetrics
 from writeback.app.provision import provision_group
@@ -91,6 +92,37 @@ class ServiceBackend:
 
     def reconcile_now(self) -> None:
         self.service.request_reconcile()
+
+    # -- pause, resume, restart (writeback.app.pause; the flag is in the shared state) ---------------------------
+    def paused(self) -> pausing.Paused | None:
+        with self.store() as store:
+            return pausing.paused(store)
+
+    def pause(self, actor: str) -> tuple[pausing.Paused, bool]:
+        """Pause writing to AD for ``actor`` (logged); the pause in force and whether this call started it."""
+        with self.store() as store:
+            done = pausing.pause(store, actor)
+        self.service.note_pause(done[0])
+        return done
+
+    def resume(self, actor: str) -> pausing.Paused | None:
+        """Resume writing (logged); the pause that ended, None when not paused. Wakes the service at once."""
+        with self.store() as store:
+            ended = pausing.resume(store, actor)
+        if ended is not None:
+            self.service.note_pause(None)
+        return ended
+
+    def restart(self) -> None:
+        """Restart provisioning: the service's next cycle, started now, drops the replica's delta links (Graph
+        is read again in full) and reconciles deeply. A standby refuses (StateLockedError)."""
+        self._refuse_on_standby()
+        self.service.request_restart()
+
+    def refuse_if_paused(self) -> None:
+        """PausedError while paused: provision on demand refuses before it starts."""
+        with self.store() as store:
+            pausing.refuse_if_paused(store)
 
     def call(self, job: Callable[[Engine], Any], timeout: float = 300.0) -> Any:
         """Run ``job`` on the service's thread and wait for its result. A standby runs no job (it must not

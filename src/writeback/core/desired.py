@@ -57,6 +57,12 @@ way SOA-converted groups do:
   an AdminSDHolder-protected or well-known account (:mod:`writeback.core.protected`), an account anchored
   ``User_`` for another cloud user, and several accounts carrying one user's anchor.
 - A rollback (AD masters the user again) releases the account: only the anchor writeback stamps is removed.
+- An account writeback created (``provision = "cloud_members"``) whose user is in no in-scope group any more
+  follows ``on_leave`` (deleted, behind the delete threshold, when the user was hard-deleted). A full plan sees
+  every in-scope group; a partial one (quick reconcile, incremental cycle, one group) names the accounts its
+  reconciled AD groups hold whose user no planned group wants (:func:`leaving_users`), and the application
+  asks the cloud replica, which holds every group's members, about those users only; the decision is then
+  made here from that complete answer (:func:`with_replica_memberships`), never from the planned groups alone.
 """
 
 from __future__ import annotations
@@ -131,6 +137,9 @@ class Intents:
     users: Mapping[str, UserIntent] = field(default_factory=dict)
     users_released: Mapping[str, str] = field(default_factory=dict)
     users_enabled: bool = False
+    # A partial plan: the users whose account writeback created that the whole replica says are in no
+    # in-scope group any more (:func:`with_replica_memberships`): their accounts leave as in a deep plan.
+    users_left: frozenset[str] = frozenset()
 
     @property
     def partial(self) -> bool:
@@ -192,16 +201,9 @@ def _user_intents(
     mapper = UserMapper(settings.users.attributes)
     members = sorted({ref.id for intent in groups for ref in intent.members if ref.kind == "user"})
     users: dict[str, UserIntent] = {}
-    creates = settings.users.creates_accounts and settings.users.target_ou
     for uid in members:
-        user = snapshot.users.get(uid)
-        if user is None or user.deleted:  # a soft-deleted user never gets a new account
-            continue
-        sid = user.on_premises_security_identifier
-        if sid and user.soa_converted and not user.is_guest:
-            users[uid] = mapper.intent(user, sid.upper())
-        elif creates and not user.is_synced and (settings.users.guests or not user.is_guest):
-            users[uid] = mapper.member_intent(user, str(settings.users.target_ou))
+        if (intent := user_intent(snapshot.users.get(uid), settings.users, mapper)) is not None:
+            users[uid] = intent
     released = {
         uid: sid.upper()
         for uid, u in snapshot.users.items()
@@ -210,6 +212,84 @@ def _user_intents(
         and (u.on_premises_sync_enabled or u.is_cloud_managed is False)
     }
     return users, released
+
+
+def user_intent(user: CloudUser | None, settings: UserSettings, mapper: UserMapper) -> UserIntent | None:
+    """The intent of ``user``, a direct member of an in-scope group, or None when ``[users]`` writes no account
+    for it: the one rule of which users are written (an SOA user into its original account; with
+    "cloud_members" a cloud-only member, or a guest with ``guests``, into the account writeback creates)."""
+    if user is None or user.deleted:  # a soft-deleted user never gets a new account
+        return None
+    sid = user.on_premises_security_identifier
+    if sid and user.soa_converted and not user.is_guest:
+        return mapper.intent(user, sid.upper())
+    creates = settings.creates_accounts and settings.target_ou
+    if creates and not user.is_synced and (settings.guests or not user.is_guest):
+        return mapper.member_intent(user, str(settings.target_ou))
+    return None
+
+
+def leaving_users(intents: Intents, facts: DirectoryFacts, pending: Collection[str] = ()) -> frozenset[str]:
+    """A partial plan's question to the whole cloud replica: the users whose account writeback created that
+    may have left every in-scope group, so their ``on_leave`` (or a hard delete) is decided now rather than
+    at the next deep reconcile.
+
+    They are the accounts a reconciled AD group holds now while no in-scope group this plan reconciles
+    holds their user any more (a user leaves every group only through a change to a group that held it, and
+    that change makes the group pending, so planned), and ``pending``: users such a decision named before
+    whose change was held or failed (their account has since left the AD group, where no later partial plan
+    would see it). Being in no *planned* group is not enough to leave: the replica, which holds every
+    group's members, answers for all of them (:func:`with_replica_memberships`). Empty for a full plan (it
+    sees every in-scope group) and when no account writeback created was read."""
+    if not intents.partial or not intents.users_enabled or not facts.managed_users:
+        return frozenset()
+    created = {
+        normalize_dn(a.dn): cid
+        for a in facts.managed_users
+        if (cid := a.cloud_id) and created_by_writeback(a) and cid not in intents.users
+    }
+    if not created:
+        return frozenset()
+    reconciled = intents.reconciled or frozenset()
+    found = {cid for cid in created.values() if cid in pending}
+    # Only member values under an OU holding such an account are normalised (a cheap suffix test first: a big
+    # group's synced members, elsewhere, cost no DN parsing).
+    ous = tuple({parent_dn(a.dn).lower() for a in facts.managed_users if normalize_dn(a.dn) in created})
+    for group in facts.managed:
+        if group.cloud_id not in reconciled:
+            continue  # a nested child read to be referenced, not compared
+        for member in group.members:
+            if member.lower().endswith(ous) and (cid := created.get(normalize_dn(member))) is not None:
+                found.add(cid)
+    return frozenset(found)
+
+
+def with_replica_memberships(
+    intents: Intents,
+    settings: UserSettings,
+    asked: Collection[str],
+    users: Mapping[str, CloudUser],
+    holding: Mapping[str, Collection[str]],
+) -> Intents:
+    """``intents`` told what the whole replica says of the users :func:`leaving_users` asked about: ``users``
+    (id -> the cloud user; an id the replica does not hold was hard-deleted) and ``holding`` (id -> every
+    group that holds it directly). A user some in-scope group holds, and whom :func:`user_intent` writes,
+    keeps its account as it is (the groups holding it are planned when they change); every other one has
+    left, and :func:`desired_users` decides its account as a deep plan would: ``on_leave``, or a delete
+    (behind the delete threshold) when it was hard-deleted."""
+    mapper = UserMapper(settings.attributes)
+    left: set[str] = set()
+    for uid in asked:
+        user = users.get(uid)
+        in_scope = any(g in intents.in_scope for g in holding.get(uid, ()))
+        if in_scope and user_intent(user, settings, mapper) is not None:
+            continue
+        left.add(uid)
+    return replace(
+        intents,
+        cloud_users={**intents.cloud_users, **{k: v for k, v in users.items() if k in left}},
+        users_left=intents.users_left | left,
+    )
 
 
 def without_members(group: CloudGroup) -> CloudGroup:
@@ -270,6 +350,7 @@ def combine(*sources: Intents) -> Intents:
             {**out.users, **s.users},
             {**out.users_released, **s.users_released},
             out.users_enabled or s.users_enabled,
+            out.users_left | s.users_left,
         )
     return out
 
@@ -301,6 +382,18 @@ class Questions:
     user_names: frozenset[str] = frozenset()
     user_upns: frozenset[str] = frozenset()
     user_dns: frozenset[str] = frozenset()
+    # A partial plan with cloud_members: every managed account is read as well when a planned group read from
+    # AD holds a member under this OU (users.target_ou): an account writeback created may be leaving it.
+    users_ou: str = ""
+
+    def reads_managed_users(self, managed: Iterable[DirectoryGroup]) -> bool:
+        """Whether to read every account anchored User_, once the planned groups are read."""
+        if self.every_managed_user:
+            return True
+        if not self.users_ou:
+            return False
+        suffix = "," + normalize_dn(self.users_ou)
+        return any(normalize_dn(m).endswith(suffix) for g in managed for m in g.members)
 
     def names_to_check(self, managed: Iterable[DirectoryGroup]) -> set[str]:
         """The candidate names whose holder matters, once the managed groups are known: a group that keeps
@@ -319,10 +412,13 @@ def questions(
     settings: Settings,
     applied_dns: Mapping[str, str],
     written_users: Collection[str] = (),
+    leaving: Collection[str] = (),
 ) -> Questions:
     """What to read from AD for ``intents``. ``applied_dns``: where each group was last written;
     ``written_users``: the cloud users whose account writeback wrote (a partial plan reads those of them AD
-    masters again, to release them; a full plan reads every account anchored ``User_``)."""
+    masters again, to release them; a full plan reads every account anchored ``User_``); ``leaving``: users
+    whose leave an earlier apply held or could not write (a partial plan reads every managed account to plan
+    it again: :func:`leaving_users`)."""
     accounts: set[tuple[str | None, str | None]] = set()
     asked: set[str] = (
         set()
@@ -371,13 +467,18 @@ def questions(
         ),
         # Accounts writeback created are found by their anchor only: every managed account is read whenever
         # accounts are created, partial plans too (a crash between a create and its log row must never lead
-        # to a second account).
-        every_managed_user=intents.users_enabled and (not intents.partial or bool(creating)),
+        # to a second account), and when a leave waits to be planned again.
+        every_managed_user=intents.users_enabled
+        and (not intents.partial or bool(creating) or bool(leaving and settings.users.creates_accounts)),
         user_names=frozenset(n for u in creating for n in u.sam_candidates),
         user_upns=frozenset(
             f"{n}@{domain}" for u in creating for n in (u.upn_prefix, *u.sam_candidates[-1:]) if domain
         ),
         user_dns=frozenset(u.dn for u in creating),
+        # ... and when a planned group holds a member where such accounts live (its user may have left).
+        users_ou=str(settings.users.target_ou or "")
+        if intents.users_enabled and intents.partial and settings.users.creates_accounts
+        else "",
     )
 
 
@@ -577,21 +678,45 @@ def desired_users(
         found = [a for a in by_anchor[cid] if normalize_dn(a.dn) not in originals]
         if not found:
             continue
-        if intents.partial:
-            # A partial plan reads every managed account only to match creates by anchor: the accounts of
-            # users it does not plan are neither released nor left.
+        if intents.partial and cid not in intents.users_left:
+            # A partial plan reads every managed account to match creates by anchor and to find the accounts
+            # whose user left: the others, of users it does not plan, are neither released nor left.
             if cid in intents.users_released:
                 released.extend(a for a in found[:1] if len(found) == 1 and not a.protected)
             continue
         if len(found) == 1 and created_by_writeback(found[0]) and not found[0].protected:
             members.leave(found[0], users, actual, deleted, kept)
             continue
+        if intents.partial:
+            continue  # left is only ever said of an account writeback created; anything else waits for a deep plan
         note = _kept_user_note(cid, found, intents)
         if note is None:
             released.append(found[0])
         else:
             kept.extend((a, note) for a in found)
     return DesiredUsers(users, actual, tuple(released), tuple(kept), tuple(deleted))
+
+
+def managed_accounts(state: DesiredState) -> dict[str, int]:
+    """The user accounts writeback manages as a full plan found them in AD, for the metrics: "created" (the
+    accounts of cloud-only members, :func:`created_by_writeback`), "soa" (SOA users' original accounts it
+    writes, anchored or taken over by this plan) and "created_disabled" (of the created ones, those with
+    ACCOUNTDISABLE now). Accounts kept as they are or about to be deleted still count; released ones do not."""
+    found = {
+        normalize_dn(a.dn): a
+        for a in (
+            *state.user_actual.values(),
+            *(a for a, _ in state.users_kept),
+            *(a for a, _ in state.users_deleted),
+        )
+    }
+    created = [a for a in found.values() if created_by_writeback(a)]
+    disabled = 0
+    for a in created:
+        uac = a.attributes.get("userAccountControl")
+        if isinstance(uac, str | int) and str(uac).isdigit() and int(uac) & UF_ACCOUNTDISABLE:
+            disabled += 1
+    return {"created": len(created), "soa": len(found) - len(created), "created_disabled": disabled}
 
 
 def created_by_writeback(account: DirectoryUser) -> bool:
@@ -753,7 +878,8 @@ class _MemberAccounts:
         deleted: list[tuple[DirectoryUser, str]],
         kept: list[tuple[DirectoryUser, str]],
     ) -> None:
-        """An account writeback created whose user is no longer a member of any in-scope group planned."""
+        """An account writeback created whose user is no longer a member of any in-scope group: in a full plan,
+        of none it plans; in a partial one, of none in the whole replica (``Intents.users_left``)."""
         cid = account.cloud_id or ""
         user = self.intents.cloud_users.get(cid)
         if user is None:

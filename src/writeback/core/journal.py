@@ -16,8 +16,18 @@ CHANGE_ACTIONS: tuple[str, ...] = tuple(k.action for k in ChangeKind)
 # a change held by a safety threshold (held; a held delete is staged_delete).
 REPORT_ACTIONS = ("skip", "skip_members", "held", "staged_delete")
 # What an operator does: allow held changes, reconcile now, clear a quarantine, provision one group on demand,
-# rebuild the cloud replica (`writeback state rebuild-replica`).
-OPERATOR_ACTIONS = ("allow", "reconcile", "clear_quarantine", "provision", "rebuild_replica")
+# rebuild the cloud replica (`writeback state rebuild-replica`), pause and resume writing to AD, restart
+# provisioning (the replica read again in full, then a deep reconcile).
+OPERATOR_ACTIONS = (
+    "allow",
+    "reconcile",
+    "clear_quarantine",
+    "provision",
+    "rebuild_replica",
+    "pause",
+    "resume",
+    "restart",
+)
 LOG_ACTIONS: tuple[str, ...] = (*CHANGE_ACTIONS, *REPORT_ACTIONS, *OPERATOR_ACTIONS)
 
 __all__ = [

@@ -146,6 +146,9 @@ class GroupReport:
     error: str | None = None
     note: str | None = None
     target: str = TARGET_GROUP  # a group, or a user account (see Change.target)
+    # Of a group with skipped members: how many of its members are written (the log's "3 of 4 members
+    # matched"); None when not known (a saved plan's report). Not in the plan's JSON.
+    matched: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {
@@ -502,7 +505,7 @@ def _group_reports(diff: _Diff) -> _Part:
             a = diff.current.get(cid)
             reports.append(GroupReport(cid, _shown_name(d), a.dn if a else d.dn, d.skipped, error=d.error))
         elif d.skipped:
-            reports.append(GroupReport(cid, _shown_name(d), d.dn, d.skipped))
+            reports.append(GroupReport(cid, _shown_name(d), d.dn, d.skipped, matched=len(d.members)))
     return _Part(reports=reports)
 
 

@@ -350,6 +350,11 @@ class LogQuery:
     run_id: str | None = None
     limit: int = 100
     offset: int = 0
+    # Keyset paging (the console's next links): only rows with an id below this one. Stable while rows arrive.
+    before: int | None = None
+    # One member's rows: the row's cloud id is one of these, or its detail names one (a skipped member's id, a
+    # member value's DN), matched as the JSON text holds them.
+    member: tuple[str, ...] = ()
 
 
 class Replica(ReplicaStore, UserCache, Protocol):
@@ -360,11 +365,24 @@ class Replica(ReplicaStore, UserCache, Protocol):
         """The replica's user with object id ``wanted``, else the one whose userPrincipalName is ``wanted`` (any
         case): provision on demand of one user. A scan of the users for a UPN, once per request."""
 
+    def search_users(self, text: str, limit: int = 50) -> list[CloudUser]:
+        """Live users whose display name or userPrincipalName contains ``text`` (any case), or whose id it is;
+        exact matches first: the console's user search."""
+        ...
+
     def has_synced(self) -> bool:
         """True once both resources (users and groups) hold a delta link: the replica is complete."""
         ...
 
     def groups_with_members(self, member_ids: Iterable[str]) -> set[str]: ...
+
+    def users_by_id(self, user_ids: Iterable[str]) -> dict[str, CloudUser]:
+        """The replica's users of these ids, soft-deleted ones included (an id it does not hold: none)."""
+        ...
+
+    def groups_of_members(self, member_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Member id -> every group holding it directly, for these members only."""
+        ...
 
     def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
         """Ids of replica users whose onPremisesSecurityIdentifier or onPremisesImmutableId (as an

@@ -45,8 +45,11 @@ def notes_to_log(reports: Sequence[GroupReport], seen: Mapping[str, str], *, com
 
 
 def skipped_detail(report: GroupReport) -> dict[str, object]:
-    """The log row's detail for a group's skipped members: each named (id and name) with its reason."""
+    """The log row's detail for a group's skipped members: each named (id and name) with its reason, and
+    (``of``) the group's member count when the plan knew how many it writes."""
+    total = {"of": report.matched + len(report.skipped)} if report.matched is not None else {}
     return {
+        **total,
         "skipped": len(report.skipped),
         "reasons": dict(Counter(s.reason for s in report.skipped)),
         "members": [

@@ -139,7 +139,7 @@ def hold_unwritable(plan: Plan, state: DesiredState) -> Plan:
                 0,
                 f"{name}: {len(mine)} change(s) held, not attempted: writeback's service account may not write "
                 f"{', '.join(missing)} on {g.dn}. Grant the rights (the dsacls lines in the group's note), "
-                "then apply again; `writeback allow` does not let these through",
+                "then apply again; 'writeback allow' does not let these through",
                 groups=(cid, *others),
             )
         )

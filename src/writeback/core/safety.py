@@ -176,8 +176,8 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds, recent: Counted = C
                 t.delete_threshold,
                 f"Delete threshold exceeded: {len(deletes)} AD groups would be deleted"
                 f"{_so_far(recent.deletes, 'deleted')}, safety.delete_threshold is {t.delete_threshold}. "
-                f"Nothing will be deleted. Review the deletes with `writeback plan`, then run `writeback apply "
-                f"--allow-deletes {len(deletes)}` or raise safety.delete_threshold.",
+                f"Nothing will be deleted. Review the deletes with 'writeback plan', then run 'writeback apply "
+                f"--allow-deletes {len(deletes)}' or raise safety.delete_threshold.",
             )
         )
         held += deletes
@@ -196,8 +196,8 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds, recent: Counted = C
                 f"Member removal threshold exceeded: {removed} of the {values} member values writeback manages "
                 f"would be removed{_so_far(recent.removals, 'removed')} ({total * 100 / values:.0f} %, "
                 f"safety.member_removal_percent is {t.member_removal_percent:g}). No member is removed. Review "
-                f"them with `writeback plan`, then run `writeback apply --allow-removals {removed}` (or "
-                f"`writeback allow --removals {removed}` for a running service).",
+                f"them with 'writeback plan', then run 'writeback apply --allow-removals {removed}' (or "
+                f"'writeback allow --removals {removed}' for a running service).",
             )
         )
         held += removals
@@ -218,8 +218,8 @@ def hold_unsafe(plan: Plan, managed: Managed, t: Thresholds, recent: Counted = C
                 f"Update threshold exceeded: {updated} of the {groups} {what} writeback manages would have "
                 f"attributes changed, be renamed or be moved{_so_far(recent.updates, 'changed')} "
                 f"({total * 100 / groups:.0f} %, safety.update_percent is {t.update_percent:g}). None of them "
-                f"is changed. Review them with `writeback plan`, then run `writeback apply --allow-updates "
-                f"{updated}` (or `writeback allow --updates {updated}` for a running service).",
+                f"is changed. Review them with 'writeback plan', then run 'writeback apply --allow-updates "
+                f"{updated}' (or 'writeback allow --updates {updated}' for a running service).",
             )
         )
         held += updates

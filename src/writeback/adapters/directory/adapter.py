@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import ldap
 from ldap.controls import RequestControl
@@ -51,7 +50,7 @@ from writeback.adapters.directory.codec import (
     sid_to_str,
     split_member_values,
 )
-from writeback.adapters.directory.connection import STAT_KEYS, Connect, LdapSession
+from writeback.adapters.directory.connection import STAT_KEYS, Connect, LdapSession, new_ticket
 from writeback.adapters.directory.entries import (
     ACCOUNT_ATTRIBUTES,
     GROUP_ATTRIBUTES,
@@ -61,6 +60,7 @@ from writeback.adapters.directory.entries import (
     group_from_entry,
     user_from_entry,
 )
+from writeback.adapters.directory.kerberos import Ticket
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
@@ -135,16 +135,29 @@ class ExtendedDNControl(RequestControl):  # type: ignore[misc]
 class LdapDirectory:
     """Active Directory through LDAP. Connects lazily; call :meth:`close` (or use ``with``) when done."""
 
-    def __init__(self, settings: DirectorySettings, *, connect: Connect = ldap.initialize) -> None:
-        """``connect`` opens a python-ldap connection for a URL (``ldap.initialize``; tests pass a double)."""
+    def __init__(
+        self, settings: DirectorySettings, *, connect: Connect = ldap.initialize, ticket: Ticket | None = None
+    ) -> None:
+        """``connect`` opens a python-ldap connection for a URL (``ldap.initialize``; tests pass a double).
+        ``ticket``: a Kerberos bind's credentials (built from the settings when not given)."""
         self._settings = settings
+        self._ticket = ticket if ticket is not None else new_ticket(settings)
+        self._account_dn: str | None = settings.bind_dn or None
         self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
         self._timings: dict[str, float] = {"ad_read": 0.0, "ad_write": 0.0}
         self._domain = LdapSession(
-            settings, settings.urls, self._stats, "domain controller", connect, self._timings
+            settings, settings.urls, self._stats, "domain controller", connect, self._timings, self._ticket
         )
         self._gc = (
-            LdapSession(settings, settings.gc_urls, self._stats, "global catalog", connect, self._timings)
+            LdapSession(
+                settings,
+                settings.gc_urls,
+                self._stats,
+                "global catalog",
+                connect,
+                self._timings,
+                self._ticket,
+            )
             if settings.gc_urls
             else None
         )
@@ -175,13 +188,40 @@ class LdapDirectory:
         if self._gc is not None:
             self._gc.connection()
 
+    @property
+    def protection(self) -> str:
+        """How the domain connection is protected ("tls", "kerberos-sealed (SSF n)", "none"; "" if closed)."""
+        return self._domain.protection
+
+    def account_dn(self) -> str:
+        """The DN of the account writeback binds as: bind_dn, or with Kerberos the principal's account (its
+        sAMAccountName is the principal's name part; a gMSA's ends in $)."""
+        if self._account_dn is None:
+            principal = self._settings.principal or ""
+            sam = principal.rsplit("@", 1)[0]
+            found = self._domain.search(
+                self._naming_context("defaultNamingContext"),
+                _SUBTREE,
+                f"(sAMAccountName={escape_filter_chars(sam)})",
+                ["1.1"],
+                paged=False,
+            )
+            dns = [dn for dn, _ in found if dn]
+            if len(dns) != 1:
+                raise DirectoryError(
+                    f"cannot find the account of the Kerberos principal {principal!r} (sAMAccountName {sam!r}) "
+                    "in the domain; set target.bind_dn to its DN"
+                )
+            self._account_dn = dns[0]
+        return self._account_dn
+
     def check_write_access(
         self,
         ou_dn: str,
         attributes: Sequence[str] = ("member", "description", "displayName", "groupType"),
     ) -> list[str]:
         """Problems that would stop writeback in ``ou_dn`` (empty when none), as computed by the DC."""
-        return check_write_access(self._domain, ou_dn, self._settings.bind_dn, attributes)
+        return check_write_access(self._domain, ou_dn, self.account_dn(), attributes)
 
     def unwritable_managed_groups(
         self,
@@ -208,6 +248,8 @@ class LdapDirectory:
         self._domain.close()
         if self._gc is not None:
             self._gc.close()
+        if self._ticket is not None:
+            self._ticket.close()
 
     def __enter__(self) -> LdapDirectory:
         return self
@@ -814,7 +856,10 @@ class LdapDirectory:
         The password (:func:`new_password`) is generated here, for this add only, and set as ``unicodePwd``:
         the password in double quotes, UTF-16LE. AD accepts unicodePwd only over an encrypted connection
         (MS-ADTS 3.1.1.3.1.5.1 "unicodePwd": TLS, or SASL with 128-bit encryption), so the add is refused before
-        it is sent unless this connection is ldaps:// or StartTLS. The password is never returned, kept,
+        it is sent unless this connection is ldaps://, StartTLS, or a Kerberos bind sealed with 128 bits or more
+        on ldap:// (Microsoft Learn, "Change a Windows Active Directory and LDS user password through LDAP":
+        "An encrypted session using SSP-created session keys using NTLM or Kerberos are also acceptable as long
+        as the minimum key length is met"). The password is never returned, kept,
         logged or put in an exception: an error is reported from the add's result code, never from its
         request. Nobody knows it; sign-in is passwordless (README, "Users")."""
         modlist: list[tuple[str, list[bytes]]] = []
@@ -829,9 +874,9 @@ class LdapDirectory:
         def add(conn: Any) -> Any:
             if not self._encrypted():
                 raise DirectoryWriteError(
-                    f"{dn}: refusing to create a user account over a connection without TLS: AD takes a password "
-                    "(unicodePwd) only over an encrypted connection (MS-ADTS 3.1.1.3.1.5.1). Use ldaps:// or "
-                    "StartTLS (drop target.insecure_plain_ldap)",
+                    f"{dn}: refusing to create a user account over an unencrypted connection: AD takes a password "
+                    "(unicodePwd) only over TLS or a SASL layer sealed with 128 bits or more (MS-ADTS "
+                    '3.1.1.3.1.5.1). Use ldaps://, StartTLS (drop target.insecure_plain_ldap), or auth = "kerberos"',
                     permanent=True,
                 )
             password = ('"' + new_password() + '"').encode("utf-16-le")
@@ -843,11 +888,9 @@ class LdapDirectory:
         self._write("add", dn, len(modlist), add)
 
     def _encrypted(self) -> bool:
-        """True when the domain connection in use is TLS-protected: ldaps://, or ldap:// with StartTLS (the
-        session starts TLS on every ldap:// URL unless target.insecure_plain_ldap)."""
-        url = self._domain.url or ""
-        scheme = urlsplit(url).scheme.lower()
-        return scheme == "ldaps" or (scheme == "ldap" and not self._settings.allow_insecure)
+        """True when the domain connection in use is encrypted: TLS (ldaps://, or ldap:// with StartTLS), or a
+        Kerberos bind sealed with at least 128 bits (the session checks the SSF it negotiated)."""
+        return self._domain.encrypted
 
     def taken_user_principal_names(self, upns: Iterable[str]) -> dict[str, str]:
         """Lower-cased userPrincipalName -> DN for the UPNs already held in the forest: through the Global

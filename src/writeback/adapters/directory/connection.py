@@ -12,6 +12,20 @@ error translation, counting), and the reconnect rule differs for reads and write
 TLS options are set on each connection object, never globally, and ``OPT_X_TLS_NEWCTX`` comes last so the
 connection gets a TLS context built from exactly those options.
 
+The bind is a simple bind, or with ``auth = "kerberos"`` SASL GSSAPI (kerberos.py gets the ticket):
+
+- on ``ldap://`` (389) the SASL security layer must sign and seal: ``OPT_X_SASL_SSF_MIN`` is
+  :data:`SEAL_SSF` (128, the key length Active Directory asks of a connection that writes unicodePwd, MS-ADTS
+  3.1.1.3.1.5.1), so Cyrus SASL fails the bind rather than settle for less, and the SSF negotiated is
+  checked again after the bind. No StartTLS there: AD refuses a SASL layer inside TLS (MS-ADTS 5.1.2.2);
+- on ``ldaps://`` the bind asks for no SASL layer (``OPT_X_SASL_SSF_MAX`` 0), for the same reason; TLS
+  protects the connection;
+- ``OPT_X_SASL_NOCANON``: the service principal is ``ldap/<host of the URL>`` as written, not whatever a
+  reverse DNS lookup of the address says, so the SPN the DC must have is predictable (and config check names
+  it when it is missing);
+- a Windows DC drops an LDAP connection when the Kerberos ticket it was bound with expires, so the session
+  binds again, with a renewed ticket, shortly before then (the ticket's ``margin``, :data:`kerberos.RENEW_MARGIN`).
+
 Paged reads of very large directories follow Windows Server's LDAP policies (KB 315071, "View and set LDAP
 policy in Active Directory by using Ntdsutil.exe"; MS-ADTS 3.1.1.3.4.6 "LDAP Policies"):
 
@@ -39,12 +53,19 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import ldap
+import ldap.sasl
 from ldap.controls import RequestControl, SimplePagedResultsControl
 
+from writeback.adapters.directory.kerberos import (
+    HostTicket,
+    KeytabTicket,
+    Ticket,
+    kerberos_error,
+)
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.tlscheck import certificate_problem
-from writeback.adapters.directory.translate import tls_hint, translate_ldap_error
-from writeback.errors import ConfigError, DirectoryError, DirectoryUnavailable
+from writeback.adapters.directory.translate import result_name, server_message, tls_hint, translate_ldap_error
+from writeback.errors import ConfigError, DirectoryError, DirectoryUnavailable, WritebackError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +84,18 @@ PAGE_WAIT_MARGIN = 30.0
 # The smallest page asked for after the DC answered timeLimitExceeded; below this the read fails.
 MIN_PAGE_SIZE = 50
 Connect = Callable[[str], Any]
+# The SASL security strength (Cyrus SSF: the key length in bits) a Kerberos bind on ldap:// must reach: 1 would
+# be integrity only; AD takes unicodePwd over "128-bit (or better) SASL-layer encryption" (MS-ADTS 3.1.1.3.1.5.1).
+SEAL_SSF = 128
+
+
+def new_ticket(settings: DirectorySettings) -> Ticket | None:
+    """Where a Kerberos bind's ticket comes from (None for a simple bind)."""
+    if not settings.kerberos:
+        return None
+    if settings.keytab:
+        return KeytabTicket(settings.principal or "", settings.keytab)
+    return HostTicket(settings.principal)
 
 
 def page_wait(timeout: float) -> float:
@@ -85,10 +118,15 @@ class LdapSession:
         label: str,
         connect: Connect = ldap.initialize,
         timings: dict[str, float] | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
         """``timings`` (shared with the adapter like ``stats``) accumulates the seconds spent in reads
-        ("ad_read") and writes ("ad_write"), connecting included."""
+        ("ad_read") and writes ("ad_write"), connecting included. ``ticket`` gives a Kerberos bind its
+        credentials (shared by the domain and Global Catalog sessions; the adapter closes it)."""
         self._settings = settings
+        self._ticket = ticket
+        self._rebind_at: float | None = None  # a Kerberos bind: when to bind again (its ticket runs out)
+        self._protection = ""
         self.timings = timings if timings is not None else {}
         self._connect = connect
         self._urls = tuple(urls)
@@ -103,16 +141,34 @@ class LdapSession:
         """The URL of the server currently connected, if any."""
         return self._url
 
+    @property
+    def protection(self) -> str:
+        """How the open connection is protected: "tls", "kerberos-sealed (SSF n)" or "none" ("" when closed)."""
+        return self._protection if self._conn is not None else ""
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the open connection is encrypted well enough for a password (MS-ADTS 3.1.1.3.1.5.1: TLS, or
+        a SASL layer of 128 bits or more)."""
+        return self._conn is not None and (
+            self._protection == "tls" or self._protection.startswith("kerberos-")
+        )
+
     # -- connecting ---------------------------------------------------------------------------------------
 
     def connection(self) -> Any:
         """The bound connection, opened on first use (servers tried in order)."""
+        if self._conn is not None and self._rebind_at is not None and time.time() >= self._rebind_at:
+            log.info(
+                "%s %s: the Kerberos ticket of this bind expires soon; binding again", self._label, self._url
+            )
+            self.close()
         if self._conn is None:
             self._conn, self._url = self._open_any()
         return self._conn
 
     def close(self) -> None:
-        conn, self._conn, self._url = self._conn, None, None
+        conn, self._conn, self._url, self._rebind_at = self._conn, None, None, None
         if conn is not None:
             _quiet_unbind(conn)
 
@@ -144,10 +200,21 @@ class LdapSession:
                 conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ca_file))
             conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)  # last: builds the context from the options above
             conn.timeout = s.timeout  # python-ldap's wait for each synchronous result
+            if s.kerberos:
+                self._stats["bind"] += 1
+                try:
+                    self._kerberos_bind(conn, url)
+                except WritebackError:
+                    self._stats["bind_errors"] += 1
+                    _quiet_unbind(conn)
+                    raise
+                return conn
+            self._protection = "tls"
             if urlsplit(url).scheme.lower() == "ldap":
                 if not s.allow_insecure:
                     conn.start_tls_s()
                 elif url not in self._warned_plain:  # once per URL and session: each start says it again
+                    self._protection = "none"
                     self._warned_plain.add(url)
                     log.warning(
                         "%s %s: plain LDAP without TLS (target.insecure_plain_ldap = true): the bind password "
@@ -157,6 +224,8 @@ class LdapSession:
                         url,
                         extra={"event": "plain_ldap", "url": url},
                     )
+                else:
+                    self._protection = "none"
             self._stats["bind"] += 1
             conn.simple_bind_s(s.bind_dn, s.bind_password)
         except ldap.LDAPError as exc:
@@ -178,10 +247,48 @@ class LdapSession:
             raise DirectoryUnavailable(f"cannot set up TLS for {url}: {exc}") from exc
         return conn
 
+    def _kerberos_bind(self, conn: Any, url: str) -> None:
+        """SASL GSSAPI: sealed on ldap://, inside TLS without a SASL layer on ldaps:// (module docstring)."""
+        s = self._settings
+        ticket = self._ticket
+        if ticket is None:
+            raise ConfigError('auth = "kerberos" needs a ticket source', key="target.auth")
+        expires = ticket.ensure()
+        tls = urlsplit(url).scheme.lower() == "ldaps"
+        conn.set_option(ldap.OPT_X_SASL_NOCANON, 1)
+        if tls:
+            conn.set_option(ldap.OPT_X_SASL_SSF_MAX, 0)
+        else:
+            conn.set_option(ldap.OPT_X_SASL_SSF_MIN, SEAL_SSF)
+        try:
+            conn.sasl_interactive_bind_s("", ldap.sasl.gssapi(""))
+        except ldap.LDAPError as exc:
+            if tls and self._certificate_problem(exc, url):
+                raise
+            if isinstance(exc, ldap.SERVER_DOWN) and _errno(exc) in _NETWORK_ERRNOS:
+                raise
+            raise kerberos_error(
+                server_message_of(exc), principal=ticket.principal or s.principal, url=url
+            ) from exc
+        if tls:
+            self._protection = "tls"
+        else:
+            ssf = int(conn.get_option(ldap.OPT_X_SASL_SSF) or 0)
+            if ssf < SEAL_SSF:
+                _quiet_unbind(conn)
+                raise kerberos_error(
+                    f"SASL security layer too weak: SSF {ssf} negotiated, {SEAL_SSF} required",
+                    principal=ticket.principal,
+                    url=url,
+                )
+            self._protection = f"kerberos-sealed (SSF {ssf})"
+        self._rebind_at = expires - ticket.margin if expires else None
+
     def _certificate_problem(self, exc: ldap.LDAPError, url: str) -> str | None:
         """The certificate's fault, when a TLS connect failed for no network reason (see tlscheck)."""
         detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-        uses_tls = urlsplit(url).scheme.lower() == "ldaps" or not self._settings.allow_insecure
+        s = self._settings
+        uses_tls = urlsplit(url).scheme.lower() == "ldaps" or not (s.allow_insecure or s.kerberos)
         if not uses_tls or detail.get("errno") in _NETWORK_ERRNOS:
             return None
         if not isinstance(exc, ldap.SERVER_DOWN | ldap.CONNECT_ERROR):
@@ -362,10 +469,30 @@ def _next_cookie(controls: Sequence[Any]) -> bytes | None:
     return None
 
 
+def _errno(exc: ldap.LDAPError) -> int | None:
+    detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    value = detail.get("errno")
+    return value if isinstance(value, int) else None
+
+
+def server_message_of(exc: ldap.LDAPError) -> str:
+    """The result name and server's diagnostic of a failed bind (no credentials in it: GSSAPI sends none)."""
+    return f"{result_name(exc)}: {server_message(exc)}"
+
+
 def _quiet_unbind(conn: Any) -> None:
     # The connection is already gone or never came up: there is nothing left to release.
     with contextlib.suppress(ldap.LDAPError):
         conn.unbind_s()
 
 
-__all__ = ["MAX_QUERY_DURATION", "STAT_KEYS", "Connect", "Entry", "LdapSession", "page_wait"]
+__all__ = [
+    "MAX_QUERY_DURATION",
+    "SEAL_SSF",
+    "STAT_KEYS",
+    "Connect",
+    "Entry",
+    "LdapSession",
+    "new_ticket",
+    "page_wait",
+]

@@ -28,6 +28,10 @@ class DirectorySettings:
     - ``urls``: DCs tried in order (failover). ``ldaps://`` uses TLS from the start; ``ldap://`` is upgraded
       with StartTLS, and stays plain only when ``allow_insecure`` is set (test labs only).
     - ``bind_dn`` / ``bind_password``: a simple bind; the password never appears in repr, logs or errors.
+    - ``auth``: "simple" (that bind) or "kerberos": SASL GSSAPI as ``principal``, with a ticket from ``keytab``
+      (renewed by writeback) or, without one, from the credential cache the host renews. An ``ldap://`` URL is
+      then signed and sealed by Kerberos (no StartTLS: AD refuses a SASL layer inside TLS); an ``ldaps://`` URL
+      binds inside TLS without one. ``bind_dn`` may be empty: the account is found from the principal.
     - ``base_dn``: where managed groups are searched.
     - ``ca_file``: PEM bundle of the CA that signed the DCs' certificates (system CAs when None). Certificate
       verification is always on.
@@ -52,6 +56,13 @@ class DirectorySettings:
     timeout: float = 30.0
     page_size: int = 1000
     max_values_per_modify: int = 5000
+    auth: str = "simple"
+    keytab: str | None = None
+    principal: str | None = None
+
+    @property
+    def kerberos(self) -> bool:
+        return self.auth == "kerberos"
 
     def __post_init__(self) -> None:
         # A single URL string would otherwise be iterated character by character.
@@ -64,6 +75,10 @@ class DirectorySettings:
             _check_url(url, "urls")
         for url in self.gc_urls:
             _check_url(url, "gc_urls")
+        if self.auth not in ("simple", "kerberos"):
+            raise ConfigError('must be "simple" or "kerberos"', key="auth")
+        if self.kerberos and self.keytab and not self.principal:
+            raise ConfigError("a keytab needs the principal whose keys it holds", key="principal")
         if not self.base_dn:
             raise ConfigError("base_dn is required", key="base_dn")
         if self.timeout <= 0:

@@ -104,7 +104,10 @@ def translate_ldap_error(
         hint = (
             "check the bind DN and password"
             if isinstance(exc, ldap.INVALID_CREDENTIALS)
-            else "the DC requires a protected connection: use ldaps:// or StartTLS"
+            else (
+                'the DC requires a protected connection: use ldaps:// or StartTLS, or auth = "kerberos" '
+                "(signed and sealed on port 389)"
+            )
         )
         return DirectoryAuthError(f"bind{who}{where} refused: {name}: {message}; {hint}")
     if write:

@@ -9,6 +9,11 @@ A round without a stored link (first run) or after the token expired (``410 Gone
 current state plus ``directory/deletedItems``, so soft-deleted objects stay soft-deleted instead of looking
 permanently deleted.
 
+With ``source.max_in_flight`` above 1, a full round is read concurrently instead (:mod:`.firstread`): the
+cursor first (``$deltatoken=latest``), then every object listed and every group's members read with several
+requests in flight, stored in one transaction with the cursor as the delta link, then one incremental round
+from the cursor catches up with what changed meanwhile.
+
 A malformed object (a property writeback reads with a type Graph does not document for it; see
 :mod:`writeback.adapters.graph.validate`) is skipped, logged as a warning with ``event`` ``graph_object_skipped``,
 its id and the property, and listed in :attr:`SyncReport.skipped`; the rest of the round is applied and the
@@ -40,6 +45,7 @@ from writeback.adapters.graph.convert import (
     unified_writeback_default,
     user_from_graph,
 )
+from writeback.adapters.graph.firstread import GroupReader, list_items, take_cursor
 from writeback.adapters.graph.syncbehavior import SyncBehaviorReader, asks_behavior
 from writeback.adapters.graph.validate import Problem, id_problem, kind_of, object_id_of, removed_problem
 from writeback.core.model import CloudSnapshot, CloudUser, MemberRef
@@ -82,6 +88,20 @@ class _Round:
     def stored(self, object_id: str) -> None:
         self.changed.add(object_id)
         self.malformed.pop(object_id, None)
+
+    def then(self, later: _Round) -> _Round:
+        """This full read followed by ``later``, its catch-up round: what the two changed together. A user the
+        catch-up changed is as the catch-up left it (removed users are not kept)."""
+        users = {k: v for k, v in self.users.items() if k not in later.changed}
+        users.update(later.users)
+        return _Round(
+            self.resource,
+            changed=self.changed | later.changed,
+            live=(self.live - later.changed) | later.live,
+            keep_users=self.keep_users,
+            users=users,
+            skipped=self.skipped + later.skipped,
+        )
 
 
 class GraphSource:
@@ -158,6 +178,16 @@ class GraphSource:
             # never arrive with the new properties. One full round reads them.
             log.info("%s: the delta query changed (version or properties); starting a full round", resource)
             link = None
+        if link is not None and not self.client.serves(link):
+            # graph_url changed (another cloud, a proxy, the sandbox's emulator on a new port): the stored link
+            # belongs to the old endpoint and is never followed (the token would go there); read in full.
+            log.warning(
+                "%s: the stored delta link is not on the configured Graph endpoint %s (graph_url changed?); "
+                "starting a full round",
+                resource,
+                self.client.settings.base_url,
+            )
+            link = None
         if link is not None:
             try:
                 return self._round(replica, resource, link), False
@@ -165,7 +195,7 @@ class GraphSource:
                 log.warning("%s delta token no longer valid (%s); starting a full resync", resource, exc)
         for attempt in range(1, MAX_RESYNCS + 1):
             try:
-                return self._round(replica, resource, None), True
+                return self._full_round(replica, resource), True
             except SyncStateError as exc:
                 if attempt == MAX_RESYNCS:
                     raise SyncStateError(
@@ -176,6 +206,63 @@ class GraphSource:
                     "%s full delta round hit an expired sync state (%s); restarting it", resource, exc
                 )
         raise AssertionError("unreachable")
+
+    def _full_round(self, replica: ReplicaStore, resource: Resource) -> _Round:
+        """A full round: one delta round from nothing, or with ``max_in_flight`` above 1 the concurrent first
+        read from a cursor taken first, then an incremental round from that cursor (:mod:`.firstread`)."""
+        if self.client.settings.max_in_flight <= 1:
+            return self._round(replica, resource, None)
+        url, params = self._initial_request(resource)
+        cursor = take_cursor(self.client, url, params)
+        first = self._first_read(replica, resource, cursor)
+        return first.then(self._round(replica, resource, cursor))
+
+    def _first_read(self, replica: ReplicaStore, resource: Resource, cursor: str) -> _Round:
+        """Store every object of ``resource`` as listed now (groups with all their members), in one
+        transaction that ends with ``cursor`` as the delta link: the replica is then at least as new as the
+        cursor, and the next round from it replays what changed since (harmlessly where already seen)."""
+        before = replica.snapshot() if replica.get_delta_link(resource) is not None else None
+        kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
+        seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
+        settings = self.client.settings
+        reader: GroupReader | None = None
+        with replica.transaction() as tx:
+            tx.reset(resource)
+            if resource == "users":
+                params: dict[str, str | int] = {
+                    "$select": ",".join(settings.user_select),
+                    "$top": settings.page_size,
+                }
+                objects = list_items(self.client, "/v1.0/users", params)
+            else:
+                select = ",".join(p for p in settings.group_select if p != "members")
+                reader = GroupReader(
+                    self.client, settings.group_version, select, workers=settings.max_in_flight
+                )
+                objects = reader.groups()
+            count = 0
+            for index, obj in enumerate(objects):
+                count += 1
+                if isinstance(obj, Mapping):
+                    _apply(tx, resource, obj, seen)
+                else:
+                    seen.skip(None, Problem(f"value[{index}]", f"{kind_of(obj)}, expected an object"))
+            self._load_deleted_items(tx, resource, seen, kept_members)
+            if before is not None:
+                _restore_last_good(tx, resource, seen, before, kept_members)
+            tx.mark_changed(resource, seen.changed)
+            tx.set_delta_link(resource, cursor)
+            tx.set_delta_query(resource, self._query(resource))
+        log.info(
+            "%s first read (%d in flight at most): %d objects%s; catching up from the cursor",
+            resource,
+            settings.max_in_flight,
+            count,
+            f", {len(reader.vanished)} deleted while read" if reader is not None and reader.vanished else "",
+        )
+        for item in seen.skipped:
+            _log_skipped(item)
+        return seen
 
     def _round(self, replica: ReplicaStore, resource: Resource, link: str | None) -> _Round:
         full = link is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from writeback.adapters.graph.concurrency import MAX_IN_FLIGHT_LIMIT
 from writeback.errors import ConfigError
 
 GRAPH_URL = "https://graph.microsoft.com"
@@ -137,6 +138,17 @@ class GraphSettings:
     # User-OnPremisesSyncBehavior.ReadWrite.All (https://learn.microsoft.com/graph/api/onpremisessyncbehavior-get
     # ?view=graph-rest-beta). Needed only when users are provisioned ([users] provision); off, no user is asked.
     read_user_sync_behavior: bool = False
+    # Requests in flight at once (source.max_in_flight), fewer while Graph throttles
+    # (writeback.adapters.graph.concurrency). 1 keeps the sequential read: a first sync or a resync is one full
+    # delta round. More: the concurrent first read (writeback.adapters.graph.firstread) and concurrent
+    # onPremisesSyncBehavior reads.
+    max_in_flight: int = 1
+    # $top of the lists the concurrent first read pages through (/users, /groups, /groups/{id}/members): 999 is
+    # the maximum Graph documents for them (https://learn.microsoft.com/graph/paging); smaller only in tests.
+    page_size: int = 999
+    # Member pages per JSON batch in the concurrent first read: 20 is Graph's maximum
+    # (https://learn.microsoft.com/graph/json-batching); 1 sends each alone (tests).
+    batch_size: int = 20
 
     def __post_init__(self) -> None:
         if not self.tenant_id:
@@ -158,6 +170,14 @@ class GraphSettings:
             raise ConfigError(
                 "timeout and max_backoff must be positive, max_retries not negative", key="graph"
             )
+        if not 1 <= self.max_in_flight <= MAX_IN_FLIGHT_LIMIT:
+            raise ConfigError(
+                f"max_in_flight must be between 1 and {MAX_IN_FLIGHT_LIMIT}", key="source.max_in_flight"
+            )
+        if not 1 <= self.batch_size <= 20:
+            raise ConfigError("batch_size must be between 1 and 20", key="graph.batch_size")
+        if not 1 <= self.page_size <= 999:
+            raise ConfigError("page_size must be between 1 and 999", key="graph.page_size")
         if "id" not in self.user_select:
             raise ConfigError("user_select must include 'id'", key="graph.user_select")
         missing = [p for p in USER_PROVISIONING_SELECT if p not in self.user_select]

@@ -21,18 +21,24 @@ made and ``CloudUser.is_cloud_managed`` stays None.
 ?view=graph-rest-beta). Any other type is a malformed answer (:func:`~writeback.adapters.graph.validate
 .sync_behavior_problem`): the replica keeps the value it holds (unknown, None, for an object a delta round just
 changed), and the object is reported in :attr:`skipped` like any malformed Graph object (issue 23, finding 9).
+
+One request per object: with ``source.max_in_flight`` above 1 they are sent that many at once
+(:func:`~writeback.adapters.graph.concurrency.map_concurrent`, through the client's adaptive limit), which
+matters on a first sync, when every object from AD is asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from writeback.adapters.graph.client import GraphClient
+from writeback.adapters.graph.concurrency import map_concurrent
 from writeback.adapters.graph.validate import sync_behavior_problem
 from writeback.core.model import CloudGroup, CloudUser
 from writeback.core.ports import ReplicaStore, SkippedObject
@@ -97,6 +103,7 @@ class SyncBehaviorReader:
         self.client, self.refresh_every, self.clock = client, refresh_every, clock
         self._last_full: float | None = None
         self._denied: set[str] = set()  # resources whose refusal was logged (once per process)
+        self._lock = threading.Lock()  # _denied between the threads of one refresh
         self.skipped: list[SkippedObject] = []  # the malformed answers of the last refresh
 
     @property
@@ -138,18 +145,19 @@ class SyncBehaviorReader:
         return result
 
     def _refresh(self, replica: ReplicaStore, kind: _Kind, wanted: Iterable[_Obj]) -> set[str]:
-        asked = 0
+        objects = list(wanted)
+        asked = len(objects)
+        if not asked:
+            return set()
         updates: list[_Obj] = []
-        for obj in wanted:
-            asked += 1
-            try:
-                value = self._read(kind, obj.id)
-            except _Unreadable:
+        values = map_concurrent(
+            lambda obj: self._read_or_unknown(kind, obj.id), objects, self.client.settings.max_in_flight
+        )
+        for obj, (readable, value) in zip(objects, values, strict=True):
+            if not readable:
                 continue  # keep what the replica knows (None after a delta change: not written)
             if value != obj.is_cloud_managed:
                 updates.append(dataclasses.replace(obj, is_cloud_managed=value))
-        if not asked:
-            return set()
         if updates:
             with replica.transaction() as tx:
                 for obj in updates:
@@ -163,6 +171,13 @@ class SyncBehaviorReader:
         )
         return {o.id for o in updates}
 
+    def _read_or_unknown(self, kind: _Kind, object_id: str) -> tuple[bool, bool | None]:
+        """(True, :meth:`_read`), or (False, None) when it cannot be read this time."""
+        try:
+            return True, self._read(kind, object_id)
+        except _Unreadable:
+            return False, None
+
     def _read(self, kind: _Kind, object_id: str) -> bool | None:
         """isCloudManaged, None when Graph answers without it; raises :class:`_Unreadable` on a refusal or a
         malformed answer."""
@@ -173,7 +188,10 @@ class SyncBehaviorReader:
             raise
         except SourceError as exc:
             # Unknown stays unknown: such an object is not written (fail closed, writeback.core.scope).
-            if kind.resource not in self._denied:
+            with self._lock:
+                first = kind.resource not in self._denied
+                self._denied.add(kind.resource)
+            if first:
                 log.warning(
                     "cannot read onPremisesSyncBehavior of %s %s (%s); %s: grant the app %s",
                     kind.noun,
@@ -182,7 +200,6 @@ class SyncBehaviorReader:
                     kind.unknown,
                     kind.permission,
                 )
-                self._denied.add(kind.resource)
             raise _Unreadable from exc
         behavior = _behavior_object(body)
         problem = sync_behavior_problem(behavior)

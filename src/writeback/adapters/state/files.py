@@ -39,6 +39,20 @@ def private_dir(path: str | Path) -> Path:
     return folder
 
 
+def refuse_link(target: Path) -> None:
+    """Raise OSError ELOOP naming ``target`` when it is a symbolic link (dangling or not).
+
+    writeback's own files are never reached through a link: whoever points its output somewhere else through
+    one should be told, not silently followed (chmod, open) nor overruled (replace)."""
+    if target.is_symlink():
+        raise OSError(
+            errno.ELOOP,
+            f"{target} is a symbolic link; writeback does not write through links (remove it, or give the "
+            "path of a regular file)",
+            str(target),
+        )
+
+
 def private_database(path: str | Path) -> None:
     """Make the SQLite database file at ``path`` 0600, creating it empty (a valid, empty database) when missing,
     without ever holding a descriptor of it while it is reachable by that name.
@@ -54,6 +68,7 @@ def private_database(path: str | Path) -> None:
     process created meanwhile). Nobody can hold a lock on a file that was not yet there.
     """
     target = Path(path)
+    refuse_link(target)  # chmod(2) follows links: a planted one would make someone else's file 0600
     try:
         os.chmod(target, FILE_MODE)
         return
@@ -99,13 +114,7 @@ def write_private(path: str | Path, text: str) -> None:
     """
     target = Path(path)
     private_dir(target.parent)
-    if target.is_symlink():
-        raise OSError(
-            errno.ELOOP,
-            f"{target} is a symbolic link; writeback does not write through links (remove it, or give the "
-            "path of a regular file)",
-            str(target),
-        )
+    refuse_link(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

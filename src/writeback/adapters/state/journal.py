@@ -191,6 +191,18 @@ class JournalSql(SqlCore):
         if query.until is not None:
             where.append("time < ?")
             args.append(query.until)
+        if query.before is not None:
+            where.append("id < ?")
+            args.append(query.before)
+        if query.member:
+            terms: list[str] = []
+            for value in query.member:
+                # As json.dumps wrote it into detail (a DN's backslashes doubled), LIKE-escaped, in quotes.
+                text = json.dumps(value)[1:-1]
+                like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                terms.append(f"cloud_id = ? OR detail {self.like} ? ESCAPE '\\'")
+                args += [value, f'%"{like}"%']
+            where.append("(" + " OR ".join(terms) + ")")
         sql = (
             f"SELECT {_LOG_COLUMNS} FROM log"  # noqa: S608 - fixed columns, values bound
             + (" WHERE " + " AND ".join(where) if where else "")

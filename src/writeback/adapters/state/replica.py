@@ -16,7 +16,7 @@ from writeback.errors import StateCorruptError, StateError
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
 REPLICA_TABLES = ("users", "groups", "members", "delta_links")
 REBUILD_HINT = (
-    "run `writeback state rebuild-replica` to rebuild the cloud replica from Microsoft Graph "
+    "run 'writeback state rebuild-replica' to rebuild the cloud replica from Microsoft Graph "
     "(the provisioning log is kept)"
 )
 
@@ -235,6 +235,23 @@ class ReplicaSql(SqlCore):
                 return user
         return None
 
+    def search_users(self, text: str, limit: int = 50) -> list[CloudUser]:
+        """Live users whose display name or userPrincipalName contains ``text`` (any case), or whose id it
+        is: the console's user search. A scan of the users, once per search, as :meth:`find_user` does."""
+        needle = text.strip().lower()
+        found: list[tuple[bool, str, CloudUser]] = []
+        for r in self.db.execute("SELECT id, data, deleted FROM users WHERE deleted = 0"):
+            user = _user_from_json(r[1], r[2], object_id=r[0])
+            keys = (
+                user.id.lower(),
+                (user.display_name or "").lower(),
+                (user.user_principal_name or "").lower(),
+            )
+            if needle and (needle == keys[0] or needle in keys[1] or needle in keys[2]):
+                found.append((needle not in keys, keys[1], user))  # exact matches first, then by name
+        found.sort(key=lambda f: f[:2])
+        return [user for _, _, user in found[:limit]]
+
     def snapshot(self, member_groups: Collection[str] | None = None) -> CloudSnapshot:
         if member_groups is None:
             member_rows: Iterable[Any] = self.db.execute("SELECT group_id, member_id, kind FROM members")
@@ -289,6 +306,26 @@ class ReplicaSql(SqlCore):
         return {
             r[0] for r in self._select_in("SELECT DISTINCT group_id FROM members WHERE member_id", member_ids)
         }
+
+    def users_by_id(self, user_ids: Iterable[str]) -> dict[str, CloudUser]:
+        """The replica's users of these ids (soft-deleted ones included), by the primary key in chunks."""
+        out: dict[str, CloudUser] = {}
+        for r in self._select_in("SELECT id, data, deleted FROM users WHERE id", set(user_ids)):
+            try:
+                out[r[0]] = _user_from_json(r[1], r[2], object_id=r[0])
+            except (ValueError, TypeError, KeyError) as exc:
+                raise _corrupt_row(self.where, "users", r[0], exc) from exc
+        return out
+
+    def groups_of_members(self, member_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Member id -> the groups holding it directly (members without a group are left out), by the
+        members_by_member index."""
+        out: dict[str, set[str]] = {}
+        for group_id, member_id in self._select_in(
+            "SELECT group_id, member_id FROM members WHERE member_id", set(member_ids)
+        ):
+            out.setdefault(member_id, set()).add(group_id)
+        return out
 
     def cloud_users_with_keys(self, sids: Collection[str], guids: Collection[str]) -> set[str]:
         """Ids of the replica users (soft-deleted ones included) with these account keys, by the indexed

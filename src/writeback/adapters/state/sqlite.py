@@ -18,7 +18,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from writeback.adapters.state.files import FILE_MODE, private_database, private_dir
+from writeback.adapters.state.files import FILE_MODE, private_database, private_dir, refuse_link
 from writeback.adapters.state.schema import MIGRATIONS
 from writeback.adapters.state.sqlbase import REBUILD_HINT, REPLICA_TABLES, LogEntry, SqlStore
 from writeback.errors import StateCorruptError, StateError, StateLockedError
@@ -64,7 +64,7 @@ def translate_sqlite_error(exc: sqlite3.Error, path: str, busy_timeout: float) -
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return StateLockedError(
             f"state store {path}: {text} (another process kept it locked for more than {busy_timeout:g} s). "
-            "Find the other writeback process (`writeback run`, `apply`) or tool holding it, wait for it "
+            "Find the other writeback process ('writeback run', 'apply') or tool holding it, wait for it "
             "to finish, and try again"
         )
     # SQLITE_CORRUPT / SQLITE_NOTADB: https://www.sqlite.org/rescode.html#corrupt
@@ -122,5 +122,7 @@ class SqliteStore(SqlStore):
         private_dir(Path(self.path).parent)
         private_database(self.path)
         for suffix in SIDE_FILES:
+            side = Path(self.path + suffix)
+            refuse_link(side)
             with contextlib.suppress(FileNotFoundError):  # none yet, or removed meanwhile by its last user
-                os.chmod(self.path + suffix, FILE_MODE)
+                os.chmod(side, FILE_MODE)

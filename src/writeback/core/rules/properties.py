@@ -164,8 +164,8 @@ def unknown_warning(obj: str, name: str) -> str:
     known += [f"extensionAttribute{i}" for i in range(1, 16)]
     by_folded = {n.casefold(): n for n in known}
     close = difflib.get_close_matches(name.casefold(), list(by_folded), n=1, cutoff=0.6)
-    hint = f", did you mean `{obj}.{by_folded[close[0]]}`?" if close else " (no known property is close)"
-    return f"unknown property `{obj}.{name}`{hint} It is read by that name: a user without it has no value."
+    hint = f", did you mean '{obj}.{by_folded[close[0]]}'?" if close else " (no known property is close)"
+    return f"unknown property '{obj}.{name}'{hint} It is read by that name: a user without it has no value."
 
 
 def item_alias_matches(collection: PropertyInfo, alias: str) -> bool:

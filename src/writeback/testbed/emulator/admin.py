@@ -1,4 +1,5 @@
-"""The admin API under ``/_emulator``: faults, forced resync, token lifetime, statistics, saving, raw edits.
+"""The admin API under ``/_emulator``: faults, Graph's response time and throttling (``profile``), forced
+resync, token lifetime, statistics, saving, raw edits.
 
 Every admin call needs ``Authorization: Bearer <admin token>``: a random token the server makes at start
 and keeps only in files of mode 0600 (``DATA_DIR/admin-token``, ``DATA_DIR/emulator.json`` and, for the
@@ -113,6 +114,26 @@ async def faults(request: Request) -> dict[str, Any]:
         "token_lifetime": state.tokens.lifetime,
         "generation": state.delta.generation,
     }
+
+
+async def profile(request: Request) -> dict[str, Any]:
+    """GET the Graph profile (response time, throttling; see :mod:`.profile`); POST changes it:
+    ``{"request_ms": 150, "per_object_ms": 0.05, "throttle": "tenant"}``. ``reset_budget`` empties every
+    app's spent resource units. The answer also gives the budget in force (null when throttling is off)."""
+    state = _state(request)
+    if request.method == "POST":
+        body = await _json(request)
+        unknown = sorted(set(body) - {"request_ms", "per_object_ms", "throttle", "reset_budget"})
+        if unknown:
+            raise bad_request(
+                f"unknown profile setting(s) {unknown}: use request_ms, per_object_ms, throttle"
+            )
+        state.profile.update(body)
+        if body.get("reset_budget"):
+            state.throttle.reset()
+    with state.tenant.lock:
+        users = len(state.tenant.live["user"])
+    return {**state.profile.as_dict(), "budget_per_10s": state.profile.budget(users)}
 
 
 async def resync(request: Request) -> dict[str, Any]:
@@ -243,6 +264,7 @@ def admin_routes() -> list[Route]:
     return [
         Route("/_emulator/health", _wrap(health), methods=["GET"]),
         Route("/_emulator/faults", _wrap(faults), methods=["GET", "POST"]),
+        Route("/_emulator/profile", _wrap(profile), methods=["GET", "POST"]),
         Route("/_emulator/resync", _wrap(resync), methods=["POST"]),
         Route("/_emulator/delta-settings", _wrap(delta_settings), methods=["GET", "POST"]),
         Route("/_emulator/stats", _wrap(stats), methods=["GET", "POST"]),

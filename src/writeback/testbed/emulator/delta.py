@@ -41,7 +41,10 @@ SYNC_STATE_NOT_FOUND = "syncStateNotFound"
 class DeltaSettings:
     """Page shape and token lifetimes; all adjustable at run time through the admin API."""
 
-    page_size: int = 200  # objects (entries) per page
+    # Objects (entries) per page, also the largest a client's Prefer: odata.maxpagesize gets. The API reference
+    # gives no default for directory delta; Microsoft's Q&A answer (https://learn.microsoft.com/answers/a/2052165)
+    # gives 200 objects per page, a larger preference capped.
+    page_size: int = 200
     member_slice: int = 1000  # member references per entry; bigger groups are split across entries
     page_members: int = 2000  # member references per page, all entries together
     token_ttl: float = 7 * 24 * 3600.0  # Graph: delta tokens for directory objects live 7 days
@@ -86,6 +89,7 @@ class _Round:
     items: deque[Item]
     deferred: list[Item] = field(default_factory=list)
     minimal: bool = False  # Prefer: return=minimal
+    page_size: int | None = None  # Prefer: odata.maxpagesize of the round's first request (None: default)
     next_page: int = 0
     last: tuple[int, dict[str, Any]] | None = None
     touched: float = field(default_factory=time.monotonic)
@@ -126,13 +130,15 @@ class DeltaEngine:
         self.generation += 1
         self._rounds.clear()
 
-    def start(self, query: DeltaQuery, base: str, *, minimal: bool = False) -> dict[str, Any]:
+    def start(
+        self, query: DeltaQuery, base: str, *, minimal: bool = False, page_size: int | None = None
+    ) -> dict[str, Any]:
         """A first round: every live object of the kind (or of the filtered ids)."""
         with self.tenant.lock:
             live = self.tenant.live[query.kind]
             ids = list(live) if query.ids is None else [i for i in sorted(query.ids) if i in live]
             items: deque[Item] = deque(("full", object_id) for object_id in ids)
-            return self._new_round(query, items, base, minimal)
+            return self._new_round(query, items, base, minimal, page_size)
 
     def latest(self, query: DeltaQuery, base: str) -> dict[str, Any]:
         """``$deltatoken=latest``: no objects, only a delta link from now on."""
@@ -140,7 +146,13 @@ class DeltaEngine:
             return self._final_page(query, self.tenant.sequence, [], base)
 
     def resume(
-        self, query_from_url: DeltaQuery, token: str, base: str, *, minimal: bool = False
+        self,
+        query_from_url: DeltaQuery,
+        token: str,
+        base: str,
+        *,
+        minimal: bool = False,
+        page_size: int | None = None,
     ) -> dict[str, Any]:
         """A later round from a ``$deltatoken``; ``minimal`` (``Prefer: return=minimal``) returns only the
         properties that changed ("Use delta query to track changes": https://learn.microsoft.com/graph/
@@ -159,10 +171,13 @@ class DeltaEngine:
         with self.tenant.lock:
             seq = self._check_delta_token(payload, query, base)
             items = self._changes_since(query, seq)
-            return self._new_round(query, items, base, minimal)
+            return self._new_round(query, items, base, minimal, page_size)
 
-    def next_page(self, query_from_url: DeltaQuery, token: str, base: str) -> dict[str, Any]:
-        """The next page of a round from a ``$skiptoken``; the page just served is served again on retry."""
+    def next_page(
+        self, query_from_url: DeltaQuery, token: str, base: str, *, page_size: int | None = None
+    ) -> dict[str, Any]:
+        """The next page of a round from a ``$skiptoken``; the page just served is served again on retry.
+        ``page_size`` (this request's ``Prefer: odata.maxpagesize``) sizes this page and the round's next."""
         payload = self.signer.loads(token)
         if payload is None or payload.get("t") != "s":
             raise sync_state_not_found()
@@ -183,8 +198,17 @@ class DeltaEngine:
             return round_.last[1]
         if page_no != round_.next_page:
             raise sync_state_not_found()
+        if page_size is not None:
+            round_.page_size = page_size
         with self.tenant.lock:
             return self._page(round_, base)
+
+    def page_size(self, preferred: int | None) -> int:
+        """Objects per page: ``Prefer: odata.maxpagesize`` when given, never above the default (a client
+        can ask for smaller pages, not bigger ones)."""
+        if preferred is None:
+            return self.settings.page_size
+        return max(1, min(preferred, self.settings.page_size))
 
     # ------------------------------------------------------------------ tokens
 
@@ -241,11 +265,17 @@ class DeltaEngine:
     # ------------------------------------------------------------------ rounds and pages
 
     def _new_round(
-        self, query: DeltaQuery, items: deque[Item], base: str, minimal: bool = False
+        self,
+        query: DeltaQuery,
+        items: deque[Item],
+        base: str,
+        minimal: bool = False,
+        page_size: int | None = None,
     ) -> dict[str, Any]:
         self._evict()
         round_ = _Round(secrets.token_hex(12), query, self.tenant.sequence, self.generation, items)
         round_.minimal = minimal
+        round_.page_size = page_size
         self._rounds[round_.round_id] = round_
         return self._page(round_, base)
 
@@ -363,7 +393,8 @@ class DeltaEngine:
         settings, query = self.settings, round_.query
         values: list[dict[str, Any]] = []
         members_on_page = 0
-        while len(values) < settings.page_size:
+        page_size = self.page_size(round_.page_size)
+        while len(values) < page_size:
             if not round_.items:
                 if not round_.deferred:
                     break

@@ -9,6 +9,7 @@ lock only guards against test threads poking the state directly.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import urllib.parse
@@ -19,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from writeback.testbed.emulator import group_settings
+from writeback.testbed.emulator import batch, group_settings
 from writeback.testbed.emulator.apierror import (
     GraphApiError,
     bad_request,
@@ -44,6 +45,7 @@ from writeback.testbed.emulator.odata import (
     parse_top,
     render,
 )
+from writeback.testbed.emulator.profile import objects_in, request_cost
 from writeback.testbed.emulator.state import EmulatorState, SortedIds
 from writeback.testbed.emulator.tenant import COLLECTIONS, is_dynamic, is_guid, now_iso
 
@@ -111,6 +113,7 @@ class Ctx:
         self.params = {k.lower(): v for k, v in request.query_params.items()}
         self.request_id = request_ids(request)[0]
         self.roles: frozenset[str] = frozenset()  # the token's application permissions
+        self.objects = 0  # objects in the answer, for the profile's per-object response time
 
     def param(self, name: str) -> str | None:
         return self.params.get(name.lower())
@@ -161,6 +164,7 @@ def request_ids(request: Request) -> tuple[str, str]:
 def json_response(ctx: Ctx, body: Mapping[str, Any] | None, status: int = 200) -> Response:
     request_id, client_request_id = request_ids(ctx.request)
     headers = {"request-id": request_id, "client-request-id": client_request_id, "OData-Version": "4.0"}
+    ctx.objects = objects_in(body)
     if body is None:
         return Response(status_code=status, headers=headers)
     data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -479,7 +483,30 @@ def _delta_query(ctx: Ctx, kind: str) -> DeltaQuery:
     return DeltaQuery(kind=kind, version=ctx.version, select=select, ids=ids)
 
 
+def _max_page_size(prefer: Sequence[str]) -> int | None:
+    """``odata.maxpagesize=N`` from the Prefer header (OData 4.01 Part 1, 8.2.8.3: a preference a service may
+    honour or ignore; a malformed one is ignored), else None."""
+    for item in prefer:
+        name, _, value = item.partition("=")
+        if name.strip() == "odata.maxpagesize" and value.strip().isdigit() and int(value) >= 1:
+            return int(value)
+    return None
+
+
 async def delta(ctx: Ctx, kind: str) -> Response:
+    """``GET /users/delta``, ``/groups/delta``.
+
+    Pages: ``Prefer: odata.maxpagesize=N`` (the delta functions' request header, e.g. "message: delta",
+    https://learn.microsoft.com/graph/api/message-delta) gives smaller pages; the answer then carries
+    ``Preference-Applied: odata.maxpagesize=<size used>``. The default and the largest page for directory
+    objects are not in the API reference; Microsoft's answer on Q&A ("contact: delta API what limit can we use
+    for odata.maxpagesize", https://learn.microsoft.com/answers/a/2052165) gives 200 objects, a larger
+    preference being capped: :class:`DeltaSettings.page_size <.delta.DeltaSettings>`.
+
+    ``$deltatoken=latest`` ("sync from now") answers no objects and a deltaLink from now on; Graph documents it
+    for directory resources such as users and groups ("Use delta query to track changes in Microsoft Graph
+    data", https://learn.microsoft.com/graph/delta-query-overview, "$deltaToken=latest").
+    """
     engine = ctx.state.delta
     skiptoken, deltatoken = ctx.param("$skiptoken"), ctx.param("$deltatoken")
     url_query = DeltaQuery(kind=kind, version=ctx.version)
@@ -487,17 +514,23 @@ async def delta(ctx: Ctx, kind: str) -> Response:
     # (https://learn.microsoft.com/graph/delta-query-overview#optional-query-parameters-and-headers).
     prefer = [p.strip().lower() for p in (ctx.request.headers.get("prefer") or "").split(",")]
     minimal = "return=minimal" in prefer
+    page_size = _max_page_size(prefer)
     if skiptoken:
-        page = engine.next_page(url_query, skiptoken, ctx.base)
+        page = engine.next_page(url_query, skiptoken, ctx.base, page_size=page_size)
     elif deltatoken == "latest":
         page = engine.latest(_delta_query(ctx, kind), ctx.base)
     elif deltatoken:
-        page = engine.resume(url_query, deltatoken, ctx.base, minimal=minimal)
+        page = engine.resume(url_query, deltatoken, ctx.base, minimal=minimal, page_size=page_size)
     else:  # a first round (an empty $deltatoken, as in a 410's Location, is one too)
-        page = engine.start(_delta_query(ctx, kind), ctx.base, minimal=minimal)
+        page = engine.start(_delta_query(ctx, kind), ctx.base, minimal=minimal, page_size=page_size)
     response = json_response(ctx, page)
+    applied = []
     if minimal:
-        response.headers["Preference-Applied"] = "return=minimal"
+        applied.append("return=minimal")
+    if page_size is not None and deltatoken != "latest":
+        applied.append(f"odata.maxpagesize={engine.page_size(page_size)}")
+    if applied:
+        response.headers["Preference-Applied"] = ", ".join(applied)
     return response
 
 
@@ -1098,11 +1131,31 @@ async def graph_endpoint(request: Request) -> Response:
     path: str = request.scope["path"]  # already percent-decoded by the server
     version = path.split("/", 2)[1]
     segments = [normalize_segment(s) for s in path.split("/")[2:] if s]
+    profile = state.profile
+    if profile.request_ms > 0 and not request.scope.get(batch.BATCH_ITEM):  # a batch pays it once
+        await asyncio.sleep(profile.request_ms / 1000.0)
     try:
         claims = state.tokens.verify(request.headers.get("authorization"))
+        if segments == ["$batch"] and request.method == "POST":  # JSON batching: each item dispatched here
+            return await batch.batch(request, version, graph_endpoint)
         ctx = Ctx(request, state, version, segments)
         ctx.roles = frozenset(str(r) for r in claims.get("roles") or ())
-        return await dispatch(ctx)
+        budget = profile.budget(len(state.tenant.live["user"]))
+        spent: dict[str, str] = {}
+        if budget is not None:
+            cost = request_cost(request.method, segments, ctx.params)
+            admitted = state.throttle.admit(
+                str(claims.get("appid") or ""), state.tenant.tenant_id, request.method, cost, budget
+            )
+            if isinstance(admitted, GraphApiError):
+                state.stats.outcomes["throttled_budget"] += 1
+                raise admitted
+            spent = admitted
+        response = await dispatch(ctx)
+        response.headers.update(spent)
+        if profile.per_object_ms > 0 and ctx.objects:
+            await asyncio.sleep(profile.per_object_ms * ctx.objects / 1000.0)
+        return response
     except GraphApiError as exc:
         if exc.status == 401:
             state.stats.outcomes["unauthorized"] += 1

@@ -182,6 +182,9 @@ _EMPTY_LISTS = frozenset(
     }
 )
 ODATA_TYPES = {kind: f"#microsoft.graph.{kind}" for kind in COLLECTIONS}
+# Page sizes of /users, /groups and /groups/{id}/members: "The default and maximum page sizes are 100 and 999"
+# (user, group and member objects) in "List users", "List groups" and "List group members"
+# (https://learn.microsoft.com/graph/api/user-list, .../group-list, .../group-list-members).
 MAX_TOP = 999
 DEFAULT_TOP = 100
 _EXTENSION = re.compile(r"^extension_[0-9a-fA-F]{32}_\w+$")

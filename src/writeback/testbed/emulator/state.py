@@ -13,6 +13,7 @@ from pathlib import Path
 from writeback.testbed.emulator.auth import AccessTokens, load_or_create_key
 from writeback.testbed.emulator.delta import DeltaEngine, DeltaSettings
 from writeback.testbed.emulator.faults import FaultSettings, Stats
+from writeback.testbed.emulator.profile import GraphProfile, Throttle
 from writeback.testbed.emulator.statetoken import TokenSigner
 from writeback.testbed.emulator.tenant import Tenant
 
@@ -65,6 +66,8 @@ class EmulatorState:
     faults: FaultSettings = field(default_factory=FaultSettings)
     stats: Stats = field(default_factory=Stats)
     sorted_ids: SortedIds = field(default_factory=SortedIds)
+    profile: GraphProfile = field(default_factory=GraphProfile)  # Graph's response time and throttling
+    throttle: Throttle = field(default_factory=Throttle)
 
     @classmethod
     def build(

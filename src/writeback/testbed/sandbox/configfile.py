@@ -50,6 +50,7 @@ def render(
     *,
     state: SharedState | None = None,
     instance: Instance | None = None,
+    kerberos: bool = False,
 ) -> str:
     """The config text: DIR/writeback.toml, or with ``state`` and ``instance`` one of the HA configs.
 
@@ -76,13 +77,30 @@ def render(
         ]
     else:
         lines += ["# [source] is written once the Graph emulator runs (writeback sandbox up).", ""]
+    if kerberos:
+        # Issue 26: no password anywhere. SASL GSSAPI with the service account's keytab, signed and sealed on
+        # port 389 (ldap/localhost is the DC's SPN in the sandbox), and the same on the Global Catalog's 3268:
+        # the mode that works under every DC hardening setting (docs/hardened-dc.md). Run writeback with
+        # KRB5_CONFIG pointing at the sandbox's krb5.conf.
+        lines += [
+            f"# Run with KRB5_CONFIG={info.krb5_conf}",
+            "[target]",
+            'auth = "kerberos"',
+            f"ldap_urls = [{_q(info.kerberos_url)}]",
+            f'gc_url = "ldap://{kerberos_host()}:3268"',
+            f"keytab = {_q(info.service_keytab)}",
+            f"principal = {_q(info.service_principal)}",
+        ]
+    else:
+        lines += [
+            "[target]",
+            f"ldap_urls = [{_q(info.ldap_url)}]",
+            f"gc_url = {_q(info.gc_url)}",
+            f"bind_password_file = {_q(paths.service_password_file)}",
+        ]
     lines += [
-        "[target]",
-        f"ldap_urls = [{_q(info.ldap_url)}]",
-        f"gc_url = {_q(info.gc_url)}",
         # The least-privileged service account (docs/least-privilege.md), never Administrator.
         f"bind_dn = {_q(info.service_bind_dn)}",
-        f"bind_password_file = {_q(paths.service_password_file)}",
         f"base_dn = {_q(info.base_dn)}",
         f"target_ou = {_q(info.groups_ou)}",
         f"ca_file = {_q(info.ca_file)}",
@@ -98,11 +116,12 @@ def render(
     ]
     if info.cloud_users_ou:
         # Issue 24: AD accounts for cloud users, off by default as everywhere. "soa" writes cloud-managed
-        # (SOA-converted) users into their original AD accounts; creating accounts ("cloud_members") is not
-        # supported yet. target_ou is delegated to the service account (docs/least-privilege.md, Cloud users).
+        # (SOA-converted) users into their original AD accounts; "cloud_members" also creates accounts for
+        # cloud-only members (scripts/demo shows it with a config of its own). target_ou is delegated to the
+        # service account (docs/least-privilege.md, Cloud users).
         lines += [
             "[users]",
-            'provision = "off"  # "off" | "soa"',
+            'provision = "off"  # "off" | "soa" | "cloud_members"',
             f"target_ou = {_q(info.cloud_users_ou)}",
             "",
         ]
@@ -125,6 +144,18 @@ def render(
 def write(info: SandboxInfo, paths: SandboxPaths) -> Path:
     write_private(paths.config_file, render(info, paths))
     return paths.config_file
+
+
+def kerberos_host() -> str:
+    from writeback.testbed.sandbox.kerberos import SPN_HOST
+
+    return SPN_HOST
+
+
+def write_kerberos(info: SandboxInfo, paths: SandboxPaths) -> Path:
+    """DIR/writeback-kerberos.toml: DIR/writeback.toml binding with the keytab instead of the password."""
+    write_private(paths.kerberos_config_file, render(info, paths, kerberos=True))
+    return paths.kerberos_config_file
 
 
 def _previous_console(path: Path) -> str | None:

@@ -17,7 +17,17 @@ from writeback.errors import SandboxError
 from writeback.testbed.sandbox.layout import SandboxPaths
 from writeback.testbed.sandbox.secretfiles import write_private
 
-_PATH_FIELDS = ("dir", "ca_file", "graph_ca_file", "config", "tenant_file", "postgres_password_file")
+_PATH_FIELDS = (
+    "dir",
+    "ca_file",
+    "graph_ca_file",
+    "config",
+    "tenant_file",
+    "postgres_password_file",
+    "service_keytab",
+    "krb5_conf",
+    "kerberos_config",
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,14 @@ class SandboxInfo:
     # delegated to the service account as docs/least-privilege.md lists for users. None: a sandbox.json written
     # before it existed (`sandbox up` completes it).
     cloud_users_ou: str | None = None
+    # Kerberos (issue 26): the service account's keytab (0600) and principal, the realm's krb5.conf (use it with
+    # KRB5_CONFIG), the URL a Kerberos bind uses (ldap/localhost is the DC's SPN there; sealed, port 389), and
+    # with `up --kerberos` the ready config binding with the keytab.
+    service_keytab: Path | None = None
+    service_principal: str | None = None
+    krb5_conf: Path | None = None
+    kerberos_url: str | None = None
+    kerberos_config: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -70,6 +70,21 @@ class SandboxPaths:
         return self.secrets_dir / "service_password"
 
     @property
+    def service_keytab(self) -> Path:
+        """The service account's Kerberos keys (samba-tool domain exportkeytab), mode 0600."""
+        return self.secrets_dir / "svc-writeback.keytab"
+
+    @property
+    def krb5_conf(self) -> Path:
+        """The sandbox realm's krb5.conf (clients use it with KRB5_CONFIG; /etc/krb5.conf is left alone)."""
+        return self.root / "krb5.conf"
+
+    @property
+    def kerberos_config_file(self) -> Path:
+        """`sandbox up --kerberos`: a config binding with the keytab (SASL GSSAPI, sealed, on port 389)."""
+        return self.root / "writeback-kerberos.toml"
+
+    @property
     def client_secret_file(self) -> Path:
         return self.secrets_dir / "client_secret"
 

@@ -25,6 +25,7 @@ from writeback.testbed.sandbox import (
     configfile,
     console,
     emulator,
+    kerberos,
     postgres,
     samba,
     schema,
@@ -89,6 +90,7 @@ def sandbox_up(
     *,
     postgres: bool = False,
     exchange_schema: bool = False,
+    kerberos: bool = False,
 ) -> SandboxInfo:
     """Provision (once), start and describe a sandbox in ``directory`` with ``users`` generated users; with
     ``postgres``, also its PostgreSQL server (:mod:`writeback.testbed.sandbox.postgres`).
@@ -97,6 +99,9 @@ def sandbox_up(
     (``users`` >= 2,000) is snapshotted to the cache and restored from it next time instead of re-seeded.
     ``exchange_schema`` extends the schema with Exchange's recipient attributes (also on a running sandbox;
     off by default, so the path without Exchange's schema is what a plain sandbox tests).
+    Every sandbox runs a KDC and has the service account's keytab (sandbox.json: service_keytab,
+    service_principal, krb5_conf); ``kerberos`` also writes DIR/writeback-kerberos.toml, a config that binds
+    with that keytab (SASL GSSAPI, signed and sealed, port 389), and keeps it written on later runs.
     """
     if users < 0:
         raise SandboxError(f"the number of users must be 0 or more, not {users}")
@@ -127,7 +132,24 @@ def sandbox_up(
             if exchange_schema:
                 _extend_exchange(paths, say)
             info = _finish(paths, users, scenario, say, accounts, fresh=marker is None)
+        info = _kerberos_part(paths, info, kerberos, say)
         return _postgres_part(paths, info, postgres, say)
+
+
+def _kerberos_part(paths: SandboxPaths, info: SandboxInfo, wanted: bool, say: Progress) -> SandboxInfo:
+    """With ``wanted`` (or once wanted before: the file exists), write DIR/writeback-kerberos.toml."""
+    if not (wanted or paths.kerberos_config_file.exists()) or info.service_keytab is None:
+        return info
+    configfile.write_kerberos(info, paths)
+    if wanted:
+        say(
+            f"Kerberos config: {paths.kerberos_config_file} (binds with {info.service_keytab}; run writeback "
+            f"with KRB5_CONFIG={info.krb5_conf})"
+        )
+    updated = dataclasses.replace(info, kerberos_config=paths.kerberos_config_file)
+    if updated != info:
+        save_info(paths, updated)
+    return updated
 
 
 def _delegate(conn: Any, paths: SandboxPaths, password: str, dn: str, sid: str, **what: Any) -> None:
@@ -247,6 +269,8 @@ def _already_up(paths: SandboxPaths) -> SandboxInfo | None:
         return None  # made by a version without the console: complete it
     if info.cloud_users_ou is None:
         return None  # made by a version without the cloud users' OU (issue 24): complete it
+    if info.service_keytab is None or not Path(info.service_keytab).exists():
+        return None  # made by a version without the KDC and keytab (issue 26): complete it
     return info
 
 
@@ -264,7 +288,9 @@ def _provision(
         return seed.load_accounts(paths.accounts_file)
     password = new_password()
     write_private(paths.bind_password_file, password)
-    cert = ensure_server_cert(paths.tls_dir, DC_HOSTNAME, ("127.0.0.1", "localhost", DC_HOSTNAME))
+    cert = ensure_server_cert(
+        paths.tls_dir, DC_HOSTNAME, ("127.0.0.1", "localhost", DC_HOSTNAME, *kerberos.local_host_names())
+    )
     say(f"Provisioning domain {DNS_DOMAIN.upper()} in {paths.samba_dir}")
     samba.provision(paths, password)
     samba.configure(paths, cert)
@@ -337,6 +363,10 @@ def _finish(
     password = paths.bind_password_file.read_text(encoding="utf-8").strip()
     service_password = ensure_secret(paths.service_password_file, new_password)
     ca_file = paths.tls_dir / "ca.pem"
+    if samba.ensure_kdc(paths):  # a DC made before the sandbox ran its KDC: restart it with the KDC on
+        say("Restarting Samba AD DC with its KDC")
+        samba.stop(paths)
+        samba.start(paths)
     conn = connect_when_ready(LDAPS_URL, ca_file, ADMIN_DN, password)
     try:
         schema.extend(conn, BASE_DN)  # no-op when present; covers snapshots made before a schema change
@@ -344,6 +374,11 @@ def _finish(
             accounts = seed.read_seeded(conn)
         # Here rather than in provisioning, so sandboxes and snapshots made before it get the account too.
         service_sid = serviceaccount.ensure_account(conn, BASE_DN, service_password)
+        # The password was just (re)set, so its keys have a new version: export them after it (issue 26).
+        kerberos.ensure_spn(conn, BASE_DN)
+        kerberos.write_krb5_conf(paths)
+        kerberos.wait_for_kdc(paths)
+        kerberos.export_keytab(paths, serviceaccount.SERVICE_SAM, paths.service_keytab)
         say(f"Delegating group management on {WRITEBACK_OU} to {serviceaccount.SERVICE_SAM}")
         _delegate(conn, paths, password, WRITEBACK_OU, service_sid)
         for sam in soa_group_sams(scenario):
@@ -401,6 +436,10 @@ def _finish(
         service_sid=service_sid,
         console_url=console_url,
         console_token=console_token,
+        service_keytab=paths.service_keytab,
+        service_principal=kerberos.principal(serviceaccount.SERVICE_SAM),
+        krb5_conf=paths.krb5_conf,
+        kerberos_url=kerberos.KERBEROS_URL,
     )
     # The DC's half of the info is saved first: the DC is usable even if the emulator then fails to start.
     configfile.write(info, paths)
@@ -515,11 +554,18 @@ def sandbox_reset(directory: Path, progress: Progress | None = None) -> ResetRep
         users = int(marker["users"])
         samba.stop(paths)
         snapshot.restore_initial(paths)
+        samba.ensure_kdc(paths)  # an initial snapshot made before the sandbox ran its KDC
         step(
             f"DC restored from {paths.initial_snapshot} (as provisioned and seeded, {users} generated users)"
         )
         samba.start(paths)
         step(f"Samba AD DC restarted ({LDAPS_URL}; same domain, CA and passwords)")
+        if info.service_keytab is not None:
+            # The snapshot may hold an older key version of the service account than the keytab (every `up`
+            # that completes the sandbox resets its password): export the keys the restored DC has.
+            kerberos.wait_for_kdc(paths)
+            kerberos.export_keytab(paths, serviceaccount.SERVICE_SAM, paths.service_keytab)
+            step(f"Service account's keytab exported again ({paths.service_keytab})")
         if paths.exchange_schema_file.exists():
             _extend_exchange(paths, say)
             step("Exchange's schema attributes added again (this sandbox was made with --exchange-schema)")
@@ -567,6 +613,7 @@ def sandbox_reset(directory: Path, progress: Progress | None = None) -> ResetRep
         info = dataclasses.replace(info, samba_pid=samba.running_pid(paths))
         configfile.write(info, paths)
         save_info(paths, info)
+        info = _kerberos_part(paths, info, False, say)
         info = _postgres_part(paths, info, False, say)
     return ResetReport(info, tuple(steps), time.monotonic() - started)
 

@@ -1,8 +1,9 @@
 """The Samba AD DC of the sandbox: install check, provisioning, smb.conf, start.
 
 Follows the recipe verified on Debian 12 (/work/shared/reference/samba-testbed.md): a 2012 R2 schema domain
-provisioned into the sandbox directory, listening on loopback only, LDAP services only (no SMB, DNS or KDC:
-writeback needs LDAP and the Global Catalog, and fewer services start faster and hold fewer ports).
+provisioned into the sandbox directory, listening on loopback only, LDAP services and the KDC only (no SMB or
+DNS: writeback needs LDAP, the Global Catalog and Kerberos, and fewer services start faster and hold fewer
+ports).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 
 from writeback.errors import SandboxError
 from writeback.testbed.sandbox import processes
+from writeback.testbed.sandbox.kerberos import SERVER_SERVICES, STRONG_AUTH
 from writeback.testbed.sandbox.layout import DC_PORTS, NETBIOS_DOMAIN, REALM, SandboxPaths
 from writeback.testbed.tlsutil import ServerCert
 
@@ -100,12 +102,17 @@ def configure(paths: SandboxPaths, cert: ServerCert) -> None:
     for sub in (run, run / "ncalrpc", run / "winbindd", run / "ntp_signd"):
         sub.mkdir(parents=True, exist_ok=True)
     options = {
-        "server services": "ldap, cldap",
+        # The KDC: writeback's Kerberos bind ([target] auth = "kerberos"; sandbox/kerberos.py).
+        "server services": SERVER_SERVICES,
         "dsdb:schema update allowed": "true",
         # A throwaway directory: no fsync per write (Samba's own test suite does the same). Writes get
         # several times faster; a power cut could lose the sandbox, never real data.
         "ldb:nosync": "true",
         "tls enabled": "yes",
+        # As a Windows DC requiring LDAP signing (Server 2025's default): a simple bind on 389 without TLS is
+        # refused (strongerAuthRequired), a SASL bind there must sign or seal, and inside TLS a SASL bind
+        # takes no layer. ("yes", Samba's default, also refuses every Kerberos bind inside TLS; AD does not.)
+        "ldap server require strong auth": STRONG_AUTH,
         "tls keyfile": str(cert.key_file),
         "tls certfile": str(cert.cert_file),
         "tls cafile": str(cert.ca_file),
@@ -142,6 +149,23 @@ def set_global_options(smb_conf: str, options: Mapping[str, str]) -> str:
         section.pop()
     section += [f"\t{key} = {value}" for key, value in wanted.values()]
     return "\n".join([*lines[: start + 1], *section, "", *lines[end:]]).rstrip("\n") + "\n"
+
+
+def ensure_kdc(paths: SandboxPaths) -> bool:
+    """Turn the KDC (and the strong-auth rule above) on in an smb.conf written before (a snapshot or an older
+    sandbox); True if changed (Samba must then be restarted)."""
+    text = paths.smb_conf.read_text(encoding="utf-8")
+    wanted = {"server services": SERVER_SERVICES, "ldap server require strong auth": STRONG_AUTH}
+    if all(global_option(text, key) == value for key, value in wanted.items()):
+        return False
+    paths.smb_conf.write_text(set_global_options(text, wanted), encoding="utf-8")
+    return True
+
+
+def global_option(smb_conf: str, key: str) -> str | None:
+    """The value of ``key`` as written in an smb.conf text (the last occurrence), or None."""
+    found = re.findall(rf"^\s*{re.escape(key)}\s*=\s*(.*?)\s*$", smb_conf, flags=re.MULTILINE | re.IGNORECASE)
+    return found[-1] if found else None
 
 
 def relocate(paths: SandboxPaths, old_root: str) -> None:
