@@ -1,6 +1,7 @@
 """``python -m benchmarks.bench [small|medium|large] [--runs N] [--out DIR] [--sandbox-dir DIR]
 [--graph-latency-ms N] ...`` (what scripts/bench runs); ``… soak [--minutes N] [size]`` and ``… biggroup [--members N]`` run the service soak
-(:mod:`benchmarks.bench.soak`) and the big-group benchmark (:mod:`benchmarks.bench.biggroup`).
+(:mod:`benchmarks.bench.soak`) and the big-group benchmark (:mod:`benchmarks.bench.biggroup`); ``… users
+[size]`` the accounts for cloud-only members (:mod:`benchmarks.bench.users`).
 
 ``--runs N`` runs the whole size N times in one invocation (each run on the directory restored from the
 snapshot when the run owns it) and reports every run, min / median / max, and each goal as met only when
@@ -70,10 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.bench.biggroup import main as biggroup_main
 
         return biggroup_main(args_list[1:])
+    if args_list and args_list[0] == "users":
+        from benchmarks.bench.users import main as users_main
+
+        return users_main(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="scripts/bench",
         description=__doc__.splitlines()[0],
-        epilog="Also: scripts/bench soak [--minutes N] [size]; scripts/bench biggroup [--members N]",
+        epilog="Also: scripts/bench soak [--minutes N] [size]; scripts/bench biggroup [--members N]; "
+        "scripts/bench users [size] (accounts for cloud-only members; --help for its options)",
     )
     parser.add_argument("size", nargs="?", default="small", choices=list(SIZES))
     parser.add_argument(

@@ -12,15 +12,18 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench import e2e_report
+from benchmarks.bench import e2e_report, users_report
 
 ORDER = ("small", "medium", "large")
-EXTRAS = ("soak", "biggroup")  # the scenarios run on their own: bench-soak.json, bench-biggroup.json
+# The scenarios run on their own: bench-soak.json, bench-biggroup.json, bench-users-<size>.json.
+EXTRAS = ("soak", "biggroup", *users_report.FILES)
 Result = Mapping[str, Any]
 
 
 def _file_name(result: Result) -> str:
     kind = result.get("kind")
+    if kind == "users":
+        return f"users-{result['size']}"
     return str(kind) if kind in EXTRAS else str(result["size"])
 
 
@@ -415,6 +418,7 @@ def extras_markdown(results: Mapping[str, Result]) -> str:
         if big.get("error"):
             lines += ["", f"Run stopped by: {_cell_text(big.get('error'))}"]
         lines.append("")
+    lines += users_report.users_markdown(results)
     return "\n".join(lines) + ("\n" if lines else "")
 
 

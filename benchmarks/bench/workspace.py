@@ -34,6 +34,8 @@ class Workspace:
     dir: Path
     engine_ou: str
     profile: bool = False
+    base_dn: str | None = None  # the engine's target.base_dn when not engine_ou (scripts/bench users)
+    extra_toml: str = ""  # further tables for the config (scripts/bench users: [users])
 
     @property
     def config(self) -> Path:
@@ -64,7 +66,7 @@ class Workspace:
             f"gc_url = {_q(info.gc_url)}",
             f"bind_dn = {_q(info.bind_dn)}",
             f"bind_password_file = {_q(SandboxPaths(info.dir).bind_password_file)}",
-            f"base_dn = {_q(self.engine_ou)}",
+            f"base_dn = {_q(self.base_dn or self.engine_ou)}",
             f"target_ou = {_q(self.engine_ou)}",
             f"ca_file = {_q(info.ca_file)}",
             "",
@@ -76,6 +78,7 @@ class Workspace:
             "",
             "[service]",  # poll and reconcile intervals stay at their defaults
             f"health_file = {_q(self.health_file)}",
+            self.extra_toml,
         ]
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return self.config

@@ -163,6 +163,31 @@ def test_names_are_unique_against_ad_and_each_other():
     assert len(directory.users) == 3
 
 
+def test_no_upn_is_another_accounts_sam_account_name_at_the_domain():
+    # B's UPN prefix cut to 15 characters is A's whole prefix. Whichever gets sAMAccountName avandenheuvel47,
+    # the other's UPN must not be avandenheuvel47@domain: that is the first one's implicit UPN, and the DC
+    # refuses it (Samba: "userPrincipalName ... is already in use (implied by sAMAccountName)"), found by
+    # scripts/bench users at 20,000 accounts.
+    for a_id, b_id in (
+        ("00000000-0000-0000-0000-00000000000a", "00000000-0000-0000-0000-00000000000b"),
+        ("00000000-0000-0000-0000-00000000000b", "00000000-0000-0000-0000-00000000000a"),
+    ):
+        a = cloud_user(a_id, "avandenheuvel47@contoso.example", display_name="A van den Heuvel")
+        b = cloud_user(b_id, "avandenheuvel470@contoso.example", display_name="A van den Heuvel")
+        engine, directory, _, _ = build([a, b])
+        plan = engine.plan()
+        creates = [c for c in plan.changes if c.target == TARGET_USER and c.kind is ChangeKind.CREATE]
+        assert len(creates) == 2
+        sams = {c.cloud_id: str(c.attributes["sAMAccountName"]).lower() for c in creates}
+        upns = {c.cloud_id: str(c.attributes["userPrincipalName"]).lower() for c in creates}
+        assert "avandenheuvel47" in sams.values()
+        for uid, upn in upns.items():
+            prefix = upn.split("@")[0]
+            assert all(sam != prefix for other, sam in sams.items() if other != uid)
+        engine.apply(plan)
+        assert len(directory.users) == 2
+
+
 def test_a_crash_between_create_and_log_never_makes_a_second_account():
     engine, directory, _, _ = build([cloud_user()])
     directory.crash_after_create_user = True

@@ -760,6 +760,14 @@ class _MemberAccounts:
         existing = {k: v for k, v in held.items() if v}
         self.sam = assign_sam_account_names(new, existing, foreign | set(group_names))
         self.foreign_upns = {n for n, dn in facts.taken_upns.items() if normalize_dn(dn) not in own}
+        # Who holds each sAMAccountName ("" another object): an account's name@domain is its implicit UPN, "always
+        # associated with the user's account, even if an explicit UPN is not defined" (learn.microsoft.com,
+        # windows/win32/secauthn/user-name-formats), and the DC refuses a userPrincipalName that is another
+        # account's implicit one (Samba: "userPrincipalName ... is already in use (implied by sAMAccountName)").
+        # A UPN prefix cut to 15 characters for the sAMAccountName can be another user's whole prefix
+        # (avandenheuvel470 -> avandenheuvel47).
+        self.sam_holder = {n.lower(): "" for n in foreign}
+        self.sam_holder.update((v.lower(), k) for k, v in self.sam.items() if v)
 
     def desire(
         self,
@@ -813,7 +821,9 @@ class _MemberAccounts:
             (
                 u
                 for n in (intent.upn_prefix, *intent.sam_candidates[-1:])
-                if n and (u := f"{n}@{self.domain}").lower() not in self.foreign_upns
+                if n
+                and (u := f"{n}@{self.domain}").lower() not in self.foreign_upns
+                and self.sam_holder.get(n.lower(), key) == key
             ),
             None,
         )
@@ -825,7 +835,7 @@ class _MemberAccounts:
         elif upn is None or not self.domain:
             error = (
                 f"no free userPrincipalName: {intent.upn_prefix}@{self.domain} and its fallback are held by other "
-                "objects in the forest; no account is created"
+                "objects in the forest (or are another account's sAMAccountName@domain); no account is created"
             )
         users[key] = DesiredUser(
             key,
