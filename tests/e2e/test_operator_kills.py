@@ -10,6 +10,8 @@ against the sandbox DC and a private Graph emulator:
   service killed during the rebuild (the emulator slowed down so the full read lasts seconds): the replica is
   not left half-read, the restarted service reads Graph in full again, AD never loses a member on the way and
   ends equal to the cloud, an unmanaged group is untouched, and the log names the operator who restarted.
+- Restart provisioning asked while a long cycle writes, and the service killed before a cycle started it: the
+  restarted service still does it (the request is kept in the shared state, not only in the killed process).
 """
 
 from __future__ import annotations
@@ -256,3 +258,60 @@ def test_restart_provisioning_killed_mid_rebuild_reads_in_full_again_and_loses_n
     (row,) = op.api("/api/log?action=restart")["value"]
     assert row["actor"] == "olga", row
     wait_for("a healthy status", lambda: op.api("/api/status")["status"] == "ok", timeout=15)
+
+
+def test_a_restart_asked_while_a_cycle_runs_survives_a_kill_before_it_starts(
+    sandbox: Any, cloud: Cloud, test_ou: str, ldap_conn: Any, tmp_path: Path, service_factory: Any
+) -> None:
+    """The console answers "Restart started" at once, but the service starts it with its next cycle: the one
+    running meanwhile (here writing 60 new groups) may last a while. A kill then must not lose the request."""
+    users = synced_user_ids(sandbox_tenant(sandbox))
+    prefix = f"RestartAsked-{uuid.uuid4().hex[:6]}"
+    gids = [cloud.create_group(f"{prefix} {i}", users[4 * i : 4 * i + 4]) for i in range(2)]
+    token = new_token()
+    console, url = console_settings(tmp_path / "console", token, "operator")
+    home = tmp_path / "home"
+    config = service_config(sandbox, cloud, test_ou, home, prefix, extra=console)
+    state = home / "state.sqlite"
+    op = Operator(url, token, config)
+    ad = AdView(ldap_conn, test_ou)
+
+    svc: RunningService = service_factory(config)
+    wait_for("the console", lambda: op.ready(svc), timeout=60)
+    wait_for("the first reconcile", lambda: converged(ad, cloud, gids), timeout=30)
+    in_ad = members_of(ad, gids[0])
+    # The replica lost a group's members (the kind of damage a restart repairs); no delta round brings them back.
+    with sqlite3.connect(state) as db:
+        assert db.execute("DELETE FROM members WHERE group_id = ?", (gids[0],)).rowcount == 4
+
+    # A cycle that lasts: 60 new groups to create in AD. The operator asks for a restart while it writes.
+    # The service's delta reads fail meanwhile, so that one cycle reads all 60 groups.
+    cloud.faults(error_503_ratio=1.0, path_contains="delta")
+    gids += [cloud.create_group(f"{prefix} new {i}", users[i % 8 : i % 8 + 1]) for i in range(60)]
+    cloud.faults(error_503_ratio=0.0, path_contains=None)
+
+    def writing() -> bool:
+        h = svc.health()
+        return h.get("phase") == "apply" and (h.get("progress_total") or 0) >= 60 and h["progress_done"] < 40
+
+    wait_for("the cycle writing the new groups", writing, timeout=30, interval=0.05)
+    asked = httpx.post(url + "/api/restart", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert asked.status_code == 202 and "Restart started" in asked.json()["message"], asked.text[:300]
+    health = svc.health()
+    assert (health.get("phase"), health.get("cycle_kind")) != ("rebuild", "restart"), health
+    assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert not [e for e in svc.events() if e.get("event") == "restart"], "the restart had started: no test"
+    assert replica_members(state).get(gids[0]) is None
+
+    svc = service_factory(config)
+    wait_for("the console after the kill", lambda: op.ready(svc), timeout=60)
+    wait_for(
+        "the restart asked before the kill to rebuild the replica",
+        lambda: replica_members(state).get(gids[0]) == 4,
+        timeout=30,
+    )
+    assert [e for e in svc.events() if e.get("event") == "restart"], "the restarted service did the restart"
+    wait_for("AD equal to the cloud", lambda: converged(ad, cloud, gids), timeout=60)
+    assert members_of(ad, gids[0]) == in_ad
+    (row,) = op.api("/api/log?action=restart")["value"]
+    assert row["actor"] == "olga", row
