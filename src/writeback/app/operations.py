@@ -56,6 +56,7 @@ def apply(
 ) -> tuple[Plan, ApplyResult]:
     """Plan and apply, holding the state's writer lock (or the leader lease); with ``saved`` (a plan's JSON),
     apply exactly that plan while it still matches. ``show`` receives the plan before anything is written."""
+    refuse_if_paused(settings)
     with writer_claim(settings, "apply") as fence:  # the writer lock, or the leader lease on PostgreSQL
         engine = build_engine(settings, progress)
         try:
@@ -70,6 +71,7 @@ def apply(
 def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> ProvisionOutcome:
     """Provision on demand from the command line: one "group" pass holding the writer claim (refused with
     :class:`~writeback.errors.StateLockedError` while a service holds it)."""
+    refuse_if_paused(settings)
     with writer_claim(settings, "provision") as fence:
         engine = build_engine(settings)
         run_id = uuid.uuid4().hex[:12]
@@ -83,6 +85,17 @@ def provision(settings: Settings, group: str, emit: Callable[[Step], None]) -> P
             return provision_group(ReconcilePass(engine, fence=fence), group, emit, run_id=run_id)
         finally:
             engine.close()
+
+
+def refuse_if_paused(settings: Settings) -> None:
+    """Refuse a command that writes while writeback is paused, before it claims the state: a paused service
+    holds the writer lock, and "in use by writeback run" would hide the reason and how to resume. The pass
+    checks again under the claim (a pause that lands in between)."""
+    store = build_store(settings)
+    try:
+        pausing.refuse_if_paused(store)
+    finally:
+        store.close()
 
 
 def os_user() -> str:

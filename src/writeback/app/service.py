@@ -73,6 +73,9 @@ QUARANTINE_AFTER = 5  # consecutive failed cycles
 # While writing to AD the health file shows the progress at most this often (seconds): a file written per change
 # would cost more than the LDAP write of a small change; the console reads the progress in memory, always current.
 HEALTH_PROGRESS_INTERVAL = 5.0
+RESTART_KEY = (
+    "restart_pending"  # state meta: an operator's Restart provisioning that no cycle has started yet
+)
 
 
 @dataclass
@@ -231,7 +234,8 @@ class Service:
             self._phase("idle")
 
     def _cycle(self) -> CycleOutcome:
-        restart = self._restart_requested
+        # Asked here or, before a kill or on another instance, recorded in the shared state (request_restart).
+        restart = self._restart_requested or self.engine.store.get_meta(RESTART_KEY) is not None
         if restart:
             self._drop_delta_links()
         self.health.cycle_kind = "restart" if restart else "incremental"
@@ -515,6 +519,15 @@ class Service:
     def request_restart(self) -> None:
         """Restart provisioning: the next cycle (started at once) drops the cloud replica's delta links, so
         Graph is read again in full, and reconciles deeply (as after a full resync)."""
+        from writeback.app.wiring import build_store
+
+        # Recorded in the shared state as well, so a kill before a cycle starts it (one may be running for a
+        # while) does not lose it. On the caller's thread (the console's): a connection of its own.
+        store = build_store(self.settings)
+        try:
+            store.write_meta({RESTART_KEY: "1"})
+        finally:
+            store.close()
         self._restart_requested = self.health.restart_pending = True
         self._reconcile_requested = True  # wakes the loop now
         log.info("restart of provisioning requested", extra={"event": "restart_requested"})
@@ -524,11 +537,14 @@ class Service:
         store a link over the dropped one). Without a cloud source there is no replica: a deep reconcile only."""
         self._restart_requested = self.health.restart_pending = False
         self._force_later = DeepReason.ASKED
+        if self.engine.cloud_enabled:
+            with self.engine.store.transaction() as tx:
+                for resource in ("users", "groups"):
+                    tx.set_delta_link(resource, None)
+        # After the links are dropped: a kill in between repeats the drop at the next start, harmlessly.
+        self.engine.store.write_meta({RESTART_KEY: None})
         if not self.engine.cloud_enabled:
             return
-        with self.engine.store.transaction() as tx:
-            for resource in ("users", "groups"):
-                tx.set_delta_link(resource, None)
         log.info(
             "restart: the cloud replica's delta links were dropped; Graph is read again in full, then a deep "
             "reconcile follows",
