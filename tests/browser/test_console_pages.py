@@ -18,25 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import RunningConsole, _wait_ready, sign_in
+from tests.browser.conftest import RunningConsole, _wait_ready, assert_accessible, assert_fits, sign_in
 from tests.e2e.test_users_cloud_members import JULIA, _accounts, cloud_users_ou  # noqa: F401 - a fixture
 from writeback.console.auth import new_token, token_line
 from writeback.testbed.sandbox.console import free_port
 
 pytestmark = [pytest.mark.samba, pytest.mark.emulator]
-
-
-def axe_check(page: Any, what: str) -> None:
-    """No serious or critical axe-core violation on the page as it is now."""
-    from axe_playwright_python.sync_playwright import Axe
-
-    results = Axe().run(page)
-    bad = [
-        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-        for v in results.response["violations"]
-        if v.get("impact") in ("serious", "critical")
-    ]
-    assert not bad, f"axe on {what}: " + "; ".join(bad)
 
 
 def _wait(check: Callable[[], object], what: str, timeout: float = 90) -> Any:
@@ -106,7 +93,9 @@ def test_a_groups_page_shows_its_ad_object_cloud_group_and_members(
     assert page.locator("table.members tr.member-ad-only").count() == 0
     assert page.locator("table.history tbody tr").count() >= 1
     assert "create" in page.locator("table.history").inner_text()
-    axe_check(page, "the group page")
+    assert_accessible(page, "the group page")
+    assert_fits(page, "the group page")  # the members table scrolls in its own box at 390 px
+    page.set_viewport_size({"width": 1200, "height": 820})
 
     # The JSON twin says the same.
     body = console.get(f"/api/groups/{a}", console.viewer).json()
@@ -137,7 +126,7 @@ def test_a_skipped_member_its_reason_and_a_users_group_history(
     assert members[newcomer["id"]][2] == "written"
     assert leaver["id"] not in members
     assert newcomer["onPremisesDistinguishedName"].lower() in {m.lower() for m in ad.anchored(b)["member"]}
-    axe_check(page, "the group page with a skipped member")
+    assert_accessible(page, "the group page with a skipped member")
 
     # The log row of the skipped member says who and why, in the details pane beside the list.
     page.goto(console.url + f"/log?action=skip_members&group={b}")
@@ -150,7 +139,7 @@ def test_a_skipped_member_its_reason_and_a_users_group_history(
     expected = f"25 of 26 members matched; 1 cloud-only user skipped: {upn}"
     assert expected in pane.locator("ol.steps").inner_text()
     assert page.locator("table.log").is_visible() and pane.is_visible()
-    axe_check(page, "the log with its details pane open")
+    assert_accessible(page, "the log with its details pane open")
 
     # The newcomer's page, reached from the member list, says when writeback added them to B.
     page.goto(console.url + f"/groups/{b}")
@@ -158,7 +147,9 @@ def test_a_skipped_member_its_reason_and_a_users_group_history(
     page.wait_for_url(console.url + f"/users/{newcomer['id']}")
     rows = page.locator("table.memberships tbody tr").all_inner_texts()
     assert any("added to" in r and console.names["B"] in r and "success" in r for r in rows), rows
-    axe_check(page, "the user page")
+    assert_accessible(page, "the user page")
+    assert_fits(page, "the user page")
+    page.set_viewport_size({"width": 1200, "height": 820})
     # The leaver's page, reached from the search box: removed from B.
     page.goto(console.url + "/groups")
     page.fill("#user-q", leaver["displayName"])
@@ -167,7 +158,7 @@ def test_a_skipped_member_its_reason_and_a_users_group_history(
     rows = page.locator("table.memberships tbody tr").all_inner_texts()
     assert any("removed from" in r and console.names["B"] in r for r in rows), rows
     assert any("added to" in r and console.names["B"] in r for r in rows), rows  # the first cycle's create
-    axe_check(page, "the user search's result")
+    assert_accessible(page, "the user search's result")
     # The API: a user's rows.
     found = console.get(f"/api/log?member={newcomer['id']}", console.viewer).json()["value"]
     assert any(r["action"] == "add_members" and r["cloud_id"] == b for r in found), found
@@ -223,7 +214,7 @@ def test_the_log_pages_follow_next_to_the_end_and_filter(browser: Any, console: 
     csv_href = page.locator("a:has-text('CSV')").get_attribute("href")
     csv_text = page.request.get(console.url + csv_href).text()
     assert len(csv_text.strip().splitlines()) == 3 and csv_text.count(",create,success,") == 2
-    axe_check(page, "the log")
+    assert_accessible(page, "the log")
     page.click("text=Last hour")
     page.wait_for_url(re.compile(r"since=1h.*action=create|action=create.*since=1h"))
     assert page.locator("table.log tbody tr").count() == 2
@@ -241,7 +232,7 @@ def test_the_log_pages_follow_next_to_the_end_and_filter(browser: Any, console: 
     href = page.locator("table.log tbody tr").first.locator("a:has-text('Steps')").get_attribute("href")
     page.goto(console.url + href)
     assert page.locator("h2:has-text('Summary'), h3:has-text('Summary')").count() == 1
-    axe_check(page, "a log row's page")
+    assert_accessible(page, "a log row's page")
 
 
 def test_a_failed_rows_troubleshooting_names_the_fix(browser: Any, console: RunningConsole) -> None:
@@ -290,7 +281,7 @@ def test_a_failed_rows_troubleshooting_names_the_fix(browser: Any, console: Runn
     assert f'dsacls "{taken}" /G "%SVC%:WP;member"' in fix.inner_text()
     assert "taken over outside the target OU" in fix.inner_text()
     assert page.locator(f"#row-{access} [data-status]").inner_text() == "error"
-    axe_check(page, "a failed row's details")
+    assert_accessible(page, "a failed row's details")
     page.locator(f"#row-{value} a:has-text('Steps')").click()
     page.locator("#details ul.troubleshooting", has_text="displayName").wait_for()
     assert "displayName has 300 characters, AD takes at most 256" in page.locator("#details").inner_text()
@@ -303,7 +294,7 @@ def test_the_plan_shows_values_members_and_what_allow_would_write(
     page = sign_in(browser, console, console.operator)
     page.goto(console.url + "/plan")
     assert page.locator(".empty-plan").inner_text().startswith("Nothing to do")
-    axe_check(page, "the empty plan")
+    assert_accessible(page, "the empty plan")
 
     cloud.patch_group(a, description="Quarterly numbers")
     joiner = console.users[26]  # in A, not in B
@@ -325,7 +316,7 @@ def test_the_plan_shows_values_members_and_what_allow_would_write(
     allow = page.locator("form.allow")
     assert allow.locator("input[name=removals]").get_attribute("value") == "20"
     assert "20 removals" in allow.inner_text()
-    axe_check(page, "the plan")
+    assert_accessible(page, "the plan")
 
     # Once the service held them too, the group's page offers Allow; it writes the removals.
     page.goto(console.url + "/")
@@ -338,7 +329,7 @@ def test_the_plan_shows_values_members_and_what_allow_would_write(
     _wait(held, "the group page to offer Allow")
     assert page.locator(".group-state").inner_text() == "Held"
     assert page.locator("form.allow input[name=removals]").get_attribute("value") == "20"
-    axe_check(page, "a group with held changes")
+    assert_accessible(page, "a group with held changes")
     page.click("form.allow button:has-text('Allow')")
     _wait(lambda: len(ad.anchored(a)["member"]) == 10, "the allowed removals to reach AD")
 
@@ -369,7 +360,7 @@ def test_the_groups_list_searches_pages_and_lists_groups_no_longer_updated(
     assert page.locator("table.groups tbody tr td:first-child a").all_inner_texts() == [console.names["B"]]
     page.goto(console.url + "/groups?q=no-such-group-anywhere")
     assert page.locator("text=No managed group matches").is_visible()
-    axe_check(page, "the groups list")
+    assert_accessible(page, "the groups list")
 
     # B deleted in the cloud: after a read of the cloud (the plan page syncs the replica), it is listed under
     # "No longer updated" with the reason, and never as in sync.
@@ -385,7 +376,7 @@ def test_the_groups_list_searches_pages_and_lists_groups_no_longer_updated(
     page.goto(console.url + f"/groups/{b}")
     assert page.locator(".group-state").inner_text().startswith("No longer updated")
     assert "In sync" not in page.locator(".group-state").inner_text()
-    axe_check(page, "a group no longer updated")
+    assert_accessible(page, "a group no longer updated")
     body = console.get("/api/groups", console.viewer).json()
     assert [g["cloud_id"] for g in body["value"]] == [a] and [g["cloud_id"] for g in body["notUpdated"]] == [
         b
@@ -470,7 +461,7 @@ def test_the_accounts_writeback_created_show_on_the_group_and_user_pages(
     assert len(accounts) == 1 and accounts[0].startswith(f"Julia Santos: {julia_dn}"), accounts
     row = _members(page)[JULIA]
     assert row[2] == "written" and row[3] == f"{julia_dn} (created by writeback)", row
-    axe_check(page, "a group with an account writeback created")
+    assert_accessible(page, "a group with an account writeback created")
 
     page.locator(f"table.members tr[data-id='{JULIA}'] a").click()
     page.wait_for_url(c.url + f"/users/{JULIA}")
@@ -485,6 +476,6 @@ def test_the_accounts_writeback_created_show_on_the_group_and_user_pages(
         .locator("xpath=following-sibling::ul[1]")
         .inner_text()
     )
-    axe_check(page, "the page of a user writeback created an account for")
+    assert_accessible(page, "the page of a user writeback created an account for")
     body = c.get(f"/api/users/{JULIA}", c.operator).json()
     assert body["account"]["dn"] == julia_dn
