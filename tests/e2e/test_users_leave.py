@@ -167,8 +167,12 @@ def test_writeback_run_disables_the_account_in_an_incremental_cycle_and_enables_
         wait_for(
             "the account disabled", lambda: (a := account()) and _uac(a[1]) & DISABLED and not in_group(a[0])
         )
-        new = [e for e in svc.events() if e.get("event") == "cycle"][cycles:]
-        assert new and not any(e["full"] for e in new), f"done by incremental cycles only: {new}"
+        # The cycle is logged once its apply is done, a moment after AD shows the change.
+        new = wait_for(
+            "the cycle that disabled it logged",
+            lambda: [e for e in svc.events() if e.get("event") == "cycle"][cycles:],
+        )
+        assert not any(e["full"] for e in new), f"done by incremental cycles only: {new}"
 
         cloud.add_member(gid, uid)  # added back
         dn, attrs = wait_for(
