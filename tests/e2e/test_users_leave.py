@@ -98,6 +98,38 @@ def test_a_hard_delete_is_held_by_a_quick_reconcile_and_deleted_by_the_next_one_
     assert not ldap_conn.search_s(member.ou, ldap.SCOPE_ONELEVEL, f"(cn={member.name}_*)", ["cn"])
 
 
+def test_provision_on_demand_of_a_member_who_left_disables_her_account(
+    sandbox: Any,
+    cloud: Any,
+    workspace: Any,
+    ldap_conn: Any,
+    ad: Any,
+    member: Member,  # noqa: F811
+) -> None:
+    """`writeback provision USER` of a user no in-scope group holds any more decides her account's leave as
+    every pass does (on_leave = disable, the default), and says so in its steps."""
+    ws = _workspace(sandbox, workspace, member)
+    first = ws.run("apply")
+    assert first.code == 0, first.out + first.err
+    ((dn, account),) = _accounts(ldap_conn, member.ou, member.id)
+    guid = account["objectGUID"]
+
+    cloud.remove_member(member.gid, member.id)  # removed from her only group; no pass has run since
+    done = ws.run("provision", member.id)
+    assert done.code == 0, done.out + done.err
+    assert "held by no in-scope group" in done.out and 'on_leave = "disable"' in done.out, done.out
+    assert done.out.strip().splitlines()[-1].startswith("succeeded"), done.out
+    ((dn, account),) = _accounts(ldap_conn, member.ou, member.id)
+    assert _uac(account) & DISABLED and account["objectGUID"] == guid, done.out
+    assert dn.lower() in _group_members(ad, member.gid), "a user pass writes only the account, not the group"
+
+    again = ws.run("provision", member.id)
+    assert again.code == 0 and "AD already matches the cloud" in again.out, again.out + again.err
+    cleanup = ws.run("apply")  # the group's own pass removes the member value
+    _quick(cleanup)
+    assert dn.lower() not in _group_members(ad, member.gid)
+
+
 service_factory = support.service_factory  # shared fixture
 
 

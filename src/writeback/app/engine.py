@@ -381,15 +381,20 @@ class Engine:
         allow: Allowances = NO_ALLOWANCES,
         locations: Mapping[str, str] | None = None,
         now: float | None = None,
+        users_leaving: Collection[str] = (),
     ) -> Plan:
         """Plan from the synced sources and what AD holds now. Writes nothing, to AD or to the state.
 
         ``only``: an incremental plan of just these cloud groups (every managed group otherwise);
         ``dynamic``: include the on-prem dynamic groups; ``locations``: where each managed group is (default:
-        where it was last written, the state's applied DNs). The reconcile pass
+        where it was last written, the state's applied DNs); ``users_leaving``: users of accounts writeback
+        created to decide as a leave is decided (provision on demand of one: :mod:`writeback.app.leaving`). The
+        reconcile pass
         (:class:`writeback.app.reconcile_pass.ReconcilePass`) is the one caller that records anything.
         """
-        return self.plan_and_locate(only=only, dynamic=dynamic, allow=allow, locations=locations, now=now)[0]
+        return self.plan_and_locate(
+            only=only, dynamic=dynamic, allow=allow, locations=locations, now=now, users_leaving=users_leaving
+        )[0]
 
     def plan_and_locate(
         self,
@@ -399,13 +404,18 @@ class Engine:
         allow: Allowances = NO_ALLOWANCES,
         locations: Mapping[str, str] | None = None,
         now: float | None = None,
+        users_leaving: Collection[str] = (),
     ) -> tuple[Plan, dict[str, str]]:
         """:meth:`plan`, and where a full plan found every managed group (cloud id -> DN; empty for a
         partial plan), for the pass to record once it applies. ``now`` (Unix seconds): where the safety
         window ends (the clock by default)."""
         sources: list[Intents] = []
         # Accounts whose leave was held or refused are decided again by every plan, with no group planned too.
-        leavers = leaving.pending(self.store) if self.settings.users.creates_accounts else frozenset()
+        leavers = (
+            leaving.pending(self.store) | frozenset(users_leaving)
+            if self.settings.users.creates_accounts
+            else frozenset()
+        )
         if self.cloud_enabled and (only is None or only or leavers):
             if not self.store.has_synced():
                 raise PlanError(
@@ -449,7 +459,7 @@ class Engine:
         )
         located = {} if intents.partial else located_groups(where, facts.managed)
         # A partial plan asks the whole replica whether the users of accounts it may see leave are in no group.
-        intents = leaving.ask_replica(intents, facts, self.store, self.settings)
+        intents = leaving.ask_replica(intents, facts, self.store, self.settings, also=users_leaving)
         state = desired_state(intents, facts, self.settings)
         plan = compute_plan(state, self.policy(), prints)
         for message in state.loops.values():

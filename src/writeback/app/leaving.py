@@ -17,11 +17,11 @@ again by every later pass until one applies (or no longer needs) their change.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
-from writeback.config import Settings
+from writeback.config import Settings, UserSettings
 from writeback.core.desired import DirectoryFacts, Intents, leaving_users, with_replica_memberships
-from writeback.core.model import TARGET_USER
+from writeback.core.model import TARGET_USER, CloudUser
 from writeback.core.planning import Change, Plan
 from writeback.core.ports import AllowanceStore, Store
 
@@ -34,10 +34,24 @@ def pending(store: AllowanceStore) -> frozenset[str]:
     return frozenset(json.loads(raw)) if raw else frozenset()
 
 
-def ask_replica(intents: Intents, facts: DirectoryFacts, store: Store, settings: Settings) -> Intents:
+def may_leave(store: Store, settings: UserSettings, user: CloudUser | None, user_id: str) -> bool:
+    """Whether provision on demand of ``user`` (None: ``user_id`` is not in the replica), which no in-scope
+    group holds, decides its account's leave as every pass does: with ``[users] provision = "cloud_members"``,
+    a cloud-only user (or one gone from the replica) whose account writeback wrote (its fingerprint is
+    recorded; a group's id has an applied DN besides). The plan then finds the account by its anchor, and
+    :func:`writeback.core.desired.leaving_users` takes only an account writeback created."""
+    if not settings.creates_accounts or (user is not None and user.is_synced):
+        return False
+    return user_id in store.applied_fingerprints() and user_id not in store.applied_dns()
+
+
+def ask_replica(
+    intents: Intents, facts: DirectoryFacts, store: Store, settings: Settings, also: Collection[str] = ()
+) -> Intents:
     """``intents`` with the users a partial plan may see leave decided from the whole replica (unchanged for
-    a full plan, or when no account writeback created is concerned)."""
-    asked = leaving_users(intents, facts, pending(store))
+    a full plan, or when no account writeback created is concerned). ``also``: users asked about besides the
+    pending ones (provision on demand of a user no in-scope group holds any more)."""
+    asked = leaving_users(intents, facts, pending(store) | frozenset(also))
     if not asked:
         return intents
     return with_replica_memberships(

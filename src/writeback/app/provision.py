@@ -67,7 +67,15 @@ def provision_group(
         )
         emit(_step("import", "failure", f"no single {what} has the id or name {wanted!r}"))
         return ProvisionOutcome("failure", f"failed: no single {what} has the id or name {wanted!r}")
-    if target.kind == "user":
+    if target.leaving:
+        gone = target.display_name == target.id
+        found = (
+            f"user {target.id} is not in the cloud replica (hard-deleted)"
+            if gone
+            else f"found user {target.display_name} ({target.id}), held by no in-scope group"
+        )
+        emit(_step("import", "success", found, id=target.id, target="user", groups=[]))
+    elif target.kind == "user":
         found = (
             f"found user {target.display_name} ({target.id}), held by "
             f"{plural(target.members, 'in-scope group')}"
@@ -90,10 +98,28 @@ def provision_group(
             )
         )
         return ProvisionOutcome("skipped", f"skipped: out of scope ({target.reason})")
-    emit(_step("scoping", "success", "in scope", in_scope=True))
+    if target.leaving:
+        on_leave = passes.engine.settings.users.on_leave
+        emit(
+            _step(
+                "scoping",
+                "success",
+                "its account was created by writeback: "
+                + (
+                    "a hard delete deletes it"
+                    if target.display_name == target.id
+                    else f'on_leave = "{on_leave}"'
+                )
+                + ", as every pass decides",
+                in_scope=True,
+                leaving=True,
+            )
+        )
+    else:
+        emit(_step("scoping", "success", "in scope", in_scope=True))
 
     def show(plan: Plan) -> None:
-        _emit_planned(plan, target.id, emit)
+        _emit_planned(plan, target.id, emit, leaving=target.leaving)
 
     done = passes.run(PassOptions("group", group=target.id, run_id=run_id), report=report, show=show)
     plan = done.plan
@@ -134,7 +160,7 @@ def provision_group(
     return ProvisionOutcome("success", "succeeded: every step succeeded", result.run_id)
 
 
-def _emit_planned(plan: Plan, group_id: str, emit: Callable[[Step], None]) -> None:
+def _emit_planned(plan: Plan, group_id: str, emit: Callable[[Step], None], *, leaving: bool = False) -> None:
     """The matching and processing steps, from the plan (before anything is written)."""
     reports = [r for r in plan.reports if r.cloud_id == group_id]
     skipped = [s for r in reports for s in r.skipped]
@@ -147,6 +173,10 @@ def _emit_planned(plan: Plan, group_id: str, emit: Callable[[Step], None]) -> No
             if errors
             else f"{plural(len(skipped), 'member')} not written to AD"
             if skipped
+            else "its account found by its anchor User_<id>"
+            if leaving and any(c.cloud_id == group_id for c in (*plan.changes, *plan.held))
+            else "its account (if any) already as the leave leaves it"
+            if leaving
             else "its original AD account found by SID"
             if any(c.target == "user" for c in (*plan.changes, *plan.held))
             or any(r.target == "user" for r in reports)

@@ -77,6 +77,9 @@ class GroupTarget:
     reason: str | None  # why it is out of scope (None: in scope)
     kind: str = "group"  # "group", or "user" ([users] provision = "soa": its original AD account)
     groups: frozenset[str] = frozenset()  # a user: the in-scope groups holding it (what puts it in scope)
+    leaving: bool = (
+        False  # a user of an account writeback created, held by no in-scope group (or hard-deleted)
+    )
 
     @property
     def in_scope(self) -> bool:
@@ -287,14 +290,19 @@ class ReconcilePass:
         if not settings.users.enabled:
             return None
         user = engine.store.find_user(wanted)
-        if user is None:
-            return None
+        if user is None:  # gone from the replica: hard-deleted, if writeback created its account
+            if not leaving.may_leave(engine.store, settings.users, None, wanted):
+                return None
+            return GroupTarget(wanted, wanted, 0, None, kind="user", leaving=True)
         holding = engine.groups_holding([user.id])
         snapshot = engine.store.snapshot(sorted(holding))
         intents = cloud_intents(snapshot, settings, sorted(holding)) if holding else None
         in_scope = frozenset(intents.groups) if intents is not None else frozenset()
         name = user.display_name or user.user_principal_name or user.id
         reason: str | None = None
+        if not in_scope and leaving.may_leave(engine.store, settings.users, user, user.id):
+            # Its account's on_leave is decided as every pass decides it (:mod:`writeback.app.leaving`).
+            return GroupTarget(user.id, name, 0, None, kind="user", leaving=True)
         if not in_scope:
             reason = "not a member of any group in writeback's scope"
         elif intents is not None and user.id in intents.users:
@@ -330,7 +338,13 @@ class ReconcilePass:
         # own changes are kept, so nothing of those groups is written.
         only = target.groups if user else frozenset({target.id})
         with engine.timed("planning"):
-            found = engine.plan(only=only, dynamic=False, allow=options.allow, now=self.clock())
+            found = engine.plan(
+                only=only,
+                dynamic=False,
+                allow=options.allow,
+                now=self.clock(),
+                users_leaving=frozenset({target.id}) if target.leaving else frozenset(),
+            )
         if user:
             found = _only_user(found, target.id)
         plan = replace(

@@ -26,7 +26,7 @@ from typing import Any
 
 from writeback.config import GROUP_SCOPES, MappingSettings
 from writeback.core.dn import is_within
-from writeback.core.expressions import Expression, compile_expression
+from writeback.core.expressions import Expression, Source, compile_expression
 from writeback.core.model import (
     GROUP_TYPE_DOMAIN_LOCAL,
     GROUP_TYPE_GLOBAL,
@@ -276,7 +276,7 @@ class Mapper:
 
     def intent(self, group: CloudGroup) -> Intent:
         """Everything about the desired AD group of ``group`` that needs no directory fact."""
-        src = group_source(group)
+        src = Source(group_source(group))  # one case-folded index per group, not one per expression
         # Control characters are removed from the CN as from the sAMAccountName: a NUL from a cloud name was
         # stored in AD (escaped as \00 in the DN), and nobody can type or read such a name.
         cn = without_controls(self._exprs["cn"].evaluate(src) or "")
@@ -371,7 +371,7 @@ class UserMapper:
         )
 
     def _attributes(self, user: CloudUser) -> dict[str, AttributeValue]:
-        src = user_source(user)
+        src = Source(user_source(user))  # one case-folded index per user, not one per expression
         attrs: dict[str, AttributeValue] = {}
         for name, expr in self._exprs.items():
             value = expr.evaluate(src)

@@ -27,7 +27,7 @@ from writeback.core.expressions._grammar import parse
 from writeback.core.expressions._values import Evaluator, Source, Value, text
 from writeback.errors import ConfigError
 
-__all__ = ["FUNCTION_NAMES", "UNSUPPORTED_FUNCTIONS", "Expression", "Value", "compile_expression"]
+__all__ = ["FUNCTION_NAMES", "UNSUPPORTED_FUNCTIONS", "Expression", "Source", "Value", "compile_expression"]
 
 FUNCTION_NAMES: frozenset[str] = frozenset(function.name for function in FUNCTIONS.values())
 """The functions this implementation knows, spelt as Microsoft documents them."""
@@ -49,11 +49,12 @@ class Expression:
     ignores_empty: bool = False
     """The expression is IgnoreFlowIfNullOrEmpty(...): a null or empty result leaves the AD attribute as it is."""
 
-    def evaluate_value(self, source: Mapping[str, Any]) -> Value:
-        """The raw result: str, int, bool, a tuple of strings for multi-values, or None for null."""
-        return self._run(Source(source))
+    def evaluate_value(self, source: Mapping[str, Any] | Source) -> Value:
+        """The raw result: str, int, bool, a tuple of strings for multi-values, or None for null. ``source``
+        may be a :class:`Source` built once for several expressions over the same object."""
+        return self._run(Source.of(source))
 
-    def evaluate(self, source: Mapping[str, Any]) -> str | None:
+    def evaluate(self, source: Mapping[str, Any] | Source) -> str | None:
         """The result as one string (booleans as "True"/"False"), or None when the result is null.
 
         ``source`` maps attribute names (matched case-insensitively) to str, bool, int, list or None;
@@ -70,7 +71,7 @@ class Expression:
             return value[0] if value else None
         return text(value)
 
-    def evaluate_values(self, source: Mapping[str, Any]) -> tuple[str, ...]:
+    def evaluate_values(self, source: Mapping[str, Any] | Source) -> tuple[str, ...]:
         """The result as a tuple of strings, for multi-valued targets; null gives ``()``."""
         value = self.evaluate_value(source)
         if isinstance(value, tuple):

@@ -24,7 +24,11 @@ class Source:
     """The attribute values of one object, looked up case-insensitively.
 
     Exact-case lookups are tried first because that is what callers almost always pass; the
-    case-folded index is only built when a name is spelt differently.
+    case-folded index is only built when a name is spelt differently (or is missing: a null
+    attribute), once per Source. A caller evaluating several expressions over one object builds one
+    Source for them all (:meth:`of`), so the index is built at most once per object, not once per
+    expression (a plan maps every cloud-only member with a dozen expressions, most of which name
+    some attribute the user does not have). The object must not change while its Source is used.
     """
 
     __slots__ = ("_data", "_folded")
@@ -33,12 +37,19 @@ class Source:
         self._data = data
         self._folded: dict[str, Any] | None = None
 
+    @classmethod
+    def of(cls, data: Mapping[str, Any] | Source) -> Source:
+        """``data`` as a Source: itself when it is one already (its folded index shared)."""
+        return data if isinstance(data, Source) else cls(data)
+
     def get(self, name: str, folded: str) -> Value:
-        if name in self._data:
-            return normalize(self._data[name])
-        if self._folded is None:
-            self._folded = {k.casefold(): v for k, v in self._data.items() if isinstance(k, str)}
-        return normalize(self._folded.get(folded))
+        data = self._data
+        if name in data:
+            return normalize(data[name])
+        index = self._folded
+        if index is None:
+            index = self._folded = {k.casefold(): v for k, v in data.items() if isinstance(k, str)}
+        return normalize(index.get(folded))
 
 
 Evaluator = Callable[[Source], Value]
