@@ -704,8 +704,19 @@ def test_the_dc_refuses_the_service_account_outside_its_delegated_ou(
     group = [("objectClass", [b"top", b"group"]), ("sAMAccountName", [name.encode()])]
     onprem = f"CN=GG-Legacy-Fileshare,{sandbox.onprem_groups_ou}"
     before = ldap_conn.search_s(onprem, ldap.SCOPE_BASE, attrlist=["description", "member"])[0][1]
-    users = ldap_conn.search_s(sandbox.users_ou, ldap.SCOPE_ONELEVEL, "(objectClass=user)", ["cn"])
-    staff = next(dn for dn, _ in users if dn and dn.encode() not in before.get("member", []))
+    # A staff account the service has no right on: not a member of that group, and not the SOA user's original
+    # account (the sandbox delegates writing that one: test_the_service_account_may_write_the_soa_users_...).
+    soa = {sam.lower() for sam in soa_user_sams(load_scenario())}
+    users = ldap_conn.search_s(
+        sandbox.users_ou, ldap.SCOPE_ONELEVEL, "(objectClass=user)", ["cn", "sAMAccountName"]
+    )
+    staff = next(
+        dn
+        for dn, attrs in sorted(users, key=lambda u: u[0] or "")
+        if dn
+        and dn.encode() not in before.get("member", [])
+        and attrs["sAMAccountName"][0].decode().lower() not in soa
+    )
     svc = connect_as_service(sandbox)
     try:
         inside = f"CN={name},{sandbox.groups_ou}"
