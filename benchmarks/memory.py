@@ -38,6 +38,7 @@ from typing import Any
 
 from benchmarks.bench.sizes import SIZES, Size
 from benchmarks.bench.tenantgen import generate
+from writeback.adapters.directory.adapter import AccountKeys, shared_account
 from writeback.adapters.directory.codec import guid_to_bytes, sid_from_str
 from writeback.adapters.directory.entries import account_from_entry, group_from_entry
 from writeback.core.dn import normalize_dn
@@ -125,16 +126,21 @@ class DiskDirectory:
 
     def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
         self._count("search")
-        wanted_sids = {s.upper(): s for s in sids}
-        wanted_guids = {g.lower(): g for g in guids}
-        if len(wanted_sids) + len(wanted_guids) > FULL_SCAN_TERMS:
+        # Each key held once, and an account found shares its SID and GUID strings with its keys, as in the
+        # LDAP adapter (its AccountKeys and shared_account).
+        sid_keys, guid_keys = AccountKeys(), AccountKeys()
+        for sid in sids:
+            sid_keys.add(sid.upper(), sid)
+        for guid in guids:
+            guid_keys.add(guid.lower(), guid)
+        if len(sid_keys) + len(guid_keys) > FULL_SCAN_TERMS:
             rows: Iterable[Any] = self.db.execute(
                 "SELECT dn, guid, sid, kind FROM objects WHERE kind = 'user'"
             )
         else:
             rows = [
-                *self._select("SELECT dn, guid, sid, kind FROM objects WHERE sid", list(wanted_sids)),
-                *self._select("SELECT dn, guid, sid, kind FROM objects WHERE guid", list(wanted_guids)),
+                *self._select("SELECT dn, guid, sid, kind FROM objects WHERE sid", list(sid_keys)),
+                *self._select("SELECT dn, guid, sid, kind FROM objects WHERE guid", list(guid_keys)),
             ]
         by_sid: dict[str, DirectoryAccount] = {}
         by_guid: dict[str, DirectoryAccount] = {}
@@ -144,9 +150,14 @@ class DiskDirectory:
             if sid:
                 raw["objectsid"] = [sid_from_str(sid)]
             account = account_from_entry(dn, raw)
-            if (given := wanted_sids.get((account.object_sid or "").upper())) is not None:
+            sid_given = sid_keys.given(account.object_sid or "")
+            guid_given = guid_keys.given(account.object_guid)
+            if not sid_given and not guid_given:
+                continue
+            account = shared_account(account, sid_keys, guid_keys)
+            for given in sid_given:
                 by_sid.setdefault(given, account)
-            if (given := wanted_guids.get(account.object_guid)) is not None:
+            for given in guid_given:
                 by_guid.setdefault(given, account)
         return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
@@ -220,14 +231,21 @@ class DiskDirectory:
         """:meth:`read_groups` and the members' accounts, as the extended DN control brings them (one
         domain, no foreign security principals here: every member object is an account)."""
         groups = self.read_groups(dns, anchor_attributes, mapped)
-        members = list({normalize_dn(m) for g in groups for m in g.members})
         by_sid: dict[str, DirectoryAccount] = {}
         by_guid: dict[str, DirectoryAccount] = {}
-        for dn, guid, sid in self._select("SELECT dn, guid, sid FROM objects WHERE ndn", members):
-            account = DirectoryAccount(dn, str(guid).lower(), sid.upper() if sid else None)
-            by_guid[account.object_guid] = account
-            if account.object_sid:
-                by_sid[account.object_sid] = account
+        for group in groups:
+            # The account's DN is the group's member value itself, as the adapter's parse of each extended DN
+            # value gives it (one string per member).
+            members = list(group.members)
+            for i in range(0, len(members), 500):
+                chunk = {normalize_dn(m): m for m in members[i : i + 500]}
+                for ndn, guid, sid in self._select(
+                    "SELECT ndn, guid, sid FROM objects WHERE ndn", list(chunk)
+                ):
+                    account = DirectoryAccount(chunk[ndn], str(guid).lower(), sid.upper() if sid else None)
+                    by_guid.setdefault(account.object_guid, account)
+                    if account.object_sid:
+                        by_sid.setdefault(account.object_sid, account)
         return groups, ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
     def existing_dns(self, dns: Iterable[str]) -> set[str]:
@@ -372,29 +390,51 @@ def child(config: Path, ad_path: Path, scenario: str, trace: bool, *, replan: bo
         engine.sync()
         measure("sync", t)
         _reset_peak()
+    steps: list[dict[str, Any]] = []
     if trace:
         # The peak of a plan is when compute_plan has returned and everything before it is still held:
-        # the allocation sites are listed there.
+        # the allocation sites are listed there. Each step of planning (and each write) also reports the
+        # traced memory held after it and its own traced peak (what it held at once, on top of what came
+        # before), so a transient peak inside a step shows.
         import writeback.app.engine as engine_module
 
-        original = getattr(engine_module, "compute_plan")  # noqa: B009 - patched for the run
+        def stepped(name: str, original: Any, *, sites: bool = False) -> Any:
+            def traced(*args: Any, **kwargs: Any) -> Any:
+                before, _ = tracemalloc.get_traced_memory()
+                tracemalloc.reset_peak()
+                result = original(*args, **kwargs)
+                current, peak = tracemalloc.get_traced_memory()
+                steps.append(
+                    {
+                        "step": name,
+                        "held_before_mb": round(before / 2**20, 1),
+                        "held_after_mb": round(current / 2**20, 1),
+                        "peak_mb": round(peak / 2**20, 1),
+                    }
+                )
+                if sites:
+                    top.extend(str(s) for s in tracemalloc.take_snapshot().statistics("lineno")[:30])
+                return result
 
-        def traced(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            top.extend(str(s) for s in tracemalloc.take_snapshot().statistics("lineno")[:30])
-            return result
+            return traced
 
-        setattr(engine_module, "compute_plan", traced)  # noqa: B010
+        for name in ("cloud_intents", "questions", "gather", "desired_state", "compute_plan", "hold_unsafe"):
+            original = getattr(engine_module, name)
+            setattr(engine_module, name, stepped(name, original, sites=name == "compute_plan"))
+        store = engine.store
+        setattr(store, "snapshot", stepped("snapshot", store.snapshot))  # noqa: B010
+        for name in ("create_group", "add_members", "remove_members"):
+            setattr(directory, name, stepped(name, getattr(directory, name)))
         tracemalloc.start(1)
     t = time.perf_counter()
     plan = engine.plan()
     measure("plan", t)
-    if trace:
-        tracemalloc.stop()
     _reset_peak()
     t = time.perf_counter()
     result = engine.apply(plan) if not replan else ApplyResult("replan")
     measure("apply", t)
+    if trace:
+        tracemalloc.stop()
     engine.close()
     return {
         "scenario": scenario,
@@ -406,6 +446,7 @@ def child(config: Path, ad_path: Path, scenario: str, trace: bool, *, replan: bo
         "failed": [f"{r.change.kind.value} {r.change.dn}: {r.error}" for r in result.failed][:5],
         "ad_member_values": DiskDirectory(ad_path).member_values(),
         "gc_counts": gc.get_count(),
+        "tracemalloc_steps": steps,
         "tracemalloc_top": top,
     }
 
@@ -464,6 +505,26 @@ def replan(workdir: Path, trace: bool) -> list[dict[str, Any]]:
     return [_run_child(workdir, "first", extra), _run_child(workdir, "reconcile", extra)]
 
 
+def biggroup_size(members: int) -> Size:
+    """One assigned group of ``members`` synced users in a tenant of ``members + 2,000`` users, as
+    ``scripts/bench biggroup`` builds it (:mod:`benchmarks.bench.biggroup`)."""
+    from benchmarks.bench.biggroup import CHANGES, SPARE_USERS
+
+    return Size(
+        f"biggroup-{members}",
+        users=members + SPARE_USERS,
+        groups=1,
+        memberships=members,
+        big_group=members,
+        nested=0,
+        dynamic=0,
+        cloud_only=0,
+        sandbox_users=0,
+        changes=CHANGES,
+        max_members=members + SPARE_USERS,
+    )
+
+
 def run(size: Size, workdir: Path, trace: bool) -> list[dict[str, Any]]:
     from writeback.testbed.emulator.testing import run_emulator
 
@@ -471,13 +532,18 @@ def run(size: Size, workdir: Path, trace: bool) -> list[dict[str, Any]]:
     for stale in ("state.sqlite", "ad.sqlite"):
         (workdir / stale).unlink(missing_ok=True)
     accounts = synthetic_accounts(size.users)
-    tenant = generate(
-        size,
-        accounts,
-        tenant_id=str(uuid.uuid4()),
-        client_id=str(uuid.uuid4()),
-        client_secret="s3cret-" + uuid.uuid4().hex,
-    )
+    if size.name.startswith("biggroup-"):
+        from benchmarks.bench.biggroup import _tenant
+
+        tenant = _tenant(accounts, size.big_group)
+    else:
+        tenant = generate(
+            size,
+            accounts,
+            tenant_id=str(uuid.uuid4()),
+            client_id=str(uuid.uuid4()),
+            client_secret="s3cret-" + uuid.uuid4().hex,
+        )
     ad = DiskDirectory(workdir / "ad.sqlite")
     ad.add_users(accounts)
     ad.close()
@@ -495,7 +561,14 @@ def run(size: Size, workdir: Path, trace: bool) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__.split("\n")[0])
-    p.add_argument("size", nargs="?", default="large", choices=sorted(SIZES))
+    p.add_argument("size", nargs="?", default="large", choices=[*sorted(SIZES), "biggroup"])
+    p.add_argument(
+        "--members",
+        type=int,
+        nargs="+",
+        default=[250_000],
+        help="biggroup: the group sizes to measure, in order (default 250000)",
+    )
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "writeback-memory")
     p.add_argument("--tracemalloc", action="store_true", help="list the top allocation sites after planning")
     p.add_argument(
@@ -508,14 +581,21 @@ def main(argv: list[str] | None = None) -> int:
         report = child(args.dir / "writeback.toml", ad, args.child, args.tracemalloc, replan=args.replan)
         print(json.dumps(report))
         return 0
-    results = (
-        replan(args.dir, args.tracemalloc)
-        if args.replan
-        else run(SIZES[args.size], args.dir, args.tracemalloc)
-    )
-    for r in results:
-        phases = ", ".join(f"{k} {v['phase_peak_mb']:.0f} MB/{v['seconds']}s" for k, v in r["phases"].items())
-        print(f"{args.size} {r['scenario']}: peak {r['peak_mb']:.0f} MB ({phases}); changes {r['counts']}")
+    if args.replan:
+        runs = [(args.size, replan(args.dir, args.tracemalloc))]
+    elif args.size == "biggroup":
+        runs = [
+            (f"biggroup {m:,}", run(biggroup_size(m), args.dir / f"biggroup-{m}", args.tracemalloc))
+            for m in args.members
+        ]
+    else:
+        runs = [(args.size, run(SIZES[args.size], args.dir, args.tracemalloc))]
+    for label, results in runs:
+        for r in results:
+            phases = ", ".join(
+                f"{k} {v['phase_peak_mb']:.0f} MB/{v['seconds']}s" for k, v in r["phases"].items()
+            )
+            print(f"{label} {r['scenario']}: peak {r['peak_mb']:.0f} MB ({phases}); changes {r['counts']}")
     return 0
 
 

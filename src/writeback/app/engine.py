@@ -429,6 +429,7 @@ class Engine:
                 else f"planning {len(cloud.groups)} of the {len(cloud.in_scope)} cloud groups in scope"
             )
             sources.append(cloud)
+            del cloud  # held by sources, and dropped with them (see below)
         elif self.cloud_enabled:
             sources.append(Intents({}, reconciled=frozenset()))
         if dynamic and self.dynamic_enabled:
@@ -461,14 +462,18 @@ class Engine:
         # A partial plan asks the whole replica whether the users of accounts it may see leave are in no group.
         intents = leaving.ask_replica(intents, facts, self.store, self.settings, also=users_leaving)
         state = desired_state(intents, facts, self.settings)
+        partial, users_enabled = intents.partial, intents.users_enabled
+        # The cloud replica's users, the questions and AD's answers are in the desired state now: let them go
+        # before the plan is made (a 250,000-member group's first apply peaked there, issue 27).
+        del sources, intents, q, facts
         plan = compute_plan(state, self.policy(), prints)
         for message in state.loops.values():
             log.warning("%s", message)
         if state.warnings:
             plan = replace(plan, warnings=(*plan.warnings, *state.warnings))
-        if not intents.partial or self._managed is None:
+        if not partial or self._managed is None:
             self._managed = Managed.of(state.actual, len(state.user_actual) + len(state.users_released))
-        if not intents.partial and intents.users_enabled:
+        if not partial and users_enabled:
             self._accounts = managed_accounts(state)
         at = time.time() if now is None else now
         window = self.safety_window()

@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -468,7 +468,10 @@ class _Diff:
             frozenset(creating | {key(v) for v in renamed.values()}),
             members,
             {
-                **{cid: desired_fingerprint(d, key) for cid, d in writable.items()},
+                # Not through the plan's memo: a fingerprint's normalised members are needed only while it
+                # is computed, and the memo would hold a normalised copy of every member of every group
+                # (a 250,000-member group's first apply, issue 27) until the plan is made.
+                **{cid: desired_fingerprint(d) for cid, d in writable.items()},
                 **{
                     k: user_fingerprint(d)
                     for k, d in state.users.items()
@@ -526,12 +529,20 @@ def _creates(diff: _Diff) -> _Part:
                 d.dn,
                 _shown_name(d),
                 attributes=attrs,
-                members=tuple(sorted(m for m in d.members if diff.key(m) not in diff.pending)),
+                members=tuple(sorted(_exist_now(diff, d.members))),
                 reason="new in the cloud" if cid in diff.state.cloud else "in scope",
                 redacted=d.redacted & attrs.keys(),
             )
         )
     return _Part(changes)
+
+
+def _exist_now(diff: _Diff, members: frozenset[str]) -> Iterable[str]:
+    """The member DNs that exist when creates run: all of them unless this plan creates or renames some
+    (then only those are normalised and looked up; a big group's members are not, issue 27)."""
+    if not diff.pending:
+        return members
+    return (m for m in members if diff.key(m) not in diff.pending)
 
 
 def _updates(diff: _Diff) -> _Part:
@@ -580,7 +591,7 @@ def _member_adds(diff: _Diff) -> _Part:
     groups created or renamed in this plan), and an existing group's missing members."""
     changes: list[Change] = []
     for cid, d in diff.new():
-        later = tuple(sorted(m for m in d.members if diff.key(m) in diff.pending))
+        later = tuple(sorted(m for m in d.members if diff.key(m) in diff.pending)) if diff.pending else ()
         if later:
             changes.append(
                 Change(

@@ -22,7 +22,8 @@ import secrets
 import string
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -109,6 +110,61 @@ DELETED_OBJECTS_WKGUID = "18E2EA80684F11D2B9AA00C04F79F805"
 EXTENDED_DN_OID = "1.2.840.113556.1.4.529"
 # The RDN of the container that holds a domain's foreign security principals (members from trusted forests).
 _FSP_CONTAINER = "cn=foreignsecurityprincipals"
+
+
+class AccountKeys:
+    """The keys a resolve asked for: each canonical form (as AD's value decodes) -> the strings given for it.
+
+    Usually one string per key, the canonical form itself, held once; a second spelling of the same key (a
+    SID in lower case) is kept aside, so each given string is answered as before."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, str] = {}
+        self._more: dict[str, list[str]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        """How many distinct strings were given (one filter term each)."""
+        return self._count
+
+    def __iter__(self) -> Iterator[str]:
+        """The canonical forms asked for."""
+        return iter(self._first)
+
+    def add(self, canonical: str, given: str) -> bool:
+        """Record ``given`` (whose canonical form is ``canonical``); False when it was given already."""
+        first = self._first.get(canonical)
+        if first is None:
+            self._first[given if given == canonical else canonical] = given
+        elif first == given or given in self._more.get(canonical, ()):
+            return False
+        else:
+            self._more.setdefault(canonical, []).append(given)
+        self._count += 1
+        return True
+
+    def given(self, canonical: str) -> tuple[str, ...]:
+        """The strings given for the key ``canonical`` (none when it was not asked for)."""
+        first = self._first.get(canonical)
+        if first is None:
+            return ()
+        more = self._more.get(canonical)
+        return (first, *more) if more else (first,)
+
+    def shared(self, value: str | None) -> str | None:
+        """``value``, as the one string a given key already holds when they are equal."""
+        if value is None:
+            return None
+        first = self._first.get(value)
+        return first if first is not None and first == value else value
+
+
+def shared_account(account: DirectoryAccount, sids: AccountKeys, guids: AccountKeys) -> DirectoryAccount:
+    """``account`` holding the SID and GUID strings of the keys it was found by (no second copy of each)."""
+    sid, guid = sids.shared(account.object_sid), guids.shared(account.object_guid)
+    if sid is account.object_sid and guid is account.object_guid:
+        return account
+    return replace(account, object_sid=sid, object_guid=guid or account.object_guid)
 
 
 class _ExtendedDNRequestValue(univ.Sequence):  # type: ignore[misc]
@@ -294,26 +350,31 @@ class LdapDirectory:
 
         Keys of the result are the strings as given. Malformed SIDs or GUIDs are skipped (they cannot
         match anything) and logged without their value's context beyond the value itself.
+
+        Memory (issue 27: a 250,000-member group's first apply): above :data:`FULL_SCAN_TERMS` keys every user
+        is read, page by page, and no filter term is built; each key is held once (the given string, which is
+        the canonical form AD's is compared in when the caller passes SIDs upper-cased and GUIDs lower-cased),
+        and an account found shares its SID and GUID strings with its keys.
         """
-        wanted_sids: dict[str, list[str]] = {}
-        wanted_guids: dict[str, list[str]] = {}
-        terms: list[str] = []
-        for sid in dict.fromkeys(sids):
+        sid_keys = AccountKeys()
+        guid_keys = AccountKeys()
+        terms: list[str] = []  # kept only while a search per batch of keys is still possible
+        for sid in sids:
             try:
                 raw = sid_from_str(sid)
             except ValueError:
                 log.warning("skipping malformed SID %r", sid)
                 continue
-            wanted_sids.setdefault(sid_to_str(raw), []).append(sid)
-            terms.append(f"(objectSid={escape_filter_bytes(raw)})")
-        for guid in dict.fromkeys(guids):
+            if sid_keys.add(sid_to_str(raw), sid) and len(terms) <= FULL_SCAN_TERMS:
+                terms.append(f"(objectSid={escape_filter_bytes(raw)})")
+        for guid in guids:
             try:
                 raw = guid_to_bytes(guid)
             except ValueError:
                 log.warning("skipping malformed GUID %r", guid)
                 continue
-            wanted_guids.setdefault(guid_to_str(raw), []).append(guid)
-            terms.append(f"(objectGUID={escape_filter_bytes(raw)})")
+            if guid_keys.add(guid_to_str(raw), guid) and len(terms) <= FULL_SCAN_TERMS:
+                terms.append(f"(objectGUID={escape_filter_bytes(raw)})")
         by_sid: dict[str, DirectoryAccount] = {}
         by_guid: dict[str, DirectoryAccount] = {}
         session, base = (
@@ -321,20 +382,32 @@ class LdapDirectory:
             if self._gc is not None
             else (self._domain, self._naming_context("defaultNamingContext"))
         )
-        if len(terms) > FULL_SCAN_TERMS:
-            # Many lookups: one paged read of every user is far cheaper than hundreds of OR searches.
-            searches: Iterable[str] = ["(&(objectCategory=person)(objectClass=user))"]
-        else:
-            searches = (or_filter(batch) for batch in chunked(terms, FILTER_BATCH))
-        for flt in searches:
-            for dn, raw_attrs in session.search(base, _SUBTREE, flt, ACCOUNT_ATTRIBUTES):
+
+        def found(page: list[tuple[str, dict[str, list[bytes]]]]) -> None:
+            # Repeating a page (a search retried after a lost connection) changes nothing: setdefault.
+            for dn, raw_attrs in page:
                 if not dn:
                     continue
-                account = account_from_entry(dn, lower_keys(raw_attrs))
-                for given in wanted_guids.get(account.object_guid, ()):
+                attrs = lower_keys(raw_attrs)
+                account = account_from_entry(dn, attrs)
+                sid_given = sid_keys.given(account.object_sid or "")
+                guid_given = guid_keys.given(account.object_guid)
+                if not sid_given and not guid_given:
+                    continue  # a user no key asked for (read by the scan of every user)
+                # One string per SID and GUID: the key's, when it is the canonical form (as callers pass it).
+                account = shared_account(account, sid_keys, guid_keys)
+                for given in guid_given:
                     by_guid.setdefault(given, account)
-                for given in wanted_sids.get(account.object_sid or "", ()):
+                for given in sid_given:
                     by_sid.setdefault(given, account)
+
+        if len(sid_keys) + len(guid_keys) > FULL_SCAN_TERMS:
+            # Many lookups: one paged read of every user is far cheaper than hundreds of OR searches.
+            flt = "(&(objectCategory=person)(objectClass=user))"
+            session.search(base, _SUBTREE, flt, ACCOUNT_ATTRIBUTES, each_page=found)
+        else:
+            for batch in chunked(terms, FILTER_BATCH):
+                found(session.search(base, _SUBTREE, or_filter(batch), ACCOUNT_ATTRIBUTES))
         return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
 
     def resolve_groups_by_sid(self, sids: Iterable[str]) -> dict[str, DirectoryAccount]:
@@ -503,19 +576,24 @@ class LdapDirectory:
                 group_dn = parse_extended_dn(found_dn)[0]
                 found = _plain_dn_values(lower_keys(raw))
                 members: list[str] = []
-                values = self._complete_members(group_dn, found, range_size=range_size, controls=controls)
-                for value in values:
-                    member, guid, sid = parse_extended_dn(value)
-                    members.append(member)
-                    if guid is None:
-                        plain += 1
-                        continue
-                    extended += 1
-                    if self._member_account_findable(member):
-                        account = DirectoryAccount(sys.intern(member), guid, sid.upper() if sid else None)
-                        by_guid.setdefault(guid, account)
-                        if account.object_sid:
-                            by_sid.setdefault(account.object_sid, account)
+                # Each range's extended values are parsed as they come, not all of a big group's at once.
+                for values in self._member_ranges(group_dn, found, range_size=range_size, controls=controls):
+                    for value in values:
+                        member, guid, sid = parse_extended_dn(value)
+                        if guid is None:
+                            members.append(member)
+                            plain += 1
+                            continue
+                        extended += 1
+                        if self._member_account_findable(member):
+                            # One string per member DN: the group's value and its account's.
+                            member = sys.intern(member)
+                            account = DirectoryAccount(member, guid, sid.upper() if sid else None)
+                            by_guid.setdefault(guid, account)
+                            if account.object_sid:
+                                by_sid.setdefault(account.object_sid, account)
+                        members.append(member)
+                    del values
                 groups.append(group_from_entry(group_dn, found, members, anchors, mapped))
         if plain and not extended:
             log.info(
@@ -762,7 +840,24 @@ class LdapDirectory:
     ) -> list[str]:
         """The member values of ``attrs`` and of the ranged reads that follow them, each read sent with
         ``controls`` (the extended DN control of :meth:`read_groups_with_accounts` must ride on every slice)."""
+        values: list[str] = []
+        for part in self._member_ranges(dn, attrs, range_size=range_size, controls=controls):
+            values.extend(part)
+        return values
+
+    def _member_ranges(
+        self,
+        dn: str,
+        attrs: Mapping[str, list[bytes]],
+        *,
+        range_size: int | None,
+        controls: Sequence[RequestControl] = (),
+    ) -> Iterator[list[str]]:
+        """The member values of ``attrs``, then those of each ranged read that follows, one range at a time
+        (a caller that turns each range into something smaller never holds every raw value of a big group)."""
         values, next_low = split_member_values(attrs)
+        yield values
+        del values
         while next_low is not None:
             high = "*" if range_size is None else str(next_low + range_size - 1)
             entries = self._domain.search(
@@ -771,11 +866,12 @@ class LdapDirectory:
             if not entries:
                 break  # deleted while we read it
             more, following = split_member_values(lower_keys(entries[0][1]))
-            values.extend(more)
+            del entries
+            yield more
+            del more
             if following is not None and following <= next_low:
                 raise DirectoryError(f"ranged read of member of {dn} did not advance past {next_low}")
             next_low = following
-        return values
 
     # -- lookups ------------------------------------------------------------------------------------------
 
@@ -847,8 +943,7 @@ class LdapDirectory:
                     raise
                 refused, initial = len(initial), initial[: len(initial) // 2]
                 self._lower_values_per_modify(refused, max(1, len(initial)), dn)
-        if unique[len(initial) :]:
-            self.add_members(dn, unique[len(initial) :])
+        self._send_chunks(dn, unique, len(initial), add=True)
 
     def create_user(self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]]) -> None:
         """Add a user account ([users] provision = "cloud_members") with a random password in the add.
@@ -941,12 +1036,17 @@ class LdapDirectory:
         self._change_all(dn, members, add=False)
 
     def _change_all(self, dn: str, members: Sequence[str], *, add: bool) -> None:
-        # Chunked as we go: an adminLimitExceeded answer lowers the size of the chunks that follow.
-        pending = list(dict.fromkeys(members))
-        while pending:
-            chunk = pending[: self._values_per_modify]
+        self._send_chunks(dn, list(dict.fromkeys(members)), 0, add=add)
+
+    def _send_chunks(self, dn: str, unique: list[str], start: int, *, add: bool) -> None:
+        """Modifies of ``unique[start:]``, each chunk (and its encoded values) made only when it is sent, and
+        no copy of what is left (issue 27: a 250,000-member group). Chunked as we go: an adminLimitExceeded
+        answer lowers the size of the chunks that follow."""
+        done = start
+        while done < len(unique):
+            chunk = unique[done : done + self._values_per_modify]
             self._change_members(dn, chunk, add=add)
-            pending = pending[len(chunk) :]
+            done += len(chunk)
 
     def _change_members(self, dn: str, chunk: list[str], *, add: bool) -> None:
         """One modify for the chunk. If the server says some values are already (not) there, as after a

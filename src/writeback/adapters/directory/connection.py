@@ -394,17 +394,21 @@ class LdapSession:
         paged: bool = True,
         missing_ok: bool = False,
         controls: Sequence[RequestControl] = (),
+        each_page: Callable[[list[Entry]], None] | None = None,
     ) -> list[Entry]:
         """All entries of a search (referrals dropped). ``paged`` uses the Simple Paged Results control.
 
         ``missing_ok`` turns NO_SUCH_OBJECT (the base does not exist) into an empty result. ``controls`` are
-        sent with every page.
+        sent with every page. ``each_page``: each page's entries are handed to it as they arrive and not kept
+        (the result is then empty), so a read of every user holds one page of raw entries at a time rather
+        than all of them (issue 27, memory of one big group). A search retried after a lost connection starts
+        again from its first page: what ``each_page`` does with a page must be harmless to repeat.
         """
         attrlist = list(attrs) if attrs is not None else None
 
         def run(conn: Any) -> list[Entry]:
             try:
-                return self._search_pages(conn, base, scope, filterstr, attrlist, paged, controls)
+                return self._search_pages(conn, base, scope, filterstr, attrlist, paged, controls, each_page)
             except ldap.NO_SUCH_OBJECT:
                 if missing_ok:
                     return []
@@ -425,6 +429,7 @@ class LdapSession:
         attrlist: list[str] | None,
         paged: bool,
         extra: Sequence[RequestControl] = (),
+        each_page: Callable[[list[Entry]], None] | None = None,
     ) -> list[Entry]:
         entries: list[Entry] = []
         size = self._settings.page_size
@@ -456,7 +461,13 @@ class LdapSession:
                     size,
                 )
                 continue
-            entries.extend((dn, attrs) for dn, attrs in rdata if dn is not None and isinstance(attrs, dict))
+            page = [(dn, attrs) for dn, attrs in rdata if dn is not None and isinstance(attrs, dict)]
+            del rdata
+            if each_page is not None:
+                each_page(page)
+            else:
+                entries.extend(page)
+            del page
             cookie = (_next_cookie(controls) if paged else None) or b""
             if not cookie:
                 return entries

@@ -104,6 +104,9 @@ def _user_from_json(
             d["attributes"] = {keys[k]: keys[v] if type(v) is str else v for k, v in attributes.items()}
         if type(domain := d.get("on_premises_domain_name")) is str:
             d["on_premises_domain_name"] = keys[domain]
+        # A user's UPN is often its mail and onPremisesUserPrincipalName too: one string for the three.
+        if type(upn := d.get("user_principal_name")) is str:
+            d["user_principal_name"] = keys[upn]
     return CloudUser(**d)
 
 
