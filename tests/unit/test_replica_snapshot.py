@@ -14,7 +14,7 @@ from tests.testbed.stores import BACKENDS, open_store
 from tests.unit.fakes import MemoryReplica
 from writeback.adapters.state.replica import MemberRefs
 from writeback.adapters.state.sqlite import SqliteStore
-from writeback.core.model import CloudGroup, CloudUser, MemberRef
+from writeback.core.model import CloudGroup, CloudUser, FrozenAttributes, MemberRef
 from writeback.core.ports import ReplicaStore
 
 U1, U2, U3 = (MemberRef("user", f"u{n}") for n in (1, 2, 3))
@@ -111,3 +111,40 @@ def test_member_refs_share_values_and_keep_a_kind_change() -> None:
     assert refs.id("unknown") == "unknown"
     changed = refs.get("group", "x1")  # the same id seen with another kind is its own value, never mixed up
     assert changed == MemberRef("group", "x1") and changed is not first
+
+
+def test_a_snapshots_user_attributes_read_as_the_dict_written_with_one_index_per_set_of_names(
+    tmp_path: Path,
+) -> None:
+    """The SQL snapshot holds each user's other properties as a FrozenAttributes (issue 27, memory): equal to the
+    dict written, read-only, its names' positions shared by every user with the same properties, and a UPN
+    that is also the mail one string."""
+    store = SqliteStore(tmp_path / "state.sqlite")
+    written = {
+        "a": {"mail": "a@corp.test", "department": "Sales", "userType": "Member", "businessPhones": ["1"]},
+        "b": {"mail": "b@corp.test", "department": "Sales", "userType": "Guest", "businessPhones": []},
+        "c": {"department": "IT"},
+    }
+    with store.transaction() as tx:
+        for uid, attributes in written.items():
+            tx.upsert_user(CloudUser(uid, user_principal_name=f"{uid}@corp.test", attributes=attributes))
+    users = store.snapshot().users
+    for uid, attributes in written.items():
+        got = users[uid].attributes
+        assert isinstance(got, FrozenAttributes)
+        assert got == attributes and attributes == got and dict(got) == attributes
+        assert list(got) == list(attributes) and len(got) == len(attributes)
+        assert users[uid] == CloudUser(uid, user_principal_name=f"{uid}@corp.test", attributes=attributes)
+    a, b, c = (users[k].attributes for k in "abc")
+    assert a._index is b._index and c._index is not a._index
+    assert a["department"] is b["department"], "repeated values: one string"
+    assert users["a"].user_principal_name is a["mail"], "a UPN that is the mail: one string"
+    assert users["b"].is_guest and not users["a"].is_guest
+    assert users["a"].graph_properties()["businessPhones"] == ["1"]
+    with pytest.raises(KeyError):
+        a["absent"]
+    with pytest.raises(TypeError):
+        a["mail"] = "x"  # type: ignore[index]
+    with pytest.raises(ValueError, match="as many values as names"):
+        FrozenAttributes({"x": 0}, ())
+    store.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 from writeback.adapters.state.sqlcore import _UPSERT_META, SqlCore, upsert
 from writeback.core.desired import account_keys
-from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
+from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, FrozenAttributes, MemberRef
 from writeback.errors import StateCorruptError, StateError
 
 # Tables that mirror Graph; everything in them can be fetched again (`writeback state rebuild-replica`).
@@ -65,11 +65,24 @@ def _group_to_json(g: CloudGroup) -> str:
 class _Interned(dict[str, str]):
     """One copy of each string given (attribute names and many values repeat in every user's JSON, and
     json.loads makes new strings for each). A plain dict rather than sys.intern: it is dropped with the
-    snapshot's construction instead of growing the interpreter's table."""
+    snapshot's construction instead of growing the interpreter's table. Also one name index per set of
+    property names, shared by the users' :class:`FrozenAttributes`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._indexes: dict[tuple[str, ...], dict[str, int]] = {}
 
     def __missing__(self, key: str) -> str:
         self[key] = key
         return key
+
+    def attributes(self, attributes: Mapping[str, Any]) -> FrozenAttributes:
+        """``attributes`` (a user's other properties, as decoded) with one copy of each name and string value."""
+        names = tuple(self[k] for k in attributes)
+        index = self._indexes.get(names)
+        if index is None:
+            index = self._indexes[names] = {name: i for i, name in enumerate(names)}
+        return FrozenAttributes(index, tuple(self[v] if type(v) is str else v for v in attributes.values()))
 
 
 class MemberRefs:
@@ -101,7 +114,7 @@ def _user_from_json(
     if keys is not None:
         # Names, departments, job titles and the domain repeat across users: one copy of each string.
         if isinstance(attributes := d.get("attributes"), dict):
-            d["attributes"] = {keys[k]: keys[v] if type(v) is str else v for k, v in attributes.items()}
+            d["attributes"] = keys.attributes(attributes)
         if type(domain := d.get("on_premises_domain_name")) is str:
             d["on_premises_domain_name"] = keys[domain]
         # A user's UPN is often its mail and onPremisesUserPrincipalName too: one string for the three.
