@@ -468,10 +468,7 @@ class _Diff:
             frozenset(creating | {key(v) for v in renamed.values()}),
             members,
             {
-                # Not through the plan's memo: a fingerprint's normalised members are needed only while it
-                # is computed, and the memo would hold a normalised copy of every member of every group
-                # (a 250,000-member group's first apply, issue 27) until the plan is made.
-                **{cid: desired_fingerprint(d) for cid, d in writable.items()},
+                **{cid: desired_fingerprint(d, key) for cid, d in writable.items()},
                 **{
                     k: user_fingerprint(d)
                     for k, d in state.users.items()
