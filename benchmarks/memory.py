@@ -582,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report))
         return 0
     if args.replan:
-        runs = [(args.size, replan(args.dir, args.tracemalloc))]
+        runs = [(f"replan of {args.dir}", replan(args.dir, args.tracemalloc))]
     elif args.size == "biggroup":
         runs = [
             (f"biggroup {m:,}", run(biggroup_size(m), args.dir / f"biggroup-{m}", args.tracemalloc))
