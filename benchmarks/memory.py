@@ -1,11 +1,13 @@
-"""``python -m benchmarks.memory [small|medium|large]``: the engine's peak memory per phase, without a DC.
+"""``python -m benchmarks.memory [small|medium|large|biggroup]``: the engine's peak memory per phase, without a DC.
 
 What it runs is the benchmark's first apply and a deep (full) reconcile with nothing to change, each in its own
 child process so each peak is that process's own (like ``benchmarks/bench/engine_child.py``):
 
 - the benchmark's tenant generator (:mod:`benchmarks.bench.tenantgen`, :mod:`benchmarks.bench.sizes`) over
   synthetic AD accounts (the sandbox's own user generator, :func:`writeback.testbed.sandbox.people.generated_people`),
-  served by the Graph emulator in this (the parent) process, so none of its memory is the engine's;
+  served by the Graph emulator in this (the parent) process, so none of its memory is the engine's; with
+  ``biggroup --members N [N ...]`` instead, for each N one assigned group of N synced members in a tenant of
+  N + 2,000 users as ``scripts/bench biggroup`` builds it (issue 27), each N in its own directory under ``--dir``;
 - the real Graph adapter syncing into a real SQLite state, the real planner and ``Engine.apply``;
 - instead of the DC, :class:`DiskDirectory`: a directory double that keeps AD in a SQLite file (AD's memory is
   not the engine's either) and answers the reads as the LDAP adapter does — fresh ``DirectoryAccount`` and
@@ -15,7 +17,9 @@ child process so each peak is that process's own (like ``benchmarks/bench/engine
 
 Each phase reports the process's peak RSS (``VmHWM``) reached by its end, and the phase's own peak (the
 high-water mark is reset before it through ``/proc/self/clear_refs``, Linux >= 4.0). ``--tracemalloc`` also
-lists the top allocation sites at the end of planning (slow: several times the run time).
+lists the top allocation sites at the end of planning, and for each step of planning (the replica snapshot,
+cloud intents, questions, gathering, desired state, the plan, the safety holds) and each member write the
+traced memory held after it and its own traced peak (slow: several times the run time).
 """
 
 from __future__ import annotations
