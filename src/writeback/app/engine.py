@@ -822,7 +822,8 @@ class Engine:
         detail: dict[str, object] = {"reason": change.reason}
         if change.members:
             detail["members"] = len(change.members)
-            # The first values, for the log's "modified properties" (all of them are in the saved plan).
+            # The first values, for the log's "modified properties" (all of them are in the saved plan, and in
+            # the log's member index: member_values below).
             detail["member_values"] = list(change.members[:LOGGED_MEMBER_VALUES])
         if change.attributes:
             detail["attributes"] = sorted(change.attributes)
@@ -841,6 +842,7 @@ class Engine:
             group_name=change.display_name,
             dn=change.dn,
             detail=detail,
+            member_values=change.members,
         )
 
     def check_saved_plan(self, saved: Plan, current: Plan) -> None:

@@ -316,6 +316,9 @@ class LogRecord:
     error: str | None = None
     detail: dict[str, object] | None = None
     actor: str | None = None  # an operator's action: the console token's name or the OS user; else None
+    # Every member value the change carries (all of them, where the detail shows the first few): indexed with
+    # the row, so a member's history (LogQuery.member) finds it whatever its place in the change.
+    member_values: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -352,8 +355,9 @@ class LogQuery:
     offset: int = 0
     # Keyset paging (the console's next links): only rows with an id below this one. Stable while rows arrive.
     before: int | None = None
-    # One member's rows: the row's cloud id is one of these, or its detail names one (a skipped member's id, a
-    # member value's DN), matched as the JSON text holds them.
+    # One member's rows: the row's cloud id is one of these, its change carries one as a member value (any
+    # case, LogRecord.member_values), or its detail names one (a skipped member's id), matched as the JSON text
+    # holds them.
     member: tuple[str, ...] = ()
 
 

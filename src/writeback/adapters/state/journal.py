@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from writeback.adapters.state.applied import _UPSERT_APPLIED
-from writeback.adapters.state.sqlcore import SqlCore
+from writeback.adapters.state.sqlcore import SqlCore, upsert
+from writeback.core.dn import normalize_dn
 from writeback.core.ports import INTERRUPTED, PENDING, LogEntry, LogQuery, LogRecord
 
 __all__ = ["INTERRUPTED_MESSAGE", "JournalSql", "LogEntry", "LogQuery"]
@@ -20,6 +21,19 @@ INTERRUPTED_MESSAGE = (
 )
 
 _LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail, actor"
+
+# A change may name a member twice in two spellings of one DN (one key): the index holds it once.
+_INSERT_LOG_MEMBER = upsert("log_member", ("log_id", "value"), ("log_id", "value"))
+# The member index rows of the log rows older than a time (prune_log).
+_PRUNE_LOG_MEMBERS = "DELETE FROM log_member WHERE log_id IN (SELECT id FROM log WHERE time < ?)"
+
+
+def _member_rows(records: Sequence[LogRecord], ids: Sequence[int]) -> Iterator[tuple[int, str]]:
+    """(log id, key) of every member value of every record: the log_member index rows, made as they are
+    written (a 250,000-member create is not copied). The key is how DNs compare (schema migration 9)."""
+    for record, row_id in zip(records, ids, strict=True):
+        for value in record.member_values:
+            yield row_id, normalize_dn(value)
 
 
 def _log_entry(r: Any) -> LogEntry:
@@ -64,7 +78,10 @@ class JournalSql(SqlCore):
         """Write ``records`` in one transaction (one commit for a whole batch of changes); their row ids, in
         order. An apply journals its changes as ``pending`` rows before sending them to AD (a write-ahead
         journal): a run killed after a write but before :meth:`finish_log` still leaves a row saying the change
-        was being written, which the next apply marks ``interrupted`` (:meth:`close_pending_log`)."""
+        was being written, which the next apply marks ``interrupted`` (:meth:`close_pending_log`).
+
+        Each record's member values go to the log_member index in the same transaction (one executemany for
+        the batch), so :meth:`query_log` finds a member's rows by every value, not only the detail's first."""
         ids: list[int] = []
         if not records:
             return ids
@@ -88,6 +105,8 @@ class JournalSql(SqlCore):
                     ),
                 ).fetchone()
                 ids.append(int(row[0]))
+            if any(r.member_values for r in records):
+                self.db.executemany(_INSERT_LOG_MEMBER, _member_rows(records, ids))
         return ids
 
     def finish_log(
@@ -112,7 +131,9 @@ class JournalSql(SqlCore):
                     [(when, result, error, row_id) for row_id, result, error, when in outcomes],
                 )
             if dropped:
-                self.db.executemany("DELETE FROM log WHERE id = ?", [(i,) for i in dropped])
+                ids = [(i,) for i in dropped]
+                self.db.executemany("DELETE FROM log_member WHERE log_id = ?", ids)
+                self.db.executemany("DELETE FROM log WHERE id = ?", ids)
             if applied:
                 self.db.executemany(_UPSERT_APPLIED, [(cid, dn, now) for cid, dn in applied.items()])
             if forgotten:
@@ -202,6 +223,11 @@ class JournalSql(SqlCore):
                 like = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 terms.append(f"cloud_id = ? OR detail {self.like} ? ESCAPE '\\'")
                 args += [value, f'%"{like}"%']
+            # Every member value of a change, past the first ones the detail keeps (log_rows).
+            keys = list(dict.fromkeys(normalize_dn(value) for value in query.member))
+            marks = ",".join("?" * len(keys))
+            terms.append(f"id IN (SELECT log_id FROM log_member WHERE value IN ({marks}))")  # noqa: S608 - marks
+            args += keys
             where.append("(" + " OR ".join(terms) + ")")
         sql = (
             f"SELECT {_LOG_COLUMNS} FROM log"  # noqa: S608 - fixed columns, values bound
@@ -225,7 +251,11 @@ class JournalSql(SqlCore):
         return [(time.strftime("%Y-%m-%d", time.gmtime(int(d) * 86400)), res, int(n)) for d, res, n in rows]
 
     def prune_log(self, before: float) -> int:
-        """Delete log rows older than ``before`` (the console.log_retention_days setting); how many."""
-        (count,) = self.db.execute("SELECT COUNT(*) FROM log WHERE time < ?", (before,)).fetchone()
-        self.db.execute("DELETE FROM log WHERE time < ?", (before,))
+        """Delete log rows older than ``before`` (the console.log_retention_days setting) with their member
+        index rows, in one transaction; how many."""
+        with self.batch():
+            (count,) = self.db.execute("SELECT COUNT(*) FROM log WHERE time < ?", (before,)).fetchone()
+            if count:
+                self.db.execute(_PRUNE_LOG_MEMBERS, (before,))
+                self.db.execute("DELETE FROM log WHERE time < ?", (before,))
         return int(count)

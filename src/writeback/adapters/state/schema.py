@@ -96,6 +96,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE log ADD COLUMN actor TEXT;
     """,
+    # 9: every member value a log row's change carries, as a comparison key (writeback.core.dn.normalize_dn:
+    # DNs compare case-insensitively), so one user's history (the console's user page, /api/log?member=) finds
+    # every create, add and remove that named them; the row's detail keeps only the first values, for display.
+    # Written with the row, deleted with it. Rows written before this migration have no index rows: their
+    # detail's first values are still matched.
+    """
+    CREATE TABLE log_member (log_id BIGINT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (log_id, value))
+        {without_rowid};
+    CREATE INDEX log_member_by_value ON log_member (value);
+    """,
 )
 
 # The migration that adds the users' account key columns. Its SQL cannot fill them: turning
@@ -105,6 +115,9 @@ ACCOUNT_KEYS_VERSION = 7
 
 # The migration that adds the log's actor column (who did an operator's action).
 LOG_ACTOR_VERSION = 8
+
+# The migration that adds the log's member index (log_member).
+LOG_MEMBER_VERSION = 9
 
 MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied {float})"

@@ -74,6 +74,7 @@ ALL_TABLES = (
     "members",
     "delta_links",
     "log",
+    "log_member",
     "applied",
     "meta",
     "ad_users",
