@@ -68,6 +68,24 @@ def test_the_25th_member_of_a_create_finds_the_row_in_any_case(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_big_changes_are_indexed_whole_across_insert_statements(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    store = open_store(request, tmp_path, backend)
+    try:
+        big = tuple(f"CN=Member {i:05d},{OU}" for i in range(1203))  # more than 2 statements of 500 rows
+        ids = store.log_rows(
+            [_create("r", "g1", big[:701]), LogRecord("r", "update", cloud_id="g2"), _create("r", "g3", big)]
+        )
+        assert _index_rows(store) == 701 + 1203
+        for value, rows in ((big[0], [ids[2], ids[0]]), (big[700], [ids[2], ids[0]]), (big[701], [ids[2]])):
+            assert [e.id for e in store.query_log(LogQuery(member=(value,)))] == rows, value
+        assert [e.id for e in store.query_log(LogQuery(member=(big[-1].lower(),)))] == [ids[2]]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_index_rows_go_with_dropped_and_pruned_log_rows(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:

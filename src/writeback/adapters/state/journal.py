@@ -9,7 +9,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from writeback.adapters.state.applied import _UPSERT_APPLIED
-from writeback.adapters.state.sqlcore import SqlCore, upsert
+from writeback.adapters.state.sqlcore import SqlCore
 from writeback.core.dn import normalize_dn
 from writeback.core.ports import INTERRUPTED, PENDING, LogEntry, LogQuery, LogRecord
 
@@ -22,18 +22,36 @@ INTERRUPTED_MESSAGE = (
 
 _LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail, actor"
 
-# A change may name a member twice in two spellings of one DN (one key): the index holds it once.
-_INSERT_LOG_MEMBER = upsert("log_member", ("log_id", "value"), ("log_id", "value"))
+# Index rows per INSERT statement: one statement of many rows costs far less than as many one-row statements
+# (PostgreSQL: one round trip each; 1,000,000 rows 20.7 s one by one), and 2 x 500 parameters stay well under
+# SQLite's limit of 32,766. A change may name a member twice in two spellings of one DN (one key): the index
+# holds it once (ON CONFLICT DO NOTHING).
+_LOG_MEMBER_ROWS = 500
+
+
+def _insert_log_members(rows: int) -> str:
+    # Only the number of placeholders varies; every value is bound.
+    marks = ",".join(["(?,?)"] * rows)
+    return f"INSERT INTO log_member (log_id, value) VALUES {marks} ON CONFLICT (log_id, value) DO NOTHING"  # noqa: S608
+
+
 # The member index rows of the log rows older than a time (prune_log).
 _PRUNE_LOG_MEMBERS = "DELETE FROM log_member WHERE log_id IN (SELECT id FROM log WHERE time < ?)"
 
 
-def _member_rows(records: Sequence[LogRecord], ids: Sequence[int]) -> Iterator[tuple[int, str]]:
-    """(log id, key) of every member value of every record: the log_member index rows, made as they are
-    written (a 250,000-member create is not copied). The key is how DNs compare (schema migration 9)."""
+def _member_rows(records: Sequence[LogRecord], ids: Sequence[int]) -> Iterator[list[int | str]]:
+    """The log_member index rows of ``records`` as the parameters of one INSERT each (log id, key, log id, key,
+    ...: up to _LOG_MEMBER_ROWS rows), made as they are written (a 250,000-member create is not copied). The key
+    is how DNs compare (schema migration 9)."""
+    chunk: list[int | str] = []
     for record, row_id in zip(records, ids, strict=True):
         for value in record.member_values:
-            yield row_id, normalize_dn(value)
+            chunk += (row_id, normalize_dn(value))
+            if len(chunk) == 2 * _LOG_MEMBER_ROWS:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
 
 
 def _log_entry(r: Any) -> LogEntry:
@@ -106,7 +124,10 @@ class JournalSql(SqlCore):
                 ).fetchone()
                 ids.append(int(row[0]))
             if any(r.member_values for r in records):
-                self.db.executemany(_INSERT_LOG_MEMBER, _member_rows(records, ids))
+                full = _insert_log_members(_LOG_MEMBER_ROWS)
+                for chunk in _member_rows(records, ids):
+                    rows = len(chunk) // 2
+                    self.db.execute(full if rows == _LOG_MEMBER_ROWS else _insert_log_members(rows), chunk)
         return ids
 
     def finish_log(
