@@ -16,6 +16,8 @@ from tests.unit.builders import settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
 from tests.unit.test_engine import accounts, gid, group, users
 from writeback.adapters.state import sqlbase
+from writeback.adapters.state.copy import copy_state
+from writeback.adapters.state.postgres import PostgresStore
 from writeback.adapters.state.schema import LOG_MEMBER_VERSION, MIGRATIONS
 from writeback.adapters.state.sqlbase import SqlStore
 from writeback.adapters.state.sqlite import SqliteStore
@@ -158,3 +160,17 @@ def test_an_apply_indexes_every_member_of_a_create_and_the_user_page_terms_find_
     assert len(unshown) == n - LOGGED_MEMBER_VALUES
     for dn in unshown:
         assert [e.id for e in store.query_log(LogQuery(member=(dn,)))] == [create.id], dn
+
+
+@pytest.mark.postgres
+def test_state_migrate_copies_the_index_into_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    src = SqliteStore(tmp_path / "state.sqlite")
+    (row,) = src.log_rows([_create("r1", "g1", MEMBERS)])
+    dst = PostgresStore(postgres_url)
+    try:
+        counts = copy_state(src, dst)
+        assert counts["log"] == 1 and counts["log_member"] == len(MEMBERS)
+        assert [e.id for e in dst.query_log(LogQuery(member=(MEMBERS[24].upper(),)))] == [row]
+    finally:
+        src.close()
+        dst.close()
