@@ -22,10 +22,10 @@ INTERRUPTED_MESSAGE = (
 
 _LOG_COLUMNS = "id, time, run_id, cloud_id, group_name, dn, action, result, error, detail, actor"
 
-# Index rows per INSERT statement: one statement of many rows costs far less than as many one-row statements
-# (PostgreSQL: one round trip each; 1,000,000 rows 20.7 s one by one), and 2 x 500 parameters stay well under
-# SQLite's limit of 32,766. A change may name a member twice in two spellings of one DN (one key): the index
-# holds it once (ON CONFLICT DO NOTHING).
+# Index rows per INSERT statement: one statement of many rows costs less than as many one-row statements (both
+# backends; docs/benchmarks.md, "The log's member index"), and 2 x 500 parameters stay well under SQLite's
+# limit of 32,766. A change may name a member twice in two spellings of one DN (one key): the index holds it
+# once (ON CONFLICT DO NOTHING).
 _LOG_MEMBER_ROWS = 500
 
 
@@ -98,8 +98,8 @@ class JournalSql(SqlCore):
         journal): a run killed after a write but before :meth:`finish_log` still leaves a row saying the change
         was being written, which the next apply marks ``interrupted`` (:meth:`close_pending_log`).
 
-        Each record's member values go to the log_member index in the same transaction (one executemany for
-        the batch), so :meth:`query_log` finds a member's rows by every value, not only the detail's first."""
+        Each record's member values go to the log_member index in the same transaction (INSERTs of many rows
+        each), so :meth:`query_log` finds a member's rows by every value, not only the detail's first ones."""
         ids: list[int] = []
         if not records:
             return ids
