@@ -414,7 +414,8 @@ class Journal(Protocol):
 
     def log_rows(self, records: Sequence[LogRecord]) -> list[int]:
         """Write ``records`` in one transaction; their ids. An apply journals each change as a ``pending`` row
-        before sending it to AD, so a run killed after the write still leaves a row saying so."""
+        before sending it to AD, so a run killed after the write still leaves a row saying so. Every record's
+        ``member_values`` are indexed with its row, in the same transaction (:attr:`LogQuery.member`)."""
         ...
 
     def finish_log(
