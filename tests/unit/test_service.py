@@ -22,7 +22,10 @@ from writeback.errors import DirectoryUnavailable, ThrottledError
 
 
 def settings(tmp_path: Path, **service: Any) -> Any:
+    # The state path is the test's own: what opens the configured state (a restart request) never touches the
+    # working directory's writeback.sqlite.
     return builders.settings(
+        state={"path": str(tmp_path / "writeback.sqlite")},
         service={
             "poll_interval": 1.0,
             "reconcile_interval": 100.0,
