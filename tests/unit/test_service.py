@@ -32,7 +32,7 @@ def settings(tmp_path: Path, **service: Any) -> Any:
             "max_backoff": 30.0,
             "health_file": str(tmp_path / "health.json"),
             **service,
-        }
+        },
     )
 
 
