@@ -32,10 +32,11 @@ from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
 from writeback.app.pause import refuse_if_paused
+from writeback.app.streaming import StreamedApply, streams
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
-from writeback.core.ports import PendingGroups, SyncReport
+from writeback.core.ports import GroupStream, PendingGroups, SyncReport
 from writeback.core.reconcile import DeepReason
 from writeback.errors import ConfigError
 
@@ -164,10 +165,10 @@ class ReconcilePass:
         # marked after it (0: every pending group).
         self._pending_seen = 0
 
-    def sync(self) -> SyncReport:
-        """Bring the cloud replica up to date (Graph delta)."""
+    def sync(self, stream: GroupStream | None = None) -> SyncReport:
+        """Bring the cloud replica up to date (Graph delta); ``stream``: see :mod:`writeback.app.streaming`."""
         with self.engine.timed("graph_read"):
-            return self.engine.sync()
+            return self.engine.sync(stream)
 
     def run(
         self,
@@ -182,6 +183,16 @@ class ReconcilePass:
         started = time.perf_counter()
         if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
             refuse_if_paused(self.engine.store)
+        streamer: StreamedApply | None = None
+        if report is None and streams(self, options):
+            # A first read (or a resync) is applied as it arrives; a sync that turns out incremental streams
+            # nothing. The pass below then plans and applies everything, as without streaming.
+            streamer = StreamedApply(self, options.run_id, self.clock)
+            options = replace(options, run_id=streamer.run_id)
+            report = self.sync(streamer.offer)
+            refuse_if_paused(
+                self.engine.store
+            )  # paused while the read went on: the lots stopped, and so does this
         if report is None:
             report = self.sync() if options.sync else SyncReport()
         if options.kind == "group":
@@ -232,8 +243,11 @@ class ReconcilePass:
         chosen = self._chosen(options, found)
         phases["plan"] = time.perf_counter() - planned
         full = scope is not None
+        if streamer is not None and streamer.done.lots:
+            phases["streamed"] = streamer.done.seconds  # within "sync": planning and writing while reading
         if show is not None:
-            show(chosen)
+            # After a streamed read, the lots' changes (already written) come first.
+            show(streamer.done.plan(chosen) if streamer is not None else chosen)
         if options.dry_run:
             return PassResult(chosen, None, report, full, only, phases=phases, scope=scope)
         writing = time.perf_counter()
@@ -251,6 +265,8 @@ class ReconcilePass:
             self._pending_seen = max(self._pending_seen, pending.upto)
         phases["apply"] = time.perf_counter() - writing
         self._applied(chosen, result)
+        if streamer is not None:
+            chosen, result = streamer.done.plan(chosen), streamer.done.result(result)
         return PassResult(chosen, result, report, full, only, phases=phases, scope=scope)
 
     # -- one group: provision on demand ------------------------------------------------------------------------
@@ -399,6 +415,21 @@ class ReconcilePass:
         the replica about them again (:mod:`writeback.app.leaving`)."""
         applied = [r.change for r in result.results if r.ok]
         leaving.record_unsettled(self.engine.store, plan, applied, aborted=result.aborted is not None)
+
+    def apply_checked(self, plan: Plan, run_id: str | None, allow: Allowances) -> ApplyResult:
+        """Apply one streamed lot's ``plan`` as the pass applies its own (:mod:`writeback.app.streaming`): the
+        claim checked before and after, the apply fenced and journaled, its changes counted into the safety
+        window, the observers told."""
+        self._check_claim()
+        result = self._apply(plan, run_id)
+        self._check_claim()
+        self._counted(result, allow)
+        self._applied(plan, result)
+        return result
+
+    def check_claim(self) -> None:
+        """Raise :class:`~writeback.errors.LeaseLostError` when the writer claim was lost."""
+        self._check_claim()
 
     def _check_claim(self) -> None:
         """Before anything is written, and before the records after an apply: a pass that lost the lease

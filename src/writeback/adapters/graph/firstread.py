@@ -37,6 +37,8 @@ replica, in the same transaction as the cursor, so a crash mid-read leaves the r
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -165,3 +167,67 @@ class GroupReader:
         if len(urls) == 1 or self.batch <= 1:
             return [self.client.get_if_found(url) for url in urls]
         return self.client.batch_get(self.version, urls)
+
+
+_DONE = object()  # the end of a background iteration
+
+
+def in_background(items: Iterator[Any], *, name: str = "graph-pump") -> Iterator[list[Any]]:
+    """``items`` driven by a thread of its own, handed on as lists of whatever arrived since the last one.
+
+    The streamed first apply (:mod:`writeback.app.streaming`) writes AD from the consumer's thread while the
+    read goes on: the generator (here :meth:`GroupReader.groups`, which submits the next requests whenever it
+    is pulled) must keep being pulled meanwhile. The thread only iterates ``items`` (HTTP through the client's
+    pool, no state store, no LDAP). Each list waits for at least one item; an error in ``items`` is raised in
+    the consumer. A consumer that stops early (an error, a stop) stops the thread at its next item and closes
+    the generator (its ``finally``: the request pool's shutdown)."""
+    arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    break
+                arrived.put(item)
+            arrived.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            arrived.put(_Failed(exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=pump, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            chunk = [arrived.get()]
+            while True:
+                try:
+                    chunk.append(arrived.get_nowait())
+                except queue.Empty:
+                    break
+            done = False
+            out: list[Any] = []
+            for item in chunk:
+                if item is _DONE:
+                    done = True
+                elif isinstance(item, _Failed):
+                    raise item.exc
+                else:
+                    out.append(item)
+            if out:
+                yield out
+            if done:
+                return
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Failed:
+    """An exception raised by the background iteration, to raise again in the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
