@@ -3,7 +3,8 @@ read goes on, with the in-memory fakes and a real SQLite store in memory."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -11,6 +12,9 @@ import pytest
 
 from tests.unit.builders import BASE, DOC, settings
 from tests.unit.fakes import FakeCloud, FakeDirectory
+from tests.unit.test_graph_concurrency import ScriptedGroups, client_for
+from writeback.adapters.graph.delta import _as_read, _read_streaming
+from writeback.adapters.graph.firstread import GroupReader, in_background
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine
 from writeback.app.pause import pause
@@ -19,7 +23,7 @@ from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, Member
 from writeback.core.planning import ChangeKind
 from writeback.core.ports import GroupStream, ReplicaStore, SyncReport
 from writeback.core.streaming import decidable, nested_groups, ready
-from writeback.errors import LeaseLostError
+from writeback.errors import LeaseLostError, SourceError
 
 # -- which groups go early (pure) ------------------------------------------------------------------------------
 
@@ -283,3 +287,64 @@ def test_a_pause_stops_the_lots(world: Any) -> None:
     with pytest.raises(Exception, match="paused"):
         ReconcilePass(engine).run(PassOptions("full"))
     assert in_ad(directory) == {gid(1)}
+
+
+# -- the reader's side: complete groups handed on while the read goes on ----------------------------------------
+
+
+def test_in_background_hands_on_what_arrived_and_raises_the_readers_error() -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise SourceError("page 3 failed")
+
+    got: list[int] = []
+    with pytest.raises(SourceError, match="page 3"):
+        for lot in in_background(items()):
+            got += lot
+    assert got == [1, 2]
+
+
+def test_in_background_closes_the_reader_when_the_consumer_stops() -> None:
+    closed = threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            n = 0
+            while True:
+                n += 1
+                yield n
+        finally:
+            closed.set()
+
+    for _ in in_background(items()):
+        break
+    assert closed.wait(5), "the reader's generator was not closed"
+
+
+def test_the_first_read_hands_each_group_whole_to_the_stream_before_the_slow_one_ends() -> None:
+    members = {"a": ["u1", "u2"], "b": [], "slow": [f"s{i}" for i in range(6)], "c": ["u3"]}
+    graph = ScriptedGroups(members, slow="slow")
+    reader = GroupReader(client_for(graph, page_size=1, batch_size=20), "v1.0", "id,displayName", workers=4)
+    lots: list[list[CloudGroup]] = []
+    kept = _read_streaming(reader.groups(), lots.append)
+    streamed = [g for lot in lots for g in lot]
+    assert {g.id: sorted(m.id for m in g.members) for g in streamed} == {
+        k: sorted(v) for k, v in members.items()
+    }
+    assert streamed[-1].id == "slow" and len(lots) > 1, "the others were handed on before the slow one ended"
+    assert [g["id"] for g in kept] == [g.id for g in streamed]  # and every group is kept for the transaction
+
+
+def test_a_group_the_replica_would_store_otherwise_is_kept_from_the_stream() -> None:
+    assert _as_read({"id": "g", "displayName": "G", "members@delta": [{"id": 5}]}) is None  # a bad member
+    assert _as_read({"id": "g", "displayName": 5}) is None  # a bad property
+    assert _as_read({"id": "g"}) is None  # no properties: the replica stores no group
+    good = _as_read(
+        {
+            "id": "g",
+            "displayName": "G",
+            "members@delta": [{"@odata.type": "#microsoft.graph.group", "id": "c"}],
+        }
+    )
+    assert good is not None and good.members == {MemberRef("group", "c")}

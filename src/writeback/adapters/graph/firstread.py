@@ -214,6 +214,8 @@ def in_background(items: Iterator[Any], *, name: str = "graph-pump") -> Iterator
                 if item is _DONE:
                     done = True
                 elif isinstance(item, _Failed):
+                    if out:  # what arrived before the failure is handed on first
+                        yield out
                     raise item.exc
                 else:
                     out.append(item)
