@@ -19,6 +19,7 @@ from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine
 from writeback.app.pause import pause
 from writeback.app.reconcile_pass import PassOptions, ReconcilePass
+from writeback.app.service import Service
 from writeback.core.model import CloudGroup, CloudUser, DirectoryAccount, MemberRef
 from writeback.core.planning import ChangeKind
 from writeback.core.ports import GroupStream, ReplicaStore, SyncReport
@@ -102,8 +103,8 @@ def single_reader() -> Any:
 
 @dataclass
 class StreamingCloud(FakeCloud):
-    """A first read that hands ``lots`` of complete groups to the stream before it stores the round, and
-    notes which groups AD holds at each lot (``seen``)."""
+    """A first read as GraphSource makes it: the users round stored first, then ``lots`` of complete groups
+    handed to the stream before the groups round is stored; notes which groups AD holds at each lot."""
 
     lots: list[list[str]] = field(default_factory=list)
     directory: FakeDirectory | None = None
@@ -113,6 +114,11 @@ class StreamingCloud(FakeCloud):
 
     def sync(self, replica: ReplicaStore, stream: GroupStream | None = None) -> SyncReport:
         if stream is not None:
+            with replica.transaction() as tx:
+                tx.reset("users")
+                for u in self.users.values():
+                    tx.upsert_user(u)
+                tx.set_delta_link("users", "u")
             for n, lot in enumerate(self.lots):
                 if self.fail_after is not None and n == self.fail_after:
                     raise RuntimeError("the read died")
@@ -348,3 +354,35 @@ def test_a_group_the_replica_would_store_otherwise_is_kept_from_the_stream() -> 
         }
     )
     assert good is not None and good.members == {MemberRef("group", "c")}
+
+
+def test_the_services_first_cycle_writes_groups_while_it_reads_and_its_pass_finishes(
+    world: Any, tmp_path: Any
+) -> None:
+    cloud, directory, store, _ = world
+    cloud.groups = {gid(1): group(1, ["u0"]), gid(2): group(2, ["u1"], nested=[1]), gid(3): group(3, ["u2"])}
+    cloud.lots = [[gid(1)], [gid(2), gid(3)]]
+    s = settings(service={"poll_interval": 1.0, "health_file": str(tmp_path / "health.json")})
+    service = Service(s, Engine(s, cloud, directory, store))
+    first = service.cycle()
+    assert cloud.seen == [{gid(1)}, {gid(1), gid(2), gid(3)}]
+    assert first.full and first.applied == 3
+    creates = [e for e in store.read_log() if e.action == "create"]
+    assert len(creates) == 3 and len({e.run_id for e in creates}) == 1
+    # An incremental cycle streams nothing: the sync is a delta round.
+    cloud.incremental, cloud.seen = True, []
+    service.cycle()
+    assert cloud.seen == [] or all(s == cloud.seen[0] for s in cloud.seen)
+
+
+def test_a_group_with_a_member_the_users_round_did_not_see_is_left_to_the_pass_after_the_read(
+    world: Any,
+) -> None:
+    cloud, directory, store, engine = world
+    cloud.groups = {gid(1): group(1, ["u0", "new"]), gid(2): group(2, ["u1"])}
+    cloud.lots = [[gid(1), gid(2)]]
+    ReconcilePass(engine).run(PassOptions("full"))
+    assert cloud.seen == [{gid(2)}]
+    # The pass after the read writes it as a pass that does not stream would (the member still unknown).
+    assert members_in_ad(directory)[gid(1)] == {f"cn=user0,ou=staff,{BASE}".lower()}
+    assert any(e.action == "skip_members" and e.cloud_id == gid(1) for e in store.read_log())

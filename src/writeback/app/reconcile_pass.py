@@ -32,7 +32,7 @@ from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
 from writeback.app.pause import refuse_if_paused
-from writeback.app.streaming import StreamedApply, streams
+from writeback.app.streaming import StreamedApply, streamable, streams
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
@@ -164,11 +164,26 @@ class ReconcilePass:
         # The pending-mark counter as the last applied pass read it: an incremental pass plans every group
         # marked after it (0: every pending group).
         self._pending_seen = 0
+        # The lots streamed by :meth:`sync_to_apply`, for the pass run next with its report.
+        self._streamed: StreamedApply | None = None
 
     def sync(self, stream: GroupStream | None = None) -> SyncReport:
         """Bring the cloud replica up to date (Graph delta); ``stream``: see :mod:`writeback.app.streaming`."""
         with self.engine.timed("graph_read"):
             return self.engine.sync(stream)
+
+    def sync_to_apply(self) -> SyncReport:
+        """:meth:`sync` for a caller that runs a pass which applies next, with this report (the service's
+        cycle): a first read or resync is applied as it arrives (:mod:`writeback.app.streaming`), and the next
+        "full" pass finishes it. Lots stop once paused; a caller that then runs no pass leaves the rest to the
+        next full pass (a resync's is deep)."""
+        self._streamed = None
+        if not streamable(self.engine.settings):
+            return self.sync()
+        streamer = StreamedApply(self, None, self.clock)
+        report = self.sync(streamer.offer)
+        self._streamed = streamer if streamer.done.lots else None
+        return report
 
     def run(
         self,
@@ -183,16 +198,19 @@ class ReconcilePass:
         started = time.perf_counter()
         if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
             refuse_if_paused(self.engine.store)
-        streamer: StreamedApply | None = None
-        if report is None and streams(self, options):
+        streamer, self._streamed = self._streamed, None
+        if streamer is not None and (report is None or not streams(self, options)):
+            streamer = None  # lots of another sync (sync_to_apply), or a pass that does not apply
+        if streamer is not None:
+            options = replace(options, run_id=streamer.run_id)
+        elif report is None and streams(self, options):
             # A first read (or a resync) is applied as it arrives; a sync that turns out incremental streams
             # nothing. The pass below then plans and applies everything, as without streaming.
             streamer = StreamedApply(self, options.run_id, self.clock)
             options = replace(options, run_id=streamer.run_id)
             report = self.sync(streamer.offer)
-            refuse_if_paused(
-                self.engine.store
-            )  # paused while the read went on: the lots stopped, and so does this
+            # Paused while the read went on: the lots stopped, and so does this pass.
+            refuse_if_paused(self.engine.store)
         if report is None:
             report = self.sync() if options.sync else SyncReport()
         if options.kind == "group":
