@@ -558,6 +558,11 @@ class Engine:
             "ad_write": float(ad.get("ad_write", 0.0)),
         }
 
+    def discount(self, key: str, seconds: float) -> None:
+        """Take ``seconds`` out of ``timings[key]``: time inside a :meth:`timed` block that other timings
+        measured (the streamed lots planned and written during the Graph read: :mod:`writeback.app.streaming`)."""
+        self._timings[key] = max(0.0, self._timings[key] - seconds)
+
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:
         """Add the wall time of the block to ``timings[key]`` ("graph_read" or "planning"); for "planning" the

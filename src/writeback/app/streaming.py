@@ -43,9 +43,18 @@ write failed is not in step.
 far carry their anchors: the rerun reads in full again, finds them where they are (one listing of the managed
 groups before the first lot, then the DNs each lot writes) and writes exactly what is missing.
 
-**When.** Only a pass that applies (never ``plan`` nor the console's plan page) of kind "full" with a fresh sync,
-no saved plan, ``source.max_in_flight`` above 1 and ``[users]`` off (user accounts' leave decisions ask the whole
-replica). Otherwise nothing changes: the incremental path is one delta round, written when complete.
+**Memory.** The read is held until its transaction: each member entry repeated across groups is held once
+(``delta._shared_members``), so it costs about one pointer per membership beyond the distinct members.
+
+**When.** Only a pass that applies (never ``plan`` nor the console's plan page) of kind "full" with a fresh sync
+(``writeback apply``; the service's cycle through :meth:`ReconcilePass.sync_to_apply`), no saved plan,
+``source.max_in_flight`` above 1 and ``[users]`` off (user accounts' leave decisions ask the whole replica).
+Otherwise nothing changes: the incremental path is one delta round, written when complete.
+
+**Known difference.** Two cloud groups whose mapped sAMAccountName candidates collide get their names in id
+order within one plan (:func:`writeback.core.mapping.assign_sam_account_names`); streamed, the group written
+first keeps the name it was given (a name is never changed once written), so with such a collision the
+suffixed name can land on the other group than without streaming. Members are the same either way.
 """
 
 from __future__ import annotations
