@@ -4,6 +4,7 @@ read goes on, with the in-memory fakes and a real SQLite store in memory."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -386,3 +387,21 @@ def test_a_group_with_a_member_the_users_round_did_not_see_is_left_to_the_pass_a
     # The pass after the read writes it as a pass that does not stream would (the member still unknown).
     assert members_in_ad(directory)[gid(1)] == {f"cn=user0,ou=staff,{BASE}".lower()}
     assert any(e.action == "skip_members" and e.cloud_id == gid(1) for e in store.read_log())
+
+
+def test_a_stream_that_fails_stops_the_read_without_waiting_for_a_long_group() -> None:
+    # The slow group has 200 member pages of 50 ms (10 s); the stream fails on the first lot.
+    graph = ScriptedGroups({"a": ["u1"], "slow": [f"s{i}" for i in range(200)]}, slow="slow")
+    reader = GroupReader(client_for(graph, page_size=1, batch_size=1), "v1.0", "id,displayName", workers=2)
+
+    def failing(_lot: Sequence[CloudGroup]) -> None:
+        raise LeaseLostError("lease lost")
+
+    stop = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(LeaseLostError):
+        _read_streaming(reader.groups(stop), failing, stop)
+    assert time.monotonic() - started < 3, "the read went on after the stream failed"
+    served = len(graph.served)
+    time.sleep(0.3)
+    assert len(graph.served) == served, "requests were still sent after the read ended"

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -249,11 +250,13 @@ class GraphSource:
         else:
             select = ",".join(p for p in settings.group_select if p != "members")
             reader = GroupReader(self.client, settings.group_version, select, workers=settings.max_in_flight)
-            objects = reader.groups()
             if stream is not None:
                 # Read in full before the transaction: the stream plans and writes (journal, applied state)
                 # through the same store meanwhile, which an open replica transaction would swallow.
-                objects = _read_streaming(objects, stream)
+                stop = threading.Event()
+                objects = _read_streaming(reader.groups(stop), stream, stop)
+            else:
+                objects = reader.groups()
         with replica.transaction() as tx:
             tx.reset(resource)
             count = 0
@@ -387,15 +390,18 @@ class GraphSource:
             seen.stored(object_id)
 
 
-def _read_streaming(objects: Iterator[Any], stream: GroupStream) -> list[Any]:
+def _read_streaming(
+    objects: Iterator[Any], stream: GroupStream, stop: threading.Event | None = None
+) -> list[Any]:
     """Every group ``objects`` yields (read on in a thread of its own: :func:`.firstread.in_background`),
     kept for the replica's one transaction; each lot that arrives is handed to ``stream`` as it comes, as the
     groups the replica will hold (members included). A group the replica would store otherwise than as read
     (a malformed property or member: skipped, or its last good copy kept) is kept from ``stream``: the pass
-    after the round decides it. Members repeated across groups are kept once (:func:`_shared_members`)."""
+    after the round decides it. Members repeated across groups are kept once (:func:`_shared_members`).
+    ``stop`` is set when this ends early (``stream`` raised): the reader behind ``objects`` stops too."""
     kept: list[Any] = []
     shared: dict[tuple[tuple[str, Any], ...], Any] = {}
-    for arrived in in_background(objects, name="graph-groups"):
+    for arrived in in_background(objects, name="graph-groups", stop=stop):
         complete: list[CloudGroup] = []
         for obj in arrived:
             kept.append(_shared_members(obj, shared))
