@@ -63,16 +63,17 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from writeback.app.engine import NO_ALLOWANCES, ApplyResult, ChangeResult
+from writeback.app.engine import NO_ALLOWANCES, ApplyResult, ChangeResult, Engine
 from writeback.app.pause import paused
 from writeback.config import Settings
 from writeback.core.desired import without_members
-from writeback.core.model import CloudGroup, CloudSnapshot
+from writeback.core.model import CloudGroup, CloudSnapshot, DirectoryAccount
 from writeback.core.planning import Change, ChangeKind, Plan
+from writeback.core.ports import Directory, ResolvedAccounts
 from writeback.core.streaming import decidable, nested_groups, ready
 
 if TYPE_CHECKING:
@@ -137,6 +138,11 @@ class StreamedApply:
         self._in_step: set[str] = set()  # written (or found in step) by a lot, where ``_where`` says
         self._where: dict[str, str] | None = None  # cloud id -> DN of every managed group, once listed
         self._stopped: str | None = None
+        # The lots' planning: the pass's engine over a directory that resolves each member account once for
+        # every lot (the lots share most of their members; one plan of them all resolves each once too).
+        self._accounts = AccountCache(passes.engine.directory)
+        engine = passes.engine
+        self._planner = Engine(engine.settings, engine.source, cast(Directory, self._accounts), engine.store)
 
     def offer(self, groups: Sequence[CloudGroup]) -> None:
         """A lot of groups read in full: keep them, then plan and apply every group now ready."""
@@ -193,7 +199,7 @@ class StreamedApply:
             unified_writeback_default=engine.store.get_unified_writeback_default(),
         )
         with engine.timed("planning"):
-            found, _ = engine.plan_and_locate(
+            found, _ = self._planner.plan_and_locate(
                 only=frozenset(lot),
                 dynamic=False,
                 allow=NO_ALLOWANCES,
@@ -239,6 +245,33 @@ class StreamedApply:
 # which only a plan of every group counts; a lot's plan counts its own groups, and below the thresholds' minimum
 # base it would hold nothing. Creates and member adds are never held.
 STREAMED_KINDS = frozenset({ChangeKind.CREATE, ChangeKind.ADD_MEMBERS})
+
+
+class AccountCache:
+    """The directory, but for :meth:`resolve_accounts`, which asks it only for the accounts no lot asked for
+    before (found or not: within one read, a plan of every group would have asked once too). The pass after
+    the read plans with the directory itself, so an account created meanwhile is found there."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+        self._sids: dict[str, DirectoryAccount | None] = {}
+        self._guids: dict[str, DirectoryAccount | None] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._directory, name)
+
+    def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
+        sids, guids = list(dict.fromkeys(sids)), list(dict.fromkeys(guids))
+        new_sids = [s for s in sids if s not in self._sids]
+        new_guids = [g for g in guids if g not in self._guids]
+        if new_sids or new_guids:
+            found = self._directory.resolve_accounts(new_sids, new_guids)
+            self._sids.update((s, found.by_sid.get(s)) for s in new_sids)
+            self._guids.update((g, found.by_guid.get(g)) for g in new_guids)
+        return ResolvedAccounts(
+            by_sid={s: a for s in sids if (a := self._sids[s]) is not None},
+            by_guid={g: a for g in guids if (a := self._guids[g]) is not None},
+        )
 
 
 def _settled_part(plan: Plan, lot: Sequence[str]) -> tuple[Plan, set[str]]:
