@@ -407,7 +407,7 @@ def test_a_stream_that_fails_stops_the_read_without_waiting_for_a_long_group() -
     assert len(graph.served) == served, "requests were still sent after the read ended"
 
 
-def test_the_lots_resolve_each_member_account_once(world: Any) -> None:
+def test_the_lots_resolve_each_member_account_once_and_read_no_new_groups_dn(world: Any) -> None:
     cloud, directory, _, engine = world
     cloud.groups = {gid(i): group(i, ["u0", "u1", f"u{i}"]) for i in range(2, 6)}
     cloud.lots = [[gid(2), gid(3)], [gid(4)], [gid(5)]]
@@ -415,5 +415,6 @@ def test_the_lots_resolve_each_member_account_once(world: Any) -> None:
     assert cloud.seen[-1] == {gid(i) for i in range(2, 6)}
     asked_by_lots = [sids for sids, _ in directory.resolve_calls[:3]]
     assert [len(s) for s in asked_by_lots] == [4, 1, 1]  # u0 and u1 once, then each lot's new member
+    assert directory.keyed_reads == [], "no candidate DN read: the listing says no managed group is there"
     # The pass after the read resolves with the directory itself.
     assert len(directory.resolve_calls) == 4 and len(directory.resolve_calls[3][0]) == 6

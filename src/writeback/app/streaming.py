@@ -63,7 +63,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,7 +71,8 @@ from writeback.app.engine import NO_ALLOWANCES, ApplyResult, ChangeResult, Engin
 from writeback.app.pause import paused
 from writeback.config import Settings
 from writeback.core.desired import without_members
-from writeback.core.model import CloudGroup, CloudSnapshot, DirectoryAccount
+from writeback.core.dn import normalize_dn
+from writeback.core.model import CloudGroup, CloudSnapshot, DirectoryAccount, DirectoryGroup
 from writeback.core.planning import Change, ChangeKind, Plan
 from writeback.core.ports import Directory, ResolvedAccounts
 from writeback.core.streaming import decidable, nested_groups, ready
@@ -138,11 +139,10 @@ class StreamedApply:
         self._in_step: set[str] = set()  # written (or found in step) by a lot, where ``_where`` says
         self._where: dict[str, str] | None = None  # cloud id -> DN of every managed group, once listed
         self._stopped: str | None = None
-        # The lots' planning: the pass's engine over a directory that resolves each member account once for
-        # every lot (the lots share most of their members; one plan of them all resolves each once too).
-        self._accounts = AccountCache(passes.engine.directory)
+        # The lots' planning: the pass's engine over the directory as the lots see it (LotDirectory).
         engine = passes.engine
-        self._planner = Engine(engine.settings, engine.source, cast(Directory, self._accounts), engine.store)
+        self._directory = LotDirectory(engine.directory, self._managed_dns)
+        self._planner = Engine(engine.settings, engine.source, cast(Directory, self._directory), engine.store)
 
     def offer(self, groups: Sequence[CloudGroup]) -> None:
         """A lot of groups read in full: keep them, then plan and apply every group now ready."""
@@ -234,6 +234,10 @@ class StreamedApply:
         if result.aborted is not None:
             self._stop(result.aborted)
 
+    def _managed_dns(self) -> set[str]:
+        """The DNs of every managed group (the listing before the first lot, then what the lots wrote)."""
+        return {normalize_dn(dn) for dn in (self._where or {}).values()}
+
     def _stop(self, why: str) -> None:
         """No more lots: what is left is written by the pass after the read (if it runs)."""
         self._stopped = why
@@ -247,13 +251,21 @@ class StreamedApply:
 STREAMED_KINDS = frozenset({ChangeKind.CREATE, ChangeKind.ADD_MEMBERS})
 
 
-class AccountCache:
-    """The directory, but for :meth:`resolve_accounts`, which asks it only for the accounts no lot asked for
-    before (found or not: within one read, a plan of every group would have asked once too). The pass after
-    the read plans with the directory itself, so an account created meanwhile is found there."""
+class LotDirectory:
+    """The directory as the lots' plans read it; the pass after the read plans with the directory itself.
 
-    def __init__(self, directory: Directory) -> None:
-        self._directory = directory
+    - :meth:`resolve_accounts` asks the directory only for the accounts no lot asked for before (found or
+      not: a plan of every group after the read would have asked once too). The lots share most members.
+    - :meth:`read_groups_with_accounts` reads only the DNs where a managed group is (``managed_dns``: the
+      listing of every managed group before the first lot, then what the lots wrote). A plan reads a new
+      group's candidate DN to find it should an earlier run have created it there; the listing already says
+      no managed group has its anchor anywhere, and under the writer claim no one else creates one. (An
+      object of someone else at that DN is still found by the plan's occupied-DN check, ``existing_dns``.)
+      One base search per new group was most of the lots' AD reads.
+    """
+
+    def __init__(self, directory: Directory, managed_dns: Callable[[], Collection[str]]) -> None:
+        self._directory, self._managed_dns = directory, managed_dns
         self._sids: dict[str, DirectoryAccount | None] = {}
         self._guids: dict[str, DirectoryAccount | None] = {}
 
@@ -272,6 +284,15 @@ class AccountCache:
             by_sid={s: a for s in sids if (a := self._sids[s]) is not None},
             by_guid={g: a for g in guids if (a := self._guids[g]) is not None},
         )
+
+    def read_groups_with_accounts(
+        self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
+    ) -> tuple[list[DirectoryGroup], ResolvedAccounts]:
+        managed = self._managed_dns()
+        wanted = [dn for dn in dns if normalize_dn(dn) in managed]
+        if not wanted:
+            return [], ResolvedAccounts()
+        return self._directory.read_groups_with_accounts(wanted, anchor_attributes, mapped)
 
 
 def _settled_part(plan: Plan, lot: Sequence[str]) -> tuple[Plan, set[str]]:
