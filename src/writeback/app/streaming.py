@@ -27,7 +27,8 @@ groups between two of its own writes, so what has arrived while a lot was writte
 with the cursor, once the read is whole (a crash mid-read leaves the replica as it was, and the soft-deleted
 groups' members and the last good copies of malformed objects come from the replica as it was before). So a lot
 is planned from an in-memory overlay snapshot, not from the replica: the users from the replica (their round is
-stored before the groups are read), the groups read so far (properties), the lot's members. Committing the read
+stored before the groups are read), the lot's groups with their members, and the groups nested in them (read
+and written before them, so their scope is known). Committing the read
 in pieces (the delta link stored last) was the alternative: it would show other readers of the state (the
 console, a plan next to the pass) a half-read replica, and on a resync it would commit the reset first and lose
 what the replica held before the round should the process die.
@@ -193,9 +194,12 @@ class StreamedApply:
             planned = {gid: g for gid, g in planned.items() if gid not in unknown}
             if not lot:
                 return
+        # What a lot's plan reads of the cloud: its groups and the groups nested in them (their scope); the
+        # other groups read so far play no part in it (scoping them for every lot was most of its planning).
+        nested = {child for g in planned.values() for child in nested_groups(g)}
         snapshot = CloudSnapshot(
             users=users,
-            groups={**self._groups, **planned},
+            groups={**{gid: self._groups[gid] for gid in nested if gid in self._groups}, **planned},
             unified_writeback_default=engine.store.get_unified_writeback_default(),
         )
         with engine.timed("planning"):
