@@ -413,8 +413,7 @@ def test_the_lots_resolve_each_member_account_once_and_read_no_new_groups_dn(wor
     cloud.lots = [[gid(2), gid(3)], [gid(4)], [gid(5)]]
     ReconcilePass(engine).run(PassOptions("full"))
     assert cloud.seen[-1] == {gid(i) for i in range(2, 6)}
-    asked_by_lots = [sids for sids, _ in directory.resolve_calls[:3]]
-    assert [len(s) for s in asked_by_lots] == [4, 1, 1]  # u0 and u1 once, then each lot's new member
+    # A first sync: every synced user of the replica resolved once before the first lot, and no lot asks
+    # again; the pass after the read resolves with the directory itself.
+    assert [len(sids) for sids, _ in directory.resolve_calls] == [6, 6]
     assert directory.keyed_reads == [], "no candidate DN read: the listing says no managed group is there"
-    # The pass after the read resolves with the directory itself.
-    assert len(directory.resolve_calls) == 4 and len(directory.resolve_calls[3][0]) == 6

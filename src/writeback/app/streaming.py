@@ -71,9 +71,9 @@ from typing import TYPE_CHECKING, Any, cast
 from writeback.app.engine import NO_ALLOWANCES, ApplyResult, ChangeResult, Engine
 from writeback.app.pause import paused
 from writeback.config import Settings
-from writeback.core.desired import without_members
+from writeback.core.desired import account_keys, without_members
 from writeback.core.dn import normalize_dn
-from writeback.core.model import CloudGroup, CloudSnapshot, DirectoryAccount, DirectoryGroup
+from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, DirectoryAccount, DirectoryGroup
 from writeback.core.planning import Change, ChangeKind, Plan
 from writeback.core.ports import Directory, ResolvedAccounts
 from writeback.core.streaming import decidable, nested_groups, ready
@@ -178,6 +178,11 @@ class StreamedApply:
             count = Counter(s.key for s in listed)
             self._where = engine.store.applied_dns()
             self._where.update({s.key: s.dn for s in listed if count[s.key] == 1})
+            if engine.store.get_delta_link("groups") is None:
+                # A first sync: the replica holds the users round and no group, so its snapshot is the users.
+                # (A resync's replica holds every group's members too: its lots resolve as they go.)
+                everyone = engine.store.snapshot().users.values()
+                self._directory.prefetch(everyone, engine.settings.members.match_order)
         planned = {gid: self._waiting.pop(gid) for gid in lot}
         users = engine.store.users_by_id(
             {m.id for g in planned.values() for m in g.members if m.kind == "user"}
@@ -288,6 +293,16 @@ class LotDirectory:
             by_sid={s: a for s in sids if (a := self._sids[s]) is not None},
             by_guid={g: a for g in guids if (a := self._guids[g]) is not None},
         )
+
+    def prefetch(self, users: Iterable[CloudUser], match_order: Sequence[str]) -> None:
+        """Resolve every synced user the replica holds by the first key of the match order, in one read (as
+        the plan of every group does): the lots' members are asked for across many lots, and each lot with
+        a thousand new members would read every AD user again."""
+        keys = [account_keys(u) for u in users if u.is_synced and not u.deleted]
+        if match_order and match_order[0] == "sid":
+            self.resolve_accounts([s for s, _ in keys if s], ())
+        elif match_order and match_order[0] == "immutable_id":
+            self.resolve_accounts((), [g for _, g in keys if g])
 
     def read_groups_with_accounts(
         self, dns: Iterable[str], anchor_attributes: Sequence[str], mapped: Sequence[str]
