@@ -413,7 +413,7 @@ def test_the_lots_resolve_each_member_account_once_and_read_no_new_groups_dn(wor
     cloud.lots = [[gid(2), gid(3)], [gid(4)], [gid(5)]]
     ReconcilePass(engine).run(PassOptions("full"))
     assert cloud.seen[-1] == {gid(i) for i in range(2, 6)}
-    # A first sync: every synced user of the replica resolved once before the first lot, and no lot asks
-    # again; the pass after the read resolves with the directory itself.
-    assert [len(sids) for sids, _ in directory.resolve_calls] == [6, 6]
+    # A first sync: every synced user of the replica resolved once before the first lot, and neither the lots
+    # nor the deep plan after the read search for them again.
+    assert [len(sids) for sids, _ in directory.resolve_calls] == [6]
     assert directory.keyed_reads == [], "no candidate DN read: the listing says no managed group is there"

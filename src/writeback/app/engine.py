@@ -416,11 +416,13 @@ class Engine:
         now: float | None = None,
         users_leaving: Collection[str] = (),
         snapshot: CloudSnapshot | None = None,
+        reader: Directory | None = None,
     ) -> tuple[Plan, dict[str, str]]:
         """:meth:`plan`, and where a full plan found every managed group (cloud id -> DN; empty for a
         partial plan), for the pass to record once it applies. ``now`` (Unix seconds): where the safety
         window ends (the clock by default). ``snapshot``: the cloud to plan ``only`` from instead of the
-        replica's (the groups a first read has read in full before it is stored: :mod:`writeback.app.streaming`)."""
+        replica's (the groups a first read has read in full before it is stored: :mod:`writeback.app.streaming`);
+        ``reader``: the directory the gathering step reads AD through (the streamed lots': the same accounts)."""
         sources: list[Intents] = []
         # Accounts whose leave was held or refused are decided again by every plan, with no group planned too.
         leavers = (
@@ -465,7 +467,7 @@ class Engine:
         )
         facts = gather(
             q,
-            self.directory,
+            self.directory if reader is None else reader,
             self.schema(),
             self.mapped_attributes(),
             self.progress,

@@ -257,7 +257,13 @@ class ReconcilePass:
         phases["sync"] = planned - started
         with engine.timed("planning"):
             found, located = engine.plan_and_locate(
-                only=only, dynamic=dynamic, allow=options.allow, locations=locations, now=self.clock()
+                only=only,
+                dynamic=dynamic,
+                allow=options.allow,
+                locations=locations,
+                now=self.clock(),
+                # After a streamed read: the member accounts as the lots resolved them, once.
+                reader=streamer.reader if streamer is not None and scope is not None and scope.deep else None,
             )
         deep = scope is not None and scope.deep
         found = replace(

@@ -243,6 +243,13 @@ class StreamedApply:
         if result.aborted is not None:
             self._stop(result.aborted)
 
+    @property
+    def reader(self) -> Directory:
+        """The directory as the lots read it (:class:`LotDirectory`), for the pass after the read: each
+        member account already resolved is not searched for again (a plan of every group would have read
+        them once, after the read; these were read from its start)."""
+        return cast(Directory, self._directory)
+
     def _managed_dns(self) -> set[str]:
         """The DNs of every managed group (the listing before the first lot, then what the lots wrote)."""
         return {normalize_dn(dn) for dn in (self._where or {}).values()}
@@ -261,10 +268,12 @@ STREAMED_KINDS = frozenset({ChangeKind.CREATE, ChangeKind.ADD_MEMBERS})
 
 
 class LotDirectory:
-    """The directory as the lots' plans read it; the pass after the read plans with the directory itself.
+    """The directory as the lots' plans read it (and the deep plan after the read, for its accounts).
 
-    - :meth:`resolve_accounts` asks the directory only for the accounts no lot asked for before (found or
-      not: a plan of every group after the read would have asked once too). The lots share most members.
+    - :meth:`resolve_accounts` asks the directory only for the accounts not asked for before (found or not:
+      a plan of every group after the read would have asked once too). The lots share most members, and the
+      plan after the read asks for them all again. An account created in AD while the read goes on may then
+      be missed as one created after a plan is: it is found by the next pass.
     - :meth:`read_groups_with_accounts` reads only the DNs where a managed group is (``managed_dns``: the
       listing of every managed group before the first lot, then what the lots wrote). A plan reads a new
       group's candidate DN to find it should an earlier run have created it there; the listing already says
