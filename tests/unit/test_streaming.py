@@ -417,3 +417,16 @@ def test_the_lots_resolve_each_member_account_once_and_read_no_new_groups_dn(wor
     # nor the deep plan after the read search for them again.
     assert [len(sids) for sids, _ in directory.resolve_calls] == [6]
     assert directory.keyed_reads == [], "no candidate DN read: the listing says no managed group is there"
+
+
+def test_lots_of_a_sync_no_pass_followed_are_not_taken_by_a_later_pass(world: Any) -> None:
+    cloud, _, _, engine = world
+    cloud.groups = {gid(1): group(1, ["u0"])}
+    cloud.lots = [[gid(1)]]
+    passes = ReconcilePass(engine)
+    passes.sync_to_apply()  # a service cycle paused right after its sync runs no pass
+    assert cloud.seen == [{gid(1)}]
+    report = passes.sync()  # a later cycle's plain sync (paused then), then a pass after the resume
+    done = passes.run(PassOptions("full"), report=report)
+    assert done.applied is not None
+    assert [r.change.cloud_id for r in done.applied.results] == [], "the earlier lot's create counted again"

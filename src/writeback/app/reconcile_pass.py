@@ -169,6 +169,7 @@ class ReconcilePass:
 
     def sync(self, stream: GroupStream | None = None) -> SyncReport:
         """Bring the cloud replica up to date (Graph delta); ``stream``: see :mod:`writeback.app.streaming`."""
+        self._streamed = None  # lots of an earlier sync_to_apply belong to no pass after this sync
         with self.engine.timed("graph_read"):
             return self.engine.sync(stream)
 
