@@ -87,6 +87,10 @@ class SourceSettings:
     # Graph requests in flight at once (fewer while Graph throttles); 1: the sequential read of before
     # (writeback.adapters.graph.firstread).
     max_in_flight: int = 8
+    # A first read (or resync) planned and written in lots while it is read (writeback.app.streaming). Off by
+    # default: at medium it made no measurable difference (the AD writes dominate once the read is concurrent)
+    # and holds the read in memory until its transaction (docs/benchmarks.md, "writes that start at once").
+    stream_first_apply: bool = False
 
 
 @dataclass(frozen=True)
@@ -1049,6 +1053,7 @@ def _source(
         max_in_flight=s.get(
             "max_in_flight", int, check=lambda v: None if 1 <= v <= 64 else "must be between 1 and 64"
         ),
+        stream_first_apply=s.get("stream_first_apply", bool),
     )
     s.finish()
     return source

@@ -44,6 +44,7 @@ from writeback.core.ports import (
     CloudSource,
     Directory,
     GroupStamp,
+    GroupStream,
     ReplicaStore,
     ResolvedAccounts,
     SyncReport,
@@ -65,7 +66,7 @@ class FakeCloud:
     incremental: bool = False
     _seen: tuple[dict[str, CloudUser], dict[str, CloudGroup]] | None = None
 
-    def sync(self, replica: ReplicaStore) -> SyncReport:
+    def sync(self, replica: ReplicaStore, stream: GroupStream | None = None) -> SyncReport:
         full = not self.incremental or self._seen is None
         old_users, old_groups = self._seen or ({}, {})
         users = {u for u in self.users.keys() | old_users.keys() if self.users.get(u) != old_users.get(u)}

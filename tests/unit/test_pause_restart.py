@@ -90,9 +90,9 @@ def test_restart_drops_the_delta_links_rereads_the_cloud_and_reconciles_deeply(w
     links: list[tuple[str | None, str | None]] = []
     sync = world.cloud.sync
 
-    def sync_seeing_links(replica: Any) -> Any:
+    def sync_seeing_links(replica: Any, stream: Any = None) -> Any:
         links.append((replica.get_delta_link("users"), replica.get_delta_link("groups")))
-        return sync(replica)
+        return sync(replica, stream)
 
     world.cloud.sync = sync_seeing_links  # type: ignore[method-assign]
     world.service.request_restart()

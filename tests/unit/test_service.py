@@ -57,7 +57,7 @@ class DeltaCloud(FakeCloud):
     fail: Exception | None = None
     syncs: int = 0
 
-    def sync(self, replica: Any) -> SyncReport:
+    def sync(self, replica: Any, stream: Any = None) -> SyncReport:
         self.syncs += 1
         if self.fail is not None:
             raise self.fail

@@ -37,10 +37,19 @@ from writeback.core.model import (
     TARGET_GROUP,
     TARGET_USER,
     AttributeValue,
+    CloudSnapshot,
     DirectoryGroup,
 )
 from writeback.core.planning import Change, ChangeKind, GroupReport, Plan, Policy, compute_plan
-from writeback.core.ports import CloudSource, Directory, LogRecord, Store, SyncReport, UsnWatermark
+from writeback.core.ports import (
+    CloudSource,
+    Directory,
+    GroupStream,
+    LogRecord,
+    Store,
+    SyncReport,
+    UsnWatermark,
+)
 from writeback.core.reports import SEEN_KEY, notes_to_log, skipped_detail
 from writeback.core.rights import hold_unwritable
 from writeback.core.safety import Managed, Thresholds, Window, hold_unsafe
@@ -332,12 +341,13 @@ class Engine:
         self.store.set_allowances({})
 
     # Sources ----------------------------------------------------------------------------------------------
-    def sync(self) -> SyncReport:
-        """Bring the cloud replica up to date (Graph delta)."""
+    def sync(self, stream: GroupStream | None = None) -> SyncReport:
+        """Bring the cloud replica up to date (Graph delta). ``stream``: see :data:`GroupStream` (the
+        streamed first apply, :mod:`writeback.app.streaming`)."""
         if not self.cloud_enabled:
             return SyncReport()
         self.progress("Reading changes from Microsoft Graph")
-        report = self.source.sync(self.store)
+        report = self.source.sync(self.store) if stream is None else self.source.sync(self.store, stream)
         self.progress(
             f"Cloud replica up to date ({report.requests} Graph requests"
             f"{', full resync' if report.full_resync else ''})"
@@ -405,10 +415,14 @@ class Engine:
         locations: Mapping[str, str] | None = None,
         now: float | None = None,
         users_leaving: Collection[str] = (),
+        snapshot: CloudSnapshot | None = None,
+        reader: Directory | None = None,
     ) -> tuple[Plan, dict[str, str]]:
         """:meth:`plan`, and where a full plan found every managed group (cloud id -> DN; empty for a
         partial plan), for the pass to record once it applies. ``now`` (Unix seconds): where the safety
-        window ends (the clock by default)."""
+        window ends (the clock by default). ``snapshot``: the cloud to plan ``only`` from instead of the
+        replica's (the groups a first read has read in full before it is stored: :mod:`writeback.app.streaming`);
+        ``reader``: the directory the gathering step reads AD through (the streamed lots': the same accounts)."""
         sources: list[Intents] = []
         # Accounts whose leave was held or refused are decided again by every plan, with no group planned too.
         leavers = (
@@ -417,12 +431,14 @@ class Engine:
             else frozenset()
         )
         if self.cloud_enabled and (only is None or only or leavers):
-            if not self.store.has_synced():
+            if snapshot is None and not self.store.has_synced():
                 raise PlanError(
                     "the cloud replica is empty: no successful Graph sync yet; run 'writeback plan' "
                     "(which syncs first) and check the source settings with 'writeback config check'"
                 )
-            cloud = cloud_intents(self.store.snapshot(only), self.settings, only)
+            cloud = cloud_intents(
+                snapshot if snapshot is not None else self.store.snapshot(only), self.settings, only
+            )
             self.progress(
                 f"{len(cloud.in_scope)} of {len(cloud.cloud_groups)} cloud groups in scope"
                 if only is None
@@ -452,7 +468,7 @@ class Engine:
         )
         facts = gather(
             q,
-            self.directory,
+            self.directory if reader is None else reader,
             self.schema(),
             self.mapped_attributes(),
             self.progress,
@@ -548,6 +564,11 @@ class Engine:
             "planning": self._timings["planning"],
             "ad_write": float(ad.get("ad_write", 0.0)),
         }
+
+    def discount(self, key: str, seconds: float) -> None:
+        """Take ``seconds`` out of ``timings[key]``: time inside a :meth:`timed` block that other timings
+        measured (the streamed lots planned and written during the Graph read: :mod:`writeback.app.streaming`)."""
+        self._timings[key] = max(0.0, self._timings[key] - seconds)
 
     @contextmanager
     def timed(self, key: str) -> Iterator[None]:

@@ -32,10 +32,11 @@ from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
 from writeback.app.pause import refuse_if_paused
+from writeback.app.streaming import StreamedApply, streamable, streams
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
-from writeback.core.ports import PendingGroups, SyncReport
+from writeback.core.ports import GroupStream, PendingGroups, SyncReport
 from writeback.core.reconcile import DeepReason
 from writeback.errors import ConfigError
 
@@ -163,11 +164,35 @@ class ReconcilePass:
         # The pending-mark counter as the last applied pass read it: an incremental pass plans every group
         # marked after it (0: every pending group).
         self._pending_seen = 0
+        # The lots streamed by :meth:`sync_to_apply`, for the pass run next with its report.
+        self._streamed: StreamedApply | None = None
 
-    def sync(self) -> SyncReport:
-        """Bring the cloud replica up to date (Graph delta)."""
+    def sync(self, stream: GroupStream | None = None) -> SyncReport:
+        """Bring the cloud replica up to date (Graph delta); ``stream``: see :mod:`writeback.app.streaming`."""
+        self._streamed = None  # lots of an earlier sync_to_apply belong to no pass after this sync
         with self.engine.timed("graph_read"):
-            return self.engine.sync()
+            return self.engine.sync(stream)
+
+    def _streamed_sync(self, streamer: StreamedApply) -> SyncReport:
+        """:meth:`sync` with ``streamer`` taking the lots; the Graph read's timing leaves out the lots' planning
+        and LDAP time (their own timings count it), so the timings still add up to the wall time."""
+        try:
+            return self.sync(streamer.offer)
+        finally:
+            self.engine.discount("graph_read", streamer.done.seconds)
+
+    def sync_to_apply(self) -> SyncReport:
+        """:meth:`sync` for a caller that runs a pass which applies next, with this report (the service's
+        cycle): a first read or resync is applied as it arrives (:mod:`writeback.app.streaming`), and the next
+        "full" pass finishes it. Lots stop once paused; a caller that then runs no pass leaves the rest to the
+        next full pass (a resync's is deep)."""
+        self._streamed = None
+        if not streamable(self.engine.settings):
+            return self.sync()
+        streamer = StreamedApply(self, None, self.clock)
+        report = self._streamed_sync(streamer)
+        self._streamed = streamer if streamer.done.lots else None
+        return report
 
     def run(
         self,
@@ -181,6 +206,19 @@ class ReconcilePass:
         written."""
         started = time.perf_counter()
         if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
+            refuse_if_paused(self.engine.store)
+        streamer, self._streamed = self._streamed, None
+        if streamer is not None and (report is None or not streams(self, options)):
+            streamer = None  # lots of another sync (sync_to_apply), or a pass that does not apply
+        if streamer is not None:
+            options = replace(options, run_id=streamer.run_id)
+        elif report is None and streams(self, options):
+            # A first read (or a resync) is applied as it arrives; a sync that turns out incremental streams
+            # nothing. The pass below then plans and applies everything, as without streaming.
+            streamer = StreamedApply(self, options.run_id, self.clock)
+            options = replace(options, run_id=streamer.run_id)
+            report = self._streamed_sync(streamer)
+            # Paused while the read went on: the lots stopped, and so does this pass.
             refuse_if_paused(self.engine.store)
         if report is None:
             report = self.sync() if options.sync else SyncReport()
@@ -220,7 +258,13 @@ class ReconcilePass:
         phases["sync"] = planned - started
         with engine.timed("planning"):
             found, located = engine.plan_and_locate(
-                only=only, dynamic=dynamic, allow=options.allow, locations=locations, now=self.clock()
+                only=only,
+                dynamic=dynamic,
+                allow=options.allow,
+                locations=locations,
+                now=self.clock(),
+                # After a streamed read: the member accounts as the lots resolved them, once.
+                reader=streamer.reader if streamer is not None and scope is not None and scope.deep else None,
             )
         deep = scope is not None and scope.deep
         found = replace(
@@ -232,8 +276,11 @@ class ReconcilePass:
         chosen = self._chosen(options, found)
         phases["plan"] = time.perf_counter() - planned
         full = scope is not None
+        if streamer is not None and streamer.done.lots:
+            phases["streamed"] = streamer.done.seconds  # within "sync": planning and writing while reading
         if show is not None:
-            show(chosen)
+            # After a streamed read, the lots' changes (already written) come first.
+            show(streamer.done.plan(chosen) if streamer is not None else chosen)
         if options.dry_run:
             return PassResult(chosen, None, report, full, only, phases=phases, scope=scope)
         writing = time.perf_counter()
@@ -251,6 +298,8 @@ class ReconcilePass:
             self._pending_seen = max(self._pending_seen, pending.upto)
         phases["apply"] = time.perf_counter() - writing
         self._applied(chosen, result)
+        if streamer is not None:
+            chosen, result = streamer.done.plan(chosen), streamer.done.result(result)
         return PassResult(chosen, result, report, full, only, phases=phases, scope=scope)
 
     # -- one group: provision on demand ------------------------------------------------------------------------
@@ -399,6 +448,21 @@ class ReconcilePass:
         the replica about them again (:mod:`writeback.app.leaving`)."""
         applied = [r.change for r in result.results if r.ok]
         leaving.record_unsettled(self.engine.store, plan, applied, aborted=result.aborted is not None)
+
+    def apply_checked(self, plan: Plan, run_id: str | None, allow: Allowances) -> ApplyResult:
+        """Apply one streamed lot's ``plan`` as the pass applies its own (:mod:`writeback.app.streaming`): the
+        claim checked before and after, the apply fenced and journaled, its changes counted into the safety
+        window, the observers told."""
+        self._check_claim()
+        result = self._apply(plan, run_id)
+        self._check_claim()
+        self._counted(result, allow)
+        self._applied(plan, result)
+        return result
+
+    def check_claim(self) -> None:
+        """Raise :class:`~writeback.errors.LeaseLostError` when the writer claim was lost."""
+        self._check_claim()
 
     def _check_claim(self) -> None:
         """Before anything is written, and before the records after an apply: a pass that lost the lease

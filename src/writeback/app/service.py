@@ -240,7 +240,8 @@ class Service:
             self._drop_delta_links()
         self.health.cycle_kind = "restart" if restart else "incremental"
         self._phase("rebuild" if restart else "graph")
-        report = self.passes.sync()
+        # A first read or resync is written as it arrives (writeback.app.streaming), unless paused already.
+        report = self.passes.sync_to_apply() if paused(self.engine.store) is None else self.passes.sync()
         self.health.graph_requests += report.requests
         self.health.last_sync = time.time()
         self._paused = paused(self.engine.store)

@@ -16,7 +16,7 @@ from writeback.app.engine import Engine, Progress
 from writeback.app.lease import Fence, LeaderLease
 from writeback.config import Settings, resolve_secret
 from writeback.core.expressions import compile_expression
-from writeback.core.ports import CloudSource, ReplicaStore, SyncReport
+from writeback.core.ports import CloudSource, GroupStream, ReplicaStore, SyncReport
 from writeback.errors import ConfigError, StateLockedError
 
 
@@ -125,7 +125,7 @@ def shared_state(settings: Settings) -> bool:
 class NoCloud:
     """The cloud source with scope.mode = "none": on-prem dynamic groups only, Graph is never called."""
 
-    def sync(self, replica: ReplicaStore) -> SyncReport:
+    def sync(self, replica: ReplicaStore, stream: GroupStream | None = None) -> SyncReport:
         return SyncReport()
 
 

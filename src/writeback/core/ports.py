@@ -180,9 +180,15 @@ class UserCache(Protocol):
     def ad_users_watermark(self) -> tuple[str, int] | None: ...
 
 
+# Called by a full read with each lot of groups whose member list has been read in full, while the rest is still
+# being read (the streamed first apply: writeback.app.streaming).
+GroupStream = Callable[[Sequence[CloudGroup]], None]
+
+
 class CloudSource(Protocol):
-    def sync(self, replica: ReplicaStore) -> SyncReport:
-        """Bring ``replica`` up to date with the cloud (delta queries; full walk the first time)."""
+    def sync(self, replica: ReplicaStore, stream: GroupStream | None = None) -> SyncReport:
+        """Bring ``replica`` up to date with the cloud (delta queries; full walk the first time). ``stream``:
+        see :data:`GroupStream` (a source may never call it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,11 +46,11 @@ from writeback.adapters.graph.convert import (
     unified_writeback_default,
     user_from_graph,
 )
-from writeback.adapters.graph.firstread import GroupReader, list_items, take_cursor
+from writeback.adapters.graph.firstread import GroupReader, in_background, list_items, take_cursor
 from writeback.adapters.graph.syncbehavior import SyncBehaviorReader, asks_behavior
 from writeback.adapters.graph.validate import Problem, id_problem, kind_of, object_id_of, removed_problem
-from writeback.core.model import CloudSnapshot, CloudUser, MemberRef
-from writeback.core.ports import ReplicaStore, ReplicaTransaction, SkippedObject, SyncReport
+from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
+from writeback.core.ports import GroupStream, ReplicaStore, ReplicaTransaction, SkippedObject, SyncReport
 from writeback.errors import SourceError, SyncStateError
 
 log = logging.getLogger("writeback.graph")
@@ -111,10 +112,14 @@ class GraphSource:
         self.client = client
         self.behavior = SyncBehaviorReader(client)
 
-    def sync(self, replica: ReplicaStore) -> SyncReport:
+    def sync(self, replica: ReplicaStore, stream: GroupStream | None = None) -> SyncReport:
         """Run one delta round for users, then groups, then read the beta onPremisesSyncBehavior of the groups
         (and, with ``read_user_sync_behavior``, users) from AD that need it (:mod:`.syncbehavior`). Returns what
-        changed and how many requests it took."""
+        changed and how many requests it took.
+
+        ``stream``: with a concurrent first read of the groups (a full round, ``max_in_flight`` above 1), called
+        from this thread with each lot of groups whose member list has been read in full, while the rest is
+        still being read (:mod:`writeback.app.streaming`); no replica transaction is open during the calls."""
         start = self.client.stats.get("requests", 0)
         full = False
         users: set[str] = set()
@@ -122,7 +127,7 @@ class GraphSource:
         stored_users: dict[str, CloudUser] = {}
         skipped: list[SkippedObject] = []
         for resource in RESOURCES:
-            seen, was_full = self._sync_resource(replica, resource)
+            seen, was_full = self._sync_resource(replica, resource, stream)
             full = full or was_full
             (users if resource == "users" else groups).update(seen.changed)
             stored_users.update(seen.users)
@@ -170,7 +175,9 @@ class GraphSource:
 
     # -- rounds ----------------------------------------------------------------------------------------------
 
-    def _sync_resource(self, replica: ReplicaStore, resource: Resource) -> tuple[_Round, bool]:
+    def _sync_resource(
+        self, replica: ReplicaStore, resource: Resource, stream: GroupStream | None = None
+    ) -> tuple[_Round, bool]:
         link = replica.get_delta_link(resource)
         if link is not None and replica.get_delta_query(resource) != self._query(resource):
             # A delta link replays changes for the query it was made with: after a change of API version or
@@ -195,7 +202,7 @@ class GraphSource:
                 log.warning("%s delta token no longer valid (%s); starting a full resync", resource, exc)
         for attempt in range(1, MAX_RESYNCS + 1):
             try:
-                return self._full_round(replica, resource), True
+                return self._full_round(replica, resource, stream), True
             except SyncStateError as exc:
                 if attempt == MAX_RESYNCS:
                     raise SyncStateError(
@@ -207,39 +214,51 @@ class GraphSource:
                 )
         raise AssertionError("unreachable")
 
-    def _full_round(self, replica: ReplicaStore, resource: Resource) -> _Round:
+    def _full_round(
+        self, replica: ReplicaStore, resource: Resource, stream: GroupStream | None = None
+    ) -> _Round:
         """A full round: one delta round from nothing, or with ``max_in_flight`` above 1 the concurrent first
         read from a cursor taken first, then an incremental round from that cursor (:mod:`.firstread`)."""
         if self.client.settings.max_in_flight <= 1:
             return self._round(replica, resource, None)
         url, params = self._initial_request(resource)
         cursor = take_cursor(self.client, url, params)
-        first = self._first_read(replica, resource, cursor)
+        first = self._first_read(replica, resource, cursor, stream)
         return first.then(self._round(replica, resource, cursor))
 
-    def _first_read(self, replica: ReplicaStore, resource: Resource, cursor: str) -> _Round:
+    def _first_read(
+        self, replica: ReplicaStore, resource: Resource, cursor: str, stream: GroupStream | None = None
+    ) -> _Round:
         """Store every object of ``resource`` as listed now (groups with all their members), in one
         transaction that ends with ``cursor`` as the delta link: the replica is then at least as new as the
-        cursor, and the next round from it replays what changed since (harmlessly where already seen)."""
+        cursor, and the next round from it replays what changed since (harmlessly where already seen).
+
+        With ``stream`` the groups are read in full first (each complete group handed to ``stream`` as it
+        arrives: :func:`_read_streaming`), then stored exactly as without it, in the same one transaction."""
         before = replica.snapshot() if replica.get_delta_link(resource) is not None else None
         kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
         seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
         settings = self.client.settings
         reader: GroupReader | None = None
+        objects: Iterable[Any]
+        if resource == "users":
+            params: dict[str, str | int] = {
+                "$select": ",".join(settings.user_select),
+                "$top": settings.page_size,
+            }
+            objects = list_items(self.client, "/v1.0/users", params)
+        else:
+            select = ",".join(p for p in settings.group_select if p != "members")
+            reader = GroupReader(self.client, settings.group_version, select, workers=settings.max_in_flight)
+            if stream is not None:
+                # Read in full before the transaction: the stream plans and writes (journal, applied state)
+                # through the same store meanwhile, which an open replica transaction would swallow.
+                stop = threading.Event()
+                objects = _read_streaming(reader.groups(stop), stream, stop)
+            else:
+                objects = reader.groups()
         with replica.transaction() as tx:
             tx.reset(resource)
-            if resource == "users":
-                params: dict[str, str | int] = {
-                    "$select": ",".join(settings.user_select),
-                    "$top": settings.page_size,
-                }
-                objects = list_items(self.client, "/v1.0/users", params)
-            else:
-                select = ",".join(p for p in settings.group_select if p != "members")
-                reader = GroupReader(
-                    self.client, settings.group_version, select, workers=settings.max_in_flight
-                )
-                objects = reader.groups()
             count = 0
             for index, obj in enumerate(objects):
                 count += 1
@@ -369,6 +388,58 @@ class GraphSource:
                 seen.skip_error(exc, deleted=True)
                 continue
             seen.stored(object_id)
+
+
+def _read_streaming(
+    objects: Iterator[Any], stream: GroupStream, stop: threading.Event | None = None
+) -> list[Any]:
+    """Every group ``objects`` yields (read on in a thread of its own: :func:`.firstread.in_background`),
+    kept for the replica's one transaction; each lot that arrives is handed to ``stream`` as it comes, as the
+    groups the replica will hold (members included). A group the replica would store otherwise than as read
+    (a malformed property or member: skipped, or its last good copy kept) is kept from ``stream``: the pass
+    after the round decides it. Members repeated across groups are kept once (:func:`_shared_members`).
+    ``stop`` is set when this ends early (``stream`` raised): the reader behind ``objects`` stops too."""
+    kept: list[Any] = []
+    shared: dict[tuple[tuple[str, Any], ...], Any] = {}
+    for arrived in in_background(objects, name="graph-groups", stop=stop):
+        complete: list[CloudGroup] = []
+        for obj in arrived:
+            kept.append(_shared_members(obj, shared))
+            if (group := _as_read(obj)) is not None:
+                complete.append(group)
+        if complete:
+            stream(complete)
+    return kept
+
+
+def _as_read(obj: Any) -> CloudGroup | None:
+    """The group a first read's entry stores, or None when it is stored otherwise (malformed in any part)."""
+    if not isinstance(obj, Mapping) or id_problem(obj) is not None or removed_reason(obj) is not None:
+        return None
+    properties = {k: v for k, v in obj.items() if "@" not in k}
+    if len(properties) <= 1:  # an id alone stores no group (_apply)
+        return None
+    try:
+        group = group_from_graph(properties)
+    except MalformedObjectError:
+        return None
+    changes, problems = member_delta(obj)
+    if problems or not all(added for added, _ in changes):
+        return None
+    return dataclasses.replace(group, members=frozenset(ref for _, ref in changes))
+
+
+def _shared_members(obj: Any, shared: dict[tuple[tuple[str, Any], ...], Any]) -> Any:
+    """``obj`` with each member entry that another group already holds replaced by that one: the read is
+    kept whole until its transaction, and a tenant's memberships name far fewer distinct members."""
+    if not isinstance(obj, Mapping) or not isinstance(members := obj.get("members@delta"), list):
+        return obj
+    out = []
+    for m in members:
+        if isinstance(m, dict) and all(isinstance(v, str) for v in m.values()):
+            m = shared.setdefault(tuple(sorted(m.items())), m)
+        out.append(m)
+    return {**obj, "members@delta": out}
 
 
 def _soft_deleted_members(before: CloudSnapshot) -> dict[str, frozenset[MemberRef]]:

@@ -37,6 +37,8 @@ replica, in the same transaction as the cursor, so a crash mid-read leaves the r
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -49,6 +51,7 @@ from writeback.errors import SourceError, SyncStateError
 
 log = logging.getLogger("writeback.graph")
 
+STOP_POLL = 0.2  # seconds between two looks at a reader's stop event while it waits for answers
 MEMBER_SELECT = "id"  # with the @odata.type Graph gives every directoryObject member
 
 
@@ -103,13 +106,14 @@ class GroupReader:
         self.batch = client.settings.batch_size
         self.vanished: list[str] = []  # groups listed, then gone (404) before their members were read
 
-    def groups(self) -> Iterator[Any]:
+    def groups(self, stop: threading.Event | None = None) -> Iterator[Any]:
         """Each group as a delta entry would carry it: its properties and ``members@delta`` with every
         member, yielded once its member list has been read to the last page (never a partial list).
 
         The list's pages and the member reads run side by side: each page's groups are read as soon as the
         page arrives, while the next page is fetched. A group deleted between the list and its member read
-        (404) is left out; the catch-up round from the cursor, taken before the list, reports its removal."""
+        (404) is left out; the catch-up round from the cursor, taken before the list, reports its removal.
+        ``stop``: once set, the read ends within a fraction of a second (in-flight requests are let finish)."""
         top = self.client.settings.page_size
         list_path = f"/{self.version}/groups"
         reading: dict[str, tuple[dict[str, Any], list[Any]]] = {}  # group id -> (properties, members so far)
@@ -121,13 +125,17 @@ class GroupReader:
                 self.client.get, list_path, {"$select": self.select, "$top": top}
             )
             while listing is not None or ready or batches:
+                if stop is not None and stop.is_set():
+                    return
                 while ready and len(batches) < self.workers:
                     chunk = [ready.popleft() for _ in range(min(self.batch, len(ready)))]
                     batches[pool.submit(self._pages, [url for _, url in chunk])] = chunk
                 waiting: set[Future[Any]] = set(batches)
                 if listing is not None:
                     waiting.add(listing)
-                done, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                done, _ = wait(
+                    waiting, timeout=STOP_POLL if stop is not None else None, return_when=FIRST_COMPLETED
+                )
                 if listing is not None and listing in done:
                     page = listing.result()
                     next_link = page.get("@odata.nextLink")
@@ -165,3 +173,72 @@ class GroupReader:
         if len(urls) == 1 or self.batch <= 1:
             return [self.client.get_if_found(url) for url in urls]
         return self.client.batch_get(self.version, urls)
+
+
+_DONE = object()  # the end of a background iteration
+
+
+def in_background(
+    items: Iterator[Any], *, name: str = "graph-pump", stop: threading.Event | None = None
+) -> Iterator[list[Any]]:
+    """``items`` driven by a thread of its own, handed on as lists of whatever arrived since the last one.
+
+    The streamed first apply (:mod:`writeback.app.streaming`) writes AD from the consumer's thread while the
+    read goes on: the generator (here :meth:`GroupReader.groups`, which submits the next requests whenever it
+    is pulled) must keep being pulled meanwhile. The thread only iterates ``items`` (HTTP through the client's
+    pool, no state store, no LDAP). Each list waits for at least one item; an error in ``items`` is raised in
+    the consumer. A consumer that stops early (an error, a stop) sets ``stop`` (which ``items`` may watch too:
+    :meth:`GroupReader.groups` does, so a long group's read does not hold the consumer up), stops the thread
+    at its next item and closes the generator (its ``finally``: the request pool's shutdown)."""
+    arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = stop or threading.Event()
+
+    def pump() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    break
+                arrived.put(item)
+            arrived.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            arrived.put(_Failed(exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=pump, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            chunk = [arrived.get()]
+            while True:
+                try:
+                    chunk.append(arrived.get_nowait())
+                except queue.Empty:
+                    break
+            done = False
+            out: list[Any] = []
+            for item in chunk:
+                if item is _DONE:
+                    done = True
+                elif isinstance(item, _Failed):
+                    if out:  # what arrived before the failure is handed on first
+                        yield out
+                    raise item.exc
+                else:
+                    out.append(item)
+            if out:
+                yield out
+            if done:
+                return
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Failed:
+    """An exception raised by the background iteration, to raise again in the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc

@@ -118,15 +118,18 @@ async def faults(request: Request) -> dict[str, Any]:
 
 async def profile(request: Request) -> dict[str, Any]:
     """GET the Graph profile (response time, throttling; see :mod:`.profile`); POST changes it:
-    ``{"request_ms": 150, "per_object_ms": 0.05, "throttle": "tenant"}``. ``reset_budget`` empties every
+    ``{"request_ms": 150, "per_object_ms": 0.05, "throttle": "tenant"}``; ``slow_members`` slows one group's
+    member pages: ``{"<group id>": {"page_ms": 2000, "page_size": 1}}``. ``reset_budget`` empties every
     app's spent resource units. The answer also gives the budget in force (null when throttling is off)."""
     state = _state(request)
     if request.method == "POST":
         body = await _json(request)
-        unknown = sorted(set(body) - {"request_ms", "per_object_ms", "throttle", "reset_budget"})
+        unknown = sorted(
+            set(body) - {"request_ms", "per_object_ms", "throttle", "reset_budget", "slow_members"}
+        )
         if unknown:
             raise bad_request(
-                f"unknown profile setting(s) {unknown}: use request_ms, per_object_ms, throttle"
+                f"unknown profile setting(s) {unknown}: use request_ms, per_object_ms, throttle, slow_members"
             )
         state.profile.update(body)
         if body.get("reset_budget"):

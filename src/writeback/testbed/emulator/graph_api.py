@@ -223,9 +223,12 @@ def _paged(
     entity_set: str,
     with_type: bool,
     order: OrderBy | None = None,
+    top: int | None = None,
 ) -> Response:
-    """One page of a collection: ids in sorted order (or ``$orderby``) after the cursor, filtered, rendered."""
-    top = parse_top(ctx.param("$top"))
+    """One page of a collection: ids in sorted order (or ``$orderby``) after the cursor, filtered, rendered.
+    ``top``: at most this many, whatever ``$top`` asks (Graph may answer fewer)."""
+    asked = parse_top(ctx.param("$top"))
+    top = asked if top is None else min(asked, top)
     candidates = sorted_ids
     if flt is not None and flt.ids is not None:
         candidates = sorted(flt.ids.intersection(sorted_ids))  # look pinned ids up instead of scanning
@@ -401,11 +404,23 @@ async def list_members(ctx: Ctx, group_id: str, transitive: bool, cast: str | No
     kind = _cast_kind(cast)
     flt = _filter(ctx, kind)
     tenant = ctx.tenant
+    slow = None if transitive else ctx.state.profile.slow_members.get(group_id)
+    if slow is not None:  # a test's slow group (profile.slow_members): waited before the page is read
+        await asyncio.sleep(slow.page_ms / 1000.0)
     with tenant.lock:
         ids = _member_ids(ctx, group_id, transitive)
         select = parse_select(ctx.param("$select"), kind or "directoryObject", ctx.version)
         entity_set = f"{'users' if kind == 'user' else 'groups' if kind == 'group' else 'directoryObjects'}"
-        return _paged(ctx, ids, _fetch_live(ctx, kind), flt, select, entity_set, with_type=True)
+        return _paged(
+            ctx,
+            ids,
+            _fetch_live(ctx, kind),
+            flt,
+            select,
+            entity_set,
+            with_type=True,
+            top=None if slow is None else slow.page_size,
+        )
 
 
 async def count_members(ctx: Ctx, group_id: str, transitive: bool, cast: str | None = None) -> Response:

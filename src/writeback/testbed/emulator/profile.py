@@ -117,10 +117,15 @@ class GraphProfile:
     request_ms: float = 0.0
     per_object_ms: float = 0.0
     throttle: str = "off"
+    # One group's member pages slowed (tests of the streamed first apply): group id -> its pages' extra wait
+    # and size. Graph may answer fewer objects than $top asks (https://learn.microsoft.com/graph/paging).
+    slow_members: dict[str, SlowMembers] = field(default_factory=dict)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Apply an admin request's keys; a wrong value is a 400 naming the key (nothing changed then)."""
         values: dict[str, Any] = {}
+        if "slow_members" in changes:
+            values["slow_members"] = _slow_members(changes["slow_members"])
         for key in ("request_ms", "per_object_ms"):
             if key in changes:
                 try:
@@ -136,7 +141,12 @@ class GraphProfile:
             setattr(self, key, value)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"request_ms": self.request_ms, "per_object_ms": self.per_object_ms, "throttle": self.throttle}
+        return {
+            "request_ms": self.request_ms,
+            "per_object_ms": self.per_object_ms,
+            "throttle": self.throttle,
+            "slow_members": {gid: s.as_dict() for gid, s in self.slow_members.items()},
+        }
 
     def budget(self, users: int) -> int | None:
         """Resource units per 10 s, or None when throttling is off."""
@@ -145,6 +155,35 @@ class GraphProfile:
         if self.throttle == "tenant":
             return tenant_budget(users)
         return int(self.throttle)
+
+
+@dataclass(frozen=True)
+class SlowMembers:
+    """A group's member pages: each waits ``page_ms`` more and holds at most ``page_size`` members."""
+
+    page_ms: float
+    page_size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"page_ms": self.page_ms, "page_size": self.page_size}
+
+
+def _slow_members(value: Any) -> dict[str, SlowMembers]:
+    """``{"<group id>": {"page_ms": 2000, "page_size": 1}, ...}`` (an empty object: none slowed)."""
+    if not isinstance(value, Mapping):
+        raise bad_request("profile setting 'slow_members' must map group ids to {page_ms, page_size}")
+    out: dict[str, SlowMembers] = {}
+    for gid, slow in value.items():
+        try:
+            ms, size = float(slow["page_ms"]), int(slow["page_size"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise bad_request(
+                f"slow_members[{gid!r}] must be {{page_ms: number, page_size: integer}}"
+            ) from exc
+        if not 0.0 <= ms <= 600_000.0 or size < 1:
+            raise bad_request(f"slow_members[{gid!r}]: page_ms 0..600000 and page_size 1 or more")
+        out[str(gid)] = SlowMembers(ms, size)
+    return out
 
 
 def _throttle_value(value: Any) -> str:
