@@ -512,21 +512,9 @@ def replan(workdir: Path, trace: bool) -> list[dict[str, Any]]:
 def biggroup_size(members: int) -> Size:
     """One assigned group of ``members`` synced users in a tenant of ``members + 2,000`` users, as
     ``scripts/bench biggroup`` builds it (:mod:`benchmarks.bench.biggroup`)."""
-    from benchmarks.bench.biggroup import CHANGES, SPARE_USERS
+    from benchmarks.bench.biggroup import big_group_size
 
-    return Size(
-        f"biggroup-{members}",
-        users=members + SPARE_USERS,
-        groups=1,
-        memberships=members,
-        big_group=members,
-        nested=0,
-        dynamic=0,
-        cloud_only=0,
-        sandbox_users=0,
-        changes=CHANGES,
-        max_members=members + SPARE_USERS,
-    )
+    return big_group_size(members, f"biggroup-{members}")
 
 
 def run(size: Size, workdir: Path, trace: bool) -> list[dict[str, Any]]:

@@ -157,12 +157,11 @@ def _apply(workspace: Workspace, label: str) -> tuple[EngineRun, dict[str, Any]]
     }
 
 
-def measure(info: SandboxInfo, members: int, workdir: Path, keep_objects: bool) -> dict[str, Any]:
-    """One big group of ``members`` written, changed, re-applied; its figures and checks."""
-    step: dict[str, Any] = {"members": members, "checks": {}}
-    checks: dict[str, bool] = step["checks"]
-    size = Size(
-        "biggroup",
+def big_group_size(members: int, name: str = "biggroup") -> Size:
+    """The tenant of this benchmark: one assigned group of ``members`` synced users, SPARE_USERS more users for
+    the change steps (the memory harness builds the same one: ``benchmarks.memory biggroup``)."""
+    return Size(
+        name,
         users=members + SPARE_USERS,
         groups=1,
         memberships=members,
@@ -174,6 +173,13 @@ def measure(info: SandboxInfo, members: int, workdir: Path, keep_objects: bool) 
         changes=CHANGES,
         max_members=members + SPARE_USERS,
     )
+
+
+def measure(info: SandboxInfo, members: int, workdir: Path, keep_objects: bool) -> dict[str, Any]:
+    """One big group of ``members`` written, changed, re-applied; its figures and checks."""
+    step: dict[str, Any] = {"members": members, "checks": {}}
+    checks: dict[str, bool] = step["checks"]
+    size = big_group_size(members)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, mode=0o700)
     with ldaptools.connection(info) as conn:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import httpx
+from tests.e2e.test_first_read import written
 
 SLOW_MEMBERS = 5
 
@@ -48,20 +49,6 @@ def start(ws: Any, *args: str) -> subprocess.Popen[str]:
 def members(ad: Any) -> dict[str, list[frozenset[str]]]:
     """Anchor -> the member DNs of each AD group carrying it (more than one: a duplicate)."""
     return {gid: [g.members for g in found] for gid, found in ad.by_anchor().items()}
-
-
-def written(ad: Any, ids: list[str]) -> dict[str, Any]:
-    """What AD holds of the groups, but what differs between two creates of the same group (GUID, USNs)."""
-    out: dict[str, Any] = {}
-    for gid in ids:
-        g = ad.anchored(gid)
-        assert g is not None, f"no AD group for {gid}"
-        out[gid] = {
-            k: sorted(v) if isinstance(v, list) else v
-            for k, v in g.items()
-            if k not in ("objectGUID", "uSNChanged")
-        }
-    return out
 
 
 def world(cloud: Any, fresh_id: str) -> tuple[dict[str, str], list[str]]:
