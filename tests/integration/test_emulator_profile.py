@@ -44,6 +44,7 @@ def test_profile_is_off_by_default_and_rejects_bad_settings(emu: EmulatorHandle)
         "per_object_ms": 0.0,
         "throttle": "off",
         "budget_per_10s": None,
+        "slow_members": {},
     }
     for bad in ({"request_ms": "slow"}, {"per_object_ms": -1}, {"throttle": 0}, {"latency": 5}):
         with pytest.raises(httpx.HTTPStatusError) as info:
