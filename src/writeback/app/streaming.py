@@ -47,7 +47,9 @@ groups before the first lot, then the DNs each lot writes) and writes exactly wh
 **Memory.** The read is held until its transaction: each member entry repeated across groups is held once
 (``delta._shared_members``), so it costs about one pointer per membership beyond the distinct members.
 
-**When.** Only a pass that applies (never ``plan`` nor the console's plan page) of kind "full" with a fresh sync
+**When.** Only with ``source.stream_first_apply = true`` (off by default: at medium it made no measurable
+difference and it holds the read in memory, docs/benchmarks.md), in a pass that applies (never ``plan`` nor the
+console's plan page) of kind "full" with a fresh sync
 (``writeback apply``; the service's cycle through :meth:`ReconcilePass.sync_to_apply`), no saved plan,
 ``source.max_in_flight`` above 1 and ``[users]`` off (user accounts' leave decisions ask the whole replica).
 Otherwise nothing changes: the incremental path is one delta round, written when complete.
