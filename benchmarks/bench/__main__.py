@@ -132,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         help="measure the Graph read alone with these numbers of requests in flight, comma-separated "
         "(default 1,4,8,16; 0 to skip)",
     )
+    parser.add_argument(
+        "--stream-first-apply",
+        action="store_true",
+        help="run the engine with [source] stream_first_apply = true (groups written while the first read "
+        "goes on; off by default in writeback)",
+    )
     args = parser.parse_args(args_list)
     size = SIZES[args.size]
     directory = sandbox_dir(size, args.sandbox_dir)
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             graph_per_object_ms=args.graph_per_object_ms,
             graph_throttle=args.graph_throttle,
             read_concurrency=args.read_concurrency,
+            stream_first_apply=args.stream_first_apply,
         )
         for n in range(1, args.runs + 1):
             if args.runs > 1:

@@ -70,6 +70,9 @@ class Options:
     graph_per_object_ms: float = 0.0
     graph_throttle: str = "tenant"  # Graph's resource-unit budget for the tenant's size; "off" to disable
     read_concurrency: tuple[int, ...] = e2e_report.READ_CONCURRENCY  # () skips the concurrent read
+    stream_first_apply: bool = (
+        False  # the engine's [source] stream_first_apply (off by default, as in writeback)
+    )
 
 
 def bench_tenant(size: Size, accounts: list[Any]) -> GeneratedTenant:
@@ -164,8 +167,11 @@ def run_bench(
             say(f"Tenant generated: {len(gen.synced_ids)} synced users, {len(gen.group_ids)} groups")
             with run_emulator(gen.document, workdir / "emulator") as handle:
                 result["setup_s"] = round(time.perf_counter() - started, 1)
-                workspace = Workspace(workdir, engine_ou, options.profile)
+                workspace = Workspace(
+                    workdir, engine_ou, options.profile, stream_first_apply=options.stream_first_apply
+                )
                 workspace.write_config(info, handle, size.max_members)
+                result["stream_first_apply"] = options.stream_first_apply
                 result["graph_profile"] = handle.admin(
                     "profile",
                     {

@@ -36,6 +36,7 @@ class Workspace:
     profile: bool = False
     base_dn: str | None = None  # the engine's target.base_dn when not engine_ou (scripts/bench users)
     extra_toml: str = ""  # further tables for the config (scripts/bench users: [users])
+    stream_first_apply: bool = False  # [source] stream_first_apply (scripts/bench --stream-first-apply)
 
     @property
     def config(self) -> Path:
@@ -60,6 +61,7 @@ class Workspace:
             f"authority = {_q(emulator.authority)}",
             f"graph_url = {_q(emulator.graph_url)}",
             f"ca_file = {_q(emulator.ca_file)}",
+            *(["stream_first_apply = true"] if self.stream_first_apply else []),
             "",
             "[target]",
             f"ldap_urls = [{_q(info.ldap_url)}]",
