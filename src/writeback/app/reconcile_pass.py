@@ -32,11 +32,12 @@ from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
 from writeback.app.pause import refuse_if_paused
+from writeback.app.readahead import AheadReads, adopt, reads_in_full
 from writeback.app.streaming import StreamedApply, streamable, streams
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
-from writeback.core.ports import GroupStream, PendingGroups, SyncReport
+from writeback.core.ports import Directory, GroupStream, PendingGroups, SyncReport
 from writeback.core.reconcile import DeepReason
 from writeback.errors import ConfigError
 
@@ -207,6 +208,40 @@ class ReconcilePass:
         started = time.perf_counter()
         if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
             refuse_if_paused(self.engine.store)
+        ahead = self._read_ahead(options, report)
+        try:
+            return self._run(options, report, show, started, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _read_ahead(self, options: PassOptions, report: SyncReport | None) -> AheadReads | None:
+        """The AD reads of a plan of every group, started now to run while Graph is read, when this pass syncs
+        and will plan every group (:mod:`writeback.app.readahead`); never with a streamed first apply (whose
+        lots resolve their accounts themselves)."""
+        if (
+            options.kind != "full"
+            or report is not None
+            or not options.sync
+            or not self.engine.cloud_enabled
+            or self._streamed is not None
+            or streams(self, options)
+        ):
+            return None
+        saved_deep = options.saved is not None and bool(options.saved.get("deep", True))
+        deep = options.deep or options.force is not None or saved_deep
+        if not reads_in_full(self.engine.store, deep=deep):
+            return None
+        return self.engine.read_ahead()
+
+    def _run(
+        self,
+        options: PassOptions,
+        report: SyncReport | None,
+        show: Callable[[Plan], None] | None,
+        started: float,
+        ahead: AheadReads | None,
+    ) -> PassResult:
         streamer, self._streamed = self._streamed, None
         if streamer is not None and (report is None or not streams(self, options)):
             streamer = None  # lots of another sync (sync_to_apply), or a pass that does not apply
@@ -227,6 +262,7 @@ class ReconcilePass:
         phases: dict[str, float] = {}
         engine = self.engine
         scope: reconcile.Reconcile | None = None
+        reader: Directory | None = None  # the directory the plan reads through (None: the engine's)
         pending: PendingGroups | None = None
         only: frozenset[str] | None
         if options.kind == "full":
@@ -237,6 +273,8 @@ class ReconcilePass:
             if options.saved is not None and bool(options.saved.get("deep", True)):
                 force = force or DeepReason.SAVED_PLAN
             scope = reconcile.begin(engine, now=self.clock(), force=force)
+            if ahead is not None:
+                reader, scope = adopt(ahead, scope)
             only = None if scope.only is None else scope.only | options.only
             users = engine.sync_ad_users(full=scope.deep) if options.sync else 0
             dynamic = scope.plans_dynamic(users)
@@ -256,6 +294,8 @@ class ReconcilePass:
             locations = None
         planned = time.perf_counter()
         phases["sync"] = planned - started
+        if streamer is not None and scope is not None and scope.deep:
+            reader = streamer.reader  # after a streamed read: the member accounts as the lots resolved them
         with engine.timed("planning"):
             found, located = engine.plan_and_locate(
                 only=only,
@@ -263,9 +303,10 @@ class ReconcilePass:
                 allow=options.allow,
                 locations=locations,
                 now=self.clock(),
-                # After a streamed read: the member accounts as the lots resolved them, once.
-                reader=streamer.reader if streamer is not None and scope is not None and scope.deep else None,
+                reader=reader,
             )
+        if ahead is not None:
+            ahead.close()  # what no plan took (and the index of accounts) goes now, before the writes
         deep = scope is not None and scope.deep
         found = replace(
             found,
