@@ -565,8 +565,10 @@ class Engine:
     @property
     def timings(self) -> dict[str, float]:
         """Seconds spent in this process: "graph_read" (the Graph sync), "ad_read" (every AD read: the
-        gathering step and any other), "planning" (planning without its AD reads) and "ad_write" (inside
-        directory write calls). The AD figures come from the directory adapter when it measures them."""
+        gathering step and any other, a plan's wait for a read ahead included), "planning" (planning without
+        its AD reads) and "ad_write" (inside directory write calls); with a read ahead (:meth:`read_ahead`),
+        "ad_read_ahead": its LDAP time, which ran during the Graph read and is in no other figure. The AD
+        figures come from the directory adapter when it measures them."""
         measured = getattr(self.directory, "timings", None)
         ad = measured if isinstance(measured, dict) else {}
         return {
