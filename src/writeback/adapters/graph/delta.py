@@ -208,7 +208,8 @@ class GraphSource:
         list holds one request in flight at most, the groups' reader the rest. Storing stays in this thread
         (SQLite: one connection) and per resource exactly as a full round alone stores it: the users' first
         read in its own transaction with its cursor, their catch-up round, then the groups' first read (which
-        went on meanwhile, what arrived kept in the pump's queue) in its transaction, their catch-up round. A
+        went on meanwhile, what arrived kept in the pump's queue, members repeated across groups held once:
+        :func:`_sharing_members`) in its transaction, their catch-up round. A
         crash or an error mid-read leaves each resource's replica and link as before its transaction. A
         resource whose round meets an expired sync state is read again on its own, as
         :meth:`_full_resync` would."""
@@ -217,7 +218,7 @@ class GraphSource:
         stop = threading.Event()
         with (
             Pump(self._users_list(), name="graph-users") as users,
-            Pump(reader.groups(stop), name="graph-groups", stop=stop) as groups,
+            Pump(_sharing_members(reader.groups(stop)), name="graph-groups", stop=stop) as groups,
         ):
             read: dict[Resource, tuple[Iterable[Any], GroupReader | None]] = {
                 "users": (users, None),
@@ -506,6 +507,20 @@ def _as_read(obj: Any) -> CloudGroup | None:
     if problems or not all(added for added, _ in changes):
         return None
     return dataclasses.replace(group, members=frozenset(ref for _, ref in changes))
+
+
+def _sharing_members(objects: Iterator[Any]) -> Iterator[Any]:
+    """``objects`` with member entries repeated across groups held once (:func:`_shared_members`): what the
+    groups' reader reads while the users are stored waits in memory (at 150 ms a request the groups' read
+    ends before the users' list at medium), and a tenant's memberships name far fewer distinct members."""
+    shared: dict[tuple[tuple[str, Any], ...], Any] = {}
+    try:
+        for obj in objects:
+            yield _shared_members(obj, shared)
+    finally:
+        close = getattr(objects, "close", None)
+        if close is not None:
+            close()
 
 
 def _shared_members(obj: Any, shared: dict[tuple[tuple[str, Any], ...], Any]) -> Any:
