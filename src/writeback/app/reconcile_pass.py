@@ -167,18 +167,29 @@ class ReconcilePass:
         self._pending_seen = 0
         # The lots streamed by :meth:`sync_to_apply`, for the pass run next with its report.
         self._streamed: StreamedApply | None = None
+        # The AD read started by :meth:`sync_to_apply` before a first read, for the pass run next with its report.
+        self._ahead: AheadReads | None = None
 
     def sync(self, stream: GroupStream | None = None) -> SyncReport:
         """Bring the cloud replica up to date (Graph delta); ``stream``: see :mod:`writeback.app.streaming`."""
+        self._drop_ahead()  # an AD read of an earlier sync_to_apply belongs to no pass after this sync
+        return self._sync(stream)
+
+    def _sync(self, stream: GroupStream | None = None) -> SyncReport:
         self._streamed = None  # lots of an earlier sync_to_apply belong to no pass after this sync
         with self.engine.timed("graph_read"):
             return self.engine.sync(stream)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.close()
 
     def _streamed_sync(self, streamer: StreamedApply) -> SyncReport:
         """:meth:`sync` with ``streamer`` taking the lots; the Graph read's timing leaves out the lots' planning
         and LDAP time (their own timings count it), so the timings still add up to the wall time."""
         try:
-            return self.sync(streamer.offer)
+            return self._sync(streamer.offer)
         finally:
             self.engine.discount("graph_read", streamer.done.seconds)
 
@@ -188,8 +199,16 @@ class ReconcilePass:
         "full" pass finishes it. Lots stop once paused; a caller that then runs no pass leaves the rest to the
         next full pass (a resync's is deep)."""
         self._streamed = None
+        self._drop_ahead()
         if not streamable(self.engine.settings):
-            return self.sync()
+            # A first read (or a rebuild: the links dropped) is followed by a deep pass: AD is read meanwhile.
+            if self.engine.cloud_enabled and reads_in_full(self.engine.store, deep=False):
+                self._ahead = self.engine.read_ahead()
+            try:
+                return self._sync()
+            except BaseException:
+                self._drop_ahead()
+                raise
         streamer = StreamedApply(self, None, self.clock)
         report = self._streamed_sync(streamer)
         self._streamed = streamer if streamer.done.lots else None
@@ -206,10 +225,15 @@ class ReconcilePass:
         from it); else the pass syncs when ``options.sync``. ``show`` receives the plan before anything is
         written."""
         started = time.perf_counter()
-        if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
-            refuse_if_paused(self.engine.store)
-        ahead = self._read_ahead(options, report)
+        ahead, self._ahead = self._ahead, None  # started by sync_to_apply for the pass with its report
         try:
+            if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
+                refuse_if_paused(self.engine.store)
+            if ahead is not None and (report is None or options.kind != "full"):
+                ahead.close()  # a pass that plans some groups: it reads only what they need
+                ahead = None
+            if ahead is None:
+                ahead = self._read_ahead(options, report)
             return self._run(options, report, show, started, ahead)
         finally:
             if ahead is not None:

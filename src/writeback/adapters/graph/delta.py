@@ -531,7 +531,9 @@ def _shared_members(obj: Any, shared: dict[tuple[tuple[str, Any], ...], Any]) ->
     out = []
     for m in members:
         if isinstance(m, dict) and all(isinstance(v, str) for v in m.values()):
-            m = shared.setdefault(tuple(sorted(m.items())), m)
+            # Equal items in the same order: equal entries (one source orders them alike; any other order
+            # is merely not shared). Sorting them cost twice as much at 200,000 memberships.
+            m = shared.setdefault(tuple(m.items()), m)
         out.append(m)
     return {**obj, "members@delta": out}
 
