@@ -122,6 +122,7 @@ class ReadAhead:
         self.error: BaseException | None = None
         self.seconds = 0.0  # LDAP time of the read ahead (overlapped with the Graph read)
         self._closed = False
+        self._stopped = False  # closed before it ended: its last search was broken off, not failed
         self._sibling = directory.sibling()
         self._thread = threading.Thread(target=self._read, name="ad-read-ahead", daemon=True)
         self._thread.start()
@@ -140,7 +141,7 @@ class ReadAhead:
                 raise _Stopped
             self._groups = self._sibling.read_managed_groups(anchors, mapped, prefixes)
         except _Stopped:
-            pass
+            self._stopped = True
         except BaseException as exc:  # kept for the plan, which then reads at gathering time
             self.error = exc
         finally:
@@ -205,7 +206,10 @@ class ReadAhead:
         self._stop.set()
         self._thread.join()
         self._accounts = self._groups = None
-        self._directory.count_read_ahead(self._sibling.stats, self.seconds, 0.0)
+        stats = self._sibling.stats
+        if self._stopped and stats.get("search_errors"):
+            stats["search_errors"] -= 1  # the search this close broke off (the console counts failures)
+        self._directory.count_read_ahead(stats, self.seconds, 0.0)
 
     def __enter__(self) -> ReadAhead:
         return self
