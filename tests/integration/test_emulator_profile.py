@@ -231,3 +231,34 @@ def test_a_batch_costs_each_item_and_runs_them_side_by_side(emu: EmulatorHandle)
     took = time.perf_counter() - took
     assert [r["status"] for r in answer.json()["responses"]] == [200] * 10
     assert 0.4 <= took < 3 * 0.4  # one fixed delay and the items side by side (one after the other: 4.4 s)
+
+
+def without_request_ids(body: Any) -> Any:
+    """An answer without what differs between two requests (an error's innerError: request id and date)."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return {**body, "error": {k: v for k, v in body["error"].items() if k != "innerError"}}
+    return body
+
+
+def test_a_batch_answers_each_item_as_the_request_alone_is_answered(emu: EmulatorHandle) -> None:
+    """Each response of a batch carries the body, status and headers the same request alone gets (the
+    emulator splices the items' JSON into the batch's answer), a 404 and a refused method included."""
+    gone = "00000000-0000-0000-0000-0000000000ff"
+    urls = ["/groups/g0/members?$select=id&$top=2", "/users?$top=3", f"/groups/{gone}/members"]
+    items = [{"id": f"i{n}", "method": "GET", "url": url} for n, url in enumerate(urls)]
+    items.append({"id": "w", "method": "DELETE", "url": "/groups/g0"})
+    answer = emu.graph("POST", "$batch", json={"requests": items})
+    assert answer.status_code == 200
+    responses = {r["id"]: r for r in answer.json()["responses"]}
+    for n, url in enumerate(urls):
+        path, _, query = url.partition("?")
+        alone = emu.graph(
+            "GET", path.lstrip("/"), params=dict(q.split("=", 1) for q in query.split("&") if q)
+        )
+        item = responses[f"i{n}"]
+        assert item["status"] == alone.status_code
+        assert without_request_ids(item["body"]) == without_request_ids(alone.json())
+        assert item["headers"]["content-type"].startswith("application/json")
+    assert responses["i2"]["status"] == 404
+    assert responses["w"]["status"] == 400 and responses["w"]["body"]["error"]["code"] == "BadRequest"
+    assert emu.graph("GET", "groups/g0").status_code == 200  # the refused DELETE did nothing

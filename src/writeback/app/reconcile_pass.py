@@ -32,11 +32,12 @@ from writeback.app import leaving, reconcile
 from writeback.app.engine import NO_ALLOWANCES, Allowances, ApplyResult, Engine
 from writeback.app.lease import Fence
 from writeback.app.pause import refuse_if_paused
+from writeback.app.readahead import AheadReads, adopt, reads_in_full
 from writeback.app.streaming import StreamedApply, streamable, streams
 from writeback.core.desired import cloud_intents
 from writeback.core.model import DYNAMIC_KEY_PREFIX, TARGET_USER, CloudGroup
 from writeback.core.planning import Plan
-from writeback.core.ports import GroupStream, PendingGroups, SyncReport
+from writeback.core.ports import Directory, GroupStream, PendingGroups, SyncReport
 from writeback.core.reconcile import DeepReason
 from writeback.errors import ConfigError
 
@@ -166,18 +167,29 @@ class ReconcilePass:
         self._pending_seen = 0
         # The lots streamed by :meth:`sync_to_apply`, for the pass run next with its report.
         self._streamed: StreamedApply | None = None
+        # The AD read started by :meth:`sync_to_apply` before a first read, for the pass run next with its report.
+        self._ahead: AheadReads | None = None
 
     def sync(self, stream: GroupStream | None = None) -> SyncReport:
         """Bring the cloud replica up to date (Graph delta); ``stream``: see :mod:`writeback.app.streaming`."""
+        self._drop_ahead()  # an AD read of an earlier sync_to_apply belongs to no pass after this sync
+        return self._sync(stream)
+
+    def _sync(self, stream: GroupStream | None = None) -> SyncReport:
         self._streamed = None  # lots of an earlier sync_to_apply belong to no pass after this sync
         with self.engine.timed("graph_read"):
             return self.engine.sync(stream)
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead.close()
 
     def _streamed_sync(self, streamer: StreamedApply) -> SyncReport:
         """:meth:`sync` with ``streamer`` taking the lots; the Graph read's timing leaves out the lots' planning
         and LDAP time (their own timings count it), so the timings still add up to the wall time."""
         try:
-            return self.sync(streamer.offer)
+            return self._sync(streamer.offer)
         finally:
             self.engine.discount("graph_read", streamer.done.seconds)
 
@@ -187,8 +199,16 @@ class ReconcilePass:
         "full" pass finishes it. Lots stop once paused; a caller that then runs no pass leaves the rest to the
         next full pass (a resync's is deep)."""
         self._streamed = None
+        self._drop_ahead()
         if not streamable(self.engine.settings):
-            return self.sync()
+            # A first read (or a rebuild: the links dropped) is followed by a deep pass: AD is read meanwhile.
+            if self.engine.cloud_enabled and reads_in_full(self.engine.store, deep=False):
+                self._ahead = self.engine.read_ahead()
+            try:
+                return self._sync()
+            except BaseException:
+                self._drop_ahead()
+                raise
         streamer = StreamedApply(self, None, self.clock)
         report = self._streamed_sync(streamer)
         self._streamed = streamer if streamer.done.lots else None
@@ -205,8 +225,47 @@ class ReconcilePass:
         from it); else the pass syncs when ``options.sync``. ``show`` receives the plan before anything is
         written."""
         started = time.perf_counter()
-        if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
-            refuse_if_paused(self.engine.store)
+        ahead, self._ahead = self._ahead, None  # started by sync_to_apply for the pass with its report
+        try:
+            if not options.dry_run:  # paused by an operator: nothing that writes starts (writeback.app.pause)
+                refuse_if_paused(self.engine.store)
+            if ahead is not None and (report is None or options.kind != "full"):
+                ahead.close()  # a pass that plans some groups: it reads only what they need
+                ahead = None
+            if ahead is None:
+                ahead = self._read_ahead(options, report)
+            return self._run(options, report, show, started, ahead)
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _read_ahead(self, options: PassOptions, report: SyncReport | None) -> AheadReads | None:
+        """The AD reads of a plan of every group, started now to run while Graph is read, when this pass syncs
+        and will plan every group (:mod:`writeback.app.readahead`); never with a streamed first apply (whose
+        lots resolve their accounts themselves)."""
+        if (
+            options.kind != "full"
+            or report is not None
+            or not options.sync
+            or not self.engine.cloud_enabled
+            or self._streamed is not None
+            or streams(self, options)
+        ):
+            return None
+        saved_deep = options.saved is not None and bool(options.saved.get("deep", True))
+        deep = options.deep or options.force is not None or saved_deep
+        if not reads_in_full(self.engine.store, deep=deep):
+            return None
+        return self.engine.read_ahead()
+
+    def _run(
+        self,
+        options: PassOptions,
+        report: SyncReport | None,
+        show: Callable[[Plan], None] | None,
+        started: float,
+        ahead: AheadReads | None,
+    ) -> PassResult:
         streamer, self._streamed = self._streamed, None
         if streamer is not None and (report is None or not streams(self, options)):
             streamer = None  # lots of another sync (sync_to_apply), or a pass that does not apply
@@ -227,6 +286,7 @@ class ReconcilePass:
         phases: dict[str, float] = {}
         engine = self.engine
         scope: reconcile.Reconcile | None = None
+        reader: Directory | None = None  # the directory the plan reads through (None: the engine's)
         pending: PendingGroups | None = None
         only: frozenset[str] | None
         if options.kind == "full":
@@ -237,6 +297,8 @@ class ReconcilePass:
             if options.saved is not None and bool(options.saved.get("deep", True)):
                 force = force or DeepReason.SAVED_PLAN
             scope = reconcile.begin(engine, now=self.clock(), force=force)
+            if ahead is not None:
+                reader, scope = adopt(ahead, scope)
             only = None if scope.only is None else scope.only | options.only
             users = engine.sync_ad_users(full=scope.deep) if options.sync else 0
             dynamic = scope.plans_dynamic(users)
@@ -256,6 +318,8 @@ class ReconcilePass:
             locations = None
         planned = time.perf_counter()
         phases["sync"] = planned - started
+        if streamer is not None and scope is not None and scope.deep:
+            reader = streamer.reader  # after a streamed read: the member accounts as the lots resolved them
         with engine.timed("planning"):
             found, located = engine.plan_and_locate(
                 only=only,
@@ -263,9 +327,10 @@ class ReconcilePass:
                 allow=options.allow,
                 locations=locations,
                 now=self.clock(),
-                # After a streamed read: the member accounts as the lots resolved them, once.
-                reader=streamer.reader if streamer is not None and scope is not None and scope.deep else None,
+                reader=reader,
             )
+        if ahead is not None:
+            ahead.close()  # what no plan took (and the index of accounts) goes now, before the writes
         deep = scope is not None and scope.deep
         found = replace(
             found,

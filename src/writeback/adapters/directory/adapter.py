@@ -62,6 +62,7 @@ from writeback.adapters.directory.entries import (
     user_from_entry,
 )
 from writeback.adapters.directory.kerberos import Ticket
+from writeback.adapters.directory.readahead import AccountIndex, ReadAhead
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
@@ -167,6 +168,59 @@ def shared_account(account: DirectoryAccount, sids: AccountKeys, guids: AccountK
     return replace(account, object_sid=sid, object_guid=guid or account.object_guid)
 
 
+def account_keys(
+    sids: Iterable[str], guids: Iterable[str], terms: list[str] | None = None
+) -> tuple[AccountKeys, AccountKeys]:
+    """The SIDs and GUIDs a resolve asks for, each under its canonical form (malformed ones skipped and
+    logged); with ``terms``, their filter terms appended while there are at most :data:`FULL_SCAN_TERMS`."""
+    sid_keys = AccountKeys()
+    guid_keys = AccountKeys()
+    for sid in sids:
+        try:
+            raw = sid_from_str(sid)
+        except ValueError:
+            log.warning("skipping malformed SID %r", sid)
+            continue
+        if sid_keys.add(sid_to_str(raw), sid) and terms is not None and len(terms) <= FULL_SCAN_TERMS:
+            terms.append(f"(objectSid={escape_filter_bytes(raw)})")
+    for guid in guids:
+        try:
+            raw = guid_to_bytes(guid)
+        except ValueError:
+            log.warning("skipping malformed GUID %r", guid)
+            continue
+        if guid_keys.add(guid_to_str(raw), guid) and terms is not None and len(terms) <= FULL_SCAN_TERMS:
+            terms.append(f"(objectGUID={escape_filter_bytes(raw)})")
+    return sid_keys, guid_keys
+
+
+class AccountMatches:
+    """The answer of a resolve: each account offered (as AD returned it) kept under every key asked for that
+    names it, by SID or GUID; the first account offered for a key wins (a repeated page changes nothing)."""
+
+    def __init__(self, sid_keys: AccountKeys, guid_keys: AccountKeys) -> None:
+        self.sid_keys, self.guid_keys = sid_keys, guid_keys
+        self.by_sid: dict[str, DirectoryAccount] = {}
+        self.by_guid: dict[str, DirectoryAccount] = {}
+
+    def offer(self, account: DirectoryAccount) -> DirectoryAccount | None:
+        """Keep ``account`` if a key names it: the account as kept (holding the keys' strings), else None."""
+        sid_given = self.sid_keys.given(account.object_sid or "")
+        guid_given = self.guid_keys.given(account.object_guid)
+        if not sid_given and not guid_given:
+            return None  # a user no key asked for (read by the scan of every user)
+        # One string per SID and GUID: the key's, when it is the canonical form (as callers pass it).
+        account = shared_account(account, self.sid_keys, self.guid_keys)
+        for given in guid_given:
+            self.by_guid.setdefault(given, account)
+        for given in sid_given:
+            self.by_sid.setdefault(given, account)
+        return account
+
+    def result(self) -> ResolvedAccounts:
+        return ResolvedAccounts(by_sid=self.by_sid, by_guid=self.by_guid)
+
+
 class _ExtendedDNRequestValue(univ.Sequence):  # type: ignore[misc]
     """MS-ADTS 3.1.1.3.4.1.5: ``ExtendedDNRequestValue ::= SEQUENCE { Flag INTEGER }``."""
 
@@ -197,6 +251,7 @@ class LdapDirectory:
         """``connect`` opens a python-ldap connection for a URL (``ldap.initialize``; tests pass a double).
         ``ticket``: a Kerberos bind's credentials (built from the settings when not given)."""
         self._settings = settings
+        self._connect = connect
         self._ticket = ticket if ticket is not None else new_ticket(settings)
         self._account_dn: str | None = settings.bind_dn or None
         self._stats: Counter[str] = Counter(dict.fromkeys(STAT_KEYS, 0))
@@ -345,7 +400,9 @@ class LdapDirectory:
 
     # -- accounts -----------------------------------------------------------------------------------------
 
-    def resolve_accounts(self, sids: Iterable[str], guids: Iterable[str]) -> ResolvedAccounts:
+    def resolve_accounts(
+        self, sids: Iterable[str], guids: Iterable[str], *, known: AccountIndex | None = None
+    ) -> ResolvedAccounts:
         """Accounts by objectSid and objectGUID, in OR batches, through the Global Catalog when configured.
 
         Keys of the result are the strings as given. Malformed SIDs or GUIDs are skipped (they cannot
@@ -355,60 +412,71 @@ class LdapDirectory:
         is read, page by page, and no filter term is built; each key is held once (the given string, which is
         the canonical form AD's is compared in when the caller passes SIDs upper-cased and GUIDs lower-cased),
         and an account found shares its SID and GUID strings with its keys.
+
+        ``known``: every user account, read before (:mod:`.readahead`): where every user would be read, they
+        are taken from it instead (the same answer: the read of every user, made earlier).
         """
-        sid_keys = AccountKeys()
-        guid_keys = AccountKeys()
         terms: list[str] = []  # kept only while a search per batch of keys is still possible
-        for sid in sids:
-            try:
-                raw = sid_from_str(sid)
-            except ValueError:
-                log.warning("skipping malformed SID %r", sid)
-                continue
-            if sid_keys.add(sid_to_str(raw), sid) and len(terms) <= FULL_SCAN_TERMS:
-                terms.append(f"(objectSid={escape_filter_bytes(raw)})")
-        for guid in guids:
-            try:
-                raw = guid_to_bytes(guid)
-            except ValueError:
-                log.warning("skipping malformed GUID %r", guid)
-                continue
-            if guid_keys.add(guid_to_str(raw), guid) and len(terms) <= FULL_SCAN_TERMS:
-                terms.append(f"(objectGUID={escape_filter_bytes(raw)})")
-        by_sid: dict[str, DirectoryAccount] = {}
-        by_guid: dict[str, DirectoryAccount] = {}
-        session, base = (
-            (self._gc, "")
-            if self._gc is not None
-            else (self._domain, self._naming_context("defaultNamingContext"))
-        )
-
-        def found(page: list[tuple[str, dict[str, list[bytes]]]]) -> None:
-            # Repeating a page (a search retried after a lost connection) changes nothing: setdefault.
-            for dn, raw_attrs in page:
-                if not dn:
-                    continue
-                attrs = lower_keys(raw_attrs)
-                account = account_from_entry(dn, attrs)
-                sid_given = sid_keys.given(account.object_sid or "")
-                guid_given = guid_keys.given(account.object_guid)
-                if not sid_given and not guid_given:
-                    continue  # a user no key asked for (read by the scan of every user)
-                # One string per SID and GUID: the key's, when it is the canonical form (as callers pass it).
-                account = shared_account(account, sid_keys, guid_keys)
-                for given in guid_given:
-                    by_guid.setdefault(given, account)
-                for given in sid_given:
-                    by_sid.setdefault(given, account)
-
-        if len(sid_keys) + len(guid_keys) > FULL_SCAN_TERMS:
+        sid_keys, guid_keys = account_keys(sids, guids, terms)
+        matches = AccountMatches(sid_keys, guid_keys)
+        if len(sid_keys) + len(guid_keys) > FULL_SCAN_TERMS and known is not None:
+            for account in known.named(sid_keys, guid_keys):
+                kept = matches.offer(account)
+                if kept is not None:
+                    known.replace(account, kept)
+        elif len(sid_keys) + len(guid_keys) > FULL_SCAN_TERMS:
             # Many lookups: one paged read of every user is far cheaper than hundreds of OR searches.
-            flt = "(&(objectCategory=person)(objectClass=user))"
-            session.search(base, _SUBTREE, flt, ACCOUNT_ATTRIBUTES, each_page=found)
+            self.read_every_account(matches.offer)
         else:
+            session, base = self._account_scope()
             for batch in chunked(terms, FILTER_BATCH):
-                found(session.search(base, _SUBTREE, or_filter(batch), ACCOUNT_ATTRIBUTES))
-        return ResolvedAccounts(by_sid=by_sid, by_guid=by_guid)
+                for dn, raw_attrs in session.search(base, _SUBTREE, or_filter(batch), ACCOUNT_ATTRIBUTES):
+                    if dn:
+                        matches.offer(account_from_entry(dn, lower_keys(raw_attrs)))
+        return matches.result()
+
+    def read_every_account(self, each: Callable[[DirectoryAccount], object]) -> None:
+        """Every user account (objectSid, objectGUID, class), page by page, handed to ``each`` as read: the
+        read :meth:`resolve_accounts` makes above :data:`FULL_SCAN_TERMS` keys (through the Global Catalog when
+        configured). A search retried after a lost connection hands its pages again (``each`` must be
+        harmless to repeat)."""
+        session, base = self._account_scope()
+
+        def page(entries: list[tuple[str, dict[str, list[bytes]]]]) -> None:
+            for dn, raw_attrs in entries:
+                if dn:
+                    each(account_from_entry(dn, lower_keys(raw_attrs)))
+
+        session.search(base, _SUBTREE, _USERS, ACCOUNT_ATTRIBUTES, each_page=page)
+
+    def _account_scope(self) -> tuple[LdapSession, str]:
+        """Where accounts are searched for: the Global Catalog (the whole forest) when configured, else the
+        domain."""
+        if self._gc is not None:
+            return self._gc, ""
+        return self._domain, self._naming_context("defaultNamingContext")
+
+    def sibling(self) -> LdapDirectory:
+        """A directory on the same settings and credentials with connections of its own, for reads in another
+        thread (a python-ldap connection is not shared between threads): :meth:`read_ahead`."""
+        return LdapDirectory(self._settings, connect=self._connect, ticket=self._ticket)
+
+    def read_ahead(
+        self,
+        anchor_attributes: Sequence[str],
+        mapped: Sequence[str],
+        prefixes: Sequence[str],
+    ) -> ReadAhead:
+        """Start the big reads of a full plan that do not depend on the cloud, in a thread on connections of
+        their own, while the caller reads Graph (:mod:`.readahead`)."""
+        return ReadAhead(self, anchor_attributes, mapped, prefixes)
+
+    def count_read_ahead(self, stats: Mapping[str, int], seconds: float, waited: float) -> None:
+        """Add a read-ahead's LDAP operations to :attr:`stats`, its LDAP time to ``timings["ad_read_ahead"]``
+        (overlapped with the Graph read) and the time a plan waited for it to ``timings["ad_read"]``."""
+        self._stats.update(stats)
+        self._timings["ad_read_ahead"] = self._timings.get("ad_read_ahead", 0.0) + seconds
+        self._timings["ad_read"] += waited
 
     def resolve_groups_by_sid(self, sids: Iterable[str]) -> dict[str, DirectoryAccount]:
         """Groups by objectSid in OR batches, through the Global Catalog when configured (a group synced from

@@ -46,7 +46,7 @@ from writeback.adapters.graph.convert import (
     unified_writeback_default,
     user_from_graph,
 )
-from writeback.adapters.graph.firstread import GroupReader, in_background, list_items, take_cursor
+from writeback.adapters.graph.firstread import GroupReader, Pump, in_background, list_items, take_cursor
 from writeback.adapters.graph.syncbehavior import SyncBehaviorReader, asks_behavior
 from writeback.adapters.graph.validate import Problem, id_problem, kind_of, object_id_of, removed_problem
 from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
@@ -126,8 +126,7 @@ class GraphSource:
         groups: set[str] = set()
         stored_users: dict[str, CloudUser] = {}
         skipped: list[SkippedObject] = []
-        for resource in RESOURCES:
-            seen, was_full = self._sync_resource(replica, resource, stream)
+        for resource, seen, was_full in self._sync_resources(replica, stream):
             full = full or was_full
             (users if resource == "users" else groups).update(seen.changed)
             stored_users.update(seen.users)
@@ -175,9 +174,71 @@ class GraphSource:
 
     # -- rounds ----------------------------------------------------------------------------------------------
 
-    def _sync_resource(
-        self, replica: ReplicaStore, resource: Resource, stream: GroupStream | None = None
-    ) -> tuple[_Round, bool]:
+    def _sync_resources(
+        self, replica: ReplicaStore, stream: GroupStream | None = None
+    ) -> Iterator[tuple[Resource, _Round, bool]]:
+        """Each resource's round: (resource, what it saw, whether it was full), users first.
+
+        When neither resource has a link a round may follow (the first sync; a change of query or endpoint for
+        both) and the first read is concurrent, both full rounds are read side by side
+        (:meth:`_full_rounds_side_by_side`). Otherwise each in turn: an incremental round from its link, a full
+        round without one or once the link has expired (a resync after ``410 Gone`` is then read one resource
+        after the other, as the expiry shows only when the incremental round is tried)."""
+        links = {resource: self._usable_link(replica, resource) for resource in RESOURCES}
+        if not any(links.values()) and stream is None and self.client.settings.max_in_flight > 1:
+            yield from self._full_rounds_side_by_side(replica)
+            return
+        for resource in RESOURCES:
+            link = links[resource]
+            if link is not None:
+                try:
+                    yield resource, self._round(replica, resource, link), False
+                    continue
+                except SyncStateError as exc:
+                    log.warning("%s delta token no longer valid (%s); starting a full resync", resource, exc)
+            yield resource, self._full_resync(replica, resource, stream), True
+
+    def _full_rounds_side_by_side(self, replica: ReplicaStore) -> Iterator[tuple[Resource, _Round, bool]]:
+        """The full rounds of users and groups read at once (issue 27: the users' list, about 21 sequential
+        pages at medium, each paying Graph's latency, no longer waits for the groups' read or the other way).
+
+        Both cursors are taken first, as each full round takes its own (:meth:`_full_round`). Then the users'
+        list and the groups' reads start together, each pulled by a thread of its own (:class:`.firstread.Pump`)
+        through the one client, so ``max_in_flight`` and the throttling that lowers it stay shared: the users'
+        list holds one request in flight at most, the groups' reader the rest. Storing stays in this thread
+        (SQLite: one connection) and per resource exactly as a full round alone stores it: the users' first
+        read in its own transaction with its cursor, their catch-up round, then the groups' first read (which
+        went on meanwhile, what arrived kept in the pump's queue, members repeated across groups held once:
+        :func:`_sharing_members`) in its transaction, their catch-up round. A
+        crash or an error mid-read leaves each resource's replica and link as before its transaction. A
+        resource whose round meets an expired sync state is read again on its own, as
+        :meth:`_full_resync` would."""
+        cursors = {r: take_cursor(self.client, *self._initial_request(r)) for r in RESOURCES}
+        reader = self._group_reader()
+        stop = threading.Event()
+        with (
+            Pump(self._users_list(), name="graph-users") as users,
+            Pump(_sharing_members(reader.groups(stop)), name="graph-groups", stop=stop) as groups,
+        ):
+            read: dict[Resource, tuple[Iterable[Any], GroupReader | None]] = {
+                "users": (users, None),
+                "groups": (groups, reader),
+            }
+            for resource in RESOURCES:
+                objects, group_reader = read[resource]
+                try:
+                    cursor = cursors[resource]
+                    first = self._first_read(replica, resource, cursor, objects=objects, reader=group_reader)
+                    seen = first.then(self._round(replica, resource, cursor))
+                except SyncStateError as exc:
+                    log.warning(
+                        "%s full delta round hit an expired sync state (%s); restarting it", resource, exc
+                    )
+                    seen = self._full_resync(replica, resource, None, attempts=MAX_RESYNCS - 1)
+                yield resource, seen, True
+
+    def _usable_link(self, replica: ReplicaStore, resource: Resource) -> str | None:
+        """The stored delta link of ``resource`` when a round may follow it (None: the round is full)."""
         link = replica.get_delta_link(resource)
         if link is not None and replica.get_delta_query(resource) != self._query(resource):
             # A delta link replays changes for the query it was made with: after a change of API version or
@@ -195,16 +256,22 @@ class GraphSource:
                 self.client.settings.base_url,
             )
             link = None
-        if link is not None:
+        return link
+
+    def _full_resync(
+        self,
+        replica: ReplicaStore,
+        resource: Resource,
+        stream: GroupStream | None = None,
+        *,
+        attempts: int = MAX_RESYNCS,
+    ) -> _Round:
+        """A full round, tried again (up to ``attempts`` times) while it meets an expired sync state."""
+        for attempt in range(1, attempts + 1):
             try:
-                return self._round(replica, resource, link), False
+                return self._full_round(replica, resource, stream)
             except SyncStateError as exc:
-                log.warning("%s delta token no longer valid (%s); starting a full resync", resource, exc)
-        for attempt in range(1, MAX_RESYNCS + 1):
-            try:
-                return self._full_round(replica, resource, stream), True
-            except SyncStateError as exc:
-                if attempt == MAX_RESYNCS:
+                if attempt == attempts:
                     raise SyncStateError(
                         f"{resource}: a full delta round failed {MAX_RESYNCS} times in a row with an expired "
                         f"sync state; last error: {exc}"
@@ -227,29 +294,31 @@ class GraphSource:
         return first.then(self._round(replica, resource, cursor))
 
     def _first_read(
-        self, replica: ReplicaStore, resource: Resource, cursor: str, stream: GroupStream | None = None
+        self,
+        replica: ReplicaStore,
+        resource: Resource,
+        cursor: str,
+        stream: GroupStream | None = None,
+        *,
+        objects: Iterable[Any] | None = None,
+        reader: GroupReader | None = None,
     ) -> _Round:
         """Store every object of ``resource`` as listed now (groups with all their members), in one
         transaction that ends with ``cursor`` as the delta link: the replica is then at least as new as the
         cursor, and the next round from it replays what changed since (harmlessly where already seen).
 
         With ``stream`` the groups are read in full first (each complete group handed to ``stream`` as it
-        arrives: :func:`_read_streaming`), then stored exactly as without it, in the same one transaction."""
+        arrives: :func:`_read_streaming`), then stored exactly as without it, in the same one transaction.
+        ``objects``: what to store, read already under way (the rounds side by side), with the groups'
+        ``reader`` for its report; read here otherwise."""
         before = replica.snapshot() if replica.get_delta_link(resource) is not None else None
         kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
         seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
         settings = self.client.settings
-        reader: GroupReader | None = None
-        objects: Iterable[Any]
-        if resource == "users":
-            params: dict[str, str | int] = {
-                "$select": ",".join(settings.user_select),
-                "$top": settings.page_size,
-            }
-            objects = list_items(self.client, "/v1.0/users", params)
-        else:
-            select = ",".join(p for p in settings.group_select if p != "members")
-            reader = GroupReader(self.client, settings.group_version, select, workers=settings.max_in_flight)
+        if objects is None and resource == "users":
+            objects = self._users_list()
+        elif objects is None:
+            reader = self._group_reader()
             if stream is not None:
                 # Read in full before the transaction: the stream plans and writes (journal, applied state)
                 # through the same store meanwhile, which an open replica transaction would swallow.
@@ -282,6 +351,17 @@ class GraphSource:
         for item in seen.skipped:
             _log_skipped(item)
         return seen
+
+    def _users_list(self) -> Iterator[Any]:
+        """Every user as ``/users`` lists it now, in delta's shape (:func:`.firstread.list_items`)."""
+        settings = self.client.settings
+        params: dict[str, str | int] = {"$select": ",".join(settings.user_select), "$top": settings.page_size}
+        return list_items(self.client, "/v1.0/users", params)
+
+    def _group_reader(self) -> GroupReader:
+        settings = self.client.settings
+        select = ",".join(p for p in settings.group_select if p != "members")
+        return GroupReader(self.client, settings.group_version, select, workers=settings.max_in_flight)
 
     def _round(self, replica: ReplicaStore, resource: Resource, link: str | None) -> _Round:
         full = link is None
@@ -429,6 +509,20 @@ def _as_read(obj: Any) -> CloudGroup | None:
     return dataclasses.replace(group, members=frozenset(ref for _, ref in changes))
 
 
+def _sharing_members(objects: Iterator[Any]) -> Iterator[Any]:
+    """``objects`` with member entries repeated across groups held once (:func:`_shared_members`): what the
+    groups' reader reads while the users are stored waits in memory (at 150 ms a request the groups' read
+    ends before the users' list at medium), and a tenant's memberships name far fewer distinct members."""
+    shared: dict[tuple[tuple[str, Any], ...], Any] = {}
+    try:
+        for obj in objects:
+            yield _shared_members(obj, shared)
+    finally:
+        close = getattr(objects, "close", None)
+        if close is not None:
+            close()
+
+
 def _shared_members(obj: Any, shared: dict[tuple[tuple[str, Any], ...], Any]) -> Any:
     """``obj`` with each member entry that another group already holds replaced by that one: the read is
     kept whole until its transaction, and a tenant's memberships name far fewer distinct members."""
@@ -437,7 +531,9 @@ def _shared_members(obj: Any, shared: dict[tuple[tuple[str, Any], ...], Any]) ->
     out = []
     for m in members:
         if isinstance(m, dict) and all(isinstance(v, str) for v in m.values()):
-            m = shared.setdefault(tuple(sorted(m.items())), m)
+            # Equal items in the same order: equal entries (one source orders them alike; any other order
+            # is merely not shared). Sorting them cost twice as much at 200,000 memberships.
+            m = shared.setdefault(tuple(m.items()), m)
         out.append(m)
     return {**obj, "members@delta": out}
 

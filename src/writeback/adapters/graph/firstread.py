@@ -178,51 +178,58 @@ class GroupReader:
 _DONE = object()  # the end of a background iteration
 
 
-def in_background(
-    items: Iterator[Any], *, name: str = "graph-pump", stop: threading.Event | None = None
-) -> Iterator[list[Any]]:
-    """``items`` driven by a thread of its own, handed on as lists of whatever arrived since the last one.
+class Pump:
+    """``items`` iterated by a thread of its own from the moment it is made, whatever arrived handed on by
+    :meth:`lots` (or item by item: iterating the pump) in the consumer's thread.
 
-    The streamed first apply (:mod:`writeback.app.streaming`) writes AD from the consumer's thread while the
-    read goes on: the generator (here :meth:`GroupReader.groups`, which submits the next requests whenever it
-    is pulled) must keep being pulled meanwhile. The thread only iterates ``items`` (HTTP through the client's
-    pool, no state store, no LDAP). Each list waits for at least one item; an error in ``items`` is raised in
-    the consumer. A consumer that stops early (an error, a stop) sets ``stop`` (which ``items`` may watch too:
-    :meth:`GroupReader.groups` does, so a long group's read does not hold the consumer up), stops the thread
-    at its next item and closes the generator (its ``finally``: the request pool's shutdown)."""
-    arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    stop = stop or threading.Event()
+    What it is for: a reader (an HTTP generator through the client's pool: :meth:`GroupReader.groups`, which
+    submits the next requests whenever it is pulled, or :func:`list_items`) must keep being pulled while the
+    consumer does something else: writes AD (the streamed first apply, :mod:`writeback.app.streaming`) or
+    stores another resource in the replica (the users and groups of a full round read side by side:
+    :meth:`writeback.adapters.graph.delta.GraphSource.sync`). The thread only iterates ``items`` (no state
+    store, no LDAP): SQLite's one connection stays in the consumer's thread. An error in ``items`` is raised in
+    the consumer, after what arrived before it. :meth:`close` (always call it: ``with``) sets ``stop`` (which
+    ``items`` may watch too: :meth:`GroupReader.groups` does, so a long group's read does not hold the
+    consumer up), stops the thread at its next item and closes the generator (its ``finally``: the request
+    pool's shutdown)."""
 
-    def pump() -> None:
+    def __init__(self, items: Iterator[Any], *, name: str, stop: threading.Event | None = None) -> None:
+        self._items = items
+        self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.stop = stop or threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
         try:
-            for item in items:
-                if stop.is_set():
+            for item in self._items:
+                if self.stop.is_set():
                     break
-                arrived.put(item)
-            arrived.put(_DONE)
+                self._arrived.put(item)
+            self._arrived.put(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
-            arrived.put(_Failed(exc))
+            self._arrived.put(_Failed(exc))
         finally:
-            close = getattr(items, "close", None)
+            close = getattr(self._items, "close", None)
             if close is not None:
                 close()
 
-    thread = threading.Thread(target=pump, name=name, daemon=True)
-    thread.start()
-    try:
-        while True:
-            chunk = [arrived.get()]
+    def lots(self) -> Iterator[list[Any]]:
+        """Lists of whatever arrived since the last one; each waits for at least one item."""
+        while not self._finished:
+            chunk = [self._arrived.get()]
             while True:
                 try:
-                    chunk.append(arrived.get_nowait())
+                    chunk.append(self._arrived.get_nowait())
                 except queue.Empty:
                     break
-            done = False
             out: list[Any] = []
             for item in chunk:
                 if item is _DONE:
-                    done = True
+                    self._finished = True
                 elif isinstance(item, _Failed):
+                    self._finished = True
                     if out:  # what arrived before the failure is handed on first
                         yield out
                     raise item.exc
@@ -230,11 +237,29 @@ def in_background(
                     out.append(item)
             if out:
                 yield out
-            if done:
-                return
-    finally:
-        stop.set()
-        thread.join()
+
+    def __iter__(self) -> Iterator[Any]:
+        for lot in self.lots():
+            yield from lot
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join()
+
+    def __enter__(self) -> Pump:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def in_background(
+    items: Iterator[Any], *, name: str = "graph-pump", stop: threading.Event | None = None
+) -> Iterator[list[Any]]:
+    """``items`` driven by a thread of its own (:class:`Pump`), handed on as lists of whatever arrived since
+    the last one; the thread is started at the first pull and stopped when this generator ends or is closed."""
+    with Pump(items, name=name, stop=stop) as pump:
+        yield from pump.lots()
 
 
 class _Failed:

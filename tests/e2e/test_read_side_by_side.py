@@ -1,0 +1,70 @@
+"""The first read with users and groups side by side, and AD read meanwhile (issue 27), killed with `kill -9`
+while the groups are still read: the replica keeps what each resource's finished transaction stored and
+nothing of the rest, AD is untouched, and the rerun converges to what a sequential installation sees as
+nothing to do."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.test_first_read import in_flight
+from tests.e2e.test_streamed_first_apply import SLOW_MEMBERS, members, slow, start, world
+
+
+def replica_state(state: Path) -> tuple[dict[str, str | None], int]:
+    """The delta links stored, and how many groups the replica holds (read-only: the apply may be writing)."""
+    if not state.exists():
+        return {}, 0
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
+    try:
+        links = dict(db.execute("SELECT resource, link FROM delta_links").fetchall())
+        groups = db.execute("SELECT COUNT(*) FROM groups").fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not created yet
+        return {}, 0
+    finally:
+        db.close()
+    return links, int(groups)
+
+
+def test_an_apply_killed_while_the_groups_are_read_leaves_them_as_before_and_the_rerun_converges(
+    cloud: Any, workspace: Any, ad: Any, fresh_id: str
+) -> None:
+    ids, all_ids = world(cloud, fresh_id)
+    ws = in_flight(workspace(all_ids), 8)
+    state = ws.config.parent / "state.sqlite"
+    slow(cloud, ids["slow"], page_ms=3000)  # one member a page, 3 s each: the groups' read lasts 15 s or more
+    try:
+        proc = start(ws, "apply")
+        deadline = time.monotonic() + 120
+        while not replica_state(state)[0].get("users"):
+            assert proc.poll() is None, "apply ended before it was killed: " + "".join(proc.communicate())
+            assert time.monotonic() < deadline, "the users' first read was never stored"
+            time.sleep(0.1)
+        # The users are stored (their transaction with their cursor) while the slow group is still read.
+        links, groups = replica_state(state)
+        assert links.get("groups") is None and groups == 0
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    finally:
+        slow(cloud, None)
+    links, groups = replica_state(state)
+    assert links.get("users") and links.get("groups") is None and groups == 0
+    assert not set(all_ids) & set(members(ad)), "nothing may be written before the plan"
+
+    rerun = ws.run("apply", "--json")
+    assert rerun.code == 0, rerun.out + rerun.err
+    done = rerun.json()
+    assert sorted(r["cloud_id"] for r in done["results"] if r["kind"] == "create") == sorted(all_ids)
+    after = members(ad)
+    assert all(len(after[gid]) == 1 for gid in all_ids)  # each group once
+    assert len(after[ids["slow"]][0]) == SLOW_MEMBERS
+    again = ws.run("apply", "--json")
+    assert again.code == 0, again.out + again.err
+    assert again.json()["applied"] == 0 and again.json()["plan"]["changes"] == []
+    # A sequential installation (one full delta round) sees nothing to change in what was written.
+    assert in_flight(workspace(all_ids), 1).run("plan").code == 0

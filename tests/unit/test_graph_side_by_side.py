@@ -1,0 +1,205 @@
+"""The full rounds of users and groups read side by side (issue 27): what is in flight at once, the shared
+limit, where the replica is written from, and what a failure mid-read leaves. Graph scripted over
+httpx.MockTransport, each answer taking a few milliseconds so that requests overlap only when sent together."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.unit.fakes import MemoryReplica, MemoryTransaction
+from writeback.adapters.graph import GraphClient, GraphSettings
+from writeback.adapters.graph.delta import GraphSource
+from writeback.errors import SourceError
+
+GRAPH = "https://graph.example.test"
+USER_PAGES = 4  # /users pages of 2 users
+GROUPS = 6  # one /groups page; each group's members one page
+
+
+class Tenant:
+    """A small tenant: users on ``USER_PAGES`` list pages, ``GROUPS`` groups of 2 users each. Every answer
+    waits ``delay`` seconds; what is in flight is recorded by the kind of request."""
+
+    def __init__(self, delay: float = 0.03) -> None:
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.in_flight: list[str] = []
+        self.peak = 0
+        self.overlaps: set[frozenset[str]] = set()  # kinds seen in flight together
+        self.fail_members: Callable[[str], bool] = lambda _gid: False
+        self.catch_up: dict[str, int] = {"users": 0, "groups": 0}
+
+    @staticmethod
+    def kind(request: httpx.Request) -> str:
+        path = request.url.path
+        if path.endswith("/delta"):
+            return "delta"
+        if path.endswith("/users"):
+            return "users"
+        if path.endswith("/members"):
+            return "members"
+        return "other"
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        kind = self.kind(request)
+        with self.lock:
+            self.in_flight.append(kind)
+            self.peak = max(self.peak, len(self.in_flight))
+            self.overlaps.add(frozenset(self.in_flight))
+        try:
+            time.sleep(self.delay)
+            return self.answer(request)
+        finally:
+            with self.lock:
+                self.in_flight.remove(kind)
+
+    def answer(self, request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path.endswith("/delta"):
+            resource = "users" if "/users/" in path else "groups"
+            token = params.get("$deltatoken")
+            if token is None:  # a sequential full round (max_in_flight 1): no objects needed here
+                return self.delta_link(path, f"{resource}-first")
+            if token == "latest":
+                return self.delta_link(path, f"{resource}-cursor")
+            self.catch_up[resource] += 1
+            return self.delta_link(path, f"{resource}-after-{self.catch_up[resource]}")
+        if "deletedItems" in path:
+            return httpx.Response(200, json={"value": []})
+        if path == "/v1.0/users":
+            page = int(params.get("$skiptoken", "0"))
+            body: dict[str, Any] = {
+                "value": [{"id": f"u{page}-{i}", "onPremisesSecurityIdentifier": None} for i in range(2)]
+            }
+            if page + 1 < USER_PAGES:
+                body["@odata.nextLink"] = f"{GRAPH}/v1.0/users?$skiptoken={page + 1}"
+            return httpx.Response(200, json=body)
+        if path.endswith("/groups"):
+            groups = [{"id": f"g{i}", "displayName": f"G{i}", "securityEnabled": True} for i in range(GROUPS)]
+            return httpx.Response(200, json={"value": groups})
+        if path.endswith("/members"):
+            gid = path.split("/")[-2]
+            if self.fail_members(gid):
+                return httpx.Response(400, json={"error": {"code": "BadRequest", "message": "refused"}})
+            n = int(gid[1:])
+            refs = [
+                {"@odata.type": "#microsoft.graph.user", "id": f"u{n % USER_PAGES}-{i}"} for i in range(2)
+            ]
+            return httpx.Response(200, json={"value": refs})
+        return httpx.Response(404, json={"error": {"code": "Request_ResourceNotFound", "message": path}})
+
+    @staticmethod
+    def delta_link(path: str, token: str) -> httpx.Response:
+        return httpx.Response(
+            200, json={"value": [], "@odata.deltaLink": f"{GRAPH}{path}?$deltatoken={token}"}
+        )
+
+
+class Tokens:
+    def token(self, *, force_refresh: bool = False) -> str:
+        return "t"
+
+
+def source_for(tenant: Tenant, max_in_flight: int) -> GraphSource:
+    config = GraphSettings(
+        tenant_id="t",
+        client_id="c",
+        client_secret="s",
+        graph_url=GRAPH,
+        max_in_flight=max_in_flight,
+        batch_size=1,  # one member read per request: what is in flight is counted request by request
+    )
+    client = GraphClient(
+        config, transport=httpx.MockTransport(tenant), token_provider=Tokens(), sleep=lambda _: None
+    )
+    return GraphSource(client)
+
+
+class ThreadCheckedReplica(MemoryReplica):
+    """A replica that records the thread of every transaction and every write made in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: set[str] = set()
+        self.order: list[str] = []  # the resource of each committed transaction with a delta link set
+
+    def transaction(self) -> MemoryTransaction:
+        self.threads.add(threading.current_thread().name)
+        replica = self
+        tx = MemoryTransaction(self)
+        set_link = tx.set_delta_link
+
+        def recorded(resource: str, link: str) -> None:
+            replica.threads.add(threading.current_thread().name)
+            replica.order.append(f"{resource}:{link.rsplit('=', 1)[-1]}")
+            set_link(resource, link)
+
+        tx.set_delta_link = recorded  # type: ignore[method-assign]
+        return tx
+
+
+def test_users_and_groups_are_read_at_once_and_stored_from_the_callers_thread() -> None:
+    tenant = Tenant()
+    replica = ThreadCheckedReplica()
+    report = source_for(tenant, max_in_flight=4).sync(replica)
+
+    # The users' list pages were in flight together with the groups' member reads.
+    assert any({"users", "members"} <= kinds for kinds in tenant.overlaps), tenant.overlaps
+    assert tenant.peak <= 4
+    # Every transaction, and every write in one, ran in the caller's thread.
+    assert replica.threads == {threading.current_thread().name}
+    # Each resource: its first read stored with its cursor, then its catch-up round; users first.
+    assert replica.order == [
+        "users:users-cursor",
+        "users:users-after-1",
+        "groups:groups-cursor",
+        "groups:groups-after-1",
+    ]
+    snapshot = replica.snapshot()
+    assert len(snapshot.users) == USER_PAGES * 2
+    assert {gid: {m.id for m in g.members} for gid, g in snapshot.groups.items()} == {
+        f"g{n}": {f"u{n % USER_PAGES}-0", f"u{n % USER_PAGES}-1"} for n in range(GROUPS)
+    }
+    assert report.full_resync
+
+
+def test_one_request_in_flight_reads_one_resource_after_the_other() -> None:
+    # The control: with max_in_flight 1 the full rounds are sequential delta rounds, nothing overlaps.
+    tenant = Tenant(delay=0.005)
+    source_for(tenant, max_in_flight=1).sync(MemoryReplica())
+    assert tenant.peak == 1
+    assert all(len(kinds) == 1 for kinds in tenant.overlaps)
+
+
+@pytest.mark.parametrize("limit", [2, 3])
+def test_the_limit_counts_both_reads_together(limit: int) -> None:
+    tenant = Tenant()
+    source_for(tenant, max_in_flight=limit).sync(MemoryReplica())
+    assert tenant.peak == limit  # reached (the reads overlap) and never passed
+
+
+def test_a_failed_groups_read_leaves_the_groups_as_they_were_and_the_rerun_converges() -> None:
+    tenant = Tenant()
+    tenant.fail_members = lambda gid: gid == "g3"
+    replica = ThreadCheckedReplica()
+    source = source_for(tenant, max_in_flight=4)
+    with pytest.raises(SourceError, match="refused"):
+        source.sync(replica)
+    # The users were stored with their cursor before the groups failed; the groups hold nothing and no link.
+    assert replica.get_delta_link("users") is not None
+    assert replica.get_delta_link("groups") is None
+    assert replica.snapshot().groups == {}
+    # No thread of the failed read is left running.
+    time.sleep(0.1)
+    assert not [t for t in threading.enumerate() if t.name.startswith(("graph-users", "graph-groups"))]
+
+    tenant.fail_members = lambda _gid: False
+    source.sync(replica)
+    assert set(replica.snapshot().groups) == {f"g{n}" for n in range(GROUPS)}
+    assert replica.order[-2:] == ["groups:groups-cursor", "groups:groups-after-1"]
