@@ -4,6 +4,7 @@ after a stop, an abort, a lost lease or an error, rows of changes never attempte
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from tests.unit.fakes import FakeCloud, FakeDirectory
 from tests.unit.test_engine import accounts, gid, group, users
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import JOURNAL_BATCH, Engine
-from writeback.app.writer import WriterThread
+from writeback.app.writer import SWITCH_INTERVAL, WriterThread
 from writeback.core.planning import Plan
 from writeback.core.ports import PENDING, LogRecord
 from writeback.errors import DirectoryUnavailable, LeaseLostError, StateError
@@ -235,9 +236,12 @@ def test_a_journal_that_fails_halts_the_writer_and_leaves_no_row_pending() -> No
 
 def test_the_writer_thread_gives_back_every_batch_handed_over_even_after_a_stop() -> None:
     written: list[int] = []
+    switch: list[float] = []
+    before = sys.getswitchinterval()
 
     def write(batch: int) -> bool:
         written.append(batch)
+        switch.append(sys.getswitchinterval())
         return batch != 2  # the second batch stops the writer
 
     writer: WriterThread[int] = WriterThread(write)
@@ -246,3 +250,5 @@ def test_the_writer_thread_gives_back_every_batch_handed_over_even_after_a_stop(
     assert writer.done() == 1 and writer.in_hand == 3
     assert writer.close() == [2, 3, 4] and writer.in_hand == 0
     assert written == [1, 2] and writer.halted and writer.error is None
+    # While it writes, the writer gets the GIL back quickly; afterwards the interpreter is as it was.
+    assert set(switch) == {min(before, SWITCH_INTERVAL)} and sys.getswitchinterval() == before
