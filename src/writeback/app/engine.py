@@ -746,6 +746,7 @@ class Engine:
                 + (f" ({plural(len(change.members), 'member')})" if change.members else "")
             )
             carried = run.carried_add(i - 1)
+            sent = self._writes_sent()
             try:
                 try:
                     self._execute(change, applied, forgotten, carried)
@@ -771,6 +772,11 @@ class Engine:
                 result.results.append(ChangeResult(change, False, str(exc), permanent))
                 continue
             except LeaseLostError as exc:
+                if sent is not None and self._writes_sent() == sent:
+                    # Refused before its first write: never attempted (its row is dropped). The write before
+                    # may have been the last one before the pause (issue 23).
+                    run.interrupted.update(g for g in (run.last_written,) if g)
+                    raise
                 # Refused before one of this change's writes: it may be half written, and the one write in
                 # flight when the instance was paused may have landed after another instance's. Whoever
                 # holds the lease next compares both groups whole (issue 23).
@@ -786,6 +792,12 @@ class Engine:
             run.done(i - 1, change, carried)
             run.last_written = change.cloud_id
         return True
+
+    def _writes_sent(self) -> int | None:
+        """LDAP writes sent so far (the directory counts an operation once its fence let it through), or None
+        when the directory does not count them: then a change the fence stopped counts as begun."""
+        stats = self.ldap_stats()
+        return sum(stats.get(k, 0) for k in ("add", "modify", "modrdn", "delete")) if stats else None
 
     def _mark_interrupted(self, groups: set[str]) -> None:
         """Mark ``groups`` for a whole compare by the next pass, whichever instance runs it: pending (every
