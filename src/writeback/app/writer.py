@@ -18,10 +18,10 @@ leaves pending rows (at most this batch's and the next one's) that the next appl
 
 The GIL. The engine's thread spends part of its journaling in Python (building rows, keying member DNs), and
 the writer needs the GIL back after each wait for the DC's answer; by default a thread waiting for the GIL gets
-it only after the holder's switch interval (5 ms), several times per LDAP operation, which left the DC waiting
-for its next request while the engine journaled. While a writer runs, the interpreter's switch interval is
-lowered to :data:`SWITCH_INTERVAL` (and restored after), so the writer's turn comes within a fraction of a
-millisecond (``sys.setswitchinterval``).
+it only after the holder's switch interval (5 ms), and it asks several times per LDAP operation, each wait one
+the DC may spend without a request. While a writer runs, the interpreter's switch interval is lowered to
+:data:`SWITCH_INTERVAL` (and restored after), so the writer's turn comes within a fraction of a millisecond
+(``sys.setswitchinterval``). The effect measured is small (docs/benchmarks.md, "Issue 27: keeping the DC busy").
 
 This module is generic over the batch type and knows nothing of LDAP or SQL.
 """
