@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from writeback.app import leaving
 from writeback.app.gathering import Schema, gather
 from writeback.app.readahead import AheadReads, ReadsAhead
+from writeback.app.writer import AHEAD, WriterThread
 from writeback.config import Settings
 from writeback.core.desired import (
     Intents,
@@ -224,6 +225,9 @@ class _Writing:
     created: set[str] = field(default_factory=set)  # normalized DNs of the groups this apply created
     written: set[int] = field(default_factory=set)  # positions of member adds written with their create
     last_written: str | None = None  # the group of the last change written
+    # Groups a lost lease stopped in the middle of a change: marked for a whole compare (Engine._mark_interrupted)
+    # by the engine's thread once the writer has stopped.
+    interrupted: set[str] = field(default_factory=set)
 
     def carried_add(self, position: int) -> Change | None:
         """The member add the create at ``position`` carries, when every nested group in it was created."""
@@ -238,6 +242,25 @@ class _Writing:
             self.created.add(normalize_dn(change.dn))
             if carried is not None:
                 self.written.add(self.carried[position])
+
+
+@dataclass
+class _Batch:
+    """One journal batch on its way through the writer thread: its changes (from position ``first`` in the
+    ordered changes), their pending rows, and what writing them gave, finished in one store transaction."""
+
+    first: int
+    changes: Sequence[Change]
+    rows: Sequence[int]
+    # (row, result, error, when): each row keeps the time its change was written, not the batch's end.
+    outcomes: list[tuple[int, str, str | None, float]] = field(default_factory=list)
+    applied: dict[str, str] = field(default_factory=dict)  # groups created or moved: cloud id -> DN
+    forgotten: list[str] = field(default_factory=list)  # groups deleted
+
+    def dropped(self) -> list[int]:
+        """The rows of changes never attempted (stop, abort, a lost lease): removed, as if never logged."""
+        finished = {o[0] for o in self.outcomes}
+        return [r for r in self.rows if r not in finished]
 
 
 def located_groups(known: Mapping[str, str], found: Iterable[DirectoryGroup]) -> dict[str, str]:
@@ -613,15 +636,20 @@ class Engine:
         """Apply ``plan`` in order. One failing group never blocks the others; an unreachable directory
         stops the run (the next run resumes from what AD then holds).
 
-        ``guard`` runs before each change's LDAP writes and raises to stop the run at once (the service passes
-        its leader lease's fencing check, :meth:`writeback.app.lease.LeaderLease.guard`: an instance that lost
-        the lease writes nothing more). Its exception propagates; the changes made before it are logged.
+        ``guard`` runs before each batch of changes is handed to the writer and raises to stop the run (the
+        service passes its leader lease's fencing check, :meth:`writeback.app.lease.LeaderLease.guard`; the
+        lease's fence on the directory, ``fence_writes``, also runs before every LDAP write: an instance that
+        lost the lease writes nothing more). Its exception propagates; the changes made before it are logged.
+        ``should_stop`` is asked before each change, from the writer thread (:mod:`writeback.app.writer`), as
+        is ``progress``.
 
         The provisioning log is a write-ahead journal kept in batches (:data:`JOURNAL_BATCH` changes per
         store transaction instead of a commit per change, :func:`journal_batches`): a batch's rows are written
-        as ``pending`` before its first LDAP write and get their results in one transaction after its last. A
-        run killed in between leaves ``pending`` rows, which the next apply marks ``interrupted``; the groups
-        created or moved in that batch are recorded again by the next full pass (``located_groups``)."""
+        as ``pending`` before its first LDAP write and get their results in one transaction after its last.
+        The writer thread writes one batch while this thread journals the next and finishes the one before
+        (:meth:`_write_all`). A run killed in between leaves ``pending`` rows, which the next apply marks
+        ``interrupted``; the groups created or moved in those batches are recorded again by the next full pass
+        (``located_groups``)."""
         result = ApplyResult(run_id or uuid.uuid4().hex[:12])
         failed_groups: set[str] = set()
         # Rows left pending are a killed process's: looked for once per engine (the log has no index on result).
@@ -636,9 +664,8 @@ class Engine:
         self._log_reports(result.run_id, plan)
         changes, carried = write_order(plan.changes)
         run = _Writing(changes, carried, failed_groups)
-        for first, batch in journal_batches(changes):
-            if not self._apply_batch(result, run, batch, first, should_stop, guard):
-                break
+        if changes:
+            self._write_all(result, run, should_stop, guard)
         if result.aborted is None:
             # Groups now converged: remember their desired state, so a later difference in AD is drift.
             done = {cid: fp for cid, fp in plan.fingerprints.items() if cid not in failed_groups}
@@ -646,103 +673,146 @@ class Engine:
                 self.store.record_fingerprints(done)
         return result
 
-    def _apply_batch(
+    def _write_all(
         self,
         result: ApplyResult,
         run: _Writing,
-        batch: Sequence[Change],
-        first: int,
         should_stop: Callable[[], bool] | None,
         guard: Callable[[], None] | None,
-    ) -> bool:
-        """Journal ``batch`` as pending, write it, record the outcomes in one transaction. False: stop."""
-        rows = self.store.log_rows([self._record(result.run_id, c) for c in batch])
-        # (row, result, error, when): each row keeps the time its change was written, not the batch's end.
-        outcomes: list[tuple[int, str, str | None, float]] = []
-        applied: dict[str, str] = {}
-        forgotten: list[str] = []
-        go_on = True
+    ) -> None:
+        """Journal the batches in this thread while the writer thread writes them (:mod:`writeback.app.writer`):
+        batch N+1's pending rows are committed, and batch N-1 finished, while batch N is being written.
+
+        The lease's database check (``guard``) runs here before each batch is journaled; the directory's
+        fence (``fence_writes``: the lease as last confirmed) runs before every LDAP write in the writer thread.
+        A lost lease, a stop, an unreachable directory or an error halts the writer between two changes; every
+        batch handed over is then finished here (the rows of changes never attempted dropped) before the error
+        is raised."""
+        # ``writer`` is bound before the first batch is handed over, so the thread may read it.
+        writer: WriterThread[_Batch] = WriterThread(
+            lambda batch: self._write_batch(result, run, batch, should_stop, lambda: writer.halted)
+        )
+        failure: BaseException | None = None
         try:
-            failed_groups, total = run.failed_groups, len(run.changes)
-            for i, (change, row) in enumerate(zip(batch, rows, strict=True), start=first + 1):
-                if should_stop and should_stop():
-                    result.aborted = "stop requested"
-                    go_on = False
+            for first, batch in journal_batches(run.changes):
+                if writer.halted:
                     break
-                if i - 1 in run.written:
-                    # A nested-group member add its group's create already wrote (write_order).
-                    self.progress(
-                        f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
-                        " (written with the group's create)"
-                    )
-                    outcomes.append((row, "success", None, time.time()))
-                    result.results.append(ChangeResult(change, True))
-                    continue
-                if change.cloud_id in failed_groups:
-                    msg = "not attempted: an earlier change of this group failed"
-                    result.results.append(ChangeResult(change, False, msg))
-                    outcomes.append((row, "skipped", msg, time.time()))
-                    continue
                 if guard is not None:
-                    try:
-                        guard()
-                    except LeaseLostError:
-                        # The previous change may have been the last write before the pause.
-                        self._mark_interrupted({g for g in (run.last_written,) if g})
-                        raise
+                    guard()
+                rows = self.store.log_rows([self._record(result.run_id, c) for c in batch])
+                writer.submit(_Batch(first, batch, rows))
+                while writer.in_hand > AHEAD:
+                    self._finish_batch(writer.done())
+        except BaseException as exc:  # a lost lease, a journal that failed, an interrupt: stop writing
+            failure = exc
+            writer.halt()
+        finally:
+            for rest in writer.close():
+                self._finish_batch(rest)
+        error = failure or writer.error
+        if isinstance(error, LeaseLostError):
+            # The last change written may have been the last write before the pause (issue 23).
+            run.interrupted.update(g for g in (run.last_written,) if g)
+        self._mark_interrupted(run.interrupted)
+        if error is not None:
+            raise error
+
+    def _finish_batch(self, batch: _Batch) -> None:
+        """Record a batch's outcomes, the DNs it created or moved and the groups it deleted in one transaction;
+        the rows of its changes never attempted are removed, as if never logged."""
+        self.store.finish_log(
+            batch.outcomes, dropped=batch.dropped(), applied=batch.applied, forgotten=batch.forgotten
+        )
+
+    def _write_batch(
+        self,
+        result: ApplyResult,
+        run: _Writing,
+        batch: _Batch,
+        should_stop: Callable[[], bool] | None,
+        halted: Callable[[], bool],
+    ) -> bool:
+        """Write ``batch``'s changes in order (in the writer thread: no store call here, see
+        :mod:`writeback.app.writer`), their outcomes kept in the batch. False: stop."""
+        failed_groups, total = run.failed_groups, len(run.changes)
+        outcomes, applied, forgotten = batch.outcomes, batch.applied, batch.forgotten
+        for i, (change, row) in enumerate(zip(batch.changes, batch.rows, strict=True), start=batch.first + 1):
+            if halted():
+                return False
+            if should_stop and should_stop():
+                result.aborted = "stop requested"
+                return False
+            if i - 1 in run.written:
+                # A nested-group member add its group's create already wrote (write_order).
                 self.progress(
                     f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
-                    + (f" ({plural(len(change.members), 'member')})" if change.members else "")
+                    " (written with the group's create)"
                 )
-                carried = run.carried_add(i - 1)
-                try:
-                    try:
-                        self._execute(change, applied, forgotten, carried)
-                    except DirectoryUnavailable:
-                        raise
-                    except DirectoryError as exc:
-                        if carried is None:
-                            raise
-                        # The nested groups ride first in the add, which the DC refuses whole (an LDAP add is
-                        # atomic): create the group without them; their own member add then runs as planned.
-                        log.info(
-                            "create of %s with its nested groups refused (%s); without them", change.dn, exc
-                        )
-                        carried = None
-                        self._execute(change, applied, forgotten)
-                except DirectoryUnavailable as exc:
-                    outcomes.append((row, "error", str(exc), time.time()))
-                    result.results.append(ChangeResult(change, False, str(exc)))
-                    result.aborted = f"directory unavailable: {exc}"
-                    go_on = False
-                    break
-                except DirectoryError as exc:
-                    failed_groups.add(change.cloud_id)
-                    outcomes.append((row, "error", str(exc), time.time()))
-                    permanent = isinstance(exc, DirectoryWriteError) and exc.permanent
-                    result.results.append(ChangeResult(change, False, str(exc), permanent))
-                    continue
-                except LeaseLostError as exc:
-                    # Refused before one of this change's writes: it may be half written, and the one write in
-                    # flight when the instance was paused may have landed after another instance's. Whoever
-                    # holds the lease next compares both groups whole (issue 23).
-                    outcomes.append((row, "error", f"stopped: {exc}", time.time()))
-                    self._mark_interrupted({g for g in (change.cloud_id, run.last_written) if g})
-                    raise
-                except BaseException as exc:
-                    # Not a directory answer (a bug, an interrupt): the change may be half written; say so.
-                    outcomes.append((row, "error", f"stopped by {type(exc).__name__}: {exc}", time.time()))
-                    raise
                 outcomes.append((row, "success", None, time.time()))
                 result.results.append(ChangeResult(change, True))
-                run.done(i - 1, change, carried)
-                run.last_written = change.cloud_id
-        finally:
-            # Rows of changes never attempted (stop, abort, a guard that raised) are removed, as if never logged.
-            finished = {o[0] for o in outcomes}
-            dropped = [r for r in rows if r not in finished]
-            self.store.finish_log(outcomes, dropped=dropped, applied=applied, forgotten=forgotten)
-        return go_on
+                continue
+            if change.cloud_id in failed_groups:
+                msg = "not attempted: an earlier change of this group failed"
+                result.results.append(ChangeResult(change, False, msg))
+                outcomes.append((row, "skipped", msg, time.time()))
+                continue
+            self.progress(
+                f"[{i}/{total}] {change.kind.action} {change.display_name or change.dn}"
+                + (f" ({plural(len(change.members), 'member')})" if change.members else "")
+            )
+            carried = run.carried_add(i - 1)
+            sent = self._writes_sent()
+            try:
+                try:
+                    self._execute(change, applied, forgotten, carried)
+                except DirectoryUnavailable:
+                    raise
+                except DirectoryError as exc:
+                    if carried is None:
+                        raise
+                    # The nested groups ride first in the add, which the DC refuses whole (an LDAP add is
+                    # atomic): create the group without them; their own member add then runs as planned.
+                    log.info("create of %s with its nested groups refused (%s); without them", change.dn, exc)
+                    carried = None
+                    self._execute(change, applied, forgotten)
+            except DirectoryUnavailable as exc:
+                outcomes.append((row, "error", str(exc), time.time()))
+                result.results.append(ChangeResult(change, False, str(exc)))
+                result.aborted = f"directory unavailable: {exc}"
+                return False
+            except DirectoryError as exc:
+                failed_groups.add(change.cloud_id)
+                outcomes.append((row, "error", str(exc), time.time()))
+                permanent = isinstance(exc, DirectoryWriteError) and exc.permanent
+                result.results.append(ChangeResult(change, False, str(exc), permanent))
+                continue
+            except LeaseLostError as exc:
+                if sent is not None and self._writes_sent() == sent:
+                    # Refused before its first write: never attempted (its row is dropped). The write before
+                    # may have been the last one before the pause (issue 23).
+                    run.interrupted.update(g for g in (run.last_written,) if g)
+                    raise
+                # Refused before one of this change's writes: it may be half written, and the one write in
+                # flight when the instance was paused may have landed after another instance's. Whoever
+                # holds the lease next compares both groups whole (issue 23).
+                outcomes.append((row, "error", f"stopped: {exc}", time.time()))
+                run.interrupted.update(g for g in (change.cloud_id, run.last_written) if g)
+                raise
+            except BaseException as exc:
+                # Not a directory answer (a bug, an interrupt): the change may be half written; say so.
+                outcomes.append((row, "error", f"stopped by {type(exc).__name__}: {exc}", time.time()))
+                raise
+            outcomes.append((row, "success", None, time.time()))
+            result.results.append(ChangeResult(change, True))
+            run.done(i - 1, change, carried)
+            run.last_written = change.cloud_id
+        return True
+
+    def _writes_sent(self) -> int | None:
+        """LDAP writes sent so far (the directory counts an operation once its fence let it through), or None
+        when the directory does not count them: then a change the fence stopped counts as begun."""
+        stats = self.ldap_stats()
+        return sum(stats.get(k, 0) for k in ("add", "modify", "modrdn", "delete")) if stats else None
 
     def _mark_interrupted(self, groups: set[str]) -> None:
         """Mark ``groups`` for a whole compare by the next pass, whichever instance runs it: pending (every

@@ -981,8 +981,11 @@ class LdapDirectory:
     #
     # One operation at a time, on purpose: several in flight, or two connections, measured no gain beyond the
     # run-to-run noise, because the DC serves the requests one after the other and a first apply's write phase
-    # is nearly all waiting for its answers (docs/benchmarks.md, "Measurements behind the code"). What is left
-    # to the client is to send fewer operations: nested groups ride in their parent's add (Engine write_order).
+    # is nearly all waiting for its answers (docs/benchmarks.md, "Measurements behind the code", and "Issue 27:
+    # keeping the DC busy" for 4 in flight measured again). What is left to the client is to send fewer
+    # operations (nested groups ride in their parent's add: Engine write_order) and to send the next one at once
+    # (the apply's writer thread journals nothing between two writes: writeback.app.writer). During an apply this
+    # adapter is used by the writer thread only.
 
     def create_group(
         self, dn: str, attributes: Mapping[str, str | int | tuple[str, ...]], members: Sequence[str]
