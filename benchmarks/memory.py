@@ -100,7 +100,9 @@ class DiskDirectory:
     """
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # The engine writes from its apply's writer thread (writeback.app.writer) and reads from its own, one
+        # after the other, as it uses an LDAP connection: never two threads at once.
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS objects (ndn TEXT PRIMARY KEY, dn TEXT NOT NULL, kind TEXT NOT NULL,
