@@ -1,6 +1,7 @@
 """A full pass's big AD reads made while Graph is read (issue 27: the time before the first write).
 
-Before a pass that will plan every group (a first sync, a deep reconcile asked for: :func:`reads_in_full`),
+Before a pass whose Graph read is a full read (a first sync, a rebuild: :func:`reads_in_full`), which plans
+every group,
 the engine asks the directory to read ahead (:meth:`writeback.app.engine.Engine.read_ahead`; the LDAP adapter
 does it in a thread on connections of its own: :mod:`writeback.adapters.directory.readahead`, whose docstring
 says what is read, and why what it answers is as exact as a read at gathering time). Once the sync is done
@@ -56,11 +57,15 @@ class ReadsAhead(Protocol):
     ) -> AheadReads: ...
 
 
-def reads_in_full(store: Store, *, deep: bool) -> bool:
-    """Whether a full pass about to sync will plan every group, as far as can be told before the sync: a deep
-    reconcile asked for, or a replica with no delta link for a resource (the first sync: its round is full,
-    so the reconcile is deep)."""
-    return deep or any(store.get_delta_link(resource) is None for resource in ("users", "groups"))
+def reads_in_full(store: Store) -> bool:
+    """Whether a full pass about to sync reads Graph in full, as far as can be told before the sync: a replica
+    with no delta link for a resource (the first sync or a rebuild: its round is full, so the reconcile is deep).
+
+    A deep reconcile over stored delta links (``apply --deep``, a saved deep plan) does not read ahead: its Graph
+    read is one delta round (well under a second when little changed), so there is nothing to hide the AD read
+    behind, and reading ahead would only hold AD's answers longer. At large (1,000,000 memberships) it raised the
+    peak of ``apply --deep`` from 532 to 606 MB (docs/benchmarks.md, "Issue 27: the merged result")."""
+    return any(store.get_delta_link(resource) is None for resource in ("users", "groups"))
 
 
 def adopt(ahead: AheadReads, scope: Reconcile) -> tuple[Directory | None, Reconcile]:

@@ -202,7 +202,7 @@ class ReconcilePass:
         self._drop_ahead()
         if not streamable(self.engine.settings):
             # A first read (or a rebuild: the links dropped) is followed by a deep pass: AD is read meanwhile.
-            if self.engine.cloud_enabled and reads_in_full(self.engine.store, deep=False):
+            if self.engine.cloud_enabled and reads_in_full(self.engine.store):
                 self._ahead = self.engine.read_ahead()
             try:
                 return self._sync()
@@ -240,8 +240,8 @@ class ReconcilePass:
                 ahead.close()
 
     def _read_ahead(self, options: PassOptions, report: SyncReport | None) -> AheadReads | None:
-        """The AD reads of a plan of every group, started now to run while Graph is read, when this pass syncs
-        and will plan every group (:mod:`writeback.app.readahead`); never with a streamed first apply (whose
+        """The AD reads of a plan of every group, started now to run while Graph is read, when this pass reads
+        Graph in full and will plan every group (:mod:`writeback.app.readahead`); never with a streamed first apply (whose
         lots resolve their accounts themselves)."""
         if (
             options.kind != "full"
@@ -252,9 +252,7 @@ class ReconcilePass:
             or streams(self, options)
         ):
             return None
-        saved_deep = options.saved is not None and bool(options.saved.get("deep", True))
-        deep = options.deep or options.force is not None or saved_deep
-        if not reads_in_full(self.engine.store, deep=deep):
+        if not reads_in_full(self.engine.store):
             return None
         return self.engine.read_ahead()
 
