@@ -62,7 +62,7 @@ from writeback.adapters.directory.entries import (
     user_from_entry,
 )
 from writeback.adapters.directory.kerberos import Ticket
-from writeback.adapters.directory.readahead import AccountIndex, ReadAhead
+from writeback.adapters.directory.readahead import MANAGED_ANCHORS, MANAGED_MAPPED, AccountIndex, ReadAhead
 from writeback.adapters.directory.settings import DirectorySettings
 from writeback.adapters.directory.users import AD_ATTRIBUTES, user_properties
 from writeback.core.dn import is_within, normalize_dn, parent_dn, rdn
@@ -175,22 +175,19 @@ def account_keys(
     logged); with ``terms``, their filter terms appended while there are at most :data:`FULL_SCAN_TERMS`."""
     sid_keys = AccountKeys()
     guid_keys = AccountKeys()
-    for sid in sids:
-        try:
-            raw = sid_from_str(sid)
-        except ValueError:
-            log.warning("skipping malformed SID %r", sid)
-            continue
-        if sid_keys.add(sid_to_str(raw), sid) and terms is not None and len(terms) <= FULL_SCAN_TERMS:
-            terms.append(f"(objectSid={escape_filter_bytes(raw)})")
-    for guid in guids:
-        try:
-            raw = guid_to_bytes(guid)
-        except ValueError:
-            log.warning("skipping malformed GUID %r", guid)
-            continue
-        if guid_keys.add(guid_to_str(raw), guid) and terms is not None and len(terms) <= FULL_SCAN_TERMS:
-            terms.append(f"(objectGUID={escape_filter_bytes(raw)})")
+    kinds = (
+        (sids, sid_from_str, sid_to_str, "objectSid", "SID", sid_keys),
+        (guids, guid_to_bytes, guid_to_str, "objectGUID", "GUID", guid_keys),
+    )
+    for given, parse, canonical, attribute, what, keys in kinds:
+        for value in given:
+            try:
+                raw = parse(value)
+            except ValueError:
+                log.warning("skipping malformed %s %r", what, value)
+                continue
+            if keys.add(canonical(raw), value) and terms is not None and len(terms) <= FULL_SCAN_TERMS:
+                terms.append(f"({attribute}={escape_filter_bytes(raw)})")
     return sid_keys, guid_keys
 
 
@@ -511,8 +508,8 @@ class LdapDirectory:
 
     def read_managed_groups(
         self,
-        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
-        mapped: Sequence[str] = ("description", "displayName"),
+        anchor_attributes: Sequence[str] = MANAGED_ANCHORS,
+        mapped: Sequence[str] = MANAGED_MAPPED,
         prefixes: Sequence[str] = ANCHOR_PREFIXES,
     ) -> list[DirectoryGroup]:
         """Every group under base_dn carrying an anchor that starts with one of ``prefixes`` ('Group_' for

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# read_managed_groups' defaults, for LdapDirectory and the read ahead's wrapper alike (one place).
+MANAGED_ANCHORS: tuple[str, ...] = ("msDS-ExternalDirectoryObjectId", "adminDescription")
+MANAGED_MAPPED: tuple[str, ...] = ("description", "displayName")
+
 
 class _Stopped(Exception):
     """The read ahead was closed before it ended (the pass failed or needs it no more)."""
@@ -234,8 +238,8 @@ class AheadDirectory:
 
     def read_managed_groups(
         self,
-        anchor_attributes: Sequence[str] = ("msDS-ExternalDirectoryObjectId", "adminDescription"),
-        mapped: Sequence[str] = ("description", "displayName"),
+        anchor_attributes: Sequence[str] = MANAGED_ANCHORS,
+        mapped: Sequence[str] = MANAGED_MAPPED,
         prefixes: Sequence[str] = ANCHOR_PREFIXES,
     ) -> list[DirectoryGroup]:
         asked = (tuple(anchor_attributes), tuple(mapped), tuple(prefixes))
