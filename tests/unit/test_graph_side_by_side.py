@@ -28,6 +28,7 @@ class Tenant:
 
     def __init__(self, delay: float = 0.03) -> None:
         self.delay = delay
+        self.delays: dict[str, float] = {}  # by kind of request, instead of ``delay``
         self.lock = threading.Lock()
         self.in_flight: list[str] = []
         self.peak = 0
@@ -53,7 +54,7 @@ class Tenant:
             self.peak = max(self.peak, len(self.in_flight))
             self.overlaps.add(frozenset(self.in_flight))
         try:
-            time.sleep(self.delay)
+            time.sleep(self.delays.get(kind, self.delay))
             return self.answer(request)
         finally:
             with self.lock:
@@ -127,20 +128,36 @@ class ThreadCheckedReplica(MemoryReplica):
     def __init__(self) -> None:
         super().__init__()
         self.threads: set[str] = set()
-        self.order: list[str] = []  # the resource of each committed transaction with a delta link set
+        self.order: list[str] = []  # each delta link set: "<transaction number> <resource>:<link's token>"
+        self.transactions = 0
+        self.stored: list[str] = []  # "user" or "group", each upsert in the order made
 
     def transaction(self) -> MemoryTransaction:
         self.threads.add(threading.current_thread().name)
         replica = self
         tx = MemoryTransaction(self)
         set_link = tx.set_delta_link
+        self.transactions += 1
+        number = self.transactions
 
         def recorded(resource: str, link: str) -> None:
             replica.threads.add(threading.current_thread().name)
-            replica.order.append(f"{resource}:{link.rsplit('=', 1)[-1]}")
+            replica.order.append(f"{number} {resource}:{link.rsplit('=', 1)[-1]}")
             set_link(resource, link)
 
         tx.set_delta_link = recorded  # type: ignore[method-assign]
+        upsert_user, upsert_group = tx.upsert_user, tx.upsert_group
+
+        def user(u: Any) -> None:
+            replica.stored.append("user")
+            upsert_user(u)
+
+        def group(g: Any) -> None:
+            replica.stored.append("group")
+            upsert_group(g)
+
+        tx.upsert_user = user  # type: ignore[method-assign]
+        tx.upsert_group = group  # type: ignore[method-assign]
         return tx
 
 
@@ -154,12 +171,13 @@ def test_users_and_groups_are_read_at_once_and_stored_from_the_callers_thread() 
     assert tenant.peak <= 4
     # Every transaction, and every write in one, ran in the caller's thread.
     assert replica.threads == {threading.current_thread().name}
-    # Each resource: its first read stored with its cursor, then its catch-up round; users first.
+    # Both first reads stored in one transaction with both cursors, then each catch-up round; users first.
+    first = replica.order[0].split()[0]
     assert replica.order == [
-        "users:users-cursor",
-        "users:users-after-1",
-        "groups:groups-cursor",
-        "groups:groups-after-1",
+        f"{first} users:users-cursor",
+        f"{first} groups:groups-cursor",
+        f"{int(first) + 1} users:users-after-1",
+        f"{int(first) + 2} groups:groups-after-1",
     ]
     snapshot = replica.snapshot()
     assert len(snapshot.users) == USER_PAGES * 2
@@ -167,6 +185,19 @@ def test_users_and_groups_are_read_at_once_and_stored_from_the_callers_thread() 
         f"g{n}": {f"u{n % USER_PAGES}-0", f"u{n % USER_PAGES}-1"} for n in range(GROUPS)
     }
     assert report.full_resync
+
+
+def test_what_arrives_is_stored_while_the_rest_is_read() -> None:
+    # The users' list is slow (each page 80 ms), the groups' reads quick: the groups are stored as they arrive,
+    # between user pages, not after the last one; all of it in the one transaction of the first reads.
+    tenant = Tenant(delay=0.005)
+    tenant.delays["users"] = 0.08
+    replica = ThreadCheckedReplica()
+    source_for(tenant, max_in_flight=4).sync(replica)
+    stored = "".join("u" if kind == "user" else "g" for kind in replica.stored)
+    assert stored.count("g") == GROUPS and stored.count("u") == USER_PAGES * 2
+    assert stored.rindex("g") < stored.rindex("u"), stored  # a group was stored before the last users
+    assert replica.order[0].split()[0] == replica.order[1].split()[0]  # both cursors: one transaction
 
 
 def test_one_request_in_flight_reads_one_resource_after_the_other() -> None:
@@ -184,17 +215,18 @@ def test_the_limit_counts_both_reads_together(limit: int) -> None:
     assert tenant.peak == limit  # reached (the reads overlap) and never passed
 
 
-def test_a_failed_groups_read_leaves_the_groups_as_they_were_and_the_rerun_converges() -> None:
+def test_a_failed_groups_read_leaves_both_resources_as_they_were_and_the_rerun_converges() -> None:
     tenant = Tenant()
     tenant.fail_members = lambda gid: gid == "g3"
     replica = ThreadCheckedReplica()
     source = source_for(tenant, max_in_flight=4)
     with pytest.raises(SourceError, match="refused"):
         source.sync(replica)
-    # The users were stored with their cursor before the groups failed; the groups hold nothing and no link.
-    assert replica.get_delta_link("users") is not None
+    # Both resources are stored in one transaction: nothing of the failed read is kept, and no link.
+    assert replica.get_delta_link("users") is None
     assert replica.get_delta_link("groups") is None
     assert replica.snapshot().groups == {}
+    assert replica.snapshot().users == {}
     # No thread of the failed read is left running.
     time.sleep(0.1)
     assert not [t for t in threading.enumerate() if t.name.startswith(("graph-users", "graph-groups"))]
@@ -202,4 +234,9 @@ def test_a_failed_groups_read_leaves_the_groups_as_they_were_and_the_rerun_conve
     tenant.fail_members = lambda _gid: False
     source.sync(replica)
     assert set(replica.snapshot().groups) == {f"g{n}" for n in range(GROUPS)}
-    assert replica.order[-2:] == ["groups:groups-cursor", "groups:groups-after-1"]
+    assert [entry.split()[1] for entry in replica.order[-4:]] == [
+        "users:users-cursor",
+        "groups:groups-cursor",
+        "users:users-after-1",
+        "groups:groups-after-1",
+    ]

@@ -162,12 +162,16 @@ def member_delta(obj: Mapping[str, Any]) -> tuple[list[tuple[bool, MemberRef]], 
         return [], [Problem("members@delta", f"{kind_of(entries)}, expected a list of objects")]
     changes: list[tuple[bool, MemberRef]] = []
     problems: list[Problem] = []
+    kinds: dict[str | None, str] = {}  # @odata.type -> member kind: a handful of types over every member
     for index, entry in enumerate(entries):
         if (problem := member_problem(entry, index)) is not None:
             problems.append(problem)
             continue
-        ref = MemberRef(member_kind_from_odata(entry.get("@odata.type")), entry["id"])
-        changes.append((entry.get("@removed") is None, ref))
+        odata_type = entry.get("@odata.type")
+        kind = kinds.get(odata_type)
+        if kind is None:
+            kind = kinds[odata_type] = member_kind_from_odata(odata_type)
+        changes.append((entry.get("@removed") is None, MemberRef(kind, entry["id"])))
     return changes, problems
 
 

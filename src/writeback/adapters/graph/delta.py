@@ -46,7 +46,7 @@ from writeback.adapters.graph.convert import (
     unified_writeback_default,
     user_from_graph,
 )
-from writeback.adapters.graph.firstread import GroupReader, Pump, in_background, list_items, take_cursor
+from writeback.adapters.graph.firstread import GroupReader, Pumps, in_background, list_items, take_cursor
 from writeback.adapters.graph.syncbehavior import SyncBehaviorReader, asks_behavior
 from writeback.adapters.graph.validate import Problem, id_problem, kind_of, object_id_of, removed_problem
 from writeback.core.model import CloudGroup, CloudSnapshot, CloudUser, MemberRef
@@ -103,6 +103,29 @@ class _Round:
             users=users,
             skipped=self.skipped + later.skipped,
         )
+
+
+@dataclass
+class _FirstRead:
+    """One resource's first read being stored (:meth:`GraphSource._first_read`, or both resources' at once):
+    its cursor, what it saw, and what the replica held before it (None: nothing)."""
+
+    resource: Resource
+    cursor: str
+    seen: _Round
+    before: CloudSnapshot | None
+    kept_members: Mapping[str, frozenset[MemberRef]]
+    reader: GroupReader | None = None  # the groups' reader, for the log
+    count: int = 0  # objects stored so far
+
+    def store(self, tx: ReplicaTransaction, objects: Iterable[Any]) -> None:
+        """Store ``objects`` (the next ones read) in ``tx``; an entry that is not an object is skipped."""
+        for obj in objects:
+            index, self.count = self.count, self.count + 1
+            if isinstance(obj, Mapping):
+                _apply(tx, self.resource, obj, self.seen)
+            else:
+                self.seen.skip(None, Problem(f"value[{index}]", f"{kind_of(obj)}, expected an object"))
 
 
 class GraphSource:
@@ -199,43 +222,54 @@ class GraphSource:
             yield resource, self._full_resync(replica, resource, stream), True
 
     def _full_rounds_side_by_side(self, replica: ReplicaStore) -> Iterator[tuple[Resource, _Round, bool]]:
-        """The full rounds of users and groups read at once (issue 27: the users' list, about 21 sequential
-        pages at medium, each paying Graph's latency, no longer waits for the groups' read or the other way).
+        """The full rounds of users and groups read and stored at once (issue 27: the users' list, about 21
+        sequential pages at medium, each paying Graph's latency, no longer waits for the groups' read or the
+        other way, and what arrives is stored while the rest is read).
 
         Both cursors are taken first, as each full round takes its own (:meth:`_full_round`). Then the users'
-        list and the groups' reads start together, each pulled by a thread of its own (:class:`.firstread.Pump`)
+        list and the groups' reads start together, each pulled by a thread of its own (:class:`.firstread.Pumps`)
         through the one client, so ``max_in_flight`` and the throttling that lowers it stay shared: the users'
-        list holds one request in flight at most, the groups' reader the rest. Storing stays in this thread
-        (SQLite: one connection) and per resource exactly as a full round alone stores it: the users' first
-        read in its own transaction with its cursor, their catch-up round, then the groups' first read (which
-        went on meanwhile, what arrived kept in the pump's queue, members repeated across groups held once:
-        :func:`_sharing_members`) in its transaction, their catch-up round. A
-        crash or an error mid-read leaves each resource's replica and link as before its transaction. A
-        resource whose round meets an expired sync state is read again on its own, as
-        :meth:`_full_resync` would."""
+        list holds one request in flight at most, the groups' reader the rest. Whatever arrives, from either, is
+        stored in this thread (SQLite: one connection), in **one transaction for both resources** that ends with
+        both cursors as their delta links: a crash or an error mid-read leaves the replica and both links as
+        before it. Each resource is stored exactly as its first read alone stores it (:class:`_FirstRead`).
+        Then each resource's catch-up round, users first; a resource whose round meets an expired sync state is
+        read again on its own, as :meth:`_full_resync` would."""
         cursors = {r: take_cursor(self.client, *self._initial_request(r)) for r in RESOURCES}
         reader = self._group_reader()
         stop = threading.Event()
-        with (
-            Pump(self._users_list(), name="graph-users") as users,
-            Pump(_sharing_members(reader.groups(stop)), name="graph-groups", stop=stop) as groups,
-        ):
-            read: dict[Resource, tuple[Iterable[Any], GroupReader | None]] = {
-                "users": (users, None),
-                "groups": (groups, reader),
-            }
+        firsts = {r: self._begin_first(replica, r, cursors[r]) for r in RESOURCES}
+        firsts["groups"].reader = reader
+        readers: dict[str, tuple[Iterator[Any], threading.Event | None]] = {
+            "users": (self._users_list(), None),
+            "groups": (reader.groups(stop), stop),
+        }
+        try:
+            with Pumps(readers) as arrived, replica.transaction() as tx:
+                for resource in RESOURCES:
+                    tx.reset(resource)
+                for name, lot in arrived.lots():
+                    firsts["users" if name == "users" else "groups"].store(tx, lot)
+                for resource in RESOURCES:
+                    self._end_first(tx, firsts[resource])
+        except SyncStateError as exc:
+            log.warning("full delta rounds hit an expired sync state (%s); restarting them", exc)
             for resource in RESOURCES:
-                objects, group_reader = read[resource]
-                try:
-                    cursor = cursors[resource]
-                    first = self._first_read(replica, resource, cursor, objects=objects, reader=group_reader)
-                    seen = first.then(self._round(replica, resource, cursor))
-                except SyncStateError as exc:
-                    log.warning(
-                        "%s full delta round hit an expired sync state (%s); restarting it", resource, exc
-                    )
-                    seen = self._full_resync(replica, resource, None, attempts=MAX_RESYNCS - 1)
-                yield resource, seen, True
+                yield resource, self._full_resync(replica, resource, None, attempts=MAX_RESYNCS - 1), True
+            return
+        for resource in RESOURCES:
+            self._log_first(firsts[resource])
+        for resource in RESOURCES:
+            try:
+                seen = firsts[resource].seen.then(self._round(replica, resource, cursors[resource]))
+            except SyncStateError as exc:
+                log.warning(
+                    "%s catch-up round hit an expired sync state (%s); restarting its full round",
+                    resource,
+                    exc,
+                )
+                seen = self._full_resync(replica, resource, None, attempts=MAX_RESYNCS - 1)
+            yield resource, seen, True
 
     def _usable_link(self, replica: ReplicaStore, resource: Resource) -> str | None:
         """The stored delta link of ``resource`` when a round may follow it (None: the round is full)."""
@@ -294,31 +328,20 @@ class GraphSource:
         return first.then(self._round(replica, resource, cursor))
 
     def _first_read(
-        self,
-        replica: ReplicaStore,
-        resource: Resource,
-        cursor: str,
-        stream: GroupStream | None = None,
-        *,
-        objects: Iterable[Any] | None = None,
-        reader: GroupReader | None = None,
+        self, replica: ReplicaStore, resource: Resource, cursor: str, stream: GroupStream | None = None
     ) -> _Round:
         """Store every object of ``resource`` as listed now (groups with all their members), in one
         transaction that ends with ``cursor`` as the delta link: the replica is then at least as new as the
         cursor, and the next round from it replays what changed since (harmlessly where already seen).
 
         With ``stream`` the groups are read in full first (each complete group handed to ``stream`` as it
-        arrives: :func:`_read_streaming`), then stored exactly as without it, in the same one transaction.
-        ``objects``: what to store, read already under way (the rounds side by side), with the groups'
-        ``reader`` for its report; read here otherwise."""
-        before = replica.snapshot() if replica.get_delta_link(resource) is not None else None
-        kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
-        seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
-        settings = self.client.settings
-        if objects is None and resource == "users":
+        arrives: :func:`_read_streaming`), then stored exactly as without it, in the same one transaction."""
+        first = self._begin_first(replica, resource, cursor)
+        objects: Iterable[Any]
+        if resource == "users":
             objects = self._users_list()
-        elif objects is None:
-            reader = self._group_reader()
+        else:
+            reader = first.reader = self._group_reader()
             if stream is not None:
                 # Read in full before the transaction: the stream plans and writes (journal, applied state)
                 # through the same store meanwhile, which an open replica transaction would swallow.
@@ -328,29 +351,42 @@ class GraphSource:
                 objects = reader.groups()
         with replica.transaction() as tx:
             tx.reset(resource)
-            count = 0
-            for index, obj in enumerate(objects):
-                count += 1
-                if isinstance(obj, Mapping):
-                    _apply(tx, resource, obj, seen)
-                else:
-                    seen.skip(None, Problem(f"value[{index}]", f"{kind_of(obj)}, expected an object"))
-            self._load_deleted_items(tx, resource, seen, kept_members)
-            if before is not None:
-                _restore_last_good(tx, resource, seen, before, kept_members)
-            tx.mark_changed(resource, seen.changed)
-            tx.set_delta_link(resource, cursor)
-            tx.set_delta_query(resource, self._query(resource))
+            first.store(tx, objects)
+            self._end_first(tx, first)
+        self._log_first(first)
+        return first.seen
+
+    def _begin_first(self, replica: ReplicaStore, resource: Resource, cursor: str) -> _FirstRead:
+        """A first read of ``resource`` about to be stored: what the replica held before it, when anything
+        (read before its transaction: the members of soft-deleted groups and the last good copies)."""
+        before = replica.snapshot() if replica.get_delta_link(resource) is not None else None
+        kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
+        seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
+        return _FirstRead(resource, cursor, seen, before, kept_members)
+
+    def _end_first(self, tx: ReplicaTransaction, first: _FirstRead) -> None:
+        """The end of a first read's storing, in its transaction: the soft-deleted objects, the last good copies
+        of the malformed ones, the changed marks, and the cursor as the delta link."""
+        resource, seen = first.resource, first.seen
+        self._load_deleted_items(tx, resource, seen, first.kept_members)
+        if first.before is not None:
+            _restore_last_good(tx, resource, seen, first.before, first.kept_members)
+        tx.mark_changed(resource, seen.changed)
+        tx.set_delta_link(resource, first.cursor)
+        tx.set_delta_query(resource, self._query(resource))
+
+    def _log_first(self, first: _FirstRead) -> None:
+        """Logged once the first read is stored (a read that fails and is repeated logs nothing twice)."""
+        vanished = first.reader.vanished if first.reader is not None else []
         log.info(
             "%s first read (%d in flight at most): %d objects%s; catching up from the cursor",
-            resource,
-            settings.max_in_flight,
-            count,
-            f", {len(reader.vanished)} deleted while read" if reader is not None and reader.vanished else "",
+            first.resource,
+            self.client.settings.max_in_flight,
+            first.count,
+            f", {len(vanished)} deleted while read" if vanished else "",
         )
-        for item in seen.skipped:
+        for item in first.seen.skipped:
             _log_skipped(item)
-        return seen
 
     def _users_list(self) -> Iterator[Any]:
         """Every user as ``/users`` lists it now, in delta's shape (:func:`.firstread.list_items`)."""
@@ -507,20 +543,6 @@ def _as_read(obj: Any) -> CloudGroup | None:
     if problems or not all(added for added, _ in changes):
         return None
     return dataclasses.replace(group, members=frozenset(ref for _, ref in changes))
-
-
-def _sharing_members(objects: Iterator[Any]) -> Iterator[Any]:
-    """``objects`` with member entries repeated across groups held once (:func:`_shared_members`): what the
-    groups' reader reads while the users are stored waits in memory (at 150 ms a request the groups' read
-    ends before the users' list at medium), and a tenant's memberships name far fewer distinct members."""
-    shared: dict[tuple[tuple[str, Any], ...], Any] = {}
-    try:
-        for obj in objects:
-            yield _shared_members(obj, shared)
-    finally:
-        close = getattr(objects, "close", None)
-        if close is not None:
-            close()
 
 
 def _shared_members(obj: Any, shared: dict[tuple[tuple[str, Any], ...], Any]) -> Any:

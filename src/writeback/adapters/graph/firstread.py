@@ -161,7 +161,10 @@ class GroupReader:
                             continue
                         members += page_items(answer, f"GET {url}")
                         if next_link := answer.get("@odata.nextLink"):
-                            ready.append((group_id, str(next_link)))
+                            # Ahead of the first pages still queued: a big group's pages come one after the
+                            # other, each a round trip, so its chain starts as soon as it can and runs beside
+                            # the small groups instead of after them (and it is held in memory for less long).
+                            ready.appendleft((group_id, str(next_link)))
                         else:
                             del reading[group_id]
                             yield {**group, "members@delta": members}
@@ -185,31 +188,38 @@ class Pump:
     What it is for: a reader (an HTTP generator through the client's pool: :meth:`GroupReader.groups`, which
     submits the next requests whenever it is pulled, or :func:`list_items`) must keep being pulled while the
     consumer does something else: writes AD (the streamed first apply, :mod:`writeback.app.streaming`) or
-    stores another resource in the replica (the users and groups of a full round read side by side:
-    :meth:`writeback.adapters.graph.delta.GraphSource.sync`). The thread only iterates ``items`` (no state
-    store, no LDAP): SQLite's one connection stays in the consumer's thread. An error in ``items`` is raised in
-    the consumer, after what arrived before it. :meth:`close` (always call it: ``with``) sets ``stop`` (which
+    stores what another reader brought (:class:`Pumps`). The thread only iterates ``items`` (no state store, no
+    LDAP): SQLite's one connection stays in the consumer's thread. An error in ``items`` is raised in the
+    consumer, after what arrived before it. :meth:`close` (always call it: ``with``) sets ``stop`` (which
     ``items`` may watch too: :meth:`GroupReader.groups` does, so a long group's read does not hold the
     consumer up), stops the thread at its next item and closes the generator (its ``finally``: the request
     pool's shutdown)."""
 
-    def __init__(self, items: Iterator[Any], *, name: str, stop: threading.Event | None = None) -> None:
-        self._items = items
-        self._arrived: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    def __init__(
+        self,
+        items: Iterator[Any],
+        *,
+        name: str,
+        stop: threading.Event | None = None,
+        into: queue.SimpleQueue[tuple[str, Any]] | None = None,
+    ) -> None:
+        self._items, self.name = items, name
+        # (name, item): several pumps may share one queue (:class:`Pumps`).
+        self._arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue() if into is None else into
         self.stop = stop or threading.Event()
-        self._finished = False
         self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
+        put, name = self._arrived.put, self.name
         try:
             for item in self._items:
                 if self.stop.is_set():
                     break
-                self._arrived.put(item)
-            self._arrived.put(_DONE)
+                put((name, item))
+            put((name, _DONE))
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
-            self._arrived.put(_Failed(exc))
+            put((name, _Failed(exc)))
         finally:
             close = getattr(self._items, "close", None)
             if close is not None:
@@ -217,26 +227,8 @@ class Pump:
 
     def lots(self) -> Iterator[list[Any]]:
         """Lists of whatever arrived since the last one; each waits for at least one item."""
-        while not self._finished:
-            chunk = [self._arrived.get()]
-            while True:
-                try:
-                    chunk.append(self._arrived.get_nowait())
-                except queue.Empty:
-                    break
-            out: list[Any] = []
-            for item in chunk:
-                if item is _DONE:
-                    self._finished = True
-                elif isinstance(item, _Failed):
-                    self._finished = True
-                    if out:  # what arrived before the failure is handed on first
-                        yield out
-                    raise item.exc
-                else:
-                    out.append(item)
-            if out:
-                yield out
+        for _name, lot in _lots(self._arrived, 1):
+            yield lot
 
     def __iter__(self) -> Iterator[Any]:
         for lot in self.lots():
@@ -251,6 +243,70 @@ class Pump:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Pumps:
+    """Several readers, each pumped by a thread of its own (:class:`Pump`) into one queue, so that one consumer
+    stores whatever arrives first, from any of them: the users' list and the groups' reads of a full round read
+    side by side (:meth:`writeback.adapters.graph.delta.GraphSource.sync`) are stored as they come, in the
+    consumer's thread, while the others are still read. ``readers``: name -> (items, stop event or None).
+    :meth:`close` stops them all; an error in one is raised in the consumer (and the others stopped by the
+    ``with``)."""
+
+    def __init__(self, readers: Mapping[str, tuple[Iterator[Any], threading.Event | None]]) -> None:
+        self._arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._pumps: list[Pump] = []
+        try:
+            for name, (items, stop) in readers.items():
+                self._pumps.append(Pump(items, name=name, stop=stop, into=self._arrived))
+        except BaseException:
+            self.close()
+            raise
+
+    def lots(self) -> Iterator[tuple[str, list[Any]]]:
+        """(reader's name, what it brought since its last lot), until every reader has finished."""
+        return _lots(self._arrived, len(self._pumps))
+
+    def close(self) -> None:
+        for pump in self._pumps:
+            pump.stop.set()
+        for pump in self._pumps:
+            pump.close()
+
+    def __enter__(self) -> Pumps:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lots(arrived: queue.SimpleQueue[tuple[str, Any]], readers: int) -> Iterator[tuple[str, list[Any]]]:
+    """Whatever ``arrived`` since the last look, as (name, items) in arrival order, each look waiting for one
+    item at least, until ``readers`` readers have finished; a reader's error is raised after what it brought
+    before it."""
+    while readers:
+        chunk = [arrived.get()]
+        while True:
+            try:
+                chunk.append(arrived.get_nowait())
+            except queue.Empty:
+                break
+        name, out = "", list[Any]()
+        for source, item in chunk:
+            if source != name and out:
+                yield name, out
+                out = []
+            name = source
+            if item is _DONE:
+                readers -= 1
+            elif isinstance(item, _Failed):
+                if out:  # what arrived before the failure is handed on first
+                    yield name, out
+                raise item.exc
+            else:
+                out.append(item)
+        if out:
+            yield name, out
 
 
 def in_background(
