@@ -1,7 +1,7 @@
 """The first read with users and groups side by side, and AD read meanwhile (issue 27), killed with `kill -9`
-while the groups are still read: the replica keeps what each resource's finished transaction stored and
-nothing of the rest, AD is untouched, and the rerun converges to what a sequential installation sees as
-nothing to do."""
+while the groups are still read: both resources are stored in one transaction with their cursors, so the
+replica keeps nothing of the read, AD is untouched, and the rerun converges to what a sequential installation
+sees as nothing to do."""
 
 from __future__ import annotations
 
@@ -12,48 +12,52 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.test_first_read import in_flight
+from tests.e2e.test_first_read import in_flight, member_reads
 from tests.e2e.test_streamed_first_apply import SLOW_MEMBERS, members, slow, start, world
 
 
-def replica_state(state: Path) -> tuple[dict[str, str | None], int]:
-    """The delta links stored, and how many groups the replica holds (read-only: the apply may be writing)."""
+def replica_state(state: Path) -> tuple[dict[str, str | None], int, int]:
+    """The delta links stored, and how many users and groups the replica holds (read-only: the apply may be
+    writing)."""
     if not state.exists():
-        return {}, 0
+        return {}, 0, 0
     db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
     try:
         links = dict(db.execute("SELECT resource, link FROM delta_links").fetchall())
+        users = db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
         groups = db.execute("SELECT COUNT(*) FROM groups").fetchone()[0]
     except sqlite3.OperationalError:  # the schema is not created yet
-        return {}, 0
+        return {}, 0, 0
     finally:
         db.close()
-    return links, int(groups)
+    return links, int(users), int(groups)
 
 
-def test_an_apply_killed_while_the_groups_are_read_leaves_them_as_before_and_the_rerun_converges(
+def test_an_apply_killed_while_the_groups_are_read_leaves_the_replica_as_before_and_the_rerun_converges(
     cloud: Any, workspace: Any, ad: Any, fresh_id: str
 ) -> None:
     ids, all_ids = world(cloud, fresh_id)
     ws = in_flight(workspace(all_ids), 8)
     state = ws.config.parent / "state.sqlite"
     slow(cloud, ids["slow"], page_ms=3000)  # one member a page, 3 s each: the groups' read lasts 15 s or more
+    before = member_reads(cloud)
     try:
         proc = start(ws, "apply")
         deadline = time.monotonic() + 120
-        while not replica_state(state)[0].get("users"):
+        # Killed once the slow group's second member page has been asked for: the users' list (one small
+        # page) has long been read and stored in the open transaction, the groups are still being read.
+        while member_reads(cloud) < before + 2:
             assert proc.poll() is None, "apply ended before it was killed: " + "".join(proc.communicate())
-            assert time.monotonic() < deadline, "the users' first read was never stored"
+            assert time.monotonic() < deadline, "the slow group's member pages were never read"
             time.sleep(0.1)
-        # The users are stored (their transaction with their cursor) while the slow group is still read.
-        links, groups = replica_state(state)
-        assert links.get("groups") is None and groups == 0
+        time.sleep(0.5)
+        # Nothing of the read is visible to another reader of the state: one transaction, not committed.
+        assert replica_state(state) == ({}, 0, 0)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
     finally:
         slow(cloud, None)
-    links, groups = replica_state(state)
-    assert links.get("users") and links.get("groups") is None and groups == 0
+    assert replica_state(state) == ({}, 0, 0)
     assert not set(all_ids) & set(members(ad)), "nothing may be written before the plan"
 
     rerun = ws.run("apply", "--json")
