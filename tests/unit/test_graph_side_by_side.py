@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -15,6 +15,7 @@ import pytest
 from tests.unit.fakes import MemoryReplica, MemoryTransaction
 from writeback.adapters.graph import GraphClient, GraphSettings
 from writeback.adapters.graph.delta import GraphSource
+from writeback.adapters.graph.firstread import Pumps
 from writeback.errors import SourceError
 
 GRAPH = "https://graph.example.test"
@@ -240,3 +241,40 @@ def test_a_failed_groups_read_leaves_both_resources_as_they_were_and_the_rerun_c
         "users:users-after-1",
         "groups:groups-after-1",
     ]
+
+
+def test_a_bounded_pumps_reader_waits_for_the_consumer_and_stops_when_closed() -> None:
+    pulled: list[int] = []
+
+    def reader() -> Iterator[int]:
+        for n in range(1000):
+            pulled.append(n)
+            yield n
+
+    with Pumps({"r": (reader(), None)}, bound=3) as pumps:
+        lots = pumps.lots()
+        first = next(lots)
+        time.sleep(0.3)  # the reader runs ahead by the bound at most (one more waits to be put)
+        assert len(pulled) <= len(first[1]) + 3 + 1, pulled
+    # Closed while the reader waited for room: its thread ended, nothing more was pulled.
+    stopped_at = len(pulled)
+    time.sleep(0.3)
+    assert len(pulled) == stopped_at < 1000
+    assert not [t for t in threading.enumerate() if t.name == "r"]
+
+
+def test_pumps_hand_on_every_readers_items_in_arrival_order_and_raise_a_readers_error() -> None:
+    def failing() -> Iterator[str]:
+        yield "a"
+        raise SourceError("broken page")
+
+    got: list[tuple[str, list[Any]]] = []
+    with (
+        Pumps({"ok": (iter(["x", "y"]), None), "bad": (failing(), None)}) as pumps,
+        pytest.raises(SourceError, match="broken page"),
+    ):
+        for lot in pumps.lots():
+            got.append(lot)
+    items = {name: [i for n, lot in got if n == name for i in lot] for name in ("ok", "bad")}
+    assert items["bad"] == ["a"]  # what arrived before the error is handed on first
+    assert items["ok"] == ["x", "y"][: len(items["ok"])]  # in order, whatever arrived before the error

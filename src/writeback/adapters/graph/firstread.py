@@ -179,6 +179,7 @@ class GroupReader:
 
 
 _DONE = object()  # the end of a background iteration
+_Arrivals = queue.SimpleQueue[tuple[str, Any]] | queue.Queue[tuple[str, Any]]  # (reader's name, item)
 
 
 class Pump:
@@ -201,25 +202,34 @@ class Pump:
         *,
         name: str,
         stop: threading.Event | None = None,
-        into: queue.SimpleQueue[tuple[str, Any]] | None = None,
+        into: _Arrivals | None = None,
     ) -> None:
         self._items, self.name = items, name
-        # (name, item): several pumps may share one queue (:class:`Pumps`).
-        self._arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue() if into is None else into
+        # (name, item): several pumps may share one queue (:class:`Pumps`), which may be bounded.
+        self._arrived: _Arrivals = queue.SimpleQueue() if into is None else into
         self.stop = stop or threading.Event()
         self._thread = threading.Thread(target=self._pump, name=name, daemon=True)
         self._thread.start()
 
+    def _put(self, item: Any) -> bool:
+        """Hand ``item`` on; on a full (bounded) queue wait for room, unless stopped meanwhile (False)."""
+        while True:
+            try:
+                self._arrived.put((self.name, item), timeout=STOP_POLL)
+                return True
+            except queue.Full:
+                if self.stop.is_set():
+                    return False
+
     def _pump(self) -> None:
-        put, name = self._arrived.put, self.name
+        put = self._put
         try:
             for item in self._items:
-                if self.stop.is_set():
+                if self.stop.is_set() or not put(item):
                     break
-                put((name, item))
-            put((name, _DONE))
+            put(_DONE)
         except BaseException as exc:  # handed to the consumer, which raises it in its own thread
-            put((name, _Failed(exc)))
+            put(_Failed(exc))
         finally:
             close = getattr(self._items, "close", None)
             if close is not None:
@@ -253,8 +263,12 @@ class Pumps:
     :meth:`close` stops them all; an error in one is raised in the consumer (and the others stopped by the
     ``with``)."""
 
-    def __init__(self, readers: Mapping[str, tuple[Iterator[Any], threading.Event | None]]) -> None:
-        self._arrived: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    def __init__(
+        self, readers: Mapping[str, tuple[Iterator[Any], threading.Event | None]], *, bound: int = 0
+    ) -> None:
+        # ``bound``: at most that many objects wait for the consumer (0: no bound). When storing is slower
+        # than reading (Graph answering at once), a reader waits instead of the whole read piling up in memory.
+        self._arrived: _Arrivals = queue.Queue(bound) if bound else queue.SimpleQueue()
         self._pumps: list[Pump] = []
         try:
             for name, (items, stop) in readers.items():
@@ -280,7 +294,7 @@ class Pumps:
         self.close()
 
 
-def _lots(arrived: queue.SimpleQueue[tuple[str, Any]], readers: int) -> Iterator[tuple[str, list[Any]]]:
+def _lots(arrived: _Arrivals, readers: int) -> Iterator[tuple[str, list[Any]]]:
     """Whatever ``arrived`` since the last look, as (name, items) in arrival order, each look waiting for one
     item at least, until ``readers`` readers have finished; a reader's error is raised after what it brought
     before it."""
