@@ -146,7 +146,7 @@ class ThreadCheckedReplica(MemoryReplica):
             replica.order.append(f"{number} {resource}:{link.rsplit('=', 1)[-1]}")
             set_link(resource, link)
 
-        tx.set_delta_link = recorded  # type: ignore[method-assign]
+        tx.set_delta_link = recorded  # type: ignore[method-assign,assignment]
         upsert_user, upsert_group = tx.upsert_user, tx.upsert_group
 
         def user(u: Any) -> None:
@@ -157,8 +157,8 @@ class ThreadCheckedReplica(MemoryReplica):
             replica.stored.append("group")
             upsert_group(g)
 
-        tx.upsert_user = user  # type: ignore[method-assign]
-        tx.upsert_group = group  # type: ignore[method-assign]
+        tx.upsert_user = user  # type: ignore[method-assign,assignment]
+        tx.upsert_group = group  # type: ignore[method-assign,assignment]
         return tx
 
 
