@@ -241,7 +241,11 @@ class GraphSource:
         cursors = {r: take_cursor(self.client, *self._initial_request(r)) for r in RESOURCES}
         reader = self._group_reader()
         stop = threading.Event()
-        firsts = {r: self._begin_first(replica, r, cursors[r]) for r in RESOURCES}
+        # What the replica held, when either resource had a link (its query changed): one snapshot for both.
+        held = any(replica.get_delta_link(r) is not None for r in RESOURCES)
+        before = replica.snapshot() if held else None
+        firsts = {r: self._begin_first(replica, r, cursors[r], before) for r in RESOURCES}
+        del before  # held by the first reads that need it
         firsts["groups"].reader = reader
         readers: dict[str, tuple[Iterator[Any], threading.Event | None]] = {
             "users": (self._users_list(), None),
@@ -359,10 +363,15 @@ class GraphSource:
         self._log_first(first)
         return first.seen
 
-    def _begin_first(self, replica: ReplicaStore, resource: Resource, cursor: str) -> _FirstRead:
-        """A first read of ``resource`` about to be stored: what the replica held before it, when anything
-        (read before its transaction: the members of soft-deleted groups and the last good copies)."""
-        before = replica.snapshot() if replica.get_delta_link(resource) is not None else None
+    def _begin_first(
+        self, replica: ReplicaStore, resource: Resource, cursor: str, snapshot: CloudSnapshot | None = None
+    ) -> _FirstRead:
+        """A first read of ``resource`` about to be stored: what the replica held before it, when it held the
+        resource (read before its transaction: the members of soft-deleted groups and the last good copies).
+        ``snapshot``: that replica's snapshot, already taken (None: taken here when needed)."""
+        before = None
+        if replica.get_delta_link(resource) is not None:
+            before = snapshot if snapshot is not None else replica.snapshot()
         kept_members = _soft_deleted_members(before) if before is not None and resource == "groups" else {}
         seen = _Round(resource, keep_users=self.client.settings.read_user_sync_behavior)
         return _FirstRead(resource, cursor, seen, before, kept_members)
