@@ -1,10 +1,9 @@
 """A full pass's big AD reads made while Graph is read (issue 27: the time before the first write).
 
 Before a pass whose Graph read is a full read (a first sync, a rebuild: :func:`reads_in_full`), which plans
-every group,
-the engine asks the directory to read ahead (:meth:`writeback.app.engine.Engine.read_ahead`; the LDAP adapter
-does it in a thread on connections of its own: :mod:`writeback.adapters.directory.readahead`, whose docstring
-says what is read, and why what it answers is as exact as a read at gathering time). Once the sync is done
+every group, the engine asks the directory to read ahead (:meth:`writeback.app.engine.Engine.read_ahead`; the
+LDAP adapter does it in a thread on connections of its own: :mod:`writeback.adapters.directory.readahead`, whose
+docstring says what is read, and why what it answers is as exact as a read at gathering time). Once the sync is done
 and the reconcile's scope decided (:func:`writeback.app.reconcile.begin`), :func:`adopt` decides whether the
 plan may use it: only for a deep scope, only from the same DC, the managed groups only if none changed since
 (the two listings of their stamps agree), and the pass then records the read ahead's watermark, taken before

@@ -35,7 +35,7 @@ import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from writeback.adapters.graph.client import GraphClient
 from writeback.adapters.graph.convert import (
@@ -256,7 +256,7 @@ class GraphSource:
                 for resource in RESOURCES:
                     tx.reset(resource)
                 for name, lot in arrived.lots():
-                    firsts["users" if name == "users" else "groups"].store(tx, lot)
+                    firsts[cast(Resource, name)].store(tx, lot)  # the readers' names are the resources
                 for resource in RESOURCES:
                     self._end_first(tx, firsts[resource])
         except SyncStateError as exc:
