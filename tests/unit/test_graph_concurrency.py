@@ -294,6 +294,37 @@ def test_a_group_gone_before_its_members_are_read_is_left_out(batch: int) -> Non
     assert reader.vanished == ["gone"]
 
 
+def test_a_big_groups_next_member_page_goes_ahead_of_the_first_pages_still_queued() -> None:
+    """One list page of six groups, one batch in flight, two requests a batch: the big group "a" (three member
+    pages) has its next page sent in the very next batch, ahead of the small groups listed before it was
+    known, so its chain of round trips runs beside theirs instead of after them all (GroupReader.groups)."""
+    members = {"a": ["m1", "m2", "m3"], **{g: [f"{g}1"] for g in "bcdef"}}
+    batches: list[list[str]] = []
+
+    def item(request: httpx.Request) -> httpx.Response:
+        gid, page = request.url.path.split("/")[3], int(request.url.params.get("$skiptoken", "0"))
+        body: dict[str, Any] = {"value": [{"@odata.type": "#microsoft.graph.user", "id": members[gid][page]}]}
+        if page + 1 < len(members[gid]):
+            body["@odata.nextLink"] = f"{GRAPH}/v1.0/groups/{gid}/members?$skiptoken={page + 1}"
+        return httpx.Response(200, json=body)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1.0/groups":
+            return httpx.Response(200, json={"value": [{"id": g} for g in members]})
+        if request.url.path != "/v1.0/$batch":  # a chunk of one goes alone
+            sent = [request.url]
+        else:
+            sent = [httpx.URL(f"{GRAPH}{i['url']}") for i in json.loads(request.content)["requests"]]
+        batches.append([f"{u.path.split('/')[-2]}{u.params.get('$skiptoken', '0')}" for u in sent])
+        return answer_batch(item, request) if len(sent) > 1 else item(request)
+
+    reader = GroupReader(client_for(handler, batch_size=2), "v1.0", "id", workers=1)
+    handed = {g["id"]: [m["id"] for m in g["members@delta"]] for g in reader.groups()}
+    assert batches == [["a0", "b0"], ["a1", "c0"], ["a2", "d0"], ["e0", "f0"]]
+    assert list(handed) == ["b", "c", "a", "d", "e", "f"], "the big group whole before those listed after it"
+    assert handed == members
+
+
 def test_a_failing_member_read_fails_the_read() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1.0/groups":
