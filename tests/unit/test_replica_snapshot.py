@@ -148,3 +148,39 @@ def test_a_snapshots_user_attributes_read_as_the_dict_written_with_one_index_per
     with pytest.raises(ValueError, match="as many values as names"):
         FrozenAttributes({"x": 0}, ())
     store.close()
+
+
+def _indexes(store: SqliteStore) -> set[str]:
+    rows = store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+    return {r[0] for r in rows}
+
+
+def test_a_full_round_builds_the_sqlite_indexes_again_and_a_failed_one_keeps_them(tmp_path: Path) -> None:
+    """SQLite drops the members' and the users' secondary indexes while a full round fills the emptied tables
+    (built once after, not row by row) and builds them again in the same transaction: before a lookup by member
+    (mark_changed), at the commit; a round that fails rolls the drop back with the rest."""
+    store = SqliteStore(tmp_path / "state.sqlite")
+    wanted = {"members_by_member", "users_by_account_sid", "users_by_account_guid"}
+    assert wanted <= _indexes(store)
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.reset("users")
+        tx.reset("groups")
+        assert not wanted & _indexes(store)
+        raise RuntimeError("the round failed")
+    assert wanted <= _indexes(store)
+    with store.transaction() as tx:
+        for resource in ("users", "groups", "groups"):  # twice: one drop, one build
+            tx.reset(resource)
+        tx.upsert_user(CloudUser("u1", on_premises_security_identifier="S-1-5-21-1-2-3-1001"))
+        tx.upsert_group(CloudGroup("g1", display_name="Sales"))
+        tx.add_members("g1", [U1])
+        tx.mark_changed("users", ["u1"])  # the groups holding u1, by members_by_member
+        assert "members_by_member" in _indexes(store)
+    assert wanted <= _indexes(store)
+    plan = store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT group_id FROM members WHERE member_id = 'u1'"
+    ).fetchall()
+    assert "members_by_member" in str(plan)
+    assert store.cloud_users_with_keys({"S-1-5-21-1-2-3-1001"}, ()) == {"u1"}
+    assert store.pending_groups().groups == {"g1"}
+    store.close()
