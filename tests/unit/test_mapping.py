@@ -1,5 +1,6 @@
 import base64
 import json
+import random
 import uuid
 
 import pytest
@@ -191,6 +192,14 @@ def test_member_cap():
 def test_immutable_id_documented_example():
     assert immutable_id_to_guid("nofCJe0gZk6D8J4gRgrt+A==") == "25c2879e-20ed-4e66-83f0-9e20460aedf8"
     assert immutable_id_to_guid("not base64!") is None
+    assert immutable_id_to_guid("AAAA") is None  # 3 bytes: no GUID
+
+
+def test_immutable_id_reads_as_the_uuid_modules_little_endian_guid() -> None:
+    rng = random.Random(27)
+    for _ in range(500):
+        raw = rng.randbytes(16)
+        assert immutable_id_to_guid(base64.b64encode(raw).decode()) == str(uuid.UUID(bytes_le=raw))
 
 
 def test_anchor_attribute_choice():

@@ -1,5 +1,7 @@
 """The planner: pure, so every product rule about changes is tested here without a directory."""
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -247,6 +249,19 @@ def test_drift_is_labelled_when_desired_state_is_unchanged_since_last_apply():
     changed = desired("g1", "Fin", U[:3], description="Money")
     cloud_change = plan_of({"g1": changed}, [a], cloud("g1"), Policy(), applied=fresh.fingerprints)
     assert not cloud_change.drift
+
+
+def test_fingerprints_stay_those_earlier_versions_stored() -> None:
+    """The applied fingerprints are kept in the state store: the digest must not change with a new version, or
+    every group's AD drift would read as a cloud change once. Pinned against the bytes as first hashed."""
+    for d in (desired("g1", "Fin", U[:3], description="Money"), desired("g2", "Empty", [])):
+        h = hashlib.sha256()
+        h.update(d.dn.lower().encode())
+        h.update(str(d.group_type).encode())
+        h.update(json.dumps(sorted((k, v) for k, v in d.attributes.items() if v not in (None, ""))).encode())
+        for m in sorted(m.lower() for m in d.members):
+            h.update(b"\0" + m.encode())
+        assert desired_fingerprint(d) == h.hexdigest()
 
 
 def test_a_rename_in_ad_is_drift_a_rename_in_the_cloud_is_not():
