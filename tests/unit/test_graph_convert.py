@@ -152,6 +152,38 @@ def test_member_delta_reports_malformed_entries_and_keeps_the_others() -> None:
     ]
 
 
+def test_member_entries_taken_at_once_are_those_the_rule_accepts() -> None:
+    """member_delta takes a plain added member without asking member_problem: only entries the rule accepts."""
+    from writeback.adapters.graph.convert import _plain_add, member_delta
+    from writeback.adapters.graph.validate import member_problem
+
+    entries = [
+        {"@odata.type": "#microsoft.graph.user", "id": "u1"},
+        {"id": "u2"},
+        {"@odata.type": None, "id": "u3"},
+        {"@odata.type": 5, "id": "u4"},
+        {"id": ""},
+        {"id": None},
+        {"id": "u5", "@removed": {"reason": "changed"}},
+        {"id": "u6", "@removed": "gone"},
+        {"id": "u7", "@removed": None},
+        ["id", "u8"],
+        "u9",
+    ]
+    taken = [e for e in entries if _plain_add(e)]
+    assert taken == [entries[0], entries[1], entries[8]]
+    assert all(member_problem(e, 0) is None for e in taken)
+    changes, problems = member_delta({"id": "g1", "members@delta": entries})
+    assert [(added, ref.id) for added, ref in changes] == [
+        (True, "u1"),
+        (True, "u2"),
+        (True, "u3"),
+        (False, "u5"),
+        (True, "u7"),
+    ]
+    assert len(problems) == len(entries) - len(changes)
+
+
 def test_the_user_properties_the_users_mappings_read_are_type_checked() -> None:
     """[users] writes givenName, surname, … into AD accounts: a malformed value skips that user (per-object
     error) instead of reaching a mapping expression."""

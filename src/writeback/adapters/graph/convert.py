@@ -152,6 +152,19 @@ def removed_reason(obj: Mapping[str, Any]) -> str | None:
     return "changed"
 
 
+def _plain_add(entry: Any) -> bool:
+    """An added member as JSON decodes it (a dict with a non-empty string id, a string @odata.type if any), which
+    :func:`member_problem` (the rule) would accept: checked at once, without its ABC isinstance checks, for the
+    200,000 entries of a full read at medium. Anything else is left to the rule."""
+    return (
+        type(entry) is dict
+        and type(member_id := entry.get("id")) is str
+        and member_id != ""
+        and type(entry.get("@odata.type", "")) is str
+        and entry.get("@removed") is None
+    )
+
+
 def member_delta(obj: Mapping[str, Any]) -> tuple[list[tuple[bool, MemberRef]], list[Problem]]:
     """``members@delta`` as (added, member) changes in order (removed entries carry ``@removed``), and the
     problems of the entries left out: a malformed entry skips that member, not the group."""
@@ -164,7 +177,7 @@ def member_delta(obj: Mapping[str, Any]) -> tuple[list[tuple[bool, MemberRef]], 
     problems: list[Problem] = []
     kinds: dict[str | None, str] = {}  # @odata.type -> member kind: a handful of types over every member
     for index, entry in enumerate(entries):
-        if (problem := member_problem(entry, index)) is not None:
+        if not _plain_add(entry) and (problem := member_problem(entry, index)) is not None:
             problems.append(problem)
             continue
         odata_type = entry.get("@odata.type")
