@@ -16,6 +16,7 @@ from writeback.adapters.state.replica import MemberRefs
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.core.model import CloudGroup, CloudUser, FrozenAttributes, MemberRef
 from writeback.core.ports import ReplicaStore
+from writeback.errors import StateError
 
 U1, U2, U3 = (MemberRef("user", f"u{n}") for n in (1, 2, 3))
 CHILD = MemberRef("group", "g2")
@@ -183,4 +184,20 @@ def test_a_full_round_builds_the_sqlite_indexes_again_and_a_failed_one_keeps_the
     assert "members_by_member" in str(plan)
     assert store.cloud_users_with_keys({"S-1-5-21-1-2-3-1001"}, ()) == {"u1"}
     assert store.pending_groups().groups == {"g1"}
+    store.close()
+
+
+def test_a_round_whose_indexes_cannot_be_built_again_is_rolled_back(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.sqlite")
+    with store.transaction() as tx:
+        tx.upsert_group(CloudGroup("g1", display_name="Sales"))
+        tx.add_members("g1", [U1])
+    with pytest.raises(StateError), store.transaction() as tx:
+        tx.reset("groups")
+        tx.upsert_group(CloudGroup("g2", display_name="New"))
+        tx._dropped.append("CREATE INDEX members_by_member ON no_such_table (x)")  # fails at the commit
+    assert set(store.snapshot().groups) == {"g1"} and "members_by_member" in _indexes(store)
+    with store.transaction() as tx:  # the connection is usable again: no transaction was left open
+        tx.upsert_group(CloudGroup("g3", display_name="Later"))
+    assert set(store.snapshot().groups) == {"g1", "g3"}
     store.close()

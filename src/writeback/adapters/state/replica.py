@@ -168,7 +168,11 @@ class _Tx:
         if exc[0] is not None:
             self.store.rollback()  # with the indexes dropped by reset: DDL is transactional in SQLite
         else:
-            self._indexed()
+            try:
+                self._indexed()
+            except BaseException:
+                self.store.rollback()  # never a replica without its indexes (a full disk, an interrupt)
+                raise
             self.db.execute("COMMIT")
 
     def _indexed(self) -> None:
