@@ -242,10 +242,11 @@ class _Tx:
         if self.store.dialect == "sqlite":
             # A full round writes every row again, in Graph's order: each row into a secondary index of random
             # keys costs a B-tree insert whose pages mostly miss SQLite's page cache. Building the index once
-            # the rows are in sorts them instead (members_by_member: 200,000 memberships, ~1.7 s of inserts
-            # against ~0.8 s; docs/benchmarks.md). Dropped inside the transaction, so a rollback (a crash, a
-            # failed round) restores them, and other connections (WAL) keep reading the committed replica with
-            # its indexes. Not on PostgreSQL: DROP INDEX locks the table against readers until the commit.
+            # the rows are in sorts them instead: a full read's CPU a third lower at 1,000,000 memberships
+            # (docs/benchmarks.md, "a cheaper first read and plan"). Dropped inside the transaction, so a
+            # rollback (a crash, a failed round) restores them, and other connections (WAL) keep reading the
+            # committed replica with its indexes. Not on PostgreSQL: DROP INDEX locks the table against readers
+            # until the commit.
             for create in _ROUND_INDEXES[resource]:
                 name = create.split()[2]
                 if create not in self._dropped:
