@@ -30,13 +30,11 @@ UNIFIED_DEFAULT_KEY = "unified_writeback_default"
 # What each resource's delta link was made for (API version and $select): another query needs a full round.
 DELTA_QUERY_KEY = "delta_query:"
 # The replica's secondary indexes (schema migrations 1 and 7), by the table a full round empties and fills
-# again: SQLite drops them for the round and builds them again once the round is stored (_Tx.reset).
+# again: SQLite drops them for the round and builds them again, from their own SQL in the schema, once the round
+# is stored (_Tx.reset).
 _ROUND_INDEXES = {
-    "groups": ("CREATE INDEX members_by_member ON members (member_id)",),
-    "users": (
-        "CREATE INDEX users_by_account_sid ON users (account_sid)",
-        "CREATE INDEX users_by_account_guid ON users (account_guid)",
-    ),
+    "groups": ("members_by_member",),
+    "users": ("users_by_account_sid", "users_by_account_guid"),
 }
 
 
@@ -158,7 +156,7 @@ class _Tx:
     def __init__(self, store: ReplicaSql) -> None:
         self.store = store
         self.db = store.db
-        self._dropped: list[str] = []  # indexes to build again (see reset)
+        self._dropped: list[str] = []  # the CREATE INDEX statements of the indexes to build again (see reset)
 
     def __enter__(self) -> _Tx:
         self.store.begin_write()
@@ -247,11 +245,13 @@ class _Tx:
             # rollback (a crash, a failed round) restores them, and other connections (WAL) keep reading the
             # committed replica with its indexes. Not on PostgreSQL: DROP INDEX locks the table against readers
             # until the commit.
-            for create in _ROUND_INDEXES[resource]:
-                name = create.split()[2]
-                if create not in self._dropped:
-                    self.db.execute(f"DROP INDEX IF EXISTS {name}")  # a constant name (_ROUND_INDEXES)
-                    self._dropped.append(create)
+            for name in _ROUND_INDEXES[resource]:
+                row = self.db.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+                ).fetchone()
+                if row is not None:  # None: dropped already by this transaction
+                    self.db.execute(f"DROP INDEX {name}")  # a constant name (_ROUND_INDEXES)
+                    self._dropped.append(row[0])
 
 
 class ReplicaSql(SqlCore):
