@@ -33,6 +33,19 @@ def replica_state(state: Path) -> tuple[dict[str, str | None], int, int]:
     return links, int(users), int(groups)
 
 
+ROUND_INDEXES = {"members_by_member", "users_by_account_sid", "users_by_account_guid"}
+
+
+def indexes(state: Path) -> set[str]:
+    """The replica's secondary indexes another reader of the state sees (a full round drops and builds them
+    again inside its transaction: writeback.adapters.state.replica._Tx.reset)."""
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=5)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        db.close()
+
+
 def test_an_apply_killed_while_the_groups_are_read_leaves_the_replica_as_before_and_the_rerun_converges(
     cloud: Any, workspace: Any, ad: Any, fresh_id: str
 ) -> None:
@@ -53,11 +66,13 @@ def test_an_apply_killed_while_the_groups_are_read_leaves_the_replica_as_before_
         time.sleep(0.5)
         # Nothing of the read is visible to another reader of the state: one transaction, not committed.
         assert replica_state(state) == ({}, 0, 0)
+        assert indexes(state) >= ROUND_INDEXES, "the dropped indexes are the open transaction's own"
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
     finally:
         slow(cloud, None)
     assert replica_state(state) == ({}, 0, 0)
+    assert indexes(state) >= ROUND_INDEXES, "killed mid-read, the replica keeps its indexes"
     assert not set(all_ids) & set(members(ad)), "nothing may be written before the plan"
 
     rerun = ws.run("apply", "--json")
@@ -67,6 +82,7 @@ def test_an_apply_killed_while_the_groups_are_read_leaves_the_replica_as_before_
     after = members(ad)
     assert all(len(after[gid]) == 1 for gid in all_ids)  # each group once
     assert len(after[ids["slow"]][0]) == SLOW_MEMBERS
+    assert indexes(state) >= ROUND_INDEXES, "built again by the rerun's full read"
     again = ws.run("apply", "--json")
     assert again.code == 0, again.out + again.err
     assert again.json()["applied"] == 0 and again.json()["plan"]["changes"] == []
