@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from tests.testbed.fixtures import PostgresServer, without_password
 from tests.testbed.stores import BACKENDS, another_connection, open_store
 
 from writeback.adapters.state import sqlbase
+from writeback.adapters.state.leases import session_name
 from writeback.adapters.state.postgres import PostgresStore
 from writeback.adapters.state.schema import LOG_ACTOR_VERSION, MIGRATIONS
 from writeback.adapters.state.sqlbase import ALL_TABLES, LogQuery
@@ -59,6 +61,87 @@ def test_one_holder_at_a_time_and_the_fencing_token_only_grows(
     b.stop(release=True)  # a clean stop hands over at once
     assert a.tick()
     assert first is not None and a.token == first + 2  # a new epoch each time the lease changes hands
+
+
+# A leader that takes the lease, opens a replica transaction and is paused (SIGSTOP) in the middle of a pipelined
+# executemany: its session is "active" to the server, which then ends it by no timeout of its own.
+_PAUSED_LEADER = """
+import os, signal, sys, threading
+from writeback.adapters.state.leases import session_name
+from writeback.adapters.state.postgres import PostgresStore
+from writeback.app.lease import LeaderLease
+from writeback.core.model import CloudGroup, MemberRef
+url, holder = sys.argv[1], sys.argv[2]
+lease = LeaderLease(PostgresStore(url, application_name=session_name(holder)), ttl=2, renew_interval=1, holder=holder)
+assert lease.tick()
+store = PostgresStore(url, application_name=session_name(holder))
+with store.transaction() as tx:
+    tx.upsert_group(CloudGroup("g1", display_name="the paused leader's"))
+    print("in its transaction", flush=True)
+    members = [MemberRef("user", f"u{i}") for i in range(400_000)]
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGSTOP)).start()
+    tx.add_members("g1", members)
+print("committed", flush=True)
+"""
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
+
+def test_the_instance_taking_the_lease_over_ends_the_sessions_of_one_paused_mid_statement(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    PostgresStore(postgres_url).close()  # the schema, before the two instances
+    paused, taker = "paused-host:101:0a0a0a0a", "taking-host:202:0b0b0b0b"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_LEADER, postgres_url, paused],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "in its transaction"
+        deadline = time.monotonic() + 10
+        while not _stopped(child.pid):
+            assert time.monotonic() < deadline, "the leader was not paused"
+            time.sleep(0.05)
+
+        def sessions() -> list[str]:
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT state FROM pg_stat_activity WHERE application_name = %s", (session_name(paused),)
+                ).fetchall()
+            return sorted(str(r[0]) for r in rows)
+
+        assert "active" in sessions()  # paused mid-statement: not idle, no server timeout ends it
+        store = PostgresStore(postgres_url, application_name=session_name(taker))
+        lease = LeaderLease(
+            PostgresStore(postgres_url, application_name=session_name(taker)),
+            ttl=2,
+            renew_interval=1,
+            holder=taker,
+        )
+        deadline = time.monotonic() + 10
+        while not lease.tick():  # until the paused instance's lease has run out
+            assert time.monotonic() < deadline, lease.reason
+            time.sleep(0.2)
+        assert sessions() == []
+        started = time.monotonic()
+        with store.transaction() as tx:  # the rows the paused one had locked
+            tx.upsert_group(CloudGroup("g1", display_name="the new leader's"))
+        assert time.monotonic() - started < 5  # no lock wait (a statement waits 10 s at most, then fails)
+        snapshot = store.snapshot()
+        assert snapshot.groups["g1"].display_name == "the new leader's"
+        assert snapshot.groups["g1"].members == frozenset()  # the paused transaction was rolled back
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+        out, err = child.communicate(timeout=60)
+    assert child.returncode != 0 and "committed" not in out, err  # resumed, it finds its session ended
+    assert "terminating connection" in err or "connection" in err.lower()
 
 
 def test_two_servers_racing_for_a_free_lease_never_both_win(postgres_url: str) -> None:

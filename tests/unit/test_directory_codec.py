@@ -50,6 +50,13 @@ def test_large_authority_is_hex() -> None:
     assert sid_to_str(raw) == text
 
 
+@pytest.mark.parametrize("text", ["S-1-5", "S-1-5-18", "S-1-5-21" + "-4294967295" * 14, DOMAIN_ADMINS])
+def test_sid_round_trip_from_no_to_fifteen_sub_authorities(text: str) -> None:
+    raw = sid_from_str(text)
+    assert len(raw) == 8 + 4 * (text.count("-") - 2)
+    assert sid_to_str(raw) == text
+
+
 def test_sub_authority_max_value() -> None:
     text = "S-1-5-21-4294967295"
     assert sid_to_str(sid_from_str(text)) == text

@@ -12,12 +12,13 @@ import pytest
 
 from tests.unit import builders
 from tests.unit.fakes import FakeCloud, FakeDirectory
+from writeback.adapters.state.leases import session_name
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine
 from writeback.app.lease import LeaderLease
 from writeback.app.service import Service
 from writeback.core.model import CloudGroup, MemberRef
-from writeback.errors import ConfigError
+from writeback.errors import ConfigError, StateError
 
 
 def _world(tmp_path: Path) -> tuple[Service, FakeCloud, FakeDirectory, SqliteStore, LeaderLease, Path]:
@@ -72,6 +73,60 @@ def test_a_deposed_leader_stops_writing_before_the_next_change(tmp_path: Path, c
     (fenced,) = [r for r in caplog.records if getattr(r, "event", None) == "fenced"]
     assert fenced.getMessage().startswith("stopped writing to AD: ")
     assert "fencing token 1 ended" in fenced.getMessage()
+
+
+class _SessionsStore(SqliteStore):
+    """A real SQLite lease store that records which instances' database sessions it was asked to end (SQLite has
+    none; PostgreSQL ends them: tests/integration/test_store_backends.py)."""
+
+    def __init__(self, path: Path, fail: bool = False) -> None:
+        super().__init__(path)
+        self.ended: list[str] = []
+        self.fail = fail
+
+    def end_sessions(self, instance: str) -> int:
+        self.ended.append(instance)
+        if self.fail:
+            raise StateError("state database: permission denied to terminate process")
+        return 2
+
+
+def test_taking_the_lease_over_ends_the_former_holders_sessions_once(tmp_path: Path, caplog: Any) -> None:
+    state = tmp_path / "state.sqlite"
+    former = LeaderLease(SqliteStore(state), ttl=30, renew_interval=5, holder="a:1:0a0a")
+    store = _SessionsStore(state)
+    lease = LeaderLease(store, ttl=30, renew_interval=5, holder="b:2:0b0b")
+    assert former.tick()
+    assert not lease.tick() and store.ended == []  # standing by: the holder's lease still runs
+    store.db.execute("UPDATE leases SET expires = 0")  # the former holder was paused past its lease
+    assert lease.tick() and store.ended == ["a:1:0a0a"]
+    (ended,) = [r for r in caplog.records if getattr(r, "event", None) == "fenced_sessions"]
+    assert "ended 2 database sessions of a:1:0a0a" in ended.getMessage()
+    assert lease.tick() and store.ended == ["a:1:0a0a"]  # a renewal ends nothing
+    store.db.execute("UPDATE leases SET expires = 0")
+    assert lease.tick() and lease.token is not None  # its own lease taken again: its own sessions are kept
+    assert store.ended == ["a:1:0a0a"]
+
+
+def test_sessions_that_cannot_be_ended_leave_the_takeover_standing(tmp_path: Path, caplog: Any) -> None:
+    state = tmp_path / "state.sqlite"
+    assert LeaderLease(SqliteStore(state), ttl=30, renew_interval=5, holder="a:1:0a0a").tick()
+    store = _SessionsStore(state, fail=True)
+    store.db.execute("UPDATE leases SET expires = 0")
+    lease = LeaderLease(store, ttl=30, renew_interval=5, holder="b:2:0b0b")
+    assert lease.tick() and lease.role == "active"
+    (failed,) = [r for r in caplog.records if getattr(r, "event", None) == "fence_sessions_failed"]
+    assert "could not end the database sessions of a:1:0a0a" in failed.getMessage()
+    assert "permission denied" in failed.getMessage()
+
+
+def test_session_names_fit_postgresql_and_keep_instances_apart() -> None:
+    host = "a-very-long-host-name-of-a-writeback-server.corp.example.test"
+    one, two = session_name(f"{host}:4242:0badcafe"), session_name(f"{host}:4242:1badcafe")
+    assert one != two and len(one.encode()) <= 63 and len(two.encode()) <= 63
+    assert one.startswith("writeback 0badcafe ")
+    assert session_name("web1:7:0a0a0a0a") == "writeback 0a0a0a0a web1:7:0a0a0a0a"
+    assert session_name("h\u00f6st:7:0a0a") == "writeback 0a0a h?st:7:0a0a"  # PostgreSQL shows ASCII only
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,8 @@ class LeaseStore(Protocol):
 
     def lease_holder(self, name: str) -> LeaseHolder | None: ...
 
+    def end_sessions(self, instance: str) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -151,6 +153,8 @@ class LeaderLease:
         sent = self.clock()
         try:
             with self._lock:
+                # Who held the lease before this instance takes it over: its database sessions are ended then.
+                before = None if was else self.store.lease_holder(self.name)
                 grant = self.store.acquire_lease(self.name, self.holder, self.ttl)
                 other = None if grant is not None else self.store.lease_holder(self.name)
         except StateError as exc:
@@ -177,6 +181,8 @@ class LeaderLease:
         self._valid_until = sent + grant.remaining
         self._seen(self.holder, grant.token, grant.remaining)
         new = self.token != grant.token
+        if new and before is not None and before.holder != self.holder:
+            self._end_sessions_of(before.holder)
         self.token = grant.token
         self.reason = ""
         if new or not was:
@@ -187,6 +193,33 @@ class LeaderLease:
             )
             self.changed.set()
         return True
+
+    def _end_sessions_of(self, former: str) -> None:
+        """End the database sessions of ``former``, which held the lease before this instance took it
+        (:meth:`~writeback.adapters.state.leases.LeaseSql.end_sessions`): paused mid-statement, it would keep its
+        row locks, and this instance's cycles would wait for them until it resumes. Before this instance's first
+        cycle as the active one; a failure is logged, and the cycles then wait for the locks as before."""
+        try:
+            with self._lock:
+                ended = self.store.end_sessions(former)
+        except StateError as exc:
+            log.warning(
+                "could not end the database sessions of %s, which held the lease before: %s; a transaction it "
+                "left open keeps its row locks until it resumes or its server ends it",
+                former,
+                exc,
+                extra={"event": "fence_sessions_failed", "former": former},
+            )
+            return
+        if ended:
+            log.warning(
+                "ended %d database session%s of %s, which held the lease before this instance and may be paused "
+                "with its row locks held; its open transaction is rolled back",
+                ended,
+                "" if ended == 1 else "s",
+                former,
+                extra={"event": "fenced_sessions", "former": former, "sessions": ended},
+            )
 
     def _lost(self, why: str) -> None:
         log.warning(

@@ -742,12 +742,17 @@ def run_service(
     """Build the engine from ``settings`` and run the service until SIGTERM/SIGINT (or one cycle)."""
 
     configure_logging(json_logs=json_logs, verbose=verbose)
-    from writeback.app.wiring import build_store, shared_state
+    from writeback.app.wiring import PROCESS_INSTANCE, build_store, shared_state
 
     if shared_state(settings):
         # Several servers share a PostgreSQL state: they compete for the leader lease instead of a local lock.
         s = settings.service
-        lease = LeaderLease(build_store(settings), ttl=s.lease_ttl, renew_interval=s.lease_renew_interval)
+        lease = LeaderLease(
+            build_store(settings),
+            ttl=s.lease_ttl,
+            renew_interval=s.lease_renew_interval,
+            holder=PROCESS_INSTANCE,
+        )
         try:
             lease.start()
             return _run_locked(settings, once=once, attach=attach, lease=lease)

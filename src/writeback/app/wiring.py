@@ -8,16 +8,21 @@ from pathlib import Path
 
 from writeback.adapters.directory import DirectorySettings, LdapDirectory
 from writeback.adapters.graph import DEFAULT_USER_SELECT, GraphClient, GraphSettings, GraphSource
+from writeback.adapters.state.leases import session_name
 from writeback.adapters.state.lock import WriterLock
 from writeback.adapters.state.postgres import PostgresStore, redact
 from writeback.adapters.state.sqlbase import SqlStore
 from writeback.adapters.state.sqlite import SqliteStore
 from writeback.app.engine import Engine, Progress
-from writeback.app.lease import Fence, LeaderLease
+from writeback.app.lease import Fence, LeaderLease, instance_id
 from writeback.config import Settings, resolve_secret
 from writeback.core.expressions import compile_expression
 from writeback.core.ports import CloudSource, GroupStream, ReplicaStore, SyncReport
 from writeback.errors import ConfigError, StateLockedError
+
+# This process as the leader lease and PostgreSQL's pg_stat_activity name it: the holder of its lease, and the
+# application_name of its database sessions, so that the instance taking the lease over can end them.
+PROCESS_INSTANCE = instance_id()
 
 
 def graph_settings(settings: Settings) -> GraphSettings:
@@ -112,7 +117,12 @@ def build_store(settings: Settings) -> SqlStore:
     st = settings.state
     if st.url:
         password = resolve_secret(st.password, "state.password") if st.password else None
-        return PostgresStore(st.url, password=password, connect_timeout=st.connect_timeout)
+        return PostgresStore(
+            st.url,
+            password=password,
+            connect_timeout=st.connect_timeout,
+            application_name=session_name(PROCESS_INSTANCE),
+        )
     return SqliteStore(st.path)
 
 
@@ -147,7 +157,9 @@ def writer_claim(settings: Settings, command: str) -> Iterator[Fence | None]:
             yield None
         return
     s = settings.service
-    lease = LeaderLease(build_store(settings), ttl=s.lease_ttl, renew_interval=s.lease_renew_interval)
+    lease = LeaderLease(
+        build_store(settings), ttl=s.lease_ttl, renew_interval=s.lease_renew_interval, holder=PROCESS_INSTANCE
+    )
     try:
         lease.start()
         if not lease.active:

@@ -7,6 +7,7 @@ the format is tiny and exactly specified (MS-DTYP 2.4.2), and a dependency would
 from __future__ import annotations
 
 import re
+import struct
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
@@ -21,6 +22,7 @@ _RANGE_RE = re.compile(r"^(?P<attr>[^;]+)(?:;.*)?;range=(?P<low>\d+)-(?P<high>\d
 _EXTENDED_PART_RE = re.compile(r"<(GUID|SID)=([^>]*)>;", re.IGNORECASE)
 _MAX_AUTHORITY = 1 << 48
 _MAX_SUB_AUTHORITY = 1 << 32
+_SUB_AUTHORITIES = tuple(struct.Struct(f"<{n}I") for n in range(16))  # by sub-authority count (at most 15)
 
 
 def sid_to_str(data: bytes) -> str:
@@ -37,8 +39,9 @@ def sid_to_str(data: bytes) -> str:
     authority = int.from_bytes(data[2:8], "big")
     # MS-DTYP: authorities of 2**32 and above are written in hexadecimal with 12 digits.
     head = str(authority) if authority < _MAX_SUB_AUTHORITY else f"0x{authority:012X}"
-    subs = (int.from_bytes(data[8 + 4 * i : 12 + 4 * i], "little") for i in range(count))
-    return "-".join(["S", "1", head, *(str(s) for s in subs)])
+    # One unpack for every sub-authority: a SID per AD account read (100,000 at large, read ahead of planning).
+    subs = _SUB_AUTHORITIES[count].unpack_from(data, 8)
+    return "-".join(["S", "1", head, *map(str, subs)])
 
 
 def sid_from_str(text: str) -> bytes:

@@ -46,17 +46,23 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def connection_params(url: str, password: str | None, connect_timeout: float) -> dict[str, Any]:
-    """libpq's connection parameters for ``url``: TLS verified unless the URL says otherwise."""
+def connection_params(
+    url: str, password: str | None, connect_timeout: float, application_name: str = "writeback"
+) -> dict[str, Any]:
+    """libpq's connection parameters for ``url``: TLS verified unless the URL says otherwise; the session named
+    ``application_name`` (over any name the URL gives: the lease finds a paused instance's sessions by it,
+    :meth:`~writeback.adapters.state.leases.LeaseSql.end_sessions`)."""
     try:
         params: dict[str, Any] = conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise StateError(f"state.url {redact(url)} is not a valid PostgreSQL URL: {exc}") from exc
     params.setdefault("sslmode", "verify-full")
     params.setdefault("connect_timeout", max(1, round(connect_timeout)))
-    params.setdefault("application_name", "writeback")
+    params["application_name"] = application_name
     # A writeback paused or cut off inside a transaction must not keep its row locks: the server ends such a
     # session after 30 s, and a statement waits at most 10 s for a lock (the cycle then fails and is retried).
+    # One paused in the middle of a statement is not idle to the server: the instance that takes the lease over
+    # ends its sessions (LeaseSql.end_sessions).
     # https://www.postgresql.org/docs/current/runtime-config-client.html
     guard_rails = "-c idle_in_transaction_session_timeout=30000 -c lock_timeout=10000"
     params["options"] = f"{params['options']} {guard_rails}" if params.get("options") else guard_rails
@@ -178,10 +184,18 @@ class PostgresStore(SqlStore):
     # Unix seconds by the database server's clock, which every writeback server shares.
     now_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
 
-    def __init__(self, url: str, *, password: str | None = None, connect_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        connect_timeout: float = 5.0,
+        application_name: str = "writeback",
+    ) -> None:
         self.url = url
         self.where = redact(url)
-        self.db = self.conn = _Connection(url, connection_params(url, password, connect_timeout))
+        params = connection_params(url, password, connect_timeout, application_name)
+        self.db = self.conn = _Connection(url, params)
         try:
             self.migrate()
         except StateError:
