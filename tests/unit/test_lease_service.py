@@ -120,6 +120,21 @@ def test_sessions_that_cannot_be_ended_leave_the_takeover_standing(tmp_path: Pat
     assert "permission denied" in failed.getMessage()
 
 
+def test_a_leader_resumed_past_its_lease_with_its_sessions_ended_says_at_once_that_it_stands_by(
+    tmp_path: Path, caplog: Any
+) -> None:
+    store = _SessionsStore(tmp_path / "state.sqlite")
+    now = [0.0]
+    lease = LeaderLease(store, ttl=30, renew_interval=5, holder="a:1:0a0a", clock=lambda: now[0])
+    assert lease.tick() and lease.active
+    now[0] += 60  # paused for a minute; meanwhile another instance took over and ended its sessions
+    store.db.close()  # its next statement fails (as a terminated PostgreSQL session does)
+    assert not lease.tick()
+    assert lease.token is None and lease.role == "standby"
+    (lost,) = [r for r in caplog.records if getattr(r, "event", None) == "role" and r.role == "standby"]
+    assert "cannot renew the lease" in lost.getMessage()
+
+
 def test_session_names_fit_postgresql_and_keep_instances_apart() -> None:
     host = "a-very-long-host-name-of-a-writeback-server.corp.example.test"
     one, two = session_name(f"{host}:4242:0badcafe"), session_name(f"{host}:4242:1badcafe")

@@ -161,7 +161,9 @@ class LeaderLease:
             # The database is gone: keep what the last renewal granted (the guard checks the database itself,
             # so nothing is written meanwhile), and say why.
             self.reason = f"cannot renew the lease: {exc}"
-            if was and self.clock() >= self._valid_until:
+            if self.token is not None and self.clock() >= self._valid_until:
+                # Also when it ran out while this process was paused: the taker ended this instance's sessions
+                # (the first statement after the pause fails), and this instance says now that it stands by.
                 self._lost(self.reason)
             return self.active
         if grant is None:
