@@ -16,9 +16,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 from tests.testbed.fixtures import PostgresServer, without_password
 from tests.testbed.stores import BACKENDS, another_connection, open_store
 
@@ -89,11 +95,40 @@ def _stopped(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
 
 
+@contextmanager
+def _plain_role(postgres_url: str) -> Iterator[str]:
+    """The URL of a new role that is no superuser and owns the test database (as docs/ha.md creates it)."""
+    role, password = f"wb_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        database = conn.info.dbname
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password))
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), sql.Identifier(role))
+        )
+    parts = urlsplit(postgres_url)
+    try:
+        yield urlunsplit(parts._replace(netloc=f"{role}:{password}@{parts.hostname}:{parts.port}"))
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(database)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
 def test_the_instance_taking_the_lease_over_ends_the_sessions_of_one_paused_mid_statement(
     postgres_url: str,
 ) -> None:
-    import psycopg
+    with _plain_role(postgres_url) as url:
+        _paused_mid_statement(url)
 
+
+def _paused_mid_statement(postgres_url: str) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (
+            False,
+        )
     PostgresStore(postgres_url).close()  # the schema, before the two instances
     paused, taker = "paused-host:101:0a0a0a0a", "taking-host:202:0b0b0b0b"
     child = subprocess.Popen(
