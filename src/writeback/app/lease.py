@@ -21,7 +21,7 @@ lease while active, the other instance's while standing by (so a standby can say
 with the lease's end turned into this server's Unix time (the database's remaining seconds added to the time of
 the answer). The console's ``/api/status`` and the health file show it.
 
-The lease uses its own connection (:class:`LeaseStore`), never the engine's, so a long write transaction of the
+The lease uses its own connection (:class:`~writeback.core.ports.LeaseStore`), never the engine's, so a long write transaction of the
 engine never delays a renewal, and a renewal never commits half of the engine's transaction.
 """
 
@@ -37,27 +37,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from writeback.adapters.state.sqlbase import LeaseGrant, LeaseHolder
+from writeback.core.ports import LeaseStore
 from writeback.errors import LeaseLostError, StateError
 
 log = logging.getLogger("writeback.lease")
 LEASE_NAME = "writeback-run"
-
-
-class LeaseStore(Protocol):
-    """What the lease needs of a state store (:class:`writeback.adapters.state.sqlbase.SqlStore` has it)."""
-
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> LeaseGrant | None: ...
-
-    def check_lease(self, name: str, holder: str, token: int) -> float | None: ...
-
-    def release_lease(self, name: str, holder: str, token: int) -> None: ...
-
-    def lease_holder(self, name: str) -> LeaseHolder | None: ...
-
-    def end_sessions(self, instance: str) -> int: ...
-
-    def close(self) -> None: ...
 
 
 def instance_id() -> str:
@@ -154,9 +138,12 @@ class LeaderLease:
         try:
             with self._lock:
                 # Who held the lease before this instance takes it over: its database sessions are ended then.
+                # A standby that does not get it says who holds it from the same read (one query per tick).
                 before = None if was else self.store.lease_holder(self.name)
                 grant = self.store.acquire_lease(self.name, self.holder, self.ttl)
-                other = None if grant is not None else self.store.lease_holder(self.name)
+                other = None
+                if grant is None:
+                    other = before if before is not None else self.store.lease_holder(self.name)
         except StateError as exc:
             # The database is gone: keep what the last renewal granted (the guard checks the database itself,
             # so nothing is written meanwhile), and say why.
